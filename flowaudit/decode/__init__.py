@@ -1,0 +1,82 @@
+"""Format decoders: the shell around the numba kernels, one module per format.
+
+Every decoder exposes the same function::
+
+    classify(buf: np.ndarray[uint8], offsets: np.ndarray[int64], sel: np.ndarray[int64]) -> FormatResult
+
+``buf``/``offsets`` are the whole batch (Arrow binary layout: message ``i`` is
+``buf[offsets[i]:offsets[i+1]]``); ``sel`` lists the batch indices of the messages of this
+format.  The decoder runs its kernels over all selected messages at once and returns columnar
+arrays; it never raises on bad input: a message it cannot decode gets a non-zero ``status``
+(a code of :data:`REASONS`) and no hits.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Message formats (uint8 codes used in kernels and the ``format`` column).
+FMT_UNKNOWN, FMT_EDIFACT, FMT_X12, FMT_XML, FMT_JSON = 0, 1, 2, 3, 4
+FORMAT_NAMES = {FMT_UNKNOWN: "unknown", FMT_EDIFACT: "edifact", FMT_X12: "x12", FMT_XML: "xml", FMT_JSON: "json"}
+FORMAT_CODES = {v: k for k, v in FORMAT_NAMES.items()}
+
+# Quarantine reasons (status codes; 0 = decoded).  Stable: stored in Parquet as strings.
+REASONS = {
+    0: "ok",
+    1: "empty_value",
+    2: "null_value",
+    3: "too_large",
+    4: "unknown_format",
+    5: "invalid_utf8",
+    6: "unterminated_interchange",
+    7: "bad_service_string",       # EDIFACT UNA / X12 ISA separators
+    8: "release_at_end",
+    9: "malformed_json",
+    10: "malformed_xml",
+    11: "forbidden_xml_construct",  # DOCTYPE / entity / XInclude
+    12: "too_deep",
+    13: "bad_charset",
+    14: "segment_too_long",
+    15: "too_many_components",
+    16: "format_mismatch",
+    17: "bad_envelope",
+}
+REASON_CODES = {v: k for k, v in REASONS.items()}
+
+
+@dataclass
+class FormatResult:
+    """What a decoder found in the selected messages.
+
+    Per selected message (arrays of ``len(sel)``, aligned with ``sel``):
+      ``status`` int8, a :data:`REASONS` code; ``msg_type`` list of str ("BAPLIE", "315",
+      "Declaration", "json", "" when unknown); ``n_segments`` int32 (segments / elements / values seen).
+    Per hit (arrays of the same length):
+      ``hit_msg`` int64 batch index (a value of ``sel``), ``hit_class`` int16 class code
+      (schemas/catalog/classes.toml), ``hit_loc`` int32 index into ``loc_names``,
+      ``hit_valid`` int8 (1 check digit ok, 0 wrong, -1 no check digit),
+      ``hit_conf`` uint8 confidence in percent (100 structural position, lower for free text),
+      ``hit_start``/``hit_end`` int64 raw byte range of the value in ``buf``,
+      ``val_off`` int64 (n_hits+1) and ``val_buf`` uint8: the normalised value of hit ``k`` is
+      ``val_buf[val_off[k]:val_off[k+1]]`` (release characters and escapes removed, upper case
+      where the class is case-insensitive).
+    """
+
+    status: np.ndarray
+    msg_type: list
+    n_segments: np.ndarray
+    hit_msg: np.ndarray
+    hit_class: np.ndarray
+    hit_loc: np.ndarray
+    hit_valid: np.ndarray
+    hit_conf: np.ndarray
+    hit_start: np.ndarray
+    hit_end: np.ndarray
+    val_off: np.ndarray
+    val_buf: np.ndarray
+    loc_names: list = field(default_factory=list)
+
+    @property
+    def n_hits(self) -> int:
+        return int(self.hit_msg.shape[0])
