@@ -1,0 +1,125 @@
+"""End to end: flowaudit's stream pipeline against a bare confluent-kafka consume loop.
+
+Same embedded broker, same topics and bytes, same run.  Both start from a fresh consumer group
+and are timed from the first message received to the last offset handled (the pipeline's time
+includes classification, Parquet publish with fsync and offset commits; its kernel warm-up is
+reported separately).  The figure that matters is the ratio pipeline / bare.
+
+    python -m benchmarks.e2e --count 100000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaError
+
+from flowaudit import synth
+from flowaudit.broker import EmbeddedBroker
+from flowaudit.config import Settings
+from flowaudit.demo import produce
+from flowaudit.sources.kafka import StreamService, check_broker, consumer_config
+
+
+def bare_consume(settings: Settings, expected: int, poll: int) -> dict:
+    """The peer: consume every message, touch each value (len), nothing else."""
+    parts = sum(check_broker(settings).values())
+    c = Consumer(consumer_config(settings))
+    c.subscribe(list(settings.kafka.topics))
+    n = nbytes = 0
+    eof: set = set()
+    t_first = None
+    try:
+        while len(eof) < parts or n < expected:
+            msgs = c.consume(num_messages=poll, timeout=0.5)
+            for m in msgs:
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        eof.add((m.topic(), m.partition()))
+                    continue
+                if t_first is None:
+                    t_first = time.monotonic()
+                eof.discard((m.topic(), m.partition()))
+                v = m.value()
+                n += 1
+                nbytes += len(v) if v is not None else 0
+        secs = time.monotonic() - t_first
+    finally:
+        c.close()
+    return {"messages": n, "bytes": nbytes, "seconds": secs, "msg_per_s": n / secs, "mb_per_s": nbytes / 1e6 / secs}
+
+
+def pipeline(settings: Settings) -> dict:
+    s = StreamService(settings, metrics=None, until_drained=True, install_signals=False).run()
+    secs = s.active_seconds
+    return {"messages": s.messages, "bytes": s.bytes, "seconds": secs, "msg_per_s": s.messages / secs,
+            "mb_per_s": s.bytes / 1e6 / secs, "warmup_seconds": s.warmup_seconds,
+            "hits": dict(s.hits), "quarantined": dict(s.quarantined), "files": dict(s.files)}
+
+
+def run(count: int = 50_000, seed: int = 3, partitions: int = 3, poll: int = 5000, repeats: int = 1,
+        rotate_records: int = 100_000) -> dict:
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="flowaudit-bench-") as tmp:
+        broker.create_topics({t: partitions for t in synth.TOPICS.values()})
+        t0 = time.monotonic()
+        n, nbytes = produce(synth.generate(seed, count), broker.bootstrap, partitions=partitions)
+        produce_s = time.monotonic() - t0
+        results = {"bare": [], "pipeline": []}
+        for r in range(repeats):
+            for name in ("bare", "pipeline"):
+                st = Settings()
+                st.kafka.bootstrap_servers = broker.bootstrap
+                st.kafka.topics = {t: f for f, t in synth.TOPICS.items()}
+                st.kafka.group_id = f"bench-{name}-{r}"
+                st.kafka.poll_max_messages = poll
+                st.sink.root = str(Path(tmp) / f"{name}-{r}")
+                st.sink.rotate_records = rotate_records
+                st.security.hmac_key = "benchmark-key-not-secret"
+                st.validate()
+                results[name].append(bare_consume(st, n, poll) if name == "bare" else pipeline(st))
+    best = {k: max(v, key=lambda x: x["msg_per_s"]) for k, v in results.items()}
+    return {
+        "benchmark": "e2e_stream_vs_bare_consume",
+        "machine": {"python": platform.python_version(), "cpu": _cpu_model(), "platform": platform.platform()},
+        "messages": n, "mb": nbytes / 1e6, "produce_seconds": produce_s, "poll_max_messages": poll,
+        "partitions_per_topic": partitions, "runs": results, "best": best,
+        "ratio_pipeline_to_bare": best["pipeline"]["msg_per_s"] / best["bare"]["msg_per_s"],
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.e2e", description=__doc__.splitlines()[0])
+    ap.add_argument("--count", type=int, default=50_000)
+    ap.add_argument("--poll", type=int, default=5000, help="messages per poll (consume num_messages)")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    args = ap.parse_args(argv)
+    res = run(count=args.count, poll=args.poll, repeats=args.repeats)
+    b, p = res["best"]["bare"], res["best"]["pipeline"]
+    print(f"e2e on {res['machine']['cpu']}: {res['messages']:,} messages, {res['mb']:.1f} MB")
+    print(f"  bare confluent-kafka consume  {b['msg_per_s']:>10,.0f} msg/s  {b['mb_per_s']:7.1f} MB/s")
+    print(f"  flowaudit stream pipeline     {p['msg_per_s']:>10,.0f} msg/s  {p['mb_per_s']:7.1f} MB/s"
+          f"  (warm-up {p['warmup_seconds']:.1f} s)")
+    print(f"  ratio pipeline / bare         {res['ratio_pipeline_to_bare']:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

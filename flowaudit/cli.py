@@ -1,0 +1,162 @@
+"""Command line: ``flowaudit demo | stream | synth | warmup``.
+
+Configuration errors print one line and exit 2; a clean stop (SIGTERM, Ctrl-C, drained) exits 0.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import __version__
+from .config import ConfigError, load
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML settings file [env FLOWAUDIT_CONFIG]")
+    p.add_argument("--bootstrap", metavar="HOST:PORT",
+                   help="Kafka bootstrap servers [env FLOWAUDIT_KAFKA_BOOTSTRAP_SERVERS]")
+    p.add_argument("--group", metavar="ID", help="consumer group id [env FLOWAUDIT_KAFKA_GROUP_ID]")
+    p.add_argument("--topics", metavar="T=FMT,...",
+                   help="topics and their formats (edifact, x12, xml, json, auto) [env FLOWAUDIT_KAFKA_TOPICS]")
+    p.add_argument("--root", metavar="DIR", help="Parquet output root [env FLOWAUDIT_SINK_ROOT]")
+    p.add_argument("--rotate-records", type=int, metavar="N",
+                   help="messages per file per partition [env FLOWAUDIT_SINK_ROTATE_RECORDS]")
+    p.add_argument("--raw", action="store_true",
+                   help="also store raw sensitive values (local investigations only) [env FLOWAUDIT_SINK_RAW_VALUES]")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="Prometheus /metrics port, 0 = off [env FLOWAUDIT_METRICS_PORT]")
+    p.add_argument("--metrics-host", metavar="ADDR", help="address to serve /metrics on [env FLOWAUDIT_METRICS_HOST]")
+
+
+def _settings(args):
+    over: dict = {}
+    if args.bootstrap:
+        over.setdefault("kafka", {})["bootstrap_servers"] = args.bootstrap
+    if args.group:
+        over.setdefault("kafka", {})["group_id"] = args.group
+    if args.topics:
+        topics = {}
+        for item in args.topics.split(","):
+            if "=" not in item:
+                raise ConfigError(f"--topics: expected topic=format, got {item!r}")
+            t, f = item.split("=", 1)
+            topics[t.strip()] = f.strip()
+        over.setdefault("kafka", {})["topics"] = topics
+    if args.root:
+        over.setdefault("sink", {})["root"] = args.root
+    if args.rotate_records:
+        over.setdefault("sink", {})["rotate_records"] = args.rotate_records
+    if args.raw:
+        over.setdefault("sink", {})["raw_values"] = True
+    if args.metrics_port is not None:
+        over.setdefault("metrics", {})["port"] = args.metrics_port
+    if args.metrics_host:
+        over.setdefault("metrics", {})["host"] = args.metrics_host
+    return load(args.config, overrides=over)
+
+
+def cmd_stream(args) -> int:
+    from .metrics import Metrics
+    from .sources.kafka import StreamService, format_summary
+
+    settings = _settings(args)
+    metrics = Metrics(settings.kafka.topics)
+    if settings.metrics.port:
+        try:
+            port = metrics.serve(settings.metrics.host, settings.metrics.port)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve metrics on {settings.metrics.host}:{settings.metrics.port}: {exc.strerror}")
+        print(f"metrics on http://{settings.metrics.host}:{port}/metrics", file=sys.stderr, flush=True)
+    service = StreamService(settings, metrics, until_drained=args.until_drained, max_seconds=args.max_seconds)
+    summary = service.run()
+    metrics.close()
+    if not args.quiet:
+        print(format_summary(summary), flush=True)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import format_summary, run_demo
+
+    summary = run_demo(count=args.count, seed=args.seed, out=args.out, partitions=args.partitions,
+                       metrics_port=args.metrics_port)
+    print(format_summary(summary), flush=True)
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from . import synth
+
+    msgs = synth.generate(args.seed, args.count, bad_fraction=args.bad_fraction)
+    if args.bootstrap:
+        from .demo import produce
+        n, b = produce(msgs, args.bootstrap, partitions=args.partitions)
+        print(f"produced {n:,} messages ({b / 1e6:.1f} MB) to {', '.join(synth.TOPICS.values())}")
+    else:
+        counts = synth.write_files(msgs, args.out)
+        print(f"wrote {counts} under {args.out} (labels in {args.out}/labels.jsonl)")
+    return 0
+
+
+def cmd_warmup(args) -> int:
+    """Compile (and cache) every kernel, so the first batch of a service is not slow."""
+    from .pipeline import Classifier
+    from .protect import Protector
+
+    secs = Classifier(Protector(b"warmup-key-not-secret")).warmup()
+    print(f"kernels ready in {secs:.1f} s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="flowaudit", description="Audit a seaport's logistics data flows: "
+                                 "which sensitive data moves, and where it goes.")
+    ap.add_argument("--version", action="version", version=f"flowaudit {__version__}")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("demo", help="embedded broker + synthetic port traffic + stream service, then a summary")
+    p.add_argument("--count", type=int, default=100_000, help="synthetic messages to produce (default 100000)")
+    p.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
+    p.add_argument("--out", default="demo-out", help="Parquet output root (default ./demo-out)")
+    p.add_argument("--partitions", type=int, default=3, help="partitions per topic (default 3)")
+    p.add_argument("--metrics-port", type=int, default=9464, help="Prometheus port while running, 0 = off")
+    p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("stream", help="consume the configured topics, classify, write Parquet, serve metrics")
+    _add_config_flags(p)
+    p.add_argument("--until-drained", action="store_true", help="stop once every assigned partition is at its end")
+    p.add_argument("--max-seconds", type=float, help="stop after this many seconds")
+    p.add_argument("--quiet", action="store_true", help="no summary on exit")
+    p.set_defaults(fn=cmd_stream)
+
+    p = sub.add_parser("synth", help="deterministic synthetic port traffic with ground-truth labels")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--count", type=int, default=1000)
+    p.add_argument("--bad-fraction", type=float, default=0.0, help="share of undecodable messages")
+    p.add_argument("--out", default="synth-out", help="folder for files and labels.jsonl")
+    p.add_argument("--bootstrap", metavar="HOST:PORT", help="produce to Kafka instead of writing files")
+    p.add_argument("--partitions", type=int, default=3, help="partitions used when producing")
+    p.set_defaults(fn=cmd_synth)
+
+    p = sub.add_parser("warmup", help="compile and cache the numba kernels")
+    p.set_defaults(fn=cmd_warmup)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return args.fn(args)
+    except ConfigError as exc:
+        print(f"flowaudit: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

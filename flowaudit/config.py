@@ -1,0 +1,224 @@
+"""One settings model: a TOML file plus ``FLOWAUDIT_<SECTION>_<KEY>`` environment variables.
+
+Precedence: defaults < TOML file < environment < command-line flags.  Every error is a
+:class:`ConfigError` with a one-line message (the CLI prints it and exits 2), never a traceback:
+unknown keys (with a suggestion), wrong types, bad values.
+
+Environment examples::
+
+    FLOWAUDIT_KAFKA_BOOTSTRAP_SERVERS=broker:9092
+    FLOWAUDIT_KAFKA_TOPICS=port.edifact=edifact,port.x12=x12,port.mixed=auto
+    FLOWAUDIT_SINK_ROOT=/data/flowaudit
+    FLOWAUDIT_SECURITY_HMAC_KEY=...            (or FLOWAUDIT_SECURITY_HMAC_KEY_FILE=/run/secrets/key)
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+FORMATS = ("edifact", "x12", "xml", "json", "auto")
+DEFAULT_TOPICS = {"port.edifact": "edifact", "port.x12": "x12", "port.xml": "xml", "port.json": "json"}
+
+
+class ConfigError(ValueError):
+    """A configuration problem, explained in one line."""
+
+
+@dataclass
+class KafkaSettings:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = "flowaudit"
+    # topic -> format ("edifact", "x12", "xml", "json", or "auto": detect from the first bytes)
+    topics: dict = field(default_factory=lambda: dict(DEFAULT_TOPICS))
+    auto_offset_reset: str = "earliest"
+    session_timeout_ms: int = 6000
+    poll_max_messages: int = 5000
+    poll_timeout_s: float = 0.5
+    max_message_bytes: int = 8 * 1024 * 1024
+    # extra librdkafka properties passed through verbatim (security.protocol, sasl.*, ...)
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class SinkSettings:
+    root: str = "flowaudit-out"
+    rotate_records: int = 100_000      # messages per file per partition; record time rotates by hour
+    compression: str = "zstd"
+    row_group_size: int = 64 * 1024
+    raw_values: bool = False           # store raw sensitive values (local investigations only)
+
+
+@dataclass
+class SecuritySettings:
+    hmac_key: str = ""
+    hmac_key_file: str = ""
+
+
+@dataclass
+class MetricsSettings:
+    host: str = "127.0.0.1"
+    port: int = 9464                   # 0 = no HTTP endpoint
+
+
+@dataclass
+class Settings:
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    sink: SinkSettings = field(default_factory=SinkSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+
+    def validate(self) -> "Settings":
+        k = self.kafka
+        if not k.topics:
+            raise ConfigError("kafka.topics is empty: name at least one topic")
+        for topic, fmt in k.topics.items():
+            if fmt not in FORMATS:
+                raise ConfigError(f"kafka.topics.{topic}: format {fmt!r} is not one of {', '.join(FORMATS)}")
+        if k.auto_offset_reset not in ("earliest", "latest"):
+            raise ConfigError("kafka.auto_offset_reset must be 'earliest' or 'latest'")
+        for name in ("poll_max_messages", "max_message_bytes", "session_timeout_ms"):
+            if getattr(k, name) <= 0:
+                raise ConfigError(f"kafka.{name} must be positive")
+        if self.sink.rotate_records <= 0:
+            raise ConfigError("sink.rotate_records must be positive")
+        if self.sink.compression not in ("zstd", "snappy", "gzip", "lz4", "none"):
+            raise ConfigError("sink.compression must be one of zstd, snappy, gzip, lz4, none")
+        if not 0 <= self.metrics.port <= 65535:
+            raise ConfigError("metrics.port must be 0..65535")
+        return self
+
+
+def _coerce(path: str, typ: Any, value: Any, from_env: bool) -> Any:
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if from_env and str(value).lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return str(value).lower() in ("1", "true", "yes", "on")
+    elif typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if from_env:
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if from_env:
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif typ is str:
+        if isinstance(value, str):
+            return value
+    elif typ is dict:
+        if isinstance(value, dict):
+            return {str(a): b for a, b in value.items()}
+        if from_env:  # "a=b,c=d"
+            out = {}
+            for item in filter(None, (p.strip() for p in str(value).split(","))):
+                if "=" not in item:
+                    raise ConfigError(f"{path}: expected key=value pairs separated by commas, got {item!r}")
+                a, b = item.split("=", 1)
+                out[a.strip()] = b.strip()
+            return out
+    raise ConfigError(f"{path}: expected {typ.__name__}, got {type(value).__name__} {value!r}")
+
+
+def _apply(obj: Any, data: dict, prefix: str, from_env: bool = False) -> None:
+    hints = get_type_hints(type(obj))
+    names = [f.name for f in fields(obj)]
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else f" (known: {', '.join(names)})"
+            raise ConfigError(f"unknown key {path}{hint}")
+        current = getattr(obj, key)
+        if is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path} must be a table")
+            _apply(current, value, f"{path}.", from_env)
+        else:
+            setattr(obj, key, _coerce(path, hints[key], value, from_env))
+
+
+def _env_overrides(env: dict[str, str]) -> dict:
+    out: dict = {}
+    sections = [f.name for f in fields(Settings)]
+    for name, value in env.items():
+        if not name.startswith("FLOWAUDIT_"):
+            continue
+        rest = name[len("FLOWAUDIT_"):].lower()
+        for section in sections:
+            if rest.startswith(section + "_"):
+                out.setdefault(section, {})[rest[len(section) + 1:]] = value
+                break
+        else:
+            if rest in ("config",):  # FLOWAUDIT_CONFIG names the file, handled by load()
+                continue
+            raise ConfigError(f"unknown environment variable {name} (sections: {', '.join(sections)})")
+    return out
+
+
+def load(path: str | os.PathLike | None = None, env: dict[str, str] | None = None,
+         overrides: dict | None = None) -> Settings:
+    """Build validated settings from defaults, the TOML file, the environment and ``overrides``."""
+    env = dict(os.environ if env is None else env)
+    settings = Settings()
+    path = path or env.get("FLOWAUDIT_CONFIG")
+    if path:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p}: {exc}") from None
+        _apply(settings, data, "")
+    _apply(settings, _env_overrides(env), "", from_env=True)
+    if overrides:
+        _apply(settings, overrides, "")
+    return settings.validate()
+
+
+def hmac_key(settings: Settings, root: Path) -> tuple[bytes, str]:
+    """The operator's HMAC key and where it came from.
+
+    Order: ``security.hmac_key``, ``security.hmac_key_file``, else a random key created once in
+    ``<root>/.hmac-key`` (mode 0600) so that hashes stay joinable across restarts; operators
+    should configure their own key for production.
+    """
+    sec = settings.security
+    if sec.hmac_key:
+        return sec.hmac_key.encode(), "security.hmac_key"
+    if sec.hmac_key_file:
+        try:
+            key = Path(sec.hmac_key_file).read_bytes().strip()
+        except OSError as exc:
+            raise ConfigError(f"security.hmac_key_file: {exc.strerror}: {sec.hmac_key_file}") from None
+        if len(key) < 16:
+            raise ConfigError("security.hmac_key_file: the key must be at least 16 bytes")
+        return key, sec.hmac_key_file
+    kf = root / ".hmac-key"
+    root.mkdir(parents=True, exist_ok=True)
+    if not kf.exists():
+        tmp = root / f".hmac-key.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(os.urandom(32).hex().encode())
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, kf)  # no overwrite: a concurrent first start keeps one key
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return kf.read_bytes().strip(), str(kf)

@@ -1,0 +1,21 @@
+"""ANSI X12 decoder shell: compiles schemas/catalog/x12.toml and runs kernels/x12.py."""
+from __future__ import annotations
+
+import numpy as np
+
+from flowaudit.kernels import x12 as _k
+
+from . import FormatResult
+from .edifact import load_rules, run_classify
+
+
+def classify(buf: np.ndarray, offsets: np.ndarray, sel: np.ndarray) -> FormatResult:
+    """Classify the X12 messages ``sel`` of the batch (see :mod:`flowaudit.decode`)."""
+    return run_classify(_k.classify, buf, offsets, sel, load_rules("x12.toml"))
+
+
+def tokenize(buf: np.ndarray, offsets: np.ndarray, sel: np.ndarray):
+    """Token table of the X12 messages ``sel`` (see :func:`kernels.x12.tokenize`)."""
+    c = load_rules("x12.toml")
+    return _k.tokenize(np.ascontiguousarray(buf, dtype=np.uint8), np.ascontiguousarray(offsets, dtype=np.int64),
+                       np.ascontiguousarray(sel, dtype=np.int64), c["max_seg"], c["max_tok"])

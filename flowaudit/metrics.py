@@ -1,0 +1,75 @@
+"""Prometheus metrics: one registry per service instance and its HTTP exporter.
+
+Names follow the Prometheus conventions (prefix ``flowaudit_``, counters end ``_total``,
+base units in names).  Labels stay bounded: topic, partition (of the configured topics),
+format, reason, data_class, dataset, kernel.  Never an address, offset, party id or value.
+Known label combinations are initialised to 0 so dashboards and alerts see them from start.
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+
+from . import __version__
+from .decode import FORMAT_NAMES, REASONS
+
+DATASETS = ("hits", "messages", "quarantine")
+
+
+class Metrics:
+    def __init__(self, topics: dict[str, str] | None = None, data_classes: list[str] | None = None):
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.info = Info("flowaudit_build", "flowaudit version", registry=r)
+        self.info.info({"version": __version__})
+        self.consumed_messages = Counter("flowaudit_consumed_messages_total",
+                                         "Kafka messages consumed", ["topic"], registry=r)
+        self.consumed_bytes = Counter("flowaudit_consumed_bytes_total",
+                                      "Bytes of Kafka message values consumed", ["topic"], registry=r)
+        self.hits = Counter("flowaudit_hits_total", "Sensitive values found",
+                            ["format", "data_class"], registry=r)
+        self.quarantined = Counter("flowaudit_quarantined_messages_total",
+                                   "Messages sent to quarantine, by reason", ["format", "reason"], registry=r)
+        self.batch_seconds = Histogram(
+            "flowaudit_batch_duration_seconds", "Wall time to process one polled batch (decode to sink)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0), registry=r)
+        self.batch_messages = Histogram(
+            "flowaudit_batch_messages", "Messages per polled batch",
+            buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 50000), registry=r)
+        self.kernel_seconds = Counter("flowaudit_kernel_seconds_total",
+                                      "Seconds spent inside numba kernels", ["kernel"], registry=r)
+        self.files_committed = Counter("flowaudit_files_committed_total",
+                                       "Parquet files published (fsynced, linked, directory fsynced)",
+                                       ["dataset"], registry=r)
+        self.rows_written = Counter("flowaudit_rows_written_total", "Rows in published Parquet files",
+                                    ["dataset"], registry=r)
+        self.offsets_committed = Counter("flowaudit_offset_commits_total",
+                                         "Kafka offset commits after a durable publish", registry=r)
+        self.consumer_lag = Gauge("flowaudit_consumer_lag_messages",
+                                  "Messages between the consumer position and the high watermark",
+                                  ["topic", "partition"], registry=r)
+        for d in DATASETS:
+            self.files_committed.labels(d)
+            self.rows_written.labels(d)
+        for t in topics or {}:
+            self.consumed_messages.labels(t)
+            self.consumed_bytes.labels(t)
+        for f in FORMAT_NAMES.values():
+            for reason in REASONS.values():
+                if reason != "ok":
+                    self.quarantined.labels(f, reason)
+            for c in data_classes or []:
+                self.hits.labels(f, c)
+        self._server = None
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the /metrics HTTP endpoint on a daemon thread; returns the bound port."""
+        if port == 0 and host == "":
+            return 0
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        self._server = server
+        return server.server_address[1]
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

@@ -1,0 +1,337 @@
+"""``flowaudit stream``: the consumer-group service.
+
+Each poll becomes one :class:`~flowaudit.pipeline.Batch`; the kernels classify it as a whole;
+rows go to one :class:`~flowaudit.sinks.parquet.PartitionWriter` per assigned partition; a
+writer publishes a file set when it rotates, and only then is the Kafka offset committed.
+On assignment a writer recovers its partition from storage and the consumer seeks to the
+offset after the last durable file, so a crash at any moment neither loses nor duplicates an
+offset.  SIGTERM / Ctrl-C: finish the current batch, publish what is buffered, commit, exit 0.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from ..config import ConfigError, Settings, hmac_key
+from ..metrics import Metrics
+from ..pipeline import Batch, Classifier, format_code
+from ..protect import Protector
+from ..sinks.parquet import PartitionWriter
+
+log = logging.getLogger("flowaudit.stream")
+
+
+@dataclass
+class Summary:
+    messages: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    warmup_seconds: float = 0.0
+    hits: Counter = field(default_factory=Counter)          # data_class -> n
+    quarantined: Counter = field(default_factory=Counter)   # reason -> n
+    files: Counter = field(default_factory=Counter)         # dataset -> n
+    rows: Counter = field(default_factory=Counter)          # dataset -> n
+    batches: int = 0
+    active_seconds: float = 0.0  # first message received -> last file published (no group join)
+    root: str = ""
+    metrics_url: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds if self.seconds else 0.0
+
+
+def consumer_config(settings: Settings, **extra) -> dict:
+    k = settings.kafka
+    conf = {
+        "bootstrap.servers": k.bootstrap_servers,
+        "group.id": k.group_id,
+        "auto.offset.reset": k.auto_offset_reset,
+        "enable.auto.commit": False,          # offsets are committed only after a durable publish
+        "enable.auto.offset.store": False,
+        "session.timeout.ms": k.session_timeout_ms,
+        "heartbeat.interval.ms": max(500, k.session_timeout_ms // 3),
+        "enable.partition.eof": True,
+        "max.partition.fetch.bytes": max(1 << 20, k.max_message_bytes + 1024),
+        "fetch.max.bytes": max(64 << 20, k.max_message_bytes + 1024),
+        "queued.max.messages.kbytes": 256 * 1024,
+    }
+    conf.update(k.extra)
+    conf.update(extra)
+    return conf
+
+
+def check_broker(settings: Settings, timeout: float = 10.0) -> dict[str, int]:
+    """Reach the broker and the topics, or raise a one-line ConfigError; returns partitions per topic."""
+    conf = {"bootstrap.servers": settings.kafka.bootstrap_servers, **settings.kafka.extra}
+    try:
+        md = AdminClient(conf).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise ConfigError(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc.args[0].str()}") from None
+    missing = [t for t in settings.kafka.topics if t not in md.topics]
+    if missing:
+        raise ConfigError(f"topic(s) not found on {settings.kafka.bootstrap_servers}: {', '.join(missing)}")
+    return {t: len(md.topics[t].partitions) for t in settings.kafka.topics}
+
+
+class StreamService:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None, until_drained: bool = False,
+                 max_seconds: float | None = None, install_signals: bool = True):
+        self.settings = settings
+        self.root = Path(settings.sink.root)
+        self.metrics = metrics
+        self.until_drained = until_drained
+        self.max_seconds = max_seconds
+        self.install_signals = install_signals
+        self.stopping = False
+        self.topics = dict(settings.kafka.topics)
+        self.topic_names = list(self.topics)
+        self.topic_idx = {t: i for i, t in enumerate(self.topic_names)}
+        self.topic_fmt = np.array([format_code(self.topics[t]) for t in self.topic_names], np.uint8)
+        key, _src = hmac_key(settings, self.root)
+        self.classifier = Classifier(Protector(key, raw=settings.sink.raw_values),
+                                     max_message_bytes=settings.kafka.max_message_bytes)
+        self.writers: dict[tuple[str, int], PartitionWriter] = {}
+        self.eof: dict[tuple[str, int], bool] = {}
+        self.summary = Summary(root=str(self.root))
+        self.consumer: Consumer | None = None
+        self.expected_partitions = 0
+
+    # -- signals -----------------------------------------------------------------------------
+
+    def request_stop(self, *_args) -> None:
+        self.stopping = True
+
+    # -- rebalance callbacks -----------------------------------------------------------------
+
+    def _on_assign(self, consumer, partitions):
+        s = self.settings.sink
+        for p in partitions:
+            key = (p.topic, p.partition)
+            w = PartitionWriter(self.root, p.topic, p.partition, rotate_records=s.rotate_records,
+                                compression=s.compression, row_group_size=s.row_group_size,
+                                on_publish=self._on_publish)
+            resume = w.recover()
+            if resume is not None:
+                p.offset = resume     # storage is the source of truth
+            self.writers[key] = w
+            self.eof[key] = False
+        consumer.assign(partitions)
+        log.info("assigned %s", [(p.topic, p.partition, p.offset) for p in partitions])
+
+    def _on_revoke(self, consumer, partitions):
+        for p in partitions:
+            key = (p.topic, p.partition)
+            w = self.writers.pop(key, None)
+            if w is not None:
+                w.discard()   # unpublished rows are re-read by the next owner
+            self.eof.pop(key, None)
+            if self.metrics:
+                try:
+                    self.metrics.consumer_lag.remove(p.topic, str(p.partition))
+                except KeyError:
+                    pass
+        consumer.unassign()
+
+    def _on_publish(self, dataset: str, rows: int) -> None:
+        self.summary.files[dataset] += 1
+        self.summary.rows[dataset] += rows
+        if self.metrics:
+            self.metrics.files_committed.labels(dataset).inc()
+            self.metrics.rows_written.labels(dataset).inc(rows)
+
+    def _on_stats(self, raw: str) -> None:
+        if not self.metrics:
+            return
+        try:
+            stats = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return
+        for topic, t in stats.get("topics", {}).items():
+            for pid, p in t.get("partitions", {}).items():
+                if pid == "-1" or (topic, int(pid)) not in self.writers:
+                    continue
+                lag = p.get("consumer_lag", -1)
+                if lag is not None and lag >= 0:
+                    self.metrics.consumer_lag.labels(topic, pid).set(lag)
+
+    # -- main loop ---------------------------------------------------------------------------
+
+    def run(self) -> Summary:
+        parts = check_broker(self.settings)
+        self.expected_partitions = sum(parts.values())
+        self.summary.warmup_seconds = self.classifier.warmup()
+        conf = consumer_config(self.settings, **{"statistics.interval.ms": 1000, "stats_cb": self._on_stats,
+                                                 "error_cb": lambda e: log.warning("kafka: %s", e)})
+        self.consumer = c = Consumer(conf)
+        old = {}
+        if self.install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                old[sig] = signal.signal(sig, self.request_stop)
+        t0 = time.monotonic()
+        try:
+            c.subscribe(self.topic_names, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                        on_lost=self._on_revoke)
+            k = self.settings.kafka
+            t_first = None
+            while not self.stopping:
+                if self.max_seconds is not None and time.monotonic() - t0 > self.max_seconds:
+                    break
+                msgs = c.consume(num_messages=k.poll_max_messages, timeout=k.poll_timeout_s)
+                if msgs:
+                    if t_first is None:
+                        t_first = time.monotonic()
+                    self.process(msgs)
+                if self.until_drained and self._drained():
+                    break
+            self.flush_all()
+            if t_first is not None:
+                self.summary.active_seconds = time.monotonic() - t_first
+        finally:
+            self.summary.seconds = time.monotonic() - t0
+            try:
+                c.close()
+            finally:
+                for sig, handler in old.items():
+                    signal.signal(sig, handler)
+        return self.summary
+
+    def _drained(self) -> bool:
+        return len(self.eof) >= self.expected_partitions and all(self.eof.values())
+
+    def flush_all(self) -> None:
+        commits = []
+        for (topic, part), w in self.writers.items():
+            last = w.flush()
+            if last is not None:
+                commits.append(TopicPartition(topic, part, last + 1))
+        self._commit(commits)
+
+    def _commit(self, tps: list[TopicPartition]) -> None:
+        if not tps or self.consumer is None:
+            return
+        try:
+            self.consumer.commit(offsets=tps, asynchronous=False)
+            if self.metrics:
+                self.metrics.offsets_committed.inc()
+        except KafkaException as exc:  # e.g. during a rebalance: storage stays the source of truth
+            log.warning("offset commit failed (resume comes from storage): %s", exc)
+
+    def process(self, msgs: list) -> None:
+        t_batch = time.perf_counter()
+        values, src, parts, offs, tss, keys, groups = [], [], [], [], [], [], []
+        group_of: dict[tuple[str, int], int] = {}
+        group_keys: list[tuple[str, int]] = []
+        eof_code = KafkaError._PARTITION_EOF
+        topic_idx = self.topic_idx
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() == eof_code:
+                    self.eof[(m.topic(), m.partition())] = True
+                else:
+                    log.warning("consume error: %s", err)
+                continue
+            key = (m.topic(), m.partition())
+            g = group_of.get(key)
+            if g is None:
+                g = group_of[key] = len(group_keys)
+                group_keys.append(key)
+                self.eof[key] = False
+            groups.append(g)
+            values.append(m.value())
+            src.append(topic_idx[key[0]])
+            parts.append(key[1])
+            offs.append(m.offset())
+            tss.append(m.timestamp()[1])
+            keys.append(m.key())
+        if not values:
+            return
+        src_a = np.asarray(src, np.int32)
+        batch = Batch.from_values(values, self.topic_fmt[src_a], sources=self.topic_names, source_idx=src_a,
+                                  partition=parts, offset=offs, ts_ms=tss, keys=keys)
+        result = self.classifier.run(batch)
+        self._account(batch, result)
+        group = np.asarray(groups, np.int64)
+        tables = {"messages": (result.messages, result.m_idx), "hits": (result.hits, result.h_idx),
+                  "quarantine": (result.quarantine, result.q_idx)}
+        commits = []
+        for g, key in enumerate(group_keys):
+            w = self.writers.get(key)
+            if w is None:
+                continue  # revoked while this batch was in flight
+            in_g = group == g
+            idx = np.flatnonzero(in_g)
+            sub = {}
+            for d, (t, rows) in tables.items():
+                sel = in_g[rows]
+                if len(group_keys) == 1:
+                    sub[d] = (t, batch.offset[rows])
+                elif sel.any():
+                    sub[d] = (t.filter(sel), batch.offset[rows[sel]])
+            published = w.add(batch.offset[idx], batch.ts_ms[idx], sub)
+            if published:
+                commits.append(TopicPartition(key[0], key[1], max(published) + 1))
+        self._commit(commits)
+        self.summary.batches += 1
+        if self.metrics:
+            self.metrics.batch_seconds.observe(time.perf_counter() - t_batch)
+            self.metrics.batch_messages.observe(len(batch))
+
+    def _account(self, batch: Batch, result) -> None:
+        s = self.summary
+        n = len(batch)
+        lens = np.diff(batch.offsets)
+        s.messages += n
+        s.bytes += int(lens.sum())
+        for (fmt, cls), c in result.hit_counts.items():
+            s.hits[cls] += c
+        for (fmt, reason), c in result.quarantine_counts.items():
+            s.quarantined[reason] += c
+        m = self.metrics
+        if not m:
+            return
+        per_topic_n = np.bincount(batch.source_idx, minlength=len(self.topic_names))
+        per_topic_b = np.bincount(batch.source_idx, weights=lens, minlength=len(self.topic_names))
+        for i, t in enumerate(self.topic_names):
+            if per_topic_n[i]:
+                m.consumed_messages.labels(t).inc(int(per_topic_n[i]))
+                m.consumed_bytes.labels(t).inc(float(per_topic_b[i]))
+        for (fmt, cls), c in result.hit_counts.items():
+            m.hits.labels(fmt, cls).inc(c)
+        for (fmt, reason), c in result.quarantine_counts.items():
+            m.quarantined.labels(fmt, reason).inc(c)
+        for kname, secs in result.kernel_seconds.items():
+            m.kernel_seconds.labels(kname).inc(secs)
+
+
+def format_summary(s: Summary) -> str:
+    lines = [
+        "",
+        "flowaudit summary",
+        f"  messages        {s.messages:,}",
+        f"  volume          {s.bytes / 1e6:.1f} MB",
+        f"  elapsed         {s.seconds:.1f} s  (kernel warm-up {s.warmup_seconds:.1f} s)",
+        f"  rate            {s.rate:,.0f} messages/s, {s.bytes / 1e6 / s.seconds if s.seconds else 0:.1f} MB/s",
+        "  hits by data class:",
+    ]
+    for cls, c in sorted(s.hits.items(), key=lambda kv: -kv[1]):
+        lines.append(f"    {cls:<22} {c:>10,}")
+    total_q = sum(s.quarantined.values())
+    lines.append(f"  quarantined     {total_q:,}")
+    for reason, c in sorted(s.quarantined.items(), key=lambda kv: -kv[1]):
+        lines.append(f"    {reason:<22} {c:>10,}")
+    lines.append("  files written:  " + ", ".join(f"{d} {s.files[d]}" for d in ("messages", "hits", "quarantine")))
+    lines.append(f"  parquet         {Path(s.root).resolve()}/dataset=<hits|messages|quarantine>/")
+    if s.metrics_url:
+        lines.append(f"  metrics         {s.metrics_url} (served while running)")
+    return "\n".join(lines)

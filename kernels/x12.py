@@ -1,0 +1,229 @@
+"""ANSI ASC X12 tokenizer and classifier (numba kernels over whole batches).
+
+Separators come from the ISA segment: the element separator is the byte right after ``ISA``;
+the component separator (ISA16) and the segment terminator (the byte after ISA16) are found by
+walking the 16 ISA elements, so the non-fixed-width ISA of some senders (single-space fields)
+works too.  A newline (CR or LF) as terminator (OopFactory files: ISA16 followed by CRLF) makes
+every CR / LF end a segment.  A terminator followed by CR/LF and indentation is accepted.
+A message that starts with ``ST`` (no ISA/GS envelope) uses the defaults ``*`` ``~`` ``>``.
+
+Rejected (whole message, no hits): ISA with fewer than 16 elements in its first 512 bytes, a
+line break or terminator inside the ISA, alphanumeric / white-space / colliding separators, a
+repetition separator (ISA11 from version 00402) equal to another delimiter
+(``bad_service_string``); a missing final terminator (``unterminated_interchange``); an ISA
+interchange whose last segment is not ``IEA`` (missing IEA or trailing garbage,
+``bad_envelope``).
+
+The segment scanner, token table writer and rule engine are shared with :mod:`.edifact`
+(X12 has no release character: ``rel = -1``).  Element 0 is the segment tag; elements and
+components count from 1.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import kernel
+from .edifact import (MAX_SEGMENT_BYTES, ST_BAD_ENVELOPE, ST_BAD_SERVICE, ST_EMPTY, ST_OK,
+                      ST_UNTERMINATED, bad_separator, classify_message, is_ws, skip_prefix,
+                      tokenize_message, trailing_end)
+from .values import is_digit
+
+ISA_SCAN_LIMIT = 512
+
+
+@kernel
+def x12_setup(buf, s, e, max_seg):
+    """Envelope of one X12 message ``buf[s:e]``.
+
+    Returns ``(status, pos, end, comp, elem, term, nlterm)``.
+    """
+    p = skip_prefix(buf, s, e)
+    elem = np.int64(42)
+    comp = np.int64(62)
+    term = np.int64(126)
+    nl = False
+    if p >= e:
+        return ST_EMPTY, p, p, comp, elem, term, nl
+    has_isa = e - p >= 3 and buf[p] == 73 and buf[p + 1] == 83 and buf[p + 2] == 65
+    if has_isa:
+        if e - p < 4:
+            return ST_BAD_SERVICE, p, p, comp, elem, term, nl
+        elem = np.int64(buf[p + 3])
+        if bad_separator(elem):
+            return ST_BAD_SERVICE, p, p, comp, elem, term, nl
+        limit = min(e, p + ISA_SCAN_LIMIT)
+        i = p + 3
+        count = 0
+        s11 = -1
+        s12 = -1
+        s13 = -1
+        while i < limit:
+            c = buf[i]
+            if c == 10 or c == 13:
+                return ST_BAD_SERVICE, p, p, comp, elem, term, nl
+            if c == elem:
+                count += 1
+                if count == 11:
+                    s11 = i + 1
+                elif count == 12:
+                    s12 = i + 1
+                elif count == 13:
+                    s13 = i + 1
+                elif count == 16:
+                    break
+            i += 1
+        if count < 16 or i + 2 >= e:
+            return ST_BAD_SERVICE, p, p, comp, elem, term, nl
+        comp = np.int64(buf[i + 1])
+        term = np.int64(buf[i + 2])
+        nl = term == 10 or term == 13
+        if bad_separator(comp) or comp == elem or term == elem or term == comp:
+            return ST_BAD_SERVICE, p, p, comp, elem, term, nl
+        if not nl and bad_separator(term):
+            return ST_BAD_SERVICE, p, p, comp, elem, term, nl
+        # the terminator must not occur inside the ISA
+        for k in range(p, i + 1):
+            if buf[k] == term:
+                return ST_BAD_SERVICE, p, p, comp, elem, term, nl
+        # repetition separator (ISA11) from version 00402 on
+        if s12 >= 0 and s13 - s12 == 6 and s12 - s11 == 2:
+            ver = 0
+            digits = True
+            for k in range(5):
+                c = buf[s12 + k]
+                if not is_digit(c):
+                    digits = False
+                    break
+                ver = ver * 10 + (c - 48)
+            rep = np.int64(buf[s11])
+            if digits and ver >= 402 and not bad_separator(rep):
+                if rep == elem or rep == comp or rep == term:
+                    return ST_BAD_SERVICE, p, p, comp, elem, term, nl
+    q = trailing_end(buf, p, e)
+    if q <= p:
+        return ST_UNTERMINATED, p, p, comp, elem, term, nl
+    if not nl and buf[q - 1] != term:
+        return ST_UNTERMINATED, p, p, comp, elem, term, nl
+    if has_isa:
+        # the last segment must be IEA (missing IEA / trailing garbage -> bad envelope)
+        j = q - 1 if (not nl and buf[q - 1] == term) else q
+        k = j
+        lim = max(p, j - MAX_SEGMENT_BYTES)
+        found = False
+        while k > lim:
+            c = buf[k - 1]
+            if c == term or (nl and (c == 10 or c == 13)):
+                found = True
+                break
+            k -= 1
+        if not found:
+            return ST_BAD_ENVELOPE, p, p, comp, elem, term, nl
+        while k < j and is_ws(buf[k]):
+            k += 1
+        if not (j - k >= 4 and buf[k] == 73 and buf[k + 1] == 69 and buf[k + 2] == 65 and buf[k + 3] == elem):
+            return ST_BAD_ENVELOPE, p, p, comp, elem, term, nl
+    return ST_OK, p, q, comp, elem, term, nl
+
+
+@kernel
+def tokenize(buf, offsets, sel, max_seg, max_tok):
+    """X12 token table of the selected messages (two passes: count, then fill).
+
+    Same outputs as :func:`kernels.edifact.tokenize`.
+    """
+    m = sel.shape[0]
+    status = np.zeros(m, np.int8)
+    nsegs = np.zeros(m, np.int32)
+    counts = np.zeros(m, np.int64)
+    t_el = np.empty(max_tok, np.int64)
+    t_co = np.empty(max_tok, np.int64)
+    t_s = np.empty(max_tok, np.int64)
+    t_e = np.empty(max_tok, np.int64)
+    dummy = np.empty(0, np.int64)
+    nb = offsets.shape[0] - 1
+    for j in range(m):
+        i = sel[j]
+        if i < 0 or i >= nb:
+            status[j] = ST_EMPTY
+            continue
+        s = max(offsets[i], 0)
+        e = min(offsets[i + 1], buf.shape[0])
+        st, p, q, comp, elem, term, nl = x12_setup(buf, s, e, max_seg)
+        if st != ST_OK:
+            status[j] = st
+            continue
+        st, ns, nt = tokenize_message(buf, i, p, q, comp, elem, term, -1, nl, max_seg, max_tok,
+                                      t_el, t_co, t_s, t_e, False, 0,
+                                      dummy, dummy, dummy, dummy, dummy, dummy)
+        status[j] = st
+        nsegs[j] = ns
+        counts[j] = nt if st == ST_OK else 0
+    total = 0
+    for j in range(m):
+        total += counts[j]
+    o_msg = np.empty(total, np.int64)
+    o_seg = np.empty(total, np.int64)
+    o_el = np.empty(total, np.int64)
+    o_co = np.empty(total, np.int64)
+    o_s = np.empty(total, np.int64)
+    o_e = np.empty(total, np.int64)
+    base = 0
+    for j in range(m):
+        if counts[j] == 0:
+            continue
+        i = sel[j]
+        s = max(offsets[i], 0)
+        e = min(offsets[i + 1], buf.shape[0])
+        st, p, q, comp, elem, term, nl = x12_setup(buf, s, e, max_seg)
+        tokenize_message(buf, i, p, q, comp, elem, term, -1, nl, max_seg, max_tok,
+                         t_el, t_co, t_s, t_e, True, base, o_msg, o_seg, o_el, o_co, o_s, o_e)
+        base += counts[j]
+    return status, nsegs, o_msg, o_seg, o_el, o_co, o_s, o_e
+
+
+@kernel
+def classify(buf, offsets, sel, rules, qvals, qlens, max_seg, max_tok, hit_cap, val_cap):
+    """Fused X12 tokenize + classify; same outputs as :func:`kernels.edifact.classify`."""
+    m = sel.shape[0]
+    status = np.zeros(m, np.int8)
+    nsegs = np.zeros(m, np.int32)
+    mt_s = np.full(m, -1, np.int64)
+    mt_e = np.full(m, -1, np.int64)
+    hit_msg = np.empty(hit_cap, np.int64)
+    hit_class = np.empty(hit_cap, np.int16)
+    hit_loc = np.empty(hit_cap, np.int32)
+    hit_valid = np.empty(hit_cap, np.int8)
+    hit_conf = np.empty(hit_cap, np.uint8)
+    hit_start = np.empty(hit_cap, np.int64)
+    hit_end = np.empty(hit_cap, np.int64)
+    val_off = np.zeros(hit_cap + 1, np.int64)
+    val_buf = np.empty(val_cap, np.uint8)
+    t_el = np.empty(max_tok, np.int64)
+    t_co = np.empty(max_tok, np.int64)
+    t_s = np.empty(max_tok, np.int64)
+    t_e = np.empty(max_tok, np.int64)
+    scratch = np.empty(64, np.uint8)
+    ctr = np.zeros(4, np.int64)
+    typ = np.array([83, 84], np.uint8)  # ST, ST01 = transaction set identifier
+    nb = offsets.shape[0] - 1
+    for j in range(m):
+        i = sel[j]
+        if i < 0 or i >= nb:
+            status[j] = ST_EMPTY
+            continue
+        s = max(offsets[i], 0)
+        e = min(offsets[i + 1], buf.shape[0])
+        st, p, q, comp, elem, term, nl = x12_setup(buf, s, e, max_seg)
+        if st != ST_OK:
+            status[j] = st
+            continue
+        st, ns, a, b = classify_message(buf, i, p, q, comp, elem, term, -1, nl, max_seg, max_tok,
+                                        typ, 2, 1, 1, rules, qvals, qlens, t_el, t_co, t_s, t_e,
+                                        scratch, ctr, hit_cap, val_cap, hit_msg, hit_class, hit_loc,
+                                        hit_valid, hit_conf, hit_start, hit_end, val_off, val_buf)
+        status[j] = st
+        nsegs[j] = ns
+        mt_s[j] = a
+        mt_e[j] = b
+    return (status, nsegs, mt_s, mt_e, hit_msg, hit_class, hit_loc, hit_valid, hit_conf,
+            hit_start, hit_end, val_off, val_buf, ctr)

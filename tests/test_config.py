@@ -1,0 +1,71 @@
+"""Settings: TOML + FLOWAUDIT_* environment, clear one-line errors."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from flowaudit.config import ConfigError, hmac_key, load
+
+
+def test_defaults_toml_env_and_overrides_in_order(tmp_path):
+    f = tmp_path / "fa.toml"
+    f.write_text('[kafka]\nbootstrap_servers = "file:1"\ngroup_id = "g"\n[sink]\nrotate_records = 10\n')
+    s = load(f, env={"FLOWAUDIT_KAFKA_BOOTSTRAP_SERVERS": "env:2", "FLOWAUDIT_SINK_RAW_VALUES": "true",
+                     "FLOWAUDIT_KAFKA_TOPICS": "a=edifact, b=auto"},
+             overrides={"sink": {"rotate_records": 20}})
+    assert s.kafka.bootstrap_servers == "env:2"
+    assert s.kafka.group_id == "g"
+    assert s.sink.raw_values is True
+    assert s.sink.rotate_records == 20
+    assert s.kafka.topics == {"a": "edifact", "b": "auto"}
+
+
+@pytest.mark.parametrize("toml,env,needle", [
+    ('[kafka]\nbootstrap_server = "x"\n', {}, "unknown key kafka.bootstrap_server (did you mean kafka.bootstrap_servers?)"),
+    ('[sink]\nrotate_records = "many"\n', {}, "sink.rotate_records: expected int"),
+    ('[kafka.topics]\n"port.x" = "csv"\n', {}, "format 'csv' is not one of"),
+    ("[kafka\n", {}, "config file"),
+    ("", {"FLOWAUDIT_SINK_ROTATE_RECORDS": "ten"}, "sink.rotate_records: expected int"),
+    ("", {"FLOWAUDIT_BOGUS_X": "1"}, "unknown environment variable FLOWAUDIT_BOGUS_X"),
+    ("", {"FLOWAUDIT_KAFKA_TOPICS": "justatopic"}, "expected key=value"),
+])
+def test_errors_are_one_line(tmp_path, toml, env, needle):
+    f = tmp_path / "fa.toml"
+    f.write_text(toml)
+    with pytest.raises(ConfigError) as exc:
+        load(f, env=env)
+    assert needle in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_hmac_key_created_once_and_private(tmp_path):
+    s = load(None, env={})
+    k1, src = hmac_key(s, tmp_path)
+    k2, _ = hmac_key(s, tmp_path)
+    assert k1 == k2 and len(k1) >= 32 and src.endswith(".hmac-key")
+    assert (tmp_path / ".hmac-key").stat().st_mode & 0o077 == 0
+    s.security.hmac_key = "operator-key-0123456789"
+    assert hmac_key(s, tmp_path)[0] == b"operator-key-0123456789"
+
+
+def test_cli_reports_config_errors_without_traceback(tmp_path):
+    f = tmp_path / "fa.toml"
+    f.write_text('[sink]\nrotate_record = 5\n')
+    r = subprocess.run([sys.executable, "-m", "flowaudit", "stream", "--config", str(f)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "flowaudit: unknown key sink.rotate_record (did you mean sink.rotate_records?)"
+
+
+def test_cli_reports_unreachable_broker_in_one_line(tmp_path):
+    from flowaudit.broker import free_port
+    port = free_port()
+    r = subprocess.run([sys.executable, "-m", "flowaudit", "stream", "--bootstrap", f"127.0.0.1:{port}",
+                        "--root", str(tmp_path), "--metrics-port", "0"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("flowaudit:")]
+    assert lines and f"cannot reach Kafka at 127.0.0.1:{port}" in lines[0]
+    assert "Traceback" not in r.stderr

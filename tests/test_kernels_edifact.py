@@ -1,0 +1,588 @@
+"""EDIFACT tokenizer / classifier kernels vs slow Python references; corpus and hostile inputs.
+
+The reference code here (``ref_scan``, ``ref_classify``) is format-neutral and is reused by
+tests/test_kernels_x12.py.
+"""
+from __future__ import annotations
+
+import re
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from flowaudit import schemas
+from flowaudit.decode import REASON_CODES, edifact as dec
+from flowaudit.kernels import edifact as k
+from tests.test_values import ref_iso6346, ref_next, ref_parse_container, ref_parse_imo, _NEXT_CONT, _NEXT_IMO
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+EDI_DIR = CORPUS / "messages" / "edifact"
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+R = REASON_CODES
+WS = b" \t\r\n"
+BOM = b"\xef\xbb\xbf"
+
+
+# =============================================================== reference implementation
+def ref_prefix(msg: bytes) -> int:
+    p = 3 if msg.startswith(BOM) else 0
+    while p < len(msg) and msg[p] in b" \t\r\n\x00":
+        p += 1
+    return p
+
+
+def ref_trailing_end(msg: bytes, p: int) -> int:
+    q = len(msg)
+    while q > p and msg[q - 1] in b" \t\r\n\x00":
+        q -= 1
+    return q
+
+
+def _bad_sep(c: int) -> bool:
+    return chr(c).isascii() and (chr(c).isalnum() or c in b" \t\r\n\x00")
+
+
+def ref_edifact_setup(msg: bytes):
+    """-> (status, pos, end, comp, elem, term, rel)"""
+    p = ref_prefix(msg)
+    comp, elem, term, rel = ord(":"), ord("+"), ord("'"), ord("?")
+    if p >= len(msg):
+        return R["empty_value"], p, p, comp, elem, term, rel
+    if msg[p:p + 3] == b"UNA":
+        una = msg[p:p + 9]
+        if len(una) < 9:
+            return R["bad_service_string"], p, p, comp, elem, term, rel
+        comp, elem, dec_, rel, res, term = una[3:9]
+        if rel == 32:
+            rel = -1
+        seps = [comp, elem, term] + ([rel] if rel >= 0 else [])
+        bad = any(_bad_sep(c) for c in seps) or len(set(seps)) != len(seps) or dec_ in seps
+        bad = bad or (res != 32 and res in seps + [dec_])
+        if bad:
+            return R["bad_service_string"], p, p, comp, elem, term, rel
+        p += 9
+    elif msg[p:p + 4] == b"UNB\x1d":
+        comp, elem, term, rel = 0x1F, 0x1D, 0x1C, -1
+    q = ref_trailing_end(msg, p)
+    if q <= p:
+        return R["unterminated_interchange"], p, p, comp, elem, term, rel
+    body = msg[p:q]
+    run = len(body) - len(body.rstrip(bytes([rel]))) if rel >= 0 else 0
+    if run:
+        return (R["release_at_end"] if run % 2 else R["unterminated_interchange"]), p, p, comp, elem, term, rel
+    if body[-1] != term:
+        return R["unterminated_interchange"], p, p, comp, elem, term, rel
+    run = len(body[:-1]) - len(body[:-1].rstrip(bytes([rel]))) if rel >= 0 else 0
+    if run % 2:
+        return R["unterminated_interchange"], p, p, comp, elem, term, rel
+    return 0, p, q, comp, elem, term, rel
+
+
+def ref_scan(msg: bytes, pos: int, end: int, comp, elem, term, rel, nl, max_seg, max_tok):
+    """All segments of msg[pos:end]: (status, [[(el, co, start, end), ...], ...])."""
+    segs = []
+    p = pos
+    while True:
+        while p < end and msg[p] in WS:
+            p += 1
+        if p >= end:
+            return 0, segs
+        start = p
+        toks = []
+        el, co, ts = 0, 1, p
+        i = p
+        done = False
+        while i < end:
+            if i - start >= max_seg:
+                return R["segment_too_long"], segs
+            c = msg[i]
+            if c == rel:
+                i += 2
+                continue
+            if c == term or (nl and c in b"\r\n"):
+                if len(toks) >= max_tok:
+                    return R["too_many_components"], segs
+                toks.append((el, co, ts, i))
+                p = i + 1
+                done = True
+                break
+            if c == elem or c == comp:
+                if len(toks) >= max_tok:
+                    return R["too_many_components"], segs
+                toks.append((el, co, ts, i))
+                el, co = (el + 1, 1) if c == elem else (el, co + 1)
+                ts = i + 1
+            i += 1
+        if not done:
+            if i - start > max_seg:
+                return R["segment_too_long"], segs
+            if len(toks) >= max_tok:
+                return R["too_many_components"], segs
+            toks.append((el, co, ts, min(i, end)))
+            p = end
+        segs.append(toks)
+
+
+def unescape(raw: bytes, rel: int) -> bytes:
+    out = bytearray()
+    i = 0
+    while i < len(raw):
+        if raw[i] == rel and i + 1 < len(raw):
+            i += 1
+        out.append(raw[i])
+        i += 1
+    return bytes(out)
+
+
+def load_doc(name: str) -> dict:
+    with open(schemas.path("catalog", name), "rb") as f:
+        return tomllib.load(f)
+
+
+CLASS_CODES = {"container_number": 1, "imo_number": 2}
+
+
+def ref_classify(msg: bytes, segs, rel, doc, msg_index, type_tag, type_pos):
+    """Hits (msg, class, loc, valid, conf, start, end, value) in kernel order, and the message type."""
+    rules = doc["rules"]
+    locs = []
+    for r in rules:
+        if r["loc"] not in locs:
+            locs.append(r["loc"])
+    hits = []
+    mtype = ""
+    for toks in segs:
+        tag = msg[toks[0][2]:toks[0][3]]
+        by_pos = {(t[0], t[1]): t for t in toks}
+        if not mtype and tag == type_tag and type_pos in by_pos:
+            t = by_pos[type_pos]
+            mtype = msg[t[2]:t[3]].decode("latin-1")
+        if len(tag) < 2:
+            continue
+        for r in rules:
+            if tag != r["segment"].encode():
+                continue
+            q = r.get("qualifier")
+            if q:
+                t = by_pos.get((q["element"], q.get("component", 1)))
+                found = t is not None and unescape(msg[t[2]:t[3]], rel) in [x.encode() for x in q["values"]]
+                if found == q.get("negate", False):
+                    continue
+            cls, loc, conf = CLASS_CODES[r["class"]], locs.index(r["loc"]), r.get("confidence", 100)
+            kind = r["kind"]
+            if kind.endswith("_text"):
+                el, co = r["value"][0]
+                sel = [t for t in toks[1:] if t[0] == el and (co == 0 or t[1] == co)]
+                ranges = [(sel[0][2], sel[-1][3])] if (co == 0 and sel) else [(t[2], t[3]) for t in sel]
+                for s, e in ranges:
+                    rx = _NEXT_CONT if kind == "container_text" else _NEXT_IMO
+                    pos = s
+                    while True:
+                        a, b = ref_next(rx, msg, pos, e)
+                        if a < 0:
+                            break
+                        valid, val = (ref_parse_container if kind == "container_text" else ref_parse_imo)(msg[a:b])
+                        hits.append((msg_index, cls, loc, valid, conf, a, b, val))
+                        pos = b
+                continue
+            parts = []
+            ok = True
+            for pi, (el, co) in enumerate(r["value"]):
+                t = by_pos.get((el, co))
+                if t is None or t[3] <= t[2]:
+                    ok = ok and pi >= 2
+                    break
+                if pi > 0 and kind == "container":
+                    if len(b"".join(p for _, p in parts).replace(b" ", b"").replace(b"-", b"")) >= 11:
+                        break
+                parts.append((t, unescape(msg[t[2]:t[3]], rel)))
+            value = b"".join(p for _, p in parts)
+            if not ok or not value or len(value) > 64:
+                continue
+            if kind == "container":
+                valid, val = ref_parse_container(value)
+                if valid < 0 and r.get("no_check_digit"):
+                    short = value.replace(b" ", b"").upper()
+                    if re.fullmatch(rb"[A-Z]{3}[UJZ][0-9]{6}", short):
+                        valid, val = -1, short
+                    else:
+                        continue
+                elif valid < 0:
+                    continue
+            else:
+                valid, val = ref_parse_imo(value)
+                if valid < 0:
+                    continue
+            if r.get("mode", "shape") == "check" and valid != 1:
+                continue
+            hits.append((msg_index, cls, loc, valid, conf, parts[0][0][2], parts[-1][0][3], val))
+    return hits, mtype
+
+
+def ref_edifact(msg: bytes, max_seg=k.MAX_SEGMENT_BYTES, max_tok=k.MAX_SEGMENT_TOKENS):
+    st_, p, q, comp, elem, term, rel = ref_edifact_setup(msg)
+    if st_:
+        return st_, []
+    return (*ref_scan(msg, p, q, comp, elem, term, rel, False, max_seg, max_tok), ), rel
+
+
+# =============================================================== helpers
+def batch(msgs):
+    buf = np.frombuffer(b"".join(msgs), np.uint8).copy() if msgs else np.zeros(0, np.uint8)
+    offs = np.zeros(len(msgs) + 1, np.int64)
+    offs[1:] = np.cumsum([len(m) for m in msgs])
+    return buf, offs
+
+
+def kernel_tokens(tok_fn, msgs, max_seg, max_tok, sel=None):
+    buf, offs = batch(msgs)
+    sel = np.arange(len(msgs), dtype=np.int64) if sel is None else np.asarray(sel, np.int64)
+    status, nseg, tm, ts, te_, tc, s, e = tok_fn(buf, offs, sel, max_seg, max_tok)
+    return status, nseg, list(zip(tm.tolist(), ts.tolist(), te_.tolist(), tc.tolist(), s.tolist(), e.tolist()))
+
+
+def flatten(i, base, segs):
+    return [(i, n, el, co, base + s, base + e) for n, toks in enumerate(segs) for (el, co, s, e) in toks]
+
+
+def result_hits(res, buf):
+    return [(int(res.hit_msg[j]), int(res.hit_class[j]), int(res.hit_loc[j]), int(res.hit_valid[j]),
+             int(res.hit_conf[j]), int(res.hit_start[j]), int(res.hit_end[j]),
+             bytes(buf[res.val_off[j]:res.val_off[j + 1]])) for j in range(res.n_hits)]
+
+
+def check_against_reference(msgs, tok_fn, setup_ref, nl_of, doc, classify_fn, type_tag, type_pos,
+                            max_seg=k.MAX_SEGMENT_BYTES, max_tok=k.MAX_SEGMENT_TOKENS, sel=None):
+    """Kernel token table + classify result == reference for every message of the batch."""
+    sel = list(range(len(msgs))) if sel is None else sel
+    status, nseg, toks = kernel_tokens(tok_fn, msgs, max_seg, max_tok, sel)
+    buf, offs = batch(msgs)
+    want_toks, want_hits = [], []
+    for j, i in enumerate(sel):
+        base = int(offs[i])
+        st_, p, q, comp, elem, term, rel_or_nl = setup_ref(msgs[i])
+        rel, nl = nl_of(rel_or_nl)
+        segs = []
+        if st_ == 0:
+            st_, segs = ref_scan(msgs[i], p, q, comp, elem, term, rel, nl, max_seg, max_tok)
+        assert status[j] == st_, (i, msgs[i][:200])
+        if st_ == 0:
+            assert nseg[j] == len(segs)
+            want_toks += flatten(i, base, segs)
+            hits, _ = ref_classify(msgs[i], segs, rel, doc, i, type_tag, type_pos)
+            want_hits += [(m, c, lc, v, cf, a + base, b + base, val) for (m, c, lc, v, cf, a, b, val) in hits]
+    assert toks == want_toks
+    if classify_fn is not None and max_seg == k.MAX_SEGMENT_BYTES and max_tok == k.MAX_SEGMENT_TOKENS:
+        res = classify_fn(buf, offs, np.asarray(sel, np.int64))
+        assert list(res.status) == list(status)
+        assert result_hits(res, res.val_buf) == want_hits
+    return status, toks
+
+
+EDI_DOC = load_doc("edifact.toml")
+
+
+def check_edifact(msgs, **kw):
+    return check_against_reference(msgs, k.tokenize, ref_edifact_setup, lambda rel: (rel, False), EDI_DOC,
+                                   dec.classify, b"UNH", (2, 1), **kw)
+
+
+# =============================================================== generated interchanges
+def check_container(o):
+    return o + str(ref_iso6346(o))
+
+
+SEP_SETS = [
+    (None, ":", "+", ".", "?", "'"),        # no UNA, defaults
+    ("UNA:+.? '", ":", "+", ".", "?", "'"),
+    ("UNA:+,? '", ":", "+", ",", "?", "'"),
+    ("UNA|*.! ~", "|", "*", ".", "!", "~"),
+    ("UNA:+.  '", ":", "+", ".", None, "'"),  # space = no release character
+]
+
+plain = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .-/", max_size=12)
+special = st.sampled_from(["SUDU1234569", "RFCU 2291580", "TCNU6849731", "TCNU6849732", "9118018", "9118019",
+                           "IMO 9354351", "146", "103", "CN", "EQ", "BN", "BM", "", "?", "'", "+", ":", "??", "~", "|", "*", "!"])
+value = st.one_of(plain, special, st.builds(lambda a, b: a + " " + b, plain, special))
+component_list = st.lists(value, min_size=1, max_size=3)
+tags = st.sampled_from(["EQD", "EQA", "RFF", "TDT", "FTX", "UNH", "LOC", "NAD", "ODI", "UNB", "UNZ"])
+
+
+@st.composite
+def segment(draw):
+    tag = draw(tags)
+    elems = draw(st.lists(component_list, max_size=9))
+    if tag in ("EQD", "EQA") and elems and draw(st.booleans()):
+        elems[0] = ["CN"]
+    if tag == "RFF" and elems and draw(st.booleans()):
+        elems[0] = [draw(st.sampled_from(["EQ", "BN", "BM"])), draw(special)]
+    if tag == "TDT" and draw(st.booleans()):
+        elems = (elems + [[""]] * 8)[:7] + [[draw(special), draw(st.sampled_from(["146", "103", "11", ""]))]]
+    if tag == "UNH" and draw(st.booleans()):
+        elems = [["1"], [draw(st.sampled_from(["BAPLIE", "COARRI"])), "D", "95B"]]
+    return tag, elems
+
+
+def escape(v: str, seps, rel):
+    out = []
+    for ch in v:
+        if ch in seps or ch == rel:
+            if rel is None:
+                ch = "X"
+            else:
+                out.append(rel)
+        out.append(ch)
+    return "".join(out)
+
+
+@st.composite
+def interchange(draw):
+    una, comp, elem, dec_, rel, term = draw(st.sampled_from(SEP_SETS))
+    seps = {comp, elem, term}
+    segs = draw(st.lists(segment(), min_size=1, max_size=8))
+    gaps = st.sampled_from(["", "\n", "\r\n", "\n\n", "\r\n\r\n"])
+    text = draw(st.sampled_from(["", "\n", " \r\n", "\x00\x00"]))
+    if una:
+        text += una + draw(gaps)
+    values = []
+    for tag, elems in segs:
+        s = tag + "".join(elem + comp.join(escape(c, seps, rel) for c in cs) for cs in elems)
+        text += s + term + draw(gaps)
+        values.append([tag] + [c if rel is not None else escape(c, seps, None) for cs in elems for c in cs])
+    data = text.encode()
+    if draw(st.booleans()):
+        data = BOM + data
+    return data, values, rel
+
+
+mutations = st.sampled_from(["none", "none", "truncate", "release_end", "append_junk", "random"])
+
+
+@SETTINGS
+@given(st.lists(st.tuples(interchange(), mutations, st.integers(0, 10_000), st.binary(max_size=40)),
+                min_size=1, max_size=4), st.data())
+def test_kernels_match_reference(items, data):
+    msgs = []
+    for (msg, _values, _rel), mut, cut, junk in items:
+        if mut == "truncate":
+            msg = msg[:cut % (len(msg) + 1)]
+        elif mut == "release_end":
+            msg = msg.rstrip() + b"?"
+        elif mut == "append_junk":
+            msg = msg + junk
+        elif mut == "random":
+            msg = junk
+        msgs.append(msg)
+    sel = data.draw(st.lists(st.integers(0, len(msgs) - 1), max_size=len(msgs) + 1))
+    check_edifact(msgs, sel=sel)
+
+
+@SETTINGS
+@given(interchange())
+def test_escaping_then_tokenizing_returns_the_values(item):
+    msg, values, rel = item
+    status, nseg, toks = kernel_tokens(k.tokenize, [msg], k.MAX_SEGMENT_BYTES, k.MAX_SEGMENT_TOKENS)
+    assert status[0] == 0
+    got = {}
+    for (_m, seg, _el, _co, s, e) in toks:
+        got.setdefault(seg, []).append(unescape(msg[s:e], -1 if rel is None else ord(rel)).decode())
+    assert [got[i] for i in range(nseg[0])] == values
+
+
+@SETTINGS
+@given(st.lists(interchange(), min_size=1, max_size=3), st.integers(8, 60), st.integers(2, 12))
+def test_limits_match_reference(items, max_seg, max_tok):
+    check_edifact([m for m, _, _ in items], max_seg=max_seg, max_tok=max_tok)
+
+
+@SETTINGS
+@given(st.binary(max_size=200))
+def test_random_bytes_never_crash(raw):
+    for msg in (raw, b"UNA:+.? '" + raw, b"UNB+UNOA:1+" + raw + b"'", b"UNB\x1d" + raw + b"\x1c"):
+        check_edifact([msg])
+
+
+# =============================================================== hand-written cases
+def classify_one(msg: bytes):
+    buf, offs = batch([msg])
+    return dec.classify(buf, offs, np.array([0], np.int64))
+
+
+def values_of(res):
+    return [(int(res.hit_class[j]), bytes(res.val_buf[res.val_off[j]:res.val_off[j + 1]]).decode(),
+             int(res.hit_valid[j]), int(res.hit_conf[j]), res.loc_names[res.hit_loc[j]]) for j in range(res.n_hits)]
+
+
+def test_positions_and_lookalikes():
+    msg = (b"UNB+UNOA:2+S+R+250101:0000+1'UNH+1+BAPLIE:D:95B:UN:SMDG22'"
+           b"TDT+20+092025+++DMO:172:166+++3EGY4:103:ZZZ:DEL MONTE ROSE'"
+           b"TDT+20+133+1++:172:166:CHARLOTTE+++9118018:146:11:CHARLOTTE'"
+           b"TDT+20+123W45+++HLC:LINES:306++9354351:11:ANINA'"
+           b"EQD+CN+RFCU 2291580+2200'EQD+CN++45R1'EQD+CN+SUDU1234569:6346:5+42U0:6346:5+++5'"
+           b"EQA+CN+TCNU6849731'RFF+BN:TCNU6849731'RFF+BM:SUDU1234569'RFF+EQ:TRHU4561222'"
+           b"FTX+AAA+++SEE MSKU1234565 ON IMO 9118018'LOC+147+0100406::5'UNT+13+1'UNZ+1+1'")
+    res = classify_one(msg)
+    assert res.status[0] == 0 and res.msg_type == ["BAPLIE"] and res.n_segments[0] == 16
+    v = values_of(res)
+    assert [(c, val) for c, val, *_ in v] == [
+        (2, "9118018"), (2, "9354351"), (1, "RFCU2291580"), (1, "SUDU1234569"), (1, "TCNU6849731"),
+        (1, "TRHU4561222"), (1, "MSKU1234565"), (2, "9118018")]
+    assert v[0][3] == 100 and v[-1][3] == 80 and v[-2][3] == 80
+    assert v[2][4] == "EQD+CN/C237.8260"
+    j = 2  # hit range = the raw value
+    assert msg[res.hit_start[j]:res.hit_end[j]] == b"RFCU 2291580"
+
+
+def test_release_characters_removed_from_values():
+    res = classify_one(b"UNH+1+IFTMIN'EQD+CN+SUDU?:1234569'FTX+AAA+++PLASTICS?:ARTICLES MSKU1234565'UNT+3+1'")
+    # SUDU:1234569 is not a container once unescaped; the FTX container is found in the text
+    assert [val for _, val, *_ in values_of(res)] == ["MSKU1234565"]
+    res = classify_one(b"UNA:+.? '\nUNH+1+X'\nRFF+EQ:SUDU?1234569'\nUNT+2+1'\n")
+    assert [val for _, val, *_ in values_of(res)] == ["SUDU1234569"]
+
+
+@pytest.mark.parametrize("msg, reason", [
+    (b"UNH+1+X'UNT+1+1", "unterminated_interchange"),                    # item 10
+    (b"UNH+1+X'UNT+1+1?'", "unterminated_interchange"),                  # item 13
+    (b"UNH+1+X'UNT+1+1??'", "ok"),
+    (b"UNH+1+X'UNT+1+1???'", "unterminated_interchange"),
+    (b"UNH+1+X'UNT+1+1????'", "ok"),
+    (b"UNH+1+X'UNT+1+1?", "release_at_end"),                             # item 14
+    (b"UNH+1+X'UNT+1+1???", "release_at_end"),
+    (b"UNA:+.?", "bad_service_string"),                                  # item 11
+    (b"UNA:+.?'", "bad_service_string"),
+    (b"UNA::.? 'UNH+1'", "bad_service_string"),
+    (b"UNA:+.:''UNH+1'", "bad_service_string"),
+    (b"UNA:+.?+'UNH+1'", "bad_service_string"),
+    (b"UNAA+.? 'UNH+1'", "bad_service_string"),
+    (b"UNA:+.? ~UNH+1+O'BRIEN~UNT+2+1~", "ok"),                          # item 12
+    (b"UNH+1+X'ODI'UNT+3+1'", "ok"),                                     # item 22
+    (b"UNH+1+X'\r\nODI'\r\n\r\nUNT+3+1'\r\n", "ok"),                       # item 21
+    (BOM + b"\x00\x00 \r\nUNH+1+X'UNT+2+1'", "ok"),                      # item 23
+    (b"", "empty_value"),
+    (BOM + b"\r\n\x00", "empty_value"),
+])
+def test_hostile_status(msg, reason):
+    check_edifact([msg])
+    res = classify_one(msg)
+    assert res.status[0] == R[reason]
+    if reason != "ok":
+        assert res.n_hits == 0
+
+
+def test_unterminated_interchange_has_no_hits():
+    full = (EDI_DIR / "php-edifact_edifact__D95BBAPLIE.edi").read_bytes()
+    res = classify_one(full.rstrip()[:-1])
+    assert res.status[0] == R["unterminated_interchange"] and res.n_hits == 0
+    assert classify_one(full).n_hits == 3
+
+
+def test_control_character_separators():  # item 18
+    msg = (b"UNB\x1dUNOB\x1f1\x1dS\x1dR\x1c"
+           b"UNH\x1d1\x1dCOPARN\x1fD\x1c"
+           b"EQD\x1dCN\x1dSUDU1234569\x1f6346\x1c"
+           b"FTX\x1dAAA\x1d\x1d\x1dIT'S ?+ MSKU1234565\x1cUNT\x1d3\x1d1\x1cUNZ\x1d1\x1d1\x1c")
+    check_edifact([msg])
+    res = classify_one(msg)
+    assert res.status[0] == 0 and res.msg_type == ["COPARN"]
+    assert [val for _, val, *_ in values_of(res)] == ["SUDU1234569", "MSKU1234565"]
+
+
+def test_segment_length_cap_is_linear():  # item 19
+    msg = b"UNH+1+X'FTX+AAA+++" + b"A" * 10_000_000 + b"'UNT+2+1'"
+    t = time.perf_counter()
+    res = classify_one(msg)
+    assert res.status[0] == R["segment_too_long"] and res.n_hits == 0
+    assert time.perf_counter() - t < 2.0
+    res = classify_one(b"UNH+1+X'FTX+AAA+++" + b"A" * 10_000_000)
+    assert res.status[0] == R["unterminated_interchange"]
+
+
+def test_component_count_cap():  # item 20
+    msg = b"UNH+1+X'FTX+AAA+++" + b"A:" * 100_000 + b"'UNT+2+1'"
+    res = classify_one(msg)
+    assert res.status[0] == R["too_many_components"] and res.n_hits == 0
+
+
+def test_batch_selection_and_output_growth():
+    one = b"UNH+1+X'" + b"EQD+CN+SUDU1234569'" * 300 + b"UNT+2+1'"
+    msgs = [b"garbage", one, b"UNH+1+Y'", one]
+    buf, offs = batch(msgs)
+    res = dec.classify(buf, offs, np.array([3, 1, 2], np.int64))   # 600 hits > initial capacity
+    assert list(res.status) == [0, 0, 0] and res.msg_type == ["X", "X", "Y"]
+    assert res.n_hits == 600 and set(res.hit_msg.tolist()) == {1, 3}
+    assert res.hit_msg[0] == 3 and len(res.val_buf) == 600 * 11
+    empty = dec.classify(buf, offs, np.zeros(0, np.int64))
+    assert empty.n_hits == 0 and len(empty.status) == 0
+
+
+# =============================================================== corpus
+def _readme_expectations():
+    """file -> (containers, valid containers) from the corpus README table ("CN (valid)" column)."""
+    out = {}
+    for line in (CORPUS / "messages" / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 8 and cells[1] == "edifact":
+            m = re.fullmatch(r"(\d+) \((\d+)\)", cells[7])
+            out[cells[2].strip("`")] = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+    return out
+
+
+# IMO numbers read off the TDT segments of the files (comp 2 = 146, or BAPLIE 3.1 ":11")
+EXPECTED_IMO = {
+    "MJapdeva4302_ReadBaplie__COARRI.edi": {"9118018"},
+    "MJapdeva4302_ReadBaplie__outputExportDGS.edi": {"9812456"},
+    "MJapdeva4302_ReadBaplie__outputprueba.edi": {"9812456"},
+    "EdiFabric_EDIFACT.NET__Bayplan.txt": {"9354351"},
+}
+
+
+@pytest.fixture(scope="module")
+def edifact_corpus():
+    if not EDI_DIR.is_dir():
+        pytest.skip(f"corpus not found at {EDI_DIR}")
+    files = sorted(EDI_DIR.iterdir())
+    msgs = [f.read_bytes() for f in files]
+    buf, offs = batch(msgs)
+    return files, msgs, dec.classify(buf, offs, np.arange(len(msgs), dtype=np.int64))
+
+
+def test_corpus_containers_and_imo(edifact_corpus):
+    files, msgs, res = edifact_corpus
+    expected = _readme_expectations()
+    assert len(expected) >= len(files) - 1
+    for i, f in enumerate(files):
+        assert res.status[i] == 0, f.name
+        sel = np.nonzero(res.hit_msg == i)[0]
+        vals = [(int(res.hit_class[j]), bytes(res.val_buf[res.val_off[j]:res.val_off[j + 1]]).decode(),
+                 int(res.hit_valid[j])) for j in sel]
+        cn = {v for c, v, _ in vals if c == 1}
+        cn_valid = {v for c, v, ok in vals if c == 1 and ok == 1}
+        assert (len(cn), len(cn_valid)) == expected.get(f.name, (0, 0)), f.name
+        assert {v for c, v, _ in vals if c == 2} == EXPECTED_IMO.get(f.name, set()), f.name
+
+
+def test_corpus_types_and_reference(edifact_corpus):
+    files, msgs, res = edifact_corpus
+    types = dict(zip((f.name for f in files), res.msg_type))
+    assert types["MJapdeva4302_ReadBaplie__DEPARTURE_BAPLIE_FINAL_-_DEL_MONTE_ROSE_-_25360187.edi"] == "BAPLIE"
+    assert types["apimeister_edifact-types__d95b_coprar.edi"] == "COPRAR"
+    assert types["Chemaclass_edifact-parser__edifact-sample.edi"] == "IFTMIN"
+    # the whole corpus through the references (tokens, hits, offsets, values)
+    check_edifact(msgs)
+
+
+def test_corpus_spaced_numbers_and_escaped_terminator(edifact_corpus):
+    files, msgs, res = edifact_corpus
+    i = [f.name for f in files].index("cplsupport9123_ICES-IGM-parser__baplie.edi")
+    j = np.nonzero(res.hit_msg == i)[0][0]
+    raw = bytes(msgs[i][res.hit_start[j] - sum(len(m) for m in msgs[:i]):res.hit_end[j] - sum(len(m) for m in msgs[:i])])
+    assert b" " in raw and len(raw) == 12
+    # Bring IFTMIN: NAD+PW+++Backer?' must not split the segment
+    i = [f.name for f in files].index("apimeister_edifact-types__d00b_message_test_iftmin__msg1.edi")
+    status, nseg, toks = kernel_tokens(k.tokenize, [msgs[i]], k.MAX_SEGMENT_BYTES, k.MAX_SEGMENT_TOKENS)
+    assert status[0] == 0 and nseg[0] == msgs[i].count(b"\n") - msgs[i].count(b"?'\n")

@@ -1,0 +1,137 @@
+"""The Parquet sink: naming, rotation, atomic publish, recovery after a crash."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from flowaudit.datasets import MESSAGES, QUARANTINE
+from flowaudit.sinks.parquet import (PartitionWriter, SinkError, committed_files, file_name, hour_keys,
+                                     parse_name, read_dataset)
+
+HOUR = 3_600_000
+T0 = 1_772_323_200_000  # 2026-03-01T00:00:00Z
+
+
+def _messages(offsets, ts):
+    n = len(offsets)
+    d = lambda v: pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([v]))  # noqa: E731
+    cols = [d("t"), pa.array(np.zeros(n, np.int32)), pa.array(offsets, pa.int64()), pa.array(ts, pa.int64()),
+            pa.array([b"k"] * n, pa.binary()), d("edifact"), d("BAPLIE"), pa.array(np.ones(n, np.int32)),
+            pa.array(np.ones(n, np.int32)), pa.array(np.zeros(n, np.int32)), d("0"), d("1")]
+    return pa.Table.from_arrays(cols, schema=MESSAGES)
+
+
+def _quarantine(offsets, ts):
+    n = len(offsets)
+    d = lambda v: pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([v]))  # noqa: E731
+    cols = [d("t"), pa.array(np.zeros(n, np.int32)), pa.array(offsets, pa.int64()), pa.array(ts, pa.int64()),
+            pa.array([None] * n, pa.binary()), d("json"), d("malformed_json"), pa.array(np.ones(n, np.int32)),
+            pa.array([b"{"] * n, pa.binary()), d("1")]
+    return pa.Table.from_arrays(cols, schema=QUARANTINE)
+
+
+def _add(w, offsets, ts, bad=()):
+    offsets = np.asarray(offsets, np.int64)
+    ts = np.asarray(ts, np.int64)
+    good = np.array([o not in bad for o in offsets], bool)
+    tables = {"messages": (_messages(offsets[good], ts[good]), offsets[good])}
+    if (~good).any():
+        tables["quarantine"] = (_quarantine(offsets[~good], ts[~good]), offsets[~good])
+    return w.add(offsets, ts, tables)
+
+
+def test_names_round_trip():
+    name = file_name("port.edifact", 2, 17, 4711)
+    assert name == "port.edifact+2+00000000000000000017+00000000000000004711.parquet"
+    assert parse_name(name) == ("port.edifact", 2, 17, 4711)
+    assert parse_name(".port.edifact+2+1+2.parquet.tmp-1") is None
+
+
+def test_hour_keys_bad_timestamps_never_drive_rotation():
+    ts = np.array([T0, -1, T0 + 2 * HOUR, 9_999_999_999_999_999, T0 + 3 * HOUR], np.int64)
+    keys = hour_keys(ts, current=5)
+    assert keys.tolist() == [T0 // HOUR, T0 // HOUR, T0 // HOUR + 2, T0 // HOUR + 2, T0 // HOUR + 3]
+    assert hour_keys(np.array([-1, -1], np.int64), current=5).tolist() == [5, 5]
+
+
+def test_rotation_by_count_and_hour(tmp_path):
+    w = PartitionWriter(tmp_path, "t", 0, rotate_records=4)
+    published = _add(w, range(10), [T0] * 10)
+    assert published == [3, 7]
+    assert w.buffered == 2
+    # an hour boundary closes the open file set even before it is full
+    published = _add(w, [10, 11], [T0 + HOUR, T0 + HOUR])
+    assert published == [9]
+    assert w.flush() == 11
+    files = committed_files(tmp_path, "messages", "t", 0)
+    assert [(f, l) for f, l, _ in files] == [(0, 3), (4, 7), (8, 9), (10, 11)]
+    assert "date=2026-03-01/hour=00" in str(files[0][2]) and "hour=01" in str(files[-1][2])
+    table = read_dataset(tmp_path, "messages")
+    assert sorted(table.column("offset").to_pylist()) == list(range(12))
+
+
+def test_quarantine_and_messages_share_the_offset_range(tmp_path):
+    w = PartitionWriter(tmp_path, "t", 0, rotate_records=100)
+    _add(w, range(6), [T0] * 6, bad={2, 5})
+    assert w.flush() == 5
+    m = read_dataset(tmp_path, "messages").column("offset").to_pylist()
+    q = read_dataset(tmp_path, "quarantine").column("offset").to_pylist()
+    assert sorted(m + q) == list(range(6)) and set(m).isdisjoint(q)
+    qf = committed_files(tmp_path, "quarantine", "t", 0)
+    mf = committed_files(tmp_path, "messages", "t", 0)
+    assert [p.name for *_, p in qf] == [p.name for *_, p in mf]
+
+
+def test_recover_resumes_after_last_commit_and_removes_orphans_and_temps(tmp_path):
+    w = PartitionWriter(tmp_path, "t", 0, rotate_records=3)
+    _add(w, range(6), [T0] * 6, bad={4})
+    assert committed_files(tmp_path, "messages", "t", 0)[-1][1] == 5
+    # simulate a crash between publishing quarantine and the messages commit record
+    mf = committed_files(tmp_path, "messages", "t", 0)[-1][2]
+    mf.unlink()
+    d = mf.parent
+    (d / ".t+0+00000000000000000006+00000000000000000008.parquet.tmp-999").write_bytes(b"PAR1partial")
+    w2 = PartitionWriter(tmp_path, "t", 0, rotate_records=3)
+    assert w2.recover() == 3
+    assert [p.name for *_, p in committed_files(tmp_path, "quarantine", "t", 0)] == []  # orphan gone
+    assert not any(p.name.startswith(".") for p in d.iterdir())
+    # the partition replays from offset 3 and ends identical to an uninterrupted run
+    _add(w2, range(3, 6), [T0] * 3, bad={4})
+    assert sorted(read_dataset(tmp_path, "messages").column("offset").to_pylist()) == [0, 1, 2, 3, 5]
+    assert read_dataset(tmp_path, "quarantine").column("offset").to_pylist() == [4]
+
+
+def test_redelivered_offsets_are_not_written_twice(tmp_path):
+    w = PartitionWriter(tmp_path, "t", 0, rotate_records=2)
+    _add(w, range(4), [T0] * 4)
+    assert w.next_offset == 4
+    _add(w, range(2, 6), [T0] * 4)   # 2 and 3 are already durable
+    w.flush()
+    assert sorted(read_dataset(tmp_path, "messages").column("offset").to_pylist()) == list(range(6))
+
+
+def test_never_overwrites_a_committed_file(tmp_path):
+    w = PartitionWriter(tmp_path, "t", 0, rotate_records=2)
+    _add(w, [0, 1], [T0, T0])
+    w2 = PartitionWriter(tmp_path, "t", 0, rotate_records=2)  # a zombie that did not recover
+    with pytest.raises(SinkError):
+        _add(w2, [0, 1], [T0, T0])
+    # the temp file of the refused publish is gone, the committed file intact
+    files = committed_files(tmp_path, "messages", "t", 0)
+    assert len(files) == 1 and pq.read_metadata(files[0][2]).num_rows == 2
+    assert not any(n.startswith(".") for n in os.listdir(files[0][2].parent))
+
+
+def test_recover_refuses_a_file_with_more_rows_than_its_range(tmp_path):
+    w = PartitionWriter(tmp_path, "t", 0, rotate_records=10)
+    _add(w, range(3), [T0] * 3)
+    w.flush()
+    f = committed_files(tmp_path, "messages", "t", 0)[0][2]
+    bad = f.with_name(file_name("t", 0, 3, 3))
+    pq.write_table(_messages(np.arange(5), np.full(5, T0)), bad)
+    with pytest.raises(SinkError):
+        PartitionWriter(tmp_path, "t", 0).recover()

@@ -1,0 +1,220 @@
+"""End to end on the real embedded broker: synth -> Kafka -> flowaudit stream -> Parquet.
+
+The stream runs as a real subprocess (``python -m flowaudit stream``), so SIGKILL hits a real
+process at arbitrary moments.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from flowaudit import synth
+from flowaudit.broker import free_port
+from flowaudit.sinks.parquet import read_dataset
+
+from .conftest import keyed, produce_labelled, run_stream, stream_cmd, stream_env
+
+pytestmark = pytest.mark.slow
+CLASSES = ("container_number", "imo_number")
+
+
+def expected_hits(placed: dict) -> collections.Counter:
+    """Ground truth: (topic, partition, offset, class, hmac, valid) of every labelled container/IMO."""
+    want = collections.Counter()
+    for (t, p, o), m in placed.items():
+        for lab in m.labels:
+            if lab.data_class in CLASSES and not lab.lookalike:
+                want[(t, p, o, lab.data_class, keyed(lab.value), bool(lab.valid))] += 1
+    return want
+
+
+def found_hits(root: Path) -> collections.Counter:
+    hits = read_dataset(root, "hits").to_pylist()
+    return collections.Counter((h["source"], h["partition"], h["offset"], h["data_class"], h["value_hmac"],
+                                h["check_digit_valid"]) for h in hits if h["data_class"] in CLASSES)
+
+
+def assert_exactly_once(root: Path, placed: dict) -> None:
+    msgs = read_dataset(root, "messages")
+    quar = read_dataset(root, "quarantine")
+    seen = collections.Counter()
+    for table in (msgs, quar):
+        for t, p, o in zip(table.column("source").to_pylist(), table.column("partition").to_pylist(),
+                           table.column("offset").to_pylist()):
+            seen[(t, p, o)] += 1
+    dup = [k for k, c in seen.items() if c > 1]
+    assert not dup, f"offsets written twice: {dup[:5]}"
+    missing = set(placed) - set(seen)
+    assert not missing, f"offsets lost: {sorted(missing)[:5]}"
+    assert set(seen) == set(placed)
+    # quarantined exactly the deliberately bad messages, with the expected reason
+    q = {(r["source"], r["partition"], r["offset"]): r for r in quar.to_pylist()}
+    bad = {k: m for k, m in placed.items() if m.expect_quarantine}
+    assert set(q) == set(bad)
+    for k, m in bad.items():
+        assert q[k]["reason"] == m.expect_quarantine
+        assert q[k]["raw"] == m.value  # raw bytes kept for the investigator
+
+
+def assert_no_partial_files(root: Path) -> None:
+    for f in root.rglob("*.parquet"):
+        if not f.name.startswith("."):
+            pq.read_metadata(f)  # every visible file has its footer
+
+
+def test_stream_equals_ground_truth(broker, topics, tmp_path):
+    msgs = list(synth.generate(seed=11, n=3000, bad_fraction=0.02))
+    placed = produce_labelled(broker.bootstrap, topics, msgs)
+    root = tmp_path / "out"
+    r = run_stream(broker.bootstrap, topics, root, "--until-drained", "--group", "g-truth",
+                   "--metrics-port", "0", "--rotate-records", "700")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "flowaudit summary" in r.stdout
+    assert_exactly_once(root, placed)
+    assert_no_partial_files(root)
+    want, got = expected_hits(placed), found_hits(root)
+    assert sum(want.values()) > 2000
+    assert got == want, (f"missing {list((want - got).items())[:5]}, extra {list((got - want).items())[:5]}")
+    # no look-alike (booking ref shaped like a container, railcar mark) counted as a valid container
+    lookalikes = {(t, p, o, keyed(lab.value)) for (t, p, o), m in placed.items() for lab in m.labels
+                  if lab.lookalike and lab.data_class == "container_number"}
+    assert lookalikes
+    hits = read_dataset(root, "hits").to_pylist()
+    assert not [h for h in hits if h["data_class"] == "container_number"
+                and (h["source"], h["partition"], h["offset"], h["value_hmac"]) in lookalikes]
+    # values are masked and keyed, never raw by default
+    assert all(h["value_raw"] is None for h in hits)
+    assert all("*" in h["value_masked"] for h in hits)
+    # per-message hit counts agree with the hits dataset
+    m = read_dataset(root, "messages").to_pylist()
+    per_msg = collections.Counter((h["source"], h["partition"], h["offset"]) for h in hits)
+    assert all(row["n_hits"] == per_msg[(row["source"], row["partition"], row["offset"])] for row in m)
+
+
+def _wait_for(pred, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_sigkill_mid_run_loses_and_duplicates_nothing(broker, topics, tmp_path):
+    msgs = list(synth.generate(seed=23, n=6000, bad_fraction=0.02))
+    placed = produce_labelled(broker.bootstrap, topics, msgs)
+    root = tmp_path / "out"
+    args = ("--group", "g-kill", "--metrics-port", "0", "--rotate-records", "150")
+    env = stream_env(FLOWAUDIT_KAFKA_POLL_MAX_MESSAGES="40")
+
+    def published():
+        d = root / "dataset=messages"
+        return sum(1 for _ in d.rglob("*.parquet")) if d.exists() else 0
+
+    kills = 0
+    # kill at different moments: right after start, after the first files, after more files
+    for wait_files, extra_delay in ((0, 0.8), (1, 0.0), (3, 0.15), (6, 0.05)):
+        before = published()
+        proc = subprocess.Popen(stream_cmd(broker.bootstrap, topics, root, *args), env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_for(lambda: published() >= before + wait_files, 60)
+            time.sleep(extra_delay)
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                kills += 1
+            proc.wait(timeout=10)
+        assert_no_partial_files(root)
+    assert kills >= 3
+    r = run_stream(broker.bootstrap, topics, root, "--until-drained", *args, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_exactly_once(root, placed)
+    assert_no_partial_files(root)
+    assert found_hits(root) == expected_hits(placed)
+    leftovers = [p for p in root.rglob(".*") if p.name != ".hmac-key"]
+    assert not leftovers, leftovers
+
+
+def scraped_by_prometheus(target_port: int, tmp_path: Path, query: str) -> float:
+    """Start Debian's prometheus on loopback scraping the service; return the query's value."""
+    import json
+    import shutil
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = tmp_path / "prometheus.yml"
+    text = (repo / "deploy" / "prometheus.yml").read_text()
+    text = text.replace("127.0.0.1:9464", f"127.0.0.1:{target_port}").replace("15s", "1s")
+    cfg.write_text(text)
+    shutil.copy(repo / "deploy" / "flowaudit-rules.yml", tmp_path / "flowaudit-rules.yml")
+    web = free_port()
+    prom = subprocess.Popen(["prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                             f"--web.listen-address=127.0.0.1:{web}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    value = [-1.0]
+    try:
+        url = f"http://127.0.0.1:{web}/api/v1/query?query={urllib.request.quote(query)}"
+
+        def got():
+            try:
+                res = json.loads(urllib.request.urlopen(url, timeout=2).read())["data"]["result"]
+            except (OSError, KeyError, ValueError):
+                return False
+            if res:
+                value[0] = float(res[0]["value"][1])
+            return bool(res)
+
+        assert _wait_for(got, 60), "prometheus never scraped the service"
+    finally:
+        prom.terminate()
+        prom.wait(timeout=20)
+    return value[0]
+
+
+def test_sigterm_stops_cleanly_and_serves_metrics(broker, topics, tmp_path):
+    placed = produce_labelled(broker.bootstrap, topics, synth.generate(seed=5, n=800, bad_fraction=0.02))
+    root = tmp_path / "out"
+    port = free_port()
+    proc = subprocess.Popen(stream_cmd(broker.bootstrap, topics, root, "--group", "g-term",
+                                       "--metrics-port", str(port), "--quiet"),
+                            env=stream_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+
+        def consumed_all():
+            try:
+                body = urllib.request.urlopen(url, timeout=2).read().decode()
+            except OSError:
+                return False
+            total = sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+                        if line.startswith("flowaudit_consumed_messages_total{"))
+            return total >= len(placed)
+
+        assert _wait_for(consumed_all, 120), "the service did not consume the topics"
+        body = urllib.request.urlopen(url, timeout=2).read()
+        check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=30)
+        assert check.returncode == 0, check.stdout + check.stderr
+        text = body.decode()
+        for name in ("flowaudit_hits_total{", "flowaudit_quarantined_messages_total{",
+                     "flowaudit_batch_duration_seconds_bucket", "flowaudit_kernel_seconds_total{",
+                     "flowaudit_files_committed_total{", "flowaudit_consumed_bytes_total{"):
+            assert name in text, name
+        # a real Prometheus server scrapes the service and sees the same count
+        assert scraped_by_prometheus(port, tmp_path, "sum(flowaudit_consumed_messages_total)") >= len(placed)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, proc.stderr.read()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # buffered rows were published on the way out: every offset is accounted for
+    assert_exactly_once(root, placed)
+    assert_no_partial_files(root)

@@ -1,0 +1,202 @@
+"""kernels/values.py: ISO 6346 / IMO check digits and the value recognisers vs Python references."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from flowaudit.kernels import values as v
+
+SETTINGS = settings(max_examples=200, deadline=None)
+
+
+# ---------------------------------------------------------------- references (slow, obvious)
+def ref_letter_value(ch: str) -> int:
+    """ISO 6346: A=10, then upwards skipping multiples of 11."""
+    val = 10
+    for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ":
+        if val % 11 == 0:
+            val += 1
+        if c == ch:
+            return val
+        val += 1
+    raise ValueError(ch)
+
+
+def ref_iso6346(code10: str) -> int:
+    total = 0
+    for i, ch in enumerate(code10):
+        x = ref_letter_value(ch) if i < 4 else int(ch)
+        total += x * 2 ** i
+    return total % 11 % 10
+
+
+def ref_imo_ok(d7: str) -> bool:
+    return sum(int(d7[i]) * (7 - i) for i in range(6)) % 10 == int(d7[6])
+
+
+_CONT = re.compile(rb"[A-Za-z]{4}[ -]?[0-9]{6}[ -]?[0-9]")
+_IMO = re.compile(rb"(?:[Ii][Mm][Oo][ :.\-]*)?([0-9]{7})")
+
+
+def ref_parse_container(raw: bytes):
+    t = raw.strip(b" \t\r\n")
+    if not _CONT.fullmatch(t):
+        return -1, None
+    val = t.replace(b" ", b"").replace(b"-", b"").upper()
+    if val[3:4] not in (b"U", b"J", b"Z"):
+        return -1, None
+    return (1 if ref_iso6346(val[:10].decode()) == val[10] - 48 else 0), val
+
+
+def ref_parse_imo(raw: bytes):
+    m = _IMO.fullmatch(raw.strip(b" \t\r\n"))
+    if not m:
+        return -1, None
+    d = m.group(1)
+    return (1 if ref_imo_ok(d.decode()) else 0), d
+
+
+_NEXT_CONT = re.compile(rb"(?<![A-Za-z0-9])[A-Z]{3}[UJZ] ?[0-9]{7}(?![A-Za-z0-9])")
+_NEXT_IMO = re.compile(rb"(?<![A-Za-z0-9])[Ii][Mm][Oo][ :.\-]{0,3}[0-9]{7}(?![A-Za-z0-9])")
+
+
+def ref_next(rx, data: bytes, pos: int, end: int):
+    m = rx.search(data[pos:end])
+    return (-1, -1) if m is None else (pos + m.start(), pos + m.end())
+
+
+def with_check(code10: str) -> str:
+    return code10 + str(ref_iso6346(code10))
+
+
+def arr(b: bytes) -> np.ndarray:
+    return np.frombuffer(b, np.uint8).copy()
+
+
+# ---------------------------------------------------------------- check digits
+def test_known_values():
+    for good in ["SUDU1234569", "TCNU6849731", "MRSU3602965", "CSQU3054383", "HASU4316170"]:
+        assert ref_iso6346(good[:10]) == int(good[10])
+        assert v.iso6346_check_digit(arr(good.encode()), 0) == int(good[10])
+    for imo in ["9118018", "9354351", "9283186", "9644990"]:
+        assert ref_imo_ok(imo) and v.imo_check_ok(arr(imo.encode()), 0)
+    assert ref_letter_value("A") == 10 and ref_letter_value("K") == 21 and ref_letter_value("L") == 23
+    assert ref_letter_value("V") == 34 and ref_letter_value("Z") == 38
+
+
+owner = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=3, max_size=3)
+category = st.sampled_from("UJZ")
+serial = st.text(alphabet="0123456789", min_size=6, max_size=6)
+
+
+@SETTINGS
+@given(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=4, max_size=4), serial)
+def test_iso6346_check_digit_matches_reference(letters, digits):
+    code = letters + digits
+    assert v.iso6346_check_digit(arr(code.encode()), 0) == ref_iso6346(code)
+
+
+@SETTINGS
+@given(st.binary(min_size=10, max_size=10))
+def test_iso6346_check_digit_rejects_bad_shape(raw):
+    s = raw.decode("latin-1")
+    ok = all("A" <= c <= "Z" for c in s[:4]) and all("0" <= c <= "9" for c in s[4:])
+    got = v.iso6346_check_digit(arr(raw), 0)
+    assert got == (ref_iso6346(s) if ok else -1)
+
+
+@SETTINGS
+@given(st.text(alphabet="0123456789", min_size=7, max_size=7))
+def test_imo_check_matches_reference(d):
+    assert bool(v.imo_check_ok(arr(d.encode()), 0)) == ref_imo_ok(d)
+
+
+# ---------------------------------------------------------------- parse_container / parse_imo
+container_like = st.one_of(
+    st.builds(lambda o, c, s, sep1, sep2, low, ws: (ws + (o + c + sep1 + s + sep2 + str(ref_iso6346(o + c + s)))
+                                                     + ws),
+              owner, category, serial, st.sampled_from(["", " ", "-"]), st.sampled_from(["", " ", "-"]),
+              st.booleans(), st.sampled_from(["", " ", "\t", "\r\n"])).map(lambda t: t.encode()),
+    st.binary(max_size=16),
+    st.text(alphabet="ABCJUXZ0123456789 -", max_size=14).map(str.encode),
+)
+
+
+@SETTINGS
+@given(container_like, st.integers(0, 1))
+def test_parse_container_matches_reference(raw, flip):
+    if flip and raw:
+        raw = raw.lower()
+    data = arr(b"##" + raw + b"##")
+    out = np.zeros(32, np.uint8)
+    got = v.parse_container(data, 2, 2 + len(raw), out, 3)
+    want, val = ref_parse_container(raw)
+    assert got == want
+    if want >= 0:
+        assert bytes(out[3:14]) == val
+
+
+@SETTINGS
+@given(owner, category, serial)
+def test_parse_container_valid_and_mistyped(o, c, s):
+    good = with_check(o + c + s)
+    out = np.zeros(16, np.uint8)
+    assert v.parse_container(arr(good.encode()), 0, 11, out, 0) == 1
+    bad = good[:10] + str((int(good[10]) + 1) % 10)
+    assert v.parse_container(arr(bad.encode()), 0, 11, out, 0) == 0
+
+
+@SETTINGS
+@given(st.one_of(
+    st.text(alphabet="0123456789", min_size=6, max_size=8),
+    st.builds(lambda p, sep, d: p + sep + d, st.sampled_from(["IMO", "imo", "Imo", "IM"]),
+              st.sampled_from(["", " ", ":", ". ", "-", " :.-"]), st.text(alphabet="0123456789", min_size=7, max_size=7)),
+    st.text(alphabet="IMO0123456789 :.-x", max_size=14),
+).map(str.encode))
+def test_parse_imo_matches_reference(raw):
+    data = arr(b"#" + raw + b"#")
+    out = np.zeros(32, np.uint8)
+    got = v.parse_imo(data, 1, 1 + len(raw), out, 0)
+    want, val = ref_parse_imo(raw)
+    assert got == want
+    if want >= 0:
+        assert bytes(out[:7]) == val
+
+
+# ---------------------------------------------------------------- free-text scanners
+text_piece = st.one_of(
+    st.builds(lambda o, c, s, sp: o + c + sp + s + str(ref_iso6346(o + c + s)), owner, category, serial,
+              st.sampled_from(["", " "])),
+    st.builds(lambda d, sep: "IMO" + sep + d, st.text(alphabet="0123456789", min_size=7, max_size=7),
+              st.sampled_from(["", " ", ":", "  "])),
+    st.text(alphabet="ABCUXZ0123456789 :-.,/imo", max_size=12),
+)
+free_text = st.lists(text_piece, max_size=6).map(lambda parts: "".join(parts).encode())
+
+
+@SETTINGS
+@given(free_text, st.integers(0, 4), st.integers(0, 4))
+def test_next_container_matches_reference(text, cut_a, cut_b):
+    data = arr(text)
+    pos, end = min(cut_a, len(text)), max(min(cut_a, len(text)), len(text) - cut_b)
+    while True:
+        got = v.next_container(data, pos, end)
+        assert tuple(got) == ref_next(_NEXT_CONT, text, pos, end)
+        if got[0] < 0:
+            break
+        pos = got[1]
+
+
+@SETTINGS
+@given(free_text, st.integers(0, 4), st.integers(0, 4))
+def test_next_imo_matches_reference(text, cut_a, cut_b):
+    data = arr(text)
+    pos, end = min(cut_a, len(text)), max(min(cut_a, len(text)), len(text) - cut_b)
+    while True:
+        got = v.next_imo(data, pos, end)
+        assert tuple(got) == ref_next(_NEXT_IMO, text, pos, end)
+        if got[0] < 0:
+            break
+        pos = got[1]
