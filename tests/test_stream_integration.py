@@ -183,38 +183,43 @@ def test_sigterm_stops_cleanly_and_serves_metrics(broker, topics, tmp_path):
     placed = produce_labelled(broker.bootstrap, topics, synth.generate(seed=5, n=800, bad_fraction=0.02))
     root = tmp_path / "out"
     port = free_port()
-    proc = subprocess.Popen(stream_cmd(broker.bootstrap, topics, root, "--group", "g-term",
-                                       "--metrics-port", str(port), "--quiet"),
-                            env=stream_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        url = f"http://127.0.0.1:{port}/metrics"
+    errlog = tmp_path / "stream.err"
+    with open(errlog, "wb") as err, subprocess.Popen(
+            stream_cmd(broker.bootstrap, topics, root, "--group", "g-term", "--metrics-port", str(port), "--quiet"),
+            env=stream_env(), stdout=subprocess.DEVNULL, stderr=err) as proc:
+        try:
+            url = f"http://127.0.0.1:{port}/metrics"
 
-        def consumed_all():
-            try:
-                body = urllib.request.urlopen(url, timeout=2).read().decode()
-            except OSError:
-                return False
-            total = sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
-                        if line.startswith("flowaudit_consumed_messages_total{"))
-            return total >= len(placed)
+            def consumed_all():
+                try:
+                    body = urllib.request.urlopen(url, timeout=2).read().decode()
+                except OSError:
+                    return False
+                total = sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+                            if line.startswith("flowaudit_consumed_messages_total{"))
+                return total >= len(placed)
 
-        assert _wait_for(consumed_all, 120), "the service did not consume the topics"
-        body = urllib.request.urlopen(url, timeout=2).read()
-        check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=30)
-        assert check.returncode == 0, check.stdout + check.stderr
-        text = body.decode()
-        for name in ("flowaudit_hits_total{", "flowaudit_quarantined_messages_total{",
-                     "flowaudit_batch_duration_seconds_bucket", "flowaudit_kernel_seconds_total{",
-                     "flowaudit_files_committed_total{", "flowaudit_consumed_bytes_total{"):
-            assert name in text, name
-        # a real Prometheus server scrapes the service and sees the same count
-        assert scraped_by_prometheus(port, tmp_path, "sum(flowaudit_consumed_messages_total)") >= len(placed)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0, proc.stderr.read()[-2000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            assert _wait_for(consumed_all, 120), "the service did not consume the topics"
+            # consumer lag comes from librdkafka statistics (every second): caught up = 0
+            lag_line = 'flowaudit_consumer_lag_messages{partition="0",topic="%s"} 0.0' % topics["json"]
+            assert _wait_for(lambda: lag_line in urllib.request.urlopen(url, timeout=2).read().decode(), 20)
+            body = urllib.request.urlopen(url, timeout=2).read()
+            check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=30)
+            assert check.returncode == 0, check.stdout + check.stderr
+            text = body.decode()
+            for name in ("flowaudit_hits_total{", "flowaudit_quarantined_messages_total{",
+                         "flowaudit_batch_duration_seconds_bucket", "flowaudit_kernel_seconds_total{",
+                         "flowaudit_files_committed_total{", "flowaudit_consumed_bytes_total{",
+                         "flowaudit_consumer_lag_messages{"):
+                assert name in text, name
+            # a real Prometheus server scrapes the service and sees the same count
+            assert scraped_by_prometheus(port, tmp_path, "sum(flowaudit_consumed_messages_total)") >= len(placed)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0, errlog.read_text()[-2000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     # buffered rows were published on the way out: every offset is accounted for
     assert_exactly_once(root, placed)
     assert_no_partial_files(root)

@@ -47,7 +47,8 @@ class Summary:
 
     @property
     def rate(self) -> float:
-        return self.messages / self.seconds if self.seconds else 0.0
+        """Messages per second from the first message received to the last file published."""
+        return self.messages / self.active_seconds if self.active_seconds else 0.0
 
 
 def consumer_config(settings: Settings, **extra) -> dict:
@@ -160,9 +161,11 @@ class StreamService:
             for pid, p in t.get("partitions", {}).items():
                 if pid == "-1" or (topic, int(pid)) not in self.writers:
                     continue
-                lag = p.get("consumer_lag", -1)
-                if lag is not None and lag >= 0:
-                    self.metrics.consumer_lag.labels(topic, pid).set(lag)
+                # position-based lag: librdkafka's consumer_lag is relative to the committed
+                # offset, which trails the position by up to one file set here
+                hi, pos = p.get("hi_offset", -1), p.get("app_offset", -1)
+                if hi >= 0 and pos >= 0:
+                    self.metrics.consumer_lag.labels(topic, pid).set(max(0, hi - pos))
 
     # -- main loop ---------------------------------------------------------------------------
 
@@ -320,16 +323,17 @@ def format_summary(s: Summary) -> str:
         "flowaudit summary",
         f"  messages        {s.messages:,}",
         f"  volume          {s.bytes / 1e6:.1f} MB",
-        f"  elapsed         {s.seconds:.1f} s  (kernel warm-up {s.warmup_seconds:.1f} s)",
-        f"  rate            {s.rate:,.0f} messages/s, {s.bytes / 1e6 / s.seconds if s.seconds else 0:.1f} MB/s",
+        f"  elapsed         {s.seconds:.1f} s  (kernel warm-up {s.warmup_seconds:.1f} s, group join and drain included)",
+        f"  rate            {s.rate:,.0f} messages/s, {s.bytes / 1e6 / s.active_seconds if s.active_seconds else 0:.1f} MB/s"
+        f"  (first message to last file published: {s.active_seconds:.1f} s)",
         "  hits by data class:",
     ]
     for cls, c in sorted(s.hits.items(), key=lambda kv: -kv[1]):
-        lines.append(f"    {cls:<22} {c:>10,}")
+        lines.append(f"    {cls:<26} {c:>10,}")
     total_q = sum(s.quarantined.values())
     lines.append(f"  quarantined     {total_q:,}")
     for reason, c in sorted(s.quarantined.items(), key=lambda kv: -kv[1]):
-        lines.append(f"    {reason:<22} {c:>10,}")
+        lines.append(f"    {reason:<26} {c:>10,}")
     lines.append("  files written:  " + ", ".join(f"{d} {s.files[d]}" for d in ("messages", "hits", "quarantine")))
     lines.append(f"  parquet         {Path(s.root).resolve()}/dataset=<hits|messages|quarantine>/")
     if s.metrics_url:
