@@ -57,7 +57,57 @@ QUARANTINE = pa.schema(_PROVENANCE + [
     pa.field("schema_version", _dict, nullable=False),
 ], metadata={"flowaudit.dataset": "quarantine", "flowaudit.schema_version": SCHEMA_VERSION})
 
-SCHEMAS = {"messages": MESSAGES, "hits": HITS, "quarantine": QUARANTINE}
+# NetFlow v5/v9/IPFIX: one row per decoded flow record.  Addresses are text (IPv4 dotted,
+# IPv6 RFC 5952); counters are as exported (raw), with the sampling interval beside them.
+FLOWS = pa.schema(_PROVENANCE + [
+    pa.field("exporter", _dict, nullable=False),          # exporter address (from the Kafka key / UDP source)
+    pa.field("version", pa.uint8(), nullable=False),      # 5, 9 or 10 (IPFIX)
+    pa.field("obs_domain", pa.uint32(), nullable=False),  # v9 source id / IPFIX observation domain (v5: engine)
+    pa.field("template_id", pa.uint16(), nullable=False), # 0 for v5
+    pa.field("src_addr", pa.string(), nullable=False),
+    pa.field("dst_addr", pa.string(), nullable=False),
+    pa.field("src_port", pa.uint16(), nullable=False),
+    pa.field("dst_port", pa.uint16(), nullable=False),
+    pa.field("protocol", pa.uint8(), nullable=False),
+    pa.field("tcp_flags", pa.uint8(), nullable=False),
+    pa.field("bytes", pa.uint64(), nullable=False),
+    pa.field("packets", pa.uint64(), nullable=False),
+    pa.field("rev_bytes", pa.uint64(), nullable=True),    # biflow (RFC 5103) reverse direction
+    pa.field("rev_packets", pa.uint64(), nullable=True),
+    pa.field("first_ns", pa.int64(), nullable=False),     # flow start, ns since epoch (UTC)
+    pa.field("last_ns", pa.int64(), nullable=False),
+    pa.field("sampling_interval", pa.uint32(), nullable=False),  # 1 = unsampled
+    pa.field("schema_version", _dict, nullable=False),
+], metadata={"flowaudit.dataset": "flows", "flowaudit.schema_version": SCHEMA_VERSION})
+
+# Shaped like Zeek's intel.log: what was seen, of which indicator type, where, and why it matters.
+TRANSFERS = pa.schema(_PROVENANCE + [
+    pa.field("time_ns", pa.int64(), nullable=False),       # flow start or message time
+    pa.field("exporter", _dict, nullable=True),
+    pa.field("src_addr", pa.string(), nullable=True),
+    pa.field("src_port", pa.uint16(), nullable=True),
+    pa.field("dst_addr", pa.string(), nullable=True),
+    pa.field("dst_port", pa.uint16(), nullable=True),
+    pa.field("protocol", pa.uint8(), nullable=True),
+    pa.field("bytes", pa.uint64(), nullable=True),         # raw, as exported
+    pa.field("packets", pa.uint64(), nullable=True),
+    pa.field("sampling_interval", pa.uint32(), nullable=True),
+    pa.field("bytes_scaled", pa.uint64(), nullable=True),  # bytes x sampling interval (a total claim)
+    pa.field("platform", _dict, nullable=False),           # LOGINK, NEAL-NET, Nuctech, TeamViewer, ... or policy
+    pa.field("indicator", pa.string(), nullable=False),    # the matched indicator (host, CIDR, marker, port rule)
+    pa.field("indicator_type", _dict, nullable=False),     # ip, cidr, domain, url_path, payload_marker, edi_party, port
+    pa.field("seen_where", _dict, nullable=False),         # NETFLOW_DST, NETFLOW_SRC, DNS_ANSWER, EDI_UNB, X12_ISA, XML_ELEMENT, JSON_PATH, PAYLOAD
+    pa.field("src_zone", _dict, nullable=True),
+    pa.field("dst_zone", _dict, nullable=True),
+    pa.field("rule", _dict, nullable=False),               # watchlist or policy rule that fired
+    pa.field("severity", _dict, nullable=False),
+    pa.field("indicator_source", pa.string(), nullable=False),  # where the indicator comes from (citation)
+    pa.field("watchlist_version", _dict, nullable=False),
+    pa.field("policy_version", _dict, nullable=False),
+    pa.field("schema_version", _dict, nullable=False),
+], metadata={"flowaudit.dataset": "transfers", "flowaudit.schema_version": SCHEMA_VERSION})
+
+SCHEMAS = {"messages": MESSAGES, "hits": HITS, "quarantine": QUARANTINE, "flows": FLOWS, "transfers": TRANSFERS}
 
 
 def describe() -> dict:

@@ -10,16 +10,16 @@ the range is in exactly one of ``messages`` and ``quarantine``; ``hits`` refer t
 
 Publishing a file set:
 
-1. write each dataset's rows to a hidden temp file (``.<name>.tmp-<pid>``) in its final
+1. write each dataset's rows (hits, quarantine, flows, transfers, ...) to a hidden temp file (``.<name>.tmp-<pid>``) in its final
    directory (readers and ``pyarrow.dataset`` skip ``.``-prefixed files), close, ``fsync``;
-2. ``os.link`` hits and quarantine to their final names (fails if the name exists: never an
+2. ``os.link`` every dataset but messages to its final name (fails if the name exists: never an
    overwrite), ``fsync`` their directories;
 3. ``os.link`` the **messages** file last: it is the commit record of the set; ``fsync`` its
    directory; remove the temp files;
 4. only then the caller commits the Kafka offset ``last + 1``.
 
 Recovery (:meth:`PartitionWriter.recover`, on every partition assignment): delete this
-partition's leftover temp files, delete hits/quarantine files that have no messages file of
+partition's leftover temp files, delete files of other datasets that have no messages file of
 the same name (published by a process that died before step 3), check the newest committed
 files' footers, and resume from the highest ``last`` among the messages files + 1.  Storage,
 not Kafka, is the source of truth.
@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 
 from ..datasets import SCHEMAS
 
-DATASETS = ("hits", "quarantine", "messages")  # publish order: messages last (commit record)
+COMMIT_DATASET = "messages"   # published last in every file set: its presence commits the set
 _MIN_TS_MS = 946_684_800_000      # 2000-01-01
 _MAX_TS_MS = 4_102_444_800_000    # 2100-01-01
 _HOUR_MS = 3_600_000
@@ -125,7 +125,7 @@ class _Open:
     first: int = -1
     last: int = -1
     count: int = 0
-    tables: dict = field(default_factory=lambda: {d: [] for d in DATASETS})
+    tables: dict = field(default_factory=dict)  # dataset -> [pa.Table]
 
 
 class PartitionWriter:
@@ -149,14 +149,15 @@ class PartitionWriter:
     def recover(self) -> int | None:
         """Clean up after a crash and return the offset to resume from (None: nothing stored)."""
         prefix = f".{self.topic}+{self.partition}+"
-        for d in DATASETS:
-            base = self.root / f"dataset={d}"
-            if base.is_dir():
-                for tmp in base.glob(f"date=*/hour=*/{prefix}*"):
-                    tmp.unlink(missing_ok=True)
-        committed = committed_files(self.root, "messages", self.topic, self.partition)
+        datasets = [p.name.split("=", 1)[1] for p in self.root.glob("dataset=*") if p.is_dir()]
+        for d in datasets:
+            for tmp in (self.root / f"dataset={d}").glob(f"date=*/hour=*/{prefix}*"):
+                tmp.unlink(missing_ok=True)
+        committed = committed_files(self.root, COMMIT_DATASET, self.topic, self.partition)
         names = {p.name for _, _, p in committed}
-        for d in ("hits", "quarantine"):
+        for d in datasets:
+            if d == COMMIT_DATASET:
+                continue
             for _first, _last, p in committed_files(self.root, d, self.topic, self.partition):
                 if p.name not in names:  # published before its commit record: an orphan
                     p.unlink()
@@ -219,7 +220,7 @@ class PartitionWriter:
                         part = t.filter(pa.array(sel))
                     else:
                         continue
-                    cur.tables[d].append(part)
+                    cur.tables.setdefault(d, []).append(part)
                 if cur.first < 0:
                     cur.first = lo
                 cur.last = hi
@@ -248,21 +249,22 @@ class PartitionWriter:
         tmp_name = f".{name}.tmp-{os.getpid()}"
         staged = []
         try:
-            for d in DATASETS:
-                parts = cur.tables[d]
-                if d != "messages" and not parts:
-                    continue  # hits/quarantine files exist only when they have rows
+            order = sorted(d for d in cur.tables if d != COMMIT_DATASET) + [COMMIT_DATASET]
+            for d in order:
+                parts = cur.tables.get(d, [])
+                if d != COMMIT_DATASET and not parts:
+                    continue  # other datasets' files exist only when they have rows
                 table = pa.concat_tables(parts) if parts else SCHEMAS[d].empty_table()
                 directory = self.root / f"dataset={d}" / sub
                 directory.mkdir(parents=True, exist_ok=True)
                 tmp = directory / tmp_name
                 _write_durable(table, tmp, self.compression, self.row_group_size)
                 staged.append((d, tmp, directory / name, table.num_rows))
-            for d, tmp, final, rows in staged:  # messages is last in DATASETS: the commit record
+            for d, tmp, final, rows in staged:  # the commit dataset is last
                 try:
                     os.link(tmp, final)
                 except FileExistsError:
-                    if d == "messages" or pq.read_metadata(final).num_rows != rows:
+                    if d == COMMIT_DATASET or pq.read_metadata(final).num_rows != rows:
                         raise SinkError(f"{final} already exists: refusing to overwrite") from None
                 _fsync_dir(final.parent)
                 if self.on_publish:
