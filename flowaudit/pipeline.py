@@ -25,6 +25,7 @@ from . import catalog as _catalog
 from .datasets import HITS, MESSAGES, QUARANTINE, SCHEMA_VERSION
 from .decode import (FMT_EDIFACT, FMT_JSON, FMT_UNKNOWN, FMT_X12, FMT_XML, FORMAT_NAMES, REASON_CODES,
                      REASONS)
+from .kernels.dedupe import unique_slices
 from .protect import Protector
 
 FMT_AUTO = 255
@@ -239,10 +240,12 @@ class Classifier:
     def _hits_table(self, batch, parts, status, fmt, msg_type, type_names):
         if not parts:
             return HITS.empty_table(), np.zeros(0, np.int64), {}
-        msg, cls, loc, valid, conf, start, end, vals = [], [], [], [], [], [], [], []
+        msg, cls, loc, valid, conf, start, end, keeps = [], [], [], [], [], [], [], []
+        vbufs, voffs = [], []
         loc_names: list[str] = []
+        vbase = nbase = 0
         for _f, r in parts:
-            keep = status[r.hit_msg] == 0
+            keep = np.flatnonzero(status[r.hit_msg] == 0)
             msg.append(r.hit_msg[keep])
             cls.append(r.hit_class[keep].astype(np.int32))
             loc.append(r.hit_loc[keep].astype(np.int32) + len(loc_names))
@@ -251,14 +254,31 @@ class Classifier:
             conf.append(r.hit_conf[keep])
             start.append(r.hit_start[keep])
             end.append(r.hit_end[keep])
-            vo, vb = r.val_off, r.val_buf
-            vals.extend(vb[vo[k]:vo[k + 1]].tobytes() for k in np.flatnonzero(keep))
+            keeps.append(keep + nbase)      # index into the combined value offsets
+            nbase += r.val_off.shape[0] - 1
+            nv = int(r.val_off[-1])
+            vbufs.append(r.val_buf[:nv])
+            voffs.append(r.val_off[:-1] + vbase)
+            vbase += nv
         h_idx = np.concatenate(msg).astype(np.int64)
         cls_a = np.concatenate(cls)
         valid_a = np.concatenate(valid)
         base = batch.offsets[h_idx]
-        masked, keyed = self.protector.protect_many(vals)
-        raw = [v.decode("utf-8", errors="replace") for v in vals] if self.protector.raw else None
+        # values of all formats in one buffer; mask and key each distinct value once
+        vbuf = np.concatenate(vbufs)
+        voff = np.append(np.concatenate(voffs), vbase).astype(np.int64)
+        keep_all = np.concatenate(keeps).astype(np.int64)
+        uid, first = unique_slices(vbuf, voff, keep_all)
+        rows = keep_all[first]
+        distinct = [vbuf[voff[i]:voff[i + 1]].tobytes() for i in rows]
+        masked_u, keyed_u = self.protector.protect_many(distinct)
+        take = pa.array(uid)
+        masked = pa.array(masked_u, pa.string()).take(take)
+        keyed = pa.array(keyed_u, pa.binary(32)).take(take)
+        if self.protector.raw:
+            raw = pa.array([v.decode("utf-8", errors="replace") for v in distinct], pa.string()).take(take)
+        else:
+            raw = pa.nulls(uid.size, pa.string())
         m = h_idx.size
         cols = self._provenance(batch, h_idx) + [
             _dict_array(fmt[h_idx], _FORMAT_LIST),
@@ -266,9 +286,9 @@ class Classifier:
             _dict_array(cls_a, self._class_names),
             _dict_array(self._class_sens[cls_a], self._sens_names),
             _dict_array(np.concatenate(loc), loc_names or ["?"]),
-            pa.array(masked, pa.string()),
-            pa.array(keyed, pa.binary(32)),
-            pa.array(raw if raw is not None else [None] * m, pa.string()),
+            masked,
+            keyed,
+            raw,
             pa.array(valid_a == 1, pa.bool_(), mask=valid_a < 0),
             pa.array(np.concatenate(conf).astype(np.uint8), pa.uint8()),
             pa.array(np.concatenate(start) - base, pa.int64()),
