@@ -83,3 +83,29 @@ def test_raw_values_only_on_opt_in():
     clf = Classifier(Protector(KEY, raw=True))
     r = clf.run(Batch.from_values([b'{"equipmentReference": "SUDU1234569"}'], FMT_JSON))
     assert r.hits.column("value_raw").to_pylist() == ["SUDU1234569"]
+
+
+def test_too_large_is_rejected_before_parsing():
+    clf = Classifier(Protector(KEY), max_message_bytes=64)
+    big = b'{"equipmentReference": "SUDU1234569", "pad": "' + b"x" * 100 + b'"}'
+    r = clf.run(Batch.from_values([big, b'{"a": 1}'], FMT_JSON))
+    assert r.quarantine.column("reason").to_pylist() == ["too_large"]
+    assert r.quarantine.column("raw").to_pylist() == [big]
+    assert r.hits.num_rows == 0 and r.m_idx.tolist() == [1]
+
+
+def test_synth_cli_writes_files_and_labels(tmp_path):
+    import subprocess
+    import sys
+
+    import orjson
+
+    out = tmp_path / "s"
+    r = subprocess.run([sys.executable, "-m", "flowaudit", "synth", "--seed", "3", "--count", "40", "--out", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    labels = [orjson.loads(line) for line in (out / "labels.jsonl").read_bytes().splitlines()]
+    assert len(labels) == 40
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "labels.jsonl")
+    assert len(files) == 40
+    assert {p.parent.name for p in files} <= {"edifact", "x12", "xml", "json"}
