@@ -39,6 +39,8 @@ class KafkaSettings:
     poll_max_messages: int = 5000
     poll_timeout_s: float = 0.5
     max_message_bytes: int = 8 * 1024 * 1024
+    # batches in flight between the consuming thread and the worker thread (0 = no worker thread)
+    pipeline_depth: int = 2
     # extra librdkafka properties passed through verbatim (security.protocol, sasl.*, ...)
     extra: dict = field(default_factory=dict)
 
@@ -83,6 +85,8 @@ class Settings:
         for name in ("poll_max_messages", "max_message_bytes", "session_timeout_ms"):
             if getattr(k, name) <= 0:
                 raise ConfigError(f"kafka.{name} must be positive")
+        if not 0 <= k.pipeline_depth <= 64:
+            raise ConfigError("kafka.pipeline_depth must be 0..64")
         if self.sink.rotate_records <= 0:
             raise ConfigError("sink.rotate_records must be positive")
         if self.sink.compression not in ("zstd", "snappy", "gzip", "lz4", "none"):

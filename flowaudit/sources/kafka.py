@@ -10,7 +10,9 @@ offset.  SIGTERM / Ctrl-C: finish the current batch, publish what is buffered, c
 from __future__ import annotations
 
 import logging
+import queue
 import signal
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -106,6 +108,12 @@ class StreamService:
         self.summary = Summary(root=str(self.root))
         self.consumer: Consumer | None = None
         self.expected_partitions = 0
+        # pipelining: the main thread consumes and gathers batch N+1 while a worker thread runs the
+        # kernels (which release the GIL), builds tables and publishes files for batch N
+        depth = settings.kafka.pipeline_depth
+        self._queue: queue.Queue | None = queue.Queue(maxsize=depth) if depth > 0 else None
+        self._worker: threading.Thread | None = None
+        self._worker_error: BaseException | None = None
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -130,6 +138,7 @@ class StreamService:
         log.info("assigned %s", [(p.topic, p.partition, p.offset) for p in partitions])
 
     def _on_revoke(self, consumer, partitions):
+        self._wait_idle(raise_error=False)  # batches in flight finish before their writers go
         for p in partitions:
             key = (p.topic, p.partition)
             w = self.writers.pop(key, None)
@@ -186,6 +195,9 @@ class StreamService:
                         on_lost=self._on_revoke)
             k = self.settings.kafka
             t_first = None
+            if self._queue is not None:
+                self._worker = threading.Thread(target=self._work_loop, name="flowaudit-worker", daemon=True)
+                self._worker.start()
             while not self.stopping:
                 if self.max_seconds is not None and time.monotonic() - t0 > self.max_seconds:
                     break
@@ -194,8 +206,11 @@ class StreamService:
                     if t_first is None:
                         t_first = time.monotonic()
                     self.process(msgs)
+                if self._worker_error is not None:
+                    break
                 if self.until_drained and self._drained():
                     break
+            self._stop_worker()
             self.flush_all()
             if t_first is not None:
                 self.summary.active_seconds = time.monotonic() - t_first
@@ -210,6 +225,33 @@ class StreamService:
 
     def _drained(self) -> bool:
         return len(self.eof) >= self.expected_partitions and all(self.eof.values())
+
+    def _work_loop(self) -> None:
+        while True:
+            work = self._queue.get()
+            try:
+                if work is None:
+                    return
+                if self._worker_error is None:
+                    self.handle(*work)
+            except BaseException as exc:  # surfaced in the main thread, which stops
+                self._worker_error = exc
+            finally:
+                self._queue.task_done()
+
+    def _wait_idle(self, raise_error: bool = True) -> None:
+        if self._queue is not None and self._worker is not None:
+            self._queue.join()
+        if raise_error and self._worker_error is not None:
+            raise self._worker_error
+
+    def _stop_worker(self) -> None:
+        if self._worker is not None:
+            self._queue.put(None)
+            self._worker.join()
+            self._worker = None
+        if self._worker_error is not None:
+            raise self._worker_error
 
     def flush_all(self) -> None:
         commits = []
@@ -230,6 +272,7 @@ class StreamService:
             log.warning("offset commit failed (resume comes from storage): %s", exc)
 
     def process(self, msgs: list) -> None:
+        """Gather one poll into a batch (main thread) and hand it to the worker."""
         t_batch = time.perf_counter()
         values, src, parts, offs, tss, keys, groups = [], [], [], [], [], [], []
         group_of: dict[tuple[str, int], int] = {}
@@ -262,9 +305,16 @@ class StreamService:
         src_a = np.asarray(src, np.int32)
         batch = Batch.from_values(values, self.topic_fmt[src_a], sources=self.topic_names, source_idx=src_a,
                                   partition=parts, offset=offs, ts_ms=tss, keys=keys)
+        work = (batch, np.asarray(groups, np.int64), group_keys, t_batch)
+        if self._worker is None:
+            self.handle(*work)
+        else:
+            self._queue.put(work)  # blocks at pipeline_depth batches in flight: back-pressure
+
+    def handle(self, batch: Batch, group: np.ndarray, group_keys: list, t_batch: float) -> None:
+        """Classify a batch, hand its rows to the partition writers, commit what they published."""
         result = self.classifier.run(batch)
         self._account(batch, result)
-        group = np.asarray(groups, np.int64)
         tables = {"messages": (result.messages, result.m_idx), "hits": (result.hits, result.h_idx),
                   "quarantine": (result.quarantine, result.q_idx)}
         commits = []
