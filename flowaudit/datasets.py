@@ -82,7 +82,7 @@ FLOWS = pa.schema(_PROVENANCE + [
 
 # Shaped like Zeek's intel.log: what was seen, of which indicator type, where, and why it matters.
 TRANSFERS = pa.schema(_PROVENANCE + [
-    pa.field("time_ns", pa.int64(), nullable=False),       # flow start or message time
+    pa.field("time_ns", pa.int64(), nullable=True),        # flow start or message time (null: unknown)
     pa.field("exporter", _dict, nullable=True),
     pa.field("src_addr", pa.string(), nullable=True),
     pa.field("src_port", pa.uint16(), nullable=True),

@@ -1,0 +1,200 @@
+"""Multi-literal matcher over a whole message batch, with host and token boundaries.
+
+One pass over each selected message; at every byte a 256-entry first-byte table (on the
+ASCII-folded byte) gives the few patterns that can start there, each compared in full.  Patterns
+are short and few (a watchlist's hosts, paths and markers), so this beats building an automaton.
+
+Pattern kinds and their boundaries (``hostchar`` = ``[A-Za-z0-9_-]``, ``wordchar`` = ``[A-Za-z0-9_]``):
+
+* ``DOMAIN``: a registered domain; left: start, or a byte that is not a host char (a ``.``
+  means a subdomain: ``x.logink.cn``); right: the host ends (not a host char, and not a ``.``
+  followed by a host char).  ``notlogink.cn``, ``blogink.org``, ``logink.cn.example`` fail.
+* ``HOST``: an exact host; as DOMAIN, and the left byte may not be ``.`` either.
+* ``HOST_SUFFIX``: the literal after the ``*`` of a host pattern; the right boundary is checked
+  here, the label before it by the caller (:mod:`flowaudit.watchlist`).
+* ``TOKEN``: a marker; where the pattern starts (ends) with a word char, the byte before (after)
+  must not be a word char, nor a ``.`` joined to a word char (``x.logink.track.customs.v2`` fails).
+* ``TOKEN_PREFIX``: a marker prefix (``LOGINK_CN_``): left as TOKEN, and at least one word char follows.
+* ``PATH`` / ``PATH_PREFIX``: a URL path; PATH's right boundary as TOKEN, PATH_PREFIX none.
+* ``KEY``: a field name whose value the caller reads (party codes); boundaries as TOKEN.
+
+Case: patterns flagged case-insensitive are stored lower-case and compared on folded bytes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import kernel
+
+DOMAIN, HOST, HOST_SUFFIX, TOKEN, TOKEN_PREFIX, PATH, PATH_PREFIX, KEY = range(8)
+KIND_NAMES = ("domain", "host", "host_suffix", "token", "token_prefix", "path", "path_prefix", "key")
+
+
+@kernel(inline="always")
+def _fold(c):
+    return c + 32 if 65 <= c <= 90 else c
+
+
+@kernel(inline="always")
+def _word(c):
+    return (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122) or c == 95
+
+
+@kernel(inline="always")
+def _hostc(c):
+    return _word(c) or c == 45
+
+
+@kernel(inline="always")
+def _host_end_ok(buf, e, end):
+    if e >= end:
+        return True
+    c = buf[e]
+    if _hostc(c):
+        return False
+    if c == 46 and e + 1 < end and _hostc(buf[e + 1]):
+        return False
+    return True
+
+
+@kernel(inline="always")
+def _token_left_ok(buf, s, start):
+    if s <= start:
+        return True
+    c = buf[s - 1]
+    if _word(c):
+        return False
+    if c == 46 and s - 2 >= start and _word(buf[s - 2]):
+        return False
+    return True
+
+
+@kernel(inline="always")
+def _token_right_ok(buf, e, end):
+    if e >= end:
+        return True
+    c = buf[e]
+    if _word(c):
+        return False
+    if c == 46 and e + 1 < end and _word(buf[e + 1]):
+        return False
+    return True
+
+
+@kernel
+def _boundary_ok(kind, buf, s, e, start, end, pat_first, pat_last):
+    if kind == 0:  # DOMAIN
+        return (s <= start or not _hostc(buf[s - 1])) and _host_end_ok(buf, e, end)
+    if kind == 1:  # HOST
+        return (s <= start or (not _hostc(buf[s - 1]) and buf[s - 1] != 46)) and _host_end_ok(buf, e, end)
+    if kind == 2:  # HOST_SUFFIX
+        return _host_end_ok(buf, e, end)
+    left = (not _word(pat_first)) or _token_left_ok(buf, s, start)
+    if kind == 3 or kind == 7:  # TOKEN, KEY
+        return left and ((not _word(pat_last)) or _token_right_ok(buf, e, end))
+    if kind == 4:  # TOKEN_PREFIX
+        return left and e < end and _word(buf[e])
+    if kind == 5:  # PATH
+        return (not _word(pat_last)) or _token_right_ok(buf, e, end)
+    return True  # PATH_PREFIX
+
+
+@kernel
+def scan(buf, offsets, sel, pat_buf, pat_off, pat_kind, pat_ci, fb_off, fb_ids,
+         out_msg, out_pat, out_start, out_end):
+    """Find every pattern occurrence in the selected messages.
+
+    Returns the number of matches; only the first ``len(out_msg)`` are written (call again
+    with larger outputs when the count exceeds them).  Offsets in ``out_start``/``out_end`` are
+    absolute positions in ``buf``.
+    """
+    cap = out_msg.shape[0]
+    n = 0
+    nbuf = buf.shape[0]
+    for k in range(sel.shape[0]):
+        mi = sel[k]
+        start = offsets[mi]
+        end = offsets[mi + 1]
+        if start < 0 or end > nbuf or end < start:
+            continue
+        for i in range(start, end):
+            c = _fold(buf[i])
+            lo = fb_off[c]
+            hi = fb_off[c + 1]
+            for j in range(lo, hi):
+                p = fb_ids[j]
+                ps = pat_off[p]
+                pe = pat_off[p + 1]
+                plen = pe - ps
+                if i + plen > end:
+                    continue
+                ci = pat_ci[p]
+                ok = True
+                for t in range(1, plen):
+                    b = buf[i + t]
+                    if ci:
+                        b = _fold(b)
+                    if b != pat_buf[ps + t]:
+                        ok = False
+                        break
+                if not ok:
+                    continue
+                if ci == 0 and buf[i] != pat_buf[ps]:
+                    continue
+                if not _boundary_ok(pat_kind[p], buf, i, i + plen, start, end, pat_buf[ps], pat_buf[pe - 1]):
+                    continue
+                if n < cap:
+                    out_msg[n] = mi
+                    out_pat[n] = p
+                    out_start[n] = i
+                    out_end[n] = i + plen
+                n += 1
+    return n
+
+
+class Patterns:
+    """Compiled literals for :func:`scan` (built by :mod:`flowaudit.watchlist`)."""
+
+    def __init__(self, literals: list[tuple[bytes, int, bool]]):
+        """``literals``: (bytes, kind, case_insensitive) per pattern; pattern id = list index."""
+        self.n = len(literals)
+        parts, kinds, ci = [], [], []
+        off = [0]
+        for lit, kind, insens in literals:
+            if not lit:
+                raise ValueError("markers: empty pattern")
+            b = lit.lower() if insens else lit
+            parts.append(b)
+            off.append(off[-1] + len(b))
+            kinds.append(kind)
+            ci.append(1 if insens else 0)
+        self.pat_buf = np.frombuffer(b"".join(parts), np.uint8).copy() if parts else np.zeros(1, np.uint8)
+        self.pat_off = np.asarray(off, np.int64)
+        self.pat_kind = np.asarray(kinds, np.uint8) if kinds else np.zeros(0, np.uint8)
+        self.pat_ci = np.asarray(ci, np.uint8) if ci else np.zeros(0, np.uint8)
+        first = np.array([bytes(p[:1].lower())[0] for p in parts], np.int64) if parts else np.zeros(0, np.int64)
+        order = np.argsort(first, kind="stable")
+        self.fb_ids = order.astype(np.int32)
+        counts = np.bincount(first, minlength=256) if parts else np.zeros(256, np.int64)
+        self.fb_off = np.zeros(257, np.int64)
+        np.cumsum(counts[:256], out=self.fb_off[1:])
+
+    def scan(self, buf: np.ndarray, offsets: np.ndarray, sel: np.ndarray | None = None):
+        """(msg, pattern, start, end) arrays of every match; ``start``/``end`` absolute in ``buf``."""
+        buf = np.ascontiguousarray(buf, dtype=np.uint8)
+        offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        if sel is None:
+            sel = np.arange(offsets.shape[0] - 1, dtype=np.int64)
+        sel = np.ascontiguousarray(sel, dtype=np.int64)
+        if sel.size and (sel.min() < 0 or sel.max() >= offsets.shape[0] - 1):
+            raise ValueError("markers: selection outside the batch")
+        cap = max(64, sel.shape[0])
+        while True:
+            out = (np.empty(cap, np.int64), np.empty(cap, np.int32), np.empty(cap, np.int64), np.empty(cap, np.int64))
+            if self.n == 0:
+                return tuple(a[:0] for a in out)
+            n = scan(buf, offsets, sel, self.pat_buf, self.pat_off, self.pat_kind, self.pat_ci,
+                     self.fb_off, self.fb_ids, *out)
+            if n <= cap:
+                return tuple(a[:n] for a in out)
+            cap = n

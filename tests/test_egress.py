@@ -1,0 +1,205 @@
+"""flowaudit/egress.py: flows, DNS attribution, policy and messages -> TRANSFERS rows."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+
+from flowaudit import egress as E
+from flowaudit import schemas
+from flowaudit import watchlist as W
+from flowaudit import zones as Z
+from flowaudit.datasets import TRANSFERS
+from flowaudit.kernels import ipset as K
+
+T0 = 1_700_000_000
+NS = 1_000_000_000
+OPS = """
+version = "ops-1"
+[[indicators]]
+platform = "LOGINK"
+type = "cidr"
+value = "203.0.113.0/28"
+source = "operator: EXAMPLE documentation range"
+[[indicators]]
+platform = "LOGINK"
+type = "edi_party"
+value = "LOGINKHUB"
+source = "operator: EXAMPLE"
+"""
+
+
+def flows(rows, sampling=1):
+    """rows: (src, dst, src_port, dst_port, proto, bytes)."""
+    sh, sl = K.keys_of([r[0] for r in rows])
+    dh, dl = K.keys_of([r[1] for r in rows])
+    n = len(rows)
+    return {"src_hi": sh, "src_lo": sl, "dst_hi": dh, "dst_lo": dl,
+            "src_port": np.array([r[2] for r in rows], np.uint16), "dst_port": np.array([r[3] for r in rows], np.uint16),
+            "protocol": np.array([r[4] for r in rows], np.uint8), "tcp_flags": np.zeros(n, np.uint8),
+            "bytes": np.array([r[5] for r in rows], np.uint64), "packets": np.full(n, 3, np.uint64),
+            "first_ns": np.full(n, (T0 + 10) * NS, np.int64), "last_ns": np.full(n, (T0 + 11) * NS, np.int64),
+            "sampling_interval": np.full(n, sampling, np.uint32), "exporter_idx": np.zeros(n, np.int32),
+            "ip_version": np.full(n, 4, np.uint8)}
+
+
+def detector(tmp_path):
+    (tmp_path / "ops.toml").write_text(OPS)
+    return E.EgressDetector(W.Watchlist(tmp_path), Z.load(schemas.path("zones.example.toml")))
+
+
+def dns_line(query, answers, ttl=60.0, client="10.40.1.5"):
+    return json.dumps({"ts": float(T0), "id.orig_h": client, "query": query, "qtype_name": "A",
+                       "rcode_name": "NOERROR", "answers": answers, "TTLs": [ttl] * len(answers)}).encode()
+
+
+def test_flow_rows(tmp_path):
+    det = detector(tmp_path)
+    dns = det.observe_dns([dns_line("gateway.logink.cn", ["gw.cdn.example", "198.18.0.9"]),
+                           dns_line("www.example.com", ["198.18.0.10"]),
+                           dns_line("notlogink.cn", ["198.18.0.11"])], source="dns")
+    assert dns.schema.equals(TRANSFERS) and dns.num_rows == 1
+    assert dns["seen_where"].to_pylist() == ["DNS_ANSWER"] and dns["src_zone"].to_pylist() == ["it"]
+    rows = [
+        ("10.40.1.5", "203.0.113.5", 50000, 443, 6, 1000),    # 0 LOGINK by CIDR (operator file)
+        ("203.0.113.5", "10.40.1.5", 443, 50000, 6, 900),     # 1 the reply: NETFLOW_SRC
+        ("10.40.1.5", "198.18.0.9", 50001, 443, 6, 500),      # 2 LOGINK by DNS answer
+        ("10.40.1.5", "198.18.0.10", 50002, 443, 6, 500),     # 3 www.example.com: nothing
+        ("10.40.1.5", "198.18.0.11", 50003, 443, 6, 500),     # 4 notlogink.cn: nothing (never stored)
+        ("10.20.1.10", "203.0.113.5", 50004, 443, 6, 700),    # 5 crane to LOGINK: platform + OT rule
+        ("10.20.1.10", "8.8.8.8", 50005, 5938, 6, 100),       # 6 crane to internet on TeamViewer port
+        ("10.40.1.5", "10.20.1.10", 50006, 3389, 6, 100),     # 7 RDP it -> crane
+        ("10.40.1.5", "8.8.8.8", 50007, 443, 6, 100),         # 8 it -> internet: allowed
+    ]
+    t = det.detect_flows(flows(rows, sampling=10), exporters=["192.0.2.1"], source="netflow", partition=0,
+                         offset=np.arange(100, 100 + len(rows)))
+    assert t.schema.equals(TRANSFERS)
+    got = {r["offset"] - 100: r for r in t.to_pylist()}
+    assert sorted(got) == [0, 1, 2, 5, 6, 7]
+    assert (got[0]["platform"], got[0]["indicator"], got[0]["indicator_type"], got[0]["seen_where"]) == \
+        ("LOGINK", "203.0.113.0/28", "cidr", "NETFLOW_DST")
+    assert got[1]["seen_where"] == "NETFLOW_SRC" and got[1]["platform"] == "LOGINK"
+    assert (got[2]["indicator"], got[2]["seen_where"]) == ("gateway.logink.cn", "DNS_ANSWER")
+    assert (got[5]["platform"], got[5]["rule"], got[5]["severity"]) == ("LOGINK", "ot_zone_to_internet", "critical")
+    assert (got[6]["platform"], got[6]["rule"]) == ("policy", "ot_zone_to_internet")
+    assert (got[7]["rule"], got[7]["indicator"], got[7]["src_zone"], got[7]["dst_zone"]) == \
+        ("remote_access:rdp", "tcp/3389", "it", "crane_ot")
+    assert got[0]["bytes"] == 1000 and got[0]["bytes_scaled"] == 10000 and got[0]["sampling_interval"] == 10
+    assert got[0]["exporter"] == "192.0.2.1" and got[0]["src_addr"] == "10.40.1.5"
+    assert got[0]["watchlist_version"].startswith("2026") and got[0]["policy_version"] == "example-1"
+    for r in got.values():
+        assert r["indicator_source"]
+
+
+def test_dns_ttl_expiry_ends_attribution(tmp_path):
+    det = detector(tmp_path)
+    det.observe_dns([dns_line("ssl.logink.cn", ["198.18.0.20"], ttl=5.0)])
+    f = flows([("10.40.1.5", "198.18.0.20", 1, 443, 6, 10)])  # starts at T0 + 10: after the TTL
+    assert det.detect_flows(f).num_rows == 0
+    det.observe_dns([dns_line("ssl.logink.cn", ["198.18.0.20"], ttl=60.0)])
+    assert det.detect_flows(f)["indicator"].to_pylist() == ["ssl.logink.cn"]
+
+
+def test_teamviewer_severity_depends_on_zone(tmp_path):
+    det = detector(tmp_path)
+    det.observe_dns([dns_line("master3.teamviewer.com", ["198.18.1.1"]),
+                     dns_line("router1.teamviewer.com", ["198.18.1.2"], client="10.20.1.10")])
+    t = det.detect_flows(flows([("10.40.1.5", "198.18.1.1", 1, 5938, 6, 10),      # it: info + service rule
+                                ("10.20.1.10", "198.18.1.2", 1, 443, 6, 10)]))   # crane: high + OT rule
+    r = t.to_pylist()
+    assert r[0]["platform"] == "TeamViewer" and r[0]["rule"] == "remote_access:teamviewer"
+    assert r[0]["severity"] == "medium"   # platform info in IT, the service rule medium
+    assert r[1]["platform"] == "TeamViewer" and r[1]["severity"] == "critical"
+
+
+def test_no_rows_and_bad_input(tmp_path):
+    det = detector(tmp_path)
+    assert det.detect_flows(flows([("10.40.1.5", "10.40.1.6", 1, 443, 6, 1)])).num_rows == 0
+    import pytest
+    f = flows([("10.40.1.5", "10.40.1.6", 1, 443, 6, 1)])
+    del f["bytes"]
+    with pytest.raises(ValueError):
+        det.detect_flows(f)
+
+
+def batch(msgs):
+    buf = np.frombuffer(b"".join(msgs), np.uint8)
+    off = np.zeros(len(msgs) + 1, np.int64)
+    off[1:] = np.cumsum([len(m) for m in msgs])
+    return buf, off
+
+
+def test_messages(tmp_path):
+    det = detector(tmp_path)
+    msgs = [
+        b'{"containerNumber":"MSCU1234565","partyFunctionCode":"CNNGB"}',                       # 0 JSON_PATH
+        b"UNB+UNOA:2+SENDER:ZZ+LOGINKHUB:ZZ+260301:1200+1'UNH+1+COPRAR:D:95B:UN'LOC+9+CNNGB'",  # 1 EDI_UNB only
+        b"UNB+UNOA:2+A+B+260301:1200+1'NAD+CA+CNNGB'LOC+11+CNNGB:139:6'",                       # 2 nothing
+        b"<SendRequest><ToAddress>jyzx00002</ToAddress><ActionType>LOGINK_CN_FREIGHTCHARGES</ActionType>"
+        b"<x>ticket:abc</x></SendRequest>",                                                      # 3 XML_ELEMENT
+        b"POST https://gateway.logink.cn/ais/getVesselBaseInfo HTTP/1.1\r\nX-Ca-Key: 1\r\n",     # 4 PAYLOAD
+        b"GET /ais/foo LoginKit notlogink.cn blogink.org ticket:x X-Ca-Key",                     # 5 nothing
+        b'{"note":"see www.logink.org.example.net","PortCodeList":"CNNGB,JPOSA"}',               # 6 nothing
+        b'{"method":"logink.track.customs","biz_content":{"PartyFunctionCode":"ZJEPORT"}}',      # 7 JSON_PATH
+        b"ISA*00*          *00*          *ZZ*SENDER         *ZZ*LOGINKHUB      *260301*1200*U*00401*000000001*0*P*>~"
+        b"GS*QO*SENDER*LOGINKHUB*20260301*1200*1*X*004010~ST*315*0001~SE*2*0001~GE*1*1~IEA*1*000000001~",  # 8
+    ]
+    buf, off = batch(msgs)
+    rec = E.envelope_recipients(buf, off)
+    assert (1, "LOGINKHUB", "EDI_UNB") in rec and (8, "LOGINKHUB", "X12_ISA") in rec and (8, "LOGINKHUB", "X12_GS") in rec
+    t = det.detect_messages(buf, off, recipients=rec, partition=3, offset=np.arange(len(msgs)) + 1000,
+                            ts_ms=np.full(len(msgs), T0 * 1000))
+    assert t.schema.equals(TRANSFERS)
+    got: dict[int, set] = {}
+    for r in t.to_pylist():
+        got.setdefault(r["offset"] - 1000, set()).add((r["indicator"], r["indicator_type"], r["seen_where"]))
+    assert got[0] == {("partyFunctionCode=CNNGB", "party_code", "JSON_PATH")}
+    assert got[1] == {("LOGINKHUB", "edi_party", "EDI_UNB")}
+    assert 2 not in got and 5 not in got and 6 not in got
+    assert got[3] == {("ToAddress=jyzx00002", "party_code", "XML_ELEMENT"),
+                      ("LOGINK_CN_FREIGHTCHARGES", "payload_marker", "XML_ELEMENT"),
+                      ("ticket:", "payload_marker", "XML_ELEMENT")}
+    assert got[4] == {("gateway.logink.cn", "host", "PAYLOAD"), ("/ais/", "url_path", "PAYLOAD"),
+                      ("X-Ca-Key", "payload_marker", "PAYLOAD")}
+    assert got[7] == {("logink.track.customs", "payload_marker", "JSON_PATH"),
+                      ("partyFunctionCode=ZJEPORT", "party_code", "JSON_PATH")}
+    assert got[8] == {("LOGINKHUB", "edi_party", "X12_ISA"), ("LOGINKHUB", "edi_party", "X12_GS")}
+    assert set(t["time_ns"].to_pylist()) == {T0 * NS}
+
+
+def test_window_aggregates(tmp_path):
+    det = detector(tmp_path)
+    f = flows([("10.40.1.5", "203.0.113.5", 1, 443, 6, 100), ("10.40.1.5", "203.0.113.6", 2, 443, 6, 50),
+               ("10.40.1.6", "203.0.113.5", 3, 443, 6, 7)], sampling=4)
+    f["first_ns"] = np.array([T0 * NS, T0 * NS + 10, (T0 + 70) * NS], np.int64)
+    t = pa.concat_tables([det.detect_flows(f), det.observe_dns([dns_line("gateway.logink.cn", ["198.18.0.1"])])])
+    agg = E.window_aggregates(t, 60 * NS).to_pylist()
+    assert [(a["src_addr"], a["platform"], a["flows"], a["bytes"], a["bytes_scaled"]) for a in agg] == [
+        ("10.40.1.5", "LOGINK", 2, 150, 600), ("10.40.1.6", "LOGINK", 1, 7, 28)]
+    assert agg[0]["window_start_ns"] == T0 * NS - (T0 * NS) % (60 * NS)
+
+
+def test_metrics_labels_bounded(tmp_path):
+    det = detector(tmp_path)
+    det.detect_flows(flows([("10.40.1.5", "203.0.113.5", 1, 443, 6, 100), ("10.20.1.10", "8.8.8.8", 1, 3389, 6, 1)]))
+    m = det.metrics()
+    allowed = det.metric_label_values()
+    assert m["transfers_total"]
+    for platform, zone, rule in m["transfers_total"]:
+        assert platform in allowed["platform"] and zone in allowed["zone"] and rule in allowed["rule"]
+    assert m["transfer_bytes_total"][("LOGINK", "it", "watchlist")] == 100
+    # label values come from configuration only, never from traffic (addresses, ports, indicators)
+    for v in sum(allowed.values(), []):
+        assert not any(x in v for x in ("10.40.1.5", "203.0.113", "8.8.8.8", "3389", "logink.cn"))
+
+
+def test_reload_is_picked_up(tmp_path):
+    det = detector(tmp_path)
+    f = flows([("10.40.1.5", "198.51.100.77", 1, 443, 6, 1)])
+    assert det.detect_flows(f).num_rows == 0
+    (tmp_path / "more.toml").write_text('version = "m"\n[[indicators]]\nplatform = "Nuctech"\ntype = "ip"\n'
+                                        'value = "198.51.100.77"\nsource = "operator: EXAMPLE"\n')
+    assert det._watchlist.poll()
+    t = det.detect_flows(f)
+    assert t["platform"].to_pylist() == ["Nuctech"] and t["severity"].to_pylist() == ["info"]

@@ -1,0 +1,113 @@
+"""kernels/markers.py: the multi-literal matcher vs a regex reference; look-alikes never match."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from flowaudit.kernels import markers as M
+
+SETTINGS = settings(max_examples=200, deadline=None)
+
+PATTERNS = [
+    (b"logink.cn", M.DOMAIN, True),
+    (b"gateway.logink.cn", M.HOST, True),
+    (b".teamviewer.com", M.HOST_SUFFIX, True),
+    (b"LOGINK_CN_FREIGHTCHARGES", M.TOKEN, False),
+    (b"LOGINK_CN_", M.TOKEN_PREFIX, False),
+    (b"logink.track.customs", M.TOKEN, False),
+    (b"ticket:", M.TOKEN, False),
+    (b"/cuteinfo/services/ExchangeTransportService", M.PATH, False),
+    (b"/ais/", M.PATH_PREFIX, False),
+    (b"partyFunctionCode", M.KEY, True),
+]
+H = r"[A-Za-z0-9_-]"
+W = r"[A-Za-z0-9_]"
+
+
+def ref_regex(lit: bytes, kind: int, ci: bool) -> re.Pattern:
+    e = re.escape(lit.decode())
+    first_w = bool(re.match(W, chr(lit[0])))
+    last_w = bool(re.match(W, chr(lit[-1])))
+    tok_l = rf"(?<!{W})(?<!{W}\.)" if first_w else ""
+    tok_r = rf"(?!{W})(?!\.{W})" if last_w else ""
+    host_r = rf"(?!{H})(?!\.{H})"
+    body = {
+        M.DOMAIN: rf"(?<!{H}){e}{host_r}",
+        M.HOST: rf"(?<!{H})(?<!\.){e}{host_r}",
+        M.HOST_SUFFIX: rf"{e}{host_r}",
+        M.TOKEN: rf"{tok_l}{e}{tok_r}",
+        M.KEY: rf"{tok_l}{e}{tok_r}",
+        M.TOKEN_PREFIX: rf"{tok_l}{e}(?={W})",
+        M.PATH: rf"{e}{tok_r}",
+        M.PATH_PREFIX: e,
+    }[kind]
+    return re.compile("(?=(" + body + "))", re.IGNORECASE if ci else 0)
+
+
+def ref_scan(msgs: list[bytes]) -> list[tuple[int, int, int]]:
+    out = []
+    for mi, m in enumerate(msgs):
+        s = m.decode("latin-1")
+        for p, (lit, kind, ci) in enumerate(PATTERNS):
+            for mt in ref_regex(lit, kind, ci).finditer(s):
+                out.append((mi, p, mt.start()))
+    return sorted(out)
+
+
+def run(msgs: list[bytes]):
+    pats = M.Patterns(PATTERNS)
+    buf = np.frombuffer(b"".join(msgs), np.uint8) if any(msgs) else np.zeros(0, np.uint8)
+    off = np.zeros(len(msgs) + 1, np.int64)
+    off[1:] = np.cumsum([len(m) for m in msgs])
+    mm, pp, ss, ee = pats.scan(buf, off)
+    assert np.all(ee - ss == np.array([len(PATTERNS[p][0]) for p in pp], dtype=np.int64))
+    return sorted((int(m), int(p), int(s - off[m])) for m, p, s in zip(mm, pp, ss))
+
+
+PIECES = ["logink.cn", "LOGINK.CN", "gateway.logink.cn", "x.", "not", "b", ".", "-", "_", " ", "/", ":", "\"",
+          "master1", ".teamviewer.com", "LOGINK_CN_", "FREIGHTCHARGES", "X", "logink.track.customs", "ticket:",
+          "/cuteinfo/services/ExchangeTransportService", "/ais/", "partyFunctionCode", "PartyFunctionCode",
+          "a", "1", "<", ">", "LoginKit", "blogink.org", ".evil"]
+
+
+@SETTINGS
+@given(st.lists(st.lists(st.sampled_from(PIECES), max_size=12).map("".join), min_size=1, max_size=5))
+def test_scan_matches_regex_reference(texts):
+    msgs = [t.encode() for t in texts]
+    assert run(msgs) == ref_scan(msgs)
+
+
+@SETTINGS
+@given(st.lists(st.binary(max_size=60), min_size=1, max_size=4))
+def test_scan_arbitrary_bytes(msgs):
+    assert run(msgs) == ref_scan(msgs)
+
+
+def test_lookalikes_never_match():
+    msgs = [b"LoginKit and loginkit", b"https://notlogink.cn/x", b"blogink.org", b"logink.cn.example.com",
+            b"my-logink.cn", b"LOGINK_CN", b"XLOGINK_CN_FOO", b"/aisx/", b"xlogink.track.customs"]
+    got = run(msgs)
+    assert [g for g in got if PATTERNS[g[1]][1] != M.PATH_PREFIX] == []
+
+
+def test_hosts_case_insensitive_and_subdomains():
+    got = run([b"GET https://X.LOGINK.CN/ais/q", b"Host: Gateway.Logink.CN\r\n"])
+    kinds = {(m, PATTERNS[p][0]) for m, p, _ in got}
+    assert (0, b"logink.cn") in kinds and (0, b"/ais/") in kinds
+    assert (1, b"gateway.logink.cn") in kinds and (1, b"logink.cn") in kinds
+
+
+def test_overflow_of_first_output_buffer_retries():
+    msgs = [b"logink.cn " * 500]
+    assert len(run(msgs)) == 500
+
+
+def test_selection_only():
+    pats = M.Patterns(PATTERNS)
+    msgs = [b"logink.cn", b"logink.cn", b"logink.cn"]
+    buf = np.frombuffer(b"".join(msgs), np.uint8)
+    off = np.array([0, 9, 18, 27], np.int64)
+    mm, *_ = pats.scan(buf, off, np.array([2], np.int64))
+    assert mm.tolist() == [2]
