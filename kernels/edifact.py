@@ -1,10 +1,18 @@
 """UN/EDIFACT tokenizer and rule-driven classifier (numba kernels over whole batches).
 
 This module also holds the format-neutral machinery shared with :mod:`.x12` (both formats are
-"segment / element / component" text with single-byte separators): the one-segment scanner
-:func:`scan_segment`, the rule engine :func:`classify_message` and the token-table writer
-:func:`tokenize_message`.  Each format only supplies its own envelope reader (``*_setup``) that
-finds the separators and checks the interchange is terminated.
+"segment / element / component" text with single-byte separators): the token-table tokenizer
+(:func:`scan_segment`, :func:`tokenize_message`; exact, not tuned for speed) and the fused
+classifier :func:`classify_batch` (its own inline segment scan, a tag -> rule-range table, the
+rule engine inline, outputs in one int64 hit table and one value buffer).  Each format only
+supplies its own envelope reader (``*_setup`` / ``*_envelopes``) that finds the separators and
+checks the interchange is terminated.
+
+Charset (UNB S001, first segment): UNOA..UNOK and UNOX are read as 8-bit text (a value that is
+not valid UTF-8 is Latin-1 and transcoded: UNOC); UNOW / UNOY must be valid UTF-8 (else
+``invalid_utf8``); any other syntax identifier (UNOZ ...) is ``bad_charset``.  Envelope count /
+reference mismatches (UNT 0074 / 0062, UNZ) are flag-level findings in reliability.md and
+FormatResult has no flag column: they are not reported (nor rejected).
 
 Message layout (EDIFACT, ISO 9735):
 
@@ -36,7 +44,9 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import kernel
-from .values import is_alnum, is_digit, is_upper, next_container, next_imo, parse_container, parse_imo
+from .values import (copy_text, is_alnum, is_digit, is_upper, next_email, parse_container, parse_email, parse_eori,
+                     parse_imo, parse_lei, parse_mmsi, parse_phone, parse_un_number, parse_usci, trim, utf8_ok)
+from .values import _USCI_VAL, gs1_check_ok, iban_ok, lei_mod97, usci_check_value
 
 # status codes (flowaudit.decode.REASONS)
 ST_OK = 0
@@ -52,27 +62,68 @@ ST_BAD_ENVELOPE = 17
 MAX_SEGMENT_BYTES = 65536
 MAX_SEGMENT_TOKENS = 4096
 
-# rule table columns (int64 matrix, one row per rule; see flowaudit/decode/edifact.py)
+# status codes also used by the classifier
+ST_INVALID_UTF8 = 5
+ST_BAD_CHARSET = 13
+
+# rule table columns (int64 matrix, one row per rule, rows sorted by tag; see
+# flowaudit/decode/edifact.py).  Qualifier values (at most 8 bytes) are packed into one int64
+# each (byte k at bits 8k..8k+7), so a qualifier test is integer compares.
 R_TAG0, R_TAG1, R_TAG2, R_TAGLEN = 0, 1, 2, 3
-R_QEL, R_QCO, R_QNEG, R_NQ = 4, 5, 6, 7
-R_KIND, R_CLASS, R_LOC, R_CONF, R_MODE, R_SHORT, R_NPARTS = 8, 9, 10, 11, 12, 13, 14
-R_PARTS = 15  # (element, component) x 3 -> columns 15..20
-R_NCOLS = 21
-MAX_PARTS = 3
-MAX_QVALS = 8
+MAX_QUALS = 2
+MAX_QVALS = 16
 MAX_QLEN = 8
+R_Q = 4            # qualifier q (0, 1) at R_Q + q * Q_STRIDE: element, component, negate, count, values x 8
+Q_STRIDE = 4 + MAX_QVALS
+R_KIND = R_Q + MAX_QUALS * Q_STRIDE   # 28
+R_CLASS, R_LOC, R_CONF, R_MODE, R_SHORT = R_KIND + 1, R_KIND + 2, R_KIND + 3, R_KIND + 4, R_KIND + 5
+R_MINLEN, R_MAXLEN, R_ROOM, R_FTMASK = R_KIND + 6, R_KIND + 7, R_KIND + 8, R_KIND + 9
+R_FTCLS = R_KIND + 10   # class codes of the free-text kinds (container, imo, lei, usci, email)
+N_FT = 5
+R_NPARTS = R_FTCLS + N_FT
+R_PARTS = R_NPARTS + 1  # (element, component) x MAX_PARTS
+MAX_PARTS = 5
+R_NCOLS = R_PARTS + 2 * MAX_PARTS
 
-KIND_CONTAINER = 1
-KIND_IMO = 2
-KIND_CONTAINER_TEXT = 3
-KIND_IMO_TEXT = 4
+# value kinds (what the rule does with the value at its position)
+KIND_CONTAINER = 1   # ISO 6346 (valid from the check digit)
+KIND_IMO = 2         # IMO number (valid from the check digit)
+KIND_TEXT = 5        # names, addresses, descriptions: as is (UTF-8), trimmed, cut at max_len
+KIND_LEI = 6
+KIND_USCI = 7
+KIND_EORI = 8
+KIND_EMAIL = 9
+KIND_PHONE = 10
+KIND_UN = 11
+KIND_MMSI = 12
+KIND_FREE_TEXT = 13  # scan the text for the shaped classes of R_FTMASK
+KIND_CODE = 14       # reference / identifier: printable, letters digits and " -/._", min..max length
+KIND_LOCODE = 15     # UN/LOCODE: 2 letters + 3 letters or digits 2-9
+KIND_DIGITS = 16     # digits (dots and blanks dropped), min..max length: stowage, HS code, DUNS
+KIND_NUMBER = 17     # decimal number (weights, amounts): optional sign, one '.' or ','
 
-MODE_SHAPE = 0   # emit when the value has the shape (valid 1 / 0 from the check digit)
-MODE_CHECK = 1   # emit only when the check digit is right (weak positions)
+FT_CONTAINER, FT_IMO, FT_LEI, FT_USCI, FT_EMAIL = 1, 2, 4, 8, 16
+
+MODE_SHAPE = 0   # emit when the value has the shape (valid 1 / 0 from the check)
+MODE_CHECK = 1   # emit only when the check holds (weak / guessed positions)
+
+# special segments (tag table column 2)
+SP_NONE, SP_UNB, SP_UNH, SP_ST = 0, 1, 2, 3
+TAG_BASE = 37
+TAGTAB_SIZE = TAG_BASE * TAG_BASE * TAG_BASE
+
+# hit table columns (int64 matrix)
+H_MSG, H_CLASS, H_LOC, H_VALID, H_CONF, H_START, H_END, H_VEND = 0, 1, 2, 3, 4, 5, 6, 7
+H_NCOLS = 8
+# per-message output columns
+M_STATUS, M_NSEG, M_TS, M_TE = 0, 1, 2, 3
+# envelope table columns (edifact_envelopes / x12_envelopes)
+E_ST, E_POS, E_END, E_COMP, E_ELEM, E_TERM, E_REL, E_NL = 0, 1, 2, 3, 4, 5, 6, 7
 
 # counters in ``ctr`` (int64[4]): hits needed, value bytes needed, hits written, value bytes written
 C_HITS, C_VALS, C_HW, C_VW = 0, 1, 2, 3
-VAL_ROOM = 16  # values.parse_* write at most 11 bytes; they need 16 free
+VAL_ROOM = 64      # value bytes reserved per hit (values.VALUE_ROOM); text rules reserve more
+SCRATCH = 1024     # longest structural value assembled (longer: no hit)
 
 
 @kernel(inline="always")
@@ -250,31 +301,6 @@ def scan_segment(buf, pos, end, tab, max_seg, max_tok, t_el, t_co, t_s, t_e):
 
 
 @kernel
-def find_token(t_el, t_co, n, el, co):
-    for k in range(n):
-        if t_el[k] == el and t_co[k] == co:
-            return k
-    return -1
-
-
-@kernel
-def token_equals(buf, s, e, rel, lit, litlen):
-    """Unescaped ``buf[s:e]`` equals ``lit[:litlen]``."""
-    j = 0
-    i = s
-    while i < e:
-        c = buf[i]
-        if c == rel and i + 1 < e:
-            i += 1
-            c = buf[i]
-        if j >= litlen or lit[j] != c:
-            return False
-        j += 1
-        i += 1
-    return j == litlen
-
-
-@kernel
 def copy_unescaped(buf, s, e, rel, out, o, cap):
     """Copy ``buf[s:e]`` without release characters to ``out[o:]`` (at most ``cap`` bytes).
 
@@ -321,215 +347,6 @@ def short_container(v, n, out, o):
     if cat != 85 and cat != 74 and cat != 90:
         return -1
     return 1
-
-
-@kernel
-def emit_hit(ctr, msg, cls, loc, valid, conf, hs, he, vlen,
-             hit_msg, hit_class, hit_loc, hit_valid, hit_conf, hit_start, hit_end, val_off):
-    """Record a hit whose value was already written at ``ctr[C_VW]`` (``vlen`` bytes)."""
-    k = ctr[C_HW]
-    hit_msg[k] = msg
-    hit_class[k] = cls
-    hit_loc[k] = loc
-    hit_valid[k] = valid
-    hit_conf[k] = conf
-    hit_start[k] = hs
-    hit_end[k] = he
-    ctr[C_VW] += vlen
-    val_off[k + 1] = ctr[C_VW]
-    ctr[C_HW] = k + 1
-
-
-@kernel
-def room(ctr, hit_cap, val_cap):
-    return ctr[C_HW] < hit_cap and ctr[C_VW] + VAL_ROOM <= val_cap
-
-
-@kernel
-def apply_rules(buf, msg, rel, t_el, t_co, t_s, t_e, n, rules, qvals, qlens, scratch,
-                ctr, hit_cap, val_cap,
-                hit_msg, hit_class, hit_loc, hit_valid, hit_conf, hit_start, hit_end, val_off, val_buf):
-    """Apply every rule whose tag matches this segment (tokens ``0..n``)."""
-    ts0 = t_s[0]
-    tl = t_e[0] - ts0
-    for r in range(rules.shape[0]):
-        taglen = rules[r, R_TAGLEN]
-        if tl != taglen:
-            continue
-        if buf[ts0] != rules[r, R_TAG0] or buf[ts0 + 1] != rules[r, R_TAG1]:
-            continue
-        if taglen == 3 and buf[ts0 + 2] != rules[r, R_TAG2]:
-            continue
-        # qualifier
-        nq = rules[r, R_NQ]
-        if nq > 0:
-            kq = find_token(t_el, t_co, n, rules[r, R_QEL], rules[r, R_QCO])
-            found = False
-            if kq >= 0:
-                for v in range(nq):
-                    if token_equals(buf, t_s[kq], t_e[kq], rel, qvals[r, v], qlens[r, v]):
-                        found = True
-                        break
-            if found == (rules[r, R_QNEG] != 0):
-                continue
-        kind = rules[r, R_KIND]
-        cls = rules[r, R_CLASS]
-        loc = rules[r, R_LOC]
-        conf = rules[r, R_CONF]
-        if kind == KIND_CONTAINER_TEXT or kind == KIND_IMO_TEXT:
-            el = rules[r, R_PARTS]
-            co = rules[r, R_PARTS + 1]
-            for k in range(1, n):
-                if t_el[k] != el:
-                    continue
-                if co > 0 and t_co[k] != co:
-                    continue
-                s = t_s[k]
-                e = t_e[k]
-                if co == 0:
-                    # whole element: from its first component to its last one
-                    while k + 1 < n and t_el[k + 1] == el:
-                        k += 1
-                    e = t_e[k]
-                pos = s
-                while pos < e:
-                    if kind == KIND_CONTAINER_TEXT:
-                        a, b = next_container(buf, pos, e)
-                    else:
-                        a, b = next_imo(buf, pos, e)
-                    if a < 0:
-                        break
-                    ctr[C_HITS] += 1
-                    ctr[C_VALS] += VAL_ROOM
-                    if room(ctr, hit_cap, val_cap):
-                        if kind == KIND_CONTAINER_TEXT:
-                            res = parse_container(buf, a, b, val_buf, ctr[C_VW])
-                            vlen = 11
-                        else:
-                            res = parse_imo(buf, a, b, val_buf, ctr[C_VW])
-                            vlen = 7
-                        if res >= 0:
-                            emit_hit(ctr, msg, cls, loc, res, conf, a, b, vlen, hit_msg, hit_class,
-                                     hit_loc, hit_valid, hit_conf, hit_start, hit_end, val_off)
-                        else:
-                            ctr[C_HITS] -= 1
-                            ctr[C_VALS] -= VAL_ROOM
-                    pos = b if b > pos else pos + 1
-                if co == 0:
-                    break
-            continue
-        # structural value: concatenate the parts (unescaped) into scratch
-        np_ = rules[r, R_NPARTS]
-        m = 0
-        hs = -1
-        he = -1
-        ok = True
-        for pi in range(np_):
-            k = find_token(t_el, t_co, n, rules[r, R_PARTS + 2 * pi], rules[r, R_PARTS + 2 * pi + 1])
-            if k < 0 or t_e[k] <= t_s[k]:
-                if pi == 0 or pi == 1:
-                    ok = False
-                break
-            if pi > 0 and kind == KIND_CONTAINER:
-                # stop once the owner code + serial + check digit are complete
-                cnt = 0
-                for j in range(m):
-                    if scratch[j] != 32 and scratch[j] != 45:
-                        cnt += 1
-                if cnt >= 11:
-                    break
-            m2 = copy_unescaped(buf, t_s[k], t_e[k], rel, scratch, m, scratch.shape[0])
-            if m2 < 0:
-                ok = False
-                break
-            m = m2
-            if hs < 0:
-                hs = t_s[k]
-            he = t_e[k]
-        if not ok or m == 0:
-            continue
-        ctr[C_HITS] += 1
-        ctr[C_VALS] += VAL_ROOM
-        if not room(ctr, hit_cap, val_cap):
-            continue
-        vo = ctr[C_VW]
-        if kind == KIND_CONTAINER:
-            res = parse_container(scratch, 0, m, val_buf, vo)
-            vlen = 11
-            if res < 0 and rules[r, R_SHORT] != 0:
-                res = short_container(scratch, m, val_buf, vo)
-                if res > 0:
-                    res = -1
-                    vlen = 10
-                else:
-                    res = -2
-            elif res < 0:
-                res = -2
-        else:
-            res = parse_imo(scratch, 0, m, val_buf, vo)
-            vlen = 7
-            if res < 0:
-                res = -2
-        if res == -2 or (rules[r, R_MODE] == MODE_CHECK and res != 1):
-            ctr[C_HITS] -= 1
-            ctr[C_VALS] -= VAL_ROOM
-            continue
-        emit_hit(ctr, msg, cls, loc, res, conf, hs, he, vlen, hit_msg, hit_class,
-                 hit_loc, hit_valid, hit_conf, hit_start, hit_end, val_off)
-
-
-@kernel
-def classify_message(buf, msg, pos, end, comp, elem, term, rel, nlterm, max_seg, max_tok,
-                     typ, typlen, typ_el, typ_co, rules, qvals, qlens,
-                     t_el, t_co, t_s, t_e, scratch, ctr, hit_cap, val_cap,
-                     hit_msg, hit_class, hit_loc, hit_valid, hit_conf, hit_start, hit_end, val_off, val_buf):
-    """Walk the segments of one message and apply the rules.
-
-    Returns ``(status, n_segments, type_start, type_end)``.  On a non-zero status the hits of
-    this message are rolled back (a rejected message has no hits).
-    """
-    tab = np.empty(256, np.uint8)
-    fill_class_table(tab, comp, elem, term, rel, nlterm)
-    h0 = ctr[C_HITS]
-    v0 = ctr[C_VALS]
-    hw0 = ctr[C_HW]
-    vw0 = ctr[C_VW]
-    nseg = 0
-    ms = -1
-    me = -1
-    p = pos
-    while p < end:
-        st, nxt, n = scan_segment(buf, p, end, tab, max_seg, max_tok, t_el, t_co, t_s, t_e)
-        if st != ST_OK:
-            ctr[C_HITS] = h0
-            ctr[C_VALS] = v0
-            ctr[C_HW] = hw0
-            ctr[C_VW] = vw0
-            return st, nseg, -1, -1
-        if n == 0:
-            break
-        nseg += 1
-        if ms < 0 and t_e[0] - t_s[0] == typlen and token_equals(buf, t_s[0], t_e[0], -1, typ, typlen):
-            k = find_token(t_el, t_co, n, typ_el, typ_co)
-            if k >= 0:
-                ms = t_s[k]
-                me = t_e[k]
-        # cheap tag pre-filter: calling apply_rules costs reference-count traffic on ~20 arrays
-        tl = t_e[0] - t_s[0]
-        hit_tag = False
-        if tl >= 2:
-            b0 = buf[t_s[0]]
-            b1 = buf[t_s[0] + 1]
-            for r in range(rules.shape[0]):
-                if rules[r, R_TAGLEN] == tl and rules[r, R_TAG0] == b0 and rules[r, R_TAG1] == b1:
-                    hit_tag = True
-                    break
-        if hit_tag:
-            apply_rules(buf, msg, rel, t_el, t_co, t_s, t_e, n, rules, qvals, qlens, scratch,
-                        ctr, hit_cap, val_cap,
-                        hit_msg, hit_class, hit_loc, hit_valid, hit_conf, hit_start, hit_end, val_off, val_buf)
-        p = nxt if nxt > p else p + 1
-    return ST_OK, nseg, ms, me
 
 
 @kernel
@@ -620,55 +437,652 @@ def tokenize(buf, offsets, sel, max_seg, max_tok):
     return status, nsegs, o_msg, o_seg, o_el, o_co, o_s, o_e
 
 
-@kernel
-def classify(buf, offsets, sel, rules, qvals, qlens, max_seg, max_tok, hit_cap, val_cap):
-    """Fused EDIFACT tokenize + classify over the selected messages.
 
-    Returns ``(status, n_segments, type_start, type_end, hit_msg, hit_class, hit_loc, hit_valid,
-    hit_conf, hit_start, hit_end, val_off, val_buf, ctr)``; ``ctr`` = (hits needed, value bytes
-    needed, hits written, value bytes written).  When ``ctr[0] > ctr[2]`` the output arrays
-    overflowed: call again with ``hit_cap >= ctr[0]`` and ``val_cap >= ctr[1]`` (upper bounds).
+
+# =========================================================================================
+# Classifier: one kernel over the whole batch (both formats).
+#
+# Per segment: read the tag, look up its rule range in the tag table (``tagtab[idx] = (first
+# rule, rule count, special)``); a segment no rule and no envelope logic needs is skipped with a
+# byte-class loop (separators counted for the component cap); otherwise it is tokenised into
+# small per-segment arrays with an element index (``efirst``: O(1) token lookup) and its rules
+# are applied inline.  Outputs: one int64 hit table and one value byte buffer.
+
+
+@kernel(inline="always")
+def tag_char(c):
+    if 65 <= c <= 90:
+        return c - 64
+    if 48 <= c <= 57:
+        return c - 21
+    return -1
+
+
+@kernel(inline="always")
+def tag_index(buf, s, n):
+    """Index of a 2- or 3-character tag (A-Z, 0-9) in the tag table, or -1."""
+    if n < 2 or n > 3:
+        return -1
+    a = tag_char(buf[s])
+    b = tag_char(buf[s + 1])
+    c = 0
+    if n == 3:
+        c = tag_char(buf[s + 2])
+    if a < 0 or b < 0 or c < 0:
+        return -1
+    return (a * TAG_BASE + b) * TAG_BASE + c
+
+
+@kernel(inline="always")
+def pack_token(buf, s, e, rel):
+    """Unescaped ``buf[s:e]`` packed into an int64 (byte k at bits 8k); -1 when longer than 8."""
+    v = np.int64(0)
+    nb = 0
+    i = s
+    while i < e:
+        c = buf[i]
+        if c == rel and i + 1 < e:
+            i += 1
+            c = buf[i]
+        if nb >= 8:
+            return np.int64(-1)
+        v |= np.int64(c) << (8 * nb)
+        nb += 1
+        i += 1
+    return v
+
+
+@kernel(inline="always")
+def tok_at(efirst, nel, el, co):
+    """Token index of (element, component) or -1 (``efirst[nel]`` = token count)."""
+    if el < 0 or el >= nel or co < 1:
+        return -1
+    k = efirst[el] + co - 1
+    if k >= efirst[el + 1]:
+        return -1
+    return k
+
+
+@kernel(inline="always")
+def quals_ok(buf, rel, rules, r, t_s, t_e, efirst, nel):
+    for q in range(MAX_QUALS):
+        base = R_Q + q * Q_STRIDE
+        nq = rules[r, base + 3]
+        if nq == 0:
+            continue
+        k = tok_at(efirst, nel, rules[r, base], rules[r, base + 1])
+        found = False
+        if k >= 0 and t_e[k] > t_s[k]:
+            pv = pack_token(buf, t_s[k], t_e[k], rel)
+            if pv >= 0:
+                for v in range(nq):
+                    if rules[r, base + 4 + v] == pv:
+                        found = True
+                        break
+        if found == (rules[r, base + 2] != 0):
+            return False
+    return True
+
+
+@kernel
+def parse_scratch(kind, sc, m, out, o, minlen, maxlen, short):
+    """Normalise the assembled value ``sc[:m]`` (release characters removed) of a structural
+    rule into ``out[o:]``.  Returns ``(valid, n)``: valid 1 / 0 from a check, -1 no check;
+    ``n < 0`` when the value has no shape of its kind (no hit)."""
+    if kind == KIND_CONTAINER:
+        res = parse_container(sc, 0, m, out, o)
+        if res >= 0:
+            return res, 11
+        if short != 0 and short_container(sc, m, out, o) > 0:
+            return -1, 10
+        return 0, -1
+    if kind == KIND_IMO:
+        res = parse_imo(sc, 0, m, out, o)
+        return res, (7 if res >= 0 else -1)
+    if kind == KIND_LEI:
+        res, n = parse_lei(sc, 0, m, out, o)
+        return res, (n if res >= 0 else -1)
+    if kind == KIND_USCI:
+        res, n = parse_usci(sc, 0, m, out, o)
+        return res, (n if res >= 0 else -1)
+    if kind == KIND_EORI:
+        res, n = parse_eori(sc, 0, m, out, o)
+        return -1, (n if res >= 0 else -1)
+    if kind == KIND_EMAIL:
+        res, n = parse_email(sc, 0, m, out, o)
+        return -1, (n if res >= 0 else -1)
+    if kind == KIND_PHONE:
+        res, n = parse_phone(sc, 0, m, out, o)
+        return -1, (n if res >= 0 else -1)
+    if kind == KIND_UN:
+        res, n = parse_un_number(sc, 0, m, out, o)
+        return (-1 if res > 0 else 0), (n if res >= 0 else -1)
+    if kind == KIND_MMSI:
+        res, n = parse_mmsi(sc, 0, m, out, o)
+        return (-1 if res > 0 else 0), (n if res >= 0 else -1)
+    s, e = trim(sc, 0, m)
+    n = e - s
+    if kind == KIND_LOCODE:
+        if n != 5:
+            return 0, -1
+        for i in range(5):
+            c = sc[s + i]
+            if 97 <= c <= 122:
+                c -= 32
+            if not (is_upper(c) or (i >= 2 and 50 <= c <= 57)):
+                return 0, -1
+            out[o + i] = c
+        return -1, 5
+    if kind == KIND_DIGITS:
+        w = 0
+        for i in range(s, e):
+            c = sc[i]
+            if c == 32 or c == 46:
+                continue
+            if not is_digit(c) or w >= maxlen:
+                return 0, -1
+            out[o + w] = c
+            w += 1
+        if w < minlen or w == 0:
+            return 0, -1
+        return -1, w
+    if kind == KIND_NUMBER:
+        if n < 1 or n > 24:
+            return 0, -1
+        nd = 0
+        nsep = 0
+        for i in range(n):
+            c = sc[s + i]
+            if is_digit(c):
+                nd += 1
+            elif c == 46 or c == 44:
+                nsep += 1
+                if nsep > 1:
+                    return 0, -1
+            elif not (i == 0 and (c == 45 or c == 43)):
+                return 0, -1
+            out[o + i] = c
+        if nd == 0:
+            return 0, -1
+        return -1, n
+    if kind == KIND_CODE:
+        if n < minlen or n > maxlen or n == 0:
+            return 0, -1
+        na = 0
+        for i in range(n):
+            c = sc[s + i]
+            if is_alnum(c):
+                na += 1
+            elif not (c == 32 or c == 45 or c == 47 or c == 46 or c == 95):
+                return 0, -1
+            out[o + i] = c
+        if na == 0:
+            return 0, -1
+        return -1, n
+    # KIND_TEXT: UTF-8 (Latin-1 transcoded), at most maxlen bytes
+    if n < minlen or n == 0:
+        return 0, -1
+    w = copy_text(sc, s, e, -1, out, o, maxlen)
+    if w == 0:
+        return 0, -1
+    return -1, w
+
+
+@kernel(inline="always")
+def ft_candidate(buf, i, j, e, mask):
+    """Free-text token ``buf[i:j]`` (a maximal alphanumeric run; ``e`` the text end): the kind
+    (FT_* bit) and the end of the candidate value, or (0, j)."""
+    n = j - i
+    if mask & FT_CONTAINER:
+        if n == 11 or (n == 4 and j + 8 <= e and buf[j] == 32):
+            ok = True
+            for k in range(4):
+                if not is_upper(buf[i + k]):
+                    ok = False
+                    break
+            if ok:
+                cat = buf[i + 3]
+                ok = cat == 85 or cat == 74 or cat == 90
+            if ok:
+                d = i + 4 if n == 11 else j + 1
+                for k in range(7):
+                    if not is_digit(buf[d + k]):
+                        ok = False
+                        break
+                if ok and n == 4 and d + 7 < e and is_alnum(buf[d + 7]):
+                    ok = False
+                if ok:
+                    return FT_CONTAINER, d + 7
+    if mask & FT_IMO:
+        if (n == 3 or n == 10) and (buf[i] | 32) == 105 and (buf[i + 1] | 32) == 109 and (buf[i + 2] | 32) == 111:
+            if n == 10:
+                ok = True
+                for k in range(3, 10):
+                    if not is_digit(buf[i + k]):
+                        ok = False
+                        break
+                if ok:
+                    return FT_IMO, j
+            else:
+                d = j
+                while d < e and d < i + 6 and (buf[d] == 32 or buf[d] == 58 or buf[d] == 46 or buf[d] == 45):
+                    d += 1
+                if d + 7 <= e:
+                    ok = True
+                    for k in range(7):
+                        if not is_digit(buf[d + k]):
+                            ok = False
+                            break
+                    if ok and (d + 7 == e or not is_alnum(buf[d + 7])):
+                        return FT_IMO, d + 7
+    if (mask & FT_LEI) and n == 20 and is_digit(buf[j - 1]) and is_digit(buf[j - 2]):
+        if lei_mod97(buf, i, 20) == 1 and not iban_ok(buf, i, 20):
+            k = i - 1
+            while k >= 0 and k > i - 4 and not is_alnum(buf[k]):
+                k -= 1
+            ctx = k >= 3 and (buf[k - 3] | 32) == 105 and (buf[k - 2] | 32) == 98 and (
+                buf[k - 1] | 32) == 97 and (buf[k] | 32) == 110
+            if not ctx:
+                return FT_LEI, j
+    if (mask & FT_USCI) and n == 18:
+        c0 = buf[i]
+        c1 = buf[i + 1]
+        ok = ((is_digit(c0) and c0 != 48) or c0 == 65 or c0 == 78 or c0 == 89) and is_digit(c1) and c1 != 48
+        if ok:
+            for k in range(2, 8):
+                if not is_digit(buf[i + k]):
+                    ok = False
+                    break
+        if ok:
+            prov = (buf[i + 2] - 48) * 10 + (buf[i + 3] - 48)
+            ok = 10 <= prov <= 82
+        if ok:
+            cv = usci_check_value(buf, i)
+            last = buf[i + 17]
+            ok = cv >= 0 and last < 128 and _USCI_VAL[last] == cv
+        if ok:
+            alldig = True
+            for k in range(18):
+                if not is_digit(buf[i + k]):
+                    alldig = False
+                    break
+            if alldig and gs1_check_ok(buf, i, 18):
+                ok = False
+        if ok:
+            return FT_USCI, j
+    return 0, j
+
+
+@kernel(inline="always")
+def reserve(ctr, room, hit_cap, val_cap):
+    """Count one more hit needing ``room`` value bytes; True when it fits the outputs."""
+    ctr[C_HITS] += 1
+    ctr[C_VALS] += room
+    return ctr[C_HW] < hit_cap and ctr[C_VW] + room <= val_cap
+
+
+@kernel(inline="always")
+def unreserve(ctr, room):
+    ctr[C_HITS] -= 1
+    ctr[C_VALS] -= room
+
+
+@kernel(inline="always")
+def emit(hits, ctr, msg, cls, loc, valid, conf, hs, he, vlen):
+    k = ctr[C_HW]
+    hits[k, H_MSG] = msg
+    hits[k, H_CLASS] = cls
+    hits[k, H_LOC] = loc
+    hits[k, H_VALID] = valid
+    hits[k, H_CONF] = conf
+    hits[k, H_START] = hs
+    hits[k, H_END] = he
+    ctr[C_VW] += vlen
+    hits[k, H_VEND] = ctr[C_VW]
+    ctr[C_HW] = k + 1
+
+
+@kernel
+def free_text(buf, s, e, mask, rules, r, msg, hits, vbuf, ctr, hit_cap, val_cap):
+    """Scan ``buf[s:e]`` (one element of a free-text segment) for the shaped classes."""
+    loc = rules[r, R_LOC]
+    conf = rules[r, R_CONF]
+    i = s
+    while i < e:
+        if not is_alnum(buf[i]):
+            i += 1
+            continue
+        j = i + 1
+        while j < e and is_alnum(buf[j]):
+            j += 1
+        kind, b = ft_candidate(buf, i, j, e, mask)
+        if kind != 0:
+            if reserve(ctr, VAL_ROOM, hit_cap, val_cap):
+                vo = ctr[C_VW]
+                if kind == FT_CONTAINER:
+                    res = parse_container(buf, i, b, vbuf, vo)
+                    n = 11
+                    cls = rules[r, R_FTCLS]
+                elif kind == FT_IMO:
+                    res = parse_imo(buf, i, b, vbuf, vo)
+                    n = 7
+                    cls = rules[r, R_FTCLS + 1]
+                elif kind == FT_LEI:
+                    res, n = parse_lei(buf, i, b, vbuf, vo)
+                    cls = rules[r, R_FTCLS + 2]
+                else:
+                    res, n = parse_usci(buf, i, b, vbuf, vo)
+                    cls = rules[r, R_FTCLS + 3]
+                if res >= 0:
+                    emit(hits, ctr, msg, cls, loc, res, conf, i, b, n)
+                else:
+                    unreserve(ctr, VAL_ROOM)
+            j = b
+        i = j
+    if mask & FT_EMAIL:
+        p = s
+        while p < e:
+            a, b = next_email(buf, p, e)
+            if a < 0:
+                break
+            if reserve(ctr, VAL_ROOM, hit_cap, val_cap):
+                res, n = parse_email(buf, a, b, vbuf, ctr[C_VW])
+                if res >= 0:
+                    emit(hits, ctr, msg, rules[r, R_FTCLS + 4], loc, -1, conf, a, b, n)
+                else:
+                    unreserve(ctr, VAL_ROOM)
+            p = b if b > p else p + 1
+
+
+@kernel
+def charset_status(buf, rel, p, q, t_s, t_e, efirst, nel):
+    """UNB S001 syntax identifier: UNOA..UNOK / UNOX ok, UNOW / UNOY need valid UTF-8
+    (``invalid_utf8``), anything else is ``bad_charset``; missing or empty: no check."""
+    k = tok_at(efirst, nel, 1, 1)
+    if k < 0 or t_e[k] <= t_s[k]:
+        return ST_OK
+    v = pack_token(buf, t_s[k], t_e[k], rel)
+    if v < 0 or (v & 0xFFFFFF) != 0x4F4E55 or (v >> 32) != 0:   # "UNO" + one letter
+        return ST_BAD_CHARSET
+    c = (v >> 24) & 0xFF
+    if 65 <= c <= 75 or c == 88:
+        return ST_OK
+    if c == 87 or c == 89:
+        return ST_OK if utf8_ok(buf, p, q) else ST_INVALID_UTF8
+    return ST_BAD_CHARSET
+
+
+@kernel
+def classify_batch(buf, env, sel, rules, tagtab, max_seg, max_tok, mout, hits, vbuf, ctr):
+    """Fused tokenize + classify of the selected messages (EDIFACT or X12, from ``env``).
+
+    ``env`` (int64, one row per selected message) is the envelope table of
+    :func:`edifact_envelopes` / ``x12.x12_envelopes``.  Outputs are the caller's (reused
+    across batches: fresh pages are expensive): ``mout[j] = (status, n_segments, type_start,
+    type_end)`` (int64, m x 4); ``hits`` rows (``H_*`` columns, ``H_VEND`` = end of the value in
+    ``vbuf``); ``ctr`` (zeroed by the caller) = (hits needed, value bytes needed, hits written,
+    value bytes written).  When ``ctr[0] > ctr[2]`` the outputs overflowed: call again with
+    ``len(hits) >= ctr[0]`` and ``len(vbuf) >= ctr[1]``.  A message with a non-zero status has
+    no hits.
     """
     m = sel.shape[0]
-    status = np.zeros(m, np.int8)
-    nsegs = np.zeros(m, np.int32)
-    mt_s = np.full(m, -1, np.int64)
-    mt_e = np.full(m, -1, np.int64)
-    hit_msg = np.empty(hit_cap, np.int64)
-    hit_class = np.empty(hit_cap, np.int16)
-    hit_loc = np.empty(hit_cap, np.int32)
-    hit_valid = np.empty(hit_cap, np.int8)
-    hit_conf = np.empty(hit_cap, np.uint8)
-    hit_start = np.empty(hit_cap, np.int64)
-    hit_end = np.empty(hit_cap, np.int64)
-    val_off = np.zeros(hit_cap + 1, np.int64)
-    val_buf = np.empty(val_cap, np.uint8)
-    t_el = np.empty(max_tok, np.int64)
-    t_co = np.empty(max_tok, np.int64)
-    t_s = np.empty(max_tok, np.int64)
-    t_e = np.empty(max_tok, np.int64)
-    scratch = np.empty(64, np.uint8)
-    ctr = np.zeros(4, np.int64)
-    typ = np.array([85, 78, 72], np.uint8)  # UNH, S009 = element 2, comp 1 = message type
+    hit_cap = hits.shape[0]
+    val_cap = vbuf.shape[0]
+    t_el = np.empty(max_tok + 1, np.int64)
+    t_s = np.empty(max_tok + 1, np.int64)
+    t_e = np.empty(max_tok + 1, np.int64)
+    efirst = np.empty(max_tok + 2, np.int64)
+    scratch = np.empty(SCRATCH, np.uint8)
+    tab = np.empty(256, np.uint8)
+    for j in range(m):
+        mout[j, M_TS] = -1
+        mout[j, M_TE] = -1
+        st = env[j, E_ST]
+        if st != ST_OK:
+            mout[j, M_STATUS] = st
+            continue
+        p = env[j, E_POS]
+        q = env[j, E_END]
+        rel = env[j, E_REL]
+        fill_class_table(tab, env[j, E_COMP], env[j, E_ELEM], env[j, E_TERM], rel, env[j, E_NL] != 0)
+        msg = sel[j]
+        h0 = ctr[C_HITS]
+        v0 = ctr[C_VALS]
+        hw0 = ctr[C_HW]
+        vw0 = ctr[C_VW]
+        nseg = 0
+        status = ST_OK
+        first = True
+        while p < q:
+            while p < q and is_ws(buf[p]):
+                p += 1
+            if p >= q:
+                break
+            limit = q if q - p <= max_seg else p + max_seg
+            i = p
+            while i < limit and tab[buf[i]] == CL_DATA:
+                i += 1
+            ti = tag_index(buf, p, i - p)
+            r0 = 0
+            rn = 0
+            sp = SP_NONE
+            if ti >= 0:
+                r0 = tagtab[ti, 0]
+                rn = tagtab[ti, 1]
+                sp = tagtab[ti, 2]
+            nseg += 1
+            if rn == 0 and sp == SP_NONE:
+                # fast path: to the terminator, counting tokens for the component cap
+                ntok = 0
+                done = False
+                while i < limit:
+                    k = tab[buf[i]]
+                    if k == CL_DATA:
+                        i += 1
+                        continue
+                    if k == CL_REL:
+                        if i + 1 >= q:
+                            status = ST_RELEASE_AT_END
+                            break
+                        i += 2
+                        continue
+                    if ntok >= max_tok:
+                        status = ST_TOO_MANY_COMPONENTS
+                        break
+                    ntok += 1
+                    if k == CL_TERM:
+                        done = True
+                        break
+                    i += 1
+                if status != ST_OK:
+                    break
+                if done:
+                    p = i + 1
+                elif limit < q:
+                    status = ST_SEGMENT_TOO_LONG
+                    break
+                elif ntok >= max_tok:
+                    status = ST_TOO_MANY_COMPONENTS
+                    break
+                else:
+                    p = q
+                first = False
+                continue
+            # tokenise (same rules as scan_segment)
+            el = 0
+            ts = p
+            n = 0
+            nel = 1
+            efirst[0] = 0
+            i = p
+            done = False
+            while i < limit:
+                k = tab[buf[i]]
+                if k == CL_DATA:
+                    i += 1
+                    continue
+                if k == CL_REL:
+                    if i + 1 >= q:
+                        status = ST_RELEASE_AT_END
+                        break
+                    i += 2
+                    continue
+                if n >= max_tok:
+                    status = ST_TOO_MANY_COMPONENTS
+                    break
+                t_el[n] = el
+                t_s[n] = ts
+                t_e[n] = i
+                n += 1
+                if k == CL_TERM:
+                    done = True
+                    break
+                if k == CL_ELEM:
+                    el += 1
+                    efirst[nel] = n
+                    nel += 1
+                ts = i + 1
+                i += 1
+            if status != ST_OK:
+                break
+            if done:
+                p = i + 1
+            elif limit < q:
+                status = ST_SEGMENT_TOO_LONG
+                break
+            elif n >= max_tok:
+                status = ST_TOO_MANY_COMPONENTS
+                break
+            else:
+                t_el[n] = el
+                t_s[n] = ts
+                t_e[n] = min(i, q)
+                n += 1
+                p = q
+            efirst[nel] = n
+            if sp == SP_UNB and first:
+                status = charset_status(buf, rel, env[j, E_POS], q, t_s, t_e, efirst, nel)
+                if status != ST_OK:
+                    break
+            elif (sp == SP_UNH or sp == SP_ST) and mout[j, M_TS] < 0:
+                k = tok_at(efirst, nel, 2 if sp == SP_UNH else 1, 1)
+                if k >= 0:
+                    mout[j, M_TS] = t_s[k]
+                    mout[j, M_TE] = t_e[k]
+            first = False
+            # the segment's rules, inline (a call with this many arrays costs more than the rules)
+            for r in range(r0, r0 + rn):
+                if not quals_ok(buf, rel, rules, r, t_s, t_e, efirst, nel):
+                    continue
+                kind = rules[r, R_KIND]
+                if kind == KIND_FREE_TEXT:
+                    el = rules[r, R_PARTS]
+                    co = rules[r, R_PARTS + 1]
+                    if el >= nel:
+                        continue
+                    k0 = efirst[el]
+                    k1 = efirst[el + 1] - 1
+                    if co > 0:
+                        k0 = tok_at(efirst, nel, el, co)
+                        if k0 < 0:
+                            continue
+                        k1 = k0
+                    if t_e[k1] > t_s[k0]:
+                        free_text(buf, t_s[k0], t_e[k1], rules[r, R_FTMASK], rules, r, msg, hits, vbuf, ctr,
+                                  hit_cap, val_cap)
+                    continue
+                # structural value: the parts, unescaped, into scratch (text parts joined by a blank;
+                # component 0 = every component of the element)
+                npart = rules[r, R_NPARTS]
+                sm = 0
+                hs = -1
+                he = -1
+                ok = True
+                for pi in range(npart):
+                    el = rules[r, R_PARTS + 2 * pi]
+                    co = rules[r, R_PARTS + 2 * pi + 1]
+                    if co == 0:
+                        if el >= nel:
+                            continue
+                        ka = efirst[el]
+                        kb = efirst[el + 1]
+                    else:
+                        ka = tok_at(efirst, nel, el, co)
+                        kb = ka + 1
+                    if ka < 0 or (kind == KIND_CONTAINER and t_e[ka] <= t_s[ka]):
+                        if kind == KIND_CONTAINER and pi <= 1:
+                            ok = False
+                        if kind == KIND_CONTAINER:
+                            break
+                        continue
+                    if pi > 0 and kind == KIND_CONTAINER:
+                        cnt = 0
+                        for jj in range(sm):
+                            if scratch[jj] != 32 and scratch[jj] != 45:
+                                cnt += 1
+                        if cnt >= 11:
+                            break
+                    for kk in range(ka, kb):
+                        if t_e[kk] <= t_s[kk]:
+                            continue
+                        if sm > 0 and kind != KIND_CONTAINER and kind != KIND_IMO:
+                            if sm >= scratch.shape[0]:
+                                ok = False
+                                break
+                            scratch[sm] = 32
+                            sm += 1
+                        sm2 = copy_unescaped(buf, t_s[kk], t_e[kk], rel, scratch, sm, scratch.shape[0])
+                        if sm2 < 0:
+                            ok = False
+                            break
+                        sm = sm2
+                        if hs < 0:
+                            hs = t_s[kk]
+                        he = t_e[kk]
+                    if not ok:
+                        break
+                if not ok or sm == 0:
+                    continue
+                room = rules[r, R_ROOM]
+                if not reserve(ctr, room, hit_cap, val_cap):
+                    continue
+                valid, vn = parse_scratch(kind, scratch, sm, vbuf, ctr[C_VW], rules[r, R_MINLEN], rules[r, R_MAXLEN],
+                                         rules[r, R_SHORT])
+                if vn < 0 or (rules[r, R_MODE] == MODE_CHECK and valid != 1):
+                    unreserve(ctr, room)
+                    continue
+                emit(hits, ctr, msg, rules[r, R_CLASS], rules[r, R_LOC], valid, rules[r, R_CONF], hs, he, vn)
+        mout[j, M_NSEG] = nseg
+        if status != ST_OK:
+            mout[j, M_STATUS] = status
+            mout[j, M_NSEG] = 0
+            mout[j, M_TS] = -1
+            mout[j, M_TE] = -1
+            ctr[C_HITS] = h0
+            ctr[C_VALS] = v0
+            ctr[C_HW] = hw0
+            ctr[C_VW] = vw0
+
+
+@kernel
+def edifact_envelopes(buf, offsets, sel):
+    """Envelope table (``E_*`` columns) of the selected EDIFACT messages."""
+    m = sel.shape[0]
+    env = np.zeros((m, 8), np.int64)
     nb = offsets.shape[0] - 1
     for j in range(m):
         i = sel[j]
         if i < 0 or i >= nb:
-            status[j] = ST_EMPTY
+            env[j, E_ST] = ST_EMPTY
             continue
         s = max(offsets[i], 0)
         e = min(offsets[i + 1], buf.shape[0])
         st, p, q, comp, elem, term, rel = edifact_setup(buf, s, e)
-        if st != ST_OK:
-            status[j] = st
-            continue
-        st, ns, a, b = classify_message(buf, i, p, q, comp, elem, term, rel, False, max_seg, max_tok,
-                                        typ, 3, 2, 1, rules, qvals, qlens, t_el, t_co, t_s, t_e,
-                                        scratch, ctr, hit_cap, val_cap, hit_msg, hit_class, hit_loc,
-                                        hit_valid, hit_conf, hit_start, hit_end, val_off, val_buf)
-        status[j] = st
-        nsegs[j] = ns
-        mt_s[j] = a
-        mt_e[j] = b
-    return (status, nsegs, mt_s, mt_e, hit_msg, hit_class, hit_loc, hit_valid, hit_conf,
-            hit_start, hit_end, val_off, val_buf, ctr)
+        env[j, E_ST] = st
+        env[j, E_POS] = p
+        env[j, E_END] = q
+        env[j, E_COMP] = comp
+        env[j, E_ELEM] = elem
+        env[j, E_TERM] = term
+        env[j, E_REL] = rel
+    return env

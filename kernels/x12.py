@@ -14,7 +14,8 @@ repetition separator (ISA11 from version 00402) equal to another delimiter
 interchange whose last segment is not ``IEA`` (missing IEA or trailing garbage,
 ``bad_envelope``).
 
-The segment scanner, token table writer and rule engine are shared with :mod:`.edifact`
+The segment scanner, token table writer and rule engine (``edifact.classify_batch``, fed with
+the envelope table of :func:`x12_envelopes`) are shared with :mod:`.edifact`
 (X12 has no release character: ``rel = -1``).  Element 0 is the segment tag; elements and
 components count from 1.
 """
@@ -23,9 +24,9 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import kernel
-from .edifact import (MAX_SEGMENT_BYTES, ST_BAD_ENVELOPE, ST_BAD_SERVICE, ST_EMPTY, ST_OK,
-                      ST_UNTERMINATED, bad_separator, classify_message, is_ws, skip_prefix,
-                      tokenize_message, trailing_end)
+from .edifact import (E_COMP, E_ELEM, E_END, E_NL, E_POS, E_REL, E_ST, E_TERM, MAX_SEGMENT_BYTES,
+                      ST_BAD_ENVELOPE, ST_BAD_SERVICE, ST_EMPTY, ST_OK, ST_UNTERMINATED, bad_separator,
+                      is_ws, skip_prefix, tokenize_message, trailing_end)
 from .values import is_digit
 
 ISA_SCAN_LIMIT = 512
@@ -182,48 +183,25 @@ def tokenize(buf, offsets, sel, max_seg, max_tok):
 
 
 @kernel
-def classify(buf, offsets, sel, rules, qvals, qlens, max_seg, max_tok, hit_cap, val_cap):
-    """Fused X12 tokenize + classify; same outputs as :func:`kernels.edifact.classify`."""
+def x12_envelopes(buf, offsets, sel, max_seg):
+    """Envelope table (``edifact.E_*`` columns) of the selected X12 messages (no release char)."""
     m = sel.shape[0]
-    status = np.zeros(m, np.int8)
-    nsegs = np.zeros(m, np.int32)
-    mt_s = np.full(m, -1, np.int64)
-    mt_e = np.full(m, -1, np.int64)
-    hit_msg = np.empty(hit_cap, np.int64)
-    hit_class = np.empty(hit_cap, np.int16)
-    hit_loc = np.empty(hit_cap, np.int32)
-    hit_valid = np.empty(hit_cap, np.int8)
-    hit_conf = np.empty(hit_cap, np.uint8)
-    hit_start = np.empty(hit_cap, np.int64)
-    hit_end = np.empty(hit_cap, np.int64)
-    val_off = np.zeros(hit_cap + 1, np.int64)
-    val_buf = np.empty(val_cap, np.uint8)
-    t_el = np.empty(max_tok, np.int64)
-    t_co = np.empty(max_tok, np.int64)
-    t_s = np.empty(max_tok, np.int64)
-    t_e = np.empty(max_tok, np.int64)
-    scratch = np.empty(64, np.uint8)
-    ctr = np.zeros(4, np.int64)
-    typ = np.array([83, 84], np.uint8)  # ST, ST01 = transaction set identifier
+    env = np.zeros((m, 8), np.int64)
     nb = offsets.shape[0] - 1
     for j in range(m):
         i = sel[j]
         if i < 0 or i >= nb:
-            status[j] = ST_EMPTY
+            env[j, E_ST] = ST_EMPTY
             continue
         s = max(offsets[i], 0)
         e = min(offsets[i + 1], buf.shape[0])
         st, p, q, comp, elem, term, nl = x12_setup(buf, s, e, max_seg)
-        if st != ST_OK:
-            status[j] = st
-            continue
-        st, ns, a, b = classify_message(buf, i, p, q, comp, elem, term, -1, nl, max_seg, max_tok,
-                                        typ, 2, 1, 1, rules, qvals, qlens, t_el, t_co, t_s, t_e,
-                                        scratch, ctr, hit_cap, val_cap, hit_msg, hit_class, hit_loc,
-                                        hit_valid, hit_conf, hit_start, hit_end, val_off, val_buf)
-        status[j] = st
-        nsegs[j] = ns
-        mt_s[j] = a
-        mt_e[j] = b
-    return (status, nsegs, mt_s, mt_e, hit_msg, hit_class, hit_loc, hit_valid, hit_conf,
-            hit_start, hit_end, val_off, val_buf, ctr)
+        env[j, E_ST] = st
+        env[j, E_POS] = p
+        env[j, E_END] = q
+        env[j, E_COMP] = comp
+        env[j, E_ELEM] = elem
+        env[j, E_TERM] = term
+        env[j, E_REL] = -1
+        env[j, E_NL] = 1 if nl else 0
+    return env

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from flowaudit import schemas
 from flowaudit.decode import REASON_CODES, edifact as dec
 from flowaudit.kernels import edifact as k
+from flowaudit.decode.edifact import compile_rules
 from tests.test_values import ref_iso6346, ref_next, ref_parse_container, ref_parse_imo, _NEXT_CONT, _NEXT_IMO
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -144,13 +145,55 @@ def load_doc(name: str) -> dict:
 
 
 CLASS_CODES = {"container_number": 1, "imo_number": 2}
+REF_KINDS = ("container", "imo", "container_text", "imo_text", "free_text")
+
+
+def reference_doc(doc: dict) -> dict:
+    """The container / IMO part of a catalogue, which :func:`ref_classify` re-implements (the
+    other kinds are tested against their own references in test_values.py and by the corpus
+    and synthetic tests).  Free-text rules keep their container / IMO classes."""
+    rules = []
+    for r in doc["rules"]:
+        if r["kind"] not in REF_KINDS:
+            continue
+        r = dict(r)
+        if r["kind"] == "free_text":
+            r["classes"] = [c for c in r["classes"] if c in CLASS_CODES]
+            if not r["classes"]:
+                continue
+        elif r["class"] not in CLASS_CODES:
+            continue
+        rules.append(r)
+    return {**doc, "rules": rules}
+
+
+def ref_charset(msg: bytes, segs, rel, p, q) -> int:
+    """UNB syntax identifier (first segment only): UNOA..UNOK / UNOX ok, UNOW / UNOY need valid
+    UTF-8, anything else is bad_charset (reliability.md item 17)."""
+    if not segs or msg[segs[0][0][2]:segs[0][0][3]] != b"UNB":
+        return 0
+    t = {(x[0], x[1]): x for x in segs[0]}.get((1, 1))
+    if t is None or t[3] <= t[2]:
+        return 0
+    v = unescape(msg[t[2]:t[3]], rel)
+    if len(v) != 4 or not v.startswith(b"UNO"):
+        return R["bad_charset"]
+    if v[3:] in b"ABCDEFGHIJKX" and v[3:]:
+        return 0
+    if v[3:] in (b"W", b"Y"):
+        try:
+            msg[p:q].decode("utf-8")
+            return 0
+        except UnicodeDecodeError:
+            return R["invalid_utf8"]
+    return R["bad_charset"]
 
 
 def ref_classify(msg: bytes, segs, rel, doc, msg_index, type_tag, type_pos):
     """Hits (msg, class, loc, valid, conf, start, end, value) in kernel order, and the message type."""
-    rules = doc["rules"]
+    rules = sorted(doc["rules"], key=lambda r: r["segment"])   # the kernel's order: by tag, stable
     locs = []
-    for r in rules:
+    for r in doc["rules"]:
         if r["loc"] not in locs:
             locs.append(r["loc"])
     hits = []
@@ -166,29 +209,39 @@ def ref_classify(msg: bytes, segs, rel, doc, msg_index, type_tag, type_pos):
         for r in rules:
             if tag != r["segment"].encode():
                 continue
-            q = r.get("qualifier")
-            if q:
+            quals = r.get("qualifier")
+            quals = [] if not quals else ([quals] if isinstance(quals, dict) else quals)
+            skip = False
+            for q in quals:
                 t = by_pos.get((q["element"], q.get("component", 1)))
                 found = t is not None and unescape(msg[t[2]:t[3]], rel) in [x.encode() for x in q["values"]]
-                if found == q.get("negate", False):
-                    continue
-            cls, loc, conf = CLASS_CODES[r["class"]], locs.index(r["loc"]), r.get("confidence", 100)
+                skip = skip or found == q.get("negate", False)
+            if skip:
+                continue
+            loc, conf = locs.index(r["loc"]), r.get("confidence", 100)
             kind = r["kind"]
             if kind.endswith("_text"):
+                classes = {"container_text": ["container_number"], "imo_text": ["imo_number"]}.get(
+                    kind) or r["classes"]
                 el, co = r["value"][0]
                 sel = [t for t in toks[1:] if t[0] == el and (co == 0 or t[1] == co)]
                 ranges = [(sel[0][2], sel[-1][3])] if (co == 0 and sel) else [(t[2], t[3]) for t in sel]
                 for s, e in ranges:
-                    rx = _NEXT_CONT if kind == "container_text" else _NEXT_IMO
-                    pos = s
-                    while True:
-                        a, b = ref_next(rx, msg, pos, e)
-                        if a < 0:
-                            break
-                        valid, val = (ref_parse_container if kind == "container_text" else ref_parse_imo)(msg[a:b])
-                        hits.append((msg_index, cls, loc, valid, conf, a, b, val))
-                        pos = b
+                    found = []
+                    for c in classes:
+                        rx, parse = ((_NEXT_CONT, ref_parse_container) if c == "container_number"
+                                     else (_NEXT_IMO, ref_parse_imo))
+                        pos = s
+                        while True:
+                            a, b = ref_next(rx, msg, pos, e)
+                            if a < 0:
+                                break
+                            valid, val = parse(msg[a:b])
+                            found.append((msg_index, CLASS_CODES[c], loc, valid, conf, a, b, val))
+                            pos = b
+                    hits += sorted(found, key=lambda h: h[5])
                 continue
+            cls = CLASS_CODES[r["class"]]
             parts = []
             ok = True
             for pi, (el, co) in enumerate(r["value"]):
@@ -256,12 +309,16 @@ def result_hits(res, buf):
 
 
 def check_against_reference(msgs, tok_fn, setup_ref, nl_of, doc, classify_fn, type_tag, type_pos,
-                            max_seg=k.MAX_SEGMENT_BYTES, max_tok=k.MAX_SEGMENT_TOKENS, sel=None):
-    """Kernel token table + classify result == reference for every message of the batch."""
+                            max_seg=k.MAX_SEGMENT_BYTES, max_tok=k.MAX_SEGMENT_TOKENS, sel=None, charset=None):
+    """Kernel token table + classify result == reference for every message of the batch.
+
+    ``doc`` is the (reference part of the) catalogue; ``classify_fn(buf, offsets, sel,
+    compiled)`` runs the kernel with it; ``charset(msg, segs, rel, p, q)`` the expected
+    charset status (EDIFACT)."""
     sel = list(range(len(msgs))) if sel is None else sel
     status, nseg, toks = kernel_tokens(tok_fn, msgs, max_seg, max_tok, sel)
     buf, offs = batch(msgs)
-    want_toks, want_hits = [], []
+    want_toks, want_hits, want_status = [], [], []
     for j, i in enumerate(sel):
         base = int(offs[i])
         st_, p, q, comp, elem, term, rel_or_nl = setup_ref(msgs[i])
@@ -273,22 +330,26 @@ def check_against_reference(msgs, tok_fn, setup_ref, nl_of, doc, classify_fn, ty
         if st_ == 0:
             assert nseg[j] == len(segs)
             want_toks += flatten(i, base, segs)
-            hits, _ = ref_classify(msgs[i], segs, rel, doc, i, type_tag, type_pos)
-            want_hits += [(m, c, lc, v, cf, a + base, b + base, val) for (m, c, lc, v, cf, a, b, val) in hits]
+            cs = charset(msgs[i], segs, rel, p, q) if charset else 0
+            if cs == 0:
+                hits, _ = ref_classify(msgs[i], segs, rel, doc, i, type_tag, type_pos)
+                want_hits += [(m, c, lc, v, cf, a + base, b + base, val) for (m, c, lc, v, cf, a, b, val) in hits]
+            st_ = cs
+        want_status.append(st_)
     assert toks == want_toks
     if classify_fn is not None and max_seg == k.MAX_SEGMENT_BYTES and max_tok == k.MAX_SEGMENT_TOKENS:
-        res = classify_fn(buf, offs, np.asarray(sel, np.int64))
-        assert list(res.status) == list(status)
+        res = classify_fn(buf, offs, np.asarray(sel, np.int64), compile_rules(doc))
+        assert list(res.status) == want_status
         assert result_hits(res, res.val_buf) == want_hits
     return status, toks
 
 
-EDI_DOC = load_doc("edifact.toml")
+EDI_DOC = reference_doc(load_doc("edifact.toml"))
 
 
 def check_edifact(msgs, **kw):
     return check_against_reference(msgs, k.tokenize, ref_edifact_setup, lambda rel: (rel, False), EDI_DOC,
-                                   dec.classify, b"UNH", (2, 1), **kw)
+                                   dec.classify_with, b"UNH", (2, 1), charset=ref_charset, **kw)
 
 
 # =============================================================== generated interchanges
@@ -412,9 +473,11 @@ def classify_one(msg: bytes):
     return dec.classify(buf, offs, np.array([0], np.int64))
 
 
-def values_of(res):
+def values_of(res, classes=(1, 2)):
+    """(class, value, valid, confidence, location) of the hits of ``classes`` (None: all)."""
     return [(int(res.hit_class[j]), bytes(res.val_buf[res.val_off[j]:res.val_off[j + 1]]).decode(),
-             int(res.hit_valid[j]), int(res.hit_conf[j]), res.loc_names[res.hit_loc[j]]) for j in range(res.n_hits)]
+             int(res.hit_valid[j]), int(res.hit_conf[j]), res.loc_names[res.hit_loc[j]]) for j in range(res.n_hits)
+            if classes is None or int(res.hit_class[j]) in classes]
 
 
 def test_positions_and_lookalikes():
@@ -433,7 +496,7 @@ def test_positions_and_lookalikes():
         (1, "TRHU4561222"), (1, "MSKU1234565"), (2, "9118018")]
     assert v[0][3] == 100 and v[-1][3] == 80 and v[-2][3] == 80
     assert v[2][4] == "EQD+CN/C237.8260"
-    j = 2  # hit range = the raw value
+    j = [k for k in range(res.n_hits) if res.hit_class[k] == 1][0]  # hit range = the raw value
     assert msg[res.hit_start[j]:res.hit_end[j]] == b"RFCU 2291580"
 
 
@@ -478,7 +541,7 @@ def test_unterminated_interchange_has_no_hits():
     full = (EDI_DIR / "php-edifact_edifact__D95BBAPLIE.edi").read_bytes()
     res = classify_one(full.rstrip()[:-1])
     assert res.status[0] == R["unterminated_interchange"] and res.n_hits == 0
-    assert classify_one(full).n_hits == 3
+    assert len(values_of(classify_one(full), (1,))) == 3
 
 
 def test_control_character_separators():  # item 18
@@ -579,10 +642,26 @@ def test_corpus_types_and_reference(edifact_corpus):
 def test_corpus_spaced_numbers_and_escaped_terminator(edifact_corpus):
     files, msgs, res = edifact_corpus
     i = [f.name for f in files].index("cplsupport9123_ICES-IGM-parser__baplie.edi")
-    j = np.nonzero(res.hit_msg == i)[0][0]
+    j = np.nonzero((res.hit_msg == i) & (res.hit_class == 1))[0][0]
     raw = bytes(msgs[i][res.hit_start[j] - sum(len(m) for m in msgs[:i]):res.hit_end[j] - sum(len(m) for m in msgs[:i])])
     assert b" " in raw and len(raw) == 12
     # Bring IFTMIN: NAD+PW+++Backer?' must not split the segment
     i = [f.name for f in files].index("apimeister_edifact-types__d00b_message_test_iftmin__msg1.edi")
     status, nseg, toks = kernel_tokens(k.tokenize, [msgs[i]], k.MAX_SEGMENT_BYTES, k.MAX_SEGMENT_TOKENS)
     assert status[0] == 0 and nseg[0] == msgs[i].count(b"\n") - msgs[i].count(b"?'\n")
+
+
+@pytest.mark.parametrize("msg, reason", [
+    (b"UNB+UNOZ:1+S+R+250101:0000+1'UNH+1+X'UNT+2+1'UNZ+1+1'", "bad_charset"),            # item 17
+    (b"UNB+UNOW:4+S+R+250101:0000+1'UNH+1+X'NAD+CN+++M\xfcller'UNT+3+1'UNZ+1+1'", "invalid_utf8"),
+    (b"UNB+UNOY:4+S+R+250101:0000+1'UNH+1+X'NAD+CN+++M\xc3\xbcller'UNT+3+1'UNZ+1+1'", "ok"),
+    (b"UNB+UNOC:3+S+R+250101:0000+1'UNH+1+X'NAD+CN+++M\xfcller'UNT+3+1'UNZ+1+1'", "ok"),
+])
+def test_charsets(msg, reason):
+    res = classify_one(msg)
+    assert res.status[0] == R[reason]
+    if reason == "ok":
+        names = [val for c, val, *_ in values_of(res, None) if c == 21]
+        assert names == ["Müller"]          # UNOC Latin-1 and UNOY UTF-8 both come out as UTF-8
+    else:
+        assert res.n_hits == 0

@@ -200,3 +200,138 @@ def test_next_imo_matches_reference(text, cut_a, cut_b):
         if got[0] < 0:
             break
         pos = got[1]
+
+
+# ---------------------------------------------------------------- LEI, USCI, EORI, e-mail, phone, UN, MMSI
+_USCI_ALPHA = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+
+
+def ref_lei_ok(s: str) -> bool:
+    return int("".join(str(int(c, 36)) for c in s)) % 97 == 1
+
+
+def ref_usci_check(s17: str) -> str:
+    total = sum(_USCI_ALPHA.index(c) * pow(3, i, 31) for i, c in enumerate(s17))
+    return _USCI_ALPHA[(31 - total % 31) % 31]
+
+
+def lei_with_check(s18: str) -> str:
+    return s18 + "%02d" % (98 - int("".join(str(int(c, 36)) for c in s18 + "00")) % 97)
+
+
+def ref_parse(kind: str, raw: bytes):
+    t = raw.strip(b" \t\r\n").decode("latin-1")
+    if kind == "lei":
+        u = t.upper()
+        if not re.fullmatch(r"[A-Z0-9]{18}[0-9]{2}", u):
+            return -1, None
+        return (1 if ref_lei_ok(u) else 0), u
+    if kind == "usci":
+        u = t.upper()
+        if len(u) != 18 or any(c not in _USCI_ALPHA for c in u) or not u[2:8].isdigit():
+            return -1, None
+        return (1 if ref_usci_check(u[:17]) == u[17] else 0), u
+    if kind == "eori":
+        u = t.upper()
+        if not re.fullmatch(r"[A-Z]{2}[A-Z0-9]{1,15}", u) or not re.search(r"[0-9]", u[2:]):
+            return -1, None
+        return 1, u
+    if kind == "phone":
+        if not re.fullmatch(r"\+?[0-9 \-./()]*", t) or t == "":
+            return -1, None
+        d = re.sub(r"[^0-9]", "", t)
+        if not 7 <= len(d) <= 15:
+            return -1, None
+        return 1, ("+" if t.startswith("+") else "") + d
+    if kind == "un":
+        m = re.fullmatch(r"(?:[Uu][Nn][ \-]?)?([0-9]{4})", t)
+        if not m:
+            return -1, None
+        return (1 if 4 <= int(m.group(1)) <= 3599 else 0), m.group(1)
+    if kind == "mmsi":
+        if not re.fullmatch(r"[0-9]{9}", t):
+            return -1, None
+        return (1 if 201 <= int(t[:3]) <= 775 else 0), t
+    raise ValueError(kind)
+
+
+PARSERS = {"lei": v.parse_lei, "usci": v.parse_usci, "eori": v.parse_eori, "phone": v.parse_phone,
+           "un": v.parse_un_number, "mmsi": v.parse_mmsi}
+
+alnum18 = st.text(alphabet="ABCDEFGHJKLMNPQRTUWXY0123456789", min_size=18, max_size=18)
+value_like = st.one_of(
+    alnum18.map(lei_with_check),
+    alnum18.map(lambda s: s[:2] + "123456" + s[8:17]).map(lambda s: s + ref_usci_check(s)),
+    st.text(alphabet="ABZ0123456789 +-./()uUnN", max_size=22),
+    st.builds(lambda p, d: p + d, st.sampled_from(["", "UN", "UN ", "un-", "GB", "+47 "]),
+              st.text(alphabet="0123456789", min_size=3, max_size=16)),
+    st.binary(max_size=24).map(lambda b: b.decode("latin-1")),
+)
+
+
+@SETTINGS
+@given(value_like, st.sampled_from(sorted(PARSERS)), st.booleans())
+def test_new_parsers_match_reference(text, kind, lower):
+    raw = (text.lower() if lower else text).encode("latin-1")
+    data = arr(b"#" + raw + b"#")
+    out = np.zeros(80, np.uint8)
+    got, n = PARSERS[kind](data, 1, 1 + len(raw), out, 0)
+    want, val = ref_parse(kind, raw)
+    assert got == want, (kind, raw)
+    if want >= 0:
+        assert bytes(out[:n]).decode() == val
+
+
+def test_known_lei_usci_and_lookalikes():
+    out = np.zeros(80, np.uint8)
+    for lei in ["5493001KJTIIGC8Y1R12", "HWUPKR0MPOU8FGXBT394", "529900T8BM49AURSDO55"]:
+        assert v.parse_lei(arr(lei.encode()), 0, 20, out, 0) == (1, 20)
+    assert v.parse_usci(arr(b"91350100M000100Y43"), 0, 18, out, 0) == (1, 18)
+    text = (b"IBAN AT611904300234573201; LEI 5493001KJTIIGC8Y1R12, SSCC 006141411234567890 "
+            b"USCI 91350100M000100Y43 mail Eva.HW@bring.com. railcar UTLX207444")
+    d = arr(text)
+    assert tuple(v.next_lei(d, 0, len(text))) == (text.index(b"5493"), text.index(b"5493") + 20)
+    a, b = v.next_usci(d, 0, len(text))
+    assert text[a:b] == b"91350100M000100Y43"
+    a, b = v.next_email(d, 0, len(text))
+    assert text[a:b] == b"Eva.HW@bring.com"
+    st_, n = v.parse_email(d, a, b, out, 0)
+    assert st_ == 1 and bytes(out[:n]) == b"eva.hw@bring.com"
+    # an IBAN is never an LEI, an SSCC (GS1 check) never a USCI
+    iban = b"AT611904300234573201"
+    assert v.iban_ok(arr(iban), 0, 20) and v.next_lei(arr(iban), 0, 20) == (-1, -1)
+    assert v.next_usci(arr(b"006141411234567890"), 0, 18) == (-1, -1)
+
+
+_EMAIL = re.compile(rb"[A-Za-z0-9._%+\-]+@(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,}")
+
+
+@SETTINGS
+@given(st.lists(st.one_of(st.sampled_from(["a.b@ex-ample.com", "x@y.io", "@", ".", " ", "ops@", "foo.bar",
+                                            "A_B+c@sub.domain.co.uk", "-", "@@x.de"]),
+                          st.text(alphabet="ab.@-_ ", max_size=6)), max_size=8).map("".join))
+def test_next_email_finds_valid_addresses(text):
+    data = text.encode()
+    d = arr(data)
+    pos = 0
+    while True:
+        a, b = v.next_email(d, pos, len(data))
+        if a < 0:
+            break
+        assert _EMAIL.fullmatch(data[a:b]) and data.count(b"@", a, b) == 1, data[a:b]
+        out = np.zeros(80, np.uint8)
+        assert v.parse_email(d, a, b, out, 0)[0] == 1
+        pos = b
+
+
+@SETTINGS
+@given(st.binary(max_size=40))
+def test_copy_text_always_utf8(raw):
+    out = np.zeros(200, np.uint8)
+    n = v.copy_text(arr(raw + b"#"), 0, len(raw), 63, out, 0, 200)
+    text = bytes(out[:n]).decode("utf-8")          # never raises
+    try:
+        want = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        want = raw.decode("latin-1")
+    assert text == re.sub(r"\?(.)", r"\1", want, flags=re.S) or "?" in want

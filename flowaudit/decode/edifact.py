@@ -4,6 +4,7 @@ The rule-compilation and kernel-driving helpers here are shared with :mod:`.x12`
 """
 from __future__ import annotations
 
+import threading
 import tomllib
 from functools import lru_cache
 
@@ -14,9 +15,36 @@ from flowaudit.kernels import edifact as _k
 
 from . import FormatResult
 
-KINDS = {"container": _k.KIND_CONTAINER, "imo": _k.KIND_IMO,
-         "container_text": _k.KIND_CONTAINER_TEXT, "imo_text": _k.KIND_IMO_TEXT}
+KINDS = {"container": _k.KIND_CONTAINER, "imo": _k.KIND_IMO, "text": _k.KIND_TEXT, "lei": _k.KIND_LEI,
+         "usci": _k.KIND_USCI, "eori": _k.KIND_EORI, "email": _k.KIND_EMAIL, "phone": _k.KIND_PHONE,
+         "un_number": _k.KIND_UN, "mmsi": _k.KIND_MMSI, "free_text": _k.KIND_FREE_TEXT,
+         "code": _k.KIND_CODE, "locode": _k.KIND_LOCODE, "digits": _k.KIND_DIGITS, "number": _k.KIND_NUMBER,
+         # 0.1.0 names: free text scanned for one class
+         "container_text": _k.KIND_FREE_TEXT, "imo_text": _k.KIND_FREE_TEXT}
 MODES = {"shape": _k.MODE_SHAPE, "check": _k.MODE_CHECK}
+# free-text classes (rule ``classes = [...]``) -> the kernel's FT_* bit and its code column
+FREE_TEXT = {"container_number": (_k.FT_CONTAINER, 0), "imo_number": (_k.FT_IMO, 1), "lei": (_k.FT_LEI, 2),
+             "cn_usci": (_k.FT_USCI, 3), "email": (_k.FT_EMAIL, 4)}
+# default (min_len, max_len) per kind
+LENGTHS = {_k.KIND_TEXT: (1, 70), _k.KIND_CODE: (1, 35), _k.KIND_DIGITS: (1, 10)}
+# segments with envelope logic in the kernel (message type, charset)
+SPECIAL = {"edifact": {"UNB": _k.SP_UNB, "UNH": _k.SP_UNH}, "x12": {"ST": _k.SP_ST}}
+
+
+def pack(value: bytes) -> int:
+    """A qualifier value as the kernel compares it (byte k at bits 8k)."""
+    return int.from_bytes(value, "little")
+
+
+def tag_index(tag: bytes) -> int:
+    def ch(c):
+        if 65 <= c <= 90:
+            return c - 64
+        if 48 <= c <= 57:
+            return c - 21
+        raise ValueError(tag)
+    cs = [ch(c) for c in tag] + [0] * (3 - len(tag))
+    return (cs[0] * _k.TAG_BASE + cs[1]) * _k.TAG_BASE + cs[2]
 
 
 class RuleError(ValueError):
@@ -31,58 +59,101 @@ def class_codes() -> dict:
 
 
 def compile_rules(doc: dict) -> dict:
-    """Rule file (parsed TOML) -> numpy arrays for the kernels."""
+    """Rule file (parsed TOML) -> numpy arrays for the kernels.
+
+    Rows are sorted by segment tag (stable: file order within a tag) and indexed by the tag
+    table ``tagtab[tag_index] = (first row, row count, special)``.
+    """
     codes = class_codes()
     rules = doc.get("rules", [])
-    n = len(rules)
-    tab = np.zeros((n, _k.R_NCOLS), np.int64)
-    qvals = np.zeros((n, _k.MAX_QVALS, _k.MAX_QLEN), np.uint8)
-    qlens = np.zeros((n, _k.MAX_QVALS), np.int64)
+    fmt = doc.get("format", "edifact")
+    order = sorted(range(len(rules)), key=lambda r: rules[r]["segment"])
+    tab = np.zeros((len(rules), _k.R_NCOLS), np.int64)
     loc_names: list[str] = []
-    for r, rule in enumerate(rules):
-        tag = rule["segment"].encode("ascii")
+    for r in rules:  # location names in file order (stable indices)
+        if r["loc"] not in loc_names:
+            loc_names.append(r["loc"])
+    tagtab = np.zeros((_k.TAGTAB_SIZE, 3), np.int32)
+    for row, r in enumerate(order):
+        rule = rules[r]
+        try:
+            tag = rule["segment"].encode("ascii")
+            ti = tag_index(tag)
+        except (UnicodeEncodeError, ValueError):
+            raise RuleError(f"rule {r}: segment tag {rule['segment']!r}") from None
         if not 2 <= len(tag) <= 3:
             raise RuleError(f"rule {r}: segment tag {rule['segment']!r}")
         for i, c in enumerate(tag):
-            tab[r, _k.R_TAG0 + i] = c
-        tab[r, _k.R_TAGLEN] = len(tag)
-        q = rule.get("qualifier")
-        if q:
+            tab[row, _k.R_TAG0 + i] = c
+        tab[row, _k.R_TAGLEN] = len(tag)
+        if tagtab[ti, 1] == 0:
+            tagtab[ti, 0] = row
+        tagtab[ti, 1] += 1
+        quals = rule.get("qualifier")
+        quals = [] if not quals else ([quals] if isinstance(quals, dict) else list(quals))
+        if len(quals) > _k.MAX_QUALS:
+            raise RuleError(f"rule {r}: at most {_k.MAX_QUALS} qualifiers")
+        for qi, q in enumerate(quals):
             vals = [v.encode("ascii") for v in q["values"]]
-            if not 1 <= len(vals) <= _k.MAX_QVALS or any(len(v) > _k.MAX_QLEN for v in vals):
+            if not 1 <= len(vals) <= _k.MAX_QVALS or any(not 1 <= len(v) <= _k.MAX_QLEN for v in vals):
                 raise RuleError(f"rule {r}: qualifier values {q['values']!r}")
-            tab[r, _k.R_QEL] = int(q["element"])
-            tab[r, _k.R_QCO] = int(q.get("component", 1))
-            tab[r, _k.R_QNEG] = 1 if q.get("negate", False) else 0
-            tab[r, _k.R_NQ] = len(vals)
+            base = _k.R_Q + qi * _k.Q_STRIDE
+            tab[row, base] = int(q["element"])
+            tab[row, base + 1] = int(q.get("component", 1))
+            tab[row, base + 2] = 1 if q.get("negate", False) else 0
+            tab[row, base + 3] = len(vals)
             for v, b in enumerate(vals):
-                qvals[r, v, :len(b)] = np.frombuffer(b, np.uint8)
-                qlens[r, v] = len(b)
-        if rule["class"] not in codes:
-            raise RuleError(f"rule {r}: unknown class {rule['class']!r}")
-        tab[r, _k.R_CLASS] = codes[rule["class"]]
+                tab[row, base + 4 + v] = pack(b)
+        if rule["kind"] not in KINDS:
+            raise RuleError(f"rule {r}: unknown kind {rule['kind']!r}")
         kind = KINDS[rule["kind"]]
-        tab[r, _k.R_KIND] = kind
-        tab[r, _k.R_MODE] = MODES[rule.get("mode", "shape")]
-        tab[r, _k.R_CONF] = int(rule.get("confidence", 100))
-        tab[r, _k.R_SHORT] = 1 if rule.get("no_check_digit", False) else 0
+        tab[row, _k.R_KIND] = kind
+        if kind == _k.KIND_FREE_TEXT:
+            if rule["kind"] == "container_text":
+                classes = ["container_number"]
+            elif rule["kind"] == "imo_text":
+                classes = ["imo_number"]
+            else:
+                classes = rule.get("classes", [])
+            if not classes or any(c not in FREE_TEXT for c in classes):
+                raise RuleError(f"rule {r}: free-text classes {classes!r} (one of {sorted(FREE_TEXT)})")
+            mask = 0
+            for c in classes:
+                bit, col = FREE_TEXT[c]
+                mask |= bit
+                tab[row, _k.R_FTCLS + col] = codes[c]
+            tab[row, _k.R_FTMASK] = mask
+            tab[row, _k.R_CLASS] = codes[classes[0]]
+        else:
+            if rule.get("class") not in codes:
+                raise RuleError(f"rule {r}: unknown class {rule.get('class')!r}")
+            tab[row, _k.R_CLASS] = codes[rule["class"]]
+        tab[row, _k.R_MODE] = MODES[rule.get("mode", "shape")]
+        tab[row, _k.R_CONF] = int(rule.get("confidence", 100))
+        tab[row, _k.R_SHORT] = 1 if rule.get("no_check_digit", False) else 0
+        lo, hi = LENGTHS.get(kind, (1, 64))
+        lo, hi = int(rule.get("min_len", lo)), int(rule.get("max_len", hi))
+        if not 1 <= lo <= hi <= 512:
+            raise RuleError(f"rule {r}: min_len/max_len {lo}/{hi}")
+        tab[row, _k.R_MINLEN] = lo
+        tab[row, _k.R_MAXLEN] = hi
+        tab[row, _k.R_ROOM] = max(_k.VAL_ROOM, 2 * hi + 8) if kind == _k.KIND_TEXT else _k.VAL_ROOM
         parts = rule["value"]
-        if not 1 <= len(parts) <= _k.MAX_PARTS or (kind in (3, 4) and len(parts) != 1):
+        if not 1 <= len(parts) <= _k.MAX_PARTS or (kind == _k.KIND_FREE_TEXT and len(parts) != 1):
             raise RuleError(f"rule {r}: value positions {parts!r}")
-        tab[r, _k.R_NPARTS] = len(parts)
+        tab[row, _k.R_NPARTS] = len(parts)
         for i, (el, co) in enumerate(parts):
-            if el < 1 or co < 0 or (co == 0 and kind not in (3, 4)):
+            if el < 0 or co < 0 or (co == 0 and kind in (_k.KIND_CONTAINER, _k.KIND_IMO)):
                 raise RuleError(f"rule {r}: value position {[el, co]!r}")
-            tab[r, _k.R_PARTS + 2 * i] = el
-            tab[r, _k.R_PARTS + 2 * i + 1] = co
-        loc = rule["loc"]
-        if loc not in loc_names:
-            loc_names.append(loc)
-        tab[r, _k.R_LOC] = loc_names.index(loc)
+            tab[row, _k.R_PARTS + 2 * i] = el
+            tab[row, _k.R_PARTS + 2 * i + 1] = co
+        tab[row, _k.R_LOC] = loc_names.index(rule["loc"])
+    for tag, sp in SPECIAL.get(fmt, {}).items():
+        tagtab[tag_index(tag.encode()), 2] = sp
     limits = doc.get("limits", {})
     return {
-        "version": doc["version"],
-        "rules": tab, "qvals": qvals, "qlens": qlens, "loc_names": loc_names,
+        "version": doc["version"], "format": fmt,
+        "rules": tab, "tagtab": tagtab, "loc_names": loc_names,
         "max_seg": int(limits.get("max_segment_bytes", _k.MAX_SEGMENT_BYTES)),
         "max_tok": int(limits.get("max_segment_tokens", _k.MAX_SEGMENT_TOKENS)),
     }
@@ -95,41 +166,68 @@ def load_rules(name: str) -> dict:
         return compile_rules(tomllib.load(f))
 
 
-def run_classify(kernel_fn, buf, offsets, sel, compiled) -> FormatResult:
-    """Drive a classify kernel; retry once with exact capacities if its outputs overflowed."""
+_OUT = threading.local()
+
+
+def _scratch_outputs(m: int, need_hits: int, need_vals: int):
+    """Per-thread hit table and value buffer, reused across batches (grown, never shrunk, and
+    at most 2x what a batch needed): touching fresh pages costs more than classifying them."""
+    hits = getattr(_OUT, "hits", None)
+    vbuf = getattr(_OUT, "vbuf", None)
+    want_h = max(4096, 4 * m, need_hits + 1)
+    want_v = max(want_h * _k.VAL_ROOM, need_vals + _k.VAL_ROOM)
+    if hits is None or hits.shape[0] < want_h:
+        hits = _OUT.hits = np.empty((max(want_h, 2 * (0 if hits is None else hits.shape[0])), _k.H_NCOLS), np.int64)
+    if vbuf is None or vbuf.shape[0] < want_v:
+        vbuf = _OUT.vbuf = np.empty(max(want_v, 2 * (0 if vbuf is None else vbuf.shape[0])), np.uint8)
+    return hits, vbuf
+
+
+def run_classify(env_fn, buf, offsets, sel, compiled) -> FormatResult:
+    """Envelopes, then the classify kernel; retry once with exact capacities if its outputs
+    overflowed.  ``env_fn(buf, offsets, sel)`` is the format's envelope kernel."""
     buf = np.ascontiguousarray(buf, dtype=np.uint8)
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
     sel = np.ascontiguousarray(sel, dtype=np.int64)
+    env = env_fn(buf, offsets, sel)
     m = len(sel)
-    hit_cap = max(64, 4 * m)
-    val_cap = hit_cap * _k.VAL_ROOM
+    mout = np.zeros((m, 4), np.int64)
+    ctr = np.zeros(4, np.int64)
     for _ in range(3):
-        out = kernel_fn(buf, offsets, sel, compiled["rules"], compiled["qvals"], compiled["qlens"],
-                        compiled["max_seg"], compiled["max_tok"], hit_cap, val_cap)
-        ctr = out[-1]
+        hits, vbuf = _scratch_outputs(m, int(ctr[_k.C_HITS]), int(ctr[_k.C_VALS]))
+        ctr[:] = 0
+        _k.classify_batch(buf, env, sel, compiled["rules"], compiled["tagtab"],
+                          compiled["max_seg"], compiled["max_tok"], mout, hits, vbuf, ctr)
         if ctr[_k.C_HITS] <= ctr[_k.C_HW]:
             break
-        hit_cap = int(ctr[_k.C_HITS]) + 1
-        val_cap = int(ctr[_k.C_VALS]) + _k.VAL_ROOM
     else:  # pragma: no cover - the second run has exact upper bounds
         raise RuntimeError("classify kernel overflowed twice")
-    (status, nsegs, mt_s, mt_e, hit_msg, hit_class, hit_loc, hit_valid, hit_conf,
-     hit_start, hit_end, val_off, val_buf, ctr) = out
     nh = int(ctr[_k.C_HW])
     nv = int(ctr[_k.C_VW])
-    msg_type = [bytes(buf[a:b]).decode("latin-1") if a >= 0 else "" for a, b in zip(mt_s, mt_e)]
+    h = hits[:nh]
+    val_off = np.zeros(nh + 1, np.int64)
+    val_off[1:] = h[:, _k.H_VEND]
+    msg_type = [bytes(buf[a:b]).decode("latin-1") if a >= 0 else "" for a, b in
+                zip(mout[:, _k.M_TS].tolist(), mout[:, _k.M_TE].tolist())]
     return FormatResult(
-        status=status, msg_type=msg_type, n_segments=nsegs,
-        hit_msg=hit_msg[:nh].copy(), hit_class=hit_class[:nh].copy(), hit_loc=hit_loc[:nh].copy(),
-        hit_valid=hit_valid[:nh].copy(), hit_conf=hit_conf[:nh].copy(),
-        hit_start=hit_start[:nh].copy(), hit_end=hit_end[:nh].copy(),
-        val_off=val_off[:nh + 1].copy(), val_buf=val_buf[:nv].copy(),
+        status=mout[:, _k.M_STATUS].astype(np.int8), msg_type=msg_type,
+        n_segments=mout[:, _k.M_NSEG].astype(np.int32),
+        hit_msg=h[:, _k.H_MSG].copy(), hit_class=h[:, _k.H_CLASS].astype(np.int16),
+        hit_loc=h[:, _k.H_LOC].astype(np.int32), hit_valid=h[:, _k.H_VALID].astype(np.int8),
+        hit_conf=h[:, _k.H_CONF].astype(np.uint8),
+        hit_start=h[:, _k.H_START].copy(), hit_end=h[:, _k.H_END].copy(),
+        val_off=val_off, val_buf=vbuf[:nv].copy(),
         loc_names=list(compiled["loc_names"]))
+
+
+def classify_with(buf: np.ndarray, offsets: np.ndarray, sel: np.ndarray, compiled: dict) -> FormatResult:
+    """Classify with an explicitly compiled rule set (tests, operators' own catalogues)."""
+    return run_classify(_k.edifact_envelopes, buf, offsets, sel, compiled)
 
 
 def classify(buf: np.ndarray, offsets: np.ndarray, sel: np.ndarray) -> FormatResult:
     """Classify the EDIFACT messages ``sel`` of the batch (see :mod:`flowaudit.decode`)."""
-    return run_classify(_k.classify, buf, offsets, sel, load_rules("edifact.toml"))
+    return classify_with(buf, offsets, sel, load_rules("edifact.toml"))
 
 
 def tokenize(buf: np.ndarray, offsets: np.ndarray, sel: np.ndarray):

@@ -1,4 +1,5 @@
-"""ANSI X12 decoder shell: compiles schemas/catalog/x12.toml and runs kernels/x12.py."""
+"""ANSI X12 decoder shell: compiles schemas/catalog/x12.toml and runs kernels/x12.py envelopes and
+the shared classifier (kernels/edifact.py ``classify_batch``)."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,9 +10,15 @@ from . import FormatResult
 from .edifact import load_rules, run_classify
 
 
+def classify_with(buf: np.ndarray, offsets: np.ndarray, sel: np.ndarray, compiled: dict) -> FormatResult:
+    """Classify with an explicitly compiled rule set (tests, operators' own catalogues)."""
+    max_seg = compiled["max_seg"]
+    return run_classify(lambda b, o, s: _k.x12_envelopes(b, o, s, max_seg), buf, offsets, sel, compiled)
+
+
 def classify(buf: np.ndarray, offsets: np.ndarray, sel: np.ndarray) -> FormatResult:
     """Classify the X12 messages ``sel`` of the batch (see :mod:`flowaudit.decode`)."""
-    return run_classify(_k.classify, buf, offsets, sel, load_rules("x12.toml"))
+    return classify_with(buf, offsets, sel, load_rules("x12.toml"))
 
 
 def tokenize(buf: np.ndarray, offsets: np.ndarray, sel: np.ndarray):
