@@ -503,27 +503,6 @@ def tok_at(efirst, nel, el, co):
     return k
 
 
-@kernel(inline="always")
-def quals_ok(buf, rel, rules, r, t_s, t_e, efirst, nel):
-    for q in range(MAX_QUALS):
-        base = R_Q + q * Q_STRIDE
-        nq = rules[r, base + 3]
-        if nq == 0:
-            continue
-        k = tok_at(efirst, nel, rules[r, base], rules[r, base + 1])
-        found = False
-        if k >= 0 and t_e[k] > t_s[k]:
-            pv = pack_token(buf, t_s[k], t_e[k], rel)
-            if pv >= 0:
-                for v in range(nq):
-                    if rules[r, base + 4 + v] == pv:
-                        found = True
-                        break
-        if found == (rules[r, base + 2] != 0):
-            return False
-    return True
-
-
 @kernel
 def parse_scratch(kind, sc, m, out, o, minlen, maxlen, short):
     """Normalise the assembled value ``sc[:m]`` (release characters removed) of a structural
@@ -972,7 +951,26 @@ def classify_batch(buf, env, sel, rules, tagtab, max_seg, max_tok, mout, hits, v
             first = False
             # the segment's rules, inline (a call with this many arrays costs more than the rules)
             for r in range(r0, r0 + rn):
-                if not quals_ok(buf, rel, rules, r, t_s, t_e, efirst, nel):
+                # the rule's qualifiers, inline (as a function this costs ~4x more per rule)
+                ok = True
+                for qq in range(MAX_QUALS):
+                    base = R_Q + qq * Q_STRIDE
+                    nq = rules[r, base + 3]
+                    if nq == 0:
+                        continue
+                    kq = tok_at(efirst, nel, rules[r, base], rules[r, base + 1])
+                    found = False
+                    if kq >= 0 and t_e[kq] > t_s[kq]:
+                        pv = pack_token(buf, t_s[kq], t_e[kq], rel)
+                        if pv >= 0:
+                            for v in range(nq):
+                                if rules[r, base + 4 + v] == pv:
+                                    found = True
+                                    break
+                    if found == (rules[r, base + 2] != 0):
+                        ok = False
+                        break
+                if not ok:
                     continue
                 kind = rules[r, R_KIND]
                 if kind == KIND_FREE_TEXT:
