@@ -113,6 +113,12 @@ TAG_BASE = 37
 TAGTAB_SIZE = TAG_BASE * TAG_BASE * TAG_BASE
 
 # hit table columns (int64 matrix)
+# tag table columns: rule range of the tag, special segment, generic rules (gen[g0:g0+gn]) and
+# qualifier-keyed rules (qidx[k0:k0+kn] rows (packed element-1 qualifier, rule))
+T_R0, T_RN, T_SP, T_G0, T_GN, T_K0, T_KN = 0, 1, 2, 3, 4, 5, 6
+T_NCOLS = 7
+MAX_CAND = 128     # candidate rules of one segment (a tag has far fewer)
+
 H_MSG, H_CLASS, H_LOC, H_VALID, H_CONF, H_START, H_END, H_VEND = 0, 1, 2, 3, 4, 5, 6, 7
 H_NCOLS = 8
 # per-message output columns
@@ -792,7 +798,7 @@ def charset_status(buf, rel, p, q, t_s, t_e, efirst, nel):
 
 
 @kernel
-def classify_batch(buf, env, sel, rules, tagtab, max_seg, max_tok, mout, hits, vbuf, ctr):
+def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mout, hits, vbuf, ctr):
     """Fused tokenize + classify of the selected messages (EDIFACT or X12, from ``env``).
 
     ``env`` (int64, one row per selected message) is the envelope table of
@@ -813,6 +819,7 @@ def classify_batch(buf, env, sel, rules, tagtab, max_seg, max_tok, mout, hits, v
     efirst = np.empty(max_tok + 2, np.int64)
     scratch = np.empty(SCRATCH, np.uint8)
     tab = np.empty(256, np.uint8)
+    cand = np.empty(MAX_CAND, np.int64)
     for j in range(m):
         mout[j, M_TS] = -1
         mout[j, M_TE] = -1
@@ -842,13 +849,11 @@ def classify_batch(buf, env, sel, rules, tagtab, max_seg, max_tok, mout, hits, v
             while i < limit and tab[buf[i]] == CL_DATA:
                 i += 1
             ti = tag_index(buf, p, i - p)
-            r0 = 0
             rn = 0
             sp = SP_NONE
             if ti >= 0:
-                r0 = tagtab[ti, 0]
-                rn = tagtab[ti, 1]
-                sp = tagtab[ti, 2]
+                rn = tagtab[ti, T_RN]
+                sp = tagtab[ti, T_SP]
             nseg += 1
             if rn == 0 and sp == SP_NONE:
                 # fast path: to the terminator, counting tokens for the component cap
@@ -950,7 +955,32 @@ def classify_batch(buf, env, sel, rules, tagtab, max_seg, max_tok, mout, hits, v
                     mout[j, M_TE] = t_e[k]
             first = False
             # the segment's rules, inline (a call with this many arrays costs more than the rules)
-            for r in range(r0, r0 + rn):
+            # candidate rules: the tag's generic rules + those keyed by this segment's qualifier,
+            # in rule order (hits come out in the same order as with a full scan)
+            nc = 0
+            if rn > 0:
+                g0 = tagtab[ti, T_G0]
+                for x in range(g0, g0 + tagtab[ti, T_GN]):
+                    if nc < MAX_CAND:
+                        cand[nc] = gen[x]
+                        nc += 1
+                kn = tagtab[ti, T_KN]
+                if kn > 0:
+                    kq = tok_at(efirst, nel, 1, 1)
+                    if kq >= 0 and t_e[kq] > t_s[kq]:
+                        q11 = pack_token(buf, t_s[kq], t_e[kq], rel)
+                        k0 = tagtab[ti, T_K0]
+                        for x in range(k0, k0 + kn):
+                            if qidx[x, 0] == q11 and nc < MAX_CAND:
+                                r = qidx[x, 1]
+                                y = nc          # insertion keeps cand sorted
+                                while y > 0 and cand[y - 1] > r:
+                                    cand[y] = cand[y - 1]
+                                    y -= 1
+                                cand[y] = r
+                                nc += 1
+            for ci in range(nc):
+                r = cand[ci]
                 # the rule's qualifiers, inline (as a function this costs ~4x more per rule)
                 ok = True
                 for qq in range(MAX_QUALS):

@@ -58,6 +58,32 @@ def class_codes() -> dict:
     return {name: int(c["code"]) for name, c in doc["classes"].items()}
 
 
+def _dispatch(tab: np.ndarray, tagtab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Qualifier dispatch: most rules are keyed by the token at element 1, component 1
+    (NAD+CN, RFF+BM, N1*SH ...).  Per tag, such rules are listed by qualifier value in ``qidx``
+    (rows ``(packed value, rule)``); the rest ("generic" rules: other or negated qualifiers, or
+    none) in ``gen``.  A segment then evaluates its generic rules plus the rules of its own
+    qualifier value, instead of every rule of its tag."""
+    gen: list[int] = []
+    keyed: list[tuple[int, int]] = []
+    for ti in np.flatnonzero(tagtab[:, 1]):
+        r0, rn = int(tagtab[ti, 0]), int(tagtab[ti, 1])
+        if rn > _k.MAX_CAND:
+            raise RuleError(f"more than {_k.MAX_CAND} rules for one segment tag")
+        tagtab[ti, _k.T_G0] = len(gen)
+        tagtab[ti, _k.T_K0] = len(keyed)
+        for r in range(r0, r0 + rn):
+            base = _k.R_Q
+            nq = int(tab[r, base + 3])
+            if nq and tab[r, base] == 1 and tab[r, base + 1] == 1 and tab[r, base + 2] == 0:
+                keyed.extend((int(tab[r, base + 4 + v]), r) for v in range(nq))
+            else:
+                gen.append(r)
+        tagtab[ti, _k.T_GN] = len(gen) - tagtab[ti, _k.T_G0]
+        tagtab[ti, _k.T_KN] = len(keyed) - tagtab[ti, _k.T_K0]
+    return np.asarray(gen + [0], np.int64), np.asarray(keyed + [(0, 0)], np.int64).reshape(-1, 2)
+
+
 def compile_rules(doc: dict) -> dict:
     """Rule file (parsed TOML) -> numpy arrays for the kernels.
 
@@ -73,7 +99,7 @@ def compile_rules(doc: dict) -> dict:
     for r in rules:  # location names in file order (stable indices)
         if r["loc"] not in loc_names:
             loc_names.append(r["loc"])
-    tagtab = np.zeros((_k.TAGTAB_SIZE, 3), np.int32)
+    tagtab = np.zeros((_k.TAGTAB_SIZE, _k.T_NCOLS), np.int32)
     for row, r in enumerate(order):
         rule = rules[r]
         try:
@@ -150,10 +176,11 @@ def compile_rules(doc: dict) -> dict:
         tab[row, _k.R_LOC] = loc_names.index(rule["loc"])
     for tag, sp in SPECIAL.get(fmt, {}).items():
         tagtab[tag_index(tag.encode()), 2] = sp
+    gen, qidx = _dispatch(tab, tagtab)
     limits = doc.get("limits", {})
     return {
         "version": doc["version"], "format": fmt,
-        "rules": tab, "tagtab": tagtab, "loc_names": loc_names,
+        "rules": tab, "tagtab": tagtab, "gen": gen, "qidx": qidx, "loc_names": loc_names,
         "max_seg": int(limits.get("max_segment_bytes", _k.MAX_SEGMENT_BYTES)),
         "max_tok": int(limits.get("max_segment_tokens", _k.MAX_SEGMENT_TOKENS)),
     }
@@ -196,7 +223,7 @@ def run_classify(env_fn, buf, offsets, sel, compiled) -> FormatResult:
     for _ in range(3):
         hits, vbuf = _scratch_outputs(m, int(ctr[_k.C_HITS]), int(ctr[_k.C_VALS]))
         ctr[:] = 0
-        _k.classify_batch(buf, env, sel, compiled["rules"], compiled["tagtab"],
+        _k.classify_batch(buf, env, sel, compiled["rules"], compiled["tagtab"], compiled["gen"], compiled["qidx"],
                           compiled["max_seg"], compiled["max_tok"], mout, hits, vbuf, ctr)
         if ctr[_k.C_HITS] <= ctr[_k.C_HW]:
             break
