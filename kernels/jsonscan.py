@@ -3,33 +3,62 @@
 One loop per message, an explicit stack (never recursion) capped at ``MAX_DEPTH`` containers.
 It validates the grammar (no NaN/Infinity, no unquoted tokens, no trailing data, no BOM, no
 control characters in strings, no lone surrogate escapes, well-formed UTF-8), decodes string
-escapes only where a value must be classified, and classifies scalar values by where they sit:
+escapes only where a value must be classified, and classifies scalar values by where they sit.
 
-* ``key``: the hash of the nearest member name (array elements inherit the array's name);
-* ``parent``: the hash of the member name of the object holding that member;
-* ``type``: for JSON:API resources (Terminal49), whether the object that holds the value's
-  object has a member ``"type": "container"``.  That member may come after ``attributes``, so
-  such a hit stays *pending* until that object closes.
+Names
+-----
+Member names are compared after normalisation (ASCII lower case, only ``[a-z0-9]`` and non-ASCII
+bytes kept), as 64-bit FNV-1a hashes: ``containerNumber``, ``container_number`` and
+``Container Number`` are one name; ``carrierBookingReference`` is not ``reference``.  Each
+member name is hashed ONCE, exactly (FNV-1a over its decoded bytes); a per-call memo maps the
+exact hash to the normalised hash and the first rule for that name, so the normalised hash is
+computed once per distinct name and batch.  The exact hashes serve duplicate detection
+(``{"a":1,"A":2}`` is no duplicate) and the location hash.
 
-Names are compared after normalisation (ASCII lower case, only ``[a-z0-9]`` and non-ASCII bytes
-kept), as 64-bit FNV-1a hashes: ``containerNumber``, ``container_number`` and
-``Container Number`` are the same name; ``carrierBookingReference`` is not ``reference``.
+Locations
+---------
+A hit's location is its JSON path with array indices as ``[]`` (``$.events[].equipmentReference``).
+The path is never copied per member: each depth keeps an incremental path hash
+(``mix(parent hash, exact name hash)``; arrays mix a constant) and the raw span of its current
+member name.  Only when a hit's path hash is not yet in the location table is the path string
+built from the stack (``PATH_CAP`` bytes at most).
 
-Rule arrays (compiled by flowaudit/decode/json.py from schemas/catalog/json.toml):
-``r_key``/``r_parent``/``r_type`` uint64 (0 = any), ``r_class`` int16, ``r_conf`` uint8,
-``r_num`` uint8 (1: a JSON number is also a candidate, for IMO numbers), ``ft_keys`` uint64
-(free-text member names, scanned with values.next_container/next_imo at ``ft_conf``).
+Rules (compiled by flowaudit/decode/json.py from schemas/catalog/json.toml)
+---------------------------------------------------------------------------
+``RH`` uint64 ``(n, 2)``: name hash, parent hash (0 = any; the parent is the name of the member
+holding the value's object; array elements take the array's name).  ``RI`` int64 ``(n, RI_N)``:
+class, confidence, value kind (``KIND_*``), mode (``MODE_CHECK``: only check-digit-valid values),
+numbers allowed, next rule with the same name (-1), typed group (-1) and level.  ``rtab``: open
+addressing table name hash -> first rule.
 
-Per message: ``status`` (REASONS code), ``n_values`` (values seen), ``flags``
-(``FLAG_DUP_KEY``, ``FLAG_BIG_INT`` an integer beyond 2**53 (kept as text: numbers are never
-converted), ``FLAG_UNDERFLOW`` a number whose magnitude is below 1e-324 and not zero).
-A number whose decimal exponent exceeds 308 (``1e400``) is ``malformed_json``; a lone surrogate
-escape or invalid UTF-8 is ``invalid_utf8``.  A message with a non-zero status has no hits.
+* A plain rule emits the value when its kind's recogniser accepts it (``KIND_TEXT``: any
+  non-empty trimmed text, cut at ``VAL_MAX`` bytes; ``hit_valid`` -1).  The first plain rule
+  that matches wins.
+* ``KIND_FREE``: free text, searched for containers, IMO numbers, e-mail addresses, LEIs and
+  USCIs (``free_scan``) at ``P[P_FT_CONF]``; a token whose preceding word is one of ``veto``
+  (``booking``, ``iban``, ``sscc`` ...) is left out.
+* Typed rules (group ``g``): the class comes from a sibling *type member* in the object
+  ``level`` levels up (``documentReferenceType: "BKG"`` -> booking reference; Terminal49
+  ``"type": "container"`` one level up).  The hit is pending until that object closes; then the
+  type table ``TH``/``TI`` (value hash -> class, confidence, kind, mode; ``TV_NONE`` = no type
+  member, ``TV_ANY`` = any other value) decides, and the kind's recogniser runs on the stored text.
+  A ``KIND_TYPEKEY`` rule of group ``g`` marks the member that carries the type.
 
-Hit locations are JSON paths with array indices as ``[]`` (``$.events[].equipmentReference``),
-interned in a table (``loc_hash``/``loc_off``/``loc_buf``), paths cut at ``PATH_CAP`` bytes.
-The kernel returns ``(n_hits, n_locs, overflow)``; overflow 1 = hit arrays full, 2 = location
-table full: the shell reruns the batch with bigger arrays.
+Embedded EDIFACT: every string value whose text starts (after white space) with ``UNA``,
+``UNB`` or ``UNH`` and a separator is decoded into ``ebuf`` and listed in ``E`` (message, location, raw range,
+decoded offset and length) for flowaudit/decode/embedded.py.
+
+Outputs
+-------
+``st_out`` int32 ``(k, 3)``: status (REASONS code), values seen, flags (``FLAG_DUP_KEY``,
+``FLAG_BIG_INT`` an integer beyond 2**53 (kept as text: numbers are never converted),
+``FLAG_UNDERFLOW`` a number whose magnitude is below 1e-324 and not zero, ``FLAG_EMBEDDED`` a
+string holding an EDIFACT interchange).  A number whose decimal exponent exceeds 308 (``1e400``)
+is ``malformed_json``; a lone surrogate escape or invalid UTF-8 is ``invalid_utf8``.  A message
+with a non-zero status has no hits.  ``H`` int64 ``(cap, H_N)`` hits, ``vbuf`` normalised values,
+``loc_*`` the location table, ``ctr`` the counters.  Returns an overflow code: 0 none, 1 hit or
+value arrays full, 2 location table full, 3 embedded arrays full: the shell reruns the batch with
+bigger arrays.
 """
 from __future__ import annotations
 
@@ -37,15 +66,19 @@ import numpy as np
 
 from ._jit import kernel
 from .detect import utf8_char
-from .values import next_container, next_imo, parse_container, parse_imo
+from .values import (next_container, next_email, next_imo, next_lei, next_usci, parse_container, parse_email,
+                     parse_eori, parse_imo, parse_lei, parse_mmsi, parse_phone, parse_un_number, parse_usci)
 
 MAX_DEPTH = 64
 PATH_CAP = 256
-VAL_STRIDE = 16
+VAL_MAX = 256          # text values are cut here (at a UTF-8 character boundary)
+VAL_ROOM = VAL_MAX + 32
+VAL_STRIDE = 16        # kept for callers of the old fixed-stride layout
 
 FLAG_DUP_KEY = 1
 FLAG_BIG_INT = 2
 FLAG_UNDERFLOW = 4
+FLAG_EMBEDDED = 8
 
 ST_OK = 0
 ST_EMPTY = 1
@@ -53,10 +86,45 @@ ST_INVALID_UTF8 = 5
 ST_MALFORMED = 9
 ST_TOO_DEEP = 12
 
+# value kinds (recognisers)
+KIND_TEXT, KIND_CONT, KIND_IMO, KIND_EMAIL, KIND_PHONE, KIND_LEI, KIND_USCI, KIND_EORI, \
+    KIND_UN, KIND_MMSI = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9
+KIND_FREE = 20
+KIND_TYPEKEY = 21
+KINDS = {"text": KIND_TEXT, "container": KIND_CONT, "imo": KIND_IMO, "email": KIND_EMAIL,
+         "phone": KIND_PHONE, "lei": KIND_LEI, "usci": KIND_USCI, "eori": KIND_EORI,
+         "un_number": KIND_UN, "mmsi": KIND_MMSI}
+MODE_SHAPE = 0
+MODE_CHECK = 1
+
+# rule table columns
+RH_KEY, RH_PARENT = 0, 1
+RI_CLASS, RI_CONF, RI_KIND, RI_MODE, RI_NUM, RI_NEXT, RI_GROUP, RI_LEVEL, RI_NEXTP, RI_N = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9
+# typed table columns
+TI_GROUP, TI_CLASS, TI_CONF, TI_KIND, TI_MODE, TI_N = 0, 1, 2, 3, 4, 5
+TV_NONE = np.uint64(0)
+TV_ANY = np.uint64(1)
+# hit columns
+H_MSG, H_CLASS, H_LOC, H_VALID, H_CONF, H_START, H_END, H_KEEP, H_PEND, H_VOFF, H_VLEN, H_GROUP, H_N = \
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12
+# embedded columns
+E_MSG, E_LOC, E_START, E_END, E_OFF, E_LEN, E_N = 0, 1, 2, 3, 4, 5, 6
+# params
+P_FT_CONF, P_C_CONT, P_C_IMO, P_C_EMAIL, P_C_LEI, P_C_USCI, P_N = 0, 1, 2, 3, 4, 5, 6
+# counters
+C_NH, C_NLOC, C_VCUR, C_NE, C_ECUR, C_N = 0, 1, 2, 3, 4, 5
+
+MAX_TSLOT = 8          # type members remembered per object
+KM_SIZE = 4096         # member-name memo slots per call
+
 _TWO53 = np.frombuffer(b"9007199254740992", dtype=np.uint8).copy()
 
 FNV_OFF = np.uint64(0xCBF29CE484222325)
 FNV_PRIME = np.uint64(0x100000001B3)
+ARR_TOK = np.uint64(0x5B5D5B5D5B5D5B5D)
+MEMO_SALT = np.uint64(0x9E3779B97F4A7C15)   # makes the (name, parent) memo key asymmetric
+ROOT_H = np.uint64(0x2424242424242424)
+ROOT_PARENT = np.uint64(0xCBF29CE484222325)   # name_hash("$"): the parent of top-level members
 
 K_OBJ = 1
 K_ARR = 2
@@ -88,6 +156,13 @@ def hstep(h, b):
     if (97 <= b <= 122) or (48 <= b <= 57) or b >= 128:
         return (h ^ np.uint64(b)) * FNV_PRIME
     return h
+
+
+@kernel(inline="always")
+def mix(h, t):
+    """Path hash step: parent path hash and one component's token."""
+    h = (h ^ t) * FNV_PRIME
+    return h ^ (h >> np.uint64(29))
 
 
 @kernel(inline="always")
@@ -293,7 +368,312 @@ def scan_number(buf, i, end):
     return j, 0, flags
 
 
+
+
+# --------------------------------------------------------------------------- recognisers
+@kernel
+def rec_text(buf, s, e, out, o):
+    """Trimmed text ``buf[s:e]`` into ``out[o:]`` (cut at ``VAL_MAX`` on a character boundary).
+    Returns ``(2, n)`` (2: a value without a check digit) or ``(-1, 0)`` when empty."""
+    while s < e and (buf[s] == 32 or buf[s] == 9 or buf[s] == 10 or buf[s] == 13):
+        s += 1
+    while e > s and (buf[e - 1] == 32 or buf[e - 1] == 9 or buf[e - 1] == 10 or buf[e - 1] == 13):
+        e -= 1
+    n = e - s
+    if n <= 0:
+        return -1, 0
+    if n > VAL_MAX:
+        n = VAL_MAX
+        while n > 0 and (buf[s + n] & 0xC0) == 0x80:
+            n -= 1
+    for k in range(n):
+        out[o + k] = buf[s + k]
+    return 2, n
+
+
+@kernel
+def next_none(buf, pos, end):
+    return -1, -1
+
+
+# Recognisers of kernels/values.py.  NB numba's cache does not track changes in values.py:
+# clear kernels/__pycache__ after changing a recogniser there.
+_parse_email = parse_email
+_parse_phone = parse_phone
+_parse_lei = parse_lei
+_parse_usci = parse_usci
+_parse_eori = parse_eori
+_parse_un = parse_un_number
+_parse_mmsi = parse_mmsi
+_next_email = next_email
+_next_lei = next_lei
+_next_usci = next_usci
+
+
+@kernel
+def recognise(kind, src, s, e, out, o):
+    """Value of kind ``kind`` in ``src[s:e]`` normalised into ``out[o:]``.
+
+    Returns ``(valid, n)``: valid 1 check ok, 0 check wrong, -1 no check digit, -2 not this
+    kind (no hit).  ``out`` has ``VAL_ROOM`` bytes free at ``o``."""
+    if kind == KIND_CONT:
+        v = parse_container(src, s, e, out, o)
+        return (-2, 0) if v < 0 else (v, 11)
+    if kind == KIND_IMO:
+        v = parse_imo(src, s, e, out, o)
+        return (-2, 0) if v < 0 else (v, 7)
+    if kind == KIND_TEXT:
+        v, n = rec_text(src, s, e, out, o)
+    elif kind == KIND_EMAIL:
+        v, n = _parse_email(src, s, e, out, o)
+    elif kind == KIND_PHONE:
+        v, n = _parse_phone(src, s, e, out, o)
+    elif kind == KIND_LEI:
+        v, n = _parse_lei(src, s, e, out, o)
+    elif kind == KIND_USCI:
+        v, n = _parse_usci(src, s, e, out, o)
+    elif kind == KIND_EORI:
+        v, n = _parse_eori(src, s, e, out, o)
+    elif kind == KIND_UN:
+        v, n = _parse_un(src, s, e, out, o)
+    elif kind == KIND_MMSI:
+        v, n = _parse_mmsi(src, s, e, out, o)
+    else:
+        v, n = rec_text(src, s, e, out, o)
+    if v < 0 or n <= 0:
+        return -2, 0
+    if n > VAL_ROOM:
+        n = VAL_ROOM
+    if v == 2:
+        return -1, n
+    return v, n
+
+
+# --------------------------------------------------------------------------- hits
 @kernel(inline="always")
+def emit(H, nh, m, cls, loc, valid, conf, rs, re_, keep, pend, voff, vlen, group):
+    H[nh, H_MSG] = m
+    H[nh, H_CLASS] = cls
+    H[nh, H_LOC] = loc
+    H[nh, H_VALID] = valid
+    H[nh, H_CONF] = conf
+    H[nh, H_START] = rs
+    H[nh, H_END] = re_
+    H[nh, H_KEEP] = keep
+    H[nh, H_PEND] = pend
+    H[nh, H_VOFF] = voff
+    H[nh, H_VLEN] = vlen
+    H[nh, H_GROUP] = group
+    return nh + 1
+
+
+@kernel(inline="always")
+def has_room(H, vbuf, ctr):
+    return ctr[C_NH] < H.shape[0] and ctr[C_VCUR] + VAL_ROOM <= vbuf.shape[0]
+
+
+@kernel
+def prev_word_hash(src, s, a):
+    """Normalised hash of the word before ``a`` (skipping separators ``:#.-/`` and white space,
+    and ``no``/``nr``/``number``), or 0 when there is none."""
+    p = a
+    for _round in range(2):
+        while p > s and (src[p - 1] == 32 or src[p - 1] == 58 or src[p - 1] == 35 or src[p - 1] == 46
+                         or src[p - 1] == 45 or src[p - 1] == 47 or src[p - 1] == 9 or src[p - 1] == 40
+                         or src[p - 1] == 41):
+            p -= 1
+        q = p
+        while q > s and q > p - 16 and ((65 <= src[q - 1] <= 90) or (97 <= src[q - 1] <= 122)):
+            q -= 1
+        if q == p:
+            return np.uint64(0)
+        h = FNV_OFF
+        for k in range(q, p):
+            h = hstep(h, src[k])
+        if h != _H_NO and h != _H_NR and h != _H_NUMBER and h != _H_REF:
+            return h
+        p = q
+    return np.uint64(0)
+
+
+def _h(name):
+    return np.uint64(name_hash(name))
+
+
+_H_NO = _h("no")
+_H_NR = _h("nr")
+_H_NUMBER = _h("number")
+_H_REF = _h("ref")
+
+
+@kernel
+def vetoed(veto, src, s, a):
+    if veto.shape[0] == 0:
+        return False
+    h = prev_word_hash(src, s, a)
+    if h == 0:
+        return False
+    for k in range(veto.shape[0]):
+        if veto[k] == h:
+            return True
+    return False
+
+
+@kernel
+def free_one(finder, kind, cls, src, s, e, raw_s, raw_e, simple, m, loc, conf, veto, H, vbuf, ctr):
+    """All tokens of one kind in ``src[s:e]``; False when the arrays are full."""
+    p = s
+    while p < e:
+        if finder == 0:
+            a, b = next_container(src, p, e)
+        elif finder == 1:
+            a, b = next_imo(src, p, e)
+        elif finder == 2:
+            a, b = _next_email(src, p, e)
+        elif finder == 3:
+            a, b = _next_lei(src, p, e)
+        else:
+            a, b = _next_usci(src, p, e)
+        if a < 0 or b <= a or a < p or b > e:
+            break
+        if finder != 2 and finder != 1 and vetoed(veto, src, s, a):
+            p = b
+            continue
+        if not has_room(H, vbuf, ctr):
+            return False
+        vo = ctr[C_VCUR]
+        v, n = recognise(kind, src, a, b, vbuf, vo)
+        if v != -2:
+            rs = raw_s + (a - s) if simple else raw_s
+            rend = raw_s + (b - s) if simple else raw_e
+            ctr[C_NH] = emit(H, ctr[C_NH], m, cls, loc, v, conf, rs, rend, 1, -1, vo, n, -1)
+            ctr[C_VCUR] = vo + n
+        p = b
+    return True
+
+
+@kernel
+def free_scan(src, s, e, raw_s, raw_e, simple, m, loc, P, veto, H, vbuf, ctr):
+    """Containers, IMO numbers, e-mails, LEIs and USCIs in the decoded text ``src[s:e]``.
+
+    ``simple``: the text is byte-for-byte the raw text at ``raw_s`` (no escapes), so a token's
+    raw range is exact; otherwise the whole value ``[raw_s, raw_e)`` is reported."""
+    conf = P[P_FT_CONF]
+    if not free_one(0, KIND_CONT, P[P_C_CONT], src, s, e, raw_s, raw_e, simple, m, loc, conf, veto, H, vbuf, ctr):
+        return False
+    if not free_one(1, KIND_IMO, P[P_C_IMO], src, s, e, raw_s, raw_e, simple, m, loc, conf, veto, H, vbuf, ctr):
+        return False
+    if P[P_C_EMAIL] >= 0 and not free_one(2, KIND_EMAIL, P[P_C_EMAIL], src, s, e, raw_s, raw_e, simple, m,
+                                          loc, conf, veto, H, vbuf, ctr):
+        return False
+    if P[P_C_LEI] >= 0 and not free_one(3, KIND_LEI, P[P_C_LEI], src, s, e, raw_s, raw_e, simple, m, loc,
+                                        conf, veto, H, vbuf, ctr):
+        return False
+    if P[P_C_USCI] >= 0 and not free_one(4, KIND_USCI, P[P_C_USCI], src, s, e, raw_s, raw_e, simple, m, loc,
+                                         conf, veto, H, vbuf, ctr):
+        return False
+    return True
+
+
+@kernel
+def set_type(tg, tv, ntv, d, g, th):
+    """Remember the type value ``th`` of group ``g`` for the object at depth ``d`` (the last
+    type member of a group wins; at most ``MAX_TSLOT`` groups per object)."""
+    if th == TV_NONE or th == TV_ANY:
+        th = np.uint64(2)
+    for t in range(ntv[d]):
+        if tg[t] == g:
+            tv[t] = th
+            return
+    if ntv[d] < MAX_TSLOT:
+        tg[ntv[d]] = g
+        tv[ntv[d]] = th
+        ntv[d] += 1
+
+
+@kernel
+def resolve(H, vbuf, d, h0, nh, tv_g, tv_v, ntv, TH, TI, tmp):
+    """Decide the pending hits of depth ``d`` (hits ``h0..nh``) when that object closes."""
+    for k in range(h0, nh):
+        if H[k, H_PEND] != d:
+            continue
+        H[k, H_PEND] = -1
+        H[k, H_KEEP] = 0
+        g = H[k, H_GROUP]
+        val = TV_NONE
+        for t in range(ntv):
+            if tv_g[t] == g:
+                val = tv_v[t]
+        row = -1
+        alt = -1
+        for t in range(TH.shape[0]):
+            if TI[t, TI_GROUP] != g:
+                continue
+            if TH[t] == val:
+                row = t
+                break
+            if val != TV_NONE and TH[t] == TV_ANY:
+                alt = t
+        if row < 0:
+            row = alt
+        if row < 0:
+            continue
+        vo = H[k, H_VOFF]
+        vl = H[k, H_VLEN]
+        for p in range(vl):
+            tmp[p] = vbuf[vo + p]
+        v, n = recognise(TI[row, TI_KIND], tmp, 0, vl, tmp, VAL_ROOM)
+        if v == -2 or (TI[row, TI_MODE] == MODE_CHECK and v != 1):
+            continue
+        if n > vl + 16:
+            n = vl + 16
+        for p in range(n):
+            vbuf[vo + p] = tmp[VAL_ROOM + p]
+        H[k, H_VLEN] = n
+        H[k, H_VALID] = v
+        H[k, H_CLASS] = TI[row, TI_CLASS]
+        H[k, H_CONF] = TI[row, TI_CONF]
+        H[k, H_KEEP] = 1
+
+
+# --------------------------------------------------------------------------- locations
+@kernel(inline="always")
+def intern_find(h, loc_hash, loc_table):
+    """Index of the location with path hash ``h`` or -1; ``h`` must not be 0."""
+    mask = loc_table.shape[0] - 1
+    slot = np.int64(h & np.uint64(mask))
+    while True:
+        t = loc_table[slot]
+        if t == 0:
+            return -1
+        if loc_hash[t - 1] == h:
+            return t - 1
+        slot = (slot + 1) & mask
+
+
+@kernel
+def intern_add(h, path, plen, loc_hash, loc_off, loc_buf, loc_table, ctr):
+    """Add location ``path[:plen]`` with hash ``h``; its index, or -1 when the table is full."""
+    nloc = ctr[C_NLOC]
+    if nloc >= loc_hash.shape[0] or 2 * (nloc + 1) > loc_table.shape[0]:
+        return -1
+    o = loc_off[nloc]
+    if o + plen > loc_buf.shape[0]:
+        return -1
+    for p in range(plen):
+        loc_buf[o + p] = path[p]
+    loc_off[nloc + 1] = o + plen
+    loc_hash[nloc] = h
+    mask = loc_table.shape[0] - 1
+    slot = np.int64(h & np.uint64(mask))
+    while loc_table[slot] != 0:
+        slot = (slot + 1) & mask
+    loc_table[slot] = nloc + 1
+    ctr[C_NLOC] = nloc + 1
+    return nloc
+
+
+@kernel
 def raw_hash(a, s, e):
     h = FNV_OFF
     for p in range(s, e):
@@ -303,7 +683,8 @@ def raw_hash(a, s, e):
 
 @kernel
 def intern_loc(path, plen, loc_hash, loc_off, loc_buf, table, nloc):
-    """Index of the location ``path[:plen]`` in the table; adds it; -1 when the table is full."""
+    """Index of the location ``path[:plen]`` (hashed here); ``(index, nloc)``, index -1 when full.
+    (The one-shot form, for callers that build the path string themselves.)"""
     h = raw_hash(path, 0, plen)
     if h == 0:
         h = np.uint64(1)
@@ -316,7 +697,7 @@ def intern_loc(path, plen, loc_hash, loc_off, loc_buf, table, nloc):
         if loc_hash[t - 1] == h:
             return t - 1, nloc
         slot = (slot + 1) & mask
-    if nloc >= loc_hash.shape[0]:
+    if nloc >= loc_hash.shape[0] or 2 * (nloc + 1) > table.shape[0]:
         return -1, nloc
     o = loc_off[nloc]
     if o + plen > loc_buf.shape[0]:
@@ -330,75 +711,100 @@ def intern_loc(path, plen, loc_hash, loc_off, loc_buf, table, nloc):
 
 
 @kernel
-def emit(nh, m, cls, loc, valid, conf, rs, re_, keep, pend,
-         hit_msg, hit_class, hit_loc, hit_valid, hit_conf, hit_start, hit_end, hit_keep, hit_pend):
-    hit_msg[nh] = m
-    hit_class[nh] = cls
-    hit_loc[nh] = loc
-    hit_valid[nh] = valid
-    hit_conf[nh] = conf
-    hit_start[nh] = rs
-    hit_end[nh] = re_
-    hit_keep[nh] = keep
-    hit_pend[nh] = pend
-    return nh + 1
+def json_path(buf, e, d, kind, kst, ken, kesc, path):
+    """Build ``$.a[].b`` for a value at depth ``d`` from the stack; returns its length."""
+    path[0] = 36
+    pl = 1
+    for lv in range(d + 1):
+        if kind[lv] == K_ARR:
+            if pl + 2 <= PATH_CAP:
+                path[pl] = 91
+                path[pl + 1] = 93
+                pl += 2
+        else:
+            if pl + 1 > PATH_CAP:
+                break
+            path[pl] = 46
+            pl += 1
+            if kesc[lv]:
+                _, nw, _, _, _, _ = scan_str(buf, kst[lv], e, path, pl, PATH_CAP, 2)
+                pl += nw
+            else:
+                for p in range(kst[lv], ken[lv]):
+                    if pl >= PATH_CAP:
+                        break
+                    path[pl] = buf[p]
+                    pl += 1
+    return pl
 
 
-@kernel
-def free_text(src, s, e, raw_s, raw_e, simple, m, loc, conf, c_cont, c_imo, nh,
-              hit_msg, hit_class, hit_loc, hit_valid, hit_conf, hit_start, hit_end, hit_keep,
-              hit_pend, val_buf):
-    """Scan decoded text ``src[s:e]`` for container and IMO tokens; returns new nh or -1 (full).
-
-    ``simple``: the decoded text is byte-for-byte the raw text at ``raw_s`` (no escapes), so a
-    token's raw range is exact; otherwise the whole value ``[raw_s, raw_e)`` is reported.
-    """
-    cap = hit_msg.shape[0]
-    p = s
-    while p < e:
-        a, b = next_container(src, p, e)
-        if a < 0:
-            break
-        if nh >= cap:
+@kernel(inline="always")
+def find_rule(rtab, RH, h):
+    mask = rtab.shape[0] - 1
+    slot = np.int64(h & np.uint64(mask))
+    while True:
+        t = rtab[slot]
+        if t == 0:
             return -1
-        v = parse_container(src, a, b, val_buf, nh * VAL_STRIDE)
-        if v >= 0:
-            rs = raw_s + (a - s) if simple else raw_s
-            rend = raw_s + (b - s) if simple else raw_e
-            nh = emit(nh, m, c_cont, loc, v, conf, rs, rend, 1, -1, hit_msg, hit_class, hit_loc,
-                      hit_valid, hit_conf, hit_start, hit_end, hit_keep, hit_pend)
-        p = b if b > p else p + 1
-    p = s
-    while p < e:
-        a, b = next_imo(src, p, e)
-        if a < 0:
+        if RH[t - 1, RH_KEY] == h:
+            return t - 1
+        slot = (slot + 1) & mask
+
+
+@kernel
+def rules_for(rtab, RH, RI, h, par):
+    """First rule of name ``h`` under parent ``par`` and first generic rule of ``h`` (-1 none).
+    Rows of one (name, parent) are chained by ``RI_NEXTP``."""
+    r = find_rule(rtab, RH, h)
+    rs = -1
+    rg = -1
+    while r >= 0:
+        p = RH[r, RH_PARENT]
+        if p == 0:
+            if rg < 0:
+                rg = r
+        elif p == par and rs < 0:
+            rs = r
+        r = RI[r, RI_NEXT]
+    return rs, rg
+
+
+@kernel(inline="always")
+def next_rule(RI, r, rg, inspec):
+    """The next rule of the walk: the parent-specific chain, then the generic one."""
+    nx = RI[r, RI_NEXTP]
+    if nx < 0 and inspec:
+        return rg, False
+    return nx, inspec
+
+
+@kernel(inline="always")
+def edi_marker(buf, i, end):
+    """Does the text at ``i`` start (after white space) with ``UNA``, ``UNB`` or ``UNH`` followed
+    by a separator (not a letter or digit: ``UNBELIEVABLE`` is prose)?"""
+    while i < end and (buf[i] == 32 or buf[i] == 10 or buf[i] == 13 or buf[i] == 9):
+        i += 1
+    if i + 3 >= end or buf[i] != 85 or buf[i + 1] != 78:
+        return False
+    c = buf[i + 2]
+    d = buf[i + 3]
+    if (48 <= d <= 57) or (65 <= d <= 90) or (97 <= d <= 122) or d == 34 or d == 92 or d < 32:
+        return False
+    return c == 65 or c == 66 or c == 72
+
+
+@kernel(inline="always")
+def edi_marker_esc(buf, i, end):
+    """``edi_marker`` for the raw text of a JSON string (also skips ``\\n``/``\\r``/``\\t``)."""
+    while i + 1 < end:
+        c = buf[i]
+        if c == 32 or c == 10 or c == 13 or c == 9:
+            i += 1
+        elif c == 92 and (buf[i + 1] == 110 or buf[i + 1] == 114 or buf[i + 1] == 116):
+            i += 2
+        else:
             break
-        if nh >= cap:
-            return -1
-        v = parse_imo(src, a, b, val_buf, nh * VAL_STRIDE)
-        if v >= 0:
-            rs = raw_s + (a - s) if simple else raw_s
-            rend = raw_s + (b - s) if simple else raw_e
-            nh = emit(nh, m, c_imo, loc, v, conf, rs, rend, 1, -1, hit_msg, hit_class, hit_loc,
-                      hit_valid, hit_conf, hit_start, hit_end, hit_keep, hit_pend)
-        p = b if b > p else p + 1
-    return nh
-
-
-@kernel
-def match_rule(r_key, r_parent, r_num, key, parent, is_num):
-    for r in range(r_key.shape[0]):
-        if r_key[r] == key and (r_parent[r] == 0 or r_parent[r] == parent) and (not is_num or r_num[r] == 1):
-            return r
-    return -1
-
-
-@kernel
-def is_free(ft_keys, key):
-    for r in range(ft_keys.shape[0]):
-        if ft_keys[r] == key:
-            return True
-    return False
+    return edi_marker(buf, i, end)
 
 
 @kernel
@@ -419,45 +825,94 @@ def dup_in(ks, s, e):
     return False
 
 
+@kernel(inline="always")
+def skip_str(buf, i, end):
+    """Validate a string whose quote is at ``i - 1``; ``(next, err, escaped)`` (fast path)."""
+    while i < end:
+        c = buf[i]
+        if c == 34:
+            return i + 1, 0, False
+        if c == 92:
+            return i, -1, True              # escapes: the caller rescans with scan_str
+        if c < 0x20:
+            return i, 1, False
+        if c < 0x80:
+            i += 1
+            continue
+        k = utf8_char(buf, i, end)
+        if k < 0:
+            return i, 2, False
+        i += k
+    return i, 1, False
+
+
+@kernel(inline="always")
+def key_str(buf, i, end):
+    """Member name at ``i`` (quote at ``i - 1``): ``(next, exact hash, err)`` for plain ASCII
+    names; err -1 when the name needs the slow path (escapes, non-ASCII)."""
+    h = FNV_OFF
+    while i < end:
+        c = buf[i]
+        if c == 34:
+            return i + 1, h, 0
+        if c == 92 or c < 0x20 or c >= 0x80:
+            return i, h, -1
+        h = (h ^ np.uint64(c)) * FNV_PRIME
+        i += 1
+    return i, h, 1
+
+
+# --------------------------------------------------------------------------- the scanner
 @kernel
-def json_scan(buf, offsets, sel,
-              r_key, r_parent, r_type, r_class, r_conf, r_num, ft_keys, ft_conf,
-              c_cont, c_imo, type_key, type_val,
-              status, n_values, flags,
-              hit_msg, hit_class, hit_loc, hit_valid, hit_conf, hit_start, hit_end, hit_keep,
-              hit_pend, val_buf,
-              loc_hash, loc_off, loc_buf, loc_table, scratch, kstack):
+def json_scan(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
+              st_out, H, vbuf, loc_hash, loc_off, loc_buf, loc_table, E, ebuf, ctr, scratch, kstack):
     """Scan and classify the selected JSON messages.  See the module docstring."""
     nb = buf.shape[0]
     nmsg = offsets.shape[0] - 1
-    cap_hits = hit_msg.shape[0]
     kcap = kstack.shape[0]
     scap = scratch.shape[0]
-    kind = np.zeros(MAX_DEPTH + 1, dtype=np.int8)
-    keyh = np.zeros(MAX_DEPTH + 1, dtype=np.uint64)
-    parh = np.zeros(MAX_DEPTH + 1, dtype=np.uint64)
-    tflag = np.zeros(MAX_DEPTH + 1, dtype=np.int8)
-    base = np.zeros(MAX_DEPTH + 1, dtype=np.int64)
-    first_hit = np.zeros(MAX_DEPTH + 1, dtype=np.int64)
-    npend = np.zeros(MAX_DEPTH + 1, dtype=np.int64)
-    kstart = np.zeros(MAX_DEPTH + 1, dtype=np.int64)
+    D = MAX_DEPTH + 1
+    kind = np.zeros(D, dtype=np.int8)
+    knorm = np.zeros(D, dtype=np.uint64)      # normalised name of the current member
+    krule = np.full(D, -1, dtype=np.int64)    # first rule of that name under this parent
+    kgen = np.full(D, -1, dtype=np.int64)     # first generic rule of that name
+    parh = np.zeros(D, dtype=np.uint64)       # normalised name the object sits under
+    ph = np.zeros(D + 1, dtype=np.uint64)     # path hash; ph[d + 1] = depth d
+    kst = np.zeros(D, dtype=np.int64)
+    ken = np.zeros(D, dtype=np.int64)
+    kesc = np.zeros(D, dtype=np.bool_)
+    first_hit = np.zeros(D, dtype=np.int64)
+    npend = np.zeros(D, dtype=np.int64)
+    kstart = np.zeros(D, dtype=np.int64)
+    tv_g = np.zeros((D, MAX_TSLOT), dtype=np.int64)
+    tv_v = np.zeros((D, MAX_TSLOT), dtype=np.uint64)
+    ntv = np.zeros(D, dtype=np.int64)
     path = np.zeros(PATH_CAP + 8, dtype=np.uint8)
-    nh = 0
-    nloc = 0
+    tmp = np.zeros(2 * VAL_ROOM + 16, dtype=np.uint8)
+    km_h = np.zeros(KM_SIZE, dtype=np.uint64)
+    km_n = np.zeros(KM_SIZE, dtype=np.uint64)
+    km_r = np.zeros(KM_SIZE, dtype=np.int64)
+    km_g = np.zeros(KM_SIZE, dtype=np.int64)
+    km_fill = 0
+    kmask = KM_SIZE - 1
+    ph[0] = ROOT_H
     for j in range(sel.shape[0]):
         m = sel[j]
         if m < 0 or m >= nmsg:
-            status[j] = ST_MALFORMED
+            st_out[j, 0] = ST_MALFORMED
             continue
         s = offsets[m]
         e = offsets[m + 1]
         if s < 0 or e > nb or e < s:
-            status[j] = ST_MALFORMED
+            st_out[j, 0] = ST_MALFORMED
             continue
         if e == s:
-            status[j] = ST_EMPTY
+            st_out[j, 0] = ST_EMPTY
             continue
-        msg_hit0 = nh
+        nh0 = ctr[C_NH]
+        vc0 = ctr[C_VCUR]
+        ne0 = ctr[C_NE]
+        ec0 = ctr[C_ECUR]
         st = ST_OK
         fl = 0
         nv = 0
@@ -465,8 +920,6 @@ def json_scan(buf, offsets, sel,
         ktop = 0
         state = S_VALUE
         done = False
-        path[0] = 36  # $
-        plen = 1
         i = s
         while True:
             while i < e and (buf[i] == 32 or buf[i] == 10 or buf[i] == 13 or buf[i] == 9):
@@ -493,13 +946,53 @@ def json_scan(buf, offsets, sel,
                 if c == 125 and state == S_KEY_OR_END:
                     state = -1
                 elif c == 34:
-                    path[base[d]] = 46   # .
-                    i, nw, h, hr, esc, err = scan_str(buf, i + 1, e, path, base[d] + 1, PATH_CAP, 2)
-                    if err != 0:
-                        st = ST_MALFORMED if err == 1 else ST_INVALID_UTF8
+                    ks = i + 1
+                    hn = FNV_OFF
+                    i, hr, err = key_str(buf, ks, e)
+                    esc = False
+                    if err == -1:
+                        esc = True
+                        i, _nw, hn, hr, _e2, err = scan_str(buf, ks, e, path, 0, 0, 1)
+                        if err != 0:
+                            st = ST_MALFORMED if err == 1 else ST_INVALID_UTF8
+                            break
+                    elif err != 0:
+                        st = ST_MALFORMED
                         break
-                    plen = base[d] + 1 + nw
-                    keyh[d] = h
+                    kst[d] = ks
+                    ken[d] = i - 1
+                    kesc[d] = esc
+                    # (exact name, parent) -> normalised name and its rules, memoised per call
+                    mk = mix(mix(hr, MEMO_SALT), parh[d])
+                    if mk == 0:
+                        mk = np.uint64(1)
+                    slot = np.int64(mk & np.uint64(kmask))
+                    found = False
+                    while km_h[slot] != 0:
+                        if km_h[slot] == mk:
+                            found = True
+                            break
+                        slot = (slot + 1) & kmask
+                    if found:
+                        hn = km_n[slot]
+                        r0 = km_r[slot]
+                        rg = km_g[slot]
+                    else:
+                        if not esc:
+                            hn = FNV_OFF
+                            for p in range(ks, i - 1):
+                                hn = hstep(hn, buf[p])
+                        r0, rg = rules_for(rtab, RH, RI, hn, parh[d])
+                        if km_fill < (KM_SIZE * 3) // 4:
+                            km_h[slot] = mk
+                            km_n[slot] = hn
+                            km_r[slot] = r0
+                            km_g[slot] = rg
+                            km_fill += 1
+                    knorm[d] = hn
+                    krule[d] = r0
+                    kgen[d] = rg
+                    ph[d + 1] = mix(ph[d], hr)
                     if ktop < kcap:
                         kstack[ktop] = hr      # duplicates: exact names, not normalised
                         ktop += 1
@@ -514,17 +1007,16 @@ def json_scan(buf, offsets, sel,
                 else:
                     st = ST_MALFORMED
                     break
+            elif c == 93 and state == S_VALUE_OR_END:
+                state = -1
             if state == -1:
                 # close the container at depth d
                 if kind[d] == K_OBJ:
-                    if dup_in(kstack, kstart[d], ktop):
+                    if ktop - kstart[d] > 1 and dup_in(kstack, kstart[d], ktop):
                         fl |= FLAG_DUP_KEY
                     ktop = kstart[d]
                 if npend[d] > 0:
-                    for h2 in range(first_hit[d], nh):
-                        if hit_pend[h2] == d:
-                            hit_pend[h2] = -1
-                            hit_keep[h2] = tflag[d]
+                    resolve(H, vbuf, d, first_hit[d], ctr[C_NH], tv_g[d], tv_v[d], ntv[d], TH, TI, tmp)
                     npend[d] = 0
                 d -= 1
                 i += 1
@@ -533,54 +1025,41 @@ def json_scan(buf, offsets, sel,
                     done = True
                 continue
             # a value is expected (S_VALUE or S_VALUE_OR_END)
-            if c == 93 and state == S_VALUE_OR_END:
-                state = -1
-                # re-dispatch the close
-                if npend[d] > 0:
-                    for h2 in range(first_hit[d], nh):
-                        if hit_pend[h2] == d:
-                            hit_pend[h2] = -1
-                            hit_keep[h2] = tflag[d]
-                    npend[d] = 0
-                d -= 1
-                i += 1
-                state = S_AFTER
-                if d < 0:
-                    done = True
-                continue
-            if d >= 0:
-                ckey = keyh[d]
-                cpar = parh[d]
-                if kind[d] == K_ARR:
-                    plen = base[d]
-            else:
-                ckey = np.uint64(0)
-                cpar = np.uint64(0)
             nv += 1
             if c == 123 or c == 91:
                 if d + 1 >= MAX_DEPTH:
                     st = ST_TOO_DEEP
                     break
+                if d >= 0:
+                    ckey = knorm[d]
+                    cpar = parh[d]
+                    crule = krule[d]
+                    cgen = kgen[d]
+                else:
+                    ckey = ROOT_PARENT
+                    cpar = ROOT_PARENT
+                    crule = -1
+                    cgen = -1
                 d += 1
-                first_hit[d] = nh
+                first_hit[d] = ctr[C_NH]
                 npend[d] = 0
-                tflag[d] = 0
+                ntv[d] = 0
                 if c == 123:
                     kind[d] = K_OBJ
                     parh[d] = ckey
-                    keyh[d] = np.uint64(0)
-                    base[d] = plen
+                    knorm[d] = np.uint64(0)
+                    krule[d] = -1
+                    kgen[d] = -1
                     kstart[d] = ktop
+                    ph[d + 1] = ph[d]
                     state = S_KEY_OR_END
                 else:
                     kind[d] = K_ARR
-                    keyh[d] = ckey
+                    knorm[d] = ckey
+                    krule[d] = crule
+                    kgen[d] = cgen
                     parh[d] = cpar
-                    if plen + 2 <= PATH_CAP:
-                        path[plen] = 91
-                        path[plen + 1] = 93
-                        plen += 2
-                    base[d] = plen
+                    ph[d + 1] = mix(ph[d], ARR_TOK)
                     state = S_VALUE_OR_END
                 i += 1
                 continue
@@ -588,59 +1067,112 @@ def json_scan(buf, offsets, sel,
             if d < 0:
                 done = True
             if c == 34:
-                is_type = d >= 0 and kind[d] == K_OBJ and ckey == type_key
-                r = -1
-                ft = False
-                if d >= 0:
-                    r = match_rule(r_key, r_parent, r_num, ckey, cpar, False)
-                    if r < 0:
-                        ft = is_free(ft_keys, ckey)
-                else:
-                    ft = True        # a bare string document (e.g. an embedded interchange)
-                mode = 2 if (r >= 0 or ft) else (1 if is_type else 0)
                 cs = i + 1
-                i, nw, h, hr, esc, err = scan_str(buf, i + 1, e, scratch, 0, scap, mode)
-                if err != 0:
+                r0 = krule[d] if d >= 0 else -1
+                rg = kgen[d] if d >= 0 else -1
+                inspec = r0 >= 0
+                if not inspec:
+                    r0 = rg
+                i, err, esc = skip_str(buf, cs, e)
+                if err > 0:
                     st = ST_MALFORMED if err == 1 else ST_INVALID_UTF8
                     break
+                emb = edi_marker_esc(buf, cs, e)
+                if r0 < 0 and not emb and d >= 0:
+                    if err == 0:
+                        continue
+                    # escapes: validate with the full scanner
+                    i, nw, hv, hr, esc, err = scan_str(buf, cs, e, scratch, 0, scap, 0)
+                    if err != 0:
+                        st = ST_MALFORMED if err == 1 else ST_INVALID_UTF8
+                        break
+                    continue
+                if err == 0:
+                    # no escapes: classify the raw bytes in place
+                    src = buf
+                    s0 = cs
+                    e0 = i - 1
+                else:
+                    i, nw, hv, hr, esc, err = scan_str(buf, cs, e, scratch, 0, scap, 2)
+                    if err != 0:
+                        st = ST_MALFORMED if err == 1 else ST_INVALID_UTF8
+                        break
+                    src = scratch
+                    s0 = 0
+                    e0 = nw if nw <= scap else scap
                 ce = i - 1
-                if is_type and h == type_val:
-                    tflag[d] = 1
-                if r >= 0 or ft:
-                    loc, nloc = intern_loc(path, plen, loc_hash, loc_off, loc_buf, loc_table, nloc)
+                cpar = parh[d] if d >= 0 else ROOT_PARENT
+                loc = -1
+                lh = ph[d + 1]
+                if lh == 0:
+                    lh = np.uint64(1)
+                loc = intern_find(lh, loc_hash, loc_table)
+                if loc < 0:
+                    plen = json_path(buf, e, d, kind, kst, ken, kesc, path)
+                    loc = intern_add(lh, path, plen, loc_hash, loc_off, loc_buf, loc_table, ctr)
                     if loc < 0:
-                        return nh, nloc, 2
-                if r >= 0:
-                    cls = r_class[r]
-                    if nh >= cap_hits:
-                        return nh, nloc, 1
-                    if cls == c_cont:
-                        v = parse_container(scratch, 0, nw, val_buf, nh * VAL_STRIDE)
-                    elif cls == c_imo:
-                        v = parse_imo(scratch, 0, nw, val_buf, nh * VAL_STRIDE)
-                    else:
-                        v = -1
-                    if v >= 0:
-                        keep = 1
-                        pend = -1
-                        if r_type[r] != 0:
-                            if d >= 1 and kind[d - 1] == K_OBJ:
-                                if tflag[d - 1] == 0:
-                                    keep = 0
-                                    pend = d - 1
-                                    npend[d - 1] += 1
-                            else:
-                                keep = 0
-                        if keep == 1 or pend >= 0:
-                            nh = emit(nh, m, cls, loc, v, r_conf[r], cs, ce, keep, pend, hit_msg,
-                                      hit_class, hit_loc, hit_valid, hit_conf, hit_start, hit_end,
-                                      hit_keep, hit_pend)
-                elif ft:
-                    nh = free_text(scratch, 0, nw, cs, ce, not esc, m, loc, ft_conf, c_cont, c_imo,
-                                   nh, hit_msg, hit_class, hit_loc, hit_valid, hit_conf, hit_start,
-                                   hit_end, hit_keep, hit_pend, val_buf)
-                    if nh < 0:
-                        return cap_hits, nloc, 1
+                        return 2
+                if emb:
+                    fl |= FLAG_EMBEDDED
+                    ne = ctr[C_NE]
+                    eo = ctr[C_ECUR]
+                    nw = e0 - s0
+                    if ne >= E.shape[0] or eo + nw > ebuf.shape[0]:
+                        return 3
+                    for p in range(nw):
+                        ebuf[eo + p] = src[s0 + p]
+                    E[ne, E_MSG] = m
+                    E[ne, E_LOC] = loc
+                    E[ne, E_START] = cs
+                    E[ne, E_END] = ce
+                    E[ne, E_OFF] = eo
+                    E[ne, E_LEN] = nw
+                    ctr[C_NE] = ne + 1
+                    ctr[C_ECUR] = eo + nw
+                if d < 0 and not emb:
+                    # a bare string document is free text
+                    if not free_scan(src, s0, e0, cs, ce, not esc, m, loc, P, veto, H, vbuf, ctr):
+                        return 1
+                    continue
+                plain = False
+                free = False
+                r = r0
+                while r >= 0:
+                    if True:
+                        rk = RI[r, RI_KIND]
+                        if rk == KIND_TYPEKEY:
+                            th = FNV_OFF
+                            for p in range(s0, e0):
+                                th = hstep(th, src[p])
+                            set_type(tv_g[d], tv_v[d], ntv, d, RI[r, RI_GROUP], th)
+                        elif rk == KIND_FREE:
+                            if not free and not emb:
+                                free = True
+                                if not free_scan(src, s0, e0, cs, ce, not esc, m, loc, P, veto, H, vbuf, ctr):
+                                    return 1
+                        elif RI[r, RI_GROUP] >= 0:
+                            pd = d - RI[r, RI_LEVEL]
+                            if pd >= 0 and kind[pd] == K_OBJ:
+                                if not has_room(H, vbuf, ctr):
+                                    return 1
+                                vo = ctr[C_VCUR]
+                                v, n = rec_text(src, s0, e0, vbuf, vo)
+                                if v >= 0:
+                                    ctr[C_NH] = emit(H, ctr[C_NH], m, RI[r, RI_CLASS], loc, -1, RI[r, RI_CONF],
+                                                     cs, ce, 0, pd, vo, n, RI[r, RI_GROUP])
+                                    ctr[C_VCUR] = vo + n + 16
+                                    npend[pd] += 1
+                        elif not plain:
+                            if not has_room(H, vbuf, ctr):
+                                return 1
+                            vo = ctr[C_VCUR]
+                            v, n = recognise(rk, src, s0, e0, vbuf, vo)
+                            if v != -2 and not (RI[r, RI_MODE] == MODE_CHECK and v != 1):
+                                plain = True
+                                ctr[C_NH] = emit(H, ctr[C_NH], m, RI[r, RI_CLASS], loc, v, RI[r, RI_CONF],
+                                                 cs, ce, 1, -1, vo, n, -1)
+                                ctr[C_VCUR] = vo + n
+                    r, inspec = next_rule(RI, r, rg, inspec)
                 continue
             if c == 45 or (48 <= c <= 57):
                 ns = i
@@ -649,19 +1181,31 @@ def json_scan(buf, offsets, sel,
                     st = ST_MALFORMED
                     break
                 fl |= nf
-                if d >= 0:
-                    r = match_rule(r_key, r_parent, r_num, ckey, cpar, True)
-                    if r >= 0 and r_class[r] == c_imo and r_type[r] == 0:
-                        if nh >= cap_hits:
-                            return nh, nloc, 1
-                        v = parse_imo(buf, ns, i, val_buf, nh * VAL_STRIDE)
-                        if v >= 0:
-                            loc, nloc = intern_loc(path, plen, loc_hash, loc_off, loc_buf, loc_table, nloc)
-                            if loc < 0:
-                                return nh, nloc, 2
-                            nh = emit(nh, m, c_imo, loc, v, r_conf[r], ns, i, 1, -1, hit_msg,
-                                      hit_class, hit_loc, hit_valid, hit_conf, hit_start, hit_end,
-                                      hit_keep, hit_pend)
+                if d >= 0 and (krule[d] >= 0 or kgen[d] >= 0):
+                    rg = kgen[d]
+                    inspec = krule[d] >= 0
+                    r = krule[d] if inspec else rg
+                    while r >= 0:
+                        if RI[r, RI_NUM] == 1 and RI[r, RI_GROUP] < 0:
+                            if not has_room(H, vbuf, ctr):
+                                return 1
+                            vo = ctr[C_VCUR]
+                            v, n = recognise(RI[r, RI_KIND], buf, ns, i, vbuf, vo)
+                            if v != -2 and not (RI[r, RI_MODE] == MODE_CHECK and v != 1):
+                                lh = ph[d + 1]
+                                if lh == 0:
+                                    lh = np.uint64(1)
+                                loc = intern_find(lh, loc_hash, loc_table)
+                                if loc < 0:
+                                    plen = json_path(buf, e, d, kind, kst, ken, kesc, path)
+                                    loc = intern_add(lh, path, plen, loc_hash, loc_off, loc_buf, loc_table, ctr)
+                                    if loc < 0:
+                                        return 2
+                                ctr[C_NH] = emit(H, ctr[C_NH], m, RI[r, RI_CLASS], loc, v, RI[r, RI_CONF],
+                                                 ns, i, 1, -1, vo, n, -1)
+                                ctr[C_VCUR] = vo + n
+                            break
+                        r, inspec = next_rule(RI, r, rg, inspec)
                 continue
             if c == 116 and i + 4 <= e and buf[i + 1] == 114 and buf[i + 2] == 117 and buf[i + 3] == 101:
                 i += 4
@@ -674,9 +1218,50 @@ def json_scan(buf, offsets, sel,
                 continue
             st = ST_MALFORMED
             break
-        status[j] = st
-        n_values[j] = nv
-        flags[j] = fl
+        st_out[j, 0] = st
+        st_out[j, 1] = nv
+        st_out[j, 2] = fl
         if st != ST_OK:
-            nh = msg_hit0
-    return nh, nloc, 0
+            ctr[C_NH] = nh0
+            ctr[C_VCUR] = vc0
+            ctr[C_NE] = ne0
+            ctr[C_ECUR] = ec0
+    return 0
+
+
+@kernel
+def split_hits(H, nh, vbuf):
+    """The kept hits of ``H[:nh]`` as FormatResult columns and contiguous values."""
+    n = 0
+    nv = 0
+    for k in range(nh):
+        if H[k, H_KEEP] == 1:
+            n += 1
+            nv += H[k, H_VLEN]
+    msg = np.empty(n, dtype=np.int64)
+    cls = np.empty(n, dtype=np.int16)
+    loc = np.empty(n, dtype=np.int32)
+    valid = np.empty(n, dtype=np.int8)
+    conf = np.empty(n, dtype=np.uint8)
+    start = np.empty(n, dtype=np.int64)
+    end = np.empty(n, dtype=np.int64)
+    val_off = np.zeros(n + 1, dtype=np.int64)
+    vals = np.empty(nv, dtype=np.uint8)
+    j = 0
+    for k in range(nh):
+        if H[k, H_KEEP] == 1:
+            msg[j] = H[k, H_MSG]
+            cls[j] = H[k, H_CLASS]
+            loc[j] = H[k, H_LOC]
+            valid[j] = H[k, H_VALID]
+            conf[j] = H[k, H_CONF]
+            start[j] = H[k, H_START]
+            end[j] = H[k, H_END]
+            b = val_off[j]
+            ln = H[k, H_VLEN]
+            o = H[k, H_VOFF]
+            for p in range(ln):
+                vals[b + p] = vbuf[o + p]
+            val_off[j + 1] = b + ln
+            j += 1
+    return msg, cls, loc, valid, conf, start, end, val_off, vals

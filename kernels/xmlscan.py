@@ -19,19 +19,26 @@ Refused before anything is classified:
 * ``invalid_utf8``: the bytes are not UTF-8; ``bad_charset``: the declaration names an encoding
   other than UTF-8 / ASCII.
 
-Rules (compiled by flowaudit/decode/xml.py from schemas/catalog/xml.toml), over normalised
-name hashes (kernels/jsonscan.hstep: ASCII lower case, ``[a-z0-9]`` and non-ASCII bytes):
-``r_elem``/``r_parent`` (0 = any parent), ``r_class``, ``r_conf``, ``r_mode`` (0: the element
-text is the value; 1: conditional IMO, WCO ``*TransportMeans/ID``: the value must have the IMO
-shape and is kept only when a sibling ``type_elem`` says ``type_imo`` (confidence 100), or,
-without such a sibling, when its check digit is right (confidence ``r_conf``); a sibling type
-code with any other value (e.g. 11, vessel name) drops it.  ``ft_elems``: free-text elements
-scanned with values.next_container / next_imo at ``ft_conf``.
+Rules (compiled by flowaudit/decode/xml.py from schemas/catalog/xml.toml with the same compiler
+and tables as JSON, see kernels/jsonscan.py): an element's LOCAL name plays the member name, its
+parent element's local name the parent (``"$"``: the root element).  Only the text of leaf
+elements is classified (text split by comments or CDATA sections is joined).  Plain rules emit
+the text when the class's recogniser accepts it; typed rules take the class from a sibling
+element (WCO ``BorderTransportMeans/ID`` by ``IdentificationTypeCode``: 10 IMO number, 11 vessel
+name, none: an IMO number only when its check digit is right; UBL ``DocumentReference/ID`` by
+``DocumentTypeCode``), decided when the parent element closes; free-text elements are searched
+with the value recognisers (kernels/jsonscan.free_scan).  A leaf whose text starts with ``UNA``,
+``UNB`` or ``UNH+`` (also inside CDATA) is decoded into ``ebuf``/``E`` for
+flowaudit/decode/embedded.py.
+
+Names are hashed once per start tag, exactly (for the location hash) and normalised (for the
+rules, memoised per call); the location ``/Root/Child/Leaf`` is built from the element stack
+only when a new location is interned.
 
 Message type: the root's local name, or, when the root is a wrapper (``wrappers``), the first
 element named in ``documents`` (``MetaData/Declaration`` -> ``Declaration``); returned as a raw
-byte span.  Locations are ``/Root/Child/Leaf`` local-name paths, interned like the JSON paths.
-Returns ``(n_hits, n_locs, overflow)``.
+byte span in ``mt``.  Outputs as for JSON (``st_out``, ``H``, ``vbuf``, locations, ``E``/``ebuf``,
+``ctr``); returns an overflow code (0 none).
 """
 from __future__ import annotations
 
@@ -39,11 +46,18 @@ import numpy as np
 
 from ._jit import kernel
 from .detect import utf8_char
-from .jsonscan import FNV_OFF, PATH_CAP, VAL_STRIDE, emit, free_text, hstep, intern_loc, name_hash
-from .values import parse_container, parse_imo
+from .jsonscan import (C_ECUR, C_NE, C_NH, C_VCUR, E_END, E_LEN, E_LOC, E_MSG, E_OFF, E_START, FNV_OFF,
+                       FNV_PRIME, KIND_FREE, KIND_TYPEKEY, MAX_TSLOT, MEMO_SALT, MODE_CHECK, PATH_CAP, RI_CLASS,
+                       RI_CONF, RI_GROUP, RI_KIND, RI_LEVEL, RI_MODE, ROOT_H, edi_marker, emit, free_scan,
+                       has_room, hstep, intern_add, intern_find, mix, name_hash, next_rule, rec_text, recognise,
+                       resolve, rules_for, set_type)
 
 MAX_DEPTH = 256
 MAX_TEXT = 10 * 1024 * 1024
+VAL_ROOM_X = 256 + 32
+KM_SIZE_X = 4096
+FLAG_EMBEDDED = 8
+ROOT_PARENT_X = np.uint64(0xCBF29CE484222325)   # name_hash("$"): the parent of the root element
 
 ST_OK = 0
 ST_EMPTY = 1
@@ -238,46 +252,78 @@ def in_set(arr, h):
 
 
 @kernel
-def xml_scan(buf, offsets, sel,
-             r_elem, r_parent, r_class, r_conf, r_mode, ft_elems, ft_conf,
-             c_cont, c_imo, type_elem, type_imo, wrappers, documents,
-             status, n_seg, mt_start, mt_end,
-             hit_msg, hit_class, hit_loc, hit_valid, hit_conf, hit_start, hit_end, hit_keep,
-             hit_pend, val_buf,
-             loc_hash, loc_off, loc_buf, loc_table, scratch):
-    """Scan and classify the selected XML messages.  See the module docstring."""
+def xml_path(buf, d, name_s, name_e, path):
+    """``/Root/.../Leaf`` (local names) for the element at depth ``d``; returns its length."""
+    pl = 0
+    for lv in range(d + 1):
+        if pl >= PATH_CAP:
+            break
+        path[pl] = 47
+        pl += 1
+        ls = name_s[lv]
+        for p in range(name_s[lv], name_e[lv]):
+            if buf[p] == 58:
+                ls = p + 1
+        for p in range(ls, name_e[lv]):
+            if pl >= PATH_CAP:
+                break
+            path[pl] = buf[p]
+            pl += 1
+    return pl
+
+
+@kernel
+def xml_scan(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
+             st_out, H, vbuf, loc_hash, loc_off, loc_buf, loc_table, E, ebuf, ctr, scratch, kstack,
+             wrappers, documents, mt):
+    """Scan and classify the selected XML messages.  See the module docstring.
+    (``kstack`` is unused: the JSON and XML kernels share one driver.)"""
     nb = buf.shape[0]
     nmsg = offsets.shape[0] - 1
-    cap_hits = hit_msg.shape[0]
     scap = scratch.shape[0]
     D = MAX_DEPTH + 1
     name_s = np.zeros(D, dtype=np.int64)
     name_e = np.zeros(D, dtype=np.int64)
-    lh = np.zeros(D, dtype=np.uint64)
-    rule = np.zeros(D, dtype=np.int64)
-    acc = np.zeros(D, dtype=np.int8)          # 1 rule, 2 free text, 3 type code
+    lh = np.zeros(D, dtype=np.uint64)         # normalised local name
+    ph = np.zeros(D + 1, dtype=np.uint64)     # path hash; ph[d + 1] = element at depth d
+    rule = np.zeros(D, dtype=np.int64)        # first rule of the element's name under its parent
+    rgen = np.zeros(D, dtype=np.int64)        # first generic rule of the element's name
+    acc = np.zeros(D, dtype=np.int8)          # 1: its text is wanted (a rule, free text, type, EDIFACT)
     child = np.zeros(D, dtype=np.int8)
-    tcode = np.zeros(D, dtype=np.int8)        # children's type code: 0 none, 1 IMO, 2 other
-    pend_end = np.zeros(D, dtype=np.int64)    # path length after this element
     first_hit = np.zeros(D, dtype=np.int64)
     npend = np.zeros(D, dtype=np.int64)
+    tv_g = np.zeros((D, MAX_TSLOT), dtype=np.int64)
+    tv_v = np.zeros((D, MAX_TSLOT), dtype=np.uint64)
+    ntv = np.zeros(D, dtype=np.int64)
     path = np.zeros(PATH_CAP + 8, dtype=np.uint8)
-    nh = 0
-    nloc = 0
+    tmp = np.zeros(2 * VAL_ROOM_X + 16, dtype=np.uint8)
+    km_h = np.zeros(KM_SIZE_X, dtype=np.uint64)
+    km_n = np.zeros(KM_SIZE_X, dtype=np.uint64)
+    km_r = np.zeros(KM_SIZE_X, dtype=np.int64)
+    km_g = np.zeros(KM_SIZE_X, dtype=np.int64)
+    km_fill = 0
+    kmask = KM_SIZE_X - 1
+    ph[0] = ROOT_H
     for j in range(sel.shape[0]):
         m = sel[j]
+        mt[j, 0] = -1
+        mt[j, 1] = -1
         if m < 0 or m >= nmsg:
-            status[j] = ST_MALFORMED
+            st_out[j, 0] = ST_MALFORMED
             continue
         s = offsets[m]
         e = offsets[m + 1]
         if s < 0 or e > nb or e < s:
-            status[j] = ST_MALFORMED
+            st_out[j, 0] = ST_MALFORMED
             continue
         if e == s:
-            status[j] = ST_EMPTY
+            st_out[j, 0] = ST_EMPTY
             continue
-        msg_hit0 = nh
+        nh0 = ctr[C_NH]
+        vc0 = ctr[C_VCUR]
+        ne0 = ctr[C_NE]
+        ec0 = ctr[C_ECUR]
+        fl = 0
         i = s
         if i + 2 < e and buf[i] == 0xEF and buf[i + 1] == 0xBB and buf[i + 2] == 0xBF:
             i += 3
@@ -317,6 +363,8 @@ def xml_scan(buf, offsets, sel,
                     st = ST_MALFORMED
                     break
                 run0 = i
+                if child[d] == 0 and acc[d] == 0 and txt == 0 and edi_marker(buf, i, e):
+                    acc[d] = 1
                 a = acc[d] if child[d] == 0 else 0
                 while i < e:
                     c = buf[i]
@@ -374,6 +422,8 @@ def xml_scan(buf, offsets, sel,
                         st = ST_TOO_LARGE
                         break
                     simple = False
+                    if child[d] == 0 and acc[d] == 0 and txt == 0 and edi_marker(buf, i + 9, k):
+                        acc[d] = 1
                     if acc[d] != 0 and child[d] == 0:
                         for p in range(i + 9, k):
                             if txt < scap:
@@ -442,56 +492,87 @@ def xml_scan(buf, offsets, sel,
                 i = k + 1
                 # classify the leaf's text
                 if child[d] == 0 and acc[d] != 0:
-                    a = acc[d]
-                    if a == 3:
-                        if d >= 1:
-                            th = FNV_OFF
-                            for p in range(txt):
-                                th = hstep(th, scratch[p])
-                            tcode[d - 1] = 1 if th == type_imo else 2
-                    elif a == 2 or a == 1:
-                        plen = pend_end[d]
-                        loc, nloc = intern_loc(path, plen, loc_hash, loc_off, loc_buf, loc_table, nloc)
+                    if txt > scap:
+                        txt = scap
+                    if simple:
+                        src = buf
+                        s0 = cstart
+                        e0 = cend
+                    else:
+                        src = scratch
+                        s0 = 0
+                        e0 = txt
+                    lhh = ph[d + 1]
+                    if lhh == 0:
+                        lhh = np.uint64(1)
+                    loc = intern_find(lhh, loc_hash, loc_table)
+                    if loc < 0:
+                        plen = xml_path(buf, d, name_s, name_e, path)
+                        loc = intern_add(lhh, path, plen, loc_hash, loc_off, loc_buf, loc_table, ctr)
                         if loc < 0:
-                            return nh, nloc, 2
-                        if a == 2:
-                            nh = free_text(scratch, 0, txt, cstart, cend, simple, m, loc, ft_conf, c_cont,
-                                           c_imo, nh, hit_msg, hit_class, hit_loc, hit_valid, hit_conf,
-                                           hit_start, hit_end, hit_keep, hit_pend, val_buf)
-                            if nh < 0:
-                                return cap_hits, nloc, 1
-                        else:
-                            r = rule[d]
-                            cls = r_class[r]
-                            if nh >= cap_hits:
-                                return nh, nloc, 1
-                            if cls == c_cont and r_mode[r] == 0:
-                                v = parse_container(scratch, 0, txt, val_buf, nh * VAL_STRIDE)
-                            elif cls == c_imo:
-                                v = parse_imo(scratch, 0, txt, val_buf, nh * VAL_STRIDE)
-                            else:
-                                v = -1
-                            if v >= 0:
-                                if r_mode[r] == 1 and d >= 1:
-                                    npend[d - 1] += 1
-                                    nh = emit(nh, m, cls, loc, v, r_conf[r], cstart, cend, 0, d - 1,
-                                              hit_msg, hit_class, hit_loc, hit_valid, hit_conf,
-                                              hit_start, hit_end, hit_keep, hit_pend)
-                                elif r_mode[r] == 0:
-                                    nh = emit(nh, m, cls, loc, v, r_conf[r], cstart, cend, 1, -1,
-                                              hit_msg, hit_class, hit_loc, hit_valid, hit_conf,
-                                              hit_start, hit_end, hit_keep, hit_pend)
+                            return 2
+                    emb = edi_marker(src, s0, e0)
+                    if emb:
+                        fl |= FLAG_EMBEDDED
+                        ne_ = ctr[C_NE]
+                        eo = ctr[C_ECUR]
+                        if ne_ >= E.shape[0] or eo + (e0 - s0) > ebuf.shape[0]:
+                            return 3
+                        for p in range(s0, e0):
+                            ebuf[eo + p - s0] = src[p]
+                        E[ne_, E_MSG] = m
+                        E[ne_, E_LOC] = loc
+                        E[ne_, E_START] = cstart
+                        E[ne_, E_END] = cend
+                        E[ne_, E_OFF] = eo
+                        E[ne_, E_LEN] = e0 - s0
+                        ctr[C_NE] = ne_ + 1
+                        ctr[C_ECUR] = eo + (e0 - s0)
+                    cpar = lh[d - 1] if d >= 1 else ROOT_PARENT_X
+                    plain = False
+                    free = False
+                    rg = rgen[d]
+                    inspec = rule[d] >= 0
+                    r = rule[d] if inspec else rg
+                    while r >= 0:
+                        if True:
+                            rk = RI[r, RI_KIND]
+                            if rk == KIND_TYPEKEY:
+                                if d >= 1:
+                                    th = FNV_OFF
+                                    for p in range(s0, e0):
+                                        th = hstep(th, src[p])
+                                    set_type(tv_g[d - 1], tv_v[d - 1], ntv, d - 1, RI[r, RI_GROUP], th)
+                            elif rk == KIND_FREE:
+                                if not free and not emb:
+                                    free = True
+                                    if not free_scan(src, s0, e0, cstart, cend, simple, m, loc, P, veto, H, vbuf, ctr):
+                                        return 1
+                            elif RI[r, RI_GROUP] >= 0:
+                                pd = d - 1 - RI[r, RI_LEVEL]
+                                if pd >= 0:
+                                    if not has_room(H, vbuf, ctr):
+                                        return 1
+                                    vo = ctr[C_VCUR]
+                                    v, n = rec_text(src, s0, e0, vbuf, vo)
+                                    if v >= 0:
+                                        ctr[C_NH] = emit(H, ctr[C_NH], m, RI[r, RI_CLASS], loc, -1, RI[r, RI_CONF],
+                                                         cstart, cend, 0, pd, vo, n, RI[r, RI_GROUP])
+                                        ctr[C_VCUR] = vo + n + 16
+                                        npend[pd] += 1
+                            elif not plain:
+                                if not has_room(H, vbuf, ctr):
+                                    return 1
+                                vo = ctr[C_VCUR]
+                                v, n = recognise(rk, src, s0, e0, vbuf, vo)
+                                if v != -2 and not (RI[r, RI_MODE] == MODE_CHECK and v != 1):
+                                    plain = True
+                                    ctr[C_NH] = emit(H, ctr[C_NH], m, RI[r, RI_CLASS], loc, v, RI[r, RI_CONF],
+                                                     cstart, cend, 1, -1, vo, n, -1)
+                                    ctr[C_VCUR] = vo + n
+                        r, inspec = next_rule(RI, r, rg, inspec)
                 if npend[d] > 0:
-                    for h2 in range(first_hit[d], nh):
-                        if hit_pend[h2] == d:
-                            hit_pend[h2] = -1
-                            if tcode[d] == 1:
-                                hit_keep[h2] = 1
-                                hit_conf[h2] = 100
-                            elif tcode[d] == 0 and hit_valid[h2] == 1:
-                                hit_keep[h2] = 1
-                            else:
-                                hit_keep[h2] = 0
+                    resolve(H, vbuf, d, first_hit[d], ctr[C_NH], tv_g[d], tv_v[d], ntv[d], TH, TI, tmp)
                     npend[d] = 0
                 d -= 1
                 if d < 0:
@@ -520,10 +601,10 @@ def xml_scan(buf, offsets, sel,
             for p in range(ls, ne):
                 h = hstep(h, buf[p])
             if h == _H_INCLUDE and colon >= 0:
-                ph = FNV_OFF
+                pxh = FNV_OFF
                 for p in range(ns, colon):
-                    ph = hstep(ph, buf[p])
-                if ph == _H_XI:
+                    pxh = hstep(pxh, buf[p])
+                if pxh == _H_XI:
                     st = ST_FORBIDDEN
                     break
             # attributes
@@ -596,11 +677,6 @@ def xml_scan(buf, offsets, sel,
             nel += 1
             if d >= 0:
                 child[d] = 1
-                parent_h = lh[d]
-                p0 = pend_end[d]
-            else:
-                parent_h = np.uint64(0)
-                p0 = 0
             # message type
             if not mt_final:
                 if d < 0:
@@ -621,46 +697,51 @@ def xml_scan(buf, offsets, sel,
             name_e[d] = ne
             lh[d] = h
             child[d] = 0
-            tcode[d] = 0
             npend[d] = 0
-            first_hit[d] = nh
-            # path /a/b/c (cut at PATH_CAP)
-            pl = p0
-            if pl < PATH_CAP:
-                path[pl] = 47
-                pl += 1
-                for p in range(ls, ne):
-                    if pl >= PATH_CAP:
-                        break
-                    path[pl] = buf[p]
-                    pl += 1
-            pend_end[d] = pl
-            # which rule applies to this element's text
-            r = -1
-            for rr in range(r_elem.shape[0]):
-                if r_elem[rr] == h and (r_parent[rr] == 0 or r_parent[rr] == parent_h):
-                    r = rr
+            ntv[d] = 0
+            first_hit[d] = ctr[C_NH]
+            # exact local name -> path hash; normalised name -> first rule (memoised per call)
+            hr = FNV_OFF
+            for p in range(ls, ne):
+                hr = (hr ^ np.uint64(buf[p])) * FNV_PRIME
+            ph[d + 1] = mix(ph[d], hr)
+            par = lh[d - 1] if d >= 1 else ROOT_PARENT_X
+            mk = mix(mix(h, MEMO_SALT), par)
+            if mk == 0:
+                mk = np.uint64(1)
+            slot = np.int64(mk & np.uint64(kmask))
+            found = False
+            while km_h[slot] != 0:
+                if km_h[slot] == mk:
+                    found = True
                     break
-            rule[d] = r
-            if r >= 0:
-                acc[d] = 1
-            elif in_set(ft_elems, h):
-                acc[d] = 2
-            elif h == type_elem:
-                acc[d] = 3
+                slot = (slot + 1) & kmask
+            if found:
+                r0 = km_r[slot]
+                rg = km_g[slot]
             else:
-                acc[d] = 0
+                r0, rg = rules_for(rtab, RH, RI, h, par)
+                if km_fill < (KM_SIZE_X * 3) // 4:
+                    km_h[slot] = mk
+                    km_r[slot] = r0
+                    km_g[slot] = rg
+                    km_fill += 1
+            rule[d] = r0
+            rgen[d] = rg
+            acc[d] = 1 if (r0 >= 0 or rg >= 0) else 0
             txt = 0
             simple = True
             cstart = i
-        status[j] = st
-        n_seg[j] = nel
+        st_out[j, 0] = st
+        st_out[j, 1] = nel
+        st_out[j, 2] = fl
         if st == ST_OK:
-            mt_start[j] = mts
-            mt_end[j] = mte
+            mt[j, 0] = mts
+            mt[j, 1] = mte
         else:
-            mt_start[j] = -1
-            mt_end[j] = -1
-            nh = msg_hit0
-    return nh, nloc, 0
+            ctr[C_NH] = nh0
+            ctr[C_VCUR] = vc0
+            ctr[C_NE] = ne0
+            ctr[C_ECUR] = ec0
+    return 0
 

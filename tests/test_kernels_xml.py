@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import resource
 import socket
-import threading
 import time
-import tomllib
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -16,10 +14,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from lxml import etree
 
-from flowaudit import schemas
 from flowaudit.decode import REASON_CODES
 from flowaudit.decode import xml as dx
-from .test_kernels_json import CONT, IMO, FREE_CONT, FREE_IMO, batch, containers, imos, norm, ref_container, ref_imo
+from .test_kernels_json import (CONT, EDI_START, IMO, FREE_CONT, FREE_IMO, batch, containers, imos, norm,
+                                ref_container, ref_imo)
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 XML_DIR = CORPUS / "messages" / "xml"
@@ -30,9 +28,40 @@ FORBIDDEN = REASON_CODES["forbidden_xml_construct"]
 TOO_DEEP = REASON_CODES["too_deep"]
 
 
-def run(msgs):
+# The reference below models the rule engine on this small rule set (the old container/IMO
+# catalogue); the real catalogue is exercised by the corpus tests and test_corpus_jsonxml.py.
+_DOC = {
+    "version": "test",
+    "rule": [
+        {"class": "container_number", "elements": ["ID"],
+         "parents": ["TransportEquipment", "ReferencedTransportEquipment", "ContainedInTransportEquipment",
+                     "Container", "Equipment"]},
+        {"class": "container_number", "elements": ["ContainerNumber", "ContainerID", "EquipmentReference",
+                                                    "EquipmentIdentification"]},
+        {"class": "imo_number", "elements": ["VesselID"], "parents": ["MaritimeTransport"]},
+        {"class": "imo_number", "elements": ["IMONumber", "VesselIMONumber", "VesselIMO", "IMO"]},
+    ],
+    "typed": [{"elements": ["ID"], "parents": ["BorderTransportMeans", "ArrivalTransportMeans",
+                                               "DepartureTransportMeans"],
+               "type_key": "IdentificationTypeCode",
+               "types": [{"value": "10", "class": "imo_number", "confidence": 100},
+                         {"value": "", "class": "imo_number", "mode": "check", "confidence": 90}]}],
+    "free_text": {"confidence": 80, "elements": ["Description", "Remarks", "Remark", "Note", "Information",
+                                                 "ShippingMarks", "HandlingInstructions", "SpecialInstructions",
+                                                 "AdditionalInformation"]},
+    "message_type": {"wrappers": ["MetaData", "submitDeclarationRequest", "requestDetail", "Envelope", "Body"],
+                     "documents": ["Declaration", "Response"]},
+}
+TEST_RULES = dx.compile_doc(_DOC)
+
+
+def run(msgs, rules=TEST_RULES, embedded=False):
     buf, offs = batch(msgs)
-    return dx.classify(buf, offs, np.arange(len(msgs), dtype=np.int64))
+    return dx.classify(buf, offs, np.arange(len(msgs), dtype=np.int64), rules=rules, embedded=embedded)
+
+
+def run_catalogue(msgs):
+    return run(msgs, rules=None, embedded=True)
 
 
 def hits_of(res, i):
@@ -50,12 +79,11 @@ def hardened():
                            attribute_defaults=False, huge_tree=False, recover=False, remove_pis=True)
 
 
-with open(schemas.path("catalog", "xml.toml"), "rb") as _f:
-    _DOC = tomllib.load(_f)
 RULES = [dict(cls=CONT if r["class"] == "container_number" else IMO, elems={norm(e) for e in r["elements"]},
-              parents={norm(p) for p in r.get("parents", [])}, mode=r.get("mode", "value"),
-              conf=int(r.get("confidence", 100)), type_el=norm(r.get("type_element", "")),
-              type_vals={norm(v) for v in r.get("type_values", [])}) for r in _DOC["rule"]]
+              parents={norm(p) for p in r.get("parents", [])}, mode="value",
+              conf=int(r.get("confidence", 100)), type_el="", type_vals=set()) for r in _DOC["rule"]]
+RULES += [dict(cls=IMO, elems={norm(e) for e in t["elements"]}, parents={norm(p) for p in t["parents"]},
+               mode="imo_if_typed", conf=90, type_el=norm(t["type_key"]), type_vals={"10"}) for t in _DOC["typed"]]
 FREE = {norm(e) for e in _DOC["free_text"]["elements"]}
 FREE_CONF = int(_DOC["free_text"]["confidence"])
 WRAPPERS = {norm(e) for e in _DOC["message_type"]["wrappers"]}
@@ -124,7 +152,7 @@ def ref_xml(msg: bytes):
                     hits.append((rule["cls"], got[0], got[1], 100, path_of(el)))
                 elif not codes and got[1] == 1:
                     hits.append((rule["cls"], got[0], got[1], rule["conf"], path_of(el)))
-        elif name in FREE:
+        elif name in FREE and not EDI_START.match(text):
             for m in FREE_CONT.finditer(text):
                 v, ok = ref_container(m.group())
                 hits.append((CONT, v, ok, FREE_CONF, path_of(el)))

@@ -1,9 +1,15 @@
 """JSON decoder shell: rules from schemas/catalog/json.toml, kernel kernels/jsonscan.py.
 
 ``classify(buf, offsets, sel) -> FormatResult`` per the contract in ``flowaudit.decode``.
-Besides the contract fields the result carries ``flags`` (uint8 per selected message:
-1 duplicate member names, 2 an integer beyond 2**53 (kept as text), 4 a number that
-underflows to 0.0) as an extra attribute.
+
+Besides the contract fields the result carries ``flags`` (uint8 per selected message, an extra
+attribute, not part of the FormatResult contract): 1 duplicate member names, 2 an integer beyond
+2**53 (kept as text), 4 a number that underflows to 0.0, 8 a string value holding an EDIFACT
+interchange (decoded too, see :mod:`flowaudit.decode.embedded`), 16 that embedded interchange
+could not be decoded.
+
+The rule compiler here is shared with :mod:`flowaudit.decode.xml` (same rule model: names,
+parents, typed siblings, free text).
 """
 from __future__ import annotations
 
@@ -15,11 +21,22 @@ import numpy as np
 from flowaudit import schemas
 from flowaudit.decode import FormatResult
 from flowaudit.decode.detect import check_batch
-from flowaudit.kernels import jsonscan
-from flowaudit.kernels.jsonscan import PATH_CAP, VAL_STRIDE, json_scan, name_hash
+from flowaudit.kernels import jsonscan as K
+from flowaudit.kernels.jsonscan import PATH_CAP, json_scan, name_hash
 
 _lock = threading.Lock()
 _cache: dict = {}
+
+FLAG_EMBEDDED_BAD = 16
+
+# value kind per class when a rule does not name one
+DEFAULT_KIND = {"container_number": "container", "imo_number": "imo", "email": "email",
+                "phone": "phone", "lei": "lei", "cn_usci": "usci", "eori": "eori",
+                "un_number": "un_number", "mmsi": "mmsi"}
+
+
+class RuleError(ValueError):
+    """A rule file is malformed (raised at load time, never on message input)."""
 
 
 def class_codes() -> dict[str, int]:
@@ -28,135 +45,195 @@ def class_codes() -> dict[str, int]:
     return {name: int(c["code"]) for name, c in cat["classes"].items()}
 
 
+def _kind(rule: dict, cls: str) -> int:
+    k = rule.get("kind", DEFAULT_KIND.get(cls, "text"))
+    if k not in K.KINDS:
+        raise RuleError(f"unknown kind {k!r}")
+    return K.KINDS[k]
+
+
+def _mode(rule: dict) -> int:
+    m = rule.get("mode", "shape")
+    if m not in ("shape", "check"):
+        raise RuleError(f"unknown mode {m!r}")
+    return K.MODE_CHECK if m == "check" else K.MODE_SHAPE
+
+
+def compile_rules(doc: dict, key_field: str, parent_field: str = "parents") -> dict:
+    """Rule file (parsed TOML) -> the kernels' tables.  ``key_field``: ``keys`` (JSON) or
+    ``elements`` (XML)."""
+    codes = class_codes()
+    rows: list[tuple] = []      # (key hash, parent hash, class, conf, kind, mode, num, group, level)
+
+    def code(name):
+        if name not in codes:
+            raise RuleError(f"unknown class {name!r}")
+        return codes[name]
+
+    for rule in doc.get("rule", []):
+        cls = rule["class"]
+        parents = [name_hash(p) for p in rule.get(parent_field, [])] or [0]
+        for k in rule[key_field]:
+            for p in parents:
+                rows.append((name_hash(k), p, code(cls), int(rule.get("confidence", 100)), _kind(rule, cls),
+                             _mode(rule), 1 if rule.get("numbers", False) else 0, -1, 0))
+    th, ti = [], []
+    for g, t in enumerate(doc.get("typed", [])):
+        parents = [name_hash(p) for p in t.get(parent_field, [])] or [0]
+        level = int(t.get("level", 0))
+        if level < 0 or level > 4:
+            raise RuleError(f"typed rule level {level}")
+        for k in t[key_field]:
+            for p in parents:
+                rows.append((name_hash(k), p, 0, int(t.get("confidence", 100)), K.KIND_TEXT, 0, 0, g, level))
+        rows.append((name_hash(t["type_key"]), 0, 0, 0, K.KIND_TYPEKEY, 0, 0, g, 0))
+        for tv in t["types"]:
+            val = tv["value"]
+            hv = int(K.TV_NONE) if val == "" else int(K.TV_ANY) if val == "*" else name_hash(val)
+            if hv in (0, 1) and val not in ("", "*"):
+                raise RuleError(f"type value {val!r} hashes to a reserved value")
+            cls = tv["class"]
+            th.append(hv)
+            ti.append((g, code(cls), int(tv.get("confidence", t.get("confidence", 100))), _kind(tv, cls), _mode(tv)))
+    ft = doc.get("free_text", {})
+    for k in ft.get(key_field, []):
+        rows.append((name_hash(k), 0, 0, int(ft.get("confidence", 80)), K.KIND_FREE, 0, 0, -1, 0))
+    # chain rows with the same name: parent-specific rules first (grouped by parent), then
+    # the generic ones, each group in file order
+    order = sorted(range(len(rows)), key=lambda r: (rows[r][0], rows[r][1] == 0, rows[r][1], r))
+    rows = [rows[r] for r in order]
+    n = len(rows)
+    RH = np.zeros((max(n, 1), 2), np.uint64)
+    RI = np.full((max(n, 1), K.RI_N), -1, np.int64)
+    first: dict[int, int] = {}
+    for r, (kh, ph, cls, conf, kind, mode, num, g, level) in enumerate(rows):
+        RH[r] = (kh, ph)
+        RI[r, K.RI_CLASS], RI[r, K.RI_CONF], RI[r, K.RI_KIND] = cls, conf, kind
+        RI[r, K.RI_MODE], RI[r, K.RI_NUM], RI[r, K.RI_GROUP], RI[r, K.RI_LEVEL] = mode, num, g, level
+        RI[r, K.RI_NEXT] = r + 1 if r + 1 < n and rows[r + 1][0] == kh else -1
+        RI[r, K.RI_NEXTP] = r + 1 if r + 1 < n and rows[r + 1][:2] == (kh, ph) else -1
+        first.setdefault(kh, r)
+    size = 16
+    while size < 4 * max(len(first), 1):
+        size *= 2
+    rtab = np.zeros(size, np.int64)
+    for kh, r in first.items():
+        slot = kh & (size - 1)
+        while rtab[slot]:
+            slot = (slot + 1) & (size - 1)
+        rtab[slot] = r + 1
+    if n == 0:
+        RH = RH[:0]
+        RI = RI[:0]
+    P = np.zeros(K.P_N, np.int64)
+    P[K.P_FT_CONF] = int(ft.get("confidence", 80))
+    P[K.P_C_CONT], P[K.P_C_IMO] = codes["container_number"], codes["imo_number"]
+    P[K.P_C_EMAIL], P[K.P_C_LEI], P[K.P_C_USCI] = codes["email"], codes["lei"], codes["cn_usci"]
+    return dict(
+        version=doc["version"], RH=RH, RI=RI, rtab=rtab,
+        TH=np.array(th, np.uint64), TI=np.array(ti, np.int64).reshape(-1, K.TI_N),
+        veto=np.array([name_hash(w) for w in ft.get("veto_words", [])], np.uint64), P=P)
+
+
 def load_rules(path=None) -> dict:
-    """Compile json.toml into the kernel's rule arrays (cached per path)."""
+    """Compile json.toml into the kernel's rule tables (cached per path)."""
     path = str(path or schemas.path("catalog", "json.toml"))
     with _lock:
         if path in _cache:
             return _cache[path]
         with open(path, "rb") as f:
             doc = tomllib.load(f)
-        codes = class_codes()
-        keys, parents, types, classes, confs, nums = [], [], [], [], [], []
-        for rule in doc.get("rule", []):
-            cls = codes[rule["class"]]
-            ptab = [name_hash(p) for p in rule.get("parents", [])] or [0]
-            typ = name_hash(rule["object_type"]) if rule.get("object_type") else 0
-            for k in rule["keys"]:
-                for p in ptab:
-                    keys.append(name_hash(k))
-                    parents.append(p)
-                    types.append(typ)
-                    classes.append(cls)
-                    confs.append(int(rule.get("confidence", 100)))
-                    nums.append(1 if rule.get("numbers", False) else 0)
-        ft = doc.get("free_text", {})
-        compiled = dict(
-            version=doc["version"],
-            r_key=np.array(keys, dtype=np.uint64),
-            r_parent=np.array(parents, dtype=np.uint64),
-            r_type=np.array(types, dtype=np.uint64),
-            r_class=np.array(classes, dtype=np.int16),
-            r_conf=np.array(confs, dtype=np.uint8),
-            r_num=np.array(nums, dtype=np.uint8),
-            ft_keys=np.array([name_hash(k) for k in ft.get("keys", [])], dtype=np.uint64),
-            ft_conf=np.uint8(ft.get("confidence", 80)),
-            c_cont=np.int16(codes["container_number"]),
-            c_imo=np.int16(codes["imo_number"]),
-            type_key=np.uint64(name_hash("type")),
-            type_val=np.uint64(next((name_hash(r["object_type"]) for r in doc.get("rule", [])
-                                     if r.get("object_type")), 0)),
-        )
+        compiled = compile_rules(doc, "keys")
         _cache[path] = compiled
         return compiled
 
 
 class Outputs:
-    """Pre-allocated kernel outputs for one batch (hits, values, location table)."""
+    """Pre-allocated kernel outputs for one batch (hits, values, locations, embedded strings)."""
 
-    def __init__(self, k: int, cap_hits: int, cap_locs: int):
-        self.status = np.zeros(k, dtype=np.int8)
-        self.n_seg = np.zeros(k, dtype=np.int32)
-        self.flags = np.zeros(k, dtype=np.uint8)
-        self.hit_msg = np.zeros(cap_hits, dtype=np.int64)
-        self.hit_class = np.zeros(cap_hits, dtype=np.int16)
-        self.hit_loc = np.zeros(cap_hits, dtype=np.int32)
-        self.hit_valid = np.zeros(cap_hits, dtype=np.int8)
-        self.hit_conf = np.zeros(cap_hits, dtype=np.uint8)
-        self.hit_start = np.zeros(cap_hits, dtype=np.int64)
-        self.hit_end = np.zeros(cap_hits, dtype=np.int64)
-        self.hit_keep = np.zeros(cap_hits, dtype=np.int8)
-        self.hit_pend = np.zeros(cap_hits, dtype=np.int64)
-        self.val_buf = np.zeros(cap_hits * VAL_STRIDE + VAL_STRIDE, dtype=np.uint8)
+    def __init__(self, k: int, cap_hits: int, cap_locs: int, cap_emb: int):
+        self.st = np.zeros((k, 3), dtype=np.int32)
+        # written by the kernel before they are read (rows < ctr[C_NH], bytes < ctr[C_VCUR])
+        self.H = np.empty((cap_hits, K.H_N), dtype=np.int64)
+        self.vbuf = np.empty(cap_hits * 24 + 4 * K.VAL_ROOM, dtype=np.uint8)
         self.loc_hash = np.zeros(cap_locs, dtype=np.uint64)
         self.loc_off = np.zeros(cap_locs + 1, dtype=np.int64)
-        self.loc_buf = np.zeros(cap_locs * (PATH_CAP + 8), dtype=np.uint8)
+        self.loc_buf = np.zeros(cap_locs * 64 + PATH_CAP + 8, dtype=np.uint8)
         tsize = 1
         while tsize < 2 * cap_locs:
             tsize *= 2
         self.loc_table = np.zeros(tsize, dtype=np.int64)
+        self.E = np.zeros((16, K.E_N), dtype=np.int64)
+        self.ebuf = np.zeros(cap_emb, dtype=np.uint8)
+        self.ctr = np.zeros(K.C_N, dtype=np.int64)
 
-    def result(self, nh: int, nloc: int, msg_type: list, c_cont: int) -> FormatResult:
-        keep = self.hit_keep[:nh] == 1
-        idx = np.nonzero(keep)[0]
-        cls = self.hit_class[idx]
-        vlen = np.where(cls == c_cont, 11, 7).astype(np.int64)
-        val_off = np.zeros(idx.shape[0] + 1, dtype=np.int64)
-        np.cumsum(vlen, out=val_off[1:])
-        # gather each kept hit's normalised value (stride VAL_STRIDE in val_buf)
-        if idx.shape[0]:
-            pos = np.repeat(idx * VAL_STRIDE, vlen) + (np.arange(val_off[-1]) - np.repeat(val_off[:-1], vlen))
-            val_buf = self.val_buf[pos]
-        else:
-            val_buf = np.zeros(0, dtype=np.uint8)
+    def result(self, msg_type: list) -> FormatResult:
+        nh = int(self.ctr[K.C_NH])
+        nloc = int(self.ctr[K.C_NLOC])
+        msg, cls, loc, valid, conf, start, end, val_off, val_buf = K.split_hits(self.H, nh, self.vbuf)
         loc_names = [bytes(self.loc_buf[self.loc_off[i]:self.loc_off[i + 1]]).decode("utf-8", "replace")
                      for i in range(nloc)]
         res = FormatResult(
-            status=self.status, msg_type=msg_type, n_segments=self.n_seg,
-            hit_msg=self.hit_msg[idx], hit_class=cls, hit_loc=self.hit_loc[idx],
-            hit_valid=self.hit_valid[idx], hit_conf=self.hit_conf[idx],
-            hit_start=self.hit_start[idx], hit_end=self.hit_end[idx],
-            val_off=val_off, val_buf=val_buf, loc_names=loc_names)
-        res.flags = self.flags
+            status=self.st[:, 0].astype(np.int8), msg_type=msg_type, n_segments=self.st[:, 1].copy(),
+            hit_msg=msg, hit_class=cls, hit_loc=loc, hit_valid=valid, hit_conf=conf, hit_start=start,
+            hit_end=end, val_off=val_off, val_buf=val_buf, loc_names=loc_names)
+        res.flags = self.st[:, 2].astype(np.uint8)
         return res
 
+    def embedded(self):
+        """(E rows, ebuf) of the string values holding an EDIFACT interchange."""
+        ne = int(self.ctr[K.C_NE])
+        return self.E[:ne], self.ebuf[:int(self.ctr[K.C_ECUR])]
 
-def initial_caps(buf, offsets, sel) -> tuple[int, int, int]:
-    """(hit capacity, location capacity, largest selected message length)."""
+
+def initial_caps(buf, offsets, sel) -> tuple[int, int, int, int]:
+    """(hit capacity, location capacity, largest selected message length, embedded bytes)."""
     if sel.shape[0] == 0:
-        return 16, 64, 0
+        return 16, 64, 0, 16
     lens = offsets[sel + 1] - offsets[sel]
     total = int(lens.sum())
-    return 256 + total // 128, 1024, int(lens.max())
+    return 256 + total // 64, 1024, int(lens.max()), 4096 + total // 16
 
 
-def classify(buf, offsets, sel) -> FormatResult:
-    """Scan and classify the JSON messages ``sel`` of the batch (see ``flowaudit.decode``)."""
-    buf, offsets, sel = check_batch(buf, offsets, sel)
-    R = load_rules()
+def run_kernel(scan, R, buf, offsets, sel, extra_out=None):
+    """Run ``scan`` (json_scan / xml_scan) with growing outputs until nothing overflows."""
     k = sel.shape[0]
-    cap_hits, cap_locs, maxlen = initial_caps(buf, offsets, sel)
+    cap_hits, cap_locs, maxlen, cap_emb = initial_caps(buf, offsets, sel)
     scratch = np.zeros(maxlen + 16, dtype=np.uint8)
     kstack = np.zeros(min(maxlen // 4 + 16, 1 << 20), dtype=np.uint64)
+    cap_e = 16
     while True:
-        out = Outputs(k, cap_hits, cap_locs)
-        nh, nloc, ovf = json_scan(
-            buf, offsets, sel,
-            R["r_key"], R["r_parent"], R["r_type"], R["r_class"], R["r_conf"], R["r_num"],
-            R["ft_keys"], R["ft_conf"], R["c_cont"], R["c_imo"], R["type_key"],
-            R["type_val"],
-            out.status, out.n_seg, out.flags,
-            out.hit_msg, out.hit_class, out.hit_loc, out.hit_valid, out.hit_conf,
-            out.hit_start, out.hit_end, out.hit_keep, out.hit_pend, out.val_buf,
-            out.loc_hash, out.loc_off, out.loc_buf, out.loc_table, scratch, kstack)
+        out = Outputs(k, cap_hits, cap_locs, cap_emb)
+        out.E = np.zeros((cap_e, K.E_N), dtype=np.int64)
+        ovf = scan(buf, offsets, sel, R["RH"], R["RI"], R["rtab"], R["TH"], R["TI"], R["veto"], R["P"],
+                   out.st, out.H, out.vbuf, out.loc_hash, out.loc_off, out.loc_buf, out.loc_table,
+                   out.E, out.ebuf, out.ctr, scratch, kstack, *(extra_out or ()))
         if ovf == 1:
             cap_hits *= 4
         elif ovf == 2:
             cap_locs *= 4
+        elif ovf == 3:
+            cap_e *= 4
+            cap_emb = cap_emb * 4 + maxlen
         else:
-            break
-    msg_type = ["json" if s == 0 else "" for s in out.status.tolist()]
-    return out.result(int(nh), int(nloc), msg_type, int(R["c_cont"]))
+            return out
 
 
-__all__ = ["classify", "load_rules", "class_codes", "jsonscan"]
+def classify(buf, offsets, sel, embedded: bool = True, rules: dict | None = None) -> FormatResult:
+    """Scan and classify the JSON messages ``sel`` of the batch (see ``flowaudit.decode``).
+
+    ``embedded``: also decode EDIFACT interchanges held in string values; ``rules``: compiled
+    rules (``compile_rules``) instead of schemas/catalog/json.toml (tests, alternative catalogues)."""
+    buf, offsets, sel = check_batch(buf, offsets, sel)
+    R = rules if rules is not None else load_rules()
+    out = run_kernel(json_scan, R, buf, offsets, sel)
+    msg_type = ["json" if s == 0 else "" for s in out.st[:, 0].tolist()]
+    res = out.result(msg_type)
+    if embedded:
+        from flowaudit.decode import embedded as emb
+        E, ebuf = out.embedded()
+        res = emb.merge(res, E, ebuf, sel)
+    return res
+
+
+__all__ = ["classify", "load_rules", "class_codes", "compile_rules", "run_kernel", "Outputs"]
