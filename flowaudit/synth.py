@@ -16,7 +16,7 @@ Data classes used in labels::
                       like a container number and for railcar marks (UTLX207444: valid=None)
     imo_number        7 digits, valid = IMO mod-10 check
     booking_reference, bill_of_lading, seal_number, un_number, vessel_name, call_sign,
-    party_name, person_name, address (street line), email, phone, tax_id, eori
+    party_name, contact_person, party_address (street line), email, phone, tax_id, eori
 
 Nothing else placed in a message is shaped like a container number (4 letters + 7 digits) or
 like ``IMO`` + 7 digits; stowage positions (``LOC+147+0100406``) are 7 digits on purpose: they
@@ -644,12 +644,12 @@ class _Gen:
                     add(f"NAD+{role}+{q.code}+{esc_(nm)}")
                 else:
                     add(f"NAD+{role}+{q.code}::87++{esc_(nm)}+{esc_(street)}+{q.city}++{q.postcode}+{q.country}")
-                    labs.append(_L("address", street, f"NAD+{role}"))
+                    labs.append(_L("party_address", street, f"NAD+{role}"))
                 labs.append(_L("party_name", nm, f"NAD+{role}"))
                 if kind == "IFTMIN" or r() < 0.3:
                     person = q.uperson if latin else q.person
                     add(f"CTA+IC+:{esc_(person)}")
-                    labs.append(_L("person_name", person, "CTA+IC"))
+                    labs.append(_L("contact_person", person, "CTA+IC"))
                     add(f"COM+{q.email}:EM")
                     labs.append(_L("email", q.email, "COM:EM"))
                     if r() < 0.7:
@@ -740,11 +740,11 @@ class _Gen:
         labs.append(_L("party_name", q.name, f"N1*{role}"))
         if full:
             add(f"N3*{q.street}")
-            labs.append(_L("address", q.street, "N3"))
+            labs.append(_L("party_address", q.street, "N3"))
             add(f"N4*{q.city}**{q.postcode}*{q.country}")
             if self.rng.random() < 0.4:
                 add(f"PER*IC*{q.person}*TE*{q.phone}*EM*{q.email}")
-                labs.append(_L("person_name", q.person, "PER"))
+                labs.append(_L("contact_person", q.person, "PER"))
                 labs.append(_L("phone", q.phone, "PER"))
                 labs.append(_L("email", q.email, "PER"))
 
@@ -916,7 +916,7 @@ class _Gen:
           f"<{p}Line>{exp.ustreet}</{p}Line><{p}PostcodeID>{exp.postcode}</{p}PostcodeID></{p}Address></{p}Exporter>")
         labs.append(_L("party_name", exp.uname, "Exporter/Name"))
         labs.append(_L("eori", exp.eori, "Exporter/ID"))
-        labs.append(_L("address", exp.ustreet, "Exporter/Address/Line"))
+        labs.append(_L("party_address", exp.ustreet, "Exporter/Address/Line"))
         a(f"<{p}GoodsShipment>")
         if cm:
             a("<!-- Consignee: name and address. -->")
@@ -924,7 +924,7 @@ class _Gen:
           f"<{p}CountryCode>{cons.country}</{p}CountryCode><{p}Line>{cons.ustreet}</{p}Line>"
           f"<{p}PostcodeID>{cons.postcode}</{p}PostcodeID></{p}Address></{p}Consignee>")
         labs.append(_L("party_name", cons.uname, "Consignee/Name"))
-        labs.append(_L("address", cons.ustreet, "Consignee/Address/Line"))
+        labs.append(_L("party_address", cons.ustreet, "Consignee/Address/Line"))
         a(f"<{p}Consignment><{p}ContainerCode>1</{p}ContainerCode>")
         a(f"<{p}TransportContractDocument><{p}ID>{s.bl}</{p}ID><{p}TypeCode>N705</{p}TypeCode></{p}TransportContractDocument>")
         labs.append(_L("bill_of_lading", s.bl, "TransportContractDocument/ID"))
@@ -991,11 +991,11 @@ class _Gen:
               f"<cbc:PostalZone>{q.postcode}</cbc:PostalZone><cac:Country><cbc:IdentificationCode>{q.country}"
               f"</cbc:IdentificationCode></cac:Country></cac:PostalAddress>")
             labs.append(_L("party_name", q.uname, f"cac:{tag}/cac:PartyName/cbc:Name"))
-            labs.append(_L("address", q.ustreet, "cbc:StreetName"))
+            labs.append(_L("party_address", q.ustreet, "cbc:StreetName"))
             if contact:
                 a(f"<cac:Contact><cbc:Name>{q.uperson}</cbc:Name><cbc:Telephone>{q.phone}</cbc:Telephone>"
                   f"<cbc:ElectronicMail>{q.email}</cbc:ElectronicMail></cac:Contact>")
-                labs.append(_L("person_name", q.uperson, "cac:Contact/cbc:Name"))
+                labs.append(_L("contact_person", q.uperson, "cac:Contact/cbc:Name"))
                 labs.append(_L("phone", q.phone, "cac:Contact/cbc:Telephone"))
                 labs.append(_L("email", q.email, "cac:Contact/cbc:ElectronicMail"))
             a(f"</cac:{tag}>")
@@ -1147,10 +1147,10 @@ class _Gen:
                  "address": {"street": q.ustreet, "postCode": q.postcode, "city": q.city.title(),
                              "countryCode": q.country}}
             labs.append(_L("party_name", q.uname, "$.documentParties[].partyName"))
-            labs.append(_L("address", q.ustreet, "$.documentParties[].address.street"))
+            labs.append(_L("party_address", q.ustreet, "$.documentParties[].address.street"))
             if r() < 0.6:
                 d["partyContactDetails"] = [{"name": q.uperson, "email": q.email, "phone": q.phone}]
-                labs.append(_L("person_name", q.uperson, "$.documentParties[].partyContactDetails[].name"))
+                labs.append(_L("contact_person", q.uperson, "$.documentParties[].partyContactDetails[].name"))
                 labs.append(_L("email", q.email, "$.documentParties[].partyContactDetails[].email"))
                 labs.append(_L("phone", q.phone, "$.documentParties[].partyContactDetails[].phone"))
             if r() < 0.4:

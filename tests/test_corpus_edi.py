@@ -278,7 +278,7 @@ def test_x12_corpus_known_values(x12_corpus):
 
 
 # ----------------------------------------------------------------------------- synthetic ground truth
-LABEL_CLASS = {"person_name": "contact_person", "address": "party_address"}
+LABEL_CLASS: dict = {}  # synth labels use catalogue class names
 FREE_TEXT_LOCS = {"FTX", "N10"}
 
 

@@ -279,7 +279,7 @@ def test_xml_corpus_structural_values_found():
 
 
 # ------------------------------------------------------------------ synthetic ground truth
-SYN_CLASS = {"person_name": "contact_person", "address": "party_address"}
+SYN_CLASS: dict = {}  # synth labels use catalogue class names
 FREE_LOCS = ("Description",)
 
 

@@ -184,8 +184,8 @@ def test_label_fields(sample):
             else:
                 assert lab.valid is None and not lab.lookalike, lab
     for c in ("container_number", "imo_number", "booking_reference", "bill_of_lading",
-              "seal_number", "party_name", "person_name", "email", "phone", "un_number",
-              "vessel_name", "address", "tax_id", "eori", "call_sign"):
+              "seal_number", "party_name", "contact_person", "email", "phone", "un_number",
+              "vessel_name", "party_address", "tax_id", "eori", "call_sign"):
         assert classes[c] > 0, c
 
 
