@@ -90,6 +90,8 @@ class BatchResult:
     q_idx: np.ndarray
     status: np.ndarray         # int8 per message (0 = decoded)
     fmt: np.ndarray            # uint8 per message (decided format)
+    transfers: pa.Table | None = None  # message-side watchlist matches (EDI recipients, payload hosts, markers)
+    t_idx: np.ndarray | None = None    # batch index of each transfers row
     hit_counts: dict = field(default_factory=dict)         # (format, data_class) -> n
     quarantine_counts: dict = field(default_factory=dict)  # (format, reason) -> n
     kernel_seconds: dict = field(default_factory=dict)     # kernel -> seconds
@@ -107,8 +109,10 @@ def _const_dict(value: str, n: int) -> pa.DictionaryArray:
 class Classifier:
     """Runs the kernels over a batch and builds the output tables."""
 
-    def __init__(self, protector: Protector, max_message_bytes: int = 8 * 1024 * 1024):
+    def __init__(self, protector: Protector, max_message_bytes: int = 8 * 1024 * 1024, egress=None):
         self.protector = protector
+        self.egress = egress  # flowaudit.egress.EgressDetector: message-side indicators (optional)
+        self._recipients: list = []
         self.max_message_bytes = max_message_bytes
         self.catalog = _catalog.load()
         self._decoders = {f: importlib.import_module(m) for f, m in _DECODER_MODULES.items()}
@@ -118,6 +122,7 @@ class Classifier:
         self._class_sens = np.zeros(max_code, np.int32)
         sens_names = sorted({c.sensitivity for c in self.catalog.classes.values()})
         self._sens_names = sens_names
+        self._recipient_code = self.catalog.by_name("edi_recipient_id").code
         for code, c in self.catalog.classes.items():
             self._class_names[code] = c.name
             self._class_sens[code] = sens_names.index(c.sensitivity)
@@ -186,6 +191,7 @@ class Classifier:
 
         ok_idx = np.flatnonzero(status == 0)
         q_idx = np.flatnonzero(status != 0)
+        self._recipients = []
         hits, h_idx, hit_counts = self._hits_table(batch, hit_parts, status, fmt, msg_type, type_names)
         n_hits = np.bincount(h_idx, minlength=n).astype(np.int32) if h_idx.size else np.zeros(n, np.int32)
         messages = self._messages_table(batch, ok_idx, fmt, msg_type, type_names, lens, n_segments, n_hits)
@@ -195,8 +201,23 @@ class Classifier:
             pairs, counts = np.unique(fmt[q_idx].astype(np.int32) * 256 + status[q_idx], return_counts=True)
             q_counts = {(FORMAT_NAMES.get(int(p) // 256, "unknown"), REASONS[int(p) % 256]): int(c)
                         for p, c in zip(pairs, counts)}
+        transfers = t_idx = None
+        if self.egress is not None and ok_idx.size:
+            t0 = time.perf_counter()
+            transfers, t_idx = self._message_transfers(batch, ok_idx)
+            ks["egress"] = time.perf_counter() - t0
         return BatchResult(messages, ok_idx, hits, h_idx, quarantine, q_idx, status, fmt,
-                           hit_counts, q_counts, ks)
+                           transfers, t_idx, hit_counts, q_counts, ks)
+
+    def _message_transfers(self, batch: Batch, ok_idx: np.ndarray):
+        """Watchlisted hosts, URL paths and markers in payloads, and EDI recipients (from the
+        recipient-id hits the kernels already found) -> transfers rows."""
+        t = self.egress.detect_messages(batch.buf, batch.offsets, ok_idx, recipients=self._recipients,
+                                        sources=batch.sources, source_idx=batch.source_idx,
+                                        partition=batch.partition, offset=np.arange(len(batch)), ts_ms=batch.ts_ms)
+        t_idx = t.column("offset").to_numpy().astype(np.int64)
+        t = t.set_column(t.schema.get_field_index("offset"), "offset", pa.array(batch.offset[t_idx], pa.int64()))
+        return t, t_idx
 
     # -- tables ------------------------------------------------------------------------------
 
@@ -271,6 +292,14 @@ class Classifier:
         uid, first = unique_slices(vbuf, voff, keep_all)
         rows = keep_all[first]
         distinct = [vbuf[voff[i]:voff[i + 1]].tobytes() for i in rows]
+        if self.egress is not None:  # interchange recipients, for the watchlist's EDI party ids
+            loc_all = np.concatenate(loc)
+            for k in np.flatnonzero(cls_a == self._recipient_code):
+                where = loc_names[loc_all[k]]
+                where = ("EDI_UNB" if where.startswith("UNB") else "X12_ISA" if where.startswith("ISA")
+                         else "X12_GS" if where.startswith("GS") else "JSON_PATH" if where.startswith("$")
+                         else "XML_ELEMENT")
+                self._recipients.append((int(h_idx[k]), distinct[uid[k]].decode("latin-1"), where))
         masked_u, keyed_u = self.protector.protect_many(distinct)
         take = pa.array(uid)
         masked = pa.array(masked_u, pa.string()).take(take)

@@ -109,3 +109,43 @@ def test_synth_cli_writes_files_and_labels(tmp_path):
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "labels.jsonl")
     assert len(files) == 40
     assert {p.parent.name for p in files} <= {"edifact", "x12", "xml", "json"}
+
+
+def test_message_side_indicators_become_transfers():
+    from flowaudit.egress import EgressDetector
+
+    clf = Classifier(Protector(KEY), egress=EgressDetector())
+    values = [
+        b'{"method": "logink.track.customs", "url": "https://gateway.logink.cn/ais/getVesselBaseInfo"}',
+        b'{"note": "LoginKit and notlogink.cn are not LOGINK", "partyFunctionCode": "ZJEPORT"}',  # look-alikes
+        b"UNB+UNOA:2+SENDER+RECIPIENT+260301:1200+1'UNH+1+COARRI:D:95B:UN'LOC+9+CNNGB'UNT+3+1'UNZ+1+1'",
+    ]
+    r = clf.run(Batch.from_values(values, [FMT_JSON, FMT_JSON, FMT_EDIFACT], offset=[10, 11, 12]))
+    rows = r.transfers.to_pylist()
+    assert {row["offset"] for row in rows} == {10, 11}
+    assert r.t_idx.tolist() == [row["offset"] - 10 for row in rows]
+    got = {(row["offset"], row["indicator"], row["indicator_type"], row["seen_where"]) for row in rows}
+    assert got == {(10, "logink.track.customs", "payload_marker", "JSON_PATH"),
+                   (10, "gateway.logink.cn", "host", "JSON_PATH"),
+                   (10, "/ais/", "url_path", "JSON_PATH"),   # a URL path counts only beside a LOGINK host
+                   (11, "partyFunctionCode=ZJEPORT", "party_code", "JSON_PATH")}
+    assert all(row["platform"] == "LOGINK" for row in rows)
+    # CNNGB is Ningbo's UN/LOCODE in the EDIFACT LOC segment: no transfer for message 12
+    assert not any(row["offset"] == 12 for row in rows)
+
+
+def test_edi_recipients_on_an_operator_watchlist(tmp_path):
+    from flowaudit import watchlist
+    from flowaudit.egress import EgressDetector
+
+    (tmp_path / "ops.toml").write_text('version = "ops-1"\nformat = 1\n'
+                                       '[[indicators]]\nplatform = "LOGINK"\ntype = "edi_party"\n'
+                                       'value = "LGKGATEWAY"\nsource = "operator: partner register"\n')
+    clf = Classifier(Protector(KEY), egress=EgressDetector(watchlist.Watchlist(tmp_path)))
+    edi = b"UNB+UNOA:2+TERMINAL+LGKGATEWAY+260301:1200+1'UNH+1+COARRI:D:95B:UN'UNT+2+1'UNZ+1+1'"
+    x12 = (b"ISA*00*          *00*          *ZZ*TERMINAL       *ZZ*LGKGATEWAY     *260301*1200*U*00401*000000001*0*P*>~"
+           b"GS*QO*TERMINAL*OTHER*20260301*1200*1*X*004010~ST*315*0001~SE*2*0001~GE*1*1~IEA*1*000000001~")
+    other = edi.replace(b"LGKGATEWAY", b"SOMEONE")
+    r = clf.run(Batch.from_values([edi, x12, other], [FMT_EDIFACT, FMT_X12, FMT_EDIFACT]))
+    got = sorted((i, row["indicator"], row["seen_where"]) for i, row in zip(r.t_idx.tolist(), r.transfers.to_pylist()))
+    assert got == [(0, "LGKGATEWAY", "EDI_UNB"), (1, "LGKGATEWAY", "X12_ISA")]
