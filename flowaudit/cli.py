@@ -27,6 +27,9 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-port", type=int, metavar="PORT",
                    help="Prometheus /metrics port, 0 = off [env FLOWAUDIT_METRICS_PORT]")
     p.add_argument("--metrics-host", metavar="ADDR", help="address to serve /metrics on [env FLOWAUDIT_METRICS_HOST]")
+    p.add_argument("--watchlist-dir", metavar="DIR",
+                   help="operator watchlist files, added to the sourced defaults [env FLOWAUDIT_EGRESS_WATCHLIST_DIR]")
+    p.add_argument("--policy", metavar="FILE", help="zones and policy TOML [env FLOWAUDIT_EGRESS_POLICY_FILE]")
 
 
 def _settings(args):
@@ -53,6 +56,10 @@ def _settings(args):
         over.setdefault("metrics", {})["port"] = args.metrics_port
     if args.metrics_host:
         over.setdefault("metrics", {})["host"] = args.metrics_host
+    if args.watchlist_dir:
+        over.setdefault("egress", {})["watchlist_dir"] = args.watchlist_dir
+    if args.policy:
+        over.setdefault("egress", {})["policy_file"] = args.policy
     return load(args.config, overrides=over)
 
 

@@ -67,11 +67,21 @@ class MetricsSettings:
 
 
 @dataclass
+class EgressSettings:
+    enabled: bool = True               # watchlist, DNS attribution and zone policy -> transfers dataset
+    watchlist_dir: str = ""            # operator watchlist files, added to the shipped sourced defaults
+    policy_file: str = ""              # zones and policy (schemas/zones.example.toml shows the format)
+    dns_max_entries: int = 100_000
+    write_flows: bool = True           # also keep every decoded flow (dataset=flows)
+
+
+@dataclass
 class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     sink: SinkSettings = field(default_factory=SinkSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    egress: EgressSettings = field(default_factory=EgressSettings)
 
     def validate(self) -> "Settings":
         k = self.kafka
@@ -93,6 +103,13 @@ class Settings:
             raise ConfigError("sink.compression must be one of zstd, snappy, gzip, lz4, none")
         if not 0 <= self.metrics.port <= 65535:
             raise ConfigError("metrics.port must be 0..65535")
+        e = self.egress
+        if e.watchlist_dir and not Path(e.watchlist_dir).is_dir():
+            raise ConfigError(f"egress.watchlist_dir: no such folder: {e.watchlist_dir}")
+        if e.policy_file and not Path(e.policy_file).is_file():
+            raise ConfigError(f"egress.policy_file: no such file: {e.policy_file}")
+        if e.dns_max_entries <= 0:
+            raise ConfigError("egress.dns_max_entries must be positive")
         return self
 
 

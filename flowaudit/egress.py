@@ -74,6 +74,11 @@ class EgressDetector:
         w = self._watchlist
         return w.current if isinstance(w, _wl.Watchlist) else w
 
+    def reload_watchlist(self) -> bool:
+        """Re-read changed watchlist files (a reloadable holder only); a bad file keeps the old list."""
+        w = self._watchlist
+        return w.poll() if isinstance(w, _wl.Watchlist) else False
+
     def _watched_name(self, name: str) -> bool:
         return self.watchlist.match_host(name) >= 0
 

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from . import __version__
 from .decode import FORMAT_NAMES, REASONS
 
-DATASETS = ("hits", "messages", "quarantine")
+DATASETS = ("hits", "messages", "quarantine", "flows", "transfers")
 
 
 class Metrics:
@@ -46,6 +46,13 @@ class Metrics:
         self.consumer_lag = Gauge("flowaudit_consumer_lag_messages",
                                   "Messages between the consumer position and the high watermark",
                                   ["topic", "partition"], registry=r)
+        self.transfers = Counter("flowaudit_transfers_total",
+                                 "Flows and messages that reached a watchlisted platform or broke zone policy",
+                                 ["platform", "zone", "rule"], registry=r)
+        self.transfer_bytes = Counter("flowaudit_transfer_bytes_total",
+                                      "Bytes of those flows, scaled by the sampling interval",
+                                      ["platform", "zone", "rule"], registry=r)
+        self._egress_seen: dict = {}
         for d in DATASETS:
             self.files_committed.labels(d)
             self.rows_written.labels(d)
@@ -59,6 +66,21 @@ class Metrics:
             for c in data_classes or []:
                 self.hits.labels(f, c)
         self._server = None
+
+    def init_egress(self, labels: dict[str, list[str]]) -> None:
+        """Start the platform series at 0 (zone and rule combinations appear when they happen)."""
+        for platform in labels.get("platform", []):
+            self.transfers.labels(platform, "none", "watchlist")
+
+    def update_egress(self, cumulative: dict) -> None:
+        """Feed :meth:`flowaudit.egress.EgressDetector.metrics` (cumulative counts) as increments."""
+        for name, metric in (("transfers_total", self.transfers), ("transfer_bytes_total", self.transfer_bytes)):
+            seen = self._egress_seen.setdefault(name, {})
+            for key, value in cumulative.get(name, {}).items():
+                delta = value - seen.get(key, 0)
+                if delta > 0:
+                    metric.labels(*key).inc(delta)
+                    seen[key] = value
 
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics HTTP endpoint on a daemon thread; returns the bound port."""

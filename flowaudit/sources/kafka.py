@@ -40,6 +40,7 @@ class Summary:
     warmup_seconds: float = 0.0
     hits: Counter = field(default_factory=Counter)          # data_class -> n
     quarantined: Counter = field(default_factory=Counter)   # reason -> n
+    transfers: Counter = field(default_factory=Counter)     # (platform, seen_where) -> n
     files: Counter = field(default_factory=Counter)         # dataset -> n
     rows: Counter = field(default_factory=Counter)          # dataset -> n
     batches: int = 0
@@ -51,6 +52,21 @@ class Summary:
     def rate(self) -> float:
         """Messages per second from the first message received to the last file published."""
         return self.messages / self.active_seconds if self.active_seconds else 0.0
+
+
+def make_egress(settings: Settings):
+    """The watchlist / DNS / zone-policy detector of the settings, or None when disabled."""
+    e = settings.egress
+    if not e.enabled:
+        return None
+    from .. import watchlist
+    from ..egress import EgressDetector
+
+    try:
+        wl = watchlist.Watchlist(e.watchlist_dir or None)
+        return EgressDetector(wl, e.policy_file or None, dns_max_entries=e.dns_max_entries)
+    except (ValueError, OSError) as exc:  # WatchlistError / policy errors are one line already
+        raise ConfigError(str(exc).splitlines()[0]) from None
 
 
 def consumer_config(settings: Settings, **extra) -> dict:
@@ -101,8 +117,11 @@ class StreamService:
         self.topic_idx = {t: i for i, t in enumerate(self.topic_names)}
         self.topic_fmt = np.array([format_code(self.topics[t]) for t in self.topic_names], np.uint8)
         key, _src = hmac_key(settings, self.root)
+        self.egress = make_egress(settings)
         self.classifier = Classifier(Protector(key, raw=settings.sink.raw_values),
-                                     max_message_bytes=settings.kafka.max_message_bytes)
+                                     max_message_bytes=settings.kafka.max_message_bytes, egress=self.egress)
+        if self.metrics and self.egress is not None:
+            self.metrics.init_egress(self.egress.metric_label_values())
         self.writers: dict[tuple[str, int], PartitionWriter] = {}
         self.eof: dict[tuple[str, int], bool] = {}
         self.summary = Summary(root=str(self.root))
@@ -195,6 +214,7 @@ class StreamService:
                         on_lost=self._on_revoke)
             k = self.settings.kafka
             t_first = None
+            t_reload = time.monotonic()
             if self._queue is not None:
                 self._worker = threading.Thread(target=self._work_loop, name="flowaudit-worker", daemon=True)
                 self._worker.start()
@@ -208,6 +228,9 @@ class StreamService:
                     self.process(msgs)
                 if self._worker_error is not None:
                     break
+                if self.egress is not None and time.monotonic() - t_reload > 10:
+                    t_reload = time.monotonic()   # operator watchlist edits: atomic reload
+                    self.egress.reload_watchlist()
                 if self.until_drained and self._drained():
                     break
             self._stop_worker()
@@ -317,6 +340,8 @@ class StreamService:
         self._account(batch, result)
         tables = {"messages": (result.messages, result.m_idx), "hits": (result.hits, result.h_idx),
                   "quarantine": (result.quarantine, result.q_idx)}
+        if result.transfers is not None and result.transfers.num_rows:
+            tables["transfers"] = (result.transfers, result.t_idx)
         commits = []
         for g, key in enumerate(group_keys):
             w = self.writers.get(key)
@@ -350,6 +375,9 @@ class StreamService:
             s.hits[cls] += c
         for (fmt, reason), c in result.quarantine_counts.items():
             s.quarantined[reason] += c
+        if result.transfers is not None and result.transfers.num_rows:
+            s.transfers.update(zip(result.transfers.column("platform").to_pylist(),
+                                   result.transfers.column("seen_where").to_pylist()))
         m = self.metrics
         if not m:
             return
@@ -365,6 +393,8 @@ class StreamService:
             m.quarantined.labels(fmt, reason).inc(c)
         for kname, secs in result.kernel_seconds.items():
             m.kernel_seconds.labels(kname).inc(secs)
+        if self.egress is not None:
+            m.update_egress(self.egress.metrics())
 
 
 def format_summary(s: Summary) -> str:
@@ -384,8 +414,11 @@ def format_summary(s: Summary) -> str:
     lines.append(f"  quarantined     {total_q:,}")
     for reason, c in sorted(s.quarantined.items(), key=lambda kv: -kv[1]):
         lines.append(f"    {reason:<26} {c:>10,}")
-    lines.append("  files written:  " + ", ".join(f"{d} {s.files[d]}" for d in ("messages", "hits", "quarantine")))
-    lines.append(f"  parquet         {Path(s.root).resolve()}/dataset=<hits|messages|quarantine>/")
+    lines.append(f"  transfers       {sum(s.transfers.values()):,}  (to watchlisted platforms or against zone policy)")
+    for (platform, where), c in sorted(s.transfers.items(), key=lambda kv: -kv[1]):
+        lines.append(f"    {platform + ' via ' + where:<26} {c:>10,}")
+    lines.append("  files written:  " + ", ".join(f"{d} {s.files[d]}" for d in sorted(s.files)))
+    lines.append(f"  parquet         {Path(s.root).resolve()}/dataset=<{'|'.join(sorted(s.files)) or 'messages'}>/")
     if s.metrics_url:
         lines.append(f"  metrics         {s.metrics_url} (served while running)")
     return "\n".join(lines)
