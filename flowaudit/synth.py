@@ -61,6 +61,7 @@ class SynthMessage:
     value: bytes
     labels: tuple[Label, ...]
     expect_quarantine: str | None = None
+    egress: tuple[str, ...] = ()   # platforms this message reaches (watchlist ground truth)
 
 
 # --------------------------------------------------------------------------- check digits
@@ -1051,9 +1052,29 @@ class _Gen:
         return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:]}"
 
     def json(self) -> SynthMessage:
-        if self.rng.random() < 0.62:
+        x = self.rng.random()
+        if x < 0.01:
+            return self._logink_track()
+        if x < 0.62:
             return self._tnt()
         return self._booking()
+
+    def _logink_track(self) -> SynthMessage:
+        """An integration log entry of a customs-status query to LOGINK's ocean tracking API, shaped
+        like the public client code (domain-facts 1.2: method logink.track.customs, biz_content with
+        GoodsDeclarationNumber, LadingBillNumber, PartyFunctionCode ZJEPORT, PortCodeList)."""
+        s = self.shipment()
+        dt = self.now()
+        gdn = f"31{dt.year}{self.digits(12)}"
+        doc = {"endpoint": "http://test.logink.org:86/OceanTracking/ClearanceStatus",
+               "method": "logink.track.customs",
+               "timestamp": f"{dt.year}-{dt.month:02d}-{dt.day:02d} {dt.hour:02d}:{dt.minute:02d}:00",
+               "biz_content": {"GoodsDeclarationNumber": gdn, "LadingBillNumber": s.bl,
+                               "PartyFunctionCode": "ZJEPORT", "PortCodeList": f"CNNGB,{s.pod[0]}"}}
+        labs = [_L("customs_reference", gdn, "$.biz_content.GoodsDeclarationNumber"),
+                _L("bill_of_lading", s.bl, "$.biz_content.LadingBillNumber")]
+        return SynthMessage("json", "logink-track", f"{s.carrier[1]}:{gdn}".encode("ascii"),
+                            orjson.dumps(doc), self.labels(labs), egress=("LOGINK",))
 
     def _tnt(self) -> SynthMessage:
         r = self.rng.random
@@ -1229,6 +1250,8 @@ def write_files(messages: Iterable[SynthMessage], out_dir) -> dict:
                    "labels": [asdict(lab) for lab in m.labels]}
             if m.expect_quarantine is not None:
                 rec["expect_quarantine"] = m.expect_quarantine
+            if m.egress:
+                rec["egress"] = list(m.egress)
             lf.write(orjson.dumps(rec))
             lf.write(b"\n")
             counts["messages"] += 1

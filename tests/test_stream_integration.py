@@ -71,7 +71,7 @@ def assert_no_partial_files(root: Path) -> None:
 
 
 def test_stream_equals_ground_truth(broker, topics, tmp_path):
-    msgs = list(synth.generate(seed=11, n=3000, bad_fraction=0.02))
+    msgs = list(synth.generate(seed=11, n=4000, bad_fraction=0.02))
     placed = produce_labelled(broker.bootstrap, topics, msgs)
     root = tmp_path / "out"
     r = run_stream(broker.bootstrap, topics, root, "--until-drained", "--group", "g-truth",
@@ -93,6 +93,13 @@ def test_stream_equals_ground_truth(broker, topics, tmp_path):
     # values are masked and keyed, never raw by default
     assert all(h["value_raw"] is None for h in hits)
     assert all("*" in h["value_masked"] for h in hits)
+    # exactly the messages that query LOGINK's API became transfers, all attributed to LOGINK
+    transfers = read_dataset(root, "transfers").to_pylist()
+    to_logink = {k for k, m in placed.items() if "LOGINK" in m.egress}
+    assert to_logink
+    assert {(t["source"], t["partition"], t["offset"]) for t in transfers} == to_logink
+    assert {t["platform"] for t in transfers} == {"LOGINK"}
+    assert {"logink.track.customs", "test.logink.org"} <= {t["indicator"] for t in transfers}
     # per-message hit counts agree with the hits dataset
     m = read_dataset(root, "messages").to_pylist()
     per_msg = collections.Counter((h["source"], h["partition"], h["offset"]) for h in hits)

@@ -362,6 +362,8 @@ def test_json_and_xml_parse(sample):
             assert isinstance(doc, dict)
             if m.msg_type == "dcsa-tnt-event":
                 assert "eventID" in doc
+            elif m.msg_type == "logink-track":
+                assert doc["method"] == "logink.track.customs" and m.egress == ("LOGINK",)
             else:
                 assert doc["carrierBookingReference"]
         elif m.format == "xml":
