@@ -1,4 +1,7 @@
-"""``python -m benchmarks``: the benchmark suite (today: the end-to-end stream benchmark)."""
-from .e2e import main
+"""``python -m benchmarks``: the benchmark suite, the same entry as ``flowaudit bench``.
+
+Single benchmarks stay runnable on their own: ``python -m benchmarks.e2e``, ``python -m benchmarks.ipset``.
+"""
+from .suite import main
 
 raise SystemExit(main())

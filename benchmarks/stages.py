@@ -1,0 +1,710 @@
+"""The measured stages.  Each returns one *stage record* (a dict, see schemas/bench-result.schema.json).
+
+Method, common to every stage and peer:
+
+* **timing**: ``time.perf_counter`` around the whole unit of work; one untimed warm-up call
+  (numba loads or compiles its kernels there: its duration is reported as ``first_call_s``), then
+  ``repeats`` timed calls; the record keeps every sample, the median, min/max and IQR.  MB/s =
+  10^6 bytes of input per second of the median; items/s likewise.
+* **memory**: peak resident set size of this process during the stage's timed calls, read from
+  ``VmHWM`` in ``/proc/self/status`` after resetting it by writing ``5`` to
+  ``/proc/self/clear_refs`` (Linux >= 4.0) before the stage.  It includes what was already
+  resident (the corpus, the interpreter, the compiled kernels): ``start_rss_mb`` is that floor.
+  Where the reset is not available the record says ``getrusage`` (a process-lifetime peak).
+* **slow peers** (pure-Python parsers, per-pattern regex loops) run on a prefix of whole messages
+  sized so that one run takes about ``slow_seconds``; their MB/s is on what they scanned, and
+  the counts they are compared with are flowaudit's on the same prefix.
+* **counts**: every peer's counts are set beside flowaudit's where the work is comparable
+  (``Peer.compare``): "counts agree" or "counts differ: a vs b (why)".  Regex engines running the
+  same pattern set must also agree with each other.
+"""
+from __future__ import annotations
+
+import gc
+import importlib
+import inspect
+import io
+import os
+import resource
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from . import peers as P
+from .corpus import FORMATS, Dataset
+
+MB = 1e6
+
+
+# ----------------------------------------------------------------------------------- memory
+
+def _status_kb(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def rss_reset() -> str:
+    """Reset the peak RSS; returns the method the following :func:`rss_peak_mb` uses."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return "VmHWM after clear_refs reset"
+    except OSError:
+        return "getrusage ru_maxrss (process lifetime peak)"
+
+
+def rss_now_mb() -> float:
+    kb = _status_kb("VmRSS")
+    return round(kb / 1024, 1) if kb is not None else 0.0
+
+
+def rss_peak_mb(method: str) -> float:
+    if method.startswith("VmHWM"):
+        kb = _status_kb("VmHWM")
+        if kb is not None:
+            return round(kb / 1024, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+# ----------------------------------------------------------------------------------- timing
+
+def timing(samples: list[float], warmup: int = 1, first_call_s: float | None = None) -> dict:
+    s = sorted(samples)
+    q = statistics.quantiles(s, n=4) if len(s) >= 2 else [s[0], s[0], s[0]]
+    return {"repeats": len(s), "warmup": warmup, "seconds": [round(x, 6) for x in samples],
+            "median_s": statistics.median(s), "min_s": s[0], "max_s": s[-1], "iqr_s": q[2] - q[0],
+            "first_call_s": first_call_s}
+
+
+def measure(fn, repeats: int, warmup: int = 1):
+    """(timing dict, result of the last call, memory dict)."""
+    first = None
+    result = None
+    for i in range(warmup):
+        t0 = time.perf_counter()
+        result = fn()
+        if i == 0:
+            first = time.perf_counter() - t0
+    gc.collect()
+    method = rss_reset()
+    start = rss_now_mb()
+    samples = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        result = fn()
+        samples.append(time.perf_counter() - t0)
+    mem = {"peak_rss_mb": rss_peak_mb(method), "start_rss_mb": start, "method": method}
+    return timing(samples, warmup, first), result, mem
+
+
+def _rates(rec: dict) -> dict:
+    med = rec["timing"]["median_s"]
+    rec["mb_per_s"] = rec["bytes"] / MB / med if med > 0 else None
+    rec["items_per_s"] = rec["items"] / med if med > 0 and rec.get("items") is not None else None
+    return rec
+
+
+def stage_record(name: str, group: str, what: str, **kw) -> dict:
+    rec = {"name": name, "group": group, "what": what, "status": "ok", "reason": None, "dataset": None,
+           "bytes": 0, "items": None, "item_unit": None, "timing": None, "mb_per_s": None,
+           "items_per_s": None, "memory": None, "counts": {}, "peers": [], "extra": {}}
+    rec.update(kw)
+    return rec
+
+
+def skipped(name: str, group: str, what: str, reason: str) -> dict:
+    return stage_record(name, group, what, status="skipped", reason=reason)
+
+
+def failed(name: str, group: str, what: str, exc: BaseException) -> dict:
+    return stage_record(name, group, what, status="error", reason=f"{type(exc).__name__}: {exc}")
+
+
+# ------------------------------------------------------------------------------ peer running
+
+def _check_counts(fa: dict, pc: dict, compare: dict, why: str = "") -> dict:
+    if not compare:
+        return {"status": "not_comparable", "text": "not comparable" + (f": {why}" if why else "")}
+    diffs = []
+    for pk, fk in compare.items():
+        a, b = fa.get(fk), pc.get(pk)
+        if a != b:
+            diffs.append(f"{fk} {a} vs {b}")
+    if diffs:
+        return {"status": "differ", "text": "counts differ: " + "; ".join(diffs) + (f" ({why})" if why else "")}
+    shown = ", ".join(f"{fk} {fa.get(fk):,}" for fk in compare.values())
+    return {"status": "agree", "text": f"counts agree ({shown})"}
+
+
+def run_peer(peer: P.Peer, ds: Dataset, fa_rate_mb: float | None, fa_counts_on, repeats: int,
+             slow_seconds: float, item_unit: str | None = None) -> dict:
+    rec = {"name": peer.name, "version": peer.version, "status": "ok", "reason": None, "bytes": 0,
+           "prefix": False, "items": None, "item_unit": "messages", "timing": None, "mb_per_s": None,
+           "items_per_s": None, "ratio": None, "memory": None, "counts": {},
+           "counts_check": None, "note": peer.note}
+    if peer.work is None:
+        rec.update(status="skipped", reason=peer.skipped)
+        rec["counts_check"] = {"status": "skipped", "text": f"skipped: {peer.skipped}"}
+        return rec
+    try:
+        use = ds
+        if peer.slow and slow_seconds > 0:
+            probe = ds.prefix_bytes(min(ds.nbytes, 300_000))
+            fn = peer.work(probe)
+            t0 = time.perf_counter()
+            fn()
+            rate = probe.nbytes / max(time.perf_counter() - t0, 1e-6)
+            use = ds.prefix_bytes(int(rate * slow_seconds))
+        fn = peer.work(use)
+        t, counts, mem = measure(fn, repeats)
+        items = sum(int(counts.get(k, 0)) for k in peer.items_key) if peer.items_key else len(use)
+        unit = peer.item_unit if peer.items_key else (item_unit or peer.item_unit)
+        rec.update(bytes=use.nbytes, prefix=use.nbytes < ds.nbytes, items=items, item_unit=unit,
+                   timing=t, memory=mem, counts=counts)
+        _rates(rec)
+        if fa_rate_mb and rec["mb_per_s"]:
+            rec["ratio"] = fa_rate_mb / rec["mb_per_s"]
+        fa = fa_counts_on(use) if peer.compare else {}
+        rec["counts_check"] = _check_counts(fa, counts, peer.compare, "" if peer.compare else peer.note)
+        rec["_dataset"] = use
+    except Exception as exc:  # noqa: BLE001 - a broken peer is reported, the run goes on
+        rec.update(status="error", reason=f"{type(exc).__name__}: {exc}")
+        rec["counts_check"] = {"status": "skipped", "text": f"error: {rec['reason']}"}
+    return rec
+
+
+def _engine_agreement(peers: list[P.Peer], recs: list[dict]) -> None:
+    """Regex engines on the same pattern set: each must match the reference engine's per-pattern
+    counts on the bytes it scanned (the reference is re-run on a prefix where needed)."""
+    group = [(p, r) for p, r in zip(peers, recs) if p.engine_group and r["status"] == "ok"]
+    if len(group) < 2:
+        return
+    ref_p, ref_r = next(((p, r) for p, r in reversed(group) if not r["prefix"]), group[-1])
+    for p, r in group:
+        if r is ref_r:
+            continue
+        ds = r["_dataset"]
+        ref_counts = ref_r["counts"] if ds.nbytes == ref_r["bytes"] else ref_p.work(ds)()
+        diffs = [f"{k} {ref_counts.get(k)} vs {v}" for k, v in r["counts"].items() if ref_counts.get(k) != v]
+        where = "prefix" if r["prefix"] else "all"
+        if diffs:
+            r["engines_check"] = {"status": "differ", "text": f"per-pattern counts differ from {ref_p.name} "
+                                  f"on the same {where} bytes: " + "; ".join(diffs)}
+        else:
+            r["engines_check"] = {"status": "agree", "text": f"= {ref_p.name.split(' (')[0]} per pattern on the "
+                                  f"same bytes ({sum(r['counts'].values()):,} matches)"}
+    ref_r["engines_check"] = {"status": "agree", "text": "reference engine for the pattern set"}
+
+
+def run_peers(peer_list: list[P.Peer], ds: Dataset, rec: dict, fa_counts_on, repeats: int,
+              slow_seconds: float) -> None:
+    out = [run_peer(p, ds, rec["mb_per_s"], fa_counts_on, repeats, slow_seconds, rec.get("item_unit"))
+           for p in peer_list]
+    _engine_agreement(peer_list, out)
+    for r in out:
+        r.pop("_dataset", None)
+    rec["peers"] = out
+
+
+# ----------------------------------------------------------------------------- kernel stages
+
+def _decoder(fmt: str):
+    return importlib.import_module(f"flowaudit.decode.{fmt}")
+
+
+def classify_counts(fmt: str, ds: Dataset) -> dict:
+    r = _decoder(fmt).classify(ds.buf, ds.offsets, ds.sel)
+    return _result_counts(r)
+
+
+def _result_counts(r) -> dict:
+    ok = r.status == 0
+    return {"messages": int(r.status.shape[0]), "decoded": int(ok.sum()), "quarantined": int((~ok).sum()),
+            "segments": int(r.n_segments[ok].sum()), "hits": int(r.n_hits)}
+
+
+def format_stage(fmt: str, ds: Dataset, repeats: int, slow_seconds: float, with_peers: bool = True) -> dict:
+    """``flowaudit.decode.<fmt>.classify`` over all messages of ``ds`` in one call."""
+    unit = {"edifact": "interchanges", "x12": "interchanges", "json": "documents", "xml": "documents"}[fmt]
+    rec = stage_record(f"{fmt}" if ds.source == "synth" else f"{fmt} (real)", "kernel",
+                       f"{fmt.upper() if fmt != 'json' else 'JSON'} tokenize + classify, full catalogue, one call "
+                       f"over the batch", dataset=_ds_label(ds), bytes=ds.nbytes, items=len(ds), item_unit=unit)
+    try:
+        dec = _decoder(fmt)
+        fn = lambda: dec.classify(ds.buf, ds.offsets, ds.sel)  # noqa: E731
+        t, r, mem = measure(fn, repeats)
+        rec.update(timing=t, memory=mem, counts=_result_counts(r))
+        _rates(rec)
+    except Exception as exc:  # noqa: BLE001
+        return failed(rec["name"], "kernel", rec["what"], exc)
+    if with_peers:
+        run_peers(P.format_peers(fmt, ds.source), ds, rec, lambda d: classify_counts(fmt, d), repeats,
+                  slow_seconds)
+    return rec
+
+
+def _ds_label(ds: Dataset) -> str:
+    if ds.source == "real":
+        return f"real corpus: {ds.files} files repeated, {ds.nbytes / MB:.1f} MB"
+    return f"synthetic: {len(ds):,} messages, {ds.nbytes / MB:.1f} MB"
+
+
+_VALUES_SCAN = None
+
+
+def _values_kernel():
+    """A numba driver over ``kernels/values.py``: next_container + parse_container (ISO 6346 check
+    digit), next_imo + parse_imo (IMO check) across a whole text buffer."""
+    global _VALUES_SCAN
+    if _VALUES_SCAN is None:
+        import numba
+
+        from flowaudit.kernels import values as V
+        nc, pc, ni, pi = V.next_container, V.parse_container, V.next_imo, V.parse_imo
+
+        @numba.njit(nogil=True, cache=True)
+        def scan(buf):
+            out = np.empty(64, np.uint8)
+            n = buf.shape[0]
+            cc = cv = ic = iv = 0
+            pos = 0
+            while True:
+                s, e = nc(buf, pos, n)
+                if s < 0:
+                    break
+                cc += 1
+                if pc(buf, s, e, out, 0) == 1:
+                    cv += 1
+                pos = e
+            pos = 0
+            while True:
+                s, e = ni(buf, pos, n)
+                if s < 0:
+                    break
+                ic += 1
+                if pi(buf, s, e, out, 0) == 1:
+                    iv += 1
+                pos = e
+            return cc, cv, ic, iv
+        _VALUES_SCAN = scan
+    return _VALUES_SCAN
+
+
+def values_counts(ds: Dataset) -> dict:
+    cc, cv, ic, iv = _values_kernel()(ds.buf)
+    return {"container_candidates": int(cc), "container_valid": int(cv), "imo_candidates": int(ic),
+            "imo_valid": int(iv)}
+
+
+def values_stage(ds: Dataset, repeats: int, slow_seconds: float, with_peers: bool = True) -> dict:
+    rec = stage_record("values", "values", "value recognisers over free text: ISO 6346 container "
+                       "(next_container + check digit) and IMO (next_imo + check)", dataset=_ds_label(ds),
+                       bytes=ds.nbytes, items=None, item_unit="candidates")
+    try:
+        t, c, mem = measure(lambda: values_counts(ds), repeats)
+        rec.update(timing=t, memory=mem, counts=c, items=c["container_candidates"] + c["imo_candidates"])
+        _rates(rec)
+    except Exception as exc:  # noqa: BLE001
+        return failed("values", "values", rec["what"], exc)
+    if with_peers:
+        run_peers(P.values_peers(), ds, rec, values_counts, repeats, slow_seconds)
+    return rec
+
+
+# --------------------------------------------------------------------------------- batch path
+
+def mixed_values(datasets: dict[str, Dataset], seed: int = 1) -> tuple[list[bytes], np.ndarray]:
+    """All synthetic messages of every format, interleaved in a fixed pseudo-random order."""
+    from flowaudit.decode import FORMAT_CODES
+    vals, decl = [], []
+    for f in FORMATS:
+        if f in datasets:
+            v = datasets[f].values()
+            vals.extend(v)
+            decl.extend([FORMAT_CODES[f]] * len(v))
+    order = np.random.default_rng(seed).permutation(len(vals))
+    return [vals[i] for i in order], np.asarray(decl, np.uint8)[order]
+
+
+def _classifier():
+    from flowaudit.pipeline import Classifier
+    from flowaudit.protect import Protector
+    return Classifier(Protector(b"benchmark-key-not-secret"))
+
+
+def _write_parquet(tables, compression: str, row_group_size: int) -> int:
+    import pyarrow.parquet as pq
+    n = 0
+    for t in tables:
+        b = io.BytesIO()
+        pq.write_table(t, b, compression=None if compression == "none" else compression,
+                       row_group_size=row_group_size)
+        n += b.tell()
+    return n
+
+
+def batch_pass(clf, vals, decl, batch_size: int, compression: str = "zstd", row_group_size: int = 65536,
+               keep_tables: bool = False) -> dict:
+    """Batch.from_values -> Classifier.run -> Arrow tables -> Parquet bytes, batch by batch."""
+    from flowaudit.pipeline import Batch
+    lat, out_bytes, hits, quarantined, kept = [], 0, 0, 0, []
+    for i in range(0, len(vals), batch_size):
+        t0 = time.perf_counter()
+        b = Batch.from_values(vals[i:i + batch_size], decl[i:i + batch_size])
+        r = clf.run(b)
+        tables = (r.messages, r.hits, r.quarantine)
+        out_bytes += _write_parquet(tables, compression, row_group_size)
+        lat.append(time.perf_counter() - t0)
+        hits += r.hits.num_rows
+        quarantined += r.quarantine.num_rows
+        if keep_tables:
+            kept.append(tables)
+    return {"latencies": lat, "parquet_bytes": out_bytes, "hits": hits, "quarantined": quarantined,
+            "tables": kept}
+
+
+def batch_stage(datasets: dict[str, Dataset], repeats: int, batch_size: int = 5000) -> dict:
+    vals, decl = mixed_values(datasets)
+    nbytes = sum(map(len, vals))
+    rec = stage_record("batch path", "batch", f"Batch.from_values -> Classifier.run -> Arrow tables -> "
+                       f"Parquet (zstd) bytes in memory, {batch_size} messages per batch, no Kafka",
+                       dataset=f"synthetic, all formats interleaved: {len(vals):,} messages, {nbytes / MB:.1f} MB",
+                       bytes=nbytes, items=len(vals), item_unit="messages")
+    try:
+        clf = _classifier()
+        res = {}
+
+        def fn():
+            res.update(batch_pass(clf, vals, decl, batch_size))
+            return res
+        t, r, mem = measure(fn, repeats)
+        lat = np.asarray(r["latencies"])
+        rec.update(timing=t, memory=mem, counts={"messages": len(vals), "hits": r["hits"],
+                                                 "quarantined": r["quarantined"]})
+        rec["extra"] = {"batch_size": batch_size, "batch_latency_ms_median": float(np.median(lat) * 1e3),
+                        "batch_latency_ms_p95": float(np.percentile(lat, 95) * 1e3),
+                        "parquet_bytes": r["parquet_bytes"]}
+        _rates(rec)
+        run_peers([_raw_parquet_peer(decl)], _as_dataset(vals), rec,
+                  lambda d: {"messages": len(d)}, repeats, 0)
+    except Exception as exc:  # noqa: BLE001
+        return failed("batch path", "batch", rec["what"], exc)
+    return rec
+
+
+def _as_dataset(vals: list[bytes]) -> Dataset:
+    from .corpus import from_values
+    return from_values("mixed", "synth", vals)
+
+
+def _raw_parquet_peer(decl) -> P.Peer:
+    """The floor: the same values as an Arrow binary column written to Parquet, no classification."""
+    import pyarrow as pa
+
+    def work(ds):
+        vals = ds.values()
+
+        def run():
+            t = pa.table({"value": pa.array(vals, pa.binary()), "format": pa.array(decl[: len(vals)])})
+            _write_parquet([t], "zstd", 65536)
+            return {"messages": t.num_rows}
+        return run
+    return P.Peer("pyarrow: raw values -> Parquet (no classification)", P.version("pyarrow"), work,
+                  compare={"messages": "messages"}, note="the floor of the batch path")
+
+
+# ---------------------------------------------------------------------------------------- e2e
+
+def e2e_stage(count: int, repeats: int, poll: int = 5000) -> dict:
+    what = ("flowaudit stream (consume, classify, Parquet with fsync, commit) vs a bare confluent-kafka "
+            "consume loop, same embedded broker and data")
+    try:
+        from . import e2e
+    except Exception as exc:  # noqa: BLE001
+        return failed("e2e stream", "e2e", what, exc)
+    rec = stage_record("e2e stream", "e2e", what, item_unit="messages")
+    try:
+        method = rss_reset()
+        start = rss_now_mb()
+        res = e2e.run(count=count, poll=poll, repeats=repeats)
+        mem = {"peak_rss_mb": rss_peak_mb(method), "start_rss_mb": start,
+               "method": method + " (this process; the broker runs in its own process)"}
+    except Exception as exc:  # noqa: BLE001
+        return failed("e2e stream", "e2e", what, exc)
+    pipe = [x["seconds"] for x in res["runs"]["pipeline"]]
+    bare = [x["seconds"] for x in res["runs"]["bare"]]
+    rec.update(dataset=f"synthetic mixed: {res['messages']:,} messages, {res['mb']:.1f} MB, "
+                       f"{res['partitions_per_topic']} partitions per topic",
+               bytes=int(res["mb"] * MB), items=res["messages"], timing=timing(pipe, 0), memory=mem,
+               counts={"messages": res["best"]["pipeline"]["messages"]})
+    _rates(rec)
+    p = res["best"]["pipeline"]
+    rec["extra"] = {"poll_max_messages": poll, "warmup_seconds": p.get("warmup_seconds"),
+                    "produce_seconds": res["produce_seconds"], "hits": sum(p.get("hits", {}).values()),
+                    "ratio_pipeline_to_bare": res["ratio_pipeline_to_bare"]}
+    b = {"name": "bare confluent-kafka consume loop", "version": P.version("confluent-kafka"), "status": "ok",
+         "reason": None, "bytes": rec["bytes"], "prefix": False, "items": res["best"]["bare"]["messages"],
+         "item_unit": "messages", "timing": timing(bare, 0), "memory": None,
+         "counts": {"messages": res["best"]["bare"]["messages"]}, "note": "consume + len(value), nothing else"}
+    _rates(b)
+    b["ratio"] = rec["mb_per_s"] / b["mb_per_s"] if b["mb_per_s"] else None
+    b["counts_check"] = _check_counts(rec["counts"], b["counts"], {"messages": "messages"})
+    rec["peers"] = [b]
+    return rec
+
+
+def audit_stage() -> dict:
+    """The batch audit of a Parquet dump vs a plain polars scan of the same dump.
+
+    To add once ``flowaudit audit`` exists: write the batch-path tables of the corpus to a folder
+    (``batch_pass(..., keep_tables=True)``), time the audit over it, and as the peer time
+    ``polars.scan_parquet(folder).filter(...).collect()`` with POLARS_MAX_THREADS=1; compare row
+    counts.
+    """
+    try:
+        from flowaudit import audit  # noqa: F401
+    except ImportError:
+        return skipped("batch audit", "audit", "batch audit of a Parquet dump vs a plain polars scan",
+                       "no batch audit yet (flowaudit audit does not exist)")
+    return skipped("batch audit", "audit", "batch audit of a Parquet dump vs a plain polars scan",
+                   "flowaudit.audit exists but this stage is not wired yet")
+
+
+def external_stage(module: str, group: str, what: str, quick: bool, repeats: int) -> dict:
+    """NetFlow decode (benchmarks/netflow.py) and CIDR lookups (benchmarks/ipset.py): their own
+    ``run()`` (or ``measure()``) does the measuring and runs its peers (nfdump, a plain-Python
+    decoder, numpy, ipaddress).  Contract: keyword arguments ``quick``, ``repeats`` (each passed
+    only if the signature names it); returns a dict, kept whole under ``extra.result``; top-level
+    ``mb_per_s`` and ``items_per_s`` / ``records_per_s`` / ``lookups_per_s`` are shown in the table."""
+    fn, why = P.external(module)
+    if fn is None:
+        return skipped(module, group, what, why)
+    kw = {}
+    params = inspect.signature(fn).parameters
+    for k, v in (("quick", quick), ("repeats", repeats), ("repeat", repeats)):
+        if k in params:
+            kw[k] = v
+    try:
+        method = rss_reset()
+        t0 = time.perf_counter()
+        res = fn(**kw)
+        wall = time.perf_counter() - t0
+    except Exception as exc:  # noqa: BLE001
+        return failed(module, group, what, exc)
+    if not isinstance(res, dict):
+        return skipped(module, group, what, f"benchmarks.{module}.{fn.__name__}() returned "
+                       f"{type(res).__name__}, not a dict")
+    rec = stage_record(module, group, what, memory={"peak_rss_mb": rss_peak_mb(method), "start_rss_mb": None,
+                                                    "method": method})
+    rec["extra"] = {"result": _jsonable(res), "wall_s": wall, "called": f"benchmarks.{module}.{fn.__name__}({kw})"}
+    for k in ("mb_per_s", "items_per_s", "records_per_s", "lookups_per_s"):
+        if isinstance(res.get(k), (int, float)):
+            rec["items_per_s" if k != "mb_per_s" else "mb_per_s"] = float(res[k])
+    return rec
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return str(x)
+
+
+# ------------------------------------------------------------------------------- cold start
+
+_COLD_SCRIPT = r"""
+import json, time
+t0 = time.perf_counter()
+import flowaudit
+from flowaudit.pipeline import Classifier
+from flowaudit.protect import Protector
+t1 = time.perf_counter()
+Classifier(Protector(b"k")).warmup()
+t2 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "kernels_s": t2 - t1, "package": flowaudit.__file__}))
+"""
+
+
+def _snapshot(dst: Path) -> Path:
+    """A copy of the flowaudit package (with its kernels and schemas) under ``dst``: the numba
+    cache is keyed on each source file's path and mtime, so the warm run must see the very files
+    the cold run compiled, even while someone edits the checkout."""
+    import shutil
+
+    import flowaudit
+    import flowaudit.kernels
+    import flowaudit.schemas
+    ign = shutil.ignore_patterns("__pycache__", "*.pyc", "*.nbi", "*.nbc")
+    pkg = dst / "flowaudit"
+    shutil.copytree(Path(flowaudit.__file__).parent, pkg, ignore=ign, dirs_exist_ok=True)
+    for sub, mod in (("kernels", flowaudit.kernels), ("schemas", flowaudit.schemas)):
+        shutil.copytree(Path(mod.__file__).parent, pkg / sub, ignore=ign, dirs_exist_ok=True)
+    return dst
+
+
+def cold_start(timeout: float = 900) -> dict:
+    """Compile time with an empty numba cache, then the same with that cache filled (warm start):
+    two subprocesses that import a snapshot of the package with NUMBA_CACHE_DIR = a new temp folder."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    out = {"method": "subprocess: import flowaudit.pipeline + Classifier.warmup() (the four format kernels "
+                     "and the detector) from a snapshot of the package; NUMBA_CACHE_DIR = an empty temp folder "
+                     "(cold), then the same folder again (warm)"}
+    with tempfile.TemporaryDirectory(prefix="flowaudit-cold-") as d:
+        src = _snapshot(Path(d) / "src")
+        cache = Path(d) / "numba-cache"
+        cache.mkdir()
+        env = {**os.environ, "NUMBA_CACHE_DIR": str(cache),
+               "PYTHONPATH": os.pathsep.join([str(src)] + [x for x in [os.environ.get("PYTHONPATH")] if x])}
+        for name in ("cold", "warm"):
+            t0 = time.perf_counter()
+            p = subprocess.run([sys.executable, "-c", _COLD_SCRIPT], env=env, capture_output=True, text=True,
+                               timeout=timeout, cwd=d)
+            wall = time.perf_counter() - t0
+            if p.returncode != 0:
+                out[name] = {"status": "error", "reason": (p.stderr.strip().splitlines() or ["?"])[-1]}
+                continue
+            r = json.loads(p.stdout.strip().splitlines()[-1])
+            if not r.pop("package", "").startswith(str(src)):
+                out[name] = {"status": "error", "reason": "the subprocess did not import the snapshot"}
+                continue
+            out[name] = {"status": "ok", "process_s": wall, **r}
+    return out
+
+
+# ---------------------------------------------------------------------------------- sweeps
+
+def kernel_parallel_variants() -> list[str]:
+    """Kernels compiled with ``parallel=True`` / using ``prange`` (none today)."""
+    kdir = Path(importlib.import_module("flowaudit.kernels").__file__).parent
+    return sorted(p.stem for p in kdir.glob("*.py") if "prange" in p.read_text() or "parallel=True" in p.read_text())
+
+
+def sweep_batch_size(datasets, sizes, repeats: int) -> dict:
+    """Messages per kernel call: per-format classify in chunks of B, and the whole batch path."""
+    points = []
+    vals, decl = mixed_values(datasets)
+    nbytes = sum(map(len, vals))
+    clf = _classifier()
+    for b in sizes:
+        row = {"value": b, "series": {}}
+        for f in FORMATS:
+            ds = datasets.get(f)
+            if ds is None or (b > len(ds) and b != sizes[0]):
+                continue
+            dec = _decoder(f)
+            sel = ds.sel
+            chunks = [sel[i:i + b] for i in range(0, len(sel), b)]
+            lat: list[float] = []
+
+            def fn():
+                lat.clear()
+                for c in chunks:
+                    t0 = time.perf_counter()
+                    dec.classify(ds.buf, ds.offsets, c)
+                    lat.append(time.perf_counter() - t0)
+            t, _, _ = measure(fn, repeats)
+            row["series"][f] = {"mb_per_s": ds.nbytes / MB / t["median_s"],
+                                "latency_ms": float(np.median(lat) * 1e3)}
+        if b <= len(vals):
+            t, r, _ = measure(lambda: batch_pass(clf, vals, decl, b), repeats)
+            row["series"]["batch path"] = {"mb_per_s": nbytes / MB / t["median_s"],
+                                           "latency_ms": float(np.median(r["latencies"]) * 1e3)}
+        points.append(row)
+    return {"knob": "batch-size", "unit": "messages per kernel call", "log_x": True, "points": points}
+
+
+def sweep_parquet(datasets, knob: str, values: list, repeats: int, batch_size: int = 5000) -> dict:
+    """Parquet row-group size or compression: the write step of the batch path, batch by batch,
+    on the tables of one classifier pass (classification is not re-timed)."""
+    vals, decl = mixed_values(datasets)
+    nbytes = sum(map(len, vals))
+    tables = batch_pass(_classifier(), vals, decl, batch_size, keep_tables=True)["tables"]
+    points = []
+    for v in values:
+        comp, rg = ("zstd", v) if knob == "row-group" else (v, 65536)
+        lat: list[float] = []
+        size = [0]
+
+        def fn():
+            lat.clear()
+            size[0] = 0
+            for tb in tables:
+                t0 = time.perf_counter()
+                size[0] += _write_parquet(tb, comp, rg)
+                lat.append(time.perf_counter() - t0)
+        t, _, _ = measure(fn, repeats)
+        points.append({"value": v, "series": {"parquet write": {
+            "mb_per_s": nbytes / MB / t["median_s"], "latency_ms": float(np.median(lat) * 1e3),
+            "output_mb": size[0] / MB}}})
+    unit = "rows per row group" if knob == "row-group" else "codec"
+    return {"knob": knob, "unit": unit, "log_x": knob == "row-group", "points": points,
+            "note": f"input MB/s through the Parquet write of messages+hits+quarantine, {batch_size} messages "
+                    f"per batch; latency = one batch's write"}
+
+
+def sweep_poll(count: int, values: list[int], repeats: int) -> dict:
+    points = []
+    for v in values:
+        r = e2e_stage(count, repeats, poll=v)
+        if r["status"] != "ok":
+            points.append({"value": v, "series": {}, "error": r["reason"]})
+            continue
+        bare = r["peers"][0]
+        points.append({"value": v, "series": {
+            "flowaudit stream": {"mb_per_s": r["mb_per_s"], "latency_ms": r["timing"]["median_s"] / max(1, r["items"] / v) * 1e3},
+            "bare consume": {"mb_per_s": bare["mb_per_s"], "latency_ms": bare["timing"]["median_s"] / max(1, r["items"] / v) * 1e3}}})
+    return {"knob": "poll", "unit": "messages per poll (kafka.poll_max_messages)", "log_x": True, "points": points,
+            "note": "latency = run time / number of polls (mean time per poll batch)"}
+
+
+def sweep_threads(datasets, text: Dataset, max_threads: int, repeats: int) -> dict:
+    """1..N threads, each running the nogil kernels over its own shard of the messages.
+
+    No flowaudit kernel has a parallel (prange) variant, so NUMBA_NUM_THREADS changes nothing;
+    scaling comes from calling the nogil kernels from N Python threads (what the stream's
+    worker thread does), one contiguous shard each."""
+    par = kernel_parallel_variants()
+    points = []
+    for n in range(1, max_threads + 1):
+        row = {"value": n, "series": {}}
+        with ThreadPoolExecutor(n) as ex:
+            for f in FORMATS:
+                ds = datasets.get(f)
+                if ds is None:
+                    continue
+                dec = _decoder(f)
+                shards = np.array_split(ds.sel, n)
+
+                def fn(dec=dec, ds=ds, shards=shards):
+                    list(ex.map(lambda s: dec.classify(ds.buf, ds.offsets, s), shards))
+                t, _, _ = measure(fn, repeats)
+                row["series"][f] = {"mb_per_s": ds.nbytes / MB / t["median_s"],
+                                    "latency_ms": t["median_s"] * 1e3}
+            scan = _values_kernel()
+            cuts = np.linspace(0, text.nbytes, n + 1).astype(np.int64)
+            parts = [text.buf[cuts[i]:cuts[i + 1]] for i in range(n)]
+            t, _, _ = measure(lambda: list(ex.map(scan, parts)), repeats)
+            row["series"]["values"] = {"mb_per_s": text.nbytes / MB / t["median_s"], "latency_ms": t["median_s"] * 1e3}
+        points.append(row)
+    note = ("no kernel has a parallel (prange) variant: NUMBA_NUM_THREADS has no effect; N threads call "
+            "the nogil kernels on N shards" if not par else f"parallel kernels: {', '.join(par)}")
+    return {"knob": "threads", "unit": "threads (one shard each)", "log_x": False, "points": points,
+            "note": note, "parallel_kernels": par, "cores": len(os.sched_getaffinity(0))}

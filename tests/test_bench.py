@@ -1,0 +1,177 @@
+"""The benchmark machinery on a tiny corpus: schema-valid JSON, and flowaudit's counts equal each
+available peer's where the work is comparable.  Never the timings."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from benchmarks import corpus as C
+from benchmarks import peers as P
+from benchmarks import report, stages, suite
+
+jsonschema = pytest.importorskip("jsonschema")
+
+STAGES = ["edifact", "x12", "json", "xml", "values", "batch", "netflow", "ipset", "audit"]
+# every peer the suite runs for a stage, installed or not (a missing one must be reported as skipped)
+EXPECTED_PEERS = {
+    "edifact": {"python re", "google-re2", "python-hyperscan", "pydifact"},
+    "x12": {"python re", "google-re2", "python-hyperscan", "python bytes.split"},
+    "json": {"python re", "google-re2", "python-hyperscan", "orjson loads + iterative walk"},
+    "xml": {"python re", "google-re2", "python-hyperscan", "lxml hardened parse + XPath", "lxml iterparse"},
+    "values": {"python re + Python check digit", "google-re2", "python-hyperscan"},
+}
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("bench-cache")
+    cfg = suite.Config(quick=True, size_mb=0.05, repeats=1, stages=STAGES, cache_dir=str(cache),
+                       slow_seconds=0.0, plots=False, cold_start=False)
+    return suite.run(cfg, progress=lambda _m: None)
+
+
+def _stage(res, name):
+    return next(s for s in res["stages"] if s["name"] == name)
+
+
+def test_json_matches_schema(result):
+    assert report.validate(result) == []
+    # the document survives a JSON round trip unchanged in shape
+    assert report.validate(json.loads(json.dumps(result, default=str))) == []
+
+
+def test_schema_rejects_a_broken_document(result):
+    bad = json.loads(json.dumps(result, default=str))
+    bad["stages"][0]["status"] = "fine"
+    del bad["machine"]["cpu_model"]
+    assert len(report.validate(bad)) >= 2
+
+
+def test_kernel_stages_ran(result):
+    for name in ("edifact", "x12", "json", "xml", "values", "batch path"):
+        s = _stage(result, name)
+        assert s["status"] == "ok", s["reason"]
+        assert s["bytes"] > 0 and s["timing"]["repeats"] == 1
+        assert s["memory"]["peak_rss_mb"] > 0
+
+
+def test_every_peer_is_reported(result):
+    for stage, names in EXPECTED_PEERS.items():
+        got = [p["name"] for p in _stage(result, stage)["peers"]]
+        for n in names:
+            assert any(g.startswith(n) for g in got), (stage, n, got)
+    for s in result["stages"]:
+        for p in s["peers"]:
+            assert p["version"]
+            if p["status"] != "ok":
+                assert p["reason"], p          # skipped or failed: always with the reason
+
+
+def test_flowaudit_counts_equal_each_peer(result):
+    compared = 0
+    for s in result["stages"]:
+        for p in s["peers"]:
+            if p["status"] != "ok":
+                continue
+            check = p["counts_check"]
+            assert check["status"] in ("agree", "not_comparable"), (s["name"], p["name"], check["text"])
+            compared += check["status"] == "agree"
+            if p.get("engines_check"):
+                assert p["engines_check"]["status"] == "agree", (s["name"], p["name"], p["engines_check"])
+    # values (re at least), batch path floor and one parser per format are always comparable
+    assert compared >= 3
+
+
+def test_value_counts_are_nonzero_and_equal(result):
+    s = _stage(result, "values")
+    assert s["counts"]["container_candidates"] > 0
+    assert s["counts"]["container_valid"] <= s["counts"]["container_candidates"]
+    re_peer = next(p for p in s["peers"] if p["name"].startswith("python re"))
+    for k, v in s["counts"].items():
+        assert re_peer["counts"][k] == v
+
+
+def test_unavailable_stages_say_why(result):
+    audit = _stage(result, "batch audit")
+    assert audit["status"] == "skipped" and "audit" in audit["reason"]
+    for name in ("netflow", "ipset"):
+        s = _stage(result, name)
+        assert s["status"] in ("ok", "skipped", "error")
+        if s["status"] != "ok":
+            assert s["reason"]
+
+
+def test_missing_peer_library_is_skipped_not_dropped(monkeypatch):
+    monkeypatch.setitem(sys.modules, "hyperscan", None)    # import hyperscan -> ImportError
+    monkeypatch.setitem(sys.modules, "re2", None)
+    peers = P.regex_peers("edifact") + P.values_peers()
+    skipped = [p for p in peers if p.work is None]
+    assert len(skipped) == 4
+    assert all("not importable" in p.skipped for p in skipped)
+    ds = C.from_values("edifact", "synth", [b"UNB+UNOA:2+A+B+260301:1200+1'UNZ+0+1'"])
+    rec = stages.run_peer(skipped[0], ds, 1.0, lambda d: {}, 1, 0)
+    assert rec["status"] == "skipped" and rec["reason"]
+
+
+def test_container_regex_semantics_match_the_kernel():
+    text = (b"MSCU1234565 xMSCU1234565 MSCU12345656 MSCU 1234565,TGHU8765432;"
+            b"imo 9074729 IMO:9074728 IMO12345678 booking ABCU1234560")
+    ds = C.from_values("text", "synth", [text])
+    fa = stages.values_counts(ds)
+    for p in P.values_peers():
+        if p.work is not None:
+            assert p.work(ds)() == fa, p.name
+
+
+def test_corpus_is_deterministic_and_cached(tmp_path):
+    a = C.synth_dataset("x12", 7, 0.02, tmp_path)
+    files = sorted(x.name for x in next(tmp_path.iterdir()).iterdir())
+    assert files == ["x12.bin", "x12.json", "x12.offsets.npy"]
+    b = C.synth_dataset("x12", 7, 0.02, tmp_path)          # from the cache
+    c = C.synth_dataset("x12", 7, 0.02, None)               # generated again
+    assert a.sha256 == b.sha256 == c.sha256
+    assert np.array_equal(a.offsets, b.offsets) and a.nbytes >= 20_000
+    assert C.synth_dataset("x12", 8, 0.02, None).sha256 != a.sha256
+
+
+def test_report_writes_json_markdown_and_plots(result, tmp_path):
+    pytest.importorskip("matplotlib")
+    sweep = {"knob": "threads", "unit": "threads", "log_x": False,
+             "points": [{"value": 1, "series": {"edifact": {"mb_per_s": 100.0, "latency_ms": 10.0}}},
+                        {"value": 2, "series": {"edifact": {"mb_per_s": 190.0, "latency_ms": 5.3}}}]}
+    res = dict(result, sweeps=[sweep])
+    paths = {p.name for p in report.write(res, tmp_path)}
+    assert {"bench.json", "bench.md", "throughput.png", "sweep-threads.png", "scaling.png"} <= paths
+    assert report.validate(json.loads((tmp_path / "bench.json").read_text())) == []
+    md = (tmp_path / "bench.md").read_text()
+    assert "| **edifact** | **flowaudit**" in md and "counts agree" in md
+
+
+def test_sweeps_on_a_tiny_corpus(tmp_path):
+    ds = {f: C.synth_dataset(f, 3, 0.02, tmp_path) for f in C.FORMATS}
+    text = C.from_values("text", "synth", [d.buf.tobytes() for d in ds.values()])
+    sws = [stages.sweep_batch_size(ds, [8, 64], 1), stages.sweep_parquet(ds, "compression", ["none", "zstd"], 1),
+           stages.sweep_threads(ds, text, 2, 1)]
+    res = {**suite.run(suite.Config(quick=True, stages=["audit"], cache_dir=str(tmp_path), cold_start=False),
+                       progress=lambda _m: None), "sweeps": sws}
+    assert report.validate(res) == []
+    assert [p["value"] for p in sws[2]["points"]] == [1, 2]
+    if not sws[2]["parallel_kernels"]:
+        assert "NUMBA_NUM_THREADS has no effect" in sws[2]["note"]
+
+
+def test_bench_cli_registers_the_subcommand():
+    from flowaudit import bench_cli
+    ap = argparse.ArgumentParser(prog="flowaudit")
+    sub = ap.add_subparsers(dest="cmd")
+    bench_cli.add_parser(sub)
+    args = ap.parse_args(["bench", "--quick", "--out", "x", "--stages", "edifact", "values",
+                          "--repeats", "3", "--size-mb", "1", "--sweep", "batch-size", "--sweep", "threads"])
+    cfg = suite.config_from_args(args)
+    assert cfg.quick and cfg.out == "x" and cfg.stages == ["edifact", "values"]
+    assert cfg.repeats == 3 and cfg.size_mb == 1 and cfg.sweeps == ["batch-size", "threads"]
+    assert args.fn is bench_cli.cmd_bench
