@@ -108,10 +108,11 @@ def cmd_synth(args) -> int:
 
 def cmd_warmup(args) -> int:
     """Compile (and cache) every kernel, so the first batch of a service is not slow."""
+    from .egress import EgressDetector
     from .pipeline import Classifier
     from .protect import Protector
 
-    secs = Classifier(Protector(b"warmup-key-not-secret")).warmup()
+    secs = Classifier(Protector(b"warmup-key-not-secret"), egress=EgressDetector()).warmup()
     print(f"kernels ready in {secs:.1f} s")
     return 0
 
