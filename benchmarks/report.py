@@ -76,9 +76,10 @@ def markdown(res: dict) -> str:
             lines.append(f"| {s['name']} | flowaudit | | | | | | | | {s['status']}: {s['reason']} |")
             continue
         t = s["timing"]
+        timing = f"{t['median_s'] * 1e3:.1f} ({_spread(t)})" if t else ""  # external stages time themselves
         lines.append(f"| **{s['name']}** | **flowaudit** | {m['versions'].get('flowaudit', '')} | "
-                     f"{s['bytes'] / 1e6:.1f} | **{_f(s['mb_per_s'])}** | {_items(s['items_per_s'], s['item_unit'])} | "
-                     f"{t['median_s'] * 1e3:.1f} ({_spread(t)}) | | "
+                     f"{(s.get('bytes') or 0) / 1e6:.1f} | **{_f(s['mb_per_s'])}** | {_items(s['items_per_s'], s['item_unit'])} | "
+                     f"{timing} | | "
                      f"{_rss(s['memory'])} | "
                      + ", ".join(f"{k} {v:,}" for k, v in s["counts"].items()) + " |")
         for p in s["peers"]:
@@ -86,13 +87,14 @@ def markdown(res: dict) -> str:
                 lines.append(f"| | {p['name']} | {p['version']} | | | | | | | {p['status']}: {p['reason']} |")
                 continue
             pt = p["timing"]
+            ptiming = f"{pt['median_s'] * 1e3:.1f} ({_spread(pt)})" if pt else ""
             check = p["counts_check"]["text"] if p.get("counts_check") else ""
             if p.get("engines_check") and p["engines_check"]["status"] != "agree" or \
                     (p.get("engines_check") and "reference" not in p["engines_check"]["text"]):
                 check += ("; " if check else "") + p["engines_check"]["text"]
             pre = " (prefix)" if p.get("prefix") else ""
             lines.append(f"| | {p['name']} | {p['version']} | {p['bytes'] / 1e6:.1f}{pre} | {_f(p['mb_per_s'])} | "
-                         f"{_items(p['items_per_s'], p.get('item_unit'))} | {pt['median_s'] * 1e3:.1f} ({_spread(pt)}) | "
+                         f"{_items(p['items_per_s'], p.get('item_unit'))} | {ptiming} | "
                          f"**{_f(p['ratio'])}×** | {_rss(p.get('memory'))} | "
                          f"{check} |")
         ex = s.get("extra") or {}

@@ -1,0 +1,209 @@
+"""``flowaudit flows`` (pcap / goflow2 JSON -> FLOWS Parquet) and ``flowaudit collect`` (UDP -> Kafka).
+
+``cli.py`` registers both with ``flows.add_parsers(subparsers)``.  Every flag names the
+environment variable that sets its default.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+ENV_BOOTSTRAP = "FLOWAUDIT_KAFKA_BOOTSTRAP_SERVERS"
+ENV_LISTEN = "FLOWAUDIT_COLLECT_LISTEN"
+ENV_TOPIC = "FLOWAUDIT_COLLECT_TOPIC"
+ENV_SOCKETS = "FLOWAUDIT_COLLECT_SOCKETS"
+ENV_RCVBUF = "FLOWAUDIT_COLLECT_RCVBUF_BYTES"
+ENV_TTL = "FLOWAUDIT_NETFLOW_TEMPLATE_TTL_S"
+DEFAULT_TOPIC = "netflow"
+BATCH_DATAGRAMS = 65536
+
+
+def _env(name: str, default):
+    v = os.environ.get(name)
+    if v is None or v == "":
+        return default
+    return type(default)(v) if default is not None else v
+
+
+# ---------------------------------------------------------------------------------- flows
+def _quarantine_table(dg, sel, status, file_names):
+    from .datasets import QUARANTINE, SCHEMA_VERSION
+    from .decode.netflow import STATUS_NAMES
+
+    n = len(sel)
+    reasons = sorted({STATUS_NAMES[s] for s in status[sel]})
+    rpos = {r: i for i, r in enumerate(reasons)}
+    raw = [bytes(dg.buf[dg.offsets[i]:dg.offsets[i + 1]]) for i in sel]
+    d = lambda idx, names: pa.DictionaryArray.from_arrays(  # noqa: E731
+        pa.array(np.asarray(idx, np.int32), pa.int32()), pa.array(names, pa.string()))
+    return pa.Table.from_arrays([
+        d(dg.file_idx[sel], file_names),
+        pa.array(np.full(n, -1, np.int32), pa.int32()),
+        pa.array(dg.frame[sel], pa.int64()),
+        pa.array(dg.ts_ns[sel] // 1_000_000, pa.int64()),
+        pa.array([dg.exporters[dg.exporter_idx[i]].encode() for i in sel], pa.binary()),
+        d(np.zeros(n), ["netflow"]),
+        d([rpos[STATUS_NAMES[s]] for s in status[sel]], reasons),
+        pa.array([len(r) for r in raw], pa.int32()),
+        pa.array(raw, pa.binary()),
+        d(np.zeros(n), [SCHEMA_VERSION]),
+    ], schema=QUARANTINE)
+
+
+def decode_pcaps(paths, ports=None, template_ttl_s: int | None = None, decoder=None):
+    """Decode export captures -> (FLOWS table, datagrams, per-datagram status, decoder)."""
+    from .decode.netflow import NetflowDecoder
+    from .sources.pcap import read_datagrams
+
+    dg = read_datagrams(paths, ports)
+    dec = decoder or NetflowDecoder(template_ttl_s=_env(ENV_TTL, 3600) if template_ttl_s is None else template_ttl_s)
+    files = [Path(f).name for f in dg.files]
+    tables = []
+    status = np.zeros(len(dg), np.int16)
+    for s in range(0, max(len(dg), 1), BATCH_DATAGRAMS):
+        e = min(len(dg), s + BATCH_DATAGRAMS)
+        if e <= s:
+            break
+        off = dg.offsets[s:e + 1]
+        res = dec.decode_result(dg.buf, off, dg.exporters, dg.exporter_idx[s:e], sources=files,
+                                source_idx=dg.file_idx[s:e], partition=np.full(e - s, -1),
+                                offset=dg.frame[s:e], ts_ms=dg.ts_ns[s:e] // 1_000_000)
+        status[s:e] = res.status
+        tables.append(res.table)
+    dec.flush()
+    from .datasets import FLOWS
+    table = pa.concat_tables(tables).unify_dictionaries() if tables else FLOWS.empty_table()
+    return table, dg, status, dec
+
+
+def decode_json_lines(paths):
+    from .decode.netflow import decode_goflow_json
+
+    values, sidx, offs = [], [], []
+    for fi, p in enumerate(paths):
+        with open(p, "rb") as f:
+            for i, line in enumerate(f):
+                if line.strip():
+                    values.append(line)
+                    sidx.append(fi)
+                    offs.append(i)
+    table, status = decode_goflow_json(values, [Path(p).name for p in paths], sidx, None, offs)
+    return table, status
+
+
+def cmd_flows(args) -> int:
+    import pyarrow.parquet as pq
+
+    ports = set(args.port) if args.port else None
+    jsonl = [p for p in args.inputs if p.endswith((".json", ".jsonl", ".ndjson"))]
+    pcaps = [p for p in args.inputs if p not in jsonl]
+    for p in args.inputs:
+        if not Path(p).is_file():
+            print(f"flowaudit flows: {p}: no such file", file=sys.stderr)
+            return 2
+    tables = []
+    summary: dict = {}
+    if pcaps:
+        table, dg, status, dec = decode_pcaps(pcaps, ports, args.template_ttl)
+        tables.append(table)
+        bad = np.nonzero(status)[0]
+        summary.update(datagrams=len(dg), flows=table.num_rows, quarantined=int(len(bad)),
+                       skipped_frames=dg.skipped, counters={k: v for k, v in dec.counters.items() if v})
+        if args.quarantine:
+            pq.write_table(_quarantine_table(dg, bad, status, [Path(f).name for f in dg.files]), args.quarantine)
+        if args.templates:
+            summary["templates"] = dec.templates()
+    if jsonl:
+        t, st = decode_json_lines(jsonl)
+        tables.append(t)
+        summary["json_messages"] = int(len(st))
+        summary["json_rejected"] = int((st != 0).sum())
+    out = pa.concat_tables([t.unify_dictionaries() for t in tables]).unify_dictionaries() if len(tables) > 1 else tables[0]
+    pq.write_table(out, args.out, compression="zstd")
+    summary["out"] = args.out
+    summary["rows"] = out.num_rows
+    if args.json:
+        print(json.dumps(summary, indent=1, default=str))
+    else:
+        print(f"{out.num_rows:,} flows -> {args.out}"
+              + (f" ({summary.get('datagrams', 0):,} datagrams, {summary.get('quarantined', 0):,} quarantined)"
+                 if pcaps else ""))
+    return 0
+
+
+# ---------------------------------------------------------------------------------- collect
+def cmd_collect(args) -> int:
+    from .sources.udp import UdpCollector, parse_listen
+
+    host, port = parse_listen(args.listen)
+    try:
+        col = UdpCollector(host, port, args.bootstrap, args.topic, sockets=args.sockets, rcvbuf=args.rcvbuf)
+    except OSError as exc:
+        print(f"flowaudit collect: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(json.dumps({"listening": f"{col.address[0]}:{col.port}", "topic": args.topic,
+                      "rcvbuf_bytes": col.effective_rcvbuf, "pid": os.getpid()}), flush=True)
+    on_stats = (lambda d: print(json.dumps({"stats": d}), flush=True)) if args.stats_every else None
+    stats = col.run(max_seconds=args.max_seconds, stats_every=args.stats_every or 0.0, on_stats=on_stats)
+    print(json.dumps({"final": stats.as_dict()}), flush=True)
+    return 0 if not stats.delivery_errors and not stats.dropped_queue_full else 1
+
+
+def add_parsers(sub) -> None:
+    """Register ``flows`` and ``collect`` on an argparse subparsers object."""
+    p = sub.add_parser("flows", help="decode NetFlow v5/v9/IPFIX captures (pcap/pcapng) or goflow2 JSON "
+                       "lines into a FLOWS Parquet file",
+                       description="Decode the UDP export datagrams of pcap/pcapng files (Ethernet, VLAN, "
+                       "raw IP, Linux cooked SLL/SLL2; IPv4/IPv6) into one row per flow record. Files ending "
+                       ".json/.jsonl/.ndjson are read as goflow2 JSON flow messages, one per line. Counts are "
+                       "raw, with the sampling interval beside them.")
+    p.add_argument("inputs", nargs="+", metavar="PCAP", help="capture files (or goflow2 JSON lines)")
+    p.add_argument("--out", required=True, metavar="FILE", help="output Parquet file (FLOWS schema)")
+    p.add_argument("--port", type=int, action="append", metavar="N",
+                   help="only UDP datagrams to this collector port (repeatable; default: every UDP datagram)")
+    p.add_argument("--quarantine", metavar="FILE", help="also write undecodable datagrams (reason, raw bytes) here")
+    p.add_argument("--template-ttl", type=int, metavar="S", default=None,
+                   help=f"drop templates not refreshed for S seconds of exporter time, 0 = never "
+                        f"(default 3600) [env {ENV_TTL}]")
+    p.add_argument("--templates", action="store_true", help="include the template registry in the --json summary")
+    p.add_argument("--json", action="store_true", help="print a JSON summary (counters per reason)")
+    p.set_defaults(fn=cmd_flows)
+
+    p = sub.add_parser("collect", help="listen for NetFlow/IPFIX export datagrams on UDP and forward them "
+                       "to a Kafka topic keyed by exporter address",
+                       description="Forward every UDP datagram unchanged to Kafka: key = exporter IP address, "
+                       "headers exporter, exporter_port, received_ns. SIGTERM/Ctrl-C drains the socket, flushes "
+                       "and exits 0.")
+    p.add_argument("--listen", default=_env(ENV_LISTEN, "0.0.0.0:2055"), metavar="HOST:PORT",
+                   help=f"address to listen on (default 0.0.0.0:2055) [env {ENV_LISTEN}]")
+    p.add_argument("--bootstrap", default=_env(ENV_BOOTSTRAP, "127.0.0.1:9092"), metavar="HOST:PORT",
+                   help=f"Kafka bootstrap servers [env {ENV_BOOTSTRAP}]")
+    p.add_argument("--topic", default=_env(ENV_TOPIC, DEFAULT_TOPIC),
+                   help=f"Kafka topic (default {DEFAULT_TOPIC}) [env {ENV_TOPIC}]")
+    p.add_argument("--sockets", type=int, default=_env(ENV_SOCKETS, 1), metavar="N",
+                   help=f"receiving sockets/threads bound with SO_REUSEPORT (default 1) [env {ENV_SOCKETS}]")
+    p.add_argument("--rcvbuf", type=int, default=_env(ENV_RCVBUF, 64 << 20), metavar="BYTES",
+                   help=f"socket receive buffer (default 64 MiB; capped by net.core.rmem_max unless "
+                        f"CAP_NET_ADMIN) [env {ENV_RCVBUF}]")
+    p.add_argument("--max-seconds", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--stats-every", type=float, metavar="S", help="print counters as JSON every S seconds")
+    p.set_defaults(fn=cmd_collect)
+
+
+def main(argv=None) -> int:
+    """Stand-alone entry (``python -m flowaudit.flows flows ...``) until cli.py wires add_parsers."""
+    ap = argparse.ArgumentParser(prog="flowaudit")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    add_parsers(sub)
+    args = ap.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
