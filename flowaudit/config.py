@@ -76,12 +76,27 @@ class EgressSettings:
 
 
 @dataclass
+class CollectSettings:               # flowaudit collect (UDP -> Kafka); flags override
+    listen: str = "0.0.0.0:2055"
+    topic: str = "netflow"
+    sockets: int = 1
+    rcvbuf_bytes: int = 64 << 20
+
+
+@dataclass
+class NetflowSettings:
+    template_ttl_s: int = 3600       # a template not refreshed within this much exporter time is dropped
+
+
+@dataclass
 class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     sink: SinkSettings = field(default_factory=SinkSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     egress: EgressSettings = field(default_factory=EgressSettings)
+    collect: CollectSettings = field(default_factory=CollectSettings)
+    netflow: NetflowSettings = field(default_factory=NetflowSettings)
 
     def validate(self) -> "Settings":
         k = self.kafka

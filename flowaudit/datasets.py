@@ -77,6 +77,9 @@ FLOWS = pa.schema(_PROVENANCE + [
     pa.field("first_ns", pa.int64(), nullable=False),     # flow start, ns since epoch (UTC)
     pa.field("last_ns", pa.int64(), nullable=False),
     pa.field("sampling_interval", pa.uint32(), nullable=False),  # 1 = unsampled
+    pa.field("ip_version", pa.uint8(), nullable=False),   # 4 or 6
+    pa.field("time_flags", pa.uint8(), nullable=False),   # bit 1: first_ns, bit 2: last_ns from the record
+                                                          # (a clear bit: the export time stands in)
     pa.field("schema_version", _dict, nullable=False),
 ], metadata={"flowaudit.dataset": "flows", "flowaudit.schema_version": SCHEMA_VERSION})
 

@@ -269,6 +269,8 @@ class NetflowDecoder:
             pa.array(num["first_ns"], pa.int64()),
             pa.array(num["last_ns"], pa.int64()),
             pa.array(num["sampling_interval"], pa.uint32()),
+            pa.array(num["ip_version"], pa.uint8()),
+            pa.array(num["time_flags"], pa.uint8()),
             _dict_array(np.zeros(n, np.int32), [SCHEMA_VERSION]),
         ]
         return pa.Table.from_arrays(cols, schema=FLOWS)
@@ -457,6 +459,26 @@ def decode_goflow_json(values: list, sources: list[str] | None = None, source_id
         pa.array(np.array(cols[14], np.int64) if nr else [], pa.int64()),
         pa.array(np.array(cols[15], np.int64) if nr else [], pa.int64()),
         pa.array(np.array(cols[16], np.uint32) if nr else [], pa.uint32()),
+        pa.array(ipver, pa.uint8()),
+        pa.array(((np.array(cols[14], np.int64) > 0) * 1 + (np.array(cols[15], np.int64) > 0) * 2).astype(np.uint8)
+                 if nr else np.zeros(0, np.uint8), pa.uint8()),
         _dict_array(np.zeros(nr, np.int32), [SCHEMA_VERSION]),
     ]
     return pa.Table.from_arrays(arrays, schema=FLOWS), status
+
+
+def numeric_view(flows: pa.Table) -> dict:
+    """The egress engine's arrays (addresses as hi/lo uint64) from a FLOWS table, e.g. goflow2's;
+    each distinct address is parsed once."""
+    out = {}
+    for side in ("src", "dst"):
+        col = flows.column(f"{side}_addr").combine_chunks().dictionary_encode()
+        parsed = [parse_address(str(a)) for a in col.dictionary.to_pylist()]
+        idx = col.indices.to_numpy(zero_copy_only=False)
+        hi = np.array([p[0] for p in parsed] + [0], np.uint64)
+        lo = np.array([p[1] for p in parsed] + [0], np.uint64)
+        out[f"{side}_hi"], out[f"{side}_lo"] = hi[idx], lo[idx]
+    for name in ("src_port", "dst_port", "protocol", "tcp_flags", "bytes", "packets", "first_ns", "last_ns",
+                 "sampling_interval", "ip_version"):
+        out[name] = flows.column(name).to_numpy()
+    return out
