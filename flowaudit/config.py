@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
-FORMATS = ("edifact", "x12", "xml", "json", "auto")
+FORMATS = ("edifact", "x12", "xml", "json", "auto", "netflow", "goflow", "dns")
 DEFAULT_TOPICS = {"port.edifact": "edifact", "port.x12": "x12", "port.xml": "xml", "port.json": "json"}
 
 
@@ -32,7 +32,9 @@ class ConfigError(ValueError):
 class KafkaSettings:
     bootstrap_servers: str = "127.0.0.1:9092"
     group_id: str = "flowaudit"
-    # topic -> format ("edifact", "x12", "xml", "json", or "auto": detect from the first bytes)
+    # topic -> format: "edifact", "x12", "xml", "json", "auto" (detect from the first bytes);
+    # "netflow" (export datagrams keyed by exporter, as `flowaudit collect` produces them),
+    # "goflow" (goflow2 JSON flows), "dns" (Zeek dns.log JSON lines, for DNS attribution)
     topics: dict = field(default_factory=lambda: dict(DEFAULT_TOPICS))
     auto_offset_reset: str = "earliest"
     session_timeout_ms: int = 6000

@@ -53,6 +53,16 @@ class Metrics:
                                       "Bytes of those flows, scaled by the sampling interval",
                                       ["platform", "zone", "rule"], registry=r)
         self._egress_seen: dict = {}
+        self.flows = Counter("flowaudit_flows_total", "Flow records decoded (NetFlow v5/v9/IPFIX, goflow2)",
+                             registry=r)
+        self.flows_late_dropped = Counter("flowaudit_flows_late_dropped_total",
+                                          "Held flow records whose partition was no longer in the batch",
+                                          registry=r)
+        self.netflow_events = Counter("flowaudit_netflow_events_total",
+                                      "NetFlow decoder events: records, templates, and each rejected-input reason",
+                                      ["reason"], registry=r)
+        self.netflow_templates = Gauge("flowaudit_netflow_templates", "Templates in the NetFlow registry",
+                                       registry=r)
         for d in DATASETS:
             self.files_committed.labels(d)
             self.rows_written.labels(d)

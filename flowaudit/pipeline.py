@@ -23,8 +23,8 @@ import pyarrow as pa
 
 from . import catalog as _catalog
 from .datasets import HITS, MESSAGES, QUARANTINE, SCHEMA_VERSION
-from .decode import (FMT_EDIFACT, FMT_JSON, FMT_UNKNOWN, FMT_X12, FMT_XML, FORMAT_NAMES, REASON_CODES,
-                     REASONS)
+from .decode import (FMT_EDIFACT, FMT_JSON, FMT_UNKNOWN, FMT_X12, FMT_XML, FORMAT_CODES, FORMAT_NAMES,
+                     REASON_CODES, REASONS)
 from .kernels.dedupe import unique_slices
 from .protect import Protector
 
@@ -36,7 +36,7 @@ _REASON_LIST = [REASONS[i] for i in range(max(REASONS) + 1)]
 
 
 def format_code(name: str) -> int:
-    return FMT_AUTO if name == "auto" else {v: k for k, v in FORMAT_NAMES.items()}[name]
+    return FMT_AUTO if name == "auto" else FORMAT_CODES[name]
 
 
 @dataclass
@@ -56,6 +56,14 @@ class Batch:
 
     def __len__(self) -> int:
         return int(self.offsets.shape[0] - 1)
+
+    def take(self, idx: np.ndarray) -> "Batch":
+        """The sub-batch of messages ``idx`` (values copied into a new buffer)."""
+        b, o = self.buf, self.offsets
+        vals = [None if self.null[i] else b[o[i]:o[i + 1]].tobytes() for i in idx]
+        return Batch.from_values(vals, self.declared[idx], sources=self.sources, source_idx=self.source_idx[idx],
+                                 partition=self.partition[idx], offset=self.offset[idx], ts_ms=self.ts_ms[idx],
+                                 keys=[self.keys[i] for i in idx])
 
     @classmethod
     def from_values(cls, values: list, declared: list[int] | int, sources: list[str] | None = None,

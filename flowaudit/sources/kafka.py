@@ -20,10 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import pyarrow as pa
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from ..config import ConfigError, Settings, hmac_key
+from ..decode import TELEMETRY_NAMES
+from ..flowpath import FlowPath
 from ..metrics import Metrics
 from ..pipeline import Batch, Classifier, format_code
 from ..protect import Protector
@@ -41,6 +44,7 @@ class Summary:
     hits: Counter = field(default_factory=Counter)          # data_class -> n
     quarantined: Counter = field(default_factory=Counter)   # reason -> n
     transfers: Counter = field(default_factory=Counter)     # (platform, seen_where) -> n
+    flows: int = 0
     files: Counter = field(default_factory=Counter)         # dataset -> n
     rows: Counter = field(default_factory=Counter)          # dataset -> n
     batches: int = 0
@@ -122,6 +126,12 @@ class StreamService:
                                      max_message_bytes=settings.kafka.max_message_bytes, egress=self.egress)
         if self.metrics and self.egress is not None:
             self.metrics.init_egress(self.egress.metric_label_values())
+        # topics of network telemetry (netflow / goflow / dns) take the flow path, the rest the message path
+        self.telemetry_kind = np.array([self.topic_fmt[i] if self.topic_fmt[i] in TELEMETRY_NAMES else 0
+                                        for i in range(len(self.topic_names))], np.uint8)
+        self.flowpath = FlowPath(self.egress, write_flows=settings.egress.write_flows,
+                                 template_ttl_s=settings.netflow.template_ttl_s)
+        self._nf_seen: dict[str, int] = {}
         self.writers: dict[tuple[str, int], PartitionWriter] = {}
         self.eof: dict[tuple[str, int], bool] = {}
         self.summary = Summary(root=str(self.root))
@@ -336,12 +346,27 @@ class StreamService:
 
     def handle(self, batch: Batch, group: np.ndarray, group_keys: list, t_batch: float) -> None:
         """Classify a batch, hand its rows to the partition writers, commit what they published."""
-        result = self.classifier.run(batch)
-        self._account(batch, result)
-        tables = {"messages": (result.messages, result.m_idx), "hits": (result.hits, result.h_idx),
-                  "quarantine": (result.quarantine, result.q_idx)}
-        if result.transfers is not None and result.transfers.num_rows:
-            tables["transfers"] = (result.transfers, result.t_idx)
+        parts: dict[str, list] = {}
+        kinds = self.telemetry_kind[batch.source_idx]
+        text = np.flatnonzero(kinds == 0)
+        if text.size:
+            tb = batch if text.size == len(batch) else batch.take(text)
+            result = self.classifier.run(tb)
+            self._account(tb, result)
+            for d, (t, rows) in (("messages", (result.messages, result.m_idx)), ("hits", (result.hits, result.h_idx)),
+                                 ("quarantine", (result.quarantine, result.q_idx)),
+                                 ("transfers", (result.transfers, result.t_idx))):
+                if t is not None and (t.num_rows or d == "messages"):
+                    parts.setdefault(d, []).append((t, text[rows] if tb is not batch else rows))
+        for code, kind in TELEMETRY_NAMES.items():
+            idx = np.flatnonzero(kinds == code)
+            if idx.size:
+                fr = self.flowpath.run(batch, idx, kind)
+                self._account_flows(batch, idx, fr)
+                for d, (t, rows) in fr.tables.items():
+                    parts.setdefault(d, []).append((t, rows))
+        tables = {d: (pa.concat_tables([t for t, _ in ps]), np.concatenate([r for _, r in ps]).astype(np.int64))
+                  for d, ps in parts.items()}
         commits = []
         for g, key in enumerate(group_keys):
             w = self.writers.get(key)
@@ -364,6 +389,42 @@ class StreamService:
         if self.metrics:
             self.metrics.batch_seconds.observe(time.perf_counter() - t_batch)
             self.metrics.batch_messages.observe(len(batch))
+
+    def _account_flows(self, batch: Batch, idx: np.ndarray, fr) -> None:
+        s = self.summary
+        lens = np.diff(batch.offsets)[idx]
+        s.messages += idx.size
+        s.bytes += int(lens.sum())
+        s.flows += fr.flows
+        for (fmt, reason), c in fr.quarantine_counts.items():
+            s.quarantined[reason] += c
+        t = fr.tables.get("transfers")
+        if t is not None:
+            s.transfers.update(zip(t[0].column("platform").to_pylist(), t[0].column("seen_where").to_pylist()))
+        m = self.metrics
+        if not m:
+            return
+        src = batch.source_idx[idx]
+        for i in np.unique(src):
+            sel = src == i
+            m.consumed_messages.labels(self.topic_names[i]).inc(int(sel.sum()))
+            m.consumed_bytes.labels(self.topic_names[i]).inc(float(lens[sel].sum()))
+        for (fmt, reason), c in fr.quarantine_counts.items():
+            m.quarantined.labels(fmt, reason).inc(c)
+        for kname, secs in fr.kernel_seconds.items():
+            m.kernel_seconds.labels(kname).inc(secs)
+        m.flows.inc(fr.flows)
+        if fr.late_dropped:
+            m.flows_late_dropped.inc(fr.late_dropped)
+        counters = self.flowpath.decoder.counters
+        for reason, total in counters.items():
+            prev = self._nf_seen.get(reason, 0)
+            if total > prev:
+                m.netflow_events.labels(reason).inc(total - prev)
+                self._nf_seen[reason] = total
+        m.netflow_templates.set(self.flowpath.decoder.template_count)
+        if self.egress is not None:
+            m.update_egress(self.egress.metrics())
 
     def _account(self, batch: Batch, result) -> None:
         s = self.summary
@@ -414,6 +475,8 @@ def format_summary(s: Summary) -> str:
     lines.append(f"  quarantined     {total_q:,}")
     for reason, c in sorted(s.quarantined.items(), key=lambda kv: -kv[1]):
         lines.append(f"    {reason:<26} {c:>10,}")
+    if s.flows:
+        lines.append(f"  flows           {s.flows:,} decoded (NetFlow / IPFIX / goflow2)")
     lines.append(f"  transfers       {sum(s.transfers.values()):,}  (to watchlisted platforms or against zone policy)")
     for (platform, where), c in sorted(s.transfers.items(), key=lambda kv: -kv[1]):
         lines.append(f"    {platform + ' via ' + where:<26} {c:>10,}")

@@ -1,0 +1,193 @@
+"""The stream's path for network telemetry topics: NetFlow/IPFIX datagrams, goflow2 JSON flows
+and Zeek DNS answers.
+
+Each Kafka message still lands in exactly one of ``messages`` (decoded) and ``quarantine``;
+decoded flows go to ``flows`` (when enabled) and the watchlist / DNS / zone-policy matches to
+``transfers``.  Rows carry the provenance of the datagram they came from.  A data set held for
+its template and decoded in a later batch keeps its own datagram's offset, and is filed with the
+batch that released it (the template's datagram, same exporter and so same partition).
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from .datasets import MESSAGES, QUARANTINE, SCHEMA_VERSION
+from .decode.netflow import STATUS_NAMES, NetflowDecoder, decode_goflow_json, numeric_view
+from .pipeline import Batch, _const_dict, _dict_array
+
+KIND_NETFLOW, KIND_GOFLOW, KIND_DNS = "netflow", "goflow", "dns"
+KINDS = (KIND_NETFLOW, KIND_GOFLOW, KIND_DNS)
+_VERSION_NAMES = {5: "v5", 9: "v9", 10: "ipfix"}
+
+
+@dataclass
+class FlowResult:
+    tables: dict = field(default_factory=dict)      # dataset -> (table, batch index of each row)
+    quarantine_counts: Counter = field(default_factory=Counter)   # (format, reason) -> n
+    flows: int = 0
+    late_dropped: int = 0                           # held rows whose partition is not in this batch
+    kernel_seconds: dict = field(default_factory=dict)
+
+
+class FlowPath:
+    def __init__(self, egress=None, write_flows: bool = True, template_ttl_s: int = 3600):
+        self.egress = egress
+        self.write_flows = write_flows
+        self.decoder = NetflowDecoder(template_ttl_s=template_ttl_s)
+
+    def run(self, batch: Batch, idx: np.ndarray, kind: str) -> FlowResult:
+        """Process the messages ``idx`` of ``batch``, all of one kind."""
+        sub = batch.take(idx)
+        res = FlowResult()
+        t0 = time.perf_counter()
+        if kind == KIND_DNS:
+            self._dns(sub, idx, res)
+        else:
+            self._flows(sub, idx, kind, res)
+        res.kernel_seconds[kind] = time.perf_counter() - t0
+        return res
+
+    # -- flows ---------------------------------------------------------------------------------
+
+    def _flows(self, sub: Batch, idx: np.ndarray, kind: str, res: FlowResult) -> None:
+        n = len(sub)
+        lens = np.diff(sub.offsets)
+        if kind == KIND_NETFLOW:
+            r = self.decoder.decode_batch(sub)
+            status = np.asarray(r.status, np.int64)
+            reasons = [STATUS_NAMES[s] if s else "ok" for s in status]
+            flows, numeric, exporters = r.table, r.numeric, r.exporters
+            dgram = numeric["dgram"]
+            head = np.zeros(n, np.int64)
+            for i in range(n):  # the version field of each datagram, for msg_type
+                s = sub.offsets[i]
+                head[i] = (int(sub.buf[s]) << 8 | int(sub.buf[s + 1])) if lens[i] >= 2 else 0
+            mtypes = [_VERSION_NAMES.get(int(v), "netflow") for v in head]
+        else:
+            values = [None if sub.null[i] else sub.buf[sub.offsets[i]:sub.offsets[i + 1]].tobytes() for i in range(n)]
+            flows, st = decode_goflow_json(values, sources=sub.sources, source_idx=sub.source_idx,
+                                           partition=sub.partition, offset=sub.offset, ts_ms=sub.ts_ms)
+            st = np.asarray(st, np.int64)
+            reasons = ["ok" if s == 0 else "malformed_json" for s in st]
+            status = st
+            numeric = numeric_view(flows)
+            exporters = None
+            # goflow rows are in message order, one per decodable message
+            dgram = np.flatnonzero(st == 0)
+            mtypes = ["goflow2"] * n
+        status[sub.null] = 1
+        reasons = ["null_value" if sub.null[i] else ("empty_value" if lens[i] == 0 else reasons[i])
+                   for i in range(n)]
+        # batch index of each flow row: its datagram, or (held rows) the first message of its partition
+        f_idx = np.full(flows.num_rows, -1, np.int64)
+        mine = dgram >= 0
+        f_idx[mine] = idx[dgram[mine]]
+        if (~mine).any():
+            part = flows.column("partition").to_numpy()
+            first_of = {}
+            for j in range(n):
+                first_of.setdefault(int(sub.partition[j]), int(idx[j]))
+            for k in np.flatnonzero(~mine):
+                f_idx[k] = first_of.get(int(part[k]), -1)
+        keep = f_idx >= 0
+        res.late_dropped = int((~keep).sum())
+        if not keep.all():
+            flows = flows.filter(pa.array(keep))
+            numeric = {k: v[keep] for k, v in numeric.items()}
+            f_idx = f_idx[keep]
+        res.flows = flows.num_rows
+        per_msg = np.bincount(np.searchsorted(idx, f_idx[f_idx >= 0]), minlength=n) if res.flows else np.zeros(n, int)
+        if self.write_flows and flows.num_rows:
+            res.tables["flows"] = (flows, f_idx)
+        if self.egress is not None and flows.num_rows:
+            src = sub.sources[int(sub.source_idx[0])] if n else "-"
+            t = self.egress.detect_flows(numeric, exporters=exporters, source=src,
+                                         partition=flows.column("partition").to_numpy(),
+                                         offset=np.arange(flows.num_rows), ts_ms=flows.column("ts_ms").to_numpy(
+                                             zero_copy_only=False))
+            if t.num_rows:
+                rows = t.column("offset").to_numpy().astype(np.int64)
+                t = t.set_column(t.schema.get_field_index("offset"), "offset", flows.column("offset").take(pa.array(rows)))
+                res.tables["transfers"] = (t, f_idx[rows])
+        self._messages(sub, idx, status, reasons, kind, mtypes, per_msg, res)
+
+    # -- DNS answers ---------------------------------------------------------------------------
+
+    def _dns(self, sub: Batch, idx: np.ndarray, res: FlowResult) -> None:
+        n = len(sub)
+        lens = np.diff(sub.offsets)
+        status = np.zeros(n, np.int64)
+        reasons = ["ok"] * n
+        parts, rows_idx = [], []
+        for i in range(n):
+            if sub.null[i] or lens[i] == 0:
+                status[i] = 1
+                reasons[i] = "null_value" if sub.null[i] else "empty_value"
+                continue
+            if self.egress is None:
+                continue
+            bad0 = self.egress.dns.stats.get("bad_lines", 0)
+            value = sub.buf[sub.offsets[i]:sub.offsets[i + 1]].tobytes()
+            t = self.egress.observe_dns(value.splitlines(), source=sub.sources[int(sub.source_idx[i])],
+                                        partition=int(sub.partition[i]), offset=int(sub.offset[i]))
+            if self.egress.dns.stats.get("bad_lines", 0) > bad0:
+                status[i] = 1
+                reasons[i] = "malformed_json"
+                continue
+            if t.num_rows:
+                parts.append(t)
+                rows_idx.append(np.full(t.num_rows, idx[i], np.int64))
+        if parts:
+            res.tables["transfers"] = (pa.concat_tables(parts), np.concatenate(rows_idx))
+        self._messages(sub, idx, status, reasons, KIND_DNS, ["zeek-dns"] * n, np.zeros(n, int), res)
+
+    # -- the messages / quarantine rows -----------------------------------------------------------
+
+    def _messages(self, sub, idx, status, reasons, kind, mtypes, per_msg, res) -> None:
+        n = len(sub)
+        lens = np.diff(sub.offsets).astype(np.int32)
+        ok = np.flatnonzero(status == 0)
+        bad = np.flatnonzero(status != 0)
+        n_transfers = np.zeros(n, np.int32)
+        if "transfers" in res.tables:
+            n_transfers += np.bincount(np.searchsorted(idx, res.tables["transfers"][1]), minlength=n).astype(np.int32)
+
+        def prov(rows):
+            ts = sub.ts_ms[rows]
+            return [_dict_array(sub.source_idx[rows], sub.sources), pa.array(sub.partition[rows], pa.int32()),
+                    pa.array(sub.offset[rows], pa.int64()), pa.array(ts, pa.int64(), mask=ts < 0)]
+
+        types = sorted(set(mtypes)) or [""]
+        tpos = {t: i for i, t in enumerate(types)}
+        m = ok.size
+        messages = pa.Table.from_arrays(prov(ok) + [
+            pa.array([sub.keys[i] for i in ok], pa.binary()),
+            _const_dict(kind, m),
+            _dict_array(np.array([tpos[mtypes[i]] for i in ok], np.int32), types),
+            pa.array(lens[ok], pa.int32()),
+            pa.array(per_msg[ok].astype(np.int32), pa.int32()),      # flows decoded from the message
+            pa.array(n_transfers[ok], pa.int32()),                     # transfers it produced
+            _const_dict("-", m),
+            _const_dict(SCHEMA_VERSION, m),
+        ], schema=MESSAGES)
+        res.tables["messages"] = (messages, idx[ok])
+        if bad.size:
+            rnames = sorted({reasons[i] for i in bad})
+            rpos = {r: i for i, r in enumerate(rnames)}
+            quarantine = pa.Table.from_arrays(prov(bad) + [
+                pa.array([sub.keys[i] for i in bad], pa.binary()),
+                _const_dict(kind, bad.size),
+                _dict_array(np.array([rpos[reasons[i]] for i in bad], np.int32), rnames),
+                pa.array(lens[bad], pa.int32()),
+                pa.array([None if sub.null[i] else sub.buf[sub.offsets[i]:sub.offsets[i + 1]].tobytes() for i in bad],
+                         pa.binary()),
+                _const_dict(SCHEMA_VERSION, bad.size),
+            ], schema=QUARANTINE)
+            res.tables["quarantine"] = (quarantine, idx[bad])
+            res.quarantine_counts.update((kind, reasons[i]) for i in bad)
+
