@@ -199,7 +199,7 @@ def _found(res, i):
 
 def _corpus(directory: Path, decoder):
     if not directory.is_dir():
-        pytest.skip(f"corpus not found at {directory}")
+        pytest.fail(f"corpus not found at {directory}")
     files = sorted(directory.iterdir())
     msgs = [f.read_bytes() for f in files]
     buf, offs = _batch(msgs)

@@ -131,7 +131,7 @@ def json_expect(doc):
 def json_corpus():
     d = CORPUS / "json"
     if not d.is_dir():
-        pytest.skip("corpus not available")
+        pytest.fail("corpus not available")
     return sorted(p for p in d.iterdir() if p.is_file())
 
 
@@ -247,7 +247,7 @@ def xml_expect(root):
 def test_xml_corpus_structural_values_found():
     d = CORPUS / "xml"
     if not d.is_dir():
-        pytest.skip("corpus not available")
+        pytest.fail("corpus not available")
     files = sorted(p for p in d.iterdir() if p.is_file())
     msgs = [p.read_bytes() for p in files]
     res = classify(dx, msgs)

@@ -607,7 +607,7 @@ EXPECTED_IMO = {
 @pytest.fixture(scope="module")
 def edifact_corpus():
     if not EDI_DIR.is_dir():
-        pytest.skip(f"corpus not found at {EDI_DIR}")
+        pytest.fail(f"corpus not found at {EDI_DIR}")
     files = sorted(EDI_DIR.iterdir())
     msgs = [f.read_bytes() for f in files]
     buf, offs = batch(msgs)

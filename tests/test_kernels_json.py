@@ -530,7 +530,7 @@ COARRI = "MJapdeva4302_ReadBaplie__Json_COARRI_Export_Ejemplo.JSON"
 @pytest.fixture(scope="module")
 def corpus():
     if not JSON_DIR.is_dir():
-        pytest.skip("corpus not available")
+        pytest.fail("corpus not available")
     files = sorted(p for p in JSON_DIR.iterdir() if p.is_file())
     msgs = [p.read_bytes() for p in files]
     return [p.name for p in files], msgs, run_catalogue(msgs), run(msgs)

@@ -252,7 +252,7 @@ EXPECTED = {
 @pytest.fixture(scope="module")
 def x12_corpus():
     if not X12_DIR.is_dir():
-        pytest.skip(f"corpus not found at {X12_DIR}")
+        pytest.fail(f"corpus not found at {X12_DIR}")
     files = sorted(X12_DIR.iterdir())
     msgs = [f.read_bytes() for f in files]
     buf, offs = batch(msgs)
