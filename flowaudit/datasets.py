@@ -37,9 +37,10 @@ HITS = pa.schema(_PROVENANCE + [
     pa.field("data_class", _dict, nullable=False),
     pa.field("sensitivity", _dict, nullable=False),
     pa.field("location", _dict, nullable=False),
-    pa.field("value_masked", pa.string(), nullable=False),
-    pa.field("value_hmac", pa.binary(32), nullable=False),  # HMAC-SHA256 under the operator key
-    pa.field("value_raw", pa.string(), nullable=True),      # null unless sink.raw_values / --raw
+    # one dictionary entry per distinct value of a batch (vessels, parties and ports repeat)
+    pa.field("value_masked", _dict, nullable=False),
+    pa.field("value_hmac", pa.dictionary(pa.int32(), pa.binary(32)), nullable=False),  # HMAC-SHA256, operator key
+    pa.field("value_raw", _dict, nullable=True),            # null unless sink.raw_values / --raw
     pa.field("check_digit_valid", pa.bool_(), nullable=True),  # null: the class has no check digit
     pa.field("confidence", pa.uint8(), nullable=False),     # percent
     pa.field("byte_start", pa.int64(), nullable=False),     # value position inside the message

@@ -299,7 +299,8 @@ class Classifier:
         keep_all = np.concatenate(keeps).astype(np.int64)
         uid, first = unique_slices(vbuf, voff, keep_all)
         rows = keep_all[first]
-        distinct = [vbuf[voff[i]:voff[i + 1]].tobytes() for i in rows]
+        vb, vo = vbuf.tobytes(), voff.tolist()
+        distinct = [vb[vo[i]:vo[i + 1]] for i in rows.tolist()]
         if self.egress is not None:  # interchange recipients, for the watchlist's EDI party ids
             loc_all = np.concatenate(loc)
             for k in np.flatnonzero(cls_a == self._recipient_code):
@@ -309,13 +310,14 @@ class Classifier:
                          else "XML_ELEMENT")
                 self._recipients.append((int(h_idx[k]), distinct[uid[k]].decode("latin-1"), where))
         masked_u, keyed_u = self.protector.protect_many(distinct)
-        take = pa.array(uid)
-        masked = pa.array(masked_u, pa.string()).take(take)
-        keyed = pa.array(keyed_u, pa.binary(32)).take(take)
+        ids = pa.array(uid.astype(np.int32), pa.int32())
+        masked = pa.DictionaryArray.from_arrays(ids, pa.array(masked_u, pa.string()))
+        keyed = pa.DictionaryArray.from_arrays(ids, pa.array(keyed_u, pa.binary(32)))
         if self.protector.raw:
-            raw = pa.array([v.decode("utf-8", errors="replace") for v in distinct], pa.string()).take(take)
+            raw = pa.DictionaryArray.from_arrays(ids, pa.array([v.decode("utf-8", errors="replace") for v in distinct],
+                                                               pa.string()))
         else:
-            raw = pa.nulls(uid.size, pa.string())
+            raw = pa.nulls(uid.size, HITS.field("value_raw").type)
         m = h_idx.size
         cols = self._provenance(batch, h_idx) + [
             _dict_array(fmt[h_idx], _FORMAT_LIST),
