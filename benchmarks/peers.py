@@ -503,9 +503,9 @@ def format_peers(fmt: str, source: str = "synth") -> list[Peer]:
 def external(module: str):
     """``benchmarks.<module>`` and its ``run``/``measure`` function, or (None, reason)."""
     try:
-        mod = importlib.import_module(f"benchmarks.{module}")
+        mod = importlib.import_module(f".{module}", __package__)
     except ModuleNotFoundError as exc:
-        if exc.name in (f"benchmarks.{module}",):
+        if exc.name == f"{__package__}.{module}":
             return None, f"module not available (benchmarks/{module}.py does not exist yet)"
         return None, f"module not available: {type(exc).__name__}: {exc}"
     except Exception as exc:  # noqa: BLE001 - a peer module mid-edit must not stop the run

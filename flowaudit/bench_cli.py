@@ -5,21 +5,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 
 def _suite():
-    try:
-        from benchmarks import suite
-    except ImportError:
-        # an editable install: benchmarks/ sits beside the flowaudit package in the checkout
-        root = Path(__file__).resolve().parents[1]
-        if not (root / "benchmarks" / "suite.py").exists():
-            raise SystemExit("flowaudit bench: the benchmarks/ folder was not found; run it from a "
-                             "flowaudit checkout (pip install -e '.[bench]')") from None
-        sys.path.insert(0, str(root))
-        from benchmarks import suite
+    # benchmarks/ is installed as flowaudit.benchmarks (pyproject package-dir); in a checkout it is
+    # also the top-level package ``benchmarks`` (python -m benchmarks)
+    from flowaudit.benchmarks import suite
     return suite
 
 
