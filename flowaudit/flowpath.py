@@ -112,7 +112,8 @@ class FlowPath:
                                              zero_copy_only=False))
             if t.num_rows:
                 rows = t.column("offset").to_numpy().astype(np.int64)
-                t = t.set_column(t.schema.get_field_index("offset"), "offset", flows.column("offset").take(pa.array(rows)))
+                k = t.schema.get_field_index("offset")
+                t = t.set_column(k, t.schema.field(k), flows.column("offset").take(pa.array(rows)))
                 res.tables["transfers"] = (t, f_idx[rows])
         self._messages(sub, idx, status, reasons, kind, mtypes, per_msg, res)
 

@@ -224,7 +224,8 @@ class Classifier:
                                         sources=batch.sources, source_idx=batch.source_idx,
                                         partition=batch.partition, offset=np.arange(len(batch)), ts_ms=batch.ts_ms)
         t_idx = t.column("offset").to_numpy().astype(np.int64)
-        t = t.set_column(t.schema.get_field_index("offset"), "offset", pa.array(batch.offset[t_idx], pa.int64()))
+        k = t.schema.get_field_index("offset")
+        t = t.set_column(k, t.schema.field(k), pa.array(batch.offset[t_idx], pa.int64()))
         return t, t_idx
 
     # -- tables ------------------------------------------------------------------------------

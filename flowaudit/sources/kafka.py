@@ -358,7 +358,8 @@ class StreamService:
                                  ("transfers", (result.transfers, result.t_idx))):
                 if t is not None and (t.num_rows or d == "messages"):
                     parts.setdefault(d, []).append((t, text[rows] if tb is not batch else rows))
-        for code, kind in TELEMETRY_NAMES.items():
+        # DNS answers first: a flow in the same poll as the answer that names its address is attributed
+        for code, kind in sorted(TELEMETRY_NAMES.items(), key=lambda kv: kv[1] != "dns"):
             idx = np.flatnonzero(kinds == code)
             if idx.size:
                 fr = self.flowpath.run(batch, idx, kind)

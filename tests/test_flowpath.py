@@ -1,0 +1,89 @@
+"""The stream's telemetry path without Kafka: DNS answers, goflow2 flows and NetFlow datagrams in
+one batch through StreamService.handle, into the partition writers."""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import orjson
+
+from flowaudit.config import Settings
+from flowaudit.pipeline import Batch
+from flowaudit.sinks.parquet import PartitionWriter, read_dataset
+from flowaudit.sources.kafka import StreamService
+
+T0_MS = 1_772_323_200_000  # 2026-03-01T00:00:00Z
+
+
+def service(tmp_path, topics):
+    st = Settings()
+    st.kafka.topics = topics
+    st.sink.root = str(tmp_path / "out")
+    st.security.hmac_key = "flowpath-test-key-0123"
+    st.kafka.pipeline_depth = 0
+    svc = StreamService(st.validate(), metrics=None, install_signals=False)
+    for t in topics:
+        svc.writers[(t, 0)] = PartitionWriter(svc.root, t, 0)
+    return svc
+
+
+def batch_of(svc, rows):
+    """rows: (topic, offset, key, value)"""
+    src = [svc.topic_idx[t] for t, *_ in rows]
+    return Batch.from_values([v for *_, v in rows], svc.topic_fmt[np.asarray(src)], sources=svc.topic_names,
+                             source_idx=src, partition=[0] * len(rows), offset=[o for _, o, *_ in rows],
+                             ts_ms=[T0_MS] * len(rows), keys=[k for _, _, k, _ in rows])
+
+
+def v5(src: str, dst: str, dport: int, nbytes: int) -> bytes:
+    """One NetFlow v5 datagram with one record (RFC-less but well known layout: 24 + 48 bytes)."""
+    ip = lambda a: bytes(int(x) for x in a.split("."))  # noqa: E731
+    secs = T0_MS // 1000
+    head = struct.pack("!HHIIIIBBH", 5, 1, 100_000, secs, 0, 1, 0, 0, 0)
+    rec = ip(src) + ip(dst) + ip("0.0.0.0") + struct.pack("!HHIIIIHHBBBBHHBBH", 1, 2, 10, nbytes, 90_000, 99_000,
+                                                              40_000, dport, 0, 0x18, 6, 0, 0, 0, 0, 0, 0)
+    return head + rec
+
+
+def test_dns_goflow_netflow_in_one_batch(tmp_path):
+    topics = {"zeek.dns": "dns", "goflow.flows": "goflow", "netflow.raw": "netflow"}
+    svc = service(tmp_path, topics)
+    dns = orjson.dumps({"ts": T0_MS / 1000 - 5, "id.orig_h": "10.0.0.5", "query": "gateway.logink.cn",
+                        "qtype_name": "A", "answers": ["198.51.100.7"], "TTLs": [300.0]})
+    gf = orjson.dumps({"type": "NETFLOW_V9", "time_received_ns": T0_MS * 1_000_000, "sampling_rate": 10,
+                       "sampler_address": "192.0.2.1", "time_flow_start_ns": T0_MS * 1_000_000,
+                       "time_flow_end_ns": (T0_MS + 1000) * 1_000_000, "bytes": 1200, "packets": 3,
+                       "src_addr": "10.0.0.5", "dst_addr": "198.51.100.7", "etype": "IPv4", "proto": "TCP",
+                       "src_port": 40000, "dst_port": 443})
+    rows = [("goflow.flows", 0, b"192.0.2.1", gf), ("zeek.dns", 0, None, dns),
+            ("netflow.raw", 0, b"192.0.2.9", v5("10.0.0.6", "203.0.113.9", 3389, 500)),
+            ("netflow.raw", 1, b"192.0.2.9", b"\x00\x05\x00\x09"),          # truncated v5 header
+            ("zeek.dns", 1, None, b"{not json")]
+    b = batch_of(svc, rows)
+    group = np.zeros(len(rows), np.int64)
+    for i, (t, *_rest) in enumerate(rows):
+        group[i] = list(topics).index(t)
+    svc.handle(b, group, [(t, 0) for t in topics], 0.0)
+    svc.flush_all()
+    root = svc.root
+    msgs = read_dataset(root, "messages").to_pylist()
+    quar = read_dataset(root, "quarantine").to_pylist()
+    assert sorted((m["source"], m["offset"]) for m in msgs) == [("goflow.flows", 0), ("netflow.raw", 0), ("zeek.dns", 0)]
+    assert sorted((q["source"], q["offset"], q["reason"]) for q in quar)[1][2] == "malformed_json"
+    assert {(q["source"], q["offset"]) for q in quar} == {("netflow.raw", 1), ("zeek.dns", 1)}
+    flows = read_dataset(root, "flows").to_pylist()
+    assert sorted((f["source"], f["dst_addr"], f["dst_port"], f["sampling_interval"]) for f in flows) == [
+        ("goflow.flows", "198.51.100.7", 443, 10), ("netflow.raw", "203.0.113.9", 3389, 1)]
+    tr = read_dataset(root, "transfers").to_pylist()
+    # the DNS answer itself, and the flow to the address that resolved from gateway.logink.cn
+    by_where = {t["seen_where"]: t for t in tr}
+    assert by_where["DNS_ANSWER"]["indicator"] == "gateway.logink.cn"
+    assert by_where["DNS_ANSWER"]["source"] == "zeek.dns" and by_where["DNS_ANSWER"]["offset"] == 0
+    f = [t for t in tr if t["source"] == "goflow.flows"]
+    assert len(f) == 1 and f[0]["platform"] == "LOGINK" and f[0]["dst_addr"] == "198.51.100.7"
+    assert f[0]["bytes"] == 1200 and f[0]["bytes_scaled"] == 12000
+    # no zones configured: the built-in remote-access rules still flag RDP from an internal
+    # (RFC 1918) address to the internet
+    nf = [(t["platform"], t["rule"], t["indicator"], t["src_zone"], t["dst_zone"]) for t in tr
+          if t["source"] == "netflow.raw"]
+    assert nf == [("policy", "remote_access:rdp", "tcp/3389", "internal", "internet")]
