@@ -46,7 +46,7 @@ def v5(src: str, dst: str, dport: int, nbytes: int) -> bytes:
 
 
 def test_dns_goflow_netflow_in_one_batch(tmp_path):
-    topics = {"zeek.dns": "dns", "goflow.flows": "goflow", "netflow.raw": "netflow"}
+    topics = {"zeek.dns": "dns", "goflow.flows": "goflow", "netflow.raw": "netflow", "port.json": "json"}
     svc = service(tmp_path, topics)
     dns = orjson.dumps({"ts": T0_MS / 1000 - 5, "id.orig_h": "10.0.0.5", "query": "gateway.logink.cn",
                         "qtype_name": "A", "answers": ["198.51.100.7"], "TTLs": [300.0]})
@@ -58,7 +58,8 @@ def test_dns_goflow_netflow_in_one_batch(tmp_path):
     rows = [("goflow.flows", 0, b"192.0.2.1", gf), ("zeek.dns", 0, None, dns),
             ("netflow.raw", 0, b"192.0.2.9", v5("10.0.0.6", "203.0.113.9", 3389, 500)),
             ("netflow.raw", 1, b"192.0.2.9", b"\x00\x05\x00\x09"),          # truncated v5 header
-            ("zeek.dns", 1, None, b"{not json")]
+            ("zeek.dns", 1, None, b"{not json"),
+            ("port.json", 0, b"k", b'{"method": "logink.track.customs", "equipmentReference": "SUDU1234569"}')]
     b = batch_of(svc, rows)
     group = np.zeros(len(rows), np.int64)
     for i, (t, *_rest) in enumerate(rows):
@@ -68,7 +69,9 @@ def test_dns_goflow_netflow_in_one_batch(tmp_path):
     root = svc.root
     msgs = read_dataset(root, "messages").to_pylist()
     quar = read_dataset(root, "quarantine").to_pylist()
-    assert sorted((m["source"], m["offset"]) for m in msgs) == [("goflow.flows", 0), ("netflow.raw", 0), ("zeek.dns", 0)]
+    assert sorted((m["source"], m["offset"]) for m in msgs) == [("goflow.flows", 0), ("netflow.raw", 0),
+                                                                 ("port.json", 0), ("zeek.dns", 0)]
+    assert [h["value_masked"] for h in read_dataset(root, "hits").to_pylist()] == ["SUDU****569"]
     assert sorted((q["source"], q["offset"], q["reason"]) for q in quar)[1][2] == "malformed_json"
     assert {(q["source"], q["offset"]) for q in quar} == {("netflow.raw", 1), ("zeek.dns", 1)}
     flows = read_dataset(root, "flows").to_pylist()
@@ -79,6 +82,7 @@ def test_dns_goflow_netflow_in_one_batch(tmp_path):
     by_where = {t["seen_where"]: t for t in tr}
     assert by_where["DNS_ANSWER"]["indicator"] == "gateway.logink.cn"
     assert by_where["DNS_ANSWER"]["source"] == "zeek.dns" and by_where["DNS_ANSWER"]["offset"] == 0
+    assert [t["indicator"] for t in tr if t["source"] == "port.json"] == ["logink.track.customs"]
     f = [t for t in tr if t["source"] == "goflow.flows"]
     assert len(f) == 1 and f[0]["platform"] == "LOGINK" and f[0]["dst_addr"] == "198.51.100.7"
     assert f[0]["bytes"] == 1200 and f[0]["bytes_scaled"] == 12000
