@@ -148,6 +148,23 @@ def run_family(family: int, n_prefixes: int, m: int, m_py: int, repeat: int, see
             "flowaudit": ours_rate, "numpy": np_rate, "ipaddress": py_rate}
 
 
+def run(quick: bool = False, repeats: int = 5, prefixes: int = 100_000, seed: int = 7) -> dict:
+    """The suite's contract (benchmarks/stages.external_stage): a JSON-able dict; the top-level
+    ``lookups_per_s`` is IPv4 with half the addresses inside a prefix (the harder mix)."""
+    m = 500_000 if quick else 4_000_000
+    out = {"prefixes": prefixes, "lookups": m, "results": []}
+    for inside in (0.0, 0.5):
+        for fam in (4, 6):
+            r = run_family(fam, prefixes, m, 5_000 if quick else 20_000, max(1, repeats), seed, inside)
+            r["inside"] = inside
+            r["x_numpy"] = r["flowaudit"] / r["numpy"]
+            r["x_ipaddress"] = r["flowaudit"] / r["ipaddress"]
+            out["results"].append(r)
+    hard_v4 = next(r for r in out["results"] if r["family"] == 4 and r["inside"] == 0.5)
+    out["lookups_per_s"] = hard_v4["flowaudit"]
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.ipset", description=__doc__.split("\n")[0])
     ap.add_argument("--prefixes", type=int, default=100_000)
