@@ -75,6 +75,7 @@ class EgressSettings:
     policy_file: str = ""              # zones and policy (schemas/zones.example.toml shows the format)
     dns_max_entries: int = 100_000
     write_flows: bool = True           # also keep every decoded flow (dataset=flows)
+    silent_window_s: int = 300         # silent-zone check window (flow time); 0 = off
 
 
 @dataclass

@@ -18,7 +18,10 @@ import pyarrow as pa
 
 from .datasets import MESSAGES, QUARANTINE, SCHEMA_VERSION
 from .decode.netflow import STATUS_NAMES, NetflowDecoder, decode_goflow_json, numeric_view
+from .egress import _const, _table as _egress_table
+from .kernels.ipset import addr_key
 from .pipeline import Batch, _const_dict, _dict_array
+from .zones import SilentMonitor
 
 KIND_NETFLOW, KIND_GOFLOW, KIND_DNS = "netflow", "goflow", "dns"
 KINDS = (KIND_NETFLOW, KIND_GOFLOW, KIND_DNS)
@@ -35,10 +38,20 @@ class FlowResult:
 
 
 class FlowPath:
-    def __init__(self, egress=None, write_flows: bool = True, template_ttl_s: int = 3600):
+    def __init__(self, egress=None, write_flows: bool = True, template_ttl_s: int = 3600,
+                 silent_window_s: int = 300):
         self.egress = egress
         self.write_flows = write_flows
         self.decoder = NetflowDecoder(template_ttl_s=template_ttl_s)
+        # silent-zone check: inventory hosts (and monitored-zone hosts seen before) that send nothing
+        # through the exporters during a window of flow time
+        self.silent = None
+        self.window_ns = int(silent_window_s) * 1_000_000_000
+        self._win_start: int | None = None
+        self._win_src: list = []
+        pol = egress.policy if egress is not None else None
+        if pol is not None and self.window_ns > 0 and (pol.inventory_hosts or pol.inventory_zones):
+            self.silent = SilentMonitor(pol)
 
     def run(self, batch: Batch, idx: np.ndarray, kind: str) -> FlowResult:
         """Process the messages ``idx`` of ``batch``, all of one kind."""
@@ -115,7 +128,73 @@ class FlowPath:
                 k = t.schema.get_field_index("offset")
                 t = t.set_column(k, t.schema.field(k), flows.column("offset").take(pa.array(rows)))
                 res.tables["transfers"] = (t, f_idx[rows])
+        if self.silent is not None and flows.num_rows:
+            silent = self._silent_windows(numeric, f_idx, flows)
+            if silent is not None:
+                old = res.tables.get("transfers")
+                res.tables["transfers"] = silent if old is None else (
+                    pa.concat_tables([old[0], silent[0]]), np.concatenate([old[1], silent[1]]))
         self._messages(sub, idx, status, reasons, kind, mtypes, per_msg, res)
+
+    def _silent_windows(self, numeric: dict, f_idx: np.ndarray, flows: pa.Table):
+        """Close every window of flow time that this batch's flows complete; one transfers row per
+        silent host, filed with the message whose flow closed the window."""
+        t = numeric["first_ns"].astype(np.int64)
+        order = np.argsort(t, kind="stable")
+        tables, rows = [], []
+        lo = 0
+        while lo < order.size:
+            if self._win_start is None:
+                self._win_start = int(t[order[lo]]) - int(t[order[lo]]) % self.window_ns
+            end = self._win_start + self.window_ns
+            hi = int(np.searchsorted(t[order], end, side="left"))
+            part = order[lo:hi]
+            self._win_src.append((numeric["src_hi"][part], numeric["src_lo"][part]))
+            if hi >= order.size:
+                break                       # the window is still open
+            hosts = self.silent.window(np.concatenate([h for h, _ in self._win_src]),
+                                       np.concatenate([w for _, w in self._win_src]))
+            if hosts:
+                closer = int(order[hi])   # the flow that closed the window: its datagram is the provenance
+                prov = (str(flows.column("source")[closer]), flows.column("partition")[closer].as_py(),
+                        flows.column("offset")[closer].as_py(), flows.column("ts_ms")[closer].as_py())
+                tables.append(self._silent_rows(hosts, self._win_start, prov))
+                rows.append(np.full(len(hosts), f_idx[order[hi]], np.int64))
+            self._win_src = []
+            self._win_start = end + (int(t[order[hi]]) - end) // self.window_ns * self.window_ns
+            lo = hi
+        if not tables:
+            return None
+        return pa.concat_tables(tables), np.concatenate(rows)
+
+    def _silent_rows(self, hosts: list[str], start_ns: int, prov: tuple) -> pa.Table:
+        pol = self.egress.policy
+        m = len(hosts)
+        hi = np.empty(m, np.uint64)
+        lo = np.empty(m, np.uint64)
+        for k, h in enumerate(hosts):
+            hi[k], lo[k] = addr_key(h)
+        z = pol.classify(hi, lo)
+        zones = [pol.zone_names[i] if i >= 0 else None for i in z.tolist()]
+        source, partition, offset, ts_ms = prov
+        cols = {"source": _const(source, m), "partition": pa.array(np.full(m, partition, np.int32)),
+                "offset": pa.array(np.full(m, offset, np.int64)),
+                "ts_ms": pa.array([ts_ms] * m, pa.int64()),
+                "time_ns": pa.array(np.full(m, start_ns, np.int64)), "exporter": pa.nulls(m, pa.string()),
+                "src_addr": pa.array(hosts, pa.string()), "src_port": pa.nulls(m, pa.uint16()),
+                "dst_addr": pa.nulls(m, pa.string()), "dst_port": pa.nulls(m, pa.uint16()),
+                "protocol": pa.nulls(m, pa.uint8()), "bytes": pa.nulls(m, pa.uint64()),
+                "packets": pa.nulls(m, pa.uint64()), "sampling_interval": pa.nulls(m, pa.uint32()),
+                "bytes_scaled": pa.nulls(m, pa.uint64()), "platform": pa.array(["policy"] * m),
+                "indicator": pa.array(hosts, pa.string()), "indicator_type": pa.array(["silent_host"] * m),
+                "seen_where": pa.array(["NETFLOW_ABSENT"] * m), "src_zone": pa.array(zones, pa.string()),
+                "dst_zone": pa.nulls(m, pa.string()), "rule": pa.array(["silent_zone"] * m),
+                "severity": pa.array(["high"] * m),
+                "indicator_source": pa.array([f"zone policy {pol.version}: expected sender silent for "
+                                              f"{self.window_ns // 1_000_000_000} s"] * m, pa.string())}
+        for z_name in zones:
+            self.egress._count("policy", z_name or "none", "silent_zone")
+        return _egress_table(cols, m, self.egress.watchlist.version, pol.version)
 
     # -- DNS answers ---------------------------------------------------------------------------
 

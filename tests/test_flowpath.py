@@ -91,3 +91,42 @@ def test_dns_goflow_netflow_in_one_batch(tmp_path):
     nf = [(t["platform"], t["rule"], t["indicator"], t["src_zone"], t["dst_zone"]) for t in tr
           if t["source"] == "netflow.raw"]
     assert nf == [("policy", "remote_access:rdp", "tcp/3389", "internal", "internet")]
+
+
+def test_silent_crane_hosts_per_window(tmp_path):
+    """Inventory crane hosts that send nothing through the exporters in a window of flow time."""
+    policy = tmp_path / "zones.toml"
+    policy.write_text('version = "t-1"\nformat = 1\n[network]\ninternal = ["10.0.0.0/8"]\n'
+                      '[zones.crane_ot]\nkind = "ot"\ncidrs = ["10.20.0.0/16"]\nmay_reach = []\n'
+                      '[inventory]\nhosts = ["10.20.1.10", "10.20.1.11"]\nzones = ["crane_ot"]\n')
+    topics = {"goflow.flows": "goflow"}
+    st = Settings()
+    st.kafka.topics = topics
+    st.sink.root = str(tmp_path / "out")
+    st.security.hmac_key = "flowpath-test-key-0123"
+    st.kafka.pipeline_depth = 0
+    st.egress.policy_file = str(policy)
+    st.egress.silent_window_s = 60
+    svc = StreamService(st.validate(), metrics=None, install_signals=False)
+    svc.writers[("goflow.flows", 0)] = PartitionWriter(svc.root, "goflow.flows", 0)
+
+    def flow(src, t_s):
+        return orjson.dumps({"type": "IPFIX", "sampling_rate": 1, "sampler_address": "192.0.2.1",
+                             "time_flow_start_ns": int(t_s * 1e9), "time_flow_end_ns": int(t_s * 1e9) + 1,
+                             "bytes": 100, "packets": 1, "src_addr": src, "dst_addr": "10.10.0.1",
+                             "etype": "IPv4", "proto": "TCP", "src_port": 1000, "dst_port": 2000})
+
+    base = T0_MS / 1000
+    # window 1: both cranes talk; window 2: only .10 talks; a flow in window 3 closes window 2
+    values = [flow("10.20.1.10", base + 1), flow("10.20.1.11", base + 2), flow("10.20.1.10", base + 61),
+              flow("10.20.1.10", base + 125)]
+    rows = [("goflow.flows", i, b"192.0.2.1", v) for i, v in enumerate(values)]
+    svc.handle(batch_of(svc, rows), np.zeros(len(rows), np.int64), [("goflow.flows", 0)], 0.0)
+    svc.flush_all()
+    tr = read_dataset(svc.root, "transfers").to_pylist()
+    # (crane_ot may reach nothing, so every crane flow is also a zone_not_allowed transfer)
+    assert {t["rule"] for t in tr} == {"zone_not_allowed", "silent_zone"}
+    tr = [t for t in tr if t["rule"] == "silent_zone"]
+    assert [(t["indicator"], t["seen_where"], t["rule"], t["src_zone"], t["offset"]) for t in tr] == [
+        ("10.20.1.11", "NETFLOW_ABSENT", "silent_zone", "crane_ot", 3)]
+    assert tr[0]["time_ns"] == (T0_MS // 60_000 * 60_000 + 60_000) * 1_000_000

@@ -130,7 +130,8 @@ class StreamService:
         self.telemetry_kind = np.array([self.topic_fmt[i] if self.topic_fmt[i] in TELEMETRY_NAMES else 0
                                         for i in range(len(self.topic_names))], np.uint8)
         self.flowpath = FlowPath(self.egress, write_flows=settings.egress.write_flows,
-                                 template_ttl_s=settings.netflow.template_ttl_s)
+                                 template_ttl_s=settings.netflow.template_ttl_s,
+                                 silent_window_s=settings.egress.silent_window_s)
         self._nf_seen: dict[str, int] = {}
         self.writers: dict[tuple[str, int], PartitionWriter] = {}
         self.eof: dict[tuple[str, int], bool] = {}
