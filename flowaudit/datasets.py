@@ -32,6 +32,8 @@ MESSAGES = pa.schema(_PROVENANCE + [
 ], metadata={"flowaudit.dataset": "messages", "flowaudit.schema_version": SCHEMA_VERSION})
 
 HITS = pa.schema(_PROVENANCE + [
+    pa.field("msg_index", pa.int32(), nullable=False),    # message inside the interchange (UNH / ST
+                                                          # ordinal, 1-based); 0: envelope, JSON, XML
     pa.field("format", _dict, nullable=False),
     pa.field("msg_type", _dict, nullable=False),
     pa.field("data_class", _dict, nullable=False),

@@ -270,7 +270,7 @@ class Classifier:
     def _hits_table(self, batch, parts, status, fmt, msg_type, type_names):
         if not parts:
             return HITS.empty_table(), np.zeros(0, np.int64), {}
-        msg, cls, loc, valid, conf, start, end, keeps = [], [], [], [], [], [], [], []
+        msg, cls, loc, valid, conf, start, end, keeps, subs = [], [], [], [], [], [], [], [], []
         vbufs, voffs = [], []
         loc_names: list[str] = []
         vbase = nbase = 0
@@ -284,6 +284,7 @@ class Classifier:
             conf.append(r.hit_conf[keep])
             start.append(r.hit_start[keep])
             end.append(r.hit_end[keep])
+            subs.append(r.hit_sub[keep] if r.hit_sub is not None else np.zeros(keep.size, np.int32))
             keeps.append(keep + nbase)      # index into the combined value offsets
             nbase += r.val_off.shape[0] - 1
             nv = int(r.val_off[-1])
@@ -321,6 +322,7 @@ class Classifier:
             raw = pa.nulls(uid.size, HITS.field("value_raw").type)
         m = h_idx.size
         cols = self._provenance(batch, h_idx) + [
+            pa.array(np.concatenate(subs).astype(np.int32), pa.int32()),
             _dict_array(fmt[h_idx], _FORMAT_LIST),
             _dict_array(msg_type[h_idx], type_names),
             _dict_array(cls_a, self._class_names),

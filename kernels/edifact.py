@@ -120,7 +120,9 @@ T_NCOLS = 7
 MAX_CAND = 128     # candidate rules of one segment (a tag has far fewer)
 
 H_MSG, H_CLASS, H_LOC, H_VALID, H_CONF, H_START, H_END, H_VEND = 0, 1, 2, 3, 4, 5, 6, 7
-H_NCOLS = 8
+H_SUB = 8          # message ordinal in the interchange (UNH / ST count, 1-based; 0 = envelope)
+H_NCOLS = 9
+MAX_SUBMSG = 4096  # UNH / ST positions remembered per interchange (later ones count as the last)
 # per-message output columns
 M_STATUS, M_NSEG, M_TS, M_TE = 0, 1, 2, 3
 # envelope table columns (edifact_envelopes / x12_envelopes)
@@ -820,6 +822,7 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
     scratch = np.empty(SCRATCH, np.uint8)
     tab = np.empty(256, np.uint8)
     cand = np.empty(MAX_CAND, np.int64)
+    sub_pos = np.empty(MAX_SUBMSG, np.int64)
     for j in range(m):
         mout[j, M_TS] = -1
         mout[j, M_TE] = -1
@@ -837,6 +840,7 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
         hw0 = ctr[C_HW]
         vw0 = ctr[C_VW]
         nseg = 0
+        n_sub = 0
         status = ST_OK
         first = True
         while p < q:
@@ -844,6 +848,7 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
                 p += 1
             if p >= q:
                 break
+            seg0 = p
             limit = q if q - p <= max_seg else p + max_seg
             i = p
             while i < limit and tab[buf[i]] == CL_DATA:
@@ -948,7 +953,10 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
                 status = charset_status(buf, rel, env[j, E_POS], q, t_s, t_e, efirst, nel)
                 if status != ST_OK:
                     break
-            elif (sp == SP_UNH or sp == SP_ST) and mout[j, M_TS] < 0:
+            if (sp == SP_UNH or sp == SP_ST) and n_sub < MAX_SUBMSG:
+                sub_pos[n_sub] = seg0
+                n_sub += 1
+            if (sp == SP_UNH or sp == SP_ST) and mout[j, M_TS] < 0:
                 k = tok_at(efirst, nel, 2 if sp == SP_UNH else 1, 1)
                 if k >= 0:
                     mout[j, M_TS] = t_s[k]
@@ -1081,6 +1089,14 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
                     continue
                 emit(hits, ctr, msg, rules[r, R_CLASS], rules[r, R_LOC], valid, rules[r, R_CONF], hs, he, vn)
         mout[j, M_NSEG] = nseg
+        if status == ST_OK:
+            # each hit's message ordinal: how many UNH / ST segments start at or before it
+            x = 0
+            for k in range(hw0, ctr[C_HW]):
+                pos = hits[k, H_START]
+                while x < n_sub and sub_pos[x] <= pos:
+                    x += 1
+                hits[k, H_SUB] = x
         if status != ST_OK:
             mout[j, M_STATUS] = status
             mout[j, M_NSEG] = 0

@@ -149,3 +149,21 @@ def test_edi_recipients_on_an_operator_watchlist(tmp_path):
     r = clf.run(Batch.from_values([edi, x12, other], [FMT_EDIFACT, FMT_X12, FMT_EDIFACT]))
     got = sorted((i, row["indicator"], row["seen_where"]) for i, row in zip(r.t_idx.tolist(), r.transfers.to_pylist()))
     assert got == [(0, "LGKGATEWAY", "EDI_UNB"), (1, "LGKGATEWAY", "X12_ISA")]
+
+
+def test_hits_carry_the_message_index_inside_the_interchange(clf):
+    edi = (b"UNB+UNOA:2+SENDER+RECIPIENT+260301:1200+7'"
+           b"UNH+1+CODECO:D:95B:UN'EQD+CN+SUDU1234569'UNT+3+1'"
+           b"UNH+2+CODECO:D:95B:UN'EQD+CN+MSCU1234565'UNT+3+2'UNZ+2+7'")
+    x12 = (b"ISA*00*          *00*          *ZZ*A              *ZZ*B              *260301*1200*U*00401*000000001*0*P*>~"
+           b"GS*QO*A*B*20260301*1200*1*X*004010~ST*315*0001~B4***D*20260301*1200*USLAX*SUDU*1234569~SE*3*0001~"
+           b"ST*315*0002~B4***D*20260301*1200*USLAX*MSCU*1234565~SE*3*0002~GE*2*1~IEA*1*000000001~")
+    r = clf.run(Batch.from_values([edi, x12], [FMT_EDIFACT, FMT_X12]))
+    got = {(row["offset"], row["data_class"], row["value_masked"], row["msg_index"]) for row in r.hits.to_pylist()
+           if row["data_class"] in ("container_number", "edi_recipient_id")}
+    # the interchange envelope (UNB recipient, ISA08 / GS03) belongs to no message: index 0
+    recipients = [g for g in got if g[1] == "edi_recipient_id"]
+    assert {g[0] for g in recipients} == {0, 1} and {g[3] for g in recipients} == {0}
+    assert {g for g in got if g[1] == "container_number"} == {
+        (0, "container_number", "SUDU****569", 1), (0, "container_number", "MSCU****565", 2),
+        (1, "container_number", "SUDU****569", 1), (1, "container_number", "MSCU****565", 2)}

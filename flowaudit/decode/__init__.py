@@ -79,6 +79,9 @@ class FormatResult:
     val_off: np.ndarray
     val_buf: np.ndarray
     loc_names: list = field(default_factory=list)
+    # per hit: the message's ordinal inside its interchange (EDIFACT UNH / X12 ST count, 1-based;
+    # 0 for envelope values and for JSON / XML documents); None = all 0
+    hit_sub: np.ndarray | None = None
 
     @property
     def n_hits(self) -> int:

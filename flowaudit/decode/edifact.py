@@ -242,7 +242,7 @@ def run_classify(env_fn, buf, offsets, sel, compiled) -> FormatResult:
         hit_msg=h[:, _k.H_MSG].copy(), hit_class=h[:, _k.H_CLASS].astype(np.int16),
         hit_loc=h[:, _k.H_LOC].astype(np.int32), hit_valid=h[:, _k.H_VALID].astype(np.int8),
         hit_conf=h[:, _k.H_CONF].astype(np.uint8),
-        hit_start=h[:, _k.H_START].copy(), hit_end=h[:, _k.H_END].copy(),
+        hit_start=h[:, _k.H_START].copy(), hit_end=h[:, _k.H_END].copy(), hit_sub=h[:, _k.H_SUB].astype(np.int32),
         val_off=val_off, val_buf=vbuf[:nv].copy(),
         loc_names=list(compiled["loc_names"]))
 
