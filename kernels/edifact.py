@@ -46,7 +46,7 @@ import numpy as np
 from ._jit import kernel
 from .values import (copy_text, is_alnum, is_digit, is_upper, next_email, parse_container, parse_email, parse_eori,
                      parse_imo, parse_lei, parse_mmsi, parse_phone, parse_un_number, parse_usci, trim, utf8_ok)
-from .values import _USCI_VAL, gs1_check_ok, iban_ok, lei_mod97, usci_check_value
+from .values import iban_ok, lei_mod97, usci_token_ok
 
 # status codes (flowaudit.decode.REASONS)
 ST_OK = 0
@@ -671,32 +671,8 @@ def ft_candidate(buf, i, j, e, mask):
                 buf[k - 1] | 32) == 97 and (buf[k] | 32) == 110
             if not ctx:
                 return FT_LEI, j
-    if (mask & FT_USCI) and n == 18:
-        c0 = buf[i]
-        c1 = buf[i + 1]
-        ok = ((is_digit(c0) and c0 != 48) or c0 == 65 or c0 == 78 or c0 == 89) and is_digit(c1) and c1 != 48
-        if ok:
-            for k in range(2, 8):
-                if not is_digit(buf[i + k]):
-                    ok = False
-                    break
-        if ok:
-            prov = (buf[i + 2] - 48) * 10 + (buf[i + 3] - 48)
-            ok = 10 <= prov <= 82
-        if ok:
-            cv = usci_check_value(buf, i)
-            last = buf[i + 17]
-            ok = cv >= 0 and last < 128 and _USCI_VAL[last] == cv
-        if ok:
-            alldig = True
-            for k in range(18):
-                if not is_digit(buf[i + k]):
-                    alldig = False
-                    break
-            if alldig and gs1_check_ok(buf, i, 18):
-                ok = False
-        if ok:
-            return FT_USCI, j
+    if (mask & FT_USCI) and n == 18 and usci_token_ok(buf, i):
+        return FT_USCI, j
     return 0, j
 
 

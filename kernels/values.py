@@ -562,6 +562,31 @@ def next_lei(buf, pos, end):
 
 
 @kernel
+def usci_token_ok(buf, i):
+    """Is the 18-byte token at ``buf[i]`` a USCI (GB 32100): registration authority 1-9/A/N/Y,
+    type 1-9, division code 6 digits starting 10..82, check character right; an all-digit token
+    that passes the GS1 mod-10 check (an SSCC) is not."""
+    c0 = buf[i]
+    c1 = buf[i + 1]
+    if not ((is_digit(c0) and c0 != 48) or c0 == 65 or c0 == 78 or c0 == 89) or not is_digit(c1) or c1 == 48:
+        return False
+    for k in range(2, 8):
+        if not is_digit(buf[i + k]):
+            return False
+    prov = (buf[i + 2] - 48) * 10 + (buf[i + 3] - 48)
+    if not 10 <= prov <= 82:
+        return False
+    cv = usci_check_value(buf, i)
+    last = buf[i + 17]
+    if cv < 0 or last >= 128 or _USCI_VAL[last] != cv:
+        return False
+    for k in range(USCI_LEN):
+        if not is_digit(buf[i + k]):
+            return True
+    return not gs1_check_ok(buf, i, USCI_LEN)
+
+
+@kernel
 def next_usci(buf, pos, end):
     """Next China USCI in free text: a token of exactly 18 symbols of the GB 32100 alphabet,
     registration authority 1-9/A/N/Y, type 1-9, division code 6 digits starting 10..82, check
@@ -572,33 +597,8 @@ def next_usci(buf, pos, end):
             i += 1
             continue
         j = _token_end(buf, i, end)
-        if j - i == USCI_LEN:
-            c0 = buf[i]
-            c1 = buf[i + 1]
-            ok = (is_digit(c0) and c0 != 48) or c0 == 65 or c0 == 78 or c0 == 89
-            ok = ok and is_digit(c1) and c1 != 48
-            if ok:
-                for k in range(2, 8):
-                    if not is_digit(buf[i + k]):
-                        ok = False
-                        break
-            if ok:
-                prov = (buf[i + 2] - 48) * 10 + (buf[i + 3] - 48)
-                ok = 10 <= prov <= 82
-            if ok:
-                cv = usci_check_value(buf, i)
-                last = buf[i + 17]
-                ok = cv >= 0 and last < 128 and _USCI_VAL[last] == cv
-            if ok:
-                alldig = True
-                for k in range(USCI_LEN):
-                    if not is_digit(buf[i + k]):
-                        alldig = False
-                        break
-                if alldig and gs1_check_ok(buf, i, USCI_LEN):
-                    ok = False
-            if ok:
-                return i, j
+        if j - i == USCI_LEN and usci_token_ok(buf, i):
+            return i, j
         i = j
     return -1, -1
 
