@@ -148,9 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", type=int, default=3, help="partitions used when producing")
     p.set_defaults(fn=cmd_synth)
 
-    from . import bench_cli, flows, scan
+    from . import bench_cli, egress, flows, scan
     scan.add_parser(sub)
     flows.add_parsers(sub)
+    egress.add_parser(sub)
     bench_cli.add_parser(sub)
 
     p = sub.add_parser("warmup", help="compile and cache the numba kernels")

@@ -540,3 +540,37 @@ def _table(cols: dict, m: int, wl_version: str, pol_version: str) -> pa.Table:
             arr = pa.DictionaryArray.from_arrays(pc.cast(arr.indices, pa.int32()), arr.dictionary)
         arrays.append(arr)
     return pa.Table.from_arrays(arrays, schema=TRANSFERS)
+
+
+# ------------------------------------------------------------------------------ CLI
+def cmd_aggregates(args) -> int:
+    """``flowaudit aggregates ROOT``: per-window bytes per source host and platform."""
+    import sys
+
+    import pyarrow.parquet as pq
+
+    from .sinks.parquet import read_dataset
+
+    if not (Path(args.root) / "dataset=transfers").is_dir():
+        print(f"flowaudit: no transfers dataset under {args.root}", file=sys.stderr)
+        return 2
+    agg = window_aggregates(read_dataset(Path(args.root), "transfers"), int(args.window * 1e9))
+    if args.out:
+        pq.write_table(agg, args.out, compression="zstd")
+    rows = agg.sort_by([("bytes_scaled", "descending")]).slice(0, args.top).to_pylist()
+    print(f"{'window start (UTC)':<20} {'source host':<40} {'zone':<10} {'platform':<16} {'flows':>6} {'bytes (scaled)':>15}")
+    for r in rows:
+        start = np.datetime64(r["window_start_ns"], "ns").astype("datetime64[s]")
+        print(f"{str(start):<20} {str(r['src_addr']):<40} {str(r['src_zone'] or '-'):<10} {r['platform']:<16} "
+              f"{r['flows']:>6} {r['bytes_scaled']:>15,}")
+    print(f"{agg.num_rows} (window, host, platform) rows" + (f"; written to {args.out}" if args.out else ""))
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("aggregates", help="per-window bytes per source host and platform, from the transfers dataset")
+    p.add_argument("root", metavar="ROOT", help="the stream's Parquet root (holds dataset=transfers)")
+    p.add_argument("--window", type=float, default=300.0, metavar="S", help="window length in seconds (default 300)")
+    p.add_argument("--top", type=int, default=20, metavar="N", help="rows to print, largest first (default 20)")
+    p.add_argument("--out", metavar="FILE", help="write every row to this Parquet file")
+    p.set_defaults(fn=cmd_aggregates)

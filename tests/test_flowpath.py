@@ -130,3 +130,21 @@ def test_silent_crane_hosts_per_window(tmp_path):
     assert [(t["indicator"], t["seen_where"], t["rule"], t["src_zone"], t["offset"]) for t in tr] == [
         ("10.20.1.11", "NETFLOW_ABSENT", "silent_zone", "crane_ot", 3)]
     assert tr[0]["time_ns"] == (T0_MS // 60_000 * 60_000 + 60_000) * 1_000_000
+
+
+def test_aggregates_command_over_the_transfers_dataset(tmp_path):
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    test_dns_goflow_netflow_in_one_batch(tmp_path)
+    out = tmp_path / "agg.parquet"
+    r = subprocess.run([sys.executable, "-m", "flowaudit", "aggregates", str(tmp_path / "out"), "--window", "60",
+                        "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = pq.read_table(out).to_pylist()
+    by = {(x["src_addr"], x["platform"]): x for x in rows}
+    assert by[("10.0.0.5", "LOGINK")]["bytes"] == 1200 and by[("10.0.0.5", "LOGINK")]["bytes_scaled"] == 12000
+    assert by[("10.0.0.6", "policy")]["flows"] == 1
+    assert all(x["window_start_ns"] % 60_000_000_000 == 0 for x in rows)
