@@ -575,6 +575,35 @@ def _ensure(out, need):
     return new
 
 
+@kernel(inline="always")
+def record_time(vals, seen, s_ns, s_us, s_ms, s_s, s_dus, s_up, export_ns, export_s_ns, uptime_ms, sysinit):
+    """A flow's start or end time in ns since the epoch from whichever field the record has, most
+    precise first: NTP nanoseconds / microseconds (IPFIX 156/154, 157/155), milliseconds, seconds,
+    delta microseconds before export, sysUpTime milliseconds (against the header's uptime, with the
+    32-bit wrap, or against systemInitTimeMilliseconds).  Returns (ns, precision rank; 0 = none)."""
+    if seen & (np.int64(1) << s_ns):
+        v = vals[s_ns]
+        return (np.int64(v >> np.uint64(32)) - NTP_EPOCH_OFFSET) * 1000000000 + \
+            np.int64(((v & np.uint64(MASK32)) * np.uint64(1000000000)) >> np.uint64(32)), 6
+    if seen & (np.int64(1) << s_us):
+        v = vals[s_us]
+        return (np.int64(v >> np.uint64(32)) - NTP_EPOCH_OFFSET) * 1000000000 + \
+            np.int64(((v & np.uint64(MASK32)) * np.uint64(1000000)) >> np.uint64(32)) * 1000, 5
+    if seen & (np.int64(1) << s_ms):
+        return np.int64(vals[s_ms]) * 1000000, 4
+    if seen & (np.int64(1) << s_s):
+        return np.int64(vals[s_s]) * 1000000000, 3
+    if seen & (np.int64(1) << s_dus):
+        return export_s_ns - np.int64(vals[s_dus] & np.uint64(MASK32)) * 1000, 2
+    if seen & (np.int64(1) << s_up):
+        up = np.int64(vals[s_up] & np.uint64(MASK32))
+        if uptime_ms >= 0:
+            return export_ns - ((uptime_ms - up) & MASK32) * 1000000, 1
+        if sysinit >= 0:
+            return (sysinit + up) * 1000000, 1
+    return np.int64(0), 0
+
+
 @kernel
 def _decode_data_set(b, p, end, slot, dgram, version, domain, tid, export_ns, uptime_ms, dom,
                      tmeta, tfields, tsel, dmeta, out, n, counters):
@@ -757,64 +786,10 @@ def _decode_data_set(b, p, end, slot, dgram, version, domain, tid, export_ns, up
         else:
             out[o, C_SAMPLING] = sampling
         # ---- times: the most precise absolute value, else uptime-relative
-        first = np.int64(0)
-        last = np.int64(0)
-        fprec = 0
-        lprec = 0
-        if seen & (np.int64(1) << SEM_START_NS):
-            v = vals[SEM_START_NS]
-            first = (np.int64(v >> np.uint64(32)) - NTP_EPOCH_OFFSET) * 1000000000 + \
-                np.int64(((v & np.uint64(MASK32)) * np.uint64(1000000000)) >> np.uint64(32))
-            fprec = 6
-        elif seen & (np.int64(1) << SEM_START_US):
-            v = vals[SEM_START_US]
-            first = (np.int64(v >> np.uint64(32)) - NTP_EPOCH_OFFSET) * 1000000000 + \
-                np.int64(((v & np.uint64(MASK32)) * np.uint64(1000000)) >> np.uint64(32)) * 1000
-            fprec = 5
-        elif seen & (np.int64(1) << SEM_START_MS):
-            first = np.int64(vals[SEM_START_MS]) * 1000000
-            fprec = 4
-        elif seen & (np.int64(1) << SEM_START_S):
-            first = np.int64(vals[SEM_START_S]) * 1000000000
-            fprec = 3
-        elif seen & (np.int64(1) << SEM_START_DUS):
-            first = export_s_ns - np.int64(vals[SEM_START_DUS] & np.uint64(MASK32)) * 1000
-            fprec = 2
-        elif seen & (np.int64(1) << SEM_FIRST_UP):
-            up = np.int64(vals[SEM_FIRST_UP] & np.uint64(MASK32))
-            if uptime_ms >= 0:
-                first = export_ns - ((uptime_ms - up) & MASK32) * 1000000
-                fprec = 1
-            elif sysinit >= 0:
-                first = (sysinit + up) * 1000000
-                fprec = 1
-        if seen & (np.int64(1) << SEM_END_NS):
-            v = vals[SEM_END_NS]
-            last = (np.int64(v >> np.uint64(32)) - NTP_EPOCH_OFFSET) * 1000000000 + \
-                np.int64(((v & np.uint64(MASK32)) * np.uint64(1000000000)) >> np.uint64(32))
-            lprec = 6
-        elif seen & (np.int64(1) << SEM_END_US):
-            v = vals[SEM_END_US]
-            last = (np.int64(v >> np.uint64(32)) - NTP_EPOCH_OFFSET) * 1000000000 + \
-                np.int64(((v & np.uint64(MASK32)) * np.uint64(1000000)) >> np.uint64(32)) * 1000
-            lprec = 5
-        elif seen & (np.int64(1) << SEM_END_MS):
-            last = np.int64(vals[SEM_END_MS]) * 1000000
-            lprec = 4
-        elif seen & (np.int64(1) << SEM_END_S):
-            last = np.int64(vals[SEM_END_S]) * 1000000000
-            lprec = 3
-        elif seen & (np.int64(1) << SEM_END_DUS):
-            last = export_s_ns - np.int64(vals[SEM_END_DUS] & np.uint64(MASK32)) * 1000
-            lprec = 2
-        elif seen & (np.int64(1) << SEM_LAST_UP):
-            up = np.int64(vals[SEM_LAST_UP] & np.uint64(MASK32))
-            if uptime_ms >= 0:
-                last = export_ns - ((uptime_ms - up) & MASK32) * 1000000
-                lprec = 1
-            elif sysinit >= 0:
-                last = (sysinit + up) * 1000000
-                lprec = 1
+        first, fprec = record_time(vals, seen, SEM_START_NS, SEM_START_US, SEM_START_MS, SEM_START_S,
+                                   SEM_START_DUS, SEM_FIRST_UP, export_ns, export_s_ns, uptime_ms, sysinit)
+        last, lprec = record_time(vals, seen, SEM_END_NS, SEM_END_US, SEM_END_MS, SEM_END_S,
+                                  SEM_END_DUS, SEM_LAST_UP, export_ns, export_s_ns, uptime_ms, sysinit)
         if lprec == 0 and fprec > 0:
             if seen & (np.int64(1) << SEM_DUR_MS):
                 last = first + np.int64(vals[SEM_DUR_MS] & np.uint64(MASK32)) * 1000000
