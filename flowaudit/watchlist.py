@@ -204,7 +204,7 @@ def compile_files(paths: list[Path]) -> CompiledWatchlist:
             if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
                 _fail(fname, where, "alert_zone_kinds must be a list of strings")
             if name in platforms:
-                _fail(fname, where, f"platform defined twice (first in an earlier file)")
+                _fail(fname, where, "platform defined twice (first in an earlier file)")
             platforms[name] = Platform(name, sev, str(spec.get("description", "")), src.strip(), tuple(kinds))
         for i, spec in enumerate(data.get("indicators") or []):
             indicators.extend(_indicators(fname, i, spec, platforms, len(indicators)))

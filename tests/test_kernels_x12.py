@@ -10,7 +10,7 @@ from hypothesis import given, strategies as st
 from flowaudit.decode import REASON_CODES, x12 as dec
 from flowaudit.kernels import x12 as k
 from tests.test_kernels_edifact import (CORPUS, SETTINGS, BOM, _bad_sep, batch, check_against_reference,
-                                        check_container, load_doc, reference_doc, ref_prefix, ref_trailing_end, values_of)
+                                        load_doc, reference_doc, ref_prefix, ref_trailing_end, values_of)
 
 X12_DIR = CORPUS / "messages" / "x12"
 R = REASON_CODES
