@@ -6,7 +6,6 @@ joined across datasets and days without storing them.
 """
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 
@@ -36,7 +35,7 @@ class Protector:
         if hit is None:
             if len(self._cache) >= self._cache_size:
                 self._cache.clear()
-            hit = (mask(value), hmac.new(self._key, value, hashlib.sha256).digest())
+            hit = (mask(value), hmac.digest(self._key, value, "sha256"))  # one-shot C HMAC
             self._cache[value] = hit
         return hit
 

@@ -118,10 +118,20 @@ def scan(buf, offsets, sel, pat_buf, pat_off, pat_kind, pat_ci, fb_off, fb_ids,
         if start < 0 or end > nbuf or end < start:
             continue
         for i in range(start, end):
-            c = _fold(buf[i])
-            lo = fb_off[c]
-            hi = fb_off[c + 1]
-            for j in range(lo, hi):
+            # candidates keyed by the first two bytes, folded (one-byte patterns: key c * 256 + 256
+            # is never a two-byte key, see Patterns)
+            c = np.int64(_fold(buf[i])) * 257
+            lo1 = fb_off[c + 256]
+            hi1 = fb_off[c + 257]
+            lo = np.int64(0)
+            hi = np.int64(0)
+            if i + 1 < end:
+                c2 = c + np.int64(_fold(buf[i + 1]))
+                lo = fb_off[c2]
+                hi = fb_off[c2 + 1]
+            n2 = hi - lo
+            for jj in range(n2 + hi1 - lo1):
+                j = lo + jj if jj < n2 else lo1 + jj - n2
                 p = fb_ids[j]
                 ps = pat_off[p]
                 pe = pat_off[p + 1]
@@ -172,12 +182,18 @@ class Patterns:
         self.pat_off = np.asarray(off, np.int64)
         self.pat_kind = np.asarray(kinds, np.uint8) if kinds else np.zeros(0, np.uint8)
         self.pat_ci = np.asarray(ci, np.uint8) if ci else np.zeros(0, np.uint8)
-        first = np.array([bytes(p[:1].lower())[0] for p in parts], np.int64) if parts else np.zeros(0, np.int64)
-        order = np.argsort(first, kind="stable")
+        # candidate table keyed by the first two bytes, lower-cased: key = b0 * 257 + b1, and
+        # b0 * 257 + 256 for one-byte patterns (checked at every position that starts with b0)
+        def key(p: bytes) -> int:
+            low = p.lower()
+            return low[0] * 257 + (low[1] if len(low) > 1 else 256)
+        keys = np.array([key(p) for p in parts], np.int64) if parts else np.zeros(0, np.int64)
+        order = np.argsort(keys, kind="stable")
         self.fb_ids = order.astype(np.int32)
-        counts = np.bincount(first, minlength=256) if parts else np.zeros(256, np.int64)
-        self.fb_off = np.zeros(257, np.int64)
-        np.cumsum(counts[:256], out=self.fb_off[1:])
+        nkeys = 256 * 257
+        counts = np.bincount(keys, minlength=nkeys) if parts else np.zeros(nkeys, np.int64)
+        self.fb_off = np.zeros(nkeys + 1, np.int64)
+        np.cumsum(counts[:nkeys], out=self.fb_off[1:])
 
     def scan(self, buf: np.ndarray, offsets: np.ndarray, sel: np.ndarray | None = None):
         """(msg, pattern, start, end) arrays of every match; ``start``/``end`` absolute in ``buf``."""
