@@ -370,19 +370,25 @@ class StreamService:
         tables = {d: (pa.concat_tables([t for t, _ in ps]), np.concatenate([r for _, r in ps]).astype(np.int64))
                   for d, ps in parts.items()}
         commits = []
+        # each dataset's rows ordered by partition once; every partition then takes a zero-copy slice
+        ngroups = len(group_keys)
+        split = {}
+        for d, (t, rows) in tables.items():
+            g = group[rows]
+            order = np.argsort(g, kind="stable")
+            if ngroups > 1 and not np.all(order[:-1] < order[1:]):
+                t, rows, g = t.take(pa.array(order)), rows[order], g[order]
+            split[d] = (t, rows, np.searchsorted(g, np.arange(ngroups + 1)))
         for g, key in enumerate(group_keys):
             w = self.writers.get(key)
             if w is None:
                 continue  # revoked while this batch was in flight
-            in_g = group == g
-            idx = np.flatnonzero(in_g)
+            idx = np.flatnonzero(group == g)
             sub = {}
-            for d, (t, rows) in tables.items():
-                sel = in_g[rows]
-                if len(group_keys) == 1:
-                    sub[d] = (t, batch.offset[rows])
-                elif sel.any():
-                    sub[d] = (t.filter(sel), batch.offset[rows[sel]])
+            for d, (t, rows, bounds) in split.items():
+                lo, hi = int(bounds[g]), int(bounds[g + 1])
+                if hi > lo:
+                    sub[d] = (t.slice(lo, hi - lo), batch.offset[rows[lo:hi]])
             published = w.add(batch.offset[idx], batch.ts_ms[idx], sub)
             if published:
                 commits.append(TopicPartition(key[0], key[1], max(published) + 1))
