@@ -395,6 +395,13 @@ def tokenize(buf, offsets, sel, max_seg, max_tok):
     tok_start, tok_end)`` (token arrays int64, in message / segment / position order; ``tok_msg``
     holds batch indices).  Messages with a non-zero status contribute no tokens.
     """
+    return tokenize_envelopes(buf, edifact_envelopes(buf, offsets, sel), sel, max_seg, max_tok)
+
+
+@kernel
+def tokenize_envelopes(buf, env, sel, max_seg, max_tok):
+    """The token table from an envelope table (``E_*`` columns, one row per selected message:
+    EDIFACT's :func:`edifact_envelopes` or ``x12.x12_envelopes``); see :func:`tokenize`."""
     m = sel.shape[0]
     status = np.zeros(m, np.int8)
     nsegs = np.zeros(m, np.int32)
@@ -404,21 +411,13 @@ def tokenize(buf, offsets, sel, max_seg, max_tok):
     t_s = np.empty(max_tok, np.int64)
     t_e = np.empty(max_tok, np.int64)
     dummy = np.empty(0, np.int64)
-    nb = offsets.shape[0] - 1
-    for j in range(m):
-        i = sel[j]
-        if i < 0 or i >= nb:
-            status[j] = ST_EMPTY
+    for j in range(m):                      # pass 1: statuses and token counts
+        if env[j, E_ST] != ST_OK:
+            status[j] = env[j, E_ST]
             continue
-        s = max(offsets[i], 0)
-        e = min(offsets[i + 1], buf.shape[0])
-        st, p, q, comp, elem, term, rel = edifact_setup(buf, s, e)
-        if st != ST_OK:
-            status[j] = st
-            continue
-        st, ns, nt = tokenize_message(buf, i, p, q, comp, elem, term, rel, False, max_seg, max_tok,
-                                      t_el, t_co, t_s, t_e, False, 0,
-                                      dummy, dummy, dummy, dummy, dummy, dummy)
+        st, ns, nt = tokenize_message(buf, sel[j], env[j, E_POS], env[j, E_END], env[j, E_COMP], env[j, E_ELEM],
+                                      env[j, E_TERM], env[j, E_REL], env[j, E_NL] != 0, max_seg, max_tok,
+                                      t_el, t_co, t_s, t_e, False, 0, dummy, dummy, dummy, dummy, dummy, dummy)
         status[j] = st
         nsegs[j] = ns
         counts[j] = nt if st == ST_OK else 0
@@ -432,14 +431,11 @@ def tokenize(buf, offsets, sel, max_seg, max_tok):
     o_s = np.empty(total, np.int64)
     o_e = np.empty(total, np.int64)
     base = 0
-    for j in range(m):
+    for j in range(m):                      # pass 2: fill
         if counts[j] == 0:
             continue
-        i = sel[j]
-        s = max(offsets[i], 0)
-        e = min(offsets[i + 1], buf.shape[0])
-        st, p, q, comp, elem, term, rel = edifact_setup(buf, s, e)
-        tokenize_message(buf, i, p, q, comp, elem, term, rel, False, max_seg, max_tok,
+        tokenize_message(buf, sel[j], env[j, E_POS], env[j, E_END], env[j, E_COMP], env[j, E_ELEM],
+                         env[j, E_TERM], env[j, E_REL], env[j, E_NL] != 0, max_seg, max_tok,
                          t_el, t_co, t_s, t_e, True, base, o_msg, o_seg, o_el, o_co, o_s, o_e)
         base += counts[j]
     return status, nsegs, o_msg, o_seg, o_el, o_co, o_s, o_e

@@ -26,7 +26,7 @@ import numpy as np
 from ._jit import kernel
 from .edifact import (E_COMP, E_ELEM, E_END, E_NL, E_POS, E_REL, E_ST, E_TERM, MAX_SEGMENT_BYTES,
                       ST_BAD_ENVELOPE, ST_BAD_SERVICE, ST_EMPTY, ST_OK, ST_UNTERMINATED, bad_separator,
-                      is_ws, skip_prefix, tokenize_message, trailing_end)
+                      is_ws, skip_prefix, tokenize_envelopes, trailing_end)
 from .values import is_digit
 
 ISA_SCAN_LIMIT = 512
@@ -132,54 +132,7 @@ def tokenize(buf, offsets, sel, max_seg, max_tok):
 
     Same outputs as :func:`kernels.edifact.tokenize`.
     """
-    m = sel.shape[0]
-    status = np.zeros(m, np.int8)
-    nsegs = np.zeros(m, np.int32)
-    counts = np.zeros(m, np.int64)
-    t_el = np.empty(max_tok, np.int64)
-    t_co = np.empty(max_tok, np.int64)
-    t_s = np.empty(max_tok, np.int64)
-    t_e = np.empty(max_tok, np.int64)
-    dummy = np.empty(0, np.int64)
-    nb = offsets.shape[0] - 1
-    for j in range(m):
-        i = sel[j]
-        if i < 0 or i >= nb:
-            status[j] = ST_EMPTY
-            continue
-        s = max(offsets[i], 0)
-        e = min(offsets[i + 1], buf.shape[0])
-        st, p, q, comp, elem, term, nl = x12_setup(buf, s, e, max_seg)
-        if st != ST_OK:
-            status[j] = st
-            continue
-        st, ns, nt = tokenize_message(buf, i, p, q, comp, elem, term, -1, nl, max_seg, max_tok,
-                                      t_el, t_co, t_s, t_e, False, 0,
-                                      dummy, dummy, dummy, dummy, dummy, dummy)
-        status[j] = st
-        nsegs[j] = ns
-        counts[j] = nt if st == ST_OK else 0
-    total = 0
-    for j in range(m):
-        total += counts[j]
-    o_msg = np.empty(total, np.int64)
-    o_seg = np.empty(total, np.int64)
-    o_el = np.empty(total, np.int64)
-    o_co = np.empty(total, np.int64)
-    o_s = np.empty(total, np.int64)
-    o_e = np.empty(total, np.int64)
-    base = 0
-    for j in range(m):
-        if counts[j] == 0:
-            continue
-        i = sel[j]
-        s = max(offsets[i], 0)
-        e = min(offsets[i + 1], buf.shape[0])
-        st, p, q, comp, elem, term, nl = x12_setup(buf, s, e, max_seg)
-        tokenize_message(buf, i, p, q, comp, elem, term, -1, nl, max_seg, max_tok,
-                         t_el, t_co, t_s, t_e, True, base, o_msg, o_seg, o_el, o_co, o_s, o_e)
-        base += counts[j]
-    return status, nsegs, o_msg, o_seg, o_el, o_co, o_s, o_e
+    return tokenize_envelopes(buf, x12_envelopes(buf, offsets, sel, max_seg), sel, max_seg, max_tok)
 
 
 @kernel
