@@ -84,7 +84,8 @@ def cmd_stream(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import format_summary, run_demo
+    from .demo import run_demo
+    from .sources.kafka import format_summary
 
     summary = run_demo(count=args.count, seed=args.seed, out=args.out, partitions=args.partitions,
                        metrics_port=args.metrics_port)
