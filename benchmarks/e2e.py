@@ -22,7 +22,8 @@ from flowaudit import synth
 from flowaudit.broker import EmbeddedBroker
 from flowaudit.config import Settings
 from flowaudit.demo import produce
-from flowaudit.sources.kafka import StreamService, check_broker, consumer_config
+from flowaudit.service import StreamService
+from flowaudit.sources.kafka import check_broker, consumer_config
 
 
 def bare_consume(settings: Settings, expected: int, poll: int) -> dict:

@@ -30,6 +30,10 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--watchlist-dir", metavar="DIR",
                    help="operator watchlist files, added to the sourced defaults [env FLOWAUDIT_EGRESS_WATCHLIST_DIR]")
     p.add_argument("--policy", metavar="FILE", help="zones and policy TOML [env FLOWAUDIT_EGRESS_POLICY_FILE]")
+    p.add_argument("--on-log-reset", choices=("stop", "new_epoch"),
+                   help="when the broker's log no longer matches the stored files (topic recreated, log "
+                        "truncated): stop with exit 3 (default) or file the new log as a new epoch "
+                        "[env FLOWAUDIT_SINK_ON_LOG_RESET]")
 
 
 def _settings(args):
@@ -60,32 +64,37 @@ def _settings(args):
         over.setdefault("egress", {})["watchlist_dir"] = args.watchlist_dir
     if args.policy:
         over.setdefault("egress", {})["policy_file"] = args.policy
+    if getattr(args, "on_log_reset", None):
+        over.setdefault("sink", {})["on_log_reset"] = args.on_log_reset
     return load(args.config, overrides=over)
 
 
 def cmd_stream(args) -> int:
     from .metrics import Metrics
-    from .sources.kafka import StreamService, format_summary
+    from .service import StreamService, format_summary
 
     settings = _settings(args)
     metrics = Metrics(settings.kafka.topics)
+    service = StreamService(settings, metrics, until_drained=args.until_drained, max_seconds=args.max_seconds)
+    service.install_signal_handlers()   # before anything slow: SIGTERM during start-up is a clean stop
     if settings.metrics.port:
         try:
             port = metrics.serve(settings.metrics.host, settings.metrics.port)
         except OSError as exc:
             raise ConfigError(f"cannot serve metrics on {settings.metrics.host}:{settings.metrics.port}: {exc.strerror}")
         print(f"metrics on http://{settings.metrics.host}:{port}/metrics", file=sys.stderr, flush=True)
-    service = StreamService(settings, metrics, until_drained=args.until_drained, max_seconds=args.max_seconds)
     summary = service.run()
     metrics.close()
     if not args.quiet:
         print(format_summary(summary), flush=True)
-    return 0
+    if summary.error:
+        print(f"flowaudit: {summary.error}", file=sys.stderr, flush=True)
+    return summary.exit_code
 
 
 def cmd_demo(args) -> int:
     from .demo import run_demo
-    from .sources.kafka import format_summary
+    from .service import format_summary
 
     summary = run_demo(count=args.count, seed=args.seed, out=args.out, partitions=args.partitions,
                        metrics_port=args.metrics_port)
@@ -135,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stream", help="consume the configured topics, classify, write Parquet, serve metrics")
     _add_config_flags(p)
-    p.add_argument("--until-drained", action="store_true", help="stop once every assigned partition is at its end")
+    p.add_argument("--until-drained", action="store_true",
+                   help="stop once every partition is at its end; exit 4 after kafka.drain_stall_s without "
+                        "progress [env FLOWAUDIT_KAFKA_DRAIN_STALL_S]")
     p.add_argument("--max-seconds", type=float, help="stop after this many seconds")
     p.add_argument("--quiet", action="store_true", help="no summary on exit")
     p.set_defaults(fn=cmd_stream)

@@ -45,6 +45,9 @@ class KafkaSettings:
     pipeline_depth: int = 2
     # extra librdkafka properties passed through verbatim (security.protocol, sasl.*, ...)
     extra: dict = field(default_factory=dict)
+    # --until-drained: give up (exit 4, with the partitions still waiting) after this many seconds
+    # without a message or a change of assignment; 0 = wait for ever
+    drain_stall_s: float = 120.0
 
 
 @dataclass
@@ -54,6 +57,9 @@ class SinkSettings:
     compression: str = "zstd"
     row_group_size: int = 64 * 1024
     raw_values: bool = False           # store raw sensitive values (local investigations only)
+    # the broker's log no longer matches the files (topic recreated, log truncated or rewritten):
+    # "stop" (exit 3, write nothing) or "new_epoch" (file the new log beside the old, +e<k> names)
+    on_log_reset: str = "stop"
 
 
 @dataclass
@@ -117,6 +123,10 @@ class Settings:
             raise ConfigError("kafka.pipeline_depth must be 0..64")
         if self.sink.rotate_records <= 0:
             raise ConfigError("sink.rotate_records must be positive")
+        if self.sink.on_log_reset not in ("stop", "new_epoch"):
+            raise ConfigError("sink.on_log_reset must be 'stop' or 'new_epoch'")
+        if k.drain_stall_s < 0:
+            raise ConfigError("kafka.drain_stall_s must be >= 0")
         if self.sink.compression not in ("zstd", "snappy", "gzip", "lz4", "none"):
             raise ConfigError("sink.compression must be one of zstd, snappy, gzip, lz4, none")
         if not 0 <= self.metrics.port <= 65535:

@@ -15,7 +15,7 @@ from . import synth
 from .broker import EmbeddedBroker
 from .config import Settings
 from .metrics import Metrics
-from .sources.kafka import StreamService, Summary
+from .service import StreamService, Summary
 
 
 def produce(messages, bootstrap: str, topics: dict[str, str] | None = None, partitions: int = 3) -> tuple[int, int]:

@@ -63,12 +63,26 @@ class Metrics:
                                       ["reason"], registry=r)
         self.netflow_templates = Gauge("flowaudit_netflow_templates", "Templates in the NetFlow registry",
                                        registry=r)
+        self.storage_paused = Gauge("flowaudit_storage_paused",
+                                    "1 while consumption is paused waiting out a storage fault", registry=r)
+        self.storage_errors = Counter("flowaudit_storage_errors_total",
+                                      "Failed publishes by errno (ENOSPC, EROFS, EIO, ...), each retried",
+                                      ["errno"], registry=r)
+        self.log_resets = Counter("flowaudit_log_resets_total",
+                                  "Broker logs found not to match the stored files (storage_ahead, log_rewritten, "
+                                  "offset_regressed, offset_out_of_range)", ["topic", "kind"], registry=r)
+        self.log_gap_messages = Counter("flowaudit_log_gap_messages_total",
+                                        "Messages that expired from the broker's log before they were read",
+                                        ["topic"], registry=r)
+        for errname in ("ENOSPC", "EROFS", "EIO", "EDQUOT"):
+            self.storage_errors.labels(errname)
         for d in DATASETS:
             self.files_committed.labels(d)
             self.rows_written.labels(d)
         for t in topics or {}:
             self.consumed_messages.labels(t)
             self.consumed_bytes.labels(t)
+            self.log_gap_messages.labels(t)
         for f in FORMAT_NAMES.values():
             for reason in REASONS.values():
                 if reason != "ok":

@@ -46,6 +46,20 @@ def topics(broker, request):
     return names
 
 
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real 2 MiB tmpfs (root in CI and here): disk-full tests fill it for real."""
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, f"cannot mount a tmpfs for the disk-full tests (needs root): {r.stderr}"
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
 def keyed(value: str) -> bytes:
     return hmac.new(HMAC_KEY.encode(), value.encode(), hashlib.sha256).digest()
 

@@ -10,7 +10,7 @@ import orjson
 from flowaudit.config import Settings
 from flowaudit.pipeline import Batch
 from flowaudit.sinks.parquet import PartitionWriter, read_dataset
-from flowaudit.sources.kafka import StreamService
+from flowaudit.service import StreamService
 
 T0_MS = 1_772_323_200_000  # 2026-03-01T00:00:00Z
 

@@ -47,8 +47,12 @@ def _add(w, offsets, ts, bad=()):
 def test_names_round_trip():
     name = file_name("port.edifact", 2, 17, 4711)
     assert name == "port.edifact+2+00000000000000000017+00000000000000004711.parquet"
-    assert parse_name(name) == ("port.edifact", 2, 17, 4711)
+    assert parse_name(name) == ("port.edifact", 2, 17, 4711, 0)
     assert parse_name(".port.edifact+2+1+2.parquet.tmp-1") is None
+    e2 = file_name("port.edifact", 2, 17, 4711, epoch=2)
+    assert e2 == "port.edifact+2+00000000000000000017+00000000000000004711+e2.parquet"
+    assert parse_name(e2) == ("port.edifact", 2, 17, 4711, 2)
+    assert parse_name("t+0+00000000000000000001+00000000000000000002+e0.parquet") is None  # epoch 0 has no suffix
 
 
 def test_hour_keys_bad_timestamps_never_drive_rotation():
@@ -135,3 +139,97 @@ def test_recover_refuses_a_file_with_more_rows_than_its_range(tmp_path):
     pq.write_table(_messages(np.arange(5), np.full(5, T0)), bad)
     with pytest.raises(SinkError):
         PartitionWriter(tmp_path, "t", 0).recover()
+
+
+def test_files_and_folders_are_not_world_readable(tmp_path):
+    old = os.umask(0o000)   # the most permissive umask: modes must still come out 0640 / 0750
+    try:
+        w = PartitionWriter(tmp_path / "root", "t", 0, rotate_records=2)
+        _add(w, [0, 1], [T0, T0], bad={1})
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "root").rglob("*") if p.is_file()]
+    dirs = [p for p in (tmp_path / "root").rglob("*") if p.is_dir()]
+    assert files and dirs
+    assert {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o640)}
+    assert {oct(p.stat().st_mode & 0o777) for p in dirs} == {oct(0o750)}
+
+
+def test_a_new_epoch_never_collides_with_the_old_files(tmp_path):
+    w = PartitionWriter(tmp_path, "t", 0, rotate_records=3)
+    _add(w, range(3), [T0] * 3)          # epoch 0: offsets 0..2
+    assert w.recover() == 3 and w.epoch == 0
+    w.start_epoch(resume=0)              # the topic was recreated: its offsets start again at 0
+    _add(w, range(3), [T0 + 1] * 3)
+    names = [p.name for *_, p in committed_files(tmp_path, "messages", "t", 0)]   # epoch order
+    assert names == [file_name("t", 0, 0, 2), file_name("t", 0, 0, 2, epoch=1)]
+    # recovery resumes in the newest epoch, with the fingerprint of its last message
+    w2 = PartitionWriter(tmp_path, "t", 0, rotate_records=3)
+    assert w2.recover() == 3 and w2.epoch == 1 and w2.fingerprint == (T0 + 1, -1)
+    assert sorted(read_dataset(tmp_path, "messages").column("offset").to_pylist()) == [0, 0, 1, 1, 2, 2]
+
+
+def test_fingerprint_of_the_last_message_is_in_the_footer(tmp_path):
+    w = PartitionWriter(tmp_path, "t", 0, rotate_records=3)
+    offsets = np.arange(3, dtype=np.int64)
+    ts = np.array([T0, T0 + 5, T0 + 9], np.int64)
+    w.add(offsets, ts, {"messages": (_messages(offsets, ts), offsets)}, sizes=np.array([10, 20, 30]))
+    assert w.fingerprint == (T0 + 9, 30)
+    w2 = PartitionWriter(tmp_path, "t", 0)
+    assert w2.recover() == 3 and w2.fingerprint == (T0 + 9, 30)
+
+
+def test_disk_full_keeps_the_rows_and_the_retry_publishes_the_same_set(small_tmpfs):
+    """A real ENOSPC on a small tmpfs: the rows stay buffered, on_fault is asked, and once space
+    is freed the retry publishes the same file set; nothing half-written stays behind."""
+    import errno as _errno
+
+    filler = small_tmpfs / "filler"
+    with open(filler, "wb") as f:       # fill the file system to the last block
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError as exc:
+            assert exc.errno == _errno.ENOSPC
+    calls = []
+
+    def on_fault(exc, attempt):
+        calls.append((exc.errno, attempt))
+        if attempt == 2:
+            filler.unlink()             # the operator frees space
+        return attempt < 5
+
+    root = small_tmpfs / "root"
+    w = PartitionWriter(root, "t", 0, rotate_records=3, on_fault=on_fault)
+    published = _add(w, range(3), [T0] * 3, bad={1})
+    assert published == [2]
+    assert calls[0] == (_errno.ENOSPC, 1) and [a for _, a in calls] == [1, 2]
+    assert sorted(read_dataset(root, "messages").column("offset").to_pylist()) == [0, 2]
+    assert read_dataset(root, "quarantine").column("offset").to_pylist() == [1]
+    assert not [p for p in root.rglob(".*") if p.is_file()]
+    # giving up raises PublishAborted and keeps the rows for the next owner to re-read
+    from flowaudit.sinks.parquet import PublishAborted
+    with open(small_tmpfs / "filler2", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    w.on_fault = lambda exc, attempt: False
+    with pytest.raises(PublishAborted):
+        _add(w, range(3, 6), [T0] * 3)
+    assert w.buffered == 3
+
+
+def test_partition_lock_fences_a_second_writer(tmp_path):
+    from flowaudit.sinks.parquet import PartitionLock
+
+    a, b = PartitionLock(tmp_path, "t", 3), PartitionLock(tmp_path, "t", 3)
+    assert a.try_acquire() and a.held
+    assert not b.try_acquire()
+    assert a.holder().startswith(f"{os.getpid()}@")
+    a.release()
+    assert b.try_acquire()
+    b.release()

@@ -28,12 +28,31 @@ Rotation is by record count (``rotate_records`` messages per file set) and recor
 set never spans two hours of Kafka record timestamps); never by wall clock.  A record whose
 timestamp is missing or implausible (before 2000 or after 2100) is stored as is but never
 drives rotation: it joins the current hour.
+
+Fencing: a writer publishes only while it holds the partition's lock
+(:class:`PartitionLock`, an ``flock`` on ``<root>/.locks/<topic>+<partition>.lock``), so a
+member that was paused past its session (a zombie) and a member that took its partitions over
+can never both write the same offsets: the new owner recovers from storage only after the old
+one let go, or died (the kernel drops an ``flock`` with its process).  Every member of a group
+must therefore share one storage root (it is the source of truth anyway).
+
+Epochs: when the broker's log of a partition is no longer the log the files were written from
+(the topic was recreated, retention or an unclean leader election truncated it), the service
+either stops or starts a new *epoch* (``sink.on_log_reset``).  Files of epoch ``k > 0`` are named
+``<topic>+<partition>+<first>+<last>+e<k>.parquet`` so they never collide with the old ones;
+recovery resumes from the newest epoch.  The newest messages file of each set records the
+timestamp and size of its last message in its footer (``flowaudit.last_ts_ms``,
+``flowaudit.last_bytes``), the fingerprint the service compares with the broker on resume.
+
+Files are created 0640 and folders 0750, whatever the umask.
 """
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,22 +67,107 @@ COMMIT_DATASET = "messages"   # published last in every file set: its presence c
 _MIN_TS_MS = 946_684_800_000      # 2000-01-01
 _MAX_TS_MS = 4_102_444_800_000    # 2100-01-01
 _HOUR_MS = 3_600_000
-_NAME = re.compile(r"^(?P<topic>[A-Za-z0-9._-]+)\+(?P<partition>\d+)\+(?P<first>\d{20})\+(?P<last>\d{20})\.parquet$")
+_NAME = re.compile(r"^(?P<topic>[A-Za-z0-9._-]+)\+(?P<partition>\d+)\+(?P<first>\d{20})\+(?P<last>\d{20})"
+                   r"(?:\+e(?P<epoch>[1-9]\d{0,8}))?\.parquet$")
+FILE_MODE = 0o640
+DIR_MODE = 0o750
+# storage faults the service waits out (pause, back off, retry); anything else is fatal
+RETRYABLE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EAGAIN, errno.ENOMEM})
 
 
 class SinkError(RuntimeError):
-    """A durability failure (fsync EIO, an existing file with other content): fatal by design."""
+    """A publish that must not be retried: an existing file with other content, a broken footer."""
 
 
-def file_name(topic: str, partition: int, first: int, last: int) -> str:
-    return f"{topic}+{partition}+{first:020d}+{last:020d}.parquet"
+class StorageFault(OSError):
+    """A publish failed for a reason that may pass (disk full, read-only remount, EIO); buffered
+    rows are kept and the publish can be retried."""
+
+
+class PublishAborted(RuntimeError):
+    """The caller gave up on a failing publish (stop requested, partition revoked)."""
+
+
+def retryable(exc: BaseException) -> bool:
+    return isinstance(exc, StorageFault) or (isinstance(exc, OSError) and exc.errno in RETRYABLE_ERRNOS)
+
+
+def file_name(topic: str, partition: int, first: int, last: int, epoch: int = 0) -> str:
+    suffix = f"+e{epoch}" if epoch else ""
+    return f"{topic}+{partition}+{first:020d}+{last:020d}{suffix}.parquet"
 
 
 def parse_name(name: str):
+    """(topic, partition, first, last, epoch) of a published file name, else None."""
     m = _NAME.match(name)
     if not m:
         return None
-    return m["topic"], int(m["partition"]), int(m["first"]), int(m["last"])
+    return m["topic"], int(m["partition"]), int(m["first"]), int(m["last"]), int(m["epoch"] or 0)
+
+
+def makedirs(path: Path, mode: int = DIR_MODE) -> None:
+    """``mkdir -p`` where every folder created gets ``mode`` (Path.mkdir gives parents the umask's)."""
+    path = Path(path)
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for p in reversed(missing):
+        try:
+            p.mkdir(mode=mode)
+            os.chmod(p, mode)  # the umask may have taken bits mode keeps
+        except FileExistsError:
+            pass
+
+
+class PartitionLock:
+    """An exclusive ``flock`` on ``<root>/.locks/<topic>+<partition>.lock`` while a partition is owned.
+
+    :meth:`try_acquire` never blocks; the holder's pid and host are written into the file for the
+    operator's log line.  The kernel releases the lock when the holder closes it or dies.
+    """
+
+    def __init__(self, root: Path, topic: str, partition: int):
+        self.path = Path(root) / ".locks" / f"{topic}+{partition}.lock"
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def try_acquire(self) -> bool:
+        if self._fd is not None:
+            return True
+        makedirs(self.path.parent)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}@{socket.gethostname()}\n".encode())
+        except OSError:
+            pass  # the note is for humans; the lock is what counts
+        self._fd = fd
+        return True
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "?"
+        except OSError:
+            return "?"
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing drops the flock
 
 
 def hour_dir(hour_key: int) -> str:
@@ -92,29 +196,44 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_durable(table: pa.Table, tmp: Path, compression: str, row_group_size: int) -> None:
+    """Write ``table`` to ``tmp`` (mode 0640) and fsync it.  An fsync EIO is a StorageFault: the
+    page cache may have dropped the data, so the caller rewrites the file from the rows it still
+    holds in memory rather than trusting what is on disk."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    os.close(fd)
+    os.chmod(tmp, FILE_MODE)
     pq.write_table(table, tmp, compression=None if compression == "none" else compression,
                    row_group_size=row_group_size)
     fd = os.open(tmp, os.O_RDONLY)
     try:
-        os.fsync(fd)  # an EIO here is fatal: the page cache may have dropped the data
+        os.fsync(fd)
     except OSError as exc:
-        raise SinkError(f"fsync failed for {tmp}: {exc}") from exc
+        raise StorageFault(exc.errno, f"fsync failed for {tmp}: {exc.strerror}") from exc
     finally:
         os.close(fd)
 
 
-def committed_files(root: Path, dataset: str, topic: str, partition: int) -> list[tuple[int, int, Path]]:
-    """(first, last, path) of the published files of one partition, sorted by offset."""
+def committed_files(root: Path, dataset: str, topic: str, partition: int,
+                    epoch: int | None = None) -> list[tuple[int, int, Path]]:
+    """(first, last, path) of the published files of one partition (of one epoch, if given),
+    sorted by epoch, then offset."""
     base = root / f"dataset={dataset}"
     out = []
     if not base.is_dir():
         return out
     for p in base.glob(f"date=*/hour=*/{topic}+{partition}+*.parquet"):
         parsed = parse_name(p.name)
-        if parsed and parsed[0] == topic and parsed[1] == partition:
-            out.append((parsed[2], parsed[3], p))
+        if parsed and parsed[0] == topic and parsed[1] == partition and epoch in (None, parsed[4]):
+            out.append((parsed[4], parsed[2], parsed[3], p))
     out.sort()
-    return out
+    return [(first, last, p) for _e, first, last, p in out]
+
+
+def newest_epoch(root: Path, topic: str, partition: int) -> int:
+    base = Path(root) / f"dataset={COMMIT_DATASET}"
+    epochs = [parse_name(p.name) for p in base.glob(f"date=*/hour=*/{topic}+{partition}+*.parquet")] \
+        if base.is_dir() else []
+    return max((e[4] for e in epochs if e and e[0] == topic and e[1] == partition), default=0)
 
 
 @dataclass
@@ -125,14 +244,22 @@ class _Open:
     first: int = -1
     last: int = -1
     count: int = 0
+    last_ts_ms: int = -1       # fingerprint of the message at ``last`` (footer of the messages file)
+    last_bytes: int = -1
     tables: dict = field(default_factory=dict)  # dataset -> [pa.Table]
 
 
 class PartitionWriter:
-    """Buffers one topic-partition's rows and publishes them as immutable file sets."""
+    """Buffers one topic-partition's rows and publishes them as immutable file sets.
+
+    ``on_fault(exc, attempt) -> bool`` is called when a publish fails with a retryable storage
+    error (see :data:`RETRYABLE_ERRNOS`): it waits (back-off) and returns True to retry, or False
+    to give up (:class:`PublishAborted`).  The buffered rows survive a failed publish, so a retry
+    writes the same file set.  Without ``on_fault`` the error propagates.
+    """
 
     def __init__(self, root: Path, topic: str, partition: int, rotate_records: int = 100_000,
-                 compression: str = "zstd", row_group_size: int = 65536, on_publish=None):
+                 compression: str = "zstd", row_group_size: int = 65536, on_publish=None, on_fault=None):
         self.root = Path(root)
         self.topic = topic
         self.partition = partition
@@ -140,9 +267,13 @@ class PartitionWriter:
         self.compression = compression
         self.row_group_size = row_group_size
         self.on_publish = on_publish   # callback(dataset, rows) for metrics
+        self.on_fault = on_fault
         self._open: _Open | None = None
         self._hour = 0
+        self.epoch = 0
         self.next_offset: int | None = None  # first offset not yet durable in storage
+        self.high = -1                       # highest offset buffered or durable (-1: none)
+        self.fingerprint: tuple[int, int] | None = None  # (ts_ms, bytes) of the message at next_offset - 1
 
     # -- recovery ----------------------------------------------------------------------------
 
@@ -162,8 +293,12 @@ class PartitionWriter:
                 if p.name not in names:  # published before its commit record: an orphan
                     p.unlink()
                     _fsync_dir(p.parent)
+        self.epoch = newest_epoch(self.root, self.topic, self.partition)
+        committed = committed_files(self.root, COMMIT_DATASET, self.topic, self.partition, self.epoch)
         if not committed:
             self.next_offset = None
+            self.high = -1
+            self.fingerprint = None
             return None
         first, last, newest = committed[-1]
         try:
@@ -172,8 +307,23 @@ class PartitionWriter:
             raise SinkError(f"committed file {newest} is unreadable: {exc}") from exc
         if meta.num_rows > last - first + 1:
             raise SinkError(f"{newest} holds {meta.num_rows} rows, more than its offset range")
+        kv = meta.metadata or {}
+        try:
+            self.fingerprint = (int(kv[b"flowaudit.last_ts_ms"]), int(kv[b"flowaudit.last_bytes"]))
+        except (KeyError, ValueError):
+            self.fingerprint = None   # written before fingerprints existed
         self.next_offset = last + 1
+        self.high = last
         return self.next_offset
+
+    def start_epoch(self, resume: int | None = None) -> None:
+        """The broker's log no longer matches the files: publish what is buffered under the old
+        epoch, then file everything from here on under the next one."""
+        self.flush()
+        self.epoch += 1
+        self.next_offset = resume
+        self.high = -1 if resume is None else resume - 1
+        self.fingerprint = None
 
     # -- buffering ---------------------------------------------------------------------------
 
@@ -181,20 +331,30 @@ class PartitionWriter:
     def buffered(self) -> int:
         return self._open.count if self._open else 0
 
-    def add(self, offsets: np.ndarray, ts_ms: np.ndarray, tables: dict[str, tuple[pa.Table, np.ndarray]]) -> list[int]:
+    @property
+    def buffered_bytes(self) -> int:
+        if not self._open:
+            return 0
+        return sum(t.nbytes for parts in self._open.tables.values() for t in parts)
+
+    def add(self, offsets: np.ndarray, ts_ms: np.ndarray, tables: dict[str, tuple[pa.Table, np.ndarray]],
+            sizes: np.ndarray | None = None) -> list[int]:
         """Buffer one batch's rows of this partition.
 
-        ``offsets``/``ts_ms``: the partition's messages in this batch, in offset order.
-        ``tables``: dataset -> (table, offset of each row).  Returns the ``last`` offsets of the
-        file sets published while adding (the caller commits ``max + 1`` to Kafka).
+        ``offsets``/``ts_ms``/``sizes``: the partition's messages in this batch, in offset order
+        (``sizes``: value bytes, for the fingerprint).  ``tables``: dataset -> (table, offset of
+        each row).  Returns the ``last`` offsets of the file sets published while adding (the
+        caller commits ``max + 1`` to Kafka).  Offsets already durable or buffered are dropped,
+        so a re-delivered message is never written twice.
         """
         published = []
         if offsets.size == 0:
             return published
-        if self.next_offset is not None and offsets[0] < self.next_offset:
-            # re-delivered after a seek/rebalance: already durable, drop (never written twice)
-            keep = offsets >= self.next_offset
-            offsets, ts_ms = offsets[keep], ts_ms[keep]
+        if sizes is None:
+            sizes = np.full(offsets.size, -1, np.int64)
+        if offsets[0] <= self.high:
+            keep = offsets > self.high
+            offsets, ts_ms, sizes = offsets[keep], ts_ms[keep], sizes[keep]
             if offsets.size == 0:
                 return published
             lo = offsets[0]
@@ -224,7 +384,9 @@ class PartitionWriter:
                 if cur.first < 0:
                     cur.first = lo
                 cur.last = hi
+                cur.last_ts_ms, cur.last_bytes = int(ts_ms[j - 1]), int(sizes[j - 1])
                 cur.count += j - i
+                self.high = hi
                 self._hour = cur.hour
             if cur.count >= self.rotate_records or j < n:
                 last = self.flush()
@@ -236,15 +398,40 @@ class PartitionWriter:
     def discard(self) -> None:
         """Forget buffered rows (partition revoked: the next owner re-reads them from Kafka)."""
         self._open = None
+        self.high = -1 if self.next_offset is None else self.next_offset - 1
 
     # -- publishing --------------------------------------------------------------------------
 
     def flush(self) -> int | None:
-        """Publish the buffered file set, if any; returns its last offset."""
-        cur, self._open = self._open, None
+        """Publish the buffered file set, if any; returns its last offset.
+
+        A retryable storage error keeps the rows buffered and goes to ``on_fault``; the publish
+        is retried until it succeeds or ``on_fault`` gives up."""
+        cur = self._open
         if cur is None or cur.count == 0:
+            self._open = None
             return None
-        name = file_name(self.topic, self.partition, cur.first, cur.last)
+        attempt = 0
+        while True:
+            try:
+                self._publish(cur, retry=attempt > 0)
+                break
+            except (OSError, StorageFault) as exc:
+                if not retryable(exc) or self.on_fault is None:
+                    if isinstance(exc, OSError) and not isinstance(exc, StorageFault) and exc.errno == errno.EIO:
+                        raise StorageFault(exc.errno, f"I/O error while publishing: {exc}") from exc
+                    raise
+                attempt += 1
+                if not self.on_fault(exc, attempt):
+                    raise PublishAborted(f"{self.topic}+{self.partition}: publish abandoned after {attempt} "
+                                         f"failure(s): {exc}") from exc
+        self._open = None
+        self.next_offset = cur.last + 1
+        self.fingerprint = (cur.last_ts_ms, cur.last_bytes)
+        return cur.last
+
+    def _publish(self, cur: _Open, retry: bool = False) -> None:
+        name = file_name(self.topic, self.partition, cur.first, cur.last, self.epoch)
         sub = hour_dir(cur.hour)
         tmp_name = f".{name}.tmp-{os.getpid()}"
         staged = []
@@ -255,47 +442,34 @@ class PartitionWriter:
                 if d != COMMIT_DATASET and not parts:
                     continue  # other datasets' files exist only when they have rows
                 table = pa.concat_tables(parts) if parts else SCHEMAS[d].empty_table()
+                if d == COMMIT_DATASET:
+                    meta = dict(table.schema.metadata or {})
+                    meta[b"flowaudit.last_ts_ms"] = str(cur.last_ts_ms).encode()
+                    meta[b"flowaudit.last_bytes"] = str(cur.last_bytes).encode()
+                    table = table.replace_schema_metadata(meta)
                 directory = self.root / f"dataset={d}" / sub
-                directory.mkdir(parents=True, exist_ok=True)
+                makedirs(directory)
                 tmp = directory / tmp_name
-                _write_durable(table, tmp, self.compression, self.row_group_size)
                 staged.append((d, tmp, directory / name, table.num_rows))
+                _write_durable(table, tmp, self.compression, self.row_group_size)
             for d, tmp, final, rows in staged:  # the commit dataset is last
                 try:
                     os.link(tmp, final)
                 except FileExistsError:
-                    if d == COMMIT_DATASET or pq.read_metadata(final).num_rows != rows:
+                    # a retry after a failure between two links (our own file), or a file another
+                    # writer made: only the first is accepted, and only with the same rows
+                    if (d == COMMIT_DATASET and not retry) or pq.read_metadata(final).num_rows != rows:
                         raise SinkError(f"{final} already exists: refusing to overwrite") from None
+                    continue
                 _fsync_dir(final.parent)
                 if self.on_publish:
                     self.on_publish(d, rows)
-        except OSError as exc:
-            if exc.errno == errno.EIO:
-                raise SinkError(f"I/O error while publishing {name}: {exc}") from exc
-            raise
         finally:
             for _d, tmp, _final, _rows in staged:
-                tmp.unlink(missing_ok=True)
-        self.next_offset = cur.last + 1
-        return cur.last
-
-
-def split_by_partition(result_tables: dict[str, tuple[pa.Table, np.ndarray]], group: np.ndarray, n_groups: int):
-    """Split batch-level tables into per-group tables; ``group`` maps batch index -> group id.
-
-    ``result_tables``: dataset -> (table, batch index of each row).  Yields (g, dataset -> (table, rows' batch idx)).
-    """
-    out = [dict() for _ in range(n_groups)]
-    for d, (t, idx) in result_tables.items():
-        g = group[idx] if idx.size else np.zeros(0, np.int64)
-        if n_groups == 1:
-            out[0][d] = (t, idx)
-            continue
-        for k in range(n_groups):
-            sel = g == k
-            if sel.any():
-                out[k][d] = (t.filter(pa.array(sel)), idx[sel])
-    return out
+                try:
+                    tmp.unlink(missing_ok=True)
+                except OSError:
+                    pass  # a read-only remount: recover() removes it on the next assignment
 
 
 def read_dataset(root: Path, dataset: str) -> pa.Table:

@@ -1,0 +1,969 @@
+"""``flowaudit stream``: the consumer-group service.
+
+poll -> batch -> pipeline (kernels) -> partition writers (Parquet) -> offset commit.
+
+Threads
+-------
+*Only the main thread touches the Kafka consumer*: it polls, gathers each poll into a
+:class:`~flowaudit.pipeline.Batch`, runs the rebalance callbacks, pauses and resumes
+partitions, and commits offsets.  A worker thread (``kafka.pipeline_depth`` > 0) classifies
+batches and publishes file sets; it never calls the consumer, so nothing the main thread waits
+for (a revocation waiting for batches in flight, a full hand-off queue) can wait on the consumer.
+The worker hands the offsets it made durable back through an outbox that the main thread
+commits after each poll.
+
+Exactly once
+------------
+A writer publishes a partition's rows only while it holds the partition's lock
+(:class:`~flowaudit.sinks.parquet.PartitionLock`).  On assignment a partition is paused until
+its lock is free (a zombie member may still hold it), then its writer recovers from storage and
+the consumer seeks to the offset after the last durable file.  Offsets are committed only after
+the files are durable; storage, not Kafka, is the source of truth.
+
+The broker's log and the files
+------------------------------
+On resume the service compares storage with the broker: the resume offset above the high
+watermark (the topic was recreated or truncated), the fingerprint of the last stored message
+(timestamp and size) differing from the broker's message at that offset (the log was
+rewritten), or a later message at an offset already stored.  Each is logged as an error,
+counted in ``flowaudit_log_resets_total{topic,kind}`` and handled by ``sink.on_log_reset``:
+``stop`` (default: exit 3, nothing written) or ``new_epoch`` (files of the new log get an
+``+e<k>`` suffix and never collide with the old ones).  Messages that expired from the log
+before they were read are counted in ``flowaudit_log_gap_messages_total{topic}``.
+
+Storage faults
+--------------
+Disk full, a read-only remount or an fsync EIO pause consumption (membership is kept), are
+counted and logged at a limited rate, and the publish is retried with back-off from the rows
+still in memory; consumption resumes once a publish succeeds.
+
+Stop: SIGTERM / Ctrl-C finish the current batch, publish what is buffered, commit, exit 0.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import queue
+import signal
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow as pa
+from confluent_kafka import (OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException,
+                             TopicPartition)
+
+from .config import ConfigError, Settings, hmac_key
+from .decode import TELEMETRY_NAMES
+from .flowpath import FlowPath
+from .metrics import Metrics
+from .pipeline import Batch, Classifier, format_code
+from .protect import Protector
+from .sinks.parquet import PartitionLock, PartitionWriter, PublishAborted, SinkError
+from .sources.kafka import check_broker, consumer_config
+
+log = logging.getLogger("flowaudit.stream")
+
+EXIT_LOG_RESET = 3      # sink.on_log_reset = "stop" and the broker's log no longer matches the files
+EXIT_STALLED = 4        # --until-drained made no progress for kafka.drain_stall_s
+
+
+class LogResetError(RuntimeError):
+    """The broker's log of a partition is not the log the files were written from."""
+
+
+class _StartupInterrupted(Exception):
+    """SIGTERM / SIGINT before the consume loop started."""
+
+
+class RateLimitedLog:
+    """At most one line per key every ``every`` seconds; the lines held back are counted in the next."""
+
+    def __init__(self, logger: logging.Logger, every: float = 10.0):
+        self.logger, self.every = logger, every
+        self._last: dict = {}
+        self._held: Counter = Counter()
+        self._mu = threading.Lock()
+
+    def __call__(self, level: int, key, msg: str, *args) -> None:
+        now = time.monotonic()
+        with self._mu:
+            if now - self._last.get(key, -1e18) < self.every:
+                self._held[key] += 1
+                return
+            self._last[key] = now
+            held = self._held.pop(key, 0)
+        if held:
+            msg += f" ({held} similar message(s) held back in the last {self.every:.0f} s)"
+        self.logger.log(level, msg, *args)
+
+
+@dataclass
+class Summary:
+    messages: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    warmup_seconds: float = 0.0
+    hits: Counter = field(default_factory=Counter)          # data_class -> n
+    quarantined: Counter = field(default_factory=Counter)   # reason -> n
+    transfers: Counter = field(default_factory=Counter)     # (platform, seen_where) -> n
+    flows: int = 0
+    files: Counter = field(default_factory=Counter)         # dataset -> n
+    rows: Counter = field(default_factory=Counter)          # dataset -> n
+    batches: int = 0
+    active_seconds: float = 0.0  # first message received -> last file published (no group join)
+    log_resets: Counter = field(default_factory=Counter)    # kind -> n
+    log_gap_messages: int = 0
+    storage_faults: int = 0
+    exit_code: int = 0
+    error: str = ""
+    root: str = ""
+    metrics_url: str = ""
+
+    @property
+    def rate(self) -> float:
+        """Messages per second from the first message received to the last file published."""
+        return self.messages / self.active_seconds if self.active_seconds else 0.0
+
+
+def make_egress(settings: Settings):
+    """The watchlist / DNS / zone-policy detector of the settings, or None when disabled."""
+    e = settings.egress
+    if not e.enabled:
+        return None
+    from . import watchlist
+    from .egress import EgressDetector
+
+    try:
+        wl = watchlist.Watchlist(e.watchlist_dir or None)
+        return EgressDetector(wl, e.policy_file or None, dns_max_entries=e.dns_max_entries)
+    except (ValueError, OSError) as exc:  # WatchlistError / policy errors are one line already
+        raise ConfigError(str(exc).splitlines()[0]) from None
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One assigned partition.  Created and dropped by the main thread (rebalance callbacks)."""
+
+    topic: str
+    partition: int
+    lock: PartitionLock
+    ready: bool = False                  # lock held, storage recovered, consumer positioned
+    verify: tuple | None = None          # (offset, (ts_ms, bytes)): the broker's message there must match
+    resume: int = -1                     # first offset not in storage (-1: storage had nothing)
+    last_seen: int = -1                  # highest offset handed to the pipeline since assignment
+    epoch_at_next: bool = False          # new_epoch: the next message delivered starts the new epoch
+    aborted: bool = False                # revoked or stopping: a failing publish gives up
+    eof: bool = False
+    waiting_since: float = field(default_factory=time.monotonic)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.topic, self.partition
+
+
+class StreamService:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None, until_drained: bool = False,
+                 max_seconds: float | None = None, install_signals: bool = True):
+        self.settings = settings
+        self.root = Path(settings.sink.root)
+        self.metrics = metrics
+        self.until_drained = until_drained
+        self.max_seconds = max_seconds
+        self.install_signals = install_signals
+        self.stopping = False
+        self._starting = True
+        self._old_handlers: dict = {}
+        self.topics = dict(settings.kafka.topics)
+        self.topic_names = list(self.topics)
+        self.topic_idx = {t: i for i, t in enumerate(self.topic_names)}
+        self.topic_fmt = np.array([format_code(self.topics[t]) for t in self.topic_names], np.uint8)
+        key, _src = hmac_key(settings, self.root)
+        self.egress = make_egress(settings)
+        self.classifier = Classifier(Protector(key, raw=settings.sink.raw_values),
+                                     max_message_bytes=settings.kafka.max_message_bytes, egress=self.egress)
+        if self.metrics and self.egress is not None:
+            self.metrics.init_egress(self.egress.metric_label_values())
+        # topics of network telemetry (netflow / goflow / dns) take the flow path, the rest the message path
+        self.telemetry_kind = np.array([self.topic_fmt[i] if self.topic_fmt[i] in TELEMETRY_NAMES else 0
+                                        for i in range(len(self.topic_names))], np.uint8)
+        self.flowpath = FlowPath(self.egress, write_flows=settings.egress.write_flows,
+                                 template_ttl_s=settings.netflow.template_ttl_s,
+                                 silent_window_s=settings.egress.silent_window_s)
+        self._nf_seen: dict[str, int] = {}
+        self.slots: dict[tuple[str, int], _Slot] = {}
+        self.writers: dict[tuple[str, int], PartitionWriter] = {}
+        self.summary = Summary(root=str(self.root))
+        self.consumer: Consumer | None = None
+        self.expected_partitions = 0
+        self._ratelog = RateLimitedLog(log)
+        # pipelining: the main thread consumes and gathers batch N+1 while a worker thread runs the
+        # kernels (which release the GIL), builds tables and publishes files for batch N
+        depth = settings.kafka.pipeline_depth
+        self._queue: queue.Queue | None = queue.Queue(maxsize=depth) if depth > 0 else None
+        self._worker: threading.Thread | None = None
+        self._worker_error: BaseException | None = None
+        self._held: list = []                       # batches waiting for room while consumption is paused
+        self._outbox: dict[tuple[str, int], int] = {}   # worker -> main: offsets made durable
+        self._outbox_mu = threading.Lock()
+        self._fault_since: float | None = None      # a storage fault is being waited out
+        self._paused: set[tuple[str, int]] = set()
+        self._hold_pause = False                    # all partitions paused: storage fault or a full queue
+
+    # -- signals -----------------------------------------------------------------------------
+
+    def request_stop(self, *_args) -> None:
+        self.stopping = True
+        if self._starting:
+            raise _StartupInterrupted()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM / SIGINT stop the service; before the consume loop they end start-up at once."""
+        if self._old_handlers or threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old_handlers[sig] = signal.signal(sig, self.request_stop)
+
+    def _restore_signal_handlers(self) -> None:
+        for sig, handler in self._old_handlers.items():
+            signal.signal(sig, handler)
+        self._old_handlers = {}
+
+    # -- partitions: assignment, locks, positions ----------------------------------------------
+
+    def _new_writer(self, topic: str, partition: int) -> PartitionWriter:
+        s = self.settings.sink
+        return PartitionWriter(self.root, topic, partition, rotate_records=s.rotate_records,
+                               compression=s.compression, row_group_size=s.row_group_size,
+                               on_publish=self._on_publish, on_fault=None)
+
+    def open_partition(self, topic: str, partition: int) -> int | None:
+        """Own a partition without Kafka (tests, replays): lock it, recover it; returns the resume offset."""
+        slot = _Slot(topic, partition, PartitionLock(self.root, topic, partition))
+        if not slot.lock.try_acquire():
+            raise SinkError(f"{topic}+{partition} is locked by {slot.lock.holder()}")
+        w = self._new_writer(topic, partition)
+        w.on_fault = lambda exc, attempt, slot=slot: self._on_fault(slot, exc, attempt)
+        resume = w.recover()
+        slot.ready = True
+        self.slots[slot.key] = slot
+        self.writers[slot.key] = w
+        return resume
+
+    def _on_assign(self, consumer, partitions):
+        pending = []
+        for p in partitions:
+            slot = _Slot(p.topic, p.partition, PartitionLock(self.root, p.topic, p.partition))
+            self.slots[slot.key] = slot
+            try:
+                got = slot.lock.try_acquire()
+            except OSError as exc:   # the lock folder is on a full / read-only disk: try again later
+                self._ratelog(logging.ERROR, ("lock", exc.errno), "cannot open the lock of %s+%d: %s",
+                              p.topic, p.partition, exc)
+                got = False
+            if got:
+                p.offset = self._activate(consumer, slot)
+            else:
+                pending.append(p)
+        consumer.assign(partitions)
+        if pending:
+            log.warning("waiting for the storage locks of %s (held by another member, e.g. one that was "
+                        "paused past its session)", [f"{p.topic}+{p.partition}" for p in pending])
+        self._apply_pauses(consumer)
+        log.info("assigned %s", [(p.topic, p.partition, p.offset) for p in partitions])
+
+    def _activate(self, consumer, slot: _Slot) -> int:
+        """Lock held: recover the partition's storage and return the offset to fetch from.
+
+        With a stored fingerprint the consumer fetches the last stored message again and
+        :meth:`process` compares it (then drops it): the broker's own answer, by fetch, decides
+        whether its log is still the one the files came from.  (ListOffsets is not asked: some
+        Kafka-compatible brokers answer it with the base offset of the last batch.)"""
+        w = self._new_writer(slot.topic, slot.partition)
+        w.on_fault = lambda exc, attempt, slot=slot: self._on_fault(slot, exc, attempt)
+        resume = w.recover()
+        if resume is None:
+            tp = TopicPartition(slot.topic, slot.partition)
+            committed = consumer.committed([tp], timeout=10)[0].offset
+            if committed >= 0:
+                start = committed
+            else:
+                start = OFFSET_BEGINNING if self.settings.kafka.auto_offset_reset == "earliest" else OFFSET_END
+        elif w.fingerprint is not None and resume > 0:
+            slot.verify = (resume - 1, w.fingerprint)
+            start = resume - 1          # fetch the last stored message again, compare, then drop it
+        else:
+            start = resume
+        self.writers[slot.key] = w
+        slot.ready = True
+        slot.resume = -1 if resume is None else resume
+        slot.last_seen = -1 if resume is None else resume - 1
+        return start
+
+    def _log_reset(self, slot: _Slot, kind: str, detail: str) -> None:
+        """The broker's log of ``slot`` is not the one the files came from: apply sink.on_log_reset
+        (stop: raise LogResetError).  The caller starts the new epoch with the batch that carries
+        the new log's first message."""
+        policy = self.settings.sink.on_log_reset
+        self.summary.log_resets[kind] += 1
+        if self.metrics:
+            self.metrics.log_resets.labels(slot.topic, kind).inc()
+        msg = f"{slot.topic}+{slot.partition}: {detail} ({kind})"
+        if policy == "stop":
+            log.error("%s; stopping (sink.on_log_reset = 'stop'; 'new_epoch' files the new log beside the old "
+                      "one)", msg)
+            raise LogResetError(msg)
+        log.error("%s; filing the new log as a new epoch (sink.on_log_reset = 'new_epoch')", msg)
+
+    def _reset_from_start(self, slot: _Slot, kind: str, detail: str) -> None:
+        """The log ends before what is stored: stop, or read the new log from its start."""
+        self._log_reset(slot, kind, detail)
+        slot.verify = None
+        slot.epoch_at_next = True
+        slot.last_seen = -1
+        try:
+            self.consumer.seek(TopicPartition(slot.topic, slot.partition, OFFSET_BEGINNING))
+        except KafkaException as exc:
+            log.error("%s+%d: cannot seek to the start of the log: %s", slot.topic, slot.partition, exc)
+
+    def _log_gap(self, topic: str, partition: int, frm: int, to: int | None) -> None:
+        n = (to - frm) if to is not None and to > frm else 0
+        self.summary.log_gap_messages += n
+        if self.metrics and n:
+            self.metrics.log_gap_messages.labels(topic).inc(n)
+        log.error("%s+%d: messages %s expired from the broker's log before they were audited",
+                  topic, partition, f"{frm}..{to - 1}" if n else f"from {frm}")
+
+    def _try_pending(self, consumer) -> None:
+        """Partitions waiting for their lock: take the lock when it is free, then seek and resume."""
+        for slot in list(self.slots.values()):
+            if slot.ready or slot.aborted:
+                continue
+            try:
+                got = slot.lock.try_acquire()
+            except OSError:
+                got = False
+            if not got:
+                waited = time.monotonic() - slot.waiting_since
+                self._ratelog(logging.WARNING, ("locked", slot.key),
+                              "%s+%d: still locked by %s after %.0f s", slot.topic, slot.partition,
+                              slot.lock.holder(), waited)
+                continue
+            start = self._activate(consumer, slot)
+            try:
+                consumer.seek(TopicPartition(slot.topic, slot.partition, start))
+            except KafkaException as exc:   # e.g. the fetcher is not started yet: again next poll
+                log.info("%s+%d: seek to %s failed (%s); retried", slot.topic, slot.partition, start, exc)
+                slot.ready = False
+                self.writers.pop(slot.key, None)
+                continue
+            log.info("%s+%d: lock taken, resuming at %s", slot.topic, slot.partition, start)
+
+    def _on_revoke(self, consumer, partitions):
+        keys = [(p.topic, p.partition) for p in partitions]
+        for k in keys:
+            if k in self.slots:
+                self.slots[k].aborted = True   # a publish stuck on a storage fault gives up now
+        self._held = []                        # consumed under the old assignment: re-read by the owner
+        self._wait_idle(raise_error=False)     # the worker never needs the consumer: this always returns
+        commits = []
+        for k in keys:
+            slot = self.slots.pop(k, None)
+            w = self.writers.pop(k, None)
+            if w is not None and slot is not None and slot.ready:
+                try:   # publish what is buffered while the lock still fences the partition
+                    last = w.flush()
+                    if last is not None:
+                        commits.append(TopicPartition(k[0], k[1], last + 1))
+                except (PublishAborted, OSError, SinkError) as exc:
+                    log.warning("%s+%d: buffered rows not published on revocation (the next owner re-reads "
+                                "them): %s", k[0], k[1], exc)
+                    w.discard()
+            if slot is not None:
+                slot.lock.release()
+            self._paused.discard(k)
+            with self._outbox_mu:
+                off = self._outbox.pop(k, None)
+            if off is not None:
+                commits.append(TopicPartition(k[0], k[1], off))
+            if self.metrics:
+                try:
+                    self.metrics.consumer_lag.remove(k[0], str(k[1]))
+                except KeyError:
+                    pass
+        self._commit(commits, asynchronous=False)
+        consumer.unassign()
+
+    def _apply_pauses(self, consumer) -> None:
+        """Pause partitions waiting for a lock, and all of them while a storage fault or a full
+        hand-off queue holds consumption; resume the rest."""
+        want = {k for k, s in self.slots.items() if not s.ready or self._hold_pause}
+        pause = [TopicPartition(*k) for k in want - self._paused]
+        resume = [TopicPartition(*k) for k in self._paused - want if k in self.slots]
+        try:
+            if pause:
+                consumer.pause(pause)
+            if resume:
+                consumer.resume(resume)
+        except KafkaException as exc:
+            self._ratelog(logging.WARNING, "pause", "pause/resume failed (retried): %s", exc)
+            return
+        self._paused = want
+
+    # -- storage faults --------------------------------------------------------------------------
+
+    def _on_fault(self, slot: _Slot, exc: OSError, attempt: int) -> bool:
+        """A publish failed with a retryable storage error: wait (back-off) and retry, unless the
+        service is stopping or the partition was revoked.  Consumption is paused meanwhile."""
+        name = errno.errorcode.get(exc.errno or 0, "EIO")
+        if self.metrics:
+            self.metrics.storage_errors.labels(name).inc()
+        if self._fault_since is None:
+            self._fault_since = time.monotonic()
+            self.summary.storage_faults += 1
+            if self.metrics:
+                self.metrics.storage_paused.set(1)
+        if self.stopping or slot.aborted:
+            return False
+        delay = min(30.0, 0.5 * 2 ** min(attempt - 1, 6))
+        self._ratelog(logging.ERROR, ("storage", name),
+                      "storage fault (%s) publishing %s+%d: %s; consumption paused, retry %d in %.1f s",
+                      name, slot.topic, slot.partition, exc, attempt, delay)
+        end = time.monotonic() + delay
+        while time.monotonic() < end:
+            if self.stopping or slot.aborted:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def _fault_cleared(self) -> None:
+        if self._fault_since is not None:
+            log.warning("storage writable again after %.1f s; consumption resumes",
+                        time.monotonic() - self._fault_since)
+            self._fault_since = None
+            if self.metrics:
+                self.metrics.storage_paused.set(0)
+
+    # -- callbacks --------------------------------------------------------------------------------
+
+    def _on_publish(self, dataset: str, rows: int) -> None:
+        self.summary.files[dataset] += 1
+        self.summary.rows[dataset] += rows
+        if self.metrics:
+            self.metrics.files_committed.labels(dataset).inc()
+            self.metrics.rows_written.labels(dataset).inc(rows)
+
+    def _on_stats(self, raw: str) -> None:
+        if not self.metrics:
+            return
+        try:
+            stats = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return
+        for topic, t in stats.get("topics", {}).items():
+            for pid, p in t.get("partitions", {}).items():
+                if pid == "-1" or (topic, int(pid)) not in self.writers:
+                    continue
+                # position-based lag: librdkafka's consumer_lag is relative to the committed
+                # offset, which trails the position by up to one file set here
+                hi, pos = p.get("hi_offset", -1), p.get("app_offset", -1)
+                if hi >= 0 and pos >= 0:
+                    self.metrics.consumer_lag.labels(topic, pid).set(max(0, hi - pos))
+
+    def _on_error(self, err) -> None:
+        # a broker outage makes librdkafka report every failed connection attempt
+        self._ratelog(logging.WARNING, ("kafka", err.code()), "kafka: %s", err)
+
+    # -- main loop ---------------------------------------------------------------------------
+
+    def run(self) -> Summary:
+        if self.install_signals:
+            self.install_signal_handlers()
+        t0 = time.monotonic()
+        try:
+            parts = check_broker(self.settings)
+            self.expected_partitions = sum(parts.values())
+            self.summary.warmup_seconds = self.classifier.warmup()
+        except _StartupInterrupted:
+            self._restore_signal_handlers()
+            self.summary.seconds = time.monotonic() - t0
+            return self.summary
+        conf = consumer_config(self.settings, **{"statistics.interval.ms": 1000, "stats_cb": self._on_stats,
+                                                 "error_cb": self._on_error})
+        self.consumer = c = Consumer(conf)
+        self._starting = False
+        t_first = None
+        try:
+            c.subscribe(self.topic_names, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                        on_lost=self._on_revoke)
+            k = self.settings.kafka
+            t_reload = time.monotonic()
+            progress = _Progress(self, k.drain_stall_s)
+            if self._queue is not None:
+                self._worker = threading.Thread(target=self._work_loop, name="flowaudit-worker", daemon=True)
+                self._worker.start()
+            while not self.stopping:
+                if self.max_seconds is not None and time.monotonic() - t0 > self.max_seconds:
+                    break
+                if self._worker_error is not None:
+                    break
+                self._try_pending(c)
+                self._offer_held()
+                self._hold_pause = bool(self._held) or self._fault_since is not None
+                self._apply_pauses(c)
+                msgs = c.consume(num_messages=k.poll_max_messages, timeout=k.poll_timeout_s)
+                if msgs:
+                    if t_first is None:
+                        t_first = time.monotonic()
+                    self.process(msgs)
+                self._commit_outbox()
+                if self.egress is not None and time.monotonic() - t_reload > 10:
+                    t_reload = time.monotonic()   # operator watchlist edits: atomic reload
+                    self.egress.reload_watchlist()
+                if self.until_drained:
+                    if self._drained():
+                        break
+                    if progress.stalled(len(msgs)):
+                        self.summary.exit_code = EXIT_STALLED
+                        self.summary.error = progress.reason
+                        break
+            self._stop_worker()
+            self.flush_all()
+            if t_first is not None:
+                self.summary.active_seconds = time.monotonic() - t_first
+        except LogResetError as exc:
+            self.summary.exit_code, self.summary.error = EXIT_LOG_RESET, str(exc)
+            self._abandon()
+        except BaseException:
+            self._abandon()
+            raise
+        finally:
+            self.summary.seconds = time.monotonic() - t0
+            try:
+                c.close()
+            finally:
+                for slot in self.slots.values():
+                    slot.lock.release()
+                self._restore_signal_handlers()
+        if isinstance(self._worker_error, LogResetError):
+            self.summary.exit_code, self.summary.error = EXIT_LOG_RESET, str(self._worker_error)
+        return self.summary
+
+    def _abandon(self) -> None:
+        """Stop without publishing (a fatal error): buffered rows are re-read on the next start."""
+        self.stopping = True
+        for slot in self.slots.values():
+            slot.aborted = True
+        try:
+            self._stop_worker()
+        except BaseException:  # already being reported
+            pass
+        for w in self.writers.values():
+            w.discard()
+
+    def _drained(self) -> bool:
+        slots = self.slots.values()
+        return (len(self.slots) >= self.expected_partitions and all(s.ready and s.eof for s in slots)
+                and not self._held and (self._queue is None or self._queue.unfinished_tasks == 0))
+
+    def _work_loop(self) -> None:
+        while True:
+            work = self._queue.get()
+            try:
+                if work is None:
+                    return
+                if self._worker_error is None:
+                    self.handle(*work)
+            except BaseException as exc:  # surfaced in the main thread, which stops
+                self._worker_error = exc
+            finally:
+                self._queue.task_done()
+
+    def _wait_idle(self, raise_error: bool = True) -> None:
+        if self._queue is not None and self._worker is not None:
+            self._queue.join()
+        if raise_error and self._worker_error is not None:
+            raise self._worker_error
+
+    def _stop_worker(self) -> None:
+        if self._worker is not None:
+            while True:
+                try:
+                    self._queue.put(None, timeout=0.1)
+                    break
+                except queue.Full:
+                    if not self._worker.is_alive():
+                        break
+            self._worker.join()
+            self._worker = None
+        if self._worker_error is not None and not isinstance(self._worker_error, LogResetError):
+            raise self._worker_error
+
+    def _offer_held(self) -> None:
+        while self._held:
+            try:
+                self._queue.put_nowait(self._held[0])
+            except queue.Full:
+                return
+            self._held.pop(0)
+
+    def _enqueue(self, work) -> None:
+        """Hand a batch to the worker.  While the worker is slower, wait a little (back-pressure);
+        while it waits out a storage fault, keep the batch aside and pause consumption, so that
+        this thread keeps serving the group (rebalances, SIGTERM)."""
+        if self._held:
+            self._held.append(work)
+            return
+        deadline = time.monotonic() + 2.0
+        while True:
+            try:
+                self._queue.put(work, timeout=0.05)
+                return
+            except queue.Full:
+                if self.stopping or self._worker_error is not None:
+                    return   # never committed: re-read on the next start
+                if self._fault_since is not None or time.monotonic() > deadline:
+                    self._held.append(work)
+                    return
+
+    def flush_all(self) -> None:
+        commits = []
+        for (topic, part), w in self.writers.items():
+            slot = self.slots.get((topic, part))
+            if slot is not None and not slot.ready:
+                continue
+            try:
+                last = w.flush()
+            except PublishAborted as exc:
+                log.error("%s+%d: %d buffered message(s) not published (%s); they are re-read on the next "
+                          "start", topic, part, w.buffered, exc)
+                continue
+            if last is not None:
+                commits.append(TopicPartition(topic, part, last + 1))
+        with self._outbox_mu:
+            commits += [TopicPartition(t, p, o) for (t, p), o in self._outbox.items()]
+            self._outbox.clear()
+        self._commit(commits, asynchronous=False)
+
+    def _commit_outbox(self) -> None:
+        with self._outbox_mu:
+            if not self._outbox:
+                return
+            tps = [TopicPartition(t, p, o) for (t, p), o in self._outbox.items()]
+            self._outbox.clear()
+        self._commit(tps, asynchronous=True)
+
+    def _commit(self, tps: list[TopicPartition], asynchronous: bool = True) -> None:
+        """Commit offsets made durable (main thread only).  A failed commit is harmless: storage
+        is the source of truth on resume."""
+        if not tps or self.consumer is None:
+            return
+        best: dict = {}
+        for tp in tps:
+            k = (tp.topic, tp.partition)
+            best[k] = max(best.get(k, -1), tp.offset)
+        tps = [TopicPartition(t, p, o) for (t, p), o in best.items()]
+        try:
+            self.consumer.commit(offsets=tps, asynchronous=asynchronous)
+            if self.metrics:
+                self.metrics.offsets_committed.inc()
+        except KafkaException as exc:  # e.g. during a rebalance
+            self._ratelog(logging.WARNING, "commit", "offset commit failed (resume comes from storage): %s", exc)
+
+    def process(self, msgs: list) -> None:
+        """Gather one poll into a batch (main thread) and hand it to the worker."""
+        t_batch = time.perf_counter()
+        values, src, parts, offs, tss, keys, groups = [], [], [], [], [], [], []
+        group_of: dict[tuple[str, int], int] = {}
+        group_slots: list[_Slot] = []
+        resets: dict[tuple[str, int], int] = {}
+        eof_code = KafkaError._PARTITION_EOF
+        topic_idx = self.topic_idx
+        slots = self.slots
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() == eof_code:
+                    s = slots.get((m.topic(), m.partition()))
+                    if s is not None and s.ready:
+                        s.eof = True
+                        if s.verify is not None and m.offset() <= s.verify[0]:
+                            self._reset_from_start(s, "storage_ahead",
+                                                   f"storage resumes at offset {s.resume} but the broker's log "
+                                                   f"ends at {m.offset()}: the topic was recreated or truncated")
+                elif err.code() == KafkaError._AUTO_OFFSET_RESET:
+                    # the fetch position fell out of the log; what comes next says which way
+                    self._ratelog(logging.ERROR, ("reset", m.topic(), m.partition()), "%s", err)
+                else:
+                    self._ratelog(logging.WARNING, ("consume", err.code()), "consume error: %s", err)
+                continue
+            key = (m.topic(), m.partition())
+            g = group_of.get(key)
+            if g is None:
+                s = slots.get(key)
+                if s is None or not s.ready:
+                    continue   # not ours (any more), or still waiting for its lock: refetched later
+                off = m.offset()
+                if s.epoch_at_next:
+                    s.epoch_at_next = False
+                    resets[key] = off
+                    s.last_seen = off - 1
+                elif s.verify is not None:
+                    v_off, fp = s.verify
+                    s.verify = None
+                    if off == v_off:
+                        mfp = (m.timestamp()[1], len(m.value() or b""))
+                        if mfp == fp:
+                            continue   # the last stored message, as stored: drop it
+                        self._log_reset(s, "log_rewritten",
+                                        f"the broker's message at offset {off} (timestamp, bytes) {mfp} is not the "
+                                        f"stored one {fp}: the log was rewritten")
+                        resets[key] = off
+                        s.last_seen = off - 1
+                    elif off < v_off:
+                        self._log_reset(s, "storage_ahead",
+                                        f"storage resumes at offset {s.resume} but the broker's log restarts at "
+                                        f"{off}: the topic was recreated or truncated")
+                        resets[key] = off
+                        s.last_seen = off - 1
+                    elif off > s.resume:
+                        self._log_gap(s.topic, s.partition, s.resume, off)
+                elif off <= s.last_seen:
+                    self._log_reset(s, "offset_regressed",
+                                    f"offset {off} arrived after offset {s.last_seen}: the log went backwards")
+                    resets[key] = off
+                    s.last_seen = off - 1
+                elif s.last_seen >= 0 and off > s.last_seen + 1 and s.last_seen + 1 == s.resume:
+                    self._log_gap(s.topic, s.partition, s.resume, off)
+                g = group_of[key] = len(group_slots)
+                group_slots.append(s)
+                s.eof = False
+            s = group_slots[g]
+            off = m.offset()
+            if off > s.last_seen:
+                s.last_seen = off
+            groups.append(g)
+            values.append(m.value())
+            src.append(topic_idx[key[0]])
+            parts.append(key[1])
+            offs.append(off)
+            tss.append(m.timestamp()[1])
+            keys.append(m.key())
+        if not values:
+            return
+        src_a = np.asarray(src, np.int32)
+        batch = Batch.from_values(values, self.topic_fmt[src_a], sources=self.topic_names, source_idx=src_a,
+                                  partition=parts, offset=offs, ts_ms=tss, keys=keys)
+        work = (batch, np.asarray(groups, np.int64), [s.key for s in group_slots], t_batch, group_slots, resets)
+        if self._worker is None:
+            self.handle(*work)
+            self._commit_outbox()
+        else:
+            self._enqueue(work)
+
+    def handle(self, batch: Batch, group: np.ndarray, group_keys: list, t_batch: float,
+               group_slots: list | None = None, resets: dict | None = None) -> None:
+        """Classify a batch and hand its rows to the partition writers; the offsets they made
+        durable go to the outbox, which the consuming thread commits."""
+        parts: dict[str, list] = {}
+        kinds = self.telemetry_kind[batch.source_idx]
+        text = np.flatnonzero(kinds == 0)
+        if text.size:
+            tb = batch if text.size == len(batch) else batch.take(text)
+            result = self.classifier.run(tb)
+            self._account(tb, result)
+            for d, (t, rows) in (("messages", (result.messages, result.m_idx)), ("hits", (result.hits, result.h_idx)),
+                                 ("quarantine", (result.quarantine, result.q_idx)),
+                                 ("transfers", (result.transfers, result.t_idx))):
+                if t is not None and (t.num_rows or d == "messages"):
+                    parts.setdefault(d, []).append((t, text[rows] if tb is not batch else rows))
+        # DNS answers first: a flow in the same poll as the answer that names its address is attributed
+        for code, kind in sorted(TELEMETRY_NAMES.items(), key=lambda kv: kv[1] != "dns"):
+            idx = np.flatnonzero(kinds == code)
+            if idx.size:
+                fr = self.flowpath.run(batch, idx, kind)
+                self._account_flows(batch, idx, fr)
+                for d, (t, rows) in fr.tables.items():
+                    parts.setdefault(d, []).append((t, rows))
+        tables = {d: (pa.concat_tables([t for t, _ in ps]), np.concatenate([r for _, r in ps]).astype(np.int64))
+                  for d, ps in parts.items()}
+        # each dataset's rows ordered by partition once; every partition then takes a zero-copy slice
+        ngroups = len(group_keys)
+        split = {}
+        for d, (t, rows) in tables.items():
+            g = group[rows]
+            order = np.argsort(g, kind="stable")
+            if ngroups > 1 and not np.all(order[:-1] < order[1:]):
+                t, rows, g = t.take(pa.array(order)), rows[order], g[order]
+            split[d] = (t, rows, np.searchsorted(g, np.arange(ngroups + 1)))
+        sizes = np.diff(batch.offsets)
+        done: dict[tuple[str, int], int] = {}
+        for g, key in enumerate(group_keys):
+            w = self.writers.get(key)
+            if w is None:
+                continue  # revoked while this batch was in flight
+            if group_slots is not None:
+                slot = group_slots[g]
+                if self.slots.get(key) is not slot or slot.aborted:
+                    continue  # consumed under an earlier assignment: the current owner re-reads it
+            idx = np.flatnonzero(group == g)
+            sub = {}
+            for d, (t, rows, bounds) in split.items():
+                lo, hi = int(bounds[g]), int(bounds[g + 1])
+                if hi > lo:
+                    sub[d] = (t.slice(lo, hi - lo), batch.offset[rows[lo:hi]])
+            try:
+                if resets and key in resets:
+                    w.start_epoch(resume=resets[key])
+                published = w.add(batch.offset[idx], batch.ts_ms[idx], sub, sizes[idx])
+            except PublishAborted as exc:
+                log.warning("%s+%d: %s; the rows are re-read by the partition's owner", key[0], key[1], exc)
+                w.discard()
+                continue
+            if published:
+                done[key] = max(published) + 1
+                self._fault_cleared()
+        if done:
+            with self._outbox_mu:
+                for k, off in done.items():
+                    self._outbox[k] = max(self._outbox.get(k, -1), off)
+        self.summary.batches += 1
+        if self.metrics:
+            self.metrics.batch_seconds.observe(time.perf_counter() - t_batch)
+            self.metrics.batch_messages.observe(len(batch))
+
+    def _account_flows(self, batch: Batch, idx: np.ndarray, fr) -> None:
+        s = self.summary
+        lens = np.diff(batch.offsets)[idx]
+        s.messages += idx.size
+        s.bytes += int(lens.sum())
+        s.flows += fr.flows
+        for (fmt, reason), c in fr.quarantine_counts.items():
+            s.quarantined[reason] += c
+        t = fr.tables.get("transfers")
+        if t is not None:
+            s.transfers.update(zip(t[0].column("platform").to_pylist(), t[0].column("seen_where").to_pylist()))
+        m = self.metrics
+        if not m:
+            return
+        src = batch.source_idx[idx]
+        for i in np.unique(src):
+            sel = src == i
+            m.consumed_messages.labels(self.topic_names[i]).inc(int(sel.sum()))
+            m.consumed_bytes.labels(self.topic_names[i]).inc(float(lens[sel].sum()))
+        for (fmt, reason), c in fr.quarantine_counts.items():
+            m.quarantined.labels(fmt, reason).inc(c)
+        for kname, secs in fr.kernel_seconds.items():
+            m.kernel_seconds.labels(kname).inc(secs)
+        m.flows.inc(fr.flows)
+        if fr.late_dropped:
+            m.flows_late_dropped.inc(fr.late_dropped)
+        counters = self.flowpath.decoder.counters
+        for reason, total in counters.items():
+            prev = self._nf_seen.get(reason, 0)
+            if total > prev:
+                m.netflow_events.labels(reason).inc(total - prev)
+                self._nf_seen[reason] = total
+        m.netflow_templates.set(self.flowpath.decoder.template_count)
+        if self.egress is not None:
+            m.update_egress(self.egress.metrics())
+
+    def _account(self, batch: Batch, result) -> None:
+        s = self.summary
+        n = len(batch)
+        lens = np.diff(batch.offsets)
+        s.messages += n
+        s.bytes += int(lens.sum())
+        for (fmt, cls), c in result.hit_counts.items():
+            s.hits[cls] += c
+        for (fmt, reason), c in result.quarantine_counts.items():
+            s.quarantined[reason] += c
+        if result.transfers is not None and result.transfers.num_rows:
+            s.transfers.update(zip(result.transfers.column("platform").to_pylist(),
+                                   result.transfers.column("seen_where").to_pylist()))
+        m = self.metrics
+        if not m:
+            return
+        per_topic_n = np.bincount(batch.source_idx, minlength=len(self.topic_names))
+        per_topic_b = np.bincount(batch.source_idx, weights=lens, minlength=len(self.topic_names))
+        for i, t in enumerate(self.topic_names):
+            if per_topic_n[i]:
+                m.consumed_messages.labels(t).inc(int(per_topic_n[i]))
+                m.consumed_bytes.labels(t).inc(float(per_topic_b[i]))
+        for (fmt, cls), c in result.hit_counts.items():
+            m.hits.labels(fmt, cls).inc(c)
+        for (fmt, reason), c in result.quarantine_counts.items():
+            m.quarantined.labels(fmt, reason).inc(c)
+        for kname, secs in result.kernel_seconds.items():
+            m.kernel_seconds.labels(kname).inc(secs)
+        if self.egress is not None:
+            m.update_egress(self.egress.metrics())
+
+
+class _Progress:
+    """``--until-drained`` bookkeeping: a progress line every 30 s while waiting, and a stall
+    (no message and no partition change for ``stall_s``) ends the run with a reason."""
+
+    def __init__(self, service: StreamService, stall_s: float):
+        self.svc, self.stall_s = service, stall_s
+        self.t_progress = self.t_log = time.monotonic()
+        self.state = None
+        self.reason = ""
+
+    def stalled(self, n_msgs: int) -> bool:
+        now = time.monotonic()
+        svc = self.svc
+        state = (len(svc.slots), sum(s.ready for s in svc.slots.values()), sum(s.eof for s in svc.slots.values()))
+        if n_msgs or state != self.state:
+            self.t_progress, self.state = now, state
+        waiting = [f"{s.topic}+{s.partition}" + ("" if s.ready else " (locked)")
+                   for s in svc.slots.values() if not (s.ready and s.eof)]
+        desc = (f"{len(svc.slots)}/{svc.expected_partitions} partitions assigned; not at the end: "
+                f"{', '.join(waiting[:8]) or 'none'}{' ...' if len(waiting) > 8 else ''}")
+        if now - self.t_log >= 30:
+            self.t_log = now
+            log.warning("--until-drained: still waiting: %s; %d messages so far", desc, svc.summary.messages)
+        if self.stall_s > 0 and now - self.t_progress > self.stall_s:
+            self.reason = f"no progress for {self.stall_s:.0f} s (kafka.drain_stall_s): {desc}"
+            log.error("--until-drained: %s", self.reason)
+            return True
+        return False
+
+
+def format_summary(s: Summary) -> str:
+    lines = [
+        "",
+        "flowaudit summary",
+        f"  messages        {s.messages:,}",
+        f"  volume          {s.bytes / 1e6:.1f} MB",
+        f"  elapsed         {s.seconds:.1f} s  (kernel warm-up {s.warmup_seconds:.1f} s, group join and drain included)",
+        f"  rate            {s.rate:,.0f} messages/s, {s.bytes / 1e6 / s.active_seconds if s.active_seconds else 0:.1f} MB/s"
+        f"  (first message to last file published: {s.active_seconds:.1f} s)",
+        "  hits by data class:",
+    ]
+    for cls, c in sorted(s.hits.items(), key=lambda kv: -kv[1]):
+        lines.append(f"    {cls:<26} {c:>10,}")
+    total_q = sum(s.quarantined.values())
+    lines.append(f"  quarantined     {total_q:,}")
+    for reason, c in sorted(s.quarantined.items(), key=lambda kv: -kv[1]):
+        lines.append(f"    {reason:<26} {c:>10,}")
+    if s.flows:
+        lines.append(f"  flows           {s.flows:,} decoded (NetFlow / IPFIX / goflow2)")
+    lines.append(f"  transfers       {sum(s.transfers.values()):,}  (to watchlisted platforms or against zone policy)")
+    for (platform, where), c in sorted(s.transfers.items(), key=lambda kv: -kv[1]):
+        lines.append(f"    {platform + ' via ' + where:<26} {c:>10,}")
+    lines.append("  files written:  " + ", ".join(f"{d} {s.files[d]}" for d in sorted(s.files)))
+    lines.append(f"  parquet         {Path(s.root).resolve()}/dataset=<{'|'.join(sorted(s.files)) or 'messages'}>/")
+    if s.storage_faults:
+        lines.append(f"  storage faults  {s.storage_faults} (consumption paused while they lasted)")
+    if s.log_resets or s.log_gap_messages:
+        lines.append(f"  broker log      resets {dict(s.log_resets)}, messages expired unread {s.log_gap_messages:,}")
+    if s.metrics_url:
+        lines.append(f"  metrics         {s.metrics_url} (served while running)")
+    if s.error:
+        lines.append(f"  STOPPED         {s.error}")
+    return "\n".join(lines)
