@@ -155,6 +155,7 @@ class _Slot:
     ready: bool = False                  # lock held, storage recovered, consumer positioned
     verify: tuple | None = None          # (offset, (ts_ms, bytes)): the broker's message there must match
     resume: int = -1                     # first offset not in storage (-1: storage had nothing)
+    fetch_from: int = 0                  # where the consumer was positioned on activation
     last_seen: int = -1                  # highest offset handed to the pipeline since assignment
     epoch_at_next: bool = False          # new_epoch: the next message delivered starts the new epoch
     aborted: bool = False                # revoked or stopping: a failing publish gives up
@@ -279,30 +280,68 @@ class StreamService:
     def _activate(self, consumer, slot: _Slot) -> int:
         """Lock held: recover the partition's storage and return the offset to fetch from.
 
-        With a stored fingerprint the consumer fetches the last stored message again and
-        :meth:`process` compares it (then drops it): the broker's own answer, by fetch, decides
-        whether its log is still the one the files came from.  (ListOffsets is not asked: some
-        Kafka-compatible brokers answer it with the base offset of the last batch.)"""
+        The consumer fetches the last stored message again and :meth:`_verify` compares its
+        fingerprint (then drops it): the broker's own messages decide whether its log is still
+        the one the files came from.  ListOffsets only chooses where to start reading: when it
+        says the log ends before storage does, reading starts a little earlier, so that a broker
+        whose answer is low (Tansu answers with the base offset of the last batch) re-reads a few
+        stored messages (dropped) instead of waiting at an offset it never answers for, and a
+        log that really is shorter ends (EOF) before the stored message: storage is ahead."""
         w = self._new_writer(slot.topic, slot.partition)
         w.on_fault = lambda exc, attempt, slot=slot: self._on_fault(slot, exc, attempt)
         resume = w.recover()
+        tp = TopicPartition(slot.topic, slot.partition)
         if resume is None:
-            tp = TopicPartition(slot.topic, slot.partition)
             committed = consumer.committed([tp], timeout=10)[0].offset
             if committed >= 0:
                 start = committed
             else:
                 start = OFFSET_BEGINNING if self.settings.kafka.auto_offset_reset == "earliest" else OFFSET_END
-        elif w.fingerprint is not None and resume > 0:
-            slot.verify = (resume - 1, w.fingerprint)
-            start = resume - 1          # fetch the last stored message again, compare, then drop it
         else:
-            start = resume
+            lo, hi = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+            v_off = resume - 1
+            if lo > resume:
+                self._log_gap(slot.topic, slot.partition, resume, lo)
+                start = lo
+            elif lo == resume:
+                start = resume          # nothing before it left to compare
+            else:
+                slot.verify = (v_off, w.fingerprint)
+                start = v_off if hi > v_off else max(lo, min(v_off, hi - 1))
         self.writers[slot.key] = w
         slot.ready = True
+        slot.fetch_from = start if start >= 0 else 0
         slot.resume = -1 if resume is None else resume
         slot.last_seen = -1 if resume is None else resume - 1
         return start
+
+    def _verify(self, s: _Slot, m, resets: dict) -> bool:
+        """A message of a partition whose last stored message is being looked for; returns
+        whether to keep it."""
+        v_off, fp = s.verify
+        off = m.offset()
+        if off < s.fetch_from:
+            s.verify = None
+            self._log_reset(s, "storage_ahead", f"storage resumes at offset {s.resume} but the broker's log "
+                                                f"restarts at {off}: the topic was recreated or truncated")
+            resets[s.key] = off
+            s.last_seen = off - 1
+            return True
+        if off < v_off:
+            return False                  # stored already (read again to reach v_off)
+        s.verify = None
+        if off == v_off:
+            mfp = (m.timestamp()[1], len(m.value() or b""))
+            if fp is None or mfp == fp:
+                return False              # the last stored message, as stored
+            self._log_reset(s, "log_rewritten", f"the broker's message at offset {off} (timestamp, bytes) {mfp} is "
+                                                f"not the stored one {fp}: the log was rewritten")
+            resets[s.key] = off
+            s.last_seen = off - 1
+            return True
+        if off > s.resume:
+            self._log_gap(s.topic, s.partition, s.resume, off)
+        return True
 
     def _log_reset(self, slot: _Slot, kind: str, detail: str) -> None:
         """The broker's log of ``slot`` is not the one the files came from: apply sink.on_log_reset
@@ -324,6 +363,7 @@ class StreamService:
         self._log_reset(slot, kind, detail)
         slot.verify = None
         slot.epoch_at_next = True
+        slot.eof = False
         slot.last_seen = -1
         try:
             self.consumer.seek(TopicPartition(slot.topic, slot.partition, OFFSET_BEGINNING))
@@ -713,32 +753,13 @@ class StreamService:
                     resets[key] = off
                     s.last_seen = off - 1
                 elif s.verify is not None:
-                    v_off, fp = s.verify
-                    s.verify = None
-                    if off == v_off:
-                        mfp = (m.timestamp()[1], len(m.value() or b""))
-                        if mfp == fp:
-                            continue   # the last stored message, as stored: drop it
-                        self._log_reset(s, "log_rewritten",
-                                        f"the broker's message at offset {off} (timestamp, bytes) {mfp} is not the "
-                                        f"stored one {fp}: the log was rewritten")
-                        resets[key] = off
-                        s.last_seen = off - 1
-                    elif off < v_off:
-                        self._log_reset(s, "storage_ahead",
-                                        f"storage resumes at offset {s.resume} but the broker's log restarts at "
-                                        f"{off}: the topic was recreated or truncated")
-                        resets[key] = off
-                        s.last_seen = off - 1
-                    elif off > s.resume:
-                        self._log_gap(s.topic, s.partition, s.resume, off)
+                    if not self._verify(s, m, resets):
+                        continue
                 elif off <= s.last_seen:
                     self._log_reset(s, "offset_regressed",
                                     f"offset {off} arrived after offset {s.last_seen}: the log went backwards")
                     resets[key] = off
                     s.last_seen = off - 1
-                elif s.last_seen >= 0 and off > s.last_seen + 1 and s.last_seen + 1 == s.resume:
-                    self._log_gap(s.topic, s.partition, s.resume, off)
                 g = group_of[key] = len(group_slots)
                 group_slots.append(s)
                 s.eof = False
@@ -823,6 +844,8 @@ class StreamService:
             except PublishAborted as exc:
                 log.warning("%s+%d: %s; the rows are re-read by the partition's owner", key[0], key[1], exc)
                 w.discard()
+                if group_slots is not None:
+                    group_slots[g].aborted = True   # later batches of this assignment are dropped too
                 continue
             if published:
                 done[key] = max(published) + 1

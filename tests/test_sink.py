@@ -233,3 +233,17 @@ def test_partition_lock_fences_a_second_writer(tmp_path):
     a.release()
     assert b.try_acquire()
     b.release()
+
+
+def test_a_writer_that_dropped_rows_takes_no_more_until_it_recovers(tmp_path):
+    """Rows discarded (a revoked partition, an abandoned publish) are re-read from Kafka; a later
+    file set must never be published past them, which would leave a gap."""
+    w = PartitionWriter(tmp_path, "t", 0, rotate_records=10)
+    _add(w, range(3), [T0] * 3)
+    w.discard()
+    with pytest.raises(SinkError):
+        _add(w, range(3, 6), [T0] * 3)
+    assert w.recover() is None          # nothing durable: the owner re-reads from offset 0
+    _add(w, range(6), [T0] * 6)
+    w.flush()
+    assert sorted(read_dataset(tmp_path, "messages").column("offset").to_pylist()) == list(range(6))

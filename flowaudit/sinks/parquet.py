@@ -274,6 +274,7 @@ class PartitionWriter:
         self.next_offset: int | None = None  # first offset not yet durable in storage
         self.high = -1                       # highest offset buffered or durable (-1: none)
         self.fingerprint: tuple[int, int] | None = None  # (ts_ms, bytes) of the message at next_offset - 1
+        self.lost = False   # buffered rows were discarded: no more rows until recover() (no gap ever)
 
     # -- recovery ----------------------------------------------------------------------------
 
@@ -284,6 +285,8 @@ class PartitionWriter:
         for d in datasets:
             for tmp in (self.root / f"dataset={d}").glob(f"date=*/hour=*/{prefix}*"):
                 tmp.unlink(missing_ok=True)
+        self.lost = False
+        self._open = None
         committed = committed_files(self.root, COMMIT_DATASET, self.topic, self.partition)
         names = {p.name for _, _, p in committed}
         for d in datasets:
@@ -348,6 +351,9 @@ class PartitionWriter:
         so a re-delivered message is never written twice.
         """
         published = []
+        if self.lost:
+            raise SinkError(f"{self.topic}+{self.partition}: buffered rows were discarded; recover() before adding "
+                            "more (a later file set would leave a gap)")
         if offsets.size == 0:
             return published
         if sizes is None:
@@ -396,7 +402,10 @@ class PartitionWriter:
         return published
 
     def discard(self) -> None:
-        """Forget buffered rows (partition revoked: the next owner re-reads them from Kafka)."""
+        """Forget buffered rows (partition revoked, or a publish abandoned: the next owner re-reads
+        them from Kafka).  The writer takes no more rows until :meth:`recover`."""
+        if self._open is not None and self._open.count:
+            self.lost = True
         self._open = None
         self.high = -1 if self.next_offset is None else self.next_offset - 1
 

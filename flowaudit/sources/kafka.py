@@ -19,6 +19,9 @@ def consumer_config(settings: Settings, **extra) -> dict:
         "enable.auto.commit": False,          # offsets are committed only after a durable publish
         "enable.auto.offset.store": False,
         "session.timeout.ms": k.session_timeout_ms,
+        # a port has many topics of few partitions: round-robin spreads them over every member
+        # (range would leave a third member idle on two-partition topics)
+        "partition.assignment.strategy": "roundrobin",
         "heartbeat.interval.ms": max(500, k.session_timeout_ms // 3),
         "enable.partition.eof": True,
         "max.partition.fetch.bytes": max(1 << 20, k.max_message_bytes + 1024),

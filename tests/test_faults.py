@@ -1,0 +1,256 @@
+"""The fault battery, on the real embedded broker with real ``flowaudit stream`` processes.
+
+Each test asserts what the service promises (README, "Reliability"): every member exits on
+SIGTERM within 10 s, and every offset is written exactly once, whatever happened in between:
+
+* scale-out from one member to three in the middle of a run (the rebalance used to deadlock);
+* the broker frozen (SIGSTOP) for 30 s, then resumed;
+* a zombie: a member frozen past its session while another takes its partitions over;
+* disk full on a real tmpfs: consumption pauses, and resumes once space is back;
+* storage ahead of the broker: the topic recreated with fewer, then with more messages.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from flowaudit import synth
+from flowaudit.broker import free_port
+from flowaudit.sinks.parquet import read_dataset
+
+from .conftest import produce_labelled, run_stream, stream_cmd, stream_env
+from .test_stream_integration import (_wait_for, assert_exactly_once, assert_no_partial_files, expected_hits,
+                                      found_hits)
+
+pytestmark = pytest.mark.slow
+SIGTERM_EXIT_S = 10.0
+
+
+class Member:
+    """One ``flowaudit stream`` process with its log, stopped by PID."""
+
+    def __init__(self, broker, topics, root: Path, log: Path, *extra: str, **env):
+        self.log = log
+        self._err = open(log, "wb")
+        cmd = stream_cmd(broker.bootstrap, topics, root, *extra)
+        cmd.insert(cmd.index("stream"), "-v")     # INFO logs: assignments, lock hand-overs
+        self.proc = subprocess.Popen(cmd,
+                                     env=stream_env(**env), stdout=subprocess.DEVNULL, stderr=self._err)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def terminate(self) -> float:
+        """SIGTERM; returns the seconds until the process exited (killed after 60 s)."""
+        t0 = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._err.close()
+        return time.monotonic() - t0
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait()
+        self._err.close()
+
+
+def published(root: Path) -> int:
+    d = root / "dataset=messages"
+    return sum(1 for _ in d.rglob("*.parquet")) if d.exists() else 0
+
+
+def drain_and_check(broker, topics, root: Path, placed: dict, *args: str) -> None:
+    """A last member drains what is left; then every offset is in storage exactly once.
+
+    It joins a group of its own: storage, not the group's committed offsets, says where each
+    partition resumes, and the embedded broker (Tansu) can hold a new member's join for the
+    old members' rebalance timeout after a zombie left."""
+    r = run_stream(broker.bootstrap, topics, root, "--until-drained", *args, "--group", "drain", timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_exactly_once(root, placed)
+    assert_no_partial_files(root)
+    assert found_hits(root) == expected_hits(placed)
+
+
+ARGS = ("--metrics-port", "0", "--rotate-records", "120")
+SLOW = {"FLOWAUDIT_KAFKA_POLL_MAX_MESSAGES": "15"}
+
+
+def test_scale_out_from_one_member_to_three_mid_run(broker, topics, tmp_path):
+    placed = produce_labelled(broker.bootstrap, topics, synth.generate(seed=31, n=9000, bad_fraction=0.02))
+    root = tmp_path / "out"
+    group = ("--group", "g-scale")
+    members = [Member(broker, topics, root, tmp_path / "a.log", *group, *ARGS, **SLOW)]
+    try:
+        assert _wait_for(lambda: published(root) >= 2, 90), members[0].text()[-3000:]
+        members.append(Member(broker, topics, root, tmp_path / "b.log", *group, *ARGS, **SLOW))
+        before = published(root)
+        assert _wait_for(lambda: "assigned [(" in members[1].text(), 60), members[1].text()[-3000:]
+        members.append(Member(broker, topics, root, tmp_path / "c.log", *group, *ARGS, **SLOW))
+        assert _wait_for(lambda: "assigned [(" in members[2].text(), 60), members[2].text()[-3000:]
+        # the group goes on after both rebalances: more file sets are published
+        assert _wait_for(lambda: published(root) >= before + 6, 90), [m.text()[-2000:] for m in members]
+        for m in members:
+            assert m.proc.poll() is None, m.text()[-3000:]
+    finally:
+        times = [m.terminate() for m in members]
+    logs = [m.text() for m in members]
+    assert max(times) < SIGTERM_EXIT_S, (times, [t[-2000:] for t in logs])
+    assert [m.proc.returncode for m in members] == [0, 0, 0], [t[-2000:] for t in logs]
+    assert not any("Traceback" in t for t in logs), [t[-3000:] for t in logs]
+    drain_and_check(broker, topics, root, placed, *group, *ARGS)
+
+
+def test_broker_frozen_for_30_seconds(broker, topics, tmp_path):
+    placed = produce_labelled(broker.bootstrap, topics, synth.generate(seed=37, n=6000, bad_fraction=0.02))
+    root = tmp_path / "out"
+    group = ("--group", "g-freeze")
+    m = Member(broker, topics, root, tmp_path / "m.log", *group, *ARGS, **SLOW)
+    try:
+        assert _wait_for(lambda: published(root) >= 2, 90), m.text()[-3000:]
+        os.kill(broker.proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(30)
+            assert m.proc.poll() is None, m.text()[-3000:]
+        finally:
+            os.kill(broker.proc.pid, signal.SIGCONT)
+        # consumption goes on once the broker answers again: new traffic is consumed and published
+        before = published(root)
+        placed.update(produce_labelled(broker.bootstrap, topics, synth.generate(seed=38, n=3000)))
+        assert _wait_for(lambda: published(root) >= before + 4, 120), m.text()[-3000:]
+    finally:
+        took = m.terminate()
+    assert took < SIGTERM_EXIT_S, (took, m.text()[-3000:])
+    assert m.proc.returncode == 0, m.text()[-3000:]
+    # a stalled broker is reported, but not 20 lines a second
+    kafka_lines = [ln for ln in m.text().splitlines() if "flowaudit.stream WARNING kafka:" in ln]
+    assert len(kafka_lines) <= 4 * 8, len(kafka_lines)   # at most one per error kind per 10 s
+    drain_and_check(broker, topics, root, placed, *group, *ARGS)
+
+
+def test_a_zombie_member_never_writes_what_its_successor_writes(broker, topics, tmp_path):
+    placed = produce_labelled(broker.bootstrap, topics, synth.generate(seed=41, n=8000, bad_fraction=0.02))
+    root = tmp_path / "out"
+    group = ("--group", "g-zombie")
+    a = Member(broker, topics, root, tmp_path / "a.log", *group, *ARGS, **SLOW)
+    b = None
+    try:
+        assert _wait_for(lambda: published(root) >= 2, 90), a.text()[-3000:]
+        b = Member(broker, topics, root, tmp_path / "b.log", *group, *ARGS, **SLOW)
+        assert _wait_for(lambda: "assigned [(" in b.text(), 60), b.text()[-3000:]
+        time.sleep(1.0)
+        os.kill(a.proc.pid, signal.SIGSTOP)     # a is frozen with buffered rows and held locks
+        try:
+            # past a's session (6 s): the group gives b every partition, but a still holds some
+            # locks, so b waits for them instead of writing beside a
+            assert _wait_for(lambda: "waiting for the storage locks" in b.text(), 40), b.text()[-3000:]
+            time.sleep(15 - 6)
+            mark = len(a.text())
+        finally:
+            os.kill(a.proc.pid, signal.SIGCONT)
+        # a wakes up, finds its session gone, lets its locks go (b takes them) and rejoins the group
+        assert _wait_for(lambda: "lock taken" in b.text(), 60), b.text()[-3000:]
+        assert _wait_for(lambda: "assigned [(" in a.text()[mark:], 60), a.text()[-3000:]
+    finally:
+        times = [a.terminate()] + ([b.terminate()] if b else [])
+    assert max(times) < SIGTERM_EXIT_S, (times, a.text()[-2000:], b.text()[-2000:])
+    assert a.proc.returncode == 0 and b.proc.returncode == 0, (a.text()[-3000:], b.text()[-3000:])
+    drain_and_check(broker, topics, root, placed, *group, *ARGS)
+
+
+def _metric(port: int, name: str) -> float | None:
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return None
+    vals = [float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith(name)]
+    return sum(vals) if vals else None
+
+
+def test_disk_full_pauses_then_resumes(broker, topics, tmp_path, small_tmpfs):
+    """The output root is a real 2 MiB tmpfs that the run outgrows.  A member stuck on the full
+    disk still exits on SIGTERM at once; the next one waits for space (paused, metrics say so)
+    and finishes once the file system is grown, with every offset exactly once."""
+    placed = produce_labelled(broker.bootstrap, topics, synth.generate(seed=43, n=12000, bad_fraction=0.02))
+    root = small_tmpfs / "out"
+    group = ("--group", "g-full")
+    port = free_port()
+    m1 = Member(broker, topics, root, tmp_path / "m1.log", *group, "--rotate-records", "400",
+                "--metrics-port", str(port))
+    try:
+        assert _wait_for(lambda: (_metric(port, "flowaudit_storage_paused") or 0) == 1, 120), m1.text()[-3000:]
+        assert (_metric(port, 'flowaudit_storage_errors_total{errno="ENOSPC"}') or 0) >= 1
+        time.sleep(1.5)
+        assert m1.proc.poll() is None, m1.text()[-3000:]   # paused, not crashed
+    finally:
+        took = m1.terminate()
+    assert took < SIGTERM_EXIT_S, (took, m1.text()[-3000:])
+    assert m1.proc.returncode == 0, m1.text()[-3000:]
+    assert "Traceback" not in m1.text()
+    assert "storage fault (ENOSPC)" in m1.text()
+    m2 = Member(broker, topics, root, tmp_path / "m2.log", *group, "--rotate-records", "400", "--until-drained",
+                "--metrics-port", str(port))
+    try:
+        assert _wait_for(lambda: (_metric(port, "flowaudit_storage_paused") or 0) == 1, 120), m2.text()[-3000:]
+        r = subprocess.run(["mount", "-o", "remount,size=256m", str(small_tmpfs)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert m2.proc.wait(timeout=180) == 0, m2.text()[-3000:]
+    finally:
+        m2.kill()
+    assert "storage writable again" in m2.text()
+    assert_exactly_once(root, placed)
+    assert_no_partial_files(root)
+    assert found_hits(root) == expected_hits(placed)
+
+
+def _recreate(broker, names: list[str], partitions: int = 2) -> None:
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    for fut in admin.delete_topics(names, operation_timeout=10).values():
+        fut.result(timeout=10)
+    assert _wait_for(lambda: not set(names) & set(admin.list_topics(timeout=5).topics), 20)
+    broker.create_topics({t: partitions for t in names})
+
+
+def test_storage_ahead_of_the_broker_is_never_skipped_silently(broker, topics, tmp_path):
+    only = {"json": topics["json"]}
+    root = tmp_path / "out"
+    group = ("--group", "g-ahead", "--metrics-port", "0")
+    first = produce_labelled(broker.bootstrap, only, synth.generate(seed=47, n=1600, formats=("json",)))
+    r = run_stream(broker.bootstrap, only, root, "--until-drained", *group)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_exactly_once(root, first)
+    # the topic is recreated and receives fewer messages than storage holds
+    _recreate(broker, [only["json"]])
+    second = produce_labelled(broker.bootstrap, only, synth.generate(seed=53, n=300, formats=("json",)))
+    r = run_stream(broker.bootstrap, only, root, "--until-drained", *group, "--group", "g-ahead-2", timeout=120)
+    assert r.returncode == 3, (r.returncode, r.stderr[-3000:])
+    assert "storage_ahead" in r.stderr and "recreated or truncated" in r.stderr
+    assert_exactly_once(root, first)                      # stopped: nothing written, nothing skipped
+    # the operator chooses a new epoch: the new log is filed beside the old one
+    r = run_stream(broker.bootstrap, only, root, "--until-drained", *group, "--on-log-reset", "new_epoch")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = read_dataset(root, "messages").to_pylist() + read_dataset(root, "quarantine").to_pylist()
+    assert len(rows) == len(first) + len(second)
+    epoch1 = [p for p in root.rglob("*+e1.parquet") if "dataset=messages" in str(p)]
+    assert epoch1
+    # recreated again, now with more messages than storage holds: offsets look plausible, but the
+    # stored message's fingerprint differs from the broker's
+    _recreate(broker, [only["json"]])
+    produce_labelled(broker.bootstrap, only, synth.generate(seed=59, n=1000, formats=("json",)))
+    r = run_stream(broker.bootstrap, only, root, "--until-drained", *group, timeout=120)
+    assert r.returncode == 3, (r.returncode, r.stderr[-3000:])
+    assert "log_rewritten" in r.stderr or "storage_ahead" in r.stderr
