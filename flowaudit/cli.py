@@ -137,8 +137,8 @@ def _add_quarantine_parser(sub) -> None:
     sp.add_argument("source", metavar="SOURCE", help="topic (or input file) of the record")
     sp.add_argument("partition", metavar="PARTITION", type=int)
     sp.add_argument("offset", metavar="OFFSET", type=int)
-    sp.add_argument("--hex", action="store_true", help="print the value as a hexdump (default: escaped text for UTF-8 without NUL "
-                    "bytes, else a hexdump)")
+    sp.add_argument("--hex", action="store_true", help="print the value as a hexdump (default: escaped text "
+                    "for UTF-8 without NUL bytes, else a hexdump)")
     sp.add_argument("--raw-out", metavar="FILE", help="write the value's exact bytes to FILE (mode 0640, "
                     "never overwritten) instead of printing it")
     q.add_key_flags(sp)

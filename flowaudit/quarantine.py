@@ -121,11 +121,16 @@ def read(root: str | os.PathLike) -> tuple[pa.Table, Path]:
     from .sinks.parquet import read_dataset
 
     p = Path(root)
-    if p.is_file():
-        return pq.read_table(p), p.resolve().parent
-    if not p.is_dir():
+    if not p.exists():
         raise QuarantineError(f"{p}: no such file or folder")
-    return read_dataset(p, "quarantine"), p
+    try:
+        t = pq.read_table(p) if p.is_file() else read_dataset(p, "quarantine")
+    except (pa.ArrowException, OSError) as exc:
+        raise QuarantineError(f"{p}: not a quarantine dataset ({str(exc).splitlines()[0]})") from None
+    missing = {"raw", "raw_encoding", "source", "partition", "offset"} - set(t.column_names)
+    if missing:
+        raise QuarantineError(f"{p}: not a quarantine dataset of this version (no {', '.join(sorted(missing))})")
+    return t, (p.resolve().parent if p.is_file() else p)
 
 
 def parse_time(text: str) -> int:
@@ -226,8 +231,9 @@ def cmd_list(args) -> int:
                               "raw_encoding": r["raw_encoding"]}))
         return 0
     head = ("source", "partition", "offset", "time (UTC)", "format", "reason", "bytes", "key")
-    cells = [head] + [(r["source"], str(r["partition"]), str(r["offset"]), _iso(r["ts_ms"]), r["format"],
-                       r["reason"], str(r["bytes"]), escape((r["key_masked"] or "-").encode())) for r in rows]
+    cells = [head] + [(escape(r["source"].encode()), str(r["partition"]), str(r["offset"]), _iso(r["ts_ms"]),
+                       r["format"], r["reason"], str(r["bytes"]), escape((r["key_masked"] or "-").encode()))
+                      for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
     for k, c in enumerate(cells):
         print("  ".join(x.ljust(w) for x, w in zip(c, widths)).rstrip())
@@ -292,8 +298,10 @@ def cmd_reinject(args) -> int:
         print(f"would reinject {len(records)} records" + "".join(f", {n} to {tp}" for tp, n in per_topic.items()))
         return 0
     conf = dict(settings.kafka.extra)
+    # librdkafka gives up on a record after the same timeout, so every record is reported
+    # delivered or failed before flush returns
     conf.update({"bootstrap.servers": args.bootstrap or settings.kafka.bootstrap_servers, "acks": "all",
-                 "enable.idempotence": False, "linger.ms": 5})
+                 "enable.idempotence": False, "linger.ms": 5, "message.timeout.ms": int(args.timeout * 1000)})
     producer = Producer(conf)
     delivered, errors = [0], []
 
@@ -317,7 +325,7 @@ def cmd_reinject(args) -> int:
                 errors.append(str(exc))
                 break
         producer.poll(0)
-    remaining = producer.flush(args.timeout)
+    remaining = producer.flush(args.timeout + 10)
     failed = len(records) - delivered[0]
     print(f"reinjected {delivered[0]} of {len(records)} records"
           + "".join(f", {n} to {tp}" for tp, n in per_topic.items())

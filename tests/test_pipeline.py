@@ -199,5 +199,6 @@ def test_raw_keys_and_plain_quarantine_only_on_opt_in():
     r = clf.run(Batch.from_values([b'{"a": 1}', b"{nope", None], FMT_JSON, keys=[b"K1", b"K2", b"K3"]))
     assert r.messages.column("key_raw").to_pylist() == [b"K1"]
     q = r.quarantine.to_pylist()
-    assert [(x["raw_encoding"], x["key_raw"], x["raw"]) for x in q] == [("plain", b"K2", b"{nope"), ("plain", b"K3", None)]
+    assert [(x["raw_encoding"], x["key_raw"], x["raw"]) for x in q] == [("plain", b"K2", b"{nope"),
+                                                                         ("plain", b"K3", None)]
     assert [open_row(clf.protector, x) for x in q] == [(b"K2", b"{nope"), (b"K3", None)]

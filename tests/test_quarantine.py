@@ -32,7 +32,8 @@ def _file(tmp_path: Path, rows: list, raw: bool = False) -> Path:
     n = len(rows)
     src = sorted({r[0] for r in rows})
     reasons = sorted({r[6] for r in rows})
-    d = lambda idx, names: pa.DictionaryArray.from_arrays(pa.array(np.asarray(idx, np.int32)), pa.array(names))  # noqa: E731
+    def d(idx, names):
+        return pa.DictionaryArray.from_arrays(pa.array(np.asarray(idx, np.int32)), pa.array(names))
     prov = [d([src.index(r[0]) for r in rows], src), pa.array([r[1] for r in rows], pa.int32()),
             pa.array([r[2] for r in rows], pa.int64()), pa.array([r[3] for r in rows], pa.int64())]
     t = quarantine.table(Protector(KEY, raw=raw), prov, [r[4] for r in rows], [r[5] for r in rows],
@@ -215,3 +216,20 @@ def test_reinject_restores_bytes_and_key_and_the_fixed_route_decodes_it(broker, 
     q = read_dataset(root, "quarantine").to_pylist()
     assert sorted((x["partition"], x["offset"]) for x in q) == [(1, 0), (1, 1)]
     assert {x["source"] for x in q} == {topics["xml"]}
+
+
+def test_not_a_quarantine_dataset_is_one_line(tmp_path):
+    (tmp_path / "x.parquet").write_bytes(b"not parquet")
+    r = cli("list", tmp_path / "x.parquet")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "not a quarantine dataset" in r.stderr
+    r = cli("list", tmp_path / "missing")
+    assert r.returncode == 2 and r.stderr.strip() == f"flowaudit quarantine: {tmp_path / 'missing'}: no such file or folder"
+
+
+def test_reinject_reports_records_not_delivered(tmp_path):
+    from flowaudit.broker import free_port
+
+    f = _file(tmp_path, ROWS[:1])
+    r = cli("reinject", f, "--bootstrap", f"127.0.0.1:{free_port()}", "--timeout", "2")   # nothing listens there
+    assert r.returncode == 1, r.stderr
+    assert r.stdout.startswith("reinjected 0 of 1 records, 1 to port.json; 1 not delivered (0 still queued; first error: ")
