@@ -154,12 +154,14 @@ def _first(n: int):
     return rule
 
 
-def _country_prefix(text: str) -> str:
-    """Two leading letters (EORI, UN/LOCODE): the country."""
-    s = _starred(text)
-    head = _head(text, 2)
-    ok = _n_alnum(text, s) >= 4 and all(text[i].isalpha() for i in head)
-    return _star(text, head if ok else [], s)
+def _country_prefix(min_len: int):
+    """Two leading letters (EORI, UN/LOCODE): the country, in values of ``min_len`` or more."""
+    def rule(text: str) -> str:
+        s = _starred(text)
+        head = _head(text, 2)
+        ok = _n_alnum(text, s) >= min_len and all(text[i].isalpha() for i in head)
+        return _star(text, head if ok else [], s)
+    return rule
 
 
 def _un_number(text: str) -> str:
@@ -211,10 +213,10 @@ MASK_RULES = {
     "imo_number": _imo,
     "mmsi": _first(3),
     "call_sign": _first(1),
-    "eori": _country_prefix,
+    "eori": _country_prefix(6),          # an identifier: at most a third
     "lei": _first(4),
     "cn_usci": _first(2),
-    "port_of_call": _country_prefix,
+    "port_of_call": _country_prefix(4),  # a place: the country is what matters
     "hs_code": _first(2),
     "un_number": _un_number,
     "vessel_name": _NAMES, "party_name": _NAMES, "contact_person": _NAMES, "driver_name": _NAMES,

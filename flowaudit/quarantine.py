@@ -56,7 +56,8 @@ def unpack(plain: bytes) -> tuple[bytes | None, bytes | None]:
 
 
 def aad(source: str, partition: int, offset: int) -> bytes:
-    """Associated data binding a sealed blob to its row."""
+    """Associated data binding a sealed blob to its row: ``"flowaudit quarantine row v1\\0" ||
+    source (UTF-8) || "\\0" || partition (int32 BE) || offset (int64 BE)``."""
     return _AAD_LABEL + source.encode() + b"\x00" + struct.pack(">iq", partition, offset)
 
 

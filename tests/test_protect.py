@@ -6,6 +6,8 @@ import hmac
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from cryptography.exceptions import InvalidTag
 
 from flowaudit import catalog
@@ -48,6 +50,7 @@ def test_eori_and_locode_keep_the_country():
     assert mask(b"DE1234567890123", "eori") == "DE*************"
     assert mask(b"CNSHA", "port_of_call") == "CN***"
     assert mask(b"123", "port_of_call") == "***"
+    assert mask(b"DE1234", "eori") == "DE****" and mask(b"DE123", "eori") == "*****"
 
 
 def test_lei_usci_hs_keep_their_registry_prefix():
@@ -159,3 +162,29 @@ def test_pack_keeps_absent_and_empty_apart():
     for key in (None, b"", b"k"):
         for value in (None, b"", b"v\x00"):
             assert unpack(pack(key, value)) == (key, value)
+
+
+_TEXT = st.text(alphabet=st.sampled_from("AZaz09MSCU-./ @+_é中\t"), max_size=40)
+_IDENTIFIERS = ["imo_number", "mmsi", "call_sign", "eori", "lei", "cn_usci", "hs_code", "un_number", "bill_of_lading",
+                "booking_reference", "customs_reference", "seal_number", "tax_id", "duns", "passport_number", None]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_TEXT, st.sampled_from(sorted(MASK_RULES) + [None, "unknown_class"]))
+def test_any_mask_keeps_shape_and_hides_the_value(text, cls):
+    out = mask(text.encode(), cls)
+    assert len(out) == len(text)
+    assert all(o == "*" or o == t for o, t in zip(out, text))     # a kept character stays in place
+    if any(c.isalnum() for c in text):
+        assert out != text
+    if cls in _IDENTIFIERS:
+        alnum = "".join(c for c in text if c.isalnum()).upper()
+        literal = 3 if cls == "imo_number" and alnum.startswith("IMO") else \
+            2 if cls == "un_number" and alnum.startswith("UN") else 0     # a fixed prefix tells nothing
+        assert (kept(out) - literal) * 3 <= len(alnum) - literal
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.none(), st.binary(max_size=64)), st.one_of(st.none(), st.binary(max_size=256)))
+def test_pack_round_trips(key, value):
+    assert unpack(pack(key, value)) == (key, value)
