@@ -1,4 +1,4 @@
-"""Command line: ``flowaudit demo | stream | scan | synth | bench | warmup``.
+"""Command line: ``flowaudit demo | stream | scan | synth | quarantine | bench | warmup``.
 
 Configuration errors print one line and exit 2; a clean stop (SIGTERM, Ctrl-C, drained) exits 0.
 """
@@ -127,6 +127,48 @@ def cmd_warmup(args) -> int:
     return 0
 
 
+def _add_quarantine_parser(sub) -> None:
+    from . import quarantine as q
+
+    p = sub.add_parser("quarantine", help="list, show and reinject quarantined records",
+                       description="Quarantined records are kept for re-processing, sealed (AES-256-GCM under "
+                       "a key derived from the operator key) unless raw values were opted in. ROOT is a sink root "
+                       "(its dataset=quarantine) or one quarantine Parquet file (flowaudit flows --quarantine).")
+    qs = p.add_subparsers(dest="qcmd", required=True)
+    lp = qs.add_parser("list", help="one line per quarantined record (no key needed)")
+    lp.add_argument("root", metavar="ROOT")
+    q.add_filters(lp)
+    lp.add_argument("--format", choices=("table", "json"), default="table",
+                    help="table (default) or json (one object per line)")
+    lp.set_defaults(fn=q._run(q.cmd_list))
+    sp = qs.add_parser("show", help="open one record with the operator key and print it safely")
+    sp.add_argument("root", metavar="ROOT")
+    sp.add_argument("source", metavar="SOURCE", help="topic (or input file) of the record")
+    sp.add_argument("partition", metavar="PARTITION", type=int)
+    sp.add_argument("offset", metavar="OFFSET", type=int)
+    sp.add_argument("--hex", action="store_true", help="print the value as a hexdump (default: escaped text "
+                    "for UTF-8 without NUL bytes, else a hexdump)")
+    sp.add_argument("--raw-out", metavar="FILE", help="write the value's exact bytes to FILE (mode 0640, "
+                    "never overwritten) instead of printing it")
+    q.add_key_flags(sp)
+    sp.set_defaults(fn=q._run(q.cmd_show))
+    rp = qs.add_parser("reinject", help="produce quarantined records (original keys) back to Kafka, e.g. after "
+                       "a fix, and check their delivery",
+                       description="Every selected record is opened first; then each is produced with its "
+                       "original key (header flowaudit-reinjected-from = source/partition/offset) to its "
+                       "original topic and partition, or to --topic. Exit 0 only when every record was "
+                       "delivered.")
+    rp.add_argument("root", metavar="ROOT")
+    rp.add_argument("--bootstrap", metavar="HOST:PORT",
+                    help="Kafka bootstrap servers [env FLOWAUDIT_KAFKA_BOOTSTRAP_SERVERS]")
+    rp.add_argument("--topic", metavar="T", help="produce to T (default: each record's original topic)")
+    q.add_filters(rp)
+    rp.add_argument("--dry-run", action="store_true", help="open the records and count them; send nothing")
+    rp.add_argument("--timeout", type=float, default=30.0, metavar="S", help="delivery wait (default 30 s)")
+    q.add_key_flags(rp)
+    rp.set_defaults(fn=q._run(q.cmd_reinject))
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="flowaudit", description="Audit a seaport's logistics data flows: "
                                  "which sensitive data moves, and where it goes.")
@@ -165,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     flows.add_parsers(sub)
     egress.add_parser(sub)
     bench_cli.add_parser(sub)
+
+    _add_quarantine_parser(sub)
 
     p = sub.add_parser("warmup", help="compile and cache the numba kernels")
     p.set_defaults(fn=cmd_warmup)

@@ -237,37 +237,70 @@ def load(path: str | os.PathLike | None = None, env: dict[str, str] | None = Non
     return settings.validate()
 
 
-def hmac_key(settings: Settings, root: Path) -> tuple[bytes, str]:
+MIN_KEY_BYTES = 16
+
+
+def check_key(key: bytes, where: str) -> bytes:
+    """The one minimum-length check for an operator key, wherever it comes from."""
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigError(f"{where}: the key must be at least {MIN_KEY_BYTES} bytes (got {len(key)})")
+    return key
+
+
+def hmac_key(settings: Settings, root: Path, create: bool = True) -> tuple[bytes, str]:
     """The operator's HMAC key and where it came from.
 
     Order: ``security.hmac_key``, ``security.hmac_key_file``, else a random key created once in
-    ``<root>/.hmac-key`` (mode 0600) so that hashes stay joinable across restarts; operators
-    should configure their own key for production.
+    ``<root>/.hmac-key`` (mode 0600) so that hashes stay joinable across restarts (and sealed
+    quarantine payloads stay readable); operators should configure their own key for
+    production.  Every key is at least 16 bytes.  ``create=False`` (readers such as
+    ``flowaudit quarantine show``) never creates a key: no key is a :class:`ConfigError`.
     """
     sec = settings.security
     if sec.hmac_key:
-        return sec.hmac_key.encode(), "security.hmac_key"
+        return check_key(sec.hmac_key.encode(), "security.hmac_key"), "security.hmac_key"
     if sec.hmac_key_file:
         try:
             key = Path(sec.hmac_key_file).read_bytes().strip()
         except OSError as exc:
             raise ConfigError(f"security.hmac_key_file: {exc.strerror}: {sec.hmac_key_file}") from None
-        if len(key) < 16:
-            raise ConfigError("security.hmac_key_file: the key must be at least 16 bytes")
-        return key, sec.hmac_key_file
+        return check_key(key, "security.hmac_key_file"), sec.hmac_key_file
     kf = root / ".hmac-key"
-    root.mkdir(parents=True, exist_ok=True)
     if not kf.exists():
-        tmp = root / f".hmac-key.{os.getpid()}.tmp"
+        if not create:
+            raise ConfigError(f"no operator key: set security.hmac_key or security.hmac_key_file "
+                              f"(FLOWAUDIT_SECURITY_HMAC_KEY[_FILE]); {kf} does not exist")
+        _create_key_file(root, kf)
+    try:
+        key = kf.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the HMAC key file {kf}: {exc.strerror}") from None
+    return check_key(key, str(kf)), str(kf)
+
+
+def _create_key_file(root: Path, kf: Path) -> None:
+    """Write a random key to a private temp file, fsync, and link it to ``kf`` (no overwrite: a
+    concurrent first start keeps one key).  Any failure (ENOSPC, EFBIG, EACCES) leaves no temp
+    file behind and is one :class:`ConfigError`."""
+    tmp = root / f".hmac-key.{os.getpid()}.tmp"
+    try:
+        root.mkdir(mode=0o750, parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(os.urandom(32).hex().encode())
-            f.flush()
-            os.fsync(f.fileno())
         try:
-            os.link(tmp, kf)  # no overwrite: a concurrent first start keeps one key
-        except FileExistsError:
-            pass
+            with os.fdopen(fd, "wb") as f:
+                f.write(os.urandom(32).hex().encode())
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, kf)
+            except FileExistsError:
+                pass
+            dfd = os.open(root, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
         finally:
-            tmp.unlink()
-    return kf.read_bytes().strip(), str(kf)
+            tmp.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the HMAC key file {kf}: {exc.strerror or exc}") from None

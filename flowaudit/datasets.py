@@ -20,8 +20,16 @@ _PROVENANCE = [
     pa.field("ts_ms", pa.int64(), nullable=True),       # Kafka record timestamp (ms since epoch); null if absent
 ]
 
-MESSAGES = pa.schema(_PROVENANCE + [
-    pa.field("key", pa.binary(), nullable=True),
+# The Kafka key, treated like a sensitive value (keys carry B/L, booking, EORI, customs ids):
+# masked like an identifier plus the HMAC-SHA256 hits use, so a key joins with ``hits.value_hmac``;
+# null when the record has no key.  ``key_raw`` is null unless sink.raw_values / --raw.
+_KEY = [
+    pa.field("key_masked", _dict, nullable=True),
+    pa.field("key_hmac", pa.dictionary(pa.int32(), pa.binary(32)), nullable=True),
+    pa.field("key_raw", pa.binary(), nullable=True),
+]
+
+MESSAGES = pa.schema(_PROVENANCE + _KEY + [
     pa.field("format", _dict, nullable=False),
     pa.field("msg_type", _dict, nullable=False),
     pa.field("bytes", pa.int32(), nullable=False),
@@ -51,12 +59,17 @@ HITS = pa.schema(_PROVENANCE + [
     pa.field("schema_version", _dict, nullable=False),
 ], metadata={"flowaudit.dataset": "hits", "flowaudit.schema_version": SCHEMA_VERSION})
 
-QUARANTINE = pa.schema(_PROVENANCE + [
-    pa.field("key", pa.binary(), nullable=True),
+QUARANTINE = pa.schema(_PROVENANCE + _KEY + [
     pa.field("format", _dict, nullable=False),     # declared (topic) or detected format
     pa.field("reason", _dict, nullable=False),     # flowaudit.decode.REASONS
-    pa.field("bytes", pa.int32(), nullable=False),
-    pa.field("raw", pa.binary(), nullable=True),   # the message value exactly as received (null for tombstones)
+    pa.field("bytes", pa.int32(), nullable=False),  # length of the value as received
+    # the record kept for re-processing (flowaudit quarantine show / reinject), by raw_encoding:
+    # "aes-256-gcm/v1" (default): 12-byte nonce || AES-256-GCM ciphertext || 16-byte tag of the
+    #   key and value (flowaudit.quarantine.pack), under a key derived from the operator key, with
+    #   the row's source, partition and offset as associated data;
+    # "plain" (sink.raw_values / --raw): the value exactly as received (null for tombstones)
+    pa.field("raw", pa.binary(), nullable=True),
+    pa.field("raw_encoding", _dict, nullable=False),
     pa.field("schema_version", _dict, nullable=False),
 ], metadata={"flowaudit.dataset": "quarantine", "flowaudit.schema_version": SCHEMA_VERSION})
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from .datasets import MESSAGES, QUARANTINE, SCHEMA_VERSION
+from . import quarantine as _quarantine
+from .datasets import MESSAGES, SCHEMA_VERSION
 from .decode.netflow import STATUS_NAMES, NetflowDecoder, decode_goflow_json, numeric_view
 from .egress import _const, _table as _egress_table
 from .kernels.ipset import addr_key
@@ -39,8 +40,11 @@ class FlowResult:
 
 class FlowPath:
     def __init__(self, egress=None, write_flows: bool = True, template_ttl_s: int = 3600,
-                 silent_window_s: int = 300):
+                 silent_window_s: int = 300, protector=None):
         self.egress = egress
+        if protector is None:
+            raise ValueError("FlowPath needs the stream's Protector (Kafka keys, sealed quarantine payloads)")
+        self.protector = protector
         self.write_flows = write_flows
         self.decoder = NetflowDecoder(template_ttl_s=template_ttl_s)
         # silent-zone check: inventory hosts (and monitored-zone hosts seen before) that send nothing
@@ -245,8 +249,7 @@ class FlowPath:
         types = sorted(set(mtypes)) or [""]
         tpos = {t: i for i, t in enumerate(types)}
         m = ok.size
-        messages = pa.Table.from_arrays(prov(ok) + [
-            pa.array([sub.keys[i] for i in ok], pa.binary()),
+        messages = pa.Table.from_arrays(prov(ok) + self.protector.key_columns([sub.keys[i] for i in ok]) + [
             _const_dict(kind, m),
             _dict_array(np.array([tpos[mtypes[i]] for i in ok], np.int32), types),
             pa.array(lens[ok], pa.int32()),
@@ -259,15 +262,11 @@ class FlowPath:
         if bad.size:
             rnames = sorted({reasons[i] for i in bad})
             rpos = {r: i for i, r in enumerate(rnames)}
-            quarantine = pa.Table.from_arrays(prov(bad) + [
-                pa.array([sub.keys[i] for i in bad], pa.binary()),
-                _const_dict(kind, bad.size),
-                _dict_array(np.array([rpos[reasons[i]] for i in bad], np.int32), rnames),
-                pa.array(lens[bad], pa.int32()),
-                pa.array([None if sub.null[i] else sub.buf[sub.offsets[i]:sub.offsets[i + 1]].tobytes() for i in bad],
-                         pa.binary()),
-                _const_dict(SCHEMA_VERSION, bad.size),
-            ], schema=QUARANTINE)
+            quarantine = _quarantine.table(
+                self.protector, prov(bad), [sub.keys[i] for i in bad],
+                [None if sub.null[i] else sub.buf[sub.offsets[i]:sub.offsets[i + 1]].tobytes() for i in bad],
+                _const_dict(kind, bad.size), _dict_array(np.array([rpos[reasons[i]] for i in bad], np.int32), rnames),
+                lens[bad])
             res.tables["quarantine"] = (quarantine, idx[bad])
             res.quarantine_counts.update((kind, reasons[i]) for i in bad)
 

@@ -32,28 +32,21 @@ def _env(name: str, default):
 
 
 # ---------------------------------------------------------------------------------- flows
-def _quarantine_table(dg, sel, status, file_names):
-    from .datasets import QUARANTINE, SCHEMA_VERSION
+def _quarantine_table(protector, dg, sel, status, file_names):
     from .decode.netflow import STATUS_NAMES
+    from .quarantine import table
 
     n = len(sel)
     reasons = sorted({STATUS_NAMES[s] for s in status[sel]})
     rpos = {r: i for i, r in enumerate(reasons)}
-    raw = [bytes(dg.buf[dg.offsets[i]:dg.offsets[i + 1]]) for i in sel]
     d = lambda idx, names: pa.DictionaryArray.from_arrays(  # noqa: E731
         pa.array(np.asarray(idx, np.int32), pa.int32()), pa.array(names, pa.string()))
-    return pa.Table.from_arrays([
-        d(dg.file_idx[sel], file_names),
-        pa.array(np.full(n, -1, np.int32), pa.int32()),
-        pa.array(dg.frame[sel], pa.int64()),
-        pa.array(dg.ts_ns[sel] // 1_000_000, pa.int64()),
-        pa.array([dg.exporters[dg.exporter_idx[i]].encode() for i in sel], pa.binary()),
-        d(np.zeros(n), ["netflow"]),
-        d([rpos[STATUS_NAMES[s]] for s in status[sel]], reasons),
-        pa.array([len(r) for r in raw], pa.int32()),
-        pa.array(raw, pa.binary()),
-        d(np.zeros(n), [SCHEMA_VERSION]),
-    ], schema=QUARANTINE)
+    ts = dg.ts_ns[sel] // 1_000_000
+    prov = [d(dg.file_idx[sel], file_names), pa.array(np.full(n, -1, np.int32), pa.int32()),
+            pa.array(dg.frame[sel], pa.int64()), pa.array(ts, pa.int64(), mask=ts < 0)]
+    return table(protector, prov, [dg.exporters[dg.exporter_idx[i]].encode() for i in sel],
+                 [bytes(dg.buf[dg.offsets[i]:dg.offsets[i + 1]]) for i in sel],
+                 d(np.zeros(n), ["netflow"]), d([rpos[STATUS_NAMES[s]] for s in status[sel]], reasons))
 
 
 def decode_pcaps(paths, ports=None, template_ttl_s: int | None = None, decoder=None):
@@ -97,6 +90,17 @@ def decode_json_lines(paths):
     return table, status
 
 
+def _protector(quarantine_file: str):
+    """The operator key (FLOWAUDIT_CONFIG / FLOWAUDIT_SECURITY_HMAC_KEY[_FILE], else a
+    ``.hmac-key`` beside the quarantine file) that seals the quarantined datagrams."""
+    from .config import hmac_key, load
+    from .protect import Protector
+
+    settings = load(None)
+    key, _src = hmac_key(settings, Path(quarantine_file).resolve().parent)
+    return Protector(key, raw=settings.sink.raw_values)
+
+
 def cmd_flows(args) -> int:
     import pyarrow.parquet as pq
 
@@ -116,7 +120,11 @@ def cmd_flows(args) -> int:
         summary.update(datagrams=len(dg), flows=table.num_rows, quarantined=int(len(bad)),
                        skipped_frames=dg.skipped, counters={k: v for k, v in dec.counters.items() if v})
         if args.quarantine:
-            pq.write_table(_quarantine_table(dg, bad, status, [Path(f).name for f in dg.files]), args.quarantine)
+            from .quarantine import write_private
+
+            q = _quarantine_table(_protector(args.quarantine), dg, bad, status, [Path(f).name for f in dg.files])
+            Path(args.quarantine).unlink(missing_ok=True)
+            write_private(args.quarantine, writer=lambda f: pq.write_table(q, f))
         if args.templates:
             summary["templates"] = dec.templates()
     if jsonl:
@@ -167,7 +175,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="output Parquet file (FLOWS schema)")
     p.add_argument("--port", type=int, action="append", metavar="N",
                    help="only UDP datagrams to this collector port (repeatable; default: every UDP datagram)")
-    p.add_argument("--quarantine", metavar="FILE", help="also write undecodable datagrams (reason, raw bytes) here")
+    p.add_argument("--quarantine", metavar="FILE",
+                   help="also write undecodable datagrams (reason, payload sealed under the operator key "
+                        "[env FLOWAUDIT_SECURITY_HMAC_KEY[_FILE], else FILE's folder/.hmac-key]) here; "
+                        "read them with flowaudit quarantine")
     p.add_argument("--template-ttl", type=int, metavar="S", default=None,
                    help=f"drop templates not refreshed for S seconds of exporter time, 0 = never "
                         f"(default 3600) [env {ENV_TTL}]")

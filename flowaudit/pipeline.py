@@ -22,7 +22,8 @@ import numpy as np
 import pyarrow as pa
 
 from . import catalog as _catalog
-from .datasets import HITS, MESSAGES, QUARANTINE, SCHEMA_VERSION
+from . import quarantine as _quarantine
+from .datasets import HITS, MESSAGES, SCHEMA_VERSION
 from .decode import (FMT_EDIFACT, FMT_JSON, FMT_UNKNOWN, FMT_X12, FMT_XML, FORMAT_CODES, FORMAT_NAMES,
                      REASON_CODES, REASONS)
 from .kernels.dedupe import unique_slices
@@ -241,8 +242,7 @@ class Classifier:
 
     def _messages_table(self, batch, idx, fmt, msg_type, type_names, lens, n_segments, n_hits) -> pa.Table:
         m = idx.size
-        cols = self._provenance(batch, idx) + [
-            pa.array([batch.keys[i] for i in idx], pa.binary()),
+        cols = self._provenance(batch, idx) + self.protector.key_columns([batch.keys[i] for i in idx]) + [
             _dict_array(fmt[idx], _FORMAT_LIST),
             _dict_array(msg_type[idx], type_names),
             pa.array(lens[idx].astype(np.int32), pa.int32()),
@@ -254,18 +254,12 @@ class Classifier:
         return pa.Table.from_arrays(cols, schema=MESSAGES)
 
     def _quarantine_table(self, batch, idx, fmt, status, lens) -> pa.Table:
-        m = idx.size
         buf, off = batch.buf, batch.offsets
-        raw = [None if batch.null[i] else buf[off[i]:off[i + 1]].tobytes() for i in idx]
-        cols = self._provenance(batch, idx) + [
-            pa.array([batch.keys[i] for i in idx], pa.binary()),
+        values = [None if batch.null[i] else buf[off[i]:off[i + 1]].tobytes() for i in idx]
+        return _quarantine.table(
+            self.protector, self._provenance(batch, idx), [batch.keys[i] for i in idx], values,
             _dict_array(np.where(batch.declared[idx] == FMT_AUTO, fmt[idx], batch.declared[idx]), _FORMAT_LIST),
-            _dict_array(status[idx].astype(np.int32), _REASON_LIST),
-            pa.array(lens[idx].astype(np.int32), pa.int32()),
-            pa.array(raw, pa.binary()),
-            _const_dict(SCHEMA_VERSION, m),
-        ]
-        return pa.Table.from_arrays(cols, schema=QUARANTINE)
+            _dict_array(status[idx].astype(np.int32), _REASON_LIST), lens[idx])
 
     def _hits_table(self, batch, parts, status, fmt, msg_type, type_names):
         if not parts:
@@ -311,10 +305,22 @@ class Classifier:
                          else "X12_GS" if where.startswith("GS") else "JSON_PATH" if where.startswith("$")
                          else "XML_ELEMENT")
                 self._recipients.append((int(h_idx[k]), distinct[uid[k]].decode("latin-1"), where))
-        masked_u, keyed_u = self.protector.protect_many(distinct)
+        # the mask depends on the data class: one entry per distinct (value, class), which is one
+        # per distinct value unless the same bytes were found as two classes
+        cls_of = np.zeros(len(distinct), np.int64)
+        cls_of[uid] = cls_a
+        if np.array_equal(cls_of[uid], cls_a):
+            pid, p_val, p_cls = uid, distinct, cls_of
+        else:
+            _pairs, first_pair, pid = np.unique(uid.astype(np.int64) * len(self._class_names) + cls_a,
+                                               return_index=True, return_inverse=True)
+            p_val = [distinct[u] for u in uid[first_pair].tolist()]
+            p_cls = cls_a[first_pair]
+        masked_u, keyed_u = self.protector.protect_many(p_val, [self._class_names[c] for c in p_cls.tolist()])
+        pids = pa.array(np.asarray(pid).astype(np.int32), pa.int32())
+        masked = pa.DictionaryArray.from_arrays(pids, pa.array(masked_u, pa.string()))
+        keyed = pa.DictionaryArray.from_arrays(pids, pa.array(keyed_u, pa.binary(32)))
         ids = pa.array(uid.astype(np.int32), pa.int32())
-        masked = pa.DictionaryArray.from_arrays(ids, pa.array(masked_u, pa.string()))
-        keyed = pa.DictionaryArray.from_arrays(ids, pa.array(keyed_u, pa.binary(32)))
         if self.protector.raw:
             raw = pa.DictionaryArray.from_arrays(ids, pa.array([v.decode("utf-8", errors="replace") for v in distinct],
                                                                pa.string()))

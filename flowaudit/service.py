@@ -194,7 +194,8 @@ class StreamService:
                                         for i in range(len(self.topic_names))], np.uint8)
         self.flowpath = FlowPath(self.egress, write_flows=settings.egress.write_flows,
                                  template_ttl_s=settings.netflow.template_ttl_s,
-                                 silent_window_s=settings.egress.silent_window_s)
+                                 silent_window_s=settings.egress.silent_window_s,
+                                 protector=self.classifier.protector)
         self._nf_seen: dict[str, int] = {}
         self.slots: dict[tuple[str, int], _Slot] = {}
         self.writers: dict[tuple[str, int], PartitionWriter] = {}

@@ -50,6 +50,59 @@ def test_hmac_key_created_once_and_private(tmp_path):
     assert hmac_key(s, tmp_path)[0] == b"operator-key-0123456789"
 
 
+@pytest.mark.parametrize("env,where", [
+    ({"FLOWAUDIT_SECURITY_HMAC_KEY": "short-key"}, "security.hmac_key"),
+    ({"FLOWAUDIT_SECURITY_HMAC_KEY_FILE": "{kf}"}, "security.hmac_key_file"),
+])
+def test_operator_keys_need_16_bytes_wherever_they_come_from(tmp_path, env, where):
+    kf = tmp_path / "key"
+    kf.write_bytes(b"short-key\n")
+    s = load(None, env={k: v.format(kf=kf) for k, v in env.items()})
+    with pytest.raises(ConfigError) as exc:
+        hmac_key(s, tmp_path)
+    assert str(exc.value) == f"{where}: the key must be at least 16 bytes (got 9)"
+    # the auto-created key file is held to the same rule when read back
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / ".hmac-key").write_bytes(b"truncated")
+    with pytest.raises(ConfigError, match="at least 16 bytes"):
+        hmac_key(load(None, env={}), tmp_path / "root")
+    assert hmac_key(load(None, env={"FLOWAUDIT_SECURITY_HMAC_KEY": "0123456789abcdef"}), tmp_path)[0] == \
+        b"0123456789abcdef"
+
+
+def test_readers_never_create_a_key(tmp_path):
+    with pytest.raises(ConfigError, match="no operator key"):
+        hmac_key(load(None, env={}), tmp_path, create=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+_FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+from flowaudit.config import ConfigError, hmac_key, load
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)          # a failed write returns EFBIG instead of killing
+resource.setrlimit(resource.RLIMIT_FSIZE, (16, 16))     # no file may grow past 16 bytes: the key needs 64
+try:
+    hmac_key(load(None, env={}), Path(sys.argv[1]))
+except ConfigError as exc:
+    print(exc)
+    sys.exit(2)
+"""
+
+
+def test_a_failed_key_write_leaves_no_temp_file(tmp_path):
+    root = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-c", _FULL_DISK, str(root)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert r.stdout.strip() == f"cannot create the HMAC key file {root / '.hmac-key'}: File too large"
+    assert r.stderr == ""
+    assert list(root.iterdir()) == []          # neither a temp file nor a partial key
+    assert root.stat().st_mode & 0o027 == 0     # 0750: no group write, nothing for others
+    # with room to write, the next start creates the key
+    key, _ = hmac_key(load(None, env={}), root)
+    assert len(key) == 64 and [p.name for p in root.iterdir()] == [".hmac-key"]
+
+
 def test_cli_reports_config_errors_without_traceback(tmp_path):
     f = tmp_path / "fa.toml"
     f.write_text('[sink]\nrotate_record = 5\n')

@@ -11,7 +11,8 @@ import pytest
 from flowaudit import synth
 from flowaudit.decode import FMT_EDIFACT, FMT_JSON, FMT_X12, FMT_XML
 from flowaudit.pipeline import FMT_AUTO, Batch, Classifier
-from flowaudit.protect import Protector, mask
+from flowaudit.protect import Protector
+from flowaudit.quarantine import open_row
 
 KEY = b"pipeline-test-key-0123456789"
 FMT = {"edifact": FMT_EDIFACT, "x12": FMT_X12, "xml": FMT_XML, "json": FMT_JSON}
@@ -20,13 +21,6 @@ FMT = {"edifact": FMT_EDIFACT, "x12": FMT_X12, "xml": FMT_XML, "json": FMT_JSON}
 @pytest.fixture(scope="module")
 def clf():
     return Classifier(Protector(KEY))
-
-
-def test_mask():
-    assert mask(b"SUDU1234569") == "SUDU****569"
-    assert mask(b"9118018") == "91****8"
-    assert mask(b"ABC") == "***"
-    assert "*" in mask("MÜLLER GMBH".encode())
 
 
 def test_every_message_lands_once_and_bad_ones_carry_a_reason(clf):
@@ -47,10 +41,13 @@ def test_every_message_lands_once_and_bad_ones_carry_a_reason(clf):
     assert reasons == {0: "empty_value", 1: "null_value", 2: "unterminated_interchange", 3: "malformed_json",
                        4: "malformed_xml", 5: "invalid_utf8", 6: "unknown_format", 7: "format_mismatch"}
     assert r.m_idx.tolist() == [8]
-    raw = r.quarantine.column("raw").to_pylist()
-    assert raw[1] is None and raw[5] == values[5]
+    # every payload is kept for re-processing, sealed: it opens with the operator key only
+    rows = r.quarantine.to_pylist()
+    assert {row["raw_encoding"] for row in rows} == {"aes-256-gcm/v1"}
+    assert [open_row(clf.protector, row)[1] for row in rows] == values[:8]
+    assert all(values[i] not in row["raw"] for i, row in enumerate(rows) if values[i])
     h = r.hits.to_pylist()
-    assert len(h) == 1 and h[0]["value_masked"] == "SUDU****569" and h[0]["check_digit_valid"] is True
+    assert len(h) == 1 and h[0]["value_masked"] == "SUDU******9" and h[0]["check_digit_valid"] is True
     assert h[0]["value_hmac"] == hmac.new(KEY, b"SUDU1234569", hashlib.sha256).digest()
     assert h[0]["value_raw"] is None
 
@@ -90,7 +87,7 @@ def test_too_large_is_rejected_before_parsing():
     big = b'{"equipmentReference": "SUDU1234569", "pad": "' + b"x" * 100 + b'"}'
     r = clf.run(Batch.from_values([big, b'{"a": 1}'], FMT_JSON))
     assert r.quarantine.column("reason").to_pylist() == ["too_large"]
-    assert r.quarantine.column("raw").to_pylist() == [big]
+    assert [open_row(clf.protector, row)[1] for row in r.quarantine.to_pylist()] == [big]
     assert r.hits.num_rows == 0 and r.m_idx.tolist() == [1]
 
 
@@ -165,5 +162,43 @@ def test_hits_carry_the_message_index_inside_the_interchange(clf):
     recipients = [g for g in got if g[1] == "edi_recipient_id"]
     assert {g[0] for g in recipients} == {0, 1} and {g[3] for g in recipients} == {0}
     assert {g for g in got if g[1] == "container_number"} == {
-        (0, "container_number", "SUDU****569", 1), (0, "container_number", "MSCU****565", 2),
-        (1, "container_number", "SUDU****569", 1), (1, "container_number", "MSCU****565", 2)}
+        (0, "container_number", "SUDU******9", 1), (0, "container_number", "MSCU******5", 2),
+        (1, "container_number", "SUDU******9", 1), (1, "container_number", "MSCU******5", 2)}
+
+
+def test_kafka_keys_are_masked_and_keyed_like_values(clf):
+    keys = [b"MSCU1234565", b"MSCU1234565", None, b"BL:MAEU123456789"]
+    values = [b'{"equipmentReference": "MSCU1234565"}', b'{"a": 1}', b'{"a": 2}', b'{"broken": ']
+    r = clf.run(Batch.from_values(values, FMT_JSON, keys=keys))
+    m = r.messages.to_pylist()
+    assert [x["key_masked"] for x in m] == ["MSC********", "MSC********", None]
+    assert m[0]["key_hmac"] == hmac.new(KEY, b"MSCU1234565", hashlib.sha256).digest() and m[2]["key_hmac"] is None
+    assert all(x["key_raw"] is None for x in m)
+    # the same HMAC as the hit of the same value: keys join with hits
+    assert m[0]["key_hmac"] == r.hits.to_pylist()[0]["value_hmac"]
+    # keys repeat: one dictionary entry per distinct key of the batch
+    assert r.messages.column("key_hmac").combine_chunks().dictionary.to_pylist() == [m[0]["key_hmac"]]
+    q = r.quarantine.to_pylist()
+    assert q[0]["key_masked"] == "BL:MA***********" and q[0]["key_raw"] is None
+    assert b"MAEU123456789" not in q[0]["raw"]
+    # the sealed record restores the original key with the value
+    assert open_row(clf.protector, q[0]) == (b"BL:MAEU123456789", b'{"broken": ')
+
+
+def test_one_value_as_two_classes_gets_each_class_mask_and_one_hmac(clf):
+    r = clf.run(Batch.from_values([b'{"billOfLadingNumber": "MAEU123456789", "vesselName": "MAEU123456789"}',
+                                   b'{"vesselName": "MSC OSCAR", "billOfLadingNumber": "MAEU123456789"}'], FMT_JSON))
+    got = [(h["data_class"], h["value_masked"]) for h in r.hits.to_pylist()]
+    assert got == [("bill_of_lading", "MAEU*********"), ("vessel_name", "M************"),
+                   ("vessel_name", "M** O****"), ("bill_of_lading", "MAEU*********")]
+    assert len({h["value_hmac"] for h in r.hits.to_pylist() if h["value_masked"] != "M** O****"}) == 1
+
+
+def test_raw_keys_and_plain_quarantine_only_on_opt_in():
+    clf = Classifier(Protector(KEY, raw=True))
+    r = clf.run(Batch.from_values([b'{"a": 1}', b"{nope", None], FMT_JSON, keys=[b"K1", b"K2", b"K3"]))
+    assert r.messages.column("key_raw").to_pylist() == [b"K1"]
+    q = r.quarantine.to_pylist()
+    assert [(x["raw_encoding"], x["key_raw"], x["raw"]) for x in q] == [("plain", b"K2", b"{nope"),
+                                                                         ("plain", b"K3", None)]
+    assert [open_row(clf.protector, x) for x in q] == [(b"K2", b"{nope"), (b"K3", None)]

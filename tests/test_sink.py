@@ -8,19 +8,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flowaudit.datasets import MESSAGES, QUARANTINE
+from flowaudit import quarantine
+from flowaudit.datasets import MESSAGES
+from flowaudit.protect import Protector
 from flowaudit.sinks.parquet import (PartitionWriter, SinkError, committed_files, file_name, hour_keys,
                                      parse_name, read_dataset)
 
 HOUR = 3_600_000
 T0 = 1_772_323_200_000  # 2026-03-01T00:00:00Z
+PROTECTOR = Protector(b"sink-test-key-0123456789")
 
 
 def _messages(offsets, ts):
     n = len(offsets)
     d = lambda v: pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([v]))  # noqa: E731
     cols = [d("t"), pa.array(np.zeros(n, np.int32)), pa.array(offsets, pa.int64()), pa.array(ts, pa.int64()),
-            pa.array([b"k"] * n, pa.binary()), d("edifact"), d("BAPLIE"), pa.array(np.ones(n, np.int32)),
+            *PROTECTOR.key_columns([b"k"] * n), d("edifact"), d("BAPLIE"), pa.array(np.ones(n, np.int32)),
             pa.array(np.ones(n, np.int32)), pa.array(np.zeros(n, np.int32)), d("0"), d("1")]
     return pa.Table.from_arrays(cols, schema=MESSAGES)
 
@@ -28,10 +31,8 @@ def _messages(offsets, ts):
 def _quarantine(offsets, ts):
     n = len(offsets)
     d = lambda v: pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([v]))  # noqa: E731
-    cols = [d("t"), pa.array(np.zeros(n, np.int32)), pa.array(offsets, pa.int64()), pa.array(ts, pa.int64()),
-            pa.array([None] * n, pa.binary()), d("json"), d("malformed_json"), pa.array(np.ones(n, np.int32)),
-            pa.array([b"{"] * n, pa.binary()), d("1")]
-    return pa.Table.from_arrays(cols, schema=QUARANTINE)
+    prov = [d("t"), pa.array(np.zeros(n, np.int32)), pa.array(offsets, pa.int64()), pa.array(ts, pa.int64())]
+    return quarantine.table(PROTECTOR, prov, [None] * n, [b"{"] * n, d("json"), d("malformed_json"))
 
 
 def _add(w, offsets, ts, bad=()):

@@ -18,9 +18,11 @@ import pytest
 
 from flowaudit import synth
 from flowaudit.broker import free_port
+from flowaudit.protect import Protector, mask
+from flowaudit.quarantine import open_row
 from flowaudit.sinks.parquet import read_dataset
 
-from .conftest import keyed, produce_labelled, run_stream, stream_cmd, stream_env
+from .conftest import HMAC_KEY, keyed, produce_labelled, run_stream, stream_cmd, stream_env
 
 pytestmark = pytest.mark.slow
 CLASSES = ("container_number", "imo_number")
@@ -59,9 +61,18 @@ def assert_exactly_once(root: Path, placed: dict) -> None:
     q = {(r["source"], r["partition"], r["offset"]): r for r in quar.to_pylist()}
     bad = {k: m for k, m in placed.items() if m.expect_quarantine}
     assert set(q) == set(bad)
+    protector = Protector(HMAC_KEY.encode())
     for k, m in bad.items():
         assert q[k]["reason"] == m.expect_quarantine
-        assert q[k]["raw"] == m.value  # raw bytes kept for the investigator
+        # the record is kept for the investigator, sealed: it opens with the operator key only
+        assert q[k]["raw_encoding"] == "aes-256-gcm/v1" and q[k]["key_raw"] is None
+        assert open_row(protector, q[k]) == (m.key, m.value)
+        assert m.value not in q[k]["raw"] or len(m.value) < 4
+    # Kafka keys are masked and keyed like values, never raw by default
+    for row in msgs.to_pylist():
+        m = placed[(row["source"], row["partition"], row["offset"])]
+        assert row["key_hmac"] == protector.hmac(m.key) and row["key_masked"] == mask(m.key)
+        assert row["key_raw"] is None
 
 
 def assert_no_partial_files(root: Path) -> None:
