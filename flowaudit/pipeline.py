@@ -179,7 +179,9 @@ class Classifier:
         mismatch = live & ~auto & (detected != FMT_UNKNOWN) & (detected != batch.declared)
         status[mismatch] = REASON_CODES["format_mismatch"]
 
-        text = np.flatnonzero((status == 0) & ((fmt == FMT_JSON) | (fmt == FMT_XML)))
+        # JSON must be UTF-8 (RFC 8259); XML is checked by its decoder, which honours a declared
+        # single-byte encoding (ISO-8859-1, windows-1252 ...) and requires UTF-8 otherwise
+        text = np.flatnonzero((status == 0) & (fmt == FMT_JSON))
         if text.size:
             t0 = time.perf_counter()
             ok = self._detect.utf8_ok(batch.buf, batch.offsets, text.astype(np.int64))
