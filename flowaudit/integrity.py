@@ -34,9 +34,9 @@ class Seen:
     """A bounded set of uint64 keys with their first origin (see kernels/digest.py ``seen_update``)."""
 
     def __init__(self, entries: int = DEFAULT_ENTRIES):
-        if entries < 2:
-            raise ValueError("entries must be at least 2")
-        limit = entries // 2
+        if entries < 1:
+            raise ValueError("entries must be positive")
+        limit = max(entries // 2, 1)
         slots = 1 << int(2 * limit + 1 - 1).bit_length()     # power of two > 2 * limit
         self._t = [np.zeros(slots, np.uint64) for _ in range(4)]   # current keys/origins, previous keys/origins
         self._state = np.array([0, limit], np.int64)
