@@ -10,9 +10,13 @@ checks the interchange is terminated.
 
 Charset (UNB S001, first segment): UNOA..UNOK and UNOX are read as 8-bit text (a value that is
 not valid UTF-8 is Latin-1 and transcoded: UNOC); UNOW / UNOY must be valid UTF-8 (else
-``invalid_utf8``); any other syntax identifier (UNOZ ...) is ``bad_charset``.  Envelope count /
-reference mismatches (UNT 0074 / 0062, UNZ) are flag-level findings in reliability.md and
-FormatResult has no flag column: they are not reported (nor rejected).
+``invalid_utf8``); any other syntax identifier (UNOZ ...) is ``bad_charset``.
+
+Envelope integrity (both formats, in :func:`classify_batch`; the rules are above
+:func:`env_role`): an incomplete envelope (no UNZ / IEA, a headless fragment, the tail of a split
+interchange, data after the last trailer) refuses the message; count / reference mismatches
+(UNT 0074 / 0062, UNE, UNZ; SE, GE, IEA), nesting faults and bare messages only set flags
+(``mout[:, M_FLAGS]``).  The token table kernels (:func:`tokenize`) check syntax only.
 
 Message layout (EDIFACT, ISO 9735):
 

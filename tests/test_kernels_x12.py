@@ -149,6 +149,25 @@ def test_limits_match_reference(items, max_seg, max_tok):
     check_x12(items, max_seg=max_seg, max_tok=max_tok)
 
 
+ISA_VALUES = ["00", "ZZ", "SENDER", "RECV", "220101", "1200", "U", "00401", "000000001", "0", "P", "", " ", "AB ",
+              "0000000000", "SENDER         ", "X" * 16]
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.sampled_from(["wide", "trim", "pad", "any"]), st.sampled_from(ISA_VALUES),
+                          st.integers(0, 16)), min_size=15, max_size=15))
+def test_isa_shapes_match_reference(spec):
+    """Random ISA element widths (standard, trimmed, partly padded, arbitrary) through the
+    envelope reader and the classifier, against the reference (fixed width or compressed)."""
+    els = []
+    for (how, v, n), w in zip(spec, ISA_WIDTHS):
+        v = v.strip() or " "
+        els.append(v.ljust(w)[:w] if how == "wide" else v[:w] if how == "trim" else
+                   v.strip().ljust(min(n, w))[:w] if how == "pad" else v)
+    msg = ("ISA*" + "*".join(els) + "*>~GS*SO*A*B*1*1*7*X*004010~ST*315*1~SE*2*1~GE*1*7~IEA*1*" + els[12] + "~")
+    check_x12([msg.encode()])
+
+
 @SETTINGS
 @given(st.binary(max_size=200))
 def test_random_bytes_never_crash(raw):
