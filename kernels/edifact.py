@@ -123,7 +123,6 @@ SP_ISA, SP_IEA, SP_GS, SP_GE, SP_SE = 8, 9, 10, 11, 12
 F_MSG_COUNT, F_MSG_REF, F_GRP_COUNT, F_GRP_REF, F_ICH_COUNT, F_ICH_REF = 1, 2, 4, 8, 16, 32
 F_NESTING = 64          # a header / trailer out of place inside a complete interchange
 F_NO_INTERCHANGE = 128  # bare message(s) or group(s): no UNB / ISA in the value
-N_ENV_FLAGS = 8
 TAG_BASE = 37
 TAGTAB_SIZE = TAG_BASE * TAG_BASE * TAG_BASE
 

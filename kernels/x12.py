@@ -7,8 +7,8 @@ at its standard width, 106 bytes with the terminator: separators at bytes 3 ... 
 104, terminator at 105), or fully compressed, as some senders write it (Hamburg Sud: no element
 space-padded, a blank element is one space, ISA02/04/06/08 1 .. their width, every other
 element at its exact width).  Anything in between (a fixed-width ISA with bytes missing or
-added, a padded field next to a trimmed one) is ``bad_service_string``.  A newline (CR or LF) as terminator (OopFactory files: ISA16 followed by CRLF) makes
-every CR / LF end a segment.  A terminator followed by CR/LF and indentation is accepted.
+added, a padded field next to a trimmed one) is ``bad_service_string``.  A newline (CR or LF)
+as terminator (OopFactory files: ISA16 followed by CRLF) makes every CR / LF end a segment.  A terminator followed by CR/LF and indentation is accepted.
 A message that starts with ``ST`` (no ISA/GS envelope) uses the defaults ``*`` ``~`` ``>``.
 
 Rejected (whole message, no hits): ISA with fewer than 16 elements in its first 512 bytes, a
@@ -38,7 +38,7 @@ ISA_WIDTHS = np.array([2, 10, 2, 10, 2, 15, 2, 15, 6, 4, 1, 5, 9, 1, 1, 1], np.i
 
 
 @kernel
-def x12_setup(buf, s, e, max_seg):
+def x12_setup(buf, s, e):
     """Envelope of one X12 message ``buf[s:e]``.
 
     Returns ``(status, pos, end, comp, elem, term, nlterm)``.
@@ -133,11 +133,11 @@ def tokenize(buf, offsets, sel, max_seg, max_tok):
 
     Same outputs as :func:`kernels.edifact.tokenize`.
     """
-    return tokenize_envelopes(buf, x12_envelopes(buf, offsets, sel, max_seg), sel, max_seg, max_tok)
+    return tokenize_envelopes(buf, x12_envelopes(buf, offsets, sel), sel, max_seg, max_tok)
 
 
 @kernel
-def x12_envelopes(buf, offsets, sel, max_seg):
+def x12_envelopes(buf, offsets, sel):
     """Envelope table (``edifact.E_*`` columns) of the selected X12 messages (no release char)."""
     m = sel.shape[0]
     env = np.zeros((m, 8), np.int64)
@@ -149,7 +149,7 @@ def x12_envelopes(buf, offsets, sel, max_seg):
             continue
         s = max(offsets[i], 0)
         e = min(offsets[i + 1], buf.shape[0])
-        st, p, q, comp, elem, term, nl = x12_setup(buf, s, e, max_seg)
+        st, p, q, comp, elem, term, nl = x12_setup(buf, s, e)
         env[j, E_ST] = st
         env[j, E_POS] = p
         env[j, E_END] = q

@@ -118,16 +118,16 @@ def _transcode(buf, offsets, sel):
         if codec is None:
             continue                     # the scanner refuses it (bad_charset)
         s, e = int(offsets[sel[j]]), int(offsets[sel[j] + 1])
+        d = int(decl[j, 0]) - s          # the declaration's length
+        if (buf[s:s + d] >= 0x80).any():
+            continue                     # not ASCII (a BOM, or bytes the scanner refuses itself)
         try:
-            if decl[j, 3] == 1:
-                raise UnicodeDecodeError(codec, b"", 0, 1, "UTF-8 BOM before a non-UTF-8 declaration")
             text = bytes(buf[s:e]).decode(codec).encode("utf-8")
         except UnicodeDecodeError:
-            bad.append(j)
+            bad.append(j)                # a byte the declared encoding does not define
             todo[j] = b""
             continue
-        d = int(decl[j, 0]) - s          # the declaration is ASCII: the same bytes in the copy
-        todo[j] = b" " * d + text[d:]
+        todo[j] = b" " * d + text[d:]    # the ASCII declaration, blanked: the same length
     if not todo:
         return None
     parts, back = [], []
