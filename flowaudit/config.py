@@ -41,6 +41,7 @@ class KafkaSettings:
     poll_max_messages: int = 5000
     poll_timeout_s: float = 0.5
     max_message_bytes: int = 8 * 1024 * 1024
+    dedupe_entries: int = 1_000_000    # payloads / interchange refs remembered for the duplicate flags
     # batches in flight between the consuming thread and the worker thread (0 = no worker thread)
     pipeline_depth: int = 2
     # extra librdkafka properties passed through verbatim (security.protocol, sasl.*, ...)
@@ -116,7 +117,7 @@ class Settings:
                 raise ConfigError(f"kafka.topics.{topic}: format {fmt!r} is not one of {', '.join(FORMATS)}")
         if k.auto_offset_reset not in ("earliest", "latest"):
             raise ConfigError("kafka.auto_offset_reset must be 'earliest' or 'latest'")
-        for name in ("poll_max_messages", "max_message_bytes", "session_timeout_ms"):
+        for name in ("poll_max_messages", "max_message_bytes", "session_timeout_ms", "dedupe_entries"):
             if getattr(k, name) <= 0:
                 raise ConfigError(f"kafka.{name} must be positive")
         if not 0 <= k.pipeline_depth <= 64:

@@ -35,6 +35,7 @@ MESSAGES = pa.schema(_PROVENANCE + _KEY + [
     pa.field("bytes", pa.int32(), nullable=False),
     pa.field("n_segments", pa.int32(), nullable=False),
     pa.field("n_hits", pa.int32(), nullable=False),
+    pa.field("flags", pa.list_(pa.string()), nullable=False),  # integrity flags, flowaudit.decode.FLAGS ([] clean)
     pa.field("catalog_version", _dict, nullable=False),
     pa.field("schema_version", _dict, nullable=False),
 ], metadata={"flowaudit.dataset": "messages", "flowaudit.schema_version": SCHEMA_VERSION})

@@ -255,6 +255,7 @@ class FlowPath:
             pa.array(lens[ok], pa.int32()),
             pa.array(per_msg[ok].astype(np.int32), pa.int32()),      # flows decoded from the message
             pa.array(n_transfers[ok], pa.int32()),                     # transfers it produced
+            pa.array([[]] * m, pa.list_(pa.string())),                 # flags: none for telemetry
             _const_dict("-", m),
             _const_dict(SCHEMA_VERSION, m),
         ], schema=MESSAGES)

@@ -4,7 +4,8 @@ A :class:`Batch` is N message values laid end to end in one uint8 buffer with in
 (the Arrow binary layout) plus provenance arrays.  :meth:`Classifier.run` runs the numba kernels
 over the whole batch, one call per format, and returns Arrow tables for the three datasets:
 
-* ``messages``: one row per decoded message (possibly with zero hits),
+* ``messages``: one row per decoded message (possibly with zero hits), with its integrity
+  ``flags`` (flowaudit.decode.FLAGS; duplicates: flowaudit/integrity.py, per process),
 * ``hits``: one row per sensitive value found (masked + HMAC, raw only on opt-in),
 * ``quarantine``: one row per message that could not be decoded, with its raw bytes and a reason.
 
@@ -15,6 +16,7 @@ byte happens in the kernels.
 from __future__ import annotations
 
 import importlib
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -24,9 +26,11 @@ import pyarrow as pa
 from . import catalog as _catalog
 from . import quarantine as _quarantine
 from .datasets import HITS, MESSAGES, SCHEMA_VERSION
-from .decode import (FMT_EDIFACT, FMT_JSON, FMT_UNKNOWN, FMT_X12, FMT_XML, FORMAT_CODES, FORMAT_NAMES,
+from .decode import (FLAG_BITS, FMT_EDIFACT, FMT_JSON, FMT_UNKNOWN, FMT_X12, FMT_XML, FORMAT_CODES, FORMAT_NAMES,
                      REASON_CODES, REASONS)
+from .integrity import DEFAULT_ENTRIES, Seen, flags_array, origins
 from .kernels.dedupe import unique_slices
+from .kernels.digest import payload_hash
 from .protect import Protector
 
 FMT_AUTO = 255
@@ -118,8 +122,14 @@ def _const_dict(value: str, n: int) -> pa.DictionaryArray:
 class Classifier:
     """Runs the kernels over a batch and builds the output tables."""
 
-    def __init__(self, protector: Protector, max_message_bytes: int = 8 * 1024 * 1024, egress=None):
+    def __init__(self, protector: Protector, max_message_bytes: int = 8 * 1024 * 1024, egress=None,
+                 dedupe_entries: int = DEFAULT_ENTRIES):
+        """``dedupe_entries``: distinct payloads / interchange references remembered for the
+        duplicate flags (each: the last entries/2 .. entries; per process, see flowaudit/integrity.py)."""
         self.protector = protector
+        self._seen_payload = Seen(dedupe_entries)
+        self._seen_interchange = Seen(dedupe_entries)
+        self._seen_lock = threading.Lock()
         self.egress = egress  # flowaudit.egress.EgressDetector: message-side indicators (optional)
         self._recipients: list = []
         self.max_message_bytes = max_message_bytes
@@ -170,7 +180,9 @@ class Classifier:
         mismatch = live & ~auto & (detected != FMT_UNKNOWN) & (detected != batch.declared)
         status[mismatch] = REASON_CODES["format_mismatch"]
 
-        text = np.flatnonzero((status == 0) & ((fmt == FMT_JSON) | (fmt == FMT_XML)))
+        # JSON must be UTF-8 (RFC 8259); XML is checked by its decoder, which honours a declared
+        # single-byte encoding (ISO-8859-1, windows-1252 ...) and requires UTF-8 otherwise
+        text = np.flatnonzero((status == 0) & (fmt == FMT_JSON))
         if text.size:
             t0 = time.perf_counter()
             ok = self._detect.utf8_ok(batch.buf, batch.offsets, text.astype(np.int64))
@@ -180,6 +192,8 @@ class Classifier:
         msg_type = np.zeros(n, np.int32)
         type_names = [""]
         n_segments = np.zeros(n, np.int32)
+        flags = np.zeros(n, np.uint32)
+        ikey = np.zeros(n, np.uint64)
         hit_parts = []
         for f, dec in self._decoders.items():
             sel = np.flatnonzero((status == 0) & (fmt == f)).astype(np.int64)
@@ -190,6 +204,10 @@ class Classifier:
             ks[FORMAT_NAMES[f]] = time.perf_counter() - t0
             status[sel] = r.status
             n_segments[sel] = r.n_segments
+            if r.flags is not None:
+                flags[sel] = r.flags
+            if r.ikey is not None:
+                ikey[sel] = r.ikey
             base = len(type_names)
             uniq = sorted(set(r.msg_type))
             lookup = {t: base + i for i, t in enumerate(uniq)}
@@ -200,10 +218,20 @@ class Classifier:
 
         ok_idx = np.flatnonzero(status == 0)
         q_idx = np.flatnonzero(status != 0)
+        if ok_idx.size:
+            t0 = time.perf_counter()
+            org = origins(batch.sources, batch.source_idx[ok_idx], batch.partition[ok_idx], batch.offset[ok_idx])
+            digest = payload_hash(batch.buf, batch.offsets, ok_idx.astype(np.int64))
+            with self._seen_lock:
+                dup_payload = self._seen_payload.update(digest, org)
+                dup_ref = self._seen_interchange.update(ikey[ok_idx], org)
+            flags[ok_idx[dup_payload]] |= np.uint32(FLAG_BITS["duplicate_payload"])
+            flags[ok_idx[dup_ref]] |= np.uint32(FLAG_BITS["duplicate_interchange_ref"])
+            ks["integrity"] = time.perf_counter() - t0
         self._recipients = []
         hits, h_idx, hit_counts = self._hits_table(batch, hit_parts, status, fmt, msg_type, type_names)
         n_hits = np.bincount(h_idx, minlength=n).astype(np.int32) if h_idx.size else np.zeros(n, np.int32)
-        messages = self._messages_table(batch, ok_idx, fmt, msg_type, type_names, lens, n_segments, n_hits)
+        messages = self._messages_table(batch, ok_idx, fmt, msg_type, type_names, lens, n_segments, n_hits, flags)
         quarantine = self._quarantine_table(batch, q_idx, fmt, status, lens)
         q_counts: dict = {}
         if q_idx.size:
@@ -240,7 +268,7 @@ class Classifier:
             pa.array(ts, pa.int64(), mask=ts < 0),
         ]
 
-    def _messages_table(self, batch, idx, fmt, msg_type, type_names, lens, n_segments, n_hits) -> pa.Table:
+    def _messages_table(self, batch, idx, fmt, msg_type, type_names, lens, n_segments, n_hits, flags) -> pa.Table:
         m = idx.size
         cols = self._provenance(batch, idx) + self.protector.key_columns([batch.keys[i] for i in idx]) + [
             _dict_array(fmt[idx], _FORMAT_LIST),
@@ -248,6 +276,7 @@ class Classifier:
             pa.array(lens[idx].astype(np.int32), pa.int32()),
             pa.array(n_segments[idx], pa.int32()),
             pa.array(n_hits[idx], pa.int32()),
+            flags_array(flags[idx]),
             _const_dict(self.catalog.version, m),
             _const_dict(SCHEMA_VERSION, m),
         ]

@@ -156,7 +156,7 @@ def cmd_scan(args) -> int:
         key, _src = hmac_key(settings, Path(args.out).resolve().parent if args.out else Path("."))
     else:  # nothing is stored: an ephemeral key keeps hashes joinable within this run only
         key = os.urandom(32)
-    clf = Classifier(Protector(key, raw=settings.sink.raw_values))
+    clf = Classifier(Protector(key, raw=settings.sink.raw_values), dedupe_entries=settings.kafka.dedupe_entries)
     try:
         run(args.paths, clf, out=args.out)
     except FileNotFoundError as exc:

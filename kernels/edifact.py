@@ -10,9 +10,13 @@ checks the interchange is terminated.
 
 Charset (UNB S001, first segment): UNOA..UNOK and UNOX are read as 8-bit text (a value that is
 not valid UTF-8 is Latin-1 and transcoded: UNOC); UNOW / UNOY must be valid UTF-8 (else
-``invalid_utf8``); any other syntax identifier (UNOZ ...) is ``bad_charset``.  Envelope count /
-reference mismatches (UNT 0074 / 0062, UNZ) are flag-level findings in reliability.md and
-FormatResult has no flag column: they are not reported (nor rejected).
+``invalid_utf8``); any other syntax identifier (UNOZ ...) is ``bad_charset``.
+
+Envelope integrity (both formats, in :func:`classify_batch`; the rules are above
+:func:`env_role`): an incomplete envelope (no UNZ / IEA, a headless fragment, the tail of a split
+interchange, data after the last trailer) refuses the message; count / reference mismatches
+(UNT 0074 / 0062, UNE, UNZ; SE, GE, IEA), nesting faults and bare messages only set flags
+(``mout[:, M_FLAGS]``).  The token table kernels (:func:`tokenize`) check syntax only.
 
 Message layout (EDIFACT, ISO 9735):
 
@@ -57,6 +61,7 @@ ST_RELEASE_AT_END = 8
 ST_SEGMENT_TOO_LONG = 14
 ST_TOO_MANY_COMPONENTS = 15
 ST_BAD_ENVELOPE = 17
+ST_HEADLESS = 18
 
 # default limits (the shells pass these; tests may pass smaller ones)
 MAX_SEGMENT_BYTES = 65536
@@ -107,8 +112,17 @@ FT_CONTAINER, FT_IMO, FT_LEI, FT_USCI, FT_EMAIL = 1, 2, 4, 8, 16
 MODE_SHAPE = 0   # emit when the value has the shape (valid 1 / 0 from the check)
 MODE_CHECK = 1   # emit only when the check holds (weak / guessed positions)
 
-# special segments (tag table column 2)
+# special segments (tag table column 2): message type / charset logic and the envelope
 SP_NONE, SP_UNB, SP_UNH, SP_ST = 0, 1, 2, 3
+SP_UNZ, SP_UNG, SP_UNE, SP_UNT = 4, 5, 6, 7
+SP_ISA, SP_IEA, SP_GS, SP_GE, SP_SE = 8, 9, 10, 11, 12
+
+# envelope integrity flags (``mout[j, M_FLAGS]``; flowaudit/decode/edifact.py names them per
+# format, see flowaudit.decode.FLAGS).  Level 0 interchange (UNB/UNZ, ISA/IEA), 1 group
+# (UNG/UNE, GS/GE), 2 message (UNH/UNT, ST/SE); per level a count and a reference bit.
+F_MSG_COUNT, F_MSG_REF, F_GRP_COUNT, F_GRP_REF, F_ICH_COUNT, F_ICH_REF = 1, 2, 4, 8, 16, 32
+F_NESTING = 64          # a header / trailer out of place inside a complete interchange
+F_NO_INTERCHANGE = 128  # bare message(s) or group(s): no UNB / ISA in the value
 TAG_BASE = 37
 TAGTAB_SIZE = TAG_BASE * TAG_BASE * TAG_BASE
 
@@ -123,8 +137,10 @@ H_MSG, H_CLASS, H_LOC, H_VALID, H_CONF, H_START, H_END, H_VEND = 0, 1, 2, 3, 4, 
 H_SUB = 8          # message ordinal in the interchange (UNH / ST count, 1-based; 0 = envelope)
 H_NCOLS = 9
 MAX_SUBMSG = 4096  # UNH / ST positions remembered per interchange (later ones count as the last)
-# per-message output columns
-M_STATUS, M_NSEG, M_TS, M_TE = 0, 1, 2, 3
+# per-message output columns: status, segments, message type range, envelope flags (F_*),
+# interchange key (hash of sender and control reference of the first UNB / ISA; 0 = none)
+M_STATUS, M_NSEG, M_TS, M_TE, M_FLAGS, M_IKEY = 0, 1, 2, 3, 4, 5
+M_NCOLS = 6
 # envelope table columns (edifact_envelopes / x12_envelopes)
 E_ST, E_POS, E_END, E_COMP, E_ELEM, E_TERM, E_REL, E_NL = 0, 1, 2, 3, 4, 5, 6, 7
 
@@ -771,6 +787,131 @@ def charset_status(buf, rel, p, q, t_s, t_e, efirst, nel):
     return ST_BAD_CHARSET
 
 
+# ---------------------------------------------------------------- envelope integrity
+# The value must be a sequence of one or more complete envelopes of the level its first segment
+# opens: interchanges (UNB..UNZ / ISA..IEA) or, without an interchange header, bare groups
+# (UNG..UNE / GS..GE) or messages (UNH..UNT / ST..SE).  Refused (status, no hits):
+#   * headless_fragment: the first segment is no header, or a trailer of a level the value does
+#     not open (UNZ after bare messages): the tail of a split interchange;
+#   * unterminated_interchange: the value ends inside its top-level envelope (no UNZ / IEA, the
+#     head of a split interchange), or a new top-level header starts before the trailer;
+#   * bad_envelope: anything but a top-level header after a top-level trailer (trailing garbage),
+#     or a header of a level above the top (a UNB after bare messages).
+# Flagged, not refused (the data is all there): count / reference mismatches of each trailer
+# (UNT 0074 / 0062, UNE 0060 / 0048, UNZ 0036 / 0020; SE01 / SE02, GE01 / GE02, IEA01 / IEA02),
+# envelope nesting faults inside (a message not closed before the next one, a trailer without
+# its header, ST outside GS), and bare messages (no interchange header).
+
+
+@kernel(inline="always")
+def env_role(sp):
+    """Envelope role of a special segment: ``(level, kind, header reference element)``;
+    kind 1 header, 2 trailer, 0 none."""
+    if sp == SP_UNB:
+        return 0, 1, 5
+    if sp == SP_ISA:
+        return 0, 1, 13
+    if sp == SP_UNZ or sp == SP_IEA:
+        return 0, 2, 2
+    if sp == SP_UNG:
+        return 1, 1, 5
+    if sp == SP_GS:
+        return 1, 1, 6
+    if sp == SP_UNE or sp == SP_GE:
+        return 1, 2, 2
+    if sp == SP_UNH:
+        return 2, 1, 1
+    if sp == SP_ST:
+        return 2, 1, 2
+    if sp == SP_UNT or sp == SP_SE:
+        return 2, 2, 2
+    return -1, 0, 0
+
+
+@kernel(inline="always")
+def parse_count(buf, s, e):
+    """The decimal number ``buf[s:e]`` (digits only, at most 18), or -1."""
+    if e <= s or e - s > 18:
+        return np.int64(-1)
+    v = np.int64(0)
+    for i in range(s, e):
+        c = buf[i]
+        if c < 48 or c > 57:
+            return np.int64(-1)
+        v = v * 10 + (c - 48)
+    return v
+
+
+@kernel(inline="always")
+def same_value(buf, a, b, c, d, rel):
+    """Are ``buf[a:b]`` and ``buf[c:d]`` equal once release characters are removed?"""
+    i = a
+    k = c
+    while i < b and k < d:
+        x = buf[i]
+        if x == rel and i + 1 < b:
+            i += 1
+            x = buf[i]
+        y = buf[k]
+        if y == rel and k + 1 < d:
+            k += 1
+            y = buf[k]
+        if x != y:
+            return False
+        i += 1
+        k += 1
+    return i >= b and k >= d
+
+
+FNV64_OFF = np.uint64(14695981039346656037)
+FNV64_PRIME = np.uint64(1099511628211)
+
+
+@kernel(inline="always")
+def fnv_value(h, buf, s, e, rel, trim):
+    """FNV-1a of ``buf[s:e]`` (release characters removed; trailing blanks dropped when
+    ``trim``), continuing from ``h``, then a 0 byte as field separator."""
+    if trim:
+        while e > s and buf[e - 1] == 32:
+            e -= 1
+    i = s
+    while i < e:
+        c = buf[i]
+        if c == rel and i + 1 < e:
+            i += 1
+            c = buf[i]
+        h = (h ^ np.uint64(c)) * FNV64_PRIME
+        i += 1
+    return h * FNV64_PRIME
+
+
+@kernel
+def interchange_key(buf, sp, rel, t_s, t_e, efirst, nel):
+    """Hash of (format, sender, sender qualifier, control reference) of an UNB / ISA segment
+    (UNB S002 0004 : 0007 and 0020; ISA06, ISA05 and ISA13); 0 when the reference is empty."""
+    if sp == SP_UNB:
+        ks = tok_at(efirst, nel, 2, 1)
+        kq = tok_at(efirst, nel, 2, 2)
+        kr = tok_at(efirst, nel, 5, 1)
+        h = (FNV64_OFF ^ np.uint64(1)) * FNV64_PRIME
+    else:
+        ks = tok_at(efirst, nel, 6, 1)
+        kq = tok_at(efirst, nel, 5, 1)
+        kr = tok_at(efirst, nel, 13, 1)
+        h = (FNV64_OFF ^ np.uint64(2)) * FNV64_PRIME
+    if kr < 0:
+        return np.uint64(0)
+    re_ = t_e[kr]
+    while re_ > t_s[kr] and buf[re_ - 1] == 32:
+        re_ -= 1
+    if re_ <= t_s[kr]:
+        return np.uint64(0)
+    h = fnv_value(h, buf, t_s[ks], t_e[ks], rel, True) if ks >= 0 else h * FNV64_PRIME
+    h = fnv_value(h, buf, t_s[kq], t_e[kq], rel, True) if kq >= 0 else h * FNV64_PRIME
+    h = fnv_value(h, buf, t_s[kr], re_, rel, True)
+    return h if h != np.uint64(0) else np.uint64(1)
+
+
 @kernel
 def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mout, hits, vbuf, ctr):
     """Fused tokenize + classify of the selected messages (EDIFACT or X12, from ``env``).
@@ -778,7 +919,8 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
     ``env`` (int64, one row per selected message) is the envelope table of
     :func:`edifact_envelopes` / ``x12.x12_envelopes``.  Outputs are the caller's (reused
     across batches: fresh pages are expensive): ``mout[j] = (status, n_segments, type_start,
-    type_end)`` (int64, m x 4); ``hits`` rows (``H_*`` columns, ``H_VEND`` = end of the value in
+    type_end, envelope flags, interchange key)`` (int64, m x M_NCOLS; see the envelope rules
+    above :func:`env_role`); ``hits`` rows (``H_*`` columns, ``H_VEND`` = end of the value in
     ``vbuf``); ``ctr`` (zeroed by the caller) = (hits needed, value bytes needed, hits written,
     value bytes written).  When ``ctr[0] > ctr[2]`` the outputs overflowed: call again with
     ``len(hits) >= ctr[0]`` and ``len(vbuf) >= ctr[1]``.  A message with a non-zero status has
@@ -795,9 +937,15 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
     tab = np.empty(256, np.uint8)
     cand = np.empty(MAX_CAND, np.int64)
     sub_pos = np.empty(MAX_SUBMSG, np.int64)
+    e_open = np.zeros(3, np.bool_)       # envelope state per level (0 interchange, 1 group, 2 message)
+    e_seg0 = np.zeros(3, np.int64)       # segment number of the level's header
+    e_rs = np.zeros(3, np.int64)         # the header's reference value (buf range, -1 none)
+    e_re = np.zeros(3, np.int64)
     for j in range(m):
         mout[j, M_TS] = -1
         mout[j, M_TE] = -1
+        mout[j, M_FLAGS] = 0
+        mout[j, M_IKEY] = 0
         st = env[j, E_ST]
         if st != ST_OK:
             mout[j, M_STATUS] = st
@@ -815,6 +963,15 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
         n_sub = 0
         status = ST_OK
         first = True
+        top = -1            # level of the value's first header
+        between = False     # after a top-level trailer
+        eflags = 0
+        ikey = np.uint64(0)
+        n_grp = 0           # groups / messages of the open interchange, messages of the open group
+        n_msg0 = 0
+        n_msg1 = 0
+        for lv in range(3):
+            e_open[lv] = False
         while p < q:
             while p < q and is_ws(buf[p]):
                 p += 1
@@ -832,6 +989,7 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
                 rn = tagtab[ti, T_RN]
                 sp = tagtab[ti, T_SP]
             nseg += 1
+            lvl, role, href = env_role(sp)
             if rn == 0 and sp == SP_NONE:
                 # fast path: to the terminator, counting tokens for the component cap
                 ntok = 0
@@ -867,7 +1025,12 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
                     break
                 else:
                     p = q
-                first = False
+                if first:                                   # no envelope header first
+                    status = ST_HEADLESS
+                    break
+                if between:                                 # data after the last trailer
+                    status = ST_BAD_ENVELOPE
+                    break
                 continue
             # tokenise (same rules as scan_segment)
             el = 0
@@ -921,10 +1084,77 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
                 n += 1
                 p = q
             efirst[nel] = n
+            if (first and role != 1) or (between and not (role == 1 and lvl == top)):
+                status = ST_HEADLESS if (first or (role == 2 and lvl < top)) else ST_BAD_ENVELOPE
+                break
             if sp == SP_UNB and first:
                 status = charset_status(buf, rel, env[j, E_POS], q, t_s, t_e, efirst, nel)
                 if status != ST_OK:
                     break
+            if role == 1:                                   # envelope header
+                if top < 0:
+                    top = lvl
+                    if top > 0:
+                        eflags |= F_NO_INTERCHANGE
+                if lvl < top:
+                    status = ST_BAD_ENVELOPE
+                    break
+                if lvl == top and e_open[top]:
+                    status = ST_UNTERMINATED
+                    break
+                for lv in range(lvl, 3):                    # deeper levels left open
+                    if e_open[lv]:
+                        eflags |= F_NESTING
+                        e_open[lv] = False
+                if sp == SP_ST and top < 2 and not e_open[1]:
+                    eflags |= F_NESTING                     # X12: a transaction set outside GS
+                e_open[lvl] = True
+                e_seg0[lvl] = nseg
+                kr = tok_at(efirst, nel, href, 1)
+                e_rs[lvl] = t_s[kr] if kr >= 0 else -1
+                e_re[lvl] = t_e[kr] if kr >= 0 else -1
+                if lvl == 0:
+                    n_grp = 0
+                    n_msg0 = 0
+                    if ikey == np.uint64(0):
+                        ikey = interchange_key(buf, sp, rel, t_s, t_e, efirst, nel)
+                elif lvl == 1:
+                    n_grp += 1
+                    n_msg1 = 0
+                else:
+                    n_msg0 += 1
+                    n_msg1 += 1
+                between = False
+            elif role == 2:                                 # envelope trailer
+                if lvl < top:
+                    status = ST_HEADLESS
+                    break
+                if not e_open[lvl]:
+                    eflags |= F_NESTING
+                else:
+                    for lv in range(lvl + 1, 3):
+                        if e_open[lv]:
+                            eflags |= F_NESTING
+                            e_open[lv] = False
+                    if lvl == 2:
+                        want = nseg - e_seg0[2] + 1
+                    elif lvl == 1:
+                        want = n_msg1
+                    else:
+                        want = n_grp if (n_grp > 0 or sp == SP_IEA) else n_msg0
+                    kc = tok_at(efirst, nel, 1, 1)
+                    if kc < 0 or parse_count(buf, t_s[kc], t_e[kc]) != want:
+                        eflags |= 1 << (2 * (2 - lvl))
+                    kr = tok_at(efirst, nel, 2, 1)
+                    rs = t_s[kr] if kr >= 0 else 0
+                    re_ = t_e[kr] if kr >= 0 else 0
+                    hs_ = e_rs[lvl] if e_rs[lvl] >= 0 else 0
+                    he_ = e_re[lvl] if e_rs[lvl] >= 0 else 0
+                    if not same_value(buf, rs, re_, hs_, he_, rel):
+                        eflags |= 2 << (2 * (2 - lvl))
+                    e_open[lvl] = False
+                    if lvl == top:
+                        between = True
             if (sp == SP_UNH or sp == SP_ST) and n_sub < MAX_SUBMSG:
                 sub_pos[n_sub] = seg0
                 n_sub += 1
@@ -1060,7 +1290,11 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
                     unreserve(ctr, room)
                     continue
                 emit(hits, ctr, msg, rules[r, R_CLASS], rules[r, R_LOC], valid, rules[r, R_CONF], hs, he, vn)
+        if status == ST_OK and not between:
+            status = ST_UNTERMINATED                        # the top-level envelope is still open
         mout[j, M_NSEG] = nseg
+        mout[j, M_FLAGS] = eflags
+        mout[j, M_IKEY] = np.int64(ikey)
         if status == ST_OK:
             # each hit's message ordinal: how many UNH / ST segments start at or before it
             x = 0
@@ -1074,6 +1308,8 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
             mout[j, M_NSEG] = 0
             mout[j, M_TS] = -1
             mout[j, M_TE] = -1
+            mout[j, M_FLAGS] = 0
+            mout[j, M_IKEY] = 0
             ctr[C_HITS] = h0
             ctr[C_VALS] = v0
             ctr[C_HW] = hw0

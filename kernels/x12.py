@@ -2,17 +2,21 @@
 
 Separators come from the ISA segment: the element separator is the byte right after ``ISA``;
 the component separator (ISA16) and the segment terminator (the byte after ISA16) are found by
-walking the 16 ISA elements, so the non-fixed-width ISA of some senders (single-space fields)
-works too.  A newline (CR or LF) as terminator (OopFactory files: ISA16 followed by CRLF) makes
-every CR / LF end a segment.  A terminator followed by CR/LF and indentation is accepted.
+walking the 16 ISA elements.  The ISA must have one of two shapes: fixed width (every element
+at its standard width, 106 bytes with the terminator: separators at bytes 3 ... 103, ISA16 at
+104, terminator at 105), or fully compressed, as some senders write it (Hamburg Sud: no element
+space-padded, a blank element is one space, ISA02/04/06/08 1 .. their width, every other
+element at its exact width).  Anything in between (a fixed-width ISA with bytes missing or
+added, a padded field next to a trimmed one) is ``bad_service_string``.  A newline (CR or LF)
+as terminator (OopFactory files: ISA16 followed by CRLF) makes every CR / LF end a segment.  A terminator followed by CR/LF and indentation is accepted.
 A message that starts with ``ST`` (no ISA/GS envelope) uses the defaults ``*`` ``~`` ``>``.
 
 Rejected (whole message, no hits): ISA with fewer than 16 elements in its first 512 bytes, a
 line break or terminator inside the ISA, alphanumeric / white-space / colliding separators, a
-repetition separator (ISA11 from version 00402) equal to another delimiter
-(``bad_service_string``); a missing final terminator (``unterminated_interchange``); an ISA
-interchange whose last segment is not ``IEA`` (missing IEA or trailing garbage,
-``bad_envelope``).
+repetition separator (ISA11 from version 00402) equal to another delimiter, an ISA of neither
+shape (``bad_service_string``); a missing final terminator (``unterminated_interchange``).  The
+envelope (ISA..IEA, GS..GE, ST..SE: completeness, counts, control numbers) is checked by the
+classifier, with the same rules as EDIFACT (kernels/edifact.py, above ``env_role``).
 
 The segment scanner, token table writer and rule engine (``edifact.classify_batch``, fed with
 the envelope table of :func:`x12_envelopes`) are shared with :mod:`.edifact`
@@ -24,16 +28,17 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import kernel
-from .edifact import (E_COMP, E_ELEM, E_END, E_NL, E_POS, E_REL, E_ST, E_TERM, MAX_SEGMENT_BYTES,
-                      ST_BAD_ENVELOPE, ST_BAD_SERVICE, ST_EMPTY, ST_OK, ST_UNTERMINATED, bad_separator,
-                      is_ws, skip_prefix, tokenize_envelopes, trailing_end)
+from .edifact import (E_COMP, E_ELEM, E_END, E_NL, E_POS, E_REL, E_ST, E_TERM, ST_BAD_SERVICE, ST_EMPTY, ST_OK,
+                      ST_UNTERMINATED, bad_separator, skip_prefix, tokenize_envelopes, trailing_end)
 from .values import is_digit
 
 ISA_SCAN_LIMIT = 512
+# standard widths of ISA01 .. ISA16
+ISA_WIDTHS = np.array([2, 10, 2, 10, 2, 15, 2, 15, 6, 4, 1, 5, 9, 1, 1, 1], np.int64)
 
 
 @kernel
-def x12_setup(buf, s, e, max_seg):
+def x12_setup(buf, s, e):
     """Envelope of one X12 message ``buf[s:e]``.
 
     Returns ``(status, pos, end, comp, elem, term, nlterm)``.
@@ -58,11 +63,25 @@ def x12_setup(buf, s, e, max_seg):
         s11 = -1
         s12 = -1
         s13 = -1
+        fixed = True        # every element so far at its standard width
+        packed = True       # ... or compressed: none space-padded, variable ones 1..width
+        prev = i
         while i < limit:
             c = buf[i]
             if c == 10 or c == 13:
                 return ST_BAD_SERVICE, p, p, comp, elem, term, nl
             if c == elem:
+                if count >= 1:                          # ISA<count> is buf[prev + 1:i]
+                    w = i - prev - 1
+                    want = ISA_WIDTHS[count - 1]
+                    if w != want:
+                        fixed = False
+                    var = count == 2 or count == 4 or count == 6 or count == 8
+                    if w < 1 or w > want or (not var and w != want):
+                        packed = False
+                    elif w > 1 and buf[i - 1] == 32:
+                        packed = False
+                prev = i
                 count += 1
                 if count == 11:
                     s11 = i + 1
@@ -73,7 +92,7 @@ def x12_setup(buf, s, e, max_seg):
                 elif count == 16:
                     break
             i += 1
-        if count < 16 or i + 2 >= e:
+        if count < 16 or i + 2 >= e or not (fixed or packed):
             return ST_BAD_SERVICE, p, p, comp, elem, term, nl
         comp = np.int64(buf[i + 1])
         term = np.int64(buf[i + 2])
@@ -105,24 +124,6 @@ def x12_setup(buf, s, e, max_seg):
         return ST_UNTERMINATED, p, p, comp, elem, term, nl
     if not nl and buf[q - 1] != term:
         return ST_UNTERMINATED, p, p, comp, elem, term, nl
-    if has_isa:
-        # the last segment must be IEA (missing IEA / trailing garbage -> bad envelope)
-        j = q - 1 if (not nl and buf[q - 1] == term) else q
-        k = j
-        lim = max(p, j - MAX_SEGMENT_BYTES)
-        found = False
-        while k > lim:
-            c = buf[k - 1]
-            if c == term or (nl and (c == 10 or c == 13)):
-                found = True
-                break
-            k -= 1
-        if not found:
-            return ST_BAD_ENVELOPE, p, p, comp, elem, term, nl
-        while k < j and is_ws(buf[k]):
-            k += 1
-        if not (j - k >= 4 and buf[k] == 73 and buf[k + 1] == 69 and buf[k + 2] == 65 and buf[k + 3] == elem):
-            return ST_BAD_ENVELOPE, p, p, comp, elem, term, nl
     return ST_OK, p, q, comp, elem, term, nl
 
 
@@ -132,11 +133,11 @@ def tokenize(buf, offsets, sel, max_seg, max_tok):
 
     Same outputs as :func:`kernels.edifact.tokenize`.
     """
-    return tokenize_envelopes(buf, x12_envelopes(buf, offsets, sel, max_seg), sel, max_seg, max_tok)
+    return tokenize_envelopes(buf, x12_envelopes(buf, offsets, sel), sel, max_seg, max_tok)
 
 
 @kernel
-def x12_envelopes(buf, offsets, sel, max_seg):
+def x12_envelopes(buf, offsets, sel):
     """Envelope table (``edifact.E_*`` columns) of the selected X12 messages (no release char)."""
     m = sel.shape[0]
     env = np.zeros((m, 8), np.int64)
@@ -148,7 +149,7 @@ def x12_envelopes(buf, offsets, sel, max_seg):
             continue
         s = max(offsets[i], 0)
         e = min(offsets[i + 1], buf.shape[0])
-        st, p, q, comp, elem, term, nl = x12_setup(buf, s, e, max_seg)
+        st, p, q, comp, elem, term, nl = x12_setup(buf, s, e)
         env[j, E_ST] = st
         env[j, E_POS] = p
         env[j, E_END] = q

@@ -201,8 +201,9 @@ def find2(buf, i, end, a, b, c):
 
 
 @kernel
-def decl_encoding_ok(buf, s, e):
-    """Is the ``encoding`` pseudo-attribute of the XML declaration ``buf[s:e]`` absent or UTF-8/ASCII?"""
+def decl_encoding_span(buf, s, e):
+    """The ``encoding`` value of the XML declaration ``buf[s:e]``: ``(start, end)``, ``(-1, -1)``
+    when absent, ``(-2, -2)`` when malformed."""
     i = s
     while i + 8 <= e:
         if (buf[i] == 101 and buf[i + 1] == 110 and buf[i + 2] == 99 and buf[i + 3] == 111
@@ -211,25 +212,70 @@ def decl_encoding_ok(buf, s, e):
             while j < e and is_ws(buf[j]):
                 j += 1
             if j >= e or buf[j] != 61:
-                return False
+                return -2, -2
             j += 1
             while j < e and is_ws(buf[j]):
                 j += 1
             if j >= e or (buf[j] != 34 and buf[j] != 39):
-                return False
+                return -2, -2
             q = buf[j]
             j += 1
             vs = j
             while j < e and buf[j] != q:
                 j += 1
             if j >= e:
-                return False
-            h = FNV_OFF
-            for p in range(vs, j):
-                h = hstep(h, buf[p])
-            return h == _H_UTF8 or h == _H_USASCII or h == _H_ASCII
+                return -2, -2
+            return vs, j
         i += 1
-    return True
+    return -1, -1
+
+
+@kernel
+def decl_encoding_ok(buf, s, e):
+    """Is the ``encoding`` pseudo-attribute of the XML declaration ``buf[s:e]`` absent or UTF-8/ASCII?"""
+    vs, ve = decl_encoding_span(buf, s, e)
+    if vs == -1:
+        return True
+    if vs < 0:
+        return False
+    h = FNV_OFF
+    for p in range(vs, ve):
+        h = hstep(h, buf[p])
+    return h == _H_UTF8 or h == _H_USASCII or h == _H_ASCII
+
+
+@kernel
+def declared_encoding(buf, offsets, sel):
+    """Per selected message ``(declaration end, encoding start, encoding end, BOM)`` (int64, m x 4):
+    the XML declaration ``<?xml ...?>`` at the start (after an optional UTF-8 BOM, BOM = 1) ends
+    before ``declaration end`` (-1: no declaration); the ``encoding`` value is
+    ``buf[start:end]`` (-1: none, -2: malformed).  Offsets are absolute in ``buf``."""
+    m = sel.shape[0]
+    out = np.full((m, 4), -1, np.int64)
+    nb = buf.shape[0]
+    nmsg = offsets.shape[0] - 1
+    for j in range(m):
+        k = sel[j]
+        if k < 0 or k >= nmsg:
+            continue
+        s = min(max(offsets[k], 0), nb)
+        e = min(max(offsets[k + 1], s), nb)
+        i = s
+        out[j, 3] = 0
+        if i + 2 < e and buf[i] == 0xEF and buf[i + 1] == 0xBB and buf[i + 2] == 0xBF:
+            i += 3
+            out[j, 3] = 1
+        if i + 5 < e and buf[i] == 60 and buf[i + 1] == 63 and buf[i + 2] == 120 and buf[i + 3] == 109 \
+                and buf[i + 4] == 108 and is_ws(buf[i + 5]):
+            q = i + 5
+            while q + 1 < e and not (buf[q] == 63 and buf[q + 1] == 62):
+                q += 1
+            if q + 1 < e:
+                out[j, 0] = q + 2
+                vs, ve = decl_encoding_span(buf, i + 5, q)
+                out[j, 1] = vs
+                out[j, 2] = ve
+    return out
 
 
 def _h(name: str):

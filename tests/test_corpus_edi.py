@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from flowaudit import synth
-from flowaudit.decode import edifact as dec_edi, x12 as dec_x12
+from flowaudit.decode import REASON_CODES, edifact as dec_edi, flag_names, x12 as dec_x12
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 EDI_DIR = CORPUS / "messages" / "edifact"
@@ -175,6 +175,42 @@ def x12_expected(data: bytes):
     return want, look
 
 
+def envelope_expected(segs, fmt):
+    """(reason, flag names) of an interchange, from the plain segment lists: reason None when it
+    opens with UNB / UNH (ISA / ST) and closes the same level last; flags from each trailer's
+    count and reference against the segments actually there."""
+    head, grp, msg = (("UNB", "UNZ", 5), ("UNG", "UNE", 5), ("UNH", "UNT", 1)) if fmt == "edifact" else (
+        ("ISA", "IEA", 13), ("GS", "GE", 6), ("ST", "SE", 2))
+    names = (["unz", "une", "unt"] if fmt == "edifact" else ["iea", "ge", "se"])
+    tags = [sg[0] for sg in segs]
+    if not tags or tags[0] not in (head[0], msg[0]):
+        return "headless_fragment", set()
+    if tags[-1] != (head[1] if tags[0] == head[0] else msg[1]):
+        return "unterminated_interchange", set()
+    flags = set() if tags[0] == head[0] else {"no_interchange_header"}
+    opened = {}
+    n_msgs = n_grps = n_in_grp = 0
+    for i, sg in enumerate(segs):
+        for lvl, (h, t, r) in enumerate((head, grp, msg)):
+            if sg[0] == h:
+                opened[lvl] = (i, el(sg, r))
+                if lvl == 1:
+                    n_grps += 1
+                    n_in_grp = 0
+                if lvl == 2:
+                    n_msgs += 1
+                    n_in_grp += 1
+            elif sg[0] == t:
+                start, ref = opened.pop(lvl)
+                want = (i - start + 1) if lvl == 2 else n_in_grp if lvl == 1 else (
+                    n_grps if (n_grps or fmt == "x12") else n_msgs)
+                if not (el(sg, 1).isdigit() and int(el(sg, 1)) == want):
+                    flags.add(f"{names[lvl]}_count_mismatch")
+                if el(sg, 2) != ref:
+                    flags.add(f"{names[lvl]}_ref_mismatch")
+    return None, flags
+
+
 # ----------------------------------------------------------------------------- corpus
 def _batch(msgs):
     buf = np.frombuffer(b"".join(msgs), np.uint8).copy()
@@ -223,14 +259,24 @@ CHECKED = ("container_number", "imo_number", "name", "bill_of_lading", "seal_num
 def test_edifact_corpus_file_by_file(edi_corpus):
     files, msgs, res = edi_corpus
     assert len(files) >= 20
+    n_refused = n_clean = 0
     for i, f in enumerate(files):
+        reason, flags = envelope_expected(edifact_segments(msgs[i]), "edifact")
+        if reason:           # e.g. the head of a split interchange: refused whole, no hits
+            assert res.status[i] == REASON_CODES[reason] and not (res.hit_msg == i).any(), f.name
+            n_refused += 1
+            continue
         assert res.status[i] == 0, f.name
+        assert set(flag_names(int(res.flags[i]))) == flags, f.name
+        n_clean += not flags
         want, look = edifact_expected(msgs[i])
         got, valid_cn = _found(res, i)
         for c in CHECKED:
             assert want[c] <= got[c], (f.name, c, sorted(want[c] - got[c])[:5])
         # look-alikes: a booking reference is never a (valid) container unless it is one elsewhere
         assert not ((look - want["container_number"]) & valid_cn), f.name
+    # one file ends at UNT without UNZ (VIFTSAI0000001); a third are envelope-clean
+    assert n_refused == 1 and n_clean >= 7
 
 
 def test_edifact_corpus_known_values(edi_corpus):
@@ -257,13 +303,18 @@ def test_edifact_corpus_known_values(edi_corpus):
 def test_x12_corpus_file_by_file(x12_corpus):
     files, msgs, res = x12_corpus
     assert len(files) >= 15
+    n_clean = 0
     for i, f in enumerate(files):
-        assert res.status[i] == 0, f.name
+        reason, flags = envelope_expected(x12_segments(msgs[i]), "x12")
+        assert reason is None and res.status[i] == 0, f.name
+        assert set(flag_names(int(res.flags[i]))) == flags, f.name
+        n_clean += not flags
         want, look = x12_expected(msgs[i])
         got, valid_cn = _found(res, i)
         for c in CHECKED:
             assert want[c] <= got[c], (f.name, c, sorted(want[c] - got[c])[:5])
         assert not (look & got["container_number"]), f.name
+    assert n_clean >= 7
 
 
 def test_x12_corpus_known_values(x12_corpus):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 from lxml import etree
 
 from flowaudit import synth
@@ -345,3 +346,130 @@ def test_synthetic_precision_recall(synthetic, fmt):
         for c, v, *_ in hits(res, i):
             if c == "container_number":
                 assert v not in looks - real, (m.value, v)
+
+
+# ----------------------------------------------------------------------------- declared encodings
+# Issue 11 item 9d: XML in a declared single-byte encoding is read in it (flowaudit/decode/xml.py).
+def reencode(doc: bytes, codec: str, name: str) -> bytes | None:
+    """A UTF-8 corpus document re-encoded in ``codec``, its declaration naming ``name``."""
+    text = doc.decode("utf-8-sig")
+    if text.startswith("<?xml"):
+        end = text.index("?>") + 2
+        decl = re.sub(r"encoding\s*=\s*[\"'][^\"']*[\"']", "", text[:end - 2]).rstrip()
+        text = decl + f' encoding="{name}"?>' + text[end:]
+    else:
+        text = f'<?xml version="1.0" encoding="{name}"?>\n' + text
+    try:
+        return text.encode(codec)
+    except UnicodeEncodeError:
+        return None
+
+
+def test_xml_corpus_in_single_byte_encodings():
+    """Every corpus XML file, re-encoded as ISO-8859-1 / windows-1252: the same values at the same
+    locations, and the byte ranges point at the same text in the re-encoded bytes."""
+    files = sorted((CORPUS / "xml").iterdir())
+    assert len(files) >= 10
+    originals = [f.read_bytes() for f in files]
+    done = 0
+    for codec, name in (("latin-1", "ISO-8859-1"), ("cp1252", "windows-1252")):
+        pairs = [(o, reencode(o, codec, name)) for o in originals]
+        pairs = [(o, r) for o, r in pairs if r is not None]
+        res_u = classify(dx, [o for o, _ in pairs])
+        res_r = classify(dx, [r for _, r in pairs])
+        assert (res_r.status == 0).all() and (res_u.status == 0).all()
+        base_u, base_r = np.cumsum([0] + [len(o) for o, _ in pairs]), np.cumsum([0] + [len(r) for _, r in pairs])
+        for i, (o, r) in enumerate(pairs):
+            hu, hr = hits(res_u, i), hits(res_r, i)
+            assert hr == hu, (codec, files[i].name)
+            ku, kr = np.flatnonzero(res_u.hit_msg == i), np.flatnonzero(res_r.hit_msg == i)
+            for a, b in zip(ku.tolist(), kr.tolist()):
+                tu = o[res_u.hit_start[a] - base_u[i]:res_u.hit_end[a] - base_u[i]].decode("utf-8")
+                tr = r[res_r.hit_start[b] - base_r[i]:res_r.hit_end[b] - base_r[i]].decode(codec)
+                assert tr == tu
+            done += any(c > 127 for c in r)
+    assert done >= 4                                    # real non-ASCII bytes (£, en dash, accents)
+
+
+LATIN = ('<?xml version="1.0" encoding="ISO-8859-1"?>\n<Declaration><GoodsShipment><Consignee><Name>Jürgen Müller '
+         'Søn & Cie</Name></Consignee><Consignment><TransportEquipment><ID>MSCU1234565</ID></TransportEquipment>'
+         '</Consignment></GoodsShipment></Declaration>').replace("&", "&amp;")
+
+
+def test_latin1_xml_through_the_pipeline():
+    from flowaudit.decode import FMT_XML
+    from flowaudit.pipeline import Batch, Classifier
+    from flowaudit.protect import Protector
+    latin = LATIN.encode("latin-1")
+    assert b"\xfc" in latin and b"\xf8" in latin
+    cp = LATIN.replace("ISO-8859-1", "windows-1252").replace("Søn", "“Søn”").encode("cp1252")
+    values = [latin, cp,
+              latin.replace(b"ISO-8859-1", b"UTF-8"),                     # declares UTF-8: invalid bytes
+              latin.split(b"?>", 1)[1],                                   # no declaration: UTF-8 required
+              cp.replace("Søn".encode("cp1252"), b"S\x81n"),              # a byte windows-1252 lacks
+              b"\xef\xbb\xbf" + latin,                                    # a UTF-8 BOM contradicts it
+              latin.replace(b"ISO-8859-1", b"Shift_JIS")]                 # multi-byte: not read
+    r = Classifier(Protector(b"x" * 32, raw=True)).run(Batch.from_values(values, FMT_XML))
+    q = dict(zip(r.quarantine.column("offset").to_pylist(), r.quarantine.column("reason").to_pylist()))
+    assert q == {2: "invalid_utf8", 3: "invalid_utf8", 4: "bad_charset", 5: "bad_charset", 6: "bad_charset"}
+    assert r.quarantine.column("raw").to_pylist() == values[2:]
+    rows = r.hits.to_pylist()
+    names = {(h["offset"], h["value_raw"]) for h in rows if h["data_class"] == "party_name"}
+    assert names == {(0, "Jürgen Müller Søn & Cie"), (1, "Jürgen Müller “Søn” & Cie")}
+    for h in rows:                       # byte ranges refer to the bytes as received
+        raw = values[h["offset"]][h["byte_start"]:h["byte_end"]].decode(["latin-1", "cp1252"][h["offset"]])
+        assert raw.replace("&amp;", "&") == h["value_raw"]
+    assert {h["value_raw"] for h in rows if h["data_class"] == "container_number"} == {"MSCU1234565"}
+
+
+def ref_declared(doc: bytes):
+    bom = doc.startswith(b"\xef\xbb\xbf")
+    d = doc[3:] if bom else doc
+    off = 3 if bom else 0
+    if not (len(d) > 6 and d.startswith(b"<?xml") and d[5:6] in (b" ", b"\t", b"\r", b"\n")):
+        return [-1, -1, -1, int(bom)]
+    q = d.find(b"?>", 5)
+    if q < 0:
+        return [-1, -1, -1, int(bom)]
+    head = d[5:q]
+    k = head.find(b"encoding")
+    if k < 0:
+        return [q + 2 + off, -1, -1, int(bom)]
+    m = re.match(rb"encoding[ \t\r\n]*=[ \t\r\n]*([\"'])", head[k:])
+    if not m or head.find(m.group(1), k + m.end()) < 0:
+        return [q + 2 + off, -2, -2, int(bom)]
+    vs = 5 + k + m.end()
+    return [q + 2 + off, vs + off, head.find(m.group(1), k + m.end()) + 5 + off, int(bom)]
+
+
+@pytest.mark.parametrize("doc", [
+    b'<?xml version="1.0" encoding="ISO-8859-1"?><a/>', b"<?xml version='1.0' encoding = 'cp1252' ?><a/>",
+    b'\xef\xbb\xbf<?xml version="1.0"?><a/>', b'<?xml encoding="x', b'<?xml encoding=x?><a/>', b"<a/>",
+    b'<?xml version="1.0" encoding="UTF-8"?>', b"<?xml?>", b"<?xmlx encoding='a'?>", b"",
+])
+def test_declared_encoding_kernel(doc):
+    from flowaudit.kernels.xmlscan import declared_encoding
+    buf, offs = batch([b"<pad/>", doc])
+    got = declared_encoding(buf, offs, np.array([1], np.int64))[0].tolist()
+    want = ref_declared(doc)
+    shift = [6 if v >= 0 else 0 for v in want[:3]] + [0]
+    assert got == [w + s for w, s in zip(want, shift)]
+
+
+_piece = st.sampled_from(["<?xml", " ", "\n", "encoding", "=", '"', "'", "?>", "?", ">", "ISO-8859-1", "utf-8", "<a/>",
+                          "version='1.0'", "x"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.booleans(), st.lists(_piece, max_size=12), st.data())
+def test_declared_encoding_kernel_matches_reference(bom, pieces, data):
+    from flowaudit.kernels.xmlscan import declared_encoding
+    docs = [(b"\xef\xbb\xbf" if bom else b"") + "".join(pieces).encode(),
+            "".join(data.draw(st.lists(_piece, max_size=12))).encode()]
+    buf, offs = batch(docs)
+    got = declared_encoding(buf, offs, np.array([0, 1], np.int64)).tolist()
+    want = []
+    for i, d in enumerate(docs):
+        w = ref_declared(d)
+        want.append([v + int(offs[i]) if v >= 0 else v for v in w[:3]] + w[3:])
+    assert got == want

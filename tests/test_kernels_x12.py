@@ -15,6 +15,7 @@ from tests.test_kernels_edifact import (CORPUS, SETTINGS, BOM, _bad_sep, batch, 
 X12_DIR = CORPUS / "messages" / "x12"
 R = REASON_CODES
 X12_DOC = reference_doc(load_doc("x12.toml"))
+ISA_WIDTHS = (2, 10, 2, 10, 2, 15, 2, 15, 6, 4, 1, 5, 9, 1, 1)   # ISA01 .. ISA15
 
 
 # =============================================================== reference envelope reader
@@ -32,6 +33,13 @@ def ref_x12_setup(msg: bytes):
         head = msg[p:p + 512]
         fields = head.split(bytes([elem]))
         if len(fields) < 17 or any(b"\r" in f or b"\n" in f for f in fields[:16]):
+            return R["bad_service_string"], p, p, comp, elem, term, nl
+        # two shapes: fixed width, or compressed (no padding; ISA02/04/06/08 1..width)
+        els = fields[1:16]
+        fixed = all(len(f) == w for f, w in zip(els, ISA_WIDTHS))
+        packed = all(1 <= len(f) <= w and (n in (2, 4, 6, 8) or len(f) == w) and not (len(f) > 1 and f[-1:] == b" ")
+                     for n, (f, w) in enumerate(zip(els, ISA_WIDTHS), 1))
+        if not (fixed or packed):
             return R["bad_service_string"], p, p, comp, elem, term, nl
         end16 = p + sum(len(f) + 1 for f in fields[:16])  # index of ISA16
         if end16 + 1 >= len(msg):
@@ -51,25 +59,18 @@ def ref_x12_setup(msg: bytes):
         return R["unterminated_interchange"], p, p, comp, elem, term, nl
     if not nl and msg[q - 1] != term:
         return R["unterminated_interchange"], p, p, comp, elem, term, nl
-    if isa:
-        body = msg[p:q - 1] if not nl else msg[p:q]
-        seps = [term] + ([10, 13] if nl else [])
-        cut = max(body.rfind(bytes([s])) for s in seps)
-        last = body[cut + 1:].lstrip(b" \t\r\n") if cut >= 0 else b""
-        if cut < 0 or len(body) - (cut + 1) >= k.MAX_SEGMENT_BYTES or not last.startswith(b"IEA" + bytes([elem])):
-            return R["bad_envelope"], p, p, comp, elem, term, nl
     return 0, p, q, comp, elem, term, nl
 
 
 def check_x12(msgs, **kw):
     return check_against_reference(msgs, k.tokenize, ref_x12_setup, lambda nl: (-1, nl), X12_DOC,
-                                   dec.classify_with, b"ST", (1, 1), **kw)
+                                   dec.classify_with, b"ST", (1, 1), fmt="x12", **kw)
 
 
-def isa(elem="*", comp=">", term="~", rep="U", ver="00401", wide=True):
+def isa(elem="*", comp=">", term="~", rep="U", ver="00401", wide=True, ctrl="000000001"):
     f = ["ISA", "00", " " * 10 if wide else " ", "00", " " * 10 if wide else " ", "ZZ",
          "SENDER".ljust(15) if wide else "SENDER", "ZZ", "RECV".ljust(15) if wide else "RECV",
-         "220101", "1200", rep, ver, "000000001", "0", "P", comp]
+         "220101", "1200", rep, ver, ctrl, "0", "P", comp]
     return elem.join(f) + term
 
 
@@ -78,7 +79,8 @@ plain = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .-/", max_size=12
 special = st.sampled_from(["TCNU", "6849731", "684973", "1", "HASU", "431617", "0", "UTLX", "207444", "L",
                            "9118018", "9118019", "EQ", "OC", "BM", "MSKU1234565", "IMO 9354351", "", "~", "*", ">"])
 value = st.one_of(plain, special)
-tags = st.sampled_from(["N7", "W2", "B4", "VID", "N9", "V1", "Q2", "M10", "N10", "K1", "L5", "ST", "N1", "SE"])
+tags = st.sampled_from(["N7", "W2", "B4", "VID", "N9", "V1", "Q2", "M10", "N10", "K1", "L5", "ST", "N1", "SE", "GS", "GE",
+                        "IEA"])
 SEPS = [("*", ">", "~"), ("*", ":", "~"), ("|", "^", "\n"), ("*", "~", "\r\n"), ("*", ":", ".")]
 
 
@@ -97,13 +99,24 @@ def interchange(draw):
             vals[0] = draw(st.sampled_from(["EQ", "OC", "BM"]))
         segs.append(tag + "".join(elem + v for v in vals))
     gap = draw(st.sampled_from(["", "\n", "\r\n", "\n  "])) if term not in ("\n", "\r\n") else "  "
+    wrap = draw(st.sampled_from(["sets", "sets", "bare"]))    # GS / ST / SE / GE around the segments, or not
+    if envelope == "none" and elem != "*":
+        elem, comp, term = "*", ">", "~"
+        segs = [s.replace("|", "*") for s in segs]
+    if wrap == "sets":
+        ref = draw(st.sampled_from(["0001", "1", "0001"]))
+        n = len(segs) + 2 + draw(st.sampled_from([0, 0, 1]))
+        segs = (["GS" + elem + "SO" + elem + "A" + elem + "B" + elem + "20220101" + elem + "1200" + elem + "7",
+                 "ST" + elem + "301" + elem + ref] + segs
+                + ["SE" + elem + str(n) + elem + draw(st.sampled_from([ref, "2"])),
+                   "GE" + elem + draw(st.sampled_from(["1", "2"])) + elem + draw(st.sampled_from(["7", "8"]))])
     if envelope == "isa":
-        head = isa(elem, comp, term if term != "\r\n" else "\r\n", wide=draw(st.booleans())) + gap
-        body = head + "".join(s + term + gap for s in segs) + "IEA" + elem + "1" + elem + "000000001" + term
+        ctrl = draw(st.sampled_from(["000000001", "000000002"]))
+        head = isa(elem, comp, term if term != "\r\n" else "\r\n", wide=draw(st.booleans()), ctrl=ctrl) + gap
+        body = (head + "".join(s + term + gap for s in segs) + "IEA" + elem + draw(st.sampled_from(["1", "0"])) + elem
+                + "000000001" + term)
     else:
-        if elem != "*":
-            elem, comp, term = "*", ">", "~"
-        body = "".join("ST" + elem + "301" + term + s.replace("|", "*") + term + gap for s in segs)
+        body = "".join(s + term + gap for s in segs)
     data = body.encode()
     if draw(st.booleans()):
         data = BOM + data
@@ -134,6 +147,25 @@ def test_kernels_match_reference(items, data):
 @given(st.lists(interchange(), min_size=1, max_size=3), st.integers(8, 60), st.integers(2, 12))
 def test_limits_match_reference(items, max_seg, max_tok):
     check_x12(items, max_seg=max_seg, max_tok=max_tok)
+
+
+ISA_VALUES = ["00", "ZZ", "SENDER", "RECV", "220101", "1200", "U", "00401", "000000001", "0", "P", "", " ", "AB ",
+              "0000000000", "SENDER         ", "X" * 16]
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.sampled_from(["wide", "trim", "pad", "any"]), st.sampled_from(ISA_VALUES),
+                          st.integers(0, 16)), min_size=15, max_size=15))
+def test_isa_shapes_match_reference(spec):
+    """Random ISA element widths (standard, trimmed, partly padded, arbitrary) through the
+    envelope reader and the classifier, against the reference (fixed width or compressed)."""
+    els = []
+    for (how, v, n), w in zip(spec, ISA_WIDTHS):
+        v = v.strip() or " "
+        els.append(v.ljust(w)[:w] if how == "wide" else v[:w] if how == "trim" else
+                   v.strip().ljust(min(n, w))[:w] if how == "pad" else v)
+    msg = ("ISA*" + "*".join(els) + "*>~GS*SO*A*B*1*1*7*X*004010~ST*315*1~SE*2*1~GE*1*7~IEA*1*" + els[12] + "~")
+    check_x12([msg.encode()])
 
 
 @SETTINGS
@@ -198,10 +230,14 @@ def test_no_envelope_defaults():
     (env("ST*315*1~SE*1*1~"), "ok"),
     (env("ST*315*1~SE*1*1~").replace(b"~", b"~\r\n"), "ok"),                        # item 27
     (env("ST*315*1~SE*1*1~")[:-1], "unterminated_interchange"),
-    (env("ST*315*1~SE*1*1~").rsplit(b"IEA", 1)[0], "bad_envelope"),                   # item 29
+    (env("ST*315*1~SE*1*1~").rsplit(b"IEA", 1)[0], "unterminated_interchange"),       # item 29
     (env("ST*315*1~SE*1*1~") + b"GARBAGE~", "bad_envelope"),
     (b"ISA*00*  *00*", "bad_service_string"),                                          # item 25
     (isa(comp="*").encode() + b"ST*1~IEA*1*1~", "bad_service_string"),                # item 26
+    (isa().encode().replace(b"SENDER         ", b"SENDER ") + b"ST*1~IEA*1*1~", "bad_service_string"),  # item 25:
+    (isa().encode().replace(b"*00*          ", b"*00*  ", 1) + b"ST*1~IEA*1*1~", "bad_service_string"),  # 98 bytes
+    (isa().encode().replace(b"000000001", b"00000001") + b"ST*1~IEA*1*1~", "bad_service_string"),
+    (isa().encode().replace(b"220101", b"2201011") + b"ST*1~IEA*1*1~", "bad_service_string"),
     (isa(comp="~").encode() + b"ST*1~IEA*1*1~", "bad_service_string"),
     (isa(comp="A").encode() + b"ST*1~IEA*1*1~", "bad_service_string"),
     (isa(rep="~", ver="00501").encode() + b"ST*1~IEA*1*1~", "bad_service_string"),

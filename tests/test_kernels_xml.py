@@ -346,7 +346,8 @@ def test_hostile_inputs():
         b'<a xmlns:xi="http://www.w3.org/2001/XInclude"><xi:include href="/etc/passwd"/></a>': FORBIDDEN,
         b'<a><include xmlns="http://www.w3.org/2001/XInclude" href="/etc/passwd"/></a>': FORBIDDEN,
         b"<a><xi:include href='/etc/passwd'/></a>": FORBIDDEN,
-        b'<?xml version="1.0" encoding="ISO-8859-1"?><a>caf\xe9</a>': REASON_CODES["bad_charset"],
+        b'<?xml version="1.0" encoding="ISO-8859-1"?><a>caf\xe9</a>': OK,     # honoured (issue 11, 9d)
+        b'<?xml version="1.0" encoding="windows-1252"?><a>caf\x81</a>': REASON_CODES["bad_charset"],
         b'<?xml version="1.0" encoding="UTF-16"?><a/>': REASON_CODES["bad_charset"],
         b"<a>caf\xe9</a>": REASON_CODES["invalid_utf8"],
         b"<a><b>CSQU3054383</b>": MALFORMED,

@@ -24,7 +24,8 @@ def _messages(offsets, ts):
     d = lambda v: pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([v]))  # noqa: E731
     cols = [d("t"), pa.array(np.zeros(n, np.int32)), pa.array(offsets, pa.int64()), pa.array(ts, pa.int64()),
             *PROTECTOR.key_columns([b"k"] * n), d("edifact"), d("BAPLIE"), pa.array(np.ones(n, np.int32)),
-            pa.array(np.ones(n, np.int32)), pa.array(np.zeros(n, np.int32)), d("0"), d("1")]
+            pa.array(np.ones(n, np.int32)), pa.array(np.zeros(n, np.int32)),
+            pa.array([[]] * n, pa.list_(pa.string())), d("0"), d("1")]
     return pa.Table.from_arrays(cols, schema=MESSAGES)
 
 

@@ -33,7 +33,7 @@ REASONS = {
     4: "unknown_format",
     5: "invalid_utf8",
     6: "unterminated_interchange",
-    7: "bad_service_string",       # EDIFACT UNA / X12 ISA separators
+    7: "bad_service_string",       # EDIFACT UNA / X12 ISA: separators, ISA shape (fixed width or compressed)
     8: "release_at_end",
     9: "malformed_json",
     10: "malformed_xml",
@@ -43,9 +43,46 @@ REASONS = {
     14: "segment_too_long",
     15: "too_many_components",
     16: "format_mismatch",
-    17: "bad_envelope",
+    17: "bad_envelope",            # EDI: data after the last interchange trailer, or mixed envelope levels
+    18: "headless_fragment",       # EDI: no UNB/UNG/UNH (ISA/GS/ST) first, or a trailer whose header is
+                                   # not in the value (the tail of a split interchange)
 }
 REASON_CODES = {v: k for k, v in REASONS.items()}
+
+# Integrity flags of a decoded message (``messages.flags``; bit k of the uint32 mask is FLAGS[k]).
+# A flag never rejects: the message is decoded and audited, the flag says what is odd about it.
+# The first five are the JSON / XML kernels' own bits (kernels/jsonscan.py FLAG_*), unchanged.
+FLAGS = (
+    "duplicate_key",              # JSON: an object repeats a member name (the last one wins in most parsers)
+    "big_integer",                # JSON: an integer beyond 2**53 (kept as text, never converted)
+    "number_underflow",           # JSON: a non-zero number below 1e-324
+    "embedded_edifact",           # JSON / XML: a string / leaf holds an EDIFACT interchange (decoded too)
+    "embedded_edifact_bad",       # ... which the EDIFACT decoder refused (a fragment, a bad envelope)
+    "unt_count_mismatch",         # EDIFACT UNT 0074 != segments UNH..UNT
+    "unt_ref_mismatch",           # EDIFACT UNT 0062 != UNH 0062
+    "une_count_mismatch",         # EDIFACT UNE 0060 != messages in the group
+    "une_ref_mismatch",           # EDIFACT UNE 0048 != UNG 0048
+    "unz_count_mismatch",         # EDIFACT UNZ 0036 != messages (groups, when UNG is used)
+    "unz_ref_mismatch",           # EDIFACT UNZ 0020 != UNB 0020
+    "se_count_mismatch",          # X12 SE01 != segments ST..SE
+    "se_ref_mismatch",            # X12 SE02 != ST02
+    "ge_count_mismatch",          # X12 GE01 != transaction sets in the group
+    "ge_ref_mismatch",            # X12 GE02 != GS06
+    "iea_count_mismatch",         # X12 IEA01 != functional groups
+    "iea_ref_mismatch",           # X12 IEA02 != ISA13
+    "envelope_nesting",           # EDI: a message / group not closed before the next one or the trailer,
+                                  # a trailer without its header, an X12 ST outside GS
+    "no_interchange_header",      # EDI: bare message(s) UNH..UNT / ST..SE (or groups), no UNB / ISA
+    "duplicate_interchange_ref",  # EDI: this sender's interchange control reference was seen before
+                                  # (UNB S002 + 0020, ISA05/06 + ISA13; per process, bounded memory)
+    "duplicate_payload",          # the same value bytes were seen before (per process, bounded memory)
+)
+FLAG_BITS = {name: 1 << k for k, name in enumerate(FLAGS)}
+
+
+def flag_names(mask: int) -> list[str]:
+    """The names of the bits set in a ``flags`` mask."""
+    return [name for k, name in enumerate(FLAGS) if mask >> k & 1]
 
 
 @dataclass
@@ -82,6 +119,12 @@ class FormatResult:
     # per hit: the message's ordinal inside its interchange (EDIFACT UNH / X12 ST count, 1-based;
     # 0 for envelope values and for JSON / XML documents); None = all 0
     hit_sub: np.ndarray | None = None
+    # per selected message: integrity flags (bits of :data:`FLAGS`; JSON / XML: their uint8
+    # kernel bits, the same positions); None = none
+    flags: np.ndarray | None = None
+    # per selected message (EDI): uint64 hash of the first interchange's sender and control
+    # reference (0 = none), for the Classifier's duplicate check; None = none
+    ikey: np.ndarray | None = None
 
     @property
     def n_hits(self) -> int:

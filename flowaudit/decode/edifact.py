@@ -13,7 +13,7 @@ import numpy as np
 from flowaudit import schemas
 from flowaudit.kernels import edifact as _k
 
-from . import FormatResult
+from . import FLAG_BITS, FormatResult
 
 KINDS = {"container": _k.KIND_CONTAINER, "imo": _k.KIND_IMO, "text": _k.KIND_TEXT, "lei": _k.KIND_LEI,
          "usci": _k.KIND_USCI, "eori": _k.KIND_EORI, "email": _k.KIND_EMAIL, "phone": _k.KIND_PHONE,
@@ -27,8 +27,28 @@ FREE_TEXT = {"container_number": (_k.FT_CONTAINER, 0), "imo_number": (_k.FT_IMO,
              "cn_usci": (_k.FT_USCI, 3), "email": (_k.FT_EMAIL, 4)}
 # default (min_len, max_len) per kind
 LENGTHS = {_k.KIND_TEXT: (1, 70), _k.KIND_CODE: (1, 35), _k.KIND_DIGITS: (1, 10)}
-# segments with envelope logic in the kernel (message type, charset)
-SPECIAL = {"edifact": {"UNB": _k.SP_UNB, "UNH": _k.SP_UNH}, "x12": {"ST": _k.SP_ST}}
+# segments with envelope logic in the kernel (message type, charset, envelope integrity)
+SPECIAL = {"edifact": {"UNB": _k.SP_UNB, "UNH": _k.SP_UNH, "UNZ": _k.SP_UNZ, "UNG": _k.SP_UNG, "UNE": _k.SP_UNE,
+                       "UNT": _k.SP_UNT},
+           "x12": {"ST": _k.SP_ST, "ISA": _k.SP_ISA, "IEA": _k.SP_IEA, "GS": _k.SP_GS, "GE": _k.SP_GE,
+                   "SE": _k.SP_SE}}
+# the kernel's envelope flag bits (F_MSG_COUNT, F_MSG_REF, F_GRP_COUNT, F_GRP_REF, F_ICH_COUNT,
+# F_ICH_REF, F_NESTING, F_NO_INTERCHANGE) -> flowaudit.decode.FLAGS, per format
+_ENV_FLAGS = {
+    "edifact": ("unt_count_mismatch", "unt_ref_mismatch", "une_count_mismatch", "une_ref_mismatch",
+                "unz_count_mismatch", "unz_ref_mismatch", "envelope_nesting", "no_interchange_header"),
+    "x12": ("se_count_mismatch", "se_ref_mismatch", "ge_count_mismatch", "ge_ref_mismatch",
+            "iea_count_mismatch", "iea_ref_mismatch", "envelope_nesting", "no_interchange_header"),
+}
+
+
+def envelope_flags(kmask: np.ndarray, fmt: str) -> np.ndarray:
+    """Kernel envelope flag bits -> :data:`flowaudit.decode.FLAGS` bits (uint32)."""
+    kmask = np.asarray(kmask, np.int64)
+    out = np.zeros(kmask.shape[0], np.uint32)
+    for k, name in enumerate(_ENV_FLAGS[fmt]):
+        out[(kmask >> k & 1).astype(bool)] |= np.uint32(FLAG_BITS[name])
+    return out
 
 
 def pack(value: bytes) -> int:
@@ -218,7 +238,7 @@ def run_classify(env_fn, buf, offsets, sel, compiled) -> FormatResult:
     sel = np.ascontiguousarray(sel, dtype=np.int64)
     env = env_fn(buf, offsets, sel)
     m = len(sel)
-    mout = np.zeros((m, 4), np.int64)
+    mout = np.zeros((m, _k.M_NCOLS), np.int64)
     ctr = np.zeros(4, np.int64)
     for _ in range(3):
         hits, vbuf = _scratch_outputs(m, int(ctr[_k.C_HITS]), int(ctr[_k.C_VALS]))
@@ -244,7 +264,8 @@ def run_classify(env_fn, buf, offsets, sel, compiled) -> FormatResult:
         hit_conf=h[:, _k.H_CONF].astype(np.uint8),
         hit_start=h[:, _k.H_START].copy(), hit_end=h[:, _k.H_END].copy(), hit_sub=h[:, _k.H_SUB].astype(np.int32),
         val_off=val_off, val_buf=vbuf[:nv].copy(),
-        loc_names=list(compiled["loc_names"]))
+        loc_names=list(compiled["loc_names"]),
+        flags=envelope_flags(mout[:, _k.M_FLAGS], compiled["format"]), ikey=mout[:, _k.M_IKEY].view(np.uint64).copy())
 
 
 def classify_with(buf: np.ndarray, offsets: np.ndarray, sel: np.ndarray, compiled: dict) -> FormatResult:

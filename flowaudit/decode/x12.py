@@ -12,8 +12,7 @@ from .edifact import load_rules, run_classify
 
 def classify_with(buf: np.ndarray, offsets: np.ndarray, sel: np.ndarray, compiled: dict) -> FormatResult:
     """Classify with an explicitly compiled rule set (tests, operators' own catalogues)."""
-    max_seg = compiled["max_seg"]
-    return run_classify(lambda b, o, s: _k.x12_envelopes(b, o, s, max_seg), buf, offsets, sel, compiled)
+    return run_classify(_k.x12_envelopes, buf, offsets, sel, compiled)
 
 
 def classify(buf: np.ndarray, offsets: np.ndarray, sel: np.ndarray) -> FormatResult:
