@@ -254,3 +254,34 @@ def test_storage_ahead_of_the_broker_is_never_skipped_silently(broker, topics, t
     r = run_stream(broker.bootstrap, only, root, "--until-drained", *group, timeout=120)
     assert r.returncode == 3, (r.returncode, r.stderr[-3000:])
     assert "log_rewritten" in r.stderr or "storage_ahead" in r.stderr
+
+
+def test_sigterm_during_start_up_is_a_clean_stop(broker, topics, tmp_path):
+    """The handlers are installed before /metrics is served: a SIGTERM as soon as the endpoint
+    answers (kernel warm-up, broker check) ends the run with 0, not -15."""
+    port = free_port()
+    m = Member(broker, topics, tmp_path / "out", tmp_path / "m.log", "--group", "g-early",
+               "--metrics-port", str(port))
+    try:
+        assert _wait_for(lambda: _metric(port, "flowaudit_build_info") is not None, 60), m.text()[-2000:]
+    finally:
+        took = m.terminate()
+    assert m.proc.returncode == 0 and took < SIGTERM_EXIT_S, (m.proc.returncode, took, m.text()[-2000:])
+
+
+def test_until_drained_gives_up_with_a_reason_instead_of_waiting_for_ever(broker, topics, tmp_path):
+    """A partition whose lock another process holds never drains: after kafka.drain_stall_s the
+    run exits 4 and names it."""
+    from flowaudit.sinks.parquet import PartitionLock
+
+    produce_labelled(broker.bootstrap, topics, synth.generate(seed=61, n=200))
+    root = tmp_path / "out"
+    held = PartitionLock(root, topics["xml"], 1)
+    assert held.try_acquire()
+    try:
+        r = run_stream(broker.bootstrap, topics, root, "--until-drained", "--group", "g-stall", "--metrics-port", "0",
+                       timeout=120, FLOWAUDIT_KAFKA_DRAIN_STALL_S="8")
+    finally:
+        held.release()
+    assert r.returncode == 4, (r.returncode, r.stderr[-3000:])
+    assert f"{topics['xml']}+1 (locked)" in r.stderr and "kafka.drain_stall_s" in r.stderr
