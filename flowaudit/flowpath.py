@@ -118,16 +118,21 @@ class FlowPath:
         if self.write_flows and flows.num_rows:
             res.tables["flows"] = (flows, f_idx)
         if self.egress is not None and flows.num_rows:
-            src = sub.sources[int(sub.source_idx[0])] if n else "-"
-            t = self.egress.detect_flows(numeric, exporters=exporters, source=src,
+            t = self.egress.detect_flows(numeric, exporters=exporters,
                                          partition=flows.column("partition").to_numpy(),
                                          offset=np.arange(flows.num_rows), ts_ms=flows.column("ts_ms").to_numpy(
                                              zero_copy_only=False))
             if t.num_rows:
-                rows = t.column("offset").to_numpy().astype(np.int64)
-                k = t.schema.get_field_index("offset")
-                t = t.set_column(k, t.schema.field(k), flows.column("offset").take(pa.array(rows)))
-                res.tables["transfers"] = (t, f_idx[rows])
+                # offset (the flow's index so far) -> the datagram's own offset and source: a batch may
+                # hold several topics of one kind, and a held row keeps its own datagram's topic
+                rows = pa.array(t.column("offset").to_numpy().astype(np.int64))
+                for name in ("offset", "source"):
+                    k = t.schema.get_field_index(name)
+                    col = flows.column(name).take(rows)
+                    if name == "source":
+                        col = col.combine_chunks().cast(t.schema.field(k).type)
+                    t = t.set_column(k, t.schema.field(k), col)
+                res.tables["transfers"] = (t, f_idx[rows.to_numpy()])
         if self.silent is not None and flows.num_rows:
             silent = self._silent_windows(numeric, f_idx, flows)
             if silent is not None:

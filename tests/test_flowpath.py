@@ -148,3 +148,35 @@ def test_aggregates_command_over_the_transfers_dataset(tmp_path):
     assert by[("10.0.0.5", "LOGINK")]["bytes"] == 1200 and by[("10.0.0.5", "LOGINK")]["bytes_scaled"] == 12000
     assert by[("10.0.0.6", "policy")]["flows"] == 1
     assert all(x["window_start_ns"] % 60_000_000_000 == 0 for x in rows)
+
+
+def test_transfers_source_is_each_rows_own_topic(tmp_path):
+    """Two goflow2 topics (and two NetFlow topics) in one batch: every transfers row names the topic
+    of its own message, like the flows rows do."""
+    topics = {"goflow.a": "goflow", "goflow.b": "goflow", "netflow.a": "netflow", "netflow.b": "netflow"}
+    svc = service(tmp_path, topics)
+
+    def gf(dst, dport):
+        return orjson.dumps({"type": "IPFIX", "sampling_rate": 1, "sampler_address": "192.0.2.1",
+                             "time_flow_start_ns": T0_MS * 1_000_000, "time_flow_end_ns": T0_MS * 1_000_000,
+                             "bytes": 10, "packets": 1, "src_addr": "10.0.0.5", "dst_addr": dst, "etype": "IPv4",
+                             "proto": "TCP", "src_port": 40000, "dst_port": dport})
+
+    rows = [("goflow.a", 0, b"192.0.2.1", gf("203.0.113.1", 3389)),
+            ("goflow.b", 0, b"192.0.2.1", gf("203.0.113.2", 3389)),
+            ("goflow.b", 1, b"192.0.2.1", gf("203.0.113.3", 5900)),
+            ("goflow.a", 1, b"192.0.2.1", gf("203.0.113.4", 22)),
+            ("netflow.b", 0, b"192.0.2.9", v5("10.0.0.6", "203.0.113.5", 3389, 500)),
+            ("netflow.a", 0, b"192.0.2.9", v5("10.0.0.6", "203.0.113.6", 3389, 500))]
+    group = np.array([list(topics).index(t) for t, *_ in rows], np.int64)
+    svc.handle(batch_of(svc, rows), group, [(t, 0) for t in topics], 0.0)
+    svc.flush_all()
+    flows = {(f["dst_addr"]): (f["source"], f["offset"]) for f in read_dataset(svc.root, "flows").to_pylist()}
+    tr = {(t["dst_addr"]): (t["source"], t["offset"], t["service"])
+          for t in read_dataset(svc.root, "transfers").to_pylist()}
+    assert flows == {"203.0.113.1": ("goflow.a", 0), "203.0.113.2": ("goflow.b", 0), "203.0.113.3": ("goflow.b", 1),
+                     "203.0.113.4": ("goflow.a", 1), "203.0.113.5": ("netflow.b", 0),
+                     "203.0.113.6": ("netflow.a", 0)}
+    assert tr == {"203.0.113.1": ("goflow.a", 0, "rdp"), "203.0.113.2": ("goflow.b", 0, "rdp"),
+                  "203.0.113.3": ("goflow.b", 1, "vnc"), "203.0.113.4": ("goflow.a", 1, "ssh"),
+                  "203.0.113.5": ("netflow.b", 0, "rdp"), "203.0.113.6": ("netflow.a", 0, "rdp")}
