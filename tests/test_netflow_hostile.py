@@ -85,18 +85,19 @@ def v5(count, nrec=None, version=5):
 
 
 # ---------------------------------------------------------------------------- v5 (48, 49)
-@pytest.mark.parametrize("count,nrec,reason,rows", [
+@pytest.mark.parametrize("count,nrec,reason,counted", [
     (0, 0, "v5_bad_count", 0),
     (31, 31, "v5_bad_count", 0),
     (65535, 30, "v5_bad_count", 0),
-    (30, 2, "v5_truncated", 2),     # count says 30, two records fit: decode those, flag the datagram
-    (1, 0, "v5_truncated", 0),
+    (30, 2, "v5_truncated", 2),     # count says 30, two records fit: the datagram is quarantined whole,
+    (1, 0, "v5_truncated", 0),      # and the two complete records are counted, never written
 ])
-def test_v5_bad_counts(count, nrec, reason, rows):
+def test_v5_bad_counts(count, nrec, reason, counted):
     res, dec = decode(v5(count, nrec))
     assert res.reasons == [reason]
-    assert res.table.num_rows == rows
+    assert res.table.num_rows == 0
     assert dec.counters[reason] == 1
+    assert dec.counters["records_quarantined"] == counted
 
 
 def test_v5_longer_than_count_is_trailing_not_records():
@@ -123,8 +124,9 @@ def test_zero_length_set_aborts_packet():
     bad = struct.pack(">HH", 256, 0) + flow_rec()   # length 0 followed by non-zero bytes
     res, dec = decode(ipfix(good, bad))
     assert res.reasons == ["set_length_zero"]
-    assert res.table.num_rows == 1                  # the record before the bad set is kept
+    assert res.table.num_rows == 0                  # a quarantined datagram writes no flows ...
     assert dec.counters["set_length_zero"] == 1
+    assert dec.counters["records_quarantined"] == 1  # ... the record before the bad set is counted
 
 
 def test_zero_padding_after_last_set_is_not_an_error():
@@ -196,9 +198,8 @@ def test_all_zero_length_fields_template_is_rejected_without_looping():
     assert dec.template_count == 0 and res.table.num_rows == 0
     assert dec.counters["template_zero_length"] == 1
     assert res.reasons == ["template_zero_length"]
-    assert dec.held == 1                            # its data waits for a usable template ...
-    dec.flush()
-    assert dec.counters["missing_template"] == 1    # ... and is counted when none comes
+    assert dec.held == 0                            # its datagram is quarantined: the set is counted,
+    assert dec.counters["sets_quarantined"] == 1    # never held for a later template
 
 
 def test_variable_length_overflow_rejected():
@@ -260,7 +261,12 @@ def test_template_with_too_many_fields_is_skipped():
     fields = [(1, 1)] * 300
     res, dec = decode(ipfix(set_(2, tpl(256, fields) + tpl(257, FLOW)), set_(257, flow_rec())))
     assert dec.counters["template_too_many_fields"] == 1
-    assert res.table.num_rows == 1               # the next template of the set is still read
+    # the datagram is quarantined (its record counted, not written), but the next template of the
+    # set is still read: the exporter's next datagram decodes
+    assert res.reasons == ["template_too_many_fields"] and res.table.num_rows == 0
+    assert dec.counters["records_quarantined"] == 1
+    res, _ = decode(ipfix(set_(257, flow_rec()), seq=1), dec)
+    assert res.reasons == ["ok"] and res.table.num_rows == 1
 
 
 def test_redefined_template_uses_new_layout():
