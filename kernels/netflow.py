@@ -20,9 +20,12 @@ The template registry is a set of numpy arrays owned by the shell
                           withdraw-all generations, last export time, expected sequence number;
 * ``state``               scalars: LRU tick, global generation, free-slot stack top, eviction hand.
 
-Data sets whose template is not (yet) known are returned as *pending* (byte range + header
-context) and retried at the end of the batch; the shell keeps those still unresolved for a
-bounded time (``hbuf``/``hoff``/``hmeta``, retried first on the next call).
+Data sets whose template is not (yet) known wait: as *pending* rows of this batch (byte range +
+header context) or as *held* sets of earlier calls (``hbuf``/``hoff``/``hmeta``, kept by the shell
+for a bounded time).  At the end of every message that stored templates, the waiting sets of that
+exporter/domain whose template is now live are decoded (:func:`_release`) -- with that definition,
+so an exporter that restarts and redefines the id later cannot change how they read, and batch
+boundaries never change a row.  Those still waiting at the end of the batch are returned.
 
 Every length read from a packet is checked against the end of its message/set before use
 (numba does not bounds-check); every loop advances by at least one byte or one record of
@@ -825,13 +828,18 @@ def _decode_data_set(b, p, end, slot, dgram, version, domain, tid, export_ns, up
 
 
 @kernel
-def _release(k1, version, tid, buf, pend, npend, hbuf, hoff, hmeta, held_done, nd, ttl,
+def _release(k1, version, buf, pend, npend, hbuf, hoff, hmeta, held_done, nd, ttl,
              tmeta, tfields, tsel, thash, tfree, dmeta, dhash, dfree, state, status, out, n, counters):
-    """A template (k1, version, tid) was just stored: decode, in arrival order, the held sets of
-    earlier calls and the pending sets of this batch that waited for it -- with *this* definition,
-    before any later redefinition can replace it.  Resolved pending sets get H_TID = -1."""
+    """A message of (exporter/domain k1, version) stored templates: decode, in arrival order, the
+    held sets of earlier calls and the pending sets of this batch whose template is now live --
+    with *this* definition, before a later message can redefine the id (an exporter restart), and
+    after the message's options data (sampling, system init time).  Resolved pending sets get
+    H_TID = -1."""
     for h in range(hoff.shape[0] - 1):
-        if held_done[h] != 0 or hmeta[h, H_K1] != k1 or hmeta[h, H_VERSION] != version or hmeta[h, H_TID] != tid:
+        if held_done[h] != 0 or hmeta[h, H_K1] != k1 or hmeta[h, H_VERSION] != version:
+            continue
+        tid = hmeta[h, H_TID]
+        if _t_find(thash, tmeta, k1, (np.int64(version) << 16) | tid) < 0:
             continue
         slot = _lookup(version, k1, tid, hmeta[h, H_EXPORT_S], ttl, thash, tmeta, tfree, dmeta, dhash, dfree,
                        state, counters)
@@ -847,7 +855,10 @@ def _release(k1, version, tid, buf, pend, npend, hbuf, hoff, hmeta, held_done, n
         held_done[h] = 1
         counters[K_HELD_OK] += 1
     for i in range(npend):
-        if pend[i, H_TID] != tid or pend[i, H_K1] != k1 or pend[i, H_VERSION] != version:
+        if pend[i, H_TID] < 0 or pend[i, H_K1] != k1 or pend[i, H_VERSION] != version:
+            continue
+        tid = pend[i, H_TID]
+        if _t_find(thash, tmeta, k1, (np.int64(version) << 16) | tid) < 0:
             continue
         slot = _lookup(version, k1, tid, pend[i, H_EXPORT_S], ttl, thash, tmeta, tfree, dmeta, dhash, dfree,
                        state, counters)
@@ -877,7 +888,8 @@ def decode_batch(buf, offsets, exp_id, ttl, hbuf, hoff, hmeta,
     ``out[:n]`` the flow rows (C_DGRAM >= n_datagrams means held entry C_DGRAM - n_datagrams);
     ``status`` int16 per datagram; ``pend_meta[:n_pend]`` data sets of this batch still without a
     template (H_* columns, byte range into ``buf``); ``held_done`` 1 per held entry decoded now,
-    and their H_AGE (export-time age in seconds) is refreshed in ``hmeta``.
+    and the H_AGE (export-time age in seconds) of the others is refreshed in ``hmeta``.  Rows of a
+    datagram whose status is not 0 are returned too: the shell counts and drops them.
     """
     nd = offsets.shape[0] - 1
     counters = np.zeros(NCOUNTERS, np.int64)
@@ -1024,6 +1036,7 @@ def decode_batch(buf, offsets, exp_id, ttl, hbuf, hoff, hmeta,
             held_here = False
             glued_next = False
             abort = False
+            stored_any = False
             while mend - sp >= 4:
                 sid = u16(buf, sp)
                 slen = u16(buf, sp + 2)
@@ -1125,9 +1138,7 @@ def decode_batch(buf, offsets, exp_id, ttl, hbuf, hoff, hmeta,
                                 status[d] = ST_TMANY if nf > tfields.shape[1] else ST_TZEROLEN
                             r = -r - 2
                         else:
-                            out, n = _release(k1, version, tid, buf, pend, npend, hbuf, hoff, hmeta, held_done,
-                                              nd, ttl, tmeta, tfields, tsel, thash, tfree, dmeta, dhash, dfree,
-                                              state, status, out, n, counters)
+                            stored_any = True
                         q = r
                         if version == 9 and opt_set:
                             # v9 options template records are padded to 4 bytes
@@ -1169,6 +1180,10 @@ def decode_batch(buf, offsets, exp_id, ttl, hbuf, hoff, hmeta,
                 sp = send
             if not abort and not glued_next and mend - sp > 0:
                 counters[K_TRAILING] += 1   # 1..3 bytes after the last set
+            if stored_any:
+                out, n = _release(k1, version, buf, pend, npend, hbuf, hoff, hmeta, held_done, nd, ttl,
+                                  tmeta, tfields, tsel, thash, tfree, dmeta, dhash, dfree, state, status, out, n,
+                                  counters)
             # sequence numbers only change counters (v9: packets; IPFIX: data records)
             if version == 9:
                 if hcount != nrec and not held_here:

@@ -280,6 +280,37 @@ def test_redefined_template_uses_new_layout():
     assert dec.counters["templates_updated"] == 1
 
 
+def test_restart_redefinition_and_a_set_waiting_for_the_old_template():
+    """An exporter the collector joins mid-stream (data before any template), then its templates,
+    then a restart that re-sends id 256 with another layout.  The early set is decoded with the
+    first definition (when it arrives), the later ones with the new one -- in one batch and in one
+    batch per datagram alike -- and the redefinition is counted."""
+    swapped = [(7, 2), (11, 2), (8, 4), (12, 4), (4, 1), (1, 4), (2, 4), (10, 4)]   # 25-byte records
+
+    def rec_b(sp):
+        return struct.pack(">HHIIBIII", sp, 443, 0x0A000009, 0xCB007109, 17, 5, 1, 3)
+
+    stream = [
+        ipfix(set_(256, flow_rec(sp=1) + flow_rec(sp=2) + flow_rec(sp=3)), seq=10),   # joined mid-stream
+        ipfix(set_(2, tpl(256, FLOW)), set_(256, flow_rec(sp=4)), seq=13),
+        ipfix(set_(2, tpl(256, swapped)), set_(256, rec_b(5) + rec_b(6)), seq=0),   # restart
+        ipfix(set_(256, rec_b(7)), seq=2),
+    ]
+    for split in (False, True):
+        dec = NetflowDecoder()
+        rows = []
+        for part in ([[d] for d in stream] if split else [stream]):
+            res, _ = decode(part, dec)
+            assert not res.status.any()
+            rows += res.table.to_pylist()
+        got = sorted((r["src_port"], r["dst_port"], r["src_addr"], r["protocol"], r["bytes"]) for r in rows)
+        assert got == [(1, 443, "10.0.0.1", 6, 1000), (2, 443, "10.0.0.1", 6, 1000), (3, 443, "10.0.0.1", 6, 1000),
+                       (4, 443, "10.0.0.1", 6, 1000), (5, 443, "10.0.0.9", 17, 5), (6, 443, "10.0.0.9", 17, 5),
+                       (7, 443, "10.0.0.9", 17, 5)], split
+        c = dec.counters
+        assert (c["templates_updated"], c["held_decoded"], c["missing_template"], c["records_truncated"]) == (1, 1, 0, 0)
+
+
 def test_template_key_is_exporter_and_domain_never_port():
     """Same template id from two exporters and two domains: four independent layouts."""
     dec = NetflowDecoder()
@@ -386,6 +417,52 @@ def test_sequence_gaps_and_restarts_only_count():
     res, _ = decode(msgs, dec)
     assert res.table.num_rows == 6 and not res.status.any()
     assert dec.counters["sequence_gap"] == 3
+
+
+def test_every_record_is_decoded_or_counted():
+    """Hostile shapes, each data set holding exactly one record so that sets and records count
+    alike: records put in == rows out + records_quarantined + sets dropped for want of a template
+    (missing_template, after flush) + sets of quarantined datagrams (sets_quarantined) + records
+    that cannot be delimited (varlen_overflow).  Bytes after a set header that cannot be delimited
+    (length 0, past the end) are no records: the datagram is quarantined whole, raw bytes kept."""
+    one = flow_rec()
+    shapes = [
+        ([ipfix(set_(2, tpl(256, FLOW)), set_(256, one))], 1),                            # plain
+        ([ipfix(set_(256, one), set_(2, tpl(256, FLOW)))], 1),                            # data before template
+        ([ipfix(set_(300, one))], 1),                                                     # template never comes
+        ([ipfix(set_(2, tpl(256, FLOW)), set_(256, one), struct.pack(">HH", 256, 0) + one)], 1),  # length 0 after
+        ([ipfix(set_(2, tpl(256, FLOW)), set_(256, one), set_(256, one, length=4000))], 1),     # set past end
+        ([ipfix(set_(301, one), set_(2, tpl(256, FLOW)), set_(256, one), set_(2, tpl(12, FLOW)))], 2),  # bad tid
+        ([v5(30, 2)], 2), ([v5(1) + v5(2)], 3),                                           # v5 truncated / glued
+        ([v9(set_(0, tpl(256, FLOW)), set_(256, one), bytes(40))], 1),                     # zero padding
+        ([ipfix(set_(2, tpl(256, FLOW + [(82, 0xFFFF)])), set_(256, one + b"\xff\x00"))], 1),  # varlen overflow
+        ([ipfix(set_(256, one), secs=1000), ipfix(set_(2, tpl(999, FLOW)), secs=2000)], 1),  # held set ages out
+        ([ipfix(set_(2, tpl(256, FLOW)), set_(256, one + one + one))], 3),
+    ]
+    for datagrams, present in shapes:
+        dec = NetflowDecoder()
+        rows = 0
+        for d in datagrams:
+            res, _ = decode(d, dec)
+            rows += res.table.num_rows
+        dec.flush()
+        c = dec.counters
+        counted = c["records_quarantined"] + c["missing_template"] + c["sets_quarantined"] + c["varlen_overflow"]
+        assert rows + counted == present, (datagrams, rows, {k: v for k, v in c.items() if v})
+    # and on the mutated corpus: every row comes from a decoded record, and a quarantined datagram
+    # contributes none
+    base = _corpus_datagrams(200)
+    rng = random.Random(7)
+    dec = NetflowDecoder()
+    decode(base, dec)
+    batch = [mutate(rng, rng.choice(base)) for _ in range(400)]
+    before = dict(dec.counters)
+    res, _ = decode(batch, dec)
+    decoded = dec.counters["flow_records"] - before["flow_records"]
+    dropped = dec.counters["records_quarantined"] - before["records_quarantined"]
+    assert res.table.num_rows == decoded - dropped
+    bad = set(np.flatnonzero(res.status).tolist())
+    assert not bad & set(res.numeric["dgram"].tolist())
 
 
 def test_exporter_table_bounded():

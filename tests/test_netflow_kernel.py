@@ -77,11 +77,14 @@ class Reference:
             self._datagram(d, exp, data, rows)
         return rows
 
-    def _release(self, key):
-        waiting = [p for p in self.pending if (p[1], p[3], p[2], p[4]) == key]
-        self.pending = [p for p in self.pending if (p[1], p[3], p[2], p[4]) != key]
+    def _release(self):
+        """End of a message that stored templates: the waiting sets whose template is now known."""
+        live = lambda p: (p[1], p[3], p[2], p[4]) in self.templates  # noqa: E731
+        waiting = [p for p in self.pending if live(p)]
+        self.pending = [p for p in self.pending if not live(p)]
         for (d, exp, version, domain, tid, body, export_ns, uptime) in waiting:
-            self._data(self.rows, d, exp, version, domain, tid, self.templates[key], body, export_ns, uptime)
+            self._data(self.rows, d, exp, version, domain, tid, self.templates[(exp, domain, version, tid)], body,
+                       export_ns, uptime)
 
     def _datagram(self, d, exp, data, rows):
         p = 0
@@ -125,15 +128,19 @@ class Reference:
             else:
                 return
             export_ns = secs * 10**9
+            self.stored = False
+            abort = False
             while end - sp >= 4:
                 sid, slen = struct.unpack_from(">HH", data, sp)
                 if slen == 0:
                     if any(data[sp:end]):
-                        return
+                        abort = True
+                        break
                     sp = end
                     break
                 if slen < 4 or slen > end - sp:
-                    return
+                    abort = True
+                    break
                 body = data[sp + 4:sp + slen]
                 if sid in ((0, 1) if version == 9 else (2, 3)):
                     self._templates(exp, version, domain, sid, body, secs)
@@ -144,6 +151,10 @@ class Reference:
                     else:
                         self._data(rows, d, exp, version, domain, sid, t, body, export_ns, uptime)
                 sp += slen
+            if self.stored:
+                self._release()
+            if abort:
+                return
             p = end if version == 10 else sp
             if version == 9:
                 return
@@ -198,7 +209,7 @@ class Reference:
             minlen = sum(1 if f[1] == 0xFFFF else f[1] for f in fields)
             if minlen > 0 and nf <= 192:
                 self.templates[(exp, domain, version, tid)] = ("options" if opt else "data", fields)
-                self._release((exp, domain, version, tid))
+                self.stored = True
             if version == 9 and opt:
                 q += (-(q + 4)) % 4   # records are padded to 4 bytes within the set (set header = 4)
 

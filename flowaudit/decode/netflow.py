@@ -12,10 +12,20 @@
     dec.templates()  # the live templates (like goflow2's /templates)
 
 Templates are keyed by (exporter address, observation domain / source id, version, template id),
-never by the exporter's source port.  Data sets that arrive before their template are held
-(bounded by count, bytes and exporter-time age) and decoded when the template arrives, or
-dropped and counted as ``missing_template``.  Counts are reported raw, with the sampling
+never by the exporter's source port; a template id re-sent with another definition (an exporter
+restart) replaces the old one (``templates_updated``) and the records after it use the new layout.
+Data sets that arrive before their template are held (bounded by count, bytes and exporter-time
+age) and decoded at the end of the message that brings the template -- with that definition --,
+or dropped and counted as ``missing_template``.  Counts are reported raw, with the sampling
 interval beside them; nothing is scaled here.
+
+Every record is decoded or counted with a reason.  A datagram whose status is not ``ok`` is
+quarantined whole and writes no flows, for v5, v9 and IPFIX alike: records decoded from it before
+the problem was met are counted as ``records_quarantined``, its sets still waiting for a template
+as ``sets_quarantined`` (its templates are still learned).  Four or more non-zero bytes after the
+last record of a set are counted as ``records_truncated``.  :meth:`NetflowDecoder.export_state`
+and :meth:`NetflowDecoder.import_state` carry templates and held sets across a restart; a Kafka
+message delivered again replaces the sets held from its first delivery (``held_duplicate``).
 """
 from __future__ import annotations
 
