@@ -16,9 +16,8 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 
-import orjson
-
 import numpy as np
+import orjson
 import pyarrow as pa
 
 from .datasets import MESSAGES, QUARANTINE, SCHEMA_VERSION
@@ -31,6 +30,8 @@ from .zones import SilentMonitor
 log = logging.getLogger(__name__)
 
 KIND_NETFLOW, KIND_GOFLOW, KIND_DNS = "netflow", "goflow", "dns"
+KINDS = (KIND_NETFLOW, KIND_GOFLOW, KIND_DNS)
+_VERSION_NAMES = {5: "v5", 9: "v9", 10: "ipfix"}
 # restart snapshot (FlowPath.state / restore): magic, format version, crc32 and length of the
 # zlib-compressed payload; the payload is a JSON header then raw little-endian array bytes
 STATE_MAGIC = b"FAFPSTAT"
@@ -38,8 +39,6 @@ STATE_FORMAT = 1
 STATE_MAX_BYTES = 1 << 30             # decompressed: a foreign or corrupt blob can never exhaust memory
 _STATE_HEAD = struct.Struct("<8sHIQ")
 _STATE_DTYPES = {"int64": np.int64, "uint64": np.uint64, "uint8": np.uint8}
-KINDS = (KIND_NETFLOW, KIND_GOFLOW, KIND_DNS)
-_VERSION_NAMES = {5: "v5", 9: "v9", 10: "ipfix"}
 
 
 @dataclass
@@ -99,28 +98,33 @@ class FlowPath:
     def restore(self, blob: bytes) -> bool:
         """Load a :meth:`state` snapshot into this (freshly started) FlowPath.  A corrupt, truncated,
         foreign or newer-format blob is ignored with a logged reason and the path starts empty:
-        never an exception.  Returns whether the snapshot was taken."""
+        never an exception.  Returns whether the snapshot was loaded."""
         try:
             doc, arrays = self._parse_state(bytes(blob))
+            # everything is checked on fresh objects first; the live path changes only at the end
             dec = NetflowDecoder(template_ttl_s=self.decoder.template_ttl_s)
             dec.import_state(doc["netflow"], arrays)
             dns_state = doc.get("dns")
             if self.egress is not None and dns_state is not None:
-                probe = type(self.egress.dns)(max_entries=self.egress.dns.max_entries)
-                probe.load_state(dns_state)      # validate first: the live map stays as it is on error
-                self.egress.dns.load_state(dns_state)
+                type(self.egress.dns)(max_entries=self.egress.dns.max_entries).load_state(dns_state)
             sil = doc.get("silent")
+            window = None
             if self.silent is not None and isinstance(sil, dict) and sil.get("window_ns") == self.window_ns:
                 ws = sil.get("win_start")
-                self._win_start = int(ws) if isinstance(ws, int) else None
-                self._win_src = [(arrays["win_hi"], arrays["win_lo"])] if arrays.get("win_hi") is not None else []
-                for h, w in zip(arrays.get("learned_hi", ()), arrays.get("learned_lo", ())):
-                    self.silent.learned[(int(h), int(w))] = None
-            self.decoder = dec
+                window = (int(ws) if isinstance(ws, int) else None,
+                          [(arrays["win_hi"], arrays["win_lo"])] if "win_hi" in arrays else [],
+                          list(zip(arrays["learned_hi"].tolist(), arrays["learned_lo"].tolist()))
+                          if "learned_hi" in arrays else [])
         except (ValueError, KeyError, TypeError, IndexError, zlib.error, struct.error, orjson.JSONDecodeError) as exc:
             log.warning("flowpath: restart state ignored (%s: %s); starting without templates, held sets "
                         "and DNS map", type(exc).__name__, str(exc)[:200])
             return False
+        self.decoder = dec
+        if self.egress is not None and dns_state is not None:
+            self.egress.dns.load_state(dns_state)
+        if window is not None:
+            self._win_start, self._win_src, learned = window
+            self.silent.learned.update(dict.fromkeys(learned))
         return True
 
     @staticmethod
