@@ -1079,6 +1079,7 @@ def decode_batch(buf, offsets, exp_id, ttl, hbuf, hoff, hmeta,
                             break   # zero padding after the last template record
                         if version == 10 and opt_set:
                             if send - q < 6:
+                                counters[K_TTRUNC] += 1   # an options template header cut short
                                 break
                             nf = u16(buf, q + 2)
                             if nf == 0:
@@ -1096,6 +1097,7 @@ def decode_batch(buf, offsets, exp_id, ttl, hbuf, hoff, hmeta,
                             q += 6
                         elif version == 9 and opt_set:
                             if send - q < 6:
+                                counters[K_TTRUNC] += 1   # an options template header cut short
                                 break
                             scope_len = u16(buf, q + 2)
                             opt_len = u16(buf, q + 4)
