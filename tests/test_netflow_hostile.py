@@ -465,6 +465,31 @@ def test_every_record_is_decoded_or_counted():
     assert not bad & set(res.numeric["dgram"].tolist())
 
 
+def test_exported_state_is_bounded_and_checked():
+    """Decoder state for a restart: a smaller decoder keeps the most recently used templates (the
+    rest counted as evicted) and decodes with them; malformed state raises ValueError and leaves the
+    decoder as it was."""
+    a = NetflowDecoder()
+    for tid in range(256, 266):
+        decode(ipfix(set_(2, tpl(tid, FLOW)), domain=3), a)
+    decode(ipfix(set_(300, flow_rec(sp=9)), domain=3), a)           # held
+    meta, arrays = a.export_state()
+    b = NetflowDecoder(template_capacity=4)
+    b.import_state(meta, arrays)
+    assert [t["template_id"] for t in b.templates()] == [262, 263, 264, 265]
+    assert b.counters["template_evicted"] == 6 and b.held == 1
+    res, _ = decode(ipfix(set_(265, flow_rec(sp=1)), set_(2, tpl(300, FLOW)), domain=3, seq=1), b)
+    assert sorted(res.numeric["src_port"].tolist()) == [1, 9]
+    for bad in (dict(arrays, tmeta=arrays["tmeta"][:, :3]), dict(arrays, hoff=arrays["hoff"] + 1),
+                dict(arrays, dmeta=np.zeros((2, 3), np.int64))):
+        c = NetflowDecoder()
+        with pytest.raises(ValueError):
+            c.import_state(meta, bad)
+        assert c.template_count == 0 and c.held == 0
+    with pytest.raises(ValueError):
+        NetflowDecoder().import_state({"exporters": "x"}, arrays)
+
+
 def test_exporter_table_bounded():
     dec = NetflowDecoder(max_exporters=100)
     for i in range(5):
