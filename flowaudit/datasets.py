@@ -120,6 +120,8 @@ TRANSFERS = pa.schema(_PROVENANCE + [
     pa.field("src_zone", _dict, nullable=True),
     pa.field("dst_zone", _dict, nullable=True),
     pa.field("rule", _dict, nullable=False),               # watchlist or policy rule that fired
+    pa.field("service", _dict, nullable=True),             # rdp, ssh, telnet, vnc, teamviewer, modbus, s7comm, ...
+                                                           # from dst port + protocol (zone policy services); null: none
     pa.field("severity", _dict, nullable=False),
     pa.field("indicator_source", pa.string(), nullable=False),  # where the indicator comes from (citation)
     pa.field("watchlist_version", _dict, nullable=False),

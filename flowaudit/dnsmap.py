@@ -5,16 +5,26 @@ even though no IP is configured.  Time is **record time** (the ``ts`` of the DNS
 flow's start time), never the wall clock, so a replayed capture attributes as the live one did.
 
 * An answer (A/AAAA address in ``answers``, TTL in ``TTLs`` at the same position) for query
-  ``q`` maps the address to ``q`` from ``ts - skew`` to ``ts + ttl`` (TTL clamped to
-  ``[min_ttl, max_ttl]``).  A CNAME chain (names in ``answers``) is kept: when a CNAME in the
-  chain, rather than the query, is the watched name, that name is stored.
+  ``q`` makes the address mean ``q`` during its *validity interval*
+  ``[ts - grace, ts + ttl + grace]`` (TTL clamped to ``[min_ttl, max_ttl]``; ``grace`` =
+  ``skew_s``, 5 s by default, absorbs clock skew between the resolver and the exporter and the
+  1-second resolution of v9 export times).  A CNAME chain (names in ``answers``) is kept: when a
+  CNAME in the chain, rather than the query, is the watched name, that name is stored.
+* A flow is attributed by **its own start time** against these intervals, never against the
+  newest answer seen: NetFlow exports a long flow only after the active timeout, so a flow that
+  started inside an answer's TTL is often exported after later answers.  An address keeps up to
+  ``max_per_addr`` intervals (an address that re-resolves to another name keeps both); the latest
+  answer containing the flow's start wins.  The same name answered again for an address extends
+  its interval instead of adding one.
 * ``keep``: an optional predicate over names; only matching names are stored (the egress
   detector passes its watchlist), so unrelated lookups can never evict the ones that matter.
-* Bounded: at most ``max_entries`` addresses, least recently *answered* evicted first; expired
-  entries are dropped as record time moves on (``now`` = the latest answer time seen).
+* Bounded: at most ``max_entries`` addresses, least recently *answered* evicted first; an
+  interval is dropped once it ended more than ``horizon_s`` (1 h by default: longer than
+  usual active timeouts) before the newest answer time seen (``now_ns``).
 
 :meth:`DnsMap.arrays` exposes the live map as sorted (hi, lo) uint64 keys for the join kernel
 (:func:`flowaudit.kernels.ipset.exact_lookup`); :meth:`DnsMap.attribute` does the join.
+:meth:`DnsMap.to_state` / :meth:`DnsMap.load_state` carry the map across restarts.
 """
 from __future__ import annotations
 
@@ -57,17 +67,20 @@ def _ts_ns(v) -> int | None:
 class DnsMap:
     def __init__(self, max_entries: int = 100_000, *, keep: Callable[[str], bool] | None = None,
                  min_ttl_s: float = 0.0, max_ttl_s: float = 86_400.0, skew_s: float = 5.0,
-                 default_ttl_s: float = 300.0):
-        if max_entries < 1:
-            raise ValueError("dnsmap: max_entries must be >= 1")
+                 default_ttl_s: float = 300.0, horizon_s: float = 3600.0, max_per_addr: int = 4):
+        if max_entries < 1 or max_per_addr < 1:
+            raise ValueError("dnsmap: max_entries and max_per_addr must be >= 1")
         self.max_entries = int(max_entries)
+        self.max_per_addr = int(max_per_addr)
         self.keep = keep
         self.min_ttl_ns = int(min_ttl_s * NS)
         self.max_ttl_ns = int(max_ttl_s * NS)
         self.skew_ns = int(skew_s * NS)
         self.default_ttl_ns = int(default_ttl_s * NS)
-        # (hi, lo) -> (name, valid_from_ns, valid_until_ns); order = least recently answered first
-        self._map: OrderedDict[tuple[int, int], tuple[str, int, int]] = OrderedDict()
+        self.horizon_ns = int(horizon_s * NS)
+        # (hi, lo) -> [[name, valid_from_ns, valid_until_ns, answered_ns], ...] (oldest answer first);
+        # dict order = least recently answered address first
+        self._map: OrderedDict[tuple[int, int], list[list]] = OrderedDict()
         self.now_ns = 0
         self.stats = {"lines": 0, "bad_lines": 0, "answers": 0, "stored": 0, "evicted": 0, "expired": 0}
         self._arrays = None
@@ -142,62 +155,124 @@ class DnsMap:
             ttl = ttls[i] if i < len(ttls) and isinstance(ttls[i], (int, float)) else None
             ttl_ns = self.default_ttl_ns if ttl is None else int(float(ttl) * NS)
             ttl_ns = min(max(ttl_ns, self.min_ttl_ns), self.max_ttl_ns)
-            key = (hi, lo)
-            self._map.pop(key, None)
-            self._map[key] = (name, ts - self.skew_ns, ts + ttl_ns)
+            self._add((hi, lo), name, ts - self.skew_ns, ts + ttl_ns + self.skew_ns, ts)
             self.stats["stored"] += 1
             stored.append(DnsAnswer(ts, client if isinstance(client, str) else None, query, name, a, ttl_ns / NS))
-            while len(self._map) > self.max_entries:
-                self._map.popitem(last=False)
-                self.stats["evicted"] += 1
         self._arrays = None
 
+    def _add(self, key: tuple[int, int], name: str, t0: int, t1: int, answered: int) -> None:
+        ivs = self._map.pop(key, None) or []
+        for iv in ivs:
+            # the same name again, overlapping or touching: one longer interval
+            if iv[0] == name and t0 <= iv[2] and iv[1] <= t1:
+                iv[1], iv[2], iv[3] = min(iv[1], t0), max(iv[2], t1), max(iv[3], answered)
+                break
+        else:
+            ivs.append([name, t0, t1, answered])
+        ivs.sort(key=lambda iv: iv[3])
+        del ivs[:-self.max_per_addr]
+        self._map[key] = ivs
+        while len(self._map) > self.max_entries:
+            self._map.popitem(last=False)
+            self.stats["evicted"] += 1
+
     def _expire(self) -> None:
-        """Drop entries whose TTL ended before the latest answer time (record time)."""
-        dead = [k for k, (_, _, until) in self._map.items() if until < self.now_ns]
-        for k in dead:
-            del self._map[k]
+        """Drop intervals that ended more than ``horizon`` before the newest answer time."""
+        limit = self.now_ns - self.horizon_ns
+        dead = 0
+        for k in [k for k, ivs in self._map.items() if any(iv[2] < limit for iv in ivs)]:
+            ivs = [iv for iv in self._map[k] if iv[2] >= limit]
+            dead += len(self._map[k]) - len(ivs)
+            if ivs:
+                self._map[k] = ivs
+            else:
+                del self._map[k]
         if dead:
-            self.stats["expired"] += len(dead)
+            self.stats["expired"] += dead
             self._arrays = None
 
     # ---------------------------------------------------------------------------- output
     def get(self, addr: str, t_ns: int) -> str | None:
         """The name ``addr`` resolved from at record time ``t_ns`` (None if none or expired)."""
-        e = self._map.get(_ipset.addr_key(addr))
-        if e is None or not (e[1] <= t_ns <= e[2]):
-            return None
-        return e[0]
+        best = None
+        for name, t0, t1, answered in self._map.get(_ipset.addr_key(addr), ()):
+            if t0 <= t_ns <= t1 and (best is None or answered >= best[1]):
+                best = (name, answered)
+        return best[0] if best else None
 
     def arrays(self):
-        """(keys_hi, keys_lo, name_idx int32, valid_from, valid_until int64, names) sorted by key."""
+        """(keys_hi, keys_lo, first, count (int64 per distinct address, sorted by key), and per
+        interval name_idx int32, valid_from, valid_until int64, names); an address's intervals are
+        ``first .. first + count`` and oldest answer first."""
         if self._arrays is None:
             items = sorted(self._map.items())
             n = len(items)
-            names: list[str] = []
             index: dict[str, int] = {}
             hi = np.fromiter((k[0] for k, _ in items), np.uint64, count=n)
             lo = np.fromiter((k[1] for k, _ in items), np.uint64, count=n)
-            idx = np.fromiter((index.setdefault(v[0], len(index)) for _, v in items), np.int32, count=n)
-            names = list(index)
-            t0 = np.fromiter((v[1] for _, v in items), np.int64, count=n)
-            t1 = np.fromiter((v[2] for _, v in items), np.int64, count=n)
-            self._arrays = (hi, lo, idx, t0, t1, names)
+            count = np.fromiter((len(v) for _, v in items), np.int64, count=n)
+            first = np.zeros(n, np.int64)
+            if n:
+                np.cumsum(count[:-1], out=first[1:])
+            ivs = [iv for _, v in items for iv in v]
+            m = len(ivs)
+            idx = np.fromiter((index.setdefault(iv[0], len(index)) for iv in ivs), np.int32, count=m)
+            t0 = np.fromiter((iv[1] for iv in ivs), np.int64, count=m)
+            t1 = np.fromiter((iv[2] for iv in ivs), np.int64, count=m)
+            self._arrays = (hi, lo, first, count, idx, t0, t1, list(index))
         return self._arrays
 
     def attribute(self, hi: np.ndarray, lo: np.ndarray, t_ns: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        """Per address: index into the returned names of the name it resolved from at ``t_ns``, or -1."""
-        khi, klo, idx, t0, t1, names = self.arrays()
+        """Per address: index into the returned names of the name it resolved from at ``t_ns``
+        (the latest answer whose validity interval holds ``t_ns``), or -1."""
+        khi, klo, first, count, idx, t0, t1, names = self.arrays()
         n = np.asarray(hi).shape[0]
+        out = np.full(n, -1, np.int32)
         if khi.size == 0 or n == 0:
-            return np.full(n, -1, np.int32), names
+            return out, names
         pos = _ipset.exact_lookup(khi, klo, np.ascontiguousarray(hi, np.uint64),
                                   np.ascontiguousarray(lo, np.uint64), np.empty(n, np.int64))
         hit = pos >= 0
         p = np.where(hit, pos, 0)
         t = np.asarray(t_ns, np.int64)
-        ok = hit & (t0[p] <= t) & (t <= t1[p])
-        return np.where(ok, idx[p], -1).astype(np.int32), names
+        # oldest to newest interval of each address: a later match overwrites an earlier one
+        for j in range(int(count.max())):
+            has = hit & (j < count[p])
+            k = np.where(has, first[p] + j, 0)
+            ok = has & (t0[k] <= t) & (t <= t1[k])
+            out[ok] = idx[k[ok]]
+        return out, names
+
+    # ---------------------------------------------------------------------------- restart
+    def to_state(self) -> dict:
+        """The map as JSON-able data (addresses as text), for :meth:`load_state` after a restart."""
+        return {"now_ns": self.now_ns,
+                "entries": [[_ipset.key_text(h, w), ivs] for (h, w), ivs in self._map.items()]}
+
+    def load_state(self, state: dict) -> int:
+        """Merge a :meth:`to_state` snapshot into this map (bounds and expiry apply); returns the
+        intervals taken.  Raises ValueError on a malformed snapshot, leaving the map unchanged."""
+        entries = state.get("entries") if isinstance(state, dict) else None
+        now = state.get("now_ns") if isinstance(state, dict) else None
+        if not isinstance(entries, list) or not isinstance(now, int):
+            raise ValueError("dns map state: entries and now_ns required")
+        parsed = []
+        for e in entries:
+            try:
+                addr, ivs = e
+                key = _ipset.addr_key(addr)
+                for name, t0, t1, answered in ivs:
+                    if not (isinstance(name, str) and all(isinstance(x, int) for x in (t0, t1, answered))):
+                        raise TypeError
+                    parsed.append((key, name, t0, t1, answered))
+            except (TypeError, ValueError):
+                raise ValueError("dns map state: bad entry") from None
+        for key, name, t0, t1, answered in parsed:
+            self._add(key, name, t0, t1, answered)
+        self.now_ns = max(self.now_ns, now)
+        self._arrays = None
+        self._expire()
+        return len(parsed)
 
 
 def _is_addr(s: str) -> bool:

@@ -34,6 +34,7 @@ from flowaudit.datasets import SCHEMA_VERSION, TRANSFERS
 from flowaudit.dnsmap import DnsMap
 from flowaudit.kernels import ipset as _ipset
 from flowaudit.kernels import markers as _mk
+from flowaudit.kernels.policy import RULE_SERVICE_BASE as _kp_service_base
 
 FLOW_FIELDS = ("src_hi", "src_lo", "dst_hi", "dst_lo", "src_port", "dst_port", "protocol", "bytes",
                "packets", "first_ns", "sampling_interval")
@@ -150,6 +151,12 @@ class EgressDetector:
 
         rule_names = pol.rule_names
         zone_names = pol.zone_names
+        # the service the destination port names (rdp, ssh, modbus, ...): on every row, so that a
+        # query for remote access also finds internet_to_ot_zone and watchlist rows
+        svc = pol.service_of(a["dst_port"][rows], a["protocol"][rows])
+        svc_rule = rule[rows] >= _kp_service_base
+        svc[svc_rule] = pol.svc_index[rule[rows][svc_rule] - _kp_service_base]
+        svc_names = [s.name for s in pol.services] + [None]
         plat, indic, itype, isrc, rname, sev, szn, dzn = [], [], [], [], [], [], [], []
         nbytes = a["bytes"].astype(np.uint64)
         samp = np.maximum(a["sampling_interval"].astype(np.uint64), np.uint64(1))
@@ -176,10 +183,10 @@ class EgressDetector:
                 rn = rule_names[ru]
                 s = _max_sev(s, pol.rule_severity(ru, s_z, d_z))
                 if i < 0:
-                    if ru >= 3:
-                        svc = pol.services[int(pol.svc_index[ru - 3])]
+                    if ru >= _kp_service_base:
+                        service = pol.services[int(pol.svc_index[ru - _kp_service_base])]
                         value = f"{_PROTO_NAME.get(int(a['protocol'][r]), str(int(a['protocol'][r])))}/{int(a['dst_port'][r])}"
-                        typ, src = "port", svc.source
+                        typ, src = "port", service.source
                     else:
                         value, typ = f"{zone_names[s_z]}->{zone_names[d_z]}", "zone"
                         src = f"zone policy {pol.version}"
@@ -220,6 +227,7 @@ class EgressDetector:
             "seen_where": _dict([SEEN_WHERE[int(w)] if ind[r] >= 0 else "NETFLOW_DST"
                                  for r, w in zip(rows.tolist(), where[rows].tolist())]),
             "src_zone": _dict(szn), "dst_zone": _dict(dzn), "rule": _dict(rname), "severity": _dict(sev),
+            "service": _dict([svc_names[k] for k in svc.tolist()]),
             "indicator_source": pa.array(isrc, pa.string()),
         }
         return _table(cols, m, wl.version, pol.version)
@@ -533,7 +541,9 @@ def _table(cols: dict, m: int, wl_version: str, pol_version: str) -> pa.Table:
     cols["schema_version"] = _const(SCHEMA_VERSION, m)
     arrays = []
     for f in TRANSFERS:
-        arr = cols[f.name]
+        arr = cols.get(f.name)
+        if arr is None:          # a column this kind of row does not fill (e.g. service on message rows)
+            arr = pa.nulls(m, f.type)
         if pa.types.is_dictionary(f.type) and not pa.types.is_dictionary(arr.type):
             arr = pc.cast(arr, pa.string()).dictionary_encode()
         if pa.types.is_dictionary(f.type) and arr.type != f.type:

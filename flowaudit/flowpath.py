@@ -9,11 +9,15 @@ batch that released it (the template's datagram, same exporter and so same parti
 """
 from __future__ import annotations
 
+import logging
+import struct
 import time
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
+import orjson
 import pyarrow as pa
 
 from . import quarantine as _quarantine
@@ -24,9 +28,18 @@ from .kernels.ipset import addr_key
 from .pipeline import Batch, _const_dict, _dict_array
 from .zones import SilentMonitor
 
+log = logging.getLogger(__name__)
+
 KIND_NETFLOW, KIND_GOFLOW, KIND_DNS = "netflow", "goflow", "dns"
 KINDS = (KIND_NETFLOW, KIND_GOFLOW, KIND_DNS)
 _VERSION_NAMES = {5: "v5", 9: "v9", 10: "ipfix"}
+# restart snapshot (FlowPath.state / restore): magic, format version, crc32 and length of the
+# zlib-compressed payload; the payload is a JSON header then raw little-endian array bytes
+STATE_MAGIC = b"FAFPSTAT"
+STATE_FORMAT = 1
+STATE_MAX_BYTES = 1 << 30             # decompressed: a foreign or corrupt blob can never exhaust memory
+_STATE_HEAD = struct.Struct("<8sHIQ")
+_STATE_DTYPES = {"int64": np.int64, "uint64": np.uint64, "uint8": np.uint8}
 
 
 @dataclass
@@ -56,6 +69,96 @@ class FlowPath:
         pol = egress.policy if egress is not None else None
         if pol is not None and self.window_ns > 0 and (pol.inventory_hosts or pol.inventory_zones):
             self.silent = SilentMonitor(pol)
+
+    # -- restart state ----------------------------------------------------------------------------
+
+    def state(self) -> bytes:
+        """A snapshot of everything a restart must not lose: NetFlow templates and per-domain state,
+        data sets held for their template (bytes and provenance), the DNS map (validity intervals)
+        and the silent-zone window.  Versioned and checksummed; its size follows what is live and is
+        bounded by the decoder's and the map's capacities.  See :meth:`restore`."""
+        meta, arrays = self.decoder.export_state()
+        doc = {"netflow": meta, "dns": self.egress.dns.to_state() if self.egress is not None else None,
+               "silent": None}
+        if self.silent is not None:
+            hi = np.concatenate([h for h, _ in self._win_src]) if self._win_src else np.zeros(0, np.uint64)
+            lo = np.concatenate([w for _, w in self._win_src]) if self._win_src else np.zeros(0, np.uint64)
+            arrays = dict(arrays, win_hi=hi.astype(np.uint64), win_lo=lo.astype(np.uint64),
+                          learned_hi=np.fromiter((k[0] for k in self.silent.learned), np.uint64),
+                          learned_lo=np.fromiter((k[1] for k in self.silent.learned), np.uint64))
+            doc["silent"] = {"win_start": self._win_start, "window_ns": self.window_ns}
+        head, raw, pos = [], [], 0
+        for name, a in arrays.items():
+            a = np.ascontiguousarray(a)
+            b = a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
+            head.append([name, a.dtype.name, list(a.shape), pos, len(b)])
+            raw.append(b)
+            pos += len(b)
+        doc["arrays"] = head
+        js = orjson.dumps(doc)
+        payload = zlib.compress(struct.pack("<I", len(js)) + js + b"".join(raw), 1)
+        return _STATE_HEAD.pack(STATE_MAGIC, STATE_FORMAT, zlib.crc32(payload), len(payload)) + payload
+
+    def restore(self, blob: bytes) -> bool:
+        """Load a :meth:`state` snapshot into this (freshly started) FlowPath.  A corrupt, truncated,
+        foreign or newer-format blob is ignored with a logged reason and the path starts empty:
+        never an exception.  Returns whether the snapshot was loaded."""
+        try:
+            doc, arrays = self._parse_state(bytes(blob))
+            # everything is checked on fresh objects first; the live path changes only at the end
+            dec = NetflowDecoder(template_ttl_s=self.decoder.template_ttl_s)
+            dec.import_state(doc["netflow"], arrays)
+            dns_state = doc.get("dns")
+            if self.egress is not None and dns_state is not None:
+                type(self.egress.dns)(max_entries=self.egress.dns.max_entries).load_state(dns_state)
+            sil = doc.get("silent")
+            window = None
+            if self.silent is not None and isinstance(sil, dict) and sil.get("window_ns") == self.window_ns:
+                ws = sil.get("win_start")
+                window = (int(ws) if isinstance(ws, int) else None,
+                          [(arrays["win_hi"], arrays["win_lo"])] if "win_hi" in arrays else [],
+                          list(zip(arrays["learned_hi"].tolist(), arrays["learned_lo"].tolist()))
+                          if "learned_hi" in arrays else [])
+        except (ValueError, KeyError, TypeError, IndexError, zlib.error, struct.error, orjson.JSONDecodeError) as exc:
+            log.warning("flowpath: restart state ignored (%s: %s); starting without templates, held sets "
+                        "and DNS map", type(exc).__name__, str(exc)[:200])
+            return False
+        self.decoder = dec
+        if self.egress is not None and dns_state is not None:
+            self.egress.dns.load_state(dns_state)
+        if window is not None:
+            self._win_start, self._win_src, learned = window
+            self.silent.learned.update(dict.fromkeys(learned))
+        return True
+
+    @staticmethod
+    def _parse_state(blob: bytes) -> tuple[dict, dict]:
+        if len(blob) < _STATE_HEAD.size:
+            raise ValueError("too short")
+        magic, fmt, crc, n = _STATE_HEAD.unpack_from(blob)
+        if magic != STATE_MAGIC:
+            raise ValueError("not a flowpath state")
+        if fmt != STATE_FORMAT:
+            raise ValueError(f"format {fmt}, this build reads {STATE_FORMAT}")
+        payload = blob[_STATE_HEAD.size:]
+        if len(payload) != n or zlib.crc32(payload) != crc:
+            raise ValueError("truncated or corrupt (length/crc32)")
+        z = zlib.decompressobj()
+        data = z.decompress(payload, STATE_MAX_BYTES)
+        if z.unconsumed_tail or not z.eof:
+            raise ValueError("payload too large or incomplete")
+        (jl,) = struct.unpack_from("<I", data)
+        doc = orjson.loads(data[4:4 + jl])
+        raw = memoryview(data)[4 + jl:]
+        arrays = {}
+        for name, dtype, shape, pos, nbytes in doc["arrays"]:
+            dt = np.dtype(_STATE_DTYPES[dtype]).newbyteorder("<")
+            count = int(np.prod(shape)) if shape else 1
+            if pos < 0 or nbytes != count * dt.itemsize or pos + nbytes > len(raw) or min(shape, default=0) < 0:
+                raise ValueError(f"array {name!r} out of range")
+            arrays[name] = np.frombuffer(raw[pos:pos + nbytes], dt).astype(dt.newbyteorder("="))\
+                .reshape(shape)
+        return doc, arrays
 
     def run(self, batch: Batch, idx: np.ndarray, kind: str) -> FlowResult:
         """Process the messages ``idx`` of ``batch``, all of one kind."""
@@ -113,6 +216,8 @@ class FlowPath:
                 f_idx[k] = first_of.get(int(part[k]), -1)
         keep = f_idx >= 0
         res.late_dropped = int((~keep).sum())
+        if res.late_dropped and kind == KIND_NETFLOW:
+            self.decoder.counters["records_late_dropped"] += res.late_dropped
         if not keep.all():
             flows = flows.filter(pa.array(keep))
             numeric = {k: v[keep] for k, v in numeric.items()}
@@ -122,16 +227,21 @@ class FlowPath:
         if self.write_flows and flows.num_rows:
             res.tables["flows"] = (flows, f_idx)
         if self.egress is not None and flows.num_rows:
-            src = sub.sources[int(sub.source_idx[0])] if n else "-"
-            t = self.egress.detect_flows(numeric, exporters=exporters, source=src,
+            t = self.egress.detect_flows(numeric, exporters=exporters,
                                          partition=flows.column("partition").to_numpy(),
                                          offset=np.arange(flows.num_rows), ts_ms=flows.column("ts_ms").to_numpy(
                                              zero_copy_only=False))
             if t.num_rows:
-                rows = t.column("offset").to_numpy().astype(np.int64)
-                k = t.schema.get_field_index("offset")
-                t = t.set_column(k, t.schema.field(k), flows.column("offset").take(pa.array(rows)))
-                res.tables["transfers"] = (t, f_idx[rows])
+                # offset (the flow's index so far) -> the datagram's own offset and source: a batch may
+                # hold several topics of one kind, and a held row keeps its own datagram's topic
+                rows = pa.array(t.column("offset").to_numpy().astype(np.int64))
+                for name in ("offset", "source"):
+                    k = t.schema.get_field_index(name)
+                    col = flows.column(name).take(rows)
+                    if name == "source":
+                        col = col.combine_chunks().cast(t.schema.field(k).type)
+                    t = t.set_column(k, t.schema.field(k), col)
+                res.tables["transfers"] = (t, f_idx[rows.to_numpy()])
         if self.silent is not None and flows.num_rows:
             silent = self._silent_windows(numeric, f_idx, flows)
             if silent is not None:

@@ -48,6 +48,7 @@ DEFAULT_SERVICES = (
     Service("vnc", "remote_access", "tcp", (5900,), "nmap realvnc-auth-bypass output (weak source; domain-facts 6c)"),
     Service("teamviewer", "remote_access", "any", (5938,), _TV),
     Service("ssh", "remote_access", "tcp", (22,), "flowaudit issue 4 (remote-access services: SSH 22); IANA ssh 22/tcp"),
+    Service("telnet", "remote_access", "tcp", (23,), "IANA service name and port number registry: telnet 23/tcp"),
     Service("modbus", "ot_protocol", "tcp", (502,), "Zeek modbus main.zeek: const ports = { 502/tcp }; "
             "https://docs.fortinet.com/document/fortigate/7.6.5/administration-guide/635285"),
     Service("s7comm", "ot_protocol", "tcp", (102,), "cisagov/icsnpp-s7comm:scripts/icsnpp/s7comm/dpd.sig; " + _PC),
@@ -108,6 +109,18 @@ class Policy:
         """Names by rule id of :func:`flowaudit.kernels.policy.evaluate`."""
         return ["ot_zone_to_internet", "internet_to_ot_zone", "zone_not_allowed"] + [
             f"{self.services[int(k)].cls}:{self.services[int(k)].name}" for k in self.svc_index]
+
+    def service_of(self, dst_port, protocol) -> np.ndarray:
+        """Service index (into :attr:`services`) per flow from its destination port and protocol,
+        -1 where no service claims the port; the first service row in table order wins, as in
+        :func:`flowaudit.kernels.policy.evaluate`."""
+        port = np.asarray(dst_port).astype(np.int64)
+        proto = np.asarray(protocol).astype(np.int64)
+        out = np.full(port.shape[0], -1, np.int32)
+        for k in range(self.svc_port.shape[0] - 1, -1, -1):   # backwards: earlier rows overwrite
+            hit = (port == int(self.svc_port[k])) & ((int(self.svc_proto[k]) == 0) | (proto == int(self.svc_proto[k])))
+            out[hit] = self.svc_index[k]
+        return out
 
     def zone_kind_name(self, zid: int) -> str:
         if 0 <= zid < self.n_zones:

@@ -20,9 +20,12 @@ The template registry is a set of numpy arrays owned by the shell
                           withdraw-all generations, last export time, expected sequence number;
 * ``state``               scalars: LRU tick, global generation, free-slot stack top, eviction hand.
 
-Data sets whose template is not (yet) known are returned as *pending* (byte range + header
-context) and retried at the end of the batch; the shell keeps those still unresolved for a
-bounded time (``hbuf``/``hoff``/``hmeta``, retried first on the next call).
+Data sets whose template is not (yet) known wait: as *pending* rows of this batch (byte range +
+header context) or as *held* sets of earlier calls (``hbuf``/``hoff``/``hmeta``, kept by the shell
+for a bounded time).  At the end of every message that stored templates, the waiting sets of that
+exporter/domain whose template is now live are decoded (:func:`_release`) -- with that definition,
+so an exporter that restarts and redefines the id later cannot change how they read, and batch
+boundaries never change a row.  Those still waiting at the end of the batch are returned.
 
 Every length read from a packet is checked against the end of its message/set before use
 (numba does not bounds-check); every loop advances by at least one byte or one record of
@@ -56,6 +59,8 @@ COUNTER_NAMES = (
     "template_zero_length", "template_too_many_fields", "template_id_invalid",
     "bad_field_length", "options_scope_invalid", "varlen_overflow", "trailing_bytes",
     "sequence_gap", "v9_count_mismatch", "glued_messages", "records_truncated",
+    # counted by the shell (flowaudit.decode.netflow / flowpath), never by the kernel
+    "records_quarantined", "sets_quarantined", "held_duplicate", "records_late_dropped",
 )
 K = {name: i for i, name in enumerate(COUNTER_NAMES)}
 NCOUNTERS = len(COUNTER_NAMES)
@@ -63,7 +68,7 @@ NCOUNTERS = len(COUNTER_NAMES)
  K_TEVICT, K_TEXPIRE, K_DEVICT, K_HELD, K_HELD_OK, K_MISSING, K_SHORT, K_BADVER, K_V5COUNT, K_V5TRUNC,
  K_MSGLEN, K_SETZERO, K_SETSHORT, K_SETPAST, K_ZEROPAD, K_RESERVED, K_TTRUNC, K_TFC0, K_TZEROLEN,
  K_TMANY, K_TIDBAD, K_BADFLEN, K_SCOPE, K_VAROVF, K_TRAILING, K_SEQGAP, K_V9COUNT, K_GLUED,
- K_RECTRUNC) = range(NCOUNTERS)
+ K_RECTRUNC, K_RECQUAR, K_SETQUAR, K_HELDDUP, K_LATE) = range(NCOUNTERS)
 
 # ---------------------------------------------------------------- datagram status codes
 STATUS_NAMES = ("ok", "short_datagram", "bad_version", "v5_bad_count", "v5_truncated",
@@ -810,8 +815,67 @@ def _decode_data_set(b, p, end, slot, dgram, version, domain, tid, export_ns, up
         out[o, C_FIRST] = first
         out[o, C_LAST] = last
         out[o, C_TIMEFLAGS] = tf
-    # bytes left that are shorter than one record are padding: never read as a record
+    # bytes left that are shorter than one record are padding: never read as a record.  Padding
+    # aligns a set to 4 bytes (RFC 3954 5.3; RFC 7011 3.3.1) and real exporters fill those 1-3 bytes
+    # with anything (MikroTik, nprobe); 4 or more non-zero bytes are the tail of a record that did
+    # not fit -- typically data read with a stale template -- and are counted, never silently lost
+    if status == 0 and end - p >= 4:
+        for z in range(p, end):
+            if b[z] != 0:
+                counters[K_RECTRUNC] += 1
+                break
     return n, status
+
+
+@kernel
+def _release(k1, version, buf, pend, npend, hbuf, hoff, hmeta, held_done, nd, ttl,
+             tmeta, tfields, tsel, thash, tfree, dmeta, dhash, dfree, state, status, out, n, counters):
+    """A message of (exporter/domain k1, version) stored templates: decode, in arrival order, the
+    held sets of earlier calls and the pending sets of this batch whose template is now live --
+    with *this* definition, before a later message can redefine the id (an exporter restart), and
+    after the message's options data (sampling, system init time).  Resolved pending sets get
+    H_TID = -1."""
+    for h in range(hoff.shape[0] - 1):
+        if held_done[h] != 0 or hmeta[h, H_K1] != k1 or hmeta[h, H_VERSION] != version:
+            continue
+        tid = hmeta[h, H_TID]
+        if _t_find(thash, tmeta, k1, (np.int64(version) << 16) | tid) < 0:
+            continue
+        slot = _lookup(version, k1, tid, hmeta[h, H_EXPORT_S], ttl, thash, tmeta, tfree, dmeta, dhash, dfree,
+                       state, counters)
+        if slot < 0:
+            continue
+        dom = _domain(dhash, dmeta, dfree, state, counters, k1, False)
+        q = hoff[h]
+        send = hoff[h + 1]
+        out = _ensure(out, n + (send - q) // tmeta[slot, TM_MINLEN] + 1)
+        n, st = _decode_data_set(hbuf, q, send, slot, nd + h, version, hmeta[h, H_DOMAIN], tid,
+                                 hmeta[h, H_EXPORT_NS], hmeta[h, H_UPTIME], dom, tmeta, tfields, tsel, dmeta,
+                                 out, n, counters)
+        held_done[h] = 1
+        counters[K_HELD_OK] += 1
+    for i in range(npend):
+        if pend[i, H_TID] < 0 or pend[i, H_K1] != k1 or pend[i, H_VERSION] != version:
+            continue
+        tid = pend[i, H_TID]
+        if _t_find(thash, tmeta, k1, (np.int64(version) << 16) | tid) < 0:
+            continue
+        slot = _lookup(version, k1, tid, pend[i, H_EXPORT_S], ttl, thash, tmeta, tfree, dmeta, dhash, dfree,
+                       state, counters)
+        if slot < 0:
+            continue
+        dom = _domain(dhash, dmeta, dfree, state, counters, k1, False)
+        q = pend[i, H_START]
+        send = pend[i, H_END]
+        d = pend[i, H_DGRAM]
+        out = _ensure(out, n + (send - q) // tmeta[slot, TM_MINLEN] + 1)
+        n, st = _decode_data_set(buf, q, send, slot, d, version, pend[i, H_DOMAIN], tid, pend[i, H_EXPORT_NS],
+                                 pend[i, H_UPTIME], dom, tmeta, tfields, tsel, dmeta, out, n, counters)
+        if st != 0 and status[d] == 0:
+            status[d] = st
+        pend[i, H_TID] = -1
+        counters[K_HELD_OK] += 1
+    return out, n
 
 
 @kernel
@@ -824,7 +888,8 @@ def decode_batch(buf, offsets, exp_id, ttl, hbuf, hoff, hmeta,
     ``out[:n]`` the flow rows (C_DGRAM >= n_datagrams means held entry C_DGRAM - n_datagrams);
     ``status`` int16 per datagram; ``pend_meta[:n_pend]`` data sets of this batch still without a
     template (H_* columns, byte range into ``buf``); ``held_done`` 1 per held entry decoded now,
-    and their H_AGE (export-time age in seconds) is refreshed in ``hmeta``.
+    and the H_AGE (export-time age in seconds) of the others is refreshed in ``hmeta``.  Rows of a
+    datagram whose status is not 0 are returned too: the shell counts and drops them.
     """
     nd = offsets.shape[0] - 1
     counters = np.zeros(NCOUNTERS, np.int64)
@@ -834,6 +899,8 @@ def decode_batch(buf, offsets, exp_id, ttl, hbuf, hoff, hmeta,
     n = 0
     pend = np.empty((64, H_N), np.int64)
     npend = 0
+    nh = hoff.shape[0] - 1
+    held_done = np.zeros(nh, np.int8)
     for d in range(nd):
         counters[K_DGRAMS] += 1
         p = offsets[d]
@@ -969,6 +1036,7 @@ def decode_batch(buf, offsets, exp_id, ttl, hbuf, hoff, hmeta,
             held_here = False
             glued_next = False
             abort = False
+            stored_any = False
             while mend - sp >= 4:
                 sid = u16(buf, sp)
                 slen = u16(buf, sp + 2)
@@ -1011,6 +1079,7 @@ def decode_batch(buf, offsets, exp_id, ttl, hbuf, hoff, hmeta,
                             break   # zero padding after the last template record
                         if version == 10 and opt_set:
                             if send - q < 6:
+                                counters[K_TTRUNC] += 1   # an options template header cut short
                                 break
                             nf = u16(buf, q + 2)
                             if nf == 0:
@@ -1028,6 +1097,7 @@ def decode_batch(buf, offsets, exp_id, ttl, hbuf, hoff, hmeta,
                             q += 6
                         elif version == 9 and opt_set:
                             if send - q < 6:
+                                counters[K_TTRUNC] += 1   # an options template header cut short
                                 break
                             scope_len = u16(buf, q + 2)
                             opt_len = u16(buf, q + 4)
@@ -1069,6 +1139,8 @@ def decode_batch(buf, offsets, exp_id, ttl, hbuf, hoff, hmeta,
                             if status[d] == 0:
                                 status[d] = ST_TMANY if nf > tfields.shape[1] else ST_TZEROLEN
                             r = -r - 2
+                        else:
+                            stored_any = True
                         q = r
                         if version == 9 and opt_set:
                             # v9 options template records are padded to 4 bytes
@@ -1110,6 +1182,10 @@ def decode_batch(buf, offsets, exp_id, ttl, hbuf, hoff, hmeta,
                 sp = send
             if not abort and not glued_next and mend - sp > 0:
                 counters[K_TRAILING] += 1   # 1..3 bytes after the last set
+            if stored_any:
+                out, n = _release(k1, version, buf, pend, npend, hbuf, hoff, hmeta, held_done, nd, ttl,
+                                  tmeta, tfields, tsel, thash, tfree, dmeta, dhash, dfree, state, status, out, n,
+                                  counters)
             # sequence numbers only change counters (v9: packets; IPFIX: data records)
             if version == 9:
                 if hcount != nrec and not held_here:
@@ -1126,10 +1202,11 @@ def decode_batch(buf, offsets, exp_id, ttl, hbuf, hoff, hmeta,
             p = sp if version == 9 else mend
             if not glued_next and version == 9:
                 break
-    # ---------------- retry: held sets from earlier calls, then this batch's pending sets
-    nh = hoff.shape[0] - 1
-    held_done = np.zeros(nh, np.int8)
+    # ---------------- retry: held sets from earlier calls, then this batch's pending sets (a set is
+    # normally released the moment its template arrives; this pass refreshes the ages of the rest)
     for h in range(nh):
+        if held_done[h] != 0:
+            continue
         slot = _lookup(hmeta[h, H_VERSION], hmeta[h, H_K1], hmeta[h, H_TID], hmeta[h, H_EXPORT_S], ttl,
                        thash, tmeta, tfree, dmeta, dhash, dfree, state, counters)
         dom = _domain(dhash, dmeta, dfree, state, counters, hmeta[h, H_K1], False)
@@ -1147,6 +1224,8 @@ def decode_batch(buf, offsets, exp_id, ttl, hbuf, hoff, hmeta,
         counters[K_HELD_OK] += 1
     keep = 0
     for i in range(npend):
+        if pend[i, H_TID] < 0:
+            continue      # released when its template arrived
         slot = _lookup(pend[i, H_VERSION], pend[i, H_K1], pend[i, H_TID], pend[i, H_EXPORT_S], ttl,
                        thash, tmeta, tfree, dmeta, dhash, dfree, state, counters)
         dom = _domain(dhash, dmeta, dfree, state, counters, pend[i, H_K1], False)

@@ -21,15 +21,63 @@ def line(ts, query, answers, ttls, **kw):
 
 
 def test_ttl_on_record_time():
-    d = DnsMap(skew_s=0)
+    d = DnsMap(skew_s=0, horizon_s=600)
     d.observe_lines([line(T0, "gateway.logink.cn", ["203.0.113.9"], [60.0])])
     t = int(T0 * NS)
     assert d.get("203.0.113.9", t + 30 * NS) == "gateway.logink.cn"
     assert d.get("203.0.113.9", t + 61 * NS) is None        # TTL over for a flow at that time
     assert d.get("203.0.113.9", t - 1 * NS) is None         # before the answer
-    # record time moves on (a later answer): the expired entry is dropped from the map
+    # a later answer within the horizon keeps the interval: a flow that started inside the TTL
+    # may be exported long after (active timeout)
     d.observe_lines([line(T0 + 120, "other.example", ["198.51.100.1"], [60.0])])
-    assert len(d) == 1 and d.stats["expired"] == 1
+    assert len(d) == 2 and d.get("203.0.113.9", t + 30 * NS) == "gateway.logink.cn"
+    # record time moves past the horizon: the interval is dropped from the map
+    d.observe_lines([line(T0 + 700, "third.example", ["198.51.100.2"], [60.0])])
+    assert len(d) == 2 and d.stats["expired"] == 1
+    assert d.get("203.0.113.9", t + 30 * NS) is None
+
+
+def test_flow_start_time_against_answer_validity():
+    """Answer A at t0 (TTL 300); a later answer B for another name at t0+200; a flow that started
+    at t0+100 and is exported at t0+250 is A's, one that started at t0+400 nobody's -- also when B
+    re-resolves the same address, and when B comes long after the flow's start (export lag)."""
+    for b_addr, b_dt in (("198.51.100.1", 200), ("203.0.113.9", 200), ("198.51.100.1", 1000),
+                         ("203.0.113.9", 1000)):
+        d = DnsMap()   # default grace 5 s, horizon 1 h
+        d.observe_lines([line(T0, "gateway.logink.cn", ["203.0.113.9"], [300.0])])
+        d.observe_lines([line(T0 + b_dt, "cdn.example", [b_addr], [300.0])])
+        hi, lo = K.keys_of(["203.0.113.9", "203.0.113.9"])
+        idx, names = d.attribute(hi, lo, np.array([int((T0 + 100) * NS), int((T0 + 400) * NS)], np.int64))
+        assert names[idx[0]] == "gateway.logink.cn", (b_addr, b_dt)
+        assert idx[1] == -1 or (b_addr == "203.0.113.9" and b_dt == 200 and names[idx[1]] == "cdn.example")
+        assert d.get("203.0.113.9", int((T0 + 100) * NS)) == "gateway.logink.cn"
+        # grace: 5 s either side of [answer, answer + TTL]
+        assert d.get("203.0.113.9", int((T0 - 4) * NS)) == "gateway.logink.cn"
+        b_covers = b_addr == "203.0.113.9" and b_dt == 200      # B's own interval is [t0+195, t0+505]
+        assert d.get("203.0.113.9", int((T0 + 304) * NS)) == ("cdn.example" if b_covers else "gateway.logink.cn")
+        assert d.get("203.0.113.9", int((T0 + 306) * NS)) == ("cdn.example" if b_covers else None)
+
+
+def test_state_round_trip_and_corrupt_state():
+    d = DnsMap(skew_s=0)
+    d.observe_lines([line(T0, "gateway.logink.cn", ["203.0.113.9", "2001:db8::5"], [300.0, 60.0]),
+                     line(T0 + 10, "cdn.example", ["203.0.113.9"], [30.0])])
+    state = json.loads(json.dumps(d.to_state()))
+    e = DnsMap(skew_s=0)
+    assert e.load_state(state) == 3
+    for addr in ("203.0.113.9", "2001:db8::5", "192.0.2.1"):
+        for dt in (0, 15, 50, 100, 400):
+            assert e.get(addr, int((T0 + dt) * NS)) == d.get(addr, int((T0 + dt) * NS))
+    assert e.now_ns == d.now_ns
+    for bad in ({}, {"entries": 3, "now_ns": 1}, {"entries": [["not an ip", []]], "now_ns": 1},
+                {"entries": [["192.0.2.1", [["x", "a", 1, 1]]]], "now_ns": 1}):
+        f = DnsMap()
+        try:
+            f.load_state(bad)
+            raise AssertionError("accepted a bad state")
+        except ValueError:
+            pass
+        assert len(f) == 0
 
 
 def test_iso_timestamps_and_bad_lines_counted():
@@ -71,13 +119,16 @@ def test_attribute_arrays_join():
     assert [names[i] if i >= 0 else None for i in idx] == ["gateway.logink.cn", None, "ssl.logink.cn", None]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 200), st.integers(0, 7), st.integers(1, 50)), max_size=40),
-       st.integers(1, 6), st.integers(0, 300))
-def test_model(events, cap, probe):
-    """Against a plain dict model: last answer per address wins, LRU by answer, TTL window."""
-    d = DnsMap(max_entries=cap, skew_s=0)
-    model: dict[str, tuple[str, int, int]] = {}
+       st.integers(1, 6), st.integers(1, 3), st.integers(0, 300))
+def test_model(events, cap, per_addr, probe):
+    """Against a plain model: per address up to ``per_addr`` validity intervals (latest answers),
+    LRU by answer over addresses, intervals expire ``horizon`` after their end (newest answer
+    time), and a time is attributed to the latest answer whose interval holds it."""
+    horizon = 20
+    d = DnsMap(max_entries=cap, skew_s=0, horizon_s=horizon, max_per_addr=per_addr)
+    model: dict[str, list[tuple[str, int, int]]] = {}
     order: list[str] = []
     now = 0
     for k, (dt, host, ttl) in enumerate(sorted(events)):
@@ -86,20 +137,24 @@ def test_model(events, cap, probe):
         d.observe_lines([line(ts, f"n{k}.example", [addr], [float(ttl)])])
         tsn = int(round(ts * NS))
         now = max(now, tsn)
-        model[addr] = (f"n{k}.example", tsn, tsn + ttl * NS)
+        model[addr] = (model.get(addr, []) + [(f"n{k}.example", tsn, tsn + ttl * NS)])[-per_addr:]
         if addr in order:
             order.remove(addr)
         order.append(addr)
         while len(order) > cap:
             model.pop(order.pop(0))
         for a in list(model):
-            if model[a][2] < now:
+            model[a] = [iv for iv in model[a] if iv[2] >= now - horizon * NS]
+            if not model[a]:
                 model.pop(a)
                 order.remove(a)
     assert len(d) == len(model) <= cap
     t = int(round((T0 + probe) * NS))
-    for host in range(8):
-        a = f"192.0.2.{host}"
-        m = model.get(a)
-        want = m[0] if m and m[1] <= t <= m[2] else None
+    addrs = [f"192.0.2.{host}" for host in range(8)]
+    hi, lo = K.keys_of(addrs)
+    idx, names = d.attribute(hi, lo, np.full(8, t, np.int64))
+    for a, i in zip(addrs, idx.tolist()):
+        inside = [iv[0] for iv in model.get(a, []) if iv[1] <= t <= iv[2]]
+        want = inside[-1] if inside else None
         assert d.get(a, t) == want
+        assert (names[i] if i >= 0 else None) == want

@@ -92,10 +92,36 @@ def test_flow_rows(tmp_path):
         assert r["indicator_source"]
 
 
+def test_service_column_names_remote_access_on_every_row(tmp_path):
+    """Remote access from the internet into an OT zone is an internet_to_ot_zone row, and the row
+    names the service, so a query for RDP/SSH/... finds it; watchlist and zone rows carry it too."""
+    det = detector(tmp_path)
+    rows = [
+        ("8.8.8.8", "10.20.1.10", 50000, 3389, 6, 100),      # internet -> crane RDP
+        ("8.8.8.8", "10.20.1.10", 50001, 22, 6, 100),        # internet -> crane SSH
+        ("8.8.8.8", "10.20.1.10", 50002, 5938, 17, 100),     # internet -> crane TeamViewer (udp)
+        ("8.8.8.8", "10.20.1.10", 50003, 502, 6, 100),       # internet -> crane Modbus
+        ("8.8.8.8", "10.20.1.10", 50004, 8443, 6, 100),      # internet -> crane, no service on the port
+        ("10.40.1.5", "10.20.1.10", 50005, 23, 6, 100),      # it -> crane telnet: the service rule
+        ("10.40.1.5", "203.0.113.5", 50006, 22, 6, 100),     # it -> LOGINK on the SSH port: platform row
+        ("10.40.1.5", "10.20.1.10", 50007, 502, 17, 100),    # Modbus is tcp: no service on udp/502
+    ]
+    t = det.detect_flows(flows(rows))
+    assert t.schema.equals(TRANSFERS)
+    got = [(r["platform"], r["rule"], r["service"]) for r in t.to_pylist()]
+    assert got == [("policy", "internet_to_ot_zone", "rdp"), ("policy", "internet_to_ot_zone", "ssh"),
+                   ("policy", "internet_to_ot_zone", "teamviewer"), ("policy", "internet_to_ot_zone", "modbus"),
+                   ("policy", "internet_to_ot_zone", None), ("policy", "remote_access:telnet", "telnet"),
+                   ("LOGINK", "remote_access:ssh", "ssh"), ("policy", "zone_not_allowed", None)]
+    # DNS and message rows have no port: the column is null there
+    dns = det.observe_dns([dns_line("gateway.logink.cn", ["198.18.0.9"])])
+    assert dns["service"].to_pylist() == [None]
+
+
 def test_dns_ttl_expiry_ends_attribution(tmp_path):
     det = detector(tmp_path)
-    det.observe_dns([dns_line("ssl.logink.cn", ["198.18.0.20"], ttl=5.0)])
-    f = flows([("10.40.1.5", "198.18.0.20", 1, 443, 6, 10)])  # starts at T0 + 10: after the TTL
+    det.observe_dns([dns_line("ssl.logink.cn", ["198.18.0.20"], ttl=4.0)])
+    f = flows([("10.40.1.5", "198.18.0.20", 1, 443, 6, 10)])  # starts at T0 + 10: after TTL + 5 s grace
     assert det.detect_flows(f).num_rows == 0
     det.observe_dns([dns_line("ssl.logink.cn", ["198.18.0.20"], ttl=60.0)])
     assert det.detect_flows(f)["indicator"].to_pylist() == ["ssl.logink.cn"]

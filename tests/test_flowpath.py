@@ -157,3 +157,166 @@ def test_aggregates_command_over_the_transfers_dataset(tmp_path):
     assert by[("10.0.0.5", "LOGINK")]["bytes"] == 1200 and by[("10.0.0.5", "LOGINK")]["bytes_scaled"] == 12000
     assert by[("10.0.0.6", "policy")]["flows"] == 1
     assert all(x["window_start_ns"] % 60_000_000_000 == 0 for x in rows)
+
+
+def test_transfers_source_is_each_rows_own_topic(tmp_path):
+    """Two goflow2 topics (and two NetFlow topics) in one batch: every transfers row names the topic
+    of its own message, like the flows rows do."""
+    topics = {"goflow.a": "goflow", "goflow.b": "goflow", "netflow.a": "netflow", "netflow.b": "netflow"}
+    svc = service(tmp_path, topics)
+
+    def gf(dst, dport):
+        return orjson.dumps({"type": "IPFIX", "sampling_rate": 1, "sampler_address": "192.0.2.1",
+                             "time_flow_start_ns": T0_MS * 1_000_000, "time_flow_end_ns": T0_MS * 1_000_000,
+                             "bytes": 10, "packets": 1, "src_addr": "10.0.0.5", "dst_addr": dst, "etype": "IPv4",
+                             "proto": "TCP", "src_port": 40000, "dst_port": dport})
+
+    rows = [("goflow.a", 0, b"192.0.2.1", gf("203.0.113.1", 3389)),
+            ("goflow.b", 0, b"192.0.2.1", gf("203.0.113.2", 3389)),
+            ("goflow.b", 1, b"192.0.2.1", gf("203.0.113.3", 5900)),
+            ("goflow.a", 1, b"192.0.2.1", gf("203.0.113.4", 22)),
+            ("netflow.b", 0, b"192.0.2.9", v5("10.0.0.6", "203.0.113.5", 3389, 500)),
+            ("netflow.a", 0, b"192.0.2.9", v5("10.0.0.6", "203.0.113.6", 3389, 500))]
+    group = np.array([list(topics).index(t) for t, *_ in rows], np.int64)
+    svc.handle(batch_of(svc, rows), group, [(t, 0) for t in topics], 0.0)
+    svc.flush_all()
+    flows = {(f["dst_addr"]): (f["source"], f["offset"]) for f in read_dataset(svc.root, "flows").to_pylist()}
+    tr = {(t["dst_addr"]): (t["source"], t["offset"], t["service"])
+          for t in read_dataset(svc.root, "transfers").to_pylist()}
+    assert flows == {"203.0.113.1": ("goflow.a", 0), "203.0.113.2": ("goflow.b", 0), "203.0.113.3": ("goflow.b", 1),
+                     "203.0.113.4": ("goflow.a", 1), "203.0.113.5": ("netflow.b", 0),
+                     "203.0.113.6": ("netflow.a", 0)}
+    assert tr == {"203.0.113.1": ("goflow.a", 0, "rdp"), "203.0.113.2": ("goflow.b", 0, "rdp"),
+                  "203.0.113.3": ("goflow.b", 1, "vnc"), "203.0.113.4": ("goflow.a", 1, "ssh"),
+                  "203.0.113.5": ("netflow.b", 0, "rdp"), "203.0.113.6": ("netflow.a", 0, "rdp")}
+
+
+# ---------------------------------------------------------------------------------------- restart state
+def _restart_inputs(corpus):
+    """(topic, kind, offset, key, value) in stream order: a real softflowd IPFIX export, a DNS answer
+    for a watched name, and an exporter whose data set arrives one datagram before its template."""
+    from flowaudit.sources.pcap import read_datagrams
+
+    dg = read_datagrams([corpus / "netflow" / "generated" / "softflowd" / "remote_access_sfd_ipfix.pcap"])
+    real = [bytes(dg.buf[dg.offsets[i]:dg.offsets[i + 1]]) for i in range(len(dg))]
+    t0 = 1_740_988_800                          # the mix's first packet (corpus README)
+    fields = [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (1, 4), (2, 4), (150, 4)]
+    tpl = struct.pack(">HH", 300, len(fields)) + b"".join(struct.pack(">HH", ie, ln) for ie, ln in fields)
+
+    def rec(dst, dport, start):
+        return bytes([10, 40, 1, 5]) + bytes(int(x) for x in dst.split(".")) + struct.pack(">HHBIII", 40000, dport,
+                                                                                           6, 900, 3, start)
+
+    def ipfix(seq, *sets):
+        body = b"".join(struct.pack(">HH", sid, 4 + len(b)) + b for sid, b in sets)
+        return struct.pack(">HHIII", 10, 16 + len(body), t0 + 400, seq, 7) + body
+
+    held = ipfix(0, (300, rec("198.51.100.7", 443, t0 + 100) + rec("8.8.8.8", 3389, t0 + 100)))
+    tdg = ipfix(1, (2, tpl), (300, rec("198.51.100.7", 8443, t0 + 390)))
+    dns = orjson.dumps({"ts": t0, "id.orig_h": "10.40.1.5", "query": "gateway.logink.cn", "qtype_name": "A",
+                        "rcode_name": "NOERROR", "answers": ["198.51.100.7"], "TTLs": [300.0]})
+    later_dns = orjson.dumps({"ts": t0 + 380, "id.orig_h": "10.40.1.5", "query": "www.example.com",
+                              "qtype_name": "A", "rcode_name": "NOERROR", "answers": ["198.51.100.9"],
+                              "TTLs": [60.0]})
+    rows = [("zeek.dns", "dns", 0, None, dns)]
+    rows += [("netflow.raw", "netflow", i, b"127.0.0.1", v) for i, v in enumerate(real[:3])]
+    rows += [("netflow.raw", "netflow", 3, b"192.0.2.77", held)]
+    # -- the snapshot is taken here --
+    rows += [("zeek.dns", "dns", 1, None, later_dns), ("netflow.raw", "netflow", 4, b"192.0.2.77", tdg)]
+    rows += [("netflow.raw", "netflow", 5 + i, b"127.0.0.1", v) for i, v in enumerate(real[3:])]
+    return rows, 5
+
+
+def _flowpath(tmp_path=None):
+    from flowaudit import schemas
+    from flowaudit.egress import EgressDetector
+    from flowaudit.flowpath import FlowPath
+
+    return FlowPath(EgressDetector(policy=schemas.path("zones.example.toml")), silent_window_s=60)
+
+
+def _run_rows(fp, rows):
+    """One batch per input message (the worst case for state carried between batches)."""
+    from flowaudit.pipeline import format_code
+
+    out = {"flows": [], "transfers": []}
+    for topic, kind, off, key, value in rows:
+        b = Batch.from_values([value], format_code(kind), sources=[topic], source_idx=[0], partition=[0],
+                              offset=[off], ts_ms=[T0_MS], keys=[key])
+        res = fp.run(b, np.arange(1), kind)
+        for d in out:
+            if d in res.tables:
+                out[d] += res.tables[d][0].to_pylist()
+    return out
+
+
+def _canon(rows):
+    return sorted(tuple(sorted((k, str(v)) for k, v in r.items())) for r in rows)
+
+
+def test_state_restore_continues_like_one_uninterrupted_flowpath(corpus, caplog):
+    rows, cut = _restart_inputs(corpus)
+    whole = _run_rows(_flowpath(), rows)
+    a = _flowpath()
+    first = _run_rows(a, rows[:cut])
+    assert a.decoder.held == 1 and a.decoder.template_count >= 4
+    blob = a.state()
+    b = _flowpath()
+    assert b.restore(blob)
+    assert b.decoder.held == 1 and b.decoder.templates() == a.decoder.templates()
+    second = _run_rows(b, rows[cut:])
+    for d in ("flows", "transfers"):
+        assert _canon(first[d] + second[d]) == _canon(whole[d]), d
+    # what the restart had to carry really mattered: the held set's flows, attributed through the
+    # DNS answer of the first part (flow start inside the TTL, exported after a later answer)
+    held = [f for f in second["flows"] if f["exporter"] == "192.0.2.77" and f["offset"] == 3]
+    assert sorted(f["dst_addr"] for f in held) == ["198.51.100.7", "8.8.8.8"]
+    logink = [t for t in second["transfers"] if t["dst_addr"] == "198.51.100.7"]
+    assert [(t["offset"], t["platform"], t["seen_where"], t["indicator"]) for t in logink] == [
+        (3, "LOGINK", "DNS_ANSWER", "gateway.logink.cn")]
+    assert whole["flows"] and len(first["flows"]) + len(second["flows"]) == len(whole["flows"]) == 161 + 3
+    # without the snapshot the held set is lost and the softflowd data after the cut has no template
+    c = _flowpath()
+    lost = _run_rows(c, rows[cut:])
+    assert len(lost["flows"]) < len(second["flows"])
+
+
+def test_replay_after_restore_never_holds_or_decodes_twice(corpus):
+    """The stream resumes from the committed offset, which may lie before the snapshot: the held
+    set's datagram comes again and replaces the held copy instead of doubling it."""
+    rows, cut = _restart_inputs(corpus)
+    a = _flowpath()
+    _run_rows(a, rows[:cut])
+    b = _flowpath()
+    assert b.restore(a.state())
+    replay = _run_rows(b, rows[cut - 1:])      # the held set's own datagram again, then the rest
+    assert b.decoder.counters["held_duplicate"] == 1
+    held = [f for f in replay["flows"] if f["exporter"] == "192.0.2.77" and f["offset"] == 3]
+    assert sorted(f["dst_addr"] for f in held) == ["198.51.100.7", "8.8.8.8"]
+
+
+def test_restore_ignores_corrupt_or_foreign_state(corpus, caplog):
+    import logging
+    import zlib
+
+    from flowaudit.flowpath import _STATE_HEAD, STATE_MAGIC
+
+    rows, cut = _restart_inputs(corpus)
+    a = _flowpath()
+    _run_rows(a, rows[:cut])
+    blob = a.state()
+    flipped = bytearray(blob)
+    flipped[len(blob) // 2] ^= 0xFF
+    payload = zlib.compress(b"\x05\x00\x00\x00" + b"[1,2]")
+    forged = _STATE_HEAD.pack(STATE_MAGIC, 1, zlib.crc32(payload), len(payload)) + payload
+    zeros = zlib.compress(bytes(1 << 20))        # a valid envelope around 1 MiB of nothing
+    empty = _STATE_HEAD.pack(STATE_MAGIC, 1, zlib.crc32(zeros), len(zeros)) + zeros
+    newer = _STATE_HEAD.pack(STATE_MAGIC, 2, 0, 0)
+    for bad in (b"", b"garbage", blob[:-1], bytes(flipped), forged, empty, newer, b"PAR1" + blob[4:]):
+        b = _flowpath()
+        with caplog.at_level(logging.WARNING, logger="flowaudit.flowpath"):
+            assert b.restore(bad) is False
+        assert "restart state ignored" in caplog.text
+        caplog.clear()
+        assert b.decoder.held == 0 and b.decoder.template_count == 0 and len(b.egress.dns) == 0
+        assert len(_run_rows(b, rows[:1])["transfers"]) == 1          # and it still works

@@ -85,18 +85,19 @@ def v5(count, nrec=None, version=5):
 
 
 # ---------------------------------------------------------------------------- v5 (48, 49)
-@pytest.mark.parametrize("count,nrec,reason,rows", [
+@pytest.mark.parametrize("count,nrec,reason,counted", [
     (0, 0, "v5_bad_count", 0),
     (31, 31, "v5_bad_count", 0),
     (65535, 30, "v5_bad_count", 0),
-    (30, 2, "v5_truncated", 2),     # count says 30, two records fit: decode those, flag the datagram
-    (1, 0, "v5_truncated", 0),
+    (30, 2, "v5_truncated", 2),     # count says 30, two records fit: the datagram is quarantined whole,
+    (1, 0, "v5_truncated", 0),      # and the two complete records are counted, never written
 ])
-def test_v5_bad_counts(count, nrec, reason, rows):
+def test_v5_bad_counts(count, nrec, reason, counted):
     res, dec = decode(v5(count, nrec))
     assert res.reasons == [reason]
-    assert res.table.num_rows == rows
+    assert res.table.num_rows == 0
     assert dec.counters[reason] == 1
+    assert dec.counters["records_quarantined"] == counted
 
 
 def test_v5_longer_than_count_is_trailing_not_records():
@@ -123,8 +124,9 @@ def test_zero_length_set_aborts_packet():
     bad = struct.pack(">HH", 256, 0) + flow_rec()   # length 0 followed by non-zero bytes
     res, dec = decode(ipfix(good, bad))
     assert res.reasons == ["set_length_zero"]
-    assert res.table.num_rows == 1                  # the record before the bad set is kept
+    assert res.table.num_rows == 0                  # a quarantined datagram writes no flows ...
     assert dec.counters["set_length_zero"] == 1
+    assert dec.counters["records_quarantined"] == 1  # ... the record before the bad set is counted
 
 
 def test_zero_padding_after_last_set_is_not_an_error():
@@ -196,9 +198,8 @@ def test_all_zero_length_fields_template_is_rejected_without_looping():
     assert dec.template_count == 0 and res.table.num_rows == 0
     assert dec.counters["template_zero_length"] == 1
     assert res.reasons == ["template_zero_length"]
-    assert dec.held == 1                            # its data waits for a usable template ...
-    dec.flush()
-    assert dec.counters["missing_template"] == 1    # ... and is counted when none comes
+    assert dec.held == 0                            # its datagram is quarantined: the set is counted,
+    assert dec.counters["sets_quarantined"] == 1    # never held for a later template
 
 
 def test_variable_length_overflow_rejected():
@@ -260,7 +261,12 @@ def test_template_with_too_many_fields_is_skipped():
     fields = [(1, 1)] * 300
     res, dec = decode(ipfix(set_(2, tpl(256, fields) + tpl(257, FLOW)), set_(257, flow_rec())))
     assert dec.counters["template_too_many_fields"] == 1
-    assert res.table.num_rows == 1               # the next template of the set is still read
+    # the datagram is quarantined (its record counted, not written), but the next template of the
+    # set is still read: the exporter's next datagram decodes
+    assert res.reasons == ["template_too_many_fields"] and res.table.num_rows == 0
+    assert dec.counters["records_quarantined"] == 1
+    res, _ = decode(ipfix(set_(257, flow_rec()), seq=1), dec)
+    assert res.reasons == ["ok"] and res.table.num_rows == 1
 
 
 def test_redefined_template_uses_new_layout():
@@ -272,6 +278,37 @@ def test_redefined_template_uses_new_layout():
     (row,) = res.table.to_pylist()
     assert (row["src_port"], row["dst_port"], row["src_addr"], row["protocol"]) == (5, 6, "1.2.3.4", 17)
     assert dec.counters["templates_updated"] == 1
+
+
+def test_restart_redefinition_and_a_set_waiting_for_the_old_template():
+    """An exporter the collector joins mid-stream (data before any template), then its templates,
+    then a restart that re-sends id 256 with another layout.  The early set is decoded with the
+    first definition (when it arrives), the later ones with the new one -- in one batch and in one
+    batch per datagram alike -- and the redefinition is counted."""
+    swapped = [(7, 2), (11, 2), (8, 4), (12, 4), (4, 1), (1, 4), (2, 4), (10, 4)]   # 25-byte records
+
+    def rec_b(sp):
+        return struct.pack(">HHIIBIII", sp, 443, 0x0A000009, 0xCB007109, 17, 5, 1, 3)
+
+    stream = [
+        ipfix(set_(256, flow_rec(sp=1) + flow_rec(sp=2) + flow_rec(sp=3)), seq=10),   # joined mid-stream
+        ipfix(set_(2, tpl(256, FLOW)), set_(256, flow_rec(sp=4)), seq=13),
+        ipfix(set_(2, tpl(256, swapped)), set_(256, rec_b(5) + rec_b(6)), seq=0),   # restart
+        ipfix(set_(256, rec_b(7)), seq=2),
+    ]
+    for split in (False, True):
+        dec = NetflowDecoder()
+        rows = []
+        for part in ([[d] for d in stream] if split else [stream]):
+            res, _ = decode(part, dec)
+            assert not res.status.any()
+            rows += res.table.to_pylist()
+        got = sorted((r["src_port"], r["dst_port"], r["src_addr"], r["protocol"], r["bytes"]) for r in rows)
+        assert got == [(1, 443, "10.0.0.1", 6, 1000), (2, 443, "10.0.0.1", 6, 1000), (3, 443, "10.0.0.1", 6, 1000),
+                       (4, 443, "10.0.0.1", 6, 1000), (5, 443, "10.0.0.9", 17, 5), (6, 443, "10.0.0.9", 17, 5),
+                       (7, 443, "10.0.0.9", 17, 5)], split
+        c = dec.counters
+        assert (c["templates_updated"], c["held_decoded"], c["missing_template"], c["records_truncated"]) == (1, 1, 0, 0)
 
 
 def test_template_key_is_exporter_and_domain_never_port():
@@ -380,6 +417,77 @@ def test_sequence_gaps_and_restarts_only_count():
     res, _ = decode(msgs, dec)
     assert res.table.num_rows == 6 and not res.status.any()
     assert dec.counters["sequence_gap"] == 3
+
+
+def test_every_record_is_decoded_or_counted():
+    """Hostile shapes, each data set holding exactly one record so that sets and records count
+    alike: records put in == rows out + records_quarantined + sets dropped for want of a template
+    (missing_template, after flush) + sets of quarantined datagrams (sets_quarantined) + records
+    that cannot be delimited (varlen_overflow).  Bytes after a set header that cannot be delimited
+    (length 0, past the end) are no records: the datagram is quarantined whole, raw bytes kept."""
+    one = flow_rec()
+    shapes = [
+        ([ipfix(set_(2, tpl(256, FLOW)), set_(256, one))], 1),                            # plain
+        ([ipfix(set_(256, one), set_(2, tpl(256, FLOW)))], 1),                            # data before template
+        ([ipfix(set_(300, one))], 1),                                                     # template never comes
+        ([ipfix(set_(2, tpl(256, FLOW)), set_(256, one), struct.pack(">HH", 256, 0) + one)], 1),  # length 0 after
+        ([ipfix(set_(2, tpl(256, FLOW)), set_(256, one), set_(256, one, length=4000))], 1),     # set past end
+        ([ipfix(set_(301, one), set_(2, tpl(256, FLOW)), set_(256, one), set_(2, tpl(12, FLOW)))], 2),  # bad tid
+        ([v5(30, 2)], 2), ([v5(1) + v5(2)], 3),                                           # v5 truncated / glued
+        ([v9(set_(0, tpl(256, FLOW)), set_(256, one), bytes(40))], 1),                     # zero padding
+        ([ipfix(set_(2, tpl(256, FLOW + [(82, 0xFFFF)])), set_(256, one + b"\xff\x00"))], 1),  # varlen overflow
+        ([ipfix(set_(256, one), secs=1000), ipfix(set_(2, tpl(999, FLOW)), secs=2000)], 1),  # held set ages out
+        ([ipfix(set_(2, tpl(256, FLOW)), set_(256, one + one + one))], 3),
+    ]
+    for datagrams, present in shapes:
+        dec = NetflowDecoder()
+        rows = 0
+        for d in datagrams:
+            res, _ = decode(d, dec)
+            rows += res.table.num_rows
+        dec.flush()
+        c = dec.counters
+        counted = c["records_quarantined"] + c["missing_template"] + c["sets_quarantined"] + c["varlen_overflow"]
+        assert rows + counted == present, (datagrams, rows, {k: v for k, v in c.items() if v})
+    # and on the mutated corpus: every row comes from a decoded record, and a quarantined datagram
+    # contributes none
+    base = _corpus_datagrams(200)
+    rng = random.Random(7)
+    dec = NetflowDecoder()
+    decode(base, dec)
+    batch = [mutate(rng, rng.choice(base)) for _ in range(400)]
+    before = dict(dec.counters)
+    res, _ = decode(batch, dec)
+    decoded = dec.counters["flow_records"] - before["flow_records"]
+    dropped = dec.counters["records_quarantined"] - before["records_quarantined"]
+    assert res.table.num_rows == decoded - dropped
+    bad = set(np.flatnonzero(res.status).tolist())
+    assert not bad & set(res.numeric["dgram"].tolist())
+
+
+def test_exported_state_is_bounded_and_checked():
+    """Decoder state for a restart: a smaller decoder keeps the most recently used templates (the
+    rest counted as evicted) and decodes with them; malformed state raises ValueError and leaves the
+    decoder as it was."""
+    a = NetflowDecoder()
+    for tid in range(256, 266):
+        decode(ipfix(set_(2, tpl(tid, FLOW)), domain=3), a)
+    decode(ipfix(set_(300, flow_rec(sp=9)), domain=3), a)           # held
+    meta, arrays = a.export_state()
+    b = NetflowDecoder(template_capacity=4)
+    b.import_state(meta, arrays)
+    assert [t["template_id"] for t in b.templates()] == [262, 263, 264, 265]
+    assert b.counters["template_evicted"] == 6 and b.held == 1
+    res, _ = decode(ipfix(set_(265, flow_rec(sp=1)), set_(2, tpl(300, FLOW)), domain=3, seq=1), b)
+    assert sorted(res.numeric["src_port"].tolist()) == [1, 9]
+    for bad in (dict(arrays, tmeta=arrays["tmeta"][:, :3]), dict(arrays, hoff=arrays["hoff"] + 1),
+                dict(arrays, dmeta=np.zeros((2, 3), np.int64))):
+        c = NetflowDecoder()
+        with pytest.raises(ValueError):
+            c.import_state(meta, bad)
+        assert c.template_count == 0 and c.held == 0
+    with pytest.raises(ValueError):
+        NetflowDecoder().import_state({"exporters": "x"}, arrays)
 
 
 def test_exporter_table_bounded():

@@ -73,7 +73,15 @@ def _evaluate(rows):
     return [POL.rule_names[r] if r >= 0 else None for r in rule]
 
 
-PORTS = [22, 80, 102, 443, 502, 1883, 2222, 2404, 3389, 4840, 5900, 5938, 8883, 20000, 44818]
+PORTS = [22, 23, 80, 102, 443, 502, 1883, 2222, 2404, 3389, 4840, 5900, 5938, 8883, 20000, 44818]
+
+
+def ref_service(port: int, proto: int) -> str | None:
+    """The service a destination port names, read straight off the policy's service list."""
+    for s in POL.services:
+        if port in s.ports and (s.proto == "any" or {"tcp": 6, "udp": 17}[s.proto] == proto):
+            return s.name
+    return None
 
 
 @settings(max_examples=150, deadline=None)
@@ -81,6 +89,16 @@ PORTS = [22, 80, 102, 443, 502, 1883, 2222, 2404, 3389, 4840, 5900, 5938, 8883, 
                           st.sampled_from(PORTS), st.sampled_from([6, 17])), min_size=1, max_size=30))
 def test_policy_matrix_matches_reference(rows):
     assert _evaluate(rows) == [ref_rule(*r) for r in rows]
+    svc = POL.service_of(np.array([r[2] for r in rows], np.uint16), np.array([r[3] for r in rows], np.uint8))
+    assert [POL.services[k].name if k >= 0 else None for k in svc] == [ref_service(r[2], r[3]) for r in rows]
+
+
+def test_service_names():
+    got = POL.service_of(np.array([3389, 22, 23, 5900, 5938, 5938, 502, 102, 20000, 20000, 2222, 2222, 443]),
+                         np.array([6, 6, 6, 6, 6, 17, 6, 6, 6, 17, 17, 6, 6]))
+    assert [POL.services[k].name if k >= 0 else None for k in got] == [
+        "rdp", "ssh", "telnet", "vnc", "teamviewer", "teamviewer", "modbus", "s7comm", "dnp3", "dnp3", "enip_io",
+        None, None]
 
 
 def test_policy_examples():
@@ -96,6 +114,7 @@ def test_policy_examples():
         ((H["it"], H["internet"], 5938, 17), "remote_access:teamviewer"),
         ((H["it"], H["tos"], 22, 6), None),                              # allowed by the example's ssh rule
         ((H["it"], H["crane_ot"], 22, 6), "remote_access:ssh"),
+        ((H["it"], H["crane_ot"], 23, 6), "remote_access:telnet"),
         ((H["tos"], H["crane_ot"], 502, 6), "ot_protocol:modbus"),
         ((H["tos"], H["crane_ot"], 2222, 17), "ot_protocol:enip_io"),
         ((H["tos"], H["crane_ot"], 2222, 6), None),                      # EtherNet/IP I/O is udp

@@ -12,10 +12,20 @@
     dec.templates()  # the live templates (like goflow2's /templates)
 
 Templates are keyed by (exporter address, observation domain / source id, version, template id),
-never by the exporter's source port.  Data sets that arrive before their template are held
-(bounded by count, bytes and exporter-time age) and decoded when the template arrives, or
-dropped and counted as ``missing_template``.  Counts are reported raw, with the sampling
+never by the exporter's source port; a template id re-sent with another definition (an exporter
+restart) replaces the old one (``templates_updated``) and the records after it use the new layout.
+Data sets that arrive before their template are held (bounded by count, bytes and exporter-time
+age) and decoded at the end of the message that brings the template -- with that definition --,
+or dropped and counted as ``missing_template``.  Counts are reported raw, with the sampling
 interval beside them; nothing is scaled here.
+
+Every record is decoded or counted with a reason.  A datagram whose status is not ``ok`` is
+quarantined whole and writes no flows, for v5, v9 and IPFIX alike: records decoded from it before
+the problem was met are counted as ``records_quarantined``, its sets still waiting for a template
+as ``sets_quarantined`` (its templates are still learned).  Four or more non-zero bytes after the
+last record of a set are counted as ``records_truncated``.  :meth:`NetflowDecoder.export_state`
+and :meth:`NetflowDecoder.import_state` carry templates and held sets across a restart; a Kafka
+message delivered again replaces the sets held from its first delivery (``held_duplicate``).
 """
 from __future__ import annotations
 
@@ -161,6 +171,16 @@ class NetflowDecoder:
         ids = self._exporter_ids(list(exporters))
         exp_id = ids[exporter_idx] if nd else np.zeros(0, np.int64)
 
+        # a Kafka message delivered again (a replay after a restart from a snapshot) brings its data
+        # sets again: the copies held from its first delivery are dropped, never held or decoded twice
+        if self._hprov and nd and (partition >= 0).any():
+            again = {(sources[int(source_idx[i])], int(partition[i]), int(offset[i])) for i in range(nd)
+                     if partition[i] >= 0}
+            dup = [h for h, pv in enumerate(self._hprov) if pv[:3] in again]
+            if dup:
+                self._drop_held(dup)
+                self.counters["held_duplicate"] += len(dup)
+
         r = self.reg
         out, n, status, counters, pend, npend, held_done = _k.decode_batch(
             buf, offsets, exp_id, self.template_ttl_s, self._hbuf, self._hoff, self._hmeta,
@@ -169,6 +189,15 @@ class NetflowDecoder:
         self._out = out
         out = out[:n].T   # column views: out[C_*] is one column
         call = {name: int(counters[i]) for i, name in enumerate(COUNTER_NAMES)}
+        # a quarantined datagram writes no flows: its records (decoded before the problem was met)
+        # are counted, not kept -- for v5, v9 and IPFIX alike
+        if n and status.any():
+            dg0 = out[_k.C_DGRAM]
+            bad = (dg0 < nd) & (status[np.minimum(dg0, max(nd - 1, 0))] != 0)
+            if bad.any():
+                call["records_quarantined"] += int(bad.sum())
+                out = out[:, ~bad]
+                n = out.shape[1]
 
         # ---- row provenance: datagrams of this batch, then held entries of earlier calls
         dg = out[_k.C_DGRAM]
@@ -190,7 +219,7 @@ class NetflowDecoder:
             exp_pos = {e: i for i, e in enumerate(exp_names)}
             src_pos = {s: i for i, s in enumerate(src_names)}
             for j in np.nonzero(~from_batch)[0]:
-                s, pa_, of, ts, e = self._hprov[int(dg[j]) - nd]
+                s, pa_, of, ts, e = self._hprov[int(dg[j]) - nd][:5]
                 if e not in exp_pos:
                     exp_pos[e] = len(exp_names)
                     exp_names.append(e)
@@ -200,8 +229,8 @@ class NetflowDecoder:
                 row_exp[j], row_src[j], row_part[j], row_off[j], row_ts[j] = exp_pos[e], src_pos[s], pa_, of, ts
 
         # ---- held store: drop the decoded, add this batch's pending, enforce the bounds
-        self._update_held(buf, pend[:npend], held_done, sources, source_idx, partition, offset, ts_ms,
-                          exporters, exporter_idx, call)
+        self._update_held(buf, offsets, pend[:npend], held_done, status, sources, source_idx, partition, offset,
+                          ts_ms, exporters, exporter_idx, call)
         for k, v in call.items():
             self.counters[k] += v
 
@@ -275,7 +304,7 @@ class NetflowDecoder:
         ]
         return pa.Table.from_arrays(cols, schema=FLOWS)
 
-    def _update_held(self, buf, pend, held_done, sources, source_idx, partition, offset, ts_ms,
+    def _update_held(self, buf, offsets, pend, held_done, status, sources, source_idx, partition, offset, ts_ms,
                      exporters, exporter_idx, call):
         keep_old = np.nonzero(held_done == 0)[0]
         chunks, metas, provs = [], [], []
@@ -285,10 +314,14 @@ class NetflowDecoder:
             provs.append(self._hprov[h])
         for row in pend:
             d = int(row[_k.H_DGRAM])
+            if status[d] != 0:
+                call["sets_quarantined"] += 1   # its datagram is quarantined: never held, never decoded
+                continue
             chunks.append(buf[row[_k.H_START]:row[_k.H_END]].copy())
             metas.append(row.copy())
+            # provenance, and the set's byte position in its datagram (with the offset: its identity)
             provs.append((sources[source_idx[d]], int(partition[d]), int(offset[d]), int(ts_ms[d]),
-                          exporters[exporter_idx[d]]))
+                          exporters[exporter_idx[d]], int(row[_k.H_START] - offsets[d])))
         dropped = 0
         # age in exporter time, then count and byte bounds (oldest first)
         keep = [i for i, m in enumerate(metas) if m[_k.H_AGE] <= self.hold_seconds]
@@ -315,6 +348,16 @@ class NetflowDecoder:
             self._hmeta = np.zeros((0, _k.H_N), np.int64)
             self._hprov = []
 
+    def _drop_held(self, drop: list[int]) -> None:
+        keep = np.setdiff1d(np.arange(len(self._hprov)), np.asarray(drop, np.int64))
+        chunks = [self._hbuf[self._hoff[h]:self._hoff[h + 1]] for h in keep]
+        lens = np.array([len(c) for c in chunks], np.int64)
+        self._hoff = np.zeros(len(keep) + 1, np.int64)
+        np.cumsum(lens, out=self._hoff[1:])
+        self._hbuf = np.concatenate(chunks).astype(np.uint8) if chunks else np.zeros(0, np.uint8)
+        self._hmeta = self._hmeta[keep].copy() if len(keep) else np.zeros((0, _k.H_N), np.int64)
+        self._hprov = [self._hprov[h] for h in keep]
+
     @property
     def held(self) -> int:
         """Data sets currently held for a template."""
@@ -329,6 +372,87 @@ class NetflowDecoder:
         self._hmeta = np.zeros((0, _k.H_N), np.int64)
         self._hprov = []
         return n
+
+    # ------------------------------------------------------------------ restart state
+    def export_state(self) -> tuple[dict, dict]:
+        """What must survive a restart, as (JSON-able meta, numpy arrays): the live templates and the
+        per-(exporter, domain) state (sampling, system init time, withdraw generations, sequence),
+        the exporter ids they are keyed by, and the held data sets with their provenance.  Only
+        used registry rows are taken, so the size follows what is live, not the capacities."""
+        r = self.reg
+        used = np.flatnonzero(r["tmeta"][:, _k.TM_USED])
+        nf = int(r["tmeta"][used, _k.TM_NFIELDS].max()) if used.size else 0
+        dused = np.flatnonzero(r["dmeta"][:, _k.DM_USED])
+        meta = {"exporters": [[e, int(i)] for e, i in self._exp_ids.items()], "next_id": self._next_id,
+                "tick": int(r["state"][_k.ST_TICK]), "gen": int(r["state"][_k.ST_GEN]),
+                "held_prov": [list(pv) for pv in self._hprov]}
+        arrays = {"tmeta": r["tmeta"][used], "tfields": r["tfields"][used, :nf], "tsel": r["tsel"][used, :nf],
+                  "dmeta": r["dmeta"][dused], "hbuf": self._hbuf, "hoff": self._hoff, "hmeta": self._hmeta}
+        return meta, arrays
+
+    def import_state(self, meta: dict, arrays: dict) -> None:
+        """Load :meth:`export_state` output into this (fresh) decoder; raises ValueError when it is
+        malformed (the decoder is then unchanged).  Beyond this decoder's capacities the most
+        recently used templates and domains are kept (the rest counted as evicted)."""
+        try:
+            tmeta = np.asarray(arrays["tmeta"], np.int64)
+            tfields = np.asarray(arrays["tfields"], np.int64)
+            tsel = np.asarray(arrays["tsel"], np.int64)
+            dmeta = np.asarray(arrays["dmeta"], np.int64)
+            hbuf = np.asarray(arrays["hbuf"], np.uint8)
+            hoff = np.asarray(arrays["hoff"], np.int64)
+            hmeta = np.asarray(arrays["hmeta"], np.int64).reshape(-1, _k.H_N)
+            exp_ids = {str(e): int(i) for e, i in meta["exporters"]}
+            next_id = int(meta["next_id"])
+            prov = [(str(a), int(b), int(c), int(d), str(e), int(f)) for a, b, c, d, e, f in meta["held_prov"]]
+            tick, gen = int(meta["tick"]), int(meta["gen"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"netflow state: {type(exc).__name__}") from None
+        nt, nd = tmeta.shape[0], dmeta.shape[0]
+        maxf = self.reg["tfields"].shape[1]
+        ok = (tmeta.ndim == 2 and tmeta.shape[1] == _k.TM_N and tfields.ndim == 3 and tfields.shape[0] == nt
+              and tfields.shape[2] == _k.F_N and tsel.shape[:2] == tfields.shape[:2] and tsel.shape[2] == _k.S_N
+              and dmeta.ndim == 2 and dmeta.shape[1] == _k.DM_N and hoff.ndim == 1
+              and hoff.shape[0] == hmeta.shape[0] + 1 == len(prov) + 1 and hoff[0] == 0
+              and np.all(np.diff(hoff) >= 0) and hoff[-1] == hbuf.shape[0]
+              and (not nt or (tmeta[:, _k.TM_NFIELDS].min() > 0 and tmeta[:, _k.TM_NFIELDS].max() <= tfields.shape[1]
+                              and tmeta[:, _k.TM_MINLEN].min() > 0 and tmeta[:, _k.TM_NSEL].max() <= tfields.shape[1]))
+              and next_id > max(exp_ids.values(), default=0) and gen >= 1)
+        if not ok:
+            raise ValueError("netflow state: inconsistent arrays")
+        # most recently used first, within this decoder's capacities and field limit
+        tk = [i for i in np.argsort(-tmeta[:, _k.TM_TICK], kind="stable") if tmeta[i, _k.TM_NFIELDS] <= maxf]
+        tk = tk[:self.reg["tmeta"].shape[0]]
+        dk = np.argsort(-dmeta[:, _k.DM_TICK], kind="stable")[:self.reg["dmeta"].shape[0]]
+        reg = _k.new_registry(self.reg["tmeta"].shape[0], maxf, self.reg["dmeta"].shape[0])
+        st = reg["state"]
+        for slot, i in enumerate(tk):
+            reg["tmeta"][slot] = tmeta[i]
+            w = min(tfields.shape[1], maxf)
+            reg["tfields"][slot, :w] = tfields[i, :w]
+            reg["tsel"][slot, :w] = tsel[i, :w]
+            pos = _k._t_find(reg["thash"], reg["tmeta"], tmeta[i, _k.TM_K1], tmeta[i, _k.TM_K2])
+            if pos >= 0:
+                raise ValueError("netflow state: duplicate template key")
+            reg["thash"][-(pos + 1)] = slot
+        st[_k.ST_FREE_TOP] -= len(tk)
+        reg["tfree"][:st[_k.ST_FREE_TOP]] = np.arange(reg["tmeta"].shape[0] - 1, len(tk) - 1, -1, dtype=np.int32)
+        for row, i in enumerate(dk):
+            reg["dmeta"][row] = dmeta[i]
+            pos = _k._d_find(reg["dhash"], reg["dmeta"], dmeta[i, _k.DM_K1])
+            if pos >= 0:
+                raise ValueError("netflow state: duplicate domain key")
+            reg["dhash"][-(pos + 1)] = row
+        st[_k.ST_DFREE_TOP] -= len(dk)
+        reg["dfree"][:st[_k.ST_DFREE_TOP]] = np.arange(reg["dmeta"].shape[0] - 1, len(dk) - 1, -1, dtype=np.int32)
+        st[_k.ST_TICK], st[_k.ST_GEN] = tick, gen
+        self.counters["template_evicted"] += nt - len(tk)
+        self.counters["domain_evicted"] += nd - len(dk)
+        self.reg = reg
+        self._exp_ids = exp_ids
+        self._exp_names = {i: e for e, i in exp_ids.items()}
+        self._next_id = next_id
+        self._hbuf, self._hoff, self._hmeta, self._hprov = hbuf.copy(), hoff.copy(), hmeta.copy(), prov
 
     # ------------------------------------------------------------------ views
     @property
