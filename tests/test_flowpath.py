@@ -232,7 +232,10 @@ def _flowpath(tmp_path=None):
     from flowaudit.egress import EgressDetector
     from flowaudit.flowpath import FlowPath
 
-    return FlowPath(EgressDetector(policy=schemas.path("zones.example.toml")), silent_window_s=60)
+    from flowaudit.protect import Protector
+
+    return FlowPath(EgressDetector(policy=schemas.path("zones.example.toml")), silent_window_s=60,
+                    protector=Protector(b"flowpath-test-key-0123"))
 
 
 def _run_rows(fp, rows):
