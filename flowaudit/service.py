@@ -43,7 +43,9 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import queue
+import struct
 import signal
 import threading
 import time
@@ -63,7 +65,8 @@ from .flowpath import FlowPath
 from .metrics import Metrics
 from .pipeline import Batch, Classifier, format_code
 from .protect import Protector
-from .sinks.parquet import PartitionLock, PartitionWriter, PublishAborted, SinkError
+from .sinks.parquet import (FILE_MODE, PartitionLock, PartitionWriter, PublishAborted, SinkError, fsync_dir,
+                            makedirs)
 from .sources.kafka import check_broker, consumer_config
 
 log = logging.getLogger("flowaudit.stream")
@@ -198,6 +201,8 @@ class StreamService:
                                  silent_window_s=settings.egress.silent_window_s,
                                  protector=self.classifier.protector)
         self._nf_seen: dict[str, int] = {}
+        self._fp_restored = not self.telemetry_kind.any()   # nothing to restore without telemetry topics
+        self.state_path = self.root / ".state" / "flowpath.state"
         self.slots: dict[tuple[str, int], _Slot] = {}
         self.writers: dict[tuple[str, int], PartitionWriter] = {}
         self.summary = Summary(root=str(self.root))
@@ -686,6 +691,8 @@ class StreamService:
                 continue
             if last is not None:
                 commits.append(TopicPartition(topic, part, last + 1))
+        if self._fp_restored and any(self._is_telemetry(k) and w.buffered == 0 for k, w in self.writers.items()):
+            self._checkpoint_flowpath({})
         with self._outbox_mu:
             commits += [TopicPartition(t, p, o) for (t, p), o in self._outbox.items()]
             self._outbox.clear()
@@ -779,6 +786,8 @@ class StreamService:
         if not values:
             return
         src_a = np.asarray(src, np.int32)
+        if not self._fp_restored and self.telemetry_kind[src_a].any():
+            self._restore_flowpath()
         batch = Batch.from_values(values, self.topic_fmt[src_a], sources=self.topic_names, source_idx=src_a,
                                   partition=parts, offset=offs, ts_ms=tss, keys=keys)
         work = (batch, np.asarray(groups, np.int64), [s.key for s in group_slots], t_batch, group_slots, resets)
@@ -852,6 +861,8 @@ class StreamService:
             if published:
                 done[key] = max(published) + 1
                 self._fault_cleared()
+        if any(self._is_telemetry(k) for k in done):
+            self._checkpoint_flowpath(done)
         if done:
             with self._outbox_mu:
                 for k, off in done.items():
@@ -860,6 +871,78 @@ class StreamService:
         if self.metrics:
             self.metrics.batch_seconds.observe(time.perf_counter() - t_batch)
             self.metrics.batch_messages.observe(len(batch))
+
+    # -- NetFlow templates, held sets and the DNS map across restarts ----------------------------
+
+    def _is_telemetry(self, key: tuple[str, int]) -> bool:
+        i = self.topic_idx.get(key[0])
+        return i is not None and bool(self.telemetry_kind[i])
+
+    def _checkpoint_flowpath(self, done: dict) -> None:
+        """Publish every telemetry partition's buffered rows, then snapshot the flow path beside
+        the files (``<root>/.state/flowpath.state``, written atomically) with the offset each
+        partition's files end at.  The snapshot is never ahead of the published files: a held
+        set released after a resume point cannot be missing from it."""
+        tele = {k: w for k, w in list(self.writers.items()) if self._is_telemetry(k)
+                and (self.slots.get(k) is None or (self.slots[k].ready and not self.slots[k].aborted))}
+        for k, w in tele.items():
+            try:
+                last = w.flush()
+            except PublishAborted as exc:
+                log.warning("%s+%d: flow path not checkpointed: %s", k[0], k[1], exc)
+                return
+            if last is not None:
+                done[k] = last + 1
+        head = orjson.dumps({"format": 1, "partitions": {f"{t}+{p}": w.next_offset for (t, p), w in tele.items()}})
+        blob = struct.pack("<I", len(head)) + head + self.flowpath.state()
+        tmp = self.state_path.with_name(f".{self.state_path.name}.tmp-{os.getpid()}")
+        try:
+            makedirs(self.state_path.parent)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+            try:
+                os.write(fd, blob)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.state_path)
+            fsync_dir(self.state_path.parent)
+        except OSError as exc:   # the files are published; only the restart state is behind
+            self._ratelog(logging.ERROR, "checkpoint", "flow path state not saved (%s): a restart re-learns "
+                          "templates from the exporters", exc)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+    def _restore_flowpath(self) -> None:
+        """Before the first telemetry batch: load the snapshot if it was taken exactly where the
+        assigned telemetry partitions' files end (else say why not)."""
+        self._fp_restored = True
+        try:
+            blob = self.state_path.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.error("flow path state %s unreadable (%s): starting without templates and held sets",
+                      self.state_path, exc)
+            return
+        try:
+            (n,) = struct.unpack_from("<I", blob)
+            head = orjson.loads(blob[4:4 + n])
+            saved = {str(k): int(v) for k, v in head["partitions"].items() if v is not None}
+        except (struct.error, orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.error("flow path state %s is damaged (%s): starting without templates and held sets",
+                      self.state_path, exc)
+            return
+        now = {f"{t}+{p}": w.next_offset for (t, p), w in list(self.writers.items())
+               if self._is_telemetry((t, p)) and w.next_offset is not None}
+        if any(saved.get(k) != v for k, v in now.items()) or not set(now) <= set(saved):
+            log.error("flow path state not restored: it was taken at %s, the files end at %s (a crash between a "
+                      "publish and its checkpoint, or another member's partitions); templates are re-learned "
+                      "from the exporters and sets held then are counted as missing_template", saved, now)
+            return
+        if self.flowpath.restore(blob[4 + n:]):
+            log.info("flow path state restored (templates, held sets, DNS map) at %s", saved)
 
     def _account_flows(self, batch: Batch, idx: np.ndarray, fr) -> None:
         s = self.summary

@@ -7,7 +7,8 @@ SIGTERM within 10 s, and every offset is written exactly once, whatever happened
 * the broker frozen (SIGSTOP) for 30 s, then resumed;
 * a zombie: a member frozen past its session while another takes its partitions over;
 * disk full on a real tmpfs: consumption pauses, and resumes once space is back;
-* storage ahead of the broker: the topic recreated with fewer, then with more messages.
+* storage ahead of the broker: the topic recreated with fewer, then with more messages;
+* NetFlow sets held for their template, and the DNS map, across a restart.
 """
 from __future__ import annotations
 
@@ -285,3 +286,51 @@ def test_until_drained_gives_up_with_a_reason_instead_of_waiting_for_ever(broker
         held.release()
     assert r.returncode == 4, (r.returncode, r.stderr[-3000:])
     assert f"{topics['xml']}+1 (locked)" in r.stderr and "kafka.drain_stall_s" in r.stderr
+
+
+def test_held_netflow_sets_and_the_dns_map_survive_a_restart(broker, corpus, tmp_path):
+    """A data set waiting for its template and the DNS answer that attributes it are committed
+    before the stream stops; after the restart the template arrives, and the stream writes the
+    same flows and transfers as one uninterrupted run (the state is checkpointed beside the files)."""
+    from confluent_kafka import Producer
+
+    from .test_flowpath import _restart_inputs
+
+    rows, cut = _restart_inputs(corpus)
+    names = {"zeek.dns": "t-restart.dns", "netflow.raw": "t-restart.netflow"}
+    broker.create_topics({t: 1 for t in names.values()})
+    spec = f"{names['zeek.dns']}=dns,{names['netflow.raw']}=netflow"
+
+    def produce(part):
+        p = Producer({"bootstrap.servers": broker.bootstrap})
+        for topic, _kind, _off, key, value in part:
+            p.produce(names[topic], value, key=key, partition=0)
+        assert p.flush(30) == 0
+
+    def stream(root, group):
+        cmd = stream_cmd(broker.bootstrap, {}, root, "--until-drained", "--group", group, "--metrics-port", "0")
+        cmd[cmd.index("--topics") + 1] = spec
+        r = subprocess.run(cmd, env=stream_env(), capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r
+
+    produce(rows[:cut])
+    stream(tmp_path / "split", "g-restart-a")
+    assert (tmp_path / "split" / ".state" / "flowpath.state").is_file()
+    produce(rows[cut:])
+    r = stream(tmp_path / "split", "g-restart-b")
+    assert "flow path state not restored" not in r.stderr
+    stream(tmp_path / "whole", "g-restart-whole")      # everything in one run, for comparison
+
+    def canon(root, d):
+        keep = ("source", "offset", "exporter", "src_addr", "dst_addr", "dst_port", "bytes", "platform",
+                "indicator", "seen_where", "rule")
+        return sorted(tuple(str(r.get(k)) for k in keep) for r in read_dataset(root, d).to_pylist())
+
+    for d in ("flows", "transfers"):
+        assert canon(tmp_path / "split", d) == canon(tmp_path / "whole", d), d
+    held = [f for f in read_dataset(tmp_path / "split", "flows").to_pylist()
+            if f["exporter"] == "192.0.2.77" and f["offset"] == 3]
+    assert sorted(f["dst_addr"] for f in held) == ["198.51.100.7", "8.8.8.8"]
+    assert [t["indicator"] for t in read_dataset(tmp_path / "split", "transfers").to_pylist()
+            if t["dst_addr"] == "198.51.100.7" and t["offset"] == 3] == ["gateway.logink.cn"]

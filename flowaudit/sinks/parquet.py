@@ -187,7 +187,7 @@ def hour_keys(ts_ms: np.ndarray, current: int) -> np.ndarray:
     return out
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -295,7 +295,7 @@ class PartitionWriter:
             for _first, _last, p in committed_files(self.root, d, self.topic, self.partition):
                 if p.name not in names:  # published before its commit record: an orphan
                     p.unlink()
-                    _fsync_dir(p.parent)
+                    fsync_dir(p.parent)
         self.epoch = newest_epoch(self.root, self.topic, self.partition)
         committed = committed_files(self.root, COMMIT_DATASET, self.topic, self.partition, self.epoch)
         if not committed:
@@ -470,7 +470,7 @@ class PartitionWriter:
                     if (d == COMMIT_DATASET and not retry) or pq.read_metadata(final).num_rows != rows:
                         raise SinkError(f"{final} already exists: refusing to overwrite") from None
                     continue
-                _fsync_dir(final.parent)
+                fsync_dir(final.parent)
                 if self.on_publish:
                     self.on_publish(d, rows)
         finally:
