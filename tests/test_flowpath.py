@@ -10,7 +10,7 @@ import orjson
 from flowaudit.config import Settings
 from flowaudit.pipeline import Batch
 from flowaudit.quarantine import open_row
-from flowaudit.sinks.parquet import PartitionWriter, read_dataset
+from flowaudit.sinks.parquet import read_dataset
 from flowaudit.service import StreamService
 
 T0_MS = 1_772_323_200_000  # 2026-03-01T00:00:00Z
@@ -24,7 +24,7 @@ def service(tmp_path, topics):
     st.kafka.pipeline_depth = 0
     svc = StreamService(st.validate(), metrics=None, install_signals=False)
     for t in topics:
-        svc.writers[(t, 0)] = PartitionWriter(svc.root, t, 0)
+        assert svc.open_partition(t, 0) is None   # locked and recovered, as on assignment
     return svc
 
 
@@ -117,7 +117,7 @@ def test_silent_crane_hosts_per_window(tmp_path):
     st.egress.policy_file = str(policy)
     st.egress.silent_window_s = 60
     svc = StreamService(st.validate(), metrics=None, install_signals=False)
-    svc.writers[("goflow.flows", 0)] = PartitionWriter(svc.root, "goflow.flows", 0)
+    svc.open_partition("goflow.flows", 0)
 
     def flow(src, t_s):
         return orjson.dumps({"type": "IPFIX", "sampling_rate": 1, "sampler_address": "192.0.2.1",
