@@ -118,7 +118,7 @@ def cmd_synth(args) -> int:
 
 def cmd_warmup(args) -> int:
     """Compile (and cache) every kernel, so the first batch of a service is not slow."""
-    from .egress import EgressDetector
+    from .detect.egress import EgressDetector
     from .pipeline import Classifier
     from .protect import Protector
 
@@ -202,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", type=int, default=3, help="partitions used when producing")
     p.set_defaults(fn=cmd_synth)
 
-    from . import bench_cli, egress, flows, scan
+    from . import bench_cli, flows, scan
+    from .detect import egress
     scan.add_parser(sub)
     flows.add_parsers(sub)
     egress.add_parser(sub)

@@ -97,7 +97,7 @@ class Metrics:
             self.transfers.labels(platform, "none", "watchlist")
 
     def update_egress(self, cumulative: dict) -> None:
-        """Feed :meth:`flowaudit.egress.EgressDetector.metrics` (cumulative counts) as increments."""
+        """Feed :meth:`flowaudit.detect.egress.EgressDetector.metrics` (cumulative counts) as increments."""
         for name, metric in (("transfers_total", self.transfers), ("transfer_bytes_total", self.transfer_bytes)):
             seen = self._egress_seen.setdefault(name, {})
             for key, value in cumulative.get(name, {}).items():

@@ -130,7 +130,7 @@ class Classifier:
         self._seen_payload = Seen(dedupe_entries)
         self._seen_interchange = Seen(dedupe_entries)
         self._seen_lock = threading.Lock()
-        self.egress = egress  # flowaudit.egress.EgressDetector: message-side indicators (optional)
+        self.egress = egress  # flowaudit.detect.egress.EgressDetector: message-side indicators (optional)
         self._recipients: list = []
         self.max_message_bytes = max_message_bytes
         self.catalog = _catalog.load()

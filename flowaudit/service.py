@@ -61,7 +61,7 @@ from confluent_kafka import (OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError,
 
 from .config import ConfigError, Settings, hmac_key
 from .decode import TELEMETRY_NAMES
-from .flowpath import FlowPath
+from .detect.flowpath import FlowPath
 from .metrics import Metrics
 from .pipeline import Batch, Classifier, format_code
 from .protect import Protector
@@ -138,8 +138,8 @@ def make_egress(settings: Settings):
     e = settings.egress
     if not e.enabled:
         return None
-    from . import watchlist
-    from .egress import EgressDetector
+    from .detect import watchlist
+    from .detect.egress import EgressDetector
 
     try:
         wl = watchlist.Watchlist(e.watchlist_dir or None)

@@ -1,4 +1,4 @@
-"""flowaudit/dnsmap.py: TTL expiry on record time, bounded size, CNAME chains, array join."""
+"""flowaudit/detect/dnsmap.py: TTL expiry on record time, bounded size, CNAME chains, array join."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import json
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from flowaudit.dnsmap import DnsMap
+from flowaudit.detect.dnsmap import DnsMap
 from flowaudit.kernels import ipset as K
 
 T0 = 1_700_000_000.0

@@ -1,4 +1,4 @@
-"""flowaudit/egress.py: flows, DNS attribution, policy and messages -> TRANSFERS rows."""
+"""flowaudit/detect/egress.py: flows, DNS attribution, policy and messages -> TRANSFERS rows."""
 from __future__ import annotations
 
 import json
@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pyarrow as pa
 
-from flowaudit import egress as E
+from flowaudit.detect import egress as E
 from flowaudit import schemas
-from flowaudit import watchlist as W
-from flowaudit import zones as Z
+from flowaudit.detect import watchlist as W
+from flowaudit.detect import zones as Z
 from flowaudit.datasets import TRANSFERS
 from flowaudit.kernels import ipset as K
 

@@ -229,8 +229,8 @@ def _restart_inputs(corpus):
 
 def _flowpath(tmp_path=None):
     from flowaudit import schemas
-    from flowaudit.egress import EgressDetector
-    from flowaudit.flowpath import FlowPath
+    from flowaudit.detect.egress import EgressDetector
+    from flowaudit.detect.flowpath import FlowPath
 
     from flowaudit.protect import Protector
 
@@ -302,7 +302,7 @@ def test_restore_ignores_corrupt_or_foreign_state(corpus, caplog):
     import logging
     import zlib
 
-    from flowaudit.flowpath import _STATE_HEAD, STATE_MAGIC
+    from flowaudit.detect.flowpath import _STATE_HEAD, STATE_MAGIC
 
     rows, cut = _restart_inputs(corpus)
     a = _flowpath()
@@ -317,7 +317,7 @@ def test_restore_ignores_corrupt_or_foreign_state(corpus, caplog):
     newer = _STATE_HEAD.pack(STATE_MAGIC, 2, 0, 0)
     for bad in (b"", b"garbage", blob[:-1], bytes(flipped), forged, empty, newer, b"PAR1" + blob[4:]):
         b = _flowpath()
-        with caplog.at_level(logging.WARNING, logger="flowaudit.flowpath"):
+        with caplog.at_level(logging.WARNING, logger="flowaudit.detect.flowpath"):
             assert b.restore(bad) is False
         assert "restart state ignored" in caplog.text
         caplog.clear()

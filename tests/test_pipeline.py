@@ -109,7 +109,7 @@ def test_synth_cli_writes_files_and_labels(tmp_path):
 
 
 def test_message_side_indicators_become_transfers():
-    from flowaudit.egress import EgressDetector
+    from flowaudit.detect.egress import EgressDetector
 
     clf = Classifier(Protector(KEY), egress=EgressDetector())
     values = [
@@ -132,8 +132,8 @@ def test_message_side_indicators_become_transfers():
 
 
 def test_edi_recipients_on_an_operator_watchlist(tmp_path):
-    from flowaudit import watchlist
-    from flowaudit.egress import EgressDetector
+    from flowaudit.detect import watchlist
+    from flowaudit.detect.egress import EgressDetector
 
     (tmp_path / "ops.toml").write_text('version = "ops-1"\nformat = 1\n'
                                        '[[indicators]]\nplatform = "LOGINK"\ntype = "edi_party"\n'

@@ -1,4 +1,4 @@
-"""flowaudit/zones.py + kernels/policy.py: zone classification, the policy matrix, silent hosts."""
+"""flowaudit/detect/zones.py + kernels/policy.py: zone classification, the policy matrix, silent hosts."""
 from __future__ import annotations
 
 import ipaddress
@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from flowaudit import schemas
-from flowaudit import zones as Z
+from flowaudit.detect import zones as Z
 from flowaudit.kernels import ipset as K
 
 POL = Z.load(schemas.path("zones.example.toml"))

@@ -1,4 +1,4 @@
-"""flowaudit/watchlist.py: shipped defaults, validation, host matching, atomic reload."""
+"""flowaudit/detect/watchlist.py: shipped defaults, validation, host matching, atomic reload."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ import tomllib
 import pytest
 
 from flowaudit import schemas
-from flowaudit import watchlist as W
+from flowaudit.detect import watchlist as W
 
 EXTRA = """
 version = "ops-1"

@@ -19,7 +19,7 @@ import numpy as np
 # Message formats (uint8 codes used in kernels and the ``format`` column).
 FMT_UNKNOWN, FMT_EDIFACT, FMT_X12, FMT_XML, FMT_JSON = 0, 1, 2, 3, 4
 FORMAT_NAMES = {FMT_UNKNOWN: "unknown", FMT_EDIFACT: "edifact", FMT_X12: "x12", FMT_XML: "xml", FMT_JSON: "json"}
-# network telemetry topics (flowaudit.flowpath): NetFlow/IPFIX datagrams, goflow2 JSON, Zeek DNS
+# network telemetry topics (flowaudit.detect.flowpath): NetFlow/IPFIX datagrams, goflow2 JSON, Zeek DNS
 FMT_NETFLOW, FMT_GOFLOW, FMT_DNS = 5, 6, 7
 TELEMETRY_NAMES = {FMT_NETFLOW: "netflow", FMT_GOFLOW: "goflow", FMT_DNS: "dns"}
 FORMAT_CODES = {v: k for k, v in {**FORMAT_NAMES, **TELEMETRY_NAMES}.items()}

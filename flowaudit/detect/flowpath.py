@@ -20,12 +20,12 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from . import quarantine as _quarantine
-from .datasets import MESSAGES, SCHEMA_VERSION
-from .decode.netflow import STATUS_NAMES, NetflowDecoder, decode_goflow_json, numeric_view
+from .. import quarantine as _quarantine
+from ..datasets import MESSAGES, SCHEMA_VERSION
+from ..decode.netflow import STATUS_NAMES, NetflowDecoder, decode_goflow_json, numeric_view
 from .egress import _const, _table as _egress_table
-from .kernels.ipset import addr_key
-from .pipeline import Batch, _const_dict, _dict_array
+from ..kernels.ipset import addr_key
+from ..pipeline import Batch, _const_dict, _dict_array
 from .zones import SilentMonitor
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Outbound transfers: flows and messages that reach a watchlisted platform or break zone policy.
 
-:class:`EgressDetector` ties the watchlist (:mod:`flowaudit.watchlist`), DNS attribution
-(:mod:`flowaudit.dnsmap`) and the zone policy (:mod:`flowaudit.zones`) together and produces
+:class:`EgressDetector` ties the watchlist (:mod:`flowaudit.detect.watchlist`), DNS attribution
+(:mod:`flowaudit.detect.dnsmap`) and the zone policy (:mod:`flowaudit.detect.zones`) together and produces
 rows in the :data:`flowaudit.datasets.TRANSFERS` layout (shaped like Zeek's intel.log):
 
 * :meth:`EgressDetector.detect_flows`: decoded flow arrays (the NetFlow decoder's contract) ->
@@ -28,10 +28,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flowaudit import watchlist as _wl
-from flowaudit import zones as _zones
+from flowaudit.detect import watchlist as _wl
+from flowaudit.detect import zones as _zones
 from flowaudit.datasets import SCHEMA_VERSION, TRANSFERS
-from flowaudit.dnsmap import DnsMap
+from flowaudit.detect.dnsmap import DnsMap
 from flowaudit.kernels import ipset as _ipset
 from flowaudit.kernels import markers as _mk
 from flowaudit.kernels.policy import RULE_SERVICE_BASE as _kp_service_base
@@ -559,7 +559,7 @@ def cmd_aggregates(args) -> int:
 
     import pyarrow.parquet as pq
 
-    from .sinks.parquet import read_dataset
+    from ..sinks.parquet import read_dataset
 
     if not (Path(args.root) / "dataset=transfers").is_dir():
         print(f"flowaudit: no transfers dataset under {args.root}", file=sys.stderr)
