@@ -1,48 +1,50 @@
 """``flowaudit scan PATH...``: classify message files offline, with the stream's code path.
 
-Files (or every file under a folder) are read, split into interchanges where a file holds
-several (EDIFACT ``UNA``/``UNB``, X12 ``ISA``), gathered into batches and classified by the same
-:class:`~flowaudit.pipeline.Classifier` the stream service uses.  Hits go to Parquet or JSON
-lines (``--out``); a readable summary goes to stdout.  Provenance: ``source`` is the file path,
-``partition`` -1, ``offset`` the interchange's index within the file.
+Files (or every file under a folder) are memory-mapped and cut into interchanges in one linear
+pass (kernels/split.py: EDIFACT ``UNA``/``UNB`` .. ``UNZ`` and X12 ``ISA`` .. ``IEA``, mixed, with
+each interchange's own separators); runs of whole interchanges are copied into batches of about
+``batch_bytes`` and classified by the same :class:`~flowaudit.pipeline.Classifier` the stream
+service uses.  Every byte of a file lands in exactly one piece: bytes between interchanges that
+are not one (garbage) and an interchange without its trailer become their own pieces, which the
+classifier quarantines with a reason.  A file that does not start like EDI (JSON, XML) is one
+piece.  Hits go to Parquet or JSON lines (``--out``); a readable summary goes to stdout.
+Provenance: ``source`` is the file path, ``partition`` -1, ``offset`` the piece's index within
+the file.
 """
 from __future__ import annotations
 
 import collections
+import mmap
 import os
-import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .datasets import HITS, QUARANTINE
+from .kernels import split as _split
 from .pipeline import FMT_AUTO, Batch, Classifier
 
-# an interchange starts at the beginning of the file or right after a segment terminator
-# (optionally followed by line breaks): EDIFACT UNA/UNB, X12 ISA
-_EDI_START = re.compile(rb"(?:(?<=')|(?<=~)|(?<=\n)|(?<=\x1c))[\r\n]*(?=UNA[^\r\n]{6}|UNB\+|ISA[^A-Za-z0-9\s])")
-MAX_FILE_BYTES = 256 * 1024 * 1024
+DEFAULT_BATCH_BYTES = 32 << 20
+
+
+def interchange_cuts(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(cuts, kinds)`` of a file's bytes (kernels/split.py): piece ``k`` is
+    ``buf[cuts[k]:cuts[k+1]]``; the pieces cover the whole file.  An empty file is one empty
+    piece (the classifier quarantines it as ``empty_value``: nothing is dropped silently)."""
+    if buf.shape[0] == 0:
+        return np.zeros(2, np.int64), np.zeros(1, np.uint8)
+    return _split.split_interchanges(buf, 0, buf.shape[0])
 
 
 def split_interchanges(data: bytes) -> list[bytes]:
     """Split a file into its EDI interchanges; JSON, XML and single interchanges stay whole."""
-    head = data.lstrip(b"\xef\xbb\xbf \t\r\n\x00")[:3]
-    if head not in (b"UNA", b"UNB", b"ISA"):
-        return [data]
-    cuts = sorted({m.end() for m in _EDI_START.finditer(data)})
-    # not at the very start, and not the UNB right after its own UNA service string advice
-    cuts = [c for c in cuts if data[:c].strip(b"\xef\xbb\xbf \t\r\n\x00") and data[max(0, c - 9):c - 6] != b"UNA"]
-    if not cuts:
-        return [data]
-    parts, prev = [], 0
-    for c in cuts:
-        parts.append(data[prev:c])
-        prev = c
-    parts.append(data[prev:])
-    return parts
+    cuts, _kinds = interchange_cuts(np.frombuffer(data, np.uint8))
+    c = cuts.tolist()
+    return [data[c[k]:c[k + 1]] for k in range(len(c) - 1)]
 
 
 def iter_files(paths: list[str]):
@@ -55,32 +57,82 @@ def iter_files(paths: list[str]):
             raise FileNotFoundError(p)
 
 
-def scan(paths: list[str], classifier: Classifier, batch_bytes: int = 32 << 20):
-    """Yield BatchResults for the files under ``paths`` (with the Batch they came from)."""
-    values, src_idx, offs, sources = [], [], [], []
+class _FileBytes:
+    """A file's bytes as a read-only uint8 array: memory-mapped (the page cache holds it, not
+    the heap), or an empty array for an empty file."""
+
+    def __init__(self, path: Path):
+        self._mm = None
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size:
+                self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self.buf = np.frombuffer(self._mm, np.uint8) if self._mm is not None else np.zeros(0, np.uint8)
+
+    def close(self) -> None:
+        self.buf = None
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:  # a view is still alive somewhere: the GC unmaps it later
+                pass
+            self._mm = None
+
+
+def scan(paths: list[str], classifier: Classifier, batch_bytes: int = DEFAULT_BATCH_BYTES):
+    """Yield ``(Batch, BatchResult)`` for the files under ``paths``.
+
+    Each file is memory-mapped and cut into interchanges in one pass (kernels/split.py); runs of
+    whole interchanges are copied into batches of about ``batch_bytes`` (an interchange is never
+    split across batches; one larger than ``batch_bytes`` is a batch of its own), so memory stays
+    about two batches whatever the file size.  Small files share batches."""
+    sources: list[str] = []
+    parts: list[tuple[np.ndarray, np.ndarray, int, int]] = []   # bytes, local offsets, source, first index
     size = 0
 
     def flush():
-        nonlocal values, src_idx, offs, size
-        if not values:
+        nonlocal parts, size
+        if not parts:
             return None
-        batch = Batch.from_values(values, FMT_AUTO, sources=list(sources), source_idx=src_idx, offset=offs)
-        values, src_idx, offs, size = [], [], [], 0
+        bufs, offs, src, idx = [], [np.zeros(1, np.int64)], [], []
+        base = 0
+        for chunk, local, si, first in parts:
+            bufs.append(chunk)
+            offs.append(local[1:] + base)
+            base += chunk.shape[0]
+            n = local.shape[0] - 1
+            src.append(np.full(n, si, np.int32))
+            idx.append(np.arange(first, first + n, dtype=np.int64))
+        buf = bufs[0] if len(bufs) == 1 else np.concatenate(bufs)
+        offsets = np.concatenate(offs)
+        n = offsets.shape[0] - 1
+        batch = Batch(buf=buf, offsets=offsets, declared=np.full(n, FMT_AUTO, np.uint8), sources=list(sources),
+                      source_idx=np.concatenate(src), partition=np.full(n, -1, np.int32),
+                      offset=np.concatenate(idx), ts_ms=np.full(n, -1, np.int64), keys=[None] * n,
+                      null=np.zeros(n, bool))
+        parts, size = [], 0
         return batch, classifier.run(batch)
 
     for f in iter_files(paths):
-        data = f.read_bytes()[:MAX_FILE_BYTES + 1]
-        parts = split_interchanges(data) if len(data) <= MAX_FILE_BYTES else [data]
-        sources.append(str(f))
-        for i, part in enumerate(parts):
-            values.append(part)
-            src_idx.append(len(sources) - 1)
-            offs.append(i)
-            size += len(part)
-        if size >= batch_bytes:
-            out = flush()
-            if out:
-                yield out
+        fb = _FileBytes(f)
+        try:
+            cuts, _kinds = interchange_cuts(fb.buf)
+            sources.append(str(f))
+            si = len(sources) - 1
+            npieces = cuts.shape[0] - 1
+            k = 0
+            while k < npieces:
+                # whole pieces k .. m-1, enough to fill the batch (at least one)
+                m = int(np.searchsorted(cuts, cuts[k] + max(1, batch_bytes - size), side="left"))
+                m = min(max(m, k + 1), npieces)
+                chunk = np.array(fb.buf[cuts[k]:cuts[m]])      # a copy: the map is closed below
+                parts.append((chunk, cuts[k:m + 1] - cuts[k], si, k))
+                size += chunk.shape[0]
+                k = m
+                if size >= batch_bytes:
+                    yield flush()
+        finally:
+            fb.close()
     out = flush()
     if out:
         yield out

@@ -48,3 +48,108 @@ def test_scan_reports_missing_path(tmp_path):
     r = subprocess.run([sys.executable, "-m", "flowaudit", "scan", str(tmp_path / "nope")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "no such file or folder" in r.stderr
+
+
+# ------------------------------------------------------------------ archives of many interchanges
+
+HIT_COLS = ("offset", "msg_index", "data_class", "location", "value_hmac", "check_digit_valid", "byte_start",
+            "byte_end")
+
+
+def _classifier():
+    from flowaudit.pipeline import Classifier
+    from flowaudit.protect import Protector
+    return Classifier(Protector(b"scan-test-key-0123456789abcdef"))
+
+
+def _rows(table, cols=HIT_COLS):
+    d = table.select(list(cols)).to_pydict()
+    return sorted(zip(*(d[c] for c in cols)), key=repr)
+
+
+def _alone(pieces: list[bytes]):
+    """Each piece classified on its own (one batch, ``offset`` = its index)."""
+    from flowaudit.pipeline import FMT_AUTO, Batch
+    return _classifier().run(Batch.from_values(pieces, FMT_AUTO))
+
+
+def _scan_all(paths, batch_bytes):
+    from flowaudit.scan import scan
+    out = list(scan([str(p) for p in paths], _classifier(), batch_bytes=batch_bytes))
+    assert out, "scan yielded nothing"
+    return out
+
+
+def _synth_archive(n: int, seed: int = 10):
+    """Synthetic EDIFACT and X12 interchanges end to end: every EDIFACT one behind a UNA followed
+    by a line break, CRLF / LF / nothing between interchanges, a garbage line after one of them,
+    an unterminated interchange at the end.  Returns (file bytes, the pieces as they must come out)."""
+    from flowaudit import synth
+    pieces = []
+    for k, m in enumerate(synth.generate(seed, n, formats=("edifact", "x12"))):
+        v = m.value
+        if m.format == "edifact" and v.startswith(b"UNB"):
+            v = b"UNA:+.? '" + (b"\r\n" if k % 2 else b"\n") + v
+        pieces.append(v + (b"\r\n", b"\n", b"")[k % 3])
+        if k == n // 2:
+            pieces.append(b"-- archive tool: 17 records follow --\r\n")
+    pieces.append(b"UNA:+.? '\nUNB+UNOA:2+SENDER+RECIPIENT+260301:1200+99'\nUNH+1+CODECO:D:95B:UN'\n"
+                  b"EQD+CN+MSCU1234565'\n")
+    return b"".join(pieces), pieces
+
+
+def test_many_interchange_archive_one_row_per_interchange(tmp_path):
+    data, pieces = _synth_archive(400)
+    f = tmp_path / "day.edi"
+    f.write_bytes(data)
+    got_pieces, hits, messages, quarantine = {}, [], 0, []
+    # small batches: interchanges of one file spread over many batches, never split between two
+    batches = _scan_all([f], batch_bytes=64 << 10)
+    assert len(batches) > 3
+    for batch, r in batches:
+        for i in range(len(batch)):
+            got_pieces[int(batch.offset[i])] = batch.buf[batch.offsets[i]:batch.offsets[i + 1]].tobytes()
+        hits.extend(_rows(r.hits))
+        messages += r.messages.num_rows
+        quarantine.extend(zip(r.quarantine.column("offset").to_pylist(), r.quarantine.column("reason").to_pylist()))
+    assert got_pieces == dict(enumerate(pieces))
+    # exactly one messages-or-quarantine row per interchange (and per garbage run)
+    assert messages + len(quarantine) == len(pieces) == 402
+    garbage = pieces.index(b"-- archive tool: 17 records follow --\r\n")
+    assert sorted(quarantine) == [(garbage, "unknown_format"), (len(pieces) - 1, "unterminated_interchange")]
+    # the same hits as each interchange classified on its own
+    alone = _alone(pieces)
+    assert sorted(hits, key=repr) == _rows(alone.hits)
+    assert len(hits) > 400
+
+
+def test_corpus_files_as_one_archive_give_the_same_hits(corpus, tmp_path):
+    """The real EDIFACT and X12 sample files end to end in one archive (a line break after each,
+    as an archiving tool writes them) give the same hits and the same quarantine reasons as each
+    file scanned alone."""
+    files = sorted(p for d in ("edifact", "x12") for p in (corpus / "messages" / d).iterdir()
+                   if p.is_file() and not p.name.lower().startswith("readme"))
+    assert len(files) >= 30
+    alone_hits, alone_q, n_alone = [], [], 0
+    for batch, r in _scan_all(files, batch_bytes=1 << 20):
+        cols = [c for c in HIT_COLS if c != "offset"]
+        for src, row in zip(r.hits.column("source").to_pylist(), _rows_in_order(r.hits, cols)):
+            alone_hits.append((src, row))
+        alone_q.extend(r.quarantine.column("reason").to_pylist())
+        n_alone += len(batch)
+    arch = tmp_path / "archive.edi"
+    arch.write_bytes(b"".join(p.read_bytes() + b"\n" for p in files))
+    arch_hits, arch_q, n_arch = [], [], 0
+    for batch, r in _scan_all([arch], batch_bytes=64 << 10):
+        arch_hits.extend(_rows_in_order(r.hits, [c for c in HIT_COLS if c != "offset"]))
+        arch_q.extend(r.quarantine.column("reason").to_pylist())
+        n_arch += len(batch)
+    assert n_arch == n_alone
+    assert sorted(arch_q) == sorted(alone_q)
+    assert sorted(arch_hits, key=repr) == sorted((row for _src, row in alone_hits), key=repr)
+    assert len(arch_hits) > 100
+
+
+def _rows_in_order(table, cols):
+    d = table.select(list(cols)).to_pydict()
+    return list(zip(*(d[c] for c in cols)))
