@@ -121,6 +121,17 @@ def test_many_interchange_archive_one_row_per_interchange(tmp_path):
     alone = _alone(pieces)
     assert sorted(hits, key=repr) == _rows(alone.hits)
     assert len(hits) > 400
+    # run(): the summary, and the hits streamed batch by batch into one Parquet file
+    import pyarrow.parquet as pq
+    from flowaudit.scan import run
+    lines = []
+    res = run([str(f)], _classifier(), out=str(tmp_path / "out" / "hits.parquet"), echo=lines.append,
+              batch_bytes=64 << 10)
+    assert res["hits"] == len(hits) and res["quarantined"] == 2
+    assert f"1 files, {len(pieces)} messages, {len(hits)} hits, 2 quarantined" in lines[-1]
+    assert sorted(res["files"][str(f)]["format"]) == ["edifact", "x12"]
+    assert _rows(pq.read_table(tmp_path / "out" / "hits.parquet")) == sorted(hits, key=repr)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["hits.parquet"]
 
 
 def test_corpus_files_as_one_archive_give_the_same_hits(corpus, tmp_path):
