@@ -164,3 +164,21 @@ def test_corpus_files_as_one_archive_give_the_same_hits(corpus, tmp_path):
 def _rows_in_order(table, cols):
     d = table.select(list(cols)).to_pydict()
     return list(zip(*(d[c] for c in cols)))
+
+
+def test_bytes_between_interchanges_reach_quarantine_with_a_reason(tmp_path):
+    """Stray segments after a UNZ, a garbage line and an interchange cut off by the end of the
+    file: each its own quarantine row with its exact bytes; the interchanges around them decode."""
+    good = b"UNB+UNOA:2+S+R+260301:1200+7'UNH+1+CODECO:D:95B:UN'EQD+CN+MSCU1234565'UNT+3+1'UNZ+1+7'\n"
+    stray = b"UNH+2+CODECO:D:95B:UN'EQD+CN+MSCU1234565'UNT+3+2'UNZ+1+7'\n"
+    junk = b"junk\x00\xff\n"
+    tail = b"UNB+UNOA:2+S+R+260301:1200+8'UNH+1"
+    f = tmp_path / "mixed.edi"
+    f.write_bytes(good + stray + good + junk + good + tail)
+    (batch, r), = _scan_all([f], batch_bytes=1 << 20)
+    assert r.messages.num_rows == 3 and r.messages.column("offset").to_pylist() == [0, 2, 4]
+    q = r.quarantine.to_pydict()
+    assert list(zip(q["offset"], q["reason"], q["bytes"])) == [
+        (1, "headless_fragment", len(stray)), (3, "unknown_format", len(junk)),
+        (5, "unterminated_interchange", len(tail))]
+    assert [batch.buf[batch.offsets[i]:batch.offsets[i + 1]].tobytes() for i in (1, 3, 5)] == [stray, junk, tail]
