@@ -40,6 +40,12 @@ def interchange_cuts(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _split.split_interchanges(buf, 0, buf.shape[0])
 
 
+def warmup() -> None:
+    """Compile (or load cached) the splitter for the buffers scan() passes it (read-only maps)."""
+    sample = b"UNA:+.? '\nUNB+UNOA:2+S+R+260301:1200+1'UNZ+0+1'\nISA*00*"
+    interchange_cuts(np.frombuffer(sample, np.uint8))
+
+
 def split_interchanges(data: bytes) -> list[bytes]:
     """Split a file into its EDI interchanges; JSON, XML and single interchanges stay whole."""
     cuts, _kinds = interchange_cuts(np.frombuffer(data, np.uint8))
