@@ -102,8 +102,13 @@ def markdown(res: dict) -> str:
             lines.append(f"| | *pipeline / bare ratio* | | | | | | **{ex['ratio_pipeline_to_bare']:.2f}** | | "
                          f"poll {ex['poll_max_messages']}, warm-up {_f(ex.get('warmup_seconds'))} s |")
         if s["group"] == "batch" and ex:
+            per = (f"{ex['batch_size']} messages per batch" if "batch_size" in ex
+                   else f"{ex['batch_bytes'] >> 20} MiB per batch, {ex['batches']} batches")
             lines.append(f"| | *per batch* | | | | | {ex['batch_latency_ms_median']:.1f} median, "
-                         f"{ex['batch_latency_ms_p95']:.1f} p95 | | | {ex['batch_size']} messages per batch |")
+                         f"{ex['batch_latency_ms_p95']:.1f} p95 | | | {per} |")
+        if ex.get("ratio_scan_to_kernels") is not None:
+            lines.append(f"| | *scan / kernels ratio* | | | | | | **{ex['ratio_scan_to_kernels']:.2f}** | | "
+                         "target >= 0.70 |")
         if s["group"] in ("netflow", "ipset") and ex.get("result"):
             lines.append(f"| | *{ex.get('called', '')}* | | | | | | | | see bench.json `extra.result` |")
     cs = res.get("cold_start")

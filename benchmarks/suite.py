@@ -9,6 +9,7 @@ run is the one whose numbers are reported.
     python -m benchmarks --quick
     python -m benchmarks --out bench-out                      # full run
     python -m benchmarks --quick --sweep batch-size --sweep compression
+    python -m benchmarks --stages scan                        # flowaudit scan of a 64 MiB archive
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from . import corpus as C
 from . import peers as P
 from . import stages as S
 
-STAGES = ("edifact", "x12", "json", "xml", "real", "values", "netflow", "ipset", "batch", "e2e", "audit",
+STAGES = ("edifact", "x12", "json", "xml", "real", "values", "netflow", "ipset", "batch", "scan", "e2e", "audit",
           "cold-start")
 SWEEPS = ("batch-size", "poll", "threads", "row-group", "compression")
 SCHEMA_VERSION = "1.0.0"
@@ -43,6 +44,7 @@ class Config:
     cache_dir: str = str(C.DEFAULT_CACHE)
     corpus: str | None = None        # real corpus root (shared/corpus); None = default location
     e2e_count: int | None = None
+    scan_mib: float | None = None    # archive file for the scan stage (default 64 MiB, quick 16)
     slow_seconds: float | None = None
     plots: bool = True
     cold_start: bool | None = None   # None: on in full mode, off in --quick
@@ -53,6 +55,7 @@ class Config:
         c.repeats = self.repeats or (2 if q else 5)
         c.size_mb = self.size_mb or (2.0 if q else 16.0)
         c.e2e_count = self.e2e_count or (20_000 if q else 100_000)
+        c.scan_mib = self.scan_mib or (16.0 if q else 64.0)
         c.slow_seconds = self.slow_seconds if self.slow_seconds is not None else (0.25 if q else 2.0)
         c.cold_start = (not q) if self.cold_start is None else self.cold_start
         return c
@@ -172,6 +175,9 @@ def run(cfg: Config, progress=log) -> dict:
     if "batch" in want:
         progress("  measuring the batch path ...")
         add(S.batch_stage(datasets, cfg.repeats))
+    if "scan" in want:
+        progress(f"  measuring flowaudit scan of a {cfg.scan_mib:g} MiB archive file ...")
+        add(S.scan_stage(cfg.seed, cfg.scan_mib, cfg.cache_dir, cfg.repeats))
     if "e2e" in want:
         progress(f"  measuring end to end on the embedded broker ({cfg.e2e_count:,} messages) ...")
         add(S.e2e_stage(cfg.e2e_count, 1 if cfg.quick else 2))
@@ -250,6 +256,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="corpus cache (default .bench-cache)")
     ap.add_argument("--corpus", metavar="DIR", help="real sample corpus root (default ../shared/corpus)")
     ap.add_argument("--e2e-count", type=int, metavar="N", help="messages for the e2e stage (default 100000, quick 20000)")
+    ap.add_argument("--scan-mib", type=float, metavar="N",
+                    help="size of the archive file the scan stage builds (cached) and scans (default 64, quick 16)")
     ap.add_argument("--slow-seconds", type=float, metavar="S",
                     help="seconds per run for slow peers on a prefix (default 2, quick 0.25)")
     ap.add_argument("--cold-start", dest="cold_start", action="store_true", default=None,
@@ -261,7 +269,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 def config_from_args(args) -> Config:
     return Config(quick=args.quick, out=args.out, stages=list(args.stages or STAGES), repeats=args.repeats,
                   size_mb=args.size_mb, sweeps=list(dict.fromkeys(args.sweep)), seed=args.seed,
-                  cache_dir=args.cache_dir, corpus=args.corpus, e2e_count=args.e2e_count,
+                  cache_dir=args.cache_dir, corpus=args.corpus, e2e_count=args.e2e_count, scan_mib=args.scan_mib,
                   slow_seconds=args.slow_seconds, plots=not args.no_plots, cold_start=args.cold_start)
 
 

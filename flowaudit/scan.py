@@ -1,48 +1,56 @@
 """``flowaudit scan PATH...``: classify message files offline, with the stream's code path.
 
-Files (or every file under a folder) are read, split into interchanges where a file holds
-several (EDIFACT ``UNA``/``UNB``, X12 ``ISA``), gathered into batches and classified by the same
-:class:`~flowaudit.pipeline.Classifier` the stream service uses.  Hits go to Parquet or JSON
-lines (``--out``); a readable summary goes to stdout.  Provenance: ``source`` is the file path,
-``partition`` -1, ``offset`` the interchange's index within the file.
+Files (or every file under a folder) are memory-mapped and cut into interchanges in one linear
+pass (kernels/split.py: EDIFACT ``UNA``/``UNB`` .. ``UNZ`` and X12 ``ISA`` .. ``IEA``, mixed, with
+each interchange's own separators); runs of whole interchanges are copied into batches of about
+``batch_bytes`` and classified by the same :class:`~flowaudit.pipeline.Classifier` the stream
+service uses.  Every byte of a file lands in exactly one piece: bytes between interchanges that
+are not one (garbage) and an interchange without its trailer become their own pieces, which the
+classifier quarantines with a reason.  A file that does not start like EDI (JSON, XML) is one
+piece.  Hits go to Parquet or JSON lines (``--out``); a readable summary goes to stdout.
+Provenance: ``source`` is the file path, ``partition`` -1, ``offset`` the piece's index within
+the file.
 """
 from __future__ import annotations
 
 import collections
+import mmap
 import os
-import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .datasets import HITS, QUARANTINE
+from .datasets import HITS
+from .kernels import split as _split
 from .pipeline import FMT_AUTO, Batch, Classifier
 
-# an interchange starts at the beginning of the file or right after a segment terminator
-# (optionally followed by line breaks): EDIFACT UNA/UNB, X12 ISA
-_EDI_START = re.compile(rb"(?:(?<=')|(?<=~)|(?<=\n)|(?<=\x1c))[\r\n]*(?=UNA[^\r\n]{6}|UNB\+|ISA[^A-Za-z0-9\s])")
-MAX_FILE_BYTES = 256 * 1024 * 1024
+DEFAULT_BATCH_BYTES = 8 << 20   # hit-dense EDI: ~25x the batch in classifier tables; 4-16 MiB run equally fast
+
+
+def interchange_cuts(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(cuts, kinds)`` of a file's bytes (kernels/split.py): piece ``k`` is
+    ``buf[cuts[k]:cuts[k+1]]``; the pieces cover the whole file.  An empty file is one empty
+    piece (the classifier quarantines it as ``empty_value``: nothing is dropped silently)."""
+    if buf.shape[0] == 0:
+        return np.zeros(2, np.int64), np.zeros(1, np.uint8)
+    return _split.split_interchanges(buf, 0, buf.shape[0])
+
+
+def warmup() -> None:
+    """Compile (or load cached) the splitter for the buffers scan() passes it (read-only maps)."""
+    sample = b"UNA:+.? '\nUNB+UNOA:2+S+R+260301:1200+1'UNZ+0+1'\nISA*00*"
+    interchange_cuts(np.frombuffer(sample, np.uint8))
 
 
 def split_interchanges(data: bytes) -> list[bytes]:
     """Split a file into its EDI interchanges; JSON, XML and single interchanges stay whole."""
-    head = data.lstrip(b"\xef\xbb\xbf \t\r\n\x00")[:3]
-    if head not in (b"UNA", b"UNB", b"ISA"):
-        return [data]
-    cuts = sorted({m.end() for m in _EDI_START.finditer(data)})
-    # not at the very start, and not the UNB right after its own UNA service string advice
-    cuts = [c for c in cuts if data[:c].strip(b"\xef\xbb\xbf \t\r\n\x00") and data[max(0, c - 9):c - 6] != b"UNA"]
-    if not cuts:
-        return [data]
-    parts, prev = [], 0
-    for c in cuts:
-        parts.append(data[prev:c])
-        prev = c
-    parts.append(data[prev:])
-    return parts
+    cuts, _kinds = interchange_cuts(np.frombuffer(data, np.uint8))
+    c = cuts.tolist()
+    return [data[c[k]:c[k + 1]] for k in range(len(c) - 1)]
 
 
 def iter_files(paths: list[str]):
@@ -55,82 +63,192 @@ def iter_files(paths: list[str]):
             raise FileNotFoundError(p)
 
 
-def scan(paths: list[str], classifier: Classifier, batch_bytes: int = 32 << 20):
-    """Yield BatchResults for the files under ``paths`` (with the Batch they came from)."""
-    values, src_idx, offs, sources = [], [], [], []
+class _FileBytes:
+    """A file's bytes as a read-only uint8 array: memory-mapped (the page cache holds it, not
+    the heap; read whole where mapping fails), or an empty array for an empty file."""
+
+    def __init__(self, path: Path):
+        self._mm = None
+        self.buf = np.zeros(0, np.uint8)
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size:
+                try:
+                    self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                    self.buf = np.frombuffer(self._mm, np.uint8)
+                except (OSError, ValueError):   # a file system without mmap: read it (one copy)
+                    self.buf = np.frombuffer(f.read(), np.uint8)
+
+    def close(self) -> None:
+        self.buf = None
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:  # a view is still alive somewhere: the GC unmaps it later
+                pass
+            self._mm = None
+
+
+def scan(paths: list[str], classifier: Classifier, batch_bytes: int = DEFAULT_BATCH_BYTES):
+    """Yield ``(Batch, BatchResult)`` for the files under ``paths``.
+
+    Each file is memory-mapped and cut into interchanges in one pass (kernels/split.py); runs of
+    whole interchanges are copied into batches of about ``batch_bytes`` (an interchange is never
+    split across batches; one larger than ``batch_bytes`` is a batch of its own), so memory stays
+    about two batches whatever the file size.  Small files share batches."""
+    sources: list[str] = []
+    parts: list[tuple[np.ndarray, np.ndarray, int, int]] = []   # bytes, local offsets, source, first index
     size = 0
 
     def flush():
-        nonlocal values, src_idx, offs, size
-        if not values:
+        nonlocal parts, size
+        if not parts:
             return None
-        batch = Batch.from_values(values, FMT_AUTO, sources=list(sources), source_idx=src_idx, offset=offs)
-        values, src_idx, offs, size = [], [], [], 0
+        bufs, offs, src, idx = [], [np.zeros(1, np.int64)], [], []
+        base = 0
+        for chunk, local, si, first in parts:
+            bufs.append(chunk)
+            offs.append(local[1:] + base)
+            base += chunk.shape[0]
+            n = local.shape[0] - 1
+            src.append(np.full(n, si, np.int32))
+            idx.append(np.arange(first, first + n, dtype=np.int64))
+        buf = bufs[0] if len(bufs) == 1 else np.concatenate(bufs)
+        offsets = np.concatenate(offs)
+        n = offsets.shape[0] - 1
+        batch = Batch(buf=buf, offsets=offsets, declared=np.full(n, FMT_AUTO, np.uint8), sources=list(sources),
+                      source_idx=np.concatenate(src), partition=np.full(n, -1, np.int32),
+                      offset=np.concatenate(idx), ts_ms=np.full(n, -1, np.int64), keys=[None] * n,
+                      null=np.zeros(n, bool))
+        parts, size = [], 0
         return batch, classifier.run(batch)
 
     for f in iter_files(paths):
-        data = f.read_bytes()[:MAX_FILE_BYTES + 1]
-        parts = split_interchanges(data) if len(data) <= MAX_FILE_BYTES else [data]
-        sources.append(str(f))
-        for i, part in enumerate(parts):
-            values.append(part)
-            src_idx.append(len(sources) - 1)
-            offs.append(i)
-            size += len(part)
-        if size >= batch_bytes:
-            out = flush()
-            if out:
-                yield out
+        fb = _FileBytes(f)
+        try:
+            cuts, _kinds = interchange_cuts(fb.buf)
+            sources.append(str(f))
+            si = len(sources) - 1
+            npieces = cuts.shape[0] - 1
+            k = 0
+            while k < npieces:
+                # whole pieces k .. m-1, enough to fill the batch (at least one)
+                m = int(np.searchsorted(cuts, cuts[k] + max(1, batch_bytes - size), side="left"))
+                m = min(max(m, k + 1), npieces)
+                chunk = np.array(fb.buf[cuts[k]:cuts[m]])      # a copy: the map is closed below
+                parts.append((chunk, cuts[k:m + 1] - cuts[k], si, k))
+                size += chunk.shape[0]
+                k = m
+                if size >= batch_bytes:
+                    yield flush()
+        finally:
+            fb.close()
     out = flush()
     if out:
         yield out
 
 
-def run(paths: list[str], classifier: Classifier, out: str | None = None, echo=print) -> dict:
-    hits_tables, quarantine_tables = [], []
+def _codes(col) -> tuple[np.ndarray, list]:
+    """A dictionary column as (int64 codes, names)."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if not pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_encode()
+    return arr.indices.to_numpy(zero_copy_only=False).astype(np.int64), arr.dictionary.to_pylist()
+
+
+def _tally(src: np.ndarray, col) -> list[tuple[int, object, int]]:
+    """(source index, value, count) for each distinct pair (no per-row Python)."""
+    if src.shape[0] == 0:
+        return []
+    codes, names = _codes(col)
+    k = max(1, len(names))
+    pairs, counts = np.unique(src.astype(np.int64) * k + codes, return_counts=True)
+    return [(int(pr // k), names[int(pr % k)], int(c)) for pr, c in zip(pairs, counts)]
+
+
+class HitWriter:
+    """Hits written batch by batch (Parquet row groups, or JSON lines) to a hidden temp file,
+    published under ``out`` by :meth:`close`: memory holds one batch's hits, not the run's."""
+
+    def __init__(self, out: str):
+        self.path = Path(out)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.jsonl = self.path.suffix in (".jsonl", ".ndjson", ".json")
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self._f = open(self.tmp, "wb") if self.jsonl else None
+        self._pw = None
+
+    def write(self, hits: pa.Table) -> None:
+        if self.jsonl:
+            for row in hits.to_pylist():
+                row["value_hmac"] = row["value_hmac"].hex()
+                self._f.write(orjson.dumps(row) + b"\n")
+        elif hits.num_rows:
+            if self._pw is None:
+                self._pw = pq.ParquetWriter(self.tmp, hits.schema, compression="zstd")
+            self._pw.write_table(hits)
+
+    def close(self) -> None:
+        if self.jsonl:
+            self._f.close()
+        elif self._pw is None:
+            pq.write_table(HITS.empty_table(), self.tmp, compression="zstd")
+        else:
+            self._pw.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            if self._f is not None:
+                self._f.close()
+            if self._pw is not None:
+                self._pw.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def run(paths: list[str], classifier: Classifier, out: str | None = None, echo=print,
+        batch_bytes: int = DEFAULT_BATCH_BYTES) -> dict:
+    """Scan ``paths``, print the per-file summary, stream hits to ``out``; returns the per-file
+    summary, ``totals`` (hits per class) and the ``hits`` / ``quarantined`` row counts."""
     per_file: dict = collections.defaultdict(lambda: {"format": set(), "type": set(), "messages": 0,
                                                       "hits": collections.Counter(), "quarantined": collections.Counter()})
-    for batch, r in scan(paths, classifier):
-        names = batch.sources
-        fmt_names = r.messages.column("format").to_pylist()
-        types = r.messages.column("msg_type").to_pylist()
-        for k, i in enumerate(r.m_idx):
-            rec = per_file[names[batch.source_idx[i]]]
-            rec["messages"] += 1
-            rec["format"].add(fmt_names[k])
-            rec["type"].add(types[k])
-        for i, cls in zip(r.h_idx, r.hits.column("data_class").to_pylist()):
-            per_file[names[batch.source_idx[i]]]["hits"][cls] += 1
-        for i, reason in zip(r.q_idx, r.quarantine.column("reason").to_pylist()):
-            rec = per_file[names[batch.source_idx[i]]]
-            rec["messages"] += 1
-            rec["quarantined"][reason] += 1
-        hits_tables.append(r.hits)
-        quarantine_tables.append(r.quarantine)
-    hits = pa.concat_tables(hits_tables) if hits_tables else HITS.empty_table()
-    quarantine = pa.concat_tables(quarantine_tables) if quarantine_tables else QUARANTINE.empty_table()
-    if out:
-        write_hits(hits, out)
+    n_hits = n_quarantined = 0
+    writer = HitWriter(out) if out else None
+    try:
+        for batch, r in scan(paths, classifier, batch_bytes=batch_bytes):
+            names = batch.sources
+            for si in np.unique(batch.source_idx):      # summary rows in file order
+                per_file[names[si]]
+            m_src = batch.source_idx[r.m_idx]
+            for si, cnt in zip(*np.unique(m_src, return_counts=True)):
+                per_file[names[si]]["messages"] += int(cnt)
+            for key, col in (("format", "format"), ("type", "msg_type")):
+                for si, v, _c in _tally(m_src, r.messages.column(col)):
+                    per_file[names[si]][key].add(v)
+            for si, cls, c in _tally(batch.source_idx[r.h_idx], r.hits.column("data_class")):
+                per_file[names[si]]["hits"][cls] += c
+            for si, reason, c in _tally(batch.source_idx[r.q_idx], r.quarantine.column("reason")):
+                rec = per_file[names[si]]
+                rec["messages"] += c
+                rec["quarantined"][reason] += c
+            n_hits += r.hits.num_rows
+            n_quarantined += r.quarantine.num_rows
+            if writer:
+                writer.write(r.hits)
+        if writer:
+            writer.close()
+            writer = None
+    finally:
+        if writer:  # failed half way: no partial output under the real name
+            writer.abort()
     echo(format_table(per_file))
     totals = collections.Counter()
     for rec in per_file.values():
         totals.update(rec["hits"])
     echo(f"\n{len(per_file)} files, {sum(r['messages'] for r in per_file.values())} messages, "
-         f"{hits.num_rows} hits, {quarantine.num_rows} quarantined"
+         f"{n_hits} hits, {n_quarantined} quarantined"
          + (f"; hits written to {out}" if out else ""))
-    return {"files": dict(per_file), "hits": hits, "quarantine": quarantine, "totals": totals}
-
-
-def write_hits(hits: pa.Table, out: str) -> None:
-    p = Path(out)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    if p.suffix in (".jsonl", ".ndjson", ".json"):
-        with open(p, "wb") as f:
-            for row in hits.to_pylist():
-                row["value_hmac"] = row["value_hmac"].hex()
-                f.write(orjson.dumps(row) + b"\n")
-    else:
-        pq.write_table(hits, p, compression="zstd")
+    return {"files": dict(per_file), "hits": n_hits, "quarantined": n_quarantined, "totals": totals}
 
 
 def format_table(per_file: dict) -> str:
@@ -158,7 +276,7 @@ def cmd_scan(args) -> int:
         key = os.urandom(32)
     clf = Classifier(Protector(key, raw=settings.sink.raw_values), dedupe_entries=settings.kafka.dedupe_entries)
     try:
-        run(args.paths, clf, out=args.out)
+        run(args.paths, clf, out=args.out, batch_bytes=max(1, int(args.batch_mib * (1 << 20))))
     except FileNotFoundError as exc:
         print(f"flowaudit: no such file or folder: {exc.args[0]}", file=sys.stderr)
         return 2
@@ -172,4 +290,7 @@ def add_parser(sub) -> None:
     p.add_argument("--raw", action="store_true",
                    help="also store raw values (local investigations only) [env FLOWAUDIT_SINK_RAW_VALUES]")
     p.add_argument("--config", metavar="FILE", help="TOML settings (HMAC key) [env FLOWAUDIT_CONFIG]")
+    p.add_argument("--batch-mib", type=float, default=DEFAULT_BATCH_BYTES / (1 << 20), metavar="N",
+                   help="classify whole interchanges in batches of about N MiB (default %(default)g; memory "
+                        "grows with it, files of any size are streamed)")
     p.set_defaults(fn=cmd_scan)

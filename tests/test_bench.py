@@ -14,7 +14,7 @@ from benchmarks import peers as P
 from benchmarks import report, stages, suite
 
 
-STAGES = ["edifact", "x12", "json", "xml", "values", "batch", "netflow", "ipset", "audit"]
+STAGES = ["edifact", "x12", "json", "xml", "values", "batch", "scan", "netflow", "ipset", "audit"]
 # every peer the suite runs for a stage, installed or not (a missing one must be reported as skipped)
 EXPECTED_PEERS = {
     "edifact": {"python re", "google-re2", "python-hyperscan", "pydifact"},
@@ -29,7 +29,7 @@ EXPECTED_PEERS = {
 def result(tmp_path_factory):
     cache = tmp_path_factory.mktemp("bench-cache")
     cfg = suite.Config(quick=True, size_mb=0.05, repeats=1, stages=STAGES, cache_dir=str(cache),
-                       slow_seconds=0.0, plots=False, cold_start=False)
+                       slow_seconds=0.0, plots=False, cold_start=False, scan_mib=0.25)
     return suite.run(cfg, progress=lambda _m: None)
 
 
@@ -51,7 +51,7 @@ def test_schema_rejects_a_broken_document(result):
 
 
 def test_kernel_stages_ran(result):
-    for name in ("edifact", "x12", "json", "xml", "values", "batch path"):
+    for name in ("edifact", "x12", "json", "xml", "values", "batch path", "scan archive"):
         s = _stage(result, name)
         assert s["status"] == "ok", s["reason"]
         assert s["bytes"] > 0 and s["timing"]["repeats"] == 1
@@ -174,3 +174,18 @@ def test_bench_cli_registers_the_subcommand():
     assert cfg.quick and cfg.out == "x" and cfg.stages == ["edifact", "values"]
     assert cfg.repeats == 3 and cfg.size_mb == 1 and cfg.sweeps == ["batch-size", "threads"]
     assert args.fn is bench_cli.cmd_bench
+
+
+def test_scan_stage_scans_the_cached_archive_whole(result, tmp_path_factory):
+    """The scan row: every interchange of the archive decoded once, the same hits as the format
+    kernels on the same interchanges, and the archive built once under the cache folder."""
+    s = _stage(result, "scan archive")
+    assert s["status"] == "ok", s["reason"]
+    assert s["bytes"] >= 0.25 * (1 << 20) and s["counts"]["interchanges"] > 100
+    assert s["counts"]["decoded"] == s["counts"]["interchanges"] and s["counts"]["quarantined"] == 0
+    kern, split = s["peers"]
+    assert kern["counts_check"]["status"] == "agree" and split["counts_check"]["status"] == "agree"
+    assert s["extra"]["ratio_scan_to_kernels"] == kern["ratio"] > 0
+    cache = result["config"]["cache_dir"]
+    path = stages.scan_archive(result["config"]["seed"], 0.25, cache)
+    assert str(path).startswith(cache) and path.stat().st_size == s["bytes"]

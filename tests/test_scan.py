@@ -48,3 +48,137 @@ def test_scan_reports_missing_path(tmp_path):
     r = subprocess.run([sys.executable, "-m", "flowaudit", "scan", str(tmp_path / "nope")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "no such file or folder" in r.stderr
+
+
+# ------------------------------------------------------------------ archives of many interchanges
+
+HIT_COLS = ("offset", "msg_index", "data_class", "location", "value_hmac", "check_digit_valid", "byte_start",
+            "byte_end")
+
+
+def _classifier():
+    from flowaudit.pipeline import Classifier
+    from flowaudit.protect import Protector
+    return Classifier(Protector(b"scan-test-key-0123456789abcdef"))
+
+
+def _rows(table, cols=HIT_COLS):
+    d = table.select(list(cols)).to_pydict()
+    return sorted(zip(*(d[c] for c in cols)), key=repr)
+
+
+def _alone(pieces: list[bytes]):
+    """Each piece classified on its own (one batch, ``offset`` = its index)."""
+    from flowaudit.pipeline import FMT_AUTO, Batch
+    return _classifier().run(Batch.from_values(pieces, FMT_AUTO))
+
+
+def _scan_all(paths, batch_bytes):
+    from flowaudit.scan import scan
+    out = list(scan([str(p) for p in paths], _classifier(), batch_bytes=batch_bytes))
+    assert out, "scan yielded nothing"
+    return out
+
+
+def _synth_archive(n: int, seed: int = 10):
+    """Synthetic EDIFACT and X12 interchanges end to end: every EDIFACT one behind a UNA followed
+    by a line break, CRLF / LF / nothing between interchanges, a garbage line after one of them,
+    an unterminated interchange at the end.  Returns (file bytes, the pieces as they must come out)."""
+    from flowaudit import synth
+    pieces = []
+    for k, m in enumerate(synth.generate(seed, n, formats=("edifact", "x12"))):
+        v = m.value
+        if m.format == "edifact" and v.startswith(b"UNB"):
+            v = b"UNA:+.? '" + (b"\r\n" if k % 2 else b"\n") + v
+        pieces.append(v + (b"\r\n", b"\n", b"")[k % 3])
+        if k == n // 2:
+            pieces.append(b"-- archive tool: 17 records follow --\r\n")
+    pieces.append(b"UNA:+.? '\nUNB+UNOA:2+SENDER+RECIPIENT+260301:1200+99'\nUNH+1+CODECO:D:95B:UN'\n"
+                  b"EQD+CN+MSCU1234565'\n")
+    return b"".join(pieces), pieces
+
+
+def test_many_interchange_archive_one_row_per_interchange(tmp_path):
+    data, pieces = _synth_archive(400)
+    f = tmp_path / "day.edi"
+    f.write_bytes(data)
+    got_pieces, hits, messages, quarantine = {}, [], 0, []
+    # small batches: interchanges of one file spread over many batches, never split between two
+    batches = _scan_all([f], batch_bytes=64 << 10)
+    assert len(batches) > 3
+    for batch, r in batches:
+        for i in range(len(batch)):
+            got_pieces[int(batch.offset[i])] = batch.buf[batch.offsets[i]:batch.offsets[i + 1]].tobytes()
+        hits.extend(_rows(r.hits))
+        messages += r.messages.num_rows
+        quarantine.extend(zip(r.quarantine.column("offset").to_pylist(), r.quarantine.column("reason").to_pylist()))
+    assert got_pieces == dict(enumerate(pieces))
+    # exactly one messages-or-quarantine row per interchange (and per garbage run)
+    assert messages + len(quarantine) == len(pieces) == 402
+    garbage = pieces.index(b"-- archive tool: 17 records follow --\r\n")
+    assert sorted(quarantine) == [(garbage, "unknown_format"), (len(pieces) - 1, "unterminated_interchange")]
+    # the same hits as each interchange classified on its own
+    alone = _alone(pieces)
+    assert sorted(hits, key=repr) == _rows(alone.hits)
+    assert len(hits) > 400
+    # run(): the summary, and the hits streamed batch by batch into one Parquet file
+    import pyarrow.parquet as pq
+    from flowaudit.scan import run
+    lines = []
+    res = run([str(f)], _classifier(), out=str(tmp_path / "out" / "hits.parquet"), echo=lines.append,
+              batch_bytes=64 << 10)
+    assert res["hits"] == len(hits) and res["quarantined"] == 2
+    assert f"1 files, {len(pieces)} messages, {len(hits)} hits, 2 quarantined" in lines[-1]
+    assert sorted(res["files"][str(f)]["format"]) == ["edifact", "x12"]
+    assert _rows(pq.read_table(tmp_path / "out" / "hits.parquet")) == sorted(hits, key=repr)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["hits.parquet"]
+
+
+def test_corpus_files_as_one_archive_give_the_same_hits(corpus, tmp_path):
+    """The real EDIFACT and X12 sample files end to end in one archive (a line break after each,
+    as an archiving tool writes them) give the same hits and the same quarantine reasons as each
+    file scanned alone."""
+    files = sorted(p for d in ("edifact", "x12") for p in (corpus / "messages" / d).iterdir()
+                   if p.is_file() and not p.name.lower().startswith("readme"))
+    assert len(files) >= 30
+    alone_hits, alone_q, n_alone = [], [], 0
+    for batch, r in _scan_all(files, batch_bytes=1 << 20):
+        cols = [c for c in HIT_COLS if c != "offset"]
+        for src, row in zip(r.hits.column("source").to_pylist(), _rows_in_order(r.hits, cols)):
+            alone_hits.append((src, row))
+        alone_q.extend(r.quarantine.column("reason").to_pylist())
+        n_alone += len(batch)
+    arch = tmp_path / "archive.edi"
+    arch.write_bytes(b"".join(p.read_bytes() + b"\n" for p in files))
+    arch_hits, arch_q, n_arch = [], [], 0
+    for batch, r in _scan_all([arch], batch_bytes=64 << 10):
+        arch_hits.extend(_rows_in_order(r.hits, [c for c in HIT_COLS if c != "offset"]))
+        arch_q.extend(r.quarantine.column("reason").to_pylist())
+        n_arch += len(batch)
+    assert n_arch == n_alone
+    assert sorted(arch_q) == sorted(alone_q)
+    assert sorted(arch_hits, key=repr) == sorted((row for _src, row in alone_hits), key=repr)
+    assert len(arch_hits) > 100
+
+
+def _rows_in_order(table, cols):
+    d = table.select(list(cols)).to_pydict()
+    return list(zip(*(d[c] for c in cols)))
+
+
+def test_bytes_between_interchanges_reach_quarantine_with_a_reason(tmp_path):
+    """Stray segments after a UNZ, a garbage line and an interchange cut off by the end of the
+    file: each its own quarantine row with its exact bytes; the interchanges around them decode."""
+    good = b"UNB+UNOA:2+S+R+260301:1200+7'UNH+1+CODECO:D:95B:UN'EQD+CN+MSCU1234565'UNT+3+1'UNZ+1+7'\n"
+    stray = b"UNH+2+CODECO:D:95B:UN'EQD+CN+MSCU1234565'UNT+3+2'UNZ+1+7'\n"
+    junk = b"junk\x00\xff\n"
+    tail = b"UNB+UNOA:2+S+R+260301:1200+8'UNH+1"
+    f = tmp_path / "mixed.edi"
+    f.write_bytes(good + stray + good + junk + good + tail)
+    (batch, r), = _scan_all([f], batch_bytes=1 << 20)
+    assert r.messages.num_rows == 3 and r.messages.column("offset").to_pylist() == [0, 2, 4]
+    q = r.quarantine.to_pydict()
+    assert list(zip(q["offset"], q["reason"], q["bytes"])) == [
+        (1, "headless_fragment", len(stray)), (3, "unknown_format", len(junk)),
+        (5, "unterminated_interchange", len(tail))]
+    assert [batch.buf[batch.offsets[i]:batch.offsets[i + 1]].tobytes() for i in (1, 3, 5)] == [stray, junk, tail]
