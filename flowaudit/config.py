@@ -86,6 +86,15 @@ class EgressSettings:
 
 
 @dataclass
+class FindingsSettings:              # exposure findings from event-time windows in the stream
+    enabled: bool = True
+    window_s: int = 300                # window length (record time)
+    lateness_s: int = 60               # how long a window waits for its slowest partition's late data
+    lookback_s: int = 0                # flow-borne exposure also counts hits this far before the window
+    severity_file: str = ""            # operator weights over schemas/severity.toml
+
+
+@dataclass
 class CollectSettings:               # flowaudit collect (UDP -> Kafka); flags override
     listen: str = "0.0.0.0:2055"
     topic: str = "netflow"
@@ -106,6 +115,7 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     egress: EgressSettings = field(default_factory=EgressSettings)
     collect: CollectSettings = field(default_factory=CollectSettings)
+    findings: FindingsSettings = field(default_factory=FindingsSettings)
     netflow: NetflowSettings = field(default_factory=NetflowSettings)
 
     def validate(self) -> "Settings":
@@ -137,6 +147,11 @@ class Settings:
             raise ConfigError(f"egress.watchlist_dir: no such folder: {e.watchlist_dir}")
         if e.policy_file and not Path(e.policy_file).is_file():
             raise ConfigError(f"egress.policy_file: no such file: {e.policy_file}")
+        f = self.findings
+        if f.window_s <= 0 or f.lateness_s < 0 or f.lookback_s < 0:
+            raise ConfigError("findings.window_s must be positive, findings.lateness_s and lookback_s >= 0")
+        if f.severity_file and not Path(f.severity_file).is_file():
+            raise ConfigError(f"findings.severity_file: no such file: {f.severity_file}")
         if e.dns_max_entries <= 0:
             raise ConfigError("egress.dns_max_entries must be positive")
         return self

@@ -74,6 +74,16 @@ class Metrics:
         self.log_gap_messages = Counter("flowaudit_log_gap_messages_total",
                                         "Messages that expired from the broker's log before they were read",
                                         ["topic"], registry=r)
+        self.findings = Counter("flowaudit_findings_total",
+                                "Exposure findings of closed event-time windows", ["platform", "severity"], registry=r)
+        self.exposed_values = Counter("flowaudit_exposed_values_total",
+                                      "Distinct sensitive values exposed in findings, by platform and data class",
+                                      ["platform", "data_class"], registry=r)
+        self.findings_late = Counter("flowaudit_findings_late_total",
+                                     "Messages whose record time fell in a window already closed (beyond the "
+                                     "allowed lateness): left out of the findings", registry=r)
+        self.findings_windows = Counter("flowaudit_findings_windows_closed_total",
+                                        "Event-time windows closed and written to the findings dataset", registry=r)
         for errname in ("ENOSPC", "EROFS", "EIO", "EDQUOT"):
             self.storage_errors.labels(errname)
         for d in DATASETS:

@@ -122,6 +122,7 @@ class Summary:
     log_resets: Counter = field(default_factory=Counter)    # kind -> n
     log_gap_messages: int = 0
     storage_faults: int = 0
+    findings: int = 0             # findings rows written by closed windows
     exit_code: int = 0
     error: str = ""
     root: str = ""
@@ -161,6 +162,7 @@ class _Slot:
     fetch_from: int = 0                  # where the consumer was positioned on activation
     last_seen: int = -1                  # highest offset handed to the pipeline since assignment
     epoch_at_next: bool = False          # new_epoch: the next message delivered starts the new epoch
+    handed: bool = False                 # a message was handed to the pipeline since assignment
     aborted: bool = False                # revoked or stopping: a failing publish gives up
     eof: bool = False
     waiting_since: float = field(default_factory=time.monotonic)
@@ -201,6 +203,7 @@ class StreamService:
                                  silent_window_s=settings.egress.silent_window_s,
                                  protector=self.classifier.protector)
         self._nf_seen: dict[str, int] = {}
+        self.findings = self._make_findings(settings)
         self._fp_restored = not self.telemetry_kind.any()   # nothing to restore without telemetry topics
         self.state_path = self.root / ".state" / "flowpath.state"
         self.slots: dict[tuple[str, int], _Slot] = {}
@@ -221,6 +224,21 @@ class StreamService:
         self._fault_since: float | None = None      # a storage fault is being waited out
         self._paused: set[tuple[str, int]] = set()
         self._hold_pause = False                    # all partitions paused: storage fault or a full queue
+
+    def _make_findings(self, settings: Settings):
+        f = settings.findings
+        if not f.enabled or self.egress is None:
+            return None
+        from .detect import findings as _findings
+        from .detect.windows import FindingsWindows
+
+        try:
+            inventory = _findings.load_inventory(settings.egress.policy_file or None)
+            model = _findings._sev.load(f.severity_file or None)
+        except (ValueError, OSError) as exc:
+            raise ConfigError(str(exc).splitlines()[0]) from None
+        return FindingsWindows(self.root, f.window_s, f.lateness_s, f.lookback_s, inventory=inventory, model=model,
+                               metrics=self.metrics)
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -772,6 +790,7 @@ class StreamService:
                 g = group_of[key] = len(group_slots)
                 group_slots.append(s)
                 s.eof = False
+                s.handed = True
             s = group_slots[g]
             off = m.offset()
             if off > s.last_seen:
@@ -843,6 +862,8 @@ class StreamService:
                 if self.slots.get(key) is not slot or slot.aborted:
                     continue  # consumed under an earlier assignment: the current owner re-reads it
             idx = np.flatnonzero(group == g)
+            if self.findings is not None:
+                self.findings.observe(key, batch.offset[idx], batch.ts_ms[idx])
             sub = {}
             for d, (t, rows, bounds) in split.items():
                 lo, hi = int(bounds[g]), int(bounds[g + 1])
@@ -861,6 +882,8 @@ class StreamService:
             if published:
                 done[key] = max(published) + 1
                 self._fault_cleared()
+        if self.findings is not None:
+            self._close_windows(done)
         if any(self._is_telemetry(k) for k in done):
             self._checkpoint_flowpath(done)
         if done:
@@ -871,6 +894,41 @@ class StreamService:
         if self.metrics:
             self.metrics.batch_seconds.observe(time.perf_counter() - t_batch)
             self.metrics.batch_messages.observe(len(batch))
+
+    # -- findings: event-time windows ----------------------------------------------------------
+
+    def _close_windows(self, done: dict) -> None:
+        """Close the findings windows the watermark has passed: every writer publishes first, so
+        the window is read back from storage (see :mod:`flowaudit.detect.windows`)."""
+        fw = self.findings
+        idle = {k: s.eof and (not s.handed or fw.handled_up_to(k) >= s.last_seen)
+                for k, s in list(self.slots.items()) if s.ready and not s.aborted}
+        due = fw.due(idle)
+        if not due:
+            return
+        flushed = {}
+        for k, w in list(self.writers.items()):
+            if k not in idle:
+                continue
+            try:
+                last = w.flush()
+            except PublishAborted as exc:
+                log.warning("%s+%d: findings window not closed: %s", k[0], k[1], exc)
+                return
+            if last is not None:
+                done[k] = last + 1
+            if w.next_offset is not None:
+                flushed[f"{k[0]}+{k[1]}"] = w.next_offset
+        for start in due:
+            try:
+                found = fw.close(start, flushed)
+            except OSError as exc:   # retried with the next batch (the intent is kept)
+                self._ratelog(logging.ERROR, "findings", "findings window at %d not written (%s); retried", start,
+                              exc)
+                return
+            if self.metrics:
+                self.metrics.findings_windows.inc()
+            self.summary.findings += int(found.num_rows)
 
     # -- NetFlow templates, held sets and the DNS map across restarts ----------------------------
 
