@@ -203,11 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_synth)
 
     from . import bench_cli, egress, flows, scan
-    from .detect import findings
+    from .detect import findings_cli
     scan.add_parser(sub)
     flows.add_parsers(sub)
     egress.add_parser(sub)
-    findings.add_parser(sub)
+    findings_cli.add_parser(sub)
     bench_cli.add_parser(sub)
 
     _add_quarantine_parser(sub)
