@@ -1403,8 +1403,9 @@ class ExposureScenario:
                 "sampling_interval": np.array([r[7] for r in f], np.uint32)}
 
 
-def exposure_scenario(seed: int = 8, background: int = 1500) -> ExposureScenario:
-    """Background port traffic plus labelled exposures, all in one hour of event time from 06:00Z.
+def exposure_scenario(seed: int = 8, background: int = 1500, spacing_ms: int = 2000) -> ExposureScenario:
+    """Background port traffic (one message every ``spacing_ms`` of event time from 06:00:05Z) plus
+    labelled exposures, all in the hour from 06:00Z with the defaults.
 
     Exposures: LOGINK queries (container, B/L, customs references) from the tracking gateway's
     topic, LOGINK waybills with parties on port.xml, COPRARs addressed to a watchlisted EDI
@@ -1419,7 +1420,7 @@ def exposure_scenario(seed: int = 8, background: int = 1500) -> ExposureScenario
     msgs: list = []
     for i in range(background):
         m = g.one()
-        msgs.append((TOPICS[m.format], m, t0 + 5_000 + 2_000 * i))
+        msgs.append((TOPICS[m.format], m, t0 + 5_000 + spacing_ms * i))
     extra = [g._logink_track() for _ in range(2)] + [g._logink_container() for _ in range(4)]
     extra += [g._logink_waybill() for _ in range(3)] + [g._coprar_to("LOGINKHUB") for _ in range(2)]
     extra.append(SynthMessage("json", "lookalike", b"lookalike:1",

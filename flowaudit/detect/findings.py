@@ -40,7 +40,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..datasets import FINDINGS, SCHEMA_VERSION
+from ..datasets import FINDINGS, HITS, SCHEMA_VERSION
 from . import severity as _sev
 from .inventory import Inventory
 from .inventory import load as load_inventory
@@ -117,12 +117,12 @@ def correlate(transfers: pa.Table, hits: pa.Table | None, messages: pa.Table | N
     T = T.with_columns(t=pl.coalesce(pl.col("time_ns"), pl.col("ts_ms") * 1_000_000))
     if window_start_ns is not None:
         T = T.filter((pl.col("t") >= window_start_ns) & (pl.col("t") < window_start_ns + window_ns))
-    H = _frame(hits, _H_COLS).with_columns(t=pl.col("ts_ms") * 1_000_000)
+    H = _Hits(hits)
     if watermark_ns is None:
         if window_start_ns is not None:
             watermark_ns = window_start_ns + window_ns
         else:
-            watermark_ns = max([x for x in (T["t"].max(), H["t"].max()) if x is not None], default=0)
+            watermark_ns = max([x for x in (T["t"].max(), H.codes["t"].max()) if x is not None], default=0)
     T = _classify_rows(T, window_ns, inventory)
     rows = _aggregate(T, H, _frame(messages, _M_COLS) if messages is not None else None, window_ns,
                       lookback_ns) if T.height else []
@@ -174,7 +174,97 @@ def _classify_rows(T: pl.DataFrame, window_ns: int, inv: Inventory) -> pl.DataFr
         sev_rank=pl.col("severity").replace_strict(SEV_RANK, default=0, return_dtype=pl.Int32))
 
 
-def _aggregate(T: pl.DataFrame, H: pl.DataFrame, M: pl.DataFrame | None, window_ns: int,
+class _Hits:
+    """The hits as integer codes (dictionaries unified once): the joins and counts run on int32
+    columns; the strings of the few sample rows are taken from the Arrow table at the end."""
+
+    def __init__(self, hits: pa.Table | None):
+        cols = ["source", "partition", "offset", "ts_ms", "msg_index", "data_class", "sensitivity", "location",
+                "value_masked", "value_hmac", "byte_start", "catalog_version"]
+        if hits is None or hits.num_rows == 0:
+            hits = HITS.empty_table()
+        t = hits.select(cols)
+        for name in ("source", "data_class", "sensitivity", "value_hmac", "catalog_version"):
+            col = t.column(name)
+            if not pa.types.is_dictionary(col.type):
+                t = t.set_column(t.schema.get_field_index(name), name, col.dictionary_encode())
+        t = t.unify_dictionaries()
+        self.table = t
+
+        def codes(name):
+            col = t.column(name)
+            return pa.chunked_array([c.indices for c in col.chunks], col.type.index_type) if col.num_chunks else \
+                pa.array([], pa.int32())
+
+        def names(name):
+            col = t.column(name)
+            return col.chunk(0).dictionary.to_pylist() if col.num_chunks else []
+
+        self.source_names = names("source")
+        self.class_names = names("data_class")
+        self.sens_names = names("sensitivity")
+        self.catalog_versions = sorted({v for v in names("catalog_version") if v})
+        srank = np.asarray([SENS_RANK.get(x, 0) for x in self.sens_names] + [0], np.int32)
+        sens_c = codes("sensitivity").to_numpy() if t.num_rows else np.zeros(0, np.int32)
+        ts = t.column("ts_ms")
+        self.codes = pl.DataFrame({
+            "src": pl.Series(codes("source").to_numpy() if t.num_rows else [], dtype=pl.Int32),
+            "partition": pl.Series(t.column("partition").to_numpy(), dtype=pl.Int32),
+            "offset": pl.Series(t.column("offset").to_numpy(), dtype=pl.Int64),
+            "t": pl.from_arrow(pc.multiply(ts, 1_000_000)) if t.num_rows else pl.Series([], dtype=pl.Int64),
+            "msg_index": pl.Series(t.column("msg_index").to_numpy(), dtype=pl.Int32),
+            "cls": pl.Series(codes("data_class").to_numpy() if t.num_rows else [], dtype=pl.Int32),
+            "srank": pl.Series(srank[sens_c], dtype=pl.Int32),
+            "hmac": pl.Series(codes("value_hmac").to_numpy() if t.num_rows else [], dtype=pl.Int32),
+            "byte_start": pl.Series(t.column("byte_start").to_numpy(), dtype=pl.Int64),
+            "row": pl.Series(np.arange(t.num_rows, dtype=np.int64)),
+        }).with_columns(pl.col("t").cast(pl.Int64))
+
+    def source_code(self, expr: pl.Expr) -> pl.Expr:
+        return expr.replace_strict({n: i for i, n in enumerate(self.source_names)}, default=-1, return_dtype=pl.Int32)
+
+
+_SAMPLE_BY = ["srank_neg", "src", "partition", "offset", "msg_index", "byte_start", "cls"]
+_HCOLS = ["src", "partition", "offset", "msg_index", "cls", "srank", "hmac", "byte_start", "row"]
+
+
+def _top_samples(df: pl.DataFrame, by: list[str]) -> pl.DataFrame:
+    """At most MAX_SAMPLES hits per group ``by``: most sensitive first, then by topic and position."""
+    if df.height == 0:
+        return df.select(by + _HCOLS)
+    if not by:
+        df = df.select(_HCOLS)[_candidates(df)]
+    rest = [c for c in _HCOLS if c not in by]
+    srt = by + _SAMPLE_BY
+    return (df.with_columns(srank_neg=-pl.col("srank")).sort(srt).group_by(by, maintain_order=True)
+            .head(MAX_SAMPLES).select(by + rest)) if by else \
+        df.with_columns(srank_neg=-pl.col("srank")).sort(srt).head(MAX_SAMPLES).select(_HCOLS)
+
+
+def _candidates(df: pl.DataFrame) -> np.ndarray:
+    """Rows that can be among the first MAX_SAMPLES (a superset, without sorting everything): per
+    sensitivity level, most sensitive first, the hits of the first messages by (topic, partition, offset)."""
+    sr = df["srank"].to_numpy()
+    key = ((df["src"].to_numpy().astype(np.int64) << 56) | (df["partition"].to_numpy().astype(np.int64) << 40)
+           | df["offset"].to_numpy().astype(np.int64))
+    out, need = [], MAX_SAMPLES
+    for level in np.unique(sr)[::-1]:
+        idx = np.flatnonzero(sr == level)
+        if idx.size > need:
+            k = key[idx]
+            idx = idx[k <= np.partition(k, need - 1)[need - 1]]
+        out.append(idx)
+        need -= min(need, idx.size)
+        if need == 0:
+            break
+    return np.sort(np.concatenate(out))
+
+
+def _class_stats(df: pl.DataFrame, by: list[str]) -> pl.DataFrame:
+    return df.group_by(by + ["cls", "srank"]).agg(occurrences=pl.len(), distinct_values=pl.col("hmac").n_unique())
+
+
+def _aggregate(T: pl.DataFrame, H: _Hits, M: pl.DataFrame | None, window_ns: int,
                lookback_ns: int) -> list[dict]:
     """Transfers, observed and inferred hits -> one dict per finding (before severity)."""
     def uniq_list(expr, limit=MAX_LIST):
@@ -193,51 +283,85 @@ def _aggregate(T: pl.DataFrame, H: pl.DataFrame, M: pl.DataFrame | None, window_
         watchlist_version=pl.col("watchlist_version").drop_nulls().unique().sort().str.join(","),
         policy_version=pl.col("policy_version").drop_nulls().unique().sort().str.join(","))
 
-    hcols = KEY + ["source", "partition", "offset", "msg_index", "data_class", "sensitivity", "location",
-                   "value_masked", "value_hmac", "byte_start", "catalog_version"]
+    HC = H.codes
     # message-borne: the exposing messages (one per Kafka message, however many indicators matched)
     Mx = T.filter(pl.col("correlation") == "message_borne").select(KEY + ["source", "partition", "offset"]).unique()
-    parts = [Mx.join(H.drop("t"), on=["source", "partition", "offset"], how="inner").select(hcols)]
     msg_stats = Mx.group_by(KEY).agg(m_messages=pl.len())
     if M is not None:
         mb = Mx.join(M, on=["source", "partition", "offset"], how="left").group_by(KEY).agg(
             m_bytes=pl.col("bytes").sum(), m_has=pl.col("bytes").is_not_null().any())
         msg_stats = msg_stats.join(mb, on=KEY, how="left")
-    # flow-borne: the hits of the host's inventory topics in the window plus the look-back
+    Mx = Mx.with_columns(src=H.source_code(pl.col("source"))).drop("source")
+    cand = HC.filter(pl.col("offset").is_in(Mx["offset"].unique().implode())) if Mx.height else HC.clear()
+    observed = Mx.join(cand.drop("t"), on=["src", "partition", "offset"], how="inner")
+    stats = [_class_stats(observed, KEY)]
+    samples = [_top_samples(observed.select(KEY + _HCOLS), KEY)]
+    # flow-borne: what the host's inventory topics carried in the window plus the look-back,
+    # computed once per (window, set of topics) and shared by every host with that set
     F = (T.filter((pl.col("correlation") == "flow_borne") & (pl.col("window_end") > 0))
-         .group_by(KEY).agg(pl.col("window_end").first(), source=pl.col("topics_row").first())
-         .explode("source").drop_nulls("source"))
-    Hs = H.filter(pl.col("t").is_not_null()).sort("t")
-    ts = Hs["t"].to_numpy()
-    inferred = []
-    for ws in sorted(F["window_start"].unique().to_list()):
-        lo = int(np.searchsorted(ts, ws - lookback_ns, "left"))
-        hi = int(np.searchsorted(ts, ws + window_ns, "left"))
-        if hi > lo:
-            inferred.append(F.filter(pl.col("window_start") == ws).drop("window_end")
-                            .join(Hs.slice(lo, hi - lo).drop("t"), on="source", how="inner").select(hcols))
-    parts += inferred
-    HA = pl.concat(parts).with_columns(
-        srank=pl.col("sensitivity").replace_strict(SENS_RANK, default=0, return_dtype=pl.Int32))
-    inf_msgs = (pl.concat(inferred).group_by(KEY).agg(i_messages=pl.struct("source", "partition", "offset").n_unique())
-                if inferred else None)
-    C = (HA.group_by(KEY + ["data_class", "sensitivity", "srank"])
-         .agg(occurrences=pl.len(), distinct_values=pl.col("value_hmac").n_unique())
+         .group_by(KEY).agg(tset=pl.col("topics_row").first())
+         .with_columns(tkey=pl.col("tset").list.join("\x1f")).filter(pl.col("tkey") != ""))
+    inf_msgs = []
+    windows = sorted(F["window_start"].unique().to_list())
+    all_srcs = sorted({H.source_names.index(x) for ts_ in F["tset"].to_list() for x in ts_ if x in H.source_names})
+    HI = HC.filter(pl.col("src").is_in(all_srcs) & pl.col("t").is_not_null()) if windows else HC.clear()
+    if len(windows) > 4:   # many windows: sort once and slice, rather than one pass per window
+        HI = HI.sort("t")
+        t_sorted = HI["t"].to_numpy()
+    for ws in windows:
+        Fw = F.filter(pl.col("window_start") == ws)
+        if len(windows) > 4:
+            lo, hi = np.searchsorted(t_sorted, [ws - lookback_ns, ws + window_ns], "left")
+            Wall = HI.slice(int(lo), int(hi - lo))
+        else:
+            Wall = HI.filter((pl.col("t") >= ws - lookback_ns) & (pl.col("t") < ws + window_ns))
+        for tkey, tset in Fw.select("tkey", "tset").unique("tkey").sort("tkey").iter_rows():
+            srcs = [H.source_names.index(x) for x in tset if x in H.source_names]
+            W = Wall.filter(pl.col("src").is_in(srcs))
+            if W.height == 0:
+                continue
+            keys = Fw.filter(pl.col("tkey") == tkey).select(KEY)
+            stats.append(keys.join(_class_stats(W, []), how="cross"))
+            samples.append(keys.join(_top_samples(W.select(_HCOLS), []), how="cross"))
+            n_msgs = W.select(pl.col("src").cast(pl.Int64) * 2**56 + pl.col("partition").cast(pl.Int64) * 2**40
+                              + pl.col("offset")).to_series().n_unique()
+            inf_msgs.append(keys.with_columns(i_messages=pl.lit(n_msgs)))
+    C = (pl.concat([c.select(KEY + ["cls", "srank", "occurrences", "distinct_values"]) for c in stats])
+         .with_columns(data_class=pl.col("cls").replace_strict(dict(enumerate(H.class_names)), return_dtype=pl.Utf8),
+                       sensitivity=pl.col("srank").replace_strict(_SENS_NAME, default="", return_dtype=pl.Utf8),
+                       occurrences=pl.col("occurrences").cast(pl.Int64),
+                       distinct_values=pl.col("distinct_values").cast(pl.Int64))
          .sort(KEY + ["srank", "occurrences", "data_class"], descending=[False] * 4 + [True, True, False])
          .group_by(KEY, maintain_order=True)
          .agg(data_classes=pl.struct("data_class", "sensitivity", "occurrences", "distinct_values"),
               max_srank=pl.col("srank").max(), occurrences=pl.col("occurrences").sum(),
               distinct_values=pl.col("distinct_values").sum()))
-    S = (HA.sort(KEY + ["srank", "source", "partition", "offset", "msg_index", "byte_start", "data_class"],
-                 descending=[False] * 4 + [True] + [False] * 6)
-         .group_by(KEY, maintain_order=True).head(MAX_SAMPLES)
-         .group_by(KEY, maintain_order=True)
-         .agg(samples=pl.struct(_SAMPLE_FIELDS),
-              catalog_version=pl.col("catalog_version").drop_nulls().unique().sort().str.join(",")))
+    S = pl.concat([x.select(KEY + _HCOLS) for x in samples])
+    # the strings of the sample rows only
+    picked = H.table.take(pa.array(S["row"].to_numpy()))
+    S = S.select(KEY).with_columns(pl.from_arrow(_plain(picked, _SAMPLE_FIELDS)).to_struct("sample"))
+    S = S.group_by(KEY, maintain_order=True).agg(samples=pl.col("sample"))
     out = agg.join(C, on=KEY, how="left").join(S, on=KEY, how="left").join(msg_stats, on=KEY, how="left")
-    if inf_msgs is not None:
-        out = out.join(inf_msgs, on=KEY, how="left")
-    return out.sort(KEY).to_dicts()
+    if inf_msgs:
+        out = out.join(pl.concat(inf_msgs), on=KEY, how="left")
+    rows = out.sort(KEY).to_dicts()
+    cat = ",".join(H.catalog_versions) or None
+    for r in rows:
+        r["catalog_version"] = cat if r.get("occurrences") else None
+    return rows
+
+
+def _plain(t: pa.Table, cols: list[str]) -> pa.Table:
+    """Columns ``cols`` of ``t`` with dictionaries decoded and binary(32) as binary."""
+    out = {}
+    for name in cols:
+        col = t.column(name)
+        if pa.types.is_dictionary(col.type):
+            col = pa.chunked_array([c.dictionary_decode() for c in col.chunks], col.type.value_type)
+        if pa.types.is_fixed_size_binary(col.type):
+            col = col.cast(pa.binary())
+        out[name] = col
+    return pa.table(out)
 
 
 def _assess(rows: list[dict], model: _sev.SeverityModel, inv: Inventory) -> list[dict]:
