@@ -76,19 +76,11 @@ _SAMPLE_FIELDS = ["source", "partition", "offset", "msg_index", "data_class", "l
 def _frame(table: pa.Table | None, cols: dict) -> pl.DataFrame:
     """The named columns of an Arrow table as a polars frame (dictionaries decoded, missing = null)."""
     n = 0 if table is None else table.num_rows
-    arrays = {}
-    for name, dtype in cols.items():
-        if table is not None and name in table.column_names:
-            col = table.column(name)
-            if pa.types.is_dictionary(col.type):
-                col = pa.chunked_array([c.dictionary_decode() for c in col.chunks], col.type.value_type)
-            if pa.types.is_fixed_size_binary(col.type):
-                col = col.cast(pa.binary())
-            arrays[name] = col
-        else:
-            arrays[name] = pa.nulls(n)
-    df = pl.from_arrow(pa.table(arrays)) if n else pl.DataFrame(schema=cols)
-    return df.with_columns([pl.col(c).cast(t) for c, t in cols.items()])
+    if n == 0:
+        return pl.DataFrame(schema=cols)
+    present = _plain(table, [c for c in cols if c in table.column_names])
+    arrays = {c: present.column(c) if c in present.column_names else pa.nulls(n) for c in cols}
+    return pl.from_arrow(pa.table(arrays)).with_columns([pl.col(c).cast(t) for c, t in cols.items()])
 
 
 # ------------------------------------------------------------------------------ the core
@@ -117,6 +109,8 @@ def correlate(transfers: pa.Table, hits: pa.Table | None, messages: pa.Table | N
     T = T.with_columns(t=pl.coalesce(pl.col("time_ns"), pl.col("ts_ms") * 1_000_000))
     if window_start_ns is not None:
         T = T.filter((pl.col("t") >= window_start_ns) & (pl.col("t") < window_start_ns + window_ns))
+    if T.height == 0 and (previous is None or previous.num_rows == 0):
+        return FINDINGS.empty_table()
     H = _Hits(hits)
     if watermark_ns is None:
         if window_start_ns is not None:
@@ -124,8 +118,7 @@ def correlate(transfers: pa.Table, hits: pa.Table | None, messages: pa.Table | N
         else:
             watermark_ns = max([x for x in (T["t"].max(), H.codes["t"].max()) if x is not None], default=0)
     T = _classify_rows(T, window_ns, inventory)
-    rows = _aggregate(T, H, _frame(messages, _M_COLS) if messages is not None else None, window_ns,
-                      lookback_ns) if T.height else []
+    rows = _aggregate(T, H, messages, window_ns, lookback_ns) if T.height else []
     out = _assess(rows, model, inventory)
     out = _status(out, previous, window_ns, watermark_ns)
     return _to_arrow(out, model)
@@ -139,9 +132,8 @@ def _classify_rows(T: pl.DataFrame, window_ns: int, inv: Inventory) -> pl.DataFr
                        correlation=pl.when(pl.col("seen_where").is_in(MESSAGE_WHERE)).then(pl.lit("message_borne"))
                        .when(pl.col("platform") == "policy").then(pl.lit("zone_policy"))
                        .otherwise(pl.lit("flow_borne")))
-    kinds = {z: k for z, k in inv.zone_kinds.items()}
-    sk = pl.col("src_zone").replace_strict(kinds, default=None, return_dtype=pl.Utf8)
-    dk = pl.col("dst_zone").replace_strict(kinds, default=None, return_dtype=pl.Utf8)
+    sk = pl.col("src_zone").replace_strict(inv.zone_kinds, default=None, return_dtype=pl.Utf8)
+    dk = pl.col("dst_zone").replace_strict(inv.zone_kinds, default=None, return_dtype=pl.Utf8)
     dst_side = (pl.when(pl.col("correlation") == "flow_borne").then(pl.col("seen_where") == "NETFLOW_SRC")
                 .when(pl.col("correlation") == "zone_policy")
                 .then((pl.col("rule") == "internet_to_ot_zone") | (dk.is_in(_OT_KINDS) & ~sk.is_in(_OT_KINDS).fill_null(False)))
@@ -264,7 +256,7 @@ def _class_stats(df: pl.DataFrame, by: list[str]) -> pl.DataFrame:
     return df.group_by(by + ["cls", "srank"]).agg(occurrences=pl.len(), distinct_values=pl.col("hmac").n_unique())
 
 
-def _aggregate(T: pl.DataFrame, H: _Hits, M: pl.DataFrame | None, window_ns: int,
+def _aggregate(T: pl.DataFrame, H: _Hits, messages: pa.Table | None, window_ns: int,
                lookback_ns: int) -> list[dict]:
     """Transfers, observed and inferred hits -> one dict per finding (before severity)."""
     def uniq_list(expr, limit=MAX_LIST):
@@ -287,7 +279,9 @@ def _aggregate(T: pl.DataFrame, H: _Hits, M: pl.DataFrame | None, window_ns: int
     # message-borne: the exposing messages (one per Kafka message, however many indicators matched)
     Mx = T.filter(pl.col("correlation") == "message_borne").select(KEY + ["source", "partition", "offset"]).unique()
     msg_stats = Mx.group_by(KEY).agg(m_messages=pl.len())
-    if M is not None:
+    if messages is not None and Mx.height:   # only the rows of the exposing messages are converted
+        M = _frame(messages.filter(pc.is_in(messages["offset"], pa.array(Mx["offset"].unique().to_numpy()))),
+                   _M_COLS)
         mb = Mx.join(M, on=["source", "partition", "offset"], how="left").group_by(KEY).agg(
             m_bytes=pl.col("bytes").sum(), m_has=pl.col("bytes").is_not_null().any())
         msg_stats = msg_stats.join(mb, on=KEY, how="left")
