@@ -306,3 +306,21 @@ def test_inventory_lives_in_the_zone_policy(tmp_path):
                 [{"name": "x", "topics": ["t"], "extra": 1}]):
         with pytest.raises(I.InventoryError):
             I.from_dict({"applications": bad})
+
+
+def test_many_windows_equal_one_call_per_window():
+    """Batch over six windows (hits sorted once and sliced) = one call per window (hits filtered)."""
+    w = [T0 * 1_000_000 + k * HOUR for k in range(6)]
+    t = transfers([dict(src_addr="192.0.2.130", time_ns=ws + 7, offset=k) for k, ws in enumerate(w)] +
+                  [dict(src_addr="10.40.1.20", time_ns=w[2] + 9, offset=9)])
+    h = hits([dict(source=("port.edifact", "port.x12", "port.json")[i % 3], offset=i, msg_index=i % 2,
+                   ts_ms=T0 + i * 1_234_567 % (6 * 3_600_000), data_class=("un_number", "seal_number")[i % 2],
+                   sensitivity=("high", "medium")[i % 2], value=f"V{i % 17}", byte_start=i) for i in range(600)])
+    batch = F.correlate(t, h, inventory=INV, lookback_ns=HOUR // 2)
+    assert batch.num_rows == 7
+    per_window = pa.concat_tables([F.correlate(t, h, inventory=INV, lookback_ns=HOUR // 2, window_start_ns=ws)
+                                   for ws in w])
+    assert batch.drop_columns(["status"]).to_pylist() == per_window.drop_columns(["status"]).to_pylist()
+    assert sum(r["occurrences"] for r in batch.to_pylist()) > 0
+    statuses = [r["status"] for r in batch.to_pylist() if r["entity"] == "192.0.2.130"]
+    assert statuses == ["new"] + ["ongoing"] * 5
