@@ -61,6 +61,12 @@ def cmd_findings(args) -> int:
     except (InventoryError, _sev.SeverityModelError) as e:
         print(f"flowaudit: {e}", file=sys.stderr)
         return 2
+    if args.lookback is None:
+        try:
+            args.lookback = float(os.environ.get("FLOWAUDIT_FINDINGS_LOOKBACK_S") or 0)
+        except ValueError:
+            print("flowaudit: FLOWAUDIT_FINDINGS_LOOKBACK_S: a number of seconds is required", file=sys.stderr)
+            return 2
     if args.window <= 0 or args.lookback < 0:
         print("flowaudit: --window must be > 0 and --lookback >= 0", file=sys.stderr)
         return 2
@@ -98,7 +104,8 @@ def add_parser(sub) -> None:
         "findings", help="which sensitive data reached which platform, from which host: worst first",
         description="Correlates the hits, messages and transfers under ROOT into findings (one per platform or "
         "policy rule x source host or application x event-time window) and prints them worst first. Exit 1 with "
-        "--fail-on when a shown finding reaches that severity; 2 on a usage or configuration error.")
+        "--fail-on when a finding that passes the filters reaches that severity; 2 on a usage or configuration "
+        "error.")
     p.add_argument("root", metavar="ROOT", help="the stream's Parquet root (dataset=transfers, hits, messages)")
     p.add_argument("--since", metavar="TIME", help="findings seen at or after TIME (ISO 8601, UTC unless given)")
     p.add_argument("--until", metavar="TIME", help="findings seen before TIME")
@@ -109,12 +116,12 @@ def add_parser(sub) -> None:
                    help="table (default), json (one object per line) or csv")
     p.add_argument("--top", type=int, default=0, metavar="N", help="print at most N findings (default all)")
     p.add_argument("--fail-on", choices=_sev.LEVELS, metavar="SEVERITY",
-                   help="exit 1 when a shown finding reaches SEVERITY (info, low, medium, high, critical)")
+                   help="exit 1 when a finding that passes the filters reaches SEVERITY (info, low, medium, high, "
+                   "critical)")
     p.add_argument("--write", action="store_true", help="also write the findings dataset under ROOT "
                    "(one file per window, deterministic names: a re-run replaces or keeps them)")
     p.add_argument("--window", type=float, default=3600.0, metavar="S", help="event-time window (default 3600 s)")
-    p.add_argument("--lookback", type=float, default=float(os.environ.get("FLOWAUDIT_FINDINGS_LOOKBACK_S", 0)),
-                   metavar="S", help="also count the data a host handled this long before a flow-borne window "
+    p.add_argument("--lookback", type=float, metavar="S", help="also count the data a host handled this long before a flow-borne window "
                    "(default 0) [env FLOWAUDIT_FINDINGS_LOOKBACK_S]")
     p.add_argument("--policy", metavar="FILE", default=os.environ.get("FLOWAUDIT_EGRESS_POLICY_FILE"),
                    help="zone policy with the application inventory ([[applications]]) [env "
