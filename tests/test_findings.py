@@ -177,11 +177,17 @@ def test_entity_is_the_port_side_and_the_asset():
         dict(platform="policy", rule="zone_not_allowed", src_addr="10.40.1.5", dst_addr="192.0.2.140",
              src_zone="it", dst_zone="dmz", offset=4),
         dict(platform="LOGINK", rule="dns_lookup", seen_where="DNS_ANSWER", src_addr="10.40.1.6", offset=5),
+        dict(platform="policy", rule="silent_zone", seen_where="NETFLOW_ABSENT", src_addr="10.20.1.12",
+             dst_addr=None, src_zone="crane_ot", dst_zone=None, bytes=None, bytes_scaled=None, offset=6),
     ])
-    t = t.append_column("service", pa.array(["", "", "ssh", "", ""]))  # a column added later is ignored
+    t = t.append_column("service", pa.array(["", "", "ssh", "", "", ""]))  # a column added later is ignored
     got = by_entity(F.correlate(t, None, inventory=INV))
     assert set(got) == {("LOGINK", "watchlist", "10.40.1.5"), ("policy", "internet_to_ot_zone", "10.20.1.10"),
-                        ("policy", "remote_access:ssh", "10.20.1.10"), ("policy", "zone_not_allowed", "10.40.1.5")}
+                        ("policy", "remote_access:ssh", "10.20.1.10"), ("policy", "zone_not_allowed", "10.40.1.5"),
+                        ("policy", "silent_zone", "10.20.1.12")}
+    silent = got[("policy", "silent_zone", "10.20.1.12")]   # a crane host gone quiet: the asset and the rule
+    assert (silent["bytes"], silent["flows"], silent["severity"], silent["score"]) == (None, 0, "medium", 50)
+    assert silent["basis"] == ["marad-2024-002", "eo-14116-33cfr6"]
     assert got[("LOGINK", "watchlist", "10.40.1.5")]["destinations"] == ["203.0.113.5"]
     assert got[("policy", "remote_access:ssh", "10.20.1.10")]["src_zone"] == "crane_ot"
 
