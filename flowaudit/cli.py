@@ -1,4 +1,4 @@
-"""Command line: ``flowaudit demo | stream | scan | synth | quarantine | bench | warmup``.
+"""Command line: ``flowaudit demo | stream | scan | findings | synth | quarantine | bench | warmup``.
 
 Configuration errors print one line and exit 2; a clean stop (SIGTERM, Ctrl-C, drained) exits 0.
 """
@@ -209,10 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_synth)
 
     from . import bench_cli, flows, scan
-    from .detect import egress
+    from .detect import egress, findings_cli
     scan.add_parser(sub)
     flows.add_parsers(sub)
     egress.add_parser(sub)
+    findings_cli.add_parser(sub)
     bench_cli.add_parser(sub)
 
     _add_quarantine_parser(sub)

@@ -129,7 +129,65 @@ TRANSFERS = pa.schema(_PROVENANCE + [
     pa.field("schema_version", _dict, nullable=False),
 ], metadata={"flowaudit.dataset": "transfers", "flowaudit.schema_version": SCHEMA_VERSION})
 
-SCHEMAS = {"messages": MESSAGES, "hits": HITS, "quarantine": QUARANTINE, "flows": FLOWS, "transfers": TRANSFERS}
+# One row per exposure: platform or policy rule x source entity x event-time window
+# (flowaudit/detect/findings.py; shaped like cloud sensitive-data discovery findings).
+_CLASS_COUNT = pa.struct([
+    pa.field("data_class", pa.string(), nullable=False),
+    pa.field("sensitivity", pa.string(), nullable=False),
+    pa.field("occurrences", pa.int64(), nullable=False),      # hits of the class
+    pa.field("distinct_values", pa.int64(), nullable=False),  # distinct value_hmac of the class
+])
+_SAMPLE = pa.struct([
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("partition", pa.int32(), nullable=False),
+    pa.field("offset", pa.int64(), nullable=False),
+    pa.field("msg_index", pa.int32(), nullable=False),
+    pa.field("data_class", pa.string(), nullable=False),
+    pa.field("location", pa.string(), nullable=False),
+    pa.field("value_masked", pa.string(), nullable=False),    # never raw
+    pa.field("value_hmac", pa.binary(32), nullable=False),
+])
+FINDINGS = pa.schema([
+    pa.field("finding_id", pa.string(), nullable=False),      # hash of (platform, rule, entity, window_start_ns)
+    pa.field("status", _dict, nullable=False),                # new, ongoing, closed
+    pa.field("window_start_ns", pa.int64(), nullable=False),  # event-time window [start, end); 0, 0: unknown time
+    pa.field("window_end_ns", pa.int64(), nullable=False),
+    pa.field("first_seen_ns", pa.int64(), nullable=True),     # earliest / latest transfer of the window
+    pa.field("last_seen_ns", pa.int64(), nullable=True),
+    pa.field("correlation", _dict, nullable=False),           # message_borne, flow_borne, zone_policy
+    pa.field("exposure", _dict, nullable=False),              # observed, inferred, none
+    pa.field("platform", _dict, nullable=False),              # as in transfers (policy: a zone-policy rule)
+    pa.field("rule", _dict, nullable=False),
+    pa.field("indicators", pa.list_(pa.string()), nullable=False),   # distinct matched indicators (<= 20)
+    pa.field("seen_where", pa.list_(pa.string()), nullable=False),
+    pa.field("entity", pa.string(), nullable=False),          # host address, app:NAME or topic:NAME
+    pa.field("src_host", pa.string(), nullable=True),         # the port-side host (the asset for OT rules)
+    pa.field("src_zone", _dict, nullable=True),
+    pa.field("application", _dict, nullable=True),           # inventory application(s), comma separated
+    pa.field("topics", pa.list_(pa.string()), nullable=False),       # topics whose data is exposed
+    pa.field("destinations", pa.list_(pa.string()), nullable=False),  # addresses reached (<= 20)
+    pa.field("bytes", pa.uint64(), nullable=True),            # raw flow bytes, or message bytes
+    pa.field("bytes_scaled", pa.uint64(), nullable=True),     # x sampling interval
+    pa.field("flows", pa.int64(), nullable=False),
+    pa.field("messages", pa.int64(), nullable=False),         # messages carrying the exposed data
+    pa.field("data_classes", pa.list_(_CLASS_COUNT), nullable=False),  # most sensitive first
+    pa.field("occurrences", pa.int64(), nullable=False),
+    pa.field("distinct_values", pa.int64(), nullable=False),
+    pa.field("samples", pa.list_(_SAMPLE), nullable=False),   # up to 15 occurrences, most sensitive first
+    pa.field("additional_occurrences", pa.bool_(), nullable=False),
+    pa.field("severity", _dict, nullable=False),
+    pa.field("score", pa.float64(), nullable=False),
+    pa.field("severity_reasons", pa.list_(pa.string()), nullable=False),
+    pa.field("basis", pa.list_(pa.string()), nullable=False),  # ids into schemas/severity.toml [basis]
+    pa.field("catalog_version", _dict, nullable=True),
+    pa.field("watchlist_version", _dict, nullable=True),
+    pa.field("policy_version", _dict, nullable=True),
+    pa.field("severity_version", _dict, nullable=False),
+    pa.field("schema_version", _dict, nullable=False),
+], metadata={"flowaudit.dataset": "findings", "flowaudit.schema_version": SCHEMA_VERSION})
+
+SCHEMAS = {"messages": MESSAGES, "hits": HITS, "quarantine": QUARANTINE, "flows": FLOWS, "transfers": TRANSFERS,
+           "findings": FINDINGS}
 
 
 def describe() -> dict:

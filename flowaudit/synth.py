@@ -35,7 +35,8 @@ from typing import Iterable, Iterator
 import orjson
 
 __all__ = ["Label", "SynthMessage", "generate", "write_files", "TOPICS", "FORMATS",
-           "QUARANTINE_REASONS", "iso6346_check_digit", "imo_valid"]
+           "QUARANTINE_REASONS", "iso6346_check_digit", "imo_valid", "Exposure", "ExposureScenario",
+           "exposure_scenario"]
 
 TOPICS = {"edifact": "port.edifact", "x12": "port.x12", "xml": "port.xml", "json": "port.json"}
 FORMATS = ("edifact", "x12", "xml", "json")
@@ -1076,6 +1077,57 @@ class _Gen:
         return SynthMessage("json", "logink-track", f"{s.carrier[1]}:{gdn}".encode("ascii"),
                             orjson.dumps(doc), self.labels(labs), egress=("LOGINK",))
 
+    def _logink_container(self) -> SynthMessage:
+        """An integration log entry of a container query to LOGINK's API gateway, shaped like the
+        public client code (domain-facts 1.2: gateway.logink.cn /container/getNingboContainerInfo with
+        containerNumber and ladingBillNumber, partyFunctionCode CNNGB)."""
+        s = self.shipment()
+        c = self.ch(s.conts)
+        doc = {"endpoint": "https://gateway.logink.cn/container/getNingboContainerInfo",
+               "containerNumber": c.value, "ladingBillNumber": s.bl, "partyFunctionCode": "CNNGB"}
+        labs = [_L("container_number", c.value, "$.containerNumber", c.valid),
+                _L("bill_of_lading", s.bl, "$.ladingBillNumber")]
+        return SynthMessage("json", "logink-container", f"{s.carrier[1]}:{c.value}".encode("ascii"),
+                            orjson.dumps(doc), self.labels(labs), egress=("LOGINK",))
+
+    def _logink_waybill(self) -> SynthMessage:
+        """A freight-broker waybill sent through LOGINK's SOAP exchange, logged in clear: the ActionType
+        LOGINK_CN_FREIGHTBROKER_WAYBILL, ToAddress and a body with consignor and consignee
+        (domain-facts 1.2, "cuteinfo"; the real payload is base64-encoded XML)."""
+        s = self.shipment()
+        xe = _XML_ESC
+        ref = self.digits(12)
+        body = "".join(f"<{role}><Name>{q.name.translate(xe)}</Name><StreetName>{q.street.translate(xe)}</StreetName>"
+                       f"</{role}>" for role, q in (("Consignor", s.shipper), ("Consignee", s.consignee)))
+        doc = (f"<SendRequest><ToAddress>jyzx00002</ToAddress><ExchangeEvent>"
+               f"<ActionType>LOGINK_CN_FREIGHTBROKER_WAYBILL</ActionType><Root><Header>"
+               f"<MessageReferenceNumber>{ref}</MessageReferenceNumber><DocumentName>Waybill</DocumentName></Header>"
+               f"<Body>{body}</Body></Root></ExchangeEvent></SendRequest>")
+        labs = []
+        for q in (s.shipper, s.consignee):
+            labs.append(_L("party_name", q.name, "Name"))
+            labs.append(_L("party_address", q.street, "StreetName"))
+        return SynthMessage("xml", "logink-waybill", f"LOGINK:{ref}".encode("ascii"), doc.encode("utf-8"),
+                            self.labels(labs), egress=("LOGINK",))
+
+    def _coprar_to(self, recipient: str) -> SynthMessage:
+        """A COPRAR interchange addressed (UNB recipient) to ``recipient``: vessel and containers."""
+        s = self.shipment()
+        v = s.vessel
+        iref = self.digits(8)
+        segs = ["UNH+1+COPRAR:D:95B:UN:SMDG21", f"BGM+45+{self.digits(10)}+9",
+                f"TDT+20+{s.voyage}+1++{s.carrier[1]}:172:20+++{v.imo}:146:11:{v.name}",
+                f"LOC+9+{s.pol[0]}:139:6", f"NAD+CA+{s.carrier[1]}:160:20"]
+        labs = [_L("imo_number", v.imo, "TDT/C222:146", True), _L("vessel_name", v.name, "TDT/C222")]
+        for c in s.conts:
+            segs.append(f"EQD+CN+{c.value}:102:5++2+5")
+            labs.append(_L("container_number", c.value, "EQD+CN", c.valid))
+        segs.append(f"CNT+16:{len(s.conts)}")
+        segs.append(f"UNT+{len(segs) + 1}+1")
+        value = "'".join([f"UNB+UNOA:2+PORTEDI:ZZ+{recipient}:ZZ+260301:0620+{iref}"] + segs + [f"UNZ+1+{iref}"]) + "'"
+        return SynthMessage("edifact", "COPRAR", f"PORTEDI:{iref}".encode("ascii"), value.encode("ascii"),
+                            self.labels(labs), egress=("LOGINK",))
+
     def _tnt(self) -> SynthMessage:
         r = self.rng.random
         s = self.shipment()
@@ -1260,6 +1312,178 @@ def write_files(messages: Iterable[SynthMessage], out_dir) -> dict:
             counts["bad"] += m.expect_quarantine is not None
             by_fmt[m.format] = by_fmt.get(m.format, 0) + 1
     return counts
+
+
+# --------------------------------------------------------------------------- labelled exposures
+# Ground truth for `flowaudit findings` (flowaudit/detect/findings.py).  Every address below is an
+# EXAMPLE from the RFC 1918 / RFC 5737 / RFC 2544 ranges; the operator watchlist file gives LOGINK
+# an EXAMPLE documentation prefix (no source gives LOGINK addresses, domain-facts 6b).
+
+SCENARIO_T0_MS = 1_772_344_800_000   # 2026-03-01T06:00:00Z, the synth base time
+_SCENARIO_POLICY = """# EXAMPLE zone policy with an application inventory (flowaudit synth exposure scenario)
+version = "scenario-1"
+format = 1
+[network]
+internal = ["192.0.2.0/24", "198.51.100.0/24"]
+[zones.tos]
+kind = "tos"
+cidrs = ["10.10.0.0/16"]
+may_reach = ["it", "dmz", "crane_ot"]
+[zones.crane_ot]
+kind = "ot"
+cidrs = ["10.20.0.0/16"]
+may_reach = ["tos"]
+[zones.it]
+kind = "it"
+cidrs = ["10.40.0.0/16"]
+may_reach = ["internet", "dmz", "tos", "internal"]
+[zones.dmz]
+kind = "dmz"
+cidrs = ["192.0.2.128/25"]
+may_reach = ["internet", "tos"]
+[[applications]]
+name = "edi-gateway"
+hosts = ["192.0.2.130"]
+topics = ["port.edifact", "port.x12"]
+[[applications]]
+name = "tracking-gw"
+hosts = ["10.40.1.20"]
+topics = ["port.json"]
+"""
+_SCENARIO_WATCHLIST = """version = "scenario-ops-1"
+[[indicators]]
+platform = "LOGINK"
+type = "cidr"
+value = "203.0.113.0/28"
+source = "operator: EXAMPLE documentation range (RFC 5737), not a LOGINK address"
+[[indicators]]
+platform = "LOGINK"
+type = "edi_party"
+value = "LOGINKHUB"
+source = "operator: EXAMPLE interchange recipient id"
+"""
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """One labelled exposure: the finding `flowaudit findings` must report, and nothing else."""
+    platform: str
+    rule: str
+    entity: str            # host address, app:NAME or topic:NAME
+    correlation: str       # message_borne | flow_borne | zone_policy
+    classes: frozenset     # data classes placed where the finding must see them
+    severity: str          # the level under the shipped schemas/severity.toml
+    note: str = ""
+
+
+@dataclass
+class ExposureScenario:
+    policy_toml: str       # zones + [[applications]] inventory
+    watchlist_toml: str    # an operator watchlist file (EXAMPLE prefix and EDI recipient for LOGINK)
+    messages: list         # (topic, SynthMessage, ts_ms)
+    flows: list            # (src, dst, src_port, dst_port, protocol, bytes, first_ns, sampling)
+    dns: list              # Zeek dns.log JSON lines
+    exposures: list        # Exposure
+    window_ns: int = 3_600_000_000_000
+
+    def flow_arrays(self) -> dict:
+        """The flows in the NetFlow decoder's array contract (flowaudit.detect.egress.FLOW_FIELDS)."""
+        import numpy as np
+
+        from .kernels.ipset import keys_of
+
+        f = self.flows
+        sh, sl = keys_of([r[0] for r in f])
+        dh, dl = keys_of([r[1] for r in f])
+        return {"src_hi": sh, "src_lo": sl, "dst_hi": dh, "dst_lo": dl,
+                "src_port": np.array([r[2] for r in f], np.uint16), "dst_port": np.array([r[3] for r in f], np.uint16),
+                "protocol": np.array([r[4] for r in f], np.uint8), "bytes": np.array([r[5] for r in f], np.uint64),
+                "packets": np.array([max(1, r[5] // 1000) for r in f], np.uint64),
+                "first_ns": np.array([r[6] for r in f], np.int64),
+                "sampling_interval": np.array([r[7] for r in f], np.uint32)}
+
+
+def exposure_scenario(seed: int = 8, background: int = 1500, spacing_ms: int = 2000) -> ExposureScenario:
+    """Background port traffic (one message every ``spacing_ms`` of event time from 06:00:05Z) plus
+    labelled exposures, all in the hour from 06:00Z with the defaults.
+
+    Exposures: LOGINK queries (container, B/L, customs references) from the tracking gateway's
+    topic, LOGINK waybills with parties on port.xml, COPRARs addressed to a watchlisted EDI
+    recipient, the EDI gateway's flows to a LOGINK prefix (inferred from its topics), an office host
+    reaching a LOGINK name through DNS (no inventory: no classes), RDP into a crane, a crane PLC
+    to the internet, an office host on NEAL-NET (informational), a DMZ host into the office zone.
+    Negative controls: the same hosts to allowed partners, look-alike names (notlogink.cn,
+    logink.cn.example.net, "LoginKit"), a crane talking to the TOS.
+    """
+    g = _Gen(seed, FORMATS, 0.0)
+    t0 = SCENARIO_T0_MS
+    msgs: list = []
+    for i in range(background):
+        m = g.one()
+        msgs.append((TOPICS[m.format], m, t0 + 5_000 + spacing_ms * i))
+    extra = [g._logink_track() for _ in range(2)] + [g._logink_container() for _ in range(4)]
+    extra += [g._logink_waybill() for _ in range(3)] + [g._coprar_to("LOGINKHUB") for _ in range(2)]
+    extra.append(SynthMessage("json", "lookalike", b"lookalike:1",
+                              b'{"app":"LoginKit","site":"notlogink.cn","mirror":"logink.cn.example.net"}', ()))
+    for k, m in enumerate(extra):
+        msgs.append((TOPICS[m.format], m, t0 + 2_400_000 + 10_000 * k))
+    ns = 1_000_000
+
+    def at(minute):
+        return (t0 + minute * 60_000) * ns
+
+    flows = [("192.0.2.130", "203.0.113.5", 40001, 443, 6, 80_000, at(30), 10),
+             ("192.0.2.130", "203.0.113.5", 40002, 443, 6, 80_000, at(31), 10),
+             ("192.0.2.130", "203.0.113.5", 40003, 443, 6, 80_000, at(32), 10),
+             ("192.0.2.130", "203.0.113.100", 40004, 443, 6, 90_000, at(33), 10),   # allowed partner
+             ("10.40.1.5", "198.18.0.9", 50001, 443, 6, 40_000, at(34), 1),
+             ("10.40.1.5", "198.18.0.11", 50002, 443, 6, 40_000, at(34), 1),        # notlogink.cn
+             ("10.40.1.5", "198.18.0.12", 50003, 443, 6, 40_000, at(34), 1),        # logink.cn.example.net
+             ("10.40.1.5", "10.20.1.10", 50004, 3389, 6, 300_000, at(35), 1),       # RDP into a crane
+             ("10.20.1.11", "203.0.113.200", 50005, 5938, 6, 12_000, at(36), 1),    # crane PLC to the internet
+             ("10.20.1.10", "10.10.0.5", 50006, 443, 6, 5_000, at(36), 1),          # crane to the TOS: allowed
+             ("10.40.1.7", "198.18.0.30", 50007, 443, 6, 7_000, at(37), 1),         # NEAL-NET
+             ("10.40.1.7", "203.0.113.150", 50008, 443, 6, 7_000, at(37), 1),       # office to the internet
+             ("192.0.2.140", "10.40.1.9", 50009, 8080, 6, 3_000, at(38), 1)]        # DMZ into the office
+
+    def dns(name, addr, client, minute):
+        return json.dumps({"ts": (t0 + minute * 60_000) / 1000, "id.orig_h": client, "query": name,
+                           "qtype_name": "A", "rcode_name": "NOERROR", "answers": [addr],
+                           "TTLs": [3600.0]}).encode()
+
+    dns_lines = [dns("gateway.logink.cn", "198.18.0.9", "10.40.1.5", 20),
+                 dns("notlogink.cn", "198.18.0.11", "10.40.1.5", 20),
+                 dns("logink.cn.example.net", "198.18.0.12", "10.40.1.5", 20),
+                 dns("english.neal-net.net", "198.18.0.30", "10.40.1.7", 20)]
+
+    def classes(pred):
+        return frozenset(lab.data_class for topic, m, _ in msgs if pred(topic, m)
+                         for lab in m.labels if not lab.lookalike)
+
+    expo = [
+        Exposure("LOGINK", "watchlist", "app:tracking-gw", "message_borne",
+                 classes(lambda t, m: t == TOPICS["json"] and "LOGINK" in m.egress), "critical",
+                 "LOGINK API queries (customs, B/L, containers) on the tracking gateway's topic"),
+        Exposure("LOGINK", "watchlist", f"topic:{TOPICS['xml']}", "message_borne",
+                 frozenset({"party_name", "party_address"}), "high", "LOGINK waybills with consignor and consignee"),
+        Exposure("LOGINK", "watchlist", "app:edi-gateway", "message_borne",
+                 frozenset({"container_number", "imo_number", "vessel_name"}), "high",
+                 "COPRARs addressed to a watchlisted EDI recipient"),
+        Exposure("LOGINK", "watchlist", "192.0.2.130", "flow_borne",
+                 classes(lambda t, m: t in (TOPICS["edifact"], TOPICS["x12"])), "high",
+                 "the EDI gateway's flows to a LOGINK prefix: what it handles, inferred"),
+        Exposure("LOGINK", "watchlist", "10.40.1.5", "flow_borne", frozenset(), "medium",
+                 "an office host reaches a LOGINK name (DNS-attributed); not in the inventory"),
+        Exposure("policy", "remote_access:rdp", "10.20.1.10", "zone_policy", frozenset(), "high",
+                 "RDP from the office into a crane"),
+        Exposure("policy", "ot_zone_to_internet", "10.20.1.11", "zone_policy", frozenset(), "high",
+                 "a crane PLC talks to the internet on TeamViewer's port"),
+        Exposure("NEAL-NET", "watchlist", "10.40.1.7", "flow_borne", frozenset(), "info",
+                 "NEAL-NET is informational in the watchlist"),
+        Exposure("policy", "zone_not_allowed", "192.0.2.140", "zone_policy", frozenset(), "low",
+                 "a DMZ host opens a flow into the office zone"),
+    ]
+    return ExposureScenario(_SCENARIO_POLICY, _SCENARIO_WATCHLIST, msgs, flows, dns_lines, expo)
 
 
 if __name__ == "__main__":  # pragma: no cover - quick manual check

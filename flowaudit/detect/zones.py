@@ -175,7 +175,8 @@ def load(path: str | Path) -> Policy:
 
 
 def from_dict(data: dict, file: str = "<policy>") -> Policy:
-    unknown = set(data) - {"version", "format", "network", "zones", "services", "inventory"}
+    unknown = set(data) - {"version", "format", "network", "zones", "services", "inventory",
+                         "applications"}  # applications: flowaudit/detect/inventory.py
     if unknown:
         _fail(file, "top level", f"unknown key(s) {sorted(unknown)}")
     version = data.get("version")

@@ -1,0 +1,600 @@
+"""Findings: which sensitive data reached which platform (or left which zone), from which host or
+application, when, how much, and on what evidence.  One row per *exposure*: platform or policy
+rule x source entity x event-time window (the ``findings`` dataset, :data:`FINDINGS`).
+
+:func:`correlate` is the core: a pure function over Arrow tables of ``transfers``, ``hits`` and
+(optionally) ``messages``, deterministic for the same input.  The stream calls it once per
+event-time window (``window_start_ns``) with that window's rows plus a look-back of hits, and the
+previous window's findings (``previous``) so that an exposure that stopped is re-emitted as
+``closed`` under the same ``finding_id``.  ``flowaudit findings ROOT`` calls it over every
+window of the datasets already written.
+
+Correlation rules (README, "Findings"):
+
+* **message-borne** (``observed``): a message that is itself a transfer (a JSON query to a
+  LOGINK API path, a payload with a LOGINK marker, an EDI interchange addressed to a watchlisted
+  recipient; ``seen_where`` PAYLOAD / XML_ELEMENT / JSON_PATH / EDI_UNB / X12_ISA / X12_GS)
+  exposes every class hit in that message -- for EDI, in its whole interchange (one Kafka
+  message).  The entity is the inventory application that produces the topic (``app:NAME``),
+  else the topic (``topic:NAME``).
+* **flow-borne** (``inferred``): a flow or DNS-attributed transfer from host H to platform P
+  in window W exposes what H handles: the classes and distinct values seen on the topics of H's
+  applications (the application inventory) in W plus the look-back.  Without an inventory
+  entry the finding still names host, platform and bytes, and lists no classes (``none``).
+* **zone policy**: remote-access or OT protocols across a zone boundary, crane or scanner flows
+  to or from the internet, silent zones: the finding names the asset (the side in an OT or
+  scanner zone; the source otherwise) and the rule.
+
+DNS answers alone (rule ``dns_lookup``) are not findings; the flows attributed through them are.
+Rows without any event time fall into the window [0, 0) ("unknown time").
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..datasets import FINDINGS, HITS, SCHEMA_VERSION
+from . import severity as _sev
+from .inventory import Inventory
+from .inventory import load as load_inventory
+
+MESSAGE_WHERE = ("PAYLOAD", "XML_ELEMENT", "JSON_PATH", "EDI_UNB", "X12_ISA", "X12_GS")
+NOT_FINDINGS = ("dns_lookup",)
+STATUSES = ("new", "ongoing", "closed")
+MAX_SAMPLES = 15
+MAX_LIST = 20
+HOUR_NS = 3600 * 1_000_000_000
+SEV_RANK = {s: i for i, s in enumerate(_sev.LEVELS)}
+SENS_RANK = {"low": 1, "medium": 2, "high": 3}
+_SENS_NAME = {v: k for k, v in SENS_RANK.items()}
+_OT_RULES = ("ot_zone_to_internet", "internet_to_ot_zone")
+_OT_KINDS = ("ot", "scanner")
+KEY = ["platform", "rule", "entity", "window_start"]
+
+# columns read by name (a column another version adds is ignored; one it lacks reads as null)
+_T_COLS = {"source": pl.Utf8, "partition": pl.Int32, "offset": pl.Int64, "ts_ms": pl.Int64, "time_ns": pl.Int64,
+           "src_addr": pl.Utf8, "dst_addr": pl.Utf8, "bytes": pl.UInt64, "bytes_scaled": pl.UInt64,
+           "platform": pl.Utf8, "indicator": pl.Utf8, "seen_where": pl.Utf8, "src_zone": pl.Utf8,
+           "dst_zone": pl.Utf8, "rule": pl.Utf8, "severity": pl.Utf8, "watchlist_version": pl.Utf8,
+           "policy_version": pl.Utf8}
+_H_COLS = {"source": pl.Utf8, "partition": pl.Int32, "offset": pl.Int64, "ts_ms": pl.Int64, "msg_index": pl.Int32,
+           "data_class": pl.Utf8, "sensitivity": pl.Utf8, "location": pl.Utf8, "value_masked": pl.Utf8,
+           "value_hmac": pl.Binary, "byte_start": pl.Int64, "catalog_version": pl.Utf8}
+_M_COLS = {"source": pl.Utf8, "partition": pl.Int32, "offset": pl.Int64, "bytes": pl.Int64}
+_SAMPLE_FIELDS = ["source", "partition", "offset", "msg_index", "data_class", "location", "value_masked",
+                  "value_hmac"]
+
+
+# ------------------------------------------------------------------------------ input
+def _frame(table: pa.Table | None, cols: dict) -> pl.DataFrame:
+    """The named columns of an Arrow table as a polars frame (dictionaries decoded, missing = null)."""
+    n = 0 if table is None else table.num_rows
+    if n == 0:
+        return pl.DataFrame(schema=cols)
+    present = _plain(table, [c for c in cols if c in table.column_names])
+    arrays = {c: present.column(c) if c in present.column_names else pa.nulls(n) for c in cols}
+    return pl.from_arrow(pa.table(arrays)).with_columns([pl.col(c).cast(t) for c, t in cols.items()])
+
+
+# ------------------------------------------------------------------------------ the core
+def correlate(transfers: pa.Table, hits: pa.Table | None, messages: pa.Table | None = None, *,
+              window_ns: int = HOUR_NS, lookback_ns: int = 0, window_start_ns: int | None = None,
+              inventory: Inventory | None = None, model: _sev.SeverityModel | None = None,
+              previous: pa.Table | None = None, watermark_ns: int | None = None) -> pa.Table:
+    """Findings (:data:`FINDINGS` rows) of the transfers, hits and messages given.
+
+    ``window_ns``: event-time window length.  ``window_start_ns``: correlate only the transfers
+    of the window [start, start + window_ns) (the stream's per-window call); None: every window
+    the transfers touch.  Hits are the evidence: message-borne findings take the hits of the
+    exposing messages whatever their time; flow-borne findings take the hits of the host's
+    inventory topics whose record time is in [window start - ``lookback_ns``, window end).
+    ``previous``: findings of earlier windows -- a series (platform, rule, entity) present in
+    the window just before is ``ongoing``, and a previous finding whose series does not go on
+    in the next complete window is returned again as ``closed`` (same ``finding_id``).
+    ``watermark_ns``: how far event time is complete (default: the end of ``window_start_ns``'s
+    window, else the latest transfer or hit time).  Deterministic for the same input.
+    """
+    if window_ns <= 0 or lookback_ns < 0:
+        raise ValueError("window_ns must be > 0 and lookback_ns >= 0")
+    inventory = inventory or Inventory()
+    model = model or _sev.load()
+    T = _frame(transfers, _T_COLS).filter(~pl.col("rule").is_in(NOT_FINDINGS))
+    T = T.with_columns(t=pl.coalesce(pl.col("time_ns"), pl.col("ts_ms") * 1_000_000))
+    if window_start_ns is not None:
+        T = T.filter((pl.col("t") >= window_start_ns) & (pl.col("t") < window_start_ns + window_ns))
+    if T.height == 0 and (previous is None or previous.num_rows == 0):
+        return FINDINGS.empty_table()
+    H = _Hits(hits)
+    if watermark_ns is None:
+        if window_start_ns is not None:
+            watermark_ns = window_start_ns + window_ns
+        else:
+            watermark_ns = max([x for x in (T["t"].max(), H.codes["t"].max()) if x is not None], default=0)
+    T = _classify_rows(T, window_ns, inventory)
+    rows = _aggregate(T, H, messages, window_ns, lookback_ns) if T.height else []
+    out = _assess(rows, model, inventory)
+    out = _status(out, previous, window_ns, watermark_ns)
+    return _to_arrow(out, model)
+
+
+def _classify_rows(T: pl.DataFrame, window_ns: int, inv: Inventory) -> pl.DataFrame:
+    """Per transfer row: window, correlation kind, the port-side host and zone, application, topics."""
+    ws = pl.when(pl.col("t").is_null()).then(0).otherwise(pl.col("t") - pl.col("t") % window_ns)
+    T = T.with_columns(window_start=ws.cast(pl.Int64),
+                       window_end=pl.when(pl.col("t").is_null()).then(0).otherwise(ws + window_ns).cast(pl.Int64),
+                       correlation=pl.when(pl.col("seen_where").is_in(MESSAGE_WHERE)).then(pl.lit("message_borne"))
+                       .when(pl.col("platform") == "policy").then(pl.lit("zone_policy"))
+                       .otherwise(pl.lit("flow_borne")))
+    sk = pl.col("src_zone").replace_strict(inv.zone_kinds, default=None, return_dtype=pl.Utf8)
+    dk = pl.col("dst_zone").replace_strict(inv.zone_kinds, default=None, return_dtype=pl.Utf8)
+    dst_side = (pl.when(pl.col("correlation") == "flow_borne").then(pl.col("seen_where") == "NETFLOW_SRC")
+                .when(pl.col("correlation") == "zone_policy")
+                .then((pl.col("rule") == "internet_to_ot_zone") | (dk.is_in(_OT_KINDS) & ~sk.is_in(_OT_KINDS).fill_null(False)))
+                .otherwise(False)).fill_null(False)
+    msg = pl.col("correlation") == "message_borne"
+    T = T.with_columns(
+        host=pl.when(msg).then(None).when(dst_side).then(pl.col("dst_addr")).otherwise(pl.col("src_addr")),
+        zone=pl.when(msg).then(None).when(dst_side).then(pl.col("dst_zone")).otherwise(pl.col("src_zone")),
+        dest=pl.when(msg).then(None).when(dst_side).then(pl.col("src_addr")).otherwise(pl.col("dst_addr")))
+    # applications: per distinct host and per distinct topic (a handful), never per row
+    hosts = [h for h in T["host"].unique().to_list() if h]
+    host_apps = pl.DataFrame({"host": hosts,
+                              "h_app": [",".join(a.name for a in inv.apps_for_host(h)) or None for h in hosts],
+                              "h_topics": [sorted({t for a in inv.apps_for_host(h) for t in a.topics}) for h in hosts]},
+                             schema={"host": pl.Utf8, "h_app": pl.Utf8, "h_topics": pl.List(pl.Utf8)})
+    topics = [s for s in T.filter(msg)["source"].unique().to_list() if s]
+    topic_apps = pl.DataFrame({"source": topics,
+                               "t_app": [",".join(a.name for a in inv.apps_for_topic(s)) or None for s in topics]},
+                              schema={"source": pl.Utf8, "t_app": pl.Utf8})
+    T = T.join(host_apps, on="host", how="left").join(topic_apps, on="source", how="left")
+    app = pl.when(msg).then(pl.col("t_app")).otherwise(pl.col("h_app"))
+    return T.with_columns(
+        application=app,
+        entity=pl.when(msg & pl.col("t_app").is_not_null()).then(pl.lit("app:") + pl.col("t_app"))
+        .when(msg).then(pl.lit("topic:") + pl.col("source").fill_null("-"))
+        .otherwise(pl.col("host").fill_null("-")),
+        topics_row=pl.when(msg).then(pl.concat_list(pl.col("source")))
+        .when(pl.col("correlation") == "flow_borne").then(pl.col("h_topics"))
+        .otherwise(pl.lit([], dtype=pl.List(pl.Utf8))),
+        sev_rank=pl.col("severity").replace_strict(SEV_RANK, default=0, return_dtype=pl.Int32))
+
+
+class _Hits:
+    """The hits as integer codes (dictionaries unified once): the joins and counts run on int32
+    columns; the strings of the few sample rows are taken from the Arrow table at the end."""
+
+    def __init__(self, hits: pa.Table | None):
+        cols = ["source", "partition", "offset", "ts_ms", "msg_index", "data_class", "sensitivity", "location",
+                "value_masked", "value_hmac", "byte_start", "catalog_version"]
+        if hits is None or hits.num_rows == 0:
+            hits = HITS.empty_table()
+        t = hits.select(cols)
+        for name in ("source", "data_class", "sensitivity", "value_hmac", "catalog_version"):
+            col = t.column(name)
+            if not pa.types.is_dictionary(col.type):
+                t = t.set_column(t.schema.get_field_index(name), name, col.dictionary_encode())
+        t = t.unify_dictionaries()
+        self.table = t
+
+        def codes(name):
+            col = t.column(name)
+            return pa.chunked_array([c.indices for c in col.chunks], col.type.index_type) if col.num_chunks else \
+                pa.array([], pa.int32())
+
+        def names(name):
+            col = t.column(name)
+            return col.chunk(0).dictionary.to_pylist() if col.num_chunks else []
+
+        self.source_names = names("source")
+        self.class_names = names("data_class")
+        self.sens_names = names("sensitivity")
+        self.catalog_versions = sorted({v for v in names("catalog_version") if v})
+        srank = np.asarray([SENS_RANK.get(x, 0) for x in self.sens_names] + [0], np.int32)
+        sens_c = codes("sensitivity").to_numpy() if t.num_rows else np.zeros(0, np.int32)
+        ts = t.column("ts_ms")
+        self.codes = pl.DataFrame({
+            "src": pl.Series(codes("source").to_numpy() if t.num_rows else [], dtype=pl.Int32),
+            "partition": pl.Series(t.column("partition").to_numpy(), dtype=pl.Int32),
+            "offset": pl.Series(t.column("offset").to_numpy(), dtype=pl.Int64),
+            "t": pl.from_arrow(pc.multiply(ts, 1_000_000)) if t.num_rows else pl.Series([], dtype=pl.Int64),
+            "msg_index": pl.Series(t.column("msg_index").to_numpy(), dtype=pl.Int32),
+            "cls": pl.Series(codes("data_class").to_numpy() if t.num_rows else [], dtype=pl.Int32),
+            "srank": pl.Series(srank[sens_c], dtype=pl.Int32),
+            "hmac": pl.Series(codes("value_hmac").to_numpy() if t.num_rows else [], dtype=pl.Int32),
+            "byte_start": pl.Series(t.column("byte_start").to_numpy(), dtype=pl.Int64),
+            "row": pl.Series(np.arange(t.num_rows, dtype=np.int64)),
+        }).with_columns(pl.col("t").cast(pl.Int64))
+
+    def source_code(self, expr: pl.Expr) -> pl.Expr:
+        return expr.replace_strict({n: i for i, n in enumerate(self.source_names)}, default=-1, return_dtype=pl.Int32)
+
+
+_SAMPLE_BY = ["srank_neg", "src", "partition", "offset", "msg_index", "byte_start", "cls"]
+_HCOLS = ["src", "partition", "offset", "msg_index", "cls", "srank", "hmac", "byte_start", "row"]
+
+
+def _top_samples(df: pl.DataFrame, by: list[str]) -> pl.DataFrame:
+    """At most MAX_SAMPLES hits per group ``by``: most sensitive first, then by topic and position."""
+    if df.height == 0:
+        return df.select(by + _HCOLS)
+    if not by:
+        df = df.select(_HCOLS)[_candidates(df)]
+    rest = [c for c in _HCOLS if c not in by]
+    srt = by + _SAMPLE_BY
+    return (df.with_columns(srank_neg=-pl.col("srank")).sort(srt).group_by(by, maintain_order=True)
+            .head(MAX_SAMPLES).select(by + rest)) if by else \
+        df.with_columns(srank_neg=-pl.col("srank")).sort(srt).head(MAX_SAMPLES).select(_HCOLS)
+
+
+def _candidates(df: pl.DataFrame) -> np.ndarray:
+    """Rows that can be among the first MAX_SAMPLES (a superset, without sorting everything): per
+    sensitivity level, most sensitive first, the hits of the first messages by (topic, partition, offset)."""
+    sr = df["srank"].to_numpy()
+    key = ((df["src"].to_numpy().astype(np.int64) << 56) | (df["partition"].to_numpy().astype(np.int64) << 40)
+           | df["offset"].to_numpy().astype(np.int64))
+    out, need = [], MAX_SAMPLES
+    for level in np.unique(sr)[::-1]:
+        idx = np.flatnonzero(sr == level)
+        if idx.size > need:
+            k = key[idx]
+            idx = idx[k <= np.partition(k, need - 1)[need - 1]]
+        out.append(idx)
+        need -= min(need, idx.size)
+        if need == 0:
+            break
+    return np.sort(np.concatenate(out))
+
+
+def _class_stats(df: pl.DataFrame, by: list[str]) -> pl.DataFrame:
+    return df.group_by(by + ["cls", "srank"]).agg(occurrences=pl.len(), distinct_values=pl.col("hmac").n_unique())
+
+
+def _aggregate(T: pl.DataFrame, H: _Hits, messages: pa.Table | None, window_ns: int,
+               lookback_ns: int) -> list[dict]:
+    """Transfers, observed and inferred hits -> one dict per finding (before severity)."""
+    def uniq_list(expr, limit=MAX_LIST):
+        return expr.drop_nulls().filter(expr.drop_nulls() != "").unique().sort().head(limit)
+
+    agg = T.group_by(KEY).agg(
+        pl.col("window_end").first(), pl.col("correlation").first(), pl.col("host").first(),
+        pl.col("zone").drop_nulls().first(), pl.col("application").drop_nulls().first(),
+        first_seen=pl.col("t").min(), last_seen=pl.col("t").max(),
+        indicators=uniq_list(pl.col("indicator")), seen_where=uniq_list(pl.col("seen_where")),
+        destinations=uniq_list(pl.col("dest")),
+        topics=pl.col("topics_row").list.explode(keep_nulls=False, empty_as_null=False).unique().sort(),
+        f_bytes=pl.col("bytes").sum(), f_bytes_scaled=pl.col("bytes_scaled").sum(),
+        has_bytes=pl.col("bytes").is_not_null().any(), flows=pl.col("bytes").is_not_null().sum(),
+        sev_rank=pl.col("sev_rank").max(),
+        watchlist_version=pl.col("watchlist_version").drop_nulls().unique().sort().str.join(","),
+        policy_version=pl.col("policy_version").drop_nulls().unique().sort().str.join(","))
+
+    HC = H.codes
+    # message-borne: the exposing messages (one per Kafka message, however many indicators matched)
+    Mx = T.filter(pl.col("correlation") == "message_borne").select(KEY + ["source", "partition", "offset"]).unique()
+    msg_stats = Mx.group_by(KEY).agg(m_messages=pl.len())
+    if messages is not None and Mx.height:   # only the rows of the exposing messages are converted
+        M = _frame(messages.filter(pc.is_in(messages["offset"], pa.array(Mx["offset"].unique().to_numpy()))),
+                   _M_COLS)
+        mb = Mx.join(M, on=["source", "partition", "offset"], how="left").group_by(KEY).agg(
+            m_bytes=pl.col("bytes").sum(), m_has=pl.col("bytes").is_not_null().any())
+        msg_stats = msg_stats.join(mb, on=KEY, how="left")
+    Mx = Mx.with_columns(src=H.source_code(pl.col("source"))).drop("source")
+    cand = HC.filter(pl.col("offset").is_in(Mx["offset"].unique().implode())) if Mx.height else HC.clear()
+    observed = Mx.join(cand.drop("t"), on=["src", "partition", "offset"], how="inner")
+    stats = [_class_stats(observed, KEY)]
+    samples = [_top_samples(observed.select(KEY + _HCOLS), KEY)]
+    # flow-borne: what the host's inventory topics carried in the window plus the look-back,
+    # computed once per (window, set of topics) and shared by every host with that set
+    F = (T.filter((pl.col("correlation") == "flow_borne") & (pl.col("window_end") > 0))
+         .group_by(KEY).agg(tset=pl.col("topics_row").first())
+         .with_columns(tkey=pl.col("tset").list.join("\x1f")).filter(pl.col("tkey") != ""))
+    inf_msgs = []
+    windows = sorted(F["window_start"].unique().to_list())
+    all_srcs = sorted({H.source_names.index(x) for ts_ in F["tset"].to_list() for x in ts_ if x in H.source_names})
+    HI = HC.filter(pl.col("src").is_in(all_srcs) & pl.col("t").is_not_null()) if windows else HC.clear()
+    if len(windows) > 4:   # many windows: sort once and slice, rather than one pass per window
+        HI = HI.sort("t")
+        t_sorted = HI["t"].to_numpy()
+    for ws in windows:
+        Fw = F.filter(pl.col("window_start") == ws)
+        if len(windows) > 4:
+            lo, hi = np.searchsorted(t_sorted, [ws - lookback_ns, ws + window_ns], "left")
+            Wall = HI.slice(int(lo), int(hi - lo))
+        else:
+            Wall = HI.filter((pl.col("t") >= ws - lookback_ns) & (pl.col("t") < ws + window_ns))
+        for tkey, tset in Fw.select("tkey", "tset").unique("tkey").sort("tkey").iter_rows():
+            srcs = [H.source_names.index(x) for x in tset if x in H.source_names]
+            W = Wall.filter(pl.col("src").is_in(srcs))
+            if W.height == 0:
+                continue
+            keys = Fw.filter(pl.col("tkey") == tkey).select(KEY)
+            stats.append(keys.join(_class_stats(W, []), how="cross"))
+            samples.append(keys.join(_top_samples(W.select(_HCOLS), []), how="cross"))
+            n_msgs = W.select(pl.col("src").cast(pl.Int64) * 2**56 + pl.col("partition").cast(pl.Int64) * 2**40
+                              + pl.col("offset")).to_series().n_unique()
+            inf_msgs.append(keys.with_columns(i_messages=pl.lit(n_msgs)))
+    C = (pl.concat([c.select(KEY + ["cls", "srank", "occurrences", "distinct_values"]) for c in stats])
+         .with_columns(data_class=pl.col("cls").replace_strict(dict(enumerate(H.class_names)), return_dtype=pl.Utf8),
+                       sensitivity=pl.col("srank").replace_strict(_SENS_NAME, default="", return_dtype=pl.Utf8),
+                       occurrences=pl.col("occurrences").cast(pl.Int64),
+                       distinct_values=pl.col("distinct_values").cast(pl.Int64))
+         .sort(KEY + ["srank", "occurrences", "data_class"], descending=[False] * 4 + [True, True, False])
+         .group_by(KEY, maintain_order=True)
+         .agg(data_classes=pl.struct("data_class", "sensitivity", "occurrences", "distinct_values"),
+              max_srank=pl.col("srank").max(), occurrences=pl.col("occurrences").sum(),
+              distinct_values=pl.col("distinct_values").sum()))
+    S = pl.concat([x.select(KEY + _HCOLS) for x in samples])
+    # the strings of the sample rows only
+    picked = H.table.take(pa.array(S["row"].to_numpy()))
+    S = S.select(KEY).with_columns(pl.from_arrow(_plain(picked, _SAMPLE_FIELDS)).to_struct("sample"))
+    S = S.group_by(KEY, maintain_order=True).agg(samples=pl.col("sample"))
+    out = agg.join(C, on=KEY, how="left").join(S, on=KEY, how="left").join(msg_stats, on=KEY, how="left")
+    if inf_msgs:
+        out = out.join(pl.concat(inf_msgs), on=KEY, how="left")
+    rows = out.sort(KEY).to_dicts()
+    cat = ",".join(H.catalog_versions) or None
+    for r in rows:
+        r["catalog_version"] = cat if r.get("occurrences") else None
+    return rows
+
+
+def _plain(t: pa.Table, cols: list[str]) -> pa.Table:
+    """Columns ``cols`` of ``t`` with dictionaries decoded and binary(32) as binary."""
+    out = {}
+    for name in cols:
+        col = t.column(name)
+        if pa.types.is_dictionary(col.type):
+            col = pa.chunked_array([c.dictionary_decode() for c in col.chunks], col.type.value_type)
+        if pa.types.is_fixed_size_binary(col.type):
+            col = col.cast(pa.binary())
+        out[name] = col
+    return pa.table(out)
+
+
+def _assess(rows: list[dict], model: _sev.SeverityModel, inv: Inventory) -> list[dict]:
+    """Exposure, bytes, messages and severity of each finding (a loop over findings, not hits)."""
+    for r in rows:
+        occ = r.get("occurrences") or 0
+        corr = r["correlation"]
+        r["exposure"] = "none" if not occ else ("observed" if corr == "message_borne" else "inferred")
+        r["data_classes"] = r.get("data_classes") or []
+        r["samples"] = r.get("samples") or []
+        r["occurrences"] = int(occ)
+        r["distinct_values"] = int(r.get("distinct_values") or 0)
+        r["additional_occurrences"] = r["occurrences"] > len(r["samples"])
+        if corr == "message_borne":
+            r["messages"] = int(r.get("m_messages") or 0)
+            has = r.get("m_has")
+            r["bytes"] = r["bytes_scaled"] = int(r["m_bytes"]) if has else None
+        else:
+            r["messages"] = int(r.get("i_messages") or 0)
+            r["bytes"] = int(r["f_bytes"]) if r["has_bytes"] else None
+            r["bytes_scaled"] = int(r["f_bytes_scaled"]) if r["has_bytes"] else None
+        kind = inv.zone_kind(r.get("zone"))
+        if kind is None and r["rule"] in _OT_RULES:
+            kind = "ot"   # these rules fire only for OT or scanner zones
+        level, score, reasons, basis = model.assess(
+            platform=r["platform"], rule=r["rule"], transfer_severity=_sev.LEVELS[int(r["sev_rank"] or 0)],
+            zone_kind=kind, max_sensitivity=_SENS_NAME.get(r.get("max_srank") or 0),
+            exposure=r["exposure"], messages=r["messages"] if corr == "message_borne" else 0,
+            bytes_scaled=r["bytes_scaled"] or 0)
+        r.update(severity=level, score=float(score), severity_reasons=reasons, basis=basis)
+        r["finding_id"] = finding_id(r["platform"], r["rule"], r["entity"], r["window_start"])
+    return rows
+
+
+def finding_id(platform: str, rule: str, entity: str, window_start_ns: int) -> str:
+    """The deterministic id of a finding: a hash of its key (a re-run updates, never duplicates)."""
+    key = "\x1f".join((platform, rule, entity, str(int(window_start_ns))))
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+def _status(rows: list[dict], previous: pa.Table | None, window_ns: int, watermark_ns: int) -> list[dict]:
+    """new / ongoing from the window before; closed when the next complete window has none."""
+    starts = {(r["platform"], r["rule"], r["entity"], r["window_start"]) for r in rows}
+    prev_rows = previous.to_pylist() if previous is not None and previous.num_rows else []
+    prev_ends = {(p["platform"], p["rule"], p["entity"], p["window_end_ns"]) for p in prev_rows}
+    for r in rows:
+        series = (r["platform"], r["rule"], r["entity"])
+        ws, we = r["window_start"], r["window_end"]
+        before = (*series, ws - window_ns)
+        r["status"] = "ongoing" if ws > 0 and (before in starts or (*series, ws) in prev_ends) else "new"
+        if we > 0 and (*series, we) not in starts and watermark_ns >= we + window_ns:
+            r["status"] = "closed"
+    # previous findings whose exposure stopped: the same finding, now closed
+    for p in prev_rows:
+        series = (p["platform"], p["rule"], p["entity"])
+        we = p["window_end_ns"]
+        if (p["status"] != "closed" and we > 0 and (*series, we) not in starts and watermark_ns >= we + window_ns
+                and (*series, p["window_start_ns"]) not in starts):   # not recomputed by this call
+            q = dict(p)
+            q["status"] = "closed"
+            q["_previous"] = True
+            rows.append(q)
+    return rows
+
+
+def _to_arrow(rows: list[dict], model: _sev.SeverityModel) -> pa.Table:
+    if not rows:
+        return FINDINGS.empty_table()
+    cols: dict[str, list] = {f.name: [] for f in FINDINGS}
+    for r in rows:
+        if r.get("_previous"):
+            for f in FINDINGS:
+                cols[f.name].append(r.get(f.name))
+            continue
+        vals = dict(r, window_start_ns=r["window_start"], window_end_ns=r["window_end"],
+                    first_seen_ns=r["first_seen"], last_seen_ns=r["last_seen"], src_host=r["host"],
+                    src_zone=r.get("zone"), catalog_version=r.get("catalog_version") or None,
+                    watchlist_version=r.get("watchlist_version") or None,
+                    policy_version=r.get("policy_version") or None,
+                    severity_version=model.version, schema_version=SCHEMA_VERSION)
+        for f in FINDINGS:
+            cols[f.name].append(vals.get(f.name))
+    arrays = []
+    for f in FINDINGS:
+        if pa.types.is_dictionary(f.type):
+            arrays.append(pa.array(cols[f.name], pa.string()).dictionary_encode())
+        else:
+            arrays.append(pa.array(cols[f.name], f.type))
+    t = pa.Table.from_arrays(arrays, schema=FINDINGS)
+    order = pc.sort_indices(t, [("window_start_ns", "ascending"), ("finding_id", "ascending")])
+    return t.take(order)
+
+
+# ------------------------------------------------------------------------------ over a root
+def _read(root: Path, name: str, columns: list[str], filt=None) -> pa.Table | None:
+    import pyarrow.dataset as ds
+
+    base = Path(root) / f"dataset={name}"
+    if not base.is_dir():
+        return None
+    d = ds.dataset(base, format="parquet", partitioning="hive")
+    return d.to_table(columns=[c for c in columns if c in d.schema.names], filter=filt)
+
+
+def correlate_root(root: str | Path, *, window_ns: int = HOUR_NS, lookback_ns: int = 0,
+                   inventory: Inventory | None = None, model: _sev.SeverityModel | None = None) -> pa.Table:
+    """Every finding of the datasets already written under ``root`` (a batch audit's input)."""
+    import pyarrow.dataset as ds
+
+    root = Path(root)
+    inventory = inventory or Inventory()
+    transfers = _read(root, "transfers", list(_T_COLS))
+    if transfers is None or transfers.num_rows == 0:
+        return FINDINGS.empty_table()
+    # only the hits that can be evidence: the exposing messages' topics and the inventory topics
+    sw = pc.cast(transfers.column("seen_where"), pa.string())
+    topics = set(pc.unique(pc.cast(transfers.filter(pc.is_in(sw, pa.array(MESSAGE_WHERE))).column("source"),
+                                   pa.string())).to_pylist())
+    topics |= {t for a in inventory.applications for t in a.topics}
+    topics.discard(None)
+    filt = ds.field("source").isin(sorted(topics)) if topics else None
+    hits = _read(root, "hits", list(_H_COLS), filt) if topics else None
+    messages = _read(root, "messages", list(_M_COLS), filt) if topics else None
+    return correlate(transfers, hits, messages, window_ns=window_ns, lookback_ns=lookback_ns,
+                     inventory=inventory, model=model)
+
+
+def worst_first(t: pa.Table) -> pa.Table:
+    """Findings ordered for a reader: severity, score, latest first."""
+    rank = pa.array([SEV_RANK.get(s, 0) for s in pc.cast(t.column("severity"), pa.string()).to_pylist()],
+                    pa.int32())
+    t2 = t.append_column("_rank", rank)
+    order = pc.sort_indices(t2, [("_rank", "descending"), ("score", "descending"),
+                                 ("last_seen_ns", "descending"), ("finding_id", "ascending")])
+    return t.take(order)
+
+
+def top_findings(root: str | Path, n: int = 10, *, policy: str | Path | None = None,
+                 window_ns: int = HOUR_NS) -> list[dict]:
+    """The ``n`` worst findings under ``root`` as dicts (for the demo's summary)."""
+    t = worst_first(correlate_root(root, window_ns=window_ns, inventory=load_inventory(policy)))
+    return t.slice(0, n).to_pylist()
+
+
+# ------------------------------------------------------------------------------ writing
+def _window_file(start_ns: int, end_ns: int) -> str:
+    if end_ns <= 0:
+        return "date=1970-01-01/hour=00/findings-unknown-time.parquet"
+    t = datetime.fromtimestamp(start_ns // 1_000_000_000, tz=timezone.utc)
+    return f"date={t:%Y-%m-%d}/hour={t:%H}/findings-{t:%Y%m%dT%H%M%S}Z-{(end_ns - start_ns) // 1_000_000_000}s.parquet"
+
+
+def write_findings(root: str | Path, findings: pa.Table, prune: bool = True) -> dict:
+    """Write one file per window under ``root/dataset=findings`` with deterministic names.
+
+    An existing file with the same rows is kept; a changed one is replaced atomically (hidden temp
+    file, fsync, rename, fsync of the folder: the sink's recipe, with a replace instead of a link
+    because a finding is updated in place); files of windows this run no longer produces are
+    removed (``prune``; the stream, which writes one window at a time, does not prune).  Returns
+    counts: written, kept, removed.
+    """
+    from ..sinks.parquet import _write_durable, fsync_dir, makedirs
+    import pyarrow.parquet as pq
+
+    base = Path(root) / "dataset=findings"
+    counts = {"written": 0, "kept": 0, "removed": 0}
+    wanted = set()
+    if findings.num_rows:
+        keys = pa.table({"s": findings.column("window_start_ns"), "e": findings.column("window_end_ns")})
+        for s, e in sorted(set(zip(keys["s"].to_pylist(), keys["e"].to_pylist()))):
+            part = findings.filter(pc.and_(pc.equal(findings["window_start_ns"], s),
+                                           pc.equal(findings["window_end_ns"], e)))
+            final = base / _window_file(s, e)
+            wanted.add(final)
+            if final.exists():
+                try:
+                    if pq.read_table(final, schema=FINDINGS).equals(part):
+                        counts["kept"] += 1
+                        continue
+                except Exception:  # noqa: BLE001 - unreadable: replace it
+                    pass
+            makedirs(final.parent)
+            tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+            try:
+                _write_durable(part, tmp, "zstd", 65536)
+                os.replace(tmp, final)
+            finally:
+                tmp.unlink(missing_ok=True)
+            fsync_dir(final.parent)
+            counts["written"] += 1
+    if prune and base.is_dir():
+        for p in base.glob("date=*/hour=*/findings-*.parquet"):
+            if p not in wanted:
+                p.unlink()
+                fsync_dir(p.parent)
+                counts["removed"] += 1
+    return counts
+
+
+# ------------------------------------------------------------------------------ CLI
+def _ts(ns) -> str:
+    if not ns:
+        return "-"
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _classes_text(r: dict, k: int = 3) -> str:
+    cl = r["data_classes"] or []
+    txt = ", ".join(f"{c['data_class']} x{c['occurrences']}" for c in cl[:k])
+    return txt + (f" +{len(cl) - k}" if len(cl) > k else "") if txt else "-"
+
+
+def format_table(rows: list[dict]) -> str:
+    """Findings as a fixed-width table (worst first as given)."""
+    head = (f"{'severity':<9} {'score':>5} {'status':<8} {'window (UTC)':<19} {'platform':<10} {'rule':<24} "
+            f"{'source (host / app)':<28} {'zone':<9} {'exposure':<9} {'bytes':>12} {'msgs':>5}  data classes")
+    lines = [head]
+    for r in rows:
+        b = r["bytes_scaled"]
+        lines.append(f"{r['severity']:<9} {r['score']:>5.0f} {r['status']:<8} {_ts(r['window_start_ns']):<19} "
+                     f"{r['platform'][:10]:<10} {r['rule'][:24]:<24} {r['entity'][:28]:<28} "
+                     f"{(r['src_zone'] or '-')[:9]:<9} {r['exposure']:<9} {('-' if b is None else f'{b:,}'):>12} "
+                     f"{r['messages']:>5}  {_classes_text(r)}")
+    return "\n".join(lines)
+
+
+def select(t: pa.Table, *, since: str | None = None, until: str | None = None, platforms=None,
+           severity: str | None = None) -> pa.Table:
+    """Findings whose window overlaps [since, until), of these platforms, at least this severity."""
+    from ..quarantine import parse_time
+
+    mask = pa.array([True] * t.num_rows)
+    if since:
+        mask = pc.and_kleene(mask, pc.greater_equal(t["last_seen_ns"], parse_time(since) * 1_000_000))
+    if until:
+        mask = pc.and_kleene(mask, pc.less(t["first_seen_ns"], parse_time(until) * 1_000_000))
+    if platforms:
+        mask = pc.and_kleene(mask, pc.is_in(pc.cast(t["platform"], pa.string()), pa.array(list(platforms))))
+    if severity:
+        ranks = pa.array([SEV_RANK.get(s, 0) for s in pc.cast(t["severity"], pa.string()).to_pylist()], pa.int32())
+        mask = pc.and_kleene(mask, pc.greater_equal(ranks, SEV_RANK[severity]))
+    return t.filter(pc.fill_null(mask, False))

@@ -1,0 +1,131 @@
+"""``flowaudit findings ROOT``: the findings under a root, worst first (table, JSON lines or CSV).
+
+Kept apart from :mod:`flowaudit.detect.findings` so that building the command line does not
+import polars.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import severity as _sev
+from ..datasets import FINDINGS
+
+
+def _jsonable(r: dict) -> dict:
+    out = dict(r)
+    out["samples"] = [dict(s, value_hmac=s["value_hmac"].hex()) for s in r["samples"] or []]
+    return out
+
+
+def _csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    cols = [f.name for f in FINDINGS if f.name != "samples"]
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols + ["samples"])
+    for r in rows:
+        vals = []
+        for c in cols:
+            v = r[c]
+            if c == "data_classes":
+                v = ";".join(f"{x['data_class']}:{x['sensitivity']}:{x['occurrences']}:{x['distinct_values']}"
+                             for x in v or [])
+            elif isinstance(v, list):
+                v = ";".join(map(str, v))
+            vals.append("" if v is None else v)
+        vals.append(";".join(f"{s['source']}/{s['partition']}/{s['offset']}#{s['msg_index']} {s['location']} "
+                             f"{s['value_masked']}" for s in r["samples"] or []))
+        w.writerow(vals)
+    return buf.getvalue()
+
+
+def cmd_findings(args) -> int:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from .findings import SEV_RANK, correlate_root, format_table, select, worst_first, write_findings
+    from .inventory import InventoryError
+    from .inventory import load as load_inventory
+
+    root = Path(args.root)
+    if not root.is_dir():
+        print(f"flowaudit: {root} is not a folder", file=sys.stderr)
+        return 2
+    try:
+        inv = load_inventory(args.policy)
+        model = _sev.load(args.severity_model)
+    except (InventoryError, _sev.SeverityModelError) as e:
+        print(f"flowaudit: {e}", file=sys.stderr)
+        return 2
+    if args.lookback is None:
+        try:
+            args.lookback = float(os.environ.get("FLOWAUDIT_FINDINGS_LOOKBACK_S") or 0)
+        except ValueError:
+            print("flowaudit: FLOWAUDIT_FINDINGS_LOOKBACK_S: a number of seconds is required", file=sys.stderr)
+            return 2
+    if args.window <= 0 or args.lookback < 0:
+        print("flowaudit: --window must be > 0 and --lookback >= 0", file=sys.stderr)
+        return 2
+    all_findings = correlate_root(root, window_ns=int(args.window * 1e9), lookback_ns=int(args.lookback * 1e9),
+                                  inventory=inv, model=model)
+    if args.write:
+        c = write_findings(root, all_findings)
+        print(f"findings dataset: {c['written']} file(s) written, {c['kept']} unchanged, {c['removed']} removed "
+              f"under {root / 'dataset=findings'}", file=sys.stderr)
+    try:
+        t = worst_first(select(all_findings, since=args.since, until=args.until, platforms=args.platform,
+                               severity=args.severity))
+    except ValueError as e:
+        print(f"flowaudit: {e}", file=sys.stderr)
+        return 2
+    rows = t.slice(0, args.top).to_pylist() if args.top else t.to_pylist()
+    if args.format == "json":
+        for r in rows:
+            print(json.dumps(_jsonable(r), ensure_ascii=False))
+    elif args.format == "csv":
+        sys.stdout.write(_csv(rows))
+    else:
+        print(format_table(rows))
+        more = f" (showing {len(rows)})" if len(rows) < t.num_rows else ""
+        print(f"{t.num_rows} finding(s){more}; {all_findings.num_rows} in all")
+    if args.fail_on:
+        worst = max((SEV_RANK.get(s, 0) for s in pc.cast(t["severity"], pa.string()).to_pylist()), default=-1)
+        if worst >= SEV_RANK[args.fail_on]:
+            return 1
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "findings", help="which sensitive data reached which platform, from which host: worst first",
+        description="Correlates the hits, messages and transfers under ROOT into findings (one per platform or "
+        "policy rule x source host or application x event-time window) and prints them worst first. Exit 1 with "
+        "--fail-on when a finding that passes the filters reaches that severity; 2 on a usage or configuration "
+        "error.")
+    p.add_argument("root", metavar="ROOT", help="the stream's Parquet root (dataset=transfers, hits, messages)")
+    p.add_argument("--since", metavar="TIME", help="findings seen at or after TIME (ISO 8601, UTC unless given)")
+    p.add_argument("--until", metavar="TIME", help="findings seen before TIME")
+    p.add_argument("--platform", action="append", metavar="P", help="only this platform (repeatable; policy = "
+                   "zone-policy rules)")
+    p.add_argument("--severity", choices=_sev.LEVELS, help="only findings at or above this severity")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                   help="table (default), json (one object per line) or csv")
+    p.add_argument("--top", type=int, default=0, metavar="N", help="print at most N findings (default all)")
+    p.add_argument("--fail-on", choices=_sev.LEVELS, metavar="SEVERITY",
+                   help="exit 1 when a finding that passes the filters reaches SEVERITY (info, low, medium, high, "
+                   "critical)")
+    p.add_argument("--write", action="store_true", help="also write the findings dataset under ROOT "
+                   "(one file per window, deterministic names: a re-run replaces or keeps them)")
+    p.add_argument("--window", type=float, default=3600.0, metavar="S", help="event-time window (default 3600 s)")
+    p.add_argument("--lookback", type=float, metavar="S", help="also count the data a host handled this long before a flow-borne window "
+                   "(default 0) [env FLOWAUDIT_FINDINGS_LOOKBACK_S]")
+    p.add_argument("--policy", metavar="FILE", default=os.environ.get("FLOWAUDIT_EGRESS_POLICY_FILE"),
+                   help="zone policy with the application inventory ([[applications]]) [env "
+                   "FLOWAUDIT_EGRESS_POLICY_FILE]")
+    p.add_argument("--severity-model", metavar="FILE", default=os.environ.get("FLOWAUDIT_FINDINGS_SEVERITY_MODEL"),
+                   help="operator overrides of schemas/severity.toml [env FLOWAUDIT_FINDINGS_SEVERITY_MODEL]")
+    p.set_defaults(fn=cmd_findings)

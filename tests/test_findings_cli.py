@@ -1,0 +1,103 @@
+"""``flowaudit findings ROOT`` as a real subprocess over datasets written from the exposure
+scenario: the table worst first, filters, formats, --fail-on exit codes, --write."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from flowaudit.detect import findings as F
+from flowaudit.sinks.parquet import read_dataset
+
+from .findings_fixtures import scenario_tables
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    s = scenario_tables(tmp_path_factory.mktemp("cli"))
+    return s["root"], s["policy"], s["scenario"]
+
+
+def findings(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "flowaudit", "findings", *map(str, args)], capture_output=True,
+                          text=True, timeout=120, env=env)
+
+
+def test_table_worst_first_and_fail_on(root):
+    r, policy, sc = root
+    p = findings(r, "--policy", policy)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].split()[:3] == ["severity", "score", "status"]
+    sev = [ln.split()[0] for ln in lines[1:-1]]
+    assert sev == sorted(sev, key=lambda s: -F.SEV_RANK[s]) and len(sev) == len(sc.exposures)
+    assert sev[0] == "critical" and sev[-1] == "info"
+    assert "app:tracking-gw" in lines[1] and "customs_reference" in lines[1]
+    assert lines[-1].startswith(f"{len(sc.exposures)} finding(s)")
+    # --fail-on: exit 1 when a shown finding reaches the level, else 0
+    assert findings(r, "--policy", policy, "--fail-on", "critical").returncode == 1
+    assert findings(r, "--policy", policy, "--platform", "policy", "--fail-on", "critical").returncode == 0
+    assert findings(r, "--policy", policy, "--platform", "policy", "--fail-on", "high").returncode == 1
+    assert findings(r, "--policy", policy, "--platform", "NEAL-NET", "--fail-on", "low").returncode == 0
+    assert findings(r, "--policy", policy, "--until", "2026-03-01T05:00", "--fail-on", "info").returncode == 0
+    assert findings(r, "--policy", policy, "--since", "2026-03-01T06:00", "--fail-on", "info").returncode == 1
+
+
+def test_formats_and_filters(root):
+    r, policy, sc = root
+    p = findings(r, "--policy", policy, "--format", "json", "--severity", "high")
+    assert p.returncode == 0, p.stderr
+    rows = [json.loads(x) for x in p.stdout.splitlines()]
+    want = {(e.platform, e.rule, e.entity) for e in sc.exposures if e.severity in ("high", "critical")}
+    assert {(x["platform"], x["rule"], x["entity"]) for x in rows} == want
+    assert all(len(s["value_hmac"]) == 64 for x in rows for s in x["samples"])
+    p = findings(r, "--policy", policy, "--format", "csv", "--platform", "LOGINK")
+    rows = list(csv.DictReader(io.StringIO(p.stdout)))
+    assert {x["entity"] for x in rows} == {e.entity for e in sc.exposures if e.platform == "LOGINK"}
+    tracking = next(x for x in rows if x["entity"] == "app:tracking-gw")
+    assert "customs_reference:high:" in tracking["data_classes"] and tracking["severity"] == "critical"
+    # without the policy there is no inventory: no inferred classes, message-borne findings name the topic
+    p = findings(r, "--format", "json")
+    rows = {x["entity"]: x for x in map(json.loads, p.stdout.splitlines())}
+    assert rows["192.0.2.130"]["exposure"] == "none" and "topic:port.json" in rows
+
+
+def test_write_is_deterministic(root, tmp_path):
+    r, policy, sc = root
+    p = findings(r, "--policy", policy, "--write", "--top", "3")
+    assert p.returncode == 0 and "1 file(s) written" in p.stderr, p.stderr
+    assert len(p.stdout.splitlines()) == 3 + 2
+    files = sorted((r / "dataset=findings").rglob("*.parquet"))
+    assert [f.name for f in files] == ["findings-20260301T060000Z-3600s.parquet"]
+    before = files[0].read_bytes()
+    p = findings(r, "--policy", policy, "--write")
+    assert "0 file(s) written, 1 unchanged" in p.stderr
+    assert files[0].read_bytes() == before
+    t = read_dataset(r, "findings")
+    assert t.num_rows == len(sc.exposures) and len(set(t.column("finding_id").to_pylist())) == t.num_rows
+    assert pq.read_table(files[0]).equals(F.correlate_root(r, inventory=F.load_inventory(policy)))
+    # another window length: the old window file is replaced, never kept beside the new ones
+    p = findings(r, "--policy", policy, "--write", "--window", "1800")
+    assert "removed" in p.stderr and "1 removed" in p.stderr
+    names = sorted(f.name for f in (r / "dataset=findings").rglob("*.parquet"))
+    assert names and all(n.endswith("-1800s.parquet") for n in names)
+    assert not list((r / "dataset=findings").rglob(".*"))
+    findings(r, "--policy", policy, "--write")   # back to one hour for the other tests
+
+
+def test_top_findings_and_errors(root, tmp_path):
+    r, policy, sc = root
+    top = F.top_findings(r, 2, policy=policy)
+    assert [x["severity"] for x in top] == ["critical", "high"]
+    assert F.top_findings(tmp_path, 5) == []
+    bad = tmp_path / "sev.toml"
+    bad.write_text("[tiers]\nprohibited = 'x'\n")
+    p = findings(r, "--severity-model", bad)
+    assert p.returncode == 2 and "severity model" in p.stderr
+    assert findings(tmp_path / "nope").returncode == 2
+    assert findings(r, "--window", "0").returncode == 2
