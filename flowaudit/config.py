@@ -91,7 +91,7 @@ class FindingsSettings:              # exposure findings from event-time windows
     window_s: int = 300                # window length (record time)
     lateness_s: int = 60               # how long a window waits for its slowest partition's late data
     lookback_s: int = 0                # flow-borne exposure also counts hits this far before the window
-    severity_file: str = ""            # operator weights over schemas/severity.toml
+    severity_model: str = ""            # operator weights over schemas/severity.toml
 
 
 @dataclass
@@ -150,8 +150,8 @@ class Settings:
         f = self.findings
         if f.window_s <= 0 or f.lateness_s < 0 or f.lookback_s < 0:
             raise ConfigError("findings.window_s must be positive, findings.lateness_s and lookback_s >= 0")
-        if f.severity_file and not Path(f.severity_file).is_file():
-            raise ConfigError(f"findings.severity_file: no such file: {f.severity_file}")
+        if f.severity_model and not Path(f.severity_model).is_file():
+            raise ConfigError(f"findings.severity_model: no such file: {f.severity_model}")
         if e.dns_max_entries <= 0:
             raise ConfigError("egress.dns_max_entries must be positive")
         return self

@@ -234,7 +234,7 @@ class StreamService:
 
         try:
             inventory = _findings.load_inventory(settings.egress.policy_file or None)
-            model = _findings._sev.load(f.severity_file or None)
+            model = _findings._sev.load(f.severity_model or None)
         except (ValueError, OSError) as exc:
             raise ConfigError(str(exc).splitlines()[0]) from None
         return FindingsWindows(self.root, f.window_s, f.lateness_s, f.lookback_s, inventory=inventory, model=model,
@@ -696,8 +696,12 @@ class StreamService:
                     return
 
     def flush_all(self) -> None:
-        commits = []
-        for (topic, part), w in self.writers.items():
+        """At stop: close the findings windows the consumed data has passed, publish what every
+        writer buffers, checkpoint the flow path, commit."""
+        done: dict[tuple[str, int], int] = {}
+        if self.findings is not None:
+            self._close_windows(done)
+        for (topic, part), w in list(self.writers.items()):
             slot = self.slots.get((topic, part))
             if slot is not None and not slot.ready:
                 continue
@@ -708,9 +712,10 @@ class StreamService:
                           "start", topic, part, w.buffered, exc)
                 continue
             if last is not None:
-                commits.append(TopicPartition(topic, part, last + 1))
+                done[(topic, part)] = last + 1
         if self._fp_restored and any(self._is_telemetry(k) and w.buffered == 0 for k, w in self.writers.items()):
             self._checkpoint_flowpath({})
+        commits = [TopicPartition(t, p, o) for (t, p), o in done.items()]
         with self._outbox_mu:
             commits += [TopicPartition(t, p, o) for (t, p), o in self._outbox.items()]
             self._outbox.clear()

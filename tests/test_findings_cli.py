@@ -24,6 +24,9 @@ def root(tmp_path_factory):
 
 
 def findings(*args, env=None):
+    """The CLI over the scenario, whose exposures are laid out in one-hour windows."""
+    if "--window" not in args:
+        args = (*args, "--window", "3600")
     return subprocess.run([sys.executable, "-m", "flowaudit", "findings", *map(str, args)], capture_output=True,
                           text=True, timeout=120, env=env)
 

@@ -120,7 +120,8 @@ def add_parser(sub) -> None:
                    "critical)")
     p.add_argument("--write", action="store_true", help="also write the findings dataset under ROOT "
                    "(one file per window, deterministic names: a re-run replaces or keeps them)")
-    p.add_argument("--window", type=float, default=3600.0, metavar="S", help="event-time window (default 3600 s)")
+    p.add_argument("--window", type=float, default=float(os.environ.get("FLOWAUDIT_FINDINGS_WINDOW_S") or 300),
+                   metavar="S", help="event-time window, the stream's too (default 300 s) [env FLOWAUDIT_FINDINGS_WINDOW_S]")
     p.add_argument("--lookback", type=float, metavar="S", help="also count the data a host handled this long before a flow-borne window "
                    "(default 0) [env FLOWAUDIT_FINDINGS_LOOKBACK_S]")
     p.add_argument("--policy", metavar="FILE", default=os.environ.get("FLOWAUDIT_EGRESS_POLICY_FILE"),

@@ -1,0 +1,95 @@
+"""Findings in the stream: event-time windows through StreamService.handle (no broker needed).
+
+A window closes when every owned partition has passed its end plus the allowed lateness; a row
+counts for it when its partition had not yet passed that point (late data within the lateness
+updates the finding); a row arriving after the window closed is counted, not written.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from flowaudit.config import Settings
+from flowaudit.metrics import Metrics
+from flowaudit.pipeline import Batch
+from flowaudit.service import StreamService
+from flowaudit.sinks.parquet import read_dataset
+
+T0_MS = 1_772_323_200_000  # 2026-03-01T00:00:00Z, a window boundary
+S = 1000
+QUERY = b'{"method": "logink.track.customs", "equipmentReference": "SUDU1234569", "blNumber": "MAEU123456789"}'
+PLAIN = b'{"equipmentReference": "MSCU1234565"}'
+
+
+def service(tmp_path, metrics=None):
+    st = Settings()
+    st.kafka.topics = {"port.json": "json"}
+    st.sink.root = str(tmp_path / "out")
+    st.security.hmac_key = "findings-window-test-key"
+    st.kafka.pipeline_depth = 0
+    st.findings.window_s, st.findings.lateness_s = 300, 60
+    svc = StreamService(st.validate(), metrics=metrics, install_signals=False)
+    svc.open_partition("port.json", 0)
+    return svc
+
+
+def feed(svc, rows):
+    """rows: (offset, record time ms, value) of partition 0, in offset order, as one batch."""
+    b = Batch.from_values([v for *_, v in rows], svc.topic_fmt[np.zeros(len(rows), np.int32)],
+                          sources=svc.topic_names, source_idx=[0] * len(rows), partition=[0] * len(rows),
+                          offset=[o for o, *_ in rows], ts_ms=[t for _, t, _ in rows], keys=[b"k"] * len(rows))
+    svc.handle(b, np.zeros(len(rows), np.int64), [("port.json", 0)], 0.0)
+
+
+def findings(svc):
+    return read_dataset(svc.root, "findings").to_pylist()
+
+
+def test_a_window_closes_after_its_lateness_with_the_late_rows_inside_it(tmp_path):
+    m = Metrics({"port.json": "json"})
+    svc = service(tmp_path, m)
+    feed(svc, [(0, T0_MS + 10 * S, QUERY), (1, T0_MS + 20 * S, PLAIN), (2, T0_MS + 100 * S, QUERY)])
+    feed(svc, [(3, T0_MS + 310 * S, PLAIN), (4, T0_MS + 200 * S, QUERY), (5, T0_MS + 330 * S, QUERY)])
+    assert findings(svc) == []                     # the partition has not passed 300 + 60 s yet
+    feed(svc, [(6, T0_MS + 400 * S, QUERY)])       # now it has: the first window closes
+    rows = findings(svc)
+    assert [(r["platform"], r["correlation"], r["window_start_ns"], r["messages"]) for r in rows] == [
+        ("LOGINK", "message_borne", T0_MS * 1_000_000, 3)]   # offsets 0, 2 and the late-but-in-time 4
+    assert {c["data_class"] for c in rows[0]["data_classes"]} >= {"container_number", "bill_of_lading"}
+    assert {s["offset"] for s in rows[0]["samples"]} == {0, 2, 4}
+    # the window's rows were published before it was read back: storage is the source of truth
+    assert sorted(read_dataset(svc.root, "messages").column("offset").to_pylist()) == list(range(7))
+    before = [p.read_bytes() for p in sorted((svc.root / "dataset=findings").rglob("*.parquet"))]
+    # a row of the closed window arriving now is beyond the lateness: counted, left out
+    feed(svc, [(7, T0_MS + 50 * S, QUERY)])
+    assert svc.findings.late == 1
+    assert [p.read_bytes() for p in sorted((svc.root / "dataset=findings").rglob("*.parquet"))] == before
+    text = m.registry.get_sample_value
+    assert text("flowaudit_findings_late_total") == 1
+    assert text("flowaudit_findings_windows_closed_total") == 1
+    assert text("flowaudit_findings_total", {"platform": "LOGINK", "severity": rows[0]["severity"]}) == 1
+    assert text("flowaudit_exposed_values_total", {"platform": "LOGINK", "data_class": "container_number"}) == 1
+
+
+def test_a_restart_between_intent_and_findings_recomputes_the_same_window(tmp_path):
+    """The intent (window and per-partition cuts) is written before the findings: a process that
+    dies in between leaves it, and the next one writes exactly what the first would have."""
+    svc = service(tmp_path)
+    feed(svc, [(0, T0_MS + 10 * S, QUERY), (1, T0_MS + 100 * S, QUERY), (2, T0_MS + 500 * S, QUERY)])
+    want = pq.read_table(next((svc.root / "dataset=findings").rglob("*.parquet")))
+    # simulate the crash: the findings file is gone, the intent is back
+    state = svc.findings.state_path
+    for p in (svc.root / "dataset=findings").rglob("*.parquet"):
+        p.unlink()
+    import orjson
+    cut = svc.findings._cuts(T0_MS * 1_000_000 + 360 * 10**9, {"port.json+0": 3})
+    assert cut == {"port.json+0": 2}            # the first message at or after 300 + 60 s
+    state.write_bytes(orjson.dumps({"closed_until": None,
+                                    "closing": {"start": T0_MS * 1_000_000, "cut": cut}}))
+    for slot in svc.slots.values():
+        slot.lock.release()                      # the first process is gone
+    svc2 = StreamService(svc.settings, metrics=None, install_signals=False)
+    svc2.open_partition("port.json", 0)
+    feed(svc2, [(3, T0_MS + 520 * S, PLAIN)])   # any batch: the pending window is closed first
+    got = pq.read_table(next((svc2.root / "dataset=findings").rglob("*.parquet")))
+    assert got.equals(want)
