@@ -59,10 +59,17 @@ def _stop(proc: subprocess.Popen, timeout: float = 20) -> None:
             proc.wait(5)
 
 
-def start_collect(bootstrap: str, topic: str):
-    cmd = [sys.executable, "-m", "flowaudit.flows", "collect", "--listen", "127.0.0.1:0", "--bootstrap", bootstrap,
-           "--topic", topic]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _env(**extra) -> dict:
+    """This process's environment without FLOWAUDIT_* settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWAUDIT_")}
+    env.update(extra)
+    return env
+
+
+def start_collect(*flags: str, env: dict | None = None):
+    """``flowaudit collect FLAGS``; returns the process and the UDP port it listens on."""
+    cmd = [sys.executable, "-m", "flowaudit", "collect", *flags]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or _env())
     line = proc.stdout.readline()
     assert line, proc.stderr.read()
     info = json.loads(line)
@@ -141,7 +148,7 @@ def _ms(text: str) -> int:
 def test_softflowd_collect_kafka_matches_nfdump(broker, tmp_path, version):
     topic = f"netflow-sfd-v{version}-{os.getpid()}"
     broker.create_topics({topic: 1})
-    collect, port = start_collect(broker.bootstrap, topic)
+    collect, port = start_collect("--listen", "127.0.0.1:0", "--bootstrap", broker.bootstrap, "--topic", topic)
     try:
         sent = run_softflowd(version, port, tmp_path)
         # wait (bounded) until collect has forwarded everything, then stop it cleanly
@@ -198,3 +205,60 @@ def test_softflowd_collect_kafka_matches_nfdump(broker, tmp_path, version):
     want = collections.Counter(key_nfdump(r) for r in truth)
     got = collections.Counter(key_ours(r) for r in ours)
     assert got == want, (list((got - want).items())[:5], list((want - got).items())[:5])
+
+
+def test_collect_uses_the_settings_model(broker, tmp_path):
+    """``collect --config``: kafka.bootstrap_servers and kafka.extra from the file reach the producer,
+    the environment overrides the file, a flag overrides both."""
+    from flowaudit.sources.pcap import read_datagrams
+
+    topic = f"netflow-cfg-{os.getpid()}"
+    broker.create_topics({topic: 1})
+    client = f"fa-collect-{os.getpid()}"
+    cfg = tmp_path / "flowaudit.toml"
+    cfg.write_text(f'''
+[kafka]
+bootstrap_servers = "{broker.bootstrap}"
+
+[kafka.extra]
+"client.id" = "{client}"
+debug = "generic"
+
+[collect]
+listen = "256.0.0.1:0"   # not an address: the --listen flag below must win
+topic = "not-this-topic"
+''')
+    dg = read_datagrams([INPUTS.parent / "generated" / "softflowd" / "remote_access_sfd_v5.pcap"])
+    values = [dg.buf[dg.offsets[i]:dg.offsets[i + 1]].tobytes() for i in range(min(5, len(dg)))]
+    assert values
+    collect, port = start_collect("--config", str(cfg), "--listen", "127.0.0.1:0",
+                                  env=_env(FLOWAUDIT_COLLECT_TOPIC=topic))
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            for v in values:
+                s.sendto(v, ("127.0.0.1", port))
+        msgs = consume_all(broker.bootstrap, topic, len(values))
+    finally:
+        _stop(collect)
+    out, err = collect.communicate(timeout=10)
+    assert collect.returncode == 0, err[-2000:]
+    assert [m.value() for m in msgs] == values
+    assert json.loads(out.strip().splitlines()[-1])["final"]["delivered"] == len(values)
+    # librdkafka's own debug log (kafka.extra "debug") names the instance after kafka.extra's client.id
+    assert f"|{client}#producer-1|" in err
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('"no.such.property" = "1"', 'kafka.extra: No such configuration property: "no.such.property"'),
+    ('"linger.ms" = "soon"', "kafka.extra: Invalid value"),
+])
+def test_collect_bad_kafka_property_is_one_line(tmp_path, extra, message):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(f"[kafka.extra]\n{extra}\n")
+    r = subprocess.run([sys.executable, "-m", "flowaudit", "collect", "--config", str(cfg), "--listen", "127.0.0.1:0"],
+                       capture_output=True, text=True, timeout=60, env=_env())
+    assert r.returncode == 2
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"flowaudit: {message}"), r.stderr
