@@ -105,7 +105,12 @@ def cmd_flows(args) -> int:
     tables = []
     summary: dict = {}
     if pcaps:
-        table, dg, status, dec = decode_pcaps(pcaps, ports, args.template_ttl)
+        from .sources.pcap import PcapError
+        try:
+            table, dg, status, dec = decode_pcaps(pcaps, ports, args.template_ttl)
+        except PcapError as exc:
+            print(f"flowaudit flows: {exc}", file=sys.stderr)
+            return 2
         tables.append(table)
         bad = np.nonzero(status)[0]
         summary.update(datagrams=len(dg), flows=table.num_rows, quarantined=int(len(bad)),
