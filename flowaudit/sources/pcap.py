@@ -162,6 +162,12 @@ def _frames(rd, skipped: dict):
         yield ts, frame
 
 
+def _ts_ns(ts) -> int:
+    """Capture time in ns; -1 (unknown) when the file's timestamp does not fit int64 ns."""
+    t = float(ts) * 1e9
+    return int(round(t)) if 0.0 <= t < 9.2e18 else -1
+
+
 def iter_udp(path: str | Path, ports: set[int] | None = None):
     """Yield ``(frame_index, ts_ns, exporter, sport, dport, payload)`` for each UDP datagram;
     skipped frames are counted in the dict yielded last as ``(None, skipped)``."""
@@ -182,7 +188,7 @@ def iter_udp(path: str | Path, ports: set[int] | None = None):
             if ports and dport not in ports:
                 skipped["other_port"] = skipped.get("other_port", 0) + 1
                 continue
-            yield i, int(round(float(ts) * 1e9)), src, sport, dport, frame[a:b]
+            yield i, _ts_ns(ts), src, sport, dport, frame[a:b]
     yield None, skipped
 
 
