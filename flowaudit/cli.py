@@ -1,4 +1,4 @@
-"""Command line: ``flowaudit demo | stream | collect | scan | flows | synth | bench | warmup``.
+"""Command line: ``flowaudit demo | stream | collect | scan | flows | synth | bench | fuzz | warmup``.
 
 Configuration errors print one line and exit 2; a clean stop (SIGTERM, Ctrl-C, drained) exits 0.
 """
@@ -212,11 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", type=int, default=3, help="partitions used when producing")
     p.set_defaults(fn=cmd_synth)
 
-    from . import bench_cli, egress, flows, scan
+    from . import bench_cli, egress, flows, fuzz, scan
     scan.add_parser(sub)
     flows.add_parsers(sub)
     egress.add_parser(sub)
     bench_cli.add_parser(sub)
+    fuzz.add_parser(sub)
 
     p = sub.add_parser("warmup", help="compile and cache the numba kernels")
     p.set_defaults(fn=cmd_warmup)
