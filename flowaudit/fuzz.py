@@ -1045,7 +1045,8 @@ def _outcome(worker: Worker, msg, timeout=None):
 
 
 class Minimiser:
-    """Shrinks a crashing episode while it keeps the same crash signature: batches, inputs, bytes."""
+    """Shrinks a crashing episode while it keeps the same crash signature: inputs, then each input's
+    bytes (deleted, then zeroed)."""
 
     def __init__(self, worker: Worker, target: str, sig: tuple, seconds: float):
         self.w = worker
@@ -1076,7 +1077,8 @@ class Minimiser:
             bi, v, k = items[j]
             if v is None:
                 continue
-            v = self._shrink_bytes(v, lambda nv: self._regroup(items[:j] + [(bi, nv, k)] + items[j + 1:]))
+            build = lambda nv: self._regroup(items[:j] + [(bi, nv, k)] + items[j + 1:])  # noqa: E731
+            v = self._zero_bytes(self._shrink_bytes(v, build), build)
             items[j] = (bi, v, k)
         return self._regroup(items), True
 
@@ -1112,6 +1114,20 @@ class Minimiser:
                     i += chunk
             if not removed:
                 chunk //= 2
+        return v
+
+
+    def _zero_bytes(self, v: bytes, build) -> bytes:
+        """Zero what the crash does not need (length-prefixed formats resist deletion): what is
+        left of the seed's content is only the bytes that matter."""
+        chunk = max(1, len(v) // 2)
+        while chunk >= 1 and time.monotonic() < self.deadline:
+            for i in range(0, len(v), chunk):
+                if any(v[i:i + chunk]):
+                    cand = v[:i] + bytes(len(v[i:i + chunk])) + v[i + chunk:]
+                    if self.crashes(build(cand)):
+                        v = cand
+            chunk //= 2
         return v
 
 
