@@ -8,6 +8,7 @@ Targets (``--decoder``), each the code a real input goes through, shell included
 ``xml``        watchlist/marker scan of the decoded messages (``egress``)
 ``json``
 ``detect``     the same with format ``auto``: the format detector decides
+``scan``       ``scan.split_interchanges`` (files of several EDI interchanges), then ``detect``
 ``embedded``   ``detect`` over JSON and XML documents that carry EDIFACT interchanges
 ``markers``    the payload marker scan (``kernels/markers.py`` through ``egress.message_matches``
                and ``EgressDetector.detect_messages``) and ``egress.envelope_recipients`` over
@@ -92,6 +93,7 @@ TARGETS = {t.name: t for t in [
     Target("xml", "messages", "xml"),
     Target("json", "messages", "json"),
     Target("detect", "messages", "auto"),
+    Target("scan", "messages", "scan"),
     Target("embedded", "messages", "embedded"),
     Target("markers", "markers", "auto"),
     Target("netflow", "netflow", "netflow", batch=64, episode=16),
@@ -293,6 +295,9 @@ def load_seeds(target: Target, corpus: Path, seed: int):
         return _dns(rng)
     if target.fmt == "embedded":
         return _embedded(corpus)
+    if target.fmt == "scan":            # files of one or more interchanges, as `flowaudit scan` reads them
+        edi = [m for f in ("edifact", "x12") for m in _corpus_messages(corpus, f) + _synth(f, 60)]
+        return edi + [b"\r\n".join(rng.sample(edi, rng.randrange(2, 5))) for _ in range(100)]
     fmts = ("edifact", "x12", "xml", "json") if target.fmt == "auto" else (target.fmt,)
     seeds = [m for f in fmts for m in _corpus_messages(corpus, f) + _synth(f)]
     if target.fmt == "auto":
@@ -321,13 +326,14 @@ _TOKENS = {
 }
 _TOKENS["auto"] = _TOKENS["edifact"] + _TOKENS["x12"] + _TOKENS["xml"] + _TOKENS["json"]
 _TOKENS["embedded"] = _TOKENS["auto"]
+_TOKENS["scan"] = _TOKENS["edifact"] + _TOKENS["x12"]
 _TOKENS["goflow"] = _TOKENS["json"] + [b'"src_addr":"', b'"proto":"TCP"', b'"bytes":', b"-1", b"1.5"]
 _TOKENS["dns"] = _TOKENS["json"] + [b"\n", b'"answers":[', b'"TTLs":[', b'"ts":', b"1e308", b'"2026-13-45T99:99:99Z"']
 _TOKENS["pcap"] = [b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x0a\x0d\x0d\x0a", b"\x4d\x3c\x2b\x1a", b"\x08\x00",
                    b"\x86\xdd", b"\x81\x00", b"\x45\x00", b"\x60\x00\x00\x00", b"\x00\x09", b"\x00\x0a"]
 _TOKENS["netflow"] = [b"\x00\x05", b"\x00\x09", b"\x00\x0a", b"\x00\x00", b"\x00\x01", b"\x00\x02", b"\x00\x03",
                       b"\xff\xff", b"\x01\x00"]
-_SEGMENT_SEPS = {"edifact": b"'", "x12": b"~", "xml": b">", "json": b",", "auto": b"'", "embedded": b"'",
+_SEGMENT_SEPS = {"edifact": b"'", "x12": b"~", "xml": b">", "json": b",", "auto": b"'", "embedded": b"'", "scan": b"'",
                  "goflow": b",", "dns": b"\n"}
 _NEST = [b"[", b"{\"a\":", b"<a>", b"<a><b>", b"[{\"k\":["]
 _INTERESTING = [0, 1, 0x7F, 0x80, 0xFF, 0x20, 0x0A, 0x0D, 0x27, 0x2B, 0x3A, 0x3F, 0x7E, 0x2A, 0x3C, 0x3E, 0x22,
@@ -630,20 +636,33 @@ class _Messages:
         from .protect import Protector
 
         self.cls = Classifier(Protector(HMAC_KEY), egress=EgressDetector())
-        self.declared = format_code("auto" if t.fmt in ("auto", "embedded") else t.fmt)
+        self.declared = format_code("auto" if t.fmt in ("auto", "embedded", "scan") else t.fmt)
+        self.split = t.fmt == "scan"
         self.base = 0
 
     def run(self, batch) -> dict:
         from .pipeline import Batch
+        from .scan import split_interchanges
 
+        n_in = len(batch)
+        if self.split:
+            parts = []
+            for v, k in batch:
+                p = split_interchanges(v) if v is not None else [v]
+                _require(v is None or b"".join(p) == v, "split_keeps_every_byte")
+                parts += [(x, k) for x in p]
+            batch = parts
         n = len(batch)
         b = Batch.from_values(_values(batch), self.declared, keys=[k for _, k in batch],
                               offset=list(range(self.base, self.base + n)), partition=[0] * n)
         self.base += n
         res = self.cls.run(b)
         check_classifier(b, res)
-        return {"inputs": n, "decoded": int(res.m_idx.size), "quarantined": int(res.q_idx.size),
-                "hits": res.hits.num_rows, "transfers": 0 if res.transfers is None else res.transfers.num_rows}
+        out = {"inputs": n_in, "decoded": int(res.m_idx.size), "quarantined": int(res.q_idx.size),
+               "hits": res.hits.num_rows, "transfers": 0 if res.transfers is None else res.transfers.num_rows}
+        if self.split:
+            out["interchanges"] = n
+        return out
 
 
 class _Markers:

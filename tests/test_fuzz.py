@@ -163,7 +163,7 @@ def _seeds(name: str):
     return fuzz.load_seeds(fuzz.TARGETS[name], fuzz.CORPUS, 1)
 
 
-MSG_TARGETS = ["edifact", "x12", "xml", "json", "detect", "embedded", "markers"]
+MSG_TARGETS = ["edifact", "x12", "xml", "json", "detect", "scan", "embedded", "markers"]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -201,7 +201,7 @@ def test_netflow_decoder_keeps_invariants(picks):
 
 # ------------------------------------------------------------------------------------ the CI pass
 BOUNDSCHECKED = ["netflow", "goflow", "dns", "pcap", "markers"]
-UNCHECKED = ["edifact", "x12", "xml", "json", "detect", "embedded"]
+UNCHECKED = ["edifact", "x12", "xml", "json", "detect", "scan", "embedded"]
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ def test_crasher_is_handled(path):
     assert len(stats) == len(batches)
     for st, batch in zip(stats, batches):
         assert st["inputs"] == len(batch)
-        if "decoded" in st:      # every message in exactly one of messages and quarantine
-            assert st["decoded"] + st["quarantined"] == len(batch)
-        else:                    # pcap: read as a capture, or refused as none
+        if "captures" in st:     # pcap: read as a capture, or refused as none
             assert st["captures"] + st["not_a_capture"] == len(batch)
+        elif "decoded" in st:    # every message (scan: interchange) in exactly one of messages and quarantine
+            assert st["decoded"] + st["quarantined"] == st.get("interchanges", len(batch))
