@@ -73,8 +73,6 @@ LONG_INPUTS = 10_000_000
 MAX_INPUT = 256 * 1024
 HMAC_KEY = b"fuzz-key-not-secret-0123456789ab"
 
-Input = tuple  # (value: bytes | None, key: bytes | None)
-
 
 # ====================================================================== targets
 @dataclass(frozen=True)
@@ -104,6 +102,7 @@ TARGETS = {t.name: t for t in [
     Target("selftest-raise", "selftest", "CRASH", batch=32, hidden=True),
     Target("selftest-segv", "selftest", "SEGV", batch=32, hidden=True),
     Target("selftest-oob", "selftest", "OOB", batch=32, hidden=True),
+    Target("selftest-hang", "selftest", "HANG", batch=32, hidden=True),
 ]}
 PUBLIC = [n for n, t in TARGETS.items() if not t.hidden]
 
@@ -533,6 +532,15 @@ class Generator:
         self.mut = Mutator(self.rng, target.fmt if target.kind in ("messages", "markers") else target.kind, flat)
         self.flat = flat
 
+    def warmup(self) -> list | None:
+        """A batch of unmutated seeds (the first datagrams of every capture); None for self-tests."""
+        if self.t.kind == "selftest":
+            return None
+        if self.t.kind == "netflow":
+            return [x for seq in self.seeds for x in seq[:3]]
+        step = max(1, len(self.seeds) // self.t.batch)
+        return [(s, None) for s in self.seeds[::step][:self.t.batch]]
+
     def batch(self) -> list:
         r = self.rng
         if self.t.kind == "netflow":
@@ -798,8 +806,8 @@ class _Pcap:
 
 
 class _Selftest:
-    """A decoder that fails on its trigger word: raises, dies by SIGSEGV, or reads out of range in a
-    numba kernel (an IndexError only when bounds checking is on)."""
+    """A decoder that fails on its trigger word: raises, dies by SIGSEGV, reads out of range in a
+    numba kernel (an IndexError only when bounds checking is on), or never returns."""
 
     def __init__(self, t: Target):
         self.word = t.fmt.encode()
@@ -814,6 +822,8 @@ class _Selftest:
                 if self.word == b"OOB":
                     import numpy as np
                     canary()(np.frombuffer(value, np.uint8), len(value) + 1000)
+                if self.word == b"HANG":
+                    time.sleep(3600)
         return {"inputs": len(batch)}
 
 
@@ -915,6 +925,11 @@ def _signature(exc: BaseException) -> tuple:
 def worker_main(argv: list[str]) -> int:
     """``python -m flowaudit.fuzz --worker CACHE_DIR|-``: runs batches sent on stdin."""
     cache_dir = argv[0]
+    try:                               # Linux: die with the parent, even when it is killed
+        import ctypes
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)     # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
     proto_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)                      # stray prints go to stderr, never into the protocol
     proto_in = sys.stdin.buffer
@@ -1166,25 +1181,28 @@ def fuzz_target(worker: Worker, name: str, seeds, seed: int, inputs: int | None,
     t = TARGETS[name]
     gen = Generator(t, seeds, seed)
     stats: dict = {"inputs": 0, "batches": 0}
-    _outcome(worker, ("reset", name), 600)            # builds the runner (the first batch compiles)
+    _outcome(worker, ("reset", name), 600)            # builds the runner
+    # unmutated seeds first, under a long timeout: they compile (or load) the kernels, so that the
+    # fuzzing batches can be held to --hang-seconds
+    warmup = gen.warmup()
     t0 = time.monotonic()
     episode: list = []
-    warm = False
+    first = True
     next_report = t0 + 30
     while True:
-        if inputs is not None and stats["inputs"] >= inputs:
+        if not first and inputs is not None and stats["inputs"] >= inputs:
             break
-        if seconds is not None and warm and time.monotonic() - t0 >= seconds:
+        if not first and seconds is not None and time.monotonic() - t0 >= seconds:
             break
         if len(episode) >= t.episode:       # a stateful decoder starts afresh (stateless ones need not)
             if t.episode > 1:
                 _outcome(worker, ("reset", name), 600)
             episode = []
-        batch = gen.batch()
+        batch, warmup, timeout = (warmup, None, 1800) if warmup else (gen.batch(), None, None)
         episode.append(batch)
-        r = _outcome(worker, ("run", name, batch), None if warm else 1800)
-        if not warm:
-            warm = True
+        r = _outcome(worker, ("run", name, batch), timeout)
+        if first:
+            first = False
             t0 = time.monotonic()          # time the fuzzing, not the compile
             v = _outcome(worker, ("verify", name))
             stats.update(v[1] if v[0] == "ok" else {})
@@ -1224,12 +1242,10 @@ def cmd_fuzz(args) -> int:
     if not corpus.is_dir() and any(TARGETS[n].kind != "selftest" for n in names):
         print(f"flowaudit fuzz: the shared corpus is expected at {corpus}", file=sys.stderr)
         return 2
-    if args.long:
-        inputs, seconds = (args.inputs or LONG_INPUTS), args.seconds
-    elif args.inputs:
-        inputs, seconds = args.inputs, args.seconds
-    else:
-        inputs, seconds = None, (args.seconds or 60.0) / len(names)
+    # --inputs N or --long: inputs per decoder; --seconds S (default 60 without either): in total
+    inputs = args.inputs or (LONG_INPUTS if args.long else None)
+    seconds = (args.seconds or (None if inputs else 60.0))
+    seconds = seconds / len(names) if seconds else None
     cache = Path(args.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     worker = Worker(not args.no_boundscheck, cache, args.hang_seconds, cache / "worker.log")
@@ -1286,10 +1302,10 @@ def add_parser(sub) -> None:
     p.add_argument("--long", action="store_true", help=f"{LONG_INPUTS:,} inputs per decoder (hours)")
     p.add_argument("--decoder", action="append", metavar="NAME", help=f"only this decoder (repeatable): "
                    f"{', '.join(PUBLIC)}")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--seconds", type=float, metavar="S", help="fuzzing time in total, split over the decoders "
-                   "(default 60; kernel compilation not counted)")
-    g.add_argument("--inputs", type=int, metavar="N", help="inputs per decoder")
+    p.add_argument("--seconds", type=float, metavar="S", help="fuzzing time in total, split over the decoders "
+                   "(default 60 unless --inputs or --long; kernel compilation not counted)")
+    p.add_argument("--inputs", type=int, metavar="N", help="inputs per decoder (whichever of --seconds and "
+                   "--inputs comes first ends a decoder's run)")
     p.add_argument("--seed", type=int, default=1, help="generator seed (default 1); a run with --inputs is "
                    "reproducible")
     p.add_argument("--no-boundscheck", action="store_true",
@@ -1300,8 +1316,8 @@ def add_parser(sub) -> None:
                    help="where crashers are saved (default tests/fuzz_crashers)")
     p.add_argument("--cache-dir", default=str(CACHE_DIR), metavar="DIR",
                    help="numba cache of the bounds-checked kernels and the worker log (default .fuzz-cache)")
-    p.add_argument("--hang-seconds", type=float, default=60.0, metavar="S",
-                   help="a batch without an answer for S seconds is a hang (default 60)")
+    p.add_argument("--hang-seconds", type=float, default=120.0, metavar="S",
+                   help="a batch without an answer for S seconds is a hang (default 120)")
     p.add_argument("--minimise-seconds", type=float, default=120.0, metavar="S",
                    help="time to minimise a crasher (default 120)")
     p.add_argument("--json", action="store_true", help="print a JSON report instead of text")

@@ -4,7 +4,7 @@
 * numba really checks bounds in the worker, and why its cache must be a separate one: numba reuses
   a cached function compiled without bounds checks in a process that asks for them;
 * the harness finds, minimises and saves a crash of each kind (exception, SIGSEGV, an out-of-range
-  read in a numba kernel) -- shown on its hidden self-test decoders;
+  read in a numba kernel, a hang) -- shown on its hidden self-test decoders;
 * Hypothesis over the real decoders in this process: any bytes, and mutated seeds, keep the
   invariants;
 * the short pass: every decoder for a few seconds each, in a worker process.  The NetFlow-side
@@ -150,6 +150,16 @@ def test_crashes_are_found_minimised_and_saved(tmp_path):
         (saved,) = (tmp_path / name).glob("*.bin")
         assert saved.read_bytes() == word                   # minimised from a 300-byte seed to the trigger
         assert "minimised: yes" in saved.with_suffix(".txt").read_text()
+
+
+@pytest.mark.slow
+def test_a_hang_is_a_crash(tmp_path):
+    rc, rep, err = _fuzz("--decoder", "selftest-hang", "--hang-seconds", "2", "--crashers", str(tmp_path),
+                         "--minimise-seconds", "15")
+    assert rc == 1, err
+    assert [c["sig"] for c in rep["crashes"]] == [["timeout"]]
+    (saved,) = (tmp_path / "selftest-hang").glob("*.bin")
+    assert b"HANG" in fuzz.decode_episode(saved.read_bytes())[0][0][0] or b"HANG" in saved.read_bytes()
 
 
 # ------------------------------------------------------------------------------------ Hypothesis, in process
