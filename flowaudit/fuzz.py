@@ -37,7 +37,8 @@ in a small kernel raises ``IndexError``; every kernel it ran was loaded from the
 
 A crash is an exception escaping the entry point, a broken invariant (every message in exactly
 one of messages/quarantine with its raw bytes; hit ranges inside their message; flow rows only
-for decoded datagrams, never more than the bytes allow) or the worker dying (a signal, or no
+from datagrams that were input, never more than their bytes can hold; one goflow row per decoded
+message) or the worker dying (a signal, or no
 answer within ``--hang-seconds``).  The crashing episode is minimised (inputs, then bytes) and
 saved as ``tests/fuzz_crashers/<decoder>/<sha1>.bin``; ``tests/test_fuzz_regressions.py``
 replays every saved file through the normal path.  A ``.bin`` holding one input is that input's
