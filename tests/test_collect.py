@@ -66,12 +66,19 @@ def _env(**extra) -> dict:
     return env
 
 
-def start_collect(*flags: str, env: dict | None = None):
+def start_collect(bootstrap: str, topic: str):
+    return collect_process("--listen", "127.0.0.1:0", "--bootstrap", bootstrap, "--topic", topic)
+
+
+def collect_process(*flags: str, env: dict | None = None):
     """``flowaudit collect FLAGS``; returns the process and the UDP port it listens on."""
     cmd = [sys.executable, "-m", "flowaudit", "collect", *flags]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or _env())
     line = proc.stdout.readline()
-    assert line, proc.stderr.read()
+    if not line:
+        _stop(proc)
+        _, err = proc.communicate(timeout=10)
+        raise AssertionError(err)
     info = json.loads(line)
     return proc, int(info["listening"].rsplit(":", 1)[1])
 
@@ -148,7 +155,7 @@ def _ms(text: str) -> int:
 def test_softflowd_collect_kafka_matches_nfdump(broker, tmp_path, version):
     topic = f"netflow-sfd-v{version}-{os.getpid()}"
     broker.create_topics({topic: 1})
-    collect, port = start_collect("--listen", "127.0.0.1:0", "--bootstrap", broker.bootstrap, "--topic", topic)
+    collect, port = start_collect(broker.bootstrap, topic)
     try:
         sent = run_softflowd(version, port, tmp_path)
         # wait (bounded) until collect has forwarded everything, then stop it cleanly
@@ -231,8 +238,8 @@ topic = "not-this-topic"
     dg = read_datagrams([INPUTS.parent / "generated" / "softflowd" / "remote_access_sfd_v5.pcap"])
     values = [dg.buf[dg.offsets[i]:dg.offsets[i + 1]].tobytes() for i in range(min(5, len(dg)))]
     assert values
-    collect, port = start_collect("--config", str(cfg), "--listen", "127.0.0.1:0",
-                                  env=_env(FLOWAUDIT_COLLECT_TOPIC=topic))
+    collect, port = collect_process("--config", str(cfg), "--listen", "127.0.0.1:0",
+                                    env=_env(FLOWAUDIT_COLLECT_TOPIC=topic))
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.bind(("127.0.0.1", 0))
