@@ -269,3 +269,22 @@ def test_collect_bad_kafka_property_is_one_line(tmp_path, extra, message):
     assert r.stdout == ""
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"flowaudit: {message}"), r.stderr
+
+
+def test_a_datagram_the_producer_refuses_is_counted(tmp_path):
+    """kafka.extra's message.max.bytes makes librdkafka refuse a larger datagram at produce time:
+    collect counts it as a delivery error and keeps running (exit 1 at the end), no traceback."""
+    cfg = tmp_path / "small.toml"
+    cfg.write_text('[kafka]\nbootstrap_servers = "127.0.0.1:1"\n[kafka.extra]\n"message.max.bytes" = 1000\n')
+    collect, port = collect_process("--config", str(cfg), "--listen", "127.0.0.1:0")
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"\x00\x05" + bytes(1998), ("127.0.0.1", port))
+        time.sleep(0.5)           # SIGTERM drains the socket anyway; this just lets the loop see it first
+    finally:
+        _stop(collect)
+    out, err = collect.communicate(timeout=10)
+    final = json.loads(out.strip().splitlines()[-1])["final"]
+    assert collect.returncode == 1 and "Traceback" not in err
+    assert final["datagrams"] == 1 and final["delivery_errors"] == 1 and final["delivered"] == 0
+    assert "too large" in final["errors"][0].lower()

@@ -107,7 +107,6 @@ class UdpCollector:
                  queue_kbytes: int = 256 * 1024, producer_extra: dict | None = None):
         """``producer_extra``: librdkafka properties (``kafka.extra``: security.protocol, sasl.*,
         ssl.*, ...) applied over the defaults here; a bad one raises ``KafkaException``."""
-
         self.topic = topic
         self.poll_every = max(1, int(poll_every))
         self.stats = CollectStats()
