@@ -394,7 +394,6 @@ class Mutator:
 
     def __init__(self, rng: random.Random, family: str, pool: list[bytes]):
         self.rng = rng
-        self.family = family
         self.tokens = _TOKENS.get(family, []) + _TOKENS["common"]
         self.sep = _SEGMENT_SEPS.get(family, b"\n")
         self.pool = pool or [b""]
@@ -557,7 +556,8 @@ class Generator:
         return out
 
     def _netflow(self) -> list:
-        """A window of one capture (templates first half the time), datagrams mutated, mixed, reordered."""
+        """Windows of captures (from a capture's start, with its templates, half the time); datagrams
+        mutated, exporters swapped, sometimes reordered or repeated."""
         r = self.rng
         out = []
         while len(out) < self.t.batch:          # windows of captures, each from its start half the time
