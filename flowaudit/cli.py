@@ -1,4 +1,5 @@
-"""Command line: ``flowaudit demo | stream | scan | findings | synth | quarantine | bench | warmup``.
+"""Command line: ``flowaudit demo | stream | collect | scan | flows | findings | synth | quarantine | bench |
+fuzz | warmup``.
 
 Configuration errors print one line and exit 2; a clean stop (SIGTERM, Ctrl-C, drained) exits 0.
 """
@@ -90,6 +91,47 @@ def cmd_stream(args) -> int:
     if summary.error:
         print(f"flowaudit: {summary.error}", file=sys.stderr, flush=True)
     return summary.exit_code
+
+
+def _collect_settings(args):
+    """``flowaudit collect``'s settings: the same model as ``stream`` (file, environment, flags)."""
+    over: dict = {}
+    if args.bootstrap:
+        over.setdefault("kafka", {})["bootstrap_servers"] = args.bootstrap
+    for flag, key in (("listen", "listen"), ("topic", "topic"), ("sockets", "sockets"), ("rcvbuf", "rcvbuf_bytes")):
+        if getattr(args, flag) is not None:
+            over.setdefault("collect", {})[key] = getattr(args, flag)
+    return load(args.config, overrides=over)
+
+
+def cmd_collect(args) -> int:
+    import json
+    import os
+
+    from confluent_kafka import KafkaException
+
+    from .sources.udp import UdpCollector, parse_listen
+
+    settings = _collect_settings(args)
+    c = settings.collect
+    try:
+        host, port = parse_listen(c.listen)
+    except ValueError:
+        raise ConfigError(f"collect.listen: expected HOST:PORT, got {c.listen!r}") from None
+    try:
+        col = UdpCollector(host, port, settings.kafka.bootstrap_servers, c.topic, sockets=c.sockets,
+                           rcvbuf=c.rcvbuf_bytes, producer_extra=settings.kafka.extra)
+    except KafkaException as exc:     # a bad kafka.extra property or value
+        raise ConfigError(f"kafka.extra: {exc.args[0].str()}") from None
+    except OSError as exc:
+        raise ConfigError(f"collect: cannot listen on {host}:{port}: {exc.strerror}") from None
+    print(json.dumps({"listening": f"{col.address[0]}:{col.port}", "topic": c.topic,
+                      "bootstrap": settings.kafka.bootstrap_servers, "rcvbuf_bytes": col.effective_rcvbuf,
+                      "pid": os.getpid()}), flush=True)
+    on_stats = (lambda d: print(json.dumps({"stats": d}), flush=True)) if args.stats_every else None
+    stats = col.run(max_seconds=args.max_seconds, stats_every=args.stats_every or 0.0, on_stats=on_stats)
+    print(json.dumps({"final": stats.as_dict()}), flush=True)
+    return 0 if not stats.delivery_errors and not stats.dropped_queue_full else 1
 
 
 def cmd_demo(args) -> int:
@@ -199,6 +241,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no summary on exit")
     p.set_defaults(fn=cmd_stream)
 
+    p = sub.add_parser("collect", help="listen for NetFlow/IPFIX export datagrams on UDP and forward them "
+                       "to a Kafka topic keyed by exporter address",
+                       description="Forward every UDP datagram unchanged to Kafka: key = exporter IP address, "
+                       "headers exporter, exporter_port, received_ns. Settings come from the same model as "
+                       "`stream` (TOML file, FLOWAUDIT_* environment, flags); the producer gets "
+                       "kafka.bootstrap_servers and kafka.extra (security.protocol, sasl.*, ssl.*, ...). "
+                       "SIGTERM/Ctrl-C drains the socket, flushes and exits 0.")
+    p.add_argument("--config", metavar="FILE", help="TOML settings file [env FLOWAUDIT_CONFIG]")
+    p.add_argument("--bootstrap", metavar="HOST:PORT",
+                   help="Kafka bootstrap servers (default 127.0.0.1:9092) [env FLOWAUDIT_KAFKA_BOOTSTRAP_SERVERS]")
+    p.add_argument("--listen", metavar="HOST:PORT",
+                   help="address to listen on (default 0.0.0.0:2055) [env FLOWAUDIT_COLLECT_LISTEN]")
+    p.add_argument("--topic", help="Kafka topic (default netflow) [env FLOWAUDIT_COLLECT_TOPIC]")
+    p.add_argument("--sockets", type=int, metavar="N",
+                   help="receiving sockets/threads bound with SO_REUSEPORT (default 1) [env FLOWAUDIT_COLLECT_SOCKETS]")
+    p.add_argument("--rcvbuf", type=int, metavar="BYTES",
+                   help="socket receive buffer (default 64 MiB; capped by net.core.rmem_max unless CAP_NET_ADMIN) "
+                        "[env FLOWAUDIT_COLLECT_RCVBUF_BYTES]")
+    p.add_argument("--max-seconds", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--stats-every", type=float, metavar="S", help="print counters as JSON every S seconds")
+    p.set_defaults(fn=cmd_collect)
+
     p = sub.add_parser("synth", help="deterministic synthetic port traffic with ground-truth labels")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--count", type=int, default=1000)
@@ -208,13 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", type=int, default=3, help="partitions used when producing")
     p.set_defaults(fn=cmd_synth)
 
-    from . import bench_cli, flows, scan
+    from . import bench_cli, flows, fuzz, scan
     from .detect import egress, findings_cli
     scan.add_parser(sub)
     flows.add_parsers(sub)
     egress.add_parser(sub)
     findings_cli.add_parser(sub)
     bench_cli.add_parser(sub)
+    fuzz.add_parser(sub)
 
     _add_quarantine_parser(sub)
 

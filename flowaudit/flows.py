@@ -1,6 +1,7 @@
-"""``flowaudit flows`` (pcap / goflow2 JSON -> FLOWS Parquet) and ``flowaudit collect`` (UDP -> Kafka).
+"""``flowaudit flows`` (pcap / goflow2 JSON -> FLOWS Parquet).
 
-``cli.py`` registers both with ``flows.add_parsers(subparsers)``.  Every flag names the
+``cli.py`` registers it with ``flows.add_parsers(subparsers)`` (``flowaudit collect``, UDP -> Kafka,
+lives in ``cli.py`` with the other commands that read the settings model).  Every flag names the
 environment variable that sets its default.
 """
 from __future__ import annotations
@@ -14,13 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-ENV_BOOTSTRAP = "FLOWAUDIT_KAFKA_BOOTSTRAP_SERVERS"
-ENV_LISTEN = "FLOWAUDIT_COLLECT_LISTEN"
-ENV_TOPIC = "FLOWAUDIT_COLLECT_TOPIC"
-ENV_SOCKETS = "FLOWAUDIT_COLLECT_SOCKETS"
-ENV_RCVBUF = "FLOWAUDIT_COLLECT_RCVBUF_BYTES"
 ENV_TTL = "FLOWAUDIT_NETFLOW_TEMPLATE_TTL_S"
-DEFAULT_TOPIC = "netflow"
 BATCH_DATAGRAMS = 65536
 
 
@@ -114,7 +109,12 @@ def cmd_flows(args) -> int:
     tables = []
     summary: dict = {}
     if pcaps:
-        table, dg, status, dec = decode_pcaps(pcaps, ports, args.template_ttl)
+        from .sources.pcap import PcapError
+        try:
+            table, dg, status, dec = decode_pcaps(pcaps, ports, args.template_ttl)
+        except PcapError as exc:
+            print(f"flowaudit flows: {exc}", file=sys.stderr)
+            return 2
         tables.append(table)
         bad = np.nonzero(status)[0]
         summary.update(datagrams=len(dg), flows=table.num_rows, quarantined=int(len(bad)),
@@ -145,26 +145,8 @@ def cmd_flows(args) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------------- collect
-def cmd_collect(args) -> int:
-    from .sources.udp import UdpCollector, parse_listen
-
-    host, port = parse_listen(args.listen)
-    try:
-        col = UdpCollector(host, port, args.bootstrap, args.topic, sockets=args.sockets, rcvbuf=args.rcvbuf)
-    except OSError as exc:
-        print(f"flowaudit collect: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
-        return 2
-    print(json.dumps({"listening": f"{col.address[0]}:{col.port}", "topic": args.topic,
-                      "rcvbuf_bytes": col.effective_rcvbuf, "pid": os.getpid()}), flush=True)
-    on_stats = (lambda d: print(json.dumps({"stats": d}), flush=True)) if args.stats_every else None
-    stats = col.run(max_seconds=args.max_seconds, stats_every=args.stats_every or 0.0, on_stats=on_stats)
-    print(json.dumps({"final": stats.as_dict()}), flush=True)
-    return 0 if not stats.delivery_errors and not stats.dropped_queue_full else 1
-
-
 def add_parsers(sub) -> None:
-    """Register ``flows`` and ``collect`` on an argparse subparsers object."""
+    """Register ``flows`` on an argparse subparsers object."""
     p = sub.add_parser("flows", help="decode NetFlow v5/v9/IPFIX captures (pcap/pcapng) or goflow2 JSON "
                        "lines into a FLOWS Parquet file",
                        description="Decode the UDP export datagrams of pcap/pcapng files (Ethernet, VLAN, "
@@ -186,34 +168,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON summary (counters per reason)")
     p.set_defaults(fn=cmd_flows)
 
-    p = sub.add_parser("collect", help="listen for NetFlow/IPFIX export datagrams on UDP and forward them "
-                       "to a Kafka topic keyed by exporter address",
-                       description="Forward every UDP datagram unchanged to Kafka: key = exporter IP address, "
-                       "headers exporter, exporter_port, received_ns. SIGTERM/Ctrl-C drains the socket, flushes "
-                       "and exits 0.")
-    p.add_argument("--listen", default=_env(ENV_LISTEN, "0.0.0.0:2055"), metavar="HOST:PORT",
-                   help=f"address to listen on (default 0.0.0.0:2055) [env {ENV_LISTEN}]")
-    p.add_argument("--bootstrap", default=_env(ENV_BOOTSTRAP, "127.0.0.1:9092"), metavar="HOST:PORT",
-                   help=f"Kafka bootstrap servers [env {ENV_BOOTSTRAP}]")
-    p.add_argument("--topic", default=_env(ENV_TOPIC, DEFAULT_TOPIC),
-                   help=f"Kafka topic (default {DEFAULT_TOPIC}) [env {ENV_TOPIC}]")
-    p.add_argument("--sockets", type=int, default=_env(ENV_SOCKETS, 1), metavar="N",
-                   help=f"receiving sockets/threads bound with SO_REUSEPORT (default 1) [env {ENV_SOCKETS}]")
-    p.add_argument("--rcvbuf", type=int, default=_env(ENV_RCVBUF, 64 << 20), metavar="BYTES",
-                   help=f"socket receive buffer (default 64 MiB; capped by net.core.rmem_max unless "
-                        f"CAP_NET_ADMIN) [env {ENV_RCVBUF}]")
-    p.add_argument("--max-seconds", type=float, metavar="S", help="stop after S seconds")
-    p.add_argument("--stats-every", type=float, metavar="S", help="print counters as JSON every S seconds")
-    p.set_defaults(fn=cmd_collect)
-
 
 def main(argv=None) -> int:
-    """Stand-alone entry (``python -m flowaudit.flows flows ...``) until cli.py wires add_parsers."""
-    ap = argparse.ArgumentParser(prog="flowaudit")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    add_parsers(sub)
-    args = ap.parse_args(argv)
-    return args.fn(args)
+    """``python -m flowaudit.flows ...``: the same as ``flowaudit ...`` (kept for scripts that use it)."""
+    from .cli import main as cli_main
+
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

@@ -59,12 +59,26 @@ def _stop(proc: subprocess.Popen, timeout: float = 20) -> None:
             proc.wait(5)
 
 
+def _env(**extra) -> dict:
+    """This process's environment without FLOWAUDIT_* settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWAUDIT_")}
+    env.update(extra)
+    return env
+
+
 def start_collect(bootstrap: str, topic: str):
-    cmd = [sys.executable, "-m", "flowaudit.flows", "collect", "--listen", "127.0.0.1:0", "--bootstrap", bootstrap,
-           "--topic", topic]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return collect_process("--listen", "127.0.0.1:0", "--bootstrap", bootstrap, "--topic", topic)
+
+
+def collect_process(*flags: str, env: dict | None = None):
+    """``flowaudit collect FLAGS``; returns the process and the UDP port it listens on."""
+    cmd = [sys.executable, "-m", "flowaudit", "collect", *flags]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or _env())
     line = proc.stdout.readline()
-    assert line, proc.stderr.read()
+    if not line:
+        _stop(proc)
+        _, err = proc.communicate(timeout=10)
+        raise AssertionError(err)
     info = json.loads(line)
     return proc, int(info["listening"].rsplit(":", 1)[1])
 
@@ -198,3 +212,79 @@ def test_softflowd_collect_kafka_matches_nfdump(broker, tmp_path, version):
     want = collections.Counter(key_nfdump(r) for r in truth)
     got = collections.Counter(key_ours(r) for r in ours)
     assert got == want, (list((got - want).items())[:5], list((want - got).items())[:5])
+
+
+def test_collect_uses_the_settings_model(broker, tmp_path):
+    """``collect --config``: kafka.bootstrap_servers and kafka.extra from the file reach the producer,
+    the environment overrides the file, a flag overrides both."""
+    from flowaudit.sources.pcap import read_datagrams
+
+    topic = f"netflow-cfg-{os.getpid()}"
+    broker.create_topics({topic: 1})
+    client = f"fa-collect-{os.getpid()}"
+    cfg = tmp_path / "flowaudit.toml"
+    cfg.write_text(f'''
+[kafka]
+bootstrap_servers = "{broker.bootstrap}"
+
+[kafka.extra]
+"client.id" = "{client}"
+debug = "generic"
+
+[collect]
+listen = "256.0.0.1:0"   # not an address: the --listen flag below must win
+topic = "not-this-topic"
+''')
+    dg = read_datagrams([INPUTS.parent / "generated" / "softflowd" / "remote_access_sfd_v5.pcap"])
+    values = [dg.buf[dg.offsets[i]:dg.offsets[i + 1]].tobytes() for i in range(min(5, len(dg)))]
+    assert values
+    collect, port = collect_process("--config", str(cfg), "--listen", "127.0.0.1:0",
+                                    env=_env(FLOWAUDIT_COLLECT_TOPIC=topic))
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            for v in values:
+                s.sendto(v, ("127.0.0.1", port))
+        msgs = consume_all(broker.bootstrap, topic, len(values))
+    finally:
+        _stop(collect)
+    out, err = collect.communicate(timeout=10)
+    assert collect.returncode == 0, err[-2000:]
+    assert [m.value() for m in msgs] == values
+    assert json.loads(out.strip().splitlines()[-1])["final"]["delivered"] == len(values)
+    # librdkafka's own debug log (kafka.extra "debug") names the instance after kafka.extra's client.id
+    assert f"|{client}#producer-1|" in err
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('"no.such.property" = "1"', 'kafka.extra: No such configuration property: "no.such.property"'),
+    ('"linger.ms" = "soon"', "kafka.extra: Invalid value"),
+])
+def test_collect_bad_kafka_property_is_one_line(tmp_path, extra, message):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(f"[kafka.extra]\n{extra}\n")
+    r = subprocess.run([sys.executable, "-m", "flowaudit", "collect", "--config", str(cfg), "--listen", "127.0.0.1:0"],
+                       capture_output=True, text=True, timeout=60, env=_env())
+    assert r.returncode == 2
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"flowaudit: {message}"), r.stderr
+
+
+def test_a_datagram_the_producer_refuses_is_counted(tmp_path):
+    """kafka.extra's message.max.bytes makes librdkafka refuse a larger datagram at produce time:
+    collect counts it as a delivery error and keeps running (exit 1 at the end), no traceback."""
+    cfg = tmp_path / "small.toml"
+    cfg.write_text('[kafka]\nbootstrap_servers = "127.0.0.1:1"\n[kafka.extra]\n"message.max.bytes" = 1000\n')
+    collect, port = collect_process("--config", str(cfg), "--listen", "127.0.0.1:0")
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"\x00\x05" + bytes(1998), ("127.0.0.1", port))
+        time.sleep(0.5)           # SIGTERM drains the socket anyway; this just lets the loop see it first
+    finally:
+        _stop(collect)
+    out, err = collect.communicate(timeout=10)
+    final = json.loads(out.strip().splitlines()[-1])["final"]
+    assert collect.returncode == 1 and "Traceback" not in err
+    assert final["datagrams"] == 1 and final["delivery_errors"] == 1 and final["delivered"] == 0
+    assert "too large" in final["errors"][0].lower()

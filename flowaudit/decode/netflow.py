@@ -513,6 +513,12 @@ def _int(v, default=0) -> int:
     return default
 
 
+def _time_ns(v) -> int:
+    """A flow time in ns since the epoch; 0 (unknown) when it does not fit int64."""
+    t = _int(v)
+    return t if -(1 << 63) <= t < 1 << 63 else 0
+
+
 def decode_goflow_json(values: list, sources: list[str] | None = None, source_idx=None, partition=None,
                        offset=None, ts_ms=None) -> tuple[pa.Table, np.ndarray]:
     """goflow2 JSON flow messages (one JSON object per message) -> (FLOWS table, status per message).
@@ -545,8 +551,8 @@ def decode_goflow_json(values: list, sources: list[str] | None = None, source_id
                      _int(m.get("observation_domain_id")) & 0xFFFFFFFF, sh, sl, dh, dl, max(sv, dv),
                      _int(m.get("src_port")) & 0xFFFF, _int(m.get("dst_port")) & 0xFFFF, _int(proto) & 0xFF,
                      _int(m.get("tcp_flags")) & 0xFF, _int(m.get("bytes")) & 0xFFFFFFFFFFFFFFFF,
-                     _int(m.get("packets")) & 0xFFFFFFFFFFFFFFFF, _int(m.get("time_flow_start_ns")),
-                     _int(m.get("time_flow_end_ns")), max(1, _int(m.get("sampling_rate"))) & 0xFFFFFFFF))
+                     _int(m.get("packets")) & 0xFFFFFFFFFFFFFFFF, _time_ns(m.get("time_flow_start_ns")),
+                     _time_ns(m.get("time_flow_end_ns")), max(1, _int(m.get("sampling_rate"))) & 0xFFFFFFFF))
         keep.append(i)
     keep = np.asarray(keep, np.int64)
     nr = len(rows)

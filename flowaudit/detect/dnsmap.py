@@ -53,15 +53,24 @@ class DnsAnswer:
     ttl_s: float
 
 
+_MAX_TS_S = float(1 << 62) / NS    # record times beyond this (year 2116) are garbage, not times
+
+
 def _ts_ns(v) -> int | None:
+    """Epoch seconds (number or ISO 8601 text) -> ns; None when unreadable or outside 0..2**62 ns."""
     if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return int(round(float(v) * NS))
-    if isinstance(v, str):
         try:
-            return int(round(datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp() * NS))
-        except ValueError:
+            s = float(v)
+        except OverflowError:      # an integer beyond float range
             return None
-    return None
+    elif isinstance(v, str):
+        try:
+            s = datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+        except (ValueError, OverflowError):
+            return None
+    else:
+        return None
+    return int(round(s * NS)) if 0.0 <= s < _MAX_TS_S else None
 
 
 class DnsMap:
@@ -153,7 +162,8 @@ class DnsMap:
                 continue
             self.stats["answers"] += 1
             ttl = ttls[i] if i < len(ttls) and isinstance(ttls[i], (int, float)) else None
-            ttl_ns = self.default_ttl_ns if ttl is None else int(float(ttl) * NS)
+            # clamped in seconds first, so that a huge TTL cannot overflow the ns arithmetic
+            ttl_ns = self.default_ttl_ns if ttl is None else int(min(max(float(ttl), 0.0), 1e10) * NS)
             ttl_ns = min(max(ttl_ns, self.min_ttl_ns), self.max_ttl_ns)
             self._add((hi, lo), name, ts - self.skew_ns, ts + ttl_ns + self.skew_ns, ts)
             self.stats["stored"] += 1

@@ -254,7 +254,10 @@ class FlowPath:
         """Close every window of flow time that this batch's flows complete; one transfers row per
         silent host, filed with the message whose flow closed the window."""
         t = numeric["first_ns"].astype(np.int64)
-        order = np.argsort(t, kind="stable")
+        # a record time outside (0, 2**62) ns is exporter garbage: it never opens or closes a window
+        # (and the window arithmetic stays inside int64)
+        order = np.flatnonzero((t > 0) & (t < 1 << 62))
+        order = order[np.argsort(t[order], kind="stable")]
         tables, rows = [], []
         lo = 0
         while lo < order.size:

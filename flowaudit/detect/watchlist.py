@@ -63,7 +63,10 @@ def normalize_host(name: str) -> str:
     """Lower case, no trailing dot, IDNA for non-ASCII labels."""
     n = name.strip().rstrip(".").lower()
     if n and not n.isascii():
-        n = n.encode("idna").decode("ascii")
+        try:
+            n = n.encode("idna").decode("ascii")
+        except UnicodeError:   # no valid IDN (an empty or over-long label): kept as is, it matches nothing
+            pass
     return n
 
 

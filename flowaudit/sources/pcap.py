@@ -5,7 +5,8 @@ length checks, because only four fields matter (exporter address and port, colle
 payload).  Supported link types: Ethernet (with 802.1Q / QinQ tags), raw IP, Linux cooked
 captures v1 (SLL) and v2 (SLL2), BSD loopback (NULL / LOOP).  IPv4 and IPv6 (extension headers
 walked).  Everything else -- non-UDP frames, IP fragments, truncated frames, unknown link
-types -- is skipped and counted, never raised.
+types, a damaged record (which ends the file) -- is skipped and counted, never raised; a file that
+is no capture at all raises :class:`PcapError`.
 """
 from __future__ import annotations
 
@@ -128,14 +129,43 @@ def _l3_start(linktype: int, data: bytes):
     return "unknown_linktype"
 
 
-def _reader(f):
+class PcapError(ValueError):
+    """A file that is not a pcap or pcapng capture (one line, for the CLI)."""
+
+
+def _reader(f, path):
     import dpkt
 
     magic = f.read(4)
     f.seek(0)
-    if magic == b"\x0a\x0d\x0d\x0a":
-        return dpkt.pcapng.Reader(f)
-    return dpkt.pcap.Reader(f)
+    try:
+        if magic == b"\x0a\x0d\x0d\x0a":
+            return dpkt.pcapng.Reader(f)
+        return dpkt.pcap.Reader(f)
+    except (ValueError, struct.error, EOFError, dpkt.dpkt.Error) as exc:
+        raise PcapError(f"{path}: not a pcap or pcapng capture ({exc})") from None
+
+
+def _frames(rd, skipped: dict):
+    """The reader's (ts, frame) records; a damaged record ends the file, counted as ``corrupt_record``."""
+    import dpkt
+
+    it = iter(rd)
+    while True:
+        try:
+            ts, frame = next(it)
+        except StopIteration:
+            return
+        except (ValueError, struct.error, EOFError, dpkt.dpkt.Error):
+            skipped["corrupt_record"] = skipped.get("corrupt_record", 0) + 1
+            return
+        yield ts, frame
+
+
+def _ts_ns(ts) -> int:
+    """Capture time in ns; -1 (unknown) when the file's timestamp does not fit int64 ns."""
+    t = float(ts) * 1e9
+    return int(round(t)) if 0.0 <= t < 9.2e18 else -1
 
 
 def iter_udp(path: str | Path, ports: set[int] | None = None):
@@ -143,9 +173,9 @@ def iter_udp(path: str | Path, ports: set[int] | None = None):
     skipped frames are counted in the dict yielded last as ``(None, skipped)``."""
     skipped: dict[str, int] = {}
     with open(path, "rb") as f:
-        rd = _reader(f)
+        rd = _reader(f, path)
         lt = rd.datalink()
-        for i, (ts, frame) in enumerate(rd):
+        for i, (ts, frame) in enumerate(_frames(rd, skipped)):
             p = _l3_start(lt, frame)
             if isinstance(p, str):
                 skipped[p] = skipped.get(p, 0) + 1
@@ -158,7 +188,7 @@ def iter_udp(path: str | Path, ports: set[int] | None = None):
             if ports and dport not in ports:
                 skipped["other_port"] = skipped.get("other_port", 0) + 1
                 continue
-            yield i, int(round(float(ts) * 1e9)), src, sport, dport, frame[a:b]
+            yield i, _ts_ns(ts), src, sport, dport, frame[a:b]
     yield None, skipped
 
 

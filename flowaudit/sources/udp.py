@@ -28,6 +28,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from confluent_kafka import KafkaException, Producer
+
 log = logging.getLogger("flowaudit.collect")
 
 MAX_DATAGRAM = 65535
@@ -103,8 +105,8 @@ class UdpCollector:
     def __init__(self, host: str, port: int, bootstrap: str, topic: str, sockets: int = 1,
                  rcvbuf: int = 64 << 20, poll_every: int = 256, linger_ms: int = 5,
                  queue_kbytes: int = 256 * 1024, producer_extra: dict | None = None):
-        from confluent_kafka import Producer
-
+        """``producer_extra``: librdkafka properties (``kafka.extra``: security.protocol, sasl.*,
+        ssl.*, ...) applied over the defaults here; a bad one raises ``KafkaException``."""
         self.topic = topic
         self.poll_every = max(1, int(poll_every))
         self.stats = CollectStats()
@@ -169,6 +171,10 @@ class UdpCollector:
                 if waited > 3000:       # ~30 s without progress: give up on this datagram, counted
                     self.stats.dropped_queue_full += 1
                     return
+            except KafkaException as exc:
+                # refused outright (e.g. larger than kafka.extra's message.max.bytes): counted, not fatal
+                self._on_delivery(exc.args[0], None)
+                return
 
     def _loop(self, s: socket.socket) -> None:
         buf = bytearray(MAX_DATAGRAM)
