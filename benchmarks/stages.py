@@ -568,7 +568,8 @@ def e2e_stage(count: int, repeats: int, poll: int = 5000) -> dict:
     p = res["best"]["pipeline"]
     rec["extra"] = {"poll_max_messages": poll, "warmup_seconds": p.get("warmup_seconds"),
                     "produce_seconds": res["produce_seconds"], "hits": sum(p.get("hits", {}).values()),
-                    "ratio_pipeline_to_bare": res["ratio_pipeline_to_bare"]}
+                    "ratio_pipeline_to_bare": res["ratio_pipeline_to_bare"],
+                    "findings_share_of_pipeline": p.get("findings_share"), "findings_rows": p.get("findings_rows")}
     b = {"name": "bare confluent-kafka consume loop", "version": P.version("confluent-kafka"), "status": "ok",
          "reason": None, "bytes": rec["bytes"], "prefix": False, "items": res["best"]["bare"]["messages"],
          "item_unit": "messages", "timing": timing(bare, 0), "memory": None,

@@ -18,8 +18,12 @@ from .metrics import Metrics
 from .service import StreamService, Summary
 
 
-def produce(messages, bootstrap: str, topics: dict[str, str] | None = None, partitions: int = 3) -> tuple[int, int]:
-    """Produce synth messages to ``topics[format]``, keyed; returns (messages, bytes)."""
+def produce(messages, bootstrap: str, topics: dict[str, str] | None = None, partitions: int = 3,
+            spacing_ms: int | None = None, start_ms: int = 1_772_352_000_000) -> tuple[int, int]:
+    """Produce synth messages to ``topics[format]``, keyed; returns (messages, bytes).
+
+    ``spacing_ms``: give message ``i`` the record time ``start_ms + i * spacing_ms`` (event time
+    that spans several findings windows); None: the broker's clock."""
     topics = topics or synth.TOPICS
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1 << 20,
                   "queue.buffering.max.kbytes": 512 * 1024, "compression.type": "lz4",
@@ -36,7 +40,11 @@ def produce(messages, bootstrap: str, topics: dict[str, str] | None = None, part
         part = hash_partition(m.key, partitions)
         while True:
             try:
-                p.produce(topic, m.value, key=m.key, partition=part, on_delivery=on_delivery)
+                if spacing_ms is None:
+                    p.produce(topic, m.value, key=m.key, partition=part, on_delivery=on_delivery)
+                else:
+                    p.produce(topic, m.value, key=m.key, partition=part, on_delivery=on_delivery,
+                              timestamp=start_ms + n * spacing_ms)
                 break
             except BufferError:
                 p.poll(0.05)
@@ -89,4 +97,7 @@ def run_demo(count: int = 100_000, seed: int = 7, out: str = "demo-out", partiti
         summary = service.run()
         summary.metrics_url = url
         metrics.close()
+    from .detect.findings import top_findings
+
+    summary.top_findings = top_findings(root, 10)   # the synthetic LOGINK queries, worst first
     return summary

@@ -123,6 +123,8 @@ class Summary:
     log_gap_messages: int = 0
     storage_faults: int = 0
     findings: int = 0             # findings rows written by closed windows
+    findings_seconds: float = 0.0  # time spent closing windows (publish, read back, correlate, write)
+    top_findings: list = field(default_factory=list)   # worst findings first (demo)
     exit_code: int = 0
     error: str = ""
     root: str = ""
@@ -275,6 +277,8 @@ class StreamService:
         w = self._new_writer(topic, partition)
         w.on_fault = lambda exc, attempt, slot=slot: self._on_fault(slot, exc, attempt)
         resume = w.recover()
+        if self.findings is not None and w.fingerprint is not None:
+            self.findings.seed(slot.key, w.fingerprint[0], w.next_offset - 1)
         slot.ready = True
         self.slots[slot.key] = slot
         self.writers[slot.key] = w
@@ -334,6 +338,8 @@ class StreamService:
                 slot.verify = (v_off, w.fingerprint)
                 start = v_off if hi > v_off else max(lo, min(v_off, hi - 1))
         self.writers[slot.key] = w
+        if self.findings is not None and w.fingerprint is not None:
+            self.findings.seed(slot.key, w.fingerprint[0], w.next_offset - 1)
         slot.ready = True
         slot.fetch_from = start if start >= 0 else 0
         slot.resume = -1 if resume is None else resume
@@ -924,6 +930,7 @@ class StreamService:
                 done[k] = last + 1
             if w.next_offset is not None:
                 flushed[f"{k[0]}+{k[1]}"] = w.next_offset
+        t0 = time.perf_counter()
         for start in due:
             try:
                 found = fw.close(start, flushed)
@@ -934,6 +941,7 @@ class StreamService:
             if self.metrics:
                 self.metrics.findings_windows.inc()
             self.summary.findings += int(found.num_rows)
+        self.summary.findings_seconds += time.perf_counter() - t0
 
     # -- NetFlow templates, held sets and the DNS map across restarts ----------------------------
 
@@ -1133,8 +1141,16 @@ def format_summary(s: Summary) -> str:
         lines.append(f"  storage faults  {s.storage_faults} (consumption paused while they lasted)")
     if s.log_resets or s.log_gap_messages:
         lines.append(f"  broker log      resets {dict(s.log_resets)}, messages expired unread {s.log_gap_messages:,}")
+    if s.findings:
+        lines.append(f"  findings        {s.findings:,} written by closed event-time windows "
+                     f"({s.findings_seconds:.1f} s to close them)")
     if s.metrics_url:
         lines.append(f"  metrics         {s.metrics_url} (served while running)")
     if s.error:
         lines.append(f"  STOPPED         {s.error}")
+    if s.top_findings:
+        from .detect.findings import format_table
+
+        lines.append("  findings, worst first (flowaudit findings ROOT):")
+        lines += ["    " + ln for ln in format_table(s.top_findings).splitlines()]
     return "\n".join(lines)

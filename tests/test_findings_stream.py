@@ -57,7 +57,7 @@ def _scenario_setup(broker, topics, tmp_path):
 
     from flowaudit.demo import hash_partition
 
-    sc = synth.exposure_scenario(background=400)
+    sc = synth.exposure_scenario(background=300)
     wl = tmp_path / "wl"
     wl.mkdir(exist_ok=True)
     (wl / "ops.toml").write_text(sc.watchlist_toml)
@@ -104,19 +104,20 @@ def test_stream_windows_write_the_same_findings_after_kill_9(broker, topics, tmp
     assert len({f["finding_id"] for f in want}) == len(want)          # one row per finding
 
     split = tmp_path / "split"
-    env = stream_env(FLOWAUDIT_KAFKA_POLL_MAX_MESSAGES="20")
+    env = stream_env(FLOWAUDIT_KAFKA_POLL_MAX_MESSAGES="40")
     cmd = stream_cmd(broker.bootstrap, topics, split, "--group", "g-win-split", "--metrics-port", "0",
                      "--rotate-records", "60", *extra)
 
-    def windows():
-        d = split / "dataset=findings"
+    def files(d):
+        d = split / f"dataset={d}"
         return sum(1 for _ in d.rglob("*.parquet")) if d.exists() else 0
 
-    for at_least in (1, 3):
+    # killed once in the middle of the first windows, once after a findings file was written
+    for ready in (lambda: files("messages") >= 4, lambda: files("findings") >= 1):
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 90
-            while windows() < at_least and time.monotonic() < deadline and proc.poll() is None:
+            deadline = time.monotonic() + 20
+            while not ready() and time.monotonic() < deadline and proc.poll() is None:
                 time.sleep(0.05)
         finally:
             if proc.poll() is None:

@@ -158,8 +158,9 @@ def test_sigkill_mid_run_loses_and_duplicates_nothing(broker, topics, tmp_path):
     assert_exactly_once(root, placed)
     assert_no_partial_files(root)
     assert found_hits(root) == expected_hits(placed)
-    # no temp file survives (the key and the partition lock files stay, by design)
-    leftovers = [p for p in root.rglob(".*") if p.name not in (".hmac-key", ".locks") and p.parent.name != ".locks"]
+    # no temp file survives (the key, the partition locks and the restart state stay, by design)
+    kept = (".hmac-key", ".locks", ".state")
+    leftovers = [p for p in root.rglob(".*") if p.name not in kept and p.parent.name != ".locks"]
     assert not leftovers, leftovers
 
 

@@ -494,7 +494,7 @@ def worst_first(t: pa.Table) -> pa.Table:
 
 
 def top_findings(root: str | Path, n: int = 10, *, policy: str | Path | None = None,
-                 window_ns: int = HOUR_NS) -> list[dict]:
+                 window_ns: int = 300 * 1_000_000_000) -> list[dict]:
     """The ``n`` worst findings under ``root`` as dicts (for the demo's summary)."""
     t = worst_first(correlate_root(root, window_ns=window_ns, inventory=load_inventory(policy)))
     return t.slice(0, n).to_pylist()

@@ -111,6 +111,14 @@ class FindingsWindows:
         prev = self._seen.get(key, (None, -1))[0]
         self._seen[key] = (hi if prev is None else max(prev, hi), int(offsets[-1]))
 
+    def seed(self, key: tuple[str, int], last_ts_ms: int, last_offset: int) -> None:
+        """A partition resumed from storage: its last stored message's record time and offset
+        count as seen (the watermark must not forget what was published before a restart)."""
+        if last_ts_ms > 0:
+            hi = self._seen.get(key, (None, -1))[0]
+            self._seen[key] = (last_ts_ms * MS if hi is None else max(hi, last_ts_ms * MS),
+                               max(last_offset, self._seen.get(key, (None, -1))[1]))
+
     def watermark(self, idle: dict) -> int | None:
         """Event time every owned partition has passed: the least of their newest record times,
         where a partition that is at its end (``idle[key]``) holds nothing back.  None: no data."""
