@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from ..datasets import TRANSFERS
 from ..sinks.parquet import FILE_MODE, fsync_dir, hour_dir, makedirs
 from . import findings as _f
 
@@ -189,12 +190,16 @@ class FindingsWindows:
             cut = self._cuts(end + self.lateness_ns, flushed)
             self.pending = {"start": start, "cut": cut}
             self._save_state({"closed_until": self.closed_until, "closing": self.pending})
-        tables = {name: self._read(name, start - (self.lookback_ns if name == "hits" else 0), end, cut)
-                  for name in ("transfers", "hits", "messages")}
+        transfers = self._read("transfers", start, end, cut)
+        hits = messages = None
+        topics = self._evidence_topics(transfers)
+        if topics:
+            hits = self._read("hits", start - self.lookback_ns, end, cut, list(_f._H_COLS), topics)
+            messages = self._read("messages", start, end, cut, list(_f._M_COLS), topics)
         previous = self._read_findings(start - self.window_ns)
-        found = _f.correlate(tables["transfers"], tables["hits"], tables["messages"], window_ns=self.window_ns,
-                             lookback_ns=self.lookback_ns, window_start_ns=start, inventory=self.inventory,
-                             model=self.model, previous=previous, watermark_ns=end)
+        found = _f.correlate(transfers if transfers is not None else TRANSFERS.empty_table(), hits, messages,
+                             window_ns=self.window_ns, lookback_ns=self.lookback_ns, window_start_ns=start,
+                             inventory=self.inventory, model=self.model, previous=previous, watermark_ns=end)
         _f.write_findings(self.root, found, prune=False)
         self.closed_until = end
         self.pending = None
@@ -217,13 +222,16 @@ class FindingsWindows:
             files = [str(p) for d in base.glob("date=*/hour=*") if _hour_of(d) >= hour0 for p in d.glob("*.parquet")]
             if not files:
                 continue
-            t = ds.dataset(files, format="parquet").to_table(columns=["source", "partition", "offset", "ts_ms"],
+            t = ds.dataset(files, format="parquet").to_table(columns=["source", "partition", "offset"],
                                                               filter=ds.field("ts_ms") >= thr_ms)
             if not t.num_rows:
                 continue
-            src = pc.cast(t.column("source"), pa.string()).to_pylist()
-            for s, p, o in zip(src, t.column("partition").to_pylist(), t.column("offset").to_pylist()):
-                k = f"{s}+{p}"
+            import polars as pl
+
+            first = (pl.from_arrow(t).group_by(["source", "partition"]).agg(pl.col("offset").min())
+                     .with_columns(pl.col("source").cast(pl.Utf8)))
+            for s_, p_, o in first.iter_rows():
+                k = f"{s_}+{p_}"
                 if k in cut and o < cut[k]:
                     cut[k] = o
         return cut
@@ -235,23 +243,47 @@ class FindingsWindows:
             for c in r["data_classes"] or []:
                 self.metrics.exposed_values.labels(r["platform"], c["data_class"]).inc(c["distinct_values"])
 
-    def _read(self, name: str, lo_ns: int, hi_ns: int, cut: dict[str, int]) -> pa.Table | None:
-        """Rows of ``name`` from the hour folders that can hold [lo, hi + lateness), below each
-        partition's cut."""
+    def _evidence_topics(self, transfers: pa.Table | None) -> list[str]:
+        """Topics whose hits can be evidence of the window's transfers: the exposing messages'
+        topics and the application inventory's.  None without transfers: no finding to make."""
+        if transfers is None or not transfers.num_rows:
+            return []
+        topics = {t for a in self.inventory.applications for t in a.topics}
+        sw = pc.cast(transfers.column("seen_where"), pa.string())
+        msg = transfers.filter(pc.is_in(sw, pa.array(_f.MESSAGE_WHERE)))
+        topics |= set(pc.unique(pc.cast(msg.column("source"), pa.string())).to_pylist())
+        topics.discard(None)
+        return sorted(topics)
+
+    def _read(self, name: str, lo_ns: int, hi_ns: int, cut: dict[str, int], columns: list[str] | None = None,
+              sources: list[str] | None = None) -> pa.Table | None:
+        """Rows of ``name`` with record time in [lo, hi + lateness), from the hour folders that can
+        hold them (row-group statistics skip the rest), below each partition's cut."""
         base = self.root / f"dataset={name}"
         if not base.is_dir():
             return None
-        lo_h = max(0, (lo_ns - self.lateness_ns) // (3600 * NS))
+        lo_h = max(0, lo_ns // (3600 * NS))
         hi_h = (hi_ns + self.lateness_ns) // (3600 * NS)
         files = [str(p) for h in range(lo_h, hi_h + 1) for p in (base / hour_dir(h)).glob("*.parquet")]
         if not files:
             return None
-        t = ds.dataset(files, format="parquet").to_table()
+        d = ds.dataset(files, format="parquet")
+        filt = (ds.field("ts_ms") >= lo_ns // MS) & (ds.field("ts_ms") < -(-(hi_ns + self.lateness_ns) // MS))
+        if sources is not None:
+            filt = filt & ds.field("source").isin(sources)
+        cols = None if columns is None else [c for c in dict.fromkeys(columns + ["source", "partition", "offset"])
+                                            if c in d.schema.names]
+        t = d.to_table(columns=cols, filter=filt)
         if not t.num_rows:
             return t
-        src = pc.cast(t.column("source"), pa.string()).to_pylist()
-        limit = np.array([cut.get(f"{s}+{p}", -1) for s, p in zip(src, t.column("partition").to_pylist())], np.int64)
-        return t.filter(pa.array(t.column("offset").to_numpy() < limit))
+        import polars as pl
+
+        keys = pl.DataFrame({"k": list(cut), "limit": list(cut.values())}, schema={"k": pl.Utf8, "limit": pl.Int64})
+        rows = pl.from_arrow(t.select(["source", "partition", "offset"])).with_columns(
+            k=pl.col("source").cast(pl.Utf8) + "+" + pl.col("partition").cast(pl.Utf8))
+        keep = rows.join(keys, on="k", how="left", maintain_order="left").select(
+            (pl.col("offset") < pl.col("limit")).fill_null(False)).to_series()
+        return t.filter(keep.to_arrow())
 
     def _read_findings(self, start: int) -> pa.Table | None:
         base = self.root / "dataset=findings"
