@@ -6,7 +6,6 @@ environment variable that sets its default.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys

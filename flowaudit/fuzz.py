@@ -685,7 +685,6 @@ class _Markers:
         self.eg = EgressDetector()
 
     def run(self, batch) -> dict:
-        import numpy as np
 
         from .detect.egress import envelope_recipients
         from .pipeline import Batch

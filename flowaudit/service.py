@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import queue
 import struct
 import signal
@@ -65,8 +64,7 @@ from .detect.flowpath import FlowPath
 from .metrics import Metrics
 from .pipeline import Batch, Classifier, format_code
 from .protect import Protector
-from .sinks.parquet import (FILE_MODE, PartitionLock, PartitionWriter, PublishAborted, SinkError, fsync_dir,
-                            makedirs)
+from .sinks.parquet import PartitionLock, PartitionWriter, PublishAborted, SinkError, replace_atomic
 from .sources.kafka import check_broker, consumer_config
 
 log = logging.getLogger("flowaudit.stream")
@@ -917,19 +915,9 @@ class StreamService:
         due = fw.due(idle)
         if not due:
             return
-        flushed = {}
-        for k, w in list(self.writers.items()):
-            if k not in idle:
-                continue
-            try:
-                last = w.flush()
-            except PublishAborted as exc:
-                log.warning("%s+%d: findings window not closed: %s", k[0], k[1], exc)
-                return
-            if last is not None:
-                done[k] = last + 1
-            if w.next_offset is not None:
-                flushed[f"{k[0]}+{k[1]}"] = w.next_offset
+        flushed = self._publish_all([k for k in self.writers if k in idle], done, "findings window not closed")
+        if flushed is None:
+            return
         t0 = time.perf_counter()
         for start in due:
             try:
@@ -943,6 +931,26 @@ class StreamService:
             self.summary.findings += int(found.num_rows)
         self.summary.findings_seconds += time.perf_counter() - t0
 
+    def _publish_all(self, keys: list, done: dict, what: str) -> dict[str, int] | None:
+        """Publish the buffered rows of these partitions' writers (worker, or main once the worker
+        stopped); their new durable ends go to ``done``.  Returns ``topic+partition`` -> the
+        offset each one's files end at, or None when a publish was abandoned."""
+        flushed = {}
+        for k in keys:
+            w = self.writers.get(k)
+            if w is None:
+                continue
+            try:
+                last = w.flush()
+            except PublishAborted as exc:
+                log.warning("%s+%d: %s: %s", k[0], k[1], what, exc)
+                return None
+            if last is not None:
+                done[k] = last + 1
+            if w.next_offset is not None:
+                flushed[f"{k[0]}+{k[1]}"] = w.next_offset
+        return flushed
+
     # -- NetFlow templates, held sets and the DNS map across restarts ----------------------------
 
     def _is_telemetry(self, key: tuple[str, int]) -> bool:
@@ -954,36 +962,17 @@ class StreamService:
         the files (``<root>/.state/flowpath.state``, written atomically) with the offset each
         partition's files end at.  The snapshot is never ahead of the published files: a held
         set released after a resume point cannot be missing from it."""
-        tele = {k: w for k, w in list(self.writers.items()) if self._is_telemetry(k)
-                and (self.slots.get(k) is None or (self.slots[k].ready and not self.slots[k].aborted))}
-        for k, w in tele.items():
-            try:
-                last = w.flush()
-            except PublishAborted as exc:
-                log.warning("%s+%d: flow path not checkpointed: %s", k[0], k[1], exc)
-                return
-            if last is not None:
-                done[k] = last + 1
-        head = orjson.dumps({"format": 1, "partitions": {f"{t}+{p}": w.next_offset for (t, p), w in tele.items()}})
-        blob = struct.pack("<I", len(head)) + head + self.flowpath.state()
-        tmp = self.state_path.with_name(f".{self.state_path.name}.tmp-{os.getpid()}")
+        tele = [k for k in list(self.writers) if self._is_telemetry(k)
+                and (self.slots.get(k) is None or (self.slots[k].ready and not self.slots[k].aborted))]
+        flushed = self._publish_all(tele, done, "flow path not checkpointed")
+        if flushed is None:
+            return
+        head = orjson.dumps({"format": 1, "partitions": flushed})
         try:
-            makedirs(self.state_path.parent)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-            try:
-                os.write(fd, blob)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.state_path)
-            fsync_dir(self.state_path.parent)
+            replace_atomic(self.state_path, struct.pack("<I", len(head)) + head + self.flowpath.state())
         except OSError as exc:   # the files are published; only the restart state is behind
             self._ratelog(logging.ERROR, "checkpoint", "flow path state not saved (%s): a restart re-learns "
                           "templates from the exporters", exc)
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
 
     def _restore_flowpath(self) -> None:
         """Before the first telemetry batch: load the snapshot if it was taken exactly where the

@@ -28,7 +28,6 @@ stream's findings are per member, and ``flowaudit findings ROOT`` gives the whol
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from ..datasets import TRANSFERS
-from ..sinks.parquet import FILE_MODE, fsync_dir, hour_dir, makedirs
+from ..sinks.parquet import hour_dir, replace_atomic
 from . import findings as _f
 
 log = logging.getLogger("flowaudit.findings")
@@ -78,16 +77,7 @@ class FindingsWindows:
         return doc if isinstance(doc, dict) else {}
 
     def _save_state(self, doc: dict) -> None:
-        makedirs(self.state_path.parent)
-        tmp = self.state_path.with_name(f".{self.state_path.name}.tmp-{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        try:
-            os.write(fd, orjson.dumps(doc))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.state_path)
-        fsync_dir(self.state_path.parent)
+        replace_atomic(self.state_path, orjson.dumps(doc))
 
     # -- event time ----------------------------------------------------------------------------
 

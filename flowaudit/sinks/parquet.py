@@ -195,6 +195,29 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def replace_atomic(path: Path, data: bytes) -> None:
+    """Replace a small state file atomically and durably: hidden temp file (0640), fsync, rename,
+    fsync of the folder.  A reader sees the old content or the new one, never a part."""
+    path = Path(path)
+    makedirs(path.parent)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
+    fsync_dir(path.parent)
+
+
 def _write_durable(table: pa.Table, tmp: Path, compression: str, row_group_size: int) -> None:
     """Write ``table`` to ``tmp`` (mode 0640) and fsync it.  An fsync EIO is a StorageFault: the
     page cache may have dropped the data, so the caller rewrites the file from the rows it still
