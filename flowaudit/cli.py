@@ -72,19 +72,24 @@ def _settings(args):
 
 def cmd_stream(args) -> int:
     from .metrics import Metrics
-    from .service import StreamService, format_summary
+    from .service import StartupInterrupted, StreamService, format_summary
 
     settings = _settings(args)
     metrics = Metrics(settings.kafka.topics)
     service = StreamService(settings, metrics, until_drained=args.until_drained, max_seconds=args.max_seconds)
     service.install_signal_handlers()   # before anything slow: SIGTERM during start-up is a clean stop
-    if settings.metrics.port:
-        try:
-            port = metrics.serve(settings.metrics.host, settings.metrics.port)
-        except OSError as exc:
-            raise ConfigError(f"cannot serve metrics on {settings.metrics.host}:{settings.metrics.port}: {exc.strerror}")
-        print(f"metrics on http://{settings.metrics.host}:{port}/metrics", file=sys.stderr, flush=True)
-    summary = service.run()
+    try:
+        if settings.metrics.port:
+            try:
+                port = metrics.serve(settings.metrics.host, settings.metrics.port)
+            except OSError as exc:
+                raise ConfigError(f"cannot serve metrics on {settings.metrics.host}:{settings.metrics.port}: "
+                                  f"{exc.strerror}")
+            print(f"metrics on http://{settings.metrics.host}:{port}/metrics", file=sys.stderr, flush=True)
+        summary = service.run()
+    except StartupInterrupted:          # stopped before the service started: nothing to publish
+        metrics.close()
+        return 0
     metrics.close()
     if not args.quiet:
         print(format_summary(summary), flush=True)

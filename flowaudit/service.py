@@ -77,7 +77,7 @@ class LogResetError(RuntimeError):
     """The broker's log of a partition is not the log the files were written from."""
 
 
-class _StartupInterrupted(Exception):
+class StartupInterrupted(Exception):
     """SIGTERM / SIGINT before the consume loop started."""
 
 
@@ -245,7 +245,7 @@ class StreamService:
     def request_stop(self, *_args) -> None:
         self.stopping = True
         if self._starting:
-            raise _StartupInterrupted()
+            raise StartupInterrupted()
 
     def install_signal_handlers(self) -> None:
         """SIGTERM / SIGINT stop the service; before the consume loop they end start-up at once."""
@@ -557,7 +557,7 @@ class StreamService:
             parts = check_broker(self.settings)
             self.expected_partitions = sum(parts.values())
             self.summary.warmup_seconds = self.classifier.warmup()
-        except _StartupInterrupted:
+        except StartupInterrupted:
             self._restore_signal_handlers()
             self.summary.seconds = time.monotonic() - t0
             return self.summary

@@ -95,7 +95,7 @@ def test_write_is_deterministic(root, tmp_path):
 
 def test_top_findings_and_errors(root, tmp_path):
     r, policy, sc = root
-    top = F.top_findings(r, 2, policy=policy)
+    top = F.top_findings(r, 2, policy=policy, window_ns=sc.window_ns)
     assert [x["severity"] for x in top] == ["critical", "high"]
     assert F.top_findings(tmp_path, 5) == []
     bad = tmp_path / "sev.toml"

@@ -9,6 +9,7 @@ sub-ms precision, v9 whole export seconds, IPFIX what the time IE carries).
 """
 from __future__ import annotations
 
+import argparse
 import collections
 import csv
 import json
@@ -88,7 +89,7 @@ def _key_o(row):
 def _run(pcap: Path, tmp_path: Path, *extra):
     out = tmp_path / (pcap.stem + ".parquet")
     q = tmp_path / (pcap.stem + ".quarantine.parquet")
-    ap = flows.argparse.ArgumentParser()
+    ap = argparse.ArgumentParser()
     sub = ap.add_subparsers()
     flows.add_parsers(sub)
     args = ap.parse_args(["flows", str(pcap), "--out", str(out), "--quarantine", str(q), "--json", *extra])
