@@ -9,7 +9,7 @@ import json
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 _dict = pa.dictionary(pa.int32(), pa.string())
 
