@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -51,26 +50,27 @@ def cmd_findings(args) -> int:
     from .inventory import InventoryError
     from .inventory import load as load_inventory
 
+    from ..config import ConfigError, load
+
     root = Path(args.root)
     if not root.is_dir():
         print(f"flowaudit: {root} is not a folder", file=sys.stderr)
         return 2
+    # the stream's settings model: file, FLOWAUDIT_* environment, then these flags
+    over: dict = {}
+    for flag, section, key in (("window", "findings", "window_s"), ("lookback", "findings", "lookback_s"),
+                               ("severity_model", "findings", "severity_model"), ("policy", "egress", "policy_file")):
+        if getattr(args, flag) is not None:
+            over.setdefault(section, {})[key] = getattr(args, flag)
     try:
-        inv = load_inventory(args.policy)
-        model = _sev.load(args.severity_model)
-    except (InventoryError, _sev.SeverityModelError) as e:
+        st = load(args.config, overrides=over)
+        inv = load_inventory(st.egress.policy_file or None)
+        model = _sev.load(st.findings.severity_model or None)
+    except (ConfigError, InventoryError, _sev.SeverityModelError) as e:
         print(f"flowaudit: {e}", file=sys.stderr)
         return 2
-    if args.lookback is None:
-        try:
-            args.lookback = float(os.environ.get("FLOWAUDIT_FINDINGS_LOOKBACK_S") or 0)
-        except ValueError:
-            print("flowaudit: FLOWAUDIT_FINDINGS_LOOKBACK_S: a number of seconds is required", file=sys.stderr)
-            return 2
-    if args.window <= 0 or args.lookback < 0:
-        print("flowaudit: --window must be > 0 and --lookback >= 0", file=sys.stderr)
-        return 2
-    all_findings = correlate_root(root, window_ns=int(args.window * 1e9), lookback_ns=int(args.lookback * 1e9),
+    f = st.findings
+    all_findings = correlate_root(root, window_ns=f.window_s * 1_000_000_000, lookback_ns=f.lookback_s * 1_000_000_000,
                                   inventory=inv, model=model)
     if args.write:
         c = write_findings(root, all_findings)
@@ -120,13 +120,14 @@ def add_parser(sub) -> None:
                    "critical)")
     p.add_argument("--write", action="store_true", help="also write the findings dataset under ROOT "
                    "(one file per window, deterministic names: a re-run replaces or keeps them)")
-    p.add_argument("--window", type=float, default=float(os.environ.get("FLOWAUDIT_FINDINGS_WINDOW_S") or 300),
-                   metavar="S", help="event-time window, the stream's too (default 300 s) [env FLOWAUDIT_FINDINGS_WINDOW_S]")
-    p.add_argument("--lookback", type=float, metavar="S", help="also count the data a host handled this long before a flow-borne window "
-                   "(default 0) [env FLOWAUDIT_FINDINGS_LOOKBACK_S]")
-    p.add_argument("--policy", metavar="FILE", default=os.environ.get("FLOWAUDIT_EGRESS_POLICY_FILE"),
+    p.add_argument("--config", metavar="FILE", help="TOML settings file, the stream's [env FLOWAUDIT_CONFIG]")
+    p.add_argument("--window", type=int, metavar="S",
+                   help="event-time window, the stream's too (default 300 s) [env FLOWAUDIT_FINDINGS_WINDOW_S]")
+    p.add_argument("--lookback", type=int, metavar="S", help="also count the data a host handled this long before a "
+                   "flow-borne window (default 0) [env FLOWAUDIT_FINDINGS_LOOKBACK_S]")
+    p.add_argument("--policy", metavar="FILE",
                    help="zone policy with the application inventory ([[applications]]) [env "
                    "FLOWAUDIT_EGRESS_POLICY_FILE]")
-    p.add_argument("--severity-model", metavar="FILE", default=os.environ.get("FLOWAUDIT_FINDINGS_SEVERITY_MODEL"),
+    p.add_argument("--severity-model", metavar="FILE",
                    help="operator overrides of schemas/severity.toml [env FLOWAUDIT_FINDINGS_SEVERITY_MODEL]")
     p.set_defaults(fn=cmd_findings)
