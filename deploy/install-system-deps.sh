@@ -2,7 +2,8 @@
 # Installs the Debian/Ubuntu packages flowaudit's tests and benchmarks use, only if missing:
 #   venv  -> python3-venv (Debian splits venv out of python3)
 #   test  -> prometheus (promtool + a real server to scrape the service), softflowd (a real
-#            NetFlow exporter), nfdump and tshark (NetFlow ground truth)
+#            NetFlow exporter), nfdump and tshark (NetFlow ground truth), chromium (renders the
+#            audit report headless)
 #   bench -> the same, plus nfdump for the peer comparison
 set -euo pipefail
 what=${1:-test}
@@ -14,6 +15,7 @@ case "$what" in
     command -v softflowd >/dev/null 2>&1 || pkgs+=(softflowd)
     command -v nfdump >/dev/null 2>&1 || pkgs+=(nfdump)
     command -v tshark >/dev/null 2>&1 || pkgs+=(tshark)
+    command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || pkgs+=(chromium)
     ;;
   *) echo "usage: $0 venv|test|bench" >&2; exit 2 ;;
 esac
