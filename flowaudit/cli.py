@@ -278,11 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_synth)
 
     from . import bench_cli, flows, fuzz, scan
+    from .audit import cli as audit_cli
     from .detect import egress, findings_cli
     scan.add_parser(sub)
     flows.add_parsers(sub)
     egress.add_parser(sub)
     findings_cli.add_parser(sub)
+    audit_cli.add_parser(sub)
     bench_cli.add_parser(sub)
     fuzz.add_parser(sub)
 

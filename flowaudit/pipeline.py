@@ -146,6 +146,13 @@ class Classifier:
             self._class_names[code] = c.name
             self._class_sens[code] = sens_names.index(c.sensitivity)
 
+    def reset_duplicates(self, entries: int) -> None:
+        """Forget the payloads and interchange references seen so far (``entries`` each): a batch
+        audit flags duplicates within one unit, so every engine and every resume flags alike."""
+        with self._seen_lock:
+            self._seen_payload = Seen(entries)
+            self._seen_interchange = Seen(entries)
+
     def warmup(self) -> float:
         """Compile (or load cached) kernels once; returns seconds."""
         t0 = time.perf_counter()
