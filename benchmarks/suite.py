@@ -182,7 +182,7 @@ def run(cfg: Config, progress=log) -> dict:
         progress(f"  measuring end to end on the embedded broker ({cfg.e2e_count:,} messages) ...")
         add(S.e2e_stage(cfg.e2e_count, 1 if cfg.quick else 2))
     if "audit" in want:
-        add(S.audit_stage())
+        add(S.audit_stage(100_000 if cfg.quick else 1_000_000, cfg.cache_dir, dask=not cfg.quick))
     if "cold-start" in want or explicit_cold:
         if cfg.cold_start:
             progress("  measuring cold start (empty numba cache, subprocess) ...")

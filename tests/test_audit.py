@@ -163,7 +163,27 @@ def test_every_labelled_exposure_in_every_layout(dump, tmp_path, layout):
     # provenance: the archive's Kafka coordinates; samples point at them
     s = got[("LOGINK", "watchlist", "app:tracking-gw")]["samples"][0]
     assert s["source"] == "port.json" and s["offset"] >= 0
-    assert "audited" in r.stdout
+    assert "audited" in r.stdout and "\r" not in r.stderr + r.stdout     # no progress bar in a pipe
+
+
+def test_progress_bar_on_a_terminal_only():
+    import io
+
+    from flowaudit.audit.engine import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty, pipe = Tty(), io.StringIO()
+    for stream in (tty, pipe):
+        p = Progress(1000, stream)
+        p.add(400, 4_000_000)
+        p.add(600, 6_000_000)
+        p.close()
+    out = tty.getvalue()
+    assert "\r[" in out and "1,000/1,000 rows" in out and "rows/s" in out and "MB/s" in out and "ETA" in out
+    assert pipe.getvalue() == ""
 
 
 def test_no_layout_fits_names_the_columns(tmp_path):

@@ -102,18 +102,14 @@ def _sha256_files(paths) -> str:
 def versions(settings) -> dict:
     """Catalogue, watchlist, policy, severity model and schema versions, each with a hash."""
     from .. import catalog as _cat
+    from .. import schemas
     from ..datasets import SCHEMA_VERSION
     from ..detect import severity as _sev
     from ..detect import watchlist as _wl
 
     out: dict = {"schema": {"version": SCHEMA_VERSION}}
     cat = _cat.load()
-    cat_dir = Path(_cat.__file__).resolve().parent.parent / "schemas" / "catalog"
-    files = sorted(cat_dir.glob("*.toml")) if cat_dir.is_dir() else []
-    if not files:
-        import flowaudit.schemas as _schemas
-        files = sorted((Path(_schemas.__file__).parent / "catalog").glob("*.toml"))
-    out["catalog"] = {"version": cat.version, "sha256": _sha256_files(files) if files else None}
+    out["catalog"] = {"version": cat.version, "sha256": _sha256_files(sorted(schemas.path("catalog").glob("*.toml")))}
     e = settings.egress
     wl = _wl.Watchlist(e.watchlist_dir or None).current
     out["watchlist"] = {"version": wl.version, "files": [str(f) for f in wl.files],
@@ -126,9 +122,8 @@ def versions(settings) -> dict:
     else:
         out["policy"] = {"version": None, "file": None, "sha256": None}
     model = _sev.load(settings.findings.severity_model or None)
-    sev_files = [_sev.DEFAULT_PATH] if hasattr(_sev, "DEFAULT_PATH") else []
-    if settings.findings.severity_model:
-        sev_files.append(settings.findings.severity_model)
+    sev_files = [schemas.path("severity.toml")] + ([settings.findings.severity_model]
+                                                    if settings.findings.severity_model else [])
     out["severity_model"] = {"version": model.version, "sha256": _sha256_files(sev_files) if sev_files else None}
     return out
 
