@@ -323,3 +323,26 @@ def test_retro_hunt_with_a_newer_watchlist_finds_the_new_host(dump, tmp_path):
     assert table(new, "hits").num_rows == table(old, "hits").num_rows
     assert table(new, "messages").num_rows == table(old, "messages").num_rows
     assert "audited" in r.stdout
+
+
+def test_delta_table_is_read_at_its_current_version(dump, tmp_path):
+    """A Delta log (protocol: _delta_log/NNN.json add/remove actions, a parquet checkpoint) decides
+    which files are read: the file a later commit removed is not."""
+    import json
+
+    t = tmp_path / "delta"
+    (t / "_delta_log").mkdir(parents=True)
+    src = dump["dir"] / "flat" / "topic=port.xml" / "part-0.parquet"
+    old = pq.read_table(src).append_column("topic", pa.array(["port.xml"] * pq.read_metadata(src).num_rows))
+    pq.write_table(old.slice(0, 50), t / "part-old.parquet")
+    pq.write_table(old, t / "part-new.parquet")
+    pq.write_table(pa.table({"add": pa.array([{"path": "part-old.parquet", "size": 1}, None])}),
+                   t / "_delta_log" / f"{0:020d}.checkpoint.parquet")
+    (t / "_delta_log" / "_last_checkpoint").write_text(json.dumps({"version": 0, "size": 2}))
+    (t / "_delta_log" / f"{1:020d}.json").write_text(
+        json.dumps({"remove": {"path": "part-old.parquet", "dataChange": True}}) + "\n"
+        + json.dumps({"add": {"path": "part-new.parquet", "size": 1, "dataChange": True}}) + "\n")
+    audit(t, "--out", tmp_path / "o", *std_args(dump))
+    m = orjson.loads((tmp_path / "o" / "_audit" / "manifest.json").read_bytes())
+    assert [Path(i["path"]).name for i in m["inputs"]] == ["part-new.parquet"]
+    assert table(tmp_path / "o", "messages").num_rows + table(tmp_path / "o", "quarantine").num_rows == old.num_rows

@@ -166,10 +166,9 @@ def plan(opts: Options) -> Plan:
         if _in.is_output_root(arg):
             _plan_root(p, opts, arg)
             continue
-        if (arg / "_delta_log").is_dir() or (arg / "metadata").is_dir() and any((arg / "metadata").glob(
-                "*.metadata.json")):
-            print(f"flowaudit audit: {arg}: a Delta/Iceberg table: reading its Parquet data files directly "
-                  f"(files a later commit removed are read too)", file=sys.stderr)
+        if (arg / "metadata").is_dir() and any((arg / "metadata").glob("*.metadata.json")):
+            print(f"flowaudit audit: {arg}: an Iceberg table: reading its Parquet data files directly "
+                  f"(files a later snapshot removed are read too)", file=sys.stderr)
         files = _in.parquet_files(arg)
         if not files:
             raise AuditError(f"{arg}: no Parquet files")

@@ -259,11 +259,13 @@ def _stat_ms(v, t, div: int) -> int | None:
 
 def parquet_files(arg: Path) -> list[Path]:
     """Every Parquet file under ``arg`` (or ``arg`` itself), sorted, skipping hidden and ``_``
-    files (Spark/Hive markers, Delta/Iceberg metadata)."""
+    files (Spark/Hive markers, Iceberg metadata); a Delta table's current files (its log)."""
     if arg.is_file():
         return [arg]
     if not arg.is_dir():
         raise FileNotFoundError(arg)
+    if (arg / "_delta_log").is_dir():
+        return delta_files(arg)
     out = []
     for p in sorted(arg.rglob("*")):
         rel = p.relative_to(arg).parts
@@ -272,6 +274,40 @@ def parquet_files(arg: Path) -> list[Path]:
         if p.is_file() and (p.suffix == ".parquet" or p.suffix == "" and _is_parquet(p)):
             out.append(p)
     return out
+
+
+def delta_files(table: Path) -> list[Path]:
+    """The data files of a Delta table's current version, from its ``_delta_log`` (the last
+    checkpoint's ``add`` entries, then every later JSON commit's ``add``/``remove`` actions), so
+    that files a later commit removed are not read."""
+    import json
+    from urllib.parse import unquote
+
+    log = table / "_delta_log"
+    active: set[str] = set()
+    start = 0
+    last = log / "_last_checkpoint"
+    if last.exists():
+        v = int(json.loads(last.read_text())["version"])
+        parts = sorted(log.glob(f"{v:020d}.checkpoint*.parquet"))
+        if not parts:
+            raise InputError(f"{table}: _delta_log/_last_checkpoint names version {v}, whose checkpoint is missing")
+        for cp in parts:
+            t = pq.read_table(cp, columns=["add"])
+            active |= {a["path"] for a in t.column("add").to_pylist() if a and a.get("path")}
+        start = v + 1
+    for commit in sorted(log.glob("*.json")):
+        if not commit.stem.isdigit() or int(commit.stem) < start:
+            continue
+        for line in commit.read_text().splitlines():
+            if not line.strip():
+                continue
+            action = json.loads(line)
+            if "add" in action:
+                active.add(action["add"]["path"])
+            elif "remove" in action:
+                active.discard(action["remove"]["path"])
+    return [table / unquote(p) for p in sorted(active)]
 
 
 def _is_parquet(p: Path) -> bool:
