@@ -326,12 +326,104 @@ def _dns_answers(out: Path, spec: Spec) -> None:
                 write_tables(out, f"audit-dns-{Path(f).stem[:40]}-{h.hexdigest()[:16]}", {"transfers": (t, ts)}, spec)
 
 
+# ------------------------------------------------------------------------------ findings
+DAY_NS = 86_400 * 1_000_000_000
+
+
+def correlate_chunked(root: Path, *, window_ns: int, lookback_ns: int = 0, inventory=None, model=None,
+                      chunk_ns: int = DAY_NS):
+    """The findings of everything under ``root``, equal to ``findings.correlate_root`` but with
+    the hits and messages read one chunk of event time (a day by default, whole windows) at a
+    time, so memory follows the chunk, not the archive.  Transfers (rare events) are read once.
+
+    Each chunk is one ``correlate`` call with the transfers of its windows, the hits of
+    [chunk start - look-back, chunk end), the findings of the window just before it (``previous``:
+    a series that goes on is ``ongoing``, one that stopped is returned again ``closed``) and the
+    chunk end as the watermark; the last chunk gets the watermark a single call would use.  A
+    finding returned again replaces its earlier row (same ``finding_id``).
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    from ..datasets import FINDINGS
+    from ..detect import findings as F
+
+    transfers = F._read(root, "transfers", list(F._T_COLS))
+    if transfers is None or transfers.num_rows == 0:
+        return FINDINGS.empty_table()
+    t_ns = pc.coalesce(transfers.column("time_ns"), pc.multiply(transfers.column("ts_ms"), 1_000_000))
+    rule = transfers.column("rule").cast(pa.string())
+    t = np.asarray(pc.if_else(pc.is_in(rule, pa.array(list(F.NOT_FINDINGS))), None, t_ns).fill_null(-1)
+                   .to_numpy(zero_copy_only=False), np.int64)
+    sw = transfers.column("seen_where").cast(pa.string())
+    topics = set(pc.unique(transfers.filter(pc.is_in(sw, pa.array(F.MESSAGE_WHERE))).column("source")
+                           .cast(pa.string())).to_pylist())
+    topics |= {x for a in inventory.applications for x in a.topics}
+    topics.discard(None)
+    topic_f = ds.field("source").isin(sorted(topics)) if topics else None
+
+    def read(name, cols, lo_ms=None, hi_ms=None, null_time=False):
+        if topic_f is None:
+            return None
+        f = topic_f
+        if null_time:
+            f = f & ds.field("ts_ms").is_null()
+        else:
+            f = f & (ds.field("ts_ms") >= lo_ms) & (ds.field("ts_ms") < hi_ms)
+        return F._read(root, name, list(cols), f)
+
+    # the single call's watermark: the latest transfer or evidence time (streamed, one column)
+    wm = int(t.max())
+    base = root / "dataset=hits"
+    if topic_f is not None and base.is_dir():
+        d = ds.dataset(base, format="parquet", partitioning="hive")
+        for b in d.to_batches(columns=["ts_ms"], filter=topic_f):
+            m = pc.max(b.column(0)).as_py()
+            if m is not None:
+                wm = max(wm, m * 1_000_000)
+    chunk = max(window_ns, (chunk_ns // window_ns) * window_ns)
+    known = t >= 0
+    if not known.any():
+        starts = []
+    else:
+        first, last = int(t[known].min()) // chunk * chunk, int(t[known].max()) // chunk * chunk
+        starts = list(range(first, last + chunk, chunk))
+    found: dict = {}
+    previous = None
+    for k, a in enumerate(starts):
+        b = a + chunk
+        sel = known & (t >= a) & (t < b)
+        T = transfers.filter(pa.array(sel))
+        if T.num_rows == 0 and (previous is None or previous.num_rows == 0):
+            previous = None
+            continue
+        lo_ms, hi_ms = (a - lookback_ns) // 1_000_000, -(-b // 1_000_000)
+        out = F.correlate(T, read("hits", F._H_COLS, lo_ms, hi_ms), read("messages", F._M_COLS, lo_ms, hi_ms),
+                          window_ns=window_ns, lookback_ns=lookback_ns, inventory=inventory, model=model,
+                          previous=previous, watermark_ns=wm if k == len(starts) - 1 else b)
+        for r in out.to_pylist():
+            found[r["finding_id"]] = r
+        previous = out.filter(pc.equal(out.column("window_end_ns"), b)) if out.num_rows else None
+    if (~known).any():   # transfers without a time: one call with the evidence without a time
+        out = F.correlate(transfers.filter(pa.array(~known)), read("hits", F._H_COLS, null_time=True),
+                          read("messages", F._M_COLS, null_time=True), window_ns=window_ns,
+                          lookback_ns=lookback_ns, inventory=inventory, model=model)
+        for r in out.to_pylist():
+            found.setdefault(r["finding_id"], r)
+    if not found:
+        return FINDINGS.empty_table()
+    res = pa.Table.from_pylist(list(found.values()), schema=FINDINGS)
+    return res.take(pc.sort_indices(res, [("window_start_ns", "ascending"), ("finding_id", "ascending")]))
+
+
 # ------------------------------------------------------------------------------ the audit
 def run(opts: Options, settings, echo=print) -> dict:
     """Run the audit; returns the manifest (also written to ROOT/_audit/manifest.json)."""
     from ..config import hmac_key
     from ..detect import severity as _sev
-    from ..detect.findings import correlate_root, write_findings
+    from ..detect.findings import write_findings
     from ..detect.inventory import load as load_inventory
 
     started = datetime.now(timezone.utc)
@@ -388,9 +480,10 @@ def run(opts: Options, settings, echo=print) -> dict:
         prog.close()
     f = settings.findings
     t0 = time.monotonic()
-    findings = correlate_root(out, window_ns=opts.window_s * 1_000_000_000,
-                              lookback_ns=opts.lookback_s * 1_000_000_000,
-                              inventory=load_inventory(e.policy_file or None), model=_sev.load(f.severity_model or None))
+    findings = correlate_chunked(out, window_ns=opts.window_s * 1_000_000_000,
+                                 lookback_ns=opts.lookback_s * 1_000_000_000,
+                                 inventory=load_inventory(e.policy_file or None),
+                                 model=_sev.load(f.severity_model or None))
     counts = write_findings(out, findings, prune=True)
     findings_s = time.monotonic() - t0
     totals: dict = {}
