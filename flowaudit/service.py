@@ -120,6 +120,7 @@ class Summary:
     log_resets: Counter = field(default_factory=Counter)    # kind -> n
     log_gap_messages: int = 0
     storage_faults: int = 0
+    budget_flushes: int = 0       # times the buffer budget made every partition publish
     findings: int = 0             # findings rows written by closed windows
     findings_seconds: float = 0.0  # time spent closing windows (publish, read back, correlate, write)
     top_findings: list = field(default_factory=list)   # worst findings first (demo)
@@ -891,6 +892,7 @@ class StreamService:
             if published:
                 done[key] = max(published) + 1
                 self._fault_cleared()
+        self._enforce_budget(done)
         if self.findings is not None:
             self._close_windows(done)
         if any(self._is_telemetry(k) for k in done):
@@ -903,6 +905,22 @@ class StreamService:
         if self.metrics:
             self.metrics.batch_seconds.observe(time.perf_counter() - t_batch)
             self.metrics.batch_messages.observe(len(batch))
+
+    def _enforce_budget(self, done: dict) -> None:
+        """Bound the buffered rows in bytes across all partitions: when Arrow's pool holds more
+        than ``sink.buffer_budget_mb``, every writer publishes what it has (partition slices
+        share their batch's buffers, so only publishing them all frees the memory).  File names
+        stay offset ranges; only where a file set ends moves, never what is in it."""
+        if pa.total_allocated_bytes() <= self.settings.sink.buffer_budget_mb << 20:
+            return
+        keys = [k for k, w in self.writers.items() if w.buffered]
+        before = pa.total_allocated_bytes()
+        self._publish_all(keys, done, "buffer budget: publish abandoned")
+        self.summary.budget_flushes += 1
+        if self.metrics:
+            self.metrics.budget_flushes.inc()
+        log.debug("buffer budget: %d partition(s) published, Arrow memory %d -> %d MB", len(keys), before >> 20,
+                  pa.total_allocated_bytes() >> 20)
 
     # -- findings: event-time windows ----------------------------------------------------------
 
@@ -1128,6 +1146,8 @@ def format_summary(s: Summary) -> str:
     lines.append(f"  parquet         {Path(s.root).resolve()}/dataset=<{'|'.join(sorted(s.files)) or 'messages'}>/")
     if s.storage_faults:
         lines.append(f"  storage faults  {s.storage_faults} (consumption paused while they lasted)")
+    if s.budget_flushes:
+        lines.append(f"  buffer budget   reached {s.budget_flushes} time(s): every partition published what it had")
     if s.log_resets or s.log_gap_messages:
         lines.append(f"  broker log      resets {dict(s.log_resets)}, messages expired unread {s.log_gap_messages:,}")
     if s.findings:
