@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", type=int, default=3, help="partitions used when producing")
     p.set_defaults(fn=cmd_synth)
 
-    from . import bench_cli, flows, fuzz, scan
+    from . import bench_cli, flows, fuzz, report, scan
     from .detect import egress, findings_cli
     scan.add_parser(sub)
     flows.add_parsers(sub)
@@ -285,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     findings_cli.add_parser(sub)
     bench_cli.add_parser(sub)
     fuzz.add_parser(sub)
+    report.add_parser(sub)
 
     _add_quarantine_parser(sub)
 
