@@ -36,7 +36,7 @@ from flowaudit.protect import Protector
 from .conftest import HMAC_KEY
 from .findings_fixtures import T0, scenario_tables
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 WINDOW = 300 * 10**9
 SECTIONS = ("verdicts", "charts", "findings", "coverage", "method")
 BAD_FILE = "/archive/2026-03-01/port.json-0900.parquet"   # an audited input file, as audits name sources
@@ -233,6 +233,7 @@ def test_without_findings_dataset_or_data(audit, tmp_path):
     concludes nothing; a ROOT of clean messages is "not exposed" everywhere."""
     d = report.build(audit["no_findings"])
     assert d["method"]["findings"]["source"] == "computed" and d["method"]["manifest"] == "not recorded"
+    assert "no manifest" in d["coverage"]["caveats"][0]
     want = F.correlate_root(audit["no_findings"], window_ns=300 * 10**9)
     assert d["findings"]["total"] == want.num_rows and d["verdicts"][0]["exposed"]
     empty = report.build(tmp_path)
@@ -246,6 +247,10 @@ def test_without_findings_dataset_or_data(audit, tmp_path):
     assert (tmp_path / "r" / "x.json").is_file() and not (tmp_path / "r" / "report.json").exists()
     assert d["method"]["workers"] == 4 and d["method"]["engine"] == "not recorded"
     assert "not exposed" in report.render_html(d)
+    (clean / "_audit").mkdir()
+    (clean / "_audit" / "manifest.json").write_text('{"engine": ')
+    d = report.build(clean)
+    assert "could not be read" in d["headline"]["caveats"][0] and d["method"]["engine"] == "not recorded"
 
 
 # ------------------------------------------------------------------------------ Chromium
@@ -338,8 +343,8 @@ def _png_info(png: bytes) -> tuple[int, int, int]:
     return w, h, len(set(zlib.decompress(idat)))
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed (deploy/install-system-deps.sh test)")
 def test_renders_in_headless_chromium(audit, tmp_path):
+    assert Path(CHROMIUM).exists(), "chromium is required: bash deploy/install-system-deps.sh test"
     page = (audit["out"] / "audit.html").resolve()
     browser = _Chromium(tmp_path / "profile")
     try:

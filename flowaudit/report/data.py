@@ -90,13 +90,20 @@ def _frame(t: pa.Table, columns: list[str]) -> pl.DataFrame:
     return pl.from_arrow(pa.table(out))
 
 
-def _load_manifest(root: Path, manifest: dict | None) -> tuple[dict, str]:
+def _load_manifest(root: Path, manifest: dict | None) -> tuple[dict, str, str | None]:
+    """(manifest, where it came from, why it could not be read)."""
     if manifest is not None:
-        return dict(manifest), "given"
+        return dict(manifest), "given", None
     p = root / "_audit" / "manifest.json"
-    if p.is_file():
-        return json.loads(p.read_text(encoding="utf-8")), str(p)
-    return {}, NOT_RECORDED
+    if not p.is_file():
+        return {}, NOT_RECORDED, None
+    try:
+        m = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return {}, str(p), f"{p} could not be read ({type(e).__name__}): the run is not recorded"
+    if not isinstance(m, dict):
+        return {}, str(p), f"{p} is not a JSON object: the run is not recorded"
+    return m, str(p), None
 
 
 def _pick_bin(lo_ns: int, hi_ns: int, min_s: int = 0) -> int:
@@ -619,7 +626,7 @@ def build(root, manifest: dict | None = None, *, watchlist_dir=None) -> dict:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder")
-    manifest, manifest_src = _load_manifest(root, manifest)
+    manifest, manifest_src, manifest_error = _load_manifest(root, manifest)
     model = _sev.load()
     wl = _wl.load(watchlist_dir)
     findings_t, origin = _read_findings(root)
@@ -647,6 +654,8 @@ def build(root, manifest: dict | None = None, *, watchlist_dir=None) -> dict:
         "coverage": coverage,
         "method": _method(manifest, manifest_src, seen, findings_t, origin, model, wl),
     }
+    if manifest_error:
+        coverage["caveats"].insert(0, manifest_error)
     differ = [k for k, v in data["method"]["versions"].items() if v["matches"] is False]
     if differ:
         coverage["caveats"].append("the rows carry other versions than the audit recorded (" + ", ".join(differ)
