@@ -409,17 +409,29 @@ def test_report_command(audit, tmp_path):
         assert data[k] == want[k], k
     assert data["method"]["manifest"].endswith("manifest.json")
     assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
-    # a manifest given on the command line wins over ROOT/_audit/manifest.json
+    # a manifest given on the command line wins over ROOT/_audit/manifest.json; an operator watchlist
+    # (the stream's setting, here from the environment) adds its platforms to the verdicts
     man = tmp_path / "m.json"
     man.write_text(json.dumps({"engine": "dask", "workers": 8}))
+    wl = tmp_path / "wl"
+    wl.mkdir()
+    (wl / "ops.toml").write_text('version = "ops-1"\n[platforms.CraneVendorRemote]\nseverity = "high"\n'
+                                 'source = "operator: the crane vendor\'s remote-access service"\n')
     p = subprocess.run([sys.executable, "-m", "flowaudit", "report", str(audit["root"]), "--out", str(out),
                         "--manifest", str(man), "--json", str(tmp_path / "r.json")], capture_output=True, text=True,
-                       timeout=120)
+                       timeout=120, env=dict(os.environ, FLOWAUDIT_EGRESS_WATCHLIST_DIR=str(wl)))
     assert p.returncode == 0, p.stderr
-    m = json.loads((tmp_path / "r.json").read_text())["method"]
+    r = json.loads((tmp_path / "r.json").read_text())
+    m = r["method"]
     assert (m["engine"], m["workers"], m["command"]) == ("dask", 8, "not recorded")
+    assert {"name": "CraneVendorRemote", "verdict": "not exposed"}.items() <= \
+        next(v for v in r["verdicts"] if v["name"] == "CraneVendorRemote").items()
+    assert len(m["watchlist_read_by_report"]["files"]) == 2 and "CraneVendorRemote" in out.read_text()
     assert subprocess.run([sys.executable, "-m", "flowaudit", "report", str(tmp_path / "nope"), "--out",
                            str(out)], capture_output=True, timeout=60).returncode == 2
+    p = subprocess.run([sys.executable, "-m", "flowaudit", "report", str(audit["root"]), "--out", str(out),
+                        "--watchlist-dir", str(tmp_path / "none")], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "watchlist_dir" in p.stderr, p.stderr
     man.write_text("[1]")
     assert subprocess.run([sys.executable, "-m", "flowaudit", "report", str(audit["root"]), "--out", str(out),
                            "--manifest", str(man)], capture_output=True, timeout=60).returncode == 2

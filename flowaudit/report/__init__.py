@@ -82,11 +82,15 @@ def cmd_report(args) -> int:
         if not isinstance(manifest, dict):
             print(f"flowaudit: manifest {args.manifest}: a JSON object is required", file=sys.stderr)
             return 2
+    from ..config import ConfigError, load
     from ..detect.watchlist import WatchlistError
 
     try:
-        data = write(root, args.out, manifest, json_path=args.json, watchlist_dir=args.watchlist_dir)
-    except WatchlistError as e:
+        # the stream's settings model (file, FLOWAUDIT_* environment, this flag): its operator watchlist
+        over = {"egress": {"watchlist_dir": args.watchlist_dir}} if args.watchlist_dir else None
+        watchlist_dir = load(args.config, overrides=over).egress.watchlist_dir or None
+        data = write(root, args.out, manifest, json_path=args.json, watchlist_dir=watchlist_dir)
+    except (ConfigError, WatchlistError) as e:
         print(f"flowaudit: {e}", file=sys.stderr)
         return 2
     jp = args.json or str(Path(args.out).parent / "report.json")
@@ -107,6 +111,8 @@ def add_parser(sub) -> None:
     p.add_argument("--manifest", metavar="FILE", help="the audit's manifest (default ROOT/_audit/manifest.json "
                    "when present)")
     p.add_argument("--json", metavar="FILE", help="where report.json goes (default: beside the HTML file)")
-    p.add_argument("--watchlist-dir", metavar="DIR", help="operator watchlist files, so their platforms are listed "
-                   "too [the stream's egress.watchlist_dir]")
+    p.add_argument("--watchlist-dir", metavar="DIR", help="operator watchlist files, so that their platforms are "
+                   "listed too [env FLOWAUDIT_EGRESS_WATCHLIST_DIR]")
+    p.add_argument("--config", metavar="FILE", help="TOML settings file, the stream's (egress.watchlist_dir) "
+                   "[env FLOWAUDIT_CONFIG]")
     p.set_defaults(fn=cmd_report)
