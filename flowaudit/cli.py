@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", type=int, default=3, help="partitions used when producing")
     p.set_defaults(fn=cmd_synth)
 
-    from . import bench_cli, flows, fuzz, scan
+    from . import bench_cli, flows, fuzz, report, scan
     from .audit import cli as audit_cli
     from .detect import egress, findings_cli
     scan.add_parser(sub)
@@ -287,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit_cli.add_parser(sub)
     bench_cli.add_parser(sub)
     fuzz.add_parser(sub)
+    report.add_parser(sub)
 
     _add_quarantine_parser(sub)
 
