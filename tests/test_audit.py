@@ -151,6 +151,8 @@ def assert_labelled(root: Path, sc) -> dict:
 @pytest.mark.parametrize("layout", ["flat", "redpanda", "mapped"])
 def test_every_labelled_exposure_in_every_layout(dump, tmp_path, layout):
     extra = ["--map", "value=body,topic=meta.stream,offset=meta.seq,time=meta.at_ms"] if layout == "mapped" else []
+    if layout == "flat":
+        extra += ["--report", tmp_path / "audit.html"]
     out = tmp_path / "out"
     r = audit(dump["dir"] / layout, dump["dir"] / "flows", "--out", out, *std_args(dump), *extra)
     got = assert_labelled(out, dump["sc"])
@@ -164,6 +166,14 @@ def test_every_labelled_exposure_in_every_layout(dump, tmp_path, layout):
     s = got[("LOGINK", "watchlist", "app:tracking-gw")]["samples"][0]
     assert s["source"] == "port.json" and s["offset"] >= 0
     assert "audited" in r.stdout and "\r" not in r.stderr + r.stdout     # no progress bar in a pipe
+    if layout == "flat":   # the report (tests/test_report.py renders it in Chromium) reads the audit's manifest
+        rep = orjson.loads((tmp_path / "report.json").read_bytes())
+        assert (tmp_path / "audit.html").stat().st_size > 10_000
+        logink = [v for v in rep["verdicts"] if v["name"] == "LOGINK"][0]
+        assert logink["exposed"] and rep["verdicts"][0]["name"] == "LOGINK"
+        assert rep["coverage"]["inputs"]["rows"] == m["totals"]["rows"] + sum(
+            i.get("rows_pruned", 0) for i in m["inputs"])
+        assert rep["method"]["engine"] == "polars" and "flowaudit audit" in rep["method"]["command"]
 
 
 def test_progress_bar_on_a_terminal_only():

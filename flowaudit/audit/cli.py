@@ -65,7 +65,7 @@ def cmd_audit(args) -> int:
     if args.report:
         from .. import report
 
-        report.write(args.out, args.report, manifest)
+        report.write(args.out, args.report, manifest, watchlist_dir=settings.egress.watchlist_dir or None)
         print(f"report: {args.report}")
     if args.fail_on:
         from ..detect import findings as F
