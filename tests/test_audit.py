@@ -376,3 +376,43 @@ def test_chunked_correlation_equals_one_call(dump, tmp_path):
         a, b = chunked.to_pylist(), one.to_pylist()
         diff = [(x["finding_id"], {k: (x[k], y[k]) for k in x if x[k] != y[k]}) for x, y in zip(a, b) if x != y]
         assert len(a) == len(b) and not diff, (window_s, chunk_s, diff[:3])
+
+
+# ------------------------------------------------------------------------------ synth --dump, ~50k messages
+@pytest.fixture(scope="module")
+def synth_dump(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthdump") / "dump"
+    labels = synth.write_dump(root, 50_000, seed=21, files=3, row_group_rows=4096)
+    return root, labels
+
+
+def _labelled_windows(labels: dict, window_ns: int) -> dict:
+    want: dict = {}
+    for e in labels["exposures"]:
+        for w in e["windows"]:
+            k = (e["platform"], e["rule"], e["entity"], w["start_ns"] // window_ns * window_ns)
+            want.setdefault(k, (e, set()))[1].update(w["classes"])
+    return want
+
+
+@pytest.mark.parametrize("layouts", [("flat", "flows"), ("redpanda", "goflow2")])
+def test_synth_dump_every_labelled_exposure_window_and_nothing_else(synth_dump, tmp_path, layouts):
+    root, labels = synth_dump
+    out = tmp_path / "out"
+    audit(*(root / x for x in layouts), "--out", out, "--policy", root / "policy.toml", "--watchlist-dir",
+          root / "watchlist", "--dns", root / "dns" / "dns.log", "--window", str(labels["window_s"]))
+    W = labels["window_s"] * 1_000_000_000
+    got = {(r["platform"], r["rule"], r["entity"], r["window_start_ns"]): r
+           for r in table(out, "findings").to_pylist()}
+    want = _labelled_windows(labels, W)
+    assert set(got) == set(want), (set(want) - set(got), set(got) - set(want))
+    for k, (e, classes) in want.items():
+        f = got[k]
+        assert (f["severity"], f["correlation"], f["exposure"]) == (e["severity"], e["correlation"], e["exposure"]), k
+        assert classes <= {c["data_class"] for c in f["data_classes"]}, k
+    m = orjson.loads((out / "_audit" / "manifest.json").read_bytes())
+    q = table(out, "quarantine").num_rows
+    assert q == sum(labels["counts"]["quarantine"].values())
+    assert table(out, "messages").num_rows + q == labels["counts"]["messages"]
+    assert table(out, "flows").num_rows == labels["counts"]["flows"]
+    assert {i["layout"] for i in m["inputs"]} == set(layouts)

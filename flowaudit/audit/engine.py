@@ -304,26 +304,29 @@ def _takes_n(client) -> bool:
 
 
 def _dns_answers(out: Path, spec: Spec) -> None:
-    """The DNS_ANSWER transfers of the --dns logs (the workers load the same answers to name the
-    flows' addresses), once, under a name derived from the logs' content."""
+    """The DNS_ANSWER transfers of the --dns logs in [since, until) (the workers read the same
+    answers to name the flows' addresses), once per run, under a name derived from the logs."""
     import numpy as np
+    import pyarrow as pa
 
-    from .work import write_tables
+    from ..detect import watchlist
+    from ..detect.egress import EgressDetector
+    from .work import _in_range, write_tables
 
     h = hashlib.sha256()
     for f in spec.dns_files:
         h.update(Path(f).read_bytes())
-    from ..detect.egress import EgressDetector
-    from ..detect import watchlist
-
-    fresh = EgressDetector(watchlist.Watchlist(spec.watchlist_dir or None), spec.policy_file or None,
-                           dns_max_entries=spec.dns_max_entries)
+    det = EgressDetector(watchlist.Watchlist(spec.watchlist_dir or None), spec.policy_file or None,
+                         dns_max_entries=spec.dns_max_entries)
     for f in spec.dns_files:
         with open(f, "rb") as fh:
-            t = fresh.observe_dns(fh, source=f)
-            if t.num_rows:
-                ts = np.asarray(t.column("ts_ms").fill_null(-1).to_numpy(zero_copy_only=False), np.int64)
-                write_tables(out, f"audit-dns-{Path(f).stem[:40]}-{h.hexdigest()[:16]}", {"transfers": (t, ts)}, spec)
+            t = det.observe_dns(fh, source=f)
+        ts = np.asarray(t.column("ts_ms").fill_null(-1).to_numpy(zero_copy_only=False), np.int64)
+        keep = _in_range(ts, spec)
+        if keep is not None:
+            t, ts = t.filter(pa.array(keep)), ts[keep]
+        if t.num_rows:
+            write_tables(out, f"audit-dns-{Path(f).stem[:40]}-{h.hexdigest()[:16]}", {"transfers": (t, ts)}, spec)
 
 
 # ------------------------------------------------------------------------------ findings

@@ -76,13 +76,36 @@ def tools(spec: Spec):
 
                 egress = EgressDetector(watchlist.Watchlist(spec.watchlist_dir or None), spec.policy_file or None,
                                         dns_max_entries=spec.dns_max_entries)
-                for f in spec.dns_files:   # every answer first: attribution looks up the flow's start time
-                    with open(f, "rb") as fh:
-                        egress.observe_dns(fh, source=f)
             clf = Classifier(Protector(spec.key, raw=spec.raw), max_message_bytes=spec.max_message_bytes,
                              egress=egress, dedupe_entries=1024)
             t = _TOOLS[spec.digest] = (clf, egress)
         return t
+
+
+_DNS: dict = {}
+
+
+def dns_log(spec: Spec) -> tuple[np.ndarray, list]:
+    """The --dns logs' lines in answer-time order (ns; -1: unreadable, first), once per process."""
+    with _TOOLS_LOCK:
+        got = _DNS.get(spec.dns_files)
+        if got is None:
+            from ..detect.dnsmap import _ts_ns
+
+            rows = []
+            for f in spec.dns_files:
+                with open(f, "rb") as fh:
+                    for line in fh:
+                        if not line.strip():
+                            continue
+                        try:
+                            ts = _ts_ns(orjson.loads(line).get("ts"))
+                        except (orjson.JSONDecodeError, AttributeError):
+                            ts = None
+                        rows.append((-1 if ts is None else ts, line))
+            rows.sort(key=lambda r: r[0])
+            got = _DNS[spec.dns_files] = (np.array([r[0] for r in rows], np.int64), [r[1] for r in rows])
+        return got
 
 
 # ------------------------------------------------------------------------------ reading
@@ -306,8 +329,6 @@ def flows_table(unit: Unit, t: pa.Table) -> pa.Table:
 
 
 def _flows(unit: Unit, spec: Spec) -> tuple[dict, dict]:
-    from ..decode.netflow import numeric_view
-
     _clf, egress = tools(spec)
     t = pq.ParquetFile(unit.input.path).read_row_groups(list(unit.row_groups))
     flows = flows_table(unit, t)
@@ -323,9 +344,8 @@ def _flows(unit: Unit, spec: Spec) -> tuple[dict, dict]:
     tables = {"flows": (flows, row_ts)}
     n_tr = 0
     if egress is not None and flows.num_rows:
-        tr = egress.detect_flows(numeric_view(flows), partition=flows.column("partition").to_numpy(),
-                                 offset=np.arange(flows.num_rows), ts_ms=ts_ms)
-        if tr.num_rows:
+        tr = _flow_transfers(egress, spec, flows, first, ts_ms)
+        if tr is not None:
             rows = tr.column("offset").to_numpy().astype(np.int64)
             for name in ("offset", "source"):
                 k = tr.schema.get_field_index(name)
@@ -338,6 +358,42 @@ def _flows(unit: Unit, spec: Spec) -> tuple[dict, dict]:
     stats = {"rows": int(t.num_rows), "outside_range": outside, "bytes": 0, "flows": flows.num_rows,
              "transfers": n_tr}
     return tables, stats
+
+
+HOUR_NS = 3_600_000_000_000
+DNS_LOOKBACK_NS = 25 * HOUR_NS    # the DNS map's longest TTL (1 day) plus its horizon (1 h)
+
+
+def _flow_transfers(egress, spec: Spec, flows: pa.Table, first: np.ndarray, ts_ms: np.ndarray):
+    """Transfers of the unit's flows (``offset``: the flow's row in ``flows``), an hour of flow
+    start time at a time: the DNS map gets the answers up to each hour's end in answer order, as
+    the stream's map would have had them, starting afresh a day and an hour before the unit's
+    first flow (the map forgets an answer an hour after the newest one, so a whole log read
+    first would forget what the early flows need)."""
+    from ..decode.netflow import numeric_view
+    from ..detect.dnsmap import DnsMap
+
+    numeric = numeric_view(flows)
+    part = flows.column("partition").to_numpy()
+    ats, lines = dns_log(spec) if spec.dns_files else (np.zeros(0, np.int64), [])
+    egress.dns = DnsMap(spec.dns_max_entries, keep=egress._watched_name)
+    order = np.argsort(first, kind="stable")
+    hours = first[order] // HOUR_NS
+    p = int(np.searchsorted(ats, int(first.min()) - DNS_LOOKBACK_NS)) if ats.size else 0
+    if ats.size and p:   # unreadable times (-1) sort first: the map counts them as bad lines
+        egress.dns.observe_lines(lines[:int(np.searchsorted(ats, 0))])
+    parts = []
+    for h in np.unique(hours):
+        q = int(np.searchsorted(ats, (int(h) + 1) * HOUR_NS))
+        if q > p:
+            egress.dns.observe_lines(lines[p:q])
+            p = q
+        rows = order[hours == h]
+        t = egress.detect_flows({k: v[rows] for k, v in numeric.items()}, partition=part[rows], offset=rows,
+                                ts_ms=ts_ms[rows])
+        if t.num_rows:
+            parts.append(t)
+    return pa.concat_tables(parts).unify_dictionaries().combine_chunks() if parts else None
 
 
 # ------------------------------------------------------------------------------ writing
