@@ -907,20 +907,19 @@ class StreamService:
             self.metrics.batch_messages.observe(len(batch))
 
     def _enforce_budget(self, done: dict) -> None:
-        """Bound the buffered rows in bytes across all partitions: when Arrow's pool holds more
-        than ``sink.buffer_budget_mb``, every writer publishes what it has (partition slices
-        share their batch's buffers, so only publishing them all frees the memory).  File names
+        """Bound the buffered rows in bytes across all partitions: when the writers together hold
+        more than ``sink.buffer_budget_mb`` of Arrow data, every writer publishes what it has
+        (partition slices share their batch's buffers, so only publishing them all frees them).  File names
         stay offset ranges; only where a file set ends moves, never what is in it."""
-        if pa.total_allocated_bytes() <= self.settings.sink.buffer_budget_mb << 20:
+        before = sum(w.buffered_bytes for w in self.writers.values())
+        if before <= self.settings.sink.buffer_budget_mb << 20:
             return
         keys = [k for k, w in self.writers.items() if w.buffered]
-        before = pa.total_allocated_bytes()
         self._publish_all(keys, done, "buffer budget: publish abandoned")
         self.summary.budget_flushes += 1
         if self.metrics:
             self.metrics.budget_flushes.inc()
-        log.debug("buffer budget: %d partition(s) published, Arrow memory %d -> %d MB", len(keys), before >> 20,
-                  pa.total_allocated_bytes() >> 20)
+        log.debug("buffer budget: %d partition(s) published %d MB of buffered rows", len(keys), before >> 20)
 
     # -- findings: event-time windows ----------------------------------------------------------
 
