@@ -17,7 +17,6 @@ draws the charts.  This module stays light: building the command line imports no
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -36,20 +35,6 @@ def render_html(data: dict) -> str:
     return _render(data)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Hidden temp file beside ``path``, fsync, rename: a reader never sees half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write(root, html_path, manifest: dict | None = None, *, json_path=None, watchlist_dir=None) -> dict:
     """Render ROOT's datasets to one self-contained HTML file and ``report.json`` beside it.
 
@@ -61,8 +46,10 @@ def write(root, html_path, manifest: dict | None = None, *, json_path=None, watc
     json_path = Path(json_path) if json_path is not None else html_path.parent / "report.json"
     data = build(root, manifest, watchlist_dir=watchlist_dir)
     page = render_html(data)
-    _write_atomic(json_path, json.dumps(data, indent=1, ensure_ascii=False, default=str) + "\n")
-    _write_atomic(html_path, page)
+    from ..sinks.parquet import replace_atomic   # hidden temp file, fsync, rename: never half a report
+
+    replace_atomic(json_path, (json.dumps(data, indent=1, ensure_ascii=False, default=str) + "\n").encode())
+    replace_atomic(html_path, page.encode())
     return data
 
 
