@@ -2,8 +2,9 @@
 
 Engines run the same :func:`~flowaudit.audit.work.process_unit` over units:
 
-``polars``  in this process, one unit at a time (bounded memory: a unit is at most
-            ``unit_rows`` rows of whole row groups); the findings correlation is polars.
+``polars``  in this process, one unit at a time (bounded memory: a unit is whole row groups,
+            at most ``unit_rows`` rows and 16 MiB); the findings correlation is polars, an hour
+            of event time at a time (:func:`correlate_chunked`).
 ``dask``    tasks on Dask distributed: a ``LocalCluster`` of ``workers`` processes, or an existing
             cluster at ``scheduler`` (every worker needs flowaudit installed, a warm numba cache,
             and the inputs and output root at the same paths).
@@ -330,13 +331,13 @@ def _dns_answers(out: Path, spec: Spec) -> None:
 
 
 # ------------------------------------------------------------------------------ findings
-DAY_NS = 86_400 * 1_000_000_000
+HOUR_NS = 3_600 * 1_000_000_000
 
 
 def correlate_chunked(root: Path, *, window_ns: int, lookback_ns: int = 0, inventory=None, model=None,
-                      chunk_ns: int = DAY_NS):
+                      chunk_ns: int = HOUR_NS):
     """The findings of everything under ``root``, equal to ``findings.correlate_root`` but with
-    the hits and messages read one chunk of event time (a day by default, whole windows) at a
+    the hits and messages read one chunk of event time (an hour by default, whole windows) at a
     time, so memory follows the chunk, not the archive.  Transfers (rare events) are read once.
 
     Each chunk is one ``correlate`` call with the transfers of its windows, the hits of

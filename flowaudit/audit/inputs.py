@@ -39,6 +39,7 @@ FLAT_ALIASES = {"topic": ("topic", "kafka_topic"), "partition": ("partition", "k
                 "offset": ("offset", "kafka_offset"), "time": ("timestamp", "kafka_timestamp", "time", "ts"),
                 "key": ("key", "kafka_key")}
 DEFAULT_UNIT_ROWS = 65536
+DEFAULT_UNIT_BYTES = 16 << 20   # uncompressed bytes of a unit's row groups: hit tables are ~25x that
 _FOOTER_BYTES = 1 << 20
 
 
@@ -51,6 +52,7 @@ class RowGroup:
     index: int
     first_row: int
     rows: int
+    nbytes: int = 0              # uncompressed bytes (the row group's total_byte_size)
     tmin_ms: int | None = None   # from the time column's statistics (None: unknown)
     tmax_ms: int | None = None
 
@@ -232,7 +234,7 @@ def open_input(path: Path, mapping: dict) -> Input:
     first = 0
     for r in range(md.num_row_groups):
         rg = md.row_group(r)
-        g = RowGroup(r, first, rg.num_rows)
+        g = RowGroup(r, first, rg.num_rows, rg.total_byte_size)
         if tidx is not None:
             st = rg.column(tidx).statistics
             if st is not None and st.has_min_max:
@@ -344,7 +346,7 @@ def hive_in_range(hive: dict, since_ms: int | None, until_ms: int | None) -> boo
 
 
 def units_of(inp: Input, since_ms: int | None, until_ms: int | None,
-             unit_rows: int = DEFAULT_UNIT_ROWS) -> tuple[list[Unit], int]:
+             unit_rows: int = DEFAULT_UNIT_ROWS, unit_bytes: int = DEFAULT_UNIT_BYTES) -> tuple[list[Unit], int]:
     """The input's units after row-group pruning by [since, until), and the rows pruned."""
     keep = []
     pruned = 0
@@ -364,8 +366,9 @@ def units_of(inp: Input, since_ms: int | None, until_ms: int | None,
             run.clear()
 
     for g in keep:
-        # a unit is a run of adjacent row groups; a pruned gap or the size limit closes it
-        if run and (run[-1].index + 1 != g.index or sum(x.rows for x in run) + g.rows > unit_rows):
+        # a unit is a run of adjacent row groups; a pruned gap or a size limit closes it
+        if run and (run[-1].index + 1 != g.index or sum(x.rows for x in run) + g.rows > unit_rows
+                    or sum(x.nbytes for x in run) + g.nbytes > unit_bytes):
             close()
         run.append(g)
     close()
