@@ -557,7 +557,8 @@ class StreamService:
         try:
             parts = check_broker(self.settings)
             self.expected_partitions = sum(parts.values())
-            self.summary.warmup_seconds = self.classifier.warmup()
+            # only the formats the topics declare ("auto": all): the others compile on first use
+            self.summary.warmup_seconds = self.classifier.warmup(set(self.topic_fmt.tolist()))
         except StartupInterrupted:
             self._restore_signal_handlers()
             self.summary.seconds = time.monotonic() - t0
