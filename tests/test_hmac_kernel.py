@@ -134,16 +134,27 @@ def test_slices_outside_the_buffer_raise(starts, ends):
         sha256_many(buf, np.array(starts), np.array(ends))
 
 
-def test_the_kernels_check_slices_themselves():
-    """The wrappers check first; the kernels check again, since numba does not bounds-check."""
-    from flowaudit.kernels.hmac import _hmac_sha256_many, _sha256_many, readonly
+def test_the_kernel_checks_slices_itself():
+    """The wrappers check first; the kernel checks again, since numba does not bounds-check."""
+    from flowaudit.kernels.hmac import BLOCK, _digest_many, readonly
     buf = readonly(np.zeros(10, np.uint8), np.uint8)       # the wrappers' array types: no new compile
     pads = hmac_pads(b"k")
     for s, e in (([0], [11]), ([-1], [2]), ([3], [2])):
-        s, e = readonly(s, np.int64), readonly(e, np.int64)
         with pytest.raises(ValueError):
-            _sha256_many(buf, s, e, np.empty((1, 32), np.uint8))
-        with pytest.raises(ValueError):
-            _hmac_sha256_many(buf, s, e, pads[0], pads[1], np.empty((1, 32), np.uint8))
+            _digest_many(buf, readonly(s, np.int64), readonly(e, np.int64), pads[0], BLOCK, pads[1],
+                         np.empty((1, 32), np.uint8))
     with pytest.raises(ValueError):      # output of the wrong shape
-        _sha256_many(buf, readonly([0], np.int64), readonly([1], np.int64), np.empty((2, 32), np.uint8))
+        _digest_many(buf, readonly([0], np.int64), readonly([1], np.int64), pads[0], BLOCK, pads[1],
+                     np.empty((2, 32), np.uint8))
+
+
+def test_many_values_of_mixed_block_counts_fill_and_leave_lanes():
+    """More values than lanes, block counts interleaved (1, 2, 3 and 17 blocks), a group that does
+    not fill the lanes: each digest lands in its own row."""
+    rng = np.random.default_rng(7)
+    lens = rng.choice([0, 11, 55, 56, 64, 119, 120, 1000, 33], size=203)
+    values = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in lens]
+    out = hmac_sha256_many(*_layout(values, gap=b"\x00"), hmac_pads(b"lanes"))
+    assert [d.tobytes() for d in out] == [hmac.digest(b"lanes", v, "sha256") for v in values]
+    out = sha256_many(*_layout(values))
+    assert [d.tobytes() for d in out] == [hashlib.sha256(v).digest() for v in values]
