@@ -271,28 +271,32 @@ def mask_slices(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, rule: np.
                 param: np.ndarray | None = None) -> pa.StringArray:
     """The masks of ``buf[starts[i]:ends[i]]`` under ``rule[i]`` / ``param[i]`` (:func:`rules_of`;
     None: the identifier rule) as one string array, equal to :func:`mask` value by value.
-    ASCII values are masked in the kernel; a value with a byte >= 0x80 by the Python rule."""
+    Masked in the kernel (kernels/mask.py); a value with a character above U+00FF (other than
+    U+FFFD) by the Python rule."""
     buf = _readonly(buf, np.uint8)
     starts, ends = _readonly(starts, np.int64), _readonly(ends, np.int64)
     n = starts.shape[0]
     rule = _readonly(np.full(n, DEFAULT_RULE[0], np.uint8) if rule is None else rule, np.uint8)
     param = _readonly(np.full(n, DEFAULT_RULE[1], np.int64) if param is None else param, np.int64)
-    if ends.shape[0] != n or rule.shape[0] != n or param.shape[0] != n:
-        raise ValueError("starts, ends, rule and param differ in length")
-    ascii = _mk.ascii_slices(buf, starts, ends)          # raises on a slice outside buf
-    lens = ends - starts
-    other = np.flatnonzero(ascii == 0)
-    texts = {}
-    for i in other.tolist():                             # few: names and places in Latin-1 or UTF-8
-        text = buf[starts[i]:ends[i]].tobytes().decode("utf-8", errors="replace")
-        texts[i] = _apply(_PY_RULES[int(rule[i])](int(param[i])), text).encode("utf-8")
-        lens[i] = len(texts[i])
-    off = np.zeros(n + 1, np.int64)
-    np.cumsum(lens, out=off[1:])
-    out = np.empty(int(off[-1]), np.uint8)
-    _mk.mask_ascii(buf, starts, ends, rule, param, out, _readonly(off, np.int64), _readonly(ascii, np.uint8))
-    for i, enc in texts.items():
-        out[off[i]:off[i + 1]] = np.frombuffer(enc, np.uint8)
+    out, off, todo = _mk.mask_values(buf, starts, ends, rule, param)   # raises on a slice outside buf
+    other = np.flatnonzero(todo)
+    if other.size:                                       # few: names in other scripts
+        texts = {}
+        lens = np.diff(off)
+        for i in other.tolist():
+            text = buf[starts[i]:ends[i]].tobytes().decode("utf-8", errors="replace")
+            texts[i] = _apply(_PY_RULES[int(rule[i])](int(param[i])), text).encode("utf-8")
+            lens[i] = len(texts[i])
+        new_off = np.zeros(n + 1, np.int64)
+        np.cumsum(lens, out=new_off[1:])
+        spliced = np.empty(int(new_off[-1]), np.uint8)
+        a = 0
+        for i in other.tolist() + [n]:                   # the kernel's runs between them, as they are
+            spliced[new_off[a]:new_off[i]] = out[off[a]:off[i]]
+            if i < n:
+                spliced[new_off[i]:new_off[i + 1]] = np.frombuffer(texts[i], np.uint8)
+            a = i + 1
+        out, off = spliced, new_off
     return _string_array(off, out)
 
 
