@@ -32,8 +32,11 @@ def unique_slices(buf, off, idx):
     mask = cap - 1
     n_u = 0
     nbuf = buf.shape[0]
+    noff = off.shape[0]
     for k in range(n):
         i = idx[k]
+        if i < 0 or i + 1 >= noff:
+            raise ValueError("index outside the offsets")
         s = off[i]
         e = off[i + 1]
         if s < 0 or e < s or e > nbuf:       # malformed offsets: treat as empty slice

@@ -76,3 +76,11 @@ def test_gather_slices_and_bad_input():
         unique_pairs(np.array([0, 1], np.int64), np.array([1, 2], np.int32), np.array([0], np.int64))
     pid, fp = unique_pairs(np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64))
     assert pid.size == 0 and fp.size == 0
+
+
+def test_unique_slices_rejects_an_index_outside_the_offsets():
+    import pytest
+    buf, off = layout([b"a", b"b"])
+    for bad in ([2], [-1], [0, 5]):
+        with pytest.raises(ValueError):
+            unique_slices(buf, off, np.asarray(bad, np.int64))
