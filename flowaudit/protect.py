@@ -329,6 +329,17 @@ def gather_strings(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.
         return pa.array([b[o[i]:o[i + 1]].decode("utf-8", errors="replace") for i in range(len(o) - 1)], pa.string())
 
 
+def warmup() -> None:
+    """Compile (or load from the cache) the kernels of :class:`Protector` for the array types the
+    batch path gives them, raw values included (``flowaudit warmup``)."""
+    p = Protector(b"warmup-key-not-secret", raw=True)
+    buf = np.frombuffer(b"MSCU1234565M\xdcLLER", np.uint8).copy()
+    starts, ends = np.array([0, 11], np.int64), np.array([11, 17], np.int64)
+    p.protect_slices(buf, starts, ends, *rules_of(["container_number", "party_name"]))
+    gather_strings(buf, starts, ends)
+    p.key_columns([b"k", None])
+
+
 class Protector:
     """Masks, keys and seals values under the operator key.
 
