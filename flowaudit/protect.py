@@ -211,7 +211,8 @@ def _digits_only(text: str) -> str:
 
 
 # one table: data class -> (rule, parameter).  The Python rules above are the reference (and mask
-# every value with a non-ASCII byte); kernels/mask.py implements the same rules over ASCII bytes.
+# the values with a character above U+00FF); kernels/mask.py implements the same rules for the
+# batch path (tests/test_protect.py holds the two equal on any bytes).
 RULES = {
     "container_number": (_mk.CONTAINER, 0),
     "imo_number": (_mk.IMO, 0),
