@@ -195,10 +195,12 @@ def cmd_warmup(args) -> int:
     from .detect.egress import EgressDetector
     from .pipeline import Classifier
     from .protect import Protector
+    from .protect import warmup as protect_warmup
     from .scan import warmup as scan_warmup
 
     secs = Classifier(Protector(b"warmup-key-not-secret"), egress=EgressDetector()).warmup()
     t0 = time.perf_counter()
+    protect_warmup()                    # masks, HMAC and raw values of the hits (kernels/mask.py, hmac.py)
     scan_warmup()                       # the archive splitter of flowaudit scan
     secs += time.perf_counter() - t0
     print(f"kernels ready in {secs:.1f} s")

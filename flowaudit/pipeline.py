@@ -29,9 +29,9 @@ from .datasets import HITS, MESSAGES, SCHEMA_VERSION
 from .decode import (FLAG_BITS, FMT_EDIFACT, FMT_JSON, FMT_UNKNOWN, FMT_X12, FMT_XML, FORMAT_CODES, FORMAT_NAMES,
                      REASON_CODES, REASONS)
 from .integrity import DEFAULT_ENTRIES, Seen, flags_array, origins
-from .kernels.dedupe import unique_slices
+from .kernels.dedupe import unique_pairs, unique_slices
 from .kernels.digest import payload_hash
-from .protect import Protector
+from .protect import Protector, gather_strings, rules_of
 
 FMT_AUTO = 255
 _DECODER_MODULES = {FMT_EDIFACT: "flowaudit.decode.edifact", FMT_X12: "flowaudit.decode.x12",
@@ -302,7 +302,19 @@ class Classifier:
             _dict_array(np.where(batch.declared[idx] == FMT_AUTO, fmt[idx], batch.declared[idx]), _FORMAT_LIST),
             _dict_array(status[idx].astype(np.int32), _REASON_LIST), lens[idx])
 
+    def _mask_rules(self) -> tuple[np.ndarray, np.ndarray]:
+        """The mask rule and its parameter of each catalog class code (flowaudit.protect.RULES)."""
+        rules = getattr(self, "_rules_by_code", None)
+        if rules is None:
+            rules = self._rules_by_code = rules_of(self._class_names)
+        return rules
+
     def _hits_table(self, batch, parts, status, fmt, msg_type, type_names):
+        """The hits rows, in message order: provenance, where, masked + keyed value (raw on opt-in).
+
+        Every distinct (value, class) is masked and keyed once, in the kernels, straight from the
+        kernels' value buffer (flowaudit/protect.py: ``Protector.protect_slices``); the Arrow
+        columns are built from arrays, with no Python object per hit or per value."""
         if not parts:
             return HITS.empty_table(), np.zeros(0, np.int64), {}
         msg, cls, loc, valid, conf, start, end, keeps, subs = [], [], [], [], [], [], [], [], []
@@ -312,7 +324,7 @@ class Classifier:
         for _f, r in parts:
             keep = np.flatnonzero(status[r.hit_msg] == 0)
             msg.append(r.hit_msg[keep])
-            cls.append(r.hit_class[keep].astype(np.int32))
+            cls.append(r.hit_class[keep])
             loc.append(r.hit_loc[keep].astype(np.int32) + len(loc_names))
             loc_names.extend(r.loc_names)
             valid.append(r.hit_valid[keep])
@@ -327,69 +339,71 @@ class Classifier:
             voffs.append(r.val_off[:-1] + vbase)
             vbase += nv
         h_idx = np.concatenate(msg).astype(np.int64)
-        cls_a = np.concatenate(cls)
-        valid_a = np.concatenate(valid)
-        base = batch.offsets[h_idx]
+        cls_a = np.concatenate(cls).astype(np.int32)
+        loc_a = np.concatenate(loc)
         # values of all formats in one buffer; mask and key each distinct value once
         vbuf = np.concatenate(vbufs)
         voff = np.append(np.concatenate(voffs), vbase).astype(np.int64)
         keep_all = np.concatenate(keeps).astype(np.int64)
         uid, first = unique_slices(vbuf, voff, keep_all)
-        rows = keep_all[first]
-        vb, vo = vbuf.tobytes(), voff.tolist()
-        distinct = [vb[vo[i]:vo[i + 1]] for i in rows.tolist()]
+        rows = keep_all[first]                  # the value row of each distinct value
         if self.egress is not None:  # interchange recipients, for the watchlist's EDI party ids
-            loc_all = np.concatenate(loc)
             for k in np.flatnonzero(cls_a == self._recipient_code):
-                where = loc_names[loc_all[k]]
+                where = loc_names[loc_a[k]]
                 where = ("EDI_UNB" if where.startswith("UNB") else "X12_ISA" if where.startswith("ISA")
                          else "X12_GS" if where.startswith("GS") else "JSON_PATH" if where.startswith("$")
                          else "XML_ELEMENT")
-                self._recipients.append((int(h_idx[k]), distinct[uid[k]].decode("latin-1"), where))
+                r = rows[uid[k]]
+                self._recipients.append((int(h_idx[k]), vbuf[voff[r]:voff[r + 1]].tobytes().decode("latin-1"), where))
         # the mask depends on the data class: one entry per distinct (value, class), which is one
-        # per distinct value unless the same bytes were found as two classes
-        cls_of = np.zeros(len(distinct), np.int64)
-        cls_of[uid] = cls_a
-        if np.array_equal(cls_of[uid], cls_a):
-            pid, p_val, p_cls = uid, distinct, cls_of
-        else:
-            _pairs, first_pair, pid = np.unique(uid.astype(np.int64) * len(self._class_names) + cls_a,
-                                               return_index=True, return_inverse=True)
-            p_val = [distinct[u] for u in uid[first_pair].tolist()]
-            p_cls = cls_a[first_pair]
-        masked_u, keyed_u = self.protector.protect_many(p_val, [self._class_names[c] for c in p_cls.tolist()])
-        pids = pa.array(np.asarray(pid).astype(np.int32), pa.int32())
-        masked = pa.DictionaryArray.from_arrays(pids, pa.array(masked_u, pa.string()))
-        keyed = pa.DictionaryArray.from_arrays(pids, pa.array(keyed_u, pa.binary(32)))
-        ids = pa.array(uid.astype(np.int32), pa.int32())
-        if self.protector.raw:
-            raw = pa.DictionaryArray.from_arrays(ids, pa.array([v.decode("utf-8", errors="replace") for v in distinct],
-                                                               pa.string()))
+        # per distinct value unless the same bytes were found as two classes; numbered as
+        # np.unique(uid * classes + class) numbers them
+        pid, first_pair = unique_pairs(uid, cls_a, first)
+        p_rows = keep_all[first_pair]
+        p_cls = cls_a[first_pair]
+        rule, param = self._mask_rules()
+        masked_u, keyed_u = self.protector.protect_slices(vbuf, voff[p_rows], voff[p_rows + 1], rule[p_cls],
+                                                          param[p_cls])
+        raw_u = gather_strings(vbuf, voff[rows], voff[rows + 1]) if self.protector.raw else None
+        # hit counts do not depend on the row order
+        ncls = len(self._class_names)
+        fmt_h = fmt[h_idx]
+        counts = np.bincount(fmt_h.astype(np.int64) * ncls + cls_a)
+        hit_counts = {(FORMAT_NAMES[int(p) // ncls], self._class_names[int(p) % ncls]): int(counts[p])
+                      for p in np.flatnonzero(counts)}
+        # rows in message order, like the input: permute the per-hit arrays (the dictionaries,
+        # numbered above in the order the kernels found the values, stay as they are)
+        order = np.argsort(h_idx, kind="stable")
+        if np.all(order[:-1] < order[1:]):
+            order = None
+        per_hit = [h_idx, cls_a, loc_a, pid, uid, np.concatenate(valid), np.concatenate(conf),
+                   np.concatenate(start), np.concatenate(end), np.concatenate(subs), fmt_h]
+        if order is not None:
+            per_hit = [a[order] for a in per_hit]
+        h_idx, cls_a, loc_a, pid, uid, valid_a, conf_a, start_a, end_a, sub_a, fmt_h = per_hit
+        base = batch.offsets[h_idx]
+        masked = pa.DictionaryArray.from_arrays(pa.array(pid.astype(np.int32), pa.int32()), masked_u)
+        keyed = pa.DictionaryArray.from_arrays(pa.array(pid.astype(np.int32), pa.int32()), keyed_u)
+        if raw_u is not None:
+            raw = pa.DictionaryArray.from_arrays(pa.array(uid.astype(np.int32), pa.int32()), raw_u)
         else:
             raw = pa.nulls(uid.size, HITS.field("value_raw").type)
         m = h_idx.size
         cols = self._provenance(batch, h_idx) + [
-            pa.array(np.concatenate(subs).astype(np.int32), pa.int32()),
-            _dict_array(fmt[h_idx], _FORMAT_LIST),
+            pa.array(sub_a.astype(np.int32), pa.int32()),
+            _dict_array(fmt_h, _FORMAT_LIST),
             _dict_array(msg_type[h_idx], type_names),
             _dict_array(cls_a, self._class_names),
             _dict_array(self._class_sens[cls_a], self._sens_names),
-            _dict_array(np.concatenate(loc), loc_names or ["?"]),
+            _dict_array(loc_a, loc_names or ["?"]),
             masked,
             keyed,
             raw,
             pa.array(valid_a == 1, pa.bool_(), mask=valid_a < 0),
-            pa.array(np.concatenate(conf).astype(np.uint8), pa.uint8()),
-            pa.array(np.concatenate(start) - base, pa.int64()),
-            pa.array(np.concatenate(end) - base, pa.int64()),
+            pa.array(conf_a.astype(np.uint8), pa.uint8()),
+            pa.array(start_a - base, pa.int64()),
+            pa.array(end_a - base, pa.int64()),
             _const_dict(self.catalog.version, m),
             _const_dict(SCHEMA_VERSION, m),
         ]
-        table = pa.Table.from_arrays(cols, schema=HITS)
-        order = np.argsort(h_idx, kind="stable")  # rows in message order, like the input
-        if not np.all(order[:-1] < order[1:]):
-            table, h_idx = table.take(pa.array(order)), h_idx[order]
-        pairs, counts = np.unique(fmt[h_idx].astype(np.int64) * 65536 + cls_a, return_counts=True)
-        hit_counts = {(FORMAT_NAMES[int(p) // 65536], self._class_names[int(p) % 65536]): int(c)
-                      for p, c in zip(pairs, counts)}
-        return table, h_idx, hit_counts
+        return pa.Table.from_arrays(cols, schema=HITS), h_idx, hit_counts
