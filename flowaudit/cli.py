@@ -71,9 +71,11 @@ def _settings(args):
 
 
 def cmd_stream(args) -> int:
+    from .memory import fix_mmap_threshold
     from .metrics import Metrics
     from .service import StartupInterrupted, StreamService, format_summary
 
+    fix_mmap_threshold()
     settings = _settings(args)
     metrics = Metrics(settings.kafka.topics)
     service = StreamService(settings, metrics, until_drained=args.until_drained, max_seconds=args.max_seconds)
