@@ -110,6 +110,7 @@ def _reference_hits_table(self, batch, parts, status, fmt, msg_type, type_names)
         pa.array(np.concatenate(end) - base, pa.int64()),
         _const_dict(self.catalog.version, m),
         _const_dict(SCHEMA_VERSION, m),
+        _const_dict("", m),
     ]
     table = pa.Table.from_arrays(cols, schema=HITS)
     order = np.argsort(h_idx, kind="stable")
