@@ -47,11 +47,11 @@ def main(argv=None) -> dict:
     clf.warmup()
     clf.run(batch)
     off, on = [], []
-    for _ in range(a.rounds):
-        clf.layers_enabled = False
-        off.append(_time(clf, batch))
-        clf.layers_enabled = True
-        on.append(_time(clf, batch))
+    for r in range(a.rounds):             # alternating, each side first every other round
+        for enabled in ((False, True) if r % 2 == 0 else (True, False)):
+            clf.layers_enabled = enabled
+            (on if enabled else off).append(_time(clf, batch))
+    clf.layers_enabled = True
     wrapped = [base64.b64encode(gzip.compress(v)) for v in vals[: max(1, len(vals) // 8)]]
     wmb = sum(map(len, wrapped)) / 1e6
     wbatch = Batch.from_values(wrapped, FMT_AUTO)
