@@ -27,13 +27,15 @@ from . import catalog as _catalog
 from . import quarantine as _quarantine
 from .datasets import HITS, MESSAGES, SCHEMA_VERSION
 from .decode import (FLAG_BITS, FMT_EDIFACT, FMT_JSON, FMT_UNKNOWN, FMT_X12, FMT_XML, FORMAT_CODES, FORMAT_NAMES,
-                     REASON_CODES, REASONS)
+                     REASON_CODES, REASONS, FormatResult)
+from .decode import layers as _layers
 from .integrity import DEFAULT_ENTRIES, Seen, flags_array, origins
 from .kernels.dedupe import unique_pairs, unique_slices
 from .kernels.digest import payload_hash
 from .protect import Protector, gather_strings, rules_of
 
 FMT_AUTO = 255
+_PENDING = -1   # status of a layered message between the layers pre-pass and its classification
 _DECODER_MODULES = {FMT_EDIFACT: "flowaudit.decode.edifact", FMT_X12: "flowaudit.decode.x12",
                     FMT_XML: "flowaudit.decode.xml", FMT_JSON: "flowaudit.decode.json"}
 _FORMAT_LIST = [FORMAT_NAMES[i] for i in range(5)]
@@ -122,6 +124,12 @@ def _const_dict(value: str, n: int) -> pa.DictionaryArray:
 class Classifier:
     """Runs the kernels over a batch and builds the output tables."""
 
+    # Layers (flowaudit/decode/layers.py): unknown-format messages are looked through (base64,
+    # gzip/zlib/zstd, MIME, whole-document JSON strings) within these limits; False: not at all
+    # (benchmarks.layers measures the difference on plain traffic)
+    layers_enabled: bool = True
+    layer_limits: _layers.Limits = _layers.Limits()
+
     def __init__(self, protector: Protector, max_message_bytes: int = 8 * 1024 * 1024, egress=None,
                  dedupe_entries: int = DEFAULT_ENTRIES):
         """``dedupe_entries``: distinct payloads / interchange references remembered for the
@@ -191,6 +199,7 @@ class Classifier:
         # a topic that declares one format but carries another: a mismatch, never a guess
         mismatch = live & ~auto & (detected != FMT_UNKNOWN) & (detected != batch.declared)
         status[mismatch] = REASON_CODES["format_mismatch"]
+        lay = self._unwrap_layers(batch, status, detected, ks) if self.layers_enabled else None
 
         # JSON must be UTF-8 (RFC 8259); XML is checked by its decoder, which honours a declared
         # single-byte encoding (ISO-8859-1, windows-1252 ...) and requires UTF-8 otherwise
@@ -227,6 +236,10 @@ class Classifier:
             msg_type[sel] = np.fromiter((lookup[t] for t in r.msg_type), np.int32, count=sel.size)
             if r.n_hits:
                 hit_parts.append((f, r))
+        layer_names = [""]
+        if lay is not None:
+            self._classify_layers(batch, lay, status, fmt, msg_type, type_names, n_segments, flags, ikey, hit_parts,
+                                  layer_names, ks)
 
         ok_idx = np.flatnonzero(status == 0)
         q_idx = np.flatnonzero(status != 0)
@@ -241,7 +254,7 @@ class Classifier:
             flags[ok_idx[dup_ref]] |= np.uint32(FLAG_BITS["duplicate_interchange_ref"])
             ks["integrity"] = time.perf_counter() - t0
         self._recipients = []
-        hits, h_idx, hit_counts = self._hits_table(batch, hit_parts, status, fmt, msg_type, type_names)
+        hits, h_idx, hit_counts = self._hits_table(batch, hit_parts, status, fmt, msg_type, type_names, layer_names)
         n_hits = np.bincount(h_idx, minlength=n).astype(np.int32) if h_idx.size else np.zeros(n, np.int32)
         messages = self._messages_table(batch, ok_idx, fmt, msg_type, type_names, lens, n_segments, n_hits, flags)
         quarantine = self._quarantine_table(batch, q_idx, fmt, status, lens)
@@ -257,6 +270,144 @@ class Classifier:
             ks["egress"] = time.perf_counter() - t0
         return BatchResult(messages, ok_idx, hits, h_idx, quarantine, q_idx, status, fmt,
                            transfers, t_idx, hit_counts, q_counts, ks)
+
+    # -- layers (flowaudit/decode/layers.py) ------------------------------------------------
+
+    def _unwrap_layers(self, batch: Batch, status: np.ndarray, detected: np.ndarray, ks: dict):
+        """The layers pre-pass: every message the detector calls unknown whose first bytes show a
+        layer is unwrapped (within ``layer_limits``).  A limit hit or a corrupt wrapper sets the
+        message's quarantine reason; a message with known formats inside is set aside
+        (``_PENDING``) for :meth:`_classify_layers`.  Returns ``(parent, paths, values)`` of the
+        inner values, or None (no message had a layer: the batch is untouched)."""
+        cand = np.flatnonzero(((status == 0) | (status == REASON_CODES["unknown_format"])) & (detected == FMT_UNKNOWN))
+        if cand.size == 0:
+            return None
+        t0 = time.perf_counter()
+        b, o = batch.buf, batch.offsets
+        parent, paths, values = [], [], []
+        for i in cand.tolist():
+            if _layers.kind(b[o[i]:min(o[i + 1], o[i] + 4096)].tobytes()) is None:   # first bytes only
+                continue
+            inner, reason = _layers.unwrap(b[o[i]:o[i + 1]].tobytes(), self.layer_limits)
+            if reason is not None:
+                status[i] = REASON_CODES[reason]
+            elif inner:
+                status[i] = _PENDING
+                for path, value in inner:
+                    parent.append(i)
+                    paths.append(path)
+                    values.append(value)
+        ks["layers"] = time.perf_counter() - t0
+        return (np.array(parent, np.int64), paths, values) if parent else None
+
+    def _classify_layers(self, batch, lay, status, fmt, msg_type, type_names, n_segments, flags, ikey, hit_parts,
+                         layer_names, ks) -> None:
+        """Classify the inner values of the layered messages as a sub-batch with the same decoders,
+        and map the results back to the outer messages: one outer message is decoded when at
+        least one of its inner values is (``layered`` flag; ``layer_part_bad`` when another was
+        refused), its ``format`` / ``msg_type`` are those of its first decoded inner value; else it
+        is quarantined with its first inner value's reason.  Hits keep their inner positions
+        (``byte_start`` relative to the innermost value) and get the layer path."""
+        t0 = time.perf_counter()
+        parent, paths, values = lay
+        k = len(values)
+        sub = Batch.from_values(values, FMT_AUTO)
+        sbuf, soff = sub.buf, sub.offsets
+        sfmt = self._detect.detect(sbuf, soff)
+        sst = np.zeros(k, np.int8)
+        sst[sfmt == FMT_UNKNOWN] = REASON_CODES["unknown_format"]
+        decl = batch.declared[parent]
+        sst[(sst == 0) & (decl != FMT_AUTO) & (sfmt != decl)] = REASON_CODES["format_mismatch"]
+        text = np.flatnonzero((sst == 0) & (sfmt == FMT_JSON))
+        if text.size:
+            ok = self._detect.utf8_ok(sbuf, soff, text.astype(np.int64))
+            sst[text[~ok.astype(bool)]] = REASON_CODES["invalid_utf8"]
+        s_type = [""] * k
+        s_nseg = np.zeros(k, np.int32)
+        s_flags = np.zeros(k, np.uint32)
+        s_ikey = np.zeros(k, np.uint64)
+        path_names = sorted(set(paths))
+        path_id = np.array([path_names.index(p) for p in paths], np.int64)
+        for f, dec in self._decoders.items():
+            sel = np.flatnonzero((sst == 0) & (sfmt == f)).astype(np.int64)
+            if sel.size == 0:
+                continue
+            r = dec.classify(sbuf, soff, sel)
+            sst[sel] = r.status
+            s_nseg[sel] = r.n_segments
+            if r.flags is not None:
+                s_flags[sel] = r.flags
+            if r.ikey is not None:
+                s_ikey[sel] = r.ikey
+            for j, t in zip(sel.tolist(), r.msg_type):
+                s_type[j] = t
+            if r.n_hits:
+                hit_parts.append((f, self._lift(r, f, parent, path_id, path_names, soff, batch.offsets, layer_names)))
+        ok = sst == 0
+        first_ok: dict = {}
+        first_any: dict = {}
+        for j, i in enumerate(parent.tolist()):
+            first_any.setdefault(i, j)
+            if ok[j]:
+                first_ok.setdefault(i, j)
+        for i, j in first_any.items():
+            j = first_ok.get(i, j)
+            status[i] = 0 if ok[j] else sst[j]
+            fmt[i] = sfmt[j]
+        good = np.array(sorted(first_ok), np.int64)
+        if good.size:
+            js = np.array([first_ok[i] for i in good.tolist()], np.int64)
+            base = len(type_names)
+            uniq = sorted({s_type[j] for j in js.tolist()})
+            type_names.extend(uniq)
+            msg_type[good] = np.array([base + uniq.index(s_type[j]) for j in js.tolist()], np.int32)
+            ikey[good] = s_ikey[js]
+            okj = np.flatnonzero(ok)
+            np.add.at(n_segments, parent[okj], s_nseg[okj])
+            np.bitwise_or.at(flags, parent[okj], s_flags[okj])
+            flags[good] |= np.uint32(FLAG_BITS["layered"])
+            bad = parent[~ok]
+            bad = bad[np.isin(bad, good)]
+            flags[bad] |= np.uint32(FLAG_BITS["layer_part_bad"])
+        ks["layers"] = ks.get("layers", 0.0) + time.perf_counter() - t0
+
+    @staticmethod
+    def _layer_ids(r: FormatResult, layer_names: list) -> np.ndarray:
+        """``r.hit_layer`` as indices into the batch's ``layer_names`` (appended as needed); a
+        result without its own ``layer_names`` already uses the batch's."""
+        if r.layer_names is None:
+            return r.hit_layer
+        ids = []
+        for name in r.layer_names:
+            if name not in layer_names:
+                layer_names.append(name)
+            ids.append(layer_names.index(name))
+        return np.array(ids, np.int32)[r.hit_layer]
+
+    @staticmethod
+    def _lift(r: FormatResult, f: int, parent, path_id, path_names, soff, offsets, layer_names) -> FormatResult:
+        """The hits of sub-batch result ``r`` as hits of the outer messages: ``hit_msg`` the outer
+        index, positions relative to the inner value (shifted so that the hits table's
+        ``start - offsets[outer]`` gives them), ``hit_layer`` the path (``base64>gzip>x12``; an
+        interchange embedded in an inner JSON / XML string adds its own step)."""
+        j = r.hit_msg
+        shift = offsets[parent[j]] - soff[j]
+        inner = r.hit_layer if r.hit_layer is not None else np.zeros(j.size, np.int64)
+        inner_names = r.layer_names or [""]
+        key = path_id[j] * (len(inner_names) + 1) + inner
+        uniq, inv = np.unique(key, return_inverse=True)
+        ids = []
+        for u in uniq.tolist():
+            p, q = divmod(u, len(inner_names) + 1)
+            name = f"{path_names[p]}>{FORMAT_NAMES[f]}" + (f">{inner_names[q]}" if q else "")
+            if name not in layer_names:
+                layer_names.append(name)
+            ids.append(layer_names.index(name))
+        return FormatResult(
+            status=r.status, msg_type=r.msg_type, n_segments=r.n_segments, hit_msg=parent[j],
+            hit_class=r.hit_class, hit_loc=r.hit_loc, hit_valid=r.hit_valid, hit_conf=r.hit_conf,
+            hit_start=r.hit_start + shift, hit_end=r.hit_end + shift, val_off=r.val_off, val_buf=r.val_buf,
+            loc_names=r.loc_names, hit_sub=r.hit_sub, hit_layer=np.array(ids, np.int32)[inv.reshape(-1)])
 
     def _message_transfers(self, batch: Batch, ok_idx: np.ndarray):
         """Watchlisted hosts, URL paths and markers in payloads, and EDI recipients (from the
@@ -309,7 +460,7 @@ class Classifier:
             rules = self._rules_by_code = rules_of(self._class_names)
         return rules
 
-    def _hits_table(self, batch, parts, status, fmt, msg_type, type_names):
+    def _hits_table(self, batch, parts, status, fmt, msg_type, type_names, layer_names=("",)):
         """The hits rows, in message order: provenance, where, masked + keyed value (raw on opt-in).
 
         Every distinct (value, class) is masked and keyed once, in the kernels, straight from the
@@ -317,12 +468,14 @@ class Classifier:
         columns are built from arrays, with no Python object per hit or per value."""
         if not parts:
             return HITS.empty_table(), np.zeros(0, np.int64), {}
-        msg, cls, loc, valid, conf, start, end, keeps, subs = [], [], [], [], [], [], [], [], []
+        msg, cls, loc, valid, conf, start, end, keeps, subs, lays, fmts = [], [], [], [], [], [], [], [], [], [], []
         vbufs, voffs = [], []
         loc_names: list[str] = []
         vbase = nbase = 0
-        for _f, r in parts:
+        for f, r in parts:
             keep = np.flatnonzero(status[r.hit_msg] == 0)
+            lays.append(self._layer_ids(r, layer_names)[keep] if r.hit_layer is not None else np.zeros(keep.size, np.int32))
+            fmts.append(np.full(keep.size, f, np.uint8))   # a layered hit: its inner format
             msg.append(r.hit_msg[keep])
             cls.append(r.hit_class[keep])
             loc.append(r.hit_loc[keep].astype(np.int32) + len(loc_names))
@@ -367,7 +520,7 @@ class Classifier:
         raw_u = gather_strings(vbuf, voff[rows], voff[rows + 1]) if self.protector.raw else None
         # hit counts do not depend on the row order
         ncls = len(self._class_names)
-        fmt_h = fmt[h_idx]
+        fmt_h = np.concatenate(fmts)
         counts = np.bincount(fmt_h.astype(np.int64) * ncls + cls_a)
         hit_counts = {(FORMAT_NAMES[int(p) // ncls], self._class_names[int(p) % ncls]): int(counts[p])
                       for p in np.flatnonzero(counts)}
@@ -377,10 +530,10 @@ class Classifier:
         if np.all(order[:-1] < order[1:]):
             order = None
         per_hit = [h_idx, cls_a, loc_a, pid, uid, np.concatenate(valid), np.concatenate(conf),
-                   np.concatenate(start), np.concatenate(end), np.concatenate(subs), fmt_h]
+                   np.concatenate(start), np.concatenate(end), np.concatenate(subs), fmt_h, np.concatenate(lays)]
         if order is not None:
             per_hit = [a[order] for a in per_hit]
-        h_idx, cls_a, loc_a, pid, uid, valid_a, conf_a, start_a, end_a, sub_a, fmt_h = per_hit
+        h_idx, cls_a, loc_a, pid, uid, valid_a, conf_a, start_a, end_a, sub_a, fmt_h, lay_a = per_hit
         base = batch.offsets[h_idx]
         masked = pa.DictionaryArray.from_arrays(pa.array(pid.astype(np.int32), pa.int32()), masked_u)
         keyed = pa.DictionaryArray.from_arrays(pa.array(pid.astype(np.int32), pa.int32()), keyed_u)
@@ -405,5 +558,6 @@ class Classifier:
             pa.array(end_a - base, pa.int64()),
             _const_dict(self.catalog.version, m),
             _const_dict(SCHEMA_VERSION, m),
+            _dict_array(lay_a, list(layer_names)),
         ]
         return pa.Table.from_arrays(cols, schema=HITS), h_idx, hit_counts

@@ -31,10 +31,11 @@ CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "messages"
 FMT = {"edifact": FMT_EDIFACT, "x12": FMT_X12, "xml": FMT_XML, "json": FMT_JSON}
 
 
-def _reference_hits_table(self, batch, parts, status, fmt, msg_type, type_names):
+def _reference_hits_table(self, batch, parts, status, fmt, msg_type, type_names, layer_names=("",)):
     if not parts:
         return HITS.empty_table(), np.zeros(0, np.int64), {}
-    msg, cls, loc, valid, conf, start, end, keeps, subs = [], [], [], [], [], [], [], [], []
+    msg, cls, loc, valid, conf, start, end, keeps, subs, lays = [], [], [], [], [], [], [], [], [], []
+    layer_names = list(layer_names)
     vbufs, voffs = [], []
     loc_names: list[str] = []
     vbase = nbase = 0
@@ -49,6 +50,8 @@ def _reference_hits_table(self, batch, parts, status, fmt, msg_type, type_names)
         start.append(r.hit_start[keep])
         end.append(r.hit_end[keep])
         subs.append(r.hit_sub[keep] if r.hit_sub is not None else np.zeros(keep.size, np.int32))
+        names = r.layer_names or list(layer_names)     # the hit's layer path, as a string
+        lays.extend(names[int(x)] for x in r.hit_layer[keep]) if r.hit_layer is not None else lays.extend([""] * keep.size)
         keeps.append(keep + nbase)
         nbase += r.val_off.shape[0] - 1
         nv = int(r.val_off[-1])
@@ -110,6 +113,7 @@ def _reference_hits_table(self, batch, parts, status, fmt, msg_type, type_names)
         pa.array(np.concatenate(end) - base, pa.int64()),
         _const_dict(self.catalog.version, m),
         _const_dict(SCHEMA_VERSION, m),
+        pa.array(lays, pa.string()).dictionary_encode(),
     ]
     table = pa.Table.from_arrays(cols, schema=HITS)
     order = np.argsort(h_idx, kind="stable")
