@@ -220,29 +220,22 @@ def _copy(src: Path, dst: Path, ds: str) -> None:
     if dst.exists():
         dst.unlink()
     if ds == "transfers":
+        import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
         from ..datasets import TRANSFERS
-        from ..sinks.parquet import _write_durable
+        from .work import write_file
 
         t = pq.read_table(src, schema=TRANSFERS)
-        keep = pc.invert(pc.is_in(t.column("seen_where").cast("string"), value_set=__import__("pyarrow").array(
-            list(FLOW_WHERE))))
-        t = t.filter(keep)
-        if t.num_rows == 0:
-            return
-        tmp = dst.parent / f".{dst.name}.tmp-{os.getpid()}"
-        try:
-            _write_durable(t, tmp, "zstd", 65536)
-            os.replace(tmp, dst)
-        finally:
-            tmp.unlink(missing_ok=True)
-    else:
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
+        t = t.filter(pc.invert(pc.is_in(t.column("seen_where").cast("string"), value_set=pa.array(list(FLOW_WHERE)))))
+        if t.num_rows:
+            write_file(t, dst)
+        return
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
     fsync_dir(dst.parent)
 
 

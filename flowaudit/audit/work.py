@@ -397,26 +397,30 @@ def _flow_transfers(egress, spec: Spec, flows: pa.Table, first: np.ndarray, ts_m
 
 
 # ------------------------------------------------------------------------------ writing
+def write_file(table: pa.Table, final: Path, compression: str = "zstd", row_group_size: int = 65536) -> None:
+    """The sink's recipe for one file: hidden temporary, fsync, rename, fsync of the folder."""
+    makedirs(final.parent)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{threading.get_ident()}"
+    try:
+        _write_durable(unique_dictionaries(table), tmp, compression, row_group_size)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(final.parent)
+
+
 def write_tables(out: Path, uid: str, tables: dict, spec: Spec) -> list[str]:
     """One file per dataset and hour under ``out``, named by the unit; returns their paths."""
     written = []
     for name, (table, ts) in sorted(tables.items()):
         if table.num_rows == 0:
             continue
-        table = unique_dictionaries(table)
         keys = hour_keys(np.asarray(ts, np.int64), 0)
         for hk in np.unique(keys):
             sel = np.flatnonzero(keys == hk)
             part = table if sel.size == table.num_rows else table.take(pa.array(sel))
             final = out / f"dataset={name}" / hour_dir(int(hk)) / f"{uid}.parquet"
-            makedirs(final.parent)
-            tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{threading.get_ident()}"
-            try:
-                _write_durable(part, tmp, spec.compression, spec.row_group_size)
-                os.replace(tmp, final)
-            finally:
-                tmp.unlink(missing_ok=True)
-            fsync_dir(final.parent)
+            write_file(part, final, spec.compression, spec.row_group_size)
             written.append(str(final.relative_to(out)))
     return written
 
