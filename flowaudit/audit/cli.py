@@ -4,6 +4,7 @@ Kept light: building the command line imports neither polars nor the kernels.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -44,6 +45,7 @@ def cmd_audit(args) -> int:
                 raise ConfigError(f"--format: unknown format {f!r} (edifact, x12, xml, json, auto)")
         opts = engine.Options(
             inputs=args.inputs, out=args.out, engine=args.engine, workers=args.workers, scheduler=args.scheduler,
+            threads=args.threads or min(4, os.cpu_count() or 1),
             since_ms=parse_time(args.since) if args.since else None,
             until_ms=parse_time(args.until) if args.until else None,
             mapping=parse_map(args.map), formats=formats, dns_files=tuple(args.dns or ()), on_bad_input=args.on_bad_input,
@@ -100,6 +102,8 @@ def add_parser(sub) -> None:
                    help="polars: this process, bounded memory (default); dask: Dask distributed tasks")
     p.add_argument("--workers", type=int, default=2, metavar="N",
                    help="--engine dask without --scheduler: a LocalCluster of N worker processes (default 2)")
+    p.add_argument("--threads", type=int, metavar="N", help="--engine polars: units in parallel in this process "
+                   "(default: the CPUs, at most 4); memory grows with N units")
     p.add_argument("--scheduler", metavar="ADDR", help="--engine dask: an existing cluster, e.g. tcp://HOST:8786")
     p.add_argument("--since", metavar="TIME", help="only records at or after TIME (ISO 8601, UTC unless given); "
                    "pushed down to partitions and row-group statistics")

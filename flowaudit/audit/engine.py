@@ -2,7 +2,7 @@
 
 Engines run the same :func:`~flowaudit.audit.work.process_unit` over units:
 
-``polars``  in this process, one unit at a time (bounded memory: a unit is whole row groups,
+``polars``  in this process, one unit per thread (bounded memory: a unit is whole row groups,
             at most ``unit_rows`` rows and 16 MiB); the findings correlation is polars, an hour
             of event time at a time (:func:`correlate_chunked`).
 ``dask``    tasks on Dask distributed: a ``LocalCluster`` of ``workers`` processes, or an existing
@@ -41,6 +41,7 @@ class Options:
     out: str
     engine: str = "polars"
     workers: int = 2
+    threads: int = 1                    # polars engine: units in parallel in this process
     scheduler: str | None = None
     since_ms: int | None = None
     until_ms: int | None = None
@@ -240,14 +241,36 @@ def _copy(src: Path, dst: Path, ds: str) -> None:
 
 
 # ------------------------------------------------------------------------------ engines
-def _run_polars(units, spec, on_result, on_error) -> None:
-    for u in units:
+def _run_polars(units, spec, on_result, on_error, threads: int = 1) -> None:
+    """Units on ``threads`` threads of this process (kernels and Parquet release the GIL); the
+    results are handled here, on the calling thread, as they complete."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="audit") as pool:
+        it = iter(units)
+        running = {}
         try:
-            stats = process_unit(u, spec)
-        except Exception as exc:  # noqa: BLE001 - on_error re-raises what is not a bad input
-            on_error(u, exc)
-            continue
-        on_result(u, stats)
+            while True:
+                while len(running) < max(1, threads):   # at most one unit per thread in memory
+                    u = next(it, None)
+                    if u is None:
+                        break
+                    running[pool.submit(process_unit, u, spec)] = u
+                if not running:
+                    return
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in done:
+                    u = running.pop(f)
+                    try:
+                        stats = f.result()
+                    except Exception as exc:  # noqa: BLE001 - on_error re-raises what is not a bad input
+                        on_error(u, exc)
+                        continue
+                    on_result(u, stats)
+        except BaseException:
+            for f in running:
+                f.cancel()
+            raise
 
 
 def _run_dask(units, spec, workers: int, scheduler: str | None, on_result, on_error) -> dict:
@@ -472,7 +495,7 @@ def run(opts: Options, settings, echo=print) -> dict:
         if opts.engine == "dask":
             engine_info = _run_dask(pending, spec, opts.workers, opts.scheduler, on_result, on_error)
         else:
-            _run_polars(pending, spec, on_result, on_error)
+            _run_polars(pending, spec, on_result, on_error, opts.threads)
     finally:
         prog.close()
     f = settings.findings

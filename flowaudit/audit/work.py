@@ -62,9 +62,11 @@ _TOOLS_LOCK = threading.Lock()
 
 
 def tools(spec: Spec):
-    """(Classifier, EgressDetector or None) for this spec, built once per process."""
+    """(Classifier, EgressDetector or None) for this spec, built once per thread (a classifier
+    keeps per-run state, so threads never share one)."""
+    key = (spec.digest, threading.get_ident())
     with _TOOLS_LOCK:
-        t = _TOOLS.get(spec.digest)
+        t = _TOOLS.get(key)
         if t is None:
             from ..pipeline import Classifier
             from ..protect import Protector
@@ -78,7 +80,7 @@ def tools(spec: Spec):
                                         dns_max_entries=spec.dns_max_entries)
             clf = Classifier(Protector(spec.key, raw=spec.raw), max_message_bytes=spec.max_message_bytes,
                              egress=egress, dedupe_entries=1024)
-            t = _TOOLS[spec.digest] = (clf, egress)
+            t = _TOOLS[key] = (clf, egress)
         return t
 
 
