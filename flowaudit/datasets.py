@@ -9,7 +9,7 @@ import json
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 _dict = pa.dictionary(pa.int32(), pa.string())
 
@@ -54,6 +54,7 @@ HITS = pa.schema(_PROVENANCE + [
     pa.field("value_raw", _dict, nullable=True),            # null unless sink.raw_values / --raw
     pa.field("check_digit_valid", pa.bool_(), nullable=True),  # null: the class has no check digit
     pa.field("confidence", pa.uint8(), nullable=False),     # percent
+    pa.field("salvaged", pa.bool_(), nullable=False),       # found by the salvage scan of a quarantined message
     pa.field("byte_start", pa.int64(), nullable=False),     # value position inside the message
     pa.field("byte_end", pa.int64(), nullable=False),
     pa.field("catalog_version", _dict, nullable=False),

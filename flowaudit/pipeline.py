@@ -9,7 +9,9 @@ over the whole batch, one call per format, and returns Arrow tables for the thre
 * ``hits``: one row per sensitive value found (masked + HMAC, raw only on opt-in),
 * ``quarantine``: one row per message that could not be decoded, with its raw bytes and a reason.
 
-Every message of the batch lands in exactly one of ``messages`` and ``quarantine``.
+Every message of the batch lands in exactly one of ``messages`` and ``quarantine``.  A quarantined
+message is still salvage-scanned (flowaudit/decode/salvage.py): its hits carry ``salvaged = true``
+and point (``h_idx``, provenance) at the quarantined message.
 Python touches each message once to gather it and each hit once to mask it; everything per
 byte happens in the kernels.
 """
@@ -27,7 +29,7 @@ from . import catalog as _catalog
 from . import quarantine as _quarantine
 from .datasets import HITS, MESSAGES, SCHEMA_VERSION
 from .decode import (FLAG_BITS, FMT_EDIFACT, FMT_JSON, FMT_UNKNOWN, FMT_X12, FMT_XML, FORMAT_CODES, FORMAT_NAMES,
-                     REASON_CODES, REASONS)
+                     REASON_CODES, REASONS, TELEMETRY_NAMES)
 from .integrity import DEFAULT_ENTRIES, Seen, flags_array, origins
 from .kernels.dedupe import unique_pairs, unique_slices
 from .kernels.digest import payload_hash
@@ -36,7 +38,8 @@ from .protect import Protector, gather_strings, rules_of
 FMT_AUTO = 255
 _DECODER_MODULES = {FMT_EDIFACT: "flowaudit.decode.edifact", FMT_X12: "flowaudit.decode.x12",
                     FMT_XML: "flowaudit.decode.xml", FMT_JSON: "flowaudit.decode.json"}
-_FORMAT_LIST = [FORMAT_NAMES[i] for i in range(5)]
+_FORMAT_LIST = [FORMAT_NAMES.get(i) or TELEMETRY_NAMES.get(i, "?") for i in range(max(FORMAT_NAMES) + 1)]
+_SALVAGE = -1  # the "format" of the salvage scan's hit part
 _REASON_LIST = [REASONS[i] for i in range(max(REASONS) + 1)]
 
 
@@ -136,6 +139,7 @@ class Classifier:
         self.catalog = _catalog.load()
         self._decoders = {f: importlib.import_module(m) for f, m in _DECODER_MODULES.items()}
         self._detect = importlib.import_module("flowaudit.decode.detect")
+        self._salvage = importlib.import_module("flowaudit.decode.salvage")
         max_code = max(self.catalog.classes) + 1
         self._class_names = ["?"] * max_code
         self._class_sens = np.zeros(max_code, np.int32)
@@ -240,6 +244,9 @@ class Classifier:
             flags[ok_idx[dup_payload]] |= np.uint32(FLAG_BITS["duplicate_payload"])
             flags[ok_idx[dup_ref]] |= np.uint32(FLAG_BITS["duplicate_interchange_ref"])
             ks["integrity"] = time.perf_counter() - t0
+        salvaged = self._salvage_part(batch, q_idx, status, ks)
+        if salvaged is not None:
+            hit_parts.append((_SALVAGE, salvaged))
         self._recipients = []
         hits, h_idx, hit_counts = self._hits_table(batch, hit_parts, status, fmt, msg_type, type_names)
         n_hits = np.bincount(h_idx, minlength=n).astype(np.int32) if h_idx.size else np.zeros(n, np.int32)
@@ -257,6 +264,19 @@ class Classifier:
             ks["egress"] = time.perf_counter() - t0
         return BatchResult(messages, ok_idx, hits, h_idx, quarantine, q_idx, status, fmt,
                            transfers, t_idx, hit_counts, q_counts, ks)
+
+    def _salvage_part(self, batch: Batch, q_idx: np.ndarray, status: np.ndarray, ks: dict):
+        """The salvage scan of the quarantined messages (null and empty ones have nothing to scan;
+        a too-large one is scanned up to ``max_message_bytes``): a FormatResult, or None."""
+        sel = q_idx[(status[q_idx] != REASON_CODES["null_value"]) & (status[q_idx] != REASON_CODES["empty_value"])]
+        if sel.size == 0:
+            return None
+        t0 = time.perf_counter()
+        starts = batch.offsets[sel]
+        ends = np.minimum(batch.offsets[sel + 1], starts + self.max_message_bytes)
+        rows, vbuf = self._salvage.scan_ranges(batch.buf, starts, ends)
+        ks["salvage"] = time.perf_counter() - t0
+        return self._salvage.result_from_rows(rows, vbuf, sel) if rows.shape[0] else None
 
     def _message_transfers(self, batch: Batch, ok_idx: np.ndarray):
         """Watchlisted hosts, URL paths and markers in payloads, and EDI recipients (from the
@@ -317,12 +337,14 @@ class Classifier:
         columns are built from arrays, with no Python object per hit or per value."""
         if not parts:
             return HITS.empty_table(), np.zeros(0, np.int64), {}
-        msg, cls, loc, valid, conf, start, end, keeps, subs = [], [], [], [], [], [], [], [], []
+        msg, cls, loc, valid, conf, start, end, keeps, subs, salv = [], [], [], [], [], [], [], [], [], []
         vbufs, voffs = [], []
         loc_names: list[str] = []
         vbase = nbase = 0
         for _f, r in parts:
-            keep = np.flatnonzero(status[r.hit_msg] == 0)
+            # a decoder's hits of messages it rejected are dropped; salvage hits are of rejected ones
+            keep = np.arange(r.n_hits) if _f == _SALVAGE else np.flatnonzero(status[r.hit_msg] == 0)
+            salv.append(np.full(keep.size, _f == _SALVAGE))
             msg.append(r.hit_msg[keep])
             cls.append(r.hit_class[keep])
             loc.append(r.hit_loc[keep].astype(np.int32) + len(loc_names))
@@ -377,10 +399,10 @@ class Classifier:
         if np.all(order[:-1] < order[1:]):
             order = None
         per_hit = [h_idx, cls_a, loc_a, pid, uid, np.concatenate(valid), np.concatenate(conf),
-                   np.concatenate(start), np.concatenate(end), np.concatenate(subs), fmt_h]
+                   np.concatenate(start), np.concatenate(end), np.concatenate(subs), fmt_h, np.concatenate(salv)]
         if order is not None:
             per_hit = [a[order] for a in per_hit]
-        h_idx, cls_a, loc_a, pid, uid, valid_a, conf_a, start_a, end_a, sub_a, fmt_h = per_hit
+        h_idx, cls_a, loc_a, pid, uid, valid_a, conf_a, start_a, end_a, sub_a, fmt_h, salv_a = per_hit
         base = batch.offsets[h_idx]
         masked = pa.DictionaryArray.from_arrays(pa.array(pid.astype(np.int32), pa.int32()), masked_u)
         keyed = pa.DictionaryArray.from_arrays(pa.array(pid.astype(np.int32), pa.int32()), keyed_u)
@@ -401,6 +423,7 @@ class Classifier:
             raw,
             pa.array(valid_a == 1, pa.bool_(), mask=valid_a < 0),
             pa.array(conf_a.astype(np.uint8), pa.uint8()),
+            pa.array(salv_a, pa.bool_()),
             pa.array(start_a - base, pa.int64()),
             pa.array(end_a - base, pa.int64()),
             _const_dict(self.catalog.version, m),
