@@ -28,7 +28,7 @@ import pyarrow as pa
 from . import catalog as _catalog
 from . import quarantine as _quarantine
 from .datasets import HITS, MESSAGES, SCHEMA_VERSION
-from .decode import (FLAG_BITS, FMT_EDIFACT, FMT_JSON, FMT_UNKNOWN, FMT_X12, FMT_XML, FORMAT_CODES, FORMAT_NAMES,
+from .decode import (FLAG_BITS, FMT_EDIFACT, FMT_FLAT, FMT_JSON, FMT_UNKNOWN, FMT_X12, FMT_XML, FORMAT_CODES, FORMAT_NAMES,
                      REASON_CODES, REASONS, TELEMETRY_NAMES)
 from .integrity import DEFAULT_ENTRIES, Seen, flags_array, origins
 from .kernels.dedupe import unique_pairs, unique_slices
@@ -37,7 +37,8 @@ from .protect import Protector, gather_strings, rules_of
 
 FMT_AUTO = 255
 _DECODER_MODULES = {FMT_EDIFACT: "flowaudit.decode.edifact", FMT_X12: "flowaudit.decode.x12",
-                    FMT_XML: "flowaudit.decode.xml", FMT_JSON: "flowaudit.decode.json"}
+                    FMT_XML: "flowaudit.decode.xml", FMT_JSON: "flowaudit.decode.json",
+                    FMT_FLAT: "flowaudit.decode.flat"}
 _FORMAT_LIST = [FORMAT_NAMES.get(i) or TELEMETRY_NAMES.get(i, "?") for i in range(max(FORMAT_NAMES) + 1)]
 _SALVAGE = -1  # the "format" of the salvage scan's hit part
 _REASON_LIST = [REASONS[i] for i in range(max(REASONS) + 1)]
@@ -158,7 +159,7 @@ class Classifier:
             self._seen_interchange = Seen(entries)
 
     def warmup(self, formats=None) -> float:
-        """Compile (or load cached) the kernels of ``formats`` (format codes; None: all four, the
+        """Compile (or load cached) the kernels of ``formats`` (format codes; None: all five, the
         same when FMT_AUTO is among them); returns seconds.  A format left out compiles on its
         first message instead, so a service with an empty cache starts consuming sooner."""
         t0 = time.perf_counter()
@@ -168,11 +169,14 @@ class Classifier:
                             b"00401*000000001*0*P*>~GS*QO*A*B*20260301*1200*1*X*004010~ST*315*0001~"
                             b"B4***D*20260301*1200*USLAX*MSCU*123456*5~SE*3*0001~GE*1*1~IEA*1*000000001~",
                    FMT_XML: b"<a><TransportEquipment><ID>MSCU1234565</ID></TransportEquipment></a>",
-                   FMT_JSON: b'{"equipmentReference":"MSCU1234565","vesselIMONumber":"9321483"}'}
+                   FMT_JSON: b'{"equipmentReference":"MSCU1234565","vesselIMONumber":"9321483"}',
+                   FMT_FLAT: b"container,imo,consignee\r\nMSCU1234565,9321483,ACME TEL +31 10 2521010\r\n"}
         want = set(samples) if formats is None or FMT_AUTO in set(formats) else set(formats) & set(samples)
         if want:
             codes = sorted(want)
-            self.run(Batch.from_values([samples[f] for f in codes], codes))
+            # and one message of no format, for the salvage scan that every topic may need
+            self.run(Batch.from_values([samples[f] for f in codes] + [b"?TEL +31 10 2521010 MSCU1234565"],
+                                       codes + [FMT_AUTO]))
         return time.perf_counter() - t0
 
     def run(self, batch: Batch) -> BatchResult:
@@ -193,7 +197,8 @@ class Classifier:
         live = status == 0
         status[live & (fmt == FMT_UNKNOWN)] = REASON_CODES["unknown_format"]
         # a topic that declares one format but carries another: a mismatch, never a guess
-        mismatch = live & ~auto & (detected != FMT_UNKNOWN) & (detected != batch.declared)
+        # (flat-file detection is a heuristic: it never overrides a declared format)
+        mismatch = live & ~auto & (detected != FMT_UNKNOWN) & (detected != FMT_FLAT) & (detected != batch.declared)
         status[mismatch] = REASON_CODES["format_mismatch"]
 
         # JSON must be UTF-8 (RFC 8259); XML is checked by its decoder, which honours a declared

@@ -17,8 +17,6 @@ Pure numba: every index is checked against the range end before it is read.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ._jit import kernel
 from .values import (VALUE_ROOM, is_alnum, is_digit, next_container, next_email, next_lei, next_usci, parse_container,
                      parse_email, parse_eori, parse_imo, parse_lei, parse_phone, parse_un_number, parse_usci)
