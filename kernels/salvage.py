@@ -295,7 +295,9 @@ def salvage_scan(buf, starts, ends, labels, lab_off, lab_kind, H, vbuf):
                     continue
                 kind = lab_kind[j]
                 t = skip_suffix(buf, t, e)
-                if t < e and (_is_letter(buf[t]) if (kind == K_IMO or kind == K_UN) else is_alnum(buf[t])):
+                # the label must end a word (unless it ends in punctuation, as ``COM+`` does)
+                if t < e and _is_letter(labels[hi - 1]) and (
+                        _is_letter(buf[t]) if (kind == K_IMO or kind == K_UN) else is_alnum(buf[t])):
                     continue
                 v = t
                 k = 0
