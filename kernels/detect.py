@@ -84,10 +84,12 @@ def looks_flat(buf, s, e):
         if n1 >= 2 and count_delim(buf, l2s, l2e, d) == n1:
             return True
     # fixed width: header words of letters / digits / _ . / separated by 2+ blanks, >= 3 columns,
-    # and the next lines reach the last column
+    # and the next line reaches the last column, the one after it the second (empty trailing
+    # columns may be cut)
     cols = 1
     k = s
     last = s
+    second = s
     while k < h_end:
         c = buf[k]
         if c == 32:
@@ -97,6 +99,8 @@ def looks_flat(buf, s, e):
             if r - k >= 2 and r < h_end:
                 cols += 1
                 last = r
+                if cols == 2:
+                    second = r
             k = r
             continue
         if not ((65 <= c <= 90) or (97 <= c <= 122) or (48 <= c <= 57) or c == 95 or c == 46 or c == 47
@@ -110,7 +114,7 @@ def looks_flat(buf, s, e):
     l3s = l2 + 1
     l3 = line_end(buf, l3s, lim)
     l3e = l3 - 1 if l3 > l3s and buf[l3 - 1] == 13 else l3
-    return l3e - l3s > last - s
+    return l3e - l3s > second - s
 
 
 @kernel(inline="always")
