@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flowaudit.config import FORMATS
 from flowaudit.decode import FMT_FLAT, FMT_UNKNOWN, FORMAT_CODES, FORMAT_NAMES
@@ -101,7 +103,7 @@ def test_csv_tsv_with_headers(clf):
     csv = (b'Container No,IMO,Consignee Name,Email,Phone,Seal,Remarks\r\n'
            b'RMCU0105038,9813888,"ACME, LTD",ops@acme.example,+91 98310 48366,SL123456,"call TEL 033 2222 3333"\r\n'
            b'MAGU5200808,9813889,BETA CO,,,,\r\n')
-    tsv = b"container\tconsignee\tnote\nMAGU5200808\tJOHN DOE\tsee B/L SES00159685\n"
+    tsv = b"container\tconsignee\tnote\tB/L No\nMAGU5200808\tJOHN DOE\tsee B/L SES00159685\tMEDU1234567\n"
     semi = b"booking;vessel;pod\nBKG778899;MSC ANNA;NLRTM\n"
     r, hits = _run(clf, [csv, tsv, semi])
     assert r.q_idx.size == 0 and r.messages.column("msg_type").to_pylist() == ["csv", "tsv", "ssv"]
@@ -119,6 +121,7 @@ def test_csv_tsv_with_headers(clf):
         (1, "container_number", "TSV/container", "MAGU5200808"),
         (1, "party_name", "TSV/consignee", "JOHN DOE"),
         (1, "bill_of_lading", "TSV/note", "SES00159685"),
+        (1, "bill_of_lading", "TSV/B/L No", "MEDU1234567"),     # a header with a slash
         (2, "booking_reference", "SSV/booking", "BKG778899"),
         (2, "vessel_name", "SSV/vessel", "MSC ANNA"),
         (2, "port_of_call", "SSV/pod", "NLRTM"),
@@ -152,3 +155,23 @@ def test_header_names_through_the_catalogue():
                         ("consigneeName", 21), ("Master Name", 29), ("e-mail", 30)):
         assert names[F.normalise(header)][0] == cls, header
     assert F.normalise("note") not in names and F.normalise("reference") not in names
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.lists(st.sampled_from([b",", b"\t", b";", b"|", b"\x1d", b"\x1c", b"\r\n", b"\n", b'"', b"  ", b" ",
+                                 b"<cargo>", b"<END-cargo>", b"<contain>", b"container", b"consignee", b"IMO",
+                                 b"RMCU0105038", b"9813888", b"TEL 033 2222 3333", b"x@y.com", b"\xff", b"B/L"]),
+                max_size=40))
+def test_hostile_flat_input_never_raises(parts):
+    """Any bytes routed to the flat decoder: no exception, hits inside their message."""
+    data = b"".join(parts)
+    values = [data, b"a,b,c\n" + data, b"HREC\x1d\x1d\n<cargo>\n" + data]
+    buf = np.frombuffer(b"".join(values), np.uint8).copy()
+    off = np.zeros(4, np.int64)
+    off[1:] = np.cumsum([len(v) for v in values])
+    r = F.classify(buf, off, np.arange(3, dtype=np.int64))
+    assert r.status.tolist() == [0, 0, 0] and len(r.msg_type) == 3
+    for k in range(r.n_hits):
+        m = int(r.hit_msg[k])
+        assert off[m] <= r.hit_start[k] < r.hit_end[k] <= off[m + 1]
+        assert r.val_off[k + 1] - r.val_off[k] > 0

@@ -118,8 +118,8 @@ def _count(line: bytes, d: bytes) -> int:
 
 
 def layout(data: bytes):
-    """``(msg_type, [(loc name | None, field start, field end)])`` of one flat file (offsets
-    relative to ``data``); loc None: a line outside any section, scanned whole."""
+    """``(msg_type, [(loc name | None, header name, field start, field end)])`` of one flat file
+    (offsets relative to ``data``); loc None: a line outside any section, scanned whole."""
     names = rules()["ices"]
     cells: list[tuple] = []
     lines = list(_lines(data, 0))
@@ -132,14 +132,14 @@ def layout(data: bytes):
                 section = None if m.group(1) else m.group(2).decode().lower()
                 continue
             if section is None or section not in names:
-                cells.append((None, s, e))
+                cells.append((None, "", s, e))
                 continue
             cols = names[section]
             line = data[s:e].replace(b"\x1c", b"\x1d")
             p = s
             for k, part in enumerate(line.split(b"\x1d")):
                 nm = cols[k] if k < len(cols) and cols[k] else f"f{k + 1}"
-                cells.append((f"ICES/{section}/{nm}", p, p + len(part)))
+                cells.append((f"ICES/{section}/{nm}", nm, p, p + len(part)))
                 p += len(part) + 1
         return "ICES", cells
     if not lines:
@@ -158,7 +158,7 @@ def layout(data: bytes):
         for s, e in lines[1:]:
             for k, (a, b) in enumerate(_split(data, s, e, d[0])):
                 nm = header[k] if k < len(header) and header[k] else f"f{k + 1}"
-                cells.append((f"{tag}/{nm}", a, b))
+                cells.append((f"{tag}/{nm}", nm, a, b))
         return tag.lower(), cells
     # fixed width: columns start where the header's words start (words split by 2+ blanks)
     starts = [m.start() for m in re.finditer(rb"(?:^|(?<=  ))\S", head)]
@@ -167,7 +167,7 @@ def layout(data: bytes):
         for k, a in enumerate(starts):
             b = starts[k + 1] if k + 1 < len(starts) else e - s
             if s + a < e:
-                cells.append((f"FIXED/{header[k]}", s + a, min(s + b, e)))
+                cells.append((f"FIXED/{header[k]}", header[k], s + a, min(s + b, e)))
     return "fixed", cells
 
 
@@ -188,7 +188,7 @@ def classify(buf: np.ndarray, offsets: np.ndarray, sel: np.ndarray) -> FormatRes
         mtype, cells = layout(data)
         msg_type.append(mtype)
         n_segments[j] = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-        for loc, a, b in cells:
+        for loc, head, a, b in cells:
             if b <= a:
                 continue
             name = loc or "FLAT/line"
@@ -196,7 +196,7 @@ def classify(buf: np.ndarray, offsets: np.ndarray, sel: np.ndarray) -> FormatRes
             if li is None:
                 li = loc_of[name] = len(loc_names)
                 loc_names.append(name)
-            rule = names.get(normalise(loc.rsplit("/", 1)[-1])) if loc else None
+            rule = names.get(normalise(head)) if loc else None
             if rule is not None:
                 v_msg.append(m)
                 v_s.append(base + a)
