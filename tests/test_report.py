@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flowaudit import report
-from flowaudit.datasets import FLOWS
+from flowaudit.datasets import FLOWS, SCHEMA_VERSION
 from flowaudit.detect import findings as F
 from flowaudit.pipeline import Batch, Classifier, format_code
 from flowaudit.protect import Protector
@@ -58,7 +58,7 @@ def _flows(sc) -> pa.Table:
                          src_port=sp, dst_port=dp, protocol=proto, tcp_flags=0, bytes=nbytes,
                          packets=max(1, nbytes // 1000), rev_bytes=None, rev_packets=None, first_ns=first_ns,
                          last_ns=first_ns + 10**9, sampling_interval=sampling, ip_version=4, time_flags=3,
-                         schema_version="2"))
+                         schema_version=SCHEMA_VERSION))
     return pa.Table.from_pylist(rows, schema=FLOWS)
 
 
@@ -91,7 +91,7 @@ def audit(tmp_path_factory):
                             "status": "failed", "error": "<not a parquet file>"}],
                 "versions": {"catalog": {"version": seen["catalog_version"], "sha256": "ab" * 32},
                              "watchlist": {"version": seen["watchlist_version"], "sha256": "cd" * 32},
-                             "severity_model": {"version": "2026.03.1", "sha256": "ef" * 32}, "schema": "2"}}
+                             "severity_model": {"version": "2026.03.1", "sha256": "ef" * 32}, "schema": SCHEMA_VERSION}}
     (root / "_audit").mkdir()
     (root / "_audit" / "manifest.json").write_text(json.dumps(manifest))
     out = tmp / "out"
@@ -171,7 +171,7 @@ def test_coverage_equals_the_parquet(audit):
     meth = data["method"]
     assert meth["versions"]["watchlist"]["recorded"]["sha256"] == "cd" * 32
     assert meth["versions"]["policy"]["recorded"] == {"version": "not recorded", "sha256": "not recorded"}
-    assert meth["versions"]["schema"]["recorded"]["version"] == "2"
+    assert meth["versions"]["schema"]["recorded"]["version"] == SCHEMA_VERSION
     assert meth["versions"]["catalog"]["seen_in_data"] == sorted(m["catalog_version"].unique().to_list())
     assert all(v["matches"] is not False for v in meth["versions"].values())
     assert meth["versions"]["watchlist"]["matches"] is True and meth["versions"]["policy"]["matches"] is None
