@@ -19,7 +19,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
                    help="Kafka bootstrap servers [env FLOWAUDIT_KAFKA_BOOTSTRAP_SERVERS]")
     p.add_argument("--group", metavar="ID", help="consumer group id [env FLOWAUDIT_KAFKA_GROUP_ID]")
     p.add_argument("--topics", metavar="T=FMT,...",
-                   help="topics and their formats (edifact, x12, xml, json, auto) [env FLOWAUDIT_KAFKA_TOPICS]")
+                   help="topics and their formats (edifact, x12, xml, json, flat, auto) [env FLOWAUDIT_KAFKA_TOPICS]")
     p.add_argument("--root", metavar="DIR", help="Parquet output root [env FLOWAUDIT_SINK_ROOT]")
     p.add_argument("--rotate-records", type=int, metavar="N",
                    help="messages per file per partition [env FLOWAUDIT_SINK_ROTATE_RECORDS]")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
-FORMATS = ("edifact", "x12", "xml", "json", "auto", "netflow", "goflow", "dns")
+FORMATS = ("edifact", "x12", "xml", "json", "flat", "auto", "netflow", "goflow", "dns")
 DEFAULT_TOPICS = {"port.edifact": "edifact", "port.x12": "x12", "port.xml": "xml", "port.json": "json"}
 
 

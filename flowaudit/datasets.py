@@ -54,6 +54,7 @@ HITS = pa.schema(_PROVENANCE + [
     pa.field("value_raw", _dict, nullable=True),            # null unless sink.raw_values / --raw
     pa.field("check_digit_valid", pa.bool_(), nullable=True),  # null: the class has no check digit
     pa.field("confidence", pa.uint8(), nullable=False),     # percent
+    pa.field("salvaged", pa.bool_(), nullable=False),       # found by the salvage scan of a quarantined message
     # value position inside the message; for a layered hit (``layer`` not ""), inside the innermost
     # layer's bytes (the decoded base64 / decompressed / MIME part / JSON string value), not the
     # bytes as received

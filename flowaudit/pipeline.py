@@ -9,7 +9,9 @@ over the whole batch, one call per format, and returns Arrow tables for the thre
 * ``hits``: one row per sensitive value found (masked + HMAC, raw only on opt-in),
 * ``quarantine``: one row per message that could not be decoded, with its raw bytes and a reason.
 
-Every message of the batch lands in exactly one of ``messages`` and ``quarantine``.
+Every message of the batch lands in exactly one of ``messages`` and ``quarantine``.  A quarantined
+message is still salvage-scanned (flowaudit/decode/salvage.py): its hits carry ``salvaged = true``
+and point (``h_idx``, provenance) at the quarantined message.
 Python touches each message once to gather it and each hit once to mask it; everything per
 byte happens in the kernels.
 """
@@ -26,8 +28,8 @@ import pyarrow as pa
 from . import catalog as _catalog
 from . import quarantine as _quarantine
 from .datasets import HITS, MESSAGES, SCHEMA_VERSION
-from .decode import (FLAG_BITS, FMT_EDIFACT, FMT_JSON, FMT_UNKNOWN, FMT_X12, FMT_XML, FORMAT_CODES, FORMAT_NAMES,
-                     REASON_CODES, REASONS, FormatResult)
+from .decode import (FLAG_BITS, FMT_EDIFACT, FMT_FLAT, FMT_JSON, FMT_UNKNOWN, FMT_X12, FMT_XML, FORMAT_CODES,
+                     FORMAT_NAMES, REASON_CODES, REASONS, TELEMETRY_NAMES, FormatResult)
 from .decode import layers as _layers
 from .integrity import DEFAULT_ENTRIES, Seen, flags_array, origins
 from .kernels.dedupe import unique_pairs, unique_slices
@@ -37,8 +39,10 @@ from .protect import Protector, gather_strings, rules_of
 FMT_AUTO = 255
 _PENDING = -1   # status of a layered message between the layers pre-pass and its classification
 _DECODER_MODULES = {FMT_EDIFACT: "flowaudit.decode.edifact", FMT_X12: "flowaudit.decode.x12",
-                    FMT_XML: "flowaudit.decode.xml", FMT_JSON: "flowaudit.decode.json"}
-_FORMAT_LIST = [FORMAT_NAMES[i] for i in range(5)]
+                    FMT_XML: "flowaudit.decode.xml", FMT_JSON: "flowaudit.decode.json",
+                    FMT_FLAT: "flowaudit.decode.flat"}
+_FORMAT_LIST = [FORMAT_NAMES.get(i) or TELEMETRY_NAMES.get(i, "?") for i in range(max(FORMAT_NAMES) + 1)]
+_SALVAGE = -1  # the "format" of the salvage scan's hit part
 _REASON_LIST = [REASONS[i] for i in range(max(REASONS) + 1)]
 
 
@@ -144,6 +148,7 @@ class Classifier:
         self.catalog = _catalog.load()
         self._decoders = {f: importlib.import_module(m) for f, m in _DECODER_MODULES.items()}
         self._detect = importlib.import_module("flowaudit.decode.detect")
+        self._salvage = importlib.import_module("flowaudit.decode.salvage")
         max_code = max(self.catalog.classes) + 1
         self._class_names = ["?"] * max_code
         self._class_sens = np.zeros(max_code, np.int32)
@@ -162,7 +167,7 @@ class Classifier:
             self._seen_interchange = Seen(entries)
 
     def warmup(self, formats=None) -> float:
-        """Compile (or load cached) the kernels of ``formats`` (format codes; None: all four, the
+        """Compile (or load cached) the kernels of ``formats`` (format codes; None: all five, the
         same when FMT_AUTO is among them); returns seconds.  A format left out compiles on its
         first message instead, so a service with an empty cache starts consuming sooner."""
         t0 = time.perf_counter()
@@ -172,11 +177,14 @@ class Classifier:
                             b"00401*000000001*0*P*>~GS*QO*A*B*20260301*1200*1*X*004010~ST*315*0001~"
                             b"B4***D*20260301*1200*USLAX*MSCU*123456*5~SE*3*0001~GE*1*1~IEA*1*000000001~",
                    FMT_XML: b"<a><TransportEquipment><ID>MSCU1234565</ID></TransportEquipment></a>",
-                   FMT_JSON: b'{"equipmentReference":"MSCU1234565","vesselIMONumber":"9321483"}'}
+                   FMT_JSON: b'{"equipmentReference":"MSCU1234565","vesselIMONumber":"9321483"}',
+                   FMT_FLAT: b"container,imo,consignee\r\nMSCU1234565,9321483,ACME TEL +31 10 2521010\r\n"}
         want = set(samples) if formats is None or FMT_AUTO in set(formats) else set(formats) & set(samples)
         if want:
             codes = sorted(want)
-            self.run(Batch.from_values([samples[f] for f in codes], codes))
+            # and one message of no format, for the salvage scan that every topic may need
+            self.run(Batch.from_values([samples[f] for f in codes] + [b"?TEL +31 10 2521010 MSCU1234565"],
+                                       codes + [FMT_AUTO]))
         return time.perf_counter() - t0
 
     def run(self, batch: Batch) -> BatchResult:
@@ -197,7 +205,8 @@ class Classifier:
         live = status == 0
         status[live & (fmt == FMT_UNKNOWN)] = REASON_CODES["unknown_format"]
         # a topic that declares one format but carries another: a mismatch, never a guess
-        mismatch = live & ~auto & (detected != FMT_UNKNOWN) & (detected != batch.declared)
+        # (flat-file detection is a heuristic: it never overrides a declared format)
+        mismatch = live & ~auto & (detected != FMT_UNKNOWN) & (detected != FMT_FLAT) & (detected != batch.declared)
         status[mismatch] = REASON_CODES["format_mismatch"]
         lay = self._unwrap_layers(batch, status, detected, ks) if self.layers_enabled else None
 
@@ -253,6 +262,9 @@ class Classifier:
             flags[ok_idx[dup_payload]] |= np.uint32(FLAG_BITS["duplicate_payload"])
             flags[ok_idx[dup_ref]] |= np.uint32(FLAG_BITS["duplicate_interchange_ref"])
             ks["integrity"] = time.perf_counter() - t0
+        salvaged = self._salvage_part(batch, q_idx, status, ks)
+        if salvaged is not None:
+            hit_parts.append((_SALVAGE, salvaged))
         self._recipients = []
         hits, h_idx, hit_counts = self._hits_table(batch, hit_parts, status, fmt, msg_type, type_names, layer_names)
         n_hits = np.bincount(h_idx, minlength=n).astype(np.int32) if h_idx.size else np.zeros(n, np.int32)
@@ -409,6 +421,19 @@ class Classifier:
             hit_start=r.hit_start + shift, hit_end=r.hit_end + shift, val_off=r.val_off, val_buf=r.val_buf,
             loc_names=r.loc_names, hit_sub=r.hit_sub, hit_layer=np.array(ids, np.int32)[inv.reshape(-1)])
 
+    def _salvage_part(self, batch: Batch, q_idx: np.ndarray, status: np.ndarray, ks: dict):
+        """The salvage scan of the quarantined messages (null and empty ones have nothing to scan;
+        a too-large one is scanned up to ``max_message_bytes``): a FormatResult, or None."""
+        sel = q_idx[(status[q_idx] != REASON_CODES["null_value"]) & (status[q_idx] != REASON_CODES["empty_value"])]
+        if sel.size == 0:
+            return None
+        t0 = time.perf_counter()
+        starts = batch.offsets[sel]
+        ends = np.minimum(batch.offsets[sel + 1], starts + self.max_message_bytes)
+        rows, vbuf = self._salvage.scan_ranges(batch.buf, starts, ends)
+        ks["salvage"] = time.perf_counter() - t0
+        return self._salvage.result_from_rows(rows, vbuf, sel) if rows.shape[0] else None
+
     def _message_transfers(self, batch: Batch, ok_idx: np.ndarray):
         """Watchlisted hosts, URL paths and markers in payloads, and EDI recipients (from the
         recipient-id hits the kernels already found) -> transfers rows."""
@@ -468,14 +493,17 @@ class Classifier:
         columns are built from arrays, with no Python object per hit or per value."""
         if not parts:
             return HITS.empty_table(), np.zeros(0, np.int64), {}
-        msg, cls, loc, valid, conf, start, end, keeps, subs, lays, fmts = [], [], [], [], [], [], [], [], [], [], []
+        msg, cls, loc, valid, conf, start, end, keeps, subs, lays, fmts, salv = ([] for _ in range(12))
         vbufs, voffs = [], []
         loc_names: list[str] = []
         vbase = nbase = 0
         for f, r in parts:
-            keep = np.flatnonzero(status[r.hit_msg] == 0)
+            # a decoder's hits of messages it rejected are dropped; salvage hits are of rejected ones
+            keep = np.arange(r.n_hits) if f == _SALVAGE else np.flatnonzero(status[r.hit_msg] == 0)
+            salv.append(np.full(keep.size, f == _SALVAGE))
             lays.append(self._layer_ids(r, layer_names)[keep] if r.hit_layer is not None else np.zeros(keep.size, np.int32))
-            fmts.append(np.full(keep.size, f, np.uint8))   # a layered hit: its inner format
+            # a layered hit: its inner format; a salvaged one: its message's (unknown, or the topic's)
+            fmts.append(fmt[r.hit_msg[keep]].astype(np.uint8) if f == _SALVAGE else np.full(keep.size, f, np.uint8))
             msg.append(r.hit_msg[keep])
             cls.append(r.hit_class[keep])
             loc.append(r.hit_loc[keep].astype(np.int32) + len(loc_names))
@@ -530,10 +558,11 @@ class Classifier:
         if np.all(order[:-1] < order[1:]):
             order = None
         per_hit = [h_idx, cls_a, loc_a, pid, uid, np.concatenate(valid), np.concatenate(conf),
-                   np.concatenate(start), np.concatenate(end), np.concatenate(subs), fmt_h, np.concatenate(lays)]
+                   np.concatenate(start), np.concatenate(end), np.concatenate(subs), fmt_h, np.concatenate(lays),
+                   np.concatenate(salv)]
         if order is not None:
             per_hit = [a[order] for a in per_hit]
-        h_idx, cls_a, loc_a, pid, uid, valid_a, conf_a, start_a, end_a, sub_a, fmt_h, lay_a = per_hit
+        h_idx, cls_a, loc_a, pid, uid, valid_a, conf_a, start_a, end_a, sub_a, fmt_h, lay_a, salv_a = per_hit
         base = batch.offsets[h_idx]
         masked = pa.DictionaryArray.from_arrays(pa.array(pid.astype(np.int32), pa.int32()), masked_u)
         keyed = pa.DictionaryArray.from_arrays(pa.array(pid.astype(np.int32), pa.int32()), keyed_u)
@@ -554,6 +583,7 @@ class Classifier:
             raw,
             pa.array(valid_a == 1, pa.bool_(), mask=valid_a < 0),
             pa.array(conf_a.astype(np.uint8), pa.uint8()),
+            pa.array(salv_a, pa.bool_()),
             pa.array(start_a - base, pa.int64()),
             pa.array(end_a - base, pa.int64()),
             _const_dict(self.catalog.version, m),

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flowaudit import synth
-from flowaudit.datasets import FLOWS
+from flowaudit.datasets import FLOWS, SCHEMA_VERSION
 
 from .conftest import HMAC_KEY
 
@@ -53,7 +53,7 @@ def flows_table(sc) -> pa.Table:
         "rev_bytes": pa.nulls(n, pa.uint64()), "rev_packets": pa.nulls(n, pa.uint64()),
         "first_ns": pa.array([r[6] for r in f], pa.int64()), "last_ns": pa.array([r[6] for r in f], pa.int64()),
         "sampling_interval": pa.array([r[7] for r in f], pa.uint32()), "ip_version": pa.array([4] * n, pa.uint8()),
-        "time_flags": pa.array([3] * n, pa.uint8()), "schema_version": pa.array(["2"] * n).dictionary_encode()},
+        "time_flags": pa.array([3] * n, pa.uint8()), "schema_version": pa.array([SCHEMA_VERSION] * n).dictionary_encode()},
         schema=FLOWS)
 
 

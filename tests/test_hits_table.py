@@ -23,7 +23,7 @@ from flowaudit.datasets import HITS
 from flowaudit.decode import FMT_EDIFACT, FMT_JSON, FMT_X12, FMT_XML, FORMAT_NAMES
 from flowaudit.detect.egress import EgressDetector
 from flowaudit.kernels.dedupe import unique_slices
-from flowaudit.pipeline import _FORMAT_LIST, SCHEMA_VERSION, Batch, Classifier, _const_dict, _dict_array
+from flowaudit.pipeline import _FORMAT_LIST, _SALVAGE, SCHEMA_VERSION, Batch, Classifier, _const_dict, _dict_array
 from flowaudit.protect import Protector
 
 KEY = b"hits-table-test-key-0123456789"
@@ -34,13 +34,14 @@ FMT = {"edifact": FMT_EDIFACT, "x12": FMT_X12, "xml": FMT_XML, "json": FMT_JSON}
 def _reference_hits_table(self, batch, parts, status, fmt, msg_type, type_names, layer_names=("",)):
     if not parts:
         return HITS.empty_table(), np.zeros(0, np.int64), {}
-    msg, cls, loc, valid, conf, start, end, keeps, subs, lays = [], [], [], [], [], [], [], [], [], []
+    msg, cls, loc, valid, conf, start, end, keeps, subs, lays, salv = ([] for _ in range(11))
     layer_names = list(layer_names)
     vbufs, voffs = [], []
     loc_names: list[str] = []
     vbase = nbase = 0
     for _f, r in parts:
-        keep = np.flatnonzero(status[r.hit_msg] == 0)
+        keep = np.arange(r.n_hits) if _f == _SALVAGE else np.flatnonzero(status[r.hit_msg] == 0)
+        salv.append(np.full(keep.size, _f == _SALVAGE))
         msg.append(r.hit_msg[keep])
         cls.append(r.hit_class[keep].astype(np.int32))
         loc.append(r.hit_loc[keep].astype(np.int32) + len(loc_names))
@@ -109,6 +110,7 @@ def _reference_hits_table(self, batch, parts, status, fmt, msg_type, type_names,
         raw,
         pa.array(valid_a == 1, pa.bool_(), mask=valid_a < 0),
         pa.array(np.concatenate(conf).astype(np.uint8), pa.uint8()),
+        pa.array(np.concatenate(salv), pa.bool_()),
         pa.array(np.concatenate(start) - base, pa.int64()),
         pa.array(np.concatenate(end) - base, pa.int64()),
         _const_dict(self.catalog.version, m),

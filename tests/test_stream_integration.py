@@ -40,9 +40,25 @@ def expected_hits(placed: dict) -> collections.Counter:
 
 
 def found_hits(root: Path) -> collections.Counter:
+    """The structural hits (the labels describe decoded messages; salvaged hits of the deliberately
+    broken ones are checked on their own, see assert_salvaged)."""
     hits = read_dataset(root, "hits").to_pylist()
     return collections.Counter((h["source"], h["partition"], h["offset"], h["data_class"], h["value_hmac"],
-                                h["check_digit_valid"]) for h in hits if h["data_class"] in CLASSES)
+                                h["check_digit_valid"]) for h in hits if h["data_class"] in CLASSES
+                               and not h["salvaged"])
+
+
+def assert_salvaged(root: Path, placed: dict) -> None:
+    """Salvaged hits are exactly the hits of quarantined offsets, flagged, of lower confidence,
+    and each is a value the broken message really holds."""
+    hits = read_dataset(root, "hits").to_pylist()
+    bad = {k for k, m in placed.items() if m.expect_quarantine}
+    for h in hits:
+        k = (h["source"], h["partition"], h["offset"])
+        assert h["salvaged"] == (k in bad), h
+        if h["salvaged"]:
+            assert h["confidence"] < 100 and h["location"].startswith("salvage:")
+            assert h["byte_end"] <= len(placed[k].value)
 
 
 def assert_exactly_once(root: Path, placed: dict) -> None:
@@ -95,6 +111,7 @@ def test_stream_equals_ground_truth(broker, topics, tmp_path):
     want, got = expected_hits(placed), found_hits(root)
     assert sum(want.values()) > 2000
     assert got == want, (f"missing {list((want - got).items())[:5]}, extra {list((got - want).items())[:5]}")
+    assert_salvaged(root, placed)
     # no look-alike (booking ref shaped like a container, railcar mark) counted as a valid container
     lookalikes = {(t, p, o, keyed(lab.value)) for (t, p, o), m in placed.items() for lab in m.labels
                   if lab.lookalike and lab.data_class == "container_number"}

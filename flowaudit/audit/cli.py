@@ -42,7 +42,7 @@ def cmd_audit(args) -> int:
         formats = _formats(args.format)
         for _t, f in formats:
             if f != "auto" and f not in FORMAT_CODES:
-                raise ConfigError(f"--format: unknown format {f!r} (edifact, x12, xml, json, auto)")
+                raise ConfigError(f"--format: unknown format {f!r} (edifact, x12, xml, json, flat, auto)")
         opts = engine.Options(
             inputs=args.inputs, out=args.out, engine=args.engine, workers=args.workers, scheduler=args.scheduler,
             threads=args.threads or min(4, os.cpu_count() or 1),
@@ -111,7 +111,7 @@ def add_parser(sub) -> None:
     p.add_argument("--map", metavar="NAME=COL,...", help="column mapping for other layouts: value, time, topic, "
                    "partition, offset, key, format (messages) or the flows dataset's names (flows); a.b = struct field")
     p.add_argument("--format", action="append", metavar="[TOPIC=]FMT",
-                   help="message format (edifact, x12, xml, json, auto) for every topic or one topic (repeatable; "
+                   help="message format (edifact, x12, xml, json, flat, auto) for every topic or one topic (repeatable; "
                    "default: detected per message)")
     p.add_argument("--dns", action="append", metavar="FILE", help="Zeek dns.log JSON lines: names the flows' "
                    "addresses (watchlisted domains) and adds DNS_ANSWER transfers (repeatable)")

@@ -22,6 +22,10 @@ FORMAT_NAMES = {FMT_UNKNOWN: "unknown", FMT_EDIFACT: "edifact", FMT_X12: "x12", 
 # network telemetry topics (flowaudit.detect.flowpath): NetFlow/IPFIX datagrams, goflow2 JSON, Zeek DNS
 FMT_NETFLOW, FMT_GOFLOW, FMT_DNS = 5, 6, 7
 TELEMETRY_NAMES = {FMT_NETFLOW: "netflow", FMT_GOFLOW: "goflow", FMT_DNS: "dns"}
+# delimiter-separated flat files (ICES 0x1D manifests, CSV / TSV with a header, fixed width):
+# appended after the telemetry codes, so every earlier code stays what it was
+FMT_FLAT = 8
+FORMAT_NAMES[FMT_FLAT] = "flat"
 FORMAT_CODES = {v: k for k, v in {**FORMAT_NAMES, **TELEMETRY_NAMES}.items()}
 
 # Quarantine reasons (status codes; 0 = decoded).  Stable: stored in Parquet as strings.

@@ -6,7 +6,7 @@ Layout (Hive style)::
 
 ``first``/``last`` are the actual first and last Kafka offsets the file set covers (zero
 padded to 20 digits).  One *file set* = the three files of one offset range; every offset of
-the range is in exactly one of ``messages`` and ``quarantine``; ``hits`` refer to ``messages``.
+the range is in exactly one of ``messages`` and ``quarantine``; ``hits`` refer to ``messages`` (``salvaged`` ones to ``quarantine``).
 
 Publishing a file set:
 
