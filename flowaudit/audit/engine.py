@@ -3,7 +3,7 @@
 Engines run the same :func:`~flowaudit.audit.work.process_unit` over units:
 
 ``polars``  in this process, one unit per thread (bounded memory: a unit is whole row groups,
-            at most ``unit_rows`` rows and 16 MiB); the findings correlation is polars, an hour
+            at most ``unit_rows`` rows and 16 MiB); the findings correlation is polars, a window
             of event time at a time (:func:`correlate_chunked`).
 ``dask``    tasks on Dask distributed: a ``LocalCluster`` of ``workers`` processes, or an existing
             cluster at ``scheduler`` (every worker needs flowaudit installed, a warm numba cache,
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import orjson
 
-from ..sinks.parquet import fsync_dir, makedirs, replace_atomic
+from ..sinks.parquet import fsync_dir, hour_dir, makedirs, replace_atomic
 from . import inputs as _in
 from .work import Spec, marker_path, process_unit
 
@@ -347,14 +347,13 @@ def _dns_answers(out: Path, spec: Spec) -> None:
 
 
 # ------------------------------------------------------------------------------ findings
-HOUR_NS = 3_600 * 1_000_000_000
 
 
 def correlate_chunked(root: Path, *, window_ns: int, lookback_ns: int = 0, inventory=None, model=None,
-                      chunk_ns: int = HOUR_NS):
+                      chunk_ns: int = 0):
     """The findings of everything under ``root``, equal to ``findings.correlate_root`` but with
-    the hits and messages read one chunk of event time (an hour by default, whole windows) at a
-    time, so memory follows the chunk, not the archive.  Transfers (rare events) are read once.
+    the hits and messages read one chunk of event time (whole windows; by default one window) at
+    a time, from the hour folders that hold it, so memory follows the chunk, not the archive.  Transfers (rare events) are read once.
 
     Each chunk is one ``correlate`` call with the transfers of its windows, the hits of
     [chunk start - look-back, chunk end), the findings of the window just before it (``previous``:
@@ -384,15 +383,29 @@ def correlate_chunked(root: Path, *, window_ns: int, lookback_ns: int = 0, inven
     topics.discard(None)
     topic_f = ds.field("source").isin(sorted(topics)) if topics else None
 
+    part = ds.partitioning(pa.schema([("date", pa.string()), ("hour", pa.string())]), flavor="hive")
+    sets = {}
+    for name in ("hits", "messages"):
+        base = root / f"dataset={name}"
+        if base.is_dir():   # listed once; each chunk opens only its hours' folders
+            sets[name] = ds.dataset(base, format="parquet", partitioning=part)
+
     def read(name, cols, lo_ms=None, hi_ms=None, null_time=False):
-        if topic_f is None:
+        d = sets.get(name)
+        if topic_f is None or d is None:
             return None
         f = topic_f
         if null_time:
             f = f & ds.field("ts_ms").is_null()
         else:
-            f = f & (ds.field("ts_ms") >= lo_ms) & (ds.field("ts_ms") < hi_ms)
-        return F._read(root, name, list(cols), f)
+            hours = range(lo_ms // 3_600_000, -(-hi_ms // 3_600_000))
+            folders = None
+            for h in hours:     # the sink files a row under its record hour (sinks.parquet.hour_dir)
+                date, hh = hour_dir(h).split("/")
+                one = (ds.field("date") == date.split("=")[1]) & (ds.field("hour") == hh.split("=")[1])
+                folders = one if folders is None else folders | one
+            f = f & folders & (ds.field("ts_ms") >= lo_ms) & (ds.field("ts_ms") < hi_ms)
+        return d.to_table(columns=[c for c in cols if c in d.schema.names], filter=f)
 
     # the single call's watermark: the latest transfer or evidence time (streamed, one column)
     wm = int(t.max())
@@ -403,7 +416,7 @@ def correlate_chunked(root: Path, *, window_ns: int, lookback_ns: int = 0, inven
             m = pc.max(b.column(0)).as_py()
             if m is not None:
                 wm = max(wm, m * 1_000_000)
-    chunk = max(window_ns, (chunk_ns // window_ns) * window_ns)
+    chunk = max(window_ns, (chunk_ns // window_ns) * window_ns)   # 0: one window
     known = t >= 0
     if not known.any():
         starts = []
