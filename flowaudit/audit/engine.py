@@ -383,28 +383,20 @@ def correlate_chunked(root: Path, *, window_ns: int, lookback_ns: int = 0, inven
     topics.discard(None)
     topic_f = ds.field("source").isin(sorted(topics)) if topics else None
 
-    part = ds.partitioning(pa.schema([("date", pa.string()), ("hour", pa.string())]), flavor="hive")
-    sets = {}
-    for name in ("hits", "messages"):
-        base = root / f"dataset={name}"
-        if base.is_dir():   # listed once; each chunk opens only its hours' folders
-            sets[name] = ds.dataset(base, format="parquet", partitioning=part)
-
     def read(name, cols, lo_ms=None, hi_ms=None, null_time=False):
-        d = sets.get(name)
-        if topic_f is None or d is None:
+        base = root / f"dataset={name}"
+        if topic_f is None or not base.is_dir():
             return None
-        f = topic_f
         if null_time:
-            f = f & ds.field("ts_ms").is_null()
-        else:
-            hours = range(lo_ms // 3_600_000, -(-hi_ms // 3_600_000))
-            folders = None
-            for h in hours:     # the sink files a row under its record hour (sinks.parquet.hour_dir)
-                date, hh = hour_dir(h).split("/")
-                one = (ds.field("date") == date.split("=")[1]) & (ds.field("hour") == hh.split("=")[1])
-                folders = one if folders is None else folders | one
-            f = f & folders & (ds.field("ts_ms") >= lo_ms) & (ds.field("ts_ms") < hi_ms)
+            return F._read(root, name, list(cols), topic_f & ds.field("ts_ms").is_null())
+        # the sink files a row under its record hour (sinks.parquet.hour_dir): only those folders'
+        # files, in a dataset made for this chunk (a long-lived one keeps every footer it read)
+        files = [str(p) for h in range(lo_ms // 3_600_000, -(-hi_ms // 3_600_000))
+                 for p in sorted((base / hour_dir(h)).glob("*.parquet"))]
+        if not files:
+            return None
+        d = ds.dataset(files, format="parquet")
+        f = topic_f & (ds.field("ts_ms") >= lo_ms) & (ds.field("ts_ms") < hi_ms)
         return d.to_table(columns=[c for c in cols if c in d.schema.names], filter=f)
 
     # the single call's watermark: the latest transfer or evidence time (streamed, one column)
