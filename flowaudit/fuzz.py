@@ -36,7 +36,8 @@ normal cache.  The worker proves the setting before it fuzzes (a deliberately ou
 in a small kernel raises ``IndexError``; every kernel it ran was loaded from the fuzz cache).
 
 A crash is an exception escaping the entry point, a broken invariant (every message in exactly
-one of messages/quarantine with its raw bytes; hit ranges inside their message; flow rows only
+one of messages/quarantine with its raw bytes; hits of decoded messages, salvaged hits of
+quarantined ones; hit ranges inside their message, or inside its innermost layer; flow rows only
 from datagrams that were input, never more than their bytes can hold; one goflow row per decoded
 message) or the worker dying (a signal, or no
 answer within ``--hang-seconds``).  The crashing episode is minimised (inputs, then bytes) and
@@ -619,6 +620,8 @@ def check_quarantine_raw(values: list, table, idx) -> None:
 
 def check_classifier(batch, res) -> None:
     import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
     n = len(batch)
     values = [None if batch.null[i] else batch.buf[batch.offsets[i]:batch.offsets[i + 1]].tobytes() for i in range(n)]
@@ -629,11 +632,16 @@ def check_classifier(batch, res) -> None:
     _require(np.array_equal(res.messages.column("offset").to_numpy(), batch.offset[res.m_idx]), "message_offsets")
     if res.hits.num_rows:
         h = res.h_idx
-        _require(bool(np.isin(h, res.m_idx).all()), "hits_of_decoded_messages")
+        salvaged = np.asarray(res.hits.column("salvaged").to_numpy(zero_copy_only=False), bool)
+        _require(bool(np.isin(h[~salvaged], res.m_idx).all()), "hits_of_decoded_messages")
+        _require(bool(np.isin(h[salvaged], res.q_idx).all()), "salvaged_hits_of_quarantined_messages")
         lens = np.diff(batch.offsets)[h]
         s = res.hits.column("byte_start").to_numpy()
         e = res.hits.column("byte_end").to_numpy()
-        bad = np.flatnonzero((s < 0) | (s > e) | (e > lens))
+        # a layered hit's range is in its innermost layer's bytes (hits.layer), not the message's
+        outer = np.asarray(pc.equal(res.hits.column("layer").cast(pa.string()), "").to_numpy(zero_copy_only=False),
+                           bool)
+        bad = np.flatnonzero(outer & ((s < 0) | (s > e) | (e > lens)))
         if bad.size:
             k = bad[0]
             raise InvariantError("hit_range_inside_message", f"message {h[k]}: [{s[k]}, {e[k]}) of {lens[k]} bytes")
