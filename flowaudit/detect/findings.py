@@ -168,7 +168,11 @@ def _classify_rows(T: pl.DataFrame, window_ns: int, inv: Inventory) -> pl.DataFr
 
 class _Hits:
     """The hits as integer codes (dictionaries unified once): the joins and counts run on int32
-    columns; the strings of the few sample rows are taken from the Arrow table at the end."""
+    columns; the strings of the few sample rows are taken from the Arrow table at the end.
+
+    Topic and class codes follow the names' sorted order, whatever order the input's dictionaries
+    have (storage read-back, memory, files listed in any order): samples, which are ordered by
+    topic and tie-broken by class, are then the same for the same rows."""
 
     def __init__(self, hits: pa.Table | None):
         cols = ["source", "partition", "offset", "ts_ms", "msg_index", "data_class", "sensitivity", "location",
@@ -176,40 +180,55 @@ class _Hits:
         if hits is None or hits.num_rows == 0:
             hits = HITS.empty_table()
         t = hits.select(cols)
+        self.table = t           # the sample rows' strings are taken from here at the end
+        n = t.num_rows
+        # only the coded columns are unified (the masked values and locations are never compared)
+        coded = {}
         for name in ("source", "data_class", "sensitivity", "value_hmac", "catalog_version"):
             col = t.column(name)
-            if not pa.types.is_dictionary(col.type):
-                t = t.set_column(t.schema.get_field_index(name), name, col.dictionary_encode())
-        t = t.unify_dictionaries()
-        self.table = t
+            coded[name] = col if pa.types.is_dictionary(col.type) else col.dictionary_encode()
+        u = pa.table(coded).unify_dictionaries()
 
-        def codes(name):
-            col = t.column(name)
-            return pa.chunked_array([c.indices for c in col.chunks], col.type.index_type) if col.num_chunks else \
-                pa.array([], pa.int32())
+        def codes(name) -> np.ndarray:
+            col = u.column(name)
+            if not n:
+                return np.zeros(0, np.int32)
+            return np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in col.chunks if len(c)]) \
+                .astype(np.int32, copy=False)
 
         def names(name):
-            col = t.column(name)
+            col = u.column(name)
             return col.chunk(0).dictionary.to_pylist() if col.num_chunks else []
 
-        self.source_names = names("source")
-        self.class_names = names("data_class")
+        def sorted_codes(name):
+            """(codes in the sorted order of the names, the names in that order)."""
+            d = names(name)
+            order = sorted(range(len(d)), key=lambda i: (d[i] is None, d[i] or ""))
+            rank = np.empty(len(d), np.int32)
+            rank[order] = np.arange(len(d), dtype=np.int32)
+            return rank[codes(name)], [d[i] for i in order]
+
+        src, self.source_names = sorted_codes("source")
+        cls, self.class_names = sorted_codes("data_class")
         self.sens_names = names("sensitivity")
-        self.catalog_versions = sorted({v for v in names("catalog_version") if v})
+        cv = codes("catalog_version")
+        cv_names = names("catalog_version")
+        # the versions the hits hold (a dictionary can carry entries no row uses)
+        self.catalog_versions = sorted({v for v in (cv_names[i] for i in np.unique(cv)) if v}) if n else []
         srank = np.asarray([SENS_RANK.get(x, 0) for x in self.sens_names] + [0], np.int32)
-        sens_c = codes("sensitivity").to_numpy() if t.num_rows else np.zeros(0, np.int32)
+        sens_c = codes("sensitivity")
         ts = t.column("ts_ms")
         self.codes = pl.DataFrame({
-            "src": pl.Series(codes("source").to_numpy() if t.num_rows else [], dtype=pl.Int32),
+            "src": pl.Series(src, dtype=pl.Int32),
             "partition": pl.Series(t.column("partition").to_numpy(), dtype=pl.Int32),
             "offset": pl.Series(t.column("offset").to_numpy(), dtype=pl.Int64),
-            "t": pl.from_arrow(pc.multiply(ts, 1_000_000)) if t.num_rows else pl.Series([], dtype=pl.Int64),
+            "t": pl.from_arrow(pc.multiply(ts, 1_000_000)) if n else pl.Series([], dtype=pl.Int64),
             "msg_index": pl.Series(t.column("msg_index").to_numpy(), dtype=pl.Int32),
-            "cls": pl.Series(codes("data_class").to_numpy() if t.num_rows else [], dtype=pl.Int32),
+            "cls": pl.Series(cls, dtype=pl.Int32),
             "srank": pl.Series(srank[sens_c], dtype=pl.Int32),
-            "hmac": pl.Series(codes("value_hmac").to_numpy() if t.num_rows else [], dtype=pl.Int32),
+            "hmac": pl.Series(codes("value_hmac"), dtype=pl.Int32),
             "byte_start": pl.Series(t.column("byte_start").to_numpy(), dtype=pl.Int64),
-            "row": pl.Series(np.arange(t.num_rows, dtype=np.int64)),
+            "row": pl.Series(np.arange(n, dtype=np.int64)),
         }).with_columns(pl.col("t").cast(pl.Int64))
 
     def source_code(self, expr: pl.Expr) -> pl.Expr:
