@@ -204,6 +204,8 @@ class _Hits:
             """(codes in the sorted order of the names, the names in that order)."""
             d = names(name)
             order = sorted(range(len(d)), key=lambda i: (d[i] is None, d[i] or ""))
+            if order == list(range(len(d))):
+                return codes(name), d
             rank = np.empty(len(d), np.int32)
             rank[order] = np.arange(len(d), dtype=np.int32)
             return rank[codes(name)], [d[i] for i in order]
@@ -211,10 +213,10 @@ class _Hits:
         src, self.source_names = sorted_codes("source")
         cls, self.class_names = sorted_codes("data_class")
         self.sens_names = names("sensitivity")
-        cv = codes("catalog_version")
         cv_names = names("catalog_version")
         # the versions the hits hold (a dictionary can carry entries no row uses)
-        self.catalog_versions = sorted({v for v in (cv_names[i] for i in np.unique(cv)) if v}) if n else []
+        used = np.flatnonzero(np.bincount(codes("catalog_version"), minlength=len(cv_names)))
+        self.catalog_versions = sorted({v for v in (cv_names[i] for i in used) if v})
         srank = np.asarray([SENS_RANK.get(x, 0) for x in self.sens_names] + [0], np.int32)
         sens_c = codes("sensitivity")
         ts = t.column("ts_ms")
@@ -230,6 +232,27 @@ class _Hits:
             "byte_start": pl.Series(t.column("byte_start").to_numpy(), dtype=pl.Int64),
             "row": pl.Series(np.arange(n, dtype=np.int64)),
         }).with_columns(pl.col("t").cast(pl.Int64))
+
+    def take_plain(self, rows: np.ndarray, cols: list[str]) -> pa.Table:
+        """Rows ``rows`` of columns ``cols``, dictionaries decoded (see :func:`_plain`), taken chunk
+        by chunk: a take across chunks would first unify their dictionaries (every distinct masked
+        value of every batch) for a few sample rows."""
+        t = self.table
+        rows = np.asarray(rows, np.int64)
+        whole = pa.array(rows, pa.int64())
+        out = {}
+        for name in cols:
+            col = t.column(name)
+            if col.num_chunks <= 1 or not pa.types.is_dictionary(col.type) or not len(rows):
+                out[name] = col.take(whole)
+                continue
+            bounds = np.cumsum([0] + [len(c) for c in col.chunks])
+            which = np.searchsorted(bounds, rows, side="right") - 1
+            order = np.argsort(which, kind="stable")
+            parts = [col.chunk(int(k)).take(pa.array(rows[order][which[order] == k] - bounds[k], pa.int64()))
+                     .dictionary_decode() for k in np.unique(which)]
+            out[name] = pa.concat_arrays(parts).take(pa.array(np.argsort(order), pa.int64()))
+        return _plain(pa.table(out), cols)
 
     def source_code(self, expr: pl.Expr) -> pl.Expr:
         return expr.replace_strict({n: i for i, n in enumerate(self.source_names)}, default=-1, return_dtype=pl.Int32)
@@ -351,8 +374,8 @@ def _aggregate(T: pl.DataFrame, H: _Hits, messages: pa.Table | None, window_ns: 
               distinct_values=pl.col("distinct_values").sum()))
     S = pl.concat([x.select(KEY + _HCOLS) for x in samples])
     # the strings of the sample rows only
-    picked = H.table.take(pa.array(S["row"].to_numpy()))
-    S = S.select(KEY).with_columns(pl.from_arrow(_plain(picked, _SAMPLE_FIELDS)).to_struct("sample"))
+    picked = H.take_plain(S["row"].to_numpy(), _SAMPLE_FIELDS)
+    S = S.select(KEY).with_columns(pl.from_arrow(picked).to_struct("sample"))
     S = S.group_by(KEY, maintain_order=True).agg(samples=pl.col("sample"))
     out = agg.join(C, on=KEY, how="left").join(S, on=KEY, how="left").join(msg_stats, on=KEY, how="left")
     if inf_msgs:
