@@ -65,6 +65,7 @@ MS = 1_000_000
 HOUR_MS = 3_600_000
 HOUR_NS = 3600 * NS
 MEMORY_BYTES = 512 * 1024 * 1024   # evidence kept in memory before it is dropped for storage reads
+_NEVER = 2**63 - 1
 
 
 def _schema(base: pa.Schema, cols) -> pa.Schema:
@@ -103,11 +104,12 @@ class _Part:
     """One owned partition's evidence: rows filed at offsets >= ``floor`` are in memory (None:
     none are; everything is read from storage)."""
 
-    __slots__ = ("floor", "epoch", "sticky", "chunks", "versions", "nbytes")
+    __slots__ = ("floor", "epoch", "sticky", "chunks", "oldest", "versions", "nbytes")
 
     def __init__(self, floor: int | None, epoch: int, sticky: bool = False):
         self.floor, self.epoch, self.sticky = floor, epoch, sticky
         self.chunks: dict[str, list[_Chunk]] = {"transfers": [], "hits": [], "messages": [], "cuts": []}
+        self.oldest = dict.fromkeys(self.chunks, _NEVER)   # least record time of each dataset's chunks
         self.versions: list[tuple[int, frozenset]] = []   # (newest record time, catalog versions) per hits table
         self.nbytes = 0
 
@@ -116,6 +118,7 @@ class _Part:
         self.sticky = self.sticky or sticky
         for v in self.chunks.values():
             v.clear()
+        self.oldest = dict.fromkeys(self.chunks, _NEVER)
         self.versions.clear()
         self.nbytes = 0
 
@@ -324,7 +327,7 @@ class FindingsWindows:
             t, o = placed("hits")
             if t is not None:
                 versions = frozenset(_present(t.column("catalog_version")))
-                part.versions.append((int(pc.max(t.column("ts_ms")).as_py()), versions))
+                part.versions.append((int(_np(t.column("ts_ms")).max()), versions))
                 # the evidence: the inventory topics' hits, and the hits of the messages that are transfers
                 m = _isin(t.column("source"), self._inv_topics) if len(self._inv_topics) else \
                     np.zeros(t.num_rows, bool)
@@ -358,6 +361,7 @@ class FindingsWindows:
         if c.ts.size:
             part.chunks[name].append(c)
             part.nbytes += c.nbytes
+            part.oldest[name] = min(part.oldest[name], c.lo)
 
     def _covered(self, keys) -> dict[str, int]:
         """The partitions of ``keys`` whose rows filed at offsets >= the returned floor are in memory."""
@@ -373,12 +377,14 @@ class FindingsWindows:
         with self._mu:
             self._kept_from = {k: max(v, self._kept_from[k]) for k, v in bounds.items()}
             for p in self._parts.values():
-                n = 0
                 for name, lo in bounds.items():
+                    if p.oldest[name] >= lo:
+                        continue
+                    before = sum(c.nbytes for c in p.chunks[name])
                     p.chunks[name] = [c for c in (c.keep_from(lo) for c in p.chunks[name]) if c is not None]
-                    n += sum(c.nbytes for c in p.chunks[name])
+                    p.nbytes += sum(c.nbytes for c in p.chunks[name]) - before
+                    p.oldest[name] = min((c.lo for c in p.chunks[name]), default=_NEVER)
                 p.versions = [v for v in p.versions if v[0] >= bounds["hits"]]
-                p.nbytes = n
 
     def _rearm(self, flushed: dict[str, int]) -> None:
         """Partitions whose memory was dropped (too big) take it up again from their files' end:
