@@ -66,6 +66,7 @@ HOUR_MS = 3_600_000
 HOUR_NS = 3600 * NS
 MEMORY_BYTES = 512 * 1024 * 1024   # evidence kept in memory before it is dropped for storage reads
 _NEVER = 2**63 - 1
+_NONE = np.zeros(0, np.int64)
 
 
 def _schema(base: pa.Schema, cols) -> pa.Schema:
@@ -82,15 +83,23 @@ class _Chunk:
     the cuts' message rows), each row's own record time and offset, and the hour folder its file
     set is filed in (-1: the message's record time is one the sink does not trust)."""
 
-    __slots__ = ("table", "ts", "off", "hk", "own", "sources", "lo", "hi", "nbytes")
+    __slots__ = ("table", "ts", "off", "hk", "own", "sources", "lo", "hi", "last", "nbytes")
 
     def __init__(self, table, ts, off, hk, own=None, sources=frozenset()):
         self.table, self.ts, self.off, self.hk, self.own, self.sources = table, ts, off, hk, own, sources
         self.lo, self.hi = (int(ts.min()), int(ts.max())) if ts.size else (0, -1)
+        self.last = self.hi          # the newest record time a window can take (the sink trusts before 2100)
+        if self.hi >= _MAX_TS_MS:
+            trusted = ts[ts < _MAX_TS_MS]
+            self.last = int(trusted.max()) if trusted.size else -1
         self.nbytes = (table.nbytes if table is not None else 0) + ts.nbytes + off.nbytes + hk.nbytes
 
     def keep_from(self, lo_ms: int) -> _Chunk | None:
-        """The rows with record time >= lo_ms (None: none)."""
+        """The chunk, if it holds rows a window from ``lo_ms`` on can take (None: none).  A table
+        is kept whole (copying it to drop a few rows would cost more than it frees); the cuts'
+        rows, which any later record time can matter to, are dropped one by one."""
+        if self.table is not None:
+            return self if self.last >= lo_ms else None
         if self.hi < lo_ms:
             return None
         if self.lo >= lo_ms:
@@ -300,10 +309,18 @@ class FindingsWindows:
                     t, o = t.filter(pa.array(sel)), o[sel]
                 return t, o
 
+            first = int(offsets[0]) if offsets.size else 0
+            span = int(offsets[-1]) - first + 1 if offsets.size else 0
+            if 0 < span <= 4 * offsets.size + 1024:     # offsets nearly consecutive: a lookup table
+                table = np.full(span + 1, -1, np.int64)
+                table[offsets - first] = mhk
+
             def hour(o):
                 """The hour folder of the file set each row is filed in: its message's record time."""
                 if not offsets.size:
                     return np.full(o.size, -1, np.int64)
+                if 0 < span <= 4 * offsets.size + 1024:
+                    return table[np.clip(o - first, -1, span)]   # -1 and span: the table's last entry, -1
                 pos = np.minimum(np.searchsorted(offsets, o), offsets.size - 1)
                 return np.where(offsets[pos] == o, mhk[pos], -1)
 
@@ -333,8 +350,8 @@ class FindingsWindows:
                     np.zeros(t.num_rows, bool)
                 if exposing.size:
                     m |= np.isin(_np(t.column("offset")), exposing)
-                if m.all():
-                    self._add(part, "hits", _compact(_conform(t, _SCHEMAS["hits"])), hour(o), k)
+                if m.all():   # (the batch's dictionaries are shared by its partitions: not copied)
+                    self._add(part, "hits", _conform(t, _SCHEMAS["hits"]), hour(o), k)
                 elif m.any():
                     self._add(part, "hits", _compact(_conform(t.filter(pa.array(m)), _SCHEMAS["hits"])), hour(o[m]), k)
             if sum(p.nbytes for p in self._parts.values()) > self.memory_bytes:
@@ -418,7 +435,12 @@ class FindingsWindows:
         hits = messages = None
         topics = self._evidence_topics(transfers)
         if topics:
-            hits = self._gather("hits", lo, end, cut, topics, use_memory)
+            # without a flow that can be flow-borne, the hits that count are the exposing messages' own
+            only = self._exposing(transfers) if use_memory and not self._flows(transfers) else None
+            stored: set = set()
+            hits = self._gather("hits", lo, end, cut, topics, use_memory, only, stored)
+            if only is not None and hits.num_rows and not self._versions_shown(hits, cut, lo, stored):
+                hits = self._gather("hits", lo, end, cut, topics, use_memory)   # every version shows
             messages = self._gather("messages", start, end, cut, topics, use_memory)
             if use_memory and hits is not None and hits.num_rows and not self._versions_shown(hits, cut, lo):
                 self.from_storage += 1   # a catalog version only storage shows: the window's hits from there
@@ -442,14 +464,37 @@ class FindingsWindows:
             self._count(mine, start)
         return found
 
-    def _versions_shown(self, hits: pa.Table, cut: dict, lo_ns: int) -> bool:
-        """Whether every catalog version of the hits kept in memory (evidence or not) is among the
-        gathered hits' -- what a read of every hit of the evidence topics would show."""
+    def _versions_shown(self, hits: pa.Table, cut: dict, lo_ns: int, more: set = frozenset()) -> bool:
+        """Whether every catalog version of the hits kept in memory (evidence or not), and those
+        in ``more``, is among the gathered hits' -- what a read of every hit of the evidence
+        topics would show (the findings name the versions of the hits they were made from)."""
         shown = set(_present(hits.column("catalog_version")))
         with self._mu:
             kept = {v for k, p in self._parts.items() if k in cut and p.floor is not None
                     for hi, vs in p.versions if hi >= lo_ns // MS for v in vs}
-        return kept <= shown
+        return kept | set(more) <= shown
+
+    @staticmethod
+    def _flows(transfers: pa.Table) -> bool:
+        """Whether any transfer can make a flow-borne finding (neither message-borne, nor zone
+        policy, nor a DNS answer alone): the one correlation that takes hits other than the
+        exposing messages'."""
+        if transfers is None or not transfers.num_rows:
+            return False
+        msg = _isin(transfers.column("seen_where"), pa.array(_f.MESSAGE_WHERE, pa.string()))
+        pol = _isin(transfers.column("platform"), pa.array(["policy"], pa.string()))
+        dns = _isin(transfers.column("rule"), pa.array(_f.NOT_FINDINGS, pa.string()))
+        return bool((~(msg | pol | dns)).any())
+
+    @staticmethod
+    def _exposing(transfers: pa.Table) -> dict[str, np.ndarray]:
+        """``topic+partition`` -> the offsets of the messages that are themselves transfers."""
+        t = transfers.filter(pa.array(_isin(transfers.column("seen_where"), pa.array(_f.MESSAGE_WHERE, pa.string()))))
+        out: dict[str, list] = {}
+        for s_, p_, o in zip(pc.cast(t.column("source"), pa.string()).to_pylist(), t.column("partition").to_pylist(),
+                             t.column("offset").to_pylist()):
+            out.setdefault(f"{s_}+{p_}", []).append(o)
+        return {k: np.unique(np.asarray(v, np.int64)) for k, v in out.items()}
 
     def _cuts(self, threshold_ns: int, flushed: dict[str, int]) -> dict[str, int]:
         """Per partition: the first offset (below the flushed end) whose record time is at or
@@ -525,10 +570,13 @@ class FindingsWindows:
         return sorted(topics)
 
     def _gather(self, name: str, lo_ns: int, hi_ns: int, cut: dict[str, int], sources: list[str] | None,
-                use_memory: bool) -> pa.Table | None:
+                use_memory: bool, only: dict[str, np.ndarray] | None = None, stored_versions: set | None = None
+                ) -> pa.Table | None:
         """Rows of ``name`` with record time in [lo, hi + lateness), filed in the hour folders that
         can hold them, below their partition's cut (of ``sources`` only, if given): from memory
-        where it holds them, from storage for the rest."""
+        where it holds them, from storage for the rest.  ``only`` (memory only): just the rows of
+        these messages (``topic+partition`` -> offsets); ``stored_versions`` gets the catalog
+        versions of every row read from storage, those left out included."""
         columns = None if name == "transfers" else list(_SCHEMAS[name].names)
         if not use_memory or lo_ns // MS < self._kept_from[name]:
             return self._read(name, lo_ns, hi_ns, cut, columns, sources)
@@ -540,7 +588,8 @@ class FindingsWindows:
             covered = self._covered(cut)
             for k in covered:
                 for c in self._parts[k].chunks[name]:
-                    if c.hi < lo_ms or c.lo >= hi_ms or (want is not None and not (c.sources & want)):
+                    if c.hi < lo_ms or c.lo >= hi_ms or (want is not None and not (c.sources & want)) or \
+                            (only is not None and c.own is None and k not in only):
                         continue
                     m = (c.ts >= lo_ms) & (c.ts < hi_ms)
                     if c.own is None:
@@ -549,13 +598,22 @@ class FindingsWindows:
                         m &= c.off < np.asarray([cut.get(x, -1) for x in c.own], np.int64)
                     if want is not None and not c.sources <= want:
                         m &= _isin(c.table.column("source"), pa.array(sorted(want), pa.string()))
+                    if only is not None:
+                        if c.own is None:
+                            m &= np.isin(c.off, only.get(k, _NONE))
+                        else:
+                            m &= np.asarray([o in only.get(x, _NONE) for x, o in zip(c.own, c.off)], bool)
                     if not m.any():
                         continue
                     if (c.hk[m] < 0).any():   # filed under a record time the sink does not trust
                         self.from_storage += 1
                         return self._read(name, lo_ns, hi_ns, cut, columns, sources)
                     m &= (c.hk >= lo_h) & (c.hk <= hi_h)
-                    got.append(c.table if m.all() else c.table.filter(pa.array(m)))
+                    if m.all():
+                        got.append(c.table)
+                    elif m.any():
+                        part = c.table.filter(pa.array(m))
+                        got.append(_compact(part) if only is not None else part)
 
         def skip(parsed) -> bool:
             if parsed is None:
@@ -569,6 +627,10 @@ class FindingsWindows:
 
         stored = self._read(name, lo_ns, hi_ns, cut, columns, sources, skip)
         if stored is not None and stored.num_rows:
+            if stored_versions is not None and "catalog_version" in stored.column_names:
+                stored_versions.update(_present(stored.column("catalog_version")))
+            if only is not None:
+                stored = _only(stored, only)
             if not got:
                 return stored
             got.append(_conform(stored, _SCHEMAS[name]))
@@ -623,13 +685,38 @@ class FindingsWindows:
         return pq.read_table(p, schema=_f.FINDINGS)
 
 
+def _only(t: pa.Table, only: dict[str, np.ndarray]) -> pa.Table:
+    """The rows of ``t`` whose (topic+partition, offset) is in ``only``."""
+    import polars as pl
+
+    msgs = pl.DataFrame({"k": [k for k, v in only.items() for _ in v],
+                         "offset": np.concatenate(list(only.values())) if only else _NONE},
+                        schema={"k": pl.Utf8, "offset": pl.Int64})
+    rows = pl.from_arrow(t.select(["source", "partition", "offset"])).with_columns(
+        k=pl.col("source").cast(pl.Utf8) + "+" + pl.col("partition").cast(pl.Utf8), offset=pl.col("offset")
+        .cast(pl.Int64))
+    keep = rows.join(msgs.with_columns(hit=pl.lit(True)), on=["k", "offset"], how="left", maintain_order="left") \
+        .select(pl.col("hit").fill_null(False)).to_series()
+    return t.filter(keep.to_arrow())
+
+
 def _np(col) -> np.ndarray:
     return np.asarray(col.to_numpy() if isinstance(col, pa.ChunkedArray) else col.to_numpy(zero_copy_only=False))
 
 
 def _isin(col, values: pa.Array) -> np.ndarray:
-    """``col`` (a dictionary or plain string column) in ``values``, as a numpy mask."""
-    return np.asarray(pc.fill_null(pc.is_in(col, value_set=values), False).to_numpy(zero_copy_only=False), bool)
+    """``col`` (a dictionary or plain string column) in ``values``, as a numpy mask; a dictionary
+    is looked up entry by entry, then mapped through its indices."""
+    parts = []
+    for c in (col.chunks if isinstance(col, pa.ChunkedArray) else [col]):
+        if pa.types.is_dictionary(c.type) and not c.null_count:
+            hit = np.asarray(pc.fill_null(pc.is_in(c.dictionary, value_set=values), False)
+                             .to_numpy(zero_copy_only=False), bool)
+            parts.append(hit[c.indices.to_numpy(zero_copy_only=False)] if hit.size else np.zeros(len(c), bool))
+        else:
+            parts.append(np.asarray(pc.fill_null(pc.is_in(c, value_set=values), False)
+                                    .to_numpy(zero_copy_only=False), bool))
+    return np.concatenate(parts) if parts else np.zeros(0, bool)
 
 
 def _present(col) -> list:
@@ -643,6 +730,10 @@ def _present(col) -> list:
             if len(d) == 1 and c.null_count == 0:
                 out.add(d[0].as_py())          # a constant column (the catalog version of a batch)
                 continue
+            if not c.null_count:
+                used = np.flatnonzero(np.bincount(c.indices.to_numpy(zero_copy_only=False), minlength=len(d)))
+                out.update(d.take(pa.array(used)).to_pylist())
+                continue
             c = d.take(pc.unique(c.indices))
         out.update(pc.unique(c).to_pylist())
     out.discard(None)
@@ -652,13 +743,27 @@ def _present(col) -> list:
 def _compact(t: pa.Table) -> pa.Table:
     """``t`` with dictionaries of only the values its rows use: a partition's share of a batch
     carries the whole batch's dictionaries (one entry per distinct value), which would be kept in
-    memory and unified again at every window close."""
+    memory and unified again at every window close.  The used entries are found by counting
+    indices, not by hashing the values again."""
     cols = []
     for c in t.columns:
         if pa.types.is_dictionary(c.type) and sum(len(x.dictionary) for x in c.chunks) > len(c):
-            c = pa.chunked_array([x.dictionary_decode().dictionary_encode() for x in c.chunks], c.type)
+            c = pa.chunked_array([_compact_array(x) for x in c.chunks], c.type)
         cols.append(c)
     return pa.Table.from_arrays(cols, schema=t.schema)
+
+
+def _compact_array(x: pa.DictionaryArray) -> pa.DictionaryArray:
+    d = x.dictionary
+    if len(d) <= len(x):
+        return x
+    if x.null_count:
+        return x.dictionary_decode().dictionary_encode()
+    idx = x.indices.to_numpy(zero_copy_only=False)
+    used = np.flatnonzero(np.bincount(idx, minlength=len(d)))
+    rank = np.zeros(len(d), np.int32)
+    rank[used] = np.arange(used.size, dtype=np.int32)
+    return pa.DictionaryArray.from_arrays(pa.array(rank[idx], x.type.index_type), d.take(pa.array(used)))
 
 
 def _conform(t: pa.Table, schema: pa.Schema) -> pa.Table:
