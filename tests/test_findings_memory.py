@@ -14,6 +14,7 @@ import random
 
 import numpy as np
 import orjson
+import pyarrow as pa
 import pytest
 
 from flowaudit import synth
@@ -24,15 +25,16 @@ from flowaudit.pipeline import Batch
 from flowaudit.service import StreamService
 from flowaudit.sinks.parquet import read_dataset
 
+T0_MS = synth.SCENARIO_T0_MS
 TOPICS = {**{t: f for f, t in synth.TOPICS.items()}, "goflow.flows": "goflow", "zeek.dns": "dns"}
 PARTS = 2
 
 
-def _rows(seed=3):
+def _rows(seed=3, flows=True):
     """(topic, partition, offset, key, value, record time ms) in arrival order, a little out of time order."""
     sc = synth.exposure_scenario(seed=seed, background=400, spacing_ms=6000)
     msgs = [(t, m.key, m.value, ts) for t, m, ts in sc.messages]
-    for shift in (0, 5, 10, 30):                      # minutes: series that go on, and stop
+    for shift in (0, 5, 10, 30) if flows else ():     # minutes: series that go on, and stop
         for k, (src, dst, sp, dp, proto, nb, first_ns, samp) in enumerate(sc.flows):
             if shift and k % 3:
                 continue
@@ -164,6 +166,11 @@ def _statuses(tmp_path, scenario):
 
 
 @pytest.fixture(scope="module")
+def no_flows():
+    return _rows(seed=4, flows=False)
+
+
+@pytest.fixture(scope="module")
 def from_storage(tmp_path_factory, scenario):
     return _run(tmp_path_factory.mktemp("storage"), scenario, "out", memory=False)[0]
 
@@ -260,3 +267,35 @@ def test_cuts_and_rows_from_memory_equal_those_read_from_storage(tmp_path, scena
         checked += 1
     assert checked >= 5 and fw.from_storage == 0
     assert inside > 20                                # cuts inside the data, not only at its end
+
+
+def test_without_flows_a_window_takes_only_the_exposing_messages_hits(tmp_path, no_flows):
+    """The inventory's topics carry most hits, but with no flow from an inventory host they are
+    evidence of nothing: the windows correlate only the exposing messages' hits, to the same rows."""
+    want = _run(tmp_path, no_flows, "storage", memory=False)[0]
+    sizes = []
+    correlate = W._f.correlate
+
+    def spy(transfers, hits, *a, **k):
+        sizes.append(0 if hits is None else hits.num_rows)
+        return correlate(transfers, hits, *a, **k)
+    W._f.correlate = spy
+    try:
+        got, fw, reads = _run(tmp_path, no_flows, "memory")
+    finally:
+        W._f.correlate = correlate
+    assert got == want and reads == []
+    assert any(f["correlation"] == "message_borne" and f["occurrences"] for f in got)
+    assert max(sizes) < 200                            # a few messages' hits, not the topics'
+
+
+def test_a_catalog_version_the_gathered_hits_do_not_show_sends_the_window_to_storage(tmp_path):
+    fw = W.FindingsWindows(tmp_path, 300, 60, 0)
+    fw.activate(("port.json", 0), 0, 0)
+    fw._parts["port.json+0"].versions.append((T0_MS, frozenset({"c1", "c2"})))
+    hits = pa.table({"catalog_version": pa.array(["c1", "c1"]).dictionary_encode()})
+    assert not fw._versions_shown(hits, {"port.json+0": 10}, T0_MS * 1_000_000)
+    assert fw._versions_shown(hits, {"port.json+1": 10}, T0_MS * 1_000_000)       # not a partition of the cut
+    fw._parts["port.json+0"].versions[0] = (T0_MS, frozenset({"c1"}))
+    assert fw._versions_shown(hits, {"port.json+0": 10}, T0_MS * 1_000_000)
+    assert not fw._versions_shown(hits, {"port.json+0": 10}, T0_MS * 1_000_000, {"c0"})   # storage showed c0
