@@ -890,6 +890,8 @@ class StreamService:
             except PublishAborted as exc:
                 log.warning("%s+%d: %s; the rows are re-read by the partition's owner", key[0], key[1], exc)
                 w.discard()
+                if self.findings is not None:   # file sets published before the abort never reached memory
+                    self.findings.from_storage_only(key)
                 if group_slots is not None:
                     group_slots[g].aborted = True   # later batches of this assignment are dropped too
                 continue

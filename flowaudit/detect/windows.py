@@ -27,12 +27,13 @@ range, hour folder in range, offset below its partition's cut, topic among the e
 
 What memory does not hold is read from storage with those same filters: the files a partition
 published before this process took it over (``activate``: everything below the writer's resume
-offset), every file of a partition whose log was reset (a new epoch: offsets start over), of a
-partition this process does not own, and of partitions whose memory was dropped because it
-outgrew ``memory_bytes`` (taken up again from the next window close, at a file boundary).  A
-window whose rows could be filed under a record time the sink does not trust (before 2000 or
-after 2100), or whose hits carry a catalog version the gathered rows do not show, is read from
-storage alone, as before.  So a restart, at any step, still recomputes a window from the same
+offset), every file of a partition whose log was reset (a new epoch: offsets start over) or
+whose publish was abandoned part-way, of a partition this process does not own, and of
+partitions whose memory was dropped because it outgrew ``memory_bytes`` (taken up again from
+the next window close, at a file boundary).  A window whose rows could be filed under a record
+time the sink does not trust (before 2000 or after 2100), or whose hits carry a catalog version
+the gathered rows do not show, is read from storage alone, as before.  A window without a flow
+that can be flow-borne takes only the exposing messages' hits (the only ones it correlates).  So a restart, at any step, still recomputes a window from the same
 rows, and the ``findings`` dataset ends up with the same rows as an uninterrupted run.
 
 The event-time watermark is the least newest-record-time over the owned partitions (one at its
@@ -274,6 +275,14 @@ class FindingsWindows:
             return
         with self._mu:
             self._parts[f"{key[0]}+{key[1]}"] = _Part(None if epoch else (resume or 0), epoch, sticky=bool(epoch))
+
+    def from_storage_only(self, key: tuple[str, int]) -> None:
+        """The rows of ``key`` are read from storage until it is activated again (a publish was
+        abandoned part-way through a batch: what it published never reached :meth:`absorb`)."""
+        with self._mu:
+            part = self._parts.get(f"{key[0]}+{key[1]}")
+            if part is not None:
+                part.drop(sticky=True)
 
     def absorb(self, key: tuple[str, int], tables: dict, offsets: np.ndarray, ts_ms: np.ndarray, above: int,
                epoch: int) -> None:
