@@ -45,6 +45,7 @@ class Config:
     corpus: str | None = None        # real corpus root (shared/corpus); None = default location
     e2e_count: int | None = None
     scan_mib: float | None = None    # archive file for the scan stage (default 64 MiB, quick 16)
+    audit_messages: int | None = None  # the audit stage's archive (default 1,000,000, quick 20,000)
     slow_seconds: float | None = None
     plots: bool = True
     cold_start: bool | None = None   # None: on in full mode, off in --quick
@@ -56,6 +57,7 @@ class Config:
         c.size_mb = self.size_mb or (2.0 if q else 16.0)
         c.e2e_count = self.e2e_count or (20_000 if q else 100_000)
         c.scan_mib = self.scan_mib or (16.0 if q else 64.0)
+        c.audit_messages = self.audit_messages or (20_000 if q else 1_000_000)
         c.slow_seconds = self.slow_seconds if self.slow_seconds is not None else (0.25 if q else 2.0)
         c.cold_start = (not q) if self.cold_start is None else self.cold_start
         return c
@@ -182,7 +184,7 @@ def run(cfg: Config, progress=log) -> dict:
         progress(f"  measuring end to end on the embedded broker ({cfg.e2e_count:,} messages) ...")
         add(S.e2e_stage(cfg.e2e_count, 1 if cfg.quick else 2))
     if "audit" in want:
-        add(S.audit_stage())
+        add(S.audit_stage(cfg.audit_messages, cfg.cache_dir, dask=not cfg.quick))
     if "cold-start" in want or explicit_cold:
         if cfg.cold_start:
             progress("  measuring cold start (empty numba cache, subprocess) ...")
@@ -256,6 +258,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="corpus cache (default .bench-cache)")
     ap.add_argument("--corpus", metavar="DIR", help="real sample corpus root (default ../shared/corpus)")
     ap.add_argument("--e2e-count", type=int, metavar="N", help="messages for the e2e stage (default 100000, quick 20000)")
+    ap.add_argument("--audit-messages", type=int, metavar="N",
+                    help="messages in the audit stage's archive (default 1000000, quick 20000; built once, cached)")
     ap.add_argument("--scan-mib", type=float, metavar="N",
                     help="size of the archive file the scan stage builds (cached) and scans (default 64, quick 16)")
     ap.add_argument("--slow-seconds", type=float, metavar="S",
@@ -270,6 +274,7 @@ def config_from_args(args) -> Config:
     return Config(quick=args.quick, out=args.out, stages=list(args.stages or STAGES), repeats=args.repeats,
                   size_mb=args.size_mb, sweeps=list(dict.fromkeys(args.sweep)), seed=args.seed,
                   cache_dir=args.cache_dir, corpus=args.corpus, e2e_count=args.e2e_count, scan_mib=args.scan_mib,
+                  audit_messages=args.audit_messages,
                   slow_seconds=args.slow_seconds, plots=not args.no_plots, cold_start=args.cold_start)
 
 

@@ -19,7 +19,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
                    help="Kafka bootstrap servers [env FLOWAUDIT_KAFKA_BOOTSTRAP_SERVERS]")
     p.add_argument("--group", metavar="ID", help="consumer group id [env FLOWAUDIT_KAFKA_GROUP_ID]")
     p.add_argument("--topics", metavar="T=FMT,...",
-                   help="topics and their formats (edifact, x12, xml, json, auto) [env FLOWAUDIT_KAFKA_TOPICS]")
+                   help="topics and their formats (edifact, x12, xml, json, flat, auto) [env FLOWAUDIT_KAFKA_TOPICS]")
     p.add_argument("--root", metavar="DIR", help="Parquet output root [env FLOWAUDIT_SINK_ROOT]")
     p.add_argument("--rotate-records", type=int, metavar="N",
                    help="messages per file per partition [env FLOWAUDIT_SINK_ROTATE_RECORDS]")
@@ -71,9 +71,11 @@ def _settings(args):
 
 
 def cmd_stream(args) -> int:
+    from .memory import fix_mmap_threshold
     from .metrics import Metrics
     from .service import StartupInterrupted, StreamService, format_summary
 
+    fix_mmap_threshold()
     settings = _settings(args)
     metrics = Metrics(settings.kafka.topics)
     service = StreamService(settings, metrics, until_drained=args.until_drained, max_seconds=args.max_seconds)
@@ -152,7 +154,9 @@ def cmd_demo(args) -> int:
 def cmd_synth(args) -> int:
     from . import synth
 
-    msgs = synth.generate(args.seed, args.count, bad_fraction=args.bad_fraction)
+    if args.dump:
+        return _synth_dump(args)
+    msgs = synth.generate(args.seed, args.count, bad_fraction=args.bad_fraction or 0.0)
     if args.bootstrap:
         from .demo import produce
         n, b = produce(msgs, args.bootstrap, partitions=args.partitions)
@@ -163,6 +167,29 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def _synth_dump(args) -> int:
+    """``flowaudit synth --dump DIR``: a labelled Parquet archive (flowaudit.synth.write_dump)."""
+    from . import synth
+
+    if args.bootstrap:
+        print("flowaudit: synth: --dump and --bootstrap exclude each other", file=sys.stderr)
+        return 2
+    layouts = tuple(x.strip() for x in args.layouts.split(",") if x.strip())
+    try:
+        labels = synth.write_dump(args.dump, args.count, seed=args.seed, files=args.files,
+                                  row_group_rows=args.row_group, layouts=layouts, start=args.start,
+                                  partitions=args.partitions, hours=args.hours,
+                                  bad_fraction=0.01 if args.bad_fraction is None else args.bad_fraction)
+    except (ValueError, OSError) as exc:
+        print(f"flowaudit: synth --dump: {exc}", file=sys.stderr)
+        return 2
+    c = labels["counts"]
+    print(f"wrote {c['messages']:,} messages ({c['bytes'] / 1e6:.1f} MB; {', '.join(layouts)}), {c['flows']:,} flows "
+          f"and {len(labels['exposures'])} labelled exposures, {labels['span']['start']} to {labels['span']['end']}, "
+          f"under {args.dump} (labels in labels.json)")
+    return 0
+
+
 def cmd_warmup(args) -> int:
     """Compile (and cache) every kernel, so the first batch of a service is not slow."""
     import time
@@ -170,10 +197,12 @@ def cmd_warmup(args) -> int:
     from .detect.egress import EgressDetector
     from .pipeline import Classifier
     from .protect import Protector
+    from .protect import warmup as protect_warmup
     from .scan import warmup as scan_warmup
 
     secs = Classifier(Protector(b"warmup-key-not-secret"), egress=EgressDetector()).warmup()
     t0 = time.perf_counter()
+    protect_warmup()                    # masks, HMAC and raw values of the hits (kernels/mask.py, hmac.py)
     scan_warmup()                       # the archive splitter of flowaudit scan
     secs += time.perf_counter() - t0
     print(f"kernels ready in {secs:.1f} s")
@@ -268,23 +297,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats-every", type=float, metavar="S", help="print counters as JSON every S seconds")
     p.set_defaults(fn=cmd_collect)
 
-    p = sub.add_parser("synth", help="deterministic synthetic port traffic with ground-truth labels")
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--count", type=int, default=1000)
-    p.add_argument("--bad-fraction", type=float, default=0.0, help="share of undecodable messages")
+    p = sub.add_parser("synth", help="deterministic synthetic port traffic with ground-truth labels",
+                       description="Write one file per message plus labels.jsonl (--out), produce to Kafka "
+                       "(--bootstrap), or write a labelled Parquet archive (--dump DIR): the messages in the flat "
+                       "(Kafka Connect sink) and Redpanda Iceberg layouts, the flows (flowaudit flows schema and "
+                       "goflow2's), a Zeek DNS log, the zone policy and watchlist, and labels.json with the "
+                       "exposures a batch audit must find (README: Synthetic archives).")
+    p.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
+    p.add_argument("--count", "--messages", dest="count", type=int, default=1000, metavar="N",
+                   help="messages to generate (default 1000; --dump adds the exposure scenario's 12)")
+    p.add_argument("--bad-fraction", type=float, default=None,
+                   help="share of undecodable messages (default 0; 0.01 with --dump)")
     p.add_argument("--out", default="synth-out", help="folder for files and labels.jsonl")
     p.add_argument("--bootstrap", metavar="HOST:PORT", help="produce to Kafka instead of writing files")
-    p.add_argument("--partitions", type=int, default=3, help="partitions used when producing")
+    p.add_argument("--partitions", type=int, default=3, help="partitions per topic when producing or dumping (default 3)")
+    p.add_argument("--dump", metavar="DIR", help="write a labelled Parquet archive to DIR (which must not exist or be "
+                   "empty; written beside it and renamed into place when complete)")
+    p.add_argument("--files", type=int, default=4, metavar="K",
+                   help="with --dump: files per topic partition and of the flow archive, by record time (default 4)")
+    p.add_argument("--row-group", type=int, default=4096, metavar="R", help="with --dump: rows per row group (default 4096)")
+    p.add_argument("--layouts", default="flat,redpanda", metavar="L,...",
+                   help="with --dump: message archive layouts, flat and/or redpanda (default flat,redpanda)")
+    p.add_argument("--start", metavar="ISO", help="with --dump: the first record time, ISO 8601, UTC unless given "
+                   "(default 2026-03-01T05:00:00Z; the exposure scenario takes the first whole hour after it)")
+    p.add_argument("--hours", type=float, default=6.0, help="with --dump: hours of record time (default 6, at least 2)")
     p.set_defaults(fn=cmd_synth)
 
-    from . import bench_cli, flows, fuzz, scan
+    from . import bench_cli, flows, fuzz, report, scan
+    from .audit import cli as audit_cli
     from .detect import egress, findings_cli
     scan.add_parser(sub)
     flows.add_parsers(sub)
     egress.add_parser(sub)
     findings_cli.add_parser(sub)
+    audit_cli.add_parser(sub)
     bench_cli.add_parser(sub)
     fuzz.add_parser(sub)
+    report.add_parser(sub)
 
     _add_quarantine_parser(sub)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
-FORMATS = ("edifact", "x12", "xml", "json", "auto", "netflow", "goflow", "dns")
+FORMATS = ("edifact", "x12", "xml", "json", "flat", "auto", "netflow", "goflow", "dns")
 DEFAULT_TOPICS = {"port.edifact": "edifact", "port.x12": "x12", "port.xml": "xml", "port.json": "json"}
 
 
@@ -55,6 +55,9 @@ class KafkaSettings:
 class SinkSettings:
     root: str = "flowaudit-out"
     rotate_records: int = 100_000      # messages per file per partition; record time rotates by hour
+    # Arrow memory the buffered rows of all partitions may hold before every partition publishes
+    # what it has (a byte bound across partitions, like Kafka Connect's flush.size is per partition)
+    buffer_budget_mb: int = 64
     compression: str = "zstd"
     row_group_size: int = 64 * 1024
     raw_values: bool = False           # store raw sensitive values (local investigations only)
@@ -134,6 +137,8 @@ class Settings:
             raise ConfigError("kafka.pipeline_depth must be 0..64")
         if self.sink.rotate_records <= 0:
             raise ConfigError("sink.rotate_records must be positive")
+        if self.sink.buffer_budget_mb <= 0:
+            raise ConfigError("sink.buffer_budget_mb must be positive")
         if self.sink.on_log_reset not in ("stop", "new_epoch"):
             raise ConfigError("sink.on_log_reset must be 'stop' or 'new_epoch'")
         if k.drain_stall_s < 0:

@@ -9,7 +9,7 @@ import json
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 _dict = pa.dictionary(pa.int32(), pa.string())
 
@@ -54,10 +54,18 @@ HITS = pa.schema(_PROVENANCE + [
     pa.field("value_raw", _dict, nullable=True),            # null unless sink.raw_values / --raw
     pa.field("check_digit_valid", pa.bool_(), nullable=True),  # null: the class has no check digit
     pa.field("confidence", pa.uint8(), nullable=False),     # percent
-    pa.field("byte_start", pa.int64(), nullable=False),     # value position inside the message
+    pa.field("salvaged", pa.bool_(), nullable=False),       # found by the salvage scan of a quarantined message
+    # value position inside the message; for a layered hit (``layer`` not ""), inside the innermost
+    # layer's bytes (the decoded base64 / decompressed / MIME part / JSON string value), not the
+    # bytes as received
+    pa.field("byte_start", pa.int64(), nullable=False),
     pa.field("byte_end", pa.int64(), nullable=False),
     pa.field("catalog_version", _dict, nullable=False),
     pa.field("schema_version", _dict, nullable=False),
+    # the layers the value was found inside (flowaudit/decode/layers.py), outermost first, ending
+    # with the inner format: "json-string>edifact", "base64>gzip>x12", "mime>base64>edifact";
+    # "" for a value in the message itself
+    pa.field("layer", _dict, nullable=False),
 ], metadata={"flowaudit.dataset": "hits", "flowaudit.schema_version": SCHEMA_VERSION})
 
 QUARANTINE = pa.schema(_PROVENANCE + _KEY + [

@@ -82,6 +82,9 @@ class Metrics:
         self.findings_late = Counter("flowaudit_findings_late_total",
                                      "Messages whose record time fell in a window already closed (beyond the "
                                      "allowed lateness): left out of the findings", registry=r)
+        self.budget_flushes = Counter("flowaudit_buffer_budget_flushes_total",
+                                      "Times the buffered rows of all partitions reached sink.buffer_budget_mb "
+                                      "and every partition published what it had", registry=r)
         self.findings_windows = Counter("flowaudit_findings_windows_closed_total",
                                         "Event-time windows closed and written to the findings dataset", registry=r)
         for errname in ("ENOSPC", "EROFS", "EIO", "EDQUOT"):

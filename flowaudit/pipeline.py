@@ -9,7 +9,9 @@ over the whole batch, one call per format, and returns Arrow tables for the thre
 * ``hits``: one row per sensitive value found (masked + HMAC, raw only on opt-in),
 * ``quarantine``: one row per message that could not be decoded, with its raw bytes and a reason.
 
-Every message of the batch lands in exactly one of ``messages`` and ``quarantine``.
+Every message of the batch lands in exactly one of ``messages`` and ``quarantine``.  A quarantined
+message is still salvage-scanned (flowaudit/decode/salvage.py): its hits carry ``salvaged = true``
+and point (``h_idx``, provenance) at the quarantined message.
 Python touches each message once to gather it and each hit once to mask it; everything per
 byte happens in the kernels.
 """
@@ -26,17 +28,21 @@ import pyarrow as pa
 from . import catalog as _catalog
 from . import quarantine as _quarantine
 from .datasets import HITS, MESSAGES, SCHEMA_VERSION
-from .decode import (FLAG_BITS, FMT_EDIFACT, FMT_JSON, FMT_UNKNOWN, FMT_X12, FMT_XML, FORMAT_CODES, FORMAT_NAMES,
-                     REASON_CODES, REASONS)
+from .decode import (FLAG_BITS, FMT_EDIFACT, FMT_FLAT, FMT_JSON, FMT_UNKNOWN, FMT_X12, FMT_XML, FORMAT_CODES,
+                     FORMAT_NAMES, REASON_CODES, REASONS, TELEMETRY_NAMES, FormatResult)
+from .decode import layers as _layers
 from .integrity import DEFAULT_ENTRIES, Seen, flags_array, origins
-from .kernels.dedupe import unique_slices
+from .kernels.dedupe import unique_pairs, unique_slices
 from .kernels.digest import payload_hash
-from .protect import Protector
+from .protect import Protector, gather_strings, rules_of
 
 FMT_AUTO = 255
+_PENDING = -1   # status of a layered message between the layers pre-pass and its classification
 _DECODER_MODULES = {FMT_EDIFACT: "flowaudit.decode.edifact", FMT_X12: "flowaudit.decode.x12",
-                    FMT_XML: "flowaudit.decode.xml", FMT_JSON: "flowaudit.decode.json"}
-_FORMAT_LIST = [FORMAT_NAMES[i] for i in range(5)]
+                    FMT_XML: "flowaudit.decode.xml", FMT_JSON: "flowaudit.decode.json",
+                    FMT_FLAT: "flowaudit.decode.flat"}
+_FORMAT_LIST = [FORMAT_NAMES.get(i) or TELEMETRY_NAMES.get(i, "?") for i in range(max(FORMAT_NAMES) + 1)]
+_SALVAGE = -1  # the "format" of the salvage scan's hit part
 _REASON_LIST = [REASONS[i] for i in range(max(REASONS) + 1)]
 
 
@@ -122,6 +128,12 @@ def _const_dict(value: str, n: int) -> pa.DictionaryArray:
 class Classifier:
     """Runs the kernels over a batch and builds the output tables."""
 
+    # Layers (flowaudit/decode/layers.py): unknown-format messages are looked through (base64,
+    # gzip/zlib/zstd, MIME, whole-document JSON strings) within these limits; False: not at all
+    # (benchmarks.layers measures the difference on plain traffic)
+    layers_enabled: bool = True
+    layer_limits: _layers.Limits = _layers.Limits()
+
     def __init__(self, protector: Protector, max_message_bytes: int = 8 * 1024 * 1024, egress=None,
                  dedupe_entries: int = DEFAULT_ENTRIES):
         """``dedupe_entries``: distinct payloads / interchange references remembered for the
@@ -136,6 +148,7 @@ class Classifier:
         self.catalog = _catalog.load()
         self._decoders = {f: importlib.import_module(m) for f, m in _DECODER_MODULES.items()}
         self._detect = importlib.import_module("flowaudit.decode.detect")
+        self._salvage = importlib.import_module("flowaudit.decode.salvage")
         max_code = max(self.catalog.classes) + 1
         self._class_names = ["?"] * max_code
         self._class_sens = np.zeros(max_code, np.int32)
@@ -146,17 +159,32 @@ class Classifier:
             self._class_names[code] = c.name
             self._class_sens[code] = sens_names.index(c.sensitivity)
 
-    def warmup(self) -> float:
-        """Compile (or load cached) kernels once; returns seconds."""
+    def reset_duplicates(self, entries: int) -> None:
+        """Forget the payloads and interchange references seen so far (``entries`` each): a batch
+        audit flags duplicates within one unit, so every engine and every resume flags alike."""
+        with self._seen_lock:
+            self._seen_payload = Seen(entries)
+            self._seen_interchange = Seen(entries)
+
+    def warmup(self, formats=None) -> float:
+        """Compile (or load cached) the kernels of ``formats`` (format codes; None: all five, the
+        same when FMT_AUTO is among them); returns seconds.  A format left out compiles on its
+        first message instead, so a service with an empty cache starts consuming sooner."""
         t0 = time.perf_counter()
-        samples = [b"UNB+UNOA:2+A+B+260301:1200+1'UNH+1+CODECO:D:95B:UN'EQD+CN+MSCU1234565'UNT+3+1'UNZ+1+1'",
-                   b"ISA*00*          *00*          *ZZ*A              *ZZ*B              *260301*1200*U*00401*000000001*0*P*>~"
-                   b"GS*QO*A*B*20260301*1200*1*X*004010~ST*315*0001~B4***D*20260301*1200*USLAX*MSCU*123456*5~SE*3*0001~"
-                   b"GE*1*1~IEA*1*000000001~",
-                   b"<a><TransportEquipment><ID>MSCU1234565</ID></TransportEquipment></a>",
-                   b'{"equipmentReference":"MSCU1234565","vesselIMONumber":"9321483"}']
-        batch = Batch.from_values(samples, [FMT_EDIFACT, FMT_X12, FMT_XML, FMT_JSON])
-        self.run(batch)
+        samples = {FMT_EDIFACT: b"UNB+UNOA:2+A+B+260301:1200+1'UNH+1+CODECO:D:95B:UN'EQD+CN+MSCU1234565'UNT+3+1'"
+                                b"UNZ+1+1'",
+                   FMT_X12: b"ISA*00*          *00*          *ZZ*A              *ZZ*B              *260301*1200*U*"
+                            b"00401*000000001*0*P*>~GS*QO*A*B*20260301*1200*1*X*004010~ST*315*0001~"
+                            b"B4***D*20260301*1200*USLAX*MSCU*123456*5~SE*3*0001~GE*1*1~IEA*1*000000001~",
+                   FMT_XML: b"<a><TransportEquipment><ID>MSCU1234565</ID></TransportEquipment></a>",
+                   FMT_JSON: b'{"equipmentReference":"MSCU1234565","vesselIMONumber":"9321483"}',
+                   FMT_FLAT: b"container,imo,consignee\r\nMSCU1234565,9321483,ACME TEL +31 10 2521010\r\n"}
+        want = set(samples) if formats is None or FMT_AUTO in set(formats) else set(formats) & set(samples)
+        if want:
+            codes = sorted(want)
+            # and one message of no format, for the salvage scan that every topic may need
+            self.run(Batch.from_values([samples[f] for f in codes] + [b"?TEL +31 10 2521010 MSCU1234565"],
+                                       codes + [FMT_AUTO]))
         return time.perf_counter() - t0
 
     def run(self, batch: Batch) -> BatchResult:
@@ -177,8 +205,10 @@ class Classifier:
         live = status == 0
         status[live & (fmt == FMT_UNKNOWN)] = REASON_CODES["unknown_format"]
         # a topic that declares one format but carries another: a mismatch, never a guess
-        mismatch = live & ~auto & (detected != FMT_UNKNOWN) & (detected != batch.declared)
+        # (flat-file detection is a heuristic: it never overrides a declared format)
+        mismatch = live & ~auto & (detected != FMT_UNKNOWN) & (detected != FMT_FLAT) & (detected != batch.declared)
         status[mismatch] = REASON_CODES["format_mismatch"]
+        lay = self._unwrap_layers(batch, status, detected, ks) if self.layers_enabled else None
 
         # JSON must be UTF-8 (RFC 8259); XML is checked by its decoder, which honours a declared
         # single-byte encoding (ISO-8859-1, windows-1252 ...) and requires UTF-8 otherwise
@@ -215,6 +245,10 @@ class Classifier:
             msg_type[sel] = np.fromiter((lookup[t] for t in r.msg_type), np.int32, count=sel.size)
             if r.n_hits:
                 hit_parts.append((f, r))
+        layer_names = [""]
+        if lay is not None:
+            self._classify_layers(batch, lay, status, fmt, msg_type, type_names, n_segments, flags, ikey, hit_parts,
+                                  layer_names, ks)
 
         ok_idx = np.flatnonzero(status == 0)
         q_idx = np.flatnonzero(status != 0)
@@ -228,8 +262,11 @@ class Classifier:
             flags[ok_idx[dup_payload]] |= np.uint32(FLAG_BITS["duplicate_payload"])
             flags[ok_idx[dup_ref]] |= np.uint32(FLAG_BITS["duplicate_interchange_ref"])
             ks["integrity"] = time.perf_counter() - t0
+        salvaged = self._salvage_part(batch, q_idx, status, ks)
+        if salvaged is not None:
+            hit_parts.append((_SALVAGE, salvaged))
         self._recipients = []
-        hits, h_idx, hit_counts = self._hits_table(batch, hit_parts, status, fmt, msg_type, type_names)
+        hits, h_idx, hit_counts = self._hits_table(batch, hit_parts, status, fmt, msg_type, type_names, layer_names)
         n_hits = np.bincount(h_idx, minlength=n).astype(np.int32) if h_idx.size else np.zeros(n, np.int32)
         messages = self._messages_table(batch, ok_idx, fmt, msg_type, type_names, lens, n_segments, n_hits, flags)
         quarantine = self._quarantine_table(batch, q_idx, fmt, status, lens)
@@ -245,6 +282,157 @@ class Classifier:
             ks["egress"] = time.perf_counter() - t0
         return BatchResult(messages, ok_idx, hits, h_idx, quarantine, q_idx, status, fmt,
                            transfers, t_idx, hit_counts, q_counts, ks)
+
+    # -- layers (flowaudit/decode/layers.py) ------------------------------------------------
+
+    def _unwrap_layers(self, batch: Batch, status: np.ndarray, detected: np.ndarray, ks: dict):
+        """The layers pre-pass: every message the detector calls unknown whose first bytes show a
+        layer is unwrapped (within ``layer_limits``).  A limit hit or a corrupt wrapper sets the
+        message's quarantine reason; a message with known formats inside is set aside
+        (``_PENDING``) for :meth:`_classify_layers`.  Returns ``(parent, paths, values)`` of the
+        inner values, or None (no message had a layer: the batch is untouched)."""
+        cand = np.flatnonzero(((status == 0) | (status == REASON_CODES["unknown_format"])) & (detected == FMT_UNKNOWN))
+        if cand.size == 0:
+            return None
+        t0 = time.perf_counter()
+        b, o = batch.buf, batch.offsets
+        parent, paths, values = [], [], []
+        for i in cand.tolist():
+            if _layers.kind(b[o[i]:min(o[i + 1], o[i] + 4096)].tobytes()) is None:   # first bytes only
+                continue
+            inner, reason = _layers.unwrap(b[o[i]:o[i + 1]].tobytes(), self.layer_limits)
+            if reason is not None:
+                status[i] = REASON_CODES[reason]
+            elif inner:
+                status[i] = _PENDING
+                for path, value in inner:
+                    parent.append(i)
+                    paths.append(path)
+                    values.append(value)
+        ks["layers"] = time.perf_counter() - t0
+        return (np.array(parent, np.int64), paths, values) if parent else None
+
+    def _classify_layers(self, batch, lay, status, fmt, msg_type, type_names, n_segments, flags, ikey, hit_parts,
+                         layer_names, ks) -> None:
+        """Classify the inner values of the layered messages as a sub-batch with the same decoders,
+        and map the results back to the outer messages: one outer message is decoded when at
+        least one of its inner values is (``layered`` flag; ``layer_part_bad`` when another was
+        refused), its ``format`` / ``msg_type`` are those of its first decoded inner value; else it
+        is quarantined with its first inner value's reason.  Hits keep their inner positions
+        (``byte_start`` relative to the innermost value) and get the layer path."""
+        t0 = time.perf_counter()
+        parent, paths, values = lay
+        k = len(values)
+        sub = Batch.from_values(values, FMT_AUTO)
+        sbuf, soff = sub.buf, sub.offsets
+        sfmt = self._detect.detect(sbuf, soff)
+        sst = np.zeros(k, np.int8)
+        sst[sfmt == FMT_UNKNOWN] = REASON_CODES["unknown_format"]
+        decl = batch.declared[parent]
+        sst[(sst == 0) & (decl != FMT_AUTO) & (sfmt != decl)] = REASON_CODES["format_mismatch"]
+        text = np.flatnonzero((sst == 0) & (sfmt == FMT_JSON))
+        if text.size:
+            ok = self._detect.utf8_ok(sbuf, soff, text.astype(np.int64))
+            sst[text[~ok.astype(bool)]] = REASON_CODES["invalid_utf8"]
+        s_type = [""] * k
+        s_nseg = np.zeros(k, np.int32)
+        s_flags = np.zeros(k, np.uint32)
+        s_ikey = np.zeros(k, np.uint64)
+        path_names = sorted(set(paths))
+        path_id = np.array([path_names.index(p) for p in paths], np.int64)
+        for f, dec in self._decoders.items():
+            sel = np.flatnonzero((sst == 0) & (sfmt == f)).astype(np.int64)
+            if sel.size == 0:
+                continue
+            r = dec.classify(sbuf, soff, sel)
+            sst[sel] = r.status
+            s_nseg[sel] = r.n_segments
+            if r.flags is not None:
+                s_flags[sel] = r.flags
+            if r.ikey is not None:
+                s_ikey[sel] = r.ikey
+            for j, t in zip(sel.tolist(), r.msg_type):
+                s_type[j] = t
+            if r.n_hits:
+                hit_parts.append((f, self._lift(r, f, parent, path_id, path_names, soff, batch.offsets, layer_names)))
+        ok = sst == 0
+        first_ok: dict = {}
+        first_any: dict = {}
+        for j, i in enumerate(parent.tolist()):
+            first_any.setdefault(i, j)
+            if ok[j]:
+                first_ok.setdefault(i, j)
+        for i, j in first_any.items():
+            j = first_ok.get(i, j)
+            status[i] = 0 if ok[j] else sst[j]
+            fmt[i] = sfmt[j]
+        good = np.array(sorted(first_ok), np.int64)
+        if good.size:
+            js = np.array([first_ok[i] for i in good.tolist()], np.int64)
+            base = len(type_names)
+            uniq = sorted({s_type[j] for j in js.tolist()})
+            type_names.extend(uniq)
+            msg_type[good] = np.array([base + uniq.index(s_type[j]) for j in js.tolist()], np.int32)
+            ikey[good] = s_ikey[js]
+            okj = np.flatnonzero(ok)
+            np.add.at(n_segments, parent[okj], s_nseg[okj])
+            np.bitwise_or.at(flags, parent[okj], s_flags[okj])
+            flags[good] |= np.uint32(FLAG_BITS["layered"])
+            bad = parent[~ok]
+            bad = bad[np.isin(bad, good)]
+            flags[bad] |= np.uint32(FLAG_BITS["layer_part_bad"])
+        ks["layers"] = ks.get("layers", 0.0) + time.perf_counter() - t0
+
+    @staticmethod
+    def _layer_ids(r: FormatResult, layer_names: list) -> np.ndarray:
+        """``r.hit_layer`` as indices into the batch's ``layer_names`` (appended as needed); a
+        result without its own ``layer_names`` already uses the batch's."""
+        if r.layer_names is None:
+            return r.hit_layer
+        ids = []
+        for name in r.layer_names:
+            if name not in layer_names:
+                layer_names.append(name)
+            ids.append(layer_names.index(name))
+        return np.array(ids, np.int32)[r.hit_layer]
+
+    @staticmethod
+    def _lift(r: FormatResult, f: int, parent, path_id, path_names, soff, offsets, layer_names) -> FormatResult:
+        """The hits of sub-batch result ``r`` as hits of the outer messages: ``hit_msg`` the outer
+        index, positions relative to the inner value (shifted so that the hits table's
+        ``start - offsets[outer]`` gives them), ``hit_layer`` the path (``base64>gzip>x12``; an
+        interchange embedded in an inner JSON / XML string adds its own step)."""
+        j = r.hit_msg
+        shift = offsets[parent[j]] - soff[j]
+        inner = r.hit_layer if r.hit_layer is not None else np.zeros(j.size, np.int64)
+        inner_names = r.layer_names or [""]
+        key = path_id[j] * (len(inner_names) + 1) + inner
+        uniq, inv = np.unique(key, return_inverse=True)
+        ids = []
+        for u in uniq.tolist():
+            p, q = divmod(u, len(inner_names) + 1)
+            name = f"{path_names[p]}>{FORMAT_NAMES[f]}" + (f">{inner_names[q]}" if q else "")
+            if name not in layer_names:
+                layer_names.append(name)
+            ids.append(layer_names.index(name))
+        return FormatResult(
+            status=r.status, msg_type=r.msg_type, n_segments=r.n_segments, hit_msg=parent[j],
+            hit_class=r.hit_class, hit_loc=r.hit_loc, hit_valid=r.hit_valid, hit_conf=r.hit_conf,
+            hit_start=r.hit_start + shift, hit_end=r.hit_end + shift, val_off=r.val_off, val_buf=r.val_buf,
+            loc_names=r.loc_names, hit_sub=r.hit_sub, hit_layer=np.array(ids, np.int32)[inv.reshape(-1)])
+
+    def _salvage_part(self, batch: Batch, q_idx: np.ndarray, status: np.ndarray, ks: dict):
+        """The salvage scan of the quarantined messages (null and empty ones have nothing to scan;
+        a too-large one is scanned up to ``max_message_bytes``): a FormatResult, or None."""
+        sel = q_idx[(status[q_idx] != REASON_CODES["null_value"]) & (status[q_idx] != REASON_CODES["empty_value"])]
+        if sel.size == 0:
+            return None
+        t0 = time.perf_counter()
+        starts = batch.offsets[sel]
+        ends = np.minimum(batch.offsets[sel + 1], starts + self.max_message_bytes)
+        rows, vbuf = self._salvage.scan_ranges(batch.buf, starts, ends)
+        ks["salvage"] = time.perf_counter() - t0
+        return self._salvage.result_from_rows(rows, vbuf, sel) if rows.shape[0] else None
 
     def _message_transfers(self, batch: Batch, ok_idx: np.ndarray):
         """Watchlisted hosts, URL paths and markers in payloads, and EDI recipients (from the
@@ -290,17 +478,34 @@ class Classifier:
             _dict_array(np.where(batch.declared[idx] == FMT_AUTO, fmt[idx], batch.declared[idx]), _FORMAT_LIST),
             _dict_array(status[idx].astype(np.int32), _REASON_LIST), lens[idx])
 
-    def _hits_table(self, batch, parts, status, fmt, msg_type, type_names):
+    def _mask_rules(self) -> tuple[np.ndarray, np.ndarray]:
+        """The mask rule and its parameter of each catalog class code (flowaudit.protect.RULES)."""
+        rules = getattr(self, "_rules_by_code", None)
+        if rules is None:
+            rules = self._rules_by_code = rules_of(self._class_names)
+        return rules
+
+    def _hits_table(self, batch, parts, status, fmt, msg_type, type_names, layer_names=("",)):
+        """The hits rows, in message order: provenance, where, masked + keyed value (raw on opt-in).
+
+        Every distinct (value, class) is masked and keyed once, in the kernels, straight from the
+        kernels' value buffer (flowaudit/protect.py: ``Protector.protect_slices``); the Arrow
+        columns are built from arrays, with no Python object per hit or per value."""
         if not parts:
             return HITS.empty_table(), np.zeros(0, np.int64), {}
-        msg, cls, loc, valid, conf, start, end, keeps, subs = [], [], [], [], [], [], [], [], []
+        msg, cls, loc, valid, conf, start, end, keeps, subs, lays, fmts, salv = ([] for _ in range(12))
         vbufs, voffs = [], []
         loc_names: list[str] = []
         vbase = nbase = 0
-        for _f, r in parts:
-            keep = np.flatnonzero(status[r.hit_msg] == 0)
+        for f, r in parts:
+            # a decoder's hits of messages it rejected are dropped; salvage hits are of rejected ones
+            keep = np.arange(r.n_hits) if f == _SALVAGE else np.flatnonzero(status[r.hit_msg] == 0)
+            salv.append(np.full(keep.size, f == _SALVAGE))
+            lays.append(self._layer_ids(r, layer_names)[keep] if r.hit_layer is not None else np.zeros(keep.size, np.int32))
+            # a layered hit: its inner format; a salvaged one: its message's (unknown, or the topic's)
+            fmts.append(fmt[r.hit_msg[keep]].astype(np.uint8) if f == _SALVAGE else np.full(keep.size, f, np.uint8))
             msg.append(r.hit_msg[keep])
-            cls.append(r.hit_class[keep].astype(np.int32))
+            cls.append(r.hit_class[keep])
             loc.append(r.hit_loc[keep].astype(np.int32) + len(loc_names))
             loc_names.extend(r.loc_names)
             valid.append(r.hit_valid[keep])
@@ -315,69 +520,74 @@ class Classifier:
             voffs.append(r.val_off[:-1] + vbase)
             vbase += nv
         h_idx = np.concatenate(msg).astype(np.int64)
-        cls_a = np.concatenate(cls)
-        valid_a = np.concatenate(valid)
-        base = batch.offsets[h_idx]
+        cls_a = np.concatenate(cls).astype(np.int32)
+        loc_a = np.concatenate(loc)
         # values of all formats in one buffer; mask and key each distinct value once
         vbuf = np.concatenate(vbufs)
         voff = np.append(np.concatenate(voffs), vbase).astype(np.int64)
         keep_all = np.concatenate(keeps).astype(np.int64)
         uid, first = unique_slices(vbuf, voff, keep_all)
-        rows = keep_all[first]
-        vb, vo = vbuf.tobytes(), voff.tolist()
-        distinct = [vb[vo[i]:vo[i + 1]] for i in rows.tolist()]
+        rows = keep_all[first]                  # the value row of each distinct value
         if self.egress is not None:  # interchange recipients, for the watchlist's EDI party ids
-            loc_all = np.concatenate(loc)
             for k in np.flatnonzero(cls_a == self._recipient_code):
-                where = loc_names[loc_all[k]]
+                where = loc_names[loc_a[k]]
                 where = ("EDI_UNB" if where.startswith("UNB") else "X12_ISA" if where.startswith("ISA")
                          else "X12_GS" if where.startswith("GS") else "JSON_PATH" if where.startswith("$")
                          else "XML_ELEMENT")
-                self._recipients.append((int(h_idx[k]), distinct[uid[k]].decode("latin-1"), where))
+                r = rows[uid[k]]
+                self._recipients.append((int(h_idx[k]), vbuf[voff[r]:voff[r + 1]].tobytes().decode("latin-1"), where))
         # the mask depends on the data class: one entry per distinct (value, class), which is one
-        # per distinct value unless the same bytes were found as two classes
-        cls_of = np.zeros(len(distinct), np.int64)
-        cls_of[uid] = cls_a
-        if np.array_equal(cls_of[uid], cls_a):
-            pid, p_val, p_cls = uid, distinct, cls_of
-        else:
-            _pairs, first_pair, pid = np.unique(uid.astype(np.int64) * len(self._class_names) + cls_a,
-                                               return_index=True, return_inverse=True)
-            p_val = [distinct[u] for u in uid[first_pair].tolist()]
-            p_cls = cls_a[first_pair]
-        masked_u, keyed_u = self.protector.protect_many(p_val, [self._class_names[c] for c in p_cls.tolist()])
-        pids = pa.array(np.asarray(pid).astype(np.int32), pa.int32())
-        masked = pa.DictionaryArray.from_arrays(pids, pa.array(masked_u, pa.string()))
-        keyed = pa.DictionaryArray.from_arrays(pids, pa.array(keyed_u, pa.binary(32)))
-        ids = pa.array(uid.astype(np.int32), pa.int32())
-        if self.protector.raw:
-            raw = pa.DictionaryArray.from_arrays(ids, pa.array([v.decode("utf-8", errors="replace") for v in distinct],
-                                                               pa.string()))
+        # per distinct value unless the same bytes were found as two classes; numbered as
+        # np.unique(uid * classes + class) numbers them
+        pid, first_pair = unique_pairs(uid, cls_a, first)
+        p_rows = keep_all[first_pair]
+        p_cls = cls_a[first_pair]
+        rule, param = self._mask_rules()
+        masked_u, keyed_u = self.protector.protect_slices(vbuf, voff[p_rows], voff[p_rows + 1], rule[p_cls],
+                                                          param[p_cls])
+        raw_u = gather_strings(vbuf, voff[rows], voff[rows + 1]) if self.protector.raw else None
+        # hit counts do not depend on the row order
+        ncls = len(self._class_names)
+        fmt_h = np.concatenate(fmts)
+        counts = np.bincount(fmt_h.astype(np.int64) * ncls + cls_a)
+        hit_counts = {(FORMAT_NAMES[int(p) // ncls], self._class_names[int(p) % ncls]): int(counts[p])
+                      for p in np.flatnonzero(counts)}
+        # rows in message order, like the input: permute the per-hit arrays (the dictionaries,
+        # numbered above in the order the kernels found the values, stay as they are)
+        order = np.argsort(h_idx, kind="stable")
+        if np.all(order[:-1] < order[1:]):
+            order = None
+        per_hit = [h_idx, cls_a, loc_a, pid, uid, np.concatenate(valid), np.concatenate(conf),
+                   np.concatenate(start), np.concatenate(end), np.concatenate(subs), fmt_h, np.concatenate(lays),
+                   np.concatenate(salv)]
+        if order is not None:
+            per_hit = [a[order] for a in per_hit]
+        h_idx, cls_a, loc_a, pid, uid, valid_a, conf_a, start_a, end_a, sub_a, fmt_h, lay_a, salv_a = per_hit
+        base = batch.offsets[h_idx]
+        masked = pa.DictionaryArray.from_arrays(pa.array(pid.astype(np.int32), pa.int32()), masked_u)
+        keyed = pa.DictionaryArray.from_arrays(pa.array(pid.astype(np.int32), pa.int32()), keyed_u)
+        if raw_u is not None:
+            raw = pa.DictionaryArray.from_arrays(pa.array(uid.astype(np.int32), pa.int32()), raw_u)
         else:
             raw = pa.nulls(uid.size, HITS.field("value_raw").type)
         m = h_idx.size
         cols = self._provenance(batch, h_idx) + [
-            pa.array(np.concatenate(subs).astype(np.int32), pa.int32()),
-            _dict_array(fmt[h_idx], _FORMAT_LIST),
+            pa.array(sub_a.astype(np.int32), pa.int32()),
+            _dict_array(fmt_h, _FORMAT_LIST),
             _dict_array(msg_type[h_idx], type_names),
             _dict_array(cls_a, self._class_names),
             _dict_array(self._class_sens[cls_a], self._sens_names),
-            _dict_array(np.concatenate(loc), loc_names or ["?"]),
+            _dict_array(loc_a, loc_names or ["?"]),
             masked,
             keyed,
             raw,
             pa.array(valid_a == 1, pa.bool_(), mask=valid_a < 0),
-            pa.array(np.concatenate(conf).astype(np.uint8), pa.uint8()),
-            pa.array(np.concatenate(start) - base, pa.int64()),
-            pa.array(np.concatenate(end) - base, pa.int64()),
+            pa.array(conf_a.astype(np.uint8), pa.uint8()),
+            pa.array(salv_a, pa.bool_()),
+            pa.array(start_a - base, pa.int64()),
+            pa.array(end_a - base, pa.int64()),
             _const_dict(self.catalog.version, m),
             _const_dict(SCHEMA_VERSION, m),
+            _dict_array(lay_a, list(layer_names)),
         ]
-        table = pa.Table.from_arrays(cols, schema=HITS)
-        order = np.argsort(h_idx, kind="stable")  # rows in message order, like the input
-        if not np.all(order[:-1] < order[1:]):
-            table, h_idx = table.take(pa.array(order)), h_idx[order]
-        pairs, counts = np.unique(fmt[h_idx].astype(np.int64) * 65536 + cls_a, return_counts=True)
-        hit_counts = {(FORMAT_NAMES[int(p) // 65536], self._class_names[int(p) % 65536]): int(c)
-                      for p, c in zip(pairs, counts)}
-        return table, h_idx, hit_counts
+        return pa.Table.from_arrays(cols, schema=HITS), h_idx, hit_counts

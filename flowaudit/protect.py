@@ -45,7 +45,12 @@ import os
 import re
 import string
 
+import numpy as np
 import pyarrow as pa
+
+from .kernels import dedupe as _dd
+from .kernels import hmac as _hk
+from .kernels import mask as _mk
 
 SEAL_ENCODING = "aes-256-gcm/v1"       # the ``raw_encoding`` of a sealed quarantine payload
 PLAIN_ENCODING = "plain"               # ``raw_encoding`` when the operator opted into raw values
@@ -56,9 +61,7 @@ NONCE_BYTES = 12
 
 # ITU-T E.164 country codes of one and two digits; every other code has three
 _CC1 = {"1", "7"}
-_CC2 = {"20", "27", "30", "31", "32", "33", "34", "36", "39", "40", "41", "43", "44", "45", "46", "47", "48",
-        "49", "51", "52", "53", "54", "55", "56", "57", "58", "60", "61", "62", "63", "64", "65", "66", "81",
-        "82", "84", "86", "90", "91", "92", "93", "94", "95", "98"}
+_CC2 = {str(c) for c in _mk.CC2}
 
 
 _ASCII_STAR = str.maketrans(dict.fromkeys(string.ascii_letters + string.digits, "*"))
@@ -207,37 +210,143 @@ def _digits_only(text: str) -> str:
     return "".join("*" if c.isdigit() else c for c in text)
 
 
-_NAMES = _initials
-MASK_RULES = {
-    "container_number": _container,
-    "imo_number": _imo,
-    "mmsi": _first(3),
-    "call_sign": _first(1),
-    "eori": _country_prefix(6),          # an identifier: at most a third
-    "lei": _first(4),
-    "cn_usci": _first(2),
-    "port_of_call": _country_prefix(4),  # a place: the country is what matters
-    "hs_code": _first(2),
-    "un_number": _un_number,
-    "vessel_name": _NAMES, "party_name": _NAMES, "contact_person": _NAMES, "driver_name": _NAMES,
-    "goods_description": _NAMES, "party_address": _NAMES,
-    "email": _email,
-    "phone": _phone,
-    "cargo_weight": _digits_only, "vgm": _digits_only, "cargo_value": _digits_only,
-    "date_of_birth": _star, "passport_number": _star, "licence_plate": _star, "freight_charges": _star,
+# one table: data class -> (rule, parameter).  The Python rules above are the reference (and mask
+# the values with a character above U+00FF); kernels/mask.py implements the same rules for the
+# batch path (tests/test_protect.py holds the two equal on any bytes).
+RULES = {
+    "container_number": (_mk.CONTAINER, 0),
+    "imo_number": (_mk.IMO, 0),
+    "mmsi": (_mk.FIRST, 3),
+    "call_sign": (_mk.FIRST, 1),
+    "eori": (_mk.COUNTRY, 6),           # an identifier: at most a third
+    "lei": (_mk.FIRST, 4),
+    "cn_usci": (_mk.FIRST, 2),
+    "port_of_call": (_mk.COUNTRY, 4),   # a place: the country is what matters
+    "hs_code": (_mk.FIRST, 2),
+    "un_number": (_mk.UN, 0),
+    **dict.fromkeys(("vessel_name", "party_name", "contact_person", "driver_name", "goods_description",
+                     "party_address"), (_mk.INITIALS, 0)),
+    "email": (_mk.EMAIL, 0),
+    "phone": (_mk.PHONE, 0),
+    **dict.fromkeys(("cargo_weight", "vgm", "cargo_value"), (_mk.DIGITS, 0)),
+    **dict.fromkeys(("date_of_birth", "passport_number", "licence_plate", "freight_charges"), (_mk.STAR, 0)),
 }
+DEFAULT_RULE = (_mk.IDENTIFIER, 0)      # any other class, and Kafka keys
+_PY_RULES = {
+    _mk.STAR: lambda _p: _star, _mk.IDENTIFIER: lambda _p: _identifier, _mk.CONTAINER: lambda _p: _container,
+    _mk.IMO: lambda _p: _imo, _mk.FIRST: _first, _mk.COUNTRY: _country_prefix, _mk.UN: lambda _p: _un_number,
+    _mk.INITIALS: lambda _p: _initials, _mk.EMAIL: lambda _p: _email, _mk.PHONE: lambda _p: _phone,
+    _mk.DIGITS: lambda _p: _digits_only,
+}
+MASK_RULES = {name: _PY_RULES[code](param) for name, (code, param) in RULES.items()}
+
+
+def _apply(rule, text: str) -> str:
+    out = rule(text)
+    return _star(text) if out == text else out   # never the value itself (e.g. "USD" as a value)
 
 
 def mask(value: bytes, data_class: str | None = None) -> str:
     """The masked text of ``value`` under the rule of ``data_class`` (None: the identifier rule)."""
-    text = value.decode("utf-8", errors="replace")
-    out = MASK_RULES.get(data_class, _identifier)(text)
-    return _star(text) if out == text else out   # never the value itself (e.g. "USD" as a value)
+    return _apply(MASK_RULES.get(data_class, _identifier), value.decode("utf-8", errors="replace"))
+
+
+def rules_of(names) -> tuple[np.ndarray, np.ndarray]:
+    """``(rule, param)`` arrays (kernels/mask.py codes) for data class names; None or a class
+    without a rule of its own: the identifier rule."""
+    pairs = [RULES.get(c, DEFAULT_RULE) for c in names]
+    return (np.fromiter((r for r, _ in pairs), np.uint8, count=len(pairs)),
+            np.fromiter((p for _, p in pairs), np.int64, count=len(pairs)))
+
+
+_readonly = _hk.readonly      # read-only views: each kernel compiles once, for read-only inputs
+
+
+def _string_array(off: np.ndarray, data: np.ndarray) -> pa.StringArray:
+    if off[-1] > np.iinfo(np.int32).max:
+        raise ValueError("more than 2 GiB of strings in one array")
+    return pa.StringArray.from_buffers(off.shape[0] - 1, pa.py_buffer(off.astype(np.int32)), pa.py_buffer(data))
+
+
+def mask_slices(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, rule: np.ndarray | None = None,
+                param: np.ndarray | None = None) -> pa.StringArray:
+    """The masks of ``buf[starts[i]:ends[i]]`` under ``rule[i]`` / ``param[i]`` (:func:`rules_of`;
+    None: the identifier rule) as one string array, equal to :func:`mask` value by value.
+    Masked in the kernel (kernels/mask.py); a value with a character above U+00FF (other than
+    U+FFFD) by the Python rule."""
+    buf = _readonly(buf, np.uint8)
+    starts, ends = _readonly(starts, np.int64), _readonly(ends, np.int64)
+    n = starts.shape[0]
+    rule = _readonly(np.full(n, DEFAULT_RULE[0], np.uint8) if rule is None else rule, np.uint8)
+    param = _readonly(np.full(n, DEFAULT_RULE[1], np.int64) if param is None else param, np.int64)
+    out, off, todo = _mk.mask_values(buf, starts, ends, rule, param)   # raises on a slice outside buf
+    other = np.flatnonzero(todo)
+    if other.size:                                       # few: names in other scripts
+        texts = {}
+        lens = np.diff(off)
+        for i in other.tolist():
+            text = buf[starts[i]:ends[i]].tobytes().decode("utf-8", errors="replace")
+            texts[i] = _apply(_PY_RULES[int(rule[i])](int(param[i])), text).encode("utf-8")
+            lens[i] = len(texts[i])
+        new_off = np.zeros(n + 1, np.int64)
+        np.cumsum(lens, out=new_off[1:])
+        spliced = np.empty(int(new_off[-1]), np.uint8)
+        a = 0
+        for i in other.tolist() + [n]:                   # the kernel's runs between them, as they are
+            spliced[new_off[a]:new_off[i]] = out[off[a]:off[i]]
+            if i < n:
+                spliced[new_off[i]:new_off[i + 1]] = np.frombuffer(texts[i], np.uint8)
+            a = i + 1
+        out, off = spliced, new_off
+    return _string_array(off, out)
+
+
+def binary_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """``(data, offsets)`` of a binary/string array without nulls: value ``i`` is
+    ``data[offsets[i]:offsets[i + 1]]`` (int64 offsets, n + 1)."""
+    if arr.null_count:
+        raise ValueError("an array with nulls")
+    _validity, offs, data = arr.buffers()[:3]
+    off = np.frombuffer(offs, np.int32, count=len(arr) + 1, offset=arr.offset * 4).astype(np.int64)
+    buf = np.zeros(0, np.uint8) if data is None else np.frombuffer(data, np.uint8)
+    return buf, off
+
+
+def gather_strings(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.StringArray:
+    """``buf[starts[i]:ends[i]]`` as strings, as ``bytes.decode("utf-8", errors="replace")`` gives
+    them (copied once into one buffer; invalid UTF-8 takes the per-value Python decode)."""
+    buf = _readonly(buf, np.uint8)
+    starts, ends = _readonly(starts, np.int64), _readonly(ends, np.int64)
+    off = np.zeros(starts.shape[0] + 1, np.int64)
+    np.cumsum(ends - starts, out=off[1:])
+    data = _dd.gather_slices(buf, starts, ends, _readonly(off, np.int64))
+    arr = _string_array(off, data)
+    try:
+        arr.validate(full=True)                          # UTF-8 checked here
+        return arr
+    except pa.ArrowInvalid:
+        b = data.tobytes()
+        o = off.tolist()
+        return pa.array([b[o[i]:o[i + 1]].decode("utf-8", errors="replace") for i in range(len(o) - 1)], pa.string())
+
+
+def warmup() -> None:
+    """Compile (or load from the cache) the kernels of :class:`Protector` for the array types the
+    batch path gives them, raw values included (``flowaudit warmup``)."""
+    p = Protector(b"warmup-key-not-secret", raw=True)
+    buf = np.frombuffer(b"MSCU1234565M\xdcLLER", np.uint8).copy()
+    starts, ends = np.array([0, 11], np.int64), np.array([11, 17], np.int64)
+    p.protect_slices(buf, starts, ends, *rules_of(["container_number", "party_name"]))
+    gather_strings(buf, starts, ends)
+    p.key_columns([b"k", None])
 
 
 class Protector:
-    """Masks, keys and seals values under the operator key; caches per distinct value (ports
-    repeat the same vessels and parties)."""
+    """Masks, keys and seals values under the operator key.
+
+    The batch path masks and keys whole arrays of values at once (:meth:`protect_slices`, numba
+    kernels: kernels/mask.py and kernels/hmac.py); :meth:`protect` is the one-value form, cached per
+    distinct value."""
 
     def __init__(self, key: bytes, raw: bool = False, cache_size: int = 1 << 20):
         if not key:
@@ -247,9 +356,23 @@ class Protector:
         self._cache: dict[tuple, tuple[str, bytes]] = {}
         self._cache_size = cache_size
         self._aead = None
+        self._pads = None
 
     def hmac(self, value: bytes) -> bytes:
         return hmac.digest(self._key, value, "sha256")  # one-shot C HMAC
+
+    def hmac_slices(self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.FixedSizeBinaryArray:
+        """``HMAC-SHA256(key, buf[starts[i]:ends[i]])`` for every ``i``, equal to :meth:`hmac`."""
+        if self._pads is None:
+            self._pads = _hk.hmac_pads(self._key)
+        digests = _hk.hmac_sha256_many(buf, starts, ends, self._pads)
+        return pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), digests.shape[0], [None, pa.py_buffer(digests)])
+
+    def protect_slices(self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, rule: np.ndarray | None = None,
+                       param: np.ndarray | None = None) -> tuple[pa.StringArray, pa.FixedSizeBinaryArray]:
+        """Masked (:func:`mask_slices`) and keyed (:meth:`hmac_slices`) arrays of many values, with
+        no Python object per value: the same strings and bytes :meth:`protect` gives one by one."""
+        return mask_slices(buf, starts, ends, rule, param), self.hmac_slices(buf, starts, ends)
 
     def protect(self, value: bytes, data_class: str | None = None) -> tuple[str, bytes]:
         ck = (value, data_class)
@@ -276,10 +399,10 @@ class Protector:
         distinct key is masked and keyed once; ``key_raw`` stays null unless raw values are on."""
         arr = pa.array(keys, pa.binary())
         enc = arr.dictionary_encode()
-        distinct = enc.dictionary.to_pylist()
-        masked, keyed = self.protect_many(distinct)
-        cols = [pa.DictionaryArray.from_arrays(enc.indices, pa.array(masked, pa.string())),
-                pa.DictionaryArray.from_arrays(enc.indices, pa.array(keyed, pa.binary(32)))]
+        buf, off = binary_buffers(enc.dictionary)
+        masked, keyed = self.protect_slices(buf, off[:-1], off[1:])
+        cols = [pa.DictionaryArray.from_arrays(enc.indices, masked),
+                pa.DictionaryArray.from_arrays(enc.indices, keyed)]
         cols.append(arr if self.raw else pa.nulls(len(arr), pa.binary()))
         return cols
 

@@ -120,6 +120,7 @@ class Summary:
     log_resets: Counter = field(default_factory=Counter)    # kind -> n
     log_gap_messages: int = 0
     storage_faults: int = 0
+    budget_flushes: int = 0       # times the buffer budget made every partition publish
     findings: int = 0             # findings rows written by closed windows
     findings_seconds: float = 0.0  # time spent keeping evidence and closing windows (correlate, write)
     top_findings: list = field(default_factory=list)   # worst findings first (demo)
@@ -560,7 +561,8 @@ class StreamService:
         try:
             parts = check_broker(self.settings)
             self.expected_partitions = sum(parts.values())
-            self.summary.warmup_seconds = self.classifier.warmup()
+            # only the formats the topics declare ("auto": all): the others compile on first use
+            self.summary.warmup_seconds = self.classifier.warmup(set(self.topic_fmt.tolist()))
         except StartupInterrupted:
             self._restore_signal_handlers()
             self.summary.seconds = time.monotonic() - t0
@@ -902,6 +904,7 @@ class StreamService:
             if published:
                 done[key] = max(published) + 1
                 self._fault_cleared()
+        self._enforce_budget(done)
         if self.findings is not None:
             self._close_windows(done)
         if any(self._is_telemetry(k) for k in done):
@@ -914,6 +917,21 @@ class StreamService:
         if self.metrics:
             self.metrics.batch_seconds.observe(time.perf_counter() - t_batch)
             self.metrics.batch_messages.observe(len(batch))
+
+    def _enforce_budget(self, done: dict) -> None:
+        """Bound the buffered rows in bytes across all partitions: when the writers together hold
+        more than ``sink.buffer_budget_mb`` of Arrow data, every writer publishes what it has
+        (partition slices share their batch's buffers, so only publishing them all frees them).  File names
+        stay offset ranges; only where a file set ends moves, never what is in it."""
+        before = sum(w.buffered_bytes for w in self.writers.values())
+        if before <= self.settings.sink.buffer_budget_mb << 20:
+            return
+        keys = [k for k, w in self.writers.items() if w.buffered]
+        self._publish_all(keys, done, "buffer budget: publish abandoned")
+        self.summary.budget_flushes += 1
+        if self.metrics:
+            self.metrics.budget_flushes.inc()
+        log.debug("buffer budget: %d partition(s) published %d MB of buffered rows", len(keys), before >> 20)
 
     # -- findings: event-time windows ----------------------------------------------------------
 
@@ -1139,6 +1157,8 @@ def format_summary(s: Summary) -> str:
     lines.append(f"  parquet         {Path(s.root).resolve()}/dataset=<{'|'.join(sorted(s.files)) or 'messages'}>/")
     if s.storage_faults:
         lines.append(f"  storage faults  {s.storage_faults} (consumption paused while they lasted)")
+    if s.budget_flushes:
+        lines.append(f"  buffer budget   reached {s.budget_flushes} time(s): every partition published what it had")
     if s.log_resets or s.log_gap_messages:
         lines.append(f"  broker log      resets {dict(s.log_resets)}, messages expired unread {s.log_gap_messages:,}")
     if s.findings:

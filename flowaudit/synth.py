@@ -36,7 +36,7 @@ import orjson
 
 __all__ = ["Label", "SynthMessage", "generate", "write_files", "TOPICS", "FORMATS",
            "QUARANTINE_REASONS", "iso6346_check_digit", "imo_valid", "Exposure", "ExposureScenario",
-           "exposure_scenario"]
+           "exposure_scenario", "write_dump", "dump_schemas", "DUMP_LAYOUTS"]
 
 TOPICS = {"edifact": "port.edifact", "x12": "port.x12", "xml": "port.xml", "json": "port.json"}
 FORMATS = ("edifact", "x12", "xml", "json")
@@ -1484,6 +1484,675 @@ def exposure_scenario(seed: int = 8, background: int = 1500, spacing_ms: int = 2
                  "a DMZ host opens a flow into the office zone"),
     ]
     return ExposureScenario(_SCENARIO_POLICY, _SCENARIO_WATCHLIST, msgs, flows, dns_lines, expo)
+
+
+# --------------------------------------------------------------------------- archives (dumps)
+# `flowaudit synth --dump DIR` / write_dump(): the same labelled traffic as Parquet archives, in the
+# layouts a port's history is found in, for batch audits (`flowaudit audit`) and their benchmark.
+#
+#   DIR/flat/topic=<topic>/<topic>+<partition>+<start offset>.parquet
+#        Kafka Connect S3/GCS sink style: Hive-partitioned by topic, one Kafka partition per file
+#        (named as the sink names them: topic+partition+start offset, zero-padded to 10 digits),
+#        the Kafka coordinates also as columns (dump_schemas()['flat'])
+#   DIR/redpanda/<topic>/data/<partition>-<uuid>.parquet
+#        a Redpanda Iceberg topic in key_value mode, data files only (dump_schemas()['redpanda'])
+#   DIR/flows/flows-<k>.parquet          flowaudit's own flows dataset (datasets.FLOWS)
+#   DIR/goflow2/goflow2-<k>.parquet      the same flows under goflow2's FlowMessage names (['goflow2'])
+#   DIR/dns/dns.log                      Zeek dns.log JSON lines (the scenario's DNS attribution)
+#   DIR/policy.toml, DIR/watchlist/      the zone policy + inventory and the operator watchlist the labels assume
+#   DIR/labels.json                      parameters, files, counts, exposures per findings window, controls
+#   DIR/labels/messages.parquet          one row per message (['label_messages'])
+#   DIR/labels/values.parquet            one row per labelled value (['label_values'])
+#
+# Files rotate by record time only (`files` slices of the span), so the same arguments write the
+# same bytes; everything is generated and written in one pass with bounded buffers.
+
+DUMP_FORMAT = "flowaudit-synth-dump/1"
+DUMP_LAYOUTS = ("flat", "redpanda")
+DUMP_START_MS = SCENARIO_T0_MS - 3_600_000   # 2026-03-01T05:00:00Z: the scenario keeps its 06:00Z hour
+DUMP_WINDOW_S = 300                          # the findings window the labels are cut into (flowaudit findings' default)
+_HOUR_MS = 3_600_000
+
+# What each of exposure_scenario()'s flows is: the labelled exposure (platform, rule, entity) it
+# makes, or a negative control that must not become a finding.  Keyed by (src, dst, dst_port);
+# write_dump() fails loudly when the scenario has a flow this table does not name.
+_SCENARIO_FLOW_ROLES = {
+    ("192.0.2.130", "203.0.113.5", 443): ("LOGINK", "watchlist", "192.0.2.130"),
+    ("192.0.2.130", "203.0.113.100", 443): "the EDI gateway to an allowed partner outside the LOGINK prefix",
+    ("10.40.1.5", "198.18.0.9", 443): ("LOGINK", "watchlist", "10.40.1.5"),
+    ("10.40.1.5", "198.18.0.11", 443): "an office host to notlogink.cn (a look-alike name)",
+    ("10.40.1.5", "198.18.0.12", 443): "an office host to logink.cn.example.net (a look-alike name)",
+    ("10.40.1.5", "10.20.1.10", 3389): ("policy", "remote_access:rdp", "10.20.1.10"),
+    ("10.20.1.11", "203.0.113.200", 5938): ("policy", "ot_zone_to_internet", "10.20.1.11"),
+    ("10.20.1.10", "10.10.0.5", 443): "a crane talking to the TOS (allowed)",
+    ("10.40.1.7", "198.18.0.30", 443): ("NEAL-NET", "watchlist", "10.40.1.7"),
+    ("10.40.1.7", "203.0.113.150", 443): "an office host to the internet (allowed)",
+    ("192.0.2.140", "10.40.1.9", 8080): ("policy", "zone_not_allowed", "192.0.2.140"),
+}
+# Background flows: (weight, source pool, destination pool, destination ports, sampling interval).
+# Every one is allowed by the scenario's zone policy, on a port no service rule claims, to an
+# address no watchlist entry or DNS answer of a watchlisted name covers: none may become a finding.
+_BG_POOLS = {
+    "it": [f"10.40.1.{i}" for i in range(2, 61)],
+    "tos": [f"10.10.0.{i}" for i in range(5, 13)],
+    "crane": [f"10.20.1.{i}" for i in range(10, 31)],
+    "dmz": [f"192.0.2.{i}" for i in range(130, 140)],
+    "web": [f"198.18.1.{i}" for i in range(1, 41)],         # cdn<i>.cloud.example.net
+    "partner": [f"203.0.113.{i}" for i in range(64, 128)],  # edi<i>.partner.example
+}
+_BG_FLOWS = ((0.30, "it", "web", (443,), 1), (0.12, "it", "tos", (443, 8443), 1), (0.08, "it", "dmz", (443,), 1),
+             (0.12, "tos", "crane", (443,), 1), (0.12, "crane", "tos", (443, 8443), 1),
+             (0.08, "tos", "dmz", (443,), 1), (0.18, "dmz", "partner", (443,), 10))
+_EXPORTER = {1: "10.255.0.1", 10: "192.0.2.129"}   # by sampling interval: core router (1:1), DMZ edge (1:10)
+
+
+def dump_schemas() -> dict:
+    """The Arrow schemas of the archive's Parquet files: ``flat``, ``redpanda``, ``goflow2``,
+    ``label_messages``, ``label_values`` (the flow archive is datasets.FLOWS).  pyarrow is imported
+    here, on first use: the generator itself does not need it."""
+    import pyarrow as pa
+
+    def fid(f, i):   # Iceberg data files carry a field id on every column (Parquet field_id)
+        return f.with_metadata({b"PARQUET:field_id": str(i).encode()})
+
+    flat = pa.schema([
+        pa.field("topic", pa.string(), nullable=False),          # also the Hive partition (topic=<topic>/)
+        pa.field("partition", pa.int32(), nullable=False),
+        pa.field("offset", pa.int64(), nullable=False),
+        pa.field("timestamp", pa.timestamp("ms", tz="UTC"), nullable=False),   # Kafka record time (CreateTime)
+        pa.field("key", pa.binary(), nullable=True),
+        pa.field("value", pa.binary(), nullable=True),
+    ], metadata={b"flowaudit.synth": DUMP_FORMAT.encode(), b"flowaudit.layout": b"flat"})
+    # Redpanda Iceberg topics, redpanda.iceberg.mode=key_value, as documented for Redpanda v25.3+
+    # (docs.redpanda.com, manage/iceberg/specify-iceberg-schema "How Iceberg modes translate to table
+    # format"; upgrade/iceberg-schema-changes-and-migration-guide): redpanda struct<partition: integer,
+    # timestamp: timestamptz, offset: long, headers: array<struct<key: string, value: binary>>, key: binary,
+    # timestamp_type: integer>, value binary.  Iceberg timestamptz is Parquet timestamp[us, UTC].  Before
+    # v25.3 timestamp had no zone and headers.key was binary.  The field ids are ours (Iceberg's
+    # breadth-first numbering); Redpanda's own ids are not documented.
+    header = pa.struct([fid(pa.field("key", pa.string()), 10), fid(pa.field("value", pa.binary()), 11)])
+    meta = pa.struct([
+        fid(pa.field("partition", pa.int32(), nullable=False), 3),
+        fid(pa.field("timestamp", pa.timestamp("us", tz="UTC"), nullable=False), 4),
+        fid(pa.field("offset", pa.int64(), nullable=False), 5),
+        fid(pa.field("headers", pa.list_(fid(pa.field("element", header), 9))), 6),
+        fid(pa.field("key", pa.binary()), 7),
+        fid(pa.field("timestamp_type", pa.int32()), 8),          # 0 = CreateTime
+    ])
+    redpanda = pa.schema([fid(pa.field("redpanda", meta, nullable=False), 1), fid(pa.field("value", pa.binary()), 2)],
+                         metadata={b"flowaudit.synth": DUMP_FORMAT.encode(), b"flowaudit.layout": b"redpanda"})
+    # goflow2's FlowMessage (netsampler/goflow2 pb/flow.proto): its field names and proto3 types
+    # (uint32/uint64; addresses as bytes, 4 for IPv4 and 16 for IPv6), the fields a flow audit
+    # uses; the FlowType enum as its name, as goflow2's JSON renders it.
+    u32, u64 = pa.uint32(), pa.uint64()
+    goflow2 = pa.schema([
+        ("type", pa.string()), ("time_received_ns", u64), ("sequence_num", u32), ("sampling_rate", u64),
+        ("sampler_address", pa.binary()), ("time_flow_start_ns", u64), ("time_flow_end_ns", u64),
+        ("bytes", u64), ("packets", u64), ("src_addr", pa.binary()), ("dst_addr", pa.binary()),
+        ("etype", u32), ("proto", u32), ("src_port", u32), ("dst_port", u32), ("in_if", u32), ("out_if", u32),
+        ("tcp_flags", u32), ("observation_domain_id", u32),
+    ], metadata={b"flowaudit.synth": DUMP_FORMAT.encode(), b"flowaudit.layout": b"goflow2"})
+    label_messages = pa.schema([
+        ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()),
+        ("timestamp", pa.timestamp("ms", tz="UTC")),
+        ("origin", pa.string()),        # background (generate(seed, n)) or scenario (exposure_scenario)
+        ("seq", pa.int64()),            # index in generate(seed, n), or in exposure_scenario(seed, 0).messages
+        ("format", pa.string()), ("msg_type", pa.string()), ("key", pa.binary()), ("bytes", pa.int32()),
+        ("expect_quarantine", pa.string()),   # the quarantine reason of a deliberately broken message, else null
+        ("egress", pa.list_(pa.string())),    # platforms the message reaches (watchlist ground truth)
+        ("n_labels", pa.int32()),
+    ], metadata={b"flowaudit.synth": DUMP_FORMAT.encode()})
+    label_values = pa.schema([
+        ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()),
+        ("data_class", pa.string()), ("value", pa.string()), ("valid", pa.bool_()), ("lookalike", pa.bool_()),
+        ("location", pa.string()),
+    ], metadata={b"flowaudit.synth": DUMP_FORMAT.encode()})
+    return {"flat": flat, "redpanda": redpanda, "goflow2": goflow2, "label_messages": label_messages,
+            "label_values": label_values}
+
+
+def _start_ms(start) -> int:
+    """``start`` (None, ms since the epoch, a datetime, or ISO 8601 text; UTC unless it says) -> ms."""
+    if start is None:
+        return DUMP_START_MS
+    if isinstance(start, bool):
+        raise ValueError("start: a time is required")
+    if isinstance(start, int):
+        return start
+    if isinstance(start, str):
+        try:
+            start = _dt.datetime.fromisoformat(start.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"start: not an ISO 8601 time: {start!r}") from None
+    if not isinstance(start, _dt.datetime):
+        raise ValueError(f"start: not a time: {start!r}")
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=_dt.timezone.utc)
+    return int(start.timestamp() * 1000)
+
+
+def _iso_ms(ms: int) -> str:
+    return _dt.datetime.fromtimestamp(ms / 1000, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _partition_of(key: bytes, partitions: int) -> int:
+    """FNV-1a of the key, as flowaudit.demo.hash_partition: the partition the demo produces it to."""
+    h = 0xCBF29CE484222325
+    for c in key:
+        h = ((h ^ c) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h % partitions
+
+
+def _file_uuid(*parts) -> str:
+    """A UUID-shaped file name part derived from ``parts`` (Redpanda names data files by UUID)."""
+    import hashlib
+    import uuid
+
+    return str(uuid.UUID(bytes=hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()[:16], version=4))
+
+
+class _Rotating:
+    """The files of one stream of rows (a topic partition, or the flow archive) in one or more
+    layouts: rows are buffered into row groups of ``rg_rows`` and a new file starts at every time
+    slice.  ``tables(cols)`` turns the buffered columns into one table per layout; ``paths(slice,
+    first_row)`` names the files; ``done`` receives a record per closed file."""
+
+    def __init__(self, names, rg_rows, tables, paths, options, done):
+        self.names, self.rg_rows = tuple(names), rg_rows
+        self.tables, self.paths, self.options, self.done = tables, paths, options, done
+        self.cols = {n: [] for n in names}
+        self.slice = None
+        self.writers = None
+        self.stats = None
+
+    def add(self, slice_, row: tuple) -> None:
+        if slice_ != self.slice:
+            self.close()
+            self.slice = slice_
+        for c, v in zip(self.cols.values(), row):
+            c.append(v)
+        if len(self.cols[self.names[0]]) >= self.rg_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow.parquet as pq
+
+        cols = self.cols
+        n = len(cols[self.names[0]])
+        if not n:
+            return
+        tables = self.tables(cols)
+        if self.writers is None:
+            paths = self.paths(self.slice, {k: v[0] for k, v in cols.items()})
+            self.writers = []
+            for (layout, path), t in zip(paths, tables):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                self.writers.append((layout, path, pq.ParquetWriter(path, t.schema, **self.options[layout])))
+            self.stats = {"rows": 0, "row_groups": 0, "first": {k: v[0] for k, v in cols.items()}}
+        for (_, _, w), t in zip(self.writers, tables):
+            w.write_table(t, row_group_size=n)
+        self.stats["rows"] += n
+        self.stats["row_groups"] += 1
+        self.stats["last"] = {k: v[-1] for k, v in cols.items()}
+        self.cols = {k: [] for k in self.names}
+
+    def close(self) -> None:
+        self.flush()
+        if self.writers is not None:
+            for layout, path, w in self.writers:
+                w.close()
+                self.done(layout, path, self.stats)
+        self.writers = None
+
+
+
+class _Dump:
+    """One archive being written (write_dump() validates, stages and publishes it)."""
+
+    def __init__(self, root: str, n: int, seed: int, files: int, rg_rows: int, layouts: tuple, start_ms: int,
+                 span_ms: int, partitions: int, bad_fraction: float, flows_per_message: float):
+        import tomllib
+
+        from .detect.inventory import from_dict as inventory_from_dict
+
+        self.root, self.n, self.seed, self.files, self.rg_rows = root, n, seed, files, rg_rows
+        self.layouts, self.start_ms, self.span_ms, self.partitions = layouts, start_ms, span_ms, partitions
+        self.bad_fraction, self.flows_per_message = bad_fraction, flows_per_message
+        self.scen_t0_ms = start_ms - start_ms % _HOUR_MS + _HOUR_MS   # the first whole hour after the start
+        self.shift_ms = self.scen_t0_ms - SCENARIO_T0_MS
+        self.sc = exposure_scenario(seed, background=0)
+        self.inventory = inventory_from_dict(tomllib.loads(self.sc.policy_toml))
+        sch = dump_schemas()
+        self.flat_schema, self.rp_schema, self.gf_schema = sch["flat"], sch["redpanda"], sch["goflow2"]
+        self.lm_schema, self.lv_schema = sch["label_messages"], sch["label_values"]
+        self.written: dict[str, list] = {k: [] for k in ("flat", "redpanda", "flows", "goflow2")}
+        self.window_ns = DUMP_WINDOW_S * 1_000_000_000
+        # the scenario's flows, shifted to the dump's scenario hour, with their roles
+        self.scen_flows = []
+        for f in self.sc.flows:
+            role = _SCENARIO_FLOW_ROLES.get((f[0], f[1], f[3]))
+            if role is None:
+                raise AssertionError(f"synth: exposure_scenario flow {f[:4]} has no role in _SCENARIO_FLOW_ROLES")
+            self.scen_flows.append((f[:6] + (f[6] + self.shift_ms * 1_000_000,) + f[7:], role))
+        # flow-borne exposures of inventory hosts: their classes are what the host's topics carry in the window
+        self.infer: dict[tuple, list] = {}      # (topic, window start ns) -> exposure keys
+        self.infer_classes: dict[tuple, set] = {}
+        for f, role in self.scen_flows:
+            if isinstance(role, tuple):
+                w = f[6] // self.window_ns * self.window_ns
+                for app in self.inventory.apps_for_host(role[2]):
+                    for t in app.topics:
+                        if role not in self.infer.setdefault((t, w), []):
+                            self.infer[(t, w)].append(role)
+                    self.infer_classes.setdefault((role, w), set())
+        self.msg_exposures: dict[tuple, list] = {}   # (platform, rule, entity) -> [(topic, partition, offset, ts_ms, classes)]
+        self.controls_msgs: list = []
+
+    # ------------------------------------------------------------------ messages
+    def _messages(self):
+        """(ts_ms, origin, seq, message) in record-time order: the background spread evenly over the
+        span, the scenario's messages at their own times (shifted to the dump's scenario hour)."""
+        import heapq
+
+        n, t0, span = self.n, self.start_ms, self.span_ms
+        bg = ((t0 + i * span // n, 0, i, m) for i, m in enumerate(generate(self.seed, n, bad_fraction=self.bad_fraction)))
+        scen = sorted(((ts + self.shift_ms, 1, k, m) for k, (_, m, ts) in enumerate(self.sc.messages)),
+                      key=lambda r: r[:3])
+        return heapq.merge(bg, scen, key=lambda r: r[:3])
+
+    def _message_stream(self, topic: str, part: int) -> _Rotating:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        flat_schema, rp_schema = self.flat_schema, self.rp_schema
+        rp_fields = list(rp_schema.field("redpanda").type)
+        headers_type = rp_schema.field("redpanda").type.field("headers").type
+        layouts = self.layouts
+
+        def tables(cols):
+            n = len(cols["offset"])
+            off = pa.array(cols["offset"], pa.int64())
+            key = pa.array(cols["key"], pa.binary())
+            val = pa.array(cols["value"], pa.binary())
+            parts = pa.array([part] * n, pa.int32())
+            out = []
+            for layout in layouts:
+                if layout == "flat":
+                    ts = pa.array(cols["timestamp"], pa.timestamp("ms", tz="UTC"))
+                    out.append(pa.Table.from_arrays([pa.array([topic] * n, pa.string()), parts, off, ts, key, val],
+                                                    schema=flat_schema))
+                else:
+                    ts = pa.array([t * 1000 for t in cols["timestamp"]], pa.timestamp("us", tz="UTC"))
+                    meta = pa.StructArray.from_arrays(
+                        [parts, ts, off, pa.array([[]] * n, headers_type), key, pa.array([0] * n, pa.int32())],
+                        fields=rp_fields)
+                    out.append(pa.Table.from_arrays([meta, val], schema=rp_schema))
+            return out
+
+        def paths(_slice, first):
+            out = []
+            for layout in layouts:
+                if layout == "flat":
+                    out.append((layout, os.path.join(self.root, "flat", f"topic={topic}",
+                                                     f"{topic}+{part}+{first['offset']:010d}.parquet")))
+                else:
+                    name = f"{part}-{_file_uuid(self.seed, topic, part, first['offset'])}.parquet"
+                    out.append((layout, os.path.join(self.root, "redpanda", topic, "data", name)))
+            return out
+
+        options = {
+            "flat": dict(compression="zstd", use_dictionary=["topic"],
+                         write_statistics=["topic", "partition", "offset", "timestamp"],
+                         sorting_columns=[pq.SortingColumn(1), pq.SortingColumn(2)]),
+            "redpanda": dict(compression="zstd", use_dictionary=False,
+                             write_statistics=["redpanda.partition", "redpanda.offset", "redpanda.timestamp"]),
+        }
+
+        def done(layout, path, st):
+            self.written[layout].append({
+                "path": os.path.relpath(path, self.root), "topic": topic, "partition": part, "rows": st["rows"],
+                "row_groups": st["row_groups"], "first_offset": st["first"]["offset"],
+                "last_offset": st["last"]["offset"], "first_timestamp_ms": st["first"]["timestamp"],
+                "last_timestamp_ms": st["last"]["timestamp"], "bytes": os.path.getsize(path)})
+
+        return _Rotating(("offset", "timestamp", "key", "value"), self.rg_rows, tables, paths, options, done)
+
+    def write_messages(self) -> dict:
+        import pyarrow as pa
+
+        P, files, start, span = self.partitions, self.files, self.start_ms, self.span_ms
+        lm_schema, lv_schema = self.lm_schema, self.lv_schema
+        label_dir = os.path.join(self.root, "labels")
+
+        def label_tables(cols):
+            return [pa.Table.from_pydict(cols, schema=lm_schema)]
+
+        def value_tables(cols):
+            return [pa.Table.from_pydict(cols, schema=lv_schema)]
+
+        lm = _Rotating(lm_schema.names, 65_536, label_tables,
+                       lambda s, f: [("labels", os.path.join(label_dir, "messages.parquet"))],
+                       {"labels": dict(compression="zstd")}, lambda *a: None)
+        lv = _Rotating(lv_schema.names, 262_144, value_tables,
+                       lambda s, f: [("labels", os.path.join(label_dir, "values.parquet"))],
+                       {"labels": dict(compression="zstd")}, lambda *a: None)
+        streams: dict[tuple, _Rotating] = {}
+        next_off: dict[tuple, int] = {}
+        topics: dict[str, dict] = {}
+        quarantine: dict[str, int] = {}
+        egress: dict[str, int] = {}
+        n_labels = 0
+        app_of = {}
+        for t in TOPICS.values():
+            apps = self.inventory.apps_for_topic(t)
+            app_of[t] = f"app:{apps[0].name}" if apps else f"topic:{t}"
+        W = self.window_ns
+        for ts, origin, seq, m in self._messages():
+            topic = TOPICS[m.format]
+            part = _partition_of(m.key, P)
+            k = (topic, part)
+            off = next_off.get(k, 0)
+            next_off[k] = off + 1
+            s = streams.get(k)
+            if s is None:
+                s = streams[k] = self._message_stream(topic, part)
+            s.add(min(files - 1, (ts - start) * files // span), (off, ts, m.key, m.value))
+            # ground truth
+            lm.add(0, (topic, part, off, ts, "scenario" if origin else "background", seq, m.format, m.msg_type,
+                       m.key, len(m.value), m.expect_quarantine, list(m.egress), len(m.labels)))
+            for lab in m.labels:
+                lv.add(0, (topic, part, off, lab.data_class, lab.value, lab.valid, lab.lookalike, lab.location))
+            n_labels += len(m.labels)
+            st = topics.setdefault(topic, {"messages": 0, "bytes": 0, "partitions": {}})
+            st["messages"] += 1
+            st["bytes"] += len(m.value)
+            ps = st["partitions"].setdefault(str(part), {"messages": 0, "first_offset": off, "last_offset": off,
+                                                         "first_timestamp_ms": ts, "last_timestamp_ms": ts})
+            ps["messages"] += 1
+            ps["last_offset"], ps["last_timestamp_ms"] = off, ts
+            if m.expect_quarantine is not None:
+                quarantine[m.expect_quarantine] = quarantine.get(m.expect_quarantine, 0) + 1
+            classes = None
+            if m.egress:
+                classes = {lab.data_class for lab in m.labels if not lab.lookalike}
+                for platform in m.egress:
+                    egress[platform] = egress.get(platform, 0) + 1
+                    self.msg_exposures.setdefault((platform, "watchlist", app_of[topic]), []).append(
+                        (topic, part, off, ts, classes))
+            if origin and m.msg_type == "lookalike":
+                self.controls_msgs.append((topic, part, off, ts))
+            for key in self.infer.get((topic, ts * 1_000_000 // W * W), ()):
+                if classes is None:
+                    classes = {lab.data_class for lab in m.labels if not lab.lookalike}
+                self.infer_classes[(key, ts * 1_000_000 // W * W)] |= classes
+        for s in streams.values():
+            s.close()
+        lm.close()
+        lv.close()
+        for layout in self.layouts:
+            self.written[layout].sort(key=lambda r: (r["topic"], r["partition"], r["first_offset"]))
+        total = sum(t["messages"] for t in topics.values())
+        return {"messages": total, "background": self.n, "scenario": total - self.n,
+                "bytes": sum(t["bytes"] for t in topics.values()), "labels": n_labels,
+                "quarantine": dict(sorted(quarantine.items())), "egress": dict(sorted(egress.items())),
+                "topics": {t: topics[t] for t in sorted(topics)}}
+
+    # ------------------------------------------------------------------ flows
+    def _flows(self):
+        """(first_ns, origin, seq, (src, dst, src_port, dst_port, protocol, bytes, first_ns, sampling)) in
+        flow-start order: the scenario's flows and the background's."""
+        import heapq
+
+        rng = random.Random(f"flowaudit-synth-dump-flows-{self.seed}")
+        nbg = int(round(self.n * self.flows_per_message))
+        t0, span = self.start_ms * 1_000_000, self.span_ms * 1_000_000
+        weights = [k[0] for k in _BG_FLOWS]
+
+        def bg():
+            for j in range(nbg):
+                _, src, dst, ports, sampling = rng.choices(_BG_FLOWS, weights)[0]
+                size = min(50_000_000, 60 + int(rng.lognormvariate(8.5, 1.7)))
+                yield (t0 + j * span // nbg, 0, j, (rng.choice(_BG_POOLS[src]), rng.choice(_BG_POOLS[dst]),
+                                                    rng.randrange(32768, 61000), rng.choice(ports), 6, size,
+                                                    t0 + j * span // nbg, sampling))
+
+        scen = sorted(((f[6], 1, k, f) for k, (f, _) in enumerate(self.scen_flows)), key=lambda r: r[:3])
+        return heapq.merge(bg(), scen, key=lambda r: r[:3])
+
+    def write_flows(self) -> dict:
+        import ipaddress
+
+        import pyarrow as pa
+
+        from .datasets import FLOWS, SCHEMA_VERSION
+
+        gf_schema = self.gf_schema
+        root = self.root
+
+        def dict_of(values):
+            return pa.array(values, pa.string()).dictionary_encode()
+
+        def tables(c):
+            n = len(c["offset"])
+            u64 = pa.uint64()
+            flows = pa.Table.from_arrays([
+                dict_of(["netflow"] * n), pa.array([0] * n, pa.int32()), pa.array(c["offset"], pa.int64()),
+                pa.array(c["ts_ms"], pa.int64()), dict_of(c["exporter"]), pa.array([10] * n, pa.uint8()),
+                pa.array([1] * n, pa.uint32()), pa.array([256] * n, pa.uint16()), pa.array(c["src"], pa.string()),
+                pa.array(c["dst"], pa.string()), pa.array(c["sport"], pa.uint16()), pa.array(c["dport"], pa.uint16()),
+                pa.array(c["proto"], pa.uint8()), pa.array(c["tcp_flags"], pa.uint8()), pa.array(c["bytes"], u64),
+                pa.array(c["packets"], u64), pa.nulls(n, u64), pa.nulls(n, u64), pa.array(c["first_ns"], pa.int64()),
+                pa.array(c["last_ns"], pa.int64()), pa.array(c["sampling"], pa.uint32()), pa.array([4] * n, pa.uint8()),
+                pa.array([3] * n, pa.uint8()), dict_of([SCHEMA_VERSION] * n)], schema=FLOWS)
+            packed = {a: ipaddress.ip_address(a).packed for a in set(c["src"]) | set(c["dst"]) | set(c["exporter"])}
+            goflow = pa.Table.from_arrays([
+                pa.array(["IPFIX"] * n, pa.string()), pa.array([t * 1_000_000 for t in c["ts_ms"]], u64),
+                pa.array([o & 0xFFFFFFFF for o in c["offset"]], pa.uint32()), pa.array(c["sampling"], u64),
+                pa.array([packed[a] for a in c["exporter"]], pa.binary()), pa.array(c["first_ns"], u64),
+                pa.array(c["last_ns"], u64), pa.array(c["bytes"], u64), pa.array(c["packets"], u64),
+                pa.array([packed[a] for a in c["src"]], pa.binary()), pa.array([packed[a] for a in c["dst"]], pa.binary()),
+                pa.array([0x0800] * n, pa.uint32()), pa.array(c["proto"], pa.uint32()), pa.array(c["sport"], pa.uint32()),
+                pa.array(c["dport"], pa.uint32()), pa.array([0] * n, pa.uint32()), pa.array([0] * n, pa.uint32()),
+                pa.array(c["tcp_flags"], pa.uint32()), pa.array([1] * n, pa.uint32())], schema=gf_schema)
+            return [flows, goflow]
+
+        def paths(s, _first):
+            return [("flows", os.path.join(root, "flows", f"flows-{s:04d}.parquet")),
+                    ("goflow2", os.path.join(root, "goflow2", f"goflow2-{s:04d}.parquet"))]
+
+        def done(layout, path, st):
+            self.written[layout].append({
+                "path": os.path.relpath(path, root), "rows": st["rows"], "row_groups": st["row_groups"],
+                "first_offset": st["first"]["offset"], "last_offset": st["last"]["offset"],
+                "first_start_ns": st["first"]["first_ns"], "last_start_ns": st["last"]["first_ns"],
+                "bytes": os.path.getsize(path)})
+
+        names = ("offset", "ts_ms", "exporter", "src", "dst", "sport", "dport", "proto", "tcp_flags", "bytes",
+                 "packets", "first_ns", "last_ns", "sampling")
+        out = _Rotating(names, self.rg_rows, tables, paths,
+                        {"flows": dict(compression="zstd"), "goflow2": dict(compression="zstd")}, done)
+        files, start_ns, span_ns = self.files, self.start_ms * 1_000_000, self.span_ms * 1_000_000
+        self.flow_refs: dict = {}        # role -> [flow record dicts]
+        n = 0
+        for first_ns, origin, seq, f in self._flows():
+            src, dst, sport, dport, proto, size, _, sampling = f
+            last_ns = first_ns + (20 if origin else 1 + size % 120) * 1_000_000_000
+            ts_ms = last_ns // 1_000_000
+            out.add(min(files - 1, max(0, (first_ns - start_ns) * files // span_ns)),
+                    (n, ts_ms, _EXPORTER[sampling], src, dst, sport, dport, proto, 0x1B, size, max(1, size // 1000),
+                     first_ns, last_ns, sampling))
+            if origin:
+                role = self.scen_flows[seq][1]
+                self.flow_refs.setdefault(role, []).append({
+                    "offset": n, "src_addr": src, "dst_addr": dst, "src_port": sport, "dst_port": dport,
+                    "protocol": proto, "bytes": size, "sampling_interval": sampling, "first_ns": first_ns})
+            n += 1
+        out.close()
+        return {"flows": n, "scenario_flows": len(self.scen_flows)}
+
+    # ------------------------------------------------------------------ DNS, policy
+    def write_dns(self) -> int:
+        """Zeek dns.log JSON lines: the scenario's answers (shifted) and hourly answers for the
+        background's destination names, in time order."""
+        rng = random.Random(f"flowaudit-synth-dump-dns-{self.seed}")
+        lines = []
+        for raw in self.sc.dns:
+            d = json.loads(raw)
+            d["ts"] = round(d["ts"] + self.shift_ms / 1000, 3)
+            lines.append((d["ts"], json.dumps(d)))
+        names = ([(f"cdn{a.rsplit('.', 1)[1]}.cloud.example.net", a, "it") for a in _BG_POOLS["web"]]
+                 + [(f"edi{a.rsplit('.', 1)[1]}.partner.example", a, "dmz") for a in _BG_POOLS["partner"]])
+        for h in range(-(-self.span_ms // _HOUR_MS)):
+            for j, (name, addr, clients) in enumerate(names):
+                ts = (self.start_ms + h * _HOUR_MS + j * 17_000) / 1000
+                lines.append((ts, json.dumps({"ts": ts, "id.orig_h": rng.choice(_BG_POOLS[clients]), "query": name,
+                                              "qtype_name": "A", "rcode_name": "NOERROR", "answers": [addr],
+                                              "TTLs": [3600.0]})))
+        lines.sort(key=lambda x: x[0])
+        os.makedirs(os.path.join(self.root, "dns"))
+        with open(os.path.join(self.root, "dns", "dns.log"), "w", encoding="utf-8") as f:
+            for _, line in lines:
+                f.write(line + "\n")
+        return len(lines)
+
+    def write_policy(self) -> None:
+        with open(os.path.join(self.root, "policy.toml"), "w", encoding="utf-8") as f:
+            f.write(self.sc.policy_toml)
+        os.makedirs(os.path.join(self.root, "watchlist"))
+        with open(os.path.join(self.root, "watchlist", "ops.toml"), "w", encoding="utf-8") as f:
+            f.write(self.sc.watchlist_toml)
+
+    # ------------------------------------------------------------------ labels
+    def exposures(self) -> tuple[list, list]:
+        """The labelled exposures (each with its events and its findings windows) and the negative controls."""
+        W = self.window_ns
+        out = []
+        known = set()
+        for i, e in enumerate(self.sc.exposures, 1):
+            key = (e.platform, e.rule, e.entity)
+            known.add(key)
+            wins: dict[int, dict] = {}
+            rec = {"id": f"E{i}", "platform": e.platform, "rule": e.rule, "entity": e.entity,
+                   "correlation": e.correlation, "severity": e.severity, "note": e.note}
+            if e.correlation == "message_borne":
+                rec["exposure"] = "observed"
+                events = self.msg_exposures.get(key, [])
+                for topic, part, off, ts, classes in events:
+                    w = wins.setdefault(ts * 1_000_000 // W * W, {"messages": 0, "flows": 0, "classes": set()})
+                    w["messages"] += 1
+                    w["classes"] |= classes
+                rec["messages"] = [{"topic": t, "partition": p, "offset": o, "timestamp_ms": ts}
+                                   for t, p, o, ts, _ in events]
+                times = [ts * 1_000_000 for *_, ts, _ in events]
+            else:
+                inferred = bool(self.inventory.apps_for_host(e.entity)) and e.correlation == "flow_borne"
+                rec["exposure"] = "inferred" if inferred else "none"
+                flows = self.flow_refs.get(key, [])
+                for f in flows:
+                    ws = f["first_ns"] // W * W
+                    w = wins.setdefault(ws, {"messages": 0, "flows": 0, "classes": set()})
+                    w["flows"] += 1
+                    if inferred:
+                        w["classes"] |= self.infer_classes.get((key, ws), set())
+                rec["flows"] = flows
+                times = [f["first_ns"] for f in flows]
+            if not times:
+                raise AssertionError(f"synth: labelled exposure {key} has no event in the dump")
+            rec["first_ns"], rec["last_ns"] = min(times), max(times)
+            rec["windows"] = [{"start_ns": ws, "end_ns": ws + W, "messages": w["messages"], "flows": w["flows"],
+                               "classes": sorted(w["classes"])} for ws, w in sorted(wins.items())]
+            rec["classes"] = sorted(set().union(*(w["classes"] for w in wins.values())))
+            out.append(rec)
+        unknown = set(self.msg_exposures) - known
+        if unknown:
+            raise AssertionError(f"synth: messages reach {sorted(unknown)}, which no labelled exposure names")
+        controls = [{"kind": "flow", "note": role, "flows": refs}
+                    for role, refs in self.flow_refs.items() if isinstance(role, str)]
+        controls.append({"kind": "message", "note": "look-alike names in a payload (LoginKit, notlogink.cn, "
+                         "logink.cn.example.net): no watchlist match", "messages": [
+                             {"topic": t, "partition": p, "offset": o, "timestamp_ms": ts}
+                             for t, p, o, ts in self.controls_msgs]})
+        return out, controls
+
+
+def write_dump(out_dir, n_messages: int, seed: int = 7, files: int = 4, row_group_rows: int = 4096,
+               layouts=DUMP_LAYOUTS, start=None, *, partitions: int = 3, hours: float = 6.0,
+               bad_fraction: float = 0.01, flows_per_message: float = 0.2) -> dict:
+    """Write a labelled archive of synthetic port traffic under ``out_dir`` (layouts above; README
+    "Synthetic archives"); returns what ``labels.json`` holds.
+
+    Messages: ``generate(seed, n_messages, bad_fraction=...)`` spread evenly over ``hours`` from
+    ``start`` (default 2026-03-01T05:00Z), plus ``exposure_scenario(seed, background=0)``'s messages
+    in the first whole hour after ``start``.  Each goes to topic ``TOPICS[format]``, partition
+    FNV-1a(key) mod ``partitions`` (as the demo produces), offsets in record-time order.  Files:
+    ``files`` time slices per topic partition (and of the flow archive), row groups of
+    ``row_group_rows`` rows.  Flows: the scenario's plus ``flows_per_message`` background flows per
+    message.  Memory stays bounded whatever ``n_messages``.  ``out_dir`` must not exist or be empty;
+    the archive is written beside it and renamed into place when complete.  Deterministic: the same
+    arguments (and pyarrow version) write byte-identical files.
+    """
+    import shutil
+
+    layouts = tuple(dict.fromkeys(layouts))
+    if not layouts or set(layouts) - set(DUMP_LAYOUTS):
+        raise ValueError(f"layouts: one or more of {', '.join(DUMP_LAYOUTS)}")
+    for name, v, lo in (("n_messages", n_messages, 0), ("files", files, 1), ("row_group_rows", row_group_rows, 1),
+                        ("partitions", partitions, 1), ("seed", seed, 0)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            raise ValueError(f"{name}: an integer >= {lo} is required")
+    if not hours >= 2:
+        raise ValueError("hours: at least 2 (the scenario takes the first whole hour after the start)")
+    if not 0.0 <= bad_fraction <= 1.0:
+        raise ValueError("bad_fraction must be within [0, 1]")
+    if not 0.0 <= flows_per_message <= 100.0:
+        raise ValueError("flows_per_message must be within [0, 100]")
+    start_ms = _start_ms(start)
+    span_ms = int(round(hours * _HOUR_MS))
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
+        raise FileExistsError(f"{out_dir} exists and is not an empty folder")
+    stage = os.path.join(os.path.dirname(out_dir), f".{os.path.basename(out_dir)}.partial-{os.getpid()}")
+    if os.path.exists(stage):
+        shutil.rmtree(stage)
+    os.makedirs(stage)
+    try:
+        d = _Dump(stage, n_messages, seed, files, row_group_rows, layouts, start_ms, span_ms, partitions,
+                  bad_fraction, flows_per_message)
+        d.write_policy()
+        counts = d.write_messages()
+        counts.update(d.write_flows())
+        counts["dns_lines"] = d.write_dns()
+        exposures, controls = d.exposures()
+        topics = counts.pop("topics")
+        labels = {
+            "format": DUMP_FORMAT,
+            "parameters": {"seed": seed, "messages": n_messages, "files": files, "row_group_rows": row_group_rows,
+                           "layouts": list(layouts), "partitions": partitions, "hours": float(hours),
+                           "bad_fraction": float(bad_fraction), "flows_per_message": float(flows_per_message),
+                           "start": _iso_ms(start_ms)},
+            "span": {"start": _iso_ms(start_ms), "end": _iso_ms(start_ms + span_ms), "start_ms": start_ms,
+                     "end_ms": start_ms + span_ms, "scenario_hour_start": _iso_ms(d.scen_t0_ms),
+                     "scenario_hour_start_ms": d.scen_t0_ms},
+            "inputs": {"messages": [f"{x}/" for x in layouts], "flows": "flows/", "goflow2": "goflow2/",
+                       "dns": "dns/dns.log", "policy": "policy.toml", "watchlist_dir": "watchlist/",
+                       "label_messages": "labels/messages.parquet", "label_values": "labels/values.parquet"},
+            "counts": counts,
+            "topics": topics,
+            "files": d.written,
+            "window_s": DUMP_WINDOW_S,
+            "exposures": exposures,
+            "controls": controls,
+        }
+        with open(os.path.join(stage, "labels.json"), "w", encoding="utf-8") as f:
+            json.dump(labels, f, indent=1)
+            f.write("\n")
+        if os.path.isdir(out_dir):
+            os.rmdir(out_dir)
+        os.rename(stage, out_dir)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return labels
 
 
 if __name__ == "__main__":  # pragma: no cover - quick manual check

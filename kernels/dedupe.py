@@ -1,5 +1,11 @@
 """Distinct byte strings in a batch: hits repeat the same vessels, parties and containers, so
-masking and keyed hashing run once per distinct value, not once per hit."""
+masking and keyed hashing run once per distinct value, not once per hit.
+
+* :func:`unique_slices`: number the distinct values of a set of slices (first appearance order);
+* :func:`unique_pairs`: number the distinct (value, class) pairs, in the order ``np.unique``
+  gives them, without sorting every hit;
+* :func:`gather_slices`: copy slices end to end (the distinct values, for an Arrow array).
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -26,8 +32,11 @@ def unique_slices(buf, off, idx):
     mask = cap - 1
     n_u = 0
     nbuf = buf.shape[0]
+    noff = off.shape[0]
     for k in range(n):
         i = idx[k]
+        if i < 0 or i + 1 >= noff:
+            raise ValueError("index outside the offsets")
         s = off[i]
         e = off[i + 1]
         if s < 0 or e < s or e > nbuf:       # malformed offsets: treat as empty slice
@@ -64,3 +73,87 @@ def unique_slices(buf, off, idx):
                         break
             slot = (slot + 1) & mask
     return uid, first[:n_u].copy()
+
+
+@kernel
+def unique_pairs(uid, cls, first):
+    """Number the distinct pairs ``(uid[k], cls[k])`` in sorted order (by value, then class), as
+    ``np.unique(uid * C + cls, return_index=True, return_inverse=True)`` does for any ``C`` above
+    every class.  ``first[u]``: the first ``k`` of value ``u`` (:func:`unique_slices`).
+
+    Returns ``(pid, first_pair)``.  Values met with one class only (nearly all) are numbered in
+    one pass; only the hits of values met with two or more classes are sorted.
+    """
+    n = uid.shape[0]
+    n_u = first.shape[0]
+    if cls.shape[0] != n:
+        raise ValueError("uid and cls differ in length")
+    head = np.empty(n_u, np.int64)          # the class of each value's first hit
+    for u in range(n_u):
+        k = first[u]
+        if k < 0 or k >= n or uid[k] != u:
+            raise ValueError("first does not match uid")
+        head[u] = cls[k]
+    multi = np.zeros(n_u, np.bool_)
+    n_multi = 0
+    top = 0
+    for k in range(n):
+        u = uid[k]
+        if u < 0 or u >= n_u or cls[k] < 0:
+            raise ValueError("uid outside first, or a negative class")
+        if cls[k] > top:
+            top = cls[k]
+        if cls[k] != head[u]:
+            multi[u] = True
+    c = np.int64(top) + 1
+    for k in range(n):
+        if multi[uid[k]]:
+            n_multi += 1
+    keys = np.empty(n_multi, np.int64)      # every hit of a value with two or more classes
+    j = 0
+    for k in range(n):
+        if multi[uid[k]]:
+            keys[j] = np.int64(uid[k]) * c + cls[k]
+            j += 1
+    ukeys = np.unique(keys)                 # sorted
+    count = np.ones(n_u, np.int64)
+    for i in range(ukeys.shape[0]):
+        u = ukeys[i] // c
+        if ukeys[i] % c == head[u]:
+            continue                        # counted already
+        count[u] += 1
+    base = np.zeros(n_u + 1, np.int64)
+    for u in range(n_u):
+        base[u + 1] = base[u] + count[u]
+    pid = np.empty(n, np.int64)
+    for k in range(n):
+        u = uid[k]
+        if not multi[u]:
+            pid[k] = base[u]
+        else:
+            key = np.int64(u) * c + cls[k]
+            pid[k] = base[u] + np.searchsorted(ukeys, key) - np.searchsorted(ukeys, np.int64(u) * c)
+    first_pair = np.full(base[n_u], -1, np.int64)
+    for k in range(n):
+        if first_pair[pid[k]] < 0:
+            first_pair[pid[k]] = k
+    return pid, first_pair
+
+
+@kernel
+def gather_slices(buf, starts, ends, out_off):
+    """``buf[starts[i]:ends[i]]`` laid end to end at ``out_off`` (n + 1 offsets, cumulative lengths)."""
+    n = starts.shape[0]
+    if ends.shape[0] != n or out_off.shape[0] != n + 1:
+        raise ValueError("starts, ends (n) and out_off (n + 1) differ in length")
+    nbuf = buf.shape[0]
+    out = np.empty(max(out_off[n], 0), np.uint8)
+    for i in range(n):
+        s = starts[i]
+        e = ends[i]
+        o = out_off[i]
+        if s < 0 or e < s or e > nbuf or o < 0 or out_off[i + 1] - o != e - s or o + (e - s) > out.shape[0]:
+            raise ValueError("slice outside the buffer or the output")
+        for p in range(e - s):
+            out[o + p] = buf[s + p]
+    return out

@@ -8,6 +8,9 @@ order marks, ASCII white space and NUL bytes) and returns a ``FMT_*`` code
   COPRAR load-order samples) -> edifact;
 * ``ISA`` / ``GS*`` / ``ST*`` -> x12 (an X12 transaction set without envelope starts at ST);
 * ``<`` -> xml; ``{`` or ``[`` -> json;
+* a flat file (``looks_flat``): 0x1D / 0x1C field separators (ICES manifests), a header line
+  with at least two ``,`` ``;`` TAB or ``|`` delimiters that the next line repeats, or a
+  fixed-width table (a header of words separated by runs of blanks over equal-width lines);
 * anything else, or nothing left, -> unknown.
 
 ``validate_utf8`` checks the selected messages are well-formed UTF-8 exactly as Python's
@@ -22,6 +25,96 @@ import numpy as np
 from ._jit import kernel
 
 FMT_UNKNOWN, FMT_EDIFACT, FMT_X12, FMT_XML, FMT_JSON = 0, 1, 2, 3, 4
+FMT_FLAT = 8
+FLAT_PROBE = 8192  # bytes of a message looked at to recognise a flat file
+
+
+@kernel
+def line_end(buf, i, e):
+    """End of the line starting at ``i`` (the LF, or ``e``)."""
+    while i < e and buf[i] != 10:
+        i += 1
+    return i
+
+
+@kernel
+def count_delim(buf, s, e, d):
+    """``d`` bytes in ``buf[s:e]`` outside double quotes."""
+    n = 0
+    q = False
+    for k in range(s, e):
+        c = buf[k]
+        if c == 34:
+            q = not q
+        elif c == d and not q:
+            n += 1
+    return n
+
+
+@kernel
+def looks_flat(buf, s, e):
+    """True when ``buf[s:e]`` (after leading blanks) reads as a flat file; see the module doc."""
+    lim = min(e, s + FLAT_PROBE)
+    gs = 0
+    for k in range(s, lim):
+        c = buf[k]
+        if c == 0:
+            return False
+        if c == 0x1D or c == 0x1C:
+            gs += 1
+    l1 = line_end(buf, s, lim)
+    if l1 >= lim:
+        return False
+    if gs >= 2:
+        return True
+    h_end = l1 - 1 if l1 > s and buf[l1 - 1] == 13 else l1
+    l2s = l1 + 1
+    l2 = line_end(buf, l2s, lim)
+    l2e = l2 - 1 if l2 > l2s and buf[l2 - 1] == 13 else l2
+    if l2e <= l2s:
+        return False
+    letters = 0
+    for k in range(s, h_end):
+        if (65 <= buf[k] <= 90) or (97 <= buf[k] <= 122):
+            letters += 1
+    if letters < 3:
+        return False
+    for d in (44, 59, 9, 124):
+        n1 = count_delim(buf, s, h_end, d)
+        if n1 >= 2 and count_delim(buf, l2s, l2e, d) == n1:
+            return True
+    # fixed width: header words of letters / digits / _ . / separated by 2+ blanks, >= 3 columns,
+    # and the next line reaches the last column, the one after it the second (empty trailing
+    # columns may be cut)
+    cols = 1
+    k = s
+    last = s
+    second = s
+    while k < h_end:
+        c = buf[k]
+        if c == 32:
+            r = k
+            while r < h_end and buf[r] == 32:
+                r += 1
+            if r - k >= 2 and r < h_end:
+                cols += 1
+                last = r
+                if cols == 2:
+                    second = r
+            k = r
+            continue
+        if not ((65 <= c <= 90) or (97 <= c <= 122) or (48 <= c <= 57) or c == 95 or c == 46 or c == 47
+                or c == 45 or c == 35):
+            return False
+        k += 1
+    if cols < 3:
+        return False
+    if l2e - l2s <= last - s:
+        return False
+    l3s = l2 + 1
+    l3 = line_end(buf, l3s, lim)
+    l3e = l3 - 1 if l3 > l3s and buf[l3 - 1] == 13 else l3
+    return l3e - l3s > second - s
 
 
 @kernel(inline="always")
@@ -124,6 +217,8 @@ def detect_formats(buf, offsets):
                 out[m] = FMT_X12
             elif (c == 71 and c1 == 83 and c2 == 42) or (c == 83 and c1 == 84 and c2 == 42):  # GS* ST*
                 out[m] = FMT_X12
+        if out[m] == FMT_UNKNOWN and looks_flat(buf, i, e):
+            out[m] = FMT_FLAT
     return out
 
 

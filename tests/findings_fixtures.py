@@ -51,7 +51,7 @@ def hits(rows: list[dict]) -> pa.Table:
         row = dict(source="port.edifact", partition=0, offset=0, ts_ms=T0 + 1000, msg_index=0, format="json",
                    msg_type="t", data_class="container_number", sensitivity="medium", location="LOC",
                    value_raw=None, check_digit_valid=None, confidence=100, byte_start=0, byte_end=1,
-                   catalog_version="c1", schema_version="1")
+                   catalog_version="c1", schema_version="1", layer="")
         row.update(r)
         row["value_masked"] = mask(v.encode(), row["data_class"])
         row["value_hmac"] = keyed(v)

@@ -29,7 +29,7 @@ EXPECTED_PEERS = {
 def result(tmp_path_factory):
     cache = tmp_path_factory.mktemp("bench-cache")
     cfg = suite.Config(quick=True, size_mb=0.05, repeats=1, stages=STAGES, cache_dir=str(cache),
-                       slow_seconds=0.0, plots=False, cold_start=False, scan_mib=0.25)
+                       slow_seconds=0.0, plots=False, cold_start=False, scan_mib=0.25, audit_messages=2000)
     return suite.run(cfg, progress=lambda _m: None)
 
 
@@ -94,9 +94,17 @@ def test_value_counts_are_nonzero_and_equal(result):
         assert re_peer["counts"][k] == v
 
 
-def test_unavailable_stages_say_why(result):
+def test_audit_stage_reports_the_ratios_and_memory(result):
     audit = _stage(result, "batch audit")
-    assert audit["status"] == "skipped" and "audit" in audit["reason"]
+    assert audit["status"] == "ok", audit["reason"]
+    assert audit["counts"]["messages"] > 1900 and audit["counts"]["findings"] > 0
+    assert audit["memory"]["peak_rss_mb"] > 0
+    assert {p["name"].split(",")[0] for p in audit["peers"]} >= {"polars.scan_parquet"}
+    x = audit["extra"]
+    assert x["ratio_to_bare_scan"] > 0 and x["ratio_to_polars_regex"] > 0
+
+
+def test_unavailable_stages_say_why(result):
     for name in ("netflow", "ipset"):
         s = _stage(result, name)
         assert s["status"] in ("ok", "skipped", "error")

@@ -41,3 +41,46 @@ def test_colliding_prefixes_and_empty_values():
     buf, off = layout(values)
     uid, first = unique_slices(buf, off, np.arange(6, dtype=np.int64))
     assert uid.tolist() == [0, 1, 0, 2, 1, 3] and first.tolist() == [0, 1, 3, 5]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 8), st.integers(0, 5)), max_size=80))
+def test_unique_pairs_numbers_pairs_as_np_unique(pairs):
+    """(value, class) pairs: the same numbering and first hits as np.unique gives, which is what the
+    hits table's dictionaries were built from."""
+    from flowaudit.kernels.dedupe import unique_pairs
+    vals = [b"v%d" % v for v, _ in pairs]
+    buf, off = layout(vals)
+    uid, first = unique_slices(buf, off, np.arange(len(vals), dtype=np.int64))
+    cls = np.array([c for _, c in pairs], np.int32)
+    pid, first_pair = unique_pairs(uid, cls, first)
+    _keys, ref_first, ref_pid = np.unique(uid.astype(np.int64) * 64 + cls, return_index=True, return_inverse=True)
+    assert pid.tolist() == ref_pid.tolist() and first_pair.tolist() == ref_first.tolist()
+
+
+def test_gather_slices_and_bad_input():
+    from flowaudit.kernels.dedupe import gather_slices, unique_pairs
+    import pytest
+    buf = np.frombuffer(b"abcdef", np.uint8)
+    out = gather_slices(buf, np.array([4, 0, 2], np.int64), np.array([6, 0, 3], np.int64),
+                        np.array([0, 2, 2, 3], np.int64))
+    assert out.tobytes() == b"efc"
+    assert gather_slices(buf, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(1, np.int64)).size == 0
+    with pytest.raises(ValueError):
+        gather_slices(buf, np.array([4], np.int64), np.array([7], np.int64), np.array([0, 3], np.int64))
+    with pytest.raises(ValueError):
+        gather_slices(buf, np.array([0], np.int64), np.array([2], np.int64), np.array([0, 3], np.int64))
+    with pytest.raises(ValueError):      # first[] that does not belong to uid
+        unique_pairs(np.array([0, 0], np.int64), np.array([1, 2], np.int32), np.array([5], np.int64))
+    with pytest.raises(ValueError):      # a uid with no first hit
+        unique_pairs(np.array([0, 1], np.int64), np.array([1, 2], np.int32), np.array([0], np.int64))
+    pid, fp = unique_pairs(np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64))
+    assert pid.size == 0 and fp.size == 0
+
+
+def test_unique_slices_rejects_an_index_outside_the_offsets():
+    import pytest
+    buf, off = layout([b"a", b"b"])
+    for bad in ([2], [-1], [0, 5]):
+        with pytest.raises(ValueError):
+            unique_slices(buf, off, np.asarray(bad, np.int64))

@@ -46,8 +46,13 @@ def test_every_message_lands_once_and_bad_ones_carry_a_reason(clf):
     assert {row["raw_encoding"] for row in rows} == {"aes-256-gcm/v1"}
     assert [open_row(clf.protector, row)[1] for row in rows] == values[:8]
     assert all(values[i] not in row["raw"] for i, row in enumerate(rows) if values[i])
-    h = r.hits.to_pylist()
+    hits = r.hits.to_pylist()
+    h = [x for x in hits if not x["salvaged"]]
     assert len(h) == 1 and h[0]["value_masked"] == "SUDU******9" and h[0]["check_digit_valid"] is True
+    # the broken messages are still examined: their container is a salvaged hit on their own offset
+    s = [x for x in hits if x["salvaged"]]
+    assert [(x["offset"], x["value_masked"], x["confidence"]) for x in s] == [(2, "SUDU******9", 60), (3, "SUDU******9", 60)]
+    assert r.hits.column("offset").to_pylist() == [2, 3, 8]
     assert h[0]["value_hmac"] == hmac.new(KEY, b"SUDU1234569", hashlib.sha256).digest()
     assert h[0]["value_raw"] is None
 
@@ -88,7 +93,9 @@ def test_too_large_is_rejected_before_parsing():
     r = clf.run(Batch.from_values([big, b'{"a": 1}'], FMT_JSON))
     assert r.quarantine.column("reason").to_pylist() == ["too_large"]
     assert [open_row(clf.protector, row)[1] for row in r.quarantine.to_pylist()] == [big]
-    assert r.hits.num_rows == 0 and r.m_idx.tolist() == [1]
+    assert r.m_idx.tolist() == [1]
+    # not parsed, but its first max_message_bytes are salvage-scanned
+    assert r.hits.column("salvaged").to_pylist() == [True] and r.hits.column("offset").to_pylist() == [0]
 
 
 def test_synth_cli_writes_files_and_labels(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from cryptography.exceptions import InvalidTag
 
 from flowaudit import catalog
-from flowaudit.protect import MASK_RULES, Protector, mask
+from flowaudit.protect import MASK_RULES, Protector, mask, mask_slices, rules_of
 from flowaudit.quarantine import aad, pack, unpack
 
 KEY = b"test-key-0123456789abcdef"
@@ -188,3 +189,108 @@ def test_any_mask_keeps_shape_and_hides_the_value(text, cls):
 @given(st.one_of(st.none(), st.binary(max_size=64)), st.one_of(st.none(), st.binary(max_size=256)))
 def test_pack_round_trips(key, value):
     assert unpack(pack(key, value)) == (key, value)
+
+
+# ----------------------------------------------------------------------------- the mask kernel
+# kernels/mask.py masks values of U+0000..U+00FF and U+FFFD (invalid UTF-8); any other character
+# sends the value to the Python rule.  Both must give what mask() gives, for every class, on any bytes.
+_CLASSES = sorted(MASK_RULES) + [None, "bill_of_lading", "unknown_class"]
+_ASCII = st.text(alphabet=st.sampled_from("AZaz09MSCUIMOUNimoun-./ @+_:\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f\x00\x7f*"),
+                 max_size=40)
+
+
+def _kernel_masks(values: list[bytes], classes: list) -> list[str]:
+    buf = np.frombuffer(b"".join(values) or b"\x00", np.uint8)
+    off = np.zeros(len(values) + 1, np.int64)
+    np.cumsum([len(v) for v in values], out=off[1:])
+    rule, param = rules_of(classes)
+    return mask_slices(buf, off[:-1], off[1:], rule, param).to_pylist()
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(_ASCII, st.sampled_from(_CLASSES)), max_size=20))
+def test_mask_kernel_equals_the_python_rules_on_ascii(pairs):
+    values = [t.encode() for t, _ in pairs]
+    classes = [c for _, c in pairs]
+    assert _kernel_masks(values, classes) == [mask(v, c) for v, c in zip(values, classes)]
+
+
+_PHONES = st.builds(lambda sp, pre, ds: sp + pre + ds, st.sampled_from(["", " ", "\t ", "\x1c"]),
+                    st.sampled_from(["+", "00", "0", "", "+ ", "0 0"]),
+                    st.text(alphabet=st.sampled_from("0123456789 -/A"), max_size=16))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_PHONES, max_size=20))
+def test_mask_kernel_phone_country_codes(phones):
+    values = [p.encode() for p in phones]
+    assert _kernel_masks(values, ["phone"] * len(values)) == [mask(v, "phone") for v in values]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.binary(max_size=30), _TEXT.map(lambda t: t.encode())),
+                          st.sampled_from(_CLASSES)), max_size=20))
+def test_mask_slices_equals_mask_on_any_bytes(pairs):
+    values = [v for v, _ in pairs]
+    classes = [c for _, c in pairs]
+    assert _kernel_masks(values, classes) == [mask(v, c) for v, c in zip(values, classes)]
+
+
+_LATIN1 = st.text(alphabet=st.sampled_from("AZaz09IMOUN@+ -.\t\x1c\x85\xa0ßÿµÜøé²³¹¼½¾ª×÷\ufffdŁ中"), max_size=30)
+_UTF8_EDGES = st.sampled_from([
+    b"\xc3", b"\xc3(", b"\xe0\x80", b"\xe0\xa0", b"\xe0\xa0(", b"\xed\xa0\x80", b"\xed\xa0", b"\xed\x9f",
+    b"\xef\xbf\xbd", b"\xef\xbf", b"\xf0\x90\x80", b"\xf0\x90\x80\x80", b"\xf4\x90\x80\x80", b"\xf4\x90\x80",
+    b"\xf4\x8f\xbf", b"\xf0\x80\x80", b"\xf5", b"\xc0\xaf", b"\xc2\x85", b"\xc2\xa0", b"\xc2\xb2", b"\xe2\x80\xa8",
+    b"\x80\xbf", b"\xff"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.one_of(_LATIN1.map(lambda t: t.encode("utf-8")),
+                                             _LATIN1.map(lambda t: t.encode("latin-1", errors="replace")),
+                                             _UTF8_EDGES), max_size=4).map(b"".join),
+                          st.sampled_from(_CLASSES)), max_size=20))
+def test_mask_kernel_on_latin1_utf8_and_invalid_sequences(pairs):
+    """Latin-1 letters, digits and spaces (as UTF-8 and as raw Latin-1 bytes), U+FFFD for every kind
+    of invalid or truncated sequence, and characters above U+00FF (the Python rule)."""
+    values = [v for v, _ in pairs]
+    classes = [c for _, c in pairs]
+    assert _kernel_masks(values, classes) == [mask(v, c) for v, c in zip(values, classes)]
+
+
+def test_no_latin1_character_upper_cases_into_an_ascii_prefix():
+    """Why the kernel may compare the IMO / UN prefixes on ASCII letters only."""
+    for c in range(0x80, 0x100):
+        up = chr(c).upper()
+        assert len(up) != 1 or not up.isascii(), hex(c)
+        assert not up.isascii() or len(up) > 1, hex(c)      # only ß -> SS, longer than its one character
+
+
+def test_mask_kernel_on_the_documented_examples():
+    cases = [(b"MSCU1234565", "container_number"), (b"MSCU 123456-5", "container_number"),
+             (b"MSCU12345", "container_number"), (b"IMO9321483", "imo_number"), (b"imo 9321483", "imo_number"),
+             (b"9321483", "imo_number"), (b"636012345", "mmsi"), (b"D5", "call_sign"), (b"DE123", "eori"),
+             (b"CNSHA", "port_of_call"), (b"un1203", "un_number"), (b"MSC OSCAR", "vessel_name"),
+             (b"j.smith@maersk.com", "email"), (b"@maersk.com", "email"), (b"0049 40 123456", "phone"),
+             (b"+1 212 555 0100", "phone"), (b"USD", "cargo_value"), (b"USD 12500.00", "cargo_value"),
+             (b"BL:MAEU123456789", None), (b"", None), (b"***", "lei")]
+    assert _kernel_masks([v for v, _ in cases], [c for _, c in cases]) == [mask(v, c) for v, c in cases]
+
+
+def test_mask_kernel_rejects_slices_outside_the_buffer():
+    buf = np.zeros(4, np.uint8)
+    with pytest.raises(ValueError):
+        mask_slices(buf, np.array([0]), np.array([5]))
+    with pytest.raises(ValueError):
+        mask_slices(buf, np.array([3]), np.array([2]))
+
+
+def test_protect_slices_equals_protect_value_by_value():
+    p = Protector(KEY)
+    values = [b"MSCU1234565", "MÜLLER GMBH".encode(), b"\xe9t\xe9", b"", b"9321483", b"x" * 100]
+    classes = ["container_number", "party_name", "party_name", None, "imo_number", "goods_description"]
+    buf = np.frombuffer(b"".join(values), np.uint8)
+    off = np.zeros(len(values) + 1, np.int64)
+    np.cumsum([len(v) for v in values], out=off[1:])
+    masked, keyed = p.protect_slices(buf, off[:-1], off[1:], *rules_of(classes))
+    assert keyed.type == pa.binary(32) and masked.type == pa.string()
+    assert list(zip(masked.to_pylist(), keyed.to_pylist())) == [p.protect(v, c) for v, c in zip(values, classes)]

@@ -22,6 +22,10 @@ FORMAT_NAMES = {FMT_UNKNOWN: "unknown", FMT_EDIFACT: "edifact", FMT_X12: "x12", 
 # network telemetry topics (flowaudit.detect.flowpath): NetFlow/IPFIX datagrams, goflow2 JSON, Zeek DNS
 FMT_NETFLOW, FMT_GOFLOW, FMT_DNS = 5, 6, 7
 TELEMETRY_NAMES = {FMT_NETFLOW: "netflow", FMT_GOFLOW: "goflow", FMT_DNS: "dns"}
+# delimiter-separated flat files (ICES 0x1D manifests, CSV / TSV with a header, fixed width):
+# appended after the telemetry codes, so every earlier code stays what it was
+FMT_FLAT = 8
+FORMAT_NAMES[FMT_FLAT] = "flat"
 FORMAT_CODES = {v: k for k, v in {**FORMAT_NAMES, **TELEMETRY_NAMES}.items()}
 
 # Quarantine reasons (status codes; 0 = decoded).  Stable: stored in Parquet as strings.
@@ -46,6 +50,11 @@ REASONS = {
     17: "bad_envelope",            # EDI: data after the last interchange trailer, or mixed envelope levels
     18: "headless_fragment",       # EDI: no UNB/UNG/UNH (ISA/GS/ST) first, or a trailer whose header is
                                    # not in the value (the tail of a split interchange)
+    # layers (flowaudit/decode/layers.py): a wrapped value (base64, gzip, zlib, zstd, MIME, JSON string)
+    19: "layer_bomb",              # decompressed past max_ratio x the message, or too many MIME parts
+    20: "layer_too_deep",          # more than max_depth layers
+    21: "layer_too_large",         # all layers' output of the message past max_bytes
+    22: "layer_corrupt",           # a wrapper's magic matched but its body does not decode
 }
 REASON_CODES = {v: k for k, v in REASONS.items()}
 
@@ -76,6 +85,9 @@ FLAGS = (
     "duplicate_interchange_ref",  # EDI: this sender's interchange control reference was seen before
                                   # (UNB S002 + 0020, ISA05/06 + ISA13; per process, bounded memory)
     "duplicate_payload",          # the same value bytes were seen before (per process, bounded memory)
+    "layered",                    # decoded from inside a layer (flowaudit/decode/layers.py); ``format`` is
+                                  # the innermost format, hits.layer the path
+    "layer_part_bad",             # a layered message: one of its inner values (a MIME part) was refused
 )
 FLAG_BITS = {name: 1 << k for k, name in enumerate(FLAGS)}
 
@@ -125,6 +137,10 @@ class FormatResult:
     # per selected message (EDI): uint64 hash of the first interchange's sender and control
     # reference (0 = none), for the Classifier's duplicate check; None = none
     ikey: np.ndarray | None = None
+    # per hit: index into ``layer_names`` of the layer path that led to the value (0 / None: the
+    # message itself); set by the layers pre-pass and the embedded-EDIFACT merge
+    hit_layer: np.ndarray | None = None
+    layer_names: list | None = None
 
     @property
     def n_hits(self) -> int:

@@ -18,7 +18,9 @@ offsets from ``E``) and maps the hits back to the outer message:
 * ``hit_start``/``hit_end``: the outer string's raw range (the inner offsets refer to decoded
   bytes, which need not exist byte-for-byte in the outer message);
 * the embedded hits are appended after the outer hits (the pipeline orders hits by message);
-* class, validity, confidence and the normalised value as the EDIFACT decoder found them.
+* class, validity, confidence and the normalised value as the EDIFACT decoder found them;
+* layer (``hits.layer``): ``json-field>edifact`` / ``xml-text>edifact`` (text or CDATA), the
+  byte range staying the outer string's (the field is part of the message as received).
 
 An embedded interchange that the EDIFACT decoder refuses sets flag 16 (``FLAG_EMBEDDED_BAD``)
 on the outer message; the outer message itself stays decoded.  Nesting stops at one level: the
@@ -47,8 +49,9 @@ def decode_edifact(E: np.ndarray, ebuf: np.ndarray) -> FormatResult:
     return edifact.classify(buf, offs, np.arange(n, dtype=np.int64))
 
 
-def merge(res: FormatResult, E: np.ndarray, ebuf: np.ndarray, sel: np.ndarray) -> FormatResult:
-    """``res`` plus the hits of the EDIFACT interchanges embedded in its messages."""
+def merge(res: FormatResult, E: np.ndarray, ebuf: np.ndarray, sel: np.ndarray, layer: str = "") -> FormatResult:
+    """``res`` plus the hits of the EDIFACT interchanges embedded in its messages; ``layer``
+    names the layer for the hits' ``layer`` column (``json-field>edifact``, ``xml-text>edifact``)."""
     if E.shape[0] == 0:
         return res
     sub = decode_edifact(E, ebuf)
@@ -81,7 +84,9 @@ def merge(res: FormatResult, E: np.ndarray, ebuf: np.ndarray, sel: np.ndarray) -
         hit_end=cat([res.hit_end, E[row, K.E_END]]),
         val_off=cat([res.val_off, res.val_off[-1] + sub.val_off[1:] - sub.val_off[0]]),
         val_buf=cat([res.val_buf, sub.val_buf[sub.val_off[0]:sub.val_off[-1]]]),
-        loc_names=names)
+        loc_names=names,
+        hit_layer=np.concatenate([np.zeros(res.n_hits, np.int32), np.ones(sub.n_hits, np.int32)]),
+        layer_names=["", layer])
     if flags is not None:
         out.flags = flags
     return out

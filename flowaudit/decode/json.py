@@ -232,7 +232,7 @@ def classify(buf, offsets, sel, embedded: bool = True, rules: dict | None = None
     if embedded:
         from flowaudit.decode import embedded as emb
         E, ebuf = out.embedded()
-        res = emb.merge(res, E, ebuf, sel)
+        res = emb.merge(res, E, ebuf, sel, "json-field>edifact")
     return res
 
 

@@ -184,7 +184,7 @@ def classify(buf, offsets, sel, embedded: bool = True, rules: dict | None = None
         sel = orig_sel
     if embedded:
         from flowaudit.decode import embedded as emb
-        res = emb.merge(res, E, ebuf, sel)
+        res = emb.merge(res, E, ebuf, sel, "xml-text>edifact")
     return res
 
 

@@ -6,7 +6,7 @@ Layout (Hive style)::
 
 ``first``/``last`` are the actual first and last Kafka offsets the file set covers (zero
 padded to 20 digits).  One *file set* = the three files of one offset range; every offset of
-the range is in exactly one of ``messages`` and ``quarantine``; ``hits`` refer to ``messages``.
+the range is in exactly one of ``messages`` and ``quarantine``; ``hits`` refer to ``messages`` (``salvaged`` ones to ``quarantine``).
 
 Publishing a file set:
 
@@ -269,6 +269,7 @@ class _Open:
     count: int = 0
     last_ts_ms: int = -1       # fingerprint of the message at ``last`` (footer of the messages file)
     last_bytes: int = -1
+    nbytes: int = 0            # Arrow bytes of the buffered tables (a slice counts its share)
     tables: dict = field(default_factory=dict)  # dataset -> [pa.Table]
 
 
@@ -359,9 +360,7 @@ class PartitionWriter:
 
     @property
     def buffered_bytes(self) -> int:
-        if not self._open:
-            return 0
-        return sum(t.nbytes for parts in self._open.tables.values() for t in parts)
+        return self._open.nbytes if self._open else 0
 
     def add(self, offsets: np.ndarray, ts_ms: np.ndarray, tables: dict[str, tuple[pa.Table, np.ndarray]],
             sizes: np.ndarray | None = None) -> list[int]:
@@ -410,6 +409,7 @@ class PartitionWriter:
                     else:
                         continue
                     cur.tables.setdefault(d, []).append(part)
+                    cur.nbytes += part.nbytes
                 if cur.first < 0:
                     cur.first = lo
                 cur.last = hi

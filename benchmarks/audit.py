@@ -1,0 +1,175 @@
+"""The batch audit of a message archive against what a user would run instead, in one run.
+
+The archive is ``flowaudit synth --dump`` (flat Kafka Connect layout, labelled exposures), built
+once per seed and size and cached.  Measured on the same files:
+
+* ``flowaudit audit`` (polars engine), a fresh process per run as a user runs it: wall time,
+  peak RSS (``wait4``), rows and findings;
+* the physical limit: ``polars.scan_parquet`` reading only the value column;
+* the audit a user would write by hand: polars ``str.extract_all`` regexes for container numbers,
+  IMO numbers and e-mail addresses over the value column (DuckDB too when it is installed);
+* Dask scaling: ``--engine dask`` with a LocalCluster of 1 and of 2 workers.
+
+    python -m benchmarks.audit --messages 1000000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# what a user writes by hand: the three shapes everyone knows (no check digits, no context)
+REGEXES = {"container_number": r"\b[A-Z]{3}[UJZ][0-9]{7}\b", "imo_number": r"\bIMO ?[0-9]{7}\b",
+           "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"}
+HMAC_KEY = "bench-audit-key-0123456789"
+
+
+def dump(n: int, seed: int, cache_dir) -> Path:
+    """The cached archive (built once: ``synth.write_dump``)."""
+    from flowaudit import synth
+
+    d = Path(cache_dir) / f"audit-dump-{seed}-{n}"
+    if (d / ".complete").exists():
+        return d
+    shutil.rmtree(d, ignore_errors=True)
+    synth.write_dump(d, n, seed=seed, layouts=("flat",))
+    (d / ".complete").write_text("ok\n")
+    return d
+
+
+def _flat(d: Path) -> Path:
+    return d / "flat"
+
+
+def value_bytes(d: Path) -> tuple[int, int]:
+    """(rows, bytes of the value column) of the flat archive."""
+    import polars as pl
+
+    r = pl.scan_parquet(str(_flat(d) / "**" / "*.parquet"), hive_partitioning=True).select(
+        pl.len().alias("n"), pl.col("value").bin.size().sum().alias("b")).collect()
+    return int(r["n"][0]), int(r["b"][0])
+
+
+def bare_scan(d: Path) -> dict:
+    import polars as pl
+
+    t0 = time.perf_counter()
+    df = pl.scan_parquet(str(_flat(d) / "**" / "*.parquet"), hive_partitioning=True).select("value").collect()
+    return {"seconds": time.perf_counter() - t0, "rows": df.height}
+
+
+def polars_regex(d: Path) -> dict:
+    """The regexes in polars over the value column.  Polars refuses a binary -> string cast on the
+    archive's few invalid UTF-8 values (strict or not), so the values go through Arrow's unchecked
+    cast first, one record batch at a time, as a user working around that error would write it."""
+    import polars as pl
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    t0 = time.perf_counter()
+    counts = dict.fromkeys(REGEXES, 0)
+    cast = pc.CastOptions(pa.large_string(), allow_invalid_utf8=True)
+    for b in ds.dataset(_flat(d), format="parquet", partitioning="hive").to_batches(columns=["value"]):
+        v = pl.from_arrow(pa.table({"v": pc.cast(b.column(0), options=cast)}))
+        r = v.select([pl.col("v").str.extract_all(rx).list.len().sum().alias(k) for k, rx in REGEXES.items()])
+        for k in REGEXES:
+            counts[k] += int(r[k][0] or 0)
+    return {"seconds": time.perf_counter() - t0, "counts": counts}
+
+
+def duckdb_regex(d: Path) -> dict | None:
+    try:
+        import duckdb
+    except ImportError:
+        return None
+    t0 = time.perf_counter()
+    sel = ", ".join(f"sum(len(regexp_extract_all(CAST(value AS VARCHAR), '{rx}'))) AS {k}"
+                    for k, rx in REGEXES.items())
+    row = duckdb.sql(f"SELECT {sel} FROM read_parquet('{_flat(d)}/**/*.parquet', hive_partitioning=true)").fetchone()
+    return {"seconds": time.perf_counter() - t0, "counts": dict(zip(REGEXES, map(int, row)))}
+
+
+def audit_run(d: Path, engine: str = "polars", workers: int = 1) -> dict:
+    """``flowaudit audit`` in a fresh process: wall seconds, peak RSS of that process, its summary."""
+    out = Path(tempfile.mkdtemp(prefix="fa-bench-audit-"))
+    try:
+        cmd = [sys.executable, "-m", "flowaudit", "audit", str(_flat(d)), "--out", str(out / "root"),
+               "--engine", engine, "--workers", str(workers)]
+        for extra, flag in (("policy.toml", "--policy"), ("watchlist", "--watchlist-dir")):
+            if (d / extra).exists():
+                cmd += [flag, str(d / extra)]
+        env = dict(os.environ, FLOWAUDIT_SECURITY_HMAC_KEY=HMAC_KEY)
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _pid, status, ru = os.wait4(p.pid, 0)
+        secs = time.perf_counter() - t0
+        so, se = p.stdout.read().decode(), p.stderr.read().decode()
+        p.stdout.close()
+        p.stderr.close()
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if p.returncode != 0:
+            raise RuntimeError(f"flowaudit audit exited {p.returncode}: {se[-2000:]}")
+        m = json.loads((out / "root" / "_audit" / "manifest.json").read_text())
+        return {"seconds": secs, "peak_rss_mb": ru.ru_maxrss / 1024, "rows": m["totals"]["rows"],
+                "messages": m["totals"].get("messages", 0), "hits": m["totals"].get("hits", 0),
+                "findings": m["findings"], "summary": so.strip().splitlines()[-1] if so.strip() else ""}
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def run(n: int = 1_000_000, seed: int = 9, cache_dir=None, repeats: int = 1, dask: bool = True) -> dict:
+    from .corpus import DEFAULT_CACHE
+
+    d = dump(n, seed, cache_dir or DEFAULT_CACHE)
+    rows, nbytes = value_bytes(d)
+    res: dict = {"messages": n, "rows": rows, "value_bytes": nbytes, "dump": str(d)}
+
+    def best(fn):
+        runs = [fn() for _ in range(max(1, repeats))]
+        return min(runs, key=lambda r: r["seconds"])
+
+    bare_scan(d)   # page cache warm for everyone
+    res["bare_scan"] = best(lambda: bare_scan(d))
+    res["polars_regex"] = best(lambda: polars_regex(d))
+    duck = duckdb_regex(d)
+    res["duckdb_regex"] = duck
+    res["audit"] = best(lambda: audit_run(d))
+    if dask:
+        res["dask"] = {str(w): audit_run(d, "dask", w) for w in (1, 2)}
+    a = res["audit"]["seconds"]
+    res["mb_per_s"] = nbytes / 1e6 / a
+    res["rows_per_s"] = rows / a
+    res["ratio_to_bare_scan"] = res["bare_scan"]["seconds"] / a
+    res["ratio_to_polars_regex"] = res["polars_regex"]["seconds"] / a
+    res["ratio_to_duckdb_regex"] = duck["seconds"] / a if duck else None
+    if dask:
+        res["dask_scaling_1_to_2"] = res["dask"]["1"]["seconds"] / res["dask"]["2"]["seconds"]
+    res["cpus"] = os.cpu_count()
+    res["polars_threads"] = __import__("polars").thread_pool_size()
+    res["self_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, default=1_000_000)
+    ap.add_argument("--seed", type=int, default=9)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--no-dask", action="store_true")
+    ap.add_argument("--cache-dir")
+    a = ap.parse_args(argv)
+    r = run(a.messages, a.seed, a.cache_dir, a.repeats, not a.no_dask)
+    print(json.dumps(r, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

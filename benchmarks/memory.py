@@ -1,0 +1,78 @@
+"""Stream memory against input size: peak RSS of ``flowaudit stream --until-drained``.
+
+Each size gets fresh topics (``--partitions`` per format, 12 in all by default) on the embedded
+broker, filled with synthetic traffic, and a fresh ``flowaudit stream`` process whose peak RSS
+comes from ``wait4``.  Flat means the buffered rows are bounded (``sink.buffer_budget_mb``), not
+the input: the issue's target is <= 500 MB over a 1M-message run, whatever the partitions.
+
+    python -m benchmarks.memory --sizes 50000 300000 1000000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from flowaudit import synth
+from flowaudit.broker import EmbeddedBroker
+from flowaudit.demo import produce
+
+
+def stream_rss(bootstrap: str, topics: dict, root: Path, budget_mb: int | None = None) -> dict:
+    t = ",".join(f"{name}={fmt}" for fmt, name in topics.items())
+    cmd = [sys.executable, "-m", "flowaudit", "stream", "--bootstrap", bootstrap, "--topics", t, "--root", str(root),
+           "--until-drained", "--metrics-port", "0", "--group", f"mem-{root.name}"]
+    env = dict(os.environ, FLOWAUDIT_SECURITY_HMAC_KEY="benchmark-key-not-secret",
+               FLOWAUDIT_KAFKA_SESSION_TIMEOUT_MS="6000")
+    if budget_mb is not None:
+        env["FLOWAUDIT_SINK_BUFFER_BUDGET_MB"] = str(budget_mb)
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _pid, status, ru = os.wait4(p.pid, 0)
+    out = p.stdout.read().decode()
+    err = p.stderr.read().decode()
+    p.stdout.close()
+    p.stderr.close()
+    rc = os.waitstatus_to_exitcode(status)
+    if rc != 0:
+        raise RuntimeError(f"flowaudit stream exited {rc}: {err[-2000:]}")
+    flushes = 0
+    for line in out.splitlines():
+        if "buffer budget" in line and "reached" in line:
+            flushes = int(line.split("reached", 1)[1].split()[0])
+    return {"seconds": time.monotonic() - t0, "peak_rss_mb": ru.ru_maxrss / 1024, "budget_flushes": flushes}
+
+
+def run(sizes=(50_000, 300_000), partitions: int = 3, seed: int = 5, budget_mb: int | None = None) -> dict:
+    rows = []
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="flowaudit-mem-") as tmp:
+        for k, n in enumerate(sizes):
+            topics = {f: f"mem{k}.{f}" for f in synth.TOPICS}
+            broker.create_topics({t: partitions for t in topics.values()})
+            msgs = (m for m in synth.generate(seed + k, n))
+            count, nbytes = produce(msgs, broker.bootstrap, partitions=partitions,
+                                    topics={f: topics[f] for f in topics})
+            r = stream_rss(broker.bootstrap, topics, Path(tmp) / f"root{k}", budget_mb)
+            r.update(messages=count, mb=nbytes / 1e6, partitions=partitions * len(topics))
+            rows.append(r)
+            print(json.dumps(r), file=sys.stderr)
+    return {"benchmark": "stream_peak_rss_vs_input", "budget_mb": budget_mb, "runs": rows}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[50_000, 300_000])
+    ap.add_argument("--partitions", type=int, default=3, help="partitions per topic (4 topics)")
+    ap.add_argument("--budget-mb", type=int, help="sink.buffer_budget_mb (default: the setting's default)")
+    a = ap.parse_args(argv)
+    print(json.dumps(run(a.sizes, a.partitions, budget_mb=a.budget_mb), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
