@@ -299,3 +299,29 @@ def test_a_catalog_version_the_gathered_hits_do_not_show_sends_the_window_to_sto
     fw._parts["port.json+0"].versions[0] = (T0_MS, frozenset({"c1"}))
     assert fw._versions_shown(hits, {"port.json+0": 10}, T0_MS * 1_000_000)
     assert not fw._versions_shown(hits, {"port.json+0": 10}, T0_MS * 1_000_000, {"c0"})   # storage showed c0
+
+
+def test_a_window_close_keeps_the_earlier_windows_other_findings(tmp_path):
+    """The stream writes what a window close changed: the earlier window's findings it closes
+    replace their own rows, and that window's findings that go on stay in its file."""
+    import pyarrow.compute as pc
+
+    from flowaudit.datasets import FINDINGS
+    from flowaudit.detect import findings as F
+    from flowaudit.sinks.parquet import read_dataset
+
+    from .findings_fixtures import transfers
+
+    two = F.correlate(transfers([{"src_addr": "10.40.1.5"}, {"src_addr": "10.40.1.6"}]), None,
+                      window_ns=300 * 10**9)
+    assert two.num_rows == 2
+    F.write_findings(tmp_path, two, prune=False)
+    rows = two.to_pylist()
+    closed = pa.Table.from_pylist([dict(rows[0], status="closed")], schema=FINDINGS)
+    F.write_findings(tmp_path, closed, prune=False)
+    got = read_dataset(tmp_path, "findings")
+    status = dict(zip(got["finding_id"].to_pylist(), pc.cast(got["status"], pa.string()).to_pylist()))
+    assert status == {rows[0]["finding_id"]: "closed", rows[1]["finding_id"]: "new"}
+    # the batch way (prune) writes complete windows: the file is exactly what was given
+    F.write_findings(tmp_path, closed, prune=True)
+    assert read_dataset(tmp_path, "findings")["finding_id"].to_pylist() == [rows[0]["finding_id"]]

@@ -585,8 +585,10 @@ def write_findings(root: str | Path, findings: pa.Table, prune: bool = True) -> 
     An existing file with the same rows is kept; a changed one is replaced atomically (hidden temp
     file, fsync, rename, fsync of the folder: the sink's recipe, with a replace instead of a link
     because a finding is updated in place); files of windows this run no longer produces are
-    removed (``prune``; the stream, which writes one window at a time, does not prune).  Returns
-    counts: written, kept, removed.
+    removed (``prune``).  Without ``prune`` (the stream, which writes what one window close
+    changed: that window's findings and the earlier ones it closes) a window's other findings
+    stay in its file: the rows given replace the file's rows of the same ``finding_id``.
+    Returns counts: written, kept, removed.
     """
     from ..sinks.parquet import _write_durable, fsync_dir, makedirs
     import pyarrow.parquet as pq
@@ -603,11 +605,17 @@ def write_findings(root: str | Path, findings: pa.Table, prune: bool = True) -> 
             wanted.add(final)
             if final.exists():
                 try:
-                    if pq.read_table(final, schema=FINDINGS).equals(part):
-                        counts["kept"] += 1
-                        continue
+                    old = pq.read_table(final, schema=FINDINGS)
                 except Exception:  # noqa: BLE001 - unreadable: replace it
-                    pass
+                    old = None
+                if old is not None and not prune:
+                    rest = old.filter(pc.invert(pc.is_in(old["finding_id"], value_set=part["finding_id"])))
+                    if rest.num_rows:
+                        part = pa.concat_tables([rest, part]).unify_dictionaries().combine_chunks()
+                        part = part.take(pc.sort_indices(part, [("finding_id", "ascending")]))
+                if old is not None and old.equals(part):
+                    counts["kept"] += 1
+                    continue
             makedirs(final.parent)
             tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
             try:
