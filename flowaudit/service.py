@@ -122,7 +122,7 @@ class Summary:
     storage_faults: int = 0
     budget_flushes: int = 0       # times the buffer budget made every partition publish
     findings: int = 0             # findings rows written by closed windows
-    findings_seconds: float = 0.0  # time spent closing windows (publish, read back, correlate, write)
+    findings_seconds: float = 0.0  # time spent keeping evidence and closing windows (correlate, write)
     top_findings: list = field(default_factory=list)   # worst findings first (demo)
     exit_code: int = 0
     error: str = ""
@@ -276,8 +276,10 @@ class StreamService:
         w = self._new_writer(topic, partition)
         w.on_fault = lambda exc, attempt, slot=slot: self._on_fault(slot, exc, attempt)
         resume = w.recover()
-        if self.findings is not None and w.fingerprint is not None:
-            self.findings.seed(slot.key, w.fingerprint[0], w.next_offset - 1)
+        if self.findings is not None:
+            self.findings.activate(slot.key, w.next_offset, w.epoch)
+            if w.fingerprint is not None:
+                self.findings.seed(slot.key, w.fingerprint[0], w.next_offset - 1)
         slot.ready = True
         self.slots[slot.key] = slot
         self.writers[slot.key] = w
@@ -337,8 +339,10 @@ class StreamService:
                 slot.verify = (v_off, w.fingerprint)
                 start = v_off if hi > v_off else max(lo, min(v_off, hi - 1))
         self.writers[slot.key] = w
-        if self.findings is not None and w.fingerprint is not None:
-            self.findings.seed(slot.key, w.fingerprint[0], w.next_offset - 1)
+        if self.findings is not None:
+            self.findings.activate(slot.key, w.next_offset, w.epoch)
+            if w.fingerprint is not None:
+                self.findings.seed(slot.key, w.fingerprint[0], w.next_offset - 1)
         slot.ready = True
         slot.fetch_from = start if start >= 0 else 0
         slot.resume = -1 if resume is None else resume
@@ -883,13 +887,20 @@ class StreamService:
             try:
                 if resets and key in resets:
                     w.start_epoch(resume=resets[key])
+                above = w.high
                 published = w.add(batch.offset[idx], batch.ts_ms[idx], sub, sizes[idx])
             except PublishAborted as exc:
                 log.warning("%s+%d: %s; the rows are re-read by the partition's owner", key[0], key[1], exc)
                 w.discard()
+                if self.findings is not None:   # file sets published before the abort never reached memory
+                    self.findings.from_storage_only(key)
                 if group_slots is not None:
                     group_slots[g].aborted = True   # later batches of this assignment are dropped too
                 continue
+            if self.findings is not None:   # the windows keep what can be evidence: no read-back at close
+                t_ev = time.perf_counter()
+                self.findings.absorb(key, sub, batch.offset[idx], batch.ts_ms[idx], above, w.epoch)
+                self.summary.findings_seconds += time.perf_counter() - t_ev
             if published:
                 done[key] = max(published) + 1
                 self._fault_cleared()

@@ -73,14 +73,34 @@ _SAMPLE_FIELDS = ["source", "partition", "offset", "msg_index", "data_class", "l
 
 
 # ------------------------------------------------------------------------------ input
-def _frame(table: pa.Table | None, cols: dict) -> pl.DataFrame:
-    """The named columns of an Arrow table as a polars frame (dictionaries decoded, missing = null)."""
+def _in_memory() -> dict:
+    """Polars' in-memory engine for the small queries here (the default may pick the streaming
+    one, whose start-up costs more than these frames take); older versions have no choice."""
+    try:
+        pl.LazyFrame({"a": [1]}).collect(engine="in-memory")
+    except Exception:  # noqa: BLE001 - an older polars: its default engine
+        return {}
+    return {"engine": "in-memory"}
+
+
+_ENGINE = _in_memory()
+
+
+def _collect(lf: pl.LazyFrame) -> pl.DataFrame:
+    return lf.collect(**_ENGINE)
+
+
+def _frame(table: pa.Table | None, cols: dict, lazy: bool = False) -> pl.DataFrame | pl.LazyFrame:
+    """The named columns of an Arrow table as a polars frame (dictionaries decoded, missing = null);
+    ``lazy``: a LazyFrame, so that the caller's next steps run in the same query."""
     n = 0 if table is None else table.num_rows
     if n == 0:
-        return pl.DataFrame(schema=cols)
+        out = pl.DataFrame(schema=cols)
+        return out.lazy() if lazy else out
     present = _plain(table, [c for c in cols if c in table.column_names])
     arrays = {c: present.column(c) if c in present.column_names else pa.nulls(n) for c in cols}
-    return pl.from_arrow(pa.table(arrays)).with_columns([pl.col(c).cast(t) for c, t in cols.items()])
+    out = pl.from_arrow(pa.table(arrays)).lazy().with_columns([pl.col(c).cast(t) for c, t in cols.items()])
+    return out if lazy else _collect(out)
 
 
 # ------------------------------------------------------------------------------ the core
@@ -105,10 +125,11 @@ def correlate(transfers: pa.Table, hits: pa.Table | None, messages: pa.Table | N
         raise ValueError("window_ns must be > 0 and lookback_ns >= 0")
     inventory = inventory or Inventory()
     model = model or _sev.load()
-    T = _frame(transfers, _T_COLS).filter(~pl.col("rule").is_in(NOT_FINDINGS))
+    T = _frame(transfers, _T_COLS, lazy=True).filter(~pl.col("rule").is_in(NOT_FINDINGS))
     T = T.with_columns(t=pl.coalesce(pl.col("time_ns"), pl.col("ts_ms") * 1_000_000))
     if window_start_ns is not None:
         T = T.filter((pl.col("t") >= window_start_ns) & (pl.col("t") < window_start_ns + window_ns))
+    T = _collect(T)
     if T.height == 0 and (previous is None or previous.num_rows == 0):
         return FINDINGS.empty_table()
     H = _Hits(hits)
@@ -126,12 +147,18 @@ def correlate(transfers: pa.Table, hits: pa.Table | None, messages: pa.Table | N
 
 def _classify_rows(T: pl.DataFrame, window_ns: int, inv: Inventory) -> pl.DataFrame:
     """Per transfer row: window, correlation kind, the port-side host and zone, application, topics."""
+    # applications: per distinct address and per distinct topic (a handful), never per row; every
+    # address and topic of the rows, so that the rest is one query
+    addrs = [a for a in pl.concat([T["src_addr"], T["dst_addr"]]).unique().to_list() if a]
+    apps = [inv.apps_for_host(a) for a in addrs]
+    host_apps = pl.DataFrame({"host": addrs, "h_app": [",".join(x.name for x in a) or None for a in apps],
+                              "h_topics": [sorted({t for x in a for t in x.topics}) for a in apps]},
+                             schema={"host": pl.Utf8, "h_app": pl.Utf8, "h_topics": pl.List(pl.Utf8)})
+    topics = [s for s in T["source"].unique().to_list() if s]
+    topic_apps = pl.DataFrame({"source": topics,
+                               "t_app": [",".join(a.name for a in inv.apps_for_topic(s)) or None for s in topics]},
+                              schema={"source": pl.Utf8, "t_app": pl.Utf8})
     ws = pl.when(pl.col("t").is_null()).then(0).otherwise(pl.col("t") - pl.col("t") % window_ns)
-    T = T.with_columns(window_start=ws.cast(pl.Int64),
-                       window_end=pl.when(pl.col("t").is_null()).then(0).otherwise(ws + window_ns).cast(pl.Int64),
-                       correlation=pl.when(pl.col("seen_where").is_in(MESSAGE_WHERE)).then(pl.lit("message_borne"))
-                       .when(pl.col("platform") == "policy").then(pl.lit("zone_policy"))
-                       .otherwise(pl.lit("flow_borne")))
     sk = pl.col("src_zone").replace_strict(inv.zone_kinds, default=None, return_dtype=pl.Utf8)
     dk = pl.col("dst_zone").replace_strict(inv.zone_kinds, default=None, return_dtype=pl.Utf8)
     dst_side = (pl.when(pl.col("correlation") == "flow_borne").then(pl.col("seen_where") == "NETFLOW_SRC")
@@ -139,36 +166,37 @@ def _classify_rows(T: pl.DataFrame, window_ns: int, inv: Inventory) -> pl.DataFr
                 .then((pl.col("rule") == "internet_to_ot_zone") | (dk.is_in(_OT_KINDS) & ~sk.is_in(_OT_KINDS).fill_null(False)))
                 .otherwise(False)).fill_null(False)
     msg = pl.col("correlation") == "message_borne"
-    T = T.with_columns(
-        host=pl.when(msg).then(None).when(dst_side).then(pl.col("dst_addr")).otherwise(pl.col("src_addr")),
-        zone=pl.when(msg).then(None).when(dst_side).then(pl.col("dst_zone")).otherwise(pl.col("src_zone")),
-        dest=pl.when(msg).then(None).when(dst_side).then(pl.col("src_addr")).otherwise(pl.col("dst_addr")))
-    # applications: per distinct host and per distinct topic (a handful), never per row
-    hosts = [h for h in T["host"].unique().to_list() if h]
-    host_apps = pl.DataFrame({"host": hosts,
-                              "h_app": [",".join(a.name for a in inv.apps_for_host(h)) or None for h in hosts],
-                              "h_topics": [sorted({t for a in inv.apps_for_host(h) for t in a.topics}) for h in hosts]},
-                             schema={"host": pl.Utf8, "h_app": pl.Utf8, "h_topics": pl.List(pl.Utf8)})
-    topics = [s for s in T.filter(msg)["source"].unique().to_list() if s]
-    topic_apps = pl.DataFrame({"source": topics,
-                               "t_app": [",".join(a.name for a in inv.apps_for_topic(s)) or None for s in topics]},
-                              schema={"source": pl.Utf8, "t_app": pl.Utf8})
-    T = T.join(host_apps, on="host", how="left").join(topic_apps, on="source", how="left")
     app = pl.when(msg).then(pl.col("t_app")).otherwise(pl.col("h_app"))
-    return T.with_columns(
-        application=app,
-        entity=pl.when(msg & pl.col("t_app").is_not_null()).then(pl.lit("app:") + pl.col("t_app"))
-        .when(msg).then(pl.lit("topic:") + pl.col("source").fill_null("-"))
-        .otherwise(pl.col("host").fill_null("-")),
-        topics_row=pl.when(msg).then(pl.concat_list(pl.col("source")))
-        .when(pl.col("correlation") == "flow_borne").then(pl.col("h_topics"))
-        .otherwise(pl.lit([], dtype=pl.List(pl.Utf8))),
-        sev_rank=pl.col("severity").replace_strict(SEV_RANK, default=0, return_dtype=pl.Int32))
+    return (T.lazy()
+            .with_columns(window_start=ws.cast(pl.Int64),
+                          window_end=pl.when(pl.col("t").is_null()).then(0).otherwise(ws + window_ns).cast(pl.Int64),
+                          correlation=pl.when(pl.col("seen_where").is_in(MESSAGE_WHERE)).then(pl.lit("message_borne"))
+                          .when(pl.col("platform") == "policy").then(pl.lit("zone_policy"))
+                          .otherwise(pl.lit("flow_borne")))
+            .with_columns(
+                host=pl.when(msg).then(None).when(dst_side).then(pl.col("dst_addr")).otherwise(pl.col("src_addr")),
+                zone=pl.when(msg).then(None).when(dst_side).then(pl.col("dst_zone")).otherwise(pl.col("src_zone")),
+                dest=pl.when(msg).then(None).when(dst_side).then(pl.col("src_addr")).otherwise(pl.col("dst_addr")))
+            .join(host_apps.lazy(), on="host", how="left").join(topic_apps.lazy(), on="source", how="left")
+            .with_columns(
+                application=app,
+                entity=pl.when(msg & pl.col("t_app").is_not_null()).then(pl.lit("app:") + pl.col("t_app"))
+                .when(msg).then(pl.lit("topic:") + pl.col("source").fill_null("-"))
+                .otherwise(pl.col("host").fill_null("-")),
+                topics_row=pl.when(msg).then(pl.concat_list(pl.col("source")))
+                .when(pl.col("correlation") == "flow_borne").then(pl.col("h_topics"))
+                .otherwise(pl.lit([], dtype=pl.List(pl.Utf8))),
+                sev_rank=pl.col("severity").replace_strict(SEV_RANK, default=0, return_dtype=pl.Int32))
+            .pipe(_collect))
 
 
 class _Hits:
     """The hits as integer codes (dictionaries unified once): the joins and counts run on int32
-    columns; the strings of the few sample rows are taken from the Arrow table at the end."""
+    columns; the strings of the few sample rows are taken from the Arrow table at the end.
+
+    Topic and class codes follow the names' sorted order, whatever order the input's dictionaries
+    have (storage read-back, memory, files listed in any order): samples, which are ordered by
+    topic and tie-broken by class, are then the same for the same rows."""
 
     def __init__(self, hits: pa.Table | None):
         cols = ["source", "partition", "offset", "ts_ms", "msg_index", "data_class", "sensitivity", "location",
@@ -176,41 +204,79 @@ class _Hits:
         if hits is None or hits.num_rows == 0:
             hits = HITS.empty_table()
         t = hits.select(cols)
+        self.table = t           # the sample rows' strings are taken from here at the end
+        n = t.num_rows
+        # only the coded columns are unified (the masked values and locations are never compared)
+        coded = {}
         for name in ("source", "data_class", "sensitivity", "value_hmac", "catalog_version"):
             col = t.column(name)
-            if not pa.types.is_dictionary(col.type):
-                t = t.set_column(t.schema.get_field_index(name), name, col.dictionary_encode())
-        t = t.unify_dictionaries()
-        self.table = t
+            coded[name] = col if pa.types.is_dictionary(col.type) else col.dictionary_encode()
+        u = pa.table(coded).unify_dictionaries()
 
-        def codes(name):
-            col = t.column(name)
-            return pa.chunked_array([c.indices for c in col.chunks], col.type.index_type) if col.num_chunks else \
-                pa.array([], pa.int32())
+        def codes(name) -> np.ndarray:
+            col = u.column(name)
+            if not n:
+                return np.zeros(0, np.int32)
+            return np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in col.chunks if len(c)]) \
+                .astype(np.int32, copy=False)
 
         def names(name):
-            col = t.column(name)
+            col = u.column(name)
             return col.chunk(0).dictionary.to_pylist() if col.num_chunks else []
 
-        self.source_names = names("source")
-        self.class_names = names("data_class")
+        def sorted_codes(name):
+            """(codes in the sorted order of the names, the names in that order)."""
+            d = names(name)
+            order = sorted(range(len(d)), key=lambda i: (d[i] is None, d[i] or ""))
+            if order == list(range(len(d))):
+                return codes(name), d
+            rank = np.empty(len(d), np.int32)
+            rank[order] = np.arange(len(d), dtype=np.int32)
+            return rank[codes(name)], [d[i] for i in order]
+
+        src, self.source_names = sorted_codes("source")
+        cls, self.class_names = sorted_codes("data_class")
         self.sens_names = names("sensitivity")
-        self.catalog_versions = sorted({v for v in names("catalog_version") if v})
+        cv_names = names("catalog_version")
+        # the versions the hits hold (a dictionary can carry entries no row uses)
+        used = np.flatnonzero(np.bincount(codes("catalog_version"), minlength=len(cv_names)))
+        self.catalog_versions = sorted({v for v in (cv_names[i] for i in used) if v})
         srank = np.asarray([SENS_RANK.get(x, 0) for x in self.sens_names] + [0], np.int32)
-        sens_c = codes("sensitivity").to_numpy() if t.num_rows else np.zeros(0, np.int32)
+        sens_c = codes("sensitivity")
         ts = t.column("ts_ms")
         self.codes = pl.DataFrame({
-            "src": pl.Series(codes("source").to_numpy() if t.num_rows else [], dtype=pl.Int32),
+            "src": pl.Series(src, dtype=pl.Int32),
             "partition": pl.Series(t.column("partition").to_numpy(), dtype=pl.Int32),
             "offset": pl.Series(t.column("offset").to_numpy(), dtype=pl.Int64),
-            "t": pl.from_arrow(pc.multiply(ts, 1_000_000)) if t.num_rows else pl.Series([], dtype=pl.Int64),
+            "t": pl.from_arrow(pc.multiply(ts, 1_000_000)) if n else pl.Series([], dtype=pl.Int64),
             "msg_index": pl.Series(t.column("msg_index").to_numpy(), dtype=pl.Int32),
-            "cls": pl.Series(codes("data_class").to_numpy() if t.num_rows else [], dtype=pl.Int32),
+            "cls": pl.Series(cls, dtype=pl.Int32),
             "srank": pl.Series(srank[sens_c], dtype=pl.Int32),
-            "hmac": pl.Series(codes("value_hmac").to_numpy() if t.num_rows else [], dtype=pl.Int32),
+            "hmac": pl.Series(codes("value_hmac"), dtype=pl.Int32),
             "byte_start": pl.Series(t.column("byte_start").to_numpy(), dtype=pl.Int64),
-            "row": pl.Series(np.arange(t.num_rows, dtype=np.int64)),
+            "row": pl.Series(np.arange(n, dtype=np.int64)),
         }).with_columns(pl.col("t").cast(pl.Int64))
+
+    def take_plain(self, rows: np.ndarray, cols: list[str]) -> pa.Table:
+        """Rows ``rows`` of columns ``cols``, dictionaries decoded (see :func:`_plain`), taken chunk
+        by chunk: a take across chunks would first unify their dictionaries (every distinct masked
+        value of every batch) for a few sample rows."""
+        t = self.table
+        rows = np.asarray(rows, np.int64)
+        whole = pa.array(rows, pa.int64())
+        out = {}
+        for name in cols:
+            col = t.column(name)
+            if col.num_chunks <= 1 or not pa.types.is_dictionary(col.type) or not len(rows):
+                out[name] = col.take(whole)
+                continue
+            bounds = np.cumsum([0] + [len(c) for c in col.chunks])
+            which = np.searchsorted(bounds, rows, side="right") - 1
+            order = np.argsort(which, kind="stable")
+            parts = [col.chunk(int(k)).take(pa.array(rows[order][which[order] == k] - bounds[k], pa.int64()))
+                     .dictionary_decode() for k in np.unique(which)]
+            out[name] = pa.concat_arrays(parts).take(pa.array(np.argsort(order), pa.int64()))
+        return _plain(pa.table(out), cols)
 
     def source_code(self, expr: pl.Expr) -> pl.Expr:
         return expr.replace_strict({n: i for i, n in enumerate(self.source_names)}, default=-1, return_dtype=pl.Int32)
@@ -220,17 +286,17 @@ _SAMPLE_BY = ["srank_neg", "src", "partition", "offset", "msg_index", "byte_star
 _HCOLS = ["src", "partition", "offset", "msg_index", "cls", "srank", "hmac", "byte_start", "row"]
 
 
-def _top_samples(df: pl.DataFrame, by: list[str]) -> pl.DataFrame:
-    """At most MAX_SAMPLES hits per group ``by``: most sensitive first, then by topic and position."""
+def _top_samples(df: pl.DataFrame | pl.LazyFrame, by: list[str]) -> pl.DataFrame | pl.LazyFrame:
+    """At most MAX_SAMPLES hits per group ``by``: most sensitive first, then by topic and position
+    (a LazyFrame in, per group, a LazyFrame out)."""
+    if by:
+        rest = [c for c in _HCOLS if c not in by]
+        return (df.with_columns(srank_neg=-pl.col("srank")).sort(by + _SAMPLE_BY).group_by(by, maintain_order=True)
+                .head(MAX_SAMPLES).select(by + rest))
     if df.height == 0:
-        return df.select(by + _HCOLS)
-    if not by:
-        df = df.select(_HCOLS)[_candidates(df)]
-    rest = [c for c in _HCOLS if c not in by]
-    srt = by + _SAMPLE_BY
-    return (df.with_columns(srank_neg=-pl.col("srank")).sort(srt).group_by(by, maintain_order=True)
-            .head(MAX_SAMPLES).select(by + rest)) if by else \
-        df.with_columns(srank_neg=-pl.col("srank")).sort(srt).head(MAX_SAMPLES).select(_HCOLS)
+        return df.select(_HCOLS)
+    df = df.select(_HCOLS)[_candidates(df)]
+    return df.with_columns(srank_neg=-pl.col("srank")).sort(_SAMPLE_BY).head(MAX_SAMPLES).select(_HCOLS)
 
 
 def _candidates(df: pl.DataFrame) -> np.ndarray:
@@ -258,11 +324,13 @@ def _class_stats(df: pl.DataFrame, by: list[str]) -> pl.DataFrame:
 
 def _aggregate(T: pl.DataFrame, H: _Hits, messages: pa.Table | None, window_ns: int,
                lookback_ns: int) -> list[dict]:
-    """Transfers, observed and inferred hits -> one dict per finding (before severity)."""
+    """Transfers, observed and inferred hits -> one dict per finding (before severity).  The steps
+    are lazy queries, run together where nothing in between needs their result."""
     def uniq_list(expr, limit=MAX_LIST):
         return expr.drop_nulls().filter(expr.drop_nulls() != "").unique().sort().head(limit)
 
-    agg = T.group_by(KEY).agg(
+    TL = T.lazy()
+    agg = TL.group_by(KEY).agg(
         pl.col("window_end").first(), pl.col("correlation").first(), pl.col("host").first(),
         pl.col("zone").drop_nulls().first(), pl.col("application").drop_nulls().first(),
         first_seen=pl.col("t").min(), last_seen=pl.col("t").max(),
@@ -276,25 +344,28 @@ def _aggregate(T: pl.DataFrame, H: _Hits, messages: pa.Table | None, window_ns: 
         policy_version=pl.col("policy_version").drop_nulls().unique().sort().str.join(","))
 
     HC = H.codes
-    # message-borne: the exposing messages (one per Kafka message, however many indicators matched)
-    Mx = T.filter(pl.col("correlation") == "message_borne").select(KEY + ["source", "partition", "offset"]).unique()
-    msg_stats = Mx.group_by(KEY).agg(m_messages=pl.len())
+    # message-borne: the exposing messages (one per Kafka message, however many indicators matched);
+    # flow-borne: per finding, the set of topics its host's applications carry
+    Mx, F = pl.collect_all([
+        TL.filter(pl.col("correlation") == "message_borne").select(KEY + ["source", "partition", "offset"]).unique(),
+        TL.filter((pl.col("correlation") == "flow_borne") & (pl.col("window_end") > 0))
+        .group_by(KEY).agg(tset=pl.col("topics_row").first())
+        .with_columns(tkey=pl.col("tset").list.join("\x1f")).filter(pl.col("tkey") != "")], **_ENGINE)
+    msg_stats = Mx.lazy().group_by(KEY).agg(m_messages=pl.len())
     if messages is not None and Mx.height:   # only the rows of the exposing messages are converted
         M = _frame(messages.filter(pc.is_in(messages["offset"], pa.array(Mx["offset"].unique().to_numpy()))),
-                   _M_COLS)
-        mb = Mx.join(M, on=["source", "partition", "offset"], how="left").group_by(KEY).agg(
+                   _M_COLS, lazy=True)
+        mb = Mx.lazy().join(M, on=["source", "partition", "offset"], how="left").group_by(KEY).agg(
             m_bytes=pl.col("bytes").sum(), m_has=pl.col("bytes").is_not_null().any())
         msg_stats = msg_stats.join(mb, on=KEY, how="left")
-    Mx = Mx.with_columns(src=H.source_code(pl.col("source"))).drop("source")
-    cand = HC.filter(pl.col("offset").is_in(Mx["offset"].unique().implode())) if Mx.height else HC.clear()
-    observed = Mx.join(cand.drop("t"), on=["src", "partition", "offset"], how="inner")
+    MxC = Mx.lazy().with_columns(src=H.source_code(pl.col("source"))).drop("source")
+    cand = HC.lazy().filter(pl.col("offset").is_in(Mx["offset"].unique().implode())) if Mx.height else \
+        HC.clear().lazy()
+    observed = MxC.join(cand.drop("t"), on=["src", "partition", "offset"], how="inner")
     stats = [_class_stats(observed, KEY)]
     samples = [_top_samples(observed.select(KEY + _HCOLS), KEY)]
     # flow-borne: what the host's inventory topics carried in the window plus the look-back,
     # computed once per (window, set of topics) and shared by every host with that set
-    F = (T.filter((pl.col("correlation") == "flow_borne") & (pl.col("window_end") > 0))
-         .group_by(KEY).agg(tset=pl.col("topics_row").first())
-         .with_columns(tkey=pl.col("tset").list.join("\x1f")).filter(pl.col("tkey") != ""))
     inf_msgs = []
     windows = sorted(F["window_start"].unique().to_list())
     all_srcs = sorted({H.source_names.index(x) for ts_ in F["tset"].to_list() for x in ts_ if x in H.source_names})
@@ -314,9 +385,9 @@ def _aggregate(T: pl.DataFrame, H: _Hits, messages: pa.Table | None, window_ns: 
             W = Wall.filter(pl.col("src").is_in(srcs))
             if W.height == 0:
                 continue
-            keys = Fw.filter(pl.col("tkey") == tkey).select(KEY)
-            stats.append(keys.join(_class_stats(W, []), how="cross"))
-            samples.append(keys.join(_top_samples(W.select(_HCOLS), []), how="cross"))
+            keys = Fw.filter(pl.col("tkey") == tkey).select(KEY).lazy()
+            stats.append(keys.join(_class_stats(W, []).lazy(), how="cross"))
+            samples.append(keys.join(_top_samples(W.select(_HCOLS), []).lazy(), how="cross"))
             n_msgs = W.select(pl.col("src").cast(pl.Int64) * 2**56 + pl.col("partition").cast(pl.Int64) * 2**40
                               + pl.col("offset")).to_series().n_unique()
             inf_msgs.append(keys.with_columns(i_messages=pl.lit(n_msgs)))
@@ -330,15 +401,15 @@ def _aggregate(T: pl.DataFrame, H: _Hits, messages: pa.Table | None, window_ns: 
          .agg(data_classes=pl.struct("data_class", "sensitivity", "occurrences", "distinct_values"),
               max_srank=pl.col("srank").max(), occurrences=pl.col("occurrences").sum(),
               distinct_values=pl.col("distinct_values").sum()))
-    S = pl.concat([x.select(KEY + _HCOLS) for x in samples])
+    S = _collect(pl.concat([x.select(KEY + _HCOLS) for x in samples]))
     # the strings of the sample rows only
-    picked = H.table.take(pa.array(S["row"].to_numpy()))
-    S = S.select(KEY).with_columns(pl.from_arrow(_plain(picked, _SAMPLE_FIELDS)).to_struct("sample"))
-    S = S.group_by(KEY, maintain_order=True).agg(samples=pl.col("sample"))
+    picked = pl.from_arrow(H.take_plain(S["row"].to_numpy(), _SAMPLE_FIELDS)).to_struct("sample")
+    S = (pl.DataFrame([S[c] for c in KEY] + [picked]).lazy()
+         .group_by(KEY, maintain_order=True).agg(samples=pl.col("sample")))
     out = agg.join(C, on=KEY, how="left").join(S, on=KEY, how="left").join(msg_stats, on=KEY, how="left")
     if inf_msgs:
         out = out.join(pl.concat(inf_msgs), on=KEY, how="left")
-    rows = out.sort(KEY).to_dicts()
+    rows = _collect(out.sort(KEY)).to_dicts()
     cat = ",".join(H.catalog_versions) or None
     for r in rows:
         r["catalog_version"] = cat if r.get("occurrences") else None
@@ -514,8 +585,10 @@ def write_findings(root: str | Path, findings: pa.Table, prune: bool = True) -> 
     An existing file with the same rows is kept; a changed one is replaced atomically (hidden temp
     file, fsync, rename, fsync of the folder: the sink's recipe, with a replace instead of a link
     because a finding is updated in place); files of windows this run no longer produces are
-    removed (``prune``; the stream, which writes one window at a time, does not prune).  Returns
-    counts: written, kept, removed.
+    removed (``prune``).  Without ``prune`` (the stream, which writes what one window close
+    changed: that window's findings and the earlier ones it closes) a window's other findings
+    stay in its file: the rows given replace the file's rows of the same ``finding_id``.
+    Returns counts: written, kept, removed.
     """
     from ..sinks.parquet import _write_durable, fsync_dir, makedirs
     import pyarrow.parquet as pq
@@ -532,11 +605,17 @@ def write_findings(root: str | Path, findings: pa.Table, prune: bool = True) -> 
             wanted.add(final)
             if final.exists():
                 try:
-                    if pq.read_table(final, schema=FINDINGS).equals(part):
-                        counts["kept"] += 1
-                        continue
+                    old = pq.read_table(final, schema=FINDINGS)
                 except Exception:  # noqa: BLE001 - unreadable: replace it
-                    pass
+                    old = None
+                if old is not None and not prune:
+                    rest = old.filter(pc.invert(pc.is_in(old["finding_id"], value_set=part["finding_id"])))
+                    if rest.num_rows:
+                        part = pa.concat_tables([rest, part]).unify_dictionaries().combine_chunks()
+                        part = part.take(pc.sort_indices(part, [("finding_id", "ascending")]))
+                if old is not None and old.equals(part):
+                    counts["kept"] += 1
+                    continue
             makedirs(final.parent)
             tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
             try:

@@ -1,4 +1,4 @@
-"""Findings in the stream: event-time windows, closed from storage, written exactly once.
+"""Findings in the stream: event-time windows, closed from what storage holds, written exactly once.
 
 The stream service feeds every batch's record times to :class:`FindingsWindows`.  Event time is
 the Kafka record time; a window ``[start, start + window)`` is *due* once the newest record time
@@ -6,21 +6,40 @@ seen passes its end plus the allowed lateness.  Closing it:
 
 1. every partition writer publishes what it buffers, so storage (the source of truth) holds
    every row of the window that arrived in time;
-2. each partition's cut is found in storage (its first message at or after the window's end
-   plus the lateness, else the end of its files) and the intent is written
+2. each partition's cut is found (its first stored message at or after the window's end plus
+   the lateness, else the end of its files) and the intent is written
    (``<root>/.state/findings.json``: the window and the cuts);
-3. the window's ``transfers``, ``hits`` and ``messages`` are read back from storage, only rows
-   below the cuts, and :func:`flowaudit.detect.findings.correlate` turns them into findings,
-   with the previous window's findings for ``new`` / ``ongoing`` / ``closed``;
+3. the window's ``transfers``, ``hits`` and ``messages`` rows below the cuts are gathered, and
+   :func:`flowaudit.detect.findings.correlate` turns them into findings, with the previous
+   window's findings for ``new`` / ``ongoing`` / ``closed``;
 4. the findings are written with deterministic names (one file per window); then the intent
    becomes ``closed_until``.
 
+**Evidence in memory.**  The rows of steps 2 and 3 are the rows the partition writers published.
+So that a window does not read them back from Parquet, the service hands every partition's rows
+to :meth:`FindingsWindows.absorb` as the writer takes them, and the windows keep what can be
+evidence: every transfer, the hits and the ``messages`` row of each message that is itself a
+transfer (message-borne), every hit of the application inventory's topics (flow-borne), and the
+offset and record time of every message and quarantined message (the cuts).  The other hits
+never join a transfer.  Each row keeps the hour folder its file set was filed in (its message's
+record time), so a window selects exactly the rows a read of storage would: record time in
+range, hour folder in range, offset below its partition's cut, topic among the evidence topics.
+
+What memory does not hold is read from storage with those same filters: the files a partition
+published before this process took it over (``activate``: everything below the writer's resume
+offset), every file of a partition whose log was reset (a new epoch: offsets start over) or
+whose publish was abandoned part-way, of a partition this process does not own, and of
+partitions whose memory was dropped because it outgrew ``memory_bytes`` (taken up again from
+the next window close, at a file boundary).  A window whose rows could be filed under a record
+time the sink does not trust (before 2000 or after 2100), or whose hits carry a catalog version
+the gathered rows do not show, is read from storage alone, as before.  A window without a flow
+that can be flow-borne takes only the exposing messages' hits (the only ones it correlates).  So a restart, at any step, still recomputes a window from the same
+rows, and the ``findings`` dataset ends up with the same rows as an uninterrupted run.
+
 The event-time watermark is the least newest-record-time over the owned partitions (one at its
-end holds nothing back), so a slow partition keeps a window open.  A restart after a crash at
-any step recomputes the same window from the same rows (the cuts depend on the data alone), so the ``findings`` dataset ends up with the same
-rows as an uninterrupted run.  Late data within the lateness is in its window; data beyond it
-(record time before a closed window's end) is counted in ``flowaudit_findings_late_total`` and
-left out of the findings already written.
+end holds nothing back), so a slow partition keeps a window open.  Late data within the
+lateness is in its window; data beyond it (record time before a closed window's end) is counted
+in ``flowaudit_findings_late_total`` and left out of the findings already written.
 
 Each member of a group closes windows over the partitions it owns: with several members the
 stream's findings are per member, and ``flowaudit findings ROOT`` gives the whole picture.
@@ -28,6 +47,7 @@ stream's findings are per member, and ``flowaudit findings ROOT`` gives the whol
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -36,18 +56,86 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from ..datasets import TRANSFERS
-from ..sinks.parquet import hour_dir, replace_atomic
+from ..datasets import HITS, MESSAGES, TRANSFERS
+from ..sinks.parquet import _MAX_TS_MS, _MIN_TS_MS, hour_dir, parse_name, replace_atomic
 from . import findings as _f
 
 log = logging.getLogger("flowaudit.findings")
 NS = 1_000_000_000
 MS = 1_000_000
+HOUR_MS = 3_600_000
+HOUR_NS = 3600 * NS
+MEMORY_BYTES = 512 * 1024 * 1024   # evidence kept in memory before it is dropped for storage reads
+_NEVER = 2**63 - 1
+_NONE = np.zeros(0, np.int64)
+
+
+def _schema(base: pa.Schema, cols) -> pa.Schema:
+    return pa.schema([base.field(c).with_nullable(True) for c in cols])
+
+
+# the columns a window gathers of each dataset (what correlate reads), in the sink's types
+_SCHEMAS = {"transfers": _schema(TRANSFERS, _f._T_COLS), "hits": _schema(HITS, _f._H_COLS),
+            "messages": _schema(MESSAGES, list(_f._M_COLS) + ["ts_ms"])}
+
+
+class _Chunk:
+    """Rows of one dataset that one partition's writer took in one batch: the table (None for
+    the cuts' message rows), each row's own record time and offset, and the hour folder its file
+    set is filed in (-1: the message's record time is one the sink does not trust)."""
+
+    __slots__ = ("table", "ts", "off", "hk", "own", "sources", "lo", "hi", "last", "nbytes")
+
+    def __init__(self, table, ts, off, hk, own=None, sources=frozenset()):
+        self.table, self.ts, self.off, self.hk, self.own, self.sources = table, ts, off, hk, own, sources
+        self.lo, self.hi = (int(ts.min()), int(ts.max())) if ts.size else (0, -1)
+        self.last = self.hi          # the newest record time a window can take (the sink trusts before 2100)
+        if self.hi >= _MAX_TS_MS:
+            trusted = ts[ts < _MAX_TS_MS]
+            self.last = int(trusted.max()) if trusted.size else -1
+        self.nbytes = (table.nbytes if table is not None else 0) + ts.nbytes + off.nbytes + hk.nbytes
+
+    def keep_from(self, lo_ms: int) -> _Chunk | None:
+        """The chunk, if it holds rows a window from ``lo_ms`` on can take (None: none).  A table
+        is kept whole (copying it to drop a few rows would cost more than it frees); the cuts'
+        rows, which any later record time can matter to, are dropped one by one."""
+        if self.table is not None:
+            return self if self.last >= lo_ms else None
+        if self.hi < lo_ms:
+            return None
+        if self.lo >= lo_ms:
+            return self
+        m = self.ts >= lo_ms
+        return _Chunk(None if self.table is None else self.table.filter(pa.array(m)), self.ts[m], self.off[m],
+                      self.hk[m], None if self.own is None else self.own[m], self.sources)
+
+
+class _Part:
+    """One owned partition's evidence: rows filed at offsets >= ``floor`` are in memory (None:
+    none are; everything is read from storage)."""
+
+    __slots__ = ("floor", "epoch", "sticky", "chunks", "oldest", "versions", "nbytes")
+
+    def __init__(self, floor: int | None, epoch: int, sticky: bool = False):
+        self.floor, self.epoch, self.sticky = floor, epoch, sticky
+        self.chunks: dict[str, list[_Chunk]] = {"transfers": [], "hits": [], "messages": [], "cuts": []}
+        self.oldest = dict.fromkeys(self.chunks, _NEVER)   # least record time of each dataset's chunks
+        self.versions: list[tuple[int, frozenset]] = []   # (newest record time, catalog versions) per hits table
+        self.nbytes = 0
+
+    def drop(self, sticky: bool = False) -> None:
+        self.floor = None
+        self.sticky = self.sticky or sticky
+        for v in self.chunks.values():
+            v.clear()
+        self.oldest = dict.fromkeys(self.chunks, _NEVER)
+        self.versions.clear()
+        self.nbytes = 0
 
 
 class FindingsWindows:
     def __init__(self, root: Path, window_s: int, lateness_s: int, lookback_s: int, inventory=None, model=None,
-                 metrics=None):
+                 metrics=None, memory: bool = True, memory_bytes: int = MEMORY_BYTES):
         if window_s <= 0 or lateness_s < 0 or lookback_s < 0:
             raise ValueError("findings: window_s > 0, lateness_s >= 0 and lookback_s >= 0")
         self.root = Path(root)
@@ -63,6 +151,17 @@ class FindingsWindows:
         state = self._load_state()
         self.closed_until: int | None = state.get("closed_until")
         self.pending: dict | None = state.get("closing")
+        # evidence in memory (see the module docstring); memory=False reads every window from storage
+        self.memory = memory
+        self.memory_bytes = memory_bytes
+        self._parts: dict[str, _Part] = {}
+        self._kept_from = {"transfers": 0, "messages": 0, "hits": 0, "cuts": 0}   # record time (ms) memory holds from
+        self._mu = threading.Lock()          # activate (consuming thread) vs absorb / close (worker)
+        self._inv_topics = pa.array(sorted({t for a in self.inventory.applications for t in a.topics}), pa.string())
+        self._message_where = pa.array(_f.MESSAGE_WHERE, pa.string())
+        self.from_storage = 0                # windows (or their hits) read from storage alone
+        self.spills = 0                      # times the evidence outgrew memory_bytes
+        self._last: tuple[int, pa.Table] | None = None   # the last closed window's own rows, as written
 
     # -- state -------------------------------------------------------------------------------
 
@@ -165,6 +264,162 @@ class FindingsWindows:
         self._save_state({"closed_until": first})
         return first
 
+    # -- evidence in memory -----------------------------------------------------------------------
+
+    def activate(self, key: tuple[str, int], resume: int | None, epoch: int) -> None:
+        """The writer of ``key`` recovered: what it publishes from ``resume`` on (its first offset
+        not yet in storage; None: nothing stored) is kept in memory, the rest is in storage.  A
+        partition whose log was reset (epoch > 0) keeps older epochs' files, whose offsets can be
+        anywhere: it is read from storage."""
+        if not self.memory:
+            return
+        with self._mu:
+            self._parts[f"{key[0]}+{key[1]}"] = _Part(None if epoch else (resume or 0), epoch, sticky=bool(epoch))
+
+    def from_storage_only(self, key: tuple[str, int]) -> None:
+        """The rows of ``key`` are read from storage until it is activated again (a publish was
+        abandoned part-way through a batch: what it published never reached :meth:`absorb`)."""
+        with self._mu:
+            part = self._parts.get(f"{key[0]}+{key[1]}")
+            if part is not None:
+                part.drop(sticky=True)
+
+    def absorb(self, key: tuple[str, int], tables: dict, offsets: np.ndarray, ts_ms: np.ndarray, above: int,
+               epoch: int) -> None:
+        """Rows the writer of ``key`` took from one batch: ``tables`` dataset -> (table, offset of
+        the message each row is filed with), ``offsets`` / ``ts_ms``: the partition's messages of
+        the batch, ``above``: the writer's highest offset before (rows filed at or below it were
+        dropped as re-deliveries), ``epoch``: the writer's epoch after."""
+        k = f"{key[0]}+{key[1]}"
+        with self._mu:
+            part = self._parts.get(k)
+            if part is None or part.floor is None:
+                return
+            if epoch != part.epoch:   # the log was reset: offsets start over
+                part.drop(sticky=True)
+                return
+            if offsets.size > 1 and not np.all(offsets[1:] > offsets[:-1]):
+                order = np.argsort(offsets, kind="stable")
+                offsets, ts_ms = offsets[order], ts_ms[order]
+            good = (ts_ms >= _MIN_TS_MS) & (ts_ms < _MAX_TS_MS)
+            mhk = np.where(good, ts_ms // HOUR_MS, -1)
+
+            def placed(name):
+                """The rows of ``name`` the writer took, and the offset each is filed with."""
+                got = tables.get(name)
+                if got is None or not got[0].num_rows:
+                    return None, None
+                t, o = got
+                o = np.asarray(o, np.int64)
+                if o.size and o.min() <= above:
+                    sel = o > above
+                    if not sel.any():
+                        return None, None
+                    t, o = t.filter(pa.array(sel)), o[sel]
+                return t, o
+
+            first = int(offsets[0]) if offsets.size else 0
+            span = int(offsets[-1]) - first + 1 if offsets.size else 0
+            if 0 < span <= 4 * offsets.size + 1024:     # offsets nearly consecutive: a lookup table
+                table = np.full(span + 1, -1, np.int64)
+                table[offsets - first] = mhk
+
+            def hour(o):
+                """The hour folder of the file set each row is filed in: its message's record time."""
+                if not offsets.size:
+                    return np.full(o.size, -1, np.int64)
+                if 0 < span <= 4 * offsets.size + 1024:
+                    return table[np.clip(o - first, -1, span)]   # -1 and span: the table's last entry, -1
+                pos = np.minimum(np.searchsorted(offsets, o), offsets.size - 1)
+                return np.where(offsets[pos] == o, mhk[pos], -1)
+
+            exposing = np.zeros(0, np.int64)
+            t, o = placed("transfers")
+            if t is not None:
+                self._add(part, "transfers", _conform(t, _SCHEMAS["transfers"]), hour(o), k)
+                mine = _isin(t.column("seen_where"), self._message_where)
+                if mine.any():
+                    exposing = np.unique(_np(t.column("offset"))[mine])
+            for name in ("messages", "quarantine"):
+                t, o = placed(name)
+                if t is None:
+                    continue
+                ts, off, hk = _np(t.column("ts_ms")), _np(t.column("offset")), hour(o)
+                self._add_chunk(part, "cuts", _Chunk(None, ts, off, hk))
+                if name == "messages" and exposing.size:
+                    m = np.isin(off, exposing)
+                    if m.any():
+                        self._add(part, "messages", _conform(t.filter(pa.array(m)), _SCHEMAS["messages"]), hk[m], k)
+            t, o = placed("hits")
+            if t is not None:
+                versions = frozenset(_present(t.column("catalog_version")))
+                part.versions.append((int(_np(t.column("ts_ms")).max()), versions))
+                # the evidence: the inventory topics' hits, and the hits of the messages that are transfers
+                m = _isin(t.column("source"), self._inv_topics) if len(self._inv_topics) else \
+                    np.zeros(t.num_rows, bool)
+                if exposing.size:
+                    m |= np.isin(_np(t.column("offset")), exposing)
+                if m.all():   # (the batch's dictionaries are shared by its partitions: not copied)
+                    self._add(part, "hits", _conform(t, _SCHEMAS["hits"]), hour(o), k)
+                elif m.any():
+                    self._add(part, "hits", _compact(_conform(t.filter(pa.array(m)), _SCHEMAS["hits"])), hour(o[m]), k)
+            if sum(p.nbytes for p in self._parts.values()) > self.memory_bytes:
+                log.info("findings evidence outgrew %d bytes: windows read it from storage until the next close",
+                         self.memory_bytes)
+                for p in self._parts.values():
+                    p.drop()
+                self.spills += 1
+
+    def _add(self, part: _Part, name: str, t: pa.Table, hk: np.ndarray, k: str) -> None:
+        src = t.column("source")
+        sources = frozenset(_present(src))
+        own = None
+        part_no = _np(t.column("partition"))
+        topic, pno = k.rsplit("+", 1)
+        if sources != {topic} or (part_no.size and not np.all(part_no == int(pno))):
+            # rows filed under another partition's files (held NetFlow records): their own partition's cut applies
+            names = pc.cast(src, pa.string()).to_numpy(zero_copy_only=False)
+            own = np.asarray([f"{s}+{p}" for s, p in zip(names, part_no)], object)
+        self._add_chunk(part, name, _Chunk(t, _np(t.column("ts_ms")), _np(t.column("offset")), hk, own, sources))
+
+    @staticmethod
+    def _add_chunk(part: _Part, name: str, c: _Chunk) -> None:
+        if c.ts.size:
+            part.chunks[name].append(c)
+            part.nbytes += c.nbytes
+            part.oldest[name] = min(part.oldest[name], c.lo)
+
+    def _covered(self, keys) -> dict[str, int]:
+        """The partitions of ``keys`` whose rows filed at offsets >= the returned floor are in memory."""
+        return {k: p.floor for k, p in self._parts.items() if p.floor is not None and k in keys}
+
+    def _prune(self) -> None:
+        """Forget rows no window still to close can take (closed_until only grows)."""
+        end = self.closed_until
+        if end is None:
+            return
+        bounds = {"transfers": end // MS, "messages": end // MS, "hits": (end - self.lookback_ns) // MS,
+                  "cuts": -(-(end + self.window_ns + self.lateness_ns) // MS)}
+        with self._mu:
+            self._kept_from = {k: max(v, self._kept_from[k]) for k, v in bounds.items()}
+            for p in self._parts.values():
+                for name, lo in bounds.items():
+                    if p.oldest[name] >= lo:
+                        continue
+                    before = sum(c.nbytes for c in p.chunks[name])
+                    p.chunks[name] = [c for c in (c.keep_from(lo) for c in p.chunks[name]) if c is not None]
+                    p.nbytes += sum(c.nbytes for c in p.chunks[name]) - before
+                    p.oldest[name] = min((c.lo for c in p.chunks[name]), default=_NEVER)
+                p.versions = [v for v in p.versions if v[0] >= bounds["hits"]]
+
+    def _rearm(self, flushed: dict[str, int]) -> None:
+        """Partitions whose memory was dropped (too big) take it up again from their files' end:
+        every writer has just published, so nothing is buffered below it."""
+        with self._mu:
+            for k, p in self._parts.items():
+                if p.floor is None and not p.sticky and k in flushed:
+                    p.floor = flushed[k]
+
     # -- closing ---------------------------------------------------------------------------------
 
     def close(self, start: int, flushed: dict[str, int]) -> pa.Table:
@@ -180,36 +435,115 @@ class FindingsWindows:
             cut = self._cuts(end + self.lateness_ns, flushed)
             self.pending = {"start": start, "cut": cut}
             self._save_state({"closed_until": self.closed_until, "closing": self.pending})
-        transfers = self._read("transfers", start, end, cut)
+        lo = start - self.lookback_ns
+        trusted = (lo >= _MIN_TS_MS * MS and end + self.lateness_ns <= _MAX_TS_MS * MS)
+        use_memory = self.memory and trusted
+        if self.memory and not trusted:
+            self.from_storage += 1
+        transfers = self._gather("transfers", start, end, cut, None, use_memory)
         hits = messages = None
         topics = self._evidence_topics(transfers)
         if topics:
-            hits = self._read("hits", start - self.lookback_ns, end, cut, list(_f._H_COLS), topics)
-            messages = self._read("messages", start, end, cut, list(_f._M_COLS), topics)
+            # without a flow that can be flow-borne, the hits that count are the exposing messages' own
+            only = self._exposing(transfers) if use_memory and not self._flows(transfers) else None
+            stored: set = set()
+            hits = self._gather("hits", lo, end, cut, topics, use_memory, only, stored)
+            if only is not None and hits.num_rows and not self._versions_shown(hits, cut, lo, stored):
+                hits = self._gather("hits", lo, end, cut, topics, use_memory)   # every version shows
+            messages = self._gather("messages", start, end, cut, topics, use_memory)
+            if use_memory and hits is not None and hits.num_rows and not self._versions_shown(hits, cut, lo):
+                self.from_storage += 1   # a catalog version only storage shows: the window's hits from there
+                hits = self._gather("hits", lo, end, cut, topics, False)
         previous = self._read_findings(start - self.window_ns)
+        self._last = None    # until this window's file is written: a failed write may have rewritten the last one
         found = _f.correlate(transfers if transfers is not None else TRANSFERS.empty_table(), hits, messages,
                              window_ns=self.window_ns, lookback_ns=self.lookback_ns, window_start_ns=start,
                              inventory=self.inventory, model=self.model, previous=previous, watermark_ns=end)
         _f.write_findings(self.root, found, prune=False)
+        mine = found.filter(pc.equal(found.column("window_start_ns"), start)) if found.num_rows else found
+        self._last = (start, mine) if mine.num_rows else None
         self.closed_until = end
         self.pending = None
         self._save_state({"closed_until": end})
         self.closed += 1
+        if self.memory:
+            self._prune()
+            self._rearm(flushed)
         if self.metrics:
-            self._count(found, start)
+            self._count(mine, start)
         return found
+
+    def _versions_shown(self, hits: pa.Table, cut: dict, lo_ns: int, more: set = frozenset()) -> bool:
+        """Whether every catalog version of the hits kept in memory (evidence or not), and those
+        in ``more``, is among the gathered hits' -- what a read of every hit of the evidence
+        topics would show (the findings name the versions of the hits they were made from)."""
+        shown = set(_present(hits.column("catalog_version")))
+        with self._mu:
+            kept = {v for k, p in self._parts.items() if k in cut and p.floor is not None
+                    for hi, vs in p.versions if hi >= lo_ns // MS for v in vs}
+        return kept | set(more) <= shown
+
+    @staticmethod
+    def _flows(transfers: pa.Table) -> bool:
+        """Whether any transfer can make a flow-borne finding (neither message-borne, nor zone
+        policy, nor a DNS answer alone): the one correlation that takes hits other than the
+        exposing messages'."""
+        if transfers is None or not transfers.num_rows:
+            return False
+        msg = _isin(transfers.column("seen_where"), pa.array(_f.MESSAGE_WHERE, pa.string()))
+        pol = _isin(transfers.column("platform"), pa.array(["policy"], pa.string()))
+        dns = _isin(transfers.column("rule"), pa.array(_f.NOT_FINDINGS, pa.string()))
+        return bool((~(msg | pol | dns)).any())
+
+    @staticmethod
+    def _exposing(transfers: pa.Table) -> dict[str, np.ndarray]:
+        """``topic+partition`` -> the offsets of the messages that are themselves transfers."""
+        t = transfers.filter(pa.array(_isin(transfers.column("seen_where"), pa.array(_f.MESSAGE_WHERE, pa.string()))))
+        out: dict[str, list] = {}
+        for s_, p_, o in zip(pc.cast(t.column("source"), pa.string()).to_pylist(), t.column("partition").to_pylist(),
+                             t.column("offset").to_pylist()):
+            out.setdefault(f"{s_}+{p_}", []).append(o)
+        return {k: np.unique(np.asarray(v, np.int64)) for k, v in out.items()}
 
     def _cuts(self, threshold_ns: int, flushed: dict[str, int]) -> dict[str, int]:
         """Per partition: the first offset (below the flushed end) whose record time is at or
-        after ``threshold_ns``, else the flushed end."""
+        after ``threshold_ns``, else the flushed end (stored messages and quarantined messages
+        filed in hour folders from the threshold's on)."""
         cut = dict(flushed)
         thr_ms = -(-threshold_ns // MS)
-        hour0 = threshold_ns // (3600 * NS)
+        hour0 = threshold_ns // HOUR_NS
+        covered = {}
+        if self.memory and thr_ms >= self._kept_from["cuts"]:
+            with self._mu:
+                covered = self._covered(cut)
+                for k in list(covered):
+                    best, unsure = cut[k], None
+                    for c in self._parts[k].chunks["cuts"]:
+                        if c.hi < thr_ms:
+                            continue
+                        m = c.ts >= thr_ms
+                        off, hk = c.off[m], c.hk[m]
+                        sure = off[hk >= hour0]
+                        if sure.size:
+                            best = min(best, int(sure.min()))
+                        if (hk < 0).any():
+                            unsure = int(off[hk < 0].min()) if unsure is None else min(unsure, int(off[hk < 0].min()))
+                    cut[k] = best
+                    if unsure is not None and unsure < best:   # filed in a folder only storage tells
+                        del covered[k]
+
+        def wanted(parsed) -> bool:
+            if parsed is None:
+                return True
+            k = f"{parsed[0]}+{parsed[1]}"
+            return k in cut and (k not in covered or parsed[2] < covered[k])
+
         for name in ("messages", "quarantine"):
             base = self.root / f"dataset={name}"
             if not base.is_dir():
                 continue
-            files = [str(p) for d in base.glob("date=*/hour=*") if _hour_of(d) >= hour0 for p in d.glob("*.parquet")]
+            files = [str(p) for d in base.glob("date=*/hour=*") if _hour_of(d) >= hour0 for p in d.glob("*.parquet")
+                     if wanted(parse_name(p.name))]
             if not files:
                 continue
             t = ds.dataset(files, format="parquet").to_table(columns=["source", "partition", "offset"],
@@ -226,8 +560,7 @@ class FindingsWindows:
                     cut[k] = o
         return cut
 
-    def _count(self, found: pa.Table, start: int) -> None:
-        mine = found.filter(pc.equal(found.column("window_start_ns"), start)) if found.num_rows else found
+    def _count(self, mine: pa.Table, start: int) -> None:
         for r in mine.select(["platform", "severity", "data_classes"]).to_pylist():
             self.metrics.findings.labels(r["platform"], r["severity"]).inc()
             for c in r["data_classes"] or []:
@@ -245,16 +578,87 @@ class FindingsWindows:
         topics.discard(None)
         return sorted(topics)
 
+    def _gather(self, name: str, lo_ns: int, hi_ns: int, cut: dict[str, int], sources: list[str] | None,
+                use_memory: bool, only: dict[str, np.ndarray] | None = None, stored_versions: set | None = None
+                ) -> pa.Table | None:
+        """Rows of ``name`` with record time in [lo, hi + lateness), filed in the hour folders that
+        can hold them, below their partition's cut (of ``sources`` only, if given): from memory
+        where it holds them, from storage for the rest.  ``only`` (memory only): just the rows of
+        these messages (``topic+partition`` -> offsets); ``stored_versions`` gets the catalog
+        versions of every row read from storage, those left out included."""
+        columns = None if name == "transfers" else list(_SCHEMAS[name].names)
+        if not use_memory or lo_ns // MS < self._kept_from[name]:
+            return self._read(name, lo_ns, hi_ns, cut, columns, sources)
+        lo_ms, hi_ms = lo_ns // MS, -(-(hi_ns + self.lateness_ns) // MS)
+        lo_h, hi_h = max(0, lo_ns // HOUR_NS), (hi_ns + self.lateness_ns) // HOUR_NS
+        want = None if sources is None else frozenset(sources)
+        got: list[pa.Table] = []
+        with self._mu:
+            covered = self._covered(cut)
+            for k in covered:
+                for c in self._parts[k].chunks[name]:
+                    if c.hi < lo_ms or c.lo >= hi_ms or (want is not None and not (c.sources & want)) or \
+                            (only is not None and c.own is None and k not in only):
+                        continue
+                    m = (c.ts >= lo_ms) & (c.ts < hi_ms)
+                    if c.own is None:
+                        m &= c.off < cut[k]
+                    else:
+                        m &= c.off < np.asarray([cut.get(x, -1) for x in c.own], np.int64)
+                    if want is not None and not c.sources <= want:
+                        m &= _isin(c.table.column("source"), pa.array(sorted(want), pa.string()))
+                    if only is not None:
+                        if c.own is None:
+                            m &= np.isin(c.off, only.get(k, _NONE))
+                        else:
+                            m &= np.asarray([o in only.get(x, _NONE) for x, o in zip(c.own, c.off)], bool)
+                    if not m.any():
+                        continue
+                    if (c.hk[m] < 0).any():   # filed under a record time the sink does not trust
+                        self.from_storage += 1
+                        return self._read(name, lo_ns, hi_ns, cut, columns, sources)
+                    m &= (c.hk >= lo_h) & (c.hk <= hi_h)
+                    if m.all():
+                        got.append(c.table)
+                    elif m.any():
+                        part = c.table.filter(pa.array(m))
+                        got.append(_compact(part) if only is not None else part)
+
+        def skip(parsed) -> bool:
+            if parsed is None:
+                return False
+            k = f"{parsed[0]}+{parsed[1]}"
+            if k in covered:
+                return parsed[2] >= covered[k]          # in memory
+            # only transfers hold rows of another partition (held NetFlow records); the rest of a
+            # partition outside the cut counts for nothing
+            return name != "transfers" and k not in cut
+
+        stored = self._read(name, lo_ns, hi_ns, cut, columns, sources, skip)
+        if stored is not None and stored.num_rows:
+            if stored_versions is not None and "catalog_version" in stored.column_names:
+                stored_versions.update(_present(stored.column("catalog_version")))
+            if only is not None:
+                stored = _only(stored, only)
+            if not got:
+                return stored
+            got.append(_conform(stored, _SCHEMAS[name]))
+        if not got:
+            return stored if stored is not None else _SCHEMAS[name].empty_table()
+        return got[0] if len(got) == 1 else pa.concat_tables(got)
+
     def _read(self, name: str, lo_ns: int, hi_ns: int, cut: dict[str, int], columns: list[str] | None = None,
-              sources: list[str] | None = None) -> pa.Table | None:
+              sources: list[str] | None = None, skip=None) -> pa.Table | None:
         """Rows of ``name`` with record time in [lo, hi + lateness), from the hour folders that can
-        hold them (row-group statistics skip the rest), below each partition's cut."""
+        hold them (row-group statistics skip the rest), below each partition's cut; ``skip``:
+        leave out the files whose parsed name it accepts (held in memory)."""
         base = self.root / f"dataset={name}"
         if not base.is_dir():
             return None
-        lo_h = max(0, lo_ns // (3600 * NS))
-        hi_h = (hi_ns + self.lateness_ns) // (3600 * NS)
-        files = [str(p) for h in range(lo_h, hi_h + 1) for p in (base / hour_dir(h)).glob("*.parquet")]
+        lo_h = max(0, lo_ns // HOUR_NS)
+        hi_h = (hi_ns + self.lateness_ns) // HOUR_NS
+        files = [str(p) for h in range(lo_h, hi_h + 1) for p in (base / hour_dir(h)).glob("*.parquet")
+                 if skip is None or not skip(parse_name(p.name))]
         if not files:
             return None
         d = ds.dataset(files, format="parquet")
@@ -276,6 +680,10 @@ class FindingsWindows:
         return t.filter(keep.to_arrow())
 
     def _read_findings(self, start: int) -> pa.Table | None:
+        """The findings file of the window at ``start``: the rows this process just wrote there
+        when it closed that window last (a file is written, or kept, only with exactly them)."""
+        if self._last is not None and self._last[0] == start and start >= 0:
+            return self._last[1]
         base = self.root / "dataset=findings"
         if start < 0 or not base.is_dir():
             return None
@@ -284,6 +692,101 @@ class FindingsWindows:
             return None
         import pyarrow.parquet as pq
         return pq.read_table(p, schema=_f.FINDINGS)
+
+
+def _only(t: pa.Table, only: dict[str, np.ndarray]) -> pa.Table:
+    """The rows of ``t`` whose (topic+partition, offset) is in ``only``."""
+    import polars as pl
+
+    msgs = pl.DataFrame({"k": [k for k, v in only.items() for _ in v],
+                         "offset": np.concatenate(list(only.values())) if only else _NONE},
+                        schema={"k": pl.Utf8, "offset": pl.Int64})
+    rows = pl.from_arrow(t.select(["source", "partition", "offset"])).with_columns(
+        k=pl.col("source").cast(pl.Utf8) + "+" + pl.col("partition").cast(pl.Utf8), offset=pl.col("offset")
+        .cast(pl.Int64))
+    keep = rows.join(msgs.with_columns(hit=pl.lit(True)), on=["k", "offset"], how="left", maintain_order="left") \
+        .select(pl.col("hit").fill_null(False)).to_series()
+    return t.filter(keep.to_arrow())
+
+
+def _np(col) -> np.ndarray:
+    return np.asarray(col.to_numpy() if isinstance(col, pa.ChunkedArray) else col.to_numpy(zero_copy_only=False))
+
+
+def _isin(col, values: pa.Array) -> np.ndarray:
+    """``col`` (a dictionary or plain string column) in ``values``, as a numpy mask; a dictionary
+    is looked up entry by entry, then mapped through its indices."""
+    parts = []
+    for c in (col.chunks if isinstance(col, pa.ChunkedArray) else [col]):
+        if pa.types.is_dictionary(c.type) and not c.null_count:
+            hit = np.asarray(pc.fill_null(pc.is_in(c.dictionary, value_set=values), False)
+                             .to_numpy(zero_copy_only=False), bool)
+            parts.append(hit[c.indices.to_numpy(zero_copy_only=False)] if hit.size else np.zeros(len(c), bool))
+        else:
+            parts.append(np.asarray(pc.fill_null(pc.is_in(c, value_set=values), False)
+                                    .to_numpy(zero_copy_only=False), bool))
+    return np.concatenate(parts) if parts else np.zeros(0, bool)
+
+
+def _present(col) -> list:
+    """The distinct values a (dictionary) column holds, not the entries of its dictionary."""
+    out = set()
+    for c in (col.chunks if isinstance(col, pa.ChunkedArray) else [col]):
+        if not len(c):
+            continue
+        if pa.types.is_dictionary(c.type):
+            d = c.dictionary
+            if len(d) == 1 and c.null_count == 0:
+                out.add(d[0].as_py())          # a constant column (the catalog version of a batch)
+                continue
+            if not c.null_count:
+                used = np.flatnonzero(np.bincount(c.indices.to_numpy(zero_copy_only=False), minlength=len(d)))
+                out.update(d.take(pa.array(used)).to_pylist())
+                continue
+            c = d.take(pc.unique(c.indices))
+        out.update(pc.unique(c).to_pylist())
+    out.discard(None)
+    return list(out)
+
+
+def _compact(t: pa.Table) -> pa.Table:
+    """``t`` with dictionaries of only the values its rows use: a partition's share of a batch
+    carries the whole batch's dictionaries (one entry per distinct value), which would be kept in
+    memory and unified again at every window close.  The used entries are found by counting
+    indices, not by hashing the values again."""
+    cols = []
+    for c in t.columns:
+        if pa.types.is_dictionary(c.type) and sum(len(x.dictionary) for x in c.chunks) > len(c):
+            c = pa.chunked_array([_compact_array(x) for x in c.chunks], c.type)
+        cols.append(c)
+    return pa.Table.from_arrays(cols, schema=t.schema)
+
+
+def _compact_array(x: pa.DictionaryArray) -> pa.DictionaryArray:
+    d = x.dictionary
+    if len(d) <= len(x):
+        return x
+    if x.null_count:
+        return x.dictionary_decode().dictionary_encode()
+    idx = x.indices.to_numpy(zero_copy_only=False)
+    used = np.flatnonzero(np.bincount(idx, minlength=len(d)))
+    rank = np.zeros(len(d), np.int32)
+    rank[used] = np.arange(used.size, dtype=np.int32)
+    return pa.DictionaryArray.from_arrays(pa.array(rank[idx], x.type.index_type), d.take(pa.array(used)))
+
+
+def _conform(t: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``t`` with exactly ``schema``'s columns and types (a column it lacks: nulls)."""
+    cols = []
+    for f in schema:
+        if f.name in t.column_names:
+            c = t.column(f.name)
+            if c.type != f.type and pa.types.is_dictionary(f.type) and not pa.types.is_dictionary(c.type):
+                c = c.dictionary_encode()     # e.g. binary(32), which no cast turns into a dictionary
+            cols.append(c if c.type == f.type else c.cast(f.type))
+        else:
+            cols.append(pa.nulls(t.num_rows, f.type))
+    return pa.Table.from_arrays(cols, schema=schema)
 
 
 def _hour_of(d: Path) -> int:
