@@ -344,7 +344,6 @@ def xml_scan(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
     path = np.zeros(PATH_CAP + 8, dtype=np.uint8)
     tmp = np.zeros(2 * VAL_ROOM_X + 16, dtype=np.uint8)
     km_h = np.zeros(KM_SIZE_X, dtype=np.uint64)
-    km_n = np.zeros(KM_SIZE_X, dtype=np.uint64)
     km_r = np.zeros(KM_SIZE_X, dtype=np.int64)
     km_g = np.zeros(KM_SIZE_X, dtype=np.int64)
     km_fill = 0
@@ -574,7 +573,6 @@ def xml_scan(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
                         E[ne_, E_LEN] = e0 - s0
                         ctr[C_NE] = ne_ + 1
                         ctr[C_ECUR] = eo + (e0 - s0)
-                    cpar = lh[d - 1] if d >= 1 else ROOT_PARENT_X
                     plain = False
                     free = False
                     rg = rgen[d]
