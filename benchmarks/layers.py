@@ -35,19 +35,23 @@ def _time(clf: Classifier, batch: Batch) -> float:
     return time.perf_counter() - t0
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--size-mb", type=float, default=8.0)
-    ap.add_argument("--rounds", type=int, default=5)
-    a = ap.parse_args(argv)
-    vals = plain_values(a.size_mb)
+def run(quick: bool = False, repeats: int = 5) -> dict:
+    """The bench's ``layers`` stage: classify MB/s on the plain corpus with the layers pre-pass
+    off and on, alternating (``mb_per_s``: on), and the layered path itself."""
+    res = measure(1.0 if quick else 8.0, max(2, repeats))
+    res["mb_per_s"] = res["plain_mb_s_layers_on"]
+    return res
+
+
+def measure(size_mb: float, rounds: int) -> dict:
+    vals = plain_values(size_mb)
     mb = sum(map(len, vals)) / 1e6
     batch = Batch.from_values(vals, FMT_AUTO)
     clf = Classifier(Protector(b"bench-key-0123456789abcdef"))
     clf.warmup()
     clf.run(batch)
     off, on = [], []
-    for r in range(a.rounds):             # alternating, each side first every other round
+    for r in range(rounds):             # alternating, each side first every other round
         for enabled in ((False, True) if r % 2 == 0 else (True, False)):
             clf.layers_enabled = enabled
             (on if enabled else off).append(_time(clf, batch))
@@ -56,12 +60,21 @@ def main(argv=None) -> dict:
     wmb = sum(map(len, wrapped)) / 1e6
     wbatch = Batch.from_values(wrapped, FMT_AUTO)
     clf.run(wbatch)
-    lay = statistics.median(_time(clf, wbatch) for _ in range(max(1, a.rounds // 2)))
+    lay = statistics.median(_time(clf, wbatch) for _ in range(max(1, rounds // 2)))
     res = {"messages": len(vals), "mb": round(mb, 2),
            "plain_mb_s_layers_off": round(mb / statistics.median(off), 1),
            "plain_mb_s_layers_on": round(mb / statistics.median(on), 1),
            "ratio_on_over_off": round(statistics.median(off) / statistics.median(on), 3),
            "base64_gzip_wrapped_mb_s": round(wmb / lay, 1), "wrapped_messages": len(wrapped)}
+    return res
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size-mb", type=float, default=8.0)
+    ap.add_argument("--rounds", type=int, default=5)
+    a = ap.parse_args(argv)
+    res = measure(a.size_mb, a.rounds)
     for k, v in res.items():
         print(f"{k}: {v}")
     return res

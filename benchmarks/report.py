@@ -101,7 +101,7 @@ def markdown(res: dict) -> str:
         if s["group"] == "e2e" and ex:
             lines.append(f"| | *pipeline / bare ratio* | | | | | | **{ex['ratio_pipeline_to_bare']:.2f}** | | "
                          f"poll {ex['poll_max_messages']}, warm-up {_f(ex.get('warmup_seconds'))} s |")
-        if s["group"] == "batch" and ex:
+        if s["group"] == "batch" and "batch_latency_ms_median" in ex:
             per = (f"{ex['batch_size']} messages per batch" if "batch_size" in ex
                    else f"{ex['batch_bytes'] >> 20} MiB per batch, {ex['batches']} batches")
             lines.append(f"| | *per batch* | | | | | {ex['batch_latency_ms_median']:.1f} median, "

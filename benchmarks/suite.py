@@ -26,8 +26,8 @@ from . import corpus as C
 from . import peers as P
 from . import stages as S
 
-STAGES = ("edifact", "x12", "json", "xml", "real", "values", "netflow", "ipset", "batch", "scan", "e2e", "audit",
-          "cold-start")
+STAGES = ("edifact", "x12", "json", "xml", "real", "values", "salvage", "layers", "netflow", "ipset", "batch", "scan",
+          "e2e", "audit", "cold-start")
 SWEEPS = ("batch-size", "poll", "threads", "row-group", "compression")
 SCHEMA_VERSION = "1.0.0"
 
@@ -174,6 +174,12 @@ def run(cfg: Config, progress=log) -> dict:
     if "ipset" in want:
         add(S.external_stage("ipset", "ipset", "IPv4/IPv6 CIDR set lookups (100k prefixes) vs numpy and "
                              "ipaddress", cfg.quick, cfg.repeats))
+    if "salvage" in want:
+        add(S.external_stage("salvage", "values", "salvage scan of quarantined messages (shape recognisers + "
+                             "context rules) vs python-hyperscan with the same recognisers", cfg.quick, cfg.repeats))
+    if "layers" in want:
+        add(S.external_stage("layers", "batch", "classify the plain real corpus with the layers pre-pass off and "
+                             "on (it must cost nothing), and base64>gzip-wrapped values", cfg.quick, cfg.repeats))
     if "batch" in want:
         progress("  measuring the batch path ...")
         add(S.batch_stage(datasets, cfg.repeats))

@@ -14,7 +14,7 @@ from benchmarks import peers as P
 from benchmarks import report, stages, suite
 
 
-STAGES = ["edifact", "x12", "json", "xml", "values", "batch", "scan", "netflow", "ipset", "audit"]
+STAGES = ["edifact", "x12", "json", "xml", "values", "salvage", "layers", "batch", "scan", "netflow", "ipset", "audit"]
 # every peer the suite runs for a stage, installed or not (a missing one must be reported as skipped)
 EXPECTED_PEERS = {
     "edifact": {"python re", "google-re2", "python-hyperscan", "pydifact"},
@@ -102,6 +102,14 @@ def test_audit_stage_reports_the_ratios_and_memory(result):
     assert {p["name"].split(",")[0] for p in audit["peers"]} >= {"polars.scan_parquet"}
     x = audit["extra"]
     assert x["ratio_to_bare_scan"] > 0 and x["ratio_to_polars_regex"] > 0
+
+
+def test_salvage_and_layers_stages_measure_beside_their_peers(result):
+    salvage, layers = _stage(result, "salvage"), _stage(result, "layers")
+    assert salvage["status"] == "ok" and salvage["mb_per_s"] > 0, salvage["reason"]
+    r = salvage["extra"]["result"]
+    assert r["flowaudit"]["hits"] > 0 and ("mb_per_s" in r["hyperscan"] or "error" in r["hyperscan"])
+    assert layers["status"] == "ok" and layers["extra"]["result"]["plain_mb_s_layers_off"] > 0, layers["reason"]
 
 
 def test_unavailable_stages_say_why(result):
