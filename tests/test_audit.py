@@ -151,10 +151,11 @@ def assert_labelled(root: Path, sc) -> dict:
 @pytest.mark.parametrize("layout", ["flat", "redpanda", "mapped"])
 def test_every_labelled_exposure_in_every_layout(dump, tmp_path, layout):
     extra = ["--map", "value=body,topic=meta.stream,offset=meta.seq,time=meta.at_ms"] if layout == "mapped" else []
-    if layout == "flat":
-        extra += ["--report", tmp_path / "audit.html"]
+    if layout == "flat":   # and --fail-on: a critical finding (LOGINK queries) exits 1
+        extra += ["--report", tmp_path / "audit.html", "--fail-on", "critical"]
     out = tmp_path / "out"
-    r = audit(dump["dir"] / layout, dump["dir"] / "flows", "--out", out, *std_args(dump), *extra)
+    r = audit(dump["dir"] / layout, dump["dir"] / "flows", "--out", out, *std_args(dump), *extra,
+              check=1 if layout == "flat" else 0)
     got = assert_labelled(out, dump["sc"])
     n = len(dump["sc"].messages)
     assert table(out, "messages").num_rows + table(out, "quarantine").num_rows == n

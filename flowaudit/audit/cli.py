@@ -74,10 +74,7 @@ def cmd_audit(args) -> int:
     if args.fail_on:
         from ..detect import findings as F
 
-        ft = F._read(Path(args.out), "findings", ["severity"])
-        worst = max((F.SEV_RANK.get(s, 0) for s in (ft.column("severity").cast("string").to_pylist()
-                                                      if ft is not None else [])), default=-1)
-        if worst >= F.SEV_RANK[args.fail_on]:
+        if F.worst_rank(F._read(Path(args.out), "findings", ["severity"])) >= F.SEV_RANK[args.fail_on]:
             return EXIT_FINDING
     return 0
 

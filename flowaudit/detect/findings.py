@@ -554,6 +554,13 @@ def correlate_root(root: str | Path, *, window_ns: int = HOUR_NS, lookback_ns: i
                      inventory=inventory, model=model)
 
 
+def worst_rank(t: pa.Table | None) -> int:
+    """The highest severity rank (SEV_RANK) among findings ``t``; -1 when there is none."""
+    if t is None or t.num_rows == 0:
+        return -1
+    return max(SEV_RANK.get(x, 0) for x in pc.unique(pc.cast(t.column("severity"), pa.string())).to_pylist())
+
+
 def worst_first(t: pa.Table) -> pa.Table:
     """Findings ordered for a reader: severity, score, latest first."""
     rank = pa.array([SEV_RANK.get(s, 0) for s in pc.cast(t.column("severity"), pa.string()).to_pylist()],

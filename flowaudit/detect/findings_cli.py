@@ -43,10 +43,7 @@ def _csv(rows: list[dict]) -> str:
 
 
 def cmd_findings(args) -> int:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from .findings import SEV_RANK, correlate_root, format_table, select, worst_first, write_findings
+    from .findings import SEV_RANK, correlate_root, format_table, select, worst_first, worst_rank, write_findings
     from .inventory import InventoryError
     from .inventory import load as load_inventory
 
@@ -92,10 +89,8 @@ def cmd_findings(args) -> int:
         print(format_table(rows))
         more = f" (showing {len(rows)})" if len(rows) < t.num_rows else ""
         print(f"{t.num_rows} finding(s){more}; {all_findings.num_rows} in all")
-    if args.fail_on:
-        worst = max((SEV_RANK.get(s, 0) for s in pc.cast(t["severity"], pa.string()).to_pylist()), default=-1)
-        if worst >= SEV_RANK[args.fail_on]:
-            return 1
+    if args.fail_on and worst_rank(t) >= SEV_RANK[args.fail_on]:
+        return 1
     return 0
 
 
