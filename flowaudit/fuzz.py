@@ -1125,7 +1125,7 @@ class Minimiser:
             if v is None:
                 continue
             build = lambda nv: self._regroup(items[:j] + [(bi, nv, k)] + items[j + 1:])  # noqa: E731
-            v = self._zero_bytes(self._shrink_bytes(v, build), build)
+            v = self._zero_bytes(self._ddmin(v, build, keep=0), build)
             items[j] = (bi, v, k)
         return self._regroup(items), True
 
@@ -1135,34 +1135,21 @@ class Minimiser:
             groups.setdefault(bi, []).append((v, k))
         return [groups[k] for k in sorted(groups)]
 
-    def _ddmin(self, xs: list, build) -> list:
+    def _ddmin(self, xs, build, keep: int = 1):
+        """Delta debugging: drop ever smaller chunks of ``xs`` (inputs, or one input's bytes) while
+        the crash stays, keeping at least ``keep`` items."""
         chunk = max(1, len(xs) // 2)
-        while chunk >= 1 and len(xs) > 1 and time.monotonic() < self.deadline:
+        while chunk >= 1 and len(xs) > keep and time.monotonic() < self.deadline:
             i, removed = 0, False
-            while i < len(xs) and len(xs) > 1:
+            while i < len(xs) and len(xs) > keep:
                 cand = xs[:i] + xs[i + chunk:]
-                if cand and self.crashes(build(cand)):
+                if len(cand) >= keep and self.crashes(build(cand)):
                     xs, removed = cand, True
                 else:
                     i += chunk
             if not removed:
                 chunk //= 2
         return xs
-
-    def _shrink_bytes(self, v: bytes, build) -> bytes:
-        chunk = max(1, len(v) // 2)
-        while chunk >= 1 and v and time.monotonic() < self.deadline:
-            i, removed = 0, False
-            while i < len(v):
-                cand = v[:i] + v[i + chunk:]
-                if self.crashes(build(cand)):
-                    v, removed = cand, True
-                else:
-                    i += chunk
-            if not removed:
-                chunk //= 2
-        return v
-
 
     def _zero_bytes(self, v: bytes, build) -> bytes:
         """Zero what the crash does not need (length-prefixed formats resist deletion): what is
