@@ -28,6 +28,15 @@ from . import stages as S
 
 STAGES = ("edifact", "x12", "json", "xml", "real", "values", "salvage", "layers", "netflow", "ipset", "batch", "scan",
           "e2e", "audit", "cold-start")
+# stage (benchmarks/<stage>.py), group, what it measures
+EXTERNAL_STAGES = (
+    ("netflow", "netflow", "NetFlow v5/v9/IPFIX decode + watchlist match vs nfdump and a plain-Python decoder"),
+    ("ipset", "ipset", "IPv4/IPv6 CIDR set lookups (100k prefixes) vs numpy and ipaddress"),
+    ("salvage", "values", "salvage scan of quarantined messages (shape recognisers + context rules) vs "
+     "python-hyperscan with the same recognisers"),
+    ("layers", "batch", "classify the plain real corpus with the layers pre-pass off and on (it must cost "
+     "nothing), and base64>gzip-wrapped values"),
+)
 SWEEPS = ("batch-size", "poll", "threads", "row-group", "compression")
 SCHEMA_VERSION = "1.0.0"
 
@@ -168,18 +177,9 @@ def run(cfg: Config, progress=log) -> dict:
     if "values" in want:
         progress("  measuring value recognisers ...")
         add(S.values_stage(text, cfg.repeats, cfg.slow_seconds))
-    if "netflow" in want:
-        add(S.external_stage("netflow", "netflow", "NetFlow v5/v9/IPFIX decode + watchlist match vs nfdump and "
-                             "a plain-Python decoder", cfg.quick, cfg.repeats))
-    if "ipset" in want:
-        add(S.external_stage("ipset", "ipset", "IPv4/IPv6 CIDR set lookups (100k prefixes) vs numpy and "
-                             "ipaddress", cfg.quick, cfg.repeats))
-    if "salvage" in want:
-        add(S.external_stage("salvage", "values", "salvage scan of quarantined messages (shape recognisers + "
-                             "context rules) vs python-hyperscan with the same recognisers", cfg.quick, cfg.repeats))
-    if "layers" in want:
-        add(S.external_stage("layers", "batch", "classify the plain real corpus with the layers pre-pass off and "
-                             "on (it must cost nothing), and base64>gzip-wrapped values", cfg.quick, cfg.repeats))
+    for name, group, what in EXTERNAL_STAGES:   # modules that measure themselves and their peers
+        if name in want:
+            add(S.external_stage(name, group, what, cfg.quick, cfg.repeats))
     if "batch" in want:
         progress("  measuring the batch path ...")
         add(S.batch_stage(datasets, cfg.repeats))
