@@ -21,7 +21,6 @@ the same files under the same names, and a finished unit is never redone.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -239,15 +238,15 @@ def open_input(path: Path, mapping: dict) -> Input:
             st = rg.column(tidx).statistics
             if st is not None and st.has_min_max:
                 div = time_unit_ms(tcol) if pa.types.is_integer(ttype) else 1
-                g.tmin_ms = _stat_ms(st.min, ttype, div)
-                g.tmax_ms = _stat_ms(st.max, ttype, div)
+                g.tmin_ms = _stat_ms(st.min, div)
+                g.tmax_ms = _stat_ms(st.max, div)
         inp.row_groups.append(g)
         first += rg.num_rows
     inp.rows = first
     return inp
 
 
-def _stat_ms(v, t, div: int) -> int | None:
+def _stat_ms(v, div: int) -> int | None:
     if v is None:
         return None
     if isinstance(v, datetime):
@@ -373,8 +372,3 @@ def units_of(inp: Input, since_ms: int | None, until_ms: int | None,
         run.append(g)
     close()
     return units, pruned
-
-
-def file_stat(path: Path) -> tuple[int, int]:
-    st = os.stat(path)
-    return st.st_size, st.st_mtime_ns
