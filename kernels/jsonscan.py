@@ -44,9 +44,11 @@ addressing table name hash -> first rule.
   member, ``TV_ANY`` = any other value) decides, and the kind's recogniser runs on the stored text.
   A ``KIND_TYPEKEY`` rule of group ``g`` marks the member that carries the type.
 
-Embedded EDIFACT: every string value whose text starts (after white space) with ``UNA``,
-``UNB`` or ``UNH`` and a separator is decoded into ``ebuf`` and listed in ``E`` (message, location, raw range,
-decoded offset and length) for flowaudit/decode/embedded.py.
+Embedded interchanges and field layers: every string value whose text starts (after white
+space) with ``UNA``, ``UNB`` or ``UNH`` and a separator, ``ISA`` and a separator, ``GS*`` or ``ST*``,
+or is a base64 run of at least ``B64_MIN`` characters (``edi_marker``) is decoded into ``ebuf``
+and listed in ``E`` (message, location, raw range, decoded offset and length) for
+flowaudit/decode/embedded.py, which decides what it holds.
 
 Outputs
 -------
@@ -778,19 +780,53 @@ def next_rule(RI, r, rg, inspec):
     return nx, inspec
 
 
+B64_MIN = 80   # base64-alphabet characters that make a string a candidate layer (> a hex SHA-256)
+
+
+@kernel(inline="always")
+def b64_run(buf, i, end):
+    """Is the text at ``i`` base64 up to its end (``"``, ``<`` or ``end``): at least ``B64_MIN``
+    alphabet characters, then only padding, white space and the JSON escapes ``\\/ \\n \\r``?
+    Stops at the first other byte, so plain values cost a few bytes."""
+    n = 0
+    while i < end:
+        c = buf[i]
+        if (65 <= c <= 90) or (97 <= c <= 122) or (48 <= c <= 57) or c == 43 or c == 47:
+            n += 1
+        elif c == 34 or c == 60:
+            break
+        elif c == 92 and i + 1 < end and (buf[i + 1] == 47 or buf[i + 1] == 110 or buf[i + 1] == 114):
+            if buf[i + 1] == 47:
+                n += 1
+            i += 1
+        elif not (c == 61 or c == 32 or c == 10 or c == 13 or c == 9):
+            return False
+        i += 1
+    return n >= B64_MIN
+
+
 @kernel(inline="always")
 def edi_marker(buf, i, end):
-    """Does the text at ``i`` start (after white space) with ``UNA``, ``UNB`` or ``UNH`` followed
-    by a separator (not a letter or digit: ``UNBELIEVABLE`` is prose)?"""
+    """Does the text at ``i`` start (after white space) with an interchange: ``UNA``, ``UNB`` or
+    ``UNH`` followed by a separator (not a letter or digit: ``UNBELIEVABLE`` is prose), ``ISA``
+    and a separator (not a space), ``GS*`` or ``ST*`` (X12); or is it a long base64 run
+    (``b64_run``: base64, maybe of gzip / zlib / zstd; flowaudit/decode/embedded.py decides)?"""
     while i < end and (buf[i] == 32 or buf[i] == 10 or buf[i] == 13 or buf[i] == 9):
         i += 1
-    if i + 3 >= end or buf[i] != 85 or buf[i + 1] != 78:
+    if i + 3 >= end:
         return False
+    a = buf[i]
+    b = buf[i + 1]
     c = buf[i + 2]
     d = buf[i + 3]
-    if (48 <= d <= 57) or (65 <= d <= 90) or (97 <= d <= 122) or d == 34 or d == 92 or d < 32:
-        return False
-    return c == 65 or c == 66 or c == 72
+    sep = not ((48 <= d <= 57) or (65 <= d <= 90) or (97 <= d <= 122) or d == 34 or d == 92 or d < 32)
+    if a == 85 and b == 78 and (c == 65 or c == 66 or c == 72):
+        return sep
+    if a == 73 and b == 83 and c == 65 and sep and d != 32:
+        return True
+    if c == 42 and ((a == 71 and b == 83) or (a == 83 and b == 84)):
+        return True
+    return b64_run(buf, i, end)
 
 
 @kernel(inline="always")

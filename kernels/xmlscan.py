@@ -27,9 +27,9 @@ the text when the class's recogniser accepts it; typed rules take the class from
 element (WCO ``BorderTransportMeans/ID`` by ``IdentificationTypeCode``: 10 IMO number, 11 vessel
 name, none: an IMO number only when its check digit is right; UBL ``DocumentReference/ID`` by
 ``DocumentTypeCode``), decided when the parent element closes; free-text elements are searched
-with the value recognisers (kernels/jsonscan.free_scan).  A leaf whose text starts with ``UNA``,
-``UNB`` or ``UNH+`` (also inside CDATA) is decoded into ``ebuf``/``E`` for
-flowaudit/decode/embedded.py.
+with the value recognisers (kernels/jsonscan.free_scan).  A leaf whose text is a candidate interchange or
+layer (``jsonscan.edi_marker``: EDIFACT / X12 headers, long base64; also inside CDATA) is decoded
+into ``ebuf``/``E`` for flowaudit/decode/embedded.py.
 
 Names are hashed once per start tag, exactly (for the location hash) and normalised (for the
 rules, memoised per call); the location ``/Root/Child/Leaf`` is built from the element stack

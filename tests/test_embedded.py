@@ -117,3 +117,170 @@ def test_broken_embedded_interchange_is_flagged_not_fatal():
     assert res.status.tolist() == [0, 0]
     assert res.flags[0] & FLAG_EMBEDDED_BAD
     assert res.flags[1] & (8 | FLAG_EMBEDDED_BAD) == 0
+
+
+# -- field layers: X12 in a field, base64 (of gzip / zlib / zstd) in a field (issue 12) ------------
+import base64  # noqa: E402
+import gzip  # noqa: E402
+import zlib  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from flowaudit.decode import layers as L  # noqa: E402
+from flowaudit.decode import x12  # noqa: E402
+from flowaudit.kernels import jsonscan as K  # noqa: E402
+
+MSGS = CODECO.parents[1]
+X12_FILE = MSGS / "x12" / "EdiFabric_X12.NET__ShipmentStatus.txt"
+COARRI_FILE = MSGS / "edifact" / "MJapdeva4302_ReadBaplie__COARRI.edi"
+XML_FILE = MSGS / "xml" / "hmrc_customs-declarations__New_Export_C21e_Consignor_Sample.xml"
+JSON_FILE = MSGS / "json" / "dcsaorg_Conformance-Gateway__booking-request.json"
+
+
+def layered(res, i, prefix):
+    """(hit, layer name) of message ``i``'s hits under the outer location ``prefix``."""
+    return [(h, res.layer_names[res.hit_layer[k]])
+            for h, k in zip(hits(res, i), np.flatnonzero(res.hit_msg == i)) if h[4].startswith(prefix + ">")]
+
+
+def reference(mod, inner: bytes):
+    res = mod.classify(*batch([inner]), np.arange(1, dtype=np.int64), **({"embedded": False} if mod in (dj, dx) else {}))
+    assert res.status[0] == 0
+    return [(c, v, ok, conf, loc) for c, v, ok, conf, loc, _, _ in hits(res, 0)]
+
+
+def test_x12_in_a_json_field_and_in_xml_text_and_cdata():
+    raw = X12_FILE.read_bytes().decode("utf-8-sig").encode()
+    want = reference(x12, raw)
+    assert len(want) >= 3
+    js = json.dumps({"id": 7, "edi": raw.decode()}).encode()
+    text = f"<Envelope><Body><X12>{escape(raw.decode())}</X12></Body></Envelope>".encode()
+    cdata = b"<Envelope><Body><X12><![CDATA[" + raw + b"]]></X12></Body></Envelope>"
+    rj = classify(dj, [js])
+    rx = classify(dx, [text, cdata])
+    assert rj.status.tolist() == [0] and rx.status.tolist() == [0, 0]
+    got = layered(rj, 0, "$.edi")
+    assert [(c, v, ok, conf, loc.split(">", 1)[1]) for (c, v, ok, conf, loc, *_), _ in got] == want
+    assert {lay for _, lay in got} == {"json-field>x12"} and rj.flags[0] & 8 and not rj.flags[0] & FLAG_EMBEDDED_BAD
+    for i in range(2):
+        got = layered(rx, i, "/Envelope/Body/X12")
+        assert [(c, v, ok, conf, loc.split(">", 1)[1]) for (c, v, ok, conf, loc, *_), _ in got] == want
+        assert {lay for _, lay in got} == {"xml-text>x12"} and rx.flags[i] & 8
+
+
+def _wrapped_cases():
+    edi, x, xml, js = (p.read_bytes() for p in (COARRI_FILE, X12_FILE, XML_FILE, JSON_FILE))
+    cases = [
+        (base64.b64encode(edi), "base64>edifact", edifact, edi),
+        (base64.encodebytes(gzip.compress(x)), "base64>gzip>x12", x12, x),     # 76-column lines
+        (base64.b64encode(zlib.compress(xml)), "base64>zlib>xml", dx, xml),
+        (base64.b64encode(js), "base64>json", dj, js),
+    ]
+    if L._zstd is not None:
+        cases.append((base64.b64encode(L._zstd.ZstdCompressor().compress(edi)), "base64>zstd>edifact", edifact, edi))
+    return cases
+
+
+def test_base64_and_compressed_values_in_fields_are_classified_with_their_path():
+    """Real corpus files, base64 (of gzip / zlib / zstd) in a JSON member and in XML text: the
+    same hits as the bare file, the layer path ``json-field>base64>gzip>x12`` ..., the outer
+    message's own hits kept, the outer string's raw range."""
+    cases = _wrapped_cases()
+    msgs = [b'{"containerNumber":"MSCU1234565","payload":"%s"}' % v.replace(b"\n", b"\\n") for v, *_ in cases]
+    msgs += [b"<Doc><TransportEquipment><ID>MSCU1234565</ID></TransportEquipment><Payload>\n" + v + b"</Payload></Doc>"
+             for v, *_ in cases]
+    rj = classify(dj, msgs[:len(cases)])
+    rx = classify(dx, msgs[len(cases):])
+    for res, outer, prefix in ((rj, "json-field", "$.payload"), (rx, "xml-text", "/Doc/Payload")):
+        assert (res.status == 0).all()
+        for i, (v, path, mod, inner) in enumerate(cases):
+            got = layered(res, i, prefix)
+            want = reference(mod, inner)
+            assert want, path
+            assert [(c, val, ok, conf, loc.split(">", 1)[1]) for (c, val, ok, conf, loc, *_), _ in got] == want, path
+            assert {lay for _, lay in got} == {f"{outer}>{path}"}
+            assert res.flags[i] & 8 and not res.flags[i] & FLAG_EMBEDDED_BAD
+            # the outer message's own value is still there, with no layer
+            own = [h for h, k in zip(hits(res, i), np.flatnonzero(res.hit_msg == i)) if res.hit_layer[k] == 0]
+            assert any(h[1] == "MSCU1234565" for h in own), (outer, path)
+            # the byte range is the outer string's: the JSON string between its quotes, the text
+            ranges = {(h[5], h[6]) for h, _ in got}
+            assert len(ranges) == 1
+            a, b = ranges.pop()                 # batch positions: the sub-batch's own offsets
+            m = msgs[i if outer == "json-field" else len(cases) + i]
+            base = sum(map(len, msgs[:i] if outer == "json-field" else msgs[len(cases):len(cases) + i]))
+            a, b = a - base, b - base
+            enc = v.replace(b"\n", b"\\n") if outer == "json-field" else v
+            assert m[a:b].strip() == enc.strip()
+    assert rj.layer_values and {i for i, _ in rj.layer_values} == set(range(len(cases)))
+
+
+def test_a_bad_field_flags_its_message_and_keeps_it():
+    """A gzip bomb, a corrupt gzip stream and a refused (truncated) X12 interchange in fields: the
+    outer message stays decoded with its own hits and gets flag 16 (``embedded_edifact_bad``)."""
+    bomb = base64.b64encode(gzip.compress(b"UNB+UNOA:2+A+B+260301:1200+1'" + b"\x00" * (4 << 20)))
+    corrupt = base64.b64encode(gzip.compress(COARRI_FILE.read_bytes())[:300])
+    deep = COARRI_FILE.read_bytes()
+    for _ in range(L.Limits.max_depth + 1):
+        deep = base64.b64encode(deep)
+    trunc = X12_FILE.read_bytes().decode("utf-8-sig")[:200]
+    vals = [bomb.decode(), corrupt.decode(), deep.decode(), trunc]
+    res = classify(dj, [json.dumps({"containerNumber": "MSCU1234565", "p": v}).encode() for v in vals])
+    assert res.status.tolist() == [0] * len(vals)
+    for i in range(len(vals)):
+        assert res.flags[i] & FLAG_EMBEDDED_BAD, i
+        assert "MSCU1234565" in [h[1] for h in hits(res, i) if ">" not in h[4]], i
+    assert all(">" not in h[4] for i in range(3) for h in hits(res, i))      # nothing from the bad layers
+    assert [res.flags[i] & 8 for i in range(3)] == [0, 0, 0] and res.flags[3] & 8   # X12 was there, refused
+
+
+def test_lookalikes_are_not_layers():
+    """A base64 string of garbage, a hex SHA-256, the bare word ``ISA``, ``ISA`` in prose, short
+    base64: no hit from them, no flag, the message's other values as before."""
+    garbage = base64.b64encode(bytes(range(256)) * 2).decode()
+    sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    vals = [garbage, sha, "ISA", "ISA Smith, ops", "ISA ", "GS", base64.b64encode(b"UNB+UNOA").decode(),
+            "U" * 200, "UNB", "ST"]
+    msgs = [json.dumps({"note": v, "containerNumber": "MSCU1234565"}).encode() for v in vals]
+    res = classify(dj, msgs)
+    assert res.status.tolist() == [0] * len(vals)
+    for i in range(len(vals)):
+        assert res.flags[i] & (8 | FLAG_EMBEDDED_BAD) == 0, vals[i]
+        assert [h[1] for h in hits(res, i)] == ["MSCU1234565"], vals[i]
+    assert not getattr(res, "layer_values", None)
+    rx = classify(dx, [f"<a><n>{v}</n><ID>MSCU1234565</ID></a>".encode() for v in vals])
+    assert rx.status.tolist() == [0] * len(vals)
+    assert all(rx.flags[i] & (8 | FLAG_EMBEDDED_BAD) == 0 for i in range(len(vals)))
+
+
+# the marker (kernels/jsonscan.edi_marker): a slow, obvious reference and a property test
+_B64_TAIL = re.compile(rb'((?:[A-Za-z0-9+/= \t\r\n]|\\[/nr])*)(?:["<]|$)')
+
+
+def marker_ref(t: bytes) -> bool:
+    t = t.lstrip(b" \t\r\n")
+    if len(t) < 4:
+        return False
+    d = t[3]
+    sep = not (chr(d).isascii() and chr(d).isalnum()) and d not in b'"\\' and d >= 32
+    if t[:3] in (b"UNA", b"UNB", b"UNH"):
+        return sep
+    if t[:3] == b"ISA" and sep and d != 32:
+        return True
+    if t[:3] in (b"GS*", b"ST*"):
+        return True
+    m = _B64_TAIL.match(t)
+    return bool(m) and len(re.findall(rb"[A-Za-z0-9+/]|\\/", m.group(1))) >= K.B64_MIN
+
+
+_PIECES = [b"A", b"z", b"9", b"+", b"/", b"=", b" ", b"\n", b"\\/", b"\\n", b"\\", b'"', b"<", b"-", b"*", b":",
+           b"UNB", b"UNA", b"UNH", b"ISA", b"GS*", b"ST*", b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldY", b"\xc3\xa9"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=40), st.binary(max_size=3))
+def test_marker_matches_its_reference(pieces, tail):
+    t = b"".join(pieces) + tail
+    a = np.frombuffer(t, np.uint8).copy() if t else np.zeros(0, np.uint8)
+    assert bool(K.edi_marker(a, 0, len(t))) == marker_ref(t), t

@@ -4,9 +4,10 @@
 
 Besides the contract fields the result carries ``flags`` (uint8 per selected message, an extra
 attribute, not part of the FormatResult contract): 1 duplicate member names, 2 an integer beyond
-2**53 (kept as text), 4 a number that underflows to 0.0, 8 a string value holding an EDIFACT
-interchange (decoded too, see :mod:`flowaudit.decode.embedded`), 16 that embedded interchange
-could not be decoded.
+2**53 (kept as text), 4 a number that underflows to 0.0, 8 a string value holding an EDIFACT or
+X12 interchange or a base64 / compressed document (decoded too, see
+:mod:`flowaudit.decode.embedded`), 16 that embedded value could not be decoded (refused, or its
+layer a bomb or corrupt: the message itself stays decoded).
 
 The rule compiler here is shared with :mod:`flowaudit.decode.xml` (same rule model: names,
 parents, typed siblings, free text).
@@ -181,7 +182,7 @@ class Outputs:
         return res
 
     def embedded(self):
-        """(E rows, ebuf) of the string values holding an EDIFACT interchange."""
+        """(E rows, ebuf) of the string values marked as candidate interchanges / layers."""
         ne = int(self.ctr[K.C_NE])
         return self.E[:ne], self.ebuf[:int(self.ctr[K.C_ECUR])]
 
@@ -222,7 +223,8 @@ def run_kernel(scan, R, buf, offsets, sel, extra_out=None):
 def classify(buf, offsets, sel, embedded: bool = True, rules: dict | None = None) -> FormatResult:
     """Scan and classify the JSON messages ``sel`` of the batch (see ``flowaudit.decode``).
 
-    ``embedded``: also decode EDIFACT interchanges held in string values; ``rules``: compiled
+    ``embedded``: also decode the interchanges and layers held in string values
+    (:mod:`flowaudit.decode.embedded`); ``rules``: compiled
     rules (``compile_rules``) instead of schemas/catalog/json.toml (tests, alternative catalogues)."""
     buf, offsets, sel = check_batch(buf, offsets, sel)
     R = rules if rules is not None else load_rules()
@@ -232,7 +234,7 @@ def classify(buf, offsets, sel, embedded: bool = True, rules: dict | None = None
     if embedded:
         from flowaudit.decode import embedded as emb
         E, ebuf = out.embedded()
-        res = emb.merge(res, E, ebuf, sel, "json-field>edifact")
+        res = emb.merge(res, E, ebuf, sel, "json-field")
     return res
 
 

@@ -2,8 +2,8 @@
 
 ``classify(buf, offsets, sel) -> FormatResult`` per the contract in ``flowaudit.decode``;
 like JSON, the result carries ``flags`` (uint8 per selected message, an extra attribute): 8 a
-leaf holding an EDIFACT interchange (decoded too, :mod:`flowaudit.decode.embedded`), 16 that
-interchange could not be decoded.
+leaf holding an EDIFACT or X12 interchange or a base64 / compressed document (decoded too,
+:mod:`flowaudit.decode.embedded`), 16 that embedded value could not be decoded.
 
 The numba scanner is the only parser that sees the bytes: it refuses DOCTYPE/ENTITY
 declarations, XInclude and unknown entity references outright (forbidden_xml_construct) and
@@ -184,7 +184,7 @@ def classify(buf, offsets, sel, embedded: bool = True, rules: dict | None = None
         sel = orig_sel
     if embedded:
         from flowaudit.decode import embedded as emb
-        res = emb.merge(res, E, ebuf, sel, "xml-text>edifact")
+        res = emb.merge(res, E, ebuf, sel, "xml-text")
     return res
 
 
