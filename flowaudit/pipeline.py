@@ -225,6 +225,7 @@ class Classifier:
         flags = np.zeros(n, np.uint32)
         ikey = np.zeros(n, np.uint64)
         hit_parts = []
+        inner: list = []    # (batch index, bytes) inside a layer, for the egress scan
         for f, dec in self._decoders.items():
             sel = np.flatnonzero((status == 0) & (fmt == f)).astype(np.int64)
             if sel.size == 0:
@@ -245,10 +246,11 @@ class Classifier:
             msg_type[sel] = np.fromiter((lookup[t] for t in r.msg_type), np.int32, count=sel.size)
             if r.n_hits:
                 hit_parts.append((f, r))
+            inner.extend(getattr(r, "layer_values", None) or ())
         layer_names = [""]
         if lay is not None:
             self._classify_layers(batch, lay, status, fmt, msg_type, type_names, n_segments, flags, ikey, hit_parts,
-                                  layer_names, ks)
+                                  layer_names, ks, inner)
 
         ok_idx = np.flatnonzero(status == 0)
         q_idx = np.flatnonzero(status != 0)
@@ -276,9 +278,11 @@ class Classifier:
             q_counts = {(FORMAT_NAMES.get(int(p) // 256, "unknown"), REASONS[int(p) % 256]): int(c)
                         for p, c in zip(pairs, counts)}
         transfers = t_idx = None
-        if self.egress is not None and ok_idx.size:
+        scan = np.union1d(ok_idx, q_idx[(status[q_idx] != REASON_CODES["null_value"])
+                                        & (status[q_idx] != REASON_CODES["empty_value"])]).astype(np.int64)
+        if self.egress is not None and scan.size:
             t0 = time.perf_counter()
-            transfers, t_idx = self._message_transfers(batch, ok_idx)
+            transfers, t_idx = self._message_transfers(batch, scan, inner)
             ks["egress"] = time.perf_counter() - t0
         return BatchResult(messages, ok_idx, hits, h_idx, quarantine, q_idx, status, fmt,
                            transfers, t_idx, hit_counts, q_counts, ks)
@@ -313,15 +317,18 @@ class Classifier:
         return (np.array(parent, np.int64), paths, values) if parent else None
 
     def _classify_layers(self, batch, lay, status, fmt, msg_type, type_names, n_segments, flags, ikey, hit_parts,
-                         layer_names, ks) -> None:
+                         layer_names, ks, inner=None) -> None:
         """Classify the inner values of the layered messages as a sub-batch with the same decoders,
         and map the results back to the outer messages: one outer message is decoded when at
         least one of its inner values is (``layered`` flag; ``layer_part_bad`` when another was
         refused), its ``format`` / ``msg_type`` are those of its first decoded inner value; else it
         is quarantined with its first inner value's reason.  Hits keep their inner positions
-        (``byte_start`` relative to the innermost value) and get the layer path."""
+        (``byte_start`` relative to the innermost value) and get the layer path.  ``inner`` gets
+        ``(outer index, bytes)`` of every inner value, for the egress scan."""
         t0 = time.perf_counter()
         parent, paths, values = lay
+        if inner is not None:
+            inner.extend(zip(parent.tolist(), values))
         k = len(values)
         sub = Batch.from_values(values, FMT_AUTO)
         sbuf, soff = sub.buf, sub.offsets
@@ -355,6 +362,8 @@ class Classifier:
                 s_type[j] = t
             if r.n_hits:
                 hit_parts.append((f, self._lift(r, f, parent, path_id, path_names, soff, batch.offsets, layer_names)))
+            if inner is not None:
+                inner.extend((int(parent[j]), v) for j, v in getattr(r, "layer_values", None) or ())
         ok = sst == 0
         first_ok: dict = {}
         first_any: dict = {}
@@ -434,12 +443,39 @@ class Classifier:
         ks["salvage"] = time.perf_counter() - t0
         return self._salvage.result_from_rows(rows, vbuf, sel) if rows.shape[0] else None
 
-    def _message_transfers(self, batch: Batch, ok_idx: np.ndarray):
+    def _message_transfers(self, batch: Batch, sel: np.ndarray, inner=()):
         """Watchlisted hosts, URL paths and markers in payloads, and EDI recipients (from the
-        recipient-id hits the kernels already found) -> transfers rows."""
-        t = self.egress.detect_messages(batch.buf, batch.offsets, ok_idx, recipients=self._recipients,
+        recipient-id hits the kernels already found) -> transfers rows.
+
+        ``sel``: the messages to scan, decoded AND quarantined (a malformed or unknown message's
+        raw bytes are scanned as they are); ``inner``: ``(index, bytes)`` of the values found
+        inside layers (whole-message and field layers): a message with such values is scanned as
+        its raw bytes plus each inner value, each indicator once per message."""
+        parents = sorted({i for i, _ in inner})
+        if parents:
+            extra: dict = {}
+            for i, v in inner:
+                extra.setdefault(i, []).append(v)
+            b, o = batch.buf, batch.offsets
+            vals = [b"\n".join([b[o[i]:o[i + 1]].tobytes()] + extra[i]) for i in parents]
+            sub = Batch.from_values(vals, FMT_AUTO)
+            pidx = np.array(parents, np.int64)
+            where = {i: j for j, i in enumerate(parents)}
+            t_in = self.egress.detect_messages(
+                sub.buf, sub.offsets, None, recipients=[(where[m], r, w) for m, r, w in self._recipients if m in where],
+                sources=batch.sources, source_idx=batch.source_idx[pidx], partition=batch.partition[pidx],
+                offset=pidx, ts_ms=batch.ts_ms[pidx])
+            sel = np.setdiff1d(sel, pidx)
+            recipients = [x for x in self._recipients if x[0] not in where]
+        else:
+            t_in = None
+            recipients = self._recipients
+        t = self.egress.detect_messages(batch.buf, batch.offsets, sel, recipients=recipients,
                                         sources=batch.sources, source_idx=batch.source_idx,
                                         partition=batch.partition, offset=np.arange(len(batch)), ts_ms=batch.ts_ms)
+        if t_in is not None and t_in.num_rows:
+            t = pa.concat_tables([t, t_in])
+            t = t.take(pa.array(np.argsort(t.column("offset").to_numpy(), kind="stable")))
         t_idx = t.column("offset").to_numpy().astype(np.int64)
         k = t.schema.get_field_index("offset")
         t = t.set_column(k, t.schema.field(k), pa.array(batch.offset[t_idx], pa.int64()))

@@ -229,3 +229,43 @@ def test_reload_is_picked_up(tmp_path):
     assert det._watchlist.poll()
     t = det.detect_flows(f)
     assert t["platform"].to_pylist() == ["Nuctech"] and t["severity"].to_pylist() == ["info"]
+
+
+def test_markers_inside_layers_and_in_quarantined_messages(tmp_path):
+    """The message-side scan sees inside whole-message layers (base64 of gzip), inside field
+    layers (a base64 JSON member) and the raw bytes of quarantined messages (malformed, unknown
+    format); one row per indicator per message, at the message's batch index and offset."""
+    import base64
+    import gzip
+
+    from flowaudit.pipeline import FMT_AUTO, Batch, Classifier
+    from flowaudit.protect import Protector
+
+    js = b'{"endpoint":"https://gateway.logink.cn/ais/getVesselBaseInfo","containerNumber":"MSCU1234565"}'
+    z = base64.b64encode(gzip.compress(js))
+    msgs = [
+        z,                                                            # 0 whole-message layers
+        b'{"id":1,"payload":"%s"}' % z,                               # 1 a field layer
+        b'{"broken": "https://gateway.logink.cn/ais/x", ',             # 2 malformed JSON (quarantined)
+        b"\x00\x01 junk POST https://gateway.logink.cn/ais/x",         # 3 unknown format (quarantined)
+        b'{"note":"LoginKit","x":"%s"}' % base64.b64encode(gzip.compress(b'{"note":"LoginKit notlogink.cn"}')),
+        base64.b64encode(gzip.compress(b'{"client":"LoginKit"}')),     # 5 nothing, layered
+        b'{"url":"https://gateway.logink.cn/ais/a","payload":"%s"}' % z,  # 6 in clear AND in the layer
+    ]
+    clf = Classifier(Protector(b"egress-layers-key-0123456789abcd"), egress=detector(tmp_path))
+    r = clf.run(Batch.from_values(msgs, FMT_AUTO, offset=np.arange(len(msgs)) + 500))
+    assert sorted(r.q_idx.tolist()) == [2, 3]
+    got: dict[int, list] = {}
+    for i, row in zip(r.t_idx.tolist(), r.transfers.to_pylist()):
+        assert row["offset"] == 500 + i
+        got.setdefault(i, []).append((row["indicator"], row["indicator_type"]))
+    for i in (0, 1, 2, 3, 6):
+        assert ("gateway.logink.cn", "host") in got[i], i
+        assert ("/ais/", "url_path") in got[i], i
+    assert 4 not in got and 5 not in got
+    assert sorted(got[6]) == sorted(set(got[6]))                      # each indicator once per message
+    assert r.t_idx.tolist() == sorted(r.t_idx.tolist())
+    # without the egress detector's view inside layers, 0 and 1 would have no row
+    plain = clf.egress.detect_messages(Batch.from_values(msgs, FMT_AUTO).buf,
+                                       Batch.from_values(msgs, FMT_AUTO).offsets, np.array([0, 1], np.int64))
+    assert plain.num_rows == 0
