@@ -9,7 +9,11 @@ Targets (``--decoder``), each the code a real input goes through, shell included
 ``json``
 ``detect``     the same with format ``auto``: the format detector decides
 ``scan``       ``scan.split_interchanges`` (files of several EDI interchanges), then ``detect``
-``embedded``   ``detect`` over JSON and XML documents that carry EDIFACT interchanges
+``embedded``   ``detect`` over JSON and XML documents that carry EDIFACT / X12 interchanges and
+               base64 (of gzip) documents in their fields
+``flat``       ``Classifier.run`` with the topic format ``flat`` declared: delimiter-separated flat
+               files (ICES 0x1D/0x1C manifests, CSV/TSV/;/| with a header, fixed-width) through
+               ``decode/flat.py`` (delimiter, header, columns), hits, quarantine, salvage, egress
 ``markers``    the payload marker scan (``kernels/markers.py`` through ``egress.message_matches``
                and ``EgressDetector.detect_messages``) and ``egress.envelope_recipients`` over
                every input, decodable or not
@@ -49,6 +53,8 @@ raw bytes; a sequence of inputs (NetFlow templates and data in order, Kafka keys
 from __future__ import annotations
 
 import argparse
+import base64
+import gzip
 import hashlib
 import json
 import os
@@ -95,6 +101,7 @@ TARGETS = {t.name: t for t in [
     Target("detect", "messages", "auto"),
     Target("scan", "messages", "scan"),
     Target("embedded", "messages", "embedded"),
+    Target("flat", "messages", "flat"),
     Target("markers", "markers", "auto"),
     Target("netflow", "netflow", "netflow", batch=64, episode=16),
     Target("goflow", "goflow", "goflow"),
@@ -187,6 +194,48 @@ def _embedded(corpus: Path) -> list[bytes]:
         out.append(("<?xml version='1.0'?><Envelope><Body><Msg><![CDATA[" + text + "]]></Msg></Body></Envelope>")
                    .encode("latin-1"))
         out.append(("<PCS><Interchange format='EDIFACT'>" + esc + "</Interchange></PCS>").encode("latin-1"))
+        if i % 3 == 0:      # field layers: base64 (of gzip) in a JSON member and in XML text
+            z = base64.b64encode(gzip.compress(e) if i % 2 else e)
+            out.append(b'{"id":%d,"payload":"%s"}' % (i, z))
+            out.append(b"<Msg><Body>" + base64.encodebytes(z) + b"</Body></Msg>")
+    for x in _corpus_messages(corpus, "x12")[:6]:   # X12 in a JSON field and in CDATA
+        out.append(b'{"edi":%s}' % _json_str(x))
+        out.append(b"<Doc><X12><![CDATA[" + x + b"]]></X12></Doc>")
+    return out
+
+
+_FLAT_COLS = {
+    b"container": [b"MSCU1234565", b"MSKU1234567", b"TGHU 123456 7", b"", b"UTLX 123456"],
+    b"imo": [b"9321483", b"IMO 9074729", b"1234567", b""],
+    b"consignee": [b"ACME LTD, 88 CHOWRINGHEE ROAD", b'"ACME, INC."', b'"say ""hi"""', b"\xc3\xa9t\xc3\xa9 S.A."],
+    b"phone": [b"+31 10 2521010", b"2024-03-15", b"TEL 033 2230 1234"],
+    b"email": [b"ops@example.com", b"ROSHAN FUJITOGRP.COM", b"a@b"],
+    b"booking_no": [b"BKG123456", b"MAEU123456789"],
+    b"port": [b"CNNGB", b"INCCU1", b"NLRTM"],
+    b"seal": [b"SL0001", b""],
+}
+
+
+def _flat(corpus: Path, rng: random.Random) -> list[bytes]:
+    """Flat files: the corpus's ICES 1.5 IGM (0x1D fields, CRLF, pseudo-tags), cut into smaller
+    files, and synthetic CSV / TSV / ``;`` / ``|`` / 0x1D files with catalogue headers and
+    fixed-width ones."""
+    out = [p.read_bytes() for p in _files(corpus / "messages" / "other")]
+    for f in list(out):
+        lines = f.split(b"\r\n")
+        out += [b"\r\n".join(lines[:2] + lines[k:k + 30]) for k in range(2, len(lines), 30)]
+    heads = list(_FLAT_COLS)
+    for k in range(80):
+        cols = rng.sample(heads, rng.randrange(2, 7))
+        rows = [[c.upper() if k % 3 == 0 else c for c in cols]]
+        rows += [[rng.choice(_FLAT_COLS[c]) for c in cols] for _ in range(rng.randrange(1, 15))]
+        eol = rng.choice((b"\r\n", b"\n"))
+        if k % 5 == 4:                                         # fixed-width
+            w = rng.choice((12, 16, 24))
+            out.append(eol.join(b"".join(v[:w].ljust(w) for v in r) for r in rows) + eol)
+        else:
+            d = rng.choice((b",", b"\t", b";", b"|", b"\x1d"))
+            out.append(eol.join(d.join(r) for r in rows) + eol)
     return out
 
 
@@ -296,6 +345,8 @@ def load_seeds(target: Target, corpus: Path, seed: int):
         return _dns(rng)
     if target.fmt == "embedded":
         return _embedded(corpus)
+    if target.fmt == "flat":
+        return _flat(corpus, rng)
     if target.fmt == "scan":            # files of one or more interchanges, as `flowaudit scan` reads them
         edi = [m for f in ("edifact", "x12") for m in _corpus_messages(corpus, f) + _synth(f, 60)]
         return edi + [b"\r\n".join(rng.sample(edi, rng.randrange(2, 5))) for _ in range(100)]
@@ -327,6 +378,9 @@ _TOKENS = {
 }
 _TOKENS["auto"] = _TOKENS["edifact"] + _TOKENS["x12"] + _TOKENS["xml"] + _TOKENS["json"]
 _TOKENS["embedded"] = _TOKENS["auto"]
+_TOKENS["flat"] = [b"\x1d", b"\x1c", b",", b"\t", b";", b"|", b"\r\n", b"\n", b"\r", b'"', b'""', b'"\r\n"', b" " * 40,
+                   b"<manifest>", b"<vesinfo>", b"<END-vesinfo>", b"<cargo>", b"<END-cargo>", b"<contain>", b"HREC",
+                   b"TREC", b"container,imo,consignee", b"\xef\xbb\xbf", b"\x00", b"\xff"]
 _TOKENS["scan"] = _TOKENS["edifact"] + _TOKENS["x12"]
 _TOKENS["goflow"] = _TOKENS["json"] + [b'"src_addr":"', b'"proto":"TCP"', b'"bytes":', b"-1", b"1.5"]
 _TOKENS["dns"] = _TOKENS["json"] + [b"\n", b'"answers":[', b'"TTLs":[', b'"ts":', b"1e308", b'"2026-13-45T99:99:99Z"']
@@ -335,6 +389,7 @@ _TOKENS["pcap"] = [b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x0a\x0d\x0d\x0a"
 _TOKENS["netflow"] = [b"\x00\x05", b"\x00\x09", b"\x00\x0a", b"\x00\x00", b"\x00\x01", b"\x00\x02", b"\x00\x03",
                       b"\xff\xff", b"\x01\x00"]
 _SEGMENT_SEPS = {"edifact": b"'", "x12": b"~", "xml": b">", "json": b",", "auto": b"'", "embedded": b"'", "scan": b"'",
+                 "flat": b"\n",
                  "goflow": b",", "dns": b"\n"}
 _NEST = [b"[", b"{\"a\":", b"<a>", b"<a><b>", b"[{\"k\":["]
 _INTERESTING = [0, 1, 0x7F, 0x80, 0xFF, 0x20, 0x0A, 0x0D, 0x27, 0x2B, 0x3A, 0x3F, 0x7E, 0x2A, 0x3C, 0x3E, 0x22,
@@ -646,7 +701,9 @@ def check_classifier(batch, res) -> None:
             k = bad[0]
             raise InvariantError("hit_range_inside_message", f"message {h[k]}: [{s[k]}, {e[k]}) of {lens[k]} bytes")
     if res.t_idx is not None and res.t_idx.size:
-        _require(bool(np.isin(res.t_idx, res.m_idx).all()), "transfers_of_decoded_messages")
+        # decoded messages and quarantined ones with bytes (scanned raw); never a null / empty value
+        _require(bool(np.isin(res.t_idx, np.concatenate([res.m_idx, res.q_idx])).all()), "transfers_of_input_messages")
+        _require(all(values[i] for i in res.t_idx.tolist()), "transfers_of_messages_with_bytes")
 
 
 # ====================================================================== runners (worker side)
