@@ -59,7 +59,22 @@ def run_catalogue(msgs):
     return run(msgs, rules=None, embedded=True)
 
 
-EDI_START = re.compile(r"[ \t\r\n]*(UNA|UNB|UNH)[^A-Za-z0-9\"\\/\x00-\x1f]")
+_EDI_HEAD = re.compile(r"[ \t\r\n]*((UNA|UNB|UNH)[^A-Za-z0-9\"\\/\x00-\x1f]|ISA[^A-Za-z0-9\"\\/ \x00-\x1f]|GS\*|ST\*)")
+_B64_TEXT = re.compile(r"[A-Za-z0-9+/= \t\r\n]*\Z")
+
+
+class _EdiStart:
+    """What kernels/jsonscan.edi_marker marks, judged on the decoded text: an EDIFACT or X12
+    header, or (field layers) only base64 characters, at least B64_MIN (80) of the alphabet."""
+
+    @staticmethod
+    def match(text: str) -> bool:
+        if _EDI_HEAD.match(text):
+            return True
+        return bool(_B64_TEXT.match(text)) and len(re.findall(r"[A-Za-z0-9+/]", text)) >= 80
+
+
+EDI_START = _EdiStart()
 
 
 def hits_of(res, i):
