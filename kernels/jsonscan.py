@@ -787,7 +787,10 @@ B64_MIN = 80   # base64-alphabet characters that make a string a candidate layer
 def b64_run(buf, i, end):
     """Is the text at ``i`` base64 up to its end (``"``, ``<`` or ``end``): at least ``B64_MIN``
     alphabet characters, then only padding, white space and the JSON escapes ``\\/ \\n \\r``?
-    Stops at the first other byte, so plain values cost a few bytes."""
+    Stops at the first other byte, and at once when ``end - i < B64_MIN``: give it the string's
+    end where it is known, so that a short value costs one comparison."""
+    if end - i < B64_MIN:
+        return False
     n = 0
     while i < end:
         c = buf[i]
@@ -806,16 +809,17 @@ def b64_run(buf, i, end):
 
 
 @kernel(inline="always")
-def edi_marker(buf, i, end):
+def edi_head(buf, i, end):
     """Does the text at ``i`` start (after white space) with an interchange: ``UNA``, ``UNB`` or
     ``UNH`` followed by a separator (not a letter or digit: ``UNBELIEVABLE`` is prose), ``ISA``
-    and a separator (not a space), ``GS*`` or ``ST*`` (X12); or is it a long base64 run
-    (``b64_run``: base64, maybe of gzip / zlib / zstd; flowaudit/decode/embedded.py decides)?"""
+    and a separator (not a space), ``GS*`` or ``ST*`` (X12)?"""
     while i < end and (buf[i] == 32 or buf[i] == 10 or buf[i] == 13 or buf[i] == 9):
         i += 1
     if i + 3 >= end:
         return False
     a = buf[i]
+    if a != 85 and a != 73 and a != 71 and a != 83:     # U I G S: most values stop here
+        return False
     b = buf[i + 1]
     c = buf[i + 2]
     d = buf[i + 3]
@@ -824,9 +828,14 @@ def edi_marker(buf, i, end):
         return sep
     if a == 73 and b == 83 and c == 65 and sep and d != 32:
         return True
-    if c == 42 and ((a == 71 and b == 83) or (a == 83 and b == 84)):
-        return True
-    return b64_run(buf, i, end)
+    return c == 42 and ((a == 71 and b == 83) or (a == 83 and b == 84))
+
+
+@kernel(inline="always")
+def edi_marker(buf, i, end):
+    """``edi_head``, or a long base64 run (``b64_run``: base64, maybe of gzip / zlib / zstd;
+    flowaudit/decode/embedded.py decides what it holds)."""
+    return edi_head(buf, i, end) or b64_run(buf, i, end)
 
 
 @kernel(inline="always")
@@ -1113,7 +1122,7 @@ def json_scan(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
                 if err > 0:
                     st = ST_MALFORMED if err == 1 else ST_INVALID_UTF8
                     break
-                emb = edi_marker_esc(buf, cs, e)
+                emb = edi_marker_esc(buf, cs, i if err == 0 else e)    # the string's end, when known
                 if r0 < 0 and not emb and d >= 0:
                     if err == 0:
                         continue

@@ -46,10 +46,10 @@ import numpy as np
 
 from ._jit import kernel
 from .detect import utf8_char
-from .jsonscan import (C_ECUR, C_NE, C_NH, C_VCUR, E_END, E_LEN, E_LOC, E_MSG, E_OFF, E_START, FNV_OFF,
+from .jsonscan import (B64_MIN, C_ECUR, C_NE, C_NH, C_VCUR, E_END, E_LEN, E_LOC, E_MSG, E_OFF, E_START, FNV_OFF,
                        FNV_PRIME, KIND_FREE, KIND_TYPEKEY, MAX_TSLOT, MEMO_SALT, MODE_CHECK, PATH_CAP, RI_CLASS,
                        RI_CONF, RI_GROUP, RI_KIND, RI_LEVEL, RI_MODE, ROOT_H, edi_marker, emit, free_scan,
-                       has_room, hstep, intern_add, intern_find, mix, name_hash, next_rule, rec_text, recognise,
+                       b64_run, edi_head, has_room, hstep, intern_add, intern_find, mix, name_hash, next_rule, rec_text, recognise,
                        resolve, rules_for, set_type)
 
 MAX_DEPTH = 256
@@ -408,7 +408,7 @@ def xml_scan(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
                     st = ST_MALFORMED
                     break
                 run0 = i
-                if child[d] == 0 and acc[d] == 0 and txt == 0 and edi_marker(buf, i, e):
+                if child[d] == 0 and acc[d] == 0 and txt == 0 and edi_head(buf, i, e):
                     acc[d] = 1
                 a = acc[d] if child[d] == 0 else 0
                 while i < e:
@@ -536,7 +536,8 @@ def xml_scan(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
                     break
                 i = k + 1
                 # classify the leaf's text
-                if child[d] == 0 and acc[d] != 0:
+                if child[d] == 0 and (acc[d] != 0 or (simple and cend - cstart >= B64_MIN
+                                                      and b64_run(buf, cstart, cend))):
                     if txt > scap:
                         txt = scap
                     if simple:
