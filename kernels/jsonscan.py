@@ -783,8 +783,8 @@ def next_rule(RI, r, rg, inspec):
 B64_MIN = 80   # base64-alphabet characters that make a string a candidate layer (> a hex SHA-256)
 
 
-@kernel(inline="always")
-def b64_run(buf, i, end):
+@kernel
+def b64_run(buf, i, end):                    # not inlined: only long values get here
     """Is the text at ``i`` base64 up to its end (``"``, ``<`` or ``end``): at least ``B64_MIN``
     alphabet characters, then only padding, white space and the JSON escapes ``\\/ \\n \\r``?
     Stops at the first other byte, and at once when ``end - i < B64_MIN``: give it the string's
@@ -835,7 +835,7 @@ def edi_head(buf, i, end):
 def edi_marker(buf, i, end):
     """``edi_head``, or a long base64 run (``b64_run``: base64, maybe of gzip / zlib / zstd;
     flowaudit/decode/embedded.py decides what it holds)."""
-    return edi_head(buf, i, end) or b64_run(buf, i, end)
+    return edi_head(buf, i, end) or (end - i >= B64_MIN and b64_run(buf, i, end))
 
 
 @kernel(inline="always")
