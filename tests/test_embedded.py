@@ -1,24 +1,32 @@
-"""EDIFACT embedded in JSON strings and XML text (flowaudit/decode/embedded.py).
+"""Interchanges and field layers in JSON strings and XML text (flowaudit/decode/embedded.py).
 
-The wrapped interchange must give exactly the hits the EDIFACT decoder gives on the bare
-interchange, mapped to the outer message: same classes, values and check-digit validity, the
-location prefixed with the outer JSON path / XML element path and ``>``, the byte range of the
-outer string."""
+The wrapped interchange (EDIFACT, X12, or a base64 / gzip / zlib / zstd document) must give
+exactly the hits its decoder gives on the bare one, mapped to the outer message: same classes,
+values and check-digit validity, the location prefixed with the outer JSON path / XML element
+path and ``>``, the byte range of the outer string."""
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import re
+import zlib
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flowaudit import synth
 from flowaudit.decode import edifact
 from flowaudit.decode import json as dj
+from flowaudit.decode import layers as L
+from flowaudit.decode import x12
 from flowaudit.decode import xml as dx
 from flowaudit.decode.embedded import FLAG_EMBEDDED_BAD
+from flowaudit.kernels import jsonscan as K
 
 CODECO = (Path(__file__).resolve().parents[2] / "shared" / "corpus" / "messages" / "json"
           / "smart-data-models_dataModel.MarineTransport__EdiCodeco_example.json")
@@ -120,17 +128,6 @@ def test_broken_embedded_interchange_is_flagged_not_fatal():
 
 
 # -- field layers: X12 in a field, base64 (of gzip / zlib / zstd) in a field (issue 12) ------------
-import base64  # noqa: E402
-import gzip  # noqa: E402
-import zlib  # noqa: E402
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from flowaudit.decode import layers as L  # noqa: E402
-from flowaudit.decode import x12  # noqa: E402
-from flowaudit.kernels import jsonscan as K  # noqa: E402
-
 MSGS = CODECO.parents[1]
 X12_FILE = MSGS / "x12" / "EdiFabric_X12.NET__ShipmentStatus.txt"
 COARRI_FILE = MSGS / "edifact" / "MJapdeva4302_ReadBaplie__COARRI.edi"

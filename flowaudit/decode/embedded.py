@@ -96,19 +96,6 @@ def open_fields(E: np.ndarray, ebuf: np.ndarray, rows=None, limits: _layers.Limi
     return found, bad
 
 
-def decode_edifact(E: np.ndarray, ebuf: np.ndarray) -> FormatResult:
-    """EDIFACT classification of the embedded strings ``E`` (rows) whose bytes are in ``ebuf``."""
-    from flowaudit.decode import edifact
-    n = E.shape[0]
-    offs = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(E[:, K.E_LEN], out=offs[1:])
-    if np.array_equal(offs[:-1], E[:, K.E_OFF]):
-        buf = np.ascontiguousarray(ebuf[:offs[-1]])
-    else:
-        buf = np.concatenate([ebuf[o:o + ln] for o, ln in zip(E[:, K.E_OFF].tolist(), E[:, K.E_LEN].tolist())])
-    return edifact.classify(buf, offs, np.arange(n, dtype=np.int64))
-
-
 def _classify(values: list[bytes]):
     """Detect and classify ``values`` as one sub-batch: ``(fmt per value, status per value,
     [(format, FormatResult with hit_msg = value index)])``."""
@@ -238,4 +225,4 @@ def _append(res: FormatResult, E, rows, names, parts) -> FormatResult:
     return out
 
 
-__all__ = ["merge", "open_fields", "decode_edifact", "FLAG_EMBEDDED", "FLAG_EMBEDDED_BAD", "LIMITS"]
+__all__ = ["merge", "open_fields", "FLAG_EMBEDDED", "FLAG_EMBEDDED_BAD", "LIMITS"]
