@@ -145,7 +145,10 @@ def _cold(cs: dict) -> str:
     for k in ("cold", "warm"):
         r = cs.get(k) or {}
         if r.get("status") == "ok":
-            out.append(f"{k} {r['process_s']:.1f} s (import {r['import_s']:.1f} s + kernels {r['kernels_s']:.1f} s)")
+            out.append(f"{k} {r['process_s']:.1f} s (import {r['import_s']:.1f} s + kernels {r['kernels_s']:.1f} s"
+                       + "".join(f", {f} {x:.0%}" for f, x in (r.get("per_format_share") or {}).items())
+                       + (f"; CPU {r['kernels_cpu_s']:.1f} s" if r.get("kernels_cpu_s") is not None else "")
+                       + (f"; {r['compiles']} compiles" if r.get("compiles") else "") + ")")
         else:
             out.append(f"{k}: error {r.get('reason')}")
     return "; ".join(out)

@@ -117,7 +117,7 @@ def looks_flat(buf, s, e):
     return l3e - l3s > second - s
 
 
-@kernel(inline="always")
+@kernel
 def utf8_char(buf, i, end):
     """Length (1..4) of the well-formed UTF-8 character at ``buf[i]`` (``i < end``), or -1."""
     c = buf[i]

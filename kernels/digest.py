@@ -28,12 +28,12 @@ P4 = np.uint64(0x85EBCA77C2B2AE63)
 P5 = np.uint64(0x27D4EB2F165667C5)
 
 
-@kernel(inline="always")
+@kernel
 def rotl(x, r):
     return (x << np.uint64(r)) | (x >> np.uint64(64 - r))
 
 
-@kernel(inline="always")
+@kernel
 def fmix(h):
     h ^= h >> np.uint64(33)
     h *= P2
@@ -80,7 +80,7 @@ def payload_hash(buf, offsets, sel):
     return out
 
 
-@kernel(inline="always")
+@kernel
 def find_slot(tk, key):
     """Slot of ``key`` in table ``tk`` (power-of-two size), or of the empty slot where it goes."""
     mask = np.uint64(tk.shape[0] - 1)

@@ -47,12 +47,12 @@ H0 = np.array([0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b0
 LANES = 16    # values hashed side by side: one 512-bit vector of 32-bit words per step
 
 
-@kernel(inline="always")
+@kernel
 def _rotr(x, n):
     return np.uint32((x >> np.uint32(n)) | (x << np.uint32(32 - n)))
 
 
-@kernel(inline="always")
+@kernel
 def _round(a, b, c, d, e, f, g, h, w, t):
     """Round ``t`` in every lane; the caller rotates the roles of the eight words instead of
     moving them, so a round writes only ``d`` and ``h``."""
@@ -67,7 +67,7 @@ def _round(a, b, c, d, e, f, g, h, w, t):
                          + ((aq & b[q]) ^ (aq & c[q]) ^ (b[q] & c[q])))
 
 
-@kernel(inline="always")
+@kernel
 def _compress(st, w, v):
     """One block in each of the LANES lanes: ``st`` (8, LANES) the states, updated; ``w``
     (64, LANES) with the block's 16 big-endian words in rows 0..15; ``v`` (8, LANES) scratch."""
@@ -102,13 +102,13 @@ def _compress(st, w, v):
             st[j, q] = np.uint32(st[j, q] + v[j, q])
 
 
-@kernel(inline="always")
+@kernel
 def _n_blocks(n):
     """Blocks of an ``n``-byte message once padded (0x80, zeros, 8 bytes of bit length)."""
     return (n + 8) // BLOCK + 1
 
 
-@kernel(inline="always")
+@kernel
 def _load(buf, s, e, j, prefix, w, q):
     """Block ``j`` of the padded message ``buf[s:e]`` into lane ``q`` of ``w`` (rows 0..15);
     ``prefix``: bytes hashed before the message (in the length only).  Reads only ``buf[s:e]``."""
@@ -131,7 +131,7 @@ def _load(buf, s, e, j, prefix, w, q):
         w[15, q] = np.uint32(bits & np.uint64(0xFFFFFFFF))
 
 
-@kernel(inline="always")
+@kernel
 def _store(st, q, out, row):
     for i in range(8):
         x = st[i, q]

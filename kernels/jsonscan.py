@@ -150,7 +150,7 @@ def name_hash(name: str) -> int:
     return h
 
 
-@kernel(inline="always")
+@kernel
 def hstep(h, b):
     """One step of the normalised-name hash (FNV-1a over lower-cased ``[a-z0-9]`` and non-ASCII)."""
     if 65 <= b <= 90:
@@ -160,14 +160,14 @@ def hstep(h, b):
     return h
 
 
-@kernel(inline="always")
+@kernel
 def mix(h, t):
     """Path hash step: parent path hash and one component's token."""
     h = (h ^ t) * FNV_PRIME
     return h ^ (h >> np.uint64(29))
 
 
-@kernel(inline="always")
+@kernel
 def hex4(buf, i, end):
     if i + 4 > end:
         return -1
@@ -186,7 +186,7 @@ def hex4(buf, i, end):
     return v
 
 
-@kernel(inline="always")
+@kernel
 def _put(h, hr, n, b, out, o, cap, mode):
     if mode >= 1:
         h = hstep(h, b)
@@ -452,7 +452,7 @@ def recognise(kind, src, s, e, out, o):
 
 
 # --------------------------------------------------------------------------- hits
-@kernel(inline="always")
+@kernel
 def emit(H, nh, m, cls, loc, valid, conf, rs, re_, keep, pend, voff, vlen, group):
     H[nh, H_MSG] = m
     H[nh, H_CLASS] = cls
@@ -469,7 +469,7 @@ def emit(H, nh, m, cls, loc, valid, conf, rs, re_, keep, pend, voff, vlen, group
     return nh + 1
 
 
-@kernel(inline="always")
+@kernel
 def has_room(H, vbuf, ctr):
     return ctr[C_NH] < H.shape[0] and ctr[C_VCUR] + VAL_ROOM <= vbuf.shape[0]
 
@@ -639,7 +639,7 @@ def resolve(H, vbuf, d, h0, nh, tv_g, tv_v, ntv, TH, TI, tmp):
 
 
 # --------------------------------------------------------------------------- locations
-@kernel(inline="always")
+@kernel
 def intern_find(h, loc_hash, loc_table):
     """Index of the location with path hash ``h`` or -1; ``h`` must not be 0."""
     mask = loc_table.shape[0] - 1
@@ -740,7 +740,7 @@ def json_path(buf, e, d, kind, kst, ken, kesc, path):
     return pl
 
 
-@kernel(inline="always")
+@kernel
 def find_rule(rtab, RH, h):
     mask = rtab.shape[0] - 1
     slot = np.int64(h & np.uint64(mask))
@@ -771,7 +771,7 @@ def rules_for(rtab, RH, RI, h, par):
     return rs, rg
 
 
-@kernel(inline="always")
+@kernel
 def next_rule(RI, r, rg, inspec):
     """The next rule of the walk: the parent-specific chain, then the generic one."""
     nx = RI[r, RI_NEXTP]
@@ -870,7 +870,7 @@ def dup_in(ks, s, e):
     return False
 
 
-@kernel(inline="always")
+@kernel
 def skip_str(buf, i, end):
     """Validate a string whose quote is at ``i - 1``; ``(next, err, escaped)`` (fast path)."""
     while i < end:
@@ -891,7 +891,7 @@ def skip_str(buf, i, end):
     return i, 1, False
 
 
-@kernel(inline="always")
+@kernel
 def key_str(buf, i, end):
     """Member name at ``i`` (quote at ``i - 1``): ``(next, exact hash, err)`` for plain ASCII
     names; err -1 when the name needs the slow path (escapes, non-ASCII)."""

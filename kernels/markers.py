@@ -30,22 +30,22 @@ DOMAIN, HOST, HOST_SUFFIX, TOKEN, TOKEN_PREFIX, PATH, PATH_PREFIX, KEY = range(8
 KIND_NAMES = ("domain", "host", "host_suffix", "token", "token_prefix", "path", "path_prefix", "key")
 
 
-@kernel(inline="always")
+@kernel
 def _fold(c):
     return c + 32 if 65 <= c <= 90 else c
 
 
-@kernel(inline="always")
+@kernel
 def _word(c):
     return (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122) or c == 95
 
 
-@kernel(inline="always")
+@kernel
 def _hostc(c):
     return _word(c) or c == 45
 
 
-@kernel(inline="always")
+@kernel
 def _host_end_ok(buf, e, end):
     if e >= end:
         return True
@@ -57,7 +57,7 @@ def _host_end_ok(buf, e, end):
     return True
 
 
-@kernel(inline="always")
+@kernel
 def _token_left_ok(buf, s, start):
     if s <= start:
         return True
@@ -69,7 +69,7 @@ def _token_left_ok(buf, s, start):
     return True
 
 
-@kernel(inline="always")
+@kernel
 def _token_right_ok(buf, e, end):
     if e >= end:
         return True

@@ -66,17 +66,17 @@ assert not ("\ufffd".isalnum() or "\ufffd".isspace())
 _ASTERISK = 42
 
 
-@kernel(inline="always")
+@kernel
 def _prop(c):
     return _PROP[c] if c < 256 else np.uint8(0)
 
 
-@kernel(inline="always")
+@kernel
 def _cont(b):
     return 0x80 <= b <= 0xBF
 
 
-@kernel(inline="always")
+@kernel
 def _decode(buf, s, e, cp):
     """The characters of ``buf[s:e]`` into ``cp`` as ``decode("utf-8", errors="replace")`` gives
     them; the count, or -1 when one is outside U+0000..U+00FF and not U+FFFD."""
@@ -121,7 +121,7 @@ def _decode(buf, s, e, cp):
     return m
 
 
-@kernel(inline="always")
+@kernel
 def _nth_alnum(cp, m, k):
     """Index of the k-th (0-based) letter/digit of ``cp[:m]``; -1: fewer."""
     seen = 0
@@ -133,7 +133,7 @@ def _nth_alnum(cp, m, k):
     return -1
 
 
-@kernel(inline="always")
+@kernel
 def _keep_head(cp, m, o, k):
     """Restore the first ``k`` letters/digits."""
     kept = 0
@@ -145,7 +145,7 @@ def _keep_head(cp, m, o, k):
         j += 1
 
 
-@kernel(inline="always")
+@kernel
 def _identifier(cp, m, o, na):
     """Keep the first min(4, na // 3) letters/digits while they are letters (in ASCII text that
     is what ``(?:[^A-Za-z0-9]*[A-Za-z]){0,k}`` keeps: the separators between them are kept anyway)."""
@@ -162,13 +162,13 @@ def _identifier(cp, m, o, na):
         j += 1
 
 
-@kernel(inline="always")
+@kernel
 def _upper_is(c, letter):
     """``c`` is the ASCII ``letter`` (upper case) in either case."""
     return c == letter or c == letter + 32
 
 
-@kernel(inline="always")
+@kernel
 def _rule(cp, m, rule, param, o):
     """The mask of the characters ``cp[:m]`` into ``o[:m]``."""
     na = 0
@@ -298,7 +298,7 @@ def _rule(cp, m, rule, param, o):
                 o[j] = _ASTERISK
 
 
-@kernel(inline="always")
+@kernel
 def _encode(o, m, out, pos):
     """``o[:m]`` (U+0000..U+00FF and U+FFFD) as UTF-8 at ``out[pos:]``; the new position."""
     for j in range(m):

@@ -32,12 +32,12 @@ _next_lei = next_lei
 _next_usci = next_usci
 
 
-@kernel(inline="always")
+@kernel
 def _is_letter(c):
     return (65 <= c <= 90) or (97 <= c <= 122)
 
 
-@kernel(inline="always")
+@kernel
 def _sep(c):
     # separators between a label and its value: blank : # . = " ' > + tab - ( ) ,
     return (c == 32 or c == 58 or c == 35 or c == 46 or c == 61 or c == 34 or c == 39 or c == 62 or c == 43
@@ -213,12 +213,12 @@ def labelled_value(kind, buf, v, e, out, o):
     return -1, b, n
 
 
-@kernel(inline="always")
+@kernel
 def _room(H, nh, vbuf, vcur):
     return nh < H.shape[0] and vcur + VALUE_ROOM <= vbuf.shape[0]
 
 
-@kernel(inline="always")
+@kernel
 def _emit(H, nh, r, kind, lab, valid, a, b, vo, n):
     H[nh, 0] = r
     H[nh, 1] = kind

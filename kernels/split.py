@@ -64,22 +64,22 @@ H_ISA = 3
 ISA_SCAN_LIMIT = 512
 
 
-@kernel(inline="always")
+@kernel
 def _ws(c):
     return c == 32 or c == 9 or c == 10 or c == 13
 
 
-@kernel(inline="always")
+@kernel
 def _alnum(c):
     return (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122)
 
 
-@kernel(inline="always")
+@kernel
 def _alnum_ws(c):
     return _alnum(c) or _ws(c)
 
 
-@kernel(inline="always")
+@kernel
 def _bad_sep(c):
     return _alnum_ws(c) or c == 0
 

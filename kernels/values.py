@@ -54,22 +54,22 @@ CONTAINER_LEN = 11
 IMO_LEN = 7
 
 
-@kernel(inline="always")
+@kernel
 def is_upper(c):
     return 65 <= c <= 90
 
 
-@kernel(inline="always")
+@kernel
 def is_digit(c):
     return 48 <= c <= 57
 
 
-@kernel(inline="always")
+@kernel
 def is_alnum(c):
     return (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122)
 
 
-@kernel(inline="always")
+@kernel
 def is_space(c):
     return c == 32 or c == 9 or c == 10 or c == 13
 
@@ -248,7 +248,7 @@ for _i, _c in enumerate("0123456789ABCDEFGHJKLMNPQRTUWXY"):
 _USCI_W = np.array([1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28], dtype=np.int64)
 
 
-@kernel(inline="always")
+@kernel
 def _up(c):
     return c - 32 if 97 <= c <= 122 else c
 
@@ -369,12 +369,12 @@ def parse_eori(buf, s, e, out, o):
     return 1, n
 
 
-@kernel(inline="always")
+@kernel
 def _email_local(c):
     return is_alnum(c) or c == 46 or c == 95 or c == 37 or c == 43 or c == 45
 
 
-@kernel(inline="always")
+@kernel
 def _email_domain(c):
     return is_alnum(c) or c == 46 or c == 45
 

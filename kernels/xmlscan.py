@@ -71,17 +71,17 @@ ST_BAD_CHARSET = 13
 _XINCLUDE_NS = np.frombuffer(b"http://www.w3.org/2001/XInclude", dtype=np.uint8).copy()
 
 
-@kernel(inline="always")
+@kernel
 def is_name_start(c):
     return (65 <= c <= 90) or (97 <= c <= 122) or c == 95 or c == 58 or c >= 128
 
 
-@kernel(inline="always")
+@kernel
 def is_name_char(c):
     return (65 <= c <= 90) or (97 <= c <= 122) or (48 <= c <= 57) or c == 95 or c == 58 or c == 45 or c == 46 or c >= 128
 
 
-@kernel(inline="always")
+@kernel
 def is_ws(c):
     return c == 32 or c == 9 or c == 10 or c == 13
 
@@ -163,7 +163,7 @@ def entity(buf, i, end):
     return j + 1, v, ST_OK
 
 
-@kernel(inline="always")
+@kernel
 def put_cp(out, o, cap, v):
     if v < 0x80:
         if o < cap:
