@@ -88,7 +88,8 @@ N_FT = 5
 R_NPARTS = R_FTCLS + N_FT
 R_PARTS = R_NPARTS + 1  # (element, component) x MAX_PARTS
 MAX_PARTS = 5
-R_NCOLS = R_PARTS + 2 * MAX_PARTS
+R_QRES = R_PARTS + 2 * MAX_PARTS   # bit q: qualifier q is decided by the dispatch (element 1, component 1)
+R_NCOLS = R_QRES + 1
 
 # value kinds (what the rule does with the value at its position)
 KIND_CONTAINER = 1   # ISO 6346 (valid from the check digit)
@@ -126,13 +127,15 @@ F_NO_INTERCHANGE = 128  # bare message(s) or group(s): no UNB / ISA in the value
 TAG_BASE = 37
 TAGTAB_SIZE = TAG_BASE * TAG_BASE * TAG_BASE
 
-# hit table columns (int64 matrix)
-# tag table columns: rule range of the tag, special segment, generic rules (gen[g0:g0+gn]) and
-# qualifier-keyed rules (qidx[k0:k0+kn] rows (packed element-1 qualifier, rule))
-T_R0, T_RN, T_SP, T_G0, T_GN, T_K0, T_KN = 0, 1, 2, 3, 4, 5, 6
+# tag table columns: rule range of the tag, special segment, the default candidate list
+# (clist[l0:l0+ln]) and the qualifier keys (dkey[k0:k0+kn] rows (packed element-1 qualifier,
+# start, n): that qualifier's candidate list clist[start:start+n]); flowaudit/decode/edifact.py
+# ``_dispatch`` builds them
+T_R0, T_RN, T_SP, T_L0, T_LN, T_K0, T_KN = 0, 1, 2, 3, 4, 5, 6
 T_NCOLS = 7
-MAX_CAND = 128     # candidate rules of one segment (a tag has far fewer)
 
+# hit table rows (int64 matrix H_NCOLS x capacity, one column per hit: each field is contiguous,
+# so the shell takes it with one copy)
 H_MSG, H_CLASS, H_LOC, H_VALID, H_CONF, H_START, H_END, H_VEND = 0, 1, 2, 3, 4, 5, 6, 7
 H_SUB = 8          # message ordinal in the interchange (UNH / ST count, 1-based; 0 = envelope)
 H_NCOLS = 9
@@ -247,7 +250,7 @@ def edifact_setup(buf, s, e):
 CL_DATA, CL_COMP, CL_ELEM, CL_TERM, CL_REL = 0, 1, 2, 3, 4
 
 
-@kernel
+@kernel(_nrt=False)
 def fill_class_table(tab, comp, elem, term, rel, nlterm):
     """Byte class table of the separators: one load per byte in the scanner's hot loop."""
     for c in range(256):
@@ -324,7 +327,7 @@ def scan_segment(buf, pos, end, tab, max_seg, max_tok, t_el, t_co, t_s, t_e):
     return ST_OK, end, n + 1
 
 
-@kernel
+@kernel(_nrt=False)
 def copy_unescaped(buf, s, e, rel, out, o, cap):
     """Copy ``buf[s:e]`` without release characters to ``out[o:]`` (at most ``cap`` bytes).
 
@@ -344,12 +347,13 @@ def copy_unescaped(buf, s, e, rel, out, o, cap):
     return o
 
 
-@kernel
-def short_container(v, n, out, o):
-    """``[A-Z]{3}[UJZ]`` + 6 digits (serial without check digit, X12 split numbers): 1 or -1."""
+@kernel(_nrt=False)
+def short_container(v, s, e, out, o):
+    """``v[s:e]`` is ``[A-Z]{3}[UJZ]`` + 6 digits (serial without check digit, X12 split numbers,
+    blanks ignored): 1 or -1."""
     k = 0
     m = 0
-    for i in range(n):
+    for i in range(s, e):
         c = v[i]
         if c == 32:
             continue
@@ -523,43 +527,44 @@ def tok_at(efirst, nel, el, co):
     return k
 
 
-@kernel
-def parse_scratch(kind, sc, m, out, o, minlen, maxlen, short):
-    """Normalise the assembled value ``sc[:m]`` (release characters removed) of a structural
-    rule into ``out[o:]``.  Returns ``(valid, n)``: valid 1 / 0 from a check, -1 no check;
-    ``n < 0`` when the value has no shape of its kind (no hit)."""
+@kernel(_nrt=False)
+def parse_value(kind, sc, s0, e0, out, o, minlen, maxlen, short):
+    """Normalise the value ``sc[s0:e0]`` (release characters removed: the message itself when the
+    value is one token without release characters, else the scratch buffer it was assembled in)
+    of a structural rule into ``out[o:]``.  Returns ``(valid, n)``: valid 1 / 0 from a check, -1
+    no check; ``n < 0`` when the value has no shape of its kind (no hit)."""
     if kind == KIND_CONTAINER:
-        res = parse_container(sc, 0, m, out, o)
+        res = parse_container(sc, s0, e0, out, o)
         if res >= 0:
             return res, 11
-        if short != 0 and short_container(sc, m, out, o) > 0:
+        if short != 0 and short_container(sc, s0, e0, out, o) > 0:
             return -1, 10
         return 0, -1
     if kind == KIND_IMO:
-        res = parse_imo(sc, 0, m, out, o)
+        res = parse_imo(sc, s0, e0, out, o)
         return res, (7 if res >= 0 else -1)
     if kind == KIND_LEI:
-        res, n = parse_lei(sc, 0, m, out, o)
+        res, n = parse_lei(sc, s0, e0, out, o)
         return res, (n if res >= 0 else -1)
     if kind == KIND_USCI:
-        res, n = parse_usci(sc, 0, m, out, o)
+        res, n = parse_usci(sc, s0, e0, out, o)
         return res, (n if res >= 0 else -1)
     if kind == KIND_EORI:
-        res, n = parse_eori(sc, 0, m, out, o)
+        res, n = parse_eori(sc, s0, e0, out, o)
         return -1, (n if res >= 0 else -1)
     if kind == KIND_EMAIL:
-        res, n = parse_email(sc, 0, m, out, o)
+        res, n = parse_email(sc, s0, e0, out, o)
         return -1, (n if res >= 0 else -1)
     if kind == KIND_PHONE:
-        res, n = parse_phone(sc, 0, m, out, o)
+        res, n = parse_phone(sc, s0, e0, out, o)
         return -1, (n if res >= 0 else -1)
     if kind == KIND_UN:
-        res, n = parse_un_number(sc, 0, m, out, o)
+        res, n = parse_un_number(sc, s0, e0, out, o)
         return (-1 if res > 0 else 0), (n if res >= 0 else -1)
     if kind == KIND_MMSI:
-        res, n = parse_mmsi(sc, 0, m, out, o)
+        res, n = parse_mmsi(sc, s0, e0, out, o)
         return (-1 if res > 0 else 0), (n if res >= 0 else -1)
-    s, e = trim(sc, 0, m)
+    s, e = trim(sc, s0, e0)
     n = e - s
     if kind == KIND_LOCODE:
         if n != 5:
@@ -705,19 +710,19 @@ def unreserve(ctr, room):
 @kernel(inline="always")
 def emit(hits, ctr, msg, cls, loc, valid, conf, hs, he, vlen):
     k = ctr[C_HW]
-    hits[k, H_MSG] = msg
-    hits[k, H_CLASS] = cls
-    hits[k, H_LOC] = loc
-    hits[k, H_VALID] = valid
-    hits[k, H_CONF] = conf
-    hits[k, H_START] = hs
-    hits[k, H_END] = he
+    hits[H_MSG, k] = msg
+    hits[H_CLASS, k] = cls
+    hits[H_LOC, k] = loc
+    hits[H_VALID, k] = valid
+    hits[H_CONF, k] = conf
+    hits[H_START, k] = hs
+    hits[H_END, k] = he
     ctr[C_VW] += vlen
-    hits[k, H_VEND] = ctr[C_VW]
+    hits[H_VEND, k] = ctr[C_VW]
     ctr[C_HW] = k + 1
 
 
-@kernel
+@kernel(_nrt=False)
 def free_text(buf, s, e, mask, rules, r, msg, hits, vbuf, ctr, hit_cap, val_cap):
     """Scan ``buf[s:e]`` (one element of a free-text segment) for the shaped classes."""
     loc = rules[r, R_LOC]
@@ -769,7 +774,7 @@ def free_text(buf, s, e, mask, rules, r, msg, hits, vbuf, ctr, hit_cap, val_cap)
             p = b if b > p else p + 1
 
 
-@kernel
+@kernel(_nrt=False)
 def charset_status(buf, rel, p, q, t_s, t_e, efirst, nel):
     """UNB S001 syntax identifier: UNOA..UNOK / UNOX ok, UNOW / UNOY need valid UTF-8
     (``invalid_utf8``), anything else is ``bad_charset``; missing or empty: no check."""
@@ -885,7 +890,7 @@ def fnv_value(h, buf, s, e, rel, trim):
     return h * FNV64_PRIME
 
 
-@kernel
+@kernel(_nrt=False)
 def interchange_key(buf, sp, rel, t_s, t_e, efirst, nel):
     """Hash of (format, sender, sender qualifier, control reference) of an UNB / ISA segment
     (UNB S002 0004 : 0007 and 0020; ISA06, ISA05 and ISA13); 0 when the reference is empty."""
@@ -913,34 +918,38 @@ def interchange_key(buf, sp, rel, t_s, t_e, efirst, nel):
 
 
 @kernel
-def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mout, hits, vbuf, ctr):
+def classify_batch(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mout, hits, vbuf, ctr):
     """Fused tokenize + classify of the selected messages (EDIFACT or X12, from ``env``).
 
     ``env`` (int64, one row per selected message) is the envelope table of
     :func:`edifact_envelopes` / ``x12.x12_envelopes``.  Outputs are the caller's (reused
     across batches: fresh pages are expensive): ``mout[j] = (status, n_segments, type_start,
     type_end, envelope flags, interchange key)`` (int64, m x M_NCOLS; see the envelope rules
-    above :func:`env_role`); ``hits`` rows (``H_*`` columns, ``H_VEND`` = end of the value in
-    ``vbuf``); ``ctr`` (zeroed by the caller) = (hits needed, value bytes needed, hits written,
-    value bytes written).  When ``ctr[0] > ctr[2]`` the outputs overflowed: call again with
-    ``len(hits) >= ctr[0]`` and ``len(vbuf) >= ctr[1]``.  A message with a non-zero status has
+    above :func:`env_role`); ``hits`` (int64, H_NCOLS x capacity: ``hits[H_*, k]`` are the fields
+    of hit ``k``, ``H_VEND`` = end of its value in ``vbuf``); ``ctr`` (zeroed by the caller) =
+    (hits needed, value bytes needed, hits written, value bytes written).  When ``ctr[0] >
+    ctr[2]`` the outputs overflowed: call again with ``hits.shape[1] >= ctr[0]`` and ``len(vbuf)
+    >= ctr[1]``.  A message with a non-zero status has
     no hits.
     """
+    classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mout, hits, vbuf, ctr,
+                 np.empty(max_tok + 1, np.int64), np.empty(max_tok + 1, np.int64), np.empty(max_tok + 2, np.int64),
+                 np.empty(SCRATCH, np.uint8), np.empty(256, np.uint8), np.empty(MAX_SUBMSG, np.int64),
+                 np.zeros(3, np.bool_), np.zeros((3, 3), np.int64))
+
+
+@kernel(_nrt=False)
+def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mout, hits, vbuf, ctr,
+                 t_s, t_e, efirst, scratch, tab, sub_pos, e_open, e_lv):
+    """:func:`classify_batch` with its work arrays passed in: compiled without the runtime's
+    reference counting (``_nrt=False``), which otherwise costs two atomic operations per array
+    per inlined helper and call in the hot loops (measured: half the kernel's time)."""
     m = sel.shape[0]
-    hit_cap = hits.shape[0]
+    hit_cap = hits.shape[1]
     val_cap = vbuf.shape[0]
-    t_el = np.empty(max_tok + 1, np.int64)
-    t_s = np.empty(max_tok + 1, np.int64)
-    t_e = np.empty(max_tok + 1, np.int64)
-    efirst = np.empty(max_tok + 2, np.int64)
-    scratch = np.empty(SCRATCH, np.uint8)
-    tab = np.empty(256, np.uint8)
-    cand = np.empty(MAX_CAND, np.int64)
-    sub_pos = np.empty(MAX_SUBMSG, np.int64)
-    e_open = np.zeros(3, np.bool_)       # envelope state per level (0 interchange, 1 group, 2 message)
-    e_seg0 = np.zeros(3, np.int64)       # segment number of the level's header
-    e_rs = np.zeros(3, np.int64)         # the header's reference value (buf range, -1 none)
-    e_re = np.zeros(3, np.int64)
+    e_seg0 = e_lv[0]                     # segment number of the level's header (per level: 0 interchange,
+    e_rs = e_lv[1]                       # 1 group, 2 message), the header's reference value (buf range, -1 none)
+    e_re = e_lv[2]
     for j in range(m):
         mout[j, M_TS] = -1
         mout[j, M_TE] = -1
@@ -1033,13 +1042,13 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
                     break
                 continue
             # tokenise (same rules as scan_segment)
-            el = 0
             ts = p
             n = 0
             nel = 1
             efirst[0] = 0
             i = p
             done = False
+            seg_rel = False                                 # a release character in the segment
             while i < limit:
                 k = tab[buf[i]]
                 if k == CL_DATA:
@@ -1049,12 +1058,12 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
                     if i + 1 >= q:
                         status = ST_RELEASE_AT_END
                         break
+                    seg_rel = True
                     i += 2
                     continue
                 if n >= max_tok:
                     status = ST_TOO_MANY_COMPONENTS
                     break
-                t_el[n] = el
                 t_s[n] = ts
                 t_e[n] = i
                 n += 1
@@ -1062,7 +1071,6 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
                     done = True
                     break
                 if k == CL_ELEM:
-                    el += 1
                     efirst[nel] = n
                     nel += 1
                 ts = i + 1
@@ -1078,7 +1086,6 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
                 status = ST_TOO_MANY_COMPONENTS
                 break
             else:
-                t_el[n] = el
                 t_s[n] = ts
                 t_e[n] = min(i, q)
                 n += 1
@@ -1164,39 +1171,35 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
                     mout[j, M_TS] = t_s[k]
                     mout[j, M_TE] = t_e[k]
             first = False
-            # the segment's rules, inline (a call with this many arrays costs more than the rules)
-            # candidate rules: the tag's generic rules + those keyed by this segment's qualifier,
-            # in rule order (hits come out in the same order as with a full scan)
-            nc = 0
+            # the segment's rules, inline (a call with this many arrays costs more than the rules):
+            # the candidate list of its tag and element-1 qualifier (rule order; the qualifier tests
+            # on element 1 already decided, see flowaudit/decode/edifact.py _dispatch)
+            c0 = 0
+            cn = 0
             if rn > 0:
-                g0 = tagtab[ti, T_G0]
-                for x in range(g0, g0 + tagtab[ti, T_GN]):
-                    if nc < MAX_CAND:
-                        cand[nc] = gen[x]
-                        nc += 1
+                c0 = tagtab[ti, T_L0]
+                cn = tagtab[ti, T_LN]
                 kn = tagtab[ti, T_KN]
                 if kn > 0:
                     kq = tok_at(efirst, nel, 1, 1)
                     if kq >= 0 and t_e[kq] > t_s[kq]:
                         q11 = pack_token(buf, t_s[kq], t_e[kq], rel)
-                        k0 = tagtab[ti, T_K0]
-                        for x in range(k0, k0 + kn):
-                            if qidx[x, 0] == q11 and nc < MAX_CAND:
-                                r = qidx[x, 1]
-                                y = nc          # insertion keeps cand sorted
-                                while y > 0 and cand[y - 1] > r:
-                                    cand[y] = cand[y - 1]
-                                    y -= 1
-                                cand[y] = r
-                                nc += 1
-            for ci in range(nc):
-                r = cand[ci]
+                        if q11 >= 0:
+                            k0 = tagtab[ti, T_K0]
+                            for x in range(k0, k0 + kn):
+                                if dkey[x, 0] == q11:
+                                    c0 = dkey[x, 1]
+                                    cn = dkey[x, 2]
+                                    break
+            for ci in range(c0, c0 + cn):
+                r = clist[ci]
                 # the rule's qualifiers, inline (as a function this costs ~4x more per rule)
                 ok = True
+                qres = rules[r, R_QRES]
                 for qq in range(MAX_QUALS):
                     base = R_Q + qq * Q_STRIDE
                     nq = rules[r, base + 3]
-                    if nq == 0:
+                    if nq == 0 or (qres >> qq) & 1:
                         continue
                     kq = tok_at(efirst, nel, rules[r, base], rules[r, base + 1])
                     found = False
@@ -1229,14 +1232,43 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
                         free_text(buf, t_s[k0], t_e[k1], rules[r, R_FTMASK], rules, r, msg, hits, vbuf, ctr,
                                   hit_cap, val_cap)
                     continue
-                # structural value: the parts, unescaped, into scratch (text parts joined by a blank;
-                # component 0 = every component of the element)
+                # structural value.  Fast path: one position that is one non-empty token, and no
+                # release character in the segment: parsed where it is, no copy
                 npart = rules[r, R_NPARTS]
-                sm = 0
                 hs = -1
                 he = -1
+                direct = False
+                if npart == 1 and not seg_rel:
+                    el = rules[r, R_PARTS]
+                    co = rules[r, R_PARTS + 1]
+                    if co == 0:
+                        if el >= nel:
+                            continue
+                        ka = efirst[el]
+                        kb = efirst[el + 1]
+                    else:
+                        ka = tok_at(efirst, nel, el, co)
+                        if ka < 0:
+                            continue
+                        kb = ka + 1
+                    nne = 0
+                    for kk in range(ka, kb):
+                        if t_e[kk] > t_s[kk]:
+                            nne += 1
+                            if hs < 0:
+                                hs = t_s[kk]
+                            he = t_e[kk]
+                    if nne == 0 or (nne == 1 and he - hs > SCRATCH):
+                        continue                            # nothing there / longer than any value
+                    direct = nne == 1
+                    if not direct:
+                        hs = -1
+                        he = -1
+                # else: the parts, unescaped, into scratch (text parts joined by a blank; component
+                # 0 = every component of the element)
+                sm = 0
                 ok = True
-                for pi in range(npart):
+                for pi in range(0 if direct else npart):
                     el = rules[r, R_PARTS + 2 * pi]
                     co = rules[r, R_PARTS + 2 * pi + 1]
                     if co == 0:
@@ -1279,13 +1311,17 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
                         he = t_e[kk]
                     if not ok:
                         break
-                if not ok or sm == 0:
+                if not ok or (sm == 0 and not direct):
                     continue
                 room = rules[r, R_ROOM]
                 if not reserve(ctr, room, hit_cap, val_cap):
                     continue
-                valid, vn = parse_scratch(kind, scratch, sm, vbuf, ctr[C_VW], rules[r, R_MINLEN], rules[r, R_MAXLEN],
-                                         rules[r, R_SHORT])
+                if direct:
+                    valid, vn = parse_value(kind, buf, hs, he, vbuf, ctr[C_VW], rules[r, R_MINLEN], rules[r, R_MAXLEN],
+                                            rules[r, R_SHORT])
+                else:
+                    valid, vn = parse_value(kind, scratch, sm - sm, sm, vbuf, ctr[C_VW], rules[r, R_MINLEN],
+                                            rules[r, R_MAXLEN], rules[r, R_SHORT])   # (sm - sm: an int64, not a literal 0)
                 if vn < 0 or (rules[r, R_MODE] == MODE_CHECK and valid != 1):
                     unreserve(ctr, room)
                     continue
@@ -1299,10 +1335,10 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
             # each hit's message ordinal: how many UNH / ST segments start at or before it
             x = 0
             for k in range(hw0, ctr[C_HW]):
-                pos = hits[k, H_START]
+                pos = hits[H_START, k]
                 while x < n_sub and sub_pos[x] <= pos:
                     x += 1
-                hits[k, H_SUB] = x
+                hits[H_SUB, k] = x
         if status != ST_OK:
             mout[j, M_STATUS] = status
             mout[j, M_NSEG] = 0
