@@ -1004,10 +1004,11 @@ def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mo
                 ntok = 0
                 done = False
                 while i < limit:
-                    k = tab[buf[i]]
-                    if k == CL_DATA:
+                    while i < limit and tab[buf[i]] == CL_DATA:   # data bytes: a tight loop of its own
                         i += 1
-                        continue
+                    if i >= limit:
+                        break
+                    k = tab[buf[i]]
                     if k == CL_REL:
                         if i + 1 >= q:
                             status = ST_RELEASE_AT_END
@@ -1050,10 +1051,11 @@ def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mo
             done = False
             seg_rel = False                                 # a release character in the segment
             while i < limit:
+                while i < limit and tab[buf[i]] == CL_DATA:       # data bytes: a tight loop of its own
+                    i += 1                                      # (as one loop with the separators, LLVM
+                if i >= limit:                                  # reloaded spilled state on every byte)
+                    break
                 k = tab[buf[i]]
-                if k == CL_DATA:
-                    i += 1
-                    continue
                 if k == CL_REL:
                     if i + 1 >= q:
                         status = ST_RELEASE_AT_END
