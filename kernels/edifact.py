@@ -348,12 +348,11 @@ def copy_unescaped(buf, s, e, rel, out, o, cap):
 
 
 @kernel(_nrt=False)
-def short_container(v, s, e, out, o):
-    """``v[s:e]`` is ``[A-Z]{3}[UJZ]`` + 6 digits (serial without check digit, X12 split numbers,
-    blanks ignored): 1 or -1."""
+def short_container(v, n, out, o):
+    """``[A-Z]{3}[UJZ]`` + 6 digits (serial without check digit, X12 split numbers): 1 or -1."""
     k = 0
     m = 0
-    for i in range(s, e):
+    for i in range(n):
         c = v[i]
         if c == 32:
             continue
@@ -528,43 +527,42 @@ def tok_at(efirst, nel, el, co):
 
 
 @kernel(_nrt=False)
-def parse_value(kind, sc, s0, e0, out, o, minlen, maxlen, short):
-    """Normalise the value ``sc[s0:e0]`` (release characters removed: the message itself when the
-    value is one token without release characters, else the scratch buffer it was assembled in)
-    of a structural rule into ``out[o:]``.  Returns ``(valid, n)``: valid 1 / 0 from a check, -1
-    no check; ``n < 0`` when the value has no shape of its kind (no hit)."""
+def parse_scratch(kind, sc, m, out, o, minlen, maxlen, short):
+    """Normalise the assembled value ``sc[:m]`` (release characters removed) of a structural
+    rule into ``out[o:]``.  Returns ``(valid, n)``: valid 1 / 0 from a check, -1 no check;
+    ``n < 0`` when the value has no shape of its kind (no hit)."""
     if kind == KIND_CONTAINER:
-        res = parse_container(sc, s0, e0, out, o)
+        res = parse_container(sc, 0, m, out, o)
         if res >= 0:
             return res, 11
-        if short != 0 and short_container(sc, s0, e0, out, o) > 0:
+        if short != 0 and short_container(sc, m, out, o) > 0:
             return -1, 10
         return 0, -1
     if kind == KIND_IMO:
-        res = parse_imo(sc, s0, e0, out, o)
+        res = parse_imo(sc, 0, m, out, o)
         return res, (7 if res >= 0 else -1)
     if kind == KIND_LEI:
-        res, n = parse_lei(sc, s0, e0, out, o)
+        res, n = parse_lei(sc, 0, m, out, o)
         return res, (n if res >= 0 else -1)
     if kind == KIND_USCI:
-        res, n = parse_usci(sc, s0, e0, out, o)
+        res, n = parse_usci(sc, 0, m, out, o)
         return res, (n if res >= 0 else -1)
     if kind == KIND_EORI:
-        res, n = parse_eori(sc, s0, e0, out, o)
+        res, n = parse_eori(sc, 0, m, out, o)
         return -1, (n if res >= 0 else -1)
     if kind == KIND_EMAIL:
-        res, n = parse_email(sc, s0, e0, out, o)
+        res, n = parse_email(sc, 0, m, out, o)
         return -1, (n if res >= 0 else -1)
     if kind == KIND_PHONE:
-        res, n = parse_phone(sc, s0, e0, out, o)
+        res, n = parse_phone(sc, 0, m, out, o)
         return -1, (n if res >= 0 else -1)
     if kind == KIND_UN:
-        res, n = parse_un_number(sc, s0, e0, out, o)
+        res, n = parse_un_number(sc, 0, m, out, o)
         return (-1 if res > 0 else 0), (n if res >= 0 else -1)
     if kind == KIND_MMSI:
-        res, n = parse_mmsi(sc, s0, e0, out, o)
+        res, n = parse_mmsi(sc, 0, m, out, o)
         return (-1 if res > 0 else 0), (n if res >= 0 else -1)
-    s, e = trim(sc, s0, e0)
+    s, e = trim(sc, 0, m)
     n = e - s
     if kind == KIND_LOCODE:
         if n != 5:
@@ -1049,7 +1047,6 @@ def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mo
             efirst[0] = 0
             i = p
             done = False
-            seg_rel = False                                 # a release character in the segment
             while i < limit:
                 while i < limit and tab[buf[i]] == CL_DATA:       # data bytes: a tight loop of its own
                     i += 1                                      # (as one loop with the separators, LLVM
@@ -1060,7 +1057,6 @@ def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mo
                     if i + 1 >= q:
                         status = ST_RELEASE_AT_END
                         break
-                    seg_rel = True
                     i += 2
                     continue
                 if n >= max_tok:
@@ -1234,43 +1230,15 @@ def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mo
                         free_text(buf, t_s[k0], t_e[k1], rules[r, R_FTMASK], rules, r, msg, hits, vbuf, ctr,
                                   hit_cap, val_cap)
                     continue
-                # structural value.  Fast path: one position that is one non-empty token, and no
-                # release character in the segment: parsed where it is, no copy
+                # structural value: the parts, unescaped, into scratch (text parts joined by a blank;
+                # component 0 = every component of the element).  (Parsing one-token values in place
+                # instead, from a second call site, measured 1.5x slower: worse code for the loop.)
                 npart = rules[r, R_NPARTS]
+                sm = 0
                 hs = -1
                 he = -1
-                direct = False
-                if npart == 1 and not seg_rel:
-                    el = rules[r, R_PARTS]
-                    co = rules[r, R_PARTS + 1]
-                    if co == 0:
-                        if el >= nel:
-                            continue
-                        ka = efirst[el]
-                        kb = efirst[el + 1]
-                    else:
-                        ka = tok_at(efirst, nel, el, co)
-                        if ka < 0:
-                            continue
-                        kb = ka + 1
-                    nne = 0
-                    for kk in range(ka, kb):
-                        if t_e[kk] > t_s[kk]:
-                            nne += 1
-                            if hs < 0:
-                                hs = t_s[kk]
-                            he = t_e[kk]
-                    if nne == 0 or (nne == 1 and he - hs > SCRATCH):
-                        continue                            # nothing there / longer than any value
-                    direct = nne == 1
-                    if not direct:
-                        hs = -1
-                        he = -1
-                # else: the parts, unescaped, into scratch (text parts joined by a blank; component
-                # 0 = every component of the element)
-                sm = 0
                 ok = True
-                for pi in range(0 if direct else npart):
+                for pi in range(npart):
                     el = rules[r, R_PARTS + 2 * pi]
                     co = rules[r, R_PARTS + 2 * pi + 1]
                     if co == 0:
@@ -1313,17 +1281,13 @@ def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mo
                         he = t_e[kk]
                     if not ok:
                         break
-                if not ok or (sm == 0 and not direct):
+                if not ok or sm == 0:
                     continue
                 room = rules[r, R_ROOM]
                 if not reserve(ctr, room, hit_cap, val_cap):
                     continue
-                if direct:
-                    valid, vn = parse_value(kind, buf, hs, he, vbuf, ctr[C_VW], rules[r, R_MINLEN], rules[r, R_MAXLEN],
-                                            rules[r, R_SHORT])
-                else:
-                    valid, vn = parse_value(kind, scratch, sm - sm, sm, vbuf, ctr[C_VW], rules[r, R_MINLEN],
-                                            rules[r, R_MAXLEN], rules[r, R_SHORT])   # (sm - sm: an int64, not a literal 0)
+                valid, vn = parse_scratch(kind, scratch, sm, vbuf, ctr[C_VW], rules[r, R_MINLEN], rules[r, R_MAXLEN],
+                                         rules[r, R_SHORT])
                 if vn < 0 or (rules[r, R_MODE] == MODE_CHECK and valid != 1):
                     unreserve(ctr, room)
                     continue
