@@ -3,8 +3,9 @@
 This module also holds the format-neutral machinery shared with :mod:`.x12` (both formats are
 "segment / element / component" text with single-byte separators): the token-table tokenizer
 (:func:`scan_segment`, :func:`tokenize_message`; exact, not tuned for speed) and the fused
-classifier :func:`classify_batch` (its own inline segment scan, a tag -> rule-range table, the
-rule engine inline, outputs in one int64 hit table and one value buffer).  Each format only
+classifier :func:`classify_batch` (its own inline segment scan, candidate rules looked up by tag
+and element-1 qualifier, the rule engine inline, outputs in one int64 hit table and one value
+buffer; the work runs in :func:`classify_run`, compiled without reference counting).  Each format only
 supplies its own envelope reader (``*_setup`` / ``*_envelopes``) that finds the separators and
 checks the interchange is terminated.
 
@@ -465,11 +466,12 @@ def tokenize_envelopes(buf, env, sel, max_seg, max_tok):
 # =========================================================================================
 # Classifier: one kernel over the whole batch (both formats).
 #
-# Per segment: read the tag, look up its rule range in the tag table (``tagtab[idx] = (first
-# rule, rule count, special)``); a segment no rule and no envelope logic needs is skipped with a
+# Per segment: read the tag, look it up in the tag table (``tagtab[idx]``: rule count, special
+# segment, candidate lists); a segment no rule and no envelope logic needs is skipped with a
 # byte-class loop (separators counted for the component cap); otherwise it is tokenised into
-# small per-segment arrays with an element index (``efirst``: O(1) token lookup) and its rules
-# are applied inline.  Outputs: one int64 hit table and one value byte buffer.
+# small per-segment arrays with an element index (``efirst``: O(1) token lookup), its element-1
+# qualifier picks the candidate list, and those rules are applied inline.  Outputs: one int64
+# hit table and one value byte buffer.
 
 
 @kernel(inline="always")

@@ -78,6 +78,9 @@ def class_codes() -> dict:
     return {name: int(c["code"]) for name, c in doc["classes"].items()}
 
 
+MAX_DISPATCH = 1 << 22   # candidate-list entries of one catalogue (edifact.toml NAD: 22 lists of <= 28 rules)
+
+
 def _resolved(tab: np.ndarray, r: int, qq: int) -> bool:
     """Is qualifier ``qq`` of rule ``r`` a test of the token at element 1, component 1 (the
     segment's own qualifier: NAD+CN, RFF+BM, N1*SH ...)?  Those are decided by the dispatch."""
@@ -129,6 +132,8 @@ def _dispatch(tab: np.ndarray, tagtab: np.ndarray) -> tuple[np.ndarray, np.ndarr
             c = candidates(v)
             keys.append((v, len(clist), len(c)))
             clist += c
+            if len(clist) > MAX_DISPATCH:
+                raise RuleError(f"qualifier dispatch lists over {MAX_DISPATCH} entries (too many rules x values per tag)")
         tagtab[ti, _k.T_KN] = len(keys) - tagtab[ti, _k.T_K0]
     return np.asarray(clist + [0], np.int64), np.asarray(keys + [(0, 0, 0)], np.int64).reshape(-1, 3)
 
