@@ -3,8 +3,9 @@
 This module also holds the format-neutral machinery shared with :mod:`.x12` (both formats are
 "segment / element / component" text with single-byte separators): the token-table tokenizer
 (:func:`scan_segment`, :func:`tokenize_message`; exact, not tuned for speed) and the fused
-classifier :func:`classify_batch` (its own inline segment scan, a tag -> rule-range table, the
-rule engine inline, outputs in one int64 hit table and one value buffer).  Each format only
+classifier :func:`classify_batch` (its own inline segment scan, candidate rules looked up by tag
+and element-1 qualifier, the rule engine inline, outputs in one int64 hit table and one value
+buffer; the work runs in :func:`classify_run`, compiled without reference counting).  Each format only
 supplies its own envelope reader (``*_setup`` / ``*_envelopes``) that finds the separators and
 checks the interchange is terminated.
 
@@ -88,7 +89,8 @@ N_FT = 5
 R_NPARTS = R_FTCLS + N_FT
 R_PARTS = R_NPARTS + 1  # (element, component) x MAX_PARTS
 MAX_PARTS = 5
-R_NCOLS = R_PARTS + 2 * MAX_PARTS
+R_QRES = R_PARTS + 2 * MAX_PARTS   # bit q: qualifier q is decided by the dispatch (element 1, component 1)
+R_NCOLS = R_QRES + 1
 
 # value kinds (what the rule does with the value at its position)
 KIND_CONTAINER = 1   # ISO 6346 (valid from the check digit)
@@ -126,13 +128,15 @@ F_NO_INTERCHANGE = 128  # bare message(s) or group(s): no UNB / ISA in the value
 TAG_BASE = 37
 TAGTAB_SIZE = TAG_BASE * TAG_BASE * TAG_BASE
 
-# hit table columns (int64 matrix)
-# tag table columns: rule range of the tag, special segment, generic rules (gen[g0:g0+gn]) and
-# qualifier-keyed rules (qidx[k0:k0+kn] rows (packed element-1 qualifier, rule))
-T_R0, T_RN, T_SP, T_G0, T_GN, T_K0, T_KN = 0, 1, 2, 3, 4, 5, 6
+# tag table columns: rule range of the tag, special segment, the default candidate list
+# (clist[l0:l0+ln]) and the qualifier keys (dkey[k0:k0+kn] rows (packed element-1 qualifier,
+# start, n): that qualifier's candidate list clist[start:start+n]); flowaudit/decode/edifact.py
+# ``_dispatch`` builds them
+T_R0, T_RN, T_SP, T_L0, T_LN, T_K0, T_KN = 0, 1, 2, 3, 4, 5, 6
 T_NCOLS = 7
-MAX_CAND = 128     # candidate rules of one segment (a tag has far fewer)
 
+# hit table rows (int64 matrix H_NCOLS x capacity, one column per hit: each field is contiguous,
+# so the shell takes it with one copy)
 H_MSG, H_CLASS, H_LOC, H_VALID, H_CONF, H_START, H_END, H_VEND = 0, 1, 2, 3, 4, 5, 6, 7
 H_SUB = 8          # message ordinal in the interchange (UNH / ST count, 1-based; 0 = envelope)
 H_NCOLS = 9
@@ -247,7 +251,7 @@ def edifact_setup(buf, s, e):
 CL_DATA, CL_COMP, CL_ELEM, CL_TERM, CL_REL = 0, 1, 2, 3, 4
 
 
-@kernel
+@kernel(_nrt=False)
 def fill_class_table(tab, comp, elem, term, rel, nlterm):
     """Byte class table of the separators: one load per byte in the scanner's hot loop."""
     for c in range(256):
@@ -324,7 +328,7 @@ def scan_segment(buf, pos, end, tab, max_seg, max_tok, t_el, t_co, t_s, t_e):
     return ST_OK, end, n + 1
 
 
-@kernel
+@kernel(_nrt=False)
 def copy_unescaped(buf, s, e, rel, out, o, cap):
     """Copy ``buf[s:e]`` without release characters to ``out[o:]`` (at most ``cap`` bytes).
 
@@ -344,7 +348,7 @@ def copy_unescaped(buf, s, e, rel, out, o, cap):
     return o
 
 
-@kernel
+@kernel(_nrt=False)
 def short_container(v, n, out, o):
     """``[A-Z]{3}[UJZ]`` + 6 digits (serial without check digit, X12 split numbers): 1 or -1."""
     k = 0
@@ -462,11 +466,12 @@ def tokenize_envelopes(buf, env, sel, max_seg, max_tok):
 # =========================================================================================
 # Classifier: one kernel over the whole batch (both formats).
 #
-# Per segment: read the tag, look up its rule range in the tag table (``tagtab[idx] = (first
-# rule, rule count, special)``); a segment no rule and no envelope logic needs is skipped with a
+# Per segment: read the tag, look it up in the tag table (``tagtab[idx]``: rule count, special
+# segment, candidate lists); a segment no rule and no envelope logic needs is skipped with a
 # byte-class loop (separators counted for the component cap); otherwise it is tokenised into
-# small per-segment arrays with an element index (``efirst``: O(1) token lookup) and its rules
-# are applied inline.  Outputs: one int64 hit table and one value byte buffer.
+# small per-segment arrays with an element index (``efirst``: O(1) token lookup), its element-1
+# qualifier picks the candidate list, and those rules are applied inline.  Outputs: one int64
+# hit table and one value byte buffer.
 
 
 @kernel(inline="always")
@@ -523,7 +528,7 @@ def tok_at(efirst, nel, el, co):
     return k
 
 
-@kernel
+@kernel(_nrt=False)
 def parse_scratch(kind, sc, m, out, o, minlen, maxlen, short):
     """Normalise the assembled value ``sc[:m]`` (release characters removed) of a structural
     rule into ``out[o:]``.  Returns ``(valid, n)``: valid 1 / 0 from a check, -1 no check;
@@ -705,19 +710,19 @@ def unreserve(ctr, room):
 @kernel(inline="always")
 def emit(hits, ctr, msg, cls, loc, valid, conf, hs, he, vlen):
     k = ctr[C_HW]
-    hits[k, H_MSG] = msg
-    hits[k, H_CLASS] = cls
-    hits[k, H_LOC] = loc
-    hits[k, H_VALID] = valid
-    hits[k, H_CONF] = conf
-    hits[k, H_START] = hs
-    hits[k, H_END] = he
+    hits[H_MSG, k] = msg
+    hits[H_CLASS, k] = cls
+    hits[H_LOC, k] = loc
+    hits[H_VALID, k] = valid
+    hits[H_CONF, k] = conf
+    hits[H_START, k] = hs
+    hits[H_END, k] = he
     ctr[C_VW] += vlen
-    hits[k, H_VEND] = ctr[C_VW]
+    hits[H_VEND, k] = ctr[C_VW]
     ctr[C_HW] = k + 1
 
 
-@kernel
+@kernel(_nrt=False)
 def free_text(buf, s, e, mask, rules, r, msg, hits, vbuf, ctr, hit_cap, val_cap):
     """Scan ``buf[s:e]`` (one element of a free-text segment) for the shaped classes."""
     loc = rules[r, R_LOC]
@@ -769,7 +774,7 @@ def free_text(buf, s, e, mask, rules, r, msg, hits, vbuf, ctr, hit_cap, val_cap)
             p = b if b > p else p + 1
 
 
-@kernel
+@kernel(_nrt=False)
 def charset_status(buf, rel, p, q, t_s, t_e, efirst, nel):
     """UNB S001 syntax identifier: UNOA..UNOK / UNOX ok, UNOW / UNOY need valid UTF-8
     (``invalid_utf8``), anything else is ``bad_charset``; missing or empty: no check."""
@@ -885,7 +890,7 @@ def fnv_value(h, buf, s, e, rel, trim):
     return h * FNV64_PRIME
 
 
-@kernel
+@kernel(_nrt=False)
 def interchange_key(buf, sp, rel, t_s, t_e, efirst, nel):
     """Hash of (format, sender, sender qualifier, control reference) of an UNB / ISA segment
     (UNB S002 0004 : 0007 and 0020; ISA06, ISA05 and ISA13); 0 when the reference is empty."""
@@ -913,34 +918,38 @@ def interchange_key(buf, sp, rel, t_s, t_e, efirst, nel):
 
 
 @kernel
-def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mout, hits, vbuf, ctr):
+def classify_batch(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mout, hits, vbuf, ctr):
     """Fused tokenize + classify of the selected messages (EDIFACT or X12, from ``env``).
 
     ``env`` (int64, one row per selected message) is the envelope table of
     :func:`edifact_envelopes` / ``x12.x12_envelopes``.  Outputs are the caller's (reused
     across batches: fresh pages are expensive): ``mout[j] = (status, n_segments, type_start,
     type_end, envelope flags, interchange key)`` (int64, m x M_NCOLS; see the envelope rules
-    above :func:`env_role`); ``hits`` rows (``H_*`` columns, ``H_VEND`` = end of the value in
-    ``vbuf``); ``ctr`` (zeroed by the caller) = (hits needed, value bytes needed, hits written,
-    value bytes written).  When ``ctr[0] > ctr[2]`` the outputs overflowed: call again with
-    ``len(hits) >= ctr[0]`` and ``len(vbuf) >= ctr[1]``.  A message with a non-zero status has
+    above :func:`env_role`); ``hits`` (int64, H_NCOLS x capacity: ``hits[H_*, k]`` are the fields
+    of hit ``k``, ``H_VEND`` = end of its value in ``vbuf``); ``ctr`` (zeroed by the caller) =
+    (hits needed, value bytes needed, hits written, value bytes written).  When ``ctr[0] >
+    ctr[2]`` the outputs overflowed: call again with ``hits.shape[1] >= ctr[0]`` and ``len(vbuf)
+    >= ctr[1]``.  A message with a non-zero status has
     no hits.
     """
+    classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mout, hits, vbuf, ctr,
+                 np.empty(max_tok + 1, np.int64), np.empty(max_tok + 1, np.int64), np.empty(max_tok + 2, np.int64),
+                 np.empty(SCRATCH, np.uint8), np.empty(256, np.uint8), np.empty(MAX_SUBMSG, np.int64),
+                 np.zeros(3, np.bool_), np.zeros((3, 3), np.int64))
+
+
+@kernel(_nrt=False)
+def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mout, hits, vbuf, ctr,
+                 t_s, t_e, efirst, scratch, tab, sub_pos, e_open, e_lv):
+    """:func:`classify_batch` with its work arrays passed in: compiled without the runtime's
+    reference counting (``_nrt=False``), which otherwise costs two atomic operations per array
+    per inlined helper and call in the hot loops (measured: half the kernel's time)."""
     m = sel.shape[0]
-    hit_cap = hits.shape[0]
+    hit_cap = hits.shape[1]
     val_cap = vbuf.shape[0]
-    t_el = np.empty(max_tok + 1, np.int64)
-    t_s = np.empty(max_tok + 1, np.int64)
-    t_e = np.empty(max_tok + 1, np.int64)
-    efirst = np.empty(max_tok + 2, np.int64)
-    scratch = np.empty(SCRATCH, np.uint8)
-    tab = np.empty(256, np.uint8)
-    cand = np.empty(MAX_CAND, np.int64)
-    sub_pos = np.empty(MAX_SUBMSG, np.int64)
-    e_open = np.zeros(3, np.bool_)       # envelope state per level (0 interchange, 1 group, 2 message)
-    e_seg0 = np.zeros(3, np.int64)       # segment number of the level's header
-    e_rs = np.zeros(3, np.int64)         # the header's reference value (buf range, -1 none)
-    e_re = np.zeros(3, np.int64)
+    e_seg0 = e_lv[0]                     # segment number of the level's header (per level: 0 interchange,
+    e_rs = e_lv[1]                       # 1 group, 2 message), the header's reference value (buf range, -1 none)
+    e_re = e_lv[2]
     for j in range(m):
         mout[j, M_TS] = -1
         mout[j, M_TE] = -1
@@ -995,10 +1004,11 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
                 ntok = 0
                 done = False
                 while i < limit:
-                    k = tab[buf[i]]
-                    if k == CL_DATA:
+                    while i < limit and tab[buf[i]] == CL_DATA:   # data bytes: a tight loop of its own
                         i += 1
-                        continue
+                    if i >= limit:
+                        break
+                    k = tab[buf[i]]
                     if k == CL_REL:
                         if i + 1 >= q:
                             status = ST_RELEASE_AT_END
@@ -1033,7 +1043,6 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
                     break
                 continue
             # tokenise (same rules as scan_segment)
-            el = 0
             ts = p
             n = 0
             nel = 1
@@ -1041,10 +1050,11 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
             i = p
             done = False
             while i < limit:
+                while i < limit and tab[buf[i]] == CL_DATA:       # data bytes: a tight loop of its own
+                    i += 1                                      # (as one loop with the separators, LLVM
+                if i >= limit:                                  # reloaded spilled state on every byte)
+                    break
                 k = tab[buf[i]]
-                if k == CL_DATA:
-                    i += 1
-                    continue
                 if k == CL_REL:
                     if i + 1 >= q:
                         status = ST_RELEASE_AT_END
@@ -1054,7 +1064,6 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
                 if n >= max_tok:
                     status = ST_TOO_MANY_COMPONENTS
                     break
-                t_el[n] = el
                 t_s[n] = ts
                 t_e[n] = i
                 n += 1
@@ -1062,7 +1071,6 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
                     done = True
                     break
                 if k == CL_ELEM:
-                    el += 1
                     efirst[nel] = n
                     nel += 1
                 ts = i + 1
@@ -1078,7 +1086,6 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
                 status = ST_TOO_MANY_COMPONENTS
                 break
             else:
-                t_el[n] = el
                 t_s[n] = ts
                 t_e[n] = min(i, q)
                 n += 1
@@ -1164,39 +1171,35 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
                     mout[j, M_TS] = t_s[k]
                     mout[j, M_TE] = t_e[k]
             first = False
-            # the segment's rules, inline (a call with this many arrays costs more than the rules)
-            # candidate rules: the tag's generic rules + those keyed by this segment's qualifier,
-            # in rule order (hits come out in the same order as with a full scan)
-            nc = 0
+            # the segment's rules, inline (a call with this many arrays costs more than the rules):
+            # the candidate list of its tag and element-1 qualifier (rule order; the qualifier tests
+            # on element 1 already decided, see flowaudit/decode/edifact.py _dispatch)
+            c0 = 0
+            cn = 0
             if rn > 0:
-                g0 = tagtab[ti, T_G0]
-                for x in range(g0, g0 + tagtab[ti, T_GN]):
-                    if nc < MAX_CAND:
-                        cand[nc] = gen[x]
-                        nc += 1
+                c0 = tagtab[ti, T_L0]
+                cn = tagtab[ti, T_LN]
                 kn = tagtab[ti, T_KN]
                 if kn > 0:
                     kq = tok_at(efirst, nel, 1, 1)
                     if kq >= 0 and t_e[kq] > t_s[kq]:
                         q11 = pack_token(buf, t_s[kq], t_e[kq], rel)
-                        k0 = tagtab[ti, T_K0]
-                        for x in range(k0, k0 + kn):
-                            if qidx[x, 0] == q11 and nc < MAX_CAND:
-                                r = qidx[x, 1]
-                                y = nc          # insertion keeps cand sorted
-                                while y > 0 and cand[y - 1] > r:
-                                    cand[y] = cand[y - 1]
-                                    y -= 1
-                                cand[y] = r
-                                nc += 1
-            for ci in range(nc):
-                r = cand[ci]
+                        if q11 >= 0:
+                            k0 = tagtab[ti, T_K0]
+                            for x in range(k0, k0 + kn):
+                                if dkey[x, 0] == q11:
+                                    c0 = dkey[x, 1]
+                                    cn = dkey[x, 2]
+                                    break
+            for ci in range(c0, c0 + cn):
+                r = clist[ci]
                 # the rule's qualifiers, inline (as a function this costs ~4x more per rule)
                 ok = True
+                qres = rules[r, R_QRES]
                 for qq in range(MAX_QUALS):
                     base = R_Q + qq * Q_STRIDE
                     nq = rules[r, base + 3]
-                    if nq == 0:
+                    if nq == 0 or (qres >> qq) & 1:
                         continue
                     kq = tok_at(efirst, nel, rules[r, base], rules[r, base + 1])
                     found = False
@@ -1230,7 +1233,8 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
                                   hit_cap, val_cap)
                     continue
                 # structural value: the parts, unescaped, into scratch (text parts joined by a blank;
-                # component 0 = every component of the element)
+                # component 0 = every component of the element).  (Parsing one-token values in place
+                # instead, from a second call site, measured 1.5x slower: worse code for the loop.)
                 npart = rules[r, R_NPARTS]
                 sm = 0
                 hs = -1
@@ -1299,10 +1303,10 @@ def classify_batch(buf, env, sel, rules, tagtab, gen, qidx, max_seg, max_tok, mo
             # each hit's message ordinal: how many UNH / ST segments start at or before it
             x = 0
             for k in range(hw0, ctr[C_HW]):
-                pos = hits[k, H_START]
+                pos = hits[H_START, k]
                 while x < n_sub and sub_pos[x] <= pos:
                     x += 1
-                hits[k, H_SUB] = x
+                hits[H_SUB, k] = x
         if status != ST_OK:
             mout[j, M_STATUS] = status
             mout[j, M_NSEG] = 0

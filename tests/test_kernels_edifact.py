@@ -812,3 +812,90 @@ def test_charsets(msg, reason):
         assert names == ["Müller"]          # UNOC Latin-1 and UNOY UTF-8 both come out as UTF-8
     else:
         assert res.n_hits == 0
+
+
+# =============================================================== dispatch and value fast path
+# The classifier picks a segment's candidate rules from lists built per tag and element-1
+# qualifier value (flowaudit/decode/edifact.py ``_dispatch``: plain and negated tests on element
+# 1 decided there, other qualifiers at run time); checked against the rule-by-rule reference.
+DISPATCH_DOC = {"version": "t", "format": "edifact", "rules": [
+    {"class": "container_number", "loc": "A", "segment": "RFF", "value": [[1, 2]], "kind": "container",
+     "qualifier": {"element": 1, "values": ["EQ", "BN"]}},
+    {"class": "container_number", "loc": "B", "segment": "RFF", "value": [[1, 2]], "kind": "container",
+     "qualifier": {"element": 1, "values": ["EQ"], "negate": True}, "no_check_digit": True},
+    {"class": "container_number", "loc": "C", "segment": "RFF", "value": [[1, 2]], "kind": "container",
+     "qualifier": [{"element": 1, "values": ["BM", "BN"], "negate": True}, {"element": 1, "values": ["EQ", "XX"]}]},
+    {"class": "imo_number", "loc": "D", "segment": "RFF", "value": [[1, 2]], "kind": "imo"},
+    {"class": "container_number", "loc": "E", "segment": "EQD", "value": [[2, 1]], "kind": "container",
+     "qualifier": [{"element": 1, "values": ["CN"]}, {"element": 2, "values": ["9118018", "CN"], "negate": True}]},
+    {"class": "container_number", "loc": "F", "segment": "EQD", "value": [[2, 1]], "kind": "container",
+     "qualifier": {"element": 1, "component": 2, "values": ["CN"], "negate": True}},
+    {"class": "imo_number", "loc": "G", "segment": "TDT", "value": [[8, 1]], "kind": "imo",
+     "qualifier": [{"element": 8, "component": 2, "values": ["146", "11"]}, {"element": 1, "values": ["20"], "negate": True}]},
+    {"class": "container_number", "loc": "H", "segment": "FTX", "value": [[1, 1], [2, 1]], "kind": "container",
+     "qualifier": {"element": 1, "values": ["SUDU", "RFCU 229"]}},
+]}
+
+
+@SETTINGS
+@given(st.lists(interchange(), min_size=1, max_size=4))
+def test_dispatch_lists_match_rule_by_rule_reference(items):
+    check_against_reference([m for m, _, _ in items], k.tokenize, ref_edifact_setup, lambda rel: (rel, False),
+                            DISPATCH_DOC, dec.classify_with, b"UNH", (2, 1), charset=ref_charset)
+
+
+def test_dispatch_lists():
+    c = compile_rules(DISPATCH_DOC)
+    tag = dec.tag_index(b"RFF")
+    r0 = int(c["tagtab"][tag, k.T_R0])
+    lists = {}
+    for x in range(c["tagtab"][tag, k.T_K0], c["tagtab"][tag, k.T_K0] + c["tagtab"][tag, k.T_KN]):
+        v, s, n = c["dkey"][x]
+        lists[int(v).to_bytes(8, "little").rstrip(b"\0")] = [int(r) - r0 for r in c["clist"][s:s + n]]
+    l0, ln = c["tagtab"][tag, k.T_L0], c["tagtab"][tag, k.T_LN]
+    # rules of RFF in file order: A (EQ, BN), B (not EQ), C (not BM / BN, and EQ / XX), D (none)
+    assert lists == {b"BM": [1, 3], b"BN": [0, 1, 3], b"EQ": [0, 2, 3], b"XX": [1, 2, 3]}
+    assert [int(r) - r0 for r in c["clist"][l0:l0 + ln]] == [1, 3]          # any other value, or none
+    assert c["rules"][r0 + 2, k.R_QRES] == 3 and c["rules"][r0 + 3, k.R_QRES] == 0
+
+
+def _with_release(msg: bytes) -> bytes | None:
+    """``msg`` with an escaped ``+`` in an extra element (element 30) of every segment; None
+    when ``msg`` has a UNA or a ``?``."""
+    if msg.startswith(b"UNA") or b"?" in msg:
+        return None
+    return msg.replace(b"'", b"+" * 30 + b"X?+Y'")
+
+
+def test_release_character_elsewhere_changes_no_value():
+    """Every kind of the full catalogue, synthetic EDIFACT: a release character in another
+    element of the segment changes no hit and no value."""
+    from flowaudit import synth
+    msgs = [m.value for m in synth.generate(1031, 400, formats=("edifact",))]
+    pairs = [(m, _with_release(m)) for m in msgs]
+    pairs = [(a, b) for a, b in pairs if b is not None]
+    assert len(pairs) > 200
+    plain, escaped = [a for a, _ in pairs], [b for _, b in pairs]
+    ra = dec.classify(*batch(plain), np.arange(len(plain), dtype=np.int64))
+    rb = dec.classify(*batch(escaped), np.arange(len(escaped), dtype=np.int64))
+    assert (ra.status == 0).all() and (rb.status == 0).all()
+
+    def key(res):
+        return [(int(res.hit_msg[j]), int(res.hit_class[j]), int(res.hit_loc[j]), int(res.hit_valid[j]),
+                 int(res.hit_conf[j]), bytes(res.val_buf[res.val_off[j]:res.val_off[j + 1]]))
+                for j in range(res.n_hits)]
+    assert len({h[1] for h in key(ra)}) >= 15                                   # most classes are there
+    assert key(ra) == key(rb)
+
+
+def test_message_types_decoded_once_per_type():
+    rng = np.random.default_rng(5)
+    data = bytes(rng.choice(np.frombuffer(b"AB\x00\xe9", np.uint8), 300).tolist())
+    buf = np.frombuffer(data, np.uint8)
+    starts = rng.integers(0, 280, 500)
+    lens = rng.choice([0, 1, 2, 6, 7, 8, 9, 15], 500)
+    ts = np.where(rng.random(500) < 0.2, -1, starts).astype(np.int64)
+    te = np.where(ts >= 0, np.minimum(ts + lens, 300), -1).astype(np.int64)
+    want = [data[a:b].decode("latin-1") if a >= 0 else "" for a, b in zip(ts.tolist(), te.tolist())]
+    assert dec.message_types(buf, ts, te) == want
+    assert dec.message_types(buf, ts[:0], te[:0]) == []

@@ -78,37 +78,72 @@ def class_codes() -> dict:
     return {name: int(c["code"]) for name, c in doc["classes"].items()}
 
 
+MAX_DISPATCH = 1 << 22   # candidate-list entries of one catalogue (edifact.toml NAD: 22 lists of <= 28 rules)
+
+
+def _resolved(tab: np.ndarray, r: int, qq: int) -> bool:
+    """Is qualifier ``qq`` of rule ``r`` a test of the token at element 1, component 1 (the
+    segment's own qualifier: NAD+CN, RFF+BM, N1*SH ...)?  Those are decided by the dispatch."""
+    base = _k.R_Q + qq * _k.Q_STRIDE
+    return bool(tab[r, base + 3]) and tab[r, base] == 1 and tab[r, base + 1] == 1
+
+
 def _dispatch(tab: np.ndarray, tagtab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Qualifier dispatch: most rules are keyed by the token at element 1, component 1
-    (NAD+CN, RFF+BM, N1*SH ...).  Per tag, such rules are listed by qualifier value in ``qidx``
-    (rows ``(packed value, rule)``); the rest ("generic" rules: other or negated qualifiers, or
-    none) in ``gen``.  A segment then evaluates its generic rules plus the rules of its own
-    qualifier value, instead of every rule of its tag."""
-    gen: list[int] = []
-    keyed: list[tuple[int, int]] = []
-    for ti in np.flatnonzero(tagtab[:, 1]):
-        r0, rn = int(tagtab[ti, 0]), int(tagtab[ti, 1])
-        if rn > _k.MAX_CAND:
-            raise RuleError(f"more than {_k.MAX_CAND} rules for one segment tag")
-        tagtab[ti, _k.T_G0] = len(gen)
-        tagtab[ti, _k.T_K0] = len(keyed)
+    """Dispatch on tag and qualifier before any rule loop.
+
+    Most rules test the token at element 1, component 1 (NAD+CN, RFF+BM, N1*SH ...), plainly or
+    negated ("any other role").  Per tag, every value any such test names gets its own list of
+    candidate rules (``clist[start:start + n]``, rule order), with those tests already decided;
+    ``dkey`` rows are ``(packed value, start, n)``, ``tagtab[tag, T_K0:T_K0 + T_KN]``.  Every
+    other value (and a missing, empty or longer-than-8-byte token) takes the tag's default list
+    (``tagtab[tag, T_L0]``, ``T_LN``).  A segment thus evaluates only the rules that can apply to
+    it, and never re-tests its own qualifier (rule column ``R_QRES``: qualifiers decided here)."""
+    clist: list[int] = []
+    keys: list[tuple[int, int, int]] = []
+    for ti in np.flatnonzero(tagtab[:, _k.T_RN]):
+        r0, rn = int(tagtab[ti, _k.T_R0]), int(tagtab[ti, _k.T_RN])
+        values: set[int] = set()
         for r in range(r0, r0 + rn):
-            base = _k.R_Q
-            nq = int(tab[r, base + 3])
-            if nq and tab[r, base] == 1 and tab[r, base + 1] == 1 and tab[r, base + 2] == 0:
-                keyed.extend((int(tab[r, base + 4 + v]), r) for v in range(nq))
-            else:
-                gen.append(r)
-        tagtab[ti, _k.T_GN] = len(gen) - tagtab[ti, _k.T_G0]
-        tagtab[ti, _k.T_KN] = len(keyed) - tagtab[ti, _k.T_K0]
-    return np.asarray(gen + [0], np.int64), np.asarray(keyed + [(0, 0)], np.int64).reshape(-1, 2)
+            for qq in range(_k.MAX_QUALS):
+                if _resolved(tab, r, qq):
+                    tab[r, _k.R_QRES] |= 1 << qq
+                    base = _k.R_Q + qq * _k.Q_STRIDE
+                    values.update(int(v) for v in tab[r, base + 4:base + 4 + tab[r, base + 3]])
+
+        def candidates(v):
+            out = []
+            for r in range(r0, r0 + rn):
+                ok = True
+                for qq in range(_k.MAX_QUALS):
+                    if _resolved(tab, r, qq):
+                        base = _k.R_Q + qq * _k.Q_STRIDE
+                        found = v is not None and v in tab[r, base + 4:base + 4 + tab[r, base + 3]].tolist()
+                        ok = ok and found != bool(tab[r, base + 2])
+                if ok:
+                    out.append(r)
+            return out
+
+        default = candidates(None)
+        tagtab[ti, _k.T_L0] = len(clist)
+        tagtab[ti, _k.T_LN] = len(default)
+        clist += default
+        tagtab[ti, _k.T_K0] = len(keys)
+        for v in sorted(values):
+            c = candidates(v)
+            keys.append((v, len(clist), len(c)))
+            clist += c
+            if len(clist) > MAX_DISPATCH:
+                raise RuleError(f"qualifier dispatch lists over {MAX_DISPATCH} entries (too many rules x values per tag)")
+        tagtab[ti, _k.T_KN] = len(keys) - tagtab[ti, _k.T_K0]
+    return np.asarray(clist + [0], np.int64), np.asarray(keys + [(0, 0, 0)], np.int64).reshape(-1, 3)
 
 
 def compile_rules(doc: dict) -> dict:
     """Rule file (parsed TOML) -> numpy arrays for the kernels.
 
     Rows are sorted by segment tag (stable: file order within a tag) and indexed by the tag
-    table ``tagtab[tag_index] = (first row, row count, special)``.
+    table ``tagtab[tag_index] = (first row, row count, special, ...)``; see :func:`_dispatch` for
+    the candidate lists.
     """
     codes = class_codes()
     rules = doc.get("rules", [])
@@ -196,11 +231,11 @@ def compile_rules(doc: dict) -> dict:
         tab[row, _k.R_LOC] = loc_names.index(rule["loc"])
     for tag, sp in SPECIAL.get(fmt, {}).items():
         tagtab[tag_index(tag.encode()), 2] = sp
-    gen, qidx = _dispatch(tab, tagtab)
+    clist, dkey = _dispatch(tab, tagtab)
     limits = doc.get("limits", {})
     return {
         "version": doc["version"], "format": fmt,
-        "rules": tab, "tagtab": tagtab, "gen": gen, "qidx": qidx, "loc_names": loc_names,
+        "rules": tab, "tagtab": tagtab, "clist": clist, "dkey": dkey, "loc_names": loc_names,
         "max_seg": int(limits.get("max_segment_bytes", _k.MAX_SEGMENT_BYTES)),
         "max_tok": int(limits.get("max_segment_tokens", _k.MAX_SEGMENT_TOKENS)),
     }
@@ -223,8 +258,8 @@ def _scratch_outputs(m: int, need_hits: int, need_vals: int):
     vbuf = getattr(_OUT, "vbuf", None)
     want_h = max(4096, 4 * m, need_hits + 1)
     want_v = max(want_h * _k.VAL_ROOM, need_vals + _k.VAL_ROOM)
-    if hits is None or hits.shape[0] < want_h:
-        hits = _OUT.hits = np.empty((max(want_h, 2 * (0 if hits is None else hits.shape[0])), _k.H_NCOLS), np.int64)
+    if hits is None or hits.shape[1] < want_h:
+        hits = _OUT.hits = np.empty((_k.H_NCOLS, max(want_h, 2 * (0 if hits is None else hits.shape[1]))), np.int64)
     if vbuf is None or vbuf.shape[0] < want_v:
         vbuf = _OUT.vbuf = np.empty(max(want_v, 2 * (0 if vbuf is None else vbuf.shape[0])), np.uint8)
     return hits, vbuf
@@ -243,7 +278,7 @@ def run_classify(env_fn, buf, offsets, sel, compiled) -> FormatResult:
     for _ in range(3):
         hits, vbuf = _scratch_outputs(m, int(ctr[_k.C_HITS]), int(ctr[_k.C_VALS]))
         ctr[:] = 0
-        _k.classify_batch(buf, env, sel, compiled["rules"], compiled["tagtab"], compiled["gen"], compiled["qidx"],
+        _k.classify_batch(buf, env, sel, compiled["rules"], compiled["tagtab"], compiled["clist"], compiled["dkey"],
                           compiled["max_seg"], compiled["max_tok"], mout, hits, vbuf, ctr)
         if ctr[_k.C_HITS] <= ctr[_k.C_HW]:
             break
@@ -251,21 +286,44 @@ def run_classify(env_fn, buf, offsets, sel, compiled) -> FormatResult:
         raise RuntimeError("classify kernel overflowed twice")
     nh = int(ctr[_k.C_HW])
     nv = int(ctr[_k.C_VW])
-    h = hits[:nh]
+    h = hits[:, :nh]                    # one contiguous row per field
     val_off = np.zeros(nh + 1, np.int64)
-    val_off[1:] = h[:, _k.H_VEND]
-    msg_type = [bytes(buf[a:b]).decode("latin-1") if a >= 0 else "" for a, b in
-                zip(mout[:, _k.M_TS].tolist(), mout[:, _k.M_TE].tolist())]
+    val_off[1:] = h[_k.H_VEND]
     return FormatResult(
-        status=mout[:, _k.M_STATUS].astype(np.int8), msg_type=msg_type,
+        status=mout[:, _k.M_STATUS].astype(np.int8), msg_type=message_types(buf, mout[:, _k.M_TS], mout[:, _k.M_TE]),
         n_segments=mout[:, _k.M_NSEG].astype(np.int32),
-        hit_msg=h[:, _k.H_MSG].copy(), hit_class=h[:, _k.H_CLASS].astype(np.int16),
-        hit_loc=h[:, _k.H_LOC].astype(np.int32), hit_valid=h[:, _k.H_VALID].astype(np.int8),
-        hit_conf=h[:, _k.H_CONF].astype(np.uint8),
-        hit_start=h[:, _k.H_START].copy(), hit_end=h[:, _k.H_END].copy(), hit_sub=h[:, _k.H_SUB].astype(np.int32),
+        hit_msg=h[_k.H_MSG].copy(), hit_class=h[_k.H_CLASS].astype(np.int16),
+        hit_loc=h[_k.H_LOC].astype(np.int32), hit_valid=h[_k.H_VALID].astype(np.int8),
+        hit_conf=h[_k.H_CONF].astype(np.uint8),
+        hit_start=h[_k.H_START].copy(), hit_end=h[_k.H_END].copy(), hit_sub=h[_k.H_SUB].astype(np.int32),
         val_off=val_off, val_buf=vbuf[:nv].copy(),
         loc_names=list(compiled["loc_names"]),
         flags=envelope_flags(mout[:, _k.M_FLAGS], compiled["format"]), ikey=mout[:, _k.M_IKEY].view(np.uint64).copy())
+
+
+def message_types(buf: np.ndarray, ts: np.ndarray, te: np.ndarray) -> list:
+    """``buf[ts[j]:te[j]]`` as Latin-1 text per message ("" where ``ts[j] < 0``), decoding each
+    distinct type once: types of up to 7 bytes are packed with their length into one int64 key
+    each (a batch has a handful of types; a Python slice per message cost a fifth of the EDIFACT
+    decoder's time)."""
+    n = ts.shape[0]
+    ln = np.where(ts >= 0, te - ts, 0)
+    short = (ln >= 0) & (ln <= 7)
+    key = np.zeros(n, np.int64)
+    for k in range(7):
+        take = short & (ln > k)
+        key[take] |= buf[ts[take] + k].astype(np.int64) << (8 * k + 4)
+    key |= np.where(short, ln, 0)               # the length in the low 4 bits ("A" != "A\0")
+    key[~short] = -1                            # longer ones: decoded one by one below
+    uniq, inv = np.unique(key, return_inverse=True)
+    inv = inv.reshape(-1)
+    first = np.zeros(uniq.shape[0], np.int64)
+    first[inv] = np.arange(n)                   # a message of each distinct key (any one)
+    names = [bytes(buf[ts[j]:te[j]]).decode("latin-1") if short[j] and ln[j] > 0 else "" for j in first.tolist()]
+    out = [names[i] for i in inv.tolist()]
+    for j in np.flatnonzero(~short).tolist():
+        out[j] = bytes(buf[ts[j]:te[j]]).decode("latin-1")
+    return out
 
 
 def classify_with(buf: np.ndarray, offsets: np.ndarray, sel: np.ndarray, compiled: dict) -> FormatResult:
