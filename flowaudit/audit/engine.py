@@ -75,7 +75,7 @@ def arrow_pool(name: str | None = None):
     250k-message dump: 360 -> 550 MB over 72 windows; 1.73 GB peak at 1M messages).  With jemalloc
     (or the system allocator) RSS stays at what is live.  Arrow reads the variable once, when
     pyarrow is imported, so in this process only Python's default changes; the dataset scanner
-    keeps Arrow's, which is why the windows are read with :func:`read_window`."""
+    keeps Arrow's, which is why the windows are read with :class:`WindowReader`."""
     import pyarrow as pa
 
     name = name or os.environ.get("ARROW_DEFAULT_MEMORY_POOL") or ARROW_POOL
@@ -377,53 +377,84 @@ def _dns_answers(out: Path, spec: Spec) -> None:
 # ------------------------------------------------------------------------------ findings
 
 
-def _rg_overlaps(md, col: int, lo: int, hi: int) -> list[int]:
-    """Row groups of a file whose column ``col`` statistics meet [lo, hi) (all without statistics)."""
-    keep = []
+def _rg_ranges(md, col: int) -> list:
+    """(min, max) of column ``col`` per row group; None where there are no statistics, False where
+    every value is null."""
+    out = []
     for i in range(md.num_row_groups):
         st = md.row_group(i).column(col).statistics
-        if st is not None and st.has_min_max and (st.max < lo or st.min >= hi):
-            continue
         if st is not None and st.null_count == md.row_group(i).num_rows:
-            continue
-        keep.append(i)
-    return keep
+            out.append(False)
+        elif st is not None and st.has_min_max:
+            out.append((st.min, st.max))
+        else:
+            out.append(None)
+    return out
 
 
-def read_window(files, cols, topics: "pa.Array", lo_ms: int, hi_ms: int):
-    """Rows of ``files`` (in file and row order) whose ``source`` is in ``topics`` and ``ts_ms`` in
-    [lo_ms, hi_ms), columns ``cols`` (those the first file has); None when there is none.
+class WindowReader:
+    """The rows of one dataset, a window of record time at a time, for windows that move forward:
+    rows whose ``source`` is in ``topics`` and ``ts_ms`` in [lo_ms, hi_ms), columns ``cols`` (those
+    the first file has), in file and row order (None when there is none) -- what a dataset scan
+    with that filter returns.
 
-    Row groups are pruned by their statistics, as a dataset scan would, but read with
-    :class:`pyarrow.parquet.ParquetFile`: its buffers come from Python's default pool (the one
-    :func:`arrow_pool` chose), where a dataset scan takes Arrow's own default, fixed when pyarrow
-    was imported -- mimalloc, which kept what its reader threads freed: the driver's RSS grew with
-    every window read (README, Performance)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+    Only the hour folders of the window are listed, and only the row groups whose ``ts_ms``
+    statistics meet the window are read (a row group spans several windows: it is read once and
+    kept, topic-filtered, until a window starts after its last time).  Reads go through
+    :class:`pyarrow.parquet.ParquetFile`, whose buffers come from Python's default pool (the one
+    :func:`arrow_pool` chose): a dataset scan takes Arrow's own default, fixed when pyarrow was
+    imported -- mimalloc, which kept what its reader threads freed, so that the driver's RSS grew
+    with every window (README, Performance)."""
 
-    parts, names = [], None
-    for path in files:
-        pf = pq.ParquetFile(path, pre_buffer=False)
-        schema = pf.schema_arrow
-        if names is None:
-            names = [c for c in cols if c in schema.names]
-        if "ts_ms" not in schema.names or "source" not in schema.names:
-            continue
-        rgs = _rg_overlaps(pf.metadata, pf.schema_arrow.get_field_index("ts_ms"), lo_ms, hi_ms)
-        if not rgs:
-            continue
-        want = [c for c in names if c in schema.names]
-        t = pf.read_row_groups(rgs, columns=list(dict.fromkeys(want + ["ts_ms", "source"])))
-        ts = t.column("ts_ms")
-        keep = pc.and_(pc.and_(pc.greater_equal(ts, lo_ms), pc.less(ts, hi_ms)), _in_set(t.column("source"), topics))
-        t = t.filter(keep).select(want)
-        if t.num_rows:
-            parts.append(t)
-    if not parts:
-        return None
-    return parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="default")
+    def __init__(self, base: Path, cols, topics):
+        import pyarrow as pa
+
+        self.base, self.cols = base, list(cols)
+        self.topics = pa.array(sorted(topics), pa.string())
+        self.names = None                # the columns returned (the first file's)
+        self.ranges: dict = {}           # path -> ts_ms (min, max) per row group (footers only)
+        self.kept: dict = {}             # (path, row group) -> (max ts, the group's rows in topics)
+        self.rows_read = 0
+
+    def read(self, lo_ms: int, hi_ms: int):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        self.kept = {k: v for k, v in self.kept.items() if v[0] >= lo_ms}   # windows only move forward
+        parts = []
+        for h in range(lo_ms // 3_600_000, -(-hi_ms // 3_600_000)):
+            # the sink files a row under its record hour (sinks.parquet.hour_dir)
+            for path in sorted((self.base / hour_dir(h)).glob("*.parquet")):
+                pf = None
+                if path not in self.ranges:
+                    pf = pq.ParquetFile(path, pre_buffer=False)
+                    names = pf.schema_arrow.names
+                    if self.names is None:
+                        self.names = [c for c in self.cols if c in names]
+                    ok = "ts_ms" in names and "source" in names
+                    self.ranges[path] = _rg_ranges(pf.metadata, names.index("ts_ms")) if ok else []
+                for g, r in enumerate(self.ranges[path]):
+                    if r is False or (r is not None and (r[1] < lo_ms or r[0] >= hi_ms)):
+                        continue
+                    got = self.kept.get((path, g))
+                    if got is None:
+                        if pf is None:
+                            pf = pq.ParquetFile(path, pre_buffer=False)
+                        have = pf.schema_arrow.names
+                        cols = list(dict.fromkeys([c for c in self.names if c in have] + ["ts_ms", "source"]))
+                        t = pf.read_row_group(g, columns=cols)
+                        self.rows_read += t.num_rows
+                        t = t.filter(_in_set(t.column("source"), self.topics))
+                        got = self.kept[(path, g)] = (r[1] if r else 2**63 - 1, t)
+                    t = got[1]
+                    ts = t.column("ts_ms")
+                    t = t.filter(pc.and_(pc.greater_equal(ts, lo_ms), pc.less(ts, hi_ms)))
+                    if t.num_rows:
+                        parts.append(t.select([c for c in self.names if c in t.column_names]))
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="default")
 
 
 def _in_set(col, values):
@@ -475,7 +506,9 @@ def correlate_chunked(root: Path, *, window_ns: int, lookback_ns: int = 0, inven
     topics |= {x for a in inventory.applications for x in a.topics}
     topics.discard(None)
     topic_f = ds.field("source").isin(sorted(topics)) if topics else None
-    topic_set = pa.array(sorted(topics), pa.string())
+
+    readers = {name: WindowReader(root / f"dataset={name}", cols, topics)
+               for name, cols in (("hits", F._H_COLS), ("messages", F._M_COLS))}
 
     def read(name, cols, lo_ms=None, hi_ms=None, null_time=False):
         base = root / f"dataset={name}"
@@ -483,11 +516,7 @@ def correlate_chunked(root: Path, *, window_ns: int, lookback_ns: int = 0, inven
             return None
         if null_time:
             return F._read(root, name, list(cols), topic_f & ds.field("ts_ms").is_null())
-        # the sink files a row under its record hour (sinks.parquet.hour_dir): only those folders'
-        # files, the row groups whose ts_ms statistics meet [lo_ms, hi_ms)
-        files = [p for h in range(lo_ms // 3_600_000, -(-hi_ms // 3_600_000))
-                 for p in sorted((base / hour_dir(h)).glob("*.parquet"))]
-        return read_window(files, cols, topic_set, lo_ms, hi_ms)
+        return readers[name].read(lo_ms, hi_ms)
 
     # the single call's watermark: the latest transfer or evidence time (streamed, one column)
     wm = int(t.max())
