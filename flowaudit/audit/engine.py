@@ -71,9 +71,9 @@ def arrow_pool(name: str | None = None):
     variable, when set, chooses another: jemalloc, system or mimalloc.
 
     pyarrow's default, mimalloc, kept the pages freed by the threads that decode Parquet: the
-    driver's RSS grew by ~2.6 MB per window of findings correlation while Arrow held 8 MB (the
-    250k-message dump: 360 -> 550 MB over 72 windows; 1.73 GB peak at 1M messages).  With jemalloc
-    (or the system allocator) RSS stays at what is live.  Arrow reads the variable once, when
+    driver's RSS grew with every window of findings correlation while Arrow held one window's
+    evidence (1M messages: 403 -> 655 MB over 72 windows of 30 MB each).  With jemalloc (or the
+    system allocator) RSS stays at what is live.  Arrow reads the variable once, when
     pyarrow is imported, so in this process only Python's default changes; the dataset scanner
     keeps Arrow's, which is why the windows are read with :class:`WindowReader`."""
     import pyarrow as pa
