@@ -598,7 +598,7 @@ def audit_stage(messages: int, cache_dir, dask: bool = True) -> dict:
                        dataset=f"synth --dump, {r['rows']:,} messages, {r['value_bytes'] / MB:.0f} MB of values, "
                                f"cached as {r['dump']}",
                        timing=timing([a["seconds"]], 0, None),
-                       memory={"peak_rss_mb": a["peak_rss_mb"], "start_rss_mb": None, "method": "wait4 ru_maxrss"},
+                       memory={"peak_rss_mb": a["peak_rss_mb"], "start_rss_mb": None, "method": "child VmHWM, polled"},
                        counts={"messages": a["messages"], "hits": a["hits"], "findings": a["findings"]})
     _rates(rec)
 

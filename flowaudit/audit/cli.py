@@ -29,6 +29,7 @@ def cmd_audit(args) -> int:
     from .inputs import InputError, parse_map
 
     fix_mmap_threshold()
+    engine.arrow_pool()
     over: dict = {}
     for flag, section, key in (("window", "findings", "window_s"), ("lookback", "findings", "lookback_s"),
                                ("severity_model", "findings", "severity_model"), ("policy", "egress", "policy_file"),
