@@ -239,7 +239,8 @@ class StreamService:
         except (ValueError, OSError) as exc:
             raise ConfigError(str(exc).splitlines()[0]) from None
         return FindingsWindows(self.root, f.window_s, f.lateness_s, f.lookback_s, inventory=inventory, model=model,
-                               metrics=self.metrics)
+                               metrics=self.metrics, policy_file=settings.egress.policy_file,
+                               severity_model=f.severity_model)
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -459,6 +460,8 @@ class StreamService:
                     w.discard()
             if slot is not None:
                 slot.lock.release()
+            if self.findings is not None:
+                self.findings.release(k)
             self._paused.discard(k)
             with self._outbox_mu:
                 off = self._outbox.pop(k, None)
