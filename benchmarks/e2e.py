@@ -10,6 +10,7 @@ writers take it, then closing the windows: cuts, correlation, the findings file)
 time; ``--repeats`` prints it for every run (on shared cores one run is noisy).
 
     python -m benchmarks.e2e --count 100000
+    python -m benchmarks.e2e --count 100000 --repeats 2 --before-peer   # also the code before, alternated
 """
 from __future__ import annotations
 
@@ -59,26 +60,43 @@ def bare_consume(settings: Settings, expected: int, poll: int) -> dict:
     return {"messages": n, "bytes": nbytes, "seconds": secs, "msg_per_s": n / secs, "mb_per_s": nbytes / 1e6 / secs}
 
 
-def pipeline(settings: Settings) -> dict:
-    s = StreamService(settings, metrics=None, until_drained=True, install_signals=False).run()
+def pipeline(settings: Settings, before: bool = False) -> dict:
+    """The stream service; ``before``: as it was before the short poll while draining (a full
+    ``kafka.poll_timeout_s`` between the worker's last batch and the end of the run)."""
+    from flowaudit import service
+
+    default = service.DRAIN_POLL_S
+    if before:
+        service.DRAIN_POLL_S = None
+    try:
+        s = StreamService(settings, metrics=None, until_drained=True, install_signals=False).run()
+    finally:
+        service.DRAIN_POLL_S = default
     secs = s.active_seconds
     return {"messages": s.messages, "bytes": s.bytes, "seconds": secs, "msg_per_s": s.messages / secs,
             "mb_per_s": s.bytes / 1e6 / secs, "warmup_seconds": s.warmup_seconds,
             "findings_rows": s.findings, "findings_seconds": s.findings_seconds,
             "findings_share": s.findings_seconds / secs if secs else None,
-            "hits": dict(s.hits), "quarantined": dict(s.quarantined), "files": dict(s.files)}
+            "hits": dict(s.hits), "quarantined": dict(s.quarantined), "files": dict(s.files),
+            "rows": dict(s.rows)}
 
 
 def run(count: int = 50_000, seed: int = 3, partitions: int = 3, poll: int = 5000, repeats: int = 1,
-        rotate_records: int = 100_000) -> dict:
+        rotate_records: int = 100_000, before_peer: bool = False) -> dict:
+    """``before_peer``: also run the pipeline as it was before (see :func:`pipeline`), alternated
+    with the current one in the same run, so the two are compared on the same load."""
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="flowaudit-bench-") as tmp:
         broker.create_topics({t: partitions for t in synth.TOPICS.values()})
         t0 = time.monotonic()
         n, nbytes = produce(synth.generate(seed, count), broker.bootstrap, partitions=partitions, spacing_ms=20)
         produce_s = time.monotonic() - t0
         results = {"bare": [], "pipeline": []}
+        names = ("bare", "pipeline")
+        if before_peer:
+            results["pipeline_before"] = []
+            names = ("bare", "pipeline_before", "pipeline")
         for r in range(repeats):
-            for name in ("bare", "pipeline"):
+            for name in (names if r % 2 == 0 else (names[0],) + names[:0:-1]):
                 st = Settings()
                 st.kafka.bootstrap_servers = broker.bootstrap
                 st.kafka.topics = {t: f for f, t in synth.TOPICS.items()}
@@ -88,14 +106,21 @@ def run(count: int = 50_000, seed: int = 3, partitions: int = 3, poll: int = 500
                 st.sink.rotate_records = rotate_records
                 st.security.hmac_key = "benchmark-key-not-secret"
                 st.validate()
-                results[name].append(bare_consume(st, n, poll) if name == "bare" else pipeline(st))
+                results[name].append(bare_consume(st, n, poll) if name == "bare" else
+                                     pipeline(st, before=name == "pipeline_before"))
     best = {k: max(v, key=lambda x: x["msg_per_s"]) for k, v in results.items()}
+    if before_peer:   # the same rows (where file sets end depends on the polls, in both)
+        a, b = best["pipeline"], best["pipeline_before"]
+        if (a["rows"], a["hits"], a["quarantined"]) != (b["rows"], b["hits"], b["quarantined"]):
+            raise RuntimeError(f"the pipeline wrote other rows than before: {a['rows']} vs {b['rows']}")
     return {
         "benchmark": "e2e_stream_vs_bare_consume",
         "machine": {"python": platform.python_version(), "cpu": _cpu_model(), "platform": platform.platform()},
         "messages": n, "mb": nbytes / 1e6, "produce_seconds": produce_s, "poll_max_messages": poll,
         "partitions_per_topic": partitions, "runs": results, "best": best,
         "ratio_pipeline_to_bare": best["pipeline"]["msg_per_s"] / best["bare"]["msg_per_s"],
+        **({"ratio_before_to_bare": best["pipeline_before"]["msg_per_s"] / best["bare"]["msg_per_s"]}
+           if before_peer else {}),
     }
 
 
@@ -115,14 +140,20 @@ def main(argv=None) -> int:
     ap.add_argument("--poll", type=int, default=5000, help="messages per poll (consume num_messages)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    ap.add_argument("--before-peer", action="store_true",
+                    help="also run the pipeline as before the short poll while draining, alternated in the same run")
     args = ap.parse_args(argv)
-    res = run(count=args.count, poll=args.poll, repeats=args.repeats)
+    res = run(count=args.count, poll=args.poll, repeats=args.repeats, before_peer=args.before_peer)
     b, p = res["best"]["bare"], res["best"]["pipeline"]
     print(f"e2e on {res['machine']['cpu']}: {res['messages']:,} messages, {res['mb']:.1f} MB")
     print(f"  bare confluent-kafka consume  {b['msg_per_s']:>10,.0f} msg/s  {b['mb_per_s']:7.1f} MB/s")
     print(f"  flowaudit stream pipeline     {p['msg_per_s']:>10,.0f} msg/s  {p['mb_per_s']:7.1f} MB/s"
           f"  (warm-up {p['warmup_seconds']:.1f} s)")
     print(f"  ratio pipeline / bare         {res['ratio_pipeline_to_bare']:.2f}")
+    if args.before_peer:
+        q = res["best"]["pipeline_before"]
+        print(f"  pipeline as before            {q['msg_per_s']:>10,.0f} msg/s  ratio "
+              f"{res['ratio_before_to_bare']:.2f}  (same run, alternated)")
     print(f"  findings windows              {p['findings_seconds']:.2f} s of the pipeline's {p['seconds']:.1f} s "
           f"({100 * (p['findings_share'] or 0):.1f} %), {p['findings_rows']} findings")
     if len(res["runs"]["pipeline"]) > 1:

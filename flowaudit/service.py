@@ -71,6 +71,8 @@ log = logging.getLogger("flowaudit.stream")
 
 EXIT_LOG_RESET = 3      # sink.on_log_reset = "stop" and the broker's log no longer matches the files
 EXIT_STALLED = 4        # --until-drained made no progress for kafka.drain_stall_s
+# --until-drained: the poll timeout while every partition is at its end and only the worker is busy
+DRAIN_POLL_S: float | None = 0.02
 
 
 class LogResetError(RuntimeError):
@@ -239,7 +241,8 @@ class StreamService:
         except (ValueError, OSError) as exc:
             raise ConfigError(str(exc).splitlines()[0]) from None
         return FindingsWindows(self.root, f.window_s, f.lateness_s, f.lookback_s, inventory=inventory, model=model,
-                               metrics=self.metrics)
+                               metrics=self.metrics, policy_file=settings.egress.policy_file,
+                               severity_model=f.severity_model)
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -459,6 +462,8 @@ class StreamService:
                     w.discard()
             if slot is not None:
                 slot.lock.release()
+            if self.findings is not None:
+                self.findings.release(k)
             self._paused.discard(k)
             with self._outbox_mu:
                 off = self._outbox.pop(k, None)
@@ -590,7 +595,7 @@ class StreamService:
                 self._offer_held()
                 self._hold_pause = bool(self._held) or self._fault_since is not None
                 self._apply_pauses(c)
-                msgs = c.consume(num_messages=k.poll_max_messages, timeout=k.poll_timeout_s)
+                msgs = c.consume(num_messages=k.poll_max_messages, timeout=self._poll_timeout())
                 if msgs:
                     if t_first is None:
                         t_first = time.monotonic()
@@ -639,6 +644,17 @@ class StreamService:
             pass
         for w in self.writers.values():
             w.discard()
+
+    def _poll_timeout(self) -> float:
+        """``kafka.poll_timeout_s``, except while ``--until-drained`` has read every partition to
+        its end and only waits for the worker: then a short poll (the group is still served), so
+        that the run ends when the worker does, not up to a poll timeout later."""
+        t = self.settings.kafka.poll_timeout_s
+        if (DRAIN_POLL_S is not None and self.until_drained and self._queue is not None
+                and self._queue.unfinished_tasks and len(self.slots) >= self.expected_partitions
+                and all(s.ready and s.eof for s in self.slots.values())):
+            return min(t, DRAIN_POLL_S)
+        return t
 
     def _drained(self) -> bool:
         slots = self.slots.values()

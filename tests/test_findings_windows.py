@@ -93,3 +93,67 @@ def test_a_restart_between_intent_and_findings_recomputes_the_same_window(tmp_pa
     feed(svc2, [(3, T0_MS + 520 * S, PLAIN)])   # any batch: the pending window is closed first
     got = pq.read_table(next((svc2.root / "dataset=findings").rglob("*.parquet")))
     assert got.equals(want)
+
+
+def member(root, partitions):
+    """A member of a group (no broker) owning these partitions of port.json under ``root``."""
+    st = Settings()
+    st.kafka.topics = {"port.json": "json"}
+    st.sink.root = str(root)
+    st.security.hmac_key = "findings-window-test-key"
+    st.kafka.pipeline_depth = 0
+    st.findings.window_s, st.findings.lateness_s = 300, 60
+    svc = StreamService(st.validate(), metrics=None, install_signals=False)
+    for p in partitions:
+        svc.open_partition("port.json", p)
+    return svc
+
+
+def feed_part(svc, part, rows):
+    b = Batch.from_values([v for *_, v in rows], svc.topic_fmt[np.zeros(len(rows), np.int32)],
+                          sources=svc.topic_names, source_idx=[0] * len(rows), partition=[part] * len(rows),
+                          offset=[o for o, *_ in rows], ts_ms=[t for _, t, _ in rows], keys=[b"k"] * len(rows))
+    svc.handle(b, np.zeros(len(rows), np.int64), [("port.json", part)], 0.0)
+
+
+def test_members_write_their_own_files_and_a_reader_sees_each_finding_whole(tmp_path):
+    """Two members own one partition each; the LOGINK queries of the first window lie on both.
+    Each writes its own file for the window (two rows, one finding_id, part of the evidence
+    each); read back, there is one finding with all of it, as one member owning both writes.
+    A member that takes both partitions over later (a rebalance) closes no window twice."""
+    from flowaudit.detect.windows import read_findings
+
+    p0 = [(0, T0_MS + 10 * S, QUERY), (1, T0_MS + 100 * S, QUERY), (2, T0_MS + 400 * S, PLAIN)]
+    p1 = [(0, T0_MS + 50 * S, QUERY), (1, T0_MS + 200 * S, PLAIN), (2, T0_MS + 420 * S, PLAIN)]
+    root = tmp_path / "group"
+    a, b = member(root, [0]), member(root, [1])
+    feed_part(a, 0, p0)
+    feed_part(b, 1, p1)
+    files = sorted((root / "dataset=findings").rglob("*.parquet"))
+    assert len(files) == 2 and a.findings.tag != b.findings.tag
+    parts = [pq.read_table(f).to_pylist() for f in files]
+    assert sorted(r["messages"] for rows in parts for r in rows) == [1, 2]          # the evidence, split
+    assert len({r["finding_id"] for rows in parts for r in rows}) == 1
+
+    one = member(tmp_path / "one", [0, 1])
+    feed_part(one, 0, p0)
+    feed_part(one, 1, p1)
+    want = read_dataset(one.root, "findings").drop_columns(["date", "hour"]).to_pylist()
+    got, info = read_findings(root)
+    assert got.to_pylist() == want and info["recomputed_windows"] == 1
+    assert want[0]["messages"] == 3
+    assert {(s["partition"], s["offset"]) for s in want[0]["samples"]} == {(0, 0), (0, 1), (1, 0)}
+
+    # a rebalance: both partitions to a new member; the window both closed is not closed again
+    for svc in (a, b):
+        for slot in svc.slots.values():
+            slot.lock.release()
+    before = [f.read_bytes() for f in files]
+    c = member(root, [0, 1])
+    assert c.findings.closed_until == (T0_MS + 300 * S) * 1_000_000
+    feed_part(c, 0, [(3, T0_MS + 800 * S, PLAIN)])
+    feed_part(c, 1, [(3, T0_MS + 800 * S, PLAIN)])
+    assert c.findings.closed_until > (T0_MS + 300 * S) * 1_000_000
+    assert sorted((root / "dataset=findings").rglob("*.parquet")) == files
+    assert [f.read_bytes() for f in files] == before
+    assert read_findings(root)[0].to_pylist() == want

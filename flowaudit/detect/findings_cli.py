@@ -1,5 +1,9 @@
 """``flowaudit findings ROOT``: the findings under a root, worst first (table, JSON lines or CSV).
 
+It correlates the stored ``transfers``, ``hits`` and ``messages`` of every partition itself, so
+it sees each finding whole however many stream members wrote the root (the members' own
+findings files are merged by :func:`flowaudit.detect.windows.read_findings`).
+
 Kept apart from :mod:`flowaudit.detect.findings` so that building the command line does not
 import polars.
 """
@@ -114,7 +118,8 @@ def add_parser(sub) -> None:
                    help="exit 1 when a finding that passes the filters reaches SEVERITY (info, low, medium, high, "
                    "critical)")
     p.add_argument("--write", action="store_true", help="also write the findings dataset under ROOT "
-                   "(one file per window, deterministic names: a re-run replaces or keeps them)")
+                   "(one file per window, deterministic names: a re-run replaces or keeps them; the stream "
+                   "members' own files of the windows are replaced too)")
     p.add_argument("--config", metavar="FILE", help="TOML settings file, the stream's [env FLOWAUDIT_CONFIG]")
     p.add_argument("--window", type=int, metavar="S",
                    help="event-time window, the stream's too (default 300 s) [env FLOWAUDIT_FINDINGS_WINDOW_S]")

@@ -41,12 +41,31 @@ end holds nothing back), so a slow partition keeps a window open.  Late data wit
 lateness is in its window; data beyond it (record time before a closed window's end) is counted
 in ``flowaudit_findings_late_total`` and left out of the findings already written.
 
-Each member of a group closes windows over the partitions it owns: with several members the
-stream's findings are per member, and ``flowaudit findings ROOT`` gives the whole picture.
+**Several members.**  Each member of a group closes windows over the partitions it owns, so a
+finding whose evidence lies in partitions of two members is made twice, each time from part of
+its evidence.  No file is shared between members, and nothing needs a lock between processes:
+
+* a member's files and window state are its own, named by its *member tag* (a hash of the
+  ``topic+partition`` keys it owns): ``findings-<window>-m<tag>.parquet``, and
+  ``<root>/.state/findings/<tag>.json`` (the partitions, ``closed_until``, the intent).  Only
+  the owner of those partitions writes them (partition locks), so a read-merge-replace of a
+  member's own file never races another process.  Each file carries, in its Parquet metadata
+  (``flowaudit.findings.member``), the partitions it covers and the window's cuts;
+* after a rebalance a member's new tag takes up, per owned partition, the latest
+  ``closed_until`` of any state that covered it, and closes the windows from the least of them:
+  nothing a departed member closed is lost, and a window two files cover is resolved when read;
+* :func:`read_findings` (the report, tests) merges: per window, a file whose partitions are a
+  strict subset of another file's is superseded by it; when more than one file remains, the
+  window is correlated again from the stored rows under the union of the files' cuts -- exactly
+  what one member owning all those partitions would have written, one row per ``finding_id``
+  with the evidence combined.  ``flowaudit findings ROOT`` correlates the stored rows itself.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import re
 import threading
 from pathlib import Path
 
@@ -68,6 +87,24 @@ HOUR_NS = 3600 * NS
 MEMORY_BYTES = 512 * 1024 * 1024   # evidence kept in memory before it is dropped for storage reads
 _NEVER = 2**63 - 1
 _NONE = np.zeros(0, np.int64)
+MEMBER_META = b"flowaudit.findings.member"   # Parquet key of a member file's coverage (JSON)
+_MEMBER_FILE = re.compile(r"^findings-(.+?)(?:-m([0-9a-f]{12}))?\.parquet$")
+
+
+def _key(k) -> str:
+    return k if isinstance(k, str) else f"{k[0]}+{k[1]}"
+
+
+def member_tag(keys) -> str:
+    """The tag of a member that owns these partitions (``topic+partition`` or (topic, partition)):
+    the same partitions give the same tag, in any process, before or after a restart."""
+    return hashlib.sha256("\n".join(sorted(_key(k) for k in keys)).encode()).hexdigest()[:12]
+
+
+def member_file(start_ns: int, end_ns: int, tag: str) -> str:
+    """The findings file of the window [start, end) written by the member ``tag``."""
+    name = _f._window_file(start_ns, end_ns)
+    return f"{name[:-len('.parquet')]}-m{tag}.parquet"
 
 
 def _schema(base: pa.Schema, cols) -> pa.Schema:
@@ -135,7 +172,8 @@ class _Part:
 
 class FindingsWindows:
     def __init__(self, root: Path, window_s: int, lateness_s: int, lookback_s: int, inventory=None, model=None,
-                 metrics=None, memory: bool = True, memory_bytes: int = MEMORY_BYTES):
+                 metrics=None, memory: bool = True, memory_bytes: int = MEMORY_BYTES, policy_file: str = "",
+                 severity_model: str = ""):
         if window_s <= 0 or lateness_s < 0 or lookback_s < 0:
             raise ValueError("findings: window_s > 0, lateness_s >= 0 and lookback_s >= 0")
         self.root = Path(root)
@@ -143,14 +181,20 @@ class FindingsWindows:
         self.inventory = inventory or _f.Inventory()
         self.model = model or _f._sev.load()
         self.metrics = metrics
-        self.state_path = self.root / ".state" / "findings.json"
+        # recorded in each findings file, so that a reader can correlate a window again as the stream did
+        self.params = {"window_ns": self.window_ns, "lateness_ns": self.lateness_ns, "lookback_ns": self.lookback_ns,
+                       "policy_file": str(Path(policy_file).resolve()) if policy_file else "",
+                       "severity_model": str(Path(severity_model).resolve()) if severity_model else ""}
         self._seen: dict[tuple[str, int], tuple[int | None, int]] = {}   # key -> (newest record ns, offset)
         self._oldest: dict[tuple[str, int], int] = {}
         self.late = 0
         self.closed = 0
-        state = self._load_state()
-        self.closed_until: int | None = state.get("closed_until")
-        self.pending: dict | None = state.get("closing")
+        # the member: its partitions, its tag, its window state (see :meth:`member`)
+        self._keys: frozenset | None = None
+        self.tag: str | None = None
+        self._active: set[str] = set()
+        self.closed_until: int | None = None
+        self.pending: dict | None = None
         # evidence in memory (see the module docstring); memory=False reads every window from storage
         self.memory = memory
         self.memory_bytes = memory_bytes
@@ -161,22 +205,63 @@ class FindingsWindows:
         self._message_where = pa.array(_f.MESSAGE_WHERE, pa.string())
         self.from_storage = 0                # windows (or their hits) read from storage alone
         self.spills = 0                      # times the evidence outgrew memory_bytes
-        self._last: tuple[int, pa.Table] | None = None   # the last closed window's own rows, as written
+        self._last: tuple[int, str, pa.Table] | None = None   # the last closed window's own rows, as written
 
     # -- state -------------------------------------------------------------------------------
 
-    def _load_state(self) -> dict:
+    @property
+    def state_path(self) -> Path:
+        """This member's window state (before the member is known: the single-member file of
+        earlier versions, read only to carry its ``closed_until`` over)."""
+        if self.tag is None:
+            return self.root / ".state" / "findings.json"
+        return self.root / ".state" / "findings" / f"{self.tag}.json"
+
+    @staticmethod
+    def _load_state(path: Path) -> dict:
         try:
-            doc = orjson.loads(self.state_path.read_bytes())
+            doc = orjson.loads(path.read_bytes())
         except FileNotFoundError:
             return {}
         except (OSError, orjson.JSONDecodeError) as exc:
-            log.error("findings window state %s unreadable (%s): windows restart from the data", self.state_path, exc)
+            log.error("findings window state %s unreadable (%s): windows restart from the data", path, exc)
             return {}
         return doc if isinstance(doc, dict) else {}
 
     def _save_state(self, doc: dict) -> None:
+        if self._keys is not None:
+            doc = dict(doc, partitions=sorted(self._keys))
         replace_atomic(self.state_path, orjson.dumps(doc))
+
+    def member(self, keys) -> None:
+        """The partitions this process owns now (a rebalance changes them).  Its findings files
+        and window state are named by their tag; a new tag closes windows from the least, over
+        its partitions, of the latest ``closed_until`` any member's state recorded for each (a
+        partition no state names yet: the others decide).  Its own unfinished intent, if any, is
+        taken up exactly."""
+        ks = frozenset(_key(k) for k in keys)
+        if not ks or ks == self._keys:
+            return
+        self._keys, self.tag, self._last = ks, member_tag(ks), None
+        own = self._load_state(self.state_path)
+        self.pending = own.get("closing") if isinstance(own.get("closing"), dict) else None
+        if self.pending is not None:
+            self.closed_until = own.get("closed_until")
+            return
+        best: dict[str, int] = {}
+        folder = self.state_path.parent
+        for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            doc = self._load_state(p)
+            cu, parts = doc.get("closed_until"), doc.get("partitions")
+            if isinstance(cu, int) and isinstance(parts, list):
+                for k in parts:
+                    if k in ks:
+                        best[k] = max(best.get(k, cu), cu)
+        if best:
+            self.closed_until = min(best.values())
+        else:   # a root of a version with one state file for the stream
+            cu = self._load_state(self.root / ".state" / "findings.json").get("closed_until")
+            self.closed_until = cu if isinstance(cu, int) else None
 
     # -- event time ----------------------------------------------------------------------------
 
@@ -228,6 +313,7 @@ class FindingsWindows:
 
     def due(self, idle: dict) -> list[int]:
         """Starts of the windows whose end plus the lateness the watermark has passed."""
+        self.member(idle.keys())
         if self.pending is not None:
             return [int(self.pending["start"])]
         wm = self.watermark(idle)
@@ -271,10 +357,16 @@ class FindingsWindows:
         not yet in storage; None: nothing stored) is kept in memory, the rest is in storage.  A
         partition whose log was reset (epoch > 0) keeps older epochs' files, whose offsets can be
         anywhere: it is read from storage."""
+        self._active.add(_key(key))
+        self.member(self._active)
         if not self.memory:
             return
         with self._mu:
             self._parts[f"{key[0]}+{key[1]}"] = _Part(None if epoch else (resume or 0), epoch, sticky=bool(epoch))
+
+    def release(self, key: tuple[str, int]) -> None:
+        """``key`` was revoked: the member's next tag leaves it out (its state stays where it is)."""
+        self._active.discard(_key(key))
 
     def from_storage_only(self, key: tuple[str, int]) -> None:
         """The rows of ``key`` are read from storage until it is activated again (a publish was
@@ -429,12 +521,36 @@ class FindingsWindows:
         end plus the lateness: it precedes that partition's first message with a record time at
         or after it.  That cut depends on the data alone, not on polls, batches or restarts."""
         end = start + self.window_ns
+        if self._keys is None:
+            self.member(flushed)
         if self.pending is not None and int(self.pending["start"]) == start:
             cut = self.pending["cut"]          # a crash between intent and done: the same rows
         else:
             cut = self._cuts(end + self.lateness_ns, flushed)
             self.pending = {"start": start, "cut": cut}
             self._save_state({"closed_until": self.closed_until, "closing": self.pending})
+        previous = self._read_findings(start - self.window_ns)
+        self._last = None    # until this window's file is written: a failed write may have rewritten the last one
+        found = self.correlate_window(start, cut, previous)
+        self._write(found, start, cut)
+        mine = found.filter(pc.equal(found.column("window_start_ns"), start)) if found.num_rows else found
+        self._last = (start, self.tag, mine) if mine.num_rows else None
+        self.closed_until = end
+        self.pending = None
+        self._save_state({"closed_until": end})
+        self.closed += 1
+        if self.memory:
+            self._prune()
+            self._rearm(flushed)
+        if self.metrics:
+            self._count(mine, start)
+        return found
+
+    def correlate_window(self, start: int, cut: dict[str, int], previous: pa.Table | None) -> pa.Table:
+        """The findings of the window at ``start`` from the rows below ``cut`` (memory where it
+        holds them, storage for the rest), with ``previous`` (the window before's findings) for
+        the status: what :meth:`close` writes, and what :func:`read_findings` recomputes."""
+        end = start + self.window_ns
         lo = start - self.lookback_ns
         trusted = (lo >= _MIN_TS_MS * MS and end + self.lateness_ns <= _MAX_TS_MS * MS)
         use_memory = self.memory and trusted
@@ -454,24 +570,53 @@ class FindingsWindows:
             if use_memory and hits is not None and hits.num_rows and not self._versions_shown(hits, cut, lo):
                 self.from_storage += 1   # a catalog version only storage shows: the window's hits from there
                 hits = self._gather("hits", lo, end, cut, topics, False)
-        previous = self._read_findings(start - self.window_ns)
-        self._last = None    # until this window's file is written: a failed write may have rewritten the last one
-        found = _f.correlate(transfers if transfers is not None else TRANSFERS.empty_table(), hits, messages,
-                             window_ns=self.window_ns, lookback_ns=self.lookback_ns, window_start_ns=start,
-                             inventory=self.inventory, model=self.model, previous=previous, watermark_ns=end)
-        _f.write_findings(self.root, found, prune=False)
-        mine = found.filter(pc.equal(found.column("window_start_ns"), start)) if found.num_rows else found
-        self._last = (start, mine) if mine.num_rows else None
-        self.closed_until = end
-        self.pending = None
-        self._save_state({"closed_until": end})
-        self.closed += 1
-        if self.memory:
-            self._prune()
-            self._rearm(flushed)
-        if self.metrics:
-            self._count(mine, start)
-        return found
+        return _f.correlate(transfers if transfers is not None else TRANSFERS.empty_table(), hits, messages,
+                            window_ns=self.window_ns, lookback_ns=self.lookback_ns, window_start_ns=start,
+                            inventory=self.inventory, model=self.model, previous=previous, watermark_ns=end)
+
+    def _write(self, found: pa.Table, start: int, cut: dict[str, int]) -> None:
+        """This member's findings files: one per window of ``found`` (the window at ``start`` and
+        the earlier one whose findings it closes), each merged with the file's rows of other
+        ``finding_id`` s and replaced atomically (hidden temp file, fsync, rename, fsync of the
+        folder).  Only this member writes these names.  The window's file records the partitions
+        it covers and their cuts; an earlier window's file keeps what it recorded."""
+        import pyarrow.parquet as pq
+
+        from ..datasets import FINDINGS
+        from ..sinks.parquet import _write_durable, fsync_dir, makedirs
+
+        if not found.num_rows:
+            return
+        base = self.root / "dataset=findings"
+        mine = orjson.dumps(dict(self.params, partitions=sorted(self._keys or cut), cut=cut, start=start))
+        keys = sorted(set(zip(found.column("window_start_ns").to_pylist(), found.column("window_end_ns").to_pylist())))
+        for s, e in keys:
+            part = found.filter(pc.and_(pc.equal(found["window_start_ns"], s), pc.equal(found["window_end_ns"], e)))
+            final = base / member_file(s, e, self.tag)
+            old = old_meta = None
+            if final.exists():
+                try:
+                    old = pq.read_table(final, schema=FINDINGS)
+                    old_meta = (pq.read_schema(final).metadata or {}).get(MEMBER_META)
+                except Exception:  # noqa: BLE001 - unreadable: replaced
+                    old = None
+                if old is not None:
+                    rest = old.filter(pc.invert(pc.is_in(old["finding_id"], value_set=part["finding_id"])))
+                    if rest.num_rows:
+                        part = pa.concat_tables([rest, part]).unify_dictionaries().combine_chunks()
+                        part = part.take(pc.sort_indices(part, [("finding_id", "ascending")]))
+            meta = mine if s == start or old_meta is None else old_meta
+            if old is not None and old.equals(part) and old_meta == meta:
+                continue
+            part = part.replace_schema_metadata({**FINDINGS.metadata, MEMBER_META: meta})
+            makedirs(final.parent)
+            tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+            try:
+                _write_durable(part, tmp, "zstd", 65536)
+                os.replace(tmp, final)
+            finally:
+                tmp.unlink(missing_ok=True)
+            fsync_dir(final.parent)
 
     def _versions_shown(self, hits: pa.Table, cut: dict, lo_ns: int, more: set = frozenset()) -> bool:
         """Whether every catalog version of the hits kept in memory (evidence or not), and those
@@ -682,16 +827,128 @@ class FindingsWindows:
     def _read_findings(self, start: int) -> pa.Table | None:
         """The findings file of the window at ``start``: the rows this process just wrote there
         when it closed that window last (a file is written, or kept, only with exactly them)."""
-        if self._last is not None and self._last[0] == start and start >= 0:
-            return self._last[1]
+        if self._last is not None and self._last[:2] == (start, self.tag) and start >= 0:
+            return self._last[2]
         base = self.root / "dataset=findings"
-        if start < 0 or not base.is_dir():
+        if start < 0 or not base.is_dir() or self.tag is None:
             return None
-        p = base / _f._window_file(start, start + self.window_ns)
+        p = base / member_file(start, start + self.window_ns, self.tag)
         if not p.is_file():
             return None
         import pyarrow.parquet as pq
         return pq.read_table(p, schema=_f.FINDINGS)
+
+
+def read_findings(root: str | Path, *, inventory=None, model=None) -> tuple[pa.Table, dict]:
+    """The findings dataset under ``root`` as one table, one row per ``finding_id``, whatever
+    members wrote it (see the module docstring): per window, a file that covers a strict subset
+    of another file's partitions is superseded (a file without a member tag -- ``flowaudit
+    findings --write``, an audit -- covers every partition); when several files remain, the
+    window is correlated again from the stored rows under the union of their cuts, with the
+    merged previous window for the status, and a finding a member had closed stays closed
+    unless the merged next window goes on with it.  ``inventory`` / ``model``: the application
+    inventory and severity model to correlate with (default: the files the stream recorded).
+    Returns the table and counts (files, members, superseded, recomputed windows)."""
+    import pyarrow.parquet as pq
+
+    from ..datasets import FINDINGS
+
+    base = Path(root) / "dataset=findings"
+    info = {"files": 0, "members": 0, "superseded": 0, "recomputed_windows": 0}
+    if not base.is_dir():
+        return FINDINGS.empty_table(), info
+    windows: dict[tuple[int, int], list] = {}
+    tags = set()
+    for p in sorted(base.glob("date=*/hour=*/findings-*.parquet")):
+        m = _MEMBER_FILE.match(p.name)
+        if m is None:
+            continue
+        t = pq.read_table(p, schema=FINDINGS)
+        info["files"] += 1
+        cover, meta = None, None            # None: every partition
+        if m.group(2):
+            tags.add(m.group(2))
+            try:
+                meta = orjson.loads((pq.read_schema(p).metadata or {})[MEMBER_META])
+                cover = frozenset(meta["partitions"])
+            except (KeyError, TypeError, orjson.JSONDecodeError):
+                log.error("findings file %s does not record its partitions: read as it is", p)
+                cover, meta = frozenset({m.group(2)}), None
+        for s_, e_ in sorted(set(zip(t.column("window_start_ns").to_pylist(), t.column("window_end_ns").to_pylist()))):
+            rows = t.filter(pc.and_(pc.equal(t["window_start_ns"], s_), pc.equal(t["window_end_ns"], e_)))
+            windows.setdefault((s_, e_), []).append((cover, meta, rows))
+    info["members"] = len(tags)
+    result: dict[tuple[int, int], pa.Table] = {}
+    closed_by: dict[tuple[int, int], set] = {}
+    engines: dict = {}
+    for w in sorted(windows):
+        entries = windows[w]
+        whole = [x for x in entries if x[0] is None]
+        chosen = whole[:1] or [x for x in entries if not any(x[0] < y[0] for y in entries)]
+        info["superseded"] += len(entries) - len(chosen)
+        if len(chosen) == 1 or any(x[1] is None for x in chosen) or w[1] <= 0:
+            t = pa.concat_tables([x[2] for x in chosen]) if len(chosen) > 1 else chosen[0][2]
+            result[w] = _first_per_id(t) if len(chosen) > 1 else t
+            continue
+        start, win = w[0], w[1] - w[0]
+        cut: dict[str, int] = {}
+        for _, meta, _ in chosen:
+            for k, v in meta["cut"].items():
+                cut[k] = max(cut.get(k, v), v)
+        prm = chosen[0][1]
+        sig = (win, prm.get("lateness_ns", 0), prm.get("lookback_ns", 0), prm.get("policy_file", ""),
+               prm.get("severity_model", ""))
+        fw = engines.get(sig)
+        if fw is None:
+            inv = inventory if inventory is not None else _f.load_inventory(_existing(sig[3]))
+            mod = model if model is not None else _f._sev.load(_existing(sig[4]))
+            fw = engines[sig] = FindingsWindows(root, win // NS, sig[1] // NS, sig[2] // NS, inventory=inv, model=mod,
+                                                memory=False)
+        prev_w = (start - win, start)
+        found = fw.correlate_window(start, cut, result.get(prev_w))
+        ws = found.column("window_start_ns")
+        result[w] = found.filter(pc.equal(ws, start))
+        again = found.filter(pc.equal(ws, start - win))   # the window before's findings it closes
+        if again.num_rows and prev_w in result:
+            old = result[prev_w]
+            keep = old.filter(pc.invert(pc.is_in(old["finding_id"], value_set=again["finding_id"])))
+            result[prev_w] = pa.concat_tables([keep, again])
+        closed_by[w] = {r["finding_id"] for x in chosen
+                        for r in x[2].select(["finding_id", "status"]).to_pylist() if r["status"] == "closed"}
+        info["recomputed_windows"] += 1
+    for w, fids in closed_by.items():
+        if not fids:
+            continue
+        nxt = result.get((w[1], 2 * w[1] - w[0]))
+        going = set() if nxt is None else {(r["platform"], r["rule"], r["entity"]) for r in
+                                           nxt.select(["platform", "rule", "entity"]).to_pylist()}
+        rows = result[w].to_pylist()
+        for r in rows:
+            if r["finding_id"] in fids and (r["platform"], r["rule"], r["entity"]) not in going:
+                r["status"] = "closed"
+        result[w] = pa.Table.from_pylist(rows, schema=FINDINGS)
+    if not result:
+        return FINDINGS.empty_table(), info
+    t = pa.concat_tables([x.cast(FINDINGS) if x.schema != FINDINGS else x for x in result.values()])
+    return t.take(pc.sort_indices(t, [("window_start_ns", "ascending"), ("finding_id", "ascending")])), info
+
+
+def _existing(path: str) -> str | None:
+    if path and not Path(path).is_file():
+        log.warning("findings: %s, recorded by the stream, is not there: the default is used", path)
+        return None
+    return path or None
+
+
+def _first_per_id(t: pa.Table) -> pa.Table:
+    """One row per finding_id, a closed one first (files that cannot be merged any better)."""
+    best: dict[str, int] = {}
+    status = [str(x) for x in t.column("status").to_pylist()]
+    for i, fid in enumerate(t.column("finding_id").to_pylist()):
+        j = best.get(fid)
+        if j is None or (status[i] == "closed" and status[j] != "closed"):
+            best[fid] = i
+    return t.take(pa.array(sorted(best.values()), pa.int64()))
 
 
 def _only(t: pa.Table, only: dict[str, np.ndarray]) -> pa.Table:

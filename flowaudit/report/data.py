@@ -121,8 +121,11 @@ def _read_findings(root: Path) -> tuple[pa.Table, dict]:
     has none but has transfers (noted in the method)."""
     d = _dataset(root, "findings")
     if d is not None:
-        t = d.to_table(columns=[f.name for f in FINDINGS if f.name in d.schema.names])
-        origin = {"source": "dataset", "files": len(d.files)}
+        # the stream's members write a file each per window: merged, one row per finding_id
+        from ..detect.windows import read_findings
+
+        t, merged = read_findings(root)
+        origin = {"source": "dataset", "files": merged["files"]}
     elif (root / "dataset=transfers").is_dir():
         t = correlate_root(root, window_ns=300 * 1_000_000_000)
         origin = {"source": "computed", "files": 0,
