@@ -586,6 +586,28 @@ def _window_file(start_ns: int, end_ns: int) -> str:
     return f"date={t:%Y-%m-%d}/hour={t:%H}/findings-{t:%Y%m%dT%H%M%S}Z-{(end_ns - start_ns) // 1_000_000_000}s.parquet"
 
 
+def merge_by_finding_id(old: pa.Table, part: pa.Table) -> pa.Table:
+    """``part`` plus the rows of ``old`` whose ``finding_id`` it does not have, sorted by id."""
+    rest = old.filter(pc.invert(pc.is_in(old["finding_id"], value_set=part["finding_id"])))
+    if not rest.num_rows:
+        return part
+    part = pa.concat_tables([rest, part]).unify_dictionaries().combine_chunks()
+    return part.take(pc.sort_indices(part, [("finding_id", "ascending")]))
+
+
+def publish_findings_file(part: pa.Table, final: Path) -> None:
+    """Write ``part`` to ``final`` durably: a temporary file, fsync, rename, fsync the folder."""
+    from ..sinks.parquet import _write_durable, fsync_dir, makedirs
+    makedirs(final.parent)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    try:
+        _write_durable(part, tmp, "zstd", 65536)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(final.parent)
+
+
 def write_findings(root: str | Path, findings: pa.Table, prune: bool = True) -> dict:
     """Write one file per window under ``root/dataset=findings`` with deterministic names.
 
@@ -597,7 +619,7 @@ def write_findings(root: str | Path, findings: pa.Table, prune: bool = True) -> 
     stay in its file: the rows given replace the file's rows of the same ``finding_id``.
     Returns counts: written, kept, removed.
     """
-    from ..sinks.parquet import _write_durable, fsync_dir, makedirs
+    from ..sinks.parquet import fsync_dir
     import pyarrow.parquet as pq
 
     base = Path(root) / "dataset=findings"
@@ -616,21 +638,11 @@ def write_findings(root: str | Path, findings: pa.Table, prune: bool = True) -> 
                 except Exception:  # noqa: BLE001 - unreadable: replace it
                     old = None
                 if old is not None and not prune:
-                    rest = old.filter(pc.invert(pc.is_in(old["finding_id"], value_set=part["finding_id"])))
-                    if rest.num_rows:
-                        part = pa.concat_tables([rest, part]).unify_dictionaries().combine_chunks()
-                        part = part.take(pc.sort_indices(part, [("finding_id", "ascending")]))
+                    part = merge_by_finding_id(old, part)
                 if old is not None and old.equals(part):
                     counts["kept"] += 1
                     continue
-            makedirs(final.parent)
-            tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-            try:
-                _write_durable(part, tmp, "zstd", 65536)
-                os.replace(tmp, final)
-            finally:
-                tmp.unlink(missing_ok=True)
-            fsync_dir(final.parent)
+            publish_findings_file(part, final)
             counts["written"] += 1
     if prune and base.is_dir():
         for p in base.glob("date=*/hour=*/findings-*.parquet"):

@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 import threading
 from pathlib import Path
@@ -583,7 +582,6 @@ class FindingsWindows:
         import pyarrow.parquet as pq
 
         from ..datasets import FINDINGS
-        from ..sinks.parquet import _write_durable, fsync_dir, makedirs
 
         if not found.num_rows:
             return
@@ -601,22 +599,11 @@ class FindingsWindows:
                 except Exception:  # noqa: BLE001 - unreadable: replaced
                     old = None
                 if old is not None:
-                    rest = old.filter(pc.invert(pc.is_in(old["finding_id"], value_set=part["finding_id"])))
-                    if rest.num_rows:
-                        part = pa.concat_tables([rest, part]).unify_dictionaries().combine_chunks()
-                        part = part.take(pc.sort_indices(part, [("finding_id", "ascending")]))
+                    part = _f.merge_by_finding_id(old, part)
             meta = mine if s == start or old_meta is None else old_meta
             if old is not None and old.equals(part) and old_meta == meta:
                 continue
-            part = part.replace_schema_metadata({**FINDINGS.metadata, MEMBER_META: meta})
-            makedirs(final.parent)
-            tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-            try:
-                _write_durable(part, tmp, "zstd", 65536)
-                os.replace(tmp, final)
-            finally:
-                tmp.unlink(missing_ok=True)
-            fsync_dir(final.parent)
+            _f.publish_findings_file(part.replace_schema_metadata({**FINDINGS.metadata, MEMBER_META: meta}), final)
 
     def _versions_shown(self, hits: pa.Table, cut: dict, lo_ns: int, more: set = frozenset()) -> bool:
         """Whether every catalog version of the hits kept in memory (evidence or not), and those
