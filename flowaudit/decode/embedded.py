@@ -132,7 +132,6 @@ def merge(res: FormatResult, E: np.ndarray, ebuf: np.ndarray, sel: np.ndarray, o
     docstring); ``outer`` names the outer kind for the ``layer`` column (``json-field``,
     ``xml-text``).  The result's ``layer_values`` lists ``(outer batch index, bytes)`` of every
     value found inside a field layer (not the bare interchanges, whose bytes are in the message)."""
-    outer = outer.split(">")[0]      # the older call named the format too: "json-field>edifact"
     flags = getattr(res, "flags", None)
     if E.shape[0] == 0:
         return res

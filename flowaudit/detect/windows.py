@@ -897,9 +897,7 @@ def read_findings(root: str | Path, *, inventory=None, model=None) -> tuple[pa.T
         result[w] = found.filter(pc.equal(ws, start))
         again = found.filter(pc.equal(ws, start - win))   # the window before's findings it closes
         if again.num_rows and prev_w in result:
-            old = result[prev_w]
-            keep = old.filter(pc.invert(pc.is_in(old["finding_id"], value_set=again["finding_id"])))
-            result[prev_w] = pa.concat_tables([keep, again])
+            result[prev_w] = _f.merge_by_finding_id(result[prev_w], again)
         closed_by[w] = {r["finding_id"] for x in chosen
                         for r in x[2].select(["finding_id", "status"]).to_pylist() if r["status"] == "closed"}
         info["recomputed_windows"] += 1
