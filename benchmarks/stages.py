@@ -341,12 +341,14 @@ def _classifier():
 
 
 def _write_parquet(tables, compression: str, row_group_size: int) -> int:
+    """Parquet bytes in memory, with the options of the service's sink."""
     import pyarrow.parquet as pq
+
+    from flowaudit.datasets import parquet_options
     n = 0
     for t in tables:
         b = io.BytesIO()
-        pq.write_table(t, b, compression=None if compression == "none" else compression,
-                       row_group_size=row_group_size)
+        pq.write_table(t, b, **parquet_options(t.schema, compression, row_group_size))
         n += b.tell()
     return n
 

@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from . import catalog as _catalog
 from . import quarantine as _quarantine
-from .datasets import HITS, MESSAGES, SCHEMA_VERSION
+from .datasets import HITS, MESSAGES, SCHEMA_VERSION, dictionary_array
 from .decode import (FLAG_BITS, FMT_EDIFACT, FMT_FLAT, FMT_JSON, FMT_UNKNOWN, FMT_X12, FMT_XML, FORMAT_CODES,
                      FORMAT_NAMES, REASON_CODES, REASONS, TELEMETRY_NAMES, FormatResult)
 from .decode import layers as _layers
@@ -117,8 +117,7 @@ class BatchResult:
 
 
 def _dict_array(indices: np.ndarray, names: list[str]) -> pa.DictionaryArray:
-    return pa.DictionaryArray.from_arrays(pa.array(indices.astype(np.int32), type=pa.int32()),
-                                          pa.array(names, type=pa.string()))
+    return dictionary_array(indices, pa.array(names, type=pa.string()))
 
 
 def _const_dict(value: str, n: int) -> pa.DictionaryArray:
@@ -600,10 +599,10 @@ class Classifier:
             per_hit = [a[order] for a in per_hit]
         h_idx, cls_a, loc_a, pid, uid, valid_a, conf_a, start_a, end_a, sub_a, fmt_h, lay_a, salv_a = per_hit
         base = batch.offsets[h_idx]
-        masked = pa.DictionaryArray.from_arrays(pa.array(pid.astype(np.int32), pa.int32()), masked_u)
-        keyed = pa.DictionaryArray.from_arrays(pa.array(pid.astype(np.int32), pa.int32()), keyed_u)
+        masked = dictionary_array(pid, masked_u)
+        keyed = dictionary_array(pid, keyed_u)
         if raw_u is not None:
-            raw = pa.DictionaryArray.from_arrays(pa.array(uid.astype(np.int32), pa.int32()), raw_u)
+            raw = dictionary_array(uid, raw_u)
         else:
             raw = pa.nulls(uid.size, HITS.field("value_raw").type)
         m = h_idx.size

@@ -48,6 +48,7 @@ import string
 import numpy as np
 import pyarrow as pa
 
+from .datasets import dictionary_array
 from .kernels import dedupe as _dd
 from .kernels import hmac as _hk
 from .kernels import mask as _mk
@@ -401,8 +402,7 @@ class Protector:
         enc = arr.dictionary_encode()
         buf, off = binary_buffers(enc.dictionary)
         masked, keyed = self.protect_slices(buf, off[:-1], off[1:])
-        cols = [pa.DictionaryArray.from_arrays(enc.indices, masked),
-                pa.DictionaryArray.from_arrays(enc.indices, keyed)]
+        cols = [dictionary_array(enc.indices, masked), dictionary_array(enc.indices, keyed)]
         cols.append(arr if self.raw else pa.nulls(len(arr), pa.binary()))
         return cols
 

@@ -2,8 +2,9 @@
 
 ``_reference_hits_table`` is ``Classifier._hits_table`` as it was before the values were masked
 and keyed in kernels (flowaudit/protect.py's Python rules and ``hmac.digest`` per distinct value,
-``pa.array`` from Python lists).  The only change to it is the fix of ``hit_counts``, which
-paired each hit's format after the reorder with its class before it.  Tables are compared with
+``pa.array`` from Python lists).  The only changes to it are the fix of ``hit_counts``, which
+paired each hit's format after the reorder with its class before it, and dictionaries with each
+value once (``flowaudit.datasets.dictionary_array``; masks collide).  Tables are compared with
 ``Table.equals`` (same dictionaries, same indices), on the real corpus and synthetic traffic.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pyarrow as pa
 import pytest
 
 from flowaudit import synth
-from flowaudit.datasets import HITS
+from flowaudit.datasets import HITS, dictionary_array
 from flowaudit.decode import FMT_EDIFACT, FMT_JSON, FMT_X12, FMT_XML, FORMAT_NAMES
 from flowaudit.detect.egress import EgressDetector
 from flowaudit.kernels.dedupe import unique_slices
@@ -89,12 +90,11 @@ def _reference_hits_table(self, batch, parts, status, fmt, msg_type, type_names,
         p_cls = cls_a[first_pair]
     masked_u, keyed_u = self.protector.protect_many(p_val, [self._class_names[c] for c in p_cls.tolist()])
     pids = pa.array(np.asarray(pid).astype(np.int32), pa.int32())
-    masked = pa.DictionaryArray.from_arrays(pids, pa.array(masked_u, pa.string()))
-    keyed = pa.DictionaryArray.from_arrays(pids, pa.array(keyed_u, pa.binary(32)))
+    masked = dictionary_array(pids, pa.array(masked_u, pa.string()))
+    keyed = dictionary_array(pids, pa.array(keyed_u, pa.binary(32)))
     ids = pa.array(uid.astype(np.int32), pa.int32())
     if self.protector.raw:
-        raw = pa.DictionaryArray.from_arrays(ids, pa.array([v.decode("utf-8", errors="replace") for v in distinct],
-                                                           pa.string()))
+        raw = dictionary_array(ids, pa.array([v.decode("utf-8", errors="replace") for v in distinct], pa.string()))
     else:
         raw = pa.nulls(uid.size, HITS.field("value_raw").type)
     m = h_idx.size
@@ -153,6 +153,11 @@ def _same(classifiers, batch: Batch, raw: bool = False):
     assert new._recipients == ref._recipients
     assert a.messages.column("key_masked").equals(b.messages.column("key_masked"))
     assert a.messages.column("key_hmac").equals(b.messages.column("key_hmac"))
+    for t in (a.hits, a.messages):                      # each value once in every dictionary
+        for f in t.schema:
+            if pa.types.is_dictionary(f.type):
+                for ch in t.column(f.name).chunks:
+                    assert len(ch.dictionary.unique()) == len(ch.dictionary), f.name
     return a
 
 
@@ -212,3 +217,36 @@ def test_key_columns_equal_the_python_reference():
     assert keyed.equals(pa.DictionaryArray.from_arrays(enc.indices, pa.array(k, pa.binary(32))))
     assert raw.null_count == len(keys)
     assert p.key_columns([])[0].to_pylist() == [] and p.key_columns([None])[1].to_pylist() == [None]
+
+
+def test_dictionary_array_keeps_values_and_nulls():
+    values = pa.array(["a", "b", "a", "c", "b"], pa.string())
+    idx = pa.array([0, None, 2, 4, 3, 1], pa.int32())
+    d = dictionary_array(idx, values)
+    assert d.to_pylist() == ["a", None, "a", "b", "c", "b"]
+    assert d.dictionary.to_pylist() == ["a", "b", "c"]
+    same = dictionary_array(np.array([1, 0]), pa.array(["x", "y"]))
+    assert same.dictionary.to_pylist() == ["x", "y"] and same.to_pylist() == ["y", "x"]
+
+
+def test_hits_files_are_the_same_bytes_every_time(classifiers, tmp_path):
+    """Parquet's writer gives different bytes for the same rows when a dictionary holds a value
+    twice (masks collide); with unique dictionaries a replay writes identical files."""
+    import pyarrow.parquet as pq
+
+    from flowaudit.datasets import parquet_options
+    msgs = list(synth.generate(seed=5, n=1500))
+    r = classifiers[False][0].run(Batch.from_values([m.value for m in msgs], [FMT[m.format] for m in msgs]))
+    masked = r.hits.column("value_masked").combine_chunks()
+    assert len(masked.dictionary) < len(set(r.hits.column("value_hmac").to_pylist()))   # masks did collide
+    got = set()
+    for i in range(6):
+        pq.write_table(r.hits, tmp_path / f"{i}.parquet", **parquet_options(r.hits.schema))
+        got.add((tmp_path / f"{i}.parquet").read_bytes())
+    assert len(got) == 1
+    back = pq.read_table(tmp_path / "0.parquet")
+    assert back.to_pylist() == r.hits.to_pylist()
+    md = pq.ParquetFile(tmp_path / "0.parquet").metadata.row_group(0)
+    names = [md.column(i).path_in_schema for i in range(md.num_columns)]
+    assert md.column(names.index("ts_ms")).statistics is not None
+    assert md.column(names.index("value_hmac")).statistics is None

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..datasets import FLOWS, SCHEMA_VERSION
+from ..datasets import FLOWS, SCHEMA_VERSION, dictionary_array
 from ..sinks.parquet import _write_durable, fsync_dir, hour_dir, hour_keys, makedirs, replace_atomic
 from .inputs import InputError, Unit, time_unit_ms
 
@@ -458,17 +458,8 @@ def unique_dictionaries(table: pa.Table) -> pa.Table:
     for i, f in enumerate(table.schema):
         if not pa.types.is_dictionary(f.type):
             continue
-        chunks = []
-        changed = False
-        for ch in table.column(i).chunks:
-            d = ch.dictionary
-            enc = d.dictionary_encode()
-            if len(enc.dictionary) == len(d):
-                chunks.append(ch)
-                continue
-            changed = True
-            idx = enc.indices.take(ch.indices)
-            chunks.append(pa.DictionaryArray.from_arrays(idx.cast(f.type.index_type), enc.dictionary))
+        chunks = [dictionary_array(ch.indices, ch.dictionary) for ch in table.column(i).chunks]
+        changed = any(len(a.dictionary) != len(b.dictionary) for a, b in zip(chunks, table.column(i).chunks))
         if changed:
             table = table.set_column(i, f, pa.chunked_array(chunks, f.type))
     return table

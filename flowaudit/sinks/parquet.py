@@ -61,7 +61,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..datasets import SCHEMAS
+from ..datasets import SCHEMAS, parquet_options
 
 COMMIT_DATASET = "messages"   # published last in every file set: its presence commits the set
 _MIN_TS_MS = 946_684_800_000      # 2000-01-01
@@ -225,8 +225,7 @@ def _write_durable(table: pa.Table, tmp: Path, compression: str, row_group_size:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     os.close(fd)
     os.chmod(tmp, FILE_MODE)
-    pq.write_table(table, tmp, compression=None if compression == "none" else compression,
-                   row_group_size=row_group_size)
+    pq.write_table(table, tmp, **parquet_options(table.schema, compression, row_group_size))
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)
