@@ -34,7 +34,7 @@ from .decode import layers as _layers
 from .integrity import DEFAULT_ENTRIES, Seen, flags_array, origins
 from .kernels.dedupe import unique_pairs, unique_slices
 from .kernels.digest import payload_hash
-from .protect import Protector, gather_strings, rules_of
+from .protect import Protector, gather_strings, mask_slices, rules_of
 
 FMT_AUTO = 255
 _PENDING = -1   # status of a layered message between the layers pre-pass and its classification
@@ -117,6 +117,9 @@ class BatchResult:
 
 
 def _dict_array(indices: np.ndarray, names: list[str]) -> pa.DictionaryArray:
+    if len(set(names)) == len(names):
+        return pa.DictionaryArray.from_arrays(pa.array(indices.astype(np.int32), pa.int32()),
+                                              pa.array(names, type=pa.string()))
     return dictionary_array(indices, pa.array(names, type=pa.string()))
 
 
@@ -523,8 +526,9 @@ class Classifier:
     def _hits_table(self, batch, parts, status, fmt, msg_type, type_names, layer_names=("",)):
         """The hits rows, in message order: provenance, where, masked + keyed value (raw on opt-in).
 
-        Every distinct (value, class) is masked and keyed once, in the kernels, straight from the
-        kernels' value buffer (flowaudit/protect.py: ``Protector.protect_slices``); the Arrow
+        Every distinct (value, class) is masked once and every distinct value keyed once, in the
+        kernels, straight from the kernels' value buffer (flowaudit/protect.py: ``mask_slices``,
+        ``Protector.hmac_slices``); the Arrow
         columns are built from arrays, with no Python object per hit or per value."""
         if not parts:
             return HITS.empty_table(), np.zeros(0, np.int64), {}
@@ -578,8 +582,10 @@ class Classifier:
         p_rows = keep_all[first_pair]
         p_cls = cls_a[first_pair]
         rule, param = self._mask_rules()
-        masked_u, keyed_u = self.protector.protect_slices(vbuf, voff[p_rows], voff[p_rows + 1], rule[p_cls],
-                                                          param[p_cls])
+        # the mask depends on the class, the HMAC only on the bytes: keyed once per distinct value,
+        # so the keyed dictionary has each value once without a look at the digests
+        masked_u = mask_slices(vbuf, voff[p_rows], voff[p_rows + 1], rule[p_cls], param[p_cls])
+        keyed_u = self.protector.hmac_slices(vbuf, voff[rows], voff[rows + 1])
         raw_u = gather_strings(vbuf, voff[rows], voff[rows + 1]) if self.protector.raw else None
         # hit counts do not depend on the row order
         ncls = len(self._class_names)
@@ -600,7 +606,7 @@ class Classifier:
         h_idx, cls_a, loc_a, pid, uid, valid_a, conf_a, start_a, end_a, sub_a, fmt_h, lay_a, salv_a = per_hit
         base = batch.offsets[h_idx]
         masked = dictionary_array(pid, masked_u)
-        keyed = dictionary_array(pid, keyed_u)
+        keyed = pa.DictionaryArray.from_arrays(pa.array(uid.astype(np.int32), pa.int32()), keyed_u)
         if raw_u is not None:
             raw = dictionary_array(uid, raw_u)
         else:
