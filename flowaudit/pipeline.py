@@ -123,6 +123,13 @@ def _dict_array(indices: np.ndarray, names: list[str]) -> pa.DictionaryArray:
     return dictionary_array(indices, pa.array(names, type=pa.string()))
 
 
+def _recipient_where(location: str) -> str:
+    """The watchlist's ``seen_where`` of an interchange recipient id found at ``location``."""
+    return ("EDI_UNB" if location.startswith("UNB") else "X12_ISA" if location.startswith("ISA")
+            else "X12_GS" if location.startswith("GS") else "JSON_PATH" if location.startswith("$")
+            else "XML_ELEMENT")
+
+
 def _const_dict(value: str, n: int) -> pa.DictionaryArray:
     return _dict_array(np.zeros(n, np.int32), [value])
 
@@ -567,14 +574,13 @@ class Classifier:
         keep_all = np.concatenate(keeps).astype(np.int64)
         uid, first = unique_slices(vbuf, voff, keep_all)
         rows = keep_all[first]                  # the value row of each distinct value
-        if self.egress is not None:  # interchange recipients, for the watchlist's EDI party ids
-            for k in np.flatnonzero(cls_a == self._recipient_code):
-                where = loc_names[loc_a[k]]
-                where = ("EDI_UNB" if where.startswith("UNB") else "X12_ISA" if where.startswith("ISA")
-                         else "X12_GS" if where.startswith("GS") else "JSON_PATH" if where.startswith("$")
-                         else "XML_ELEMENT")
-                r = rows[uid[k]]
-                self._recipients.append((int(h_idx[k]), vbuf[voff[r]:voff[r + 1]].tobytes().decode("latin-1"), where))
+        ks = np.flatnonzero(cls_a == self._recipient_code) if self.egress is not None else ()
+        if len(ks):  # interchange recipients, for the watchlist's EDI party ids
+            wheres = [_recipient_where(name) for name in loc_names]
+            us, inv = np.unique(uid[ks], return_inverse=True)      # each distinct id decoded once
+            texts = [vbuf[voff[r]:voff[r + 1]].tobytes().decode("latin-1") for r in rows[us].tolist()]
+            self._recipients.extend(zip(h_idx[ks].tolist(), [texts[i] for i in inv.ravel().tolist()],
+                                        [wheres[x] for x in loc_a[ks].tolist()]))
         # the mask depends on the data class: one entry per distinct (value, class), which is one
         # per distinct value unless the same bytes were found as two classes; numbered as
         # np.unique(uid * classes + class) numbers them
