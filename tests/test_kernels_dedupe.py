@@ -36,6 +36,21 @@ def test_matches_reference(values, data):
     assert uid.tolist() == ruid and first.tolist() == rfirst
 
 
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(600, 5000))
+def test_matches_reference_while_the_table_grows(seed, n):
+    """Thousands of distinct values of every length around the 8-byte steps: the table is
+    rehashed several times on the way (it starts at 1024 slots)."""
+    rng = np.random.default_rng(seed)
+    values = [bytes(rng.integers(0, 4, rng.integers(0, 20)).astype(np.uint8)) for _ in range(n)]
+    buf, off = layout(values)
+    idx = rng.integers(0, n, 2 * n).astype(np.int64)
+    uid, first = unique_slices(buf, off, idx)
+    ruid, rfirst = reference(values, idx.tolist())
+    assert uid.tolist() == ruid and first.tolist() == rfirst
+    assert len(rfirst) > 512 or n < 1000
+
+
 def test_colliding_prefixes_and_empty_values():
     values = [b"MSCU1234565", b"", b"MSCU1234565", b"MSCU123456", b"", b"A"]
     buf, off = layout(values)
