@@ -331,3 +331,24 @@ def test_many_windows_equal_one_call_per_window():
     assert sum(r["occurrences"] for r in batch.to_pylist()) > 0
     statuses = [r["status"] for r in batch.to_pylist() if r["entity"] == "192.0.2.130"]
     assert statuses == ["new"] + ["ongoing"] * 5
+
+
+def test_hmac_ids_identify_values_in_dictionary_and_plain_chunks():
+    """The distinct-value counts use the first eight bytes of each HMAC: the same for a value in a
+    dictionary chunk (in memory) and a plain one (read back from Parquet), as many ids as values."""
+    import hashlib
+
+    import numpy as np
+    import pyarrow as pa
+
+    from flowaudit.detect.findings import _hmac_ids
+    digests = [hashlib.sha256(b"v%d" % i).digest() for i in range(50)]
+    rows = [digests[i % 7] for i in range(40)] + [digests[i] for i in range(10, 50)]
+    plain = pa.array(rows, pa.binary(32))
+    coded = pa.DictionaryArray.from_arrays(pa.array([i % 7 for i in range(40)], pa.int32()),
+                                           pa.array(digests[:7], pa.binary(32)))
+    ids = np.concatenate([_hmac_ids(pa.chunked_array([coded])), _hmac_ids(pa.chunked_array([plain.slice(40)]))])
+    want = np.array([int.from_bytes(d[:8], "little", signed=True) for d in rows], np.int64)
+    assert ids.tolist() == want.tolist()
+    assert len(set(ids.tolist())) == len(set(rows)) == 47
+    assert _hmac_ids(pa.chunked_array([plain])).tolist() == want.tolist()

@@ -190,6 +190,26 @@ def _classify_rows(T: pl.DataFrame, window_ns: int, inv: Inventory) -> pl.DataFr
             .pipe(_collect))
 
 
+def _hmac_ids(col: pa.ChunkedArray) -> np.ndarray:
+    """int64 per row: the first eight bytes of its HMAC-SHA256, which identify the value for the
+    distinct-value counts without hashing or unifying 32-byte dictionaries across files (read back
+    from Parquet the column is plain, 32 bytes a row).  Two distinct values share them with
+    probability about n^2 / 2^65: about 2e-5 for 25 M distinct values."""
+    out = []
+    for ch in col.chunks:
+        if not len(ch):
+            continue
+        coded = pa.types.is_dictionary(ch.type)
+        d = ch.dictionary if coded else ch
+        if d.null_count:
+            d = d.fill_null(b"\0" * 32)
+        width = d.type.byte_width
+        raw = np.frombuffer(d.buffers()[1], np.uint8)[d.offset * width:(d.offset + len(d)) * width]
+        ids = raw.reshape(len(d), width)[:, :8].copy().view("<i8").ravel()
+        out.append(ids[ch.indices.fill_null(0).to_numpy()] if coded else ids)
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
 class _Hits:
     """The hits as integer codes (dictionaries unified once): the joins and counts run on int32
     columns; the strings of the few sample rows are taken from the Arrow table at the end.
@@ -208,7 +228,7 @@ class _Hits:
         n = t.num_rows
         # only the coded columns are unified (the masked values and locations are never compared)
         coded = {}
-        for name in ("source", "data_class", "sensitivity", "value_hmac", "catalog_version"):
+        for name in ("source", "data_class", "sensitivity", "catalog_version"):
             col = t.column(name)
             coded[name] = col if pa.types.is_dictionary(col.type) else col.dictionary_encode()
         u = pa.table(coded).unify_dictionaries()
@@ -252,7 +272,7 @@ class _Hits:
             "msg_index": pl.Series(t.column("msg_index").to_numpy(), dtype=pl.Int32),
             "cls": pl.Series(cls, dtype=pl.Int32),
             "srank": pl.Series(srank[sens_c], dtype=pl.Int32),
-            "hmac": pl.Series(codes("value_hmac"), dtype=pl.Int32),
+            "hmac": pl.Series(_hmac_ids(t.column("value_hmac")), dtype=pl.Int64),
             "byte_start": pl.Series(t.column("byte_start").to_numpy(), dtype=pl.Int64),
             "row": pl.Series(np.arange(n, dtype=np.int64)),
         }).with_columns(pl.col("t").cast(pl.Int64))
