@@ -413,10 +413,11 @@ class WindowReader:
         self.topics = pa.array(sorted(topics), pa.string())
         self.names = None                # the columns returned (the first file's)
         self.ranges: dict = {}           # path -> ts_ms (min, max) per row group (footers only)
-        self.kept: dict = {}             # (path, row group) -> (max ts, the group's rows in topics)
+        self.kept: dict = {}             # (path, row group) -> (max ts, the group's rows in topics, times rise)
         self.rows_read = 0
 
     def read(self, lo_ms: int, hi_ms: int):
+        import numpy as np
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
@@ -446,10 +447,19 @@ class WindowReader:
                         t = pf.read_row_group(g, columns=cols)
                         self.rows_read += t.num_rows
                         t = t.filter(_in_set(t.column("source"), self.topics))
-                        got = self.kept[(path, g)] = (r[1] if r else 2**63 - 1, t)
-                    t = got[1]
+                        ts = t.column("ts_ms")
+                        # record times that never fall (a partition's rows, most archives): the
+                        # window is a slice, found by bisection, not a filter that copies the rows
+                        rising = ts.null_count == 0 and bool(np.all(np.diff(ts.to_numpy()) >= 0))
+                        got = self.kept[(path, g)] = (r[1] if r else 2**63 - 1, t, rising)
+                    t, rising = got[1], got[2]
                     ts = t.column("ts_ms")
-                    t = t.filter(pc.and_(pc.greater_equal(ts, lo_ms), pc.less(ts, hi_ms)))
+                    if rising:
+                        a = ts.to_numpy()
+                        i, j = np.searchsorted(a, lo_ms, "left"), np.searchsorted(a, hi_ms, "left")
+                        t = t.slice(i, j - i)
+                    else:
+                        t = t.filter(pc.and_(pc.greater_equal(ts, lo_ms), pc.less(ts, hi_ms)))
                     if t.num_rows:
                         parts.append(t.select([c for c in self.names if c in t.column_names]))
         if not parts:
