@@ -45,9 +45,14 @@ def unique_slices(buf, off, idx):
     n = idx.shape[0]
     uid = np.empty(n, np.int64)
     first = np.empty(n, np.int64)
-    cap = 1024                               # grows with the distinct values (hits repeat them):
-    table = np.full(cap, -1, np.int64)       # a small table stays in cache; -> distinct value number
-    hashes = np.empty(n, np.uint64)          # per distinct value
+    # open addressing; a slot holds the value's hash, number, start and length, so a probe reads
+    # one slot and then the bytes it compares (not a chain of lookups through idx and off).  The
+    # table grows with the distinct values (hits repeat them), so a small one stays in cache.
+    cap = 1024
+    t_u = np.full(cap, -1, np.int64)
+    t_h = np.empty(cap, np.uint64)
+    t_s = np.empty(cap, np.int64)
+    t_n = np.empty(cap, np.int64)
     mask = cap - 1
     n_u = 0
     nbuf = buf.shape[0]
@@ -61,42 +66,47 @@ def unique_slices(buf, off, idx):
         if s < 0 or e < s or e > nbuf:       # malformed offsets: treat as empty slice
             s = 0
             e = 0
+        ln = e - s
         h = _slice_hash(buf, s, e)
         slot = np.int64(h & np.uint64(mask))
         while True:
-            u = table[slot]
+            u = t_u[slot]
             if u < 0:
-                table[slot] = n_u
-                hashes[n_u] = h
+                t_u[slot] = n_u
+                t_h[slot] = h
+                t_s[slot] = s
+                t_n[slot] = ln
                 first[n_u] = k
                 uid[k] = n_u
                 n_u += 1
                 if 2 * n_u > cap:            # at most half full: rehash into four times the slots
-                    cap *= 4
-                    mask = cap - 1
-                    table = np.full(cap, -1, np.int64)
-                    for v in range(n_u):
-                        q = np.int64(hashes[v] & np.uint64(mask))
-                        while table[q] >= 0:
-                            q = (q + 1) & mask
-                        table[q] = v
+                    cap4 = cap * 4
+                    m4 = cap4 - 1
+                    u4 = np.full(cap4, -1, np.int64)
+                    h4 = np.empty(cap4, np.uint64)
+                    s4 = np.empty(cap4, np.int64)
+                    n4 = np.empty(cap4, np.int64)
+                    for q0 in range(cap):
+                        if t_u[q0] >= 0:
+                            q = np.int64(t_h[q0] & np.uint64(m4))
+                            while u4[q] >= 0:
+                                q = (q + 1) & m4
+                            u4[q] = t_u[q0]
+                            h4[q] = t_h[q0]
+                            s4[q] = t_s[q0]
+                            n4[q] = t_n[q0]
+                    cap, mask, t_u, t_h, t_s, t_n = cap4, m4, u4, h4, s4, n4
                 break
-            if hashes[u] == h:
-                j = idx[first[u]]
-                s2 = off[j]
-                e2 = off[j + 1]
-                if s2 < 0 or e2 < s2 or e2 > nbuf:
-                    s2 = 0
-                    e2 = 0
-                if e2 - s2 == e - s:
-                    same = True
-                    for p in range(e - s):
-                        if buf[s + p] != buf[s2 + p]:
-                            same = False
-                            break
-                    if same:
-                        uid[k] = u
+            if t_h[slot] == h and t_n[slot] == ln:
+                s2 = t_s[slot]
+                same = True
+                for p in range(ln):
+                    if buf[s + p] != buf[s2 + p]:
+                        same = False
                         break
+                if same:
+                    uid[k] = u
+                    break
             slot = (slot + 1) & mask
     return uid, first[:n_u].copy()
 
