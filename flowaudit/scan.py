@@ -24,7 +24,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .datasets import HITS
+from .datasets import HITS, parquet_options
 from .kernels import split as _split
 from .pipeline import FMT_AUTO, Batch, Classifier
 
@@ -184,14 +184,16 @@ class HitWriter:
                 self._f.write(orjson.dumps(row) + b"\n")
         elif hits.num_rows:
             if self._pw is None:
-                self._pw = pq.ParquetWriter(self.tmp, hits.schema, compression="zstd")
-            self._pw.write_table(hits)
+                opts = parquet_options(hits.schema)
+                self._rows = opts.pop("row_group_size")
+                self._pw = pq.ParquetWriter(self.tmp, hits.schema, **opts)
+            self._pw.write_table(hits, row_group_size=self._rows)
 
     def close(self) -> None:
         if self.jsonl:
             self._f.close()
         elif self._pw is None:
-            pq.write_table(HITS.empty_table(), self.tmp, compression="zstd")
+            pq.write_table(HITS.empty_table(), self.tmp, **parquet_options(HITS))
         else:
             self._pw.close()
         os.replace(self.tmp, self.path)
