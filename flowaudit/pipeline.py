@@ -217,7 +217,8 @@ class Classifier:
         # (flat-file detection is a heuristic: it never overrides a declared format)
         mismatch = live & ~auto & (detected != FMT_UNKNOWN) & (detected != FMT_FLAT) & (detected != batch.declared)
         status[mismatch] = REASON_CODES["format_mismatch"]
-        lay = self._unwrap_layers(batch, status, detected, ks) if self.layers_enabled else None
+        opaque: list = []   # (index, layer path, bytes) decoded from layers, of no known format
+        lay = self._unwrap_layers(batch, status, detected, ks, opaque) if self.layers_enabled else None
 
         # JSON must be UTF-8 (RFC 8259); XML is checked by its decoder, which honours a declared
         # single-byte encoding (ISO-8859-1, windows-1252 ...) and requires UTF-8 otherwise
@@ -260,6 +261,11 @@ class Classifier:
         if lay is not None:
             self._classify_layers(batch, lay, status, fmt, msg_type, type_names, n_segments, flags, ikey, hit_parts,
                                   layer_names, ks, inner)
+        if opaque:
+            inner.extend((i, v) for i, _, v in opaque)          # the egress scan reads them too
+            part = self._salvage_opaque(opaque, batch.offsets, layer_names, ks)
+            if part is not None:
+                hit_parts.append((_SALVAGE, part))
 
         ok_idx = np.flatnonzero(status == 0)
         q_idx = np.flatnonzero(status != 0)
@@ -298,12 +304,13 @@ class Classifier:
 
     # -- layers (flowaudit/decode/layers.py) ------------------------------------------------
 
-    def _unwrap_layers(self, batch: Batch, status: np.ndarray, detected: np.ndarray, ks: dict):
+    def _unwrap_layers(self, batch: Batch, status: np.ndarray, detected: np.ndarray, ks: dict, opaque: list):
         """The layers pre-pass: every message the detector calls unknown whose first bytes show a
         layer is unwrapped (within ``layer_limits``).  A limit hit or a corrupt wrapper sets the
         message's quarantine reason; a message with known formats inside is set aside
         (``_PENDING``) for :meth:`_classify_layers`.  Returns ``(parent, paths, values)`` of the
-        inner values, or None (no message had a layer: the batch is untouched)."""
+        inner values, or None (no message had a layer: the batch is untouched).  ``opaque`` gets
+        ``(index, path, bytes)`` of the decoded values of no known format (gzip of plain text)."""
         cand = np.flatnonzero(((status == 0) | (status == REASON_CODES["unknown_format"])) & (detected == FMT_UNKNOWN))
         if cand.size == 0:
             return None
@@ -313,7 +320,9 @@ class Classifier:
         for i in cand.tolist():
             if _layers.kind(b[o[i]:min(o[i + 1], o[i] + 4096)].tobytes()) is None:   # first bytes only
                 continue
-            inner, reason = _layers.unwrap(b[o[i]:o[i + 1]].tobytes(), self.layer_limits)
+            found: list = []
+            inner, reason = _layers.unwrap(b[o[i]:o[i + 1]].tobytes(), self.layer_limits, found)
+            opaque.extend((i, path, v) for path, v in found)
             if reason is not None:
                 status[i] = REASON_CODES[reason]
             elif inner:
@@ -401,6 +410,22 @@ class Classifier:
             flags[bad] |= np.uint32(FLAG_BITS["layer_part_bad"])
         ks["layers"] = ks.get("layers", 0.0) + time.perf_counter() - t0
 
+    def _salvage_opaque(self, opaque: list, offsets: np.ndarray, layer_names: list, ks: dict):
+        """The salvage scan of the decoded layer values no decoder reads (gzip or base64 of plain
+        text, a MIME text part), as hits of their outer messages with the layer path (``gzip``,
+        ``base64>gzip``) and positions inside the decoded value; a FormatResult, or None."""
+        t0 = time.perf_counter()
+        parent = np.array([i for i, _, _ in opaque], np.int64)
+        paths = [p for _, p, _ in opaque]
+        sub = Batch.from_values([v for _, _, v in opaque], FMT_AUTO)
+        r = self._salvage.scan(sub.buf, sub.offsets, np.arange(len(opaque), dtype=np.int64))
+        ks["salvage"] = ks.get("salvage", 0.0) + time.perf_counter() - t0
+        if not r.n_hits:
+            return None
+        path_names = sorted(set(paths))
+        path_id = np.array([path_names.index(p) for p in paths], np.int64)
+        return self._lift(r, None, parent, path_id, path_names, sub.offsets, offsets, layer_names)
+
     @staticmethod
     def _layer_ids(r: FormatResult, layer_names: list) -> np.ndarray:
         """``r.hit_layer`` as indices into the batch's ``layer_names`` (appended as needed); a
@@ -415,11 +440,12 @@ class Classifier:
         return np.array(ids, np.int32)[r.hit_layer]
 
     @staticmethod
-    def _lift(r: FormatResult, f: int, parent, path_id, path_names, soff, offsets, layer_names) -> FormatResult:
+    def _lift(r: FormatResult, f: int | None, parent, path_id, path_names, soff, offsets, layer_names) -> FormatResult:
         """The hits of sub-batch result ``r`` as hits of the outer messages: ``hit_msg`` the outer
         index, positions relative to the inner value (shifted so that the hits table's
         ``start - offsets[outer]`` gives them), ``hit_layer`` the path (``base64>gzip>x12``; an
-        interchange embedded in an inner JSON / XML string adds its own step)."""
+        interchange embedded in an inner JSON / XML string adds its own step; ``f`` None: the
+        salvage scan's, the path alone)."""
         j = r.hit_msg
         shift = offsets[parent[j]] - soff[j]
         inner = r.hit_layer if r.hit_layer is not None else np.zeros(j.size, np.int64)
@@ -429,7 +455,8 @@ class Classifier:
         ids = []
         for u in uniq.tolist():
             p, q = divmod(u, len(inner_names) + 1)
-            name = f"{path_names[p]}>{FORMAT_NAMES[f]}" + (f">{inner_names[q]}" if q else "")
+            name = (path_names[p] if f is None else f"{path_names[p]}>{FORMAT_NAMES[f]}") + \
+                (f">{inner_names[q]}" if q else "")
             if name not in layer_names:
                 layer_names.append(name)
             ids.append(layer_names.index(name))

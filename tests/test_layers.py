@@ -152,6 +152,39 @@ def test_unknown_stays_unknown(clf):
     assert [reason(res, i) for i in range(len(vals))] == ["unknown_format"] * len(vals)
 
 
+def test_plain_text_inside_a_layer_is_salvaged_and_scanned_for_egress():
+    """gzip and base64 + gzip of free text, and a MIME text part: no decoder reads them, so they
+    stay unknown_format, but the salvage recognisers and the egress scan read the decoded bytes
+    (the compressed bytes hide everything): the same hits as the plain text, with the layer path
+    and positions inside the decoded text, and the LOGINK host inside each."""
+    from flowaudit.detect.egress import EgressDetector
+    c = Classifier(Protector(b"test-key-0123456789abcdef"), egress=EgressDetector())
+    prose = (b"Please upload the manifest to www.logink.cn today. Contact j.smith@maersk.com, "
+             b"TEL +31 10 2521010, B/L NO MAEU123456789.")
+    mime = ("MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"XX\"\r\n\r\n--XX\r\n"
+            "Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            + base64.encodebytes(prose).decode() + "--XX--\r\n").encode()
+    vals = [gzip.compress(prose), base64.b64encode(gzip.compress(prose)), mime, prose]
+    res = c.run(Batch.from_values(vals, FMT_AUTO))
+    assert [reason(res, i) for i in range(4)] == ["unknown_format"] * 4      # quarantined, as before
+    plain = hit_rows(res, 3)
+    assert {h[0] for h in plain} >= {"email", "phone", "bill_of_lading"}
+    layers_seen = set()
+    for i in range(3):
+        rows = hit_rows(res, i)
+        assert [(h[0], h[1], h[4], h[5]) for h in rows] == [(h[0], h[1], h[4], h[5]) for h in plain]
+        assert len({h[3] for h in rows}) == 1
+        layers_seen |= {h[3] for h in rows}
+    assert layers_seen == {"gzip", "base64>gzip", "mime>base64"}
+    assert set(res.hits.column("salvaged").to_pylist()) == {True}
+    t = res.transfers
+    assert sorted(zip(res.t_idx.tolist(), t.column("platform").to_pylist())) == [(i, "LOGINK") for i in range(4)]
+    # an opaque layer with nothing in it adds nothing (tests/negative holds more look-alikes)
+    quiet = c.run(Batch.from_values([gzip.compress(b"plain text, no format"), base64.b64encode(b"\x00\x01" * 60)],
+                                    FMT_AUTO))
+    assert quiet.hits.num_rows == 0 and (quiet.transfers is None or quiet.transfers.num_rows == 0)
+
+
 # -- limits: bombs are quarantined with their reason and never expanded fully ------------------
 
 def test_gzip_bomb_over_the_ratio(clf, monkeypatch):

@@ -221,17 +221,19 @@ def _mime(v: bytes, budget: _Budget) -> list[tuple[str, bytes]]:
     return parts
 
 
-def unwrap(v: bytes, limits: Limits = Limits()) -> tuple[list[tuple[str, bytes]], str | None]:
+def unwrap(v: bytes, limits: Limits = Limits(), opaque: list | None = None) -> tuple[list[tuple[str, bytes]], str | None]:
     """Peel the layers off message ``v``.
 
     Returns ``(inner, reason)``: ``inner`` lists ``(layer path, bytes)`` of every known-format
     value found inside (a MIME body can give several; empty when nothing known is inside);
     ``reason`` is None, or the REASONS name of the limit hit / the corrupt wrapper (then the
-    message is quarantined whole, whatever ``inner`` holds)."""
+    message is quarantined whole, whatever ``inner`` holds).  ``opaque``, when given, gets
+    ``(layer path, bytes)`` of every decoded value of no known format and no further layer (gzip
+    of plain text, a MIME text part): no decoder reads them, but the salvage and egress scans can."""
     budget = _Budget(limits, len(v))
     found: list[tuple[str, bytes]] = []
     try:
-        _peel(v, "", 0, budget, found)
+        _peel(v, "", 0, budget, found, opaque)
     except LayerError as e:
         return found, e.reason
     except MemoryError:
@@ -239,19 +241,21 @@ def unwrap(v: bytes, limits: Limits = Limits()) -> tuple[list[tuple[str, bytes]]
     return found, None
 
 
-def _peel(v: bytes, path: str, depth: int, budget: _Budget, found: list) -> None:
+def _peel(v: bytes, path: str, depth: int, budget: _Budget, found: list, opaque: list | None = None) -> None:
     if depth and known(v):
         found.append((path, v))
         return
     k = kind(v)
     if k is None:
+        if depth and opaque is not None and v:
+            opaque.append((path, v))
         return
     if depth >= budget.limits.max_depth:
         raise LayerError("layer_too_deep")
     sep = ">" if path else ""
     if k == "mime":
         for name, body in _mime(v, budget):
-            _peel(body, path + sep + name, depth + 1, budget, found)
+            _peel(body, path + sep + name, depth + 1, budget, found, opaque)
         return
     if k == "gzip":
         inner = _inflate(v, 31, budget)
@@ -265,7 +269,7 @@ def _peel(v: bytes, path: str, depth: int, budget: _Budget, found: list) -> None
         inner = _base64(v, budget)
     if inner is None:
         return
-    _peel(inner, path + sep + k, depth + 1, budget, found)
+    _peel(inner, path + sep + k, depth + 1, budget, found, opaque)
 
 
 __all__ = ["Limits", "LayerError", "unwrap", "kind", "known"]
