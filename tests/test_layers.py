@@ -261,3 +261,31 @@ def test_unwrap_never_raises_on_junk():
         v = seeds[k % len(seeds)] + rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8).tobytes()
         inner, why = layers.unwrap(v)
         assert why is None or why in REASONS.values()
+
+
+def test_plain_text_inside_a_field_layer_is_salvaged_and_scanned_for_egress():
+    """A JSON member / XML text holding base64 of gzip'd free text: the outer message stays
+    decoded with its own hits; the text's e-mail and phone are salvage hits of it with the field's
+    location and range, layer ``json-field>base64>gzip``; the LOGINK host inside is a transfer.
+    A base64 image-like blob (control bytes) is not scanned."""
+    from flowaudit.detect.egress import EgressDetector
+    c = Classifier(Protector(b"test-key-0123456789abcdef"), egress=EgressDetector())
+    prose = (b"Manifest forwarded to https://www.logink.cn/api/upload by j.smith@maersk.com, "
+             b"TEL +31 10 2521010, B/L NO MAEU123456789. " * 2)
+    blob = base64.b64encode(gzip.compress(prose)).decode()
+    js = json.dumps({"equipmentReference": "MSCU1234565", "payload": blob}).encode()
+    xml = (f"<Msg><TransportEquipment><ID>MSCU1234565</ID></TransportEquipment><Attachment>{blob}</Attachment>"
+           f"</Msg>").encode()
+    junk = json.dumps({"image": base64.b64encode(bytes(range(256)) * 2).decode()}).encode()
+    res = c.run(Batch.from_values([js, xml, junk], FMT_AUTO))
+    assert res.status.tolist() == [0, 0, 0]
+    for i, lay in ((0, "json-field>base64>gzip"), (1, "xml-text>base64>gzip")):
+        rows = hit_rows(res, i)
+        inner = [h for h in rows if h[3] == lay]
+        assert {h[0] for h in inner} >= {"email", "phone", "bill_of_lading"}, rows
+        assert len({(h[4], h[5]) for h in inner}) == 1              # the field's own byte range
+        assert any(h[3] == "" for h in rows)                        # the message's own hits stay
+        assert all(">" in h[2] for h in inner)                      # outer location > salvage kind
+    assert hit_rows(res, 2) == []
+    t = res.transfers
+    assert sorted(set(zip(res.t_idx.tolist(), t.column("platform").to_pylist()))) == [(0, "LOGINK"), (1, "LOGINK")]

@@ -35,6 +35,9 @@ Flags of the outer message (``messages.flags``; the flag names predate X12 and l
 * bit 8 ``embedded_edifact``: a field held an interchange or a decodable layer (EDIFACT, X12,
   XML or JSON), decoded too.  A base64-looking string that decodes to nothing known (a hash, a
   token, an image) is not: the bit is cleared again, nothing is reported, nothing is flagged.
+  One that decodes to text (base64, maybe gzip'd, of a free-text note) is salvage-scanned: its
+  hits get the field's location ``>`` the salvage kind and the layer path without a format
+  (``json-field>base64>gzip``), and its bytes go to the egress scan; no flag either.
 * bit 16 ``embedded_edifact_bad``: a field's interchange was refused by its decoder (a fragment,
   a bad envelope), or the field's layer hit a limit (a bomb, too deep, too large) or is corrupt
   (a truncated gzip stream).  The outer message itself stays decoded with its own hits: a bad
@@ -65,14 +68,16 @@ _MODULES = {FMT_EDIFACT: "flowaudit.decode.edifact", FMT_X12: "flowaudit.decode.
             FMT_XML: "flowaudit.decode.xml", FMT_JSON: "flowaudit.decode.json"}
 
 
-def open_fields(E: np.ndarray, ebuf: np.ndarray, rows=None, limits: _layers.Limits = LIMITS):
+def open_fields(E: np.ndarray, ebuf: np.ndarray, rows=None, limits: _layers.Limits = LIMITS,
+                opaque: list | None = None):
     """What the marked strings ``E`` (only ``rows``, default all) hold.
 
     Returns ``(found, bad)``: ``found`` lists ``(row, layer path, bytes)`` of every interchange /
     document inside (path ``""`` for a bare interchange, ``base64>gzip`` for a wrapped one; a
     base64 string of garbage gives nothing); ``bad`` lists ``(row, reason)`` of the strings whose
     layer hit a limit or is corrupt (a :data:`flowaudit.decode.REASONS` name).  The fields of one
-    outer message share one ``limits.max_bytes`` budget."""
+    outer message share one ``limits.max_bytes`` budget.  ``opaque``, when given, gets
+    ``(row, layer path, bytes)`` of the decoded text of no known format (base64 of plain text)."""
     found, bad = [], []
     left: dict[int, int] = {}
     for k in (range(E.shape[0]) if rows is None else rows):
@@ -86,13 +91,16 @@ def open_fields(E: np.ndarray, ebuf: np.ndarray, rows=None, limits: _layers.Limi
         if budget <= 0:
             bad.append((k, "layer_too_large"))
             continue
+        text: list = []
         inner, reason = _layers.unwrap(v, _layers.Limits(limits.max_depth, limits.max_ratio, budget,
-                                                         limits.max_parts, limits.min_base64))
+                                                         limits.max_parts, limits.min_base64), text)
         if reason is not None:
             bad.append((k, reason))
             continue
-        left[m] = budget - sum(len(iv) for _, iv in inner)
+        left[m] = budget - sum(len(iv) for _, iv in inner) - sum(len(iv) for _, iv in text)
         found.extend((k, path, iv) for path, iv in inner)
+        if opaque is not None:
+            opaque.extend((k, path, iv) for path, iv in text)
     return found, bad
 
 
@@ -138,7 +146,8 @@ def merge(res: FormatResult, E: np.ndarray, ebuf: np.ndarray, sel: np.ndarray, o
     pos = {int(m): j for j, m in enumerate(sel.tolist())}
     msgs = E[:, K.E_MSG]
     live = [k for k, m in enumerate(msgs.tolist()) if m in pos and res.status[pos[m]] == 0]
-    found, bad = open_fields(E, ebuf, live, limits)
+    opaque: list = []
+    found, bad = open_fields(E, ebuf, live, limits, opaque)
     held = np.zeros(E.shape[0], bool)
     if found:
         rows = np.array([r for r, _, _ in found], np.int64)
@@ -157,9 +166,21 @@ def merge(res: FormatResult, E: np.ndarray, ebuf: np.ndarray, sel: np.ndarray, o
         for k, _ in bad:
             flags[pos[int(msgs[k])]] |= flags.dtype.type(FLAG_EMBEDDED_BAD)
     out = res
-    layer_values = [(int(msgs[r]), v) for r, p, v in found if p]
-    if found and parts:
-        names = [f"{outer}>{p}>" if p else f"{outer}>" for _, p, _ in found]
+    layer_values = [(int(msgs[r]), v) for r, p, v in found if p] + [(int(msgs[r]), v) for r, _, v in opaque]
+    names = [f"{outer}>{p}>" if p else f"{outer}>" for _, p, _ in found]
+    parts = parts if found else []
+    if opaque:   # decoded text of no known format: the salvage recognisers read it
+        from flowaudit.decode import salvage as _salvage
+        vals = [v for _, _, v in opaque]
+        offs = np.zeros(len(vals) + 1, np.int64)
+        np.cumsum([len(v) for v in vals], out=offs[1:])
+        sr = _salvage.scan(np.frombuffer(b"".join(vals), np.uint8), offs, np.arange(len(vals), dtype=np.int64))
+        if sr.n_hits:
+            sr.hit_msg = sr.hit_msg + len(found)          # values after the found ones
+            rows = np.array([r for r, _, _ in found] + [r for r, _, _ in opaque], np.int64)
+            names = names + [f"{outer}>{p}" for _, p, _ in opaque]
+            parts = parts + [(None, sr)]
+    if parts:
         out = _append(res, E, rows, names, parts)
     if flags is not None:
         out.flags = flags
@@ -169,7 +190,8 @@ def merge(res: FormatResult, E: np.ndarray, ebuf: np.ndarray, sel: np.ndarray, o
 
 def _append(res: FormatResult, E, rows, names, parts) -> FormatResult:
     """``res`` with the hits of the sub-batch ``parts`` appended (value ``j`` of the sub-batch is
-    E row ``rows[j]``, its layer ``names[j]`` + the format's name)."""
+    E row ``rows[j]``, its layer ``names[j]`` + the format's name; format None: the salvage scan's
+    hits of decoded text, ``names[j]`` alone)."""
     cat = np.concatenate
     layer_names = [""]
     loc_names = list(res.loc_names)
@@ -183,7 +205,7 @@ def _append(res: FormatResult, E, rows, names, parts) -> FormatResult:
         for q, jj in enumerate(j.tolist()):
             li = lay_of.get(jj)
             if li is None:
-                name = names[jj] + FORMAT_NAMES[f]
+                name = names[jj] + (FORMAT_NAMES[f] if f is not None else "")
                 if name not in layer_names:
                     layer_names.append(name)
                 li = lay_of[jj] = layer_names.index(name)

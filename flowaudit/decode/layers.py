@@ -241,13 +241,24 @@ def unwrap(v: bytes, limits: Limits = Limits(), opaque: list | None = None) -> t
     return found, None
 
 
+def texty(v: bytes) -> bool:
+    """``v`` looks like text (its first 4 KiB: at most 1 % control bytes other than tab, CR, LF;
+    any encoding with ASCII at its base): worth the salvage and egress scans.  An image, a key or
+    a zip archive inside base64 is not."""
+    head = v[:4096]
+    if not head:
+        return False
+    ctrl = sum(head.count(bytes([c])) for c in range(32) if c not in (9, 10, 13)) + head.count(b"\x7f")
+    return ctrl * 100 <= len(head)
+
+
 def _peel(v: bytes, path: str, depth: int, budget: _Budget, found: list, opaque: list | None = None) -> None:
     if depth and known(v):
         found.append((path, v))
         return
     k = kind(v)
     if k is None:
-        if depth and opaque is not None and v:
+        if depth and opaque is not None and texty(v):
             opaque.append((path, v))
         return
     if depth >= budget.limits.max_depth:
@@ -272,4 +283,4 @@ def _peel(v: bytes, path: str, depth: int, budget: _Budget, found: list, opaque:
     _peel(inner, path + sep + k, depth + 1, budget, found, opaque)
 
 
-__all__ = ["Limits", "LayerError", "unwrap", "kind", "known"]
+__all__ = ["Limits", "LayerError", "unwrap", "kind", "known", "texty"]
