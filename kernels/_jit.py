@@ -12,7 +12,13 @@ no Python objects.  ``kernel`` fixes the options in one place:
   once per *literal* argument a caller passes (``scan_str(buf, i, e, out, 0, 0, 1)`` and
   ``scan_str(..., 0, 0, 2)`` were two full compiles, ``free_one(0, ...)`` .. ``free_one(4, ...)``
   five).  :class:`KernelDispatcher` types every call from another kernel with plain
-  ``int64``/``bool`` instead (``types.unliteral``); README, "Cold start", has the figures.
+  ``int64``/``bool`` instead (``types.unliteral``); README, "Cold start", has the figures;
+* ``readonly=("src", ...)``: those array parameters are typed read-only when another kernel calls,
+  so a helper fed the (read-only) batch in one place and a writable scratch buffer in another
+  compiles once (:class:`KernelDispatcher`);
+* ``_nrt=False`` (per kernel): no reference counting, for loops that allocate nothing (the work
+  arrays come from the caller).  numba compiles a callee with its caller's flag unless the callee
+  sets it itself, so a helper that allocates says ``_nrt=True``.
 
 ``inline="always"`` inlines at numba's IR level: the callee's body is copied, typed and lowered
 again at every call site, which is slow to compile.  LLVM inlines small kernels anyway (numba
