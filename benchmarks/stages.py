@@ -683,13 +683,14 @@ stack, per_kernel = [], {}
 
 
 class Compiles(event.Listener):
-    # every numba compile (not a cache load): seconds exclusive of the kernels it compiles inside
+    # every numba compile (not a cache load): CPU seconds exclusive of the kernels it compiles
+    # inside (compiling is single-threaded; wall time on a shared machine mostly measures the load)
     def on_start(self, ev):
-        stack.append([ev.data["dispatcher"].py_func, time.perf_counter(), 0.0])
+        stack.append([ev.data["dispatcher"].py_func, time.process_time(), 0.0])
 
     def on_end(self, ev):
         fn, t, inner = stack.pop()
-        dt = time.perf_counter() - t
+        dt = time.process_time() - t
         name = fn.__module__.replace("flowaudit.kernels.", "") + "." + fn.__qualname__
         s, n = per_kernel.get(name, (0.0, 0))
         per_kernel[name] = (s + dt - inner, n + 1)
@@ -749,7 +750,8 @@ def cold_start(timeout: float = 900) -> dict:
     out = {"method": "subprocess: import flowaudit.pipeline + Classifier.warmup() (the four format kernels "
                      "and the detector) from a snapshot of the package; NUMBA_CACHE_DIR = an empty temp folder "
                      "(cold), then the same folder again (warm); compiles, per-format shares and the kernels "
-                     "that took longest to compile (numba:compile events, nested compiles excluded); wall and CPU seconds"}
+                     "that took longest to compile (numba:compile events, nested compiles excluded, CPU seconds); "
+                     "wall and CPU seconds"}
     with tempfile.TemporaryDirectory(prefix="flowaudit-cold-") as d:
         src = _snapshot(Path(d) / "src")
         cache = Path(d) / "numba-cache"

@@ -12,7 +12,13 @@ no Python objects.  ``kernel`` fixes the options in one place:
   once per *literal* argument a caller passes (``scan_str(buf, i, e, out, 0, 0, 1)`` and
   ``scan_str(..., 0, 0, 2)`` were two full compiles, ``free_one(0, ...)`` .. ``free_one(4, ...)``
   five).  :class:`KernelDispatcher` types every call from another kernel with plain
-  ``int64``/``bool`` instead (``types.unliteral``); README, "Cold start", has the figures.
+  ``int64``/``bool`` instead (``types.unliteral``); README, "Cold start", has the figures;
+* ``readonly=("src", ...)``: those array parameters are typed read-only when another kernel calls,
+  so a helper fed the (read-only) batch in one place and a writable scratch buffer in another
+  compiles once (:class:`KernelDispatcher`);
+* ``_nrt=False`` (per kernel): no reference counting, for loops that allocate nothing (the work
+  arrays come from the caller).  numba compiles a callee with its caller's flag unless the callee
+  sets it itself, so a helper that allocates says ``_nrt=True``.
 
 ``inline="always"`` inlines at numba's IR level: the callee's body is copied, typed and lowered
 again at every call site, which is slow to compile.  LLVM inlines small kernels anyway (numba
@@ -25,6 +31,8 @@ against slow Python references (tests/test_kernels_*.py).
 """
 from __future__ import annotations
 
+import inspect
+
 import numba
 from numba.core import config, types
 from numba.core.registry import CPUDispatcher
@@ -34,26 +42,50 @@ OPTIONS = dict(cache=True, nogil=True, error_model="numpy")
 
 class KernelDispatcher(CPUDispatcher):
     """numba's CPU dispatcher, except that a call from another kernel is typed without literal
-    arguments, so a kernel compiles once per array/scalar type, not once per constant."""
+    arguments, so a kernel compiles once per array/scalar type, not once per constant; and the
+    array arguments named in ``readonly`` are typed read-only, so a kernel that reads bytes from
+    the (read-only) batch in one call and from a writable scratch buffer in another compiles once.
+    A writable array converts to a read-only one safely (the cast is a no-op; the callee only
+    loses the right to write to it, which numba checks when it types the callee)."""
+
+    readonly_pos: frozenset = frozenset()
+    readonly_names: frozenset = frozenset()
 
     def get_call_template(self, args, kws):
-        return super().get_call_template(tuple(types.unliteral(a) for a in args),
-                                         {k: types.unliteral(v) for k, v in kws.items()})
+        args = tuple(types.unliteral(a) for a in args)
+        kws = {k: types.unliteral(v) for k, v in kws.items()}
+        if self.readonly_pos:
+            args = tuple(_ro(a) if i in self.readonly_pos else a for i, a in enumerate(args))
+            kws = {k: _ro(v) if k in self.readonly_names else v for k, v in kws.items()}
+        return super().get_call_template(args, kws)
+
+
+def _ro(t):
+    return t.copy(readonly=True) if isinstance(t, types.Array) and t.mutable else t
 
 
 def _compile(fn, opts):
+    opts = dict(opts)
+    readonly = tuple(opts.pop("readonly", ()))
     if config.DISABLE_JIT:
         return numba.njit(**opts)(fn)
-    opts = dict(opts)
     cache = opts.pop("cache", False)
     disp = KernelDispatcher(py_func=fn, locals={}, targetoptions={"nopython": True, "boundscheck": None, **opts})
+    if readonly:
+        params = list(inspect.signature(fn).parameters)
+        disp.readonly_pos = frozenset(params.index(n) for n in readonly)
+        disp.readonly_names = frozenset(readonly)
     if cache:
         disp.enable_caching()
     return disp
 
 
 def kernel(fn=None, **overrides):
-    """Compile ``fn`` as a flowaudit kernel (``@kernel`` or ``@kernel(inline="always")``)."""
+    """Compile ``fn`` as a flowaudit kernel (``@kernel`` or ``@kernel(inline="always")``).
+
+    ``readonly=("src", ...)``: parameters typed read-only when another kernel calls this one (see
+    :class:`KernelDispatcher`); ``_nrt=False``: no reference counting, for kernels that allocate
+    nothing (numba passes the flag on to the kernels they call that do not set it themselves)."""
     opts = {**OPTIONS, **overrides}
     if fn is None:
         return lambda f: _compile(f, opts)

@@ -150,7 +150,7 @@ def name_hash(name: str) -> int:
     return h
 
 
-@kernel
+@kernel(_nrt=False)
 def hstep(h, b):
     """One step of the normalised-name hash (FNV-1a over lower-cased ``[a-z0-9]`` and non-ASCII)."""
     if 65 <= b <= 90:
@@ -160,14 +160,14 @@ def hstep(h, b):
     return h
 
 
-@kernel
+@kernel(_nrt=False)
 def mix(h, t):
     """Path hash step: parent path hash and one component's token."""
     h = (h ^ t) * FNV_PRIME
     return h ^ (h >> np.uint64(29))
 
 
-@kernel
+@kernel(_nrt=False)
 def hex4(buf, i, end):
     if i + 4 > end:
         return -1
@@ -186,7 +186,7 @@ def hex4(buf, i, end):
     return v
 
 
-@kernel
+@kernel(_nrt=False)
 def _put(h, hr, n, b, out, o, cap, mode):
     if mode >= 1:
         h = hstep(h, b)
@@ -197,7 +197,7 @@ def _put(h, hr, n, b, out, o, cap, mode):
     return h, hr, n
 
 
-@kernel
+@kernel(_nrt=False)
 def scan_str(buf, i, end, out, o, cap, mode):
     """Scan a JSON string whose opening quote is at ``i - 1``.
 
@@ -289,7 +289,7 @@ def scan_str(buf, i, end, out, o, cap, mode):
         i += k
 
 
-@kernel
+@kernel(_nrt=False)
 def scan_number(buf, i, end):
     """Scan a JSON number at ``i``.  Returns ``(next, err, flags)``; err 1 malformed/overflow."""
     j = i
@@ -373,7 +373,7 @@ def scan_number(buf, i, end):
 
 
 # --------------------------------------------------------------------------- recognisers
-@kernel
+@kernel(_nrt=False, readonly=("buf",))
 def rec_text(buf, s, e, out, o):
     """Trimmed text ``buf[s:e]`` into ``out[o:]`` (cut at ``VAL_MAX`` on a character boundary).
     Returns ``(2, n)`` (2: a value without a check digit) or ``(-1, 0)`` when empty."""
@@ -393,7 +393,7 @@ def rec_text(buf, s, e, out, o):
     return 2, n
 
 
-@kernel
+@kernel(_nrt=False)
 def next_none(buf, pos, end):
     return -1, -1
 
@@ -412,7 +412,7 @@ _next_lei = next_lei
 _next_usci = next_usci
 
 
-@kernel
+@kernel(_nrt=False, readonly=("src",))
 def recognise(kind, src, s, e, out, o):
     """Value of kind ``kind`` in ``src[s:e]`` normalised into ``out[o:]``.
 
@@ -452,7 +452,7 @@ def recognise(kind, src, s, e, out, o):
 
 
 # --------------------------------------------------------------------------- hits
-@kernel
+@kernel(_nrt=False)
 def emit(H, nh, m, cls, loc, valid, conf, rs, re_, keep, pend, voff, vlen, group):
     H[nh, H_MSG] = m
     H[nh, H_CLASS] = cls
@@ -469,12 +469,12 @@ def emit(H, nh, m, cls, loc, valid, conf, rs, re_, keep, pend, voff, vlen, group
     return nh + 1
 
 
-@kernel
+@kernel(_nrt=False)
 def has_room(H, vbuf, ctr):
     return ctr[C_NH] < H.shape[0] and ctr[C_VCUR] + VAL_ROOM <= vbuf.shape[0]
 
 
-@kernel
+@kernel(_nrt=False, readonly=("src",))
 def prev_word_hash(src, s, a):
     """Normalised hash of the word before ``a`` (skipping separators ``:#.-/`` and white space,
     and ``no``/``nr``/``number``), or 0 when there is none."""
@@ -508,7 +508,7 @@ _H_NUMBER = _h("number")
 _H_REF = _h("ref")
 
 
-@kernel
+@kernel(_nrt=False, readonly=("src",))
 def vetoed(veto, src, s, a):
     if veto.shape[0] == 0:
         return False
@@ -521,7 +521,7 @@ def vetoed(veto, src, s, a):
     return False
 
 
-@kernel
+@kernel(_nrt=False, readonly=("src",))
 def free_one(finder, kind, cls, src, s, e, raw_s, raw_e, simple, m, loc, conf, veto, H, vbuf, ctr):
     """All tokens of one kind in ``src[s:e]``; False when the arrays are full."""
     p = s
@@ -554,7 +554,7 @@ def free_one(finder, kind, cls, src, s, e, raw_s, raw_e, simple, m, loc, conf, v
     return True
 
 
-@kernel
+@kernel(_nrt=False, readonly=("src",))
 def free_scan(src, s, e, raw_s, raw_e, simple, m, loc, P, veto, H, vbuf, ctr):
     """Containers, IMO numbers, e-mails, LEIs and USCIs in the decoded text ``src[s:e]``.
 
@@ -577,7 +577,7 @@ def free_scan(src, s, e, raw_s, raw_e, simple, m, loc, P, veto, H, vbuf, ctr):
     return True
 
 
-@kernel
+@kernel(_nrt=False)
 def set_type(tg, tv, ntv, d, g, th):
     """Remember the type value ``th`` of group ``g`` for the object at depth ``d`` (the last
     type member of a group wins; at most ``MAX_TSLOT`` groups per object)."""
@@ -593,7 +593,7 @@ def set_type(tg, tv, ntv, d, g, th):
         ntv[d] += 1
 
 
-@kernel
+@kernel(_nrt=False)
 def resolve(H, vbuf, d, h0, nh, tv_g, tv_v, ntv, TH, TI, tmp):
     """Decide the pending hits of depth ``d`` (hits ``h0..nh``) when that object closes."""
     for k in range(h0, nh):
@@ -639,7 +639,7 @@ def resolve(H, vbuf, d, h0, nh, tv_g, tv_v, ntv, TH, TI, tmp):
 
 
 # --------------------------------------------------------------------------- locations
-@kernel
+@kernel(_nrt=False)
 def intern_find(h, loc_hash, loc_table):
     """Index of the location with path hash ``h`` or -1; ``h`` must not be 0."""
     mask = loc_table.shape[0] - 1
@@ -653,7 +653,7 @@ def intern_find(h, loc_hash, loc_table):
         slot = (slot + 1) & mask
 
 
-@kernel
+@kernel(_nrt=False)
 def intern_add(h, path, plen, loc_hash, loc_off, loc_buf, loc_table, ctr):
     """Add location ``path[:plen]`` with hash ``h``; its index, or -1 when the table is full."""
     nloc = ctr[C_NLOC]
@@ -675,7 +675,7 @@ def intern_add(h, path, plen, loc_hash, loc_off, loc_buf, loc_table, ctr):
     return nloc
 
 
-@kernel
+@kernel(_nrt=False)
 def raw_hash(a, s, e):
     h = FNV_OFF
     for p in range(s, e):
@@ -683,7 +683,7 @@ def raw_hash(a, s, e):
     return h
 
 
-@kernel
+@kernel(_nrt=False)
 def intern_loc(path, plen, loc_hash, loc_off, loc_buf, table, nloc):
     """Index of the location ``path[:plen]`` (hashed here); ``(index, nloc)``, index -1 when full.
     (The one-shot form, for callers that build the path string themselves.)"""
@@ -712,7 +712,7 @@ def intern_loc(path, plen, loc_hash, loc_off, loc_buf, table, nloc):
     return nloc, nloc + 1
 
 
-@kernel
+@kernel(_nrt=False)
 def json_path(buf, e, d, kind, kst, ken, kesc, path):
     """Build ``$.a[].b`` for a value at depth ``d`` from the stack; returns its length."""
     path[0] = 36
@@ -740,7 +740,7 @@ def json_path(buf, e, d, kind, kst, ken, kesc, path):
     return pl
 
 
-@kernel
+@kernel(_nrt=False)
 def find_rule(rtab, RH, h):
     mask = rtab.shape[0] - 1
     slot = np.int64(h & np.uint64(mask))
@@ -753,7 +753,7 @@ def find_rule(rtab, RH, h):
         slot = (slot + 1) & mask
 
 
-@kernel
+@kernel(_nrt=False)
 def rules_for(rtab, RH, RI, h, par):
     """First rule of name ``h`` under parent ``par`` and first generic rule of ``h`` (-1 none).
     Rows of one (name, parent) are chained by ``RI_NEXTP``."""
@@ -771,7 +771,7 @@ def rules_for(rtab, RH, RI, h, par):
     return rs, rg
 
 
-@kernel
+@kernel(_nrt=False)
 def next_rule(RI, r, rg, inspec):
     """The next rule of the walk: the parent-specific chain, then the generic one."""
     nx = RI[r, RI_NEXTP]
@@ -783,7 +783,7 @@ def next_rule(RI, r, rg, inspec):
 B64_MIN = 80   # base64-alphabet characters that make a string a candidate layer (> a hex SHA-256)
 
 
-@kernel
+@kernel(_nrt=False)
 def b64_run(buf, i, end):                    # not inlined: only long values get here
     """Is the text at ``i`` base64 up to its end (``"``, ``<`` or ``end``): at least ``B64_MIN``
     alphabet characters, then only padding, white space and the JSON escapes ``\\/ \\n \\r``?
@@ -852,7 +852,7 @@ def edi_marker_esc(buf, i, end):
     return edi_marker(buf, i, end)
 
 
-@kernel
+@kernel(_nrt=True)              # np.sort allocates: reference counting stays on (not inherited)
 def dup_in(ks, s, e):
     n = e - s
     if n < 2:
@@ -870,7 +870,7 @@ def dup_in(ks, s, e):
     return False
 
 
-@kernel
+@kernel(_nrt=False)
 def skip_str(buf, i, end):
     """Validate a string whose quote is at ``i - 1``; ``(next, err, escaped)`` (fast path)."""
     while i < end:
@@ -891,7 +891,7 @@ def skip_str(buf, i, end):
     return i, 1, False
 
 
-@kernel
+@kernel(_nrt=False)
 def key_str(buf, i, end):
     """Member name at ``i`` (quote at ``i - 1``): ``(next, exact hash, err)`` for plain ASCII
     names; err -1 when the name needs the slow path (escapes, non-ASCII)."""
@@ -908,14 +908,13 @@ def key_str(buf, i, end):
 
 
 # --------------------------------------------------------------------------- the scanner
-@kernel
 def json_scan(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
               st_out, H, vbuf, loc_hash, loc_off, loc_buf, loc_table, E, ebuf, ctr, scratch, kstack):
-    """Scan and classify the selected JSON messages.  See the module docstring."""
-    nb = buf.shape[0]
-    nmsg = offsets.shape[0] - 1
-    kcap = kstack.shape[0]
-    scap = scratch.shape[0]
+    """Scan and classify the selected JSON messages.  See the module docstring.
+
+    A Python function (nothing to compile): allocates the per-call work arrays and runs
+    :func:`json_scan_run`, which is compiled without reference counting (``_nrt=False``: no
+    atomic increments for every array a helper is handed)."""
     D = MAX_DEPTH + 1
     kind = np.zeros(D, dtype=np.int8)
     knorm = np.zeros(D, dtype=np.uint64)      # normalised name of the current member
@@ -938,6 +937,23 @@ def json_scan(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
     km_n = np.zeros(KM_SIZE, dtype=np.uint64)
     km_r = np.zeros(KM_SIZE, dtype=np.int64)
     km_g = np.zeros(KM_SIZE, dtype=np.int64)
+    return json_scan_run(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P, st_out, H, vbuf, loc_hash, loc_off,
+                         loc_buf, loc_table, E, ebuf, ctr, scratch, kstack,
+                         kind, knorm, krule, kgen, parh, ph, kst, ken, kesc, first_hit, npend, kstart, tv_g, tv_v,
+                         ntv, path, tmp, km_h, km_n, km_r, km_g)
+
+
+@kernel(_nrt=False)
+def json_scan_run(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
+                  st_out, H, vbuf, loc_hash, loc_off, loc_buf, loc_table, E, ebuf, ctr, scratch, kstack,
+                  kind, knorm, krule, kgen, parh, ph, kst, ken, kesc, first_hit, npend, kstart, tv_g, tv_v, ntv,
+                  path, tmp, km_h, km_n, km_r, km_g):
+    """The scanner of :func:`json_scan` (work arrays allocated by it, zeroed; ``krule`` and ``kgen``
+    filled with -1)."""
+    nb = buf.shape[0]
+    nmsg = offsets.shape[0] - 1
+    kcap = kstack.shape[0]
+    scap = scratch.shape[0]
     km_fill = 0
     kmask = KM_SIZE - 1
     ph[0] = ROOT_H

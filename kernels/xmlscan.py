@@ -71,22 +71,22 @@ ST_BAD_CHARSET = 13
 _XINCLUDE_NS = np.frombuffer(b"http://www.w3.org/2001/XInclude", dtype=np.uint8).copy()
 
 
-@kernel
+@kernel(_nrt=False)
 def is_name_start(c):
     return (65 <= c <= 90) or (97 <= c <= 122) or c == 95 or c == 58 or c >= 128
 
 
-@kernel
+@kernel(_nrt=False)
 def is_name_char(c):
     return (65 <= c <= 90) or (97 <= c <= 122) or (48 <= c <= 57) or c == 95 or c == 58 or c == 45 or c == 46 or c >= 128
 
 
-@kernel
+@kernel(_nrt=False)
 def is_ws(c):
     return c == 32 or c == 9 or c == 10 or c == 13
 
 
-@kernel
+@kernel(_nrt=False)
 def prepass(buf, s, e):
     """0 ok, ST_INVALID_UTF8, or ST_MALFORMED (a control character XML does not allow)."""
     i = s
@@ -104,7 +104,7 @@ def prepass(buf, s, e):
     return ST_OK
 
 
-@kernel
+@kernel(_nrt=False)
 def entity(buf, i, end):
     """Reference at ``buf[i] == '&'``.  Returns ``(next, code point, err)``: err 0 ok,
     ST_MALFORMED, or ST_FORBIDDEN (an entity other than the five predefined ones)."""
@@ -163,7 +163,7 @@ def entity(buf, i, end):
     return j + 1, v, ST_OK
 
 
-@kernel
+@kernel(_nrt=False)
 def put_cp(out, o, cap, v):
     if v < 0x80:
         if o < cap:
@@ -190,7 +190,7 @@ def put_cp(out, o, cap, v):
     return o
 
 
-@kernel
+@kernel(_nrt=False)
 def find2(buf, i, end, a, b, c):
     """Position of the 3-byte sequence ``a b c`` at or after ``i``, or -1."""
     while i + 2 < end:
@@ -200,7 +200,7 @@ def find2(buf, i, end, a, b, c):
     return -1
 
 
-@kernel
+@kernel(_nrt=False)
 def decl_encoding_span(buf, s, e):
     """The ``encoding`` value of the XML declaration ``buf[s:e]``: ``(start, end)``, ``(-1, -1)``
     when absent, ``(-2, -2)`` when malformed."""
@@ -230,7 +230,7 @@ def decl_encoding_span(buf, s, e):
     return -1, -1
 
 
-@kernel
+@kernel(_nrt=False)
 def decl_encoding_ok(buf, s, e):
     """Is the ``encoding`` pseudo-attribute of the XML declaration ``buf[s:e]`` absent or UTF-8/ASCII?"""
     vs, ve = decl_encoding_span(buf, s, e)
@@ -289,7 +289,20 @@ _H_INCLUDE = _h("include")
 _H_XI = _h("xi")
 
 
-@kernel
+@kernel(_nrt=False)
+def text_head(buf, i, end):
+    """``jsonscan.edi_head`` as a call: it is inlined at numba's IR level (typed and lowered again
+    at every call site), and the scanner asks it only once per text run of a leaf without rules."""
+    return edi_head(buf, i, end)
+
+
+@kernel(_nrt=False, readonly=("buf",))
+def leaf_marker(buf, i, end):
+    """``jsonscan.edi_marker`` as a call (``buf``: the batch or the decoded text), once per leaf."""
+    return edi_marker(buf, i, end)
+
+
+@kernel(_nrt=False)
 def in_set(arr, h):
     for r in range(arr.shape[0]):
         if arr[r] == h:
@@ -297,7 +310,7 @@ def in_set(arr, h):
     return False
 
 
-@kernel
+@kernel(_nrt=False)
 def xml_path(buf, d, name_s, name_e, path):
     """``/Root/.../Leaf`` (local names) for the element at depth ``d``; returns its length."""
     pl = 0
@@ -318,15 +331,15 @@ def xml_path(buf, d, name_s, name_e, path):
     return pl
 
 
-@kernel
 def xml_scan(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
              st_out, H, vbuf, loc_hash, loc_off, loc_buf, loc_table, E, ebuf, ctr, scratch, kstack,
              wrappers, documents, mt):
     """Scan and classify the selected XML messages.  See the module docstring.
-    (``kstack`` is unused: the JSON and XML kernels share one driver.)"""
-    nb = buf.shape[0]
-    nmsg = offsets.shape[0] - 1
-    scap = scratch.shape[0]
+    (``kstack`` is unused: the JSON and XML kernels share one driver.)
+
+    A Python function (nothing to compile): allocates the per-call work arrays and runs
+    :func:`xml_scan_run`, compiled without reference counting (``_nrt=False``), like
+    ``jsonscan.json_scan_run``."""
     D = MAX_DEPTH + 1
     name_s = np.zeros(D, dtype=np.int64)
     name_e = np.zeros(D, dtype=np.int64)
@@ -346,6 +359,21 @@ def xml_scan(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
     km_h = np.zeros(KM_SIZE_X, dtype=np.uint64)
     km_r = np.zeros(KM_SIZE_X, dtype=np.int64)
     km_g = np.zeros(KM_SIZE_X, dtype=np.int64)
+    return xml_scan_run(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P, st_out, H, vbuf, loc_hash, loc_off,
+                        loc_buf, loc_table, E, ebuf, ctr, scratch, wrappers, documents, mt,
+                        name_s, name_e, lh, ph, rule, rgen, acc, child, first_hit, npend, tv_g, tv_v, ntv, path, tmp,
+                        km_h, km_r, km_g)
+
+
+@kernel(_nrt=False)
+def xml_scan_run(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
+                 st_out, H, vbuf, loc_hash, loc_off, loc_buf, loc_table, E, ebuf, ctr, scratch,
+                 wrappers, documents, mt, name_s, name_e, lh, ph, rule, rgen, acc, child, first_hit, npend, tv_g, tv_v,
+                 ntv, path, tmp, km_h, km_r, km_g):
+    """The scanner of :func:`xml_scan` (work arrays allocated and zeroed by it)."""
+    nb = buf.shape[0]
+    nmsg = offsets.shape[0] - 1
+    scap = scratch.shape[0]
     km_fill = 0
     kmask = KM_SIZE_X - 1
     ph[0] = ROOT_H
@@ -408,7 +436,7 @@ def xml_scan(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
                     st = ST_MALFORMED
                     break
                 run0 = i
-                if child[d] == 0 and acc[d] == 0 and txt == 0 and edi_head(buf, i, e):
+                if child[d] == 0 and acc[d] == 0 and txt == 0 and text_head(buf, i, e):
                     acc[d] = 1
                 a = acc[d] if child[d] == 0 else 0
                 while i < e:
@@ -467,7 +495,7 @@ def xml_scan(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
                         st = ST_TOO_LARGE
                         break
                     simple = False
-                    if child[d] == 0 and acc[d] == 0 and txt == 0 and edi_marker(buf, i + 9, k):
+                    if child[d] == 0 and acc[d] == 0 and txt == 0 and leaf_marker(buf, i + 9, k):
                         acc[d] = 1
                     if acc[d] != 0 and child[d] == 0:
                         for p in range(i + 9, k):
@@ -557,7 +585,7 @@ def xml_scan(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
                         loc = intern_add(lhh, path, plen, loc_hash, loc_off, loc_buf, loc_table, ctr)
                         if loc < 0:
                             return 2
-                    emb = edi_marker(src, s0, e0)
+                    emb = leaf_marker(src, s0, e0)
                     if emb:
                         fl |= FLAG_EMBEDDED
                         ne_ = ctr[C_NE]

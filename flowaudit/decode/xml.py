@@ -36,7 +36,7 @@ import numpy as np
 from flowaudit import schemas
 from flowaudit.decode import REASON_CODES, FormatResult
 from flowaudit.decode.detect import check_batch
-from flowaudit.decode.json import compile_rules, run_kernel
+from flowaudit.decode.json import compile_rules, readonly, run_kernel
 from flowaudit.kernels import jsonscan as K
 from flowaudit.kernels.jsonscan import name_hash
 from flowaudit.kernels.xmlscan import declared_encoding, xml_scan
@@ -106,7 +106,7 @@ def _transcode(buf, offsets, sel):
     (each followed by a one-byte gap message that stands for its end); ``back`` (int64,
     ``len(buf2) + 1``) maps a position in ``buf2`` to the original position in ``buf``; ``bad``
     lists the ``j`` refused as ``bad_charset``."""
-    decl = declared_encoding(buf, offsets, sel)
+    decl = declared_encoding(readonly(buf), readonly(offsets), readonly(sel))
     cand = np.flatnonzero(decl[:, 1] >= 0)
     todo: dict[int, bytes] = {}
     bad = []
