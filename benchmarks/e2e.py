@@ -61,24 +61,24 @@ def bare_consume(settings: Settings, expected: int, poll: int) -> dict:
 
 
 def pipeline(settings: Settings, before: bool = False) -> dict:
-    """The stream service; ``before``: as it was before the short poll while draining (a full
-    ``kafka.poll_timeout_s`` between the worker's last batch and the end of the run)."""
+    """The stream service; ``before``: as it was before write-behind (the worker thread encodes
+    and fsyncs the file sets itself, between batches, instead of a writer thread beside it)."""
     from flowaudit import service
 
-    default = service.DRAIN_POLL_S
+    default = service.WRITE_BEHIND
     if before:
-        service.DRAIN_POLL_S = None
+        service.WRITE_BEHIND = False
     try:
         s = StreamService(settings, metrics=None, until_drained=True, install_signals=False).run()
     finally:
-        service.DRAIN_POLL_S = default
+        service.WRITE_BEHIND = default
     secs = s.active_seconds
     return {"messages": s.messages, "bytes": s.bytes, "seconds": secs, "msg_per_s": s.messages / secs,
             "mb_per_s": s.bytes / 1e6 / secs, "warmup_seconds": s.warmup_seconds,
             "findings_rows": s.findings, "findings_seconds": s.findings_seconds,
             "findings_share": s.findings_seconds / secs if secs else None,
             "hits": dict(s.hits), "quarantined": dict(s.quarantined), "files": dict(s.files),
-            "rows": dict(s.rows)}
+            "rows": dict(s.rows), "budget_flushes": s.budget_flushes, "batches": s.batches}
 
 
 def run(count: int = 50_000, seed: int = 3, partitions: int = 3, poll: int = 5000, repeats: int = 1,
@@ -141,7 +141,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--json", metavar="FILE", help="write the result as JSON")
     ap.add_argument("--before-peer", action="store_true",
-                    help="also run the pipeline as before the short poll while draining, alternated in the same run")
+                    help="also run the pipeline as before write-behind (the worker publishes the file sets "
+                         "itself), alternated in the same run")
     args = ap.parse_args(argv)
     res = run(count=args.count, poll=args.poll, repeats=args.repeats, before_peer=args.before_peer)
     b, p = res["best"]["bare"], res["best"]["pipeline"]
