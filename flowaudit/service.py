@@ -135,6 +135,7 @@ class Summary:
     rows: Counter = field(default_factory=Counter)          # dataset -> n
     batches: int = 0
     active_seconds: float = 0.0  # first message received -> last file published (no group join)
+    first_message_at: float = 0.0  # wall clock (time.time()) of the first message received, 0: none
     log_resets: Counter = field(default_factory=Counter)    # kind -> n
     log_gap_messages: int = 0
     storage_faults: int = 0
@@ -630,6 +631,7 @@ class StreamService:
                 if msgs:
                     if t_first is None:
                         t_first = time.monotonic()
+                        self.summary.first_message_at = time.time()
                     self.process(msgs)
                 self._commit_outbox()
                 if self.egress is not None and time.monotonic() - t_reload > 10:
@@ -673,6 +675,7 @@ class StreamService:
             self._stop_worker()
         except BaseException:  # already being reported
             pass
+        self._pending_close = None   # a window sealed for closing closes on the next start (from storage)
         for w in self.writers.values():
             w.discard()
 
@@ -1100,7 +1103,11 @@ class StreamService:
             self._barrier()
         idle = {k: s.eof and (not s.handed or fw.handled_up_to(k) >= s.last_seen)
                 for k, s in list(self.slots.items()) if s.ready and not s.aborted}
-        due = fw.due(idle)
+        try:
+            due = fw.due(idle)
+        except OSError as exc:   # its state file on a full disk (the writer may be waiting it out): next batch
+            self._ratelog(logging.ERROR, "findings", "findings windows not checked (%s); retried", exc)
+            return
         if not due:
             return
         keys = [k for k in self.writers if k in idle]
