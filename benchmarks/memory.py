@@ -9,8 +9,8 @@ the input: the issue's target is <= 500 MB over a 1M-message run, whatever the p
     python -m benchmarks.memory --sizes 1000000 --before-peer   # also without write-behind, same topics
 
 ``--before-peer`` runs a second stream process over the same topics (another group and root)
-with ``flowaudit.service.WRITE_BEHIND`` off (the worker publishes the file sets itself): the
-writer thread must not raise the peak.  ``--dedupe-entries`` / ``--poll`` set
+with ``flowaudit.service.WRITE_BEHIND`` flipped (off by default: on, a writer thread publishes
+the file sets beside the worker), to see what the writer thread costs.  ``--dedupe-entries`` / ``--poll`` set
 ``kafka.dedupe_entries`` / ``kafka.poll_max_messages`` to measure what they cost.
 """
 from __future__ import annotations
@@ -29,8 +29,8 @@ from flowaudit.broker import EmbeddedBroker
 from flowaudit.demo import produce
 
 
-# ``flowaudit stream`` with write-behind off (the worker publishes the file sets itself)
-_BEFORE = ("import sys; import flowaudit.service as s; s.WRITE_BEHIND = False; from flowaudit.cli import main; "
+# ``flowaudit stream`` with write-behind flipped
+_BEFORE = ("import sys; import flowaudit.service as s; s.WRITE_BEHIND = not s.WRITE_BEHIND; from flowaudit.cli import main; "
            "sys.argv[0] = 'flowaudit'; sys.exit(main())")
 
 
@@ -78,8 +78,10 @@ def run(sizes=(50_000, 300_000), partitions: int = 3, seed: int = 5, budget_mb: 
             for before in ((False, True) if before_peer else (False,)):
                 root = Path(tmp) / f"root{k}{'-before' if before else ''}"
                 r = stream_rss(broker.bootstrap, topics, root, budget_mb, before, dedupe_entries, poll)
+                from flowaudit import service
+
                 r.update(messages=count, mb=nbytes / 1e6, partitions=partitions * len(topics),
-                         write_behind=not before)
+                         write_behind=service.WRITE_BEHIND != before)
                 rows.append(r)
                 print(json.dumps(r), file=sys.stderr)
     return {"benchmark": "stream_peak_rss_vs_input", "budget_mb": budget_mb, "dedupe_entries": dedupe_entries,
@@ -92,7 +94,7 @@ def main(argv=None) -> int:
     ap.add_argument("--partitions", type=int, default=3, help="partitions per topic (4 topics)")
     ap.add_argument("--budget-mb", type=int, help="sink.buffer_budget_mb (default: the setting's default)")
     ap.add_argument("--before-peer", action="store_true",
-                    help="also run each size without write-behind (the worker publishes the file sets itself)")
+                    help="also run each size with service.WRITE_BEHIND flipped (default off: on)")
     ap.add_argument("--dedupe-entries", type=int, help="kafka.dedupe_entries (default: the setting's default)")
     ap.add_argument("--poll", type=int, help="kafka.poll_max_messages (default: the setting's default)")
     a = ap.parse_args(argv)

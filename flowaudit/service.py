@@ -12,7 +12,7 @@ for (a revocation waiting for batches in flight, a full hand-off queue) can wait
 The worker hands the offsets it made durable back through an outbox that the main thread
 commits after each poll.
 
-Write-behind: with a worker, a third thread (the writer) publishes the file sets the worker
+Write-behind (``WRITE_BEHIND``, off by default): with a worker, a third thread (the writer) publishes the file sets the worker
 closes (a full file set, an hour change, the buffer budget): Parquet encoding, compression,
 ``fsync`` and the links of batch N overlap the kernels of batch N+1 (both release the GIL).
 One hand-off is in flight at a time (the worker waits for the previous one before handing the
@@ -86,9 +86,14 @@ EXIT_LOG_RESET = 3      # sink.on_log_reset = "stop" and the broker's log no lon
 EXIT_STALLED = 4        # --until-drained made no progress for kafka.drain_stall_s
 # --until-drained: the poll timeout while every partition is at its end and only the worker is busy
 DRAIN_POLL_S: float | None = 0.02
-# with a worker thread, a writer thread publishes the file sets the worker seals (False: the
-# worker publishes them itself, as before; benchmarks.e2e --before-peer)
-WRITE_BEHIND = True
+# with a worker thread, a writer thread publishes the file sets the worker seals.  Off by
+# default: on the shared 2-core VM it gained nothing measurable (0.94-1.14x alternated, see the
+# README) and its writer overlaps the worker's memory (+50-100 MB peak); the machinery is kept and
+# tested (tests/test_stream_write_behind.py) for hosts with a free core (benchmarks.e2e --before-peer)
+WRITE_BEHIND = False
+# the buffer budget counts the rows of the hand-off in flight: the worker waits for the writer
+# rather than hold more than sink.buffer_budget_mb (False: only the buffered rows count)
+BUDGET_COUNTS_IN_FLIGHT = True
 
 
 class LogResetError(RuntimeError):
@@ -136,6 +141,8 @@ class Summary:
     batches: int = 0
     active_seconds: float = 0.0  # first message received -> last file published (no group join)
     first_message_at: float = 0.0  # wall clock (time.time()) of the first message received, 0: none
+    write_behind_seconds: float = 0.0   # the writer thread publishing sealed file sets
+    write_wait_seconds: float = 0.0     # the worker waiting for the writer thread (barriers, one in flight)
     log_resets: Counter = field(default_factory=Counter)    # kind -> n
     log_gap_messages: int = 0
     storage_faults: int = 0
@@ -753,9 +760,14 @@ class StreamService:
         if not self._sealed:
             return
         items, self._sealed = self._sealed, []
-        self._wq.join()
+        self._join_writer()
         self._inflight_bytes = sum(cur.nbytes for _w, cur, _s in items)
         self._wq.put(items)
+
+    def _join_writer(self) -> None:
+        t0 = time.perf_counter()
+        self._wq.join()
+        self.summary.write_wait_seconds += time.perf_counter() - t0
 
     def _write_loop(self) -> None:
         """The writer thread: publish sealed file sets in order; their offsets go to the outbox."""
@@ -764,6 +776,7 @@ class StreamService:
             try:
                 if items is None:
                     return
+                t0 = time.perf_counter()
                 for w, cur, slot in items:
                     if w.broken is not None:
                         continue   # an earlier set of this partition was not published: no gap
@@ -788,6 +801,7 @@ class StreamService:
                     with self._outbox_mu:
                         self._outbox[key] = max(self._outbox.get(key, -1), last + 1)
                     self._fault_cleared()
+                self.summary.write_behind_seconds += time.perf_counter() - t0
             finally:
                 self._wq.task_done()
 
@@ -801,7 +815,7 @@ class StreamService:
             if self._sealed:
                 items, self._sealed = self._sealed, []
                 self._wq.put(items)
-            self._wq.join()
+            self._join_writer()
             self._inflight_bytes = 0
             for k, w in list(self.writers.items()):
                 if w.broken is not None:
@@ -1071,8 +1085,8 @@ class StreamService:
         stay offset ranges; only where a file set ends moves, never what is in it."""
         before = sum(w.buffered_bytes for w in self.writers.values())
         budget = self.settings.sink.buffer_budget_mb << 20
-        if self._inflight_bytes and before + self._inflight_bytes > budget:
-            self._wq.join()   # rows in flight still take memory: the peak stays where it was
+        if BUDGET_COUNTS_IN_FLIGHT and self._inflight_bytes and before + self._inflight_bytes > budget:
+            self._join_writer()   # rows in flight still take memory: the peak stays where it was
             self._inflight_bytes = 0
         if before <= budget:
             return
@@ -1342,6 +1356,9 @@ def format_summary(s: Summary) -> str:
     lines.append(f"  parquet         {Path(s.root).resolve()}/dataset=<{'|'.join(sorted(s.files)) or 'messages'}>/")
     if s.storage_faults:
         lines.append(f"  storage faults  {s.storage_faults} (consumption paused while they lasted)")
+    if s.write_behind_seconds:
+        lines.append(f"  write-behind    {s.write_behind_seconds:.1f} s publishing beside the worker, which waited "
+                     f"{s.write_wait_seconds:.1f} s for it")
     if s.budget_flushes:
         lines.append(f"  buffer budget   reached {s.budget_flushes} time(s): every partition published what it had")
     if s.log_resets or s.log_gap_messages:
