@@ -11,6 +11,12 @@ time; ``--repeats`` prints it for every run (on shared cores one run is noisy).
 
     python -m benchmarks.e2e --count 100000
     python -m benchmarks.e2e --count 100000 --repeats 2 --before-peer   # also the code before, alternated
+    python -m benchmarks.e2e --count 100000 --members 2   # 1 -> 2 stream processes, same run
+
+``--members N``: the service has no ``--workers``; N stream processes, each given every N-th
+topic (its own group, so ``--until-drained`` knows its partitions), run at once and timed from
+the first message any of them received to the last file any of them published; the same with
+one process taking every topic, alternated.  Topics are not equal work, so the split is uneven.
 """
 from __future__ import annotations
 
@@ -34,7 +40,10 @@ from flowaudit.sources.kafka import check_broker, consumer_config
 def bare_consume(settings: Settings, expected: int, poll: int) -> dict:
     """The peer: consume every message, touch each value (len), nothing else."""
     parts = sum(check_broker(settings).values())
-    c = Consumer(consumer_config(settings))
+    # the peer keeps librdkafka's own prefetch (64 MiB): the service's smaller one saves memory
+    # and would slow the peer, not the service (whose worker is the bottleneck)
+    c = Consumer(consumer_config(settings, **{"queued.max.messages.kbytes": 64 * 1024,
+                                              "fetch.max.bytes": 32 << 20}))
     c.subscribe(list(settings.kafka.topics))
     n = nbytes = 0
     eof: set = set()
@@ -61,28 +70,73 @@ def bare_consume(settings: Settings, expected: int, poll: int) -> dict:
 
 
 def pipeline(settings: Settings, before: bool = False) -> dict:
-    """The stream service; ``before``: as it was before the short poll while draining (a full
-    ``kafka.poll_timeout_s`` between the worker's last batch and the end of the run)."""
+    """The stream service; ``before``: with ``service.WRITE_BEHIND`` the other way round (on:
+    a writer thread encodes and fsyncs the file sets beside the worker; off, the default: the
+    worker does it between batches)."""
     from flowaudit import service
 
-    default = service.DRAIN_POLL_S
+    default = service.WRITE_BEHIND
     if before:
-        service.DRAIN_POLL_S = None
+        service.WRITE_BEHIND = not default
     try:
         s = StreamService(settings, metrics=None, until_drained=True, install_signals=False).run()
     finally:
-        service.DRAIN_POLL_S = default
+        service.WRITE_BEHIND = default
     secs = s.active_seconds
     return {"messages": s.messages, "bytes": s.bytes, "seconds": secs, "msg_per_s": s.messages / secs,
             "mb_per_s": s.bytes / 1e6 / secs, "warmup_seconds": s.warmup_seconds,
             "findings_rows": s.findings, "findings_seconds": s.findings_seconds,
             "findings_share": s.findings_seconds / secs if secs else None,
             "hits": dict(s.hits), "quarantined": dict(s.quarantined), "files": dict(s.files),
-            "rows": dict(s.rows)}
+            "rows": dict(s.rows), "budget_flushes": s.budget_flushes, "batches": s.batches,
+            "write_behind_seconds": s.write_behind_seconds, "write_wait_seconds": s.write_wait_seconds}
+
+
+def _member(settings: Settings, out) -> None:
+    """One stream process of ``--members`` (a child process)."""
+    s = StreamService(settings, metrics=None, until_drained=True, install_signals=False).run()
+    out.put({"messages": s.messages, "first": s.first_message_at, "end": s.first_message_at + s.active_seconds,
+             "exit_code": s.exit_code, "files": dict(s.files), "rows": dict(s.rows)})
+
+
+def members(settings: Settings, n: int) -> dict:
+    """``n`` stream processes over a topic split, from the first message to the last file published."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    names = list(settings.kafka.topics)
+    procs = []
+    for i in range(n):
+        st = Settings()
+        st.kafka.bootstrap_servers = settings.kafka.bootstrap_servers
+        st.kafka.topics = {t: settings.kafka.topics[t] for t in names[i::n]}
+        st.kafka.group_id = f"{settings.kafka.group_id}-m{i}"
+        st.kafka.poll_max_messages = settings.kafka.poll_max_messages
+        st.sink.root = settings.sink.root          # one root: each member locks its own partitions
+        st.sink.rotate_records = settings.sink.rotate_records
+        st.security.hmac_key = settings.security.hmac_key
+        st.validate()
+        p = ctx.Process(target=_member, args=(st, out))
+        p.start()
+        procs.append(p)
+    res = [out.get(timeout=900) for _ in procs]
+    for p in procs:
+        p.join()
+    if any(r["exit_code"] for r in res):
+        raise RuntimeError(f"a member failed: {res}")
+    secs = max(r["end"] for r in res) - min(r["first"] for r in res)
+    n_msgs = sum(r["messages"] for r in res)
+    rows: dict = {}
+    for r in res:
+        for d, c in r["rows"].items():
+            rows[d] = rows.get(d, 0) + c
+    return {"members": n, "messages": n_msgs, "seconds": secs, "msg_per_s": n_msgs / secs, "rows": rows,
+            "per_member_messages": [r["messages"] for r in res]}
 
 
 def run(count: int = 50_000, seed: int = 3, partitions: int = 3, poll: int = 5000, repeats: int = 1,
-        rotate_records: int = 100_000, before_peer: bool = False) -> dict:
+        rotate_records: int = 100_000, before_peer: bool = False, n_members: int = 0) -> dict:
     """``before_peer``: also run the pipeline as it was before (see :func:`pipeline`), alternated
     with the current one in the same run, so the two are compared on the same load."""
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="flowaudit-bench-") as tmp:
@@ -95,6 +149,9 @@ def run(count: int = 50_000, seed: int = 3, partitions: int = 3, poll: int = 500
         if before_peer:
             results["pipeline_before"] = []
             names = ("bare", "pipeline_before", "pipeline")
+        if n_members:
+            names = ("bare", "members1", f"members{n_members}")
+            results = {k: [] for k in names}
         for r in range(repeats):
             for name in (names if r % 2 == 0 else (names[0],) + names[:0:-1]):
                 st = Settings()
@@ -106,9 +163,20 @@ def run(count: int = 50_000, seed: int = 3, partitions: int = 3, poll: int = 500
                 st.sink.rotate_records = rotate_records
                 st.security.hmac_key = "benchmark-key-not-secret"
                 st.validate()
+                if name.startswith("members"):
+                    results[name].append(members(st, int(name[7:])))
+                    continue
                 results[name].append(bare_consume(st, n, poll) if name == "bare" else
                                      pipeline(st, before=name == "pipeline_before"))
     best = {k: max(v, key=lambda x: x["msg_per_s"]) for k, v in results.items()}
+    if n_members:
+        one, many = best["members1"], best[f"members{n_members}"]
+        if one["rows"] != many["rows"] or one["messages"] != many["messages"]:
+            raise RuntimeError(f"the members wrote other rows than one process: {many['rows']} vs {one['rows']}")
+        return {"benchmark": "e2e_members_scaling", "messages": n, "mb": nbytes / 1e6, "runs": results,
+                "best": best, "ratio_members1_to_bare": one["msg_per_s"] / best["bare"]["msg_per_s"],
+                f"ratio_members{n_members}_to_bare": many["msg_per_s"] / best["bare"]["msg_per_s"],
+                "scaling": many["msg_per_s"] / one["msg_per_s"]}
     if before_peer:   # the same rows (where file sets end depends on the polls, in both)
         a, b = best["pipeline"], best["pipeline_before"]
         if (a["rows"], a["hits"], a["quarantined"]) != (b["rows"], b["hits"], b["quarantined"]):
@@ -141,9 +209,25 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--json", metavar="FILE", help="write the result as JSON")
     ap.add_argument("--before-peer", action="store_true",
-                    help="also run the pipeline as before the short poll while draining, alternated in the same run")
+                    help="also run the pipeline with service.WRITE_BEHIND the other way round (default off: "
+                         "on), alternated in the same run")
+    ap.add_argument("--members", type=int, default=0, metavar="N",
+                    help="instead: 1 and N stream processes over a topic split, alternated (scaling)")
     args = ap.parse_args(argv)
-    res = run(count=args.count, poll=args.poll, repeats=args.repeats, before_peer=args.before_peer)
+    res = run(count=args.count, poll=args.poll, repeats=args.repeats, before_peer=args.before_peer,
+              n_members=args.members)
+    if args.members:
+        b = res["best"]["bare"]
+        print(f"e2e members: {res['messages']:,} messages, {res['mb']:.1f} MB")
+        print(f"  bare confluent-kafka consume  {b['msg_per_s']:>10,.0f} msg/s")
+        for k in ("members1", f"members{args.members}"):
+            r = res["best"][k]
+            print(f"  {k:<28}  {r['msg_per_s']:>10,.0f} msg/s  ratio {r['msg_per_s'] / b['msg_per_s']:.2f}  "
+                  f"(messages per member {r['per_member_messages']})")
+        print(f"  scaling 1 -> {args.members}                 {res['scaling']:.2f}x")
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=2, default=str))
+        return 0
     b, p = res["best"]["bare"], res["best"]["pipeline"]
     print(f"e2e on {res['machine']['cpu']}: {res['messages']:,} messages, {res['mb']:.1f} MB")
     print(f"  bare confluent-kafka consume  {b['msg_per_s']:>10,.0f} msg/s  {b['mb_per_s']:7.1f} MB/s")
@@ -152,7 +236,7 @@ def main(argv=None) -> int:
     print(f"  ratio pipeline / bare         {res['ratio_pipeline_to_bare']:.2f}")
     if args.before_peer:
         q = res["best"]["pipeline_before"]
-        print(f"  pipeline as before            {q['msg_per_s']:>10,.0f} msg/s  ratio "
+        print(f"  pipeline, write-behind flipped {q['msg_per_s']:>9,.0f} msg/s  ratio "
               f"{res['ratio_before_to_bare']:.2f}  (same run, alternated)")
     print(f"  findings windows              {p['findings_seconds']:.2f} s of the pipeline's {p['seconds']:.1f} s "
           f"({100 * (p['findings_share'] or 0):.1f} %), {p['findings_rows']} findings")

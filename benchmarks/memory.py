@@ -6,6 +6,12 @@ comes from ``wait4``.  Flat means the buffered rows are bounded (``sink.buffer_b
 the input: the issue's target is <= 500 MB over a 1M-message run, whatever the partitions.
 
     python -m benchmarks.memory --sizes 50000 300000 1000000
+    python -m benchmarks.memory --sizes 1000000 --before-peer   # also without write-behind, same topics
+
+``--before-peer`` runs a second stream process over the same topics (another group and root)
+with ``flowaudit.service.WRITE_BEHIND`` flipped (off by default: on, a writer thread publishes
+the file sets beside the worker), to see what the writer thread costs.  ``--dedupe-entries`` / ``--poll`` set
+``kafka.dedupe_entries`` / ``kafka.poll_max_messages`` to measure what they cost.
 """
 from __future__ import annotations
 
@@ -23,14 +29,25 @@ from flowaudit.broker import EmbeddedBroker
 from flowaudit.demo import produce
 
 
-def stream_rss(bootstrap: str, topics: dict, root: Path, budget_mb: int | None = None) -> dict:
+# ``flowaudit stream`` with write-behind flipped
+_BEFORE = ("import sys; import flowaudit.service as s; s.WRITE_BEHIND = not s.WRITE_BEHIND; from flowaudit.cli import main; "
+           "sys.argv[0] = 'flowaudit'; sys.exit(main())")
+
+
+def stream_rss(bootstrap: str, topics: dict, root: Path, budget_mb: int | None = None, before: bool = False,
+               dedupe_entries: int | None = None, poll: int | None = None) -> dict:
     t = ",".join(f"{name}={fmt}" for fmt, name in topics.items())
-    cmd = [sys.executable, "-m", "flowaudit", "stream", "--bootstrap", bootstrap, "--topics", t, "--root", str(root),
-           "--until-drained", "--metrics-port", "0", "--group", f"mem-{root.name}"]
+    cmd = [sys.executable, *(("-c", _BEFORE) if before else ("-m", "flowaudit")), "stream", "--bootstrap",
+           bootstrap, "--topics", t, "--root", str(root), "--until-drained", "--metrics-port", "0",
+           "--group", f"mem-{root.name}"]
     env = dict(os.environ, FLOWAUDIT_SECURITY_HMAC_KEY="benchmark-key-not-secret",
                FLOWAUDIT_KAFKA_SESSION_TIMEOUT_MS="6000")
     if budget_mb is not None:
         env["FLOWAUDIT_SINK_BUFFER_BUDGET_MB"] = str(budget_mb)
+    if dedupe_entries is not None:
+        env["FLOWAUDIT_KAFKA_DEDUPE_ENTRIES"] = str(dedupe_entries)
+    if poll is not None:
+        env["FLOWAUDIT_KAFKA_POLL_MAX_MESSAGES"] = str(poll)
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _pid, status, ru = os.wait4(p.pid, 0)
@@ -48,7 +65,8 @@ def stream_rss(bootstrap: str, topics: dict, root: Path, budget_mb: int | None =
     return {"seconds": time.monotonic() - t0, "peak_rss_mb": ru.ru_maxrss / 1024, "budget_flushes": flushes}
 
 
-def run(sizes=(50_000, 300_000), partitions: int = 3, seed: int = 5, budget_mb: int | None = None) -> dict:
+def run(sizes=(50_000, 300_000), partitions: int = 3, seed: int = 5, budget_mb: int | None = None,
+        before_peer: bool = False, dedupe_entries: int | None = None, poll: int | None = None) -> dict:
     rows = []
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="flowaudit-mem-") as tmp:
         for k, n in enumerate(sizes):
@@ -57,11 +75,17 @@ def run(sizes=(50_000, 300_000), partitions: int = 3, seed: int = 5, budget_mb: 
             msgs = (m for m in synth.generate(seed + k, n))
             count, nbytes = produce(msgs, broker.bootstrap, partitions=partitions,
                                     topics={f: topics[f] for f in topics})
-            r = stream_rss(broker.bootstrap, topics, Path(tmp) / f"root{k}", budget_mb)
-            r.update(messages=count, mb=nbytes / 1e6, partitions=partitions * len(topics))
-            rows.append(r)
-            print(json.dumps(r), file=sys.stderr)
-    return {"benchmark": "stream_peak_rss_vs_input", "budget_mb": budget_mb, "runs": rows}
+            for before in ((False, True) if before_peer else (False,)):
+                root = Path(tmp) / f"root{k}{'-before' if before else ''}"
+                r = stream_rss(broker.bootstrap, topics, root, budget_mb, before, dedupe_entries, poll)
+                from flowaudit import service
+
+                r.update(messages=count, mb=nbytes / 1e6, partitions=partitions * len(topics),
+                         write_behind=service.WRITE_BEHIND != before)
+                rows.append(r)
+                print(json.dumps(r), file=sys.stderr)
+    return {"benchmark": "stream_peak_rss_vs_input", "budget_mb": budget_mb, "dedupe_entries": dedupe_entries,
+            "poll_max_messages": poll, "runs": rows}
 
 
 def main(argv=None) -> int:
@@ -69,8 +93,13 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[50_000, 300_000])
     ap.add_argument("--partitions", type=int, default=3, help="partitions per topic (4 topics)")
     ap.add_argument("--budget-mb", type=int, help="sink.buffer_budget_mb (default: the setting's default)")
+    ap.add_argument("--before-peer", action="store_true",
+                    help="also run each size with service.WRITE_BEHIND flipped (default off: on)")
+    ap.add_argument("--dedupe-entries", type=int, help="kafka.dedupe_entries (default: the setting's default)")
+    ap.add_argument("--poll", type=int, help="kafka.poll_max_messages (default: the setting's default)")
     a = ap.parse_args(argv)
-    print(json.dumps(run(a.sizes, a.partitions, budget_mb=a.budget_mb), indent=1))
+    print(json.dumps(run(a.sizes, a.partitions, budget_mb=a.budget_mb, before_peer=a.before_peer,
+                         dedupe_entries=a.dedupe_entries, poll=a.poll), indent=1))
     return 0
 
 

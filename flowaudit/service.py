@@ -12,6 +12,19 @@ for (a revocation waiting for batches in flight, a full hand-off queue) can wait
 The worker hands the offsets it made durable back through an outbox that the main thread
 commits after each poll.
 
+Write-behind (``WRITE_BEHIND``, off by default): with a worker, a third thread (the writer) publishes the file sets the worker
+closes (a full file set, an hour change, the buffer budget): Parquet encoding, compression,
+``fsync`` and the links of batch N overlap the kernels of batch N+1 (both release the GIL).
+One hand-off is in flight at a time (the worker waits for the previous one before handing the
+next), so the rows held in memory stay bounded as before.  The writer publishes in the order
+the sets were sealed, so each partition's files keep their order and their names; it puts the
+offsets it made durable in the outbox, so offsets are still committed only after their files
+are durable.  Barriers (every sealed set durable first): before a findings window closes (the
+sets are sealed with the batch that makes the window due, the window closes once they are
+durable, before the next batch touches a writer or a window), before a flow-path checkpoint,
+a new epoch, a revocation and the final publish at stop.  A storage fault in the writer pauses
+consumption as before; a fatal one stops the service as a worker error does.
+
 Exactly once
 ------------
 A writer publishes a partition's rows only while it holds the partition's lock
@@ -73,6 +86,14 @@ EXIT_LOG_RESET = 3      # sink.on_log_reset = "stop" and the broker's log no lon
 EXIT_STALLED = 4        # --until-drained made no progress for kafka.drain_stall_s
 # --until-drained: the poll timeout while every partition is at its end and only the worker is busy
 DRAIN_POLL_S: float | None = 0.02
+# with a worker thread, a writer thread publishes the file sets the worker seals.  Off by
+# default: on the shared 2-core VM it gained nothing measurable (0.94-1.14x alternated, see the
+# README) and its writer overlaps the worker's memory (+50-100 MB peak); the machinery is kept and
+# tested (tests/test_stream_write_behind.py) for hosts with a free core (benchmarks.e2e --before-peer)
+WRITE_BEHIND = False
+# the buffer budget counts the rows of the hand-off in flight: the worker waits for the writer
+# rather than hold more than sink.buffer_budget_mb (False: only the buffered rows count)
+BUDGET_COUNTS_IN_FLIGHT = True
 
 
 class LogResetError(RuntimeError):
@@ -119,6 +140,9 @@ class Summary:
     rows: Counter = field(default_factory=Counter)          # dataset -> n
     batches: int = 0
     active_seconds: float = 0.0  # first message received -> last file published (no group join)
+    first_message_at: float = 0.0  # wall clock (time.time()) of the first message received, 0: none
+    write_behind_seconds: float = 0.0   # the writer thread publishing sealed file sets
+    write_wait_seconds: float = 0.0     # the worker waiting for the writer thread (barriers, one in flight)
     log_resets: Counter = field(default_factory=Counter)    # kind -> n
     log_gap_messages: int = 0
     storage_faults: int = 0
@@ -225,6 +249,12 @@ class StreamService:
         self._outbox: dict[tuple[str, int], int] = {}   # worker -> main: offsets made durable
         self._outbox_mu = threading.Lock()
         self._fault_since: float | None = None      # a storage fault is being waited out
+        # write-behind (see the module docstring): worker -> writer thread, one hand-off in flight
+        self._wq: queue.Queue | None = None
+        self._writer: threading.Thread | None = None
+        self._sealed: list = []          # (writer, sealed set, slot) sealed by the batch being handled
+        self._inflight_bytes = 0         # Arrow bytes of the hand-off in flight
+        self._pending_close: tuple | None = None   # (window starts, partitions): closed once durable
         self._paused: set[tuple[str, int]] = set()
         self._hold_pause = False                    # all partitions paused: storage fault or a full queue
 
@@ -267,9 +297,12 @@ class StreamService:
 
     def _new_writer(self, topic: str, partition: int) -> PartitionWriter:
         s = self.settings.sink
-        return PartitionWriter(self.root, topic, partition, rotate_records=s.rotate_records,
-                               compression=s.compression, row_group_size=s.row_group_size,
-                               on_publish=self._on_publish, on_fault=None)
+        w = PartitionWriter(self.root, topic, partition, rotate_records=s.rotate_records,
+                            compression=s.compression, row_group_size=s.row_group_size,
+                            on_publish=self._on_publish, on_fault=None)
+        if self._wq is not None:
+            w.handoff = self._handoff
+        return w
 
     def open_partition(self, topic: str, partition: int) -> int | None:
         """Own a partition without Kafka (tests, replays): lock it, recover it; returns the resume offset."""
@@ -447,6 +480,7 @@ class StreamService:
                 self.slots[k].aborted = True   # a publish stuck on a storage fault gives up now
         self._held = []                        # consumed under the old assignment: re-read by the owner
         self._wait_idle(raise_error=False)     # the worker never needs the consumer: this always returns
+        self._barrier(raise_error=False)       # every sealed set durable (or given up), pending closes done
         commits = []
         for k in keys:
             slot = self.slots.pop(k, None)
@@ -578,14 +612,19 @@ class StreamService:
         self._starting = False
         t_first = None
         try:
-            c.subscribe(self.topic_names, on_assign=self._on_assign, on_revoke=self._on_revoke,
-                        on_lost=self._on_revoke)
             k = self.settings.kafka
             t_reload = time.monotonic()
             progress = _Progress(self, k.drain_stall_s)
             if self._queue is not None:
+                if WRITE_BEHIND:
+                    self._wq = queue.Queue()
+                    self._writer = threading.Thread(target=self._write_loop, name="flowaudit-writer", daemon=True)
+                    self._writer.start()
                 self._worker = threading.Thread(target=self._work_loop, name="flowaudit-worker", daemon=True)
                 self._worker.start()
+            # after the writer thread exists: writers made on assignment hand their file sets to it
+            c.subscribe(self.topic_names, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                        on_lost=self._on_revoke)
             while not self.stopping:
                 if self.max_seconds is not None and time.monotonic() - t0 > self.max_seconds:
                     break
@@ -599,6 +638,7 @@ class StreamService:
                 if msgs:
                     if t_first is None:
                         t_first = time.monotonic()
+                        self.summary.first_message_at = time.time()
                     self.process(msgs)
                 self._commit_outbox()
                 if self.egress is not None and time.monotonic() - t_reload > 10:
@@ -642,6 +682,7 @@ class StreamService:
             self._stop_worker()
         except BaseException:  # already being reported
             pass
+        self._pending_close = None   # a window sealed for closing closes on the next start (from storage)
         for w in self.writers.values():
             w.discard()
 
@@ -691,8 +732,105 @@ class StreamService:
                         break
             self._worker.join()
             self._worker = None
+        if self._writer is not None:
+            self._barrier(raise_error=False, close=False)   # the worker's last sealed sets; then the writer ends
+            self._wq.put(None)
+            self._writer.join()
+            self._writer = None
+            self._wq = None
+            for w in self.writers.values():
+                w.handoff = None
         if self._worker_error is not None and not isinstance(self._worker_error, LogResetError):
             raise self._worker_error
+
+    # -- write-behind: the writer thread ---------------------------------------------------------
+
+    def _handoff(self, w: PartitionWriter, sealed) -> None:
+        """A writer closed a file set while adding (worker thread): published with the batch's others."""
+        self._sealed.append((w, sealed, self.slots.get((w.topic, w.partition))))
+
+    def _seal(self, w: PartitionWriter, key) -> None:
+        sealed = w.seal()
+        if sealed is not None:
+            self._sealed.append((w, sealed, self.slots.get(key)))
+
+    def _submit_sealed(self) -> None:
+        """Hand the sets this batch sealed to the writer thread, once the previous hand-off is
+        durable: one hand-off in flight, so write-behind never holds more rows than before."""
+        if not self._sealed:
+            return
+        items, self._sealed = self._sealed, []
+        self._join_writer()
+        self._inflight_bytes = sum(cur.nbytes for _w, cur, _s in items)
+        self._wq.put(items)
+
+    def _join_writer(self) -> None:
+        t0 = time.perf_counter()
+        self._wq.join()
+        self.summary.write_wait_seconds += time.perf_counter() - t0
+
+    def _write_loop(self) -> None:
+        """The writer thread: publish sealed file sets in order; their offsets go to the outbox."""
+        while True:
+            items = self._wq.get()
+            try:
+                if items is None:
+                    return
+                t0 = time.perf_counter()
+                for w, cur, slot in items:
+                    if w.broken is not None:
+                        continue   # an earlier set of this partition was not published: no gap
+                    if self._worker_error is not None:
+                        w.broken = self._worker_error   # stopping on an error: re-read on the next start
+                        continue
+                    try:
+                        last = w.publish_sealed(cur)
+                    except PublishAborted as exc:
+                        log.warning("%s+%d: %s; the rows are re-read by the partition's owner", w.topic, w.partition,
+                                    exc)
+                        w.broken = exc
+                        if slot is not None:
+                            slot.aborted = True   # later batches of this assignment are dropped too
+                        continue
+                    except BaseException as exc:  # surfaced in the main thread, which stops
+                        w.broken = exc
+                        if self._worker_error is None:
+                            self._worker_error = exc
+                        continue
+                    key = (w.topic, w.partition)
+                    with self._outbox_mu:
+                        self._outbox[key] = max(self._outbox.get(key, -1), last + 1)
+                    self._fault_cleared()
+                self.summary.write_behind_seconds += time.perf_counter() - t0
+            finally:
+                self._wq.task_done()
+
+    def _barrier(self, raise_error: bool = True, close: bool = True) -> bool:
+        """Every file set sealed so far is durable, or given up (the worker's thread, or the main
+        thread while the worker is idle).  Writers whose sealed set was given up discard what they
+        buffer (the partition's owner re-reads it).  ``close``: then close the findings windows a
+        previous batch sealed the sets of.  Returns False when a set was given up."""
+        ok = True
+        if self._wq is not None:
+            if self._sealed:
+                items, self._sealed = self._sealed, []
+                self._wq.put(items)
+            self._join_writer()
+            self._inflight_bytes = 0
+            for k, w in list(self.writers.items()):
+                if w.broken is not None:
+                    ok = False
+                    w.discard()
+                    if self.findings is not None:   # file sets published before the abort never reached memory
+                        self.findings.from_storage_only(k)
+            if raise_error and self._worker_error is not None:
+                raise self._worker_error
+        if close and self._pending_close is not None:
+            due, keys = self._pending_close
+            self._pending_close = None
+            if ok:
+                self._close_due(due, self._flushed(keys))
+        return ok
 
     def _offer_held(self) -> None:
         while self._held:
@@ -884,6 +1022,8 @@ class StreamService:
             split[d] = (t, rows, np.searchsorted(g, np.arange(ngroups + 1)))
         sizes = np.diff(batch.offsets)
         done: dict[tuple[str, int], int] = {}
+        if self._pending_close is not None:   # the windows the previous batch made due: before any writer or window moves
+            self._barrier()
         for g, key in enumerate(group_keys):
             w = self.writers.get(key)
             if w is None:
@@ -902,6 +1042,7 @@ class StreamService:
                     sub[d] = (t.slice(lo, hi - lo), batch.offset[rows[lo:hi]])
             try:
                 if resets and key in resets:
+                    self._barrier()   # the old epoch's sets are published before the new one starts
                     w.start_epoch(resume=resets[key])
                 above = w.high
                 published = w.add(batch.offset[idx], batch.ts_ms[idx], sub, sizes[idx])
@@ -923,8 +1064,11 @@ class StreamService:
         self._enforce_budget(done)
         if self.findings is not None:
             self._close_windows(done)
-        if any(self._is_telemetry(k) for k in done):
+        if any(self._is_telemetry(k) for k in done) or any(self._is_telemetry((w.topic, w.partition))
+                                                             for w, _c, _s in self._sealed):
             self._checkpoint_flowpath(done)
+        if self._wq is not None and threading.current_thread() is self._worker:
+            self._submit_sealed()
         if done:
             with self._outbox_mu:
                 for k, off in done.items():
@@ -940,10 +1084,18 @@ class StreamService:
         (partition slices share their batch's buffers, so only publishing them all frees them).  File names
         stay offset ranges; only where a file set ends moves, never what is in it."""
         before = sum(w.buffered_bytes for w in self.writers.values())
-        if before <= self.settings.sink.buffer_budget_mb << 20:
+        budget = self.settings.sink.buffer_budget_mb << 20
+        if BUDGET_COUNTS_IN_FLIGHT and self._inflight_bytes and before + self._inflight_bytes > budget:
+            self._join_writer()   # rows in flight still take memory: the peak stays where it was
+            self._inflight_bytes = 0
+        if before <= budget:
             return
         keys = [k for k, w in self.writers.items() if w.buffered]
-        self._publish_all(keys, done, "buffer budget: publish abandoned")
+        if self._async():
+            for k in keys:
+                self._seal(self.writers[k], k)
+        else:
+            self._publish_all(keys, done, "buffer budget: publish abandoned")
         self.summary.budget_flushes += 1
         if self.metrics:
             self.metrics.budget_flushes.inc()
@@ -951,18 +1103,45 @@ class StreamService:
 
     # -- findings: event-time windows ----------------------------------------------------------
 
+    def _async(self) -> bool:
+        """Write-behind applies: the worker thread, with a writer thread."""
+        return self._wq is not None and threading.current_thread() is self._worker
+
     def _close_windows(self, done: dict) -> None:
         """Close the findings windows the watermark has passed: every writer publishes first, so
-        the window is read back from storage (see :mod:`flowaudit.detect.windows`)."""
+        the window is read back from storage (see :mod:`flowaudit.detect.windows`).  Write-behind:
+        the writers' sets are sealed now and the windows close once they are durable (the
+        barrier before the next batch moves a writer or a window, or any other barrier)."""
         fw = self.findings
+        if self._pending_close is not None:
+            self._barrier()
         idle = {k: s.eof and (not s.handed or fw.handled_up_to(k) >= s.last_seen)
                 for k, s in list(self.slots.items()) if s.ready and not s.aborted}
-        due = fw.due(idle)
+        try:
+            due = fw.due(idle)
+        except OSError as exc:   # its state file on a full disk (the writer may be waiting it out): next batch
+            self._ratelog(logging.ERROR, "findings", "findings windows not checked (%s); retried", exc)
+            return
         if not due:
             return
-        flushed = self._publish_all([k for k in self.writers if k in idle], done, "findings window not closed")
+        keys = [k for k in self.writers if k in idle]
+        if self._async():
+            for k in keys:
+                self._seal(self.writers[k], k)
+            self._pending_close = (due, keys)
+            return
+        flushed = self._publish_all(keys, done, "findings window not closed")
         if flushed is None:
             return
+        self._close_due(due, flushed)
+
+    def _flushed(self, keys: list) -> dict[str, int]:
+        """``topic+partition`` -> the offset its durable files end at (every sealed set published)."""
+        return {f"{k[0]}+{k[1]}": w.next_offset for k in keys
+                if (w := self.writers.get(k)) is not None and w.next_offset is not None}
+
+    def _close_due(self, due: list, flushed: dict[str, int]) -> None:
+        fw = self.findings
         t0 = time.perf_counter()
         for start in due:
             try:
@@ -979,7 +1158,11 @@ class StreamService:
     def _publish_all(self, keys: list, done: dict, what: str) -> dict[str, int] | None:
         """Publish the buffered rows of these partitions' writers (worker, or main once the worker
         stopped); their new durable ends go to ``done``.  Returns ``topic+partition`` -> the
-        offset each one's files end at, or None when a publish was abandoned."""
+        offset each one's files end at, or None when a publish was abandoned.  Sets sealed for
+        the writer thread are published first (a barrier)."""
+        if not self._barrier(close=False):
+            log.warning("%s: an earlier file set was abandoned", what)
+            return None
         flushed = {}
         for k in keys:
             w = self.writers.get(k)
@@ -1173,6 +1356,9 @@ def format_summary(s: Summary) -> str:
     lines.append(f"  parquet         {Path(s.root).resolve()}/dataset=<{'|'.join(sorted(s.files)) or 'messages'}>/")
     if s.storage_faults:
         lines.append(f"  storage faults  {s.storage_faults} (consumption paused while they lasted)")
+    if s.write_behind_seconds:
+        lines.append(f"  write-behind    {s.write_behind_seconds:.1f} s publishing beside the worker, which waited "
+                     f"{s.write_wait_seconds:.1f} s for it")
     if s.budget_flushes:
         lines.append(f"  buffer budget   reached {s.budget_flushes} time(s): every partition published what it had")
     if s.log_resets or s.log_gap_messages:

@@ -263,6 +263,7 @@ class _Open:
     """Rows buffered for the file set being filled (not yet on disk)."""
 
     hour: int
+    epoch: int = 0             # the writer's epoch when the set was opened (part of the file name)
     first: int = -1
     last: int = -1
     count: int = 0
@@ -279,6 +280,14 @@ class PartitionWriter:
     error (see :data:`RETRYABLE_ERRNOS`): it waits (back-off) and returns True to retry, or False
     to give up (:class:`PublishAborted`).  The buffered rows survive a failed publish, so a retry
     writes the same file set.  Without ``on_fault`` the error propagates.
+
+    Write-behind: with ``handoff`` set, a file set that :meth:`add` closes (rotation, hour
+    change) is *sealed* and passed to ``handoff(writer, sealed)`` instead of being published in
+    the caller's thread; the owner of the hand-off publishes it with :meth:`publish_sealed`, in
+    the order the sets were sealed (one thread per writer at a time), and :meth:`add` returns no
+    offsets for it.  ``next_offset`` and ``fingerprint`` move when the publish is durable.  A
+    sealed set that could not be published marks the writer ``broken``: later sealed sets of
+    the writer are not published (a gap), :meth:`flush` refuses, and the caller discards.
     """
 
     def __init__(self, root: Path, topic: str, partition: int, rotate_records: int = 100_000,
@@ -298,6 +307,8 @@ class PartitionWriter:
         self.high = -1                       # highest offset buffered or durable (-1: none)
         self.fingerprint: tuple[int, int] | None = None  # (ts_ms, bytes) of the message at next_offset - 1
         self.lost = False   # buffered rows were discarded: no more rows until recover() (no gap ever)
+        self.handoff = None  # callable(writer, sealed): publish closed file sets elsewhere (write-behind)
+        self.broken: BaseException | None = None  # a sealed set was not published: nothing after it may be
 
     # -- recovery ----------------------------------------------------------------------------
 
@@ -309,6 +320,7 @@ class PartitionWriter:
             for tmp in (self.root / f"dataset={d}").glob(f"date=*/hour=*/{prefix}*"):
                 tmp.unlink(missing_ok=True)
         self.lost = False
+        self.broken = None
         self._open = None
         committed = committed_files(self.root, COMMIT_DATASET, self.topic, self.partition)
         names = {p.name for _, _, p in committed}
@@ -390,7 +402,7 @@ class PartitionWriter:
         i, n = 0, offsets.size
         while i < n:
             if self._open is None:
-                self._open = _Open(hour=int(hours[i]))
+                self._open = _Open(hour=int(hours[i]), epoch=self.epoch)
             cur = self._open
             room = self.rotate_records - cur.count
             j = min(n, i + room)
@@ -417,17 +429,23 @@ class PartitionWriter:
                 self.high = hi
                 self._hour = cur.hour
             if cur.count >= self.rotate_records or j < n:
-                last = self.flush()
-                if last is not None:
-                    published.append(last)
+                if self.handoff is not None:
+                    sealed = self.seal()
+                    if sealed is not None:
+                        self.handoff(self, sealed)
+                else:
+                    last = self.flush()
+                    if last is not None:
+                        published.append(last)
             i = j
         return published
 
     def discard(self) -> None:
         """Forget buffered rows (partition revoked, or a publish abandoned: the next owner re-reads
         them from Kafka).  The writer takes no more rows until :meth:`recover`."""
-        if self._open is not None and self._open.count:
+        if (self._open is not None and self._open.count) or self.broken is not None:
             self.lost = True
+        self.broken = None
         self._open = None
         self.high = -1 if self.next_offset is None else self.next_offset - 1
 
@@ -442,6 +460,23 @@ class PartitionWriter:
         if cur is None or cur.count == 0:
             self._open = None
             return None
+        if self.broken is not None:
+            raise PublishAborted(f"{self.topic}+{self.partition}: an earlier file set was not published "
+                                 f"({self.broken})")
+        last = self.publish_sealed(cur)
+        self._open = None
+        return last
+
+    def seal(self) -> _Open | None:
+        """Take the buffered file set out of the writer, to be published by :meth:`publish_sealed`
+        (write-behind).  The writer keeps buffering after it; ``high`` stays where it is."""
+        cur, self._open = self._open, None
+        return cur if cur is not None and cur.count else None
+
+    def publish_sealed(self, cur: _Open) -> int:
+        """Publish one file set (the one :meth:`flush` holds, or a sealed one: sealed sets must be
+        published in the order they were sealed); returns its last offset.  A retryable storage
+        error goes to ``on_fault`` (retry or :class:`PublishAborted`)."""
         attempt = 0
         while True:
             try:
@@ -456,13 +491,12 @@ class PartitionWriter:
                 if not self.on_fault(exc, attempt):
                     raise PublishAborted(f"{self.topic}+{self.partition}: publish abandoned after {attempt} "
                                          f"failure(s): {exc}") from exc
-        self._open = None
         self.next_offset = cur.last + 1
         self.fingerprint = (cur.last_ts_ms, cur.last_bytes)
         return cur.last
 
     def _publish(self, cur: _Open, retry: bool = False) -> None:
-        name = file_name(self.topic, self.partition, cur.first, cur.last, self.epoch)
+        name = file_name(self.topic, self.partition, cur.first, cur.last, cur.epoch)
         sub = hour_dir(cur.hour)
         tmp_name = f".{name}.tmp-{os.getpid()}"
         staged = []

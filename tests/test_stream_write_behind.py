@@ -1,0 +1,65 @@
+"""Write-behind (``flowaudit.service.WRITE_BEHIND``, off by default: a writer thread publishes
+the file sets the worker seals) against publishing in the consuming thread
+(``kafka.pipeline_depth = 0``: no worker, no writer thread), on the real embedded broker: the
+same files, with the same names and the same rows, exactly once."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from flowaudit import synth
+
+from .conftest import produce_labelled, run_stream, stream_cmd, stream_env
+from .test_stream_integration import assert_exactly_once, assert_no_partial_files, expected_hits, found_hits
+
+pytestmark = pytest.mark.slow
+
+# ``flowaudit stream`` with the writer thread on
+_WRITE_BEHIND = ("import sys; import flowaudit.service as s; s.WRITE_BEHIND = True; from flowaudit.cli import main; "
+                 "sys.exit(main())")
+
+
+def _files(root: Path) -> dict[str, list]:
+    """dataset/file name -> the file's rows (published files only; the hour folders included).
+    ``raw`` (quarantined records, sealed with a fresh nonce each time) is left out; the exactly
+    once check opens it."""
+    out = {}
+    for f in sorted(root.rglob("*.parquet")):
+        if not f.name.startswith("."):
+            t = pq.read_table(f)
+            out[str(f.relative_to(root))] = t.drop_columns([c for c in t.column_names if c == "raw"]).to_pylist()
+    return out
+
+
+def test_write_behind_writes_the_same_files_as_the_consuming_thread(broker, topics, tmp_path):
+    """Rotation by record count closes many file sets mid-run (the writer thread publishes them
+    while the worker classifies the next batch); file names are offset ranges, so both runs must
+    leave the very same files, row for row."""
+    placed = produce_labelled(broker.bootstrap, topics, synth.generate(seed=21, n=3000, bad_fraction=0.02))
+    roots = {}
+    for name, depth in (("inline", "0"), ("behind", "2")):
+        root = roots[name] = tmp_path / name
+        args = ("--until-drained", "--group", f"g-wb-{name}", "--metrics-port", "0", "--rotate-records", "150")
+        env = {"FLOWAUDIT_FINDINGS_ENABLED": "false", "FLOWAUDIT_KAFKA_PIPELINE_DEPTH": depth,
+               "FLOWAUDIT_KAFKA_POLL_MAX_MESSAGES": "200"}
+        if name == "inline":
+            r = run_stream(broker.bootstrap, topics, root, *args, **env)
+        else:
+            cmd = [sys.executable, "-c", _WRITE_BEHIND] + stream_cmd(broker.bootstrap, topics, root, *args)[3:]
+            r = subprocess.run(cmd, env=stream_env(**env), capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "Traceback" not in r.stderr
+        assert ("write-behind " in r.stdout) == (name == "behind"), r.stdout
+        assert_exactly_once(root, placed)
+        assert_no_partial_files(root)
+        assert found_hits(root) == expected_hits(placed)
+    inline, behind = _files(roots["inline"]), _files(roots["behind"])
+    messages = [k for k in inline if k.startswith("dataset=messages")]
+    assert len(messages) > 16          # 8 partitions, several file sets each: rotation happened mid-run
+    assert sorted(inline) == sorted(behind)
+    for k in inline:
+        assert inline[k] == behind[k], k
