@@ -70,18 +70,15 @@ def bare_consume(settings: Settings, expected: int, poll: int) -> dict:
 
 
 def pipeline(settings: Settings, before: bool = False) -> dict:
-    """The stream service; ``before``: with ``service.WRITE_BEHIND`` the other way round (on:
-    a writer thread encodes and fsyncs the file sets beside the worker; off, the default: the
+    """The stream service; ``before``: with ``sink.write_behind`` the other way round (on: a
+    writer thread encodes and fsyncs the file sets beside the worker; off, the default: the
     worker does it between batches)."""
-    from flowaudit import service
+    import dataclasses
 
-    default = service.WRITE_BEHIND
     if before:
-        service.WRITE_BEHIND = not default
-    try:
-        s = StreamService(settings, metrics=None, until_drained=True, install_signals=False).run()
-    finally:
-        service.WRITE_BEHIND = default
+        sink = dataclasses.replace(settings.sink, write_behind=not settings.sink.write_behind)
+        settings = dataclasses.replace(settings, sink=sink)
+    s = StreamService(settings, metrics=None, until_drained=True, install_signals=False).run()
     secs = s.active_seconds
     return {"messages": s.messages, "bytes": s.bytes, "seconds": secs, "msg_per_s": s.messages / secs,
             "mb_per_s": s.bytes / 1e6 / secs, "warmup_seconds": s.warmup_seconds,
@@ -209,7 +206,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--json", metavar="FILE", help="write the result as JSON")
     ap.add_argument("--before-peer", action="store_true",
-                    help="also run the pipeline with service.WRITE_BEHIND the other way round (default off: "
+                    help="also run the pipeline with sink.write_behind the other way round (default off: "
                          "on), alternated in the same run")
     ap.add_argument("--members", type=int, default=0, metavar="N",
                     help="instead: 1 and N stream processes over a topic split, alternated (scaling)")

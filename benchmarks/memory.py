@@ -2,14 +2,14 @@
 
 Each size gets fresh topics (``--partitions`` per format, 12 in all by default) on the embedded
 broker, filled with synthetic traffic, and a fresh ``flowaudit stream`` process whose peak RSS
-comes from ``wait4``.  Flat means the buffered rows are bounded (``sink.buffer_budget_mb``), not
+is the child's own ``VmHWM`` (polled; ``wait4`` would carry this process's peak into it).  Flat means the buffered rows are bounded (``sink.buffer_budget_mb``), not
 the input: the issue's target is <= 500 MB over a 1M-message run, whatever the partitions.
 
     python -m benchmarks.memory --sizes 50000 300000 1000000
-    python -m benchmarks.memory --sizes 1000000 --before-peer   # also without write-behind, same topics
+    python -m benchmarks.memory --sizes 1000000 --before-peer   # also with write-behind on, same topics
 
 ``--before-peer`` runs a second stream process over the same topics (another group and root)
-with ``flowaudit.service.WRITE_BEHIND`` flipped (off by default: on, a writer thread publishes
+with ``sink.write_behind`` flipped (off by default: on, a writer thread publishes
 the file sets beside the worker), to see what the writer thread costs.  ``--dedupe-entries`` / ``--poll`` set
 ``kafka.dedupe_entries`` / ``kafka.poll_max_messages`` to measure what they cost.
 """
@@ -29,19 +29,16 @@ from flowaudit.broker import EmbeddedBroker
 from flowaudit.demo import produce
 
 
-# ``flowaudit stream`` with write-behind flipped
-_BEFORE = ("import sys; import flowaudit.service as s; s.WRITE_BEHIND = not s.WRITE_BEHIND; from flowaudit.cli import main; "
-           "sys.argv[0] = 'flowaudit'; sys.exit(main())")
-
-
 def stream_rss(bootstrap: str, topics: dict, root: Path, budget_mb: int | None = None, before: bool = False,
                dedupe_entries: int | None = None, poll: int | None = None) -> dict:
     t = ",".join(f"{name}={fmt}" for fmt, name in topics.items())
-    cmd = [sys.executable, *(("-c", _BEFORE) if before else ("-m", "flowaudit")), "stream", "--bootstrap",
+    cmd = [sys.executable, "-m", "flowaudit", "stream", "--bootstrap",
            bootstrap, "--topics", t, "--root", str(root), "--until-drained", "--metrics-port", "0",
            "--group", f"mem-{root.name}"]
     env = dict(os.environ, FLOWAUDIT_SECURITY_HMAC_KEY="benchmark-key-not-secret",
                FLOWAUDIT_KAFKA_SESSION_TIMEOUT_MS="6000")
+    if before:      # write-behind flipped (off by default)
+        env["FLOWAUDIT_SINK_WRITE_BEHIND"] = "true"
     if budget_mb is not None:
         env["FLOWAUDIT_SINK_BUFFER_BUDGET_MB"] = str(budget_mb)
     if dedupe_entries is not None:
@@ -50,7 +47,10 @@ def stream_rss(bootstrap: str, topics: dict, root: Path, budget_mb: int | None =
         env["FLOWAUDIT_KAFKA_POLL_MAX_MESSAGES"] = str(poll)
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _pid, status, ru = os.wait4(p.pid, 0)
+    from .audit import _HighWater    # the child's own VmHWM: wait4 carries this process's peak into it
+    hwm = _HighWater(p.pid)
+    _pid, status, _ru = os.wait4(p.pid, 0)
+    hwm.stop()
     out = p.stdout.read().decode()
     err = p.stderr.read().decode()
     p.stdout.close()
@@ -62,7 +62,7 @@ def stream_rss(bootstrap: str, topics: dict, root: Path, budget_mb: int | None =
     for line in out.splitlines():
         if "buffer budget" in line and "reached" in line:
             flushes = int(line.split("reached", 1)[1].split()[0])
-    return {"seconds": time.monotonic() - t0, "peak_rss_mb": ru.ru_maxrss / 1024, "budget_flushes": flushes}
+    return {"seconds": time.monotonic() - t0, "peak_rss_mb": hwm.kib / 1024, "budget_flushes": flushes}
 
 
 def run(sizes=(50_000, 300_000), partitions: int = 3, seed: int = 5, budget_mb: int | None = None,
@@ -78,10 +78,8 @@ def run(sizes=(50_000, 300_000), partitions: int = 3, seed: int = 5, budget_mb: 
             for before in ((False, True) if before_peer else (False,)):
                 root = Path(tmp) / f"root{k}{'-before' if before else ''}"
                 r = stream_rss(broker.bootstrap, topics, root, budget_mb, before, dedupe_entries, poll)
-                from flowaudit import service
-
                 r.update(messages=count, mb=nbytes / 1e6, partitions=partitions * len(topics),
-                         write_behind=service.WRITE_BEHIND != before)
+                         write_behind=before)
                 rows.append(r)
                 print(json.dumps(r), file=sys.stderr)
     return {"benchmark": "stream_peak_rss_vs_input", "budget_mb": budget_mb, "dedupe_entries": dedupe_entries,
@@ -94,7 +92,7 @@ def main(argv=None) -> int:
     ap.add_argument("--partitions", type=int, default=3, help="partitions per topic (4 topics)")
     ap.add_argument("--budget-mb", type=int, help="sink.buffer_budget_mb (default: the setting's default)")
     ap.add_argument("--before-peer", action="store_true",
-                    help="also run each size with service.WRITE_BEHIND flipped (default off: on)")
+                    help="also run each size with sink.write_behind on (default off)")
     ap.add_argument("--dedupe-entries", type=int, help="kafka.dedupe_entries (default: the setting's default)")
     ap.add_argument("--poll", type=int, help="kafka.poll_max_messages (default: the setting's default)")
     a = ap.parse_args(argv)

@@ -12,7 +12,7 @@ for (a revocation waiting for batches in flight, a full hand-off queue) can wait
 The worker hands the offsets it made durable back through an outbox that the main thread
 commits after each poll.
 
-Write-behind (``WRITE_BEHIND``, off by default): with a worker, a third thread (the writer) publishes the file sets the worker
+Write-behind (``sink.write_behind``, off by default): with a worker, a third thread (the writer) publishes the file sets the worker
 closes (a full file set, an hour change, the buffer budget): Parquet encoding, compression,
 ``fsync`` and the links of batch N overlap the kernels of batch N+1 (both release the GIL).
 One hand-off is in flight at a time (the worker waits for the previous one before handing the
@@ -86,11 +86,6 @@ EXIT_LOG_RESET = 3      # sink.on_log_reset = "stop" and the broker's log no lon
 EXIT_STALLED = 4        # --until-drained made no progress for kafka.drain_stall_s
 # --until-drained: the poll timeout while every partition is at its end and only the worker is busy
 DRAIN_POLL_S: float | None = 0.02
-# with a worker thread, a writer thread publishes the file sets the worker seals.  Off by
-# default: on the shared 2-core VM it gained nothing measurable (0.94-1.14x alternated, see the
-# README) and its writer overlaps the worker's memory (+50-100 MB peak); the machinery is kept and
-# tested (tests/test_stream_write_behind.py) for hosts with a free core (benchmarks.e2e --before-peer)
-WRITE_BEHIND = False
 # the buffer budget counts the rows of the hand-off in flight: the worker waits for the writer
 # rather than hold more than sink.buffer_budget_mb (False: only the buffered rows count)
 BUDGET_COUNTS_IN_FLIGHT = True
@@ -616,7 +611,7 @@ class StreamService:
             t_reload = time.monotonic()
             progress = _Progress(self, k.drain_stall_s)
             if self._queue is not None:
-                if WRITE_BEHIND:
+                if self.settings.sink.write_behind:
                     self._wq = queue.Queue()
                     self._writer = threading.Thread(target=self._write_loop, name="flowaudit-writer", daemon=True)
                     self._writer.start()

@@ -1,11 +1,9 @@
-"""Write-behind (``flowaudit.service.WRITE_BEHIND``, off by default: a writer thread publishes
+"""Write-behind (``sink.write_behind``, off by default: a writer thread publishes
 the file sets the worker seals) against publishing in the consuming thread
 (``kafka.pipeline_depth = 0``: no worker, no writer thread), on the real embedded broker: the
 same files, with the same names and the same rows, exactly once."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -13,14 +11,10 @@ import pytest
 
 from flowaudit import synth
 
-from .conftest import produce_labelled, run_stream, stream_cmd, stream_env
+from .conftest import produce_labelled, run_stream
 from .test_stream_integration import assert_exactly_once, assert_no_partial_files, expected_hits, found_hits
 
 pytestmark = pytest.mark.slow
-
-# ``flowaudit stream`` with the writer thread on
-_WRITE_BEHIND = ("import sys; import flowaudit.service as s; s.WRITE_BEHIND = True; from flowaudit.cli import main; "
-                 "sys.exit(main())")
 
 
 def _files(root: Path) -> dict[str, list]:
@@ -46,11 +40,9 @@ def test_write_behind_writes_the_same_files_as_the_consuming_thread(broker, topi
         args = ("--until-drained", "--group", f"g-wb-{name}", "--metrics-port", "0", "--rotate-records", "150")
         env = {"FLOWAUDIT_FINDINGS_ENABLED": "false", "FLOWAUDIT_KAFKA_PIPELINE_DEPTH": depth,
                "FLOWAUDIT_KAFKA_POLL_MAX_MESSAGES": "200"}
-        if name == "inline":
-            r = run_stream(broker.bootstrap, topics, root, *args, **env)
-        else:
-            cmd = [sys.executable, "-c", _WRITE_BEHIND] + stream_cmd(broker.bootstrap, topics, root, *args)[3:]
-            r = subprocess.run(cmd, env=stream_env(**env), capture_output=True, text=True, timeout=180)
+        if name == "behind":
+            env["FLOWAUDIT_SINK_WRITE_BEHIND"] = "true"
+        r = run_stream(broker.bootstrap, topics, root, *args, **env)
         assert r.returncode == 0, r.stderr[-3000:]
         assert "Traceback" not in r.stderr
         assert ("write-behind " in r.stdout) == (name == "behind"), r.stdout
