@@ -323,9 +323,10 @@ def sep_mask(w, p0, p1, p2, p3):
 def skip_data(buf, i, limit, tab, p0, p1, p2, p3, swar):
     """First index in ``buf[i:limit]`` whose byte is not a data byte (``tab`` class), or ``limit``
     (``i`` when ``i >= limit``).  ``swar``: 8 bytes a step (patterns ``p0 .. p3`` are the
-    separators of ``tab``); ``limit <= len(buf)``."""
+    separators of ``tab``); ``0 <= i`` and ``limit <= len(buf)``, so indices are read unsigned
+    (numba then skips its negative-index wraparound code)."""
     e8 = min(i + 8, limit)                      # short runs (most tokens): byte by byte
-    while i < e8 and tab[buf[i]] == CL_DATA:
+    while i < e8 and tab[buf[np.uint64(i)]] == CL_DATA:
         i += 1
     if i < e8:
         return i
@@ -335,7 +336,7 @@ def skip_data(buf, i, limit, tab, p0, p1, p2, p3, swar):
             if m != np.uint64(0):
                 return i + (np.int64(trailing_zeros(m)) >> 3)
             i += 8
-    while i < limit and tab[buf[i]] == CL_DATA:
+    while i < limit and tab[buf[np.uint64(i)]] == CL_DATA:
         i += 1
     return i
 
@@ -409,14 +410,14 @@ def copy_unescaped(buf, s, e, rel, out, o, cap):
     Returns the new fill position, or -1 when the value does not fit (too long to be an ID).
     """
     i = s
-    while i < e:
-        c = buf[i]
+    while i < e:                            # 0 <= s, 0 <= o: read / write unsigned
+        c = buf[np.uint64(i)]
         if c == rel and i + 1 < e:
             i += 1
-            c = buf[i]
+            c = buf[np.uint64(i)]
         if o >= cap:
             return -1
-        out[o] = c
+        out[np.uint64(o)] = c
         o += 1
         i += 1
     return o
@@ -578,11 +579,11 @@ def pack_token(buf, s, e, rel):
     v = np.int64(0)
     nb = 0
     i = s
-    while i < e:
-        c = buf[i]
+    while i < e:                            # 0 <= s (token bounds): read unsigned
+        c = buf[np.uint64(i)]
         if c == rel and i + 1 < e:
             i += 1
-            c = buf[i]
+            c = buf[np.uint64(i)]
         if nb >= 8:
             return np.int64(-1)
         v |= np.int64(c) << (8 * nb)
@@ -596,8 +597,8 @@ def tok_at(efirst, nel, el, co):
     """Token index of (element, component) or -1 (``efirst[nel]`` = token count)."""
     if el < 0 or el >= nel or co < 1:
         return -1
-    k = efirst[el] + co - 1
-    if k >= efirst[el + 1]:
+    k = efirst[np.uint64(el)] + co - 1
+    if k >= efirst[np.uint64(el + 1)]:
         return -1
     return k
 
@@ -605,7 +606,8 @@ def tok_at(efirst, nel, el, co):
 @kernel(_nrt=False)
 def parse_scratch(kind, sc, s0, e0, out, o, minlen, maxlen, short):
     """Normalise the value ``sc[s0:e0]`` (release characters removed: the assembled scratch value,
-    or one token in place in the message) of a structural rule into ``out[o:]``.  Returns ``(valid, n)``: valid 1 / 0 from a check, -1 no check;
+    or one token in place in the message) of a structural rule into ``out[o:]``.  Indices are
+    non-negative (``0 <= s0 <= e0``, ``o >= 0``) and read unsigned: no wraparound code.  Returns ``(valid, n)``: valid 1 / 0 from a check, -1 no check;
     ``n < 0`` when the value has no shape of its kind (no hit)."""
     if kind == KIND_CONTAINER:
         res = parse_container(sc, s0, e0, out, o)
@@ -644,22 +646,22 @@ def parse_scratch(kind, sc, s0, e0, out, o, minlen, maxlen, short):
         if n != 5:
             return 0, -1
         for i in range(5):
-            c = sc[s + i]
+            c = sc[np.uint64(s + i)]
             if 97 <= c <= 122:
                 c -= 32
             if not (is_upper(c) or (i >= 2 and 50 <= c <= 57)):
                 return 0, -1
-            out[o + i] = c
+            out[np.uint64(o + i)] = c
         return -1, 5
     if kind == KIND_DIGITS:
         w = 0
         for i in range(s, e):
-            c = sc[i]
+            c = sc[np.uint64(i)]
             if c == 32 or c == 46:
                 continue
             if not is_digit(c) or w >= maxlen:
                 return 0, -1
-            out[o + w] = c
+            out[np.uint64(o + w)] = c
             w += 1
         if w < minlen or w == 0:
             return 0, -1
@@ -670,7 +672,7 @@ def parse_scratch(kind, sc, s0, e0, out, o, minlen, maxlen, short):
         nd = 0
         nsep = 0
         for i in range(n):
-            c = sc[s + i]
+            c = sc[np.uint64(s + i)]
             if is_digit(c):
                 nd += 1
             elif c == 46 or c == 44:
@@ -679,7 +681,7 @@ def parse_scratch(kind, sc, s0, e0, out, o, minlen, maxlen, short):
                     return 0, -1
             elif not (i == 0 and (c == 45 or c == 43)):
                 return 0, -1
-            out[o + i] = c
+            out[np.uint64(o + i)] = c
         if nd == 0:
             return 0, -1
         return -1, n
@@ -688,12 +690,12 @@ def parse_scratch(kind, sc, s0, e0, out, o, minlen, maxlen, short):
             return 0, -1
         na = 0
         for i in range(n):
-            c = sc[s + i]
+            c = sc[np.uint64(s + i)]
             if is_alnum(c):
                 na += 1
             elif not (c == 32 or c == 45 or c == 47 or c == 46 or c == 95):
                 return 0, -1
-            out[o + i] = c
+            out[np.uint64(o + i)] = c
         if na == 0:
             return 0, -1
         return -1, n
@@ -841,15 +843,16 @@ def unreserve(ctr, room):
 @kernel(inline="always")
 def emit(hits, ctr, msg, cls, loc, valid, conf, hs, he, vlen):
     k = ctr[C_HW]
-    hits[H_MSG, k] = msg
-    hits[H_CLASS, k] = cls
-    hits[H_LOC, k] = loc
-    hits[H_VALID, k] = valid
-    hits[H_CONF, k] = conf
-    hits[H_START, k] = hs
-    hits[H_END, k] = he
+    ku = np.uint64(k)                       # 0 <= k < capacity (reserve): no wraparound code
+    hits[H_MSG, ku] = msg
+    hits[H_CLASS, ku] = cls
+    hits[H_LOC, ku] = loc
+    hits[H_VALID, ku] = valid
+    hits[H_CONF, ku] = conf
+    hits[H_START, ku] = hs
+    hits[H_END, ku] = he
     ctr[C_VW] += vlen
-    hits[H_VEND, k] = ctr[C_VW]
+    hits[H_VEND, ku] = ctr[C_VW]
     ctr[C_HW] = k + 1
 
 
@@ -1141,7 +1144,7 @@ def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mo
                     i = skip_data(buf, i, limit, tab, p0, p1, p2, p3, swar)   # data bytes: 8 at a time
                     if i >= limit:
                         break
-                    k = tab[buf[i]]
+                    k = tab[buf[np.uint64(i)]]
                     if k == CL_REL:
                         if i + 1 >= q:
                             status = ST_RELEASE_AT_END
@@ -1187,7 +1190,7 @@ def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mo
                 i = skip_data(buf, i, limit, tab, p0, p1, p2, p3, swar)  # data bytes: 8 at a time, a
                 if i >= limit:                                  # loop of its own (as one loop with the
                     break                                       # separators, LLVM reloaded spilled state)
-                k = tab[buf[i]]
+                k = tab[buf[np.uint64(i)]]
                 if k == CL_REL:
                     if i + 1 >= q:
                         status = ST_RELEASE_AT_END
@@ -1198,13 +1201,13 @@ def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mo
                 if n >= max_tok:
                     status = ST_TOO_MANY_COMPONENTS
                     break
-                t_s[n] = ts
-                t_e[n] = i
+                t_s[np.uint64(n)] = ts
+                t_e[np.uint64(n)] = i
                 n += 1
                 if k == CL_TERM:
                     done = True
                     break
-                efirst[nel] = n                                 # no branch on element / component
+                efirst[np.uint64(nel)] = n                                 # no branch on element / component
                 nel += 1 if k == CL_ELEM else 0                 # (unpredictable): a component's write
                 ts = i + 1                                      # is overwritten by the next element's
                 i += 1                                          # or the final count below
@@ -1320,38 +1323,39 @@ def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mo
                         if q11 >= 0:
                             k0 = tagtab[ti, T_K0]
                             for x in range(k0, k0 + kn):
-                                if dkey[x, 0] == q11:
-                                    c0 = dkey[x, 1]
-                                    cn = dkey[x, 2]
+                                if dkey[np.uint64(x), 0] == q11:
+                                    c0 = dkey[np.uint64(x), 1]
+                                    cn = dkey[np.uint64(x), 2]
                                     break
             for ci in range(c0, c0 + cn):
-                r = clist[ci]
+                r = clist[np.uint64(ci)]
+                ru = np.uint64(r)                           # rows read unsigned: no wraparound code
                 # the rule's qualifiers, inline (as a function this costs ~4x more per rule)
                 ok = True
-                qres = rules[r, R_QRES]
+                qres = rules[ru, R_QRES]
                 for qq in range(MAX_QUALS):
                     base = R_Q + qq * Q_STRIDE
-                    nq = rules[r, base + 3]
+                    nq = rules[ru, base + 3]
                     if nq == 0 or (qres >> qq) & 1:
                         continue
-                    kq = tok_at(efirst, nel, rules[r, base], rules[r, base + 1])
+                    kq = tok_at(efirst, nel, rules[ru, base], rules[ru, base + 1])
                     found = False
                     if kq >= 0 and t_e[kq] > t_s[kq]:
                         pv = pack_token(buf, t_s[kq], t_e[kq], rel)
                         if pv >= 0:
                             for v in range(nq):
-                                if rules[r, base + 4 + v] == pv:
+                                if rules[ru, base + 4 + v] == pv:
                                     found = True
                                     break
-                    if found == (rules[r, base + 2] != 0):
+                    if found == (rules[ru, base + 2] != 0):
                         ok = False
                         break
                 if not ok:
                     continue
-                kind = rules[r, R_KIND]
+                kind = rules[ru, R_KIND]
                 if kind == KIND_FREE_TEXT:
-                    el = rules[r, R_PARTS]
-                    co = rules[r, R_PARTS + 1]
+                    el = rules[ru, R_PARTS]
+                    co = rules[ru, R_PARTS + 1]
                     if el >= nel:
                         continue
                     k0 = efirst[el]
@@ -1362,18 +1366,18 @@ def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mo
                             continue
                         k1 = k0
                     if t_e[k1] > t_s[k0]:
-                        free_text(buf, t_s[k0], t_e[k1], rules[r, R_FTMASK], rules, r, msg, hits, vbuf, ctr,
+                        free_text(buf, t_s[k0], t_e[k1], rules[ru, R_FTMASK], rules, r, msg, hits, vbuf, ctr,
                                   hit_cap, val_cap)
                     continue
                 # structural value: one token of a segment without release characters is parsed in
                 # place (most values); otherwise the parts, unescaped, into scratch (text parts joined
                 # by a blank; component 0 = every component of the element).  One parse call site for
                 # both (from a second call site it measured 1.5x slower: worse code for the loop).
-                npart = rules[r, R_NPARTS]
+                npart = rules[ru, R_NPARTS]
                 kd = -1
                 if npart == 1 and not segrel:
-                    el = rules[r, R_PARTS]
-                    co = rules[r, R_PARTS + 1]
+                    el = rules[ru, R_PARTS]
+                    co = rules[ru, R_PARTS + 1]
                     if co == 0:
                         if el < nel and efirst[el + 1] - efirst[el] == 1:
                             kd = efirst[el]
@@ -1396,15 +1400,15 @@ def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mo
                     src = scratch
                     s0 = 0
                     e0 = sm
-                room = rules[r, R_ROOM]
+                room = rules[ru, R_ROOM]
                 if not reserve(ctr, room, hit_cap, val_cap):
                     continue
-                valid, vn = parse_scratch(kind, src, s0, e0, vbuf, ctr[C_VW], rules[r, R_MINLEN], rules[r, R_MAXLEN],
-                                          rules[r, R_SHORT])
-                if vn < 0 or (rules[r, R_MODE] == MODE_CHECK and valid != 1):
+                valid, vn = parse_scratch(kind, src, s0, e0, vbuf, ctr[C_VW], rules[ru, R_MINLEN], rules[ru, R_MAXLEN],
+                                          rules[ru, R_SHORT])
+                if vn < 0 or (rules[ru, R_MODE] == MODE_CHECK and valid != 1):
                     unreserve(ctr, room)
                     continue
-                emit(hits, ctr, msg, rules[r, R_CLASS], rules[r, R_LOC], valid, rules[r, R_CONF], hs, he, vn)
+                emit(hits, ctr, msg, rules[ru, R_CLASS], rules[ru, R_LOC], valid, rules[ru, R_CONF], hs, he, vn)
         if status == ST_OK and not between:
             status = ST_UNTERMINATED                        # the top-level envelope is still open
         mout[j, M_NSEG] = nseg

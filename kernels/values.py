@@ -1,7 +1,8 @@
 """Value recognisers and check digits, shared by every format kernel.
 
-All functions take the batch buffer and a half-open byte range ``[s, e)`` and never read
-outside it.  Normalised values are written into an output byte array ``out`` at ``o``.
+All functions take the batch buffer and a half-open byte range ``[s, e)`` (``0 <= s``) and
+never read outside it; the hottest loops read indices unsigned (``buf[np.uint64(i)]``: numba then
+emits no negative-index wraparound code).  Normalised values are written into an output byte array ``out`` at ``o``.
 Every kernel here that takes an array is compiled without the runtime's reference counting
 (``_nrt=False``: they allocate nothing), so the format kernels' hot loops that call them pay no
 atomic incref / decref per array per call.
@@ -83,11 +84,11 @@ def iso6346_check_digit(v, o):
     total = 0
     weight = 1
     for i in range(10):
-        c = v[o + i]
+        c = v[np.uint64(o + i)]
         if i < 4:
             if not is_upper(c):
                 return -1
-            x = _ISO6346_LETTER[c - 65]
+            x = _ISO6346_LETTER[np.uint64(c - 65)]
         else:
             if not is_digit(c):
                 return -1
@@ -109,9 +110,9 @@ def imo_check_ok(v, o):
 @kernel(_nrt=False)
 def trim(buf, s, e):
     """Strip ASCII white space from both ends of ``buf[s:e]``."""
-    while s < e and is_space(buf[s]):
+    while s < e and is_space(buf[np.uint64(s)]):
         s += 1
-    while e > s and is_space(buf[e - 1]):
+    while e > s and is_space(buf[np.uint64(e - 1)]):
         e -= 1
     return s, e
 
@@ -127,7 +128,7 @@ def parse_container(buf, s, e, out, o):
     n = 0
     i = s
     while i < e:
-        c = buf[i]
+        c = buf[np.uint64(i)]
         if 97 <= c <= 122:
             c -= 32
         if c == 32 or c == 45:
@@ -142,7 +143,7 @@ def parse_container(buf, s, e, out, o):
                     return -1
             elif not is_digit(c):
                 return -1
-            out[o + n] = c
+            out[np.uint64(o + n)] = c
             n += 1
         i += 1
     if n != CONTAINER_LEN:
@@ -642,7 +643,7 @@ def utf8_len_at(buf, i, e):
 def utf8_ok(buf, s, e):
     i = s
     while i < e:
-        if buf[i] < 0x80:
+        if buf[np.uint64(i)] < 0x80:
             i += 1
             continue
         n = utf8_len_at(buf, i, e)
@@ -664,14 +665,14 @@ def copy_text(buf, s, e, rel, out, o, cap):
     n = 0
     i = s
     while i < e:
-        c = buf[i]
+        c = buf[np.uint64(i)]
         if c == rel and i + 1 < e:
             i += 1
-            c = buf[i]
+            c = buf[np.uint64(i)]
         if c < 0x80:
             if n + 1 > cap:
                 break
-            out[o + n] = c
+            out[np.uint64(o + n)] = c
             n += 1
             i += 1
         elif latin:
