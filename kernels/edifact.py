@@ -862,12 +862,12 @@ def free_text(buf, s, e, mask, rules, r, msg, hits, vbuf, ctr, hit_cap, val_cap)
     loc = rules[r, R_LOC]
     conf = rules[r, R_CONF]
     i = s
-    while i < e:
-        if not is_alnum(buf[i]):
+    while i < e:                            # 0 <= s: read unsigned
+        if not is_alnum(buf[np.uint64(i)]):
             i += 1
             continue
         j = i + 1
-        while j < e and is_alnum(buf[j]):
+        while j < e and is_alnum(buf[np.uint64(j)]):
             j += 1
         kind, b = ft_candidate(buf, i, j, e, mask)
         if kind != 0:
@@ -1132,8 +1132,8 @@ def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mo
             rn = 0
             sp = SP_NONE
             if ti >= 0:
-                rn = tagtab[ti, T_RN]
-                sp = tagtab[ti, T_SP]
+                rn = tagtab[np.uint64(ti), T_RN]
+                sp = tagtab[np.uint64(ti), T_SP]
             nseg += 1
             lvl, role, href = env_role(sp)
             if rn == 0 and sp == SP_NONE:
@@ -1313,15 +1313,15 @@ def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mo
             c0 = 0
             cn = 0
             if rn > 0:
-                c0 = tagtab[ti, T_L0]
-                cn = tagtab[ti, T_LN]
-                kn = tagtab[ti, T_KN]
+                c0 = tagtab[np.uint64(ti), T_L0]
+                cn = tagtab[np.uint64(ti), T_LN]
+                kn = tagtab[np.uint64(ti), T_KN]
                 if kn > 0:
                     kq = tok_at(efirst, nel, 1, 1)
-                    if kq >= 0 and t_e[kq] > t_s[kq]:
-                        q11 = pack_token(buf, t_s[kq], t_e[kq], rel)
+                    if kq >= 0 and t_e[np.uint64(kq)] > t_s[np.uint64(kq)]:
+                        q11 = pack_token(buf, t_s[np.uint64(kq)], t_e[np.uint64(kq)], rel)
                         if q11 >= 0:
-                            k0 = tagtab[ti, T_K0]
+                            k0 = tagtab[np.uint64(ti), T_K0]
                             for x in range(k0, k0 + kn):
                                 if dkey[np.uint64(x), 0] == q11:
                                     c0 = dkey[np.uint64(x), 1]
@@ -1335,16 +1335,16 @@ def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mo
                 qres = rules[ru, R_QRES]
                 for qq in range(MAX_QUALS):
                     base = R_Q + qq * Q_STRIDE
-                    nq = rules[ru, base + 3]
+                    nq = rules[ru, np.uint64(base + 3)]
                     if nq == 0 or (qres >> qq) & 1:
                         continue
                     kq = tok_at(efirst, nel, rules[ru, base], rules[ru, base + 1])
                     found = False
-                    if kq >= 0 and t_e[kq] > t_s[kq]:
-                        pv = pack_token(buf, t_s[kq], t_e[kq], rel)
+                    if kq >= 0 and t_e[np.uint64(kq)] > t_s[np.uint64(kq)]:
+                        pv = pack_token(buf, t_s[np.uint64(kq)], t_e[np.uint64(kq)], rel)
                         if pv >= 0:
                             for v in range(nq):
-                                if rules[ru, base + 4 + v] == pv:
+                                if rules[ru, np.uint64(base + 4 + v)] == pv:
                                     found = True
                                     break
                     if found == (rules[ru, base + 2] != 0):
@@ -1379,15 +1379,15 @@ def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mo
                     el = rules[ru, R_PARTS]
                     co = rules[ru, R_PARTS + 1]
                     if co == 0:
-                        if el < nel and efirst[el + 1] - efirst[el] == 1:
-                            kd = efirst[el]
+                        if el < nel and efirst[np.uint64(el + 1)] - efirst[np.uint64(el)] == 1:
+                            kd = efirst[np.uint64(el)]
                     else:
                         kd = tok_at(efirst, nel, el, co)
                         if kd < 0:
                             continue
                 if kd >= 0:
-                    hs = t_s[kd]
-                    he = t_e[kd]
+                    hs = t_s[np.uint64(kd)]
+                    he = t_e[np.uint64(kd)]
                     if he <= hs or he - hs > scratch.shape[0]:   # empty, or longer than any assembled value
                         continue
                     src = buf
@@ -1418,8 +1418,8 @@ def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mo
             # each hit's message ordinal: how many UNH / ST segments start at or before it
             x = 0
             for k in range(hw0, ctr[C_HW]):
-                pos = hits[H_START, k]
-                while x < n_sub and sub_pos[x] <= pos:
+                pos = hits[H_START, np.uint64(k)]
+                while x < n_sub and sub_pos[np.uint64(x)] <= pos:
                     x += 1
                 hits[H_SUB, k] = x
         if status != ST_OK:
