@@ -1187,6 +1187,42 @@ def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mo
             done = False
             segrel = False                                      # a release character in the segment
             while i < limit:
+                if swar and i + 8 <= limit:
+                    # a whole word: every separator in it from one mask, lowest first
+                    m = sep_mask(load_word(buf, i), p0, p1, p2, p3)
+                    nxt = i + 8
+                    pos = i
+                    while m != np.uint64(0):
+                        pos = i + (np.int64(trailing_zeros(m)) >> 3)
+                        m &= m - np.uint64(1)
+                        k = tab[buf[np.uint64(pos)]]
+                        if k == CL_REL:
+                            if pos + 1 >= q:
+                                status = ST_RELEASE_AT_END
+                                break
+                            segrel = True
+                            if pos + 1 < nxt:                   # the released byte is data
+                                m &= ~(np.uint64(0x80) << np.uint64(8 * (pos + 1 - i)))
+                            else:
+                                nxt = pos + 2
+                            continue
+                        if n >= max_tok:
+                            status = ST_TOO_MANY_COMPONENTS
+                            break
+                        t_s[np.uint64(n)] = ts
+                        t_e[np.uint64(n)] = pos
+                        n += 1
+                        if k == CL_TERM:
+                            done = True
+                            break
+                        efirst[np.uint64(nel)] = n
+                        nel += 1 if k == CL_ELEM else 0
+                        ts = pos + 1
+                    if status != ST_OK or done:
+                        i = pos
+                        break
+                    i = nxt
+                    continue
                 i = skip_data(buf, i, limit, tab, p0, p1, p2, p3, swar)  # data bytes: 8 at a time, a
                 if i >= limit:                                  # loop of its own (as one loop with the
                     break                                       # separators, LLVM reloaded spilled state)
