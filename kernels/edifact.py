@@ -1141,6 +1141,35 @@ def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mo
                 ntok = 0
                 done = False
                 while i < limit:
+                    if swar and i + 8 <= limit:                 # a whole word from one mask (as below)
+                        m = sep_mask(load_word(buf, i), p0, p1, p2, p3)
+                        nxt = i + 8
+                        pos = i
+                        while m != np.uint64(0):
+                            pos = i + (np.int64(trailing_zeros(m)) >> 3)
+                            m &= m - np.uint64(1)
+                            k = tab[buf[np.uint64(pos)]]
+                            if k == CL_REL:
+                                if pos + 1 >= q:
+                                    status = ST_RELEASE_AT_END
+                                    break
+                                if pos + 1 < nxt:
+                                    m &= ~(np.uint64(0x80) << np.uint64(8 * (pos + 1 - i)))
+                                else:
+                                    nxt = pos + 2
+                                continue
+                            if ntok >= max_tok:
+                                status = ST_TOO_MANY_COMPONENTS
+                                break
+                            ntok += 1
+                            if k == CL_TERM:
+                                done = True
+                                break
+                        if status != ST_OK or done:
+                            i = pos
+                            break
+                        i = nxt
+                        continue
                     i = skip_data(buf, i, limit, tab, p0, p1, p2, p3, swar)   # data bytes: 8 at a time
                     if i >= limit:
                         break

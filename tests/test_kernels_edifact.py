@@ -613,11 +613,12 @@ def test_word_scan_separators_at_every_offset():
     for n in range(26):
         pad = "X" * n
         body = (f"FTX+AAI+++{pad} SUDU1234569 {pad}?+?'{pad}:{pad}'NAD+CN+++ACME {pad}+{pad}?:{pad}'"
-                f"RFF+BM:{pad}9118018'LOC+9+{pad[:5]}::{pad}'EQD+CN+SUDU1234569:{pad[:n % 3]}'")
-        msgs.append(f"UNB+UNOA:1+S+R+250101:0000+1'UNH+1+COPARN:D'{body}UNT+7+1'UNZ+1+1'".encode())
+                f"RFF+BM:{pad}9118018'LOC+9+{pad[:5]}::{pad}'EQD+CN+SUDU1234569:{pad[:n % 3]}'"
+                f"GID+{pad}?'+{pad}:?:{pad}'")              # no rules: the segment-skipping scan
+        msgs.append(f"UNB+UNOA:1+S+R+250101:0000+1'UNH+1+COPARN:D'{body}UNT+8+1'UNZ+1+1'".encode())
         msgs.append(("UNA|*.! ~UNB*UNOA|1*S*R*250101|0000*1~UNH*1*COPARN|D~"
                      + body.replace("+", "*").replace(":", "|").replace("?", "!").replace("'", "~")
-                     + "UNT*7*1~UNZ*1*1~").encode())
+                     + "UNT*8*1~UNZ*1*1~").encode())
     check_edifact(msgs)
     check_edifact(msgs[::-1])
 

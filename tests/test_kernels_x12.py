@@ -195,8 +195,8 @@ def test_word_scan_separators_at_every_offset():
     for n in range(26):
         pad = "X" * n
         body = (f"N1*SH*ACME {pad}*25*{pad}93821543646~N3*{pad}>{pad}~VID*CN*CAIU*1587384*{pad[:n % 4]}~"
-                f"N9*BM*{pad}BM{n}~M10*HLCU*O*SG*9356660*NORDIC {pad}~")
-        msgs.append((isa() + f"GS*SO*A*B*20260301*0602*1*X*004010~ST*309*0001~{body}SE*7*0001~GE*1*1~"
+                f"N9*BM*{pad}BM{n}~M10*HLCU*O*SG*9356660*NORDIC {pad}~N4*{pad}**{pad}>{pad}~")  # N4: no rules
+        msgs.append((isa() + f"GS*SO*A*B*20260301*0602*1*X*004010~ST*309*0001~{body}SE*8*0001~GE*1*1~"
                      f"IEA*1*000000001~").encode())
     check_x12(msgs)
     check_x12(msgs[::-1])
