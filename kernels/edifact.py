@@ -47,6 +47,10 @@ by at least one byte per iteration.
 from __future__ import annotations
 
 import numpy as np
+from llvmlite import ir
+from numba.core import types as nbtypes
+from numba.cpython.unsafe.numbers import trailing_zeros
+from numba.extending import intrinsic
 
 from ._jit import kernel
 from .values import (copy_text, is_alnum, is_digit, is_upper, next_email, parse_container, parse_email, parse_eori,
@@ -266,6 +270,77 @@ def fill_class_table(tab, comp, elem, term, rel, nlterm):
         tab[rel] = CL_REL
 
 
+# ---------------------------------------------------------------- word-at-a-time separator scan
+# The classifier's data-byte loops look at 8 bytes per step: one unaligned uint64 load, then per
+# separator byte ``x`` (component, element, terminator, release) the exact zero-byte test of
+# ``w ^ x * 0x0101..``; the lowest flagged byte is the next separator.  Only words that lie wholly
+# before the scan limit are loaded (``i + 8 <= limit``, and every limit is at most the buffer
+# length); the tail is the byte-class loop.  X12 newline mode (CR and LF end segments) uses the
+# byte loop throughout.
+_ONES = np.uint64(0x0101010101010101)
+_LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+_HIGH = np.uint64(0x8080808080808080)
+
+
+@intrinsic
+def load_word(typingctx, arr, i):
+    """``arr[i:i + 8]`` (C-contiguous uint8) as one little-endian uint64, unaligned.  No bounds
+    check: the caller guarantees ``0 <= i`` and ``i + 8 <= len(arr)``."""
+    if not (isinstance(arr, nbtypes.Array) and arr.dtype == nbtypes.uint8 and arr.ndim == 1
+            and arr.layout == "C" and isinstance(i, nbtypes.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        a = context.make_array(sig.args[0])(context, builder, args[0])
+        idx = context.cast(builder, args[1], sig.args[1], nbtypes.intp)
+        ptr = builder.bitcast(builder.gep(a.data, [idx]), ir.IntType(64).as_pointer())
+        return builder.load(ptr, align=1)
+    return nbtypes.uint64(arr, i), codegen
+
+
+@kernel
+def sep_pattern(c):
+    """The separator byte ``c`` (0..255) in every byte of a uint64."""
+    return np.uint64(c & 0xFF) * _ONES
+
+
+@kernel
+def sep_mask(w, p0, p1, p2, p3):
+    """0x80 in each byte of ``w`` equal to a byte of the patterns ``p0 .. p3``, 0 elsewhere (exact:
+    ``(v & 0x7f..) + 0x7f..`` cannot carry into the next byte)."""
+    v = w ^ p0
+    t = ((v & _LOW7) + _LOW7) | v
+    v = w ^ p1
+    t &= ((v & _LOW7) + _LOW7) | v
+    v = w ^ p2
+    t &= ((v & _LOW7) + _LOW7) | v
+    v = w ^ p3
+    t &= ((v & _LOW7) + _LOW7) | v
+    return ~t & _HIGH
+
+
+@kernel(_nrt=False)
+def skip_data(buf, i, limit, tab, p0, p1, p2, p3, swar):
+    """First index in ``buf[i:limit]`` whose byte is not a data byte (``tab`` class), or ``limit``
+    (``i`` when ``i >= limit``).  ``swar``: 8 bytes a step (patterns ``p0 .. p3`` are the
+    separators of ``tab``); ``0 <= i`` and ``limit <= len(buf)``, so indices are read unsigned
+    (numba then skips its negative-index wraparound code)."""
+    e8 = min(i + 8, limit)                      # short runs (most tokens): byte by byte
+    while i < e8 and tab[buf[np.uint64(i)]] == CL_DATA:
+        i += 1
+    if i < e8:
+        return i
+    if swar:
+        while i + 8 <= limit:
+            m = sep_mask(load_word(buf, i), p0, p1, p2, p3)
+            if m != np.uint64(0):
+                return i + (np.int64(trailing_zeros(m)) >> 3)
+            i += 8
+    while i < limit and tab[buf[np.uint64(i)]] == CL_DATA:
+        i += 1
+    return i
+
+
 @kernel
 def scan_segment(buf, pos, end, tab, max_seg, max_tok, t_el, t_co, t_s, t_e):
     """Scan one segment of ``buf[pos:end]`` into the per-segment token arrays.
@@ -335,25 +410,25 @@ def copy_unescaped(buf, s, e, rel, out, o, cap):
     Returns the new fill position, or -1 when the value does not fit (too long to be an ID).
     """
     i = s
-    while i < e:
-        c = buf[i]
+    while i < e:                            # 0 <= s, 0 <= o: read / write unsigned
+        c = buf[np.uint64(i)]
         if c == rel and i + 1 < e:
             i += 1
-            c = buf[i]
+            c = buf[np.uint64(i)]
         if o >= cap:
             return -1
-        out[o] = c
+        out[np.uint64(o)] = c
         o += 1
         i += 1
     return o
 
 
 @kernel(_nrt=False)
-def short_container(v, n, out, o):
-    """``[A-Z]{3}[UJZ]`` + 6 digits (serial without check digit, X12 split numbers): 1 or -1."""
+def short_container(v, s, e, out, o):
+    """``v[s:e]`` is ``[A-Z]{3}[UJZ]`` + 6 digits (serial without check digit, X12 split numbers): 1 or -1."""
     k = 0
     m = 0
-    for i in range(n):
+    for i in range(s, e):
         c = v[i]
         if c == 32:
             continue
@@ -504,11 +579,11 @@ def pack_token(buf, s, e, rel):
     v = np.int64(0)
     nb = 0
     i = s
-    while i < e:
-        c = buf[i]
+    while i < e:                            # 0 <= s (token bounds): read unsigned
+        c = buf[np.uint64(i)]
         if c == rel and i + 1 < e:
             i += 1
-            c = buf[i]
+            c = buf[np.uint64(i)]
         if nb >= 8:
             return np.int64(-1)
         v |= np.int64(c) << (8 * nb)
@@ -522,70 +597,71 @@ def tok_at(efirst, nel, el, co):
     """Token index of (element, component) or -1 (``efirst[nel]`` = token count)."""
     if el < 0 or el >= nel or co < 1:
         return -1
-    k = efirst[el] + co - 1
-    if k >= efirst[el + 1]:
+    k = efirst[np.uint64(el)] + co - 1
+    if k >= efirst[np.uint64(el + 1)]:
         return -1
     return k
 
 
 @kernel(_nrt=False)
-def parse_scratch(kind, sc, m, out, o, minlen, maxlen, short):
-    """Normalise the assembled value ``sc[:m]`` (release characters removed) of a structural
-    rule into ``out[o:]``.  Returns ``(valid, n)``: valid 1 / 0 from a check, -1 no check;
+def parse_scratch(kind, sc, s0, e0, out, o, minlen, maxlen, short):
+    """Normalise the value ``sc[s0:e0]`` (release characters removed: the assembled scratch value,
+    or one token in place in the message) of a structural rule into ``out[o:]``.  Indices are
+    non-negative (``0 <= s0 <= e0``, ``o >= 0``) and read unsigned: no wraparound code.  Returns ``(valid, n)``: valid 1 / 0 from a check, -1 no check;
     ``n < 0`` when the value has no shape of its kind (no hit)."""
     if kind == KIND_CONTAINER:
-        res = parse_container(sc, 0, m, out, o)
+        res = parse_container(sc, s0, e0, out, o)
         if res >= 0:
             return res, 11
-        if short != 0 and short_container(sc, m, out, o) > 0:
+        if short != 0 and short_container(sc, s0, e0, out, o) > 0:
             return -1, 10
         return 0, -1
     if kind == KIND_IMO:
-        res = parse_imo(sc, 0, m, out, o)
+        res = parse_imo(sc, s0, e0, out, o)
         return res, (7 if res >= 0 else -1)
     if kind == KIND_LEI:
-        res, n = parse_lei(sc, 0, m, out, o)
+        res, n = parse_lei(sc, s0, e0, out, o)
         return res, (n if res >= 0 else -1)
     if kind == KIND_USCI:
-        res, n = parse_usci(sc, 0, m, out, o)
+        res, n = parse_usci(sc, s0, e0, out, o)
         return res, (n if res >= 0 else -1)
     if kind == KIND_EORI:
-        res, n = parse_eori(sc, 0, m, out, o)
+        res, n = parse_eori(sc, s0, e0, out, o)
         return -1, (n if res >= 0 else -1)
     if kind == KIND_EMAIL:
-        res, n = parse_email(sc, 0, m, out, o)
+        res, n = parse_email(sc, s0, e0, out, o)
         return -1, (n if res >= 0 else -1)
     if kind == KIND_PHONE:
-        res, n = parse_phone(sc, 0, m, out, o)
+        res, n = parse_phone(sc, s0, e0, out, o)
         return -1, (n if res >= 0 else -1)
     if kind == KIND_UN:
-        res, n = parse_un_number(sc, 0, m, out, o)
+        res, n = parse_un_number(sc, s0, e0, out, o)
         return (-1 if res > 0 else 0), (n if res >= 0 else -1)
     if kind == KIND_MMSI:
-        res, n = parse_mmsi(sc, 0, m, out, o)
+        res, n = parse_mmsi(sc, s0, e0, out, o)
         return (-1 if res > 0 else 0), (n if res >= 0 else -1)
-    s, e = trim(sc, 0, m)
+    s, e = trim(sc, s0, e0)
     n = e - s
     if kind == KIND_LOCODE:
         if n != 5:
             return 0, -1
         for i in range(5):
-            c = sc[s + i]
+            c = sc[np.uint64(s + i)]
             if 97 <= c <= 122:
                 c -= 32
             if not (is_upper(c) or (i >= 2 and 50 <= c <= 57)):
                 return 0, -1
-            out[o + i] = c
+            out[np.uint64(o + i)] = c
         return -1, 5
     if kind == KIND_DIGITS:
         w = 0
         for i in range(s, e):
-            c = sc[i]
+            c = sc[np.uint64(i)]
             if c == 32 or c == 46:
                 continue
             if not is_digit(c) or w >= maxlen:
                 return 0, -1
-            out[o + w] = c
+            out[np.uint64(o + w)] = c
             w += 1
         if w < minlen or w == 0:
             return 0, -1
@@ -596,7 +672,7 @@ def parse_scratch(kind, sc, m, out, o, minlen, maxlen, short):
         nd = 0
         nsep = 0
         for i in range(n):
-            c = sc[s + i]
+            c = sc[np.uint64(s + i)]
             if is_digit(c):
                 nd += 1
             elif c == 46 or c == 44:
@@ -605,7 +681,7 @@ def parse_scratch(kind, sc, m, out, o, minlen, maxlen, short):
                     return 0, -1
             elif not (i == 0 and (c == 45 or c == 43)):
                 return 0, -1
-            out[o + i] = c
+            out[np.uint64(o + i)] = c
         if nd == 0:
             return 0, -1
         return -1, n
@@ -614,12 +690,12 @@ def parse_scratch(kind, sc, m, out, o, minlen, maxlen, short):
             return 0, -1
         na = 0
         for i in range(n):
-            c = sc[s + i]
+            c = sc[np.uint64(s + i)]
             if is_alnum(c):
                 na += 1
             elif not (c == 32 or c == 45 or c == 47 or c == 46 or c == 95):
                 return 0, -1
-            out[o + i] = c
+            out[np.uint64(o + i)] = c
         if na == 0:
             return 0, -1
         return -1, n
@@ -630,6 +706,63 @@ def parse_scratch(kind, sc, m, out, o, minlen, maxlen, short):
     if w == 0:
         return 0, -1
     return -1, w
+
+
+@kernel(_nrt=False)
+def assemble(buf, rel, kind, rules, r, npart, t_s, t_e, efirst, nel, scratch):
+    """The value of structural rule ``r`` assembled in ``scratch``: its parts unescaped, text parts
+    joined by a blank (component 0 = every component of the element).  Returns ``(n, start, end)``:
+    ``n`` bytes in ``scratch`` (``n <= 0``: no value) and the raw range of the parts in ``buf``."""
+    sm = 0
+    hs = -1
+    he = -1
+    ok = True
+    for pi in range(npart):
+        el = rules[r, R_PARTS + 2 * pi]
+        co = rules[r, R_PARTS + 2 * pi + 1]
+        if co == 0:
+            if el >= nel:
+                continue
+            ka = efirst[el]
+            kb = efirst[el + 1]
+        else:
+            ka = tok_at(efirst, nel, el, co)
+            kb = ka + 1
+        if ka < 0 or (kind == KIND_CONTAINER and t_e[ka] <= t_s[ka]):
+            if kind == KIND_CONTAINER and pi <= 1:
+                ok = False
+            if kind == KIND_CONTAINER:
+                break
+            continue
+        if pi > 0 and kind == KIND_CONTAINER:
+            cnt = 0
+            for jj in range(sm):
+                if scratch[jj] != 32 and scratch[jj] != 45:
+                    cnt += 1
+            if cnt >= 11:
+                break
+        for kk in range(ka, kb):
+            if t_e[kk] <= t_s[kk]:
+                continue
+            if sm > 0 and kind != KIND_CONTAINER and kind != KIND_IMO:
+                if sm >= scratch.shape[0]:
+                    ok = False
+                    break
+                scratch[sm] = 32
+                sm += 1
+            sm2 = copy_unescaped(buf, t_s[kk], t_e[kk], rel, scratch, sm, scratch.shape[0])
+            if sm2 < 0:
+                ok = False
+                break
+            sm = sm2
+            if hs < 0:
+                hs = t_s[kk]
+            he = t_e[kk]
+        if not ok:
+            break
+    if not ok:
+        return -1, hs, he
+    return sm, hs, he
 
 
 @kernel(inline="always")
@@ -710,15 +843,16 @@ def unreserve(ctr, room):
 @kernel(inline="always")
 def emit(hits, ctr, msg, cls, loc, valid, conf, hs, he, vlen):
     k = ctr[C_HW]
-    hits[H_MSG, k] = msg
-    hits[H_CLASS, k] = cls
-    hits[H_LOC, k] = loc
-    hits[H_VALID, k] = valid
-    hits[H_CONF, k] = conf
-    hits[H_START, k] = hs
-    hits[H_END, k] = he
+    ku = np.uint64(k)                       # 0 <= k < capacity (reserve): no wraparound code
+    hits[H_MSG, ku] = msg
+    hits[H_CLASS, ku] = cls
+    hits[H_LOC, ku] = loc
+    hits[H_VALID, ku] = valid
+    hits[H_CONF, ku] = conf
+    hits[H_START, ku] = hs
+    hits[H_END, ku] = he
     ctr[C_VW] += vlen
-    hits[H_VEND, k] = ctr[C_VW]
+    hits[H_VEND, ku] = ctr[C_VW]
     ctr[C_HW] = k + 1
 
 
@@ -728,12 +862,12 @@ def free_text(buf, s, e, mask, rules, r, msg, hits, vbuf, ctr, hit_cap, val_cap)
     loc = rules[r, R_LOC]
     conf = rules[r, R_CONF]
     i = s
-    while i < e:
-        if not is_alnum(buf[i]):
+    while i < e:                            # 0 <= s: read unsigned
+        if not is_alnum(buf[np.uint64(i)]):
             i += 1
             continue
         j = i + 1
-        while j < e and is_alnum(buf[j]):
+        while j < e and is_alnum(buf[np.uint64(j)]):
             j += 1
         kind, b = ft_candidate(buf, i, j, e, mask)
         if kind != 0:
@@ -959,10 +1093,15 @@ def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mo
         if st != ST_OK:
             mout[j, M_STATUS] = st
             continue
-        p = env[j, E_POS]
-        q = env[j, E_END]
+        p = max(env[j, E_POS], 0)
+        q = min(env[j, E_END], buf.shape[0])           # every scan limit is at most len(buf)
         rel = env[j, E_REL]
         fill_class_table(tab, env[j, E_COMP], env[j, E_ELEM], env[j, E_TERM], rel, env[j, E_NL] != 0)
+        swar = env[j, E_NL] == 0                        # newline mode: CR / LF are terminators too
+        p0 = sep_pattern(env[j, E_COMP])
+        p1 = sep_pattern(env[j, E_ELEM])
+        p2 = sep_pattern(env[j, E_TERM])
+        p3 = sep_pattern(rel if rel >= 0 else env[j, E_TERM])
         msg = sel[j]
         h0 = ctr[C_HITS]
         v0 = ctr[C_VALS]
@@ -988,15 +1127,13 @@ def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mo
                 break
             seg0 = p
             limit = q if q - p <= max_seg else p + max_seg
-            i = p
-            while i < limit and tab[buf[i]] == CL_DATA:
-                i += 1
+            i = skip_data(buf, p, limit, tab, p0, p1, p2, p3, swar)
             ti = tag_index(buf, p, i - p)
             rn = 0
             sp = SP_NONE
             if ti >= 0:
-                rn = tagtab[ti, T_RN]
-                sp = tagtab[ti, T_SP]
+                rn = tagtab[np.uint64(ti), T_RN]
+                sp = tagtab[np.uint64(ti), T_SP]
             nseg += 1
             lvl, role, href = env_role(sp)
             if rn == 0 and sp == SP_NONE:
@@ -1004,11 +1141,39 @@ def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mo
                 ntok = 0
                 done = False
                 while i < limit:
-                    while i < limit and tab[buf[i]] == CL_DATA:   # data bytes: a tight loop of its own
-                        i += 1
+                    if swar and i + 8 <= limit:                 # a whole word from one mask (as below)
+                        m = sep_mask(load_word(buf, i), p0, p1, p2, p3)
+                        nxt = i + 8
+                        pos = i
+                        while m != np.uint64(0):
+                            pos = i + (np.int64(trailing_zeros(m)) >> 3)
+                            m &= m - np.uint64(1)
+                            k = tab[buf[np.uint64(pos)]]
+                            if k == CL_REL:
+                                if pos + 1 >= q:
+                                    status = ST_RELEASE_AT_END
+                                    break
+                                if pos + 1 < nxt:
+                                    m &= ~(np.uint64(0x80) << np.uint64(8 * (pos + 1 - i)))
+                                else:
+                                    nxt = pos + 2
+                                continue
+                            if ntok >= max_tok:
+                                status = ST_TOO_MANY_COMPONENTS
+                                break
+                            ntok += 1
+                            if k == CL_TERM:
+                                done = True
+                                break
+                        if status != ST_OK or done:
+                            i = pos
+                            break
+                        i = nxt
+                        continue
+                    i = skip_data(buf, i, limit, tab, p0, p1, p2, p3, swar)   # data bytes: 8 at a time
                     if i >= limit:
                         break
-                    k = tab[buf[i]]
+                    k = tab[buf[np.uint64(i)]]
                     if k == CL_REL:
                         if i + 1 >= q:
                             status = ST_RELEASE_AT_END
@@ -1049,32 +1214,68 @@ def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mo
             efirst[0] = 0
             i = p
             done = False
+            segrel = False                                      # a release character in the segment
             while i < limit:
-                while i < limit and tab[buf[i]] == CL_DATA:       # data bytes: a tight loop of its own
-                    i += 1                                      # (as one loop with the separators, LLVM
-                if i >= limit:                                  # reloaded spilled state on every byte)
-                    break
-                k = tab[buf[i]]
+                if swar and i + 8 <= limit:
+                    # a whole word: every separator in it from one mask, lowest first
+                    m = sep_mask(load_word(buf, i), p0, p1, p2, p3)
+                    nxt = i + 8
+                    pos = i
+                    while m != np.uint64(0):
+                        pos = i + (np.int64(trailing_zeros(m)) >> 3)
+                        m &= m - np.uint64(1)
+                        k = tab[buf[np.uint64(pos)]]
+                        if k == CL_REL:
+                            if pos + 1 >= q:
+                                status = ST_RELEASE_AT_END
+                                break
+                            segrel = True
+                            if pos + 1 < nxt:                   # the released byte is data
+                                m &= ~(np.uint64(0x80) << np.uint64(8 * (pos + 1 - i)))
+                            else:
+                                nxt = pos + 2
+                            continue
+                        if n >= max_tok:
+                            status = ST_TOO_MANY_COMPONENTS
+                            break
+                        t_s[np.uint64(n)] = ts
+                        t_e[np.uint64(n)] = pos
+                        n += 1
+                        if k == CL_TERM:
+                            done = True
+                            break
+                        efirst[np.uint64(nel)] = n
+                        nel += 1 if k == CL_ELEM else 0
+                        ts = pos + 1
+                    if status != ST_OK or done:
+                        i = pos
+                        break
+                    i = nxt
+                    continue
+                i = skip_data(buf, i, limit, tab, p0, p1, p2, p3, swar)  # data bytes: 8 at a time, a
+                if i >= limit:                                  # loop of its own (as one loop with the
+                    break                                       # separators, LLVM reloaded spilled state)
+                k = tab[buf[np.uint64(i)]]
                 if k == CL_REL:
                     if i + 1 >= q:
                         status = ST_RELEASE_AT_END
                         break
+                    segrel = True
                     i += 2
                     continue
                 if n >= max_tok:
                     status = ST_TOO_MANY_COMPONENTS
                     break
-                t_s[n] = ts
-                t_e[n] = i
+                t_s[np.uint64(n)] = ts
+                t_e[np.uint64(n)] = i
                 n += 1
                 if k == CL_TERM:
                     done = True
                     break
-                if k == CL_ELEM:
-                    efirst[nel] = n
-                    nel += 1
-                ts = i + 1
-                i += 1
+                efirst[np.uint64(nel)] = n                                 # no branch on element / component
+                nel += 1 if k == CL_ELEM else 0                 # (unpredictable): a component's write
+                ts = i + 1                                      # is overwritten by the next element's
+                i += 1                                          # or the final count below
             if status != ST_OK:
                 break
             if done:
@@ -1177,48 +1378,49 @@ def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mo
             c0 = 0
             cn = 0
             if rn > 0:
-                c0 = tagtab[ti, T_L0]
-                cn = tagtab[ti, T_LN]
-                kn = tagtab[ti, T_KN]
+                c0 = tagtab[np.uint64(ti), T_L0]
+                cn = tagtab[np.uint64(ti), T_LN]
+                kn = tagtab[np.uint64(ti), T_KN]
                 if kn > 0:
                     kq = tok_at(efirst, nel, 1, 1)
-                    if kq >= 0 and t_e[kq] > t_s[kq]:
-                        q11 = pack_token(buf, t_s[kq], t_e[kq], rel)
+                    if kq >= 0 and t_e[np.uint64(kq)] > t_s[np.uint64(kq)]:
+                        q11 = pack_token(buf, t_s[np.uint64(kq)], t_e[np.uint64(kq)], rel)
                         if q11 >= 0:
-                            k0 = tagtab[ti, T_K0]
+                            k0 = tagtab[np.uint64(ti), T_K0]
                             for x in range(k0, k0 + kn):
-                                if dkey[x, 0] == q11:
-                                    c0 = dkey[x, 1]
-                                    cn = dkey[x, 2]
+                                if dkey[np.uint64(x), 0] == q11:
+                                    c0 = dkey[np.uint64(x), 1]
+                                    cn = dkey[np.uint64(x), 2]
                                     break
             for ci in range(c0, c0 + cn):
-                r = clist[ci]
+                r = clist[np.uint64(ci)]
+                ru = np.uint64(r)                           # rows read unsigned: no wraparound code
                 # the rule's qualifiers, inline (as a function this costs ~4x more per rule)
                 ok = True
-                qres = rules[r, R_QRES]
+                qres = rules[ru, R_QRES]
                 for qq in range(MAX_QUALS):
                     base = R_Q + qq * Q_STRIDE
-                    nq = rules[r, base + 3]
+                    nq = rules[ru, np.uint64(base + 3)]
                     if nq == 0 or (qres >> qq) & 1:
                         continue
-                    kq = tok_at(efirst, nel, rules[r, base], rules[r, base + 1])
+                    kq = tok_at(efirst, nel, rules[ru, base], rules[ru, base + 1])
                     found = False
-                    if kq >= 0 and t_e[kq] > t_s[kq]:
-                        pv = pack_token(buf, t_s[kq], t_e[kq], rel)
+                    if kq >= 0 and t_e[np.uint64(kq)] > t_s[np.uint64(kq)]:
+                        pv = pack_token(buf, t_s[np.uint64(kq)], t_e[np.uint64(kq)], rel)
                         if pv >= 0:
                             for v in range(nq):
-                                if rules[r, base + 4 + v] == pv:
+                                if rules[ru, np.uint64(base + 4 + v)] == pv:
                                     found = True
                                     break
-                    if found == (rules[r, base + 2] != 0):
+                    if found == (rules[ru, base + 2] != 0):
                         ok = False
                         break
                 if not ok:
                     continue
-                kind = rules[r, R_KIND]
+                kind = rules[ru, R_KIND]
                 if kind == KIND_FREE_TEXT:
-                    el = rules[r, R_PARTS]
-                    co = rules[r, R_PARTS + 1]
+                    el = rules[ru, R_PARTS]
+                    co = rules[ru, R_PARTS + 1]
                     if el >= nel:
                         continue
                     k0 = efirst[el]
@@ -1229,71 +1431,49 @@ def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mo
                             continue
                         k1 = k0
                     if t_e[k1] > t_s[k0]:
-                        free_text(buf, t_s[k0], t_e[k1], rules[r, R_FTMASK], rules, r, msg, hits, vbuf, ctr,
+                        free_text(buf, t_s[k0], t_e[k1], rules[ru, R_FTMASK], rules, r, msg, hits, vbuf, ctr,
                                   hit_cap, val_cap)
                     continue
-                # structural value: the parts, unescaped, into scratch (text parts joined by a blank;
-                # component 0 = every component of the element).  (Parsing one-token values in place
-                # instead, from a second call site, measured 1.5x slower: worse code for the loop.)
-                npart = rules[r, R_NPARTS]
-                sm = 0
-                hs = -1
-                he = -1
-                ok = True
-                for pi in range(npart):
-                    el = rules[r, R_PARTS + 2 * pi]
-                    co = rules[r, R_PARTS + 2 * pi + 1]
+                # structural value: one token of a segment without release characters is parsed in
+                # place (most values); otherwise the parts, unescaped, into scratch (text parts joined
+                # by a blank; component 0 = every component of the element).  One parse call site for
+                # both (from a second call site it measured 1.5x slower: worse code for the loop).
+                npart = rules[ru, R_NPARTS]
+                kd = -1
+                if npart == 1 and not segrel:
+                    el = rules[ru, R_PARTS]
+                    co = rules[ru, R_PARTS + 1]
                     if co == 0:
-                        if el >= nel:
-                            continue
-                        ka = efirst[el]
-                        kb = efirst[el + 1]
+                        if el < nel and efirst[np.uint64(el + 1)] - efirst[np.uint64(el)] == 1:
+                            kd = efirst[np.uint64(el)]
                     else:
-                        ka = tok_at(efirst, nel, el, co)
-                        kb = ka + 1
-                    if ka < 0 or (kind == KIND_CONTAINER and t_e[ka] <= t_s[ka]):
-                        if kind == KIND_CONTAINER and pi <= 1:
-                            ok = False
-                        if kind == KIND_CONTAINER:
-                            break
-                        continue
-                    if pi > 0 and kind == KIND_CONTAINER:
-                        cnt = 0
-                        for jj in range(sm):
-                            if scratch[jj] != 32 and scratch[jj] != 45:
-                                cnt += 1
-                        if cnt >= 11:
-                            break
-                    for kk in range(ka, kb):
-                        if t_e[kk] <= t_s[kk]:
+                        kd = tok_at(efirst, nel, el, co)
+                        if kd < 0:
                             continue
-                        if sm > 0 and kind != KIND_CONTAINER and kind != KIND_IMO:
-                            if sm >= scratch.shape[0]:
-                                ok = False
-                                break
-                            scratch[sm] = 32
-                            sm += 1
-                        sm2 = copy_unescaped(buf, t_s[kk], t_e[kk], rel, scratch, sm, scratch.shape[0])
-                        if sm2 < 0:
-                            ok = False
-                            break
-                        sm = sm2
-                        if hs < 0:
-                            hs = t_s[kk]
-                        he = t_e[kk]
-                    if not ok:
-                        break
-                if not ok or sm == 0:
-                    continue
-                room = rules[r, R_ROOM]
+                if kd >= 0:
+                    hs = t_s[np.uint64(kd)]
+                    he = t_e[np.uint64(kd)]
+                    if he <= hs or he - hs > scratch.shape[0]:   # empty, or longer than any assembled value
+                        continue
+                    src = buf
+                    s0 = hs
+                    e0 = he
+                else:
+                    sm, hs, he = assemble(buf, rel, kind, rules, r, npart, t_s, t_e, efirst, nel, scratch)
+                    if sm <= 0:
+                        continue
+                    src = scratch
+                    s0 = 0
+                    e0 = sm
+                room = rules[ru, R_ROOM]
                 if not reserve(ctr, room, hit_cap, val_cap):
                     continue
-                valid, vn = parse_scratch(kind, scratch, sm, vbuf, ctr[C_VW], rules[r, R_MINLEN], rules[r, R_MAXLEN],
-                                         rules[r, R_SHORT])
-                if vn < 0 or (rules[r, R_MODE] == MODE_CHECK and valid != 1):
+                valid, vn = parse_scratch(kind, src, s0, e0, vbuf, ctr[C_VW], rules[ru, R_MINLEN], rules[ru, R_MAXLEN],
+                                          rules[ru, R_SHORT])
+                if vn < 0 or (rules[ru, R_MODE] == MODE_CHECK and valid != 1):
                     unreserve(ctr, room)
                     continue
-                emit(hits, ctr, msg, rules[r, R_CLASS], rules[r, R_LOC], valid, rules[r, R_CONF], hs, he, vn)
+                emit(hits, ctr, msg, rules[ru, R_CLASS], rules[ru, R_LOC], valid, rules[ru, R_CONF], hs, he, vn)
         if status == ST_OK and not between:
             status = ST_UNTERMINATED                        # the top-level envelope is still open
         mout[j, M_NSEG] = nseg
@@ -1303,8 +1483,8 @@ def classify_run(buf, env, sel, rules, tagtab, clist, dkey, max_seg, max_tok, mo
             # each hit's message ordinal: how many UNH / ST segments start at or before it
             x = 0
             for k in range(hw0, ctr[C_HW]):
-                pos = hits[H_START, k]
-                while x < n_sub and sub_pos[x] <= pos:
+                pos = hits[H_START, np.uint64(k)]
+                while x < n_sub and sub_pos[np.uint64(x)] <= pos:
                     x += 1
                 hits[H_SUB, k] = x
         if status != ST_OK:

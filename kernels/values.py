@@ -1,7 +1,11 @@
 """Value recognisers and check digits, shared by every format kernel.
 
-All functions take the batch buffer and a half-open byte range ``[s, e)`` and never read
-outside it.  Normalised values are written into an output byte array ``out`` at ``o``.
+All functions take the batch buffer and a half-open byte range ``[s, e)`` (``0 <= s``) and
+never read outside it; the hottest loops read indices unsigned (``buf[np.uint64(i)]``: numba then
+emits no negative-index wraparound code).  Normalised values are written into an output byte array ``out`` at ``o``.
+Every kernel here that takes an array is compiled without the runtime's reference counting
+(``_nrt=False``: they allocate nothing), so the format kernels' hot loops that call them pay no
+atomic incref / decref per array per call.
 
 Public functions (numba kernels; callable from other kernels and from Python):
 
@@ -74,17 +78,17 @@ def is_space(c):
     return c == 32 or c == 9 or c == 10 or c == 13
 
 
-@kernel
+@kernel(_nrt=False)
 def iso6346_check_digit(v, o):
     """Check digit of the 10 bytes ``v[o:o+10]`` (owner code, category, serial); -1 if bad."""
     total = 0
     weight = 1
     for i in range(10):
-        c = v[o + i]
+        c = v[np.uint64(o + i)]
         if i < 4:
             if not is_upper(c):
                 return -1
-            x = _ISO6346_LETTER[c - 65]
+            x = _ISO6346_LETTER[np.uint64(c - 65)]
         else:
             if not is_digit(c):
                 return -1
@@ -94,7 +98,7 @@ def iso6346_check_digit(v, o):
     return (total % 11) % 10
 
 
-@kernel
+@kernel(_nrt=False)
 def imo_check_ok(v, o):
     """IMO number check: digits 1..6 weighted 7..2, sum mod 10 equals digit 7."""
     total = 0
@@ -103,17 +107,17 @@ def imo_check_ok(v, o):
     return total % 10 == v[o + 6] - 48
 
 
-@kernel
+@kernel(_nrt=False)
 def trim(buf, s, e):
     """Strip ASCII white space from both ends of ``buf[s:e]``."""
-    while s < e and is_space(buf[s]):
+    while s < e and is_space(buf[np.uint64(s)]):
         s += 1
-    while e > s and is_space(buf[e - 1]):
+    while e > s and is_space(buf[np.uint64(e - 1)]):
         e -= 1
     return s, e
 
 
-@kernel
+@kernel(_nrt=False)
 def parse_container(buf, s, e, out, o):
     """Normalise an ISO 6346 container number in ``buf[s:e]`` into ``out[o:o+11]``.
 
@@ -124,7 +128,7 @@ def parse_container(buf, s, e, out, o):
     n = 0
     i = s
     while i < e:
-        c = buf[i]
+        c = buf[np.uint64(i)]
         if 97 <= c <= 122:
             c -= 32
         if c == 32 or c == 45:
@@ -139,7 +143,7 @@ def parse_container(buf, s, e, out, o):
                     return -1
             elif not is_digit(c):
                 return -1
-            out[o + n] = c
+            out[np.uint64(o + n)] = c
             n += 1
         i += 1
     if n != CONTAINER_LEN:
@@ -151,7 +155,7 @@ def parse_container(buf, s, e, out, o):
     return 1 if cd == out[o + 10] - 48 else 0
 
 
-@kernel
+@kernel(_nrt=False)
 def parse_imo(buf, s, e, out, o):
     """Normalise an IMO ship number (``9118018``, ``IMO9118018``, ``IMO 9118018``) to 7 digits."""
     s, e = trim(buf, s, e)
@@ -169,7 +173,7 @@ def parse_imo(buf, s, e, out, o):
     return 1 if imo_check_ok(out, o) else 0
 
 
-@kernel
+@kernel(_nrt=False)
 def next_container(buf, pos, end):
     """Next container-number-shaped token in free text ``buf[pos:end]``.
 
@@ -212,7 +216,7 @@ def next_container(buf, pos, end):
     return -1, -1
 
 
-@kernel
+@kernel(_nrt=False)
 def next_imo(buf, pos, end):
     """Next ``IMO`` + optional separators + 7 digits in free text; ``(start, stop)`` or -1s."""
     i = pos
@@ -253,7 +257,7 @@ def _up(c):
     return c - 32 if 97 <= c <= 122 else c
 
 
-@kernel
+@kernel(_nrt=False)
 def lei_mod97(v, o, n):
     """ISO 7064 mod 97-10 remainder of ``v[o:o+n]`` (digits as is, A=10 .. Z=35); -1 if not alnum."""
     r = 0
@@ -268,7 +272,7 @@ def lei_mod97(v, o, n):
     return r
 
 
-@kernel
+@kernel(_nrt=False)
 def iban_ok(v, o, n):
     """IBAN check (ISO 13616): the first 4 characters moved to the end, mod 97 == 1."""
     if n < 15 or n > 34 or not (is_upper(v[o]) and is_upper(v[o + 1]) and is_digit(v[o + 2]) and is_digit(v[o + 3])):
@@ -285,7 +289,7 @@ def iban_ok(v, o, n):
     return r == 1
 
 
-@kernel
+@kernel(_nrt=False)
 def gs1_check_ok(v, o, n):
     """GS1 mod-10 check digit (SSCC, GTIN): weights 3,1,3... from the right, excluding the check."""
     total = 0
@@ -299,7 +303,7 @@ def gs1_check_ok(v, o, n):
     return is_digit(last) and (10 - total % 10) % 10 == last - 48
 
 
-@kernel
+@kernel(_nrt=False)
 def usci_check_value(v, o):
     """Expected value (0..30) of the check character of the 17 symbols ``v[o:o+17]``; -1 if bad."""
     total = 0
@@ -312,7 +316,7 @@ def usci_check_value(v, o):
     return 0 if x == 31 else x
 
 
-@kernel
+@kernel(_nrt=False)
 def parse_lei(buf, s, e, out, o):
     """ISO 17442 LEI: 18 alnum + 2 check digits, upper-cased; status 1 when mod 97-10 == 1."""
     s, e = trim(buf, s, e)
@@ -328,7 +332,7 @@ def parse_lei(buf, s, e, out, o):
     return (1 if lei_mod97(out, o, LEI_LEN) == 1 else 0), LEI_LEN
 
 
-@kernel
+@kernel(_nrt=False)
 def parse_usci(buf, s, e, out, o):
     """China Unified Social Credit Identifier: 18 symbols of the GB 32100 alphabet, symbols 3..8
     (administrative division) digits; status 1 when the mod-31 check character is right."""
@@ -346,7 +350,7 @@ def parse_usci(buf, s, e, out, o):
     return (1 if cv == _USCI_VAL[out[o + 17]] else 0), USCI_LEN
 
 
-@kernel
+@kernel(_nrt=False)
 def parse_eori(buf, s, e, out, o):
     """EORI: ISO country code (2 letters) + 1..15 alnum with at least one digit (upper-cased)."""
     s, e = trim(buf, s, e)
@@ -379,7 +383,7 @@ def _email_domain(c):
     return is_alnum(c) or c == 46 or c == 45
 
 
-@kernel
+@kernel(_nrt=False)
 def email_shape(buf, s, e):
     """``buf[s:e]`` is ``local@label(.label)+`` with an alphabetic TLD of 2+ letters."""
     at = -1
@@ -422,7 +426,7 @@ def email_shape(buf, s, e):
     return True
 
 
-@kernel
+@kernel(_nrt=False)
 def parse_email(buf, s, e, out, o):
     """E-mail address (trimmed, optional ``mailto:``), written lower-case; at most 64 bytes."""
     s, e = trim(buf, s, e)
@@ -437,7 +441,7 @@ def parse_email(buf, s, e, out, o):
     return 1, e - s
 
 
-@kernel
+@kernel(_nrt=False)
 def parse_phone(buf, s, e, out, o):
     """Telephone / fax number: optional leading ``+``, 7..15 digits, separators `` -./()``
     dropped.  Written as ``+`` and digits (or digits only)."""
@@ -467,7 +471,7 @@ def parse_phone(buf, s, e, out, o):
     return 1, n
 
 
-@kernel
+@kernel(_nrt=False)
 def parse_un_number(buf, s, e, out, o):
     """UN dangerous-goods number: optional ``UN`` (and a blank or hyphen) + 4 digits.
     Status 1 in 0004..3599 (the UN Model Regulations range), 0 otherwise."""
@@ -488,7 +492,7 @@ def parse_un_number(buf, s, e, out, o):
     return (1 if 4 <= x <= 3599 else 0), 4
 
 
-@kernel
+@kernel(_nrt=False)
 def parse_mmsi(buf, s, e, out, o):
     """MMSI: 9 digits; status 1 when the maritime identification digits (MID) are 201..775."""
     s, e = trim(buf, s, e)
@@ -503,7 +507,7 @@ def parse_mmsi(buf, s, e, out, o):
     return (1 if 201 <= mid <= 775 else 0), 9
 
 
-@kernel
+@kernel(_nrt=False)
 def next_email(buf, pos, end):
     """Next e-mail address in free text: around each ``@`` the longest local part / domain,
     dots at the edges dropped; ``(start, stop)`` or ``(-1, -1)``."""
@@ -528,7 +532,7 @@ def next_email(buf, pos, end):
     return -1, -1
 
 
-@kernel
+@kernel(_nrt=False)
 def _token_end(buf, i, end):
     j = i
     while j < end and is_alnum(buf[j]):
@@ -536,7 +540,7 @@ def _token_end(buf, i, end):
     return j
 
 
-@kernel
+@kernel(_nrt=False)
 def next_lei(buf, pos, end):
     """Next LEI in free text: a token of exactly 20 upper-case letters / digits (bounded by
     non-alphanumerics) ending in 2 digits whose mod 97-10 holds.  Skipped look-alikes: IBANs
@@ -561,7 +565,7 @@ def next_lei(buf, pos, end):
     return -1, -1
 
 
-@kernel
+@kernel(_nrt=False)
 def usci_token_ok(buf, i):
     """Is the 18-byte token at ``buf[i]`` a USCI (GB 32100): registration authority 1-9/A/N/Y,
     type 1-9, division code 6 digits starting 10..82, check character right; an all-digit token
@@ -586,7 +590,7 @@ def usci_token_ok(buf, i):
     return not gs1_check_ok(buf, i, USCI_LEN)
 
 
-@kernel
+@kernel(_nrt=False)
 def next_usci(buf, pos, end):
     """Next China USCI in free text: a token of exactly 18 symbols of the GB 32100 alphabet,
     registration authority 1-9/A/N/Y, type 1-9, division code 6 digits starting 10..82, check
@@ -603,7 +607,7 @@ def next_usci(buf, pos, end):
     return -1, -1
 
 
-@kernel
+@kernel(_nrt=False)
 def utf8_len_at(buf, i, e):
     """Length of the valid UTF-8 sequence at ``buf[i]`` (1..4), or 0 when invalid / truncated."""
     c = buf[i]
@@ -635,11 +639,11 @@ def utf8_len_at(buf, i, e):
     return n
 
 
-@kernel
+@kernel(_nrt=False)
 def utf8_ok(buf, s, e):
     i = s
     while i < e:
-        if buf[i] < 0x80:
+        if buf[np.uint64(i)] < 0x80:
             i += 1
             continue
         n = utf8_len_at(buf, i, e)
@@ -649,7 +653,7 @@ def utf8_ok(buf, s, e):
     return True
 
 
-@kernel
+@kernel(_nrt=False)
 def copy_text(buf, s, e, rel, out, o, cap):
     """Copy ``buf[s:e]`` without release characters (``rel`` -1: none) to ``out[o:]`` as UTF-8.
 
@@ -661,14 +665,14 @@ def copy_text(buf, s, e, rel, out, o, cap):
     n = 0
     i = s
     while i < e:
-        c = buf[i]
+        c = buf[np.uint64(i)]
         if c == rel and i + 1 < e:
             i += 1
-            c = buf[i]
+            c = buf[np.uint64(i)]
         if c < 0x80:
             if n + 1 > cap:
                 break
-            out[o + n] = c
+            out[np.uint64(o + n)] = c
             n += 1
             i += 1
         elif latin:

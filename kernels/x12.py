@@ -41,8 +41,11 @@ ISA_WIDTHS = np.array([2, 10, 2, 10, 2, 15, 2, 15, 6, 4, 1, 5, 9, 1, 1, 1], np.i
 def x12_setup(buf, s, e):
     """Envelope of one X12 message ``buf[s:e]``.
 
-    Returns ``(status, pos, end, comp, elem, term, nlterm)``.
+    Returns ``(status, pos, end, comp, elem, term, nlterm)``.  ``buf[s:e]`` is clipped to the
+    buffer, so the ISA walk reads its indices unsigned (no negative-index wraparound code).
     """
+    s = max(s, 0)
+    e = min(e, buf.shape[0])
     p = skip_prefix(buf, s, e)
     elem = np.int64(42)
     comp = np.int64(62)
@@ -67,7 +70,7 @@ def x12_setup(buf, s, e):
         packed = True       # ... or compressed: none space-padded, variable ones 1..width
         prev = i
         while i < limit:
-            c = buf[i]
+            c = buf[np.uint64(i)]
             if c == 10 or c == 13:
                 return ST_BAD_SERVICE, p, p, comp, elem, term, nl
             if c == elem:
@@ -79,7 +82,7 @@ def x12_setup(buf, s, e):
                     var = count == 2 or count == 4 or count == 6 or count == 8
                     if w < 1 or w > want or (not var and w != want):
                         packed = False
-                    elif w > 1 and buf[i - 1] == 32:
+                    elif w > 1 and buf[np.uint64(i - 1)] == 32:
                         packed = False
                 prev = i
                 count += 1
@@ -103,7 +106,7 @@ def x12_setup(buf, s, e):
             return ST_BAD_SERVICE, p, p, comp, elem, term, nl
         # the terminator must not occur inside the ISA
         for k in range(p, i + 1):
-            if buf[k] == term:
+            if buf[np.uint64(k)] == term:
                 return ST_BAD_SERVICE, p, p, comp, elem, term, nl
         # repetition separator (ISA11) from version 00402 on
         if s12 >= 0 and s13 - s12 == 6 and s12 - s11 == 2:

@@ -604,6 +604,25 @@ def test_random_bytes_never_crash(raw):
         check_edifact([msg])
 
 
+def test_word_scan_separators_at_every_offset():
+    """The classifier scans data bytes 8 at a time after the first 8: separators, release
+    characters, empty components and the message end at every offset around the word boundaries
+    (values of 0..25 bytes, with and without release characters, default and UNA separators, one
+    message ending at the end of the buffer) give the reference's tokens, statuses and hits."""
+    msgs = []
+    for n in range(26):
+        pad = "X" * n
+        body = (f"FTX+AAI+++{pad} SUDU1234569 {pad}?+?'{pad}:{pad}'NAD+CN+++ACME {pad}+{pad}?:{pad}'"
+                f"RFF+BM:{pad}9118018'LOC+9+{pad[:5]}::{pad}'EQD+CN+SUDU1234569:{pad[:n % 3]}'"
+                f"GID+{pad}?'+{pad}:?:{pad}'")              # no rules: the segment-skipping scan
+        msgs.append(f"UNB+UNOA:1+S+R+250101:0000+1'UNH+1+COPARN:D'{body}UNT+8+1'UNZ+1+1'".encode())
+        msgs.append(("UNA|*.! ~UNB*UNOA|1*S*R*250101|0000*1~UNH*1*COPARN|D~"
+                     + body.replace("+", "*").replace(":", "|").replace("?", "!").replace("'", "~")
+                     + "UNT*8*1~UNZ*1*1~").encode())
+    check_edifact(msgs)
+    check_edifact(msgs[::-1])
+
+
 # =============================================================== hand-written cases
 def classify_one(msg: bytes):
     buf, offs = batch([msg])

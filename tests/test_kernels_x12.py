@@ -187,6 +187,21 @@ def env(body: str, **kw) -> bytes:
             + "IEA*1*000000001" + term).encode()
 
 
+def test_word_scan_separators_at_every_offset():
+    """The classifier's 8-bytes-a-step data scan: element / component separators and terminators
+    at every offset around the word boundaries (values of 0..25 bytes, one interchange ending at
+    the end of the buffer) give the reference's tokens, statuses and hits."""
+    msgs = []
+    for n in range(26):
+        pad = "X" * n
+        body = (f"N1*SH*ACME {pad}*25*{pad}93821543646~N3*{pad}>{pad}~VID*CN*CAIU*1587384*{pad[:n % 4]}~"
+                f"N9*BM*{pad}BM{n}~M10*HLCU*O*SG*9356660*NORDIC {pad}~N4*{pad}**{pad}>{pad}~")  # N4: no rules
+        msgs.append((isa() + f"GS*SO*A*B*20260301*0602*1*X*004010~ST*309*0001~{body}SE*8*0001~GE*1*1~"
+                     f"IEA*1*000000001~").encode())
+    check_x12(msgs)
+    check_x12(msgs[::-1])
+
+
 def test_positions_split_numbers_and_railcars():
     body = ("ST*322*0001~N7*HASU*431617*43459*G*******CN*BNSF*****L*0****451G*BNSF~"
             "N7*TCNU*6849731*17007*G*3810*28690**31.32*X*S*CN*****M*K*1~"
