@@ -31,13 +31,38 @@ against slow Python references (tests/test_kernels_*.py).
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
+from pathlib import Path
 
 import numba
 from numba.core import config, types
+from numba.core.caching import FunctionCache
 from numba.core.registry import CPUDispatcher
 
 OPTIONS = dict(cache=True, nogil=True, error_model="numpy")
+
+
+def sources_digest(folder: Path | str | None = None) -> str:
+    """sha256 over the source of every kernel module (``folder``: default, this package)."""
+    h = hashlib.sha256()
+    for p in sorted(Path(folder or Path(__file__).parent).glob("*.py")):
+        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+SOURCES_DIGEST = sources_digest()
+
+
+class KernelCache(FunctionCache):
+    """numba's on-disk cache, keyed also by :data:`SOURCES_DIGEST`.  numba checks only the source
+    file of the function itself, but a kernel's machine code holds the kernels it calls from other
+    modules (compiled into it, often inlined): after a change in ``values.py`` the cached JSON,
+    XML and salvage scanners would keep running the old parsers.  With every kernel source in the
+    key, an upgrade recompiles instead (stale entries stay in the index until numba drops it)."""
+
+    def _index_key(self, sig, codegen):
+        return super()._index_key(sig, codegen) + (SOURCES_DIGEST,)
 
 
 class KernelDispatcher(CPUDispatcher):
@@ -76,7 +101,7 @@ def _compile(fn, opts):
         disp.readonly_pos = frozenset(params.index(n) for n in readonly)
         disp.readonly_names = frozenset(readonly)
     if cache:
-        disp.enable_caching()
+        disp._cache = KernelCache(fn)        # what enable_caching() does, with the wider key
     return disp
 
 

@@ -83,3 +83,22 @@ def test_scanners_compile_once_for_readonly_and_writable_batches():
     assert len(xmlscan.xml_scan_run.signatures) == 1
     # a scanner loaded from the cache never compiles its callees: 0 then, and never 2
     assert len(jsonscan.recognise.signatures) <= 1
+
+
+def test_the_cache_key_holds_every_kernel_source(tmp_path):
+    """numba keys a cached kernel by its own source file only; a kernel compiled with a callee from
+    another module must be recompiled when that module changes: the key holds all of them."""
+    import shutil
+    from pathlib import Path
+
+    from flowaudit.kernels import _jit, dedupe
+
+    assert isinstance(dedupe.unique_slices._cache, _jit.KernelCache)
+    key = dedupe.unique_slices._cache._index_key((), dedupe.unique_slices.targetctx.codegen())
+    assert key[-1] == _jit.SOURCES_DIGEST == _jit.sources_digest()
+    src = Path(_jit.__file__).parent
+    for f in src.glob("*.py"):
+        shutil.copy(f, tmp_path / f.name)
+    assert _jit.sources_digest(tmp_path) == _jit.SOURCES_DIGEST
+    (tmp_path / "values.py").write_text((src / "values.py").read_text() + "\n# changed\n")
+    assert _jit.sources_digest(tmp_path) != _jit.SOURCES_DIGEST
