@@ -9,8 +9,10 @@ references, JSON number and key oddities, embedded interchanges).  The :class:`C
 * ``duplicate_interchange_ref``: the same interchange control reference from the same sender
   (EDIFACT UNB S002 0004:0007 + 0020, X12 ISA06/ISA05 + ISA13) was seen before.
 
-Both are **per process** and **bounded**: each :class:`Seen` remembers at least the last
-``entries / 2`` and at most the last ``entries`` distinct keys (default 1,000,000: 32 MiB).  A
+Both are **per process** and **bounded**: one :class:`Seen` holds both kinds of key (an
+interchange key is salted, so it never meets a payload key) and remembers at least the last
+``entries / 2`` and at most the last ``entries`` distinct keys (default 1,000,000: 32 MiB; the
+last ~330k-660k messages of a stream whose messages all carry both keys).  A
 restart, or another member of the consumer group, does not see earlier messages, so a
 duplicate across those is not flagged.  Re-delivery of the same offset (a replay after a
 rebalance or a crash) is never a duplicate.  A flag never rejects a message.
@@ -28,6 +30,7 @@ from .kernels import digest as _d
 DEFAULT_ENTRIES = 1_000_000
 _FLAG_NAMES = pa.array(FLAGS, pa.string())
 _BITS = np.arange(len(FLAGS), dtype=np.uint32)
+_REF_SALT = np.uint64(0x5EED1C0DE0F1CE5D)     # interchange keys apart from payload keys in one Seen
 
 
 class Seen:
@@ -48,6 +51,16 @@ class Seen:
         if keys.shape != origins.shape:
             raise ValueError("keys and origins differ in length")
         return _d.seen_update(keys, origins, *self._t, self._state)
+
+    def update_pair(self, payload: np.ndarray, interchange: np.ndarray, origins: np.ndarray):
+        """Both flags of ``n`` messages from one table: ``(dup_payload, dup_interchange)``.  The
+        interchange keys are salted (0 stays 0: no key), so the two kinds never match each other."""
+        payload = np.asarray(payload, np.uint64)
+        ref = np.asarray(interchange, np.uint64)
+        ref = np.where(ref != 0, ref ^ _REF_SALT, ref)
+        n = payload.shape[0]
+        dup = self.update(np.concatenate([payload, ref]), np.concatenate([origins, origins]))
+        return dup[:n], dup[n:]
 
 
 def origins(sources: list[str], source_idx: np.ndarray, partition: np.ndarray, offset: np.ndarray) -> np.ndarray:

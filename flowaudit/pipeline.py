@@ -145,11 +145,10 @@ class Classifier:
 
     def __init__(self, protector: Protector, max_message_bytes: int = 8 * 1024 * 1024, egress=None,
                  dedupe_entries: int = DEFAULT_ENTRIES):
-        """``dedupe_entries``: distinct payloads / interchange references remembered for the
-        duplicate flags (each: the last entries/2 .. entries; per process, see flowaudit/integrity.py)."""
+        """``dedupe_entries``: distinct payloads and interchange references (together) remembered
+        for the duplicate flags (the last entries/2 .. entries; per process, see flowaudit/integrity.py)."""
         self.protector = protector
-        self._seen_payload = Seen(dedupe_entries)
-        self._seen_interchange = Seen(dedupe_entries)
+        self._seen = Seen(dedupe_entries)
         self._seen_lock = threading.Lock()
         self.egress = egress  # flowaudit.detect.egress.EgressDetector: message-side indicators (optional)
         self._recipients: list = []
@@ -169,11 +168,10 @@ class Classifier:
             self._class_sens[code] = sens_names.index(c.sensitivity)
 
     def reset_duplicates(self, entries: int) -> None:
-        """Forget the payloads and interchange references seen so far (``entries`` each): a batch
+        """Forget the payloads and interchange references seen so far (``entries`` in all): a batch
         audit flags duplicates within one unit, so every engine and every resume flags alike."""
         with self._seen_lock:
-            self._seen_payload = Seen(entries)
-            self._seen_interchange = Seen(entries)
+            self._seen = Seen(entries)
 
     def warmup(self, formats=None) -> float:
         """Compile (or load cached) the kernels of ``formats`` (format codes; None: all five, as
@@ -275,8 +273,7 @@ class Classifier:
             org = origins(batch.sources, batch.source_idx[ok_idx], batch.partition[ok_idx], batch.offset[ok_idx])
             digest = payload_hash(batch.buf, batch.offsets, ok_idx.astype(np.int64))
             with self._seen_lock:
-                dup_payload = self._seen_payload.update(digest, org)
-                dup_ref = self._seen_interchange.update(ikey[ok_idx], org)
+                dup_payload, dup_ref = self._seen.update_pair(digest, ikey[ok_idx], org)
             flags[ok_idx[dup_payload]] |= np.uint32(FLAG_BITS["duplicate_payload"])
             flags[ok_idx[dup_ref]] |= np.uint32(FLAG_BITS["duplicate_interchange_ref"])
             ks["integrity"] = time.perf_counter() - t0

@@ -74,6 +74,7 @@ from confluent_kafka import (OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError,
 from .config import ConfigError, Settings, hmac_key
 from .decode import TELEMETRY_NAMES
 from .detect.flowpath import FlowPath
+from .memory import trim
 from .metrics import Metrics
 from .pipeline import Batch, Classifier, format_code
 from .protect import Protector
@@ -267,7 +268,7 @@ class StreamService:
             raise ConfigError(str(exc).splitlines()[0]) from None
         return FindingsWindows(self.root, f.window_s, f.lateness_s, f.lookback_s, inventory=inventory, model=model,
                                metrics=self.metrics, policy_file=settings.egress.policy_file,
-                               severity_model=f.severity_model)
+                               severity_model=f.severity_model, memory_bytes=f.memory_mb << 20)
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -1091,6 +1092,7 @@ class StreamService:
                 self._seal(self.writers[k], k)
         else:
             self._publish_all(keys, done, "buffer budget: publish abandoned")
+            trim()                # the arenas' free pages back to the system (flowaudit/memory.py)
         self.summary.budget_flushes += 1
         if self.metrics:
             self.metrics.budget_flushes.inc()

@@ -123,6 +123,45 @@ def test_seen_is_bounded():
     assert not D.seen_update(keys, keys, bad, bad, bad, bad, np.array([0, 8], np.int64)).any()
 
 
+def test_one_table_keeps_payloads_and_interchange_refs_apart():
+    seen = Seen(64)
+    ref = np.array([5, 0, 7], np.uint64)
+    payload = np.array([7, 8, 5], np.uint64)     # the same numbers as the refs: another kind of key
+    dp, dr = seen.update_pair(payload, ref, np.array([1, 2, 3], np.uint64))
+    assert not dp.any() and not dr.any()         # a payload never matches an interchange ref
+    dp, dr = seen.update_pair(payload, ref, np.array([11, 12, 13], np.uint64))
+    assert dp.tolist() == [True, True, True]
+    assert dr.tolist() == [True, False, True]    # 0: no reference, never a duplicate
+    dp, dr = seen.update_pair(payload[:1], ref[:1], np.array([1], np.uint64))
+    assert not dp.any() and not dr.any()         # the first origin again: a re-delivery
+
+
+def _rss_anon_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_trim_gives_the_arenas_free_pages_back():
+    import platform
+
+    from flowaudit.memory import trim
+
+    if platform.libc_ver()[0] != "glibc":
+        assert trim() is False
+        return
+    blocks = [bytearray(b"x" * 100_000) for _ in range(800)]   # 80 MB of heap blocks (below mmap's threshold)
+    keep = blocks[::16]                                       # every 16th stays: holes glibc keeps by itself
+    del blocks
+    before = _rss_anon_kib()
+    trim()
+    after = _rss_anon_kib()
+    assert before - after > 40_000, (before, after)          # most of the 75 MB of holes went back
+    assert len(keep) == 50
+
+
 def test_flags_array_round_trip():
     masks = np.array([0, 1, FLAG_BITS["duplicate_payload"] | FLAG_BITS["unt_count_mismatch"], 2 ** len(FLAGS) - 1],
                      np.uint32)

@@ -225,7 +225,7 @@ def message_batch(unit: Unit, spec: Spec):
 def _messages(unit: Unit, spec: Spec) -> tuple[dict, dict]:
     clf, _egress = tools(spec)
     batch, outside = message_batch(unit, spec)
-    clf.reset_duplicates(max(1024, 2 * len(batch)))   # duplicate flags: within the unit, on every engine
+    clf.reset_duplicates(max(1024, 4 * len(batch)))   # duplicate flags: within the unit (2 keys a message), on every engine
     res = clf.run(batch)
     ts = batch.ts_ms
     tables = {"messages": (res.messages, ts[res.m_idx]), "hits": (res.hits, ts[res.h_idx]),
