@@ -135,12 +135,14 @@ def audit_run(d: Path, engine: str = "polars", workers: int = 1) -> dict:
 class _HighWater:
     """The child's own peak RSS: its ``VmHWM`` (per address space, so from its exec on), read
     every 50 ms until it exits; the last value read is the peak up to then (a peak in its last
-    50 ms would be missed).  Zero where /proc is not there."""
+    50 ms would be missed).  Zero where /proc is not there.  ``anon_kib`` / ``file_kib``: the
+    highest ``RssAnon`` (heap, Arrow buffers, numba's compiled code) and ``RssFile`` (the
+    shared libraries' pages in memory: libllvmlite, polars, pyarrow) sampled."""
 
     def __init__(self, pid: int):
         import threading
 
-        self.kib = 0
+        self.kib = self.anon_kib = self.file_kib = 0
         self._path = f"/proc/{pid}/status"
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._poll, daemon=True)
@@ -153,7 +155,10 @@ class _HighWater:
                     for line in f:
                         if line.startswith("VmHWM:"):
                             self.kib = max(self.kib, int(line.split()[1]))
-                            break
+                        elif line.startswith("RssAnon:"):
+                            self.anon_kib = max(self.anon_kib, int(line.split()[1]))
+                        elif line.startswith("RssFile:"):
+                            self.file_kib = max(self.file_kib, int(line.split()[1]))
             except (OSError, ValueError):
                 pass
             self._stop.wait(0.05)

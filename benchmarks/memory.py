@@ -62,7 +62,8 @@ def stream_rss(bootstrap: str, topics: dict, root: Path, budget_mb: int | None =
     for line in out.splitlines():
         if "buffer budget" in line and "reached" in line:
             flushes = int(line.split("reached", 1)[1].split()[0])
-    return {"seconds": time.monotonic() - t0, "peak_rss_mb": hwm.kib / 1024, "budget_flushes": flushes}
+    return {"seconds": time.monotonic() - t0, "peak_rss_mb": hwm.kib / 1024,
+            "peak_anon_mb": hwm.anon_kib / 1024, "peak_file_mb": hwm.file_kib / 1024, "budget_flushes": flushes}
 
 
 def run(sizes=(50_000, 300_000), partitions: int = 3, seed: int = 5, budget_mb: int | None = None,

@@ -41,7 +41,7 @@ class KafkaSettings:
     poll_max_messages: int = 5000
     poll_timeout_s: float = 0.5
     max_message_bytes: int = 8 * 1024 * 1024
-    dedupe_entries: int = 1_000_000    # payloads / interchange refs remembered for the duplicate flags
+    dedupe_entries: int = 1_000_000    # payloads + interchange refs remembered for the duplicate flags (32 MiB)
     # batches in flight between the consuming thread and the worker thread (0 = no worker thread)
     pipeline_depth: int = 2
     # extra librdkafka properties passed through verbatim (security.protocol, sasl.*, ...)
@@ -57,7 +57,7 @@ class SinkSettings:
     rotate_records: int = 100_000      # messages per file per partition; record time rotates by hour
     # Arrow memory the buffered rows of all partitions may hold before every partition publishes
     # what it has (a byte bound across partitions, like Kafka Connect's flush.size is per partition)
-    buffer_budget_mb: int = 64
+    buffer_budget_mb: int = 32
     compression: str = "zstd"
     row_group_size: int = 64 * 1024
     raw_values: bool = False           # store raw sensitive values (local investigations only)
@@ -99,6 +99,9 @@ class FindingsSettings:              # exposure findings from event-time windows
     lateness_s: int = 60               # how long a window waits for its slowest partition's late data
     lookback_s: int = 0                # flow-borne exposure also counts hits this far before the window
     severity_model: str = ""            # operator weights over schemas/severity.toml
+    # evidence rows kept in memory for the windows still open (all partitions); beyond it the
+    # windows read their rows back from storage until the next close (slower closes, same findings)
+    memory_mb: int = 64
 
 
 @dataclass
@@ -159,6 +162,8 @@ class Settings:
         f = self.findings
         if f.window_s <= 0 or f.lateness_s < 0 or f.lookback_s < 0:
             raise ConfigError("findings.window_s must be positive, findings.lateness_s and lookback_s >= 0")
+        if f.memory_mb < 0:
+            raise ConfigError("findings.memory_mb must be >= 0 (0: every window reads its rows from storage)")
         if f.severity_model and not Path(f.severity_model).is_file():
             raise ConfigError(f"findings.severity_model: no such file: {f.severity_model}")
         if e.dns_max_entries <= 0:

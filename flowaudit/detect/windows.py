@@ -83,7 +83,7 @@ NS = 1_000_000_000
 MS = 1_000_000
 HOUR_MS = 3_600_000
 HOUR_NS = 3600 * NS
-MEMORY_BYTES = 512 * 1024 * 1024   # evidence kept in memory before it is dropped for storage reads
+MEMORY_BYTES = 64 << 20   # evidence kept in memory before it is dropped for storage reads (findings.memory_mb)
 _NEVER = 2**63 - 1
 _NONE = np.zeros(0, np.int64)
 MEMBER_META = b"flowaudit.findings.member"   # Parquet key of a member file's coverage (JSON)
@@ -766,12 +766,8 @@ class FindingsWindows:
             # partition outside the cut counts for nothing
             return name != "transfers" and k not in cut
 
-        stored = self._read(name, lo_ns, hi_ns, cut, columns, sources, skip)
+        stored = self._read(name, lo_ns, hi_ns, cut, columns, sources, skip, only, stored_versions)
         if stored is not None and stored.num_rows:
-            if stored_versions is not None and "catalog_version" in stored.column_names:
-                stored_versions.update(_present(stored.column("catalog_version")))
-            if only is not None:
-                stored = _only(stored, only)
             if not got:
                 return stored
             got.append(_conform(stored, _SCHEMAS[name]))
@@ -780,10 +776,14 @@ class FindingsWindows:
         return got[0] if len(got) == 1 else pa.concat_tables(got)
 
     def _read(self, name: str, lo_ns: int, hi_ns: int, cut: dict[str, int], columns: list[str] | None = None,
-              sources: list[str] | None = None, skip=None) -> pa.Table | None:
+              sources: list[str] | None = None, skip=None, only: dict[str, np.ndarray] | None = None,
+              versions: set | None = None) -> pa.Table | None:
         """Rows of ``name`` with record time in [lo, hi + lateness), from the hour folders that can
         hold them (row-group statistics skip the rest), below each partition's cut; ``skip``:
-        leave out the files whose parsed name it accepts (held in memory)."""
+        leave out the files whose parsed name it accepts (held in memory); ``only``: just the rows
+        of these messages; ``versions`` gets the catalog versions of every row read, those left
+        out included.  Filtered batch by batch, so a window of many rows of which few count (a
+        busy window whose evidence outgrew memory) holds only what it keeps."""
         base = self.root / f"dataset={name}"
         if not base.is_dir():
             return None
@@ -799,17 +799,30 @@ class FindingsWindows:
             filt = filt & ds.field("source").isin(sources)
         cols = None if columns is None else [c for c in dict.fromkeys(columns + ["source", "partition", "offset"])
                                             if c in d.schema.names]
-        t = d.to_table(columns=cols, filter=filt)
-        if not t.num_rows:
-            return t
+        scanner = d.scanner(columns=cols, filter=filt)
         import polars as pl
 
         keys = pl.DataFrame({"k": list(cut), "limit": list(cut.values())}, schema={"k": pl.Utf8, "limit": pl.Int64})
-        rows = pl.from_arrow(t.select(["source", "partition", "offset"])).with_columns(
-            k=pl.col("source").cast(pl.Utf8) + "+" + pl.col("partition").cast(pl.Utf8))
-        keep = rows.join(keys, on="k", how="left", maintain_order="left").select(
-            (pl.col("offset") < pl.col("limit")).fill_null(False)).to_series()
-        return t.filter(keep.to_arrow())
+        msgs = None if only is None else _only_keys(only)
+        kept = []
+        for b in scanner.to_batches():
+            if not b.num_rows:
+                continue
+            t = pa.Table.from_batches([b])
+            if versions is not None and "catalog_version" in t.column_names:
+                versions.update(_present(t.column("catalog_version")))
+            rows = pl.from_arrow(t.select(["source", "partition", "offset"])).with_columns(
+                k=pl.col("source").cast(pl.Utf8) + "+" + pl.col("partition").cast(pl.Utf8))
+            keep = rows.join(keys, on="k", how="left", maintain_order="left").select(
+                (pl.col("offset") < pl.col("limit")).fill_null(False)).to_series()
+            t = t.filter(keep.to_arrow())
+            if only is not None and t.num_rows:
+                t = _only(t, msgs)
+            if t.num_rows:
+                kept.append(t)
+        if not kept:
+            return scanner.projected_schema.empty_table()
+        return kept[0] if len(kept) == 1 else pa.concat_tables(kept)
 
     def _read_findings(self, start: int) -> pa.Table | None:
         """The findings file of the window at ``start``: the rows this process just wrote there
@@ -936,17 +949,23 @@ def _first_per_id(t: pa.Table) -> pa.Table:
     return t.take(pa.array(sorted(best.values()), pa.int64()))
 
 
-def _only(t: pa.Table, only: dict[str, np.ndarray]) -> pa.Table:
-    """The rows of ``t`` whose (topic+partition, offset) is in ``only``."""
+def _only_keys(only: dict[str, np.ndarray]):
+    """The messages of ``only`` (``topic+partition`` -> offsets) as a polars frame for :func:`_only`."""
     import polars as pl
 
-    msgs = pl.DataFrame({"k": [k for k, v in only.items() for _ in v],
-                         "offset": np.concatenate(list(only.values())) if only else _NONE},
-                        schema={"k": pl.Utf8, "offset": pl.Int64})
+    return pl.DataFrame({"k": [k for k, v in only.items() for _ in v],
+                         "offset": np.concatenate(list(only.values())) if only else _NONE,
+                         "hit": True}, schema={"k": pl.Utf8, "offset": pl.Int64, "hit": pl.Boolean})
+
+
+def _only(t: pa.Table, msgs) -> pa.Table:
+    """The rows of ``t`` whose (topic+partition, offset) is in ``msgs`` (:func:`_only_keys`)."""
+    import polars as pl
+
     rows = pl.from_arrow(t.select(["source", "partition", "offset"])).with_columns(
         k=pl.col("source").cast(pl.Utf8) + "+" + pl.col("partition").cast(pl.Utf8), offset=pl.col("offset")
         .cast(pl.Int64))
-    keep = rows.join(msgs.with_columns(hit=pl.lit(True)), on=["k", "offset"], how="left", maintain_order="left") \
+    keep = rows.join(msgs, on=["k", "offset"], how="left", maintain_order="left") \
         .select(pl.col("hit").fill_null(False)).to_series()
     return t.filter(keep.to_arrow())
 
