@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 
 M_MMAP_THRESHOLD = -3   # glibc <malloc.h>
 
 
+@functools.cache
 def _libc():
+    """libc, loaded once (``find_library`` runs ``ldconfig``: not on every publish)."""
     try:
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:

@@ -781,8 +781,8 @@ class FindingsWindows:
         """Rows of ``name`` with record time in [lo, hi + lateness), from the hour folders that can
         hold them (row-group statistics skip the rest), below each partition's cut; ``skip``:
         leave out the files whose parsed name it accepts (held in memory); ``only``: just the rows
-        of these messages; ``versions`` gets the catalog versions of every row read, those left
-        out included.  Filtered batch by batch, so a window of many rows of which few count (a
+        of these messages; ``versions`` gets the catalog versions of every row below the cuts,
+        those ``only`` leaves out included.  Filtered batch by batch, so a window of many rows of which few count (a
         busy window whose evidence outgrew memory) holds only what it keeps."""
         base = self.root / f"dataset={name}"
         if not base.is_dir():
@@ -809,13 +809,13 @@ class FindingsWindows:
             if not b.num_rows:
                 continue
             t = pa.Table.from_batches([b])
-            if versions is not None and "catalog_version" in t.column_names:
-                versions.update(_present(t.column("catalog_version")))
             rows = pl.from_arrow(t.select(["source", "partition", "offset"])).with_columns(
                 k=pl.col("source").cast(pl.Utf8) + "+" + pl.col("partition").cast(pl.Utf8))
             keep = rows.join(keys, on="k", how="left", maintain_order="left").select(
                 (pl.col("offset") < pl.col("limit")).fill_null(False)).to_series()
             t = t.filter(keep.to_arrow())
+            if versions is not None and t.num_rows and "catalog_version" in t.column_names:
+                versions.update(_present(t.column("catalog_version")))
             if only is not None and t.num_rows:
                 t = _only(t, msgs)
             if t.num_rows:
