@@ -22,6 +22,8 @@ PATTERNS = [
     (b"/ais/", M.PATH_PREFIX, False),
     (b"partyFunctionCode", M.KEY, True),
 ]
+# a one-byte literal: Patterns takes the every-position kernel (scan) instead of scan_filtered
+SHORT = PATTERNS + [(b"X", M.TOKEN, True), (b"/a", M.PATH_PREFIX, False)]
 H = r"[A-Za-z0-9_-]"
 W = r"[A-Za-z0-9_]"
 
@@ -46,23 +48,24 @@ def ref_regex(lit: bytes, kind: int, ci: bool) -> re.Pattern:
     return re.compile("(?=(" + body + "))", re.IGNORECASE if ci else 0)
 
 
-def ref_scan(msgs: list[bytes]) -> list[tuple[int, int, int]]:
+def ref_scan(msgs: list[bytes], patterns=PATTERNS) -> list[tuple[int, int, int]]:
     out = []
     for mi, m in enumerate(msgs):
         s = m.decode("latin-1")
-        for p, (lit, kind, ci) in enumerate(PATTERNS):
+        for p, (lit, kind, ci) in enumerate(patterns):
             for mt in ref_regex(lit, kind, ci).finditer(s):
                 out.append((mi, p, mt.start()))
     return sorted(out)
 
 
-def run(msgs: list[bytes]):
-    pats = M.Patterns(PATTERNS)
+def run(msgs: list[bytes], patterns=PATTERNS):
+    pats = M.Patterns(patterns)
+    assert (pats.min_len >= 2) == (patterns is PATTERNS)
     buf = np.frombuffer(b"".join(msgs), np.uint8) if any(msgs) else np.zeros(0, np.uint8)
     off = np.zeros(len(msgs) + 1, np.int64)
     off[1:] = np.cumsum([len(m) for m in msgs])
     mm, pp, ss, ee = pats.scan(buf, off)
-    assert np.all(ee - ss == np.array([len(PATTERNS[p][0]) for p in pp], dtype=np.int64))
+    assert np.all(ee - ss == np.array([len(patterns[p][0]) for p in pp], dtype=np.int64))
     return sorted((int(m), int(p), int(s - off[m])) for m, p, s in zip(mm, pp, ss))
 
 
@@ -77,12 +80,31 @@ PIECES = ["logink.cn", "LOGINK.CN", "gateway.logink.cn", "x.", "not", "b", ".", 
 def test_scan_matches_regex_reference(texts):
     msgs = [t.encode() for t in texts]
     assert run(msgs) == ref_scan(msgs)
+    assert run(msgs, SHORT) == ref_scan(msgs, SHORT)
 
 
 @SETTINGS
 @given(st.lists(st.binary(max_size=60), min_size=1, max_size=4))
 def test_scan_arbitrary_bytes(msgs):
     assert run(msgs) == ref_scan(msgs)
+    assert run(msgs, SHORT) == ref_scan(msgs, SHORT)
+
+
+@SETTINGS
+@given(st.lists(st.lists(st.sampled_from(PIECES), max_size=12).map("".join), min_size=1, max_size=5),
+       st.integers(0, 2))
+def test_filtered_kernel_equals_every_position_kernel(texts, cut):
+    """scan_filtered and scan give the same rows in the same order (the callers keep the first
+    occurrence of an indicator per message), also for messages shorter than the shortest literal."""
+    msgs = [t.encode()[cut:] for t in texts]
+    buf = np.frombuffer(b"".join(msgs), np.uint8) if any(msgs) else np.zeros(0, np.uint8)
+    off = np.zeros(len(msgs) + 1, np.int64)
+    off[1:] = np.cumsum([len(m) for m in msgs])
+    fast = M.Patterns(PATTERNS)
+    every = M.Patterns(PATTERNS + [(b"\x01", M.TOKEN, False)])   # never in the texts: same matches
+    a, b = fast.scan(buf, off), every.scan(buf, off)
+    assert fast.min_len >= 2 and every.min_len == 1
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
 def test_lookalikes_never_match():
