@@ -44,6 +44,9 @@ class KafkaSettings:
     dedupe_entries: int = 1_000_000    # payloads + interchange refs remembered for the duplicate flags (32 MiB)
     # batches in flight between the consuming thread and the worker thread (0 = no worker thread)
     pipeline_depth: int = 2
+    # threads that run one batch's nogil kernels side by side (each format's decoder, the
+    # watchlist marker scan); 1 = one after another in the worker thread
+    kernel_threads: int = 2
     # extra librdkafka properties passed through verbatim (security.protocol, sasl.*, ...)
     extra: dict = field(default_factory=dict)
     # --until-drained: give up (exit 4, with the partitions still waiting) after this many seconds
@@ -142,6 +145,8 @@ class Settings:
                 raise ConfigError(f"kafka.{name} must be positive")
         if not 0 <= k.pipeline_depth <= 64:
             raise ConfigError("kafka.pipeline_depth must be 0..64")
+        if not 1 <= k.kernel_threads <= 64:
+            raise ConfigError("kafka.kernel_threads must be 1..64")
         if self.sink.rotate_records <= 0:
             raise ConfigError("sink.rotate_records must be positive")
         if self.sink.buffer_budget_mb <= 0:

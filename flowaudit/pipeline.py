@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -144,9 +145,16 @@ class Classifier:
     layer_limits: _layers.Limits = _layers.Limits()
 
     def __init__(self, protector: Protector, max_message_bytes: int = 8 * 1024 * 1024, egress=None,
-                 dedupe_entries: int = DEFAULT_ENTRIES):
+                 dedupe_entries: int = DEFAULT_ENTRIES, threads: int = 1):
         """``dedupe_entries``: distinct payloads and interchange references (together) remembered
-        for the duplicate flags (the last entries/2 .. entries; per process, see flowaudit/integrity.py)."""
+        for the duplicate flags (the last entries/2 .. entries; per process, see flowaudit/integrity.py).
+        ``threads``: threads that run one batch's nogil kernels side by side (each format's decoder
+        and the watchlist marker scan); 1: one after another in the calling thread.  The results
+        do not depend on it."""
+        if threads < 1:
+            raise ValueError("threads must be >= 1")
+        self.threads = threads
+        self._pool: ThreadPoolExecutor | None = None
         self.protector = protector
         self._seen = Seen(dedupe_entries)
         self._seen_lock = threading.Lock()
@@ -235,13 +243,18 @@ class Classifier:
         ikey = np.zeros(n, np.uint64)
         hit_parts = []
         inner: list = []    # (batch index, bytes) inside a layer, for the egress scan
+        jobs = []           # the kernels that do not depend on each other: side by side on the pool
+        if self.egress is not None:
+            # the marker scan reads every message with bytes, decoded or not (see _message_transfers)
+            jobs.append(("egress_scan", self.egress.prescan, (batch.buf, batch.offsets,
+                                                              np.flatnonzero((lens > 0) & ~batch.null))))
         for f, dec in self._decoders.items():
             sel = np.flatnonzero((status == 0) & (fmt == f)).astype(np.int64)
-            if sel.size == 0:
-                continue
-            t0 = time.perf_counter()
-            r = dec.classify(batch.buf, batch.offsets, sel)
-            ks[FORMAT_NAMES[f]] = time.perf_counter() - t0
+            if sel.size:
+                jobs.append((f, dec.classify, (batch.buf, batch.offsets, sel)))
+        done = self._run_jobs(jobs, ks)
+        prescan = done.pop("egress_scan", None)
+        for f, (sel, r) in done.items():
             status[sel] = r.status
             n_segments[sel] = r.n_segments
             if r.flags is not None:
@@ -295,10 +308,29 @@ class Classifier:
                                         & (status[q_idx] != REASON_CODES["empty_value"])]).astype(np.int64)
         if self.egress is not None and scan.size:
             t0 = time.perf_counter()
-            transfers, t_idx = self._message_transfers(batch, scan, inner)
-            ks["egress"] = time.perf_counter() - t0
+            transfers, t_idx = self._message_transfers(batch, scan, inner, prescan)
+            ks["egress"] = ks.pop("egress_scan", 0.0) + time.perf_counter() - t0
         return BatchResult(messages, ok_idx, hits, h_idx, quarantine, q_idx, status, fmt,
                            transfers, t_idx, hit_counts, q_counts, ks)
+
+    def _run_jobs(self, jobs: list, ks: dict) -> dict:
+        """``(name, fn, args)`` -> ``{name: result}`` (a format code's: ``(sel, result)``), each
+        timed into ``ks``: on the pool when ``threads`` > 1 (largest inputs first), else in turn."""
+        def timed(name, fn, args):
+            t0 = time.perf_counter()
+            r = fn(*args)
+            ks[FORMAT_NAMES.get(name, name)] = time.perf_counter() - t0
+            return (args[2], r) if name in FORMAT_NAMES else r
+        if self.threads == 1 or len(jobs) < 2:
+            return {name: timed(name, fn, args) for name, fn, args in jobs}
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="flowaudit-kernels")
+        def nbytes(job):   # args: (buf, offsets, sel)
+            _name, _fn, (_buf, off, sel) = job
+            return int((off[sel + 1] - off[sel]).sum())
+        futs = {name: self._pool.submit(timed, name, fn, args) for name, fn, args in sorted(jobs, key=nbytes,
+                                                                                              reverse=True)}
+        return {name: futs[name].result() for name, _fn, _args in jobs}   # the formats in their usual order
 
     # -- layers (flowaudit/decode/layers.py) ------------------------------------------------
 
@@ -477,14 +509,15 @@ class Classifier:
         ks["salvage"] = time.perf_counter() - t0
         return self._salvage.result_from_rows(rows, vbuf, sel) if rows.shape[0] else None
 
-    def _message_transfers(self, batch: Batch, sel: np.ndarray, inner=()):
+    def _message_transfers(self, batch: Batch, sel: np.ndarray, inner=(), prescan=None):
         """Watchlisted hosts, URL paths and markers in payloads, and EDI recipients (from the
         recipient-id hits the kernels already found) -> transfers rows.
 
         ``sel``: the messages to scan, decoded AND quarantined (a malformed or unknown message's
         raw bytes are scanned as they are); ``inner``: ``(index, bytes)`` of the values found
         inside layers (whole-message and field layers): a message with such values is scanned as
-        its raw bytes plus each inner value, each indicator once per message."""
+        its raw bytes plus each inner value, each indicator once per message.  ``prescan``: the
+        egress detector's marker pass over the batch (``EgressDetector.prescan``), or None."""
         parents = sorted({i for i, _ in inner})
         if parents:
             extra: dict = {}
@@ -506,7 +539,8 @@ class Classifier:
             recipients = self._recipients
         t = self.egress.detect_messages(batch.buf, batch.offsets, sel, recipients=recipients,
                                         sources=batch.sources, source_idx=batch.source_idx,
-                                        partition=batch.partition, offset=np.arange(len(batch)), ts_ms=batch.ts_ms)
+                                        partition=batch.partition, offset=np.arange(len(batch)), ts_ms=batch.ts_ms,
+                                        prescan=prescan)
         if t_in is not None and t_in.num_rows:
             t = pa.concat_tables([t, t_in])
             t = t.take(pa.array(np.argsort(t.column("offset").to_numpy(), kind="stable")))

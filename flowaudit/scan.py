@@ -276,7 +276,8 @@ def cmd_scan(args) -> int:
         key, _src = hmac_key(settings, Path(args.out).resolve().parent if args.out else Path("."))
     else:  # nothing is stored: an ephemeral key keeps hashes joinable within this run only
         key = os.urandom(32)
-    clf = Classifier(Protector(key, raw=settings.sink.raw_values), dedupe_entries=settings.kafka.dedupe_entries)
+    clf = Classifier(Protector(key, raw=settings.sink.raw_values), dedupe_entries=settings.kafka.dedupe_entries,
+                     threads=settings.kafka.kernel_threads)
     try:
         run(args.paths, clf, out=args.out, batch_bytes=max(1, int(args.batch_mib * (1 << 20))))
     except FileNotFoundError as exc:

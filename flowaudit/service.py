@@ -215,7 +215,8 @@ class StreamService:
         self.egress = make_egress(settings)
         self.classifier = Classifier(Protector(key, raw=settings.sink.raw_values),
                                      max_message_bytes=settings.kafka.max_message_bytes, egress=self.egress,
-                                     dedupe_entries=settings.kafka.dedupe_entries)
+                                     dedupe_entries=settings.kafka.dedupe_entries,
+                                     threads=settings.kafka.kernel_threads)
         if self.metrics and self.egress is not None:
             self.metrics.init_egress(self.egress.metric_label_values())
         # topics of network telemetry (netflow / goflow / dns) take the flow path, the rest the message path

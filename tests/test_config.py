@@ -31,6 +31,7 @@ def test_defaults_toml_env_and_overrides_in_order(tmp_path):
     ("", {"FLOWAUDIT_BOGUS_X": "1"}, "unknown environment variable FLOWAUDIT_BOGUS_X"),
     ("", {"FLOWAUDIT_KAFKA_TOPICS": "justatopic"}, "expected key=value"),
     ("", {"FLOWAUDIT_FINDINGS_MEMORY_MB": "-1"}, "findings.memory_mb must be >= 0"),
+    ("[kafka]\nkernel_threads = 0\n", {}, "kafka.kernel_threads must be 1..64"),
 ])
 def test_errors_are_one_line(tmp_path, toml, env, needle):
     f = tmp_path / "fa.toml"

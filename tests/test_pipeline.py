@@ -138,6 +138,35 @@ def test_message_side_indicators_become_transfers():
     assert not any(row["offset"] == 12 for row in rows)
 
 
+def test_kernels_side_by_side_give_the_same_tables():
+    """threads=2 runs the formats' decoders and the marker scan on a pool: every table, count and
+    duplicate flag equals the one-thread run's, batch after batch (the duplicate table carries over)."""
+    from flowaudit.detect.egress import EgressDetector
+
+    msgs = list(synth.generate(11, 1200))
+    vals = [m.value for m in msgs] + [b'{"u": "https://gateway.logink.cn/ais/x"}', b"LOGINK_CN_CREDIT_PERSON", b"", None]
+    decl = [FMT[m.format] for m in msgs] + [FMT_JSON, FMT_AUTO, FMT_JSON, FMT_JSON]
+    one = Classifier(Protector(KEY), egress=EgressDetector())
+    two = Classifier(Protector(KEY), egress=EgressDetector(), threads=2)
+    seen_transfers = 0
+    for lo in range(0, len(vals), 400):
+        a = one.run(Batch.from_values(vals[lo:lo + 400], decl[lo:lo + 400]))
+        b = two.run(Batch.from_values(vals[lo:lo + 400], decl[lo:lo + 400]))
+        for name in ("messages", "hits", "transfers"):
+            assert getattr(a, name).equals(getattr(b, name)), name
+        # quarantined bytes are sealed with a fresh nonce: equal once opened
+        assert a.quarantine.drop(["raw"]).equals(b.quarantine.drop(["raw"]))
+        assert ([open_row(one.protector, r) for r in a.quarantine.to_pylist()]
+                == [open_row(two.protector, r) for r in b.quarantine.to_pylist()])
+        assert a.hit_counts == b.hit_counts and a.quarantine_counts == b.quarantine_counts
+        if lo == 0:   # every format and the marker scan ran (and were timed)
+            assert {"egress", "edifact", "x12", "xml", "json"} <= set(b.kernel_seconds)
+        seen_transfers += b.transfers.num_rows
+    assert seen_transfers >= 2
+    with pytest.raises(ValueError):
+        Classifier(Protector(KEY), threads=0)
+
+
 def test_edi_recipients_on_an_operator_watchlist(tmp_path):
     from flowaudit.detect import watchlist
     from flowaudit.detect.egress import EgressDetector

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -281,18 +281,28 @@ class EgressDetector:
         return _table(cols, m, wl.version, pol.version)
 
     # ---------------------------------------------------------------------------- messages
+    def prescan(self, buf: np.ndarray, offsets: np.ndarray, sel: np.ndarray | None = None) -> "Prescan":
+        """The marker kernel's pass over messages ``sel`` of a batch, for :meth:`detect_messages`
+        later (the kernel releases the GIL: flowaudit.pipeline runs it beside the decoders)."""
+        wl = self.watchlist
+        buf = np.ascontiguousarray(buf, np.uint8)
+        offsets = np.ascontiguousarray(offsets, np.int64)
+        return Prescan(wl, wl.patterns.scan(buf, offsets, sel))
+
     def detect_messages(self, buf: np.ndarray, offsets: np.ndarray, sel: np.ndarray | None = None, *,
                         recipients: Iterable[tuple[int, str, str]] | None = None, source: str = "-",
                         sources: list[str] | None = None, source_idx=None, partition=-1, offset=None,
-                        ts_ms=None) -> pa.Table:
+                        ts_ms=None, prescan: "Prescan | None" = None) -> pa.Table:
         """Message-side indicators over a batch (``buf`` + ``offsets``; ``sel`` = messages to scan).
 
         ``recipients``: (message index, recipient id, where) with where ``EDI_UNB`` (UNB S003),
         ``X12_ISA`` (ISA08) or ``X12_GS`` (GS03), e.g. from :func:`envelope_recipients`.
         Provenance (``partition``, ``offset``, ``ts_ms``, ``source_idx``) is indexed by message.
+        ``prescan``: :meth:`prescan` of the same ``buf`` over at least ``sel`` (its watchlist is
+        the one used, even where the operator's files were reloaded since).
         """
-        wl = self.watchlist
-        hits = message_matches(wl, buf, offsets, sel)
+        wl = self.watchlist if prescan is None else prescan.watchlist
+        hits = message_matches(wl, buf, offsets, sel, None if prescan is None else prescan.matches)
         for mi, rid, where in (recipients or ()):
             i = wl.match_edi_party(rid)
             if i >= 0:
@@ -371,12 +381,24 @@ def _read_value(buf: np.ndarray, e: int, end: int) -> str:
     return bytes(buf[i:j]).decode("ascii", errors="replace")
 
 
+class Prescan(NamedTuple):
+    watchlist: _wl.CompiledWatchlist
+    matches: tuple   # (msg, pattern, start, end) arrays of kernels.markers
+
+
 def message_matches(wl: _wl.CompiledWatchlist, buf: np.ndarray, offsets: np.ndarray,
-                    sel: np.ndarray | None = None) -> list[tuple[int, int, str, str]]:
-    """(message, indicator id, seen_where, shown value) per distinct indicator per message."""
+                    sel: np.ndarray | None = None, matches: tuple | None = None) -> list[tuple[int, int, str, str]]:
+    """(message, indicator id, seen_where, shown value) per distinct indicator per message;
+    ``matches``: the kernel's rows over these messages and maybe others (only ``sel``'s count)."""
     buf = np.ascontiguousarray(buf, np.uint8)
     offsets = np.ascontiguousarray(offsets, np.int64)
-    mm, pp, ss, ee = wl.patterns.scan(buf, offsets, sel)
+    if matches is None:
+        mm, pp, ss, ee = wl.patterns.scan(buf, offsets, sel)
+    else:
+        mm, pp, ss, ee = matches
+        if sel is not None and mm.size:
+            keep = np.isin(mm, sel)
+            mm, pp, ss, ee = mm[keep], pp[keep], ss[keep], ee[keep]
     if mm.size == 0:
         return []
     per_msg: dict[int, list] = {}
