@@ -34,7 +34,7 @@ from flowaudit.broker import EmbeddedBroker
 from flowaudit.config import Settings
 from flowaudit.demo import produce
 from flowaudit.service import StreamService
-from flowaudit.sources.kafka import check_broker, consume, consumer_config
+from flowaudit.sources.kafka import check_broker, consumer_config
 
 
 def bare_consume(settings: Settings, expected: int, poll: int) -> dict:
@@ -50,7 +50,7 @@ def bare_consume(settings: Settings, expected: int, poll: int) -> dict:
     t_first = None
     try:
         while len(eof) < parts or n < expected:
-            msgs = consume(c, poll, 0.5)   # the service's poll: what is fetched, without waiting for a full one
+            msgs = c.consume(num_messages=poll, timeout=0.5)
             for m in msgs:
                 err = m.error()
                 if err is not None:

@@ -79,7 +79,7 @@ from .metrics import Metrics
 from .pipeline import Batch, Classifier, format_code
 from .protect import Protector
 from .sinks.parquet import PartitionLock, PartitionWriter, PublishAborted, SinkError, replace_atomic
-from .sources.kafka import check_broker, consume, consumer_config
+from .sources.kafka import check_broker, consumer_config
 
 log = logging.getLogger("flowaudit.stream")
 
@@ -631,7 +631,7 @@ class StreamService:
                 self._offer_held()
                 self._hold_pause = bool(self._held) or self._fault_since is not None
                 self._apply_pauses(c)
-                msgs = consume(c, k.poll_max_messages, self._poll_timeout())
+                msgs = c.consume(num_messages=k.poll_max_messages, timeout=self._poll_timeout())
                 if msgs:
                     if t_first is None:
                         t_first = time.monotonic()

@@ -42,20 +42,6 @@ def consumer_config(settings: Settings, **extra) -> dict:
     return conf
 
 
-def consume(consumer, n: int, timeout: float) -> list:
-    """Up to ``n`` messages: those librdkafka has already fetched, or, when it has none, the
-    first to arrive within ``timeout`` and whatever is queued behind it.  ``consume(n, timeout)``
-    alone returns only with ``n`` messages or at the timeout: at the end of a backlog, or on a
-    quiet port, it held messages that were there for up to the whole timeout."""
-    msgs = consumer.consume(num_messages=n, timeout=0)
-    if msgs or timeout <= 0:
-        return msgs
-    msgs = consumer.consume(num_messages=1, timeout=timeout)
-    if msgs and n > 1:
-        msgs += consumer.consume(num_messages=n - 1, timeout=0)
-    return msgs
-
-
 def check_broker(settings: Settings, timeout: float = 10.0) -> dict[str, int]:
     """Reach the broker and the topics, or raise a one-line ConfigError; returns partitions per topic."""
     conf = {"bootstrap.servers": settings.kafka.bootstrap_servers, **settings.kafka.extra}
