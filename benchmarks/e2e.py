@@ -70,9 +70,9 @@ def bare_consume(settings: Settings, expected: int, poll: int) -> dict:
 
 
 def pipeline(settings: Settings, before: bool = False) -> dict:
-    """The stream service; ``before``: with ``sink.write_behind`` the other way round (on: a
-    writer thread encodes and fsyncs the file sets beside the worker; off, the default: the
-    worker does it between batches)."""
+    """The stream service; ``before``: with ``sink.write_behind`` the other way round (on, the
+    default: a writer thread encodes and fsyncs the file sets beside the worker; off: the worker
+    does it between batches)."""
     import dataclasses
 
     if before:
@@ -206,8 +206,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--json", metavar="FILE", help="write the result as JSON")
     ap.add_argument("--before-peer", action="store_true",
-                    help="also run the pipeline with sink.write_behind the other way round (default off: "
-                         "on), alternated in the same run")
+                    help="also run the pipeline with sink.write_behind the other way round (default on: "
+                         "off), alternated in the same run")
     ap.add_argument("--members", type=int, default=0, metavar="N",
                     help="instead: 1 and N stream processes over a topic split, alternated (scaling)")
     args = ap.parse_args(argv)

@@ -6,11 +6,11 @@ is the child's own ``VmHWM`` (polled; ``wait4`` would carry this process's peak 
 the input: the issue's target is <= 500 MB over a 1M-message run, whatever the partitions.
 
     python -m benchmarks.memory --sizes 50000 300000 1000000
-    python -m benchmarks.memory --sizes 1000000 --before-peer   # also with write-behind on, same topics
+    python -m benchmarks.memory --sizes 1000000 --before-peer   # also with write-behind off, same topics
 
 ``--before-peer`` runs a second stream process over the same topics (another group and root)
-with ``sink.write_behind`` flipped (off by default: on, a writer thread publishes
-the file sets beside the worker), to see what the writer thread costs.  ``--dedupe-entries`` / ``--poll`` set
+with ``sink.write_behind`` flipped (on by default: a writer thread publishes
+the file sets beside the worker; off, the worker does between batches), to see what the writer thread costs.  ``--dedupe-entries`` / ``--poll`` set
 ``kafka.dedupe_entries`` / ``kafka.poll_max_messages`` to measure what they cost.
 """
 from __future__ import annotations
@@ -37,8 +37,8 @@ def stream_rss(bootstrap: str, topics: dict, root: Path, budget_mb: int | None =
            "--group", f"mem-{root.name}"]
     env = dict(os.environ, FLOWAUDIT_SECURITY_HMAC_KEY="benchmark-key-not-secret",
                FLOWAUDIT_KAFKA_SESSION_TIMEOUT_MS="6000")
-    if before:      # write-behind flipped (off by default)
-        env["FLOWAUDIT_SINK_WRITE_BEHIND"] = "true"
+    if before:      # write-behind flipped (on by default)
+        env["FLOWAUDIT_SINK_WRITE_BEHIND"] = "false"
     if budget_mb is not None:
         env["FLOWAUDIT_SINK_BUFFER_BUDGET_MB"] = str(budget_mb)
     if dedupe_entries is not None:
@@ -80,7 +80,7 @@ def run(sizes=(50_000, 300_000), partitions: int = 3, seed: int = 5, budget_mb: 
                 root = Path(tmp) / f"root{k}{'-before' if before else ''}"
                 r = stream_rss(broker.bootstrap, topics, root, budget_mb, before, dedupe_entries, poll)
                 r.update(messages=count, mb=nbytes / 1e6, partitions=partitions * len(topics),
-                         write_behind=before)
+                         write_behind=not before)
                 rows.append(r)
                 print(json.dumps(r), file=sys.stderr)
     return {"benchmark": "stream_peak_rss_vs_input", "budget_mb": budget_mb, "dedupe_entries": dedupe_entries,
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     ap.add_argument("--partitions", type=int, default=3, help="partitions per topic (4 topics)")
     ap.add_argument("--budget-mb", type=int, help="sink.buffer_budget_mb (default: the setting's default)")
     ap.add_argument("--before-peer", action="store_true",
-                    help="also run each size with sink.write_behind on (default off)")
+                    help="also run each size with sink.write_behind off (default on)")
     ap.add_argument("--dedupe-entries", type=int, help="kafka.dedupe_entries (default: the setting's default)")
     ap.add_argument("--poll", type=int, help="kafka.poll_max_messages (default: the setting's default)")
     a = ap.parse_args(argv)

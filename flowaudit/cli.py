@@ -71,11 +71,12 @@ def _settings(args):
 
 
 def cmd_stream(args) -> int:
-    from .memory import fix_mmap_threshold
+    from .memory import arrow_pool, fix_mmap_threshold
     from .metrics import Metrics
     from .service import StartupInterrupted, StreamService, format_summary
 
     fix_mmap_threshold()
+    arrow_pool(default="system")
     settings = _settings(args)
     metrics = Metrics(settings.kafka.topics)
     service = StreamService(settings, metrics, until_drained=args.until_drained, max_seconds=args.max_seconds)

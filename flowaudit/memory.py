@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 
 M_MMAP_THRESHOLD = -3   # glibc <malloc.h>
 
@@ -45,3 +46,34 @@ def trim() -> bool:
         return bool(_libc().malloc_trim(0))
     except AttributeError:
         return False
+
+
+ARROW_POOL = "jemalloc"
+_POOLS = ("jemalloc", "system", "mimalloc")
+
+
+def arrow_pool(name: str | None = None, default: str = ARROW_POOL):
+    """Make Arrow's ``default`` pool (jemalloc) Python's default (:func:`pyarrow.set_memory_pool`: Parquet file
+    reads and writes, compute, conversions) and the default of the processes started after this
+    call (``ARROW_DEFAULT_MEMORY_POOL``: Dask's LocalCluster workers); returns the pool.  The
+    variable, when set, chooses another: jemalloc, system or mimalloc.
+
+    pyarrow's default, mimalloc, kept the pages freed by the threads that decode Parquet: the
+    driver's RSS grew with every window of findings correlation while Arrow held one window's
+    evidence (1M messages: 403 -> 655 MB over 72 windows of 30 MB each).  With jemalloc (or the
+    system allocator) RSS stays at what is live.  Arrow reads the variable once, when
+    pyarrow is imported, so in this process only Python's default changes; the dataset scanner
+    keeps Arrow's, which is why the audit reads windows with ``WindowReader``.
+
+    ``flowaudit stream`` takes the system allocator, whose free pages :func:`trim` gives back:
+    300k messages peaked at 539 MB against 568-585 MB with mimalloc and 550 with jemalloc
+    (``python -m benchmarks.memory``, with the pool set through the variable)."""
+    import pyarrow as pa
+
+    name = name or os.environ.get("ARROW_DEFAULT_MEMORY_POOL") or default
+    if name not in _POOLS or name not in pa.supported_memory_backends():
+        name = "system"
+    os.environ["ARROW_DEFAULT_MEMORY_POOL"] = name
+    pool = getattr(pa, f"{name}_memory_pool")()
+    pa.set_memory_pool(pool)
+    return pool

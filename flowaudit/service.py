@@ -798,6 +798,7 @@ class StreamService:
                     with self._outbox_mu:
                         self._outbox[key] = max(self._outbox.get(key, -1), last + 1)
                     self._fault_cleared()
+                trim()   # as after a publish in the worker (_enforce_budget)
                 self.summary.write_behind_seconds += time.perf_counter() - t0
             finally:
                 self._wq.task_done()

@@ -1,4 +1,4 @@
-"""Write-behind (``sink.write_behind``, off by default: a writer thread publishes
+"""Write-behind (``sink.write_behind``, on by default: a writer thread publishes
 the file sets the worker seals) against publishing in the consuming thread
 (``kafka.pipeline_depth = 0``: no worker, no writer thread), on the real embedded broker: the
 same files, with the same names and the same rows, exactly once."""
@@ -40,8 +40,7 @@ def test_write_behind_writes_the_same_files_as_the_consuming_thread(broker, topi
         args = ("--until-drained", "--group", f"g-wb-{name}", "--metrics-port", "0", "--rotate-records", "150")
         env = {"FLOWAUDIT_FINDINGS_ENABLED": "false", "FLOWAUDIT_KAFKA_PIPELINE_DEPTH": depth,
                "FLOWAUDIT_KAFKA_POLL_MAX_MESSAGES": "200"}
-        if name == "behind":
-            env["FLOWAUDIT_SINK_WRITE_BEHIND"] = "true"
+        env["FLOWAUDIT_SINK_WRITE_BEHIND"] = "true" if name == "behind" else "false"
         r = run_stream(broker.bootstrap, topics, root, *args, **env)
         assert r.returncode == 0, r.stderr[-3000:]
         assert "Traceback" not in r.stderr

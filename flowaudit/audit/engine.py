@@ -27,6 +27,7 @@ from pathlib import Path
 
 import orjson
 
+from ..memory import ARROW_POOL, arrow_pool  # noqa: F401  (the audit's pool; flowaudit/memory.py)
 from ..sinks.parquet import fsync_dir, hour_dir, makedirs, replace_atomic
 from . import inputs as _in
 from .work import Spec, marker_path, process_unit
@@ -57,34 +58,6 @@ class Options:
 
 class AuditError(RuntimeError):
     pass
-
-
-# ------------------------------------------------------------------------------ memory
-ARROW_POOL = "jemalloc"
-_POOLS = ("jemalloc", "system", "mimalloc")
-
-
-def arrow_pool(name: str | None = None):
-    """Make Arrow's jemalloc pool Python's default (:func:`pyarrow.set_memory_pool`: Parquet file
-    reads and writes, compute, conversions) and the default of the processes started after this
-    call (``ARROW_DEFAULT_MEMORY_POOL``: Dask's LocalCluster workers); returns the pool.  The
-    variable, when set, chooses another: jemalloc, system or mimalloc.
-
-    pyarrow's default, mimalloc, kept the pages freed by the threads that decode Parquet: the
-    driver's RSS grew with every window of findings correlation while Arrow held one window's
-    evidence (1M messages: 403 -> 655 MB over 72 windows of 30 MB each).  With jemalloc (or the
-    system allocator) RSS stays at what is live.  Arrow reads the variable once, when
-    pyarrow is imported, so in this process only Python's default changes; the dataset scanner
-    keeps Arrow's, which is why the windows are read with :class:`WindowReader`."""
-    import pyarrow as pa
-
-    name = name or os.environ.get("ARROW_DEFAULT_MEMORY_POOL") or ARROW_POOL
-    if name not in _POOLS or name not in pa.supported_memory_backends():
-        name = "system"
-    os.environ["ARROW_DEFAULT_MEMORY_POOL"] = name
-    pool = getattr(pa, f"{name}_memory_pool")()
-    pa.set_memory_pool(pool)
-    return pool
 
 
 # ------------------------------------------------------------------------------ progress
