@@ -157,3 +157,14 @@ def test_members_write_their_own_files_and_a_reader_sees_each_finding_whole(tmp_
     assert sorted((root / "dataset=findings").rglob("*.parquet")) == files
     assert [f.read_bytes() for f in files] == before
     assert read_findings(root)[0].to_pylist() == want
+
+
+def test_a_dataset_folder_with_no_file_yet_does_not_stop_the_first_window(tmp_path):
+    """Members share a root: another member (or this one's writer thread) makes a dataset's hour
+    folder before its first file lands.  The first window is then taken from what is there (here:
+    nothing but this member's rows), not a crash on a dataset with no columns."""
+    svc = service(tmp_path)
+    for name in ("messages", "quarantine"):
+        (svc.root / f"dataset={name}" / "hour=2026-03-01T00").mkdir(parents=True)
+    feed(svc, [(0, T0_MS + 10 * S, QUERY), (1, T0_MS + 400 * S, PLAIN)])
+    assert [(r["platform"], r["window_start_ns"]) for r in findings(svc)] == [("LOGINK", T0_MS * 1_000_000)]

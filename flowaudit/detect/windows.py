@@ -337,9 +337,11 @@ class FindingsWindows:
         los = list(self._oldest.values())
         for name in ("messages", "quarantine"):
             base = self.root / f"dataset={name}"
-            if base.is_dir():
-                t = ds.dataset(base, format="parquet", partitioning="hive").to_table(
-                    columns=["ts_ms"], filter=ds.field("ts_ms") > 0)
+            d = ds.dataset(base, format="parquet", partitioning="hive") if base.is_dir() else None
+            # a folder with no file published yet (another member's, or the writer thread's, first
+            # file set on its way) has no columns
+            if d is not None and "ts_ms" in d.schema.names:
+                t = d.to_table(columns=["ts_ms"], filter=ds.field("ts_ms") > 0)
                 if t.num_rows:
                     los.append(int(pc.min(t.column("ts_ms")).as_py()) * MS)
         if not los:
