@@ -191,8 +191,8 @@ def scan_filtered(buf, offsets, sel, min_len, head, tail, c_off, c_ids, pat_buf,
     in the same order, as :func:`scan`."""
     n = 0
     nbuf = buf.shape[0]
-    if min_len < 2:
-        return -1
+    if min_len < 2:   # a caller's mistake (Patterns never makes it): the reads below would leave the message
+        raise ValueError("scan_filtered needs min_len >= 2")
     m1 = np.uint64(min_len - 1)
     one = np.uint64(1)
     for k in range(sel.shape[0]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from flowaudit.kernels import markers as M
@@ -133,3 +134,14 @@ def test_selection_only():
     off = np.array([0, 9, 18, 27], np.int64)
     mm, *_ = pats.scan(buf, off, np.array([2], np.int64))
     assert mm.tolist() == [2]
+
+
+def test_filtered_kernel_refuses_a_shortest_literal_under_two_bytes():
+    """scan_filtered reads the two bytes where the shortest literal ends: a caller passing
+    min_len < 2 gets an error, never reads outside the message (numba does not bounds-check)."""
+    pats = M.Patterns(PATTERNS)
+    buf = np.frombuffer(b"x logink.cn", np.uint8)
+    outs = [np.empty(4, t) for t in (np.int64, np.int32, np.int64, np.int64)]
+    with pytest.raises(ValueError):
+        M.scan_filtered(buf, np.array([0, 11], np.int64), np.array([0], np.int64), 1, pats.head, pats.tail,
+                        pats.c_off, pats.c_ids, pats.pat_buf, pats.pat_off, pats.pat_kind, pats.pat_ci, *outs)

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import orjson
 
-from ..memory import ARROW_POOL, arrow_pool  # noqa: F401  (the audit's pool; flowaudit/memory.py)
 from ..sinks.parquet import fsync_dir, hour_dir, makedirs, replace_atomic
 from . import inputs as _in
 from .work import Spec, marker_path, process_unit
@@ -375,7 +374,7 @@ class WindowReader:
     statistics meet the window are read (a row group spans several windows: it is read once and
     kept, topic-filtered, until a window starts after its last time).  Reads go through
     :class:`pyarrow.parquet.ParquetFile`, whose buffers come from Python's default pool (the one
-    :func:`arrow_pool` chose): a dataset scan takes Arrow's own default, fixed when pyarrow was
+    :func:`flowaudit.memory.arrow_pool` chose): a dataset scan takes Arrow's own default, fixed when pyarrow was
     imported -- mimalloc, which kept what its reader threads freed, so that the driver's RSS grew
     with every window (README, Performance)."""
 
