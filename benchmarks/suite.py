@@ -26,8 +26,8 @@ from . import corpus as C
 from . import peers as P
 from . import stages as S
 
-STAGES = ("edifact", "x12", "json", "xml", "real", "values", "salvage", "layers", "netflow", "ipset", "batch", "scan",
-          "e2e", "audit", "cold-start")
+STAGES = ("edifact", "x12", "json", "xml", "real", "values", "salvage", "layers", "hostile", "netflow", "ipset", "batch",
+          "scan", "e2e", "audit", "cold-start")
 # stage (benchmarks/<stage>.py), group, what it measures
 EXTERNAL_STAGES = (
     ("netflow", "netflow", "NetFlow v5/v9/IPFIX decode + watchlist match vs nfdump and a plain-Python decoder"),
@@ -36,6 +36,8 @@ EXTERNAL_STAGES = (
      "python-hyperscan with the same recognisers"),
     ("layers", "batch", "classify the plain real corpus with the layers pre-pass off and on (it must cost "
      "nothing), and base64>gzip-wrapped values"),
+    ("hostile", "batch", "hostile messages (megabyte segments, nesting past the caps, XML entity blow-ups) at "
+     "two sizes: linear time keeps their MB/s alike"),
 )
 SWEEPS = ("batch-size", "poll", "threads", "row-group", "compression")
 SCHEMA_VERSION = "1.0.0"

@@ -14,7 +14,7 @@ from benchmarks import peers as P
 from benchmarks import report, stages, suite
 
 
-STAGES = ["edifact", "x12", "json", "xml", "values", "salvage", "layers", "batch", "scan", "netflow", "ipset", "audit"]
+STAGES = ["edifact", "x12", "json", "xml", "values", "salvage", "layers", "hostile", "batch", "scan", "netflow", "ipset", "audit"]
 # every peer the suite runs for a stage, installed or not (a missing one must be reported as skipped)
 EXPECTED_PEERS = {
     "edifact": {"python re", "google-re2", "python-hyperscan", "pydifact"},
@@ -110,6 +110,17 @@ def test_salvage_and_layers_stages_measure_beside_their_peers(result):
     r = salvage["extra"]["result"]
     assert r["flowaudit"]["hits"] > 0 and ("mb_per_s" in r["hyperscan"] or "error" in r["hyperscan"])
     assert layers["status"] == "ok" and layers["extra"]["result"]["plain_mb_s_layers_off"] > 0, layers["reason"]
+
+
+def test_hostile_stage_classifies_each_case_as_the_kernel_tests_expect(result):
+    h = _stage(result, "hostile")
+    assert h["status"] == "ok", h["reason"]
+    cases = h["extra"]["result"]["cases"]
+    assert {k: v["status"] for k, v in cases.items()} == {
+        "edifact_long_segment": "segment_too_long", "x12_long_segment": "segment_too_long",
+        "x12_many_components": "too_many_components", "json_deep": "too_deep", "json_long_string": "ok",
+        "xml_deep": "too_deep", "xml_quadratic_entity": "forbidden_xml_construct", "xml_long_text": "ok"}
+    assert all(1.9 < v["large_bytes"] / v["small_bytes"] < 2.1 for v in cases.values())   # --quick: scale 2
 
 
 def test_unavailable_stages_say_why(result):
