@@ -270,8 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stream", help="consume the configured topics, classify, write Parquet, serve metrics")
     _add_config_flags(p)
     p.add_argument("--until-drained", action="store_true",
-                   help="stop once every partition is at its end; exit 4 after kafka.drain_stall_s without "
-                        "progress [env FLOWAUDIT_KAFKA_DRAIN_STALL_S]")
+                   help="stop once every partition is at its end (members of one group: their own "
+                        "partitions, and the group's commits at the end of the others); exit 4 after "
+                        "kafka.drain_stall_s without progress [env FLOWAUDIT_KAFKA_DRAIN_STALL_S]")
     p.add_argument("--max-seconds", type=float, help="stop after this many seconds")
     p.add_argument("--quiet", action="store_true", help="no summary on exit")
     p.set_defaults(fn=cmd_stream)

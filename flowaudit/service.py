@@ -235,6 +235,9 @@ class StreamService:
         self.summary = Summary(root=str(self.root))
         self.consumer: Consumer | None = None
         self.expected_partitions = 0
+        self._topic_parts: dict[str, int] = {}
+        self._assigned = False          # an assignment is in force (False between revoke and assign)
+        self._group_check = (0.0, False, "")   # --until-drained, members sharing topics: (at, drained, what)
         self._ratelog = RateLimitedLog(log)
         # pipelining: the main thread consumes and gathers batch N+1 while a worker thread runs the
         # kernels (which release the GIL), builds tables and publishes files for batch N
@@ -338,6 +341,7 @@ class StreamService:
             log.warning("waiting for the storage locks of %s (held by another member, e.g. one that was "
                         "paused past its session)", [f"{p.topic}+{p.partition}" for p in pending])
         self._apply_pauses(consumer)
+        self._assigned = True
         log.info("assigned %s", [(p.topic, p.partition, p.offset) for p in partitions])
 
     def _activate(self, consumer, slot: _Slot) -> int:
@@ -471,6 +475,7 @@ class StreamService:
             log.info("%s+%d: lock taken, resuming at %s", slot.topic, slot.partition, start)
 
     def _on_revoke(self, consumer, partitions):
+        self._assigned = False
         keys = [(p.topic, p.partition) for p in partitions]
         for k in keys:
             if k in self.slots:
@@ -596,6 +601,7 @@ class StreamService:
         t0 = time.monotonic()
         try:
             parts = check_broker(self.settings)
+            self._topic_parts = parts
             self.expected_partitions = sum(parts.values())
             # only the formats the topics declare ("auto": all): the others compile on first use
             self.summary.warmup_seconds = self.classifier.warmup(set(self.topic_fmt.tolist()))
@@ -695,9 +701,45 @@ class StreamService:
         return t
 
     def _drained(self) -> bool:
-        slots = self.slots.values()
-        return (len(self.slots) >= self.expected_partitions and all(s.ready and s.eof for s in slots)
-                and not self._held and (self._queue is None or self._queue.unfinished_tasks == 0))
+        """Every partition this member holds is read to its end and its rows handed on; and the
+        partitions it does not hold (members sharing the topics) are drained by the group: its
+        committed offsets reach their ends (asked at most once a second).  A member alone, or
+        with every partition, needs no broker round trip."""
+        if not (self._assigned and all(s.ready and s.eof for s in self.slots.values()) and not self._held
+                and (self._queue is None or self._queue.unfinished_tasks == 0)):
+            return False
+        if len(self.slots) >= self.expected_partitions:
+            return True
+        # members sharing the topics wait for each other's commits: publish and commit what this
+        # one buffers first (the worker is idle; like a buffer-budget publish), or they never would
+        keys = [k for k, w in self.writers.items() if w.buffered]
+        if keys:
+            done: dict = {}
+            if self._publish_all(keys, done, "--until-drained: publish before waiting for the group") is None:
+                return False
+            self._commit([TopicPartition(t, p, o) for (t, p), o in done.items()], asynchronous=False)
+        at, drained, _what = self._group_check
+        if time.monotonic() - at >= 1.0:
+            drained, what = self._group_drained()
+            self._group_check = (time.monotonic(), drained, what)
+        return drained
+
+    def _group_drained(self) -> tuple[bool, str]:
+        """(drained, what it waits for): the group's committed offset of each partition this
+        member does not hold is at the partition's end (or the partition is empty)."""
+        others = [TopicPartition(t, p) for t, n in self._topic_parts.items() for p in range(n)
+                  if (t, p) not in self.slots]
+        try:
+            committed = self.consumer.committed(others, timeout=5)
+            waiting = []
+            for tp in committed:
+                lo, hi = self.consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=5,
+                                                             cached=False)
+                if hi > lo and (tp.offset < 0 or tp.offset < hi):
+                    waiting.append(f"{tp.topic}+{tp.partition} (committed {max(tp.offset, lo)} of {hi})")
+        except KafkaException as exc:
+            return False, f"the group's offsets: {exc.args[0].str()}"
+        return not waiting, ", ".join(waiting)
 
     def _work_loop(self) -> None:
         while True:
@@ -1312,13 +1354,16 @@ class _Progress:
     def stalled(self, n_msgs: int) -> bool:
         now = time.monotonic()
         svc = self.svc
-        state = (len(svc.slots), sum(s.ready for s in svc.slots.values()), sum(s.eof for s in svc.slots.values()))
+        state = (len(svc.slots), sum(s.ready for s in svc.slots.values()), sum(s.eof for s in svc.slots.values()),
+                 svc._group_check[2])   # the other members' partitions still moving is progress too
         if n_msgs or state != self.state:
             self.t_progress, self.state = now, state
         waiting = [f"{s.topic}+{s.partition}" + ("" if s.ready else " (locked)")
                    for s in svc.slots.values() if not (s.ready and s.eof)]
         desc = (f"{len(svc.slots)}/{svc.expected_partitions} partitions assigned; not at the end: "
                 f"{', '.join(waiting[:8]) or 'none'}{' ...' if len(waiting) > 8 else ''}")
+        if svc._group_check[2]:
+            desc += f"; other members' partitions not yet committed to their end: {svc._group_check[2]}"
         if now - self.t_log >= 30:
             self.t_log = now
             log.warning("--until-drained: still waiting: %s; %d messages so far", desc, svc.summary.messages)

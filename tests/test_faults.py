@@ -288,6 +288,30 @@ def test_until_drained_gives_up_with_a_reason_instead_of_waiting_for_ever(broker
     assert f"{topics['xml']}+1 (locked)" in r.stderr and "kafka.drain_stall_s" in r.stderr
 
 
+def test_members_sharing_topics_all_end_with_until_drained(broker, topics, tmp_path):
+    """Three members of one group over two partitions, rows buffered (no rotation): each holds
+    its share, or none, and waits until the group's commits reach every partition's end; each
+    publishes what it buffers first, so none waits for another's.  All three exit 0, and every
+    offset is stored exactly once."""
+    only = {"json": topics["json"]}
+    placed = produce_labelled(broker.bootstrap, only, synth.generate(seed=67, n=1200, formats=("json",),
+                                                                    bad_fraction=0.02))
+    root = tmp_path / "out"
+    members = [Member(broker, only, root, tmp_path / f"m{i}.log", "--group", "g-drain-3", "--until-drained",
+                      "--metrics-port", "0", FLOWAUDIT_KAFKA_DRAIN_STALL_S="60") for i in range(3)]
+    try:
+        codes = [m.proc.wait(timeout=180) for m in members]
+    finally:
+        for m in members:
+            m.kill()
+    assert codes == [0, 0, 0], [m.text()[-2000:] for m in members]
+    held = [m.text().count("assigned [") for m in members]
+    assert all(held), held   # every member joined the group before it ended
+    assert_exactly_once(root, placed)
+    assert_no_partial_files(root)
+    assert found_hits(root) == expected_hits(placed)
+
+
 def test_held_netflow_sets_and_the_dns_map_survive_a_restart(broker, corpus, tmp_path):
     """A data set waiting for its template and the DNS answer that attributes it are committed
     before the stream stops; after the restart the template arrives, and the stream writes the
