@@ -361,7 +361,8 @@ def test_delta_table_is_read_at_its_current_version(dump, tmp_path):
 
 def test_chunked_correlation_equals_one_call(dump, tmp_path):
     """The audit reads evidence a chunk of event time at a time (bounded memory); its findings
-    equal one correlate call over the whole root, statuses across chunk boundaries included."""
+    equal one correlate call over the whole root, statuses across chunk boundaries included, on
+    one thread or several."""
     from flowaudit.audit.engine import correlate_chunked
     from flowaudit.detect import findings as F
     from flowaudit.detect.inventory import load as load_inventory
@@ -372,11 +373,12 @@ def test_chunked_correlation_equals_one_call(dump, tmp_path):
     for window_s, chunk_s, lookback_s in ((300, 600, 0), (300, 300, 600), (60, 900, 120)):
         kw = dict(window_ns=window_s * 10**9, lookback_ns=lookback_s * 10**9, inventory=inv)
         one = F.correlate_root(out, **kw)
-        chunked = correlate_chunked(out, chunk_ns=chunk_s * 10**9, **kw)
         assert one.num_rows > 9 and set(one.column("status").to_pylist()) >= {"new", "closed"}
-        a, b = chunked.to_pylist(), one.to_pylist()
-        diff = [(x["finding_id"], {k: (x[k], y[k]) for k in x if x[k] != y[k]}) for x, y in zip(a, b) if x != y]
-        assert len(a) == len(b) and not diff, (window_s, chunk_s, diff[:3])
+        b = one.to_pylist()
+        for threads in (1, 3):   # chunks assessed side by side, statuses chained in order
+            a = correlate_chunked(out, chunk_ns=chunk_s * 10**9, threads=threads, **kw).to_pylist()
+            diff = [(x["finding_id"], {k: (x[k], y[k]) for k in x if x[k] != y[k]}) for x, y in zip(a, b) if x != y]
+            assert len(a) == len(b) and not diff, (window_s, chunk_s, threads, diff[:3])
 
 
 # ------------------------------------------------------------------------------ synth --dump, ~50k messages

@@ -456,7 +456,7 @@ def _in_set(col, values):
 
 
 def correlate_chunked(root: Path, *, window_ns: int, lookback_ns: int = 0, inventory=None, model=None,
-                      chunk_ns: int = 0):
+                      chunk_ns: int = 0, threads: int = 1):
     """The findings of everything under ``root``, equal to ``findings.correlate_root`` but with
     the hits and messages read one chunk of event time (whole windows; by default one window) at
     a time, from the hour folders that hold it, so memory follows the chunk, not the archive.  Transfers (rare events) are read once.
@@ -466,6 +466,11 @@ def correlate_chunked(root: Path, *, window_ns: int, lookback_ns: int = 0, inven
     a series that goes on is ``ongoing``, one that stopped is returned again ``closed``) and the
     chunk end as the watermark; the last chunk gets the watermark a single call would use.  A
     finding returned again replaces its earlier row (same ``finding_id``).
+
+    The part of each call that needs no other chunk (reading the evidence, aggregating,
+    assessing: :func:`~flowaudit.detect.findings.assessed`) runs on ``threads`` threads, each over
+    a run of consecutive chunks with a reader of its own; the statuses, which chain each chunk to
+    the one before, follow in order on this thread (:func:`~flowaudit.detect.findings.finish`).
     """
     import numpy as np
     import pyarrow as pa
@@ -489,16 +494,8 @@ def correlate_chunked(root: Path, *, window_ns: int, lookback_ns: int = 0, inven
     topics.discard(None)
     topic_f = ds.field("source").isin(sorted(topics)) if topics else None
 
-    readers = {name: WindowReader(root / f"dataset={name}", cols, topics)
-               for name, cols in (("hits", F._H_COLS), ("messages", F._M_COLS))}
-
-    def read(name, cols, lo_ms=None, hi_ms=None, null_time=False):
-        base = root / f"dataset={name}"
-        if topic_f is None or not base.is_dir():
-            return None
-        if null_time:
-            return F._read(root, name, list(cols), topic_f & ds.field("ts_ms").is_null())
-        return readers[name].read(lo_ms, hi_ms)
+    def present(name) -> bool:
+        return topic_f is not None and (root / f"dataset={name}").is_dir()
 
     # the single call's watermark: the latest transfer or evidence time (streamed, one column)
     wm = int(t.max())
@@ -516,25 +513,50 @@ def correlate_chunked(root: Path, *, window_ns: int, lookback_ns: int = 0, inven
     else:
         first, last = int(t[known].min()) // chunk * chunk, int(t[known].max()) // chunk * chunk
         starts = list(range(first, last + chunk, chunk))
+    chunks = [(k, a, transfers.filter(pa.array(known & (t >= a) & (t < a + chunk)))) for k, a in enumerate(starts)]
+    busy = [c for c in chunks if c[2].num_rows]   # a chunk with no transfer has nothing to assess
+
+    def assess(run):
+        """The assessed findings of consecutive chunks, with this run's own readers."""
+        readers = {name: WindowReader(root / f"dataset={name}", cols, topics) if present(name) else None
+                   for name, cols in (("hits", F._H_COLS), ("messages", F._M_COLS))}
+        got = {}
+        for k, a, T in run:
+            lo_ms, hi_ms = (a - lookback_ns) // 1_000_000, -(-(a + chunk) // 1_000_000)
+            ev = {name: r.read(lo_ms, hi_ms) if r is not None else None for name, r in readers.items()}
+            got[k] = F.assessed(T, ev["hits"], ev["messages"], window_ns=window_ns, lookback_ns=lookback_ns,
+                                inventory=inventory, model=model)
+        return got
+
+    runs = max(1, min(len(busy), 2 * threads if threads > 1 else 1))
+    cuts = [len(busy) * i // runs for i in range(runs + 1)]
+    parts = [busy[cuts[i]:cuts[i + 1]] for i in range(runs)]
+    assessed: dict = {}
+    if threads > 1 and runs > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="findings") as pool:
+            for got in pool.map(assess, parts):
+                assessed.update(got)
+    else:
+        for part in parts:
+            assessed.update(assess(part))
     found: dict = {}
     previous = None
-    for k, a in enumerate(starts):
+    for k, a, T in chunks:
         b = a + chunk
-        sel = known & (t >= a) & (t < b)
-        T = transfers.filter(pa.array(sel))
         if T.num_rows == 0 and (previous is None or previous.num_rows == 0):
             previous = None
             continue
-        lo_ms, hi_ms = (a - lookback_ns) // 1_000_000, -(-b // 1_000_000)
-        out = F.correlate(T, read("hits", F._H_COLS, lo_ms, hi_ms), read("messages", F._M_COLS, lo_ms, hi_ms),
-                          window_ns=window_ns, lookback_ns=lookback_ns, inventory=inventory, model=model,
-                          previous=previous, watermark_ns=wm if k == len(starts) - 1 else b)
+        out = F.finish(assessed.pop(k, []), previous, window_ns=window_ns,
+                       watermark_ns=wm if k == len(starts) - 1 else b, model=model)
         for r in out.to_pylist():
             found[r["finding_id"]] = r
         previous = out.filter(pc.equal(out.column("window_end_ns"), b)) if out.num_rows else None
     if (~known).any():   # transfers without a time: one call with the evidence without a time
-        out = F.correlate(transfers.filter(pa.array(~known)), read("hits", F._H_COLS, null_time=True),
-                          read("messages", F._M_COLS, null_time=True), window_ns=window_ns,
+        ev = {name: F._read(root, name, list(cols), topic_f & ds.field("ts_ms").is_null()) if present(name) else None
+              for name, cols in (("hits", F._H_COLS), ("messages", F._M_COLS))}
+        out = F.correlate(transfers.filter(pa.array(~known)), ev["hits"], ev["messages"], window_ns=window_ns,
                           lookback_ns=lookback_ns, inventory=inventory, model=model)
         for r in out.to_pylist():
             found.setdefault(r["finding_id"], r)
@@ -606,7 +628,7 @@ def run(opts: Options, settings, echo=print) -> dict:
         prog.close()
     f = settings.findings
     t0 = time.monotonic()
-    findings = correlate_chunked(out, window_ns=opts.window_s * 1_000_000_000,
+    findings = correlate_chunked(out, threads=opts.threads, window_ns=opts.window_s * 1_000_000_000,
                                  lookback_ns=opts.lookback_s * 1_000_000_000,
                                  inventory=load_inventory(e.policy_file or None),
                                  model=_sev.load(f.severity_model or None))

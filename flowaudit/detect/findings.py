@@ -125,11 +125,7 @@ def correlate(transfers: pa.Table, hits: pa.Table | None, messages: pa.Table | N
         raise ValueError("window_ns must be > 0 and lookback_ns >= 0")
     inventory = inventory or Inventory()
     model = model or _sev.load()
-    T = _frame(transfers, _T_COLS, lazy=True).filter(~pl.col("rule").is_in(NOT_FINDINGS))
-    T = T.with_columns(t=pl.coalesce(pl.col("time_ns"), pl.col("ts_ms") * 1_000_000))
-    if window_start_ns is not None:
-        T = T.filter((pl.col("t") >= window_start_ns) & (pl.col("t") < window_start_ns + window_ns))
-    T = _collect(T)
+    T = _transfer_frame(transfers, window_ns, window_start_ns)
     if T.height == 0 and (previous is None or previous.num_rows == 0):
         return FINDINGS.empty_table()
     H = _Hits(hits)
@@ -138,11 +134,42 @@ def correlate(transfers: pa.Table, hits: pa.Table | None, messages: pa.Table | N
             watermark_ns = window_start_ns + window_ns
         else:
             watermark_ns = max([x for x in (T["t"].max(), H.codes["t"].max()) if x is not None], default=0)
+    return finish(_assessed(T, H, messages, window_ns, lookback_ns, inventory, model), previous,
+                  window_ns=window_ns, watermark_ns=watermark_ns, model=model)
+
+
+def assessed(transfers: pa.Table, hits: pa.Table | None, messages: pa.Table | None = None, *,
+             window_ns: int, lookback_ns: int = 0, inventory: Inventory | None = None,
+             model: _sev.SeverityModel | None = None) -> list[dict]:
+    """The first half of :func:`correlate`, which needs no other window: the assessed findings
+    of these transfers and their evidence, before their status (:func:`finish` adds it, with the
+    window before).  Windows can run it side by side."""
+    T = _transfer_frame(transfers, window_ns, None)
+    if T.height == 0:
+        return []
+    return _assessed(T, _Hits(hits), messages, window_ns, lookback_ns, inventory or Inventory(),
+                     model or _sev.load())
+
+
+def finish(rows: list[dict], previous: pa.Table | None, *, window_ns: int, watermark_ns: int,
+           model: _sev.SeverityModel | None = None) -> pa.Table:
+    """The second half of :func:`correlate`: status from the window before (``previous``), rows."""
+    return _to_arrow(_status(rows, previous, window_ns, watermark_ns), model or _sev.load())
+
+
+def _transfer_frame(transfers: pa.Table, window_ns: int, window_start_ns: int | None) -> pl.DataFrame:
+    T = _frame(transfers, _T_COLS, lazy=True).filter(~pl.col("rule").is_in(NOT_FINDINGS))
+    T = T.with_columns(t=pl.coalesce(pl.col("time_ns"), pl.col("ts_ms") * 1_000_000))
+    if window_start_ns is not None:
+        T = T.filter((pl.col("t") >= window_start_ns) & (pl.col("t") < window_start_ns + window_ns))
+    return _collect(T)
+
+
+def _assessed(T: pl.DataFrame, H: _Hits, messages, window_ns: int, lookback_ns: int, inventory: Inventory,
+              model: _sev.SeverityModel) -> list[dict]:
     T = _classify_rows(T, window_ns, inventory)
     rows = _aggregate(T, H, messages, window_ns, lookback_ns) if T.height else []
-    out = _assess(rows, model, inventory)
-    out = _status(out, previous, window_ns, watermark_ns)
-    return _to_arrow(out, model)
+    return _assess(rows, model, inventory)
 
 
 def _classify_rows(T: pl.DataFrame, window_ns: int, inv: Inventory) -> pl.DataFrame:
