@@ -14,6 +14,7 @@ from flowaudit import schemas
 from flowaudit.kernels import edifact as _k
 
 from . import FLAG_BITS, FormatResult
+from .detect import read_only
 
 KINDS = {"container": _k.KIND_CONTAINER, "imo": _k.KIND_IMO, "text": _k.KIND_TEXT, "lei": _k.KIND_LEI,
          "usci": _k.KIND_USCI, "eori": _k.KIND_EORI, "email": _k.KIND_EMAIL, "phone": _k.KIND_PHONE,
@@ -268,7 +269,7 @@ def _scratch_outputs(m: int, need_hits: int, need_vals: int):
 def run_classify(env_fn, buf, offsets, sel, compiled) -> FormatResult:
     """Envelopes, then the classify kernel; retry once with exact capacities if its outputs
     overflowed.  ``env_fn(buf, offsets, sel)`` is the format's envelope kernel."""
-    buf = np.ascontiguousarray(buf, dtype=np.uint8)
+    buf = read_only(np.ascontiguousarray(buf, dtype=np.uint8))
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
     sel = np.ascontiguousarray(sel, dtype=np.int64)
     env = env_fn(buf, offsets, sel)
