@@ -628,7 +628,9 @@ def run(opts: Options, settings, echo=print) -> dict:
         prog.close()
     f = settings.findings
     t0 = time.monotonic()
-    findings = correlate_chunked(out, threads=opts.threads, window_ns=opts.window_s * 1_000_000_000,
+    # two correlation threads: 1.4x on 2 cores; each holds its own window's evidence (about 150 MB
+    # at 1M messages), so more would lift the audit's peak past its units' (README, Performance)
+    findings = correlate_chunked(out, threads=min(opts.threads, 2), window_ns=opts.window_s * 1_000_000_000,
                                  lookback_ns=opts.lookback_s * 1_000_000_000,
                                  inventory=load_inventory(e.policy_file or None),
                                  model=_sev.load(f.severity_model or None))
