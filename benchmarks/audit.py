@@ -9,9 +9,11 @@ once per seed and size and cached.  Measured on the same files:
 * the physical limit: ``polars.scan_parquet`` reading only the value column;
 * the audit a user would write by hand: polars ``str.extract_all`` regexes for container numbers,
   IMO numbers and e-mail addresses over the value column (DuckDB too when it is installed);
-* Dask scaling: ``--engine dask`` with a LocalCluster of 1 and of 2 workers.
+* Dask scaling: ``--engine dask`` with a LocalCluster of 1 and of 2 workers (``--dask-workers
+  1,2,4,8,16`` on a machine with the cores; the README has a 16-core run).
 
     python -m benchmarks.audit --messages 1000000
+    python -m benchmarks.audit --threads 16 --dask-workers 1,2,4,8,16     # a many-core machine
 """
 from __future__ import annotations
 
@@ -98,12 +100,14 @@ def duckdb_regex(d: Path) -> dict | None:
     return {"seconds": time.perf_counter() - t0, "counts": dict(zip(REGEXES, map(int, row)))}
 
 
-def audit_run(d: Path, engine: str = "polars", workers: int = 1) -> dict:
+def audit_run(d: Path, engine: str = "polars", workers: int = 1, threads: int | None = None) -> dict:
     """``flowaudit audit`` in a fresh process: wall seconds, peak RSS of that process, its summary."""
     out = Path(tempfile.mkdtemp(prefix="fa-bench-audit-"))
     try:
         cmd = [sys.executable, "-m", "flowaudit", "audit", str(_flat(d)), "--out", str(out / "root"),
                "--engine", engine, "--workers", str(workers)]
+        if threads:
+            cmd += ["--threads", str(threads)]
         for extra, flag in (("policy.toml", "--policy"), ("watchlist", "--watchlist-dir")):
             if (d / extra).exists():
                 cmd += [flag, str(d / extra)]
@@ -168,7 +172,8 @@ class _HighWater:
         self._t.join()
 
 
-def run(n: int = 1_000_000, seed: int = 9, cache_dir=None, repeats: int = 1, dask: bool = True) -> dict:
+def run(n: int = 1_000_000, seed: int = 9, cache_dir=None, repeats: int = 1, dask: bool = True,
+        threads: int | None = None, dask_workers: tuple = (1, 2)) -> dict:
     from .corpus import DEFAULT_CACHE
 
     d = dump(n, seed, cache_dir or DEFAULT_CACHE)
@@ -184,17 +189,19 @@ def run(n: int = 1_000_000, seed: int = 9, cache_dir=None, repeats: int = 1, das
     res["polars_regex"] = best(lambda: polars_regex(d))
     duck = duckdb_regex(d)
     res["duckdb_regex"] = duck
-    res["audit"] = best(lambda: audit_run(d))
+    res["audit"] = best(lambda: audit_run(d, threads=threads))
     if dask:
-        res["dask"] = {str(w): audit_run(d, "dask", w) for w in (1, 2)}
+        res["dask"] = {str(w): audit_run(d, "dask", w) for w in dask_workers}
     a = res["audit"]["seconds"]
     res["mb_per_s"] = nbytes / 1e6 / a
     res["rows_per_s"] = rows / a
     res["ratio_to_bare_scan"] = res["bare_scan"]["seconds"] / a
     res["ratio_to_polars_regex"] = res["polars_regex"]["seconds"] / a
     res["ratio_to_duckdb_regex"] = duck["seconds"] / a if duck else None
-    if dask:
+    if dask and {"1", "2"} <= set(res["dask"]):
         res["dask_scaling_1_to_2"] = res["dask"]["1"]["seconds"] / res["dask"]["2"]["seconds"]
+    if dask and "1" in res["dask"]:
+        res["dask_scaling"] = {w: res["dask"]["1"]["seconds"] / r["seconds"] for w, r in res["dask"].items()}
     res["cpus"] = os.cpu_count()
     res["polars_threads"] = __import__("polars").thread_pool_size()
     res["self_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -207,9 +214,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=9)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--no-dask", action="store_true")
+    ap.add_argument("--threads", type=int, help="polars engine: units in parallel (default: the audit's own)")
+    ap.add_argument("--dask-workers", default="1,2", help="LocalCluster sizes to time (default 1,2)")
     ap.add_argument("--cache-dir")
     a = ap.parse_args(argv)
-    r = run(a.messages, a.seed, a.cache_dir, a.repeats, not a.no_dask)
+    r = run(a.messages, a.seed, a.cache_dir, a.repeats, not a.no_dask, a.threads,
+            tuple(int(w) for w in a.dask_workers.split(",")))
     print(json.dumps(r, indent=1))
     return 0
 
