@@ -531,16 +531,16 @@ def correlate_chunked(root: Path, *, window_ns: int, lookback_ns: int = 0, inven
     runs = max(1, min(len(busy), 2 * threads if threads > 1 else 1))
     cuts = [len(busy) * i // runs for i in range(runs + 1)]
     parts = [busy[cuts[i]:cuts[i + 1]] for i in range(runs)]
-    assessed: dict = {}
+    rows_of: dict = {}   # chunk -> its assessed findings
     if threads > 1 and runs > 1:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="findings") as pool:
             for got in pool.map(assess, parts):
-                assessed.update(got)
+                rows_of.update(got)
     else:
         for part in parts:
-            assessed.update(assess(part))
+            rows_of.update(assess(part))
     found: dict = {}
     previous = None
     for k, a, T in chunks:
@@ -548,7 +548,7 @@ def correlate_chunked(root: Path, *, window_ns: int, lookback_ns: int = 0, inven
         if T.num_rows == 0 and (previous is None or previous.num_rows == 0):
             previous = None
             continue
-        out = F.finish(assessed.pop(k, []), previous, window_ns=window_ns,
+        out = F.finish(rows_of.pop(k, []), previous, window_ns=window_ns,
                        watermark_ns=wm if k == len(starts) - 1 else b, model=model)
         for r in out.to_pylist():
             found[r["finding_id"]] = r
