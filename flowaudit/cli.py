@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from . import __version__
@@ -191,22 +192,65 @@ def _synth_dump(args) -> int:
     return 0
 
 
-def cmd_warmup(args) -> int:
-    """Compile (and cache) every kernel, so the first batch of a service is not slow."""
-    import time
-
+def _warm_share(share: str) -> None:
+    """One share of ``flowaudit warmup --jobs``: the EDI formats, the archive splitter and the
+    protector's kernels, or the text formats (each with the detector, the salvage and marker
+    scans and the hit tables, which both need).  A top-level function: a spawned process runs it."""
+    from .decode import FMT_EDIFACT, FMT_FLAT, FMT_JSON, FMT_X12, FMT_XML
     from .detect.egress import EgressDetector
     from .pipeline import Classifier
     from .protect import Protector
     from .protect import warmup as protect_warmup
     from .scan import warmup as scan_warmup
 
-    secs = Classifier(Protector(b"warmup-key-not-secret"), egress=EgressDetector()).warmup()
+    clf = Classifier(Protector(b"warmup-key-not-secret"), egress=EgressDetector())
+    if share == "edi":
+        clf.warmup({FMT_EDIFACT, FMT_X12})
+        protect_warmup()
+        scan_warmup()
+    else:
+        clf.warmup({FMT_JSON, FMT_XML, FMT_FLAT})
+
+
+def _text_formats_cached() -> bool:
+    """Whether numba's cache holds the JSON and XML scanners (their index files: the cache folder
+    is keyed by the kernels' sources, kernels/_jit.py), the largest compiles of the text share."""
+    from .kernels import jsonscan, xmlscan
+
+    try:
+        return all(os.path.exists(d._cache._cache_file._index_path)
+                   for d in (jsonscan.json_scan_run, xmlscan.xml_scan_run))
+    except AttributeError:   # another numba's internals: compile side by side, to be safe
+        return False
+
+
+def cmd_warmup(args) -> int:
+    """Compile (and cache) every kernel, so the first batch of a service is not slow.  With
+    ``--jobs 2`` (the default on two or more CPUs) a second process compiles the text formats
+    while this one compiles the EDI formats; then this process loads every kernel from the cache
+    and compiles whatever is still missing there, so the cache ends complete either way."""
+    import multiprocessing as mp
+    import time
+
     t0 = time.perf_counter()
+    jobs = args.jobs if args.jobs is not None else min(2, os.cpu_count() or 1)
+    if jobs > 1 and not _text_formats_cached():   # a warm cache loads in a second: no second process
+        child = mp.get_context("spawn").Process(target=_warm_share, args=("text",), name="flowaudit-warmup")
+        child.start()
+        try:
+            _warm_share("edi")
+        finally:
+            child.join()
+    from .detect.egress import EgressDetector
+    from .pipeline import Classifier
+    from .protect import Protector
+    from .protect import warmup as protect_warmup
+    from .scan import warmup as scan_warmup
+
+    Classifier(Protector(b"warmup-key-not-secret"), egress=EgressDetector()).warmup()
     protect_warmup()                    # masks, HMAC and raw values of the hits (kernels/mask.py, hmac.py)
     scan_warmup()                       # the archive splitter of flowaudit scan
-    secs += time.perf_counter() - t0
-    print(f"kernels ready in {secs:.1f} s")
+    print(f"kernels ready in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -340,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quarantine_parser(sub)
 
     p = sub.add_parser("warmup", help="compile and cache the numba kernels")
+    p.add_argument("--jobs", type=int, metavar="N", help="processes that compile side by side: 1 or 2 (default: "
+                   "2 on two or more CPUs)")
     p.set_defaults(fn=cmd_warmup)
     return ap
 
