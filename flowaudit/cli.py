@@ -193,9 +193,10 @@ def _synth_dump(args) -> int:
 
 
 def _warm_share(share: str) -> None:
-    """One share of ``flowaudit warmup --jobs``: the EDI formats, the archive splitter and the
-    protector's kernels, or the text formats (each with the detector, the salvage and marker
-    scans and the hit tables, which both need).  A top-level function: a spawned process runs it."""
+    """Compile (or load from the cache) one share of the kernels: ``edi`` (EDIFACT, X12, the
+    protector's masks, HMAC and raw values, the archive splitter), ``text`` (JSON, XML, flat
+    files) or ``all``; each share with the detector, the salvage and marker scans and the hit
+    tables.  A top-level function: ``flowaudit warmup --jobs 2`` spawns a process that runs one."""
     from .decode import FMT_EDIFACT, FMT_FLAT, FMT_JSON, FMT_X12, FMT_XML
     from .detect.egress import EgressDetector
     from .pipeline import Classifier
@@ -203,13 +204,11 @@ def _warm_share(share: str) -> None:
     from .protect import warmup as protect_warmup
     from .scan import warmup as scan_warmup
 
-    clf = Classifier(Protector(b"warmup-key-not-secret"), egress=EgressDetector())
-    if share == "edi":
-        clf.warmup({FMT_EDIFACT, FMT_X12})
-        protect_warmup()
-        scan_warmup()
-    else:
-        clf.warmup({FMT_JSON, FMT_XML, FMT_FLAT})
+    formats = {"edi": {FMT_EDIFACT, FMT_X12}, "text": {FMT_JSON, FMT_XML, FMT_FLAT}, "all": None}[share]
+    Classifier(Protector(b"warmup-key-not-secret"), egress=EgressDetector()).warmup(formats)
+    if share != "text":
+        protect_warmup()                # masks, HMAC and raw values of the hits (kernels/mask.py, hmac.py)
+        scan_warmup()                   # the archive splitter of flowaudit scan
 
 
 def _text_formats_cached() -> bool:
@@ -241,15 +240,7 @@ def cmd_warmup(args) -> int:
             _warm_share("edi")
         finally:
             child.join()
-    from .detect.egress import EgressDetector
-    from .pipeline import Classifier
-    from .protect import Protector
-    from .protect import warmup as protect_warmup
-    from .scan import warmup as scan_warmup
-
-    Classifier(Protector(b"warmup-key-not-secret"), egress=EgressDetector()).warmup()
-    protect_warmup()                    # masks, HMAC and raw values of the hits (kernels/mask.py, hmac.py)
-    scan_warmup()                       # the archive splitter of flowaudit scan
+    _warm_share("all")
     print(f"kernels ready in {time.perf_counter() - t0:.1f} s")
     return 0
 
