@@ -375,8 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quarantine_parser(sub)
 
     p = sub.add_parser("warmup", help="compile and cache the numba kernels")
-    p.add_argument("--jobs", type=int, metavar="N", help="processes that compile side by side: 1 or 2 (default: "
-                   "2 on two or more CPUs)")
+    p.add_argument("--jobs", type=int, metavar="N", help="1: compile in this process only; 2 or more: two "
+                   "processes side by side (default: 2 on two or more CPUs)")
     p.set_defaults(fn=cmd_warmup)
     return ap
 
