@@ -250,3 +250,28 @@ def test_hits_files_are_the_same_bytes_every_time(classifiers, tmp_path):
     names = [md.column(i).path_in_schema for i in range(md.num_columns)]
     assert md.column(names.index("ts_ms")).statistics is not None
     assert md.column(names.index("value_hmac")).statistics is None
+
+
+def test_output_files_delta_encode_positions_and_keep_dictionaries(classifiers, tmp_path):
+    """Signed integer columns (offsets, record times, byte positions, counts) are written
+    DELTA_BINARY_PACKED; every other column, list elements included, keeps its dictionary; the
+    rows read back unchanged."""
+    import pyarrow.parquet as pq
+
+    from flowaudit.datasets import parquet_options
+    msgs = list(synth.generate(seed=6, n=800))
+    r = classifiers[False][0].run(Batch.from_values([m.value for m in msgs], [FMT[m.format] for m in msgs]))
+    for name, t in (("hits", r.hits), ("messages", r.messages)):
+        path = tmp_path / f"{name}.parquet"
+        pq.write_table(t, path, **parquet_options(t.schema))
+        assert pq.read_table(path).to_pylist() == t.to_pylist()
+        md = pq.ParquetFile(path).metadata.row_group(0)
+        enc = {md.column(i).path_in_schema: md.column(i).encodings for i in range(md.num_columns)}
+        for col in ("offset", "ts_ms", "partition"):
+            assert "DELTA_BINARY_PACKED" in enc[col] and "RLE_DICTIONARY" not in enc[col], (name, col, enc[col])
+        assert "RLE_DICTIONARY" in enc["format"]
+        if name == "hits":
+            assert "DELTA_BINARY_PACKED" in enc["byte_start"]
+            assert "RLE_DICTIONARY" in enc["value_hmac"] and "RLE_DICTIONARY" in enc["confidence"]
+        else:
+            assert "RLE_DICTIONARY" in enc["flags.list.element"]
