@@ -9,7 +9,8 @@ are not one (garbage) and an interchange without its trailer become their own pi
 classifier quarantines with a reason.  A file that does not start like EDI (JSON, XML) is one
 piece.  Hits go to Parquet or JSON lines (``--out``); a readable summary goes to stdout.
 Provenance: ``source`` is the file path, ``partition`` -1, ``offset`` the piece's index within
-the file.
+the file.  A batch's hits are encoded and written on a thread while the next batch is classified
+(one write in flight: Parquet's writer leaves the GIL).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import collections
 import mmap
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -165,9 +167,36 @@ def _tally(src: np.ndarray, col) -> list[tuple[int, object, int]]:
     return [(int(pr // k), names[int(pr % k)], int(c)) for pr, c in zip(pairs, counts)]
 
 
+class WriteBehind:
+    """One write in flight on a thread, beside the caller's next batch: :meth:`submit` first waits
+    for the write before it (and raises its error), so writes keep their order and memory holds
+    at most one batch's output besides the one being built."""
+
+    def __init__(self):
+        self._ex = ThreadPoolExecutor(1, thread_name_prefix="flowaudit-scan-writer")
+        self._fut = None
+
+    def submit(self, fn, *args) -> None:
+        self.wait()
+        self._fut = self._ex.submit(fn, *args)
+
+    def wait(self):
+        """The last write's result (its error raised); None when none is in flight."""
+        fut, self._fut = self._fut, None
+        return None if fut is None else fut.result()
+
+    def close(self) -> None:
+        """Wait for the last write (its error raised), then stop the thread."""
+        try:
+            self.wait()
+        finally:
+            self._ex.shutdown(wait=True)
+
+
 class HitWriter:
     """Hits written batch by batch (Parquet row groups, or JSON lines) to a hidden temp file,
-    published under ``out`` by :meth:`close`: memory holds one batch's hits, not the run's."""
+    published under ``out`` by :meth:`close`: memory holds a batch's hits or two, not the run's.
+    Each batch is encoded and written on a thread (:class:`WriteBehind`) while the caller goes on."""
 
     def __init__(self, out: str):
         self.path = Path(out)
@@ -176,8 +205,12 @@ class HitWriter:
         self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         self._f = open(self.tmp, "wb") if self.jsonl else None
         self._pw = None
+        self._behind = WriteBehind()
 
     def write(self, hits: pa.Table) -> None:
+        self._behind.submit(self._write, hits)
+
+    def _write(self, hits: pa.Table) -> None:
         if self.jsonl:
             for row in hits.to_pylist():
                 row["value_hmac"] = row["value_hmac"].hex()
@@ -190,6 +223,7 @@ class HitWriter:
             self._pw.write_table(hits, row_group_size=self._rows)
 
     def close(self) -> None:
+        self._behind.close()
         if self.jsonl:
             self._f.close()
         elif self._pw is None:
@@ -200,6 +234,10 @@ class HitWriter:
 
     def abort(self) -> None:
         try:
+            try:
+                self._behind.close()
+            except Exception:  # noqa: BLE001 - the run failed already; its own error is the one raised
+                pass
             if self._f is not None:
                 self._f.close()
             if self._pw is not None:

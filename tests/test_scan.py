@@ -182,3 +182,53 @@ def test_bytes_between_interchanges_reach_quarantine_with_a_reason(tmp_path):
         (1, "headless_fragment", len(stray)), (3, "unknown_format", len(junk)),
         (5, "unterminated_interchange", len(tail))]
     assert [batch.buf[batch.offsets[i]:batch.offsets[i + 1]].tobytes() for i in (1, 3, 5)] == [stray, junk, tail]
+
+
+def test_hits_written_behind_keep_order_and_a_failed_write_leaves_no_file(tmp_path):
+    """HitWriter encodes each batch on a thread while the caller goes on: batches land in order,
+    a write that fails there raises in the caller (at its next write or at close), and abort
+    leaves neither the file nor its temp file."""
+    import threading
+    import time
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import pytest
+
+    from flowaudit.datasets import HITS
+    from flowaudit.scan import HitWriter, WriteBehind
+
+    order, main = [], threading.get_ident()
+
+    def slow(i):
+        time.sleep(0.02 * (3 - i))
+        order.append((i, threading.get_ident() != main))
+        return i
+    wb = WriteBehind()
+    for i in range(3):
+        wb.submit(slow, i)
+    assert wb.wait() == 2
+    wb.close()
+    assert order == [(0, True), (1, True), (2, True)]
+
+    src = tmp_path / "in.edi"
+    src.write_bytes(EDI + b"\n" + EDI2 + X12)
+    t = pa.concat_tables([r.hits for _b, r in _scan_all([src], 1 << 20)])
+    assert t.num_rows >= 3
+    out = tmp_path / "hits.parquet"
+    w = HitWriter(str(out))
+    w.write(t)
+    w.write(t.slice(0, 3))
+    w.close()
+    assert pq.read_table(out).to_pylist() == t.to_pylist() + t.slice(0, 3).to_pylist()
+
+    bad = tmp_path / "bad.parquet"
+    w = HitWriter(str(bad))
+    w.write(t)
+    w.write(pa.table({"x": [1]}))          # not the hits schema: the writer thread raises
+    with pytest.raises(ValueError):
+        w.write(t)
+        w.close()
+    w.abort()
+    assert sorted(tmp_path.iterdir()) == sorted([out, src])
+    assert HITS.names == t.schema.names
