@@ -151,6 +151,13 @@ def _cold(cs: dict) -> str:
                        + (f"; {r['compiles']} compiles" if r.get("compiles") else "") + ")")
         else:
             out.append(f"{k}: error {r.get('reason')}")
+    w = cs.get("warmup")
+    if w:
+        done = [f"{k} {w[k]['process_s']:.1f} s" + (f" ({w[k]['cache_files']} cache files)" if k == "cold" else "")
+                if (w.get(k) or {}).get("status") == "ok" else f"{k}: error {(w.get(k) or {}).get('reason')}"
+                for k in ("cold", "warm")]
+        out.append(f"`flowaudit warmup` as installed (every kernel, default --jobs, {w.get('cpus')} CPUs): "
+                   + ", ".join(done))
     return "; ".join(out)
 
 

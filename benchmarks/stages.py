@@ -787,6 +787,31 @@ def cold_start(timeout: float = 900) -> dict:
             tot = r["kernels_s"] or 1.0
             r["per_format_share"] = {k: v / tot for k, v in r["per_format_s"].items()}
             out[name] = {"status": "ok", "process_s": wall, **r}
+        out["warmup"] = _warmup_command(src, Path(d) / "numba-cache-warmup", timeout)
+    return out
+
+
+def _warmup_command(src: Path, cache: Path, timeout: float) -> dict:
+    """``flowaudit warmup`` as an install runs it (every kernel: the formats, the hit tables, the
+    audit's and scan's buffers; ``--jobs`` at its default, two processes on two or more CPUs) with
+    an empty cache, then again with that cache: wall seconds and the cache files it leaves."""
+    import subprocess
+    import sys
+    cache.mkdir()
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache),
+           "PYTHONPATH": os.pathsep.join([str(src)] + [x for x in [os.environ.get("PYTHONPATH")] if x])}
+    out = {"method": "`python -m flowaudit warmup` (default --jobs) from the same snapshot, its own empty "
+                     "NUMBA_CACHE_DIR (cold), then again (warm)", "cpus": os.cpu_count()}
+    for name in ("cold", "warm"):
+        t0 = time.perf_counter()
+        p = subprocess.run([sys.executable, "-m", "flowaudit", "warmup"], env=env, capture_output=True,
+                           text=True, timeout=timeout, cwd=src.parent)
+        wall = time.perf_counter() - t0
+        if p.returncode != 0:
+            out[name] = {"status": "error", "reason": (p.stderr.strip().splitlines() or ["?"])[-1]}
+            continue
+        out[name] = {"status": "ok", "process_s": wall,
+                     "cache_files": sum(1 for f in cache.rglob("*") if f.suffix in (".nbi", ".nbc"))}
     return out
 
 

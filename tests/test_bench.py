@@ -43,6 +43,24 @@ def test_json_matches_schema(result):
     assert report.validate(json.loads(json.dumps(result, default=str))) == []
 
 
+def test_cold_start_record_with_the_warmup_command_validates_and_renders(result):
+    """The cold-start record's shape (the measurement itself takes minutes: `./dev bench`):
+    `flowaudit warmup` as installed beside the per-format compile, in the JSON and the Markdown."""
+    doc = json.loads(json.dumps(result, default=str))
+    start = {"status": "ok", "process_s": 50.0, "import_s": 2.0, "kernels_s": 48.0,
+             "per_format_s": {"json": 20.0}, "per_format_share": {"json": 0.42}}
+    doc["cold_start"] = {"method": "m", "cold": start, "warm": dict(start, process_s=2.5),
+                         "warmup": {"method": "w", "cpus": 2,
+                                    "cold": {"status": "ok", "process_s": 46.3, "cache_files": 340},
+                                    "warm": {"status": "error", "reason": "boom"}}}
+    assert report.validate(doc) == []
+    md = report.markdown(doc)
+    assert "`flowaudit warmup` as installed (every kernel, default --jobs, 2 CPUs): cold 46.3 s (340 cache files), " \
+           "warm: error boom" in md
+    doc["cold_start"]["warmup"]["cold"]["status"] = "fine"
+    assert report.validate(doc) != []
+
+
 def test_schema_rejects_a_broken_document(result):
     bad = json.loads(json.dumps(result, default=str))
     bad["stages"][0]["status"] = "fine"
