@@ -367,15 +367,13 @@ def batch_pass(clf, vals, decl, batch_size: int, compression: str = "zstd", row_
         b = Batch.from_values(vals[i:i + batch_size], decl[i:i + batch_size])
         r = clf.run(b)
         tables = (r.messages, r.hits, r.quarantine)
-        out_bytes += behind.wait() or 0
-        behind.submit(_write_parquet, tables, compression, row_group_size)
+        out_bytes += behind.submit(_write_parquet, tables, compression, row_group_size) or 0
         lat.append(time.perf_counter() - t0)
         hits += r.hits.num_rows
         quarantined += r.quarantine.num_rows
         if keep_tables:
             kept.append(tables)
-    out_bytes += behind.wait() or 0
-    behind.close()
+    out_bytes += behind.close() or 0
     return {"latencies": lat, "parquet_bytes": out_bytes, "hits": hits, "quarantined": quarantined,
             "tables": kept}
 
@@ -472,16 +470,14 @@ def scan_pass(clf, path: Path, batch_bytes: int, compression: str = "zstd") -> d
     behind = WriteBehind()
     t0 = time.perf_counter()
     for batch, r in scan([str(path)], clf, batch_bytes=batch_bytes):
-        out_bytes += behind.wait() or 0
-        behind.submit(_write_parquet, (r.messages, r.hits, r.quarantine), compression, 65536)
+        out_bytes += behind.submit(_write_parquet, (r.messages, r.hits, r.quarantine), compression, 65536) or 0
         n += len(batch)
         hits += r.hits.num_rows
         decoded += r.messages.num_rows
         quarantined += r.quarantine.num_rows
         lat.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-    out_bytes += behind.wait() or 0
-    behind.close()
+    out_bytes += behind.close() or 0
     return {"interchanges": n, "decoded": decoded, "quarantined": quarantined, "hits": hits,
             "parquet_bytes": out_bytes, "latencies": lat}
 
@@ -754,6 +750,13 @@ def _snapshot(dst: Path) -> Path:
     return dst
 
 
+def _snapshot_env(src: Path, cache: Path) -> dict:
+    """The environment of a subprocess that imports the snapshot at ``src`` and keeps numba's
+    cache in ``cache``."""
+    return {**os.environ, "NUMBA_CACHE_DIR": str(cache),
+            "PYTHONPATH": os.pathsep.join([str(src)] + [x for x in [os.environ.get("PYTHONPATH")] if x])}
+
+
 def cold_start(timeout: float = 900) -> dict:
     """Compile time with an empty numba cache, then the same with that cache filled (warm start):
     two subprocesses that import a snapshot of the package with NUMBA_CACHE_DIR = a new temp folder."""
@@ -770,8 +773,7 @@ def cold_start(timeout: float = 900) -> dict:
         src = _snapshot(Path(d) / "src")
         cache = Path(d) / "numba-cache"
         cache.mkdir()
-        env = {**os.environ, "NUMBA_CACHE_DIR": str(cache),
-               "PYTHONPATH": os.pathsep.join([str(src)] + [x for x in [os.environ.get("PYTHONPATH")] if x])}
+        env = _snapshot_env(src, cache)
         for name in ("cold", "warm"):
             t0 = time.perf_counter()
             p = subprocess.run([sys.executable, "-c", _COLD_SCRIPT], env=env, capture_output=True, text=True,
@@ -798,8 +800,7 @@ def _warmup_command(src: Path, cache: Path, timeout: float) -> dict:
     import subprocess
     import sys
     cache.mkdir()
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache),
-           "PYTHONPATH": os.pathsep.join([str(src)] + [x for x in [os.environ.get("PYTHONPATH")] if x])}
+    env = _snapshot_env(src, cache)
     out = {"method": "`python -m flowaudit warmup` (default --jobs) from the same snapshot, its own empty "
                      "NUMBA_CACHE_DIR (cold), then again (warm)", "cpus": os.cpu_count()}
     for name in ("cold", "warm"):

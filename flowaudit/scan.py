@@ -176,19 +176,22 @@ class WriteBehind:
         self._ex = ThreadPoolExecutor(1, thread_name_prefix="flowaudit-scan-writer")
         self._fut = None
 
-    def submit(self, fn, *args) -> None:
-        self.wait()
+    def submit(self, fn, *args):
+        """Start ``fn(*args)`` on the thread once the write before it is done; returns that
+        write's result (None for the first)."""
+        prev = self.wait()
         self._fut = self._ex.submit(fn, *args)
+        return prev
 
     def wait(self):
         """The last write's result (its error raised); None when none is in flight."""
         fut, self._fut = self._fut, None
         return None if fut is None else fut.result()
 
-    def close(self) -> None:
-        """Wait for the last write (its error raised), then stop the thread."""
+    def close(self):
+        """Wait for the last write (its error raised; its result returned), then stop the thread."""
         try:
-            self.wait()
+            return self.wait()
         finally:
             self._ex.shutdown(wait=True)
 

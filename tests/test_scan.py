@@ -205,10 +205,8 @@ def test_hits_written_behind_keep_order_and_a_failed_write_leaves_no_file(tmp_pa
         order.append((i, threading.get_ident() != main))
         return i
     wb = WriteBehind()
-    for i in range(3):
-        wb.submit(slow, i)
-    assert wb.wait() == 2
-    wb.close()
+    assert [wb.submit(slow, i) for i in range(3)] == [None, 0, 1]   # each submit returns the write before
+    assert wb.close() == 2
     assert order == [(0, True), (1, True), (2, True)]
 
     src = tmp_path / "in.edi"
