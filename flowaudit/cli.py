@@ -12,6 +12,7 @@ import sys
 
 from . import __version__
 from .config import ConfigError, load
+from .memory import ARROW_POOL, preselect_arrow_pool
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -77,7 +78,7 @@ def cmd_stream(args) -> int:
     from .service import StartupInterrupted, StreamService, format_summary
 
     fix_mmap_threshold()
-    arrow_pool(default="system")
+    arrow_pool(default=_ARROW_POOLS["stream"])
     settings = _settings(args)
     metrics = Metrics(settings.kafka.topics)
     service = StreamService(settings, metrics, until_drained=args.until_drained, max_seconds=args.max_seconds)
@@ -381,7 +382,16 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+# the Arrow allocator of the long-running commands (flowaudit/memory.py), chosen before the parser
+# imports pyarrow, so that Arrow's own C++ default is the same pool
+_ARROW_POOLS = {"stream": "system", "audit": ARROW_POOL}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command in _ARROW_POOLS:
+        preselect_arrow_pool(_ARROW_POOLS[command])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -52,26 +52,45 @@ ARROW_POOL = "jemalloc"
 _POOLS = ("jemalloc", "system", "mimalloc")
 
 
+def preselect_arrow_pool(name: str) -> str:
+    """Set ``ARROW_DEFAULT_MEMORY_POOL`` (unless already set) while pyarrow is not yet imported, so
+    that Arrow's C++ default is ``name`` too; returns the name in effect.  ``flowaudit`` calls it
+    before building its parser, which imports pyarrow."""
+    import sys
+
+    name = os.environ.get("ARROW_DEFAULT_MEMORY_POOL") or name
+    if name not in _POOLS:
+        name = "system"
+    if "pyarrow" not in sys.modules:
+        os.environ["ARROW_DEFAULT_MEMORY_POOL"] = name
+    return name
+
+
 def arrow_pool(name: str | None = None, default: str = ARROW_POOL):
-    """Make Arrow's ``default`` pool (jemalloc) Python's default (:func:`pyarrow.set_memory_pool`: Parquet file
-    reads and writes, compute, conversions) and the default of the processes started after this
-    call (``ARROW_DEFAULT_MEMORY_POOL``: Dask's LocalCluster workers); returns the pool.  The
-    variable, when set, chooses another: jemalloc, system or mimalloc.
+    """Make Arrow's ``default`` pool (jemalloc) the process's Arrow allocator and the default of
+    the processes started after this call (``ARROW_DEFAULT_MEMORY_POOL``: Dask's LocalCluster
+    workers); returns the pool.  The variable, when set, chooses another: jemalloc, system or
+    mimalloc.
+
+    Called before pyarrow's first import (or after :func:`preselect_arrow_pool`), Arrow's own
+    default -- the one its C++ side takes: dataset scans, the Parquet writer's and readers'
+    internals -- is this pool too; once pyarrow is imported, only Python's default changes
+    (:func:`pyarrow.set_memory_pool`: Parquet file reads and writes, compute, conversions).
 
     pyarrow's default, mimalloc, kept the pages freed by the threads that decode Parquet: the
     driver's RSS grew with every window of findings correlation while Arrow held one window's
     evidence (1M messages: 403 -> 655 MB over 72 windows of 30 MB each).  With jemalloc (or the
-    system allocator) RSS stays at what is live.  Arrow reads the variable once, when
-    pyarrow is imported, so in this process only Python's default changes; the dataset scanner
-    keeps Arrow's, which is why the audit reads windows with ``WindowReader``.
+    system allocator) RSS stays at what is live.
 
     ``flowaudit stream`` takes the system allocator, whose free pages :func:`trim` gives back:
     300k messages peaked at 539 MB against 568-585 MB with mimalloc and 550 with jemalloc
-    (``python -m benchmarks.memory``, with the pool set through the variable)."""
+    (``python -m benchmarks.memory``, with the pool set through the variable).  Set before the
+    import as well, mimalloc's arena (which held up to 60 MB by the end of a 1M-message run) is
+    never made: the run's peak fell from 667-681 to 617 MB."""
+    name = preselect_arrow_pool(name or os.environ.get("ARROW_DEFAULT_MEMORY_POOL") or default)
     import pyarrow as pa
 
-    name = name or os.environ.get("ARROW_DEFAULT_MEMORY_POOL") or default
-    if name not in _POOLS or name not in pa.supported_memory_backends():
+    if name not in pa.supported_memory_backends():
         name = "system"
     os.environ["ARROW_DEFAULT_MEMORY_POOL"] = name
     pool = getattr(pa, f"{name}_memory_pool")()
