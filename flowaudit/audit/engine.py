@@ -375,8 +375,9 @@ class WindowReader:
     kept, topic-filtered, until a window starts after its last time).  Reads go through
     :class:`pyarrow.parquet.ParquetFile`, whose buffers come from Python's default pool (the one
     :func:`flowaudit.memory.arrow_pool` chose): a dataset scan takes Arrow's own default, fixed when pyarrow was
-    imported -- mimalloc, which kept what its reader threads freed, so that the driver's RSS grew
-    with every window (README, Performance)."""
+    imported -- mimalloc, unless the pool was chosen before (``flowaudit audit`` does), which kept
+    what its reader threads freed, so that the driver's RSS grew with every window (README,
+    Performance)."""
 
     def __init__(self, base: Path, cols, topics):
         import pyarrow as pa
