@@ -55,7 +55,7 @@ _POOLS = ("jemalloc", "system", "mimalloc")
 def preselect_arrow_pool(name: str) -> str:
     """Set ``ARROW_DEFAULT_MEMORY_POOL`` (unless already set) while pyarrow is not yet imported, so
     that Arrow's C++ default is ``name`` too; returns the name in effect.  ``flowaudit`` calls it
-    before building its parser, which imports pyarrow."""
+    before building its parser, which may import pyarrow."""
     import sys
 
     name = os.environ.get("ARROW_DEFAULT_MEMORY_POOL") or name

@@ -167,28 +167,29 @@ import sys
 from flowaudit.memory import arrow_pool
 if sys.argv[1] == "early":
     arrow_pool(default="system")
-elif sys.argv[1] == "cli":          # the command line chooses before its parser imports pyarrow
-    from flowaudit.cli import main
+elif sys.argv[1] == "cli":          # flowaudit scan: its parser imports pyarrow; the pool is chosen before
     import contextlib, io
+    from flowaudit.cli import main
     with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
-        main(["stream", "--help"])
+        main(["scan", "--help"])
     assert "pyarrow" in sys.modules
-    arrow_pool(default="system")
 import pyarrow as pa, pyarrow.dataset as ds, pyarrow.parquet as pq
 if sys.argv[1] == "late":
     arrow_pool(default="system")
 pq.write_table(pa.table({"x": list(range(200_000))}), sys.argv[2], compression="zstd")
 t = ds.dataset(sys.argv[2]).to_table()
 assert t.num_rows == 200_000
-print(pa.mimalloc_memory_pool().max_memory(), pa.system_memory_pool().max_memory())
+print(pa.mimalloc_memory_pool().max_memory(), pa.system_memory_pool().max_memory(),
+      pa.jemalloc_memory_pool().max_memory() if "jemalloc" in pa.supported_memory_backends() else 1)
 """
 
 
 @pytest.mark.skipif("mimalloc" not in __import__("pyarrow").supported_memory_backends(), reason="no mimalloc")
 def test_arrow_pool_before_pyarrow_import_is_arrows_own_default_too(tmp_path):
-    """``flowaudit stream`` chooses its Arrow pool before pyarrow is imported, so that the Parquet
-    writer's and the dataset scanner's own allocations come from it too, not from mimalloc
-    (whose arena kept up to 60 MB of freed pages by the end of a 1M-message stream)."""
+    """``flowaudit stream``, ``audit`` and ``scan`` choose their Arrow pool before pyarrow is
+    imported, so that the Parquet writer's and the dataset scanner's own allocations come from it
+    too, not from mimalloc (whose arena kept up to 60 MB of freed pages by the end of a
+    1M-message stream)."""
     import os
     import subprocess
     import sys
@@ -199,8 +200,8 @@ def test_arrow_pool_before_pyarrow_import_is_arrows_own_default_too(tmp_path):
         out = subprocess.run([sys.executable, "-c", _POOL_PROBE, when, str(tmp_path / f"{when}.parquet")], env=env,
                              capture_output=True, text=True, timeout=120, check=True).stdout.split()
         got[when] = tuple(map(int, out))
-    for when in ("early", "cli"):
-        assert got[when][0] == 0 and got[when][1] > 0, got        # everything in the system pool
+    assert got["early"][0] == 0 and got["early"][1] > 0, got      # everything in the system pool
+    assert got["cli"][0] == 0 and got["cli"][2] > 0, got          # scan: everything in jemalloc
     assert got["late"][0] > 0, got                                # after the import, Arrow's C++ side keeps mimalloc
 
 
