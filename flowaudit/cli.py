@@ -146,8 +146,11 @@ def cmd_collect(args) -> int:
 
 def cmd_demo(args) -> int:
     from .demo import run_demo
+    from .memory import arrow_pool, fix_mmap_threshold
     from .service import format_summary
 
+    fix_mmap_threshold()                 # the stream's process settings: the demo runs it in-process
+    arrow_pool(default=_ARROW_POOLS["demo"])
     summary = run_demo(count=args.count, seed=args.seed, out=args.out, partitions=args.partitions,
                        metrics_port=args.metrics_port)
     print(format_summary(summary), flush=True)
@@ -397,7 +400,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 # the Arrow allocator of the long-running commands (flowaudit/memory.py), chosen before the parser
 # imports pyarrow, so that Arrow's own C++ default is the same pool (scan of the 64 MiB bench
 # archive: 492-496 MB peak against 529-535 MB with mimalloc, pyarrow's default)
-_ARROW_POOLS = {"stream": "system", "audit": ARROW_POOL, "scan": ARROW_POOL}
+_ARROW_POOLS = {"stream": "system", "demo": "system", "audit": ARROW_POOL, "scan": ARROW_POOL}
 
 
 def main(argv: list[str] | None = None) -> int:
