@@ -188,6 +188,7 @@ class _Slot:
     handed: bool = False                 # a message was handed to the pipeline since assignment
     aborted: bool = False                # revoked or stopping: a failing publish gives up
     eof: bool = False
+    end_committed: int = -1              # consumer position committed at the partition's end (past markers)
     waiting_since: float = field(default_factory=time.monotonic)
 
     @property
@@ -713,16 +714,40 @@ class StreamService:
         # members sharing the topics wait for each other's commits: publish and commit what this
         # one buffers first (the worker is idle; like a buffer-budget publish), or they never would
         keys = [k for k, w in self.writers.items() if w.buffered]
-        if keys:
-            done: dict = {}
-            if self._publish_all(keys, done, "--until-drained: publish before waiting for the group") is None:
-                return False
-            self._commit([TopicPartition(t, p, o) for (t, p), o in done.items()], asynchronous=False)
+        done: dict = {}
+        if keys and self._publish_all(keys, done, "--until-drained: publish before waiting for the group") is None:
+            return False
+        tps = [TopicPartition(t, p, o) for (t, p), o in done.items()] + self._ends_past_markers()
+        if tps:
+            self._commit(tps, asynchronous=False)
         at, drained, _what = self._group_check
         if time.monotonic() - at >= 1.0:
             drained, what = self._group_drained()
             self._group_check = (time.monotonic(), drained, what)
         return drained
+
+    def _ends_past_markers(self) -> list[TopicPartition]:
+        """Partitions read to their end with every row durable, whose consumer position is past
+        the offset their files end at: the offsets between hold a transactional producer's commit
+        markers (or aborted records), which no consumer receives.  Committed, the position lets
+        the group's offsets reach the partition's end, which members sharing the topics wait for
+        (``--until-drained``) and lag monitoring reads."""
+        out = []
+        for k, s in self.slots.items():
+            w = self.writers.get(k)
+            if w is None or not s.eof or not s.ready or s.aborted or w.buffered:
+                continue
+            durable = w.next_offset if w.next_offset is not None else (0 if s.last_seen < 0 else None)
+            if durable is None or durable != s.last_seen + 1 and s.last_seen >= 0:
+                continue   # rows seen but not yet durable
+            try:
+                pos = self.consumer.position([TopicPartition(*k)])[0].offset
+            except KafkaException:
+                continue
+            if pos > durable and pos > s.end_committed:
+                s.end_committed = pos
+                out.append(TopicPartition(k[0], k[1], pos))
+        return out
 
     def _group_drained(self) -> tuple[bool, str]:
         """(drained, what it waits for): the group's committed offset of each partition this
@@ -919,7 +944,7 @@ class StreamService:
                 done[(topic, part)] = last + 1
         if self._fp_restored and any(self._is_telemetry(k) and w.buffered == 0 for k, w in self.writers.items()):
             self._checkpoint_flowpath({})
-        commits = [TopicPartition(t, p, o) for (t, p), o in done.items()]
+        commits = [TopicPartition(t, p, o) for (t, p), o in done.items()] + self._ends_past_markers()
         with self._outbox_mu:
             commits += [TopicPartition(t, p, o) for (t, p), o in self._outbox.items()]
             self._outbox.clear()

@@ -7,6 +7,7 @@ import itertools
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,13 +65,18 @@ def keyed(value: str) -> bytes:
     return hmac.new(HMAC_KEY.encode(), value.encode(), hashlib.sha256).digest()
 
 
-def produce_labelled(bootstrap: str, topics: dict[str, str], messages) -> dict:
-    """Produce synth messages; returns (topic, partition, offset) -> SynthMessage from delivery reports."""
+def produce_labelled(bootstrap: str, topics: dict[str, str], messages, transaction_size: int = 0) -> dict:
+    """Produce synth messages; returns (topic, partition, offset) -> SynthMessage from delivery reports.
+    ``transaction_size``: produce in committed transactions of that many messages (each ends with a
+    commit marker in every partition it wrote to, an offset no consumer receives)."""
     from confluent_kafka import Producer
 
     from flowaudit.demo import hash_partition
 
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    conf = {"bootstrap.servers": bootstrap, "linger.ms": 5}
+    if transaction_size:
+        conf["transactional.id"] = f"flowaudit-test-{os.getpid()}-{time.monotonic_ns()}"
+    p = Producer(conf)
     placed: dict = {}
     errors = []
 
@@ -80,10 +86,18 @@ def produce_labelled(bootstrap: str, topics: dict[str, str], messages) -> dict:
         else:
             placed[(msg.topic(), msg.partition(), msg.offset())] = m
 
-    for m in messages:
+    if transaction_size:
+        p.init_transactions(30)
+    for i, m in enumerate(messages):
+        if transaction_size and i % transaction_size == 0:
+            if i:
+                p.commit_transaction(30)
+            p.begin_transaction()
         p.produce(topics[m.format], m.value, key=m.key, partition=hash_partition(m.key, 2),
                   on_delivery=lambda err, msg, m=m: report(err, msg, m))
         p.poll(0)
+    if transaction_size:
+        p.commit_transaction(30)
     assert p.flush(30) == 0 and not errors, errors
     return placed
 

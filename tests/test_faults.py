@@ -312,6 +312,39 @@ def test_members_sharing_topics_all_end_with_until_drained(broker, topics, tmp_p
     assert found_hits(root) == expected_hits(placed)
 
 
+def test_members_end_with_until_drained_after_a_transactional_producer(broker, topics, tmp_path):
+    """A transactional producer's commit markers take offsets that no consumer receives, so the
+    last offset a member stores is below the partition's end.  At the end of a partition, with
+    every row durable, a member commits its consumer position (past the markers): the group's
+    offsets reach the end, and the member holding no partition stops instead of waiting out the
+    stall limit (exit 4).  Every data offset is stored exactly once."""
+    only = {"json": topics["json"]}
+    placed = produce_labelled(broker.bootstrap, only, synth.generate(seed=71, n=600, formats=("json",),
+                                                                    bad_fraction=0.02), transaction_size=100)
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "probe"})
+    ends = {p: c.get_watermark_offsets(TopicPartition(only["json"], p), timeout=10)[1] for p in (0, 1)}
+    c.close()
+    data_end = {p: 1 + max(o for (_t, q, o) in placed if q == p) for p in (0, 1)}
+    assert all(ends[p] > data_end[p] for p in (0, 1)), (ends, data_end)   # markers after the data
+    root = tmp_path / "out"
+    members = [Member(broker, only, root, tmp_path / f"m{i}.log", "--group", "g-drain-tx", "--until-drained",
+                      "--metrics-port", "0", FLOWAUDIT_KAFKA_DRAIN_STALL_S="40") for i in range(3)]
+    try:
+        codes = [m.proc.wait(timeout=180) for m in members]
+    finally:
+        for m in members:
+            m.kill()
+    assert codes == [0, 0, 0], [m.text()[-2000:] for m in members]
+    assert_exactly_once(root, placed)
+    assert_no_partial_files(root)
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "g-drain-tx"})
+    committed = c.committed([TopicPartition(only["json"], p) for p in (0, 1)], timeout=10)
+    c.close()
+    assert {tp.partition: tp.offset for tp in committed} == ends     # the group's offsets at the ends
+
+
 def test_held_netflow_sets_and_the_dns_map_survive_a_restart(broker, corpus, tmp_path):
     """A data set waiting for its template and the DNS answer that attributes it are committed
     before the stream stops; after the restart the template arrives, and the stream writes the
