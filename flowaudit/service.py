@@ -733,6 +733,8 @@ class StreamService:
         the group's offsets reach the partition's end, which members sharing the topics wait for
         (``--until-drained``) and lag monitoring reads."""
         out = []
+        if self.consumer is None:
+            return out
         for k, s in self.slots.items():
             w = self.writers.get(k)
             if w is None or not s.eof or not s.ready or s.aborted or w.buffered:
