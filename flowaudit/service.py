@@ -731,7 +731,7 @@ class StreamService:
         the offset their files end at: the offsets between hold a transactional producer's commit
         markers (or aborted records), which no consumer receives.  Committed, the position lets
         the group's offsets reach the partition's end, which members sharing the topics wait for
-        (``--until-drained``) and lag monitoring reads."""
+        (``--until-drained``) and external lag monitors (``kafka-consumer-groups``) read."""
         out = []
         if self.consumer is None:
             return out
