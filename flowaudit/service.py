@@ -740,7 +740,7 @@ class StreamService:
             if w is None or not s.eof or not s.ready or s.aborted or w.buffered:
                 continue
             durable = w.next_offset if w.next_offset is not None else (0 if s.last_seen < 0 else None)
-            if durable is None or durable != s.last_seen + 1 and s.last_seen >= 0:
+            if durable is None or (s.last_seen >= 0 and durable != s.last_seen + 1):
                 continue   # rows seen but not yet durable
             try:
                 pos = self.consumer.position([TopicPartition(*k)])[0].offset

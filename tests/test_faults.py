@@ -288,6 +288,19 @@ def test_until_drained_gives_up_with_a_reason_instead_of_waiting_for_ever(broker
     assert f"{topics['xml']}+1 (locked)" in r.stderr and "kafka.drain_stall_s" in r.stderr
 
 
+def _drain_with_members(broker, only, root: Path, tmp_path: Path, group: str, stall_s: int, n: int = 3) -> list:
+    """``n`` members of ``group`` with ``--until-drained``, waited for; returns them (exited)."""
+    members = [Member(broker, only, root, tmp_path / f"m{i}.log", "--group", group, "--until-drained",
+                      "--metrics-port", "0", FLOWAUDIT_KAFKA_DRAIN_STALL_S=str(stall_s)) for i in range(n)]
+    try:
+        codes = [m.proc.wait(timeout=180) for m in members]
+    finally:
+        for m in members:
+            m.kill()
+    assert codes == [0] * n, [m.text()[-2000:] for m in members]
+    return members
+
+
 def test_members_sharing_topics_all_end_with_until_drained(broker, topics, tmp_path):
     """Three members of one group over two partitions, rows buffered (no rotation): each holds
     its share, or none, and waits until the group's commits reach every partition's end; each
@@ -297,14 +310,7 @@ def test_members_sharing_topics_all_end_with_until_drained(broker, topics, tmp_p
     placed = produce_labelled(broker.bootstrap, only, synth.generate(seed=67, n=1200, formats=("json",),
                                                                     bad_fraction=0.02))
     root = tmp_path / "out"
-    members = [Member(broker, only, root, tmp_path / f"m{i}.log", "--group", "g-drain-3", "--until-drained",
-                      "--metrics-port", "0", FLOWAUDIT_KAFKA_DRAIN_STALL_S="60") for i in range(3)]
-    try:
-        codes = [m.proc.wait(timeout=180) for m in members]
-    finally:
-        for m in members:
-            m.kill()
-    assert codes == [0, 0, 0], [m.text()[-2000:] for m in members]
+    members = _drain_with_members(broker, only, root, tmp_path, "g-drain-3", stall_s=60)
     held = [m.text().count("assigned [") for m in members]
     assert all(held), held   # every member joined the group before it ended
     assert_exactly_once(root, placed)
@@ -329,14 +335,7 @@ def test_members_end_with_until_drained_after_a_transactional_producer(broker, t
     data_end = {p: 1 + max(o for (_t, q, o) in placed if q == p) for p in (0, 1)}
     assert all(ends[p] > data_end[p] for p in (0, 1)), (ends, data_end)   # markers after the data
     root = tmp_path / "out"
-    members = [Member(broker, only, root, tmp_path / f"m{i}.log", "--group", "g-drain-tx", "--until-drained",
-                      "--metrics-port", "0", FLOWAUDIT_KAFKA_DRAIN_STALL_S="40") for i in range(3)]
-    try:
-        codes = [m.proc.wait(timeout=180) for m in members]
-    finally:
-        for m in members:
-            m.kill()
-    assert codes == [0, 0, 0], [m.text()[-2000:] for m in members]
+    _drain_with_members(broker, only, root, tmp_path, "g-drain-tx", stall_s=40)   # exit 4 before
     assert_exactly_once(root, placed)
     assert_no_partial_files(root)
     c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "g-drain-tx"})
