@@ -16,7 +16,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from flowaudit import synth
@@ -261,8 +261,8 @@ def marker_ref(t: bytes) -> bool:
         return False
     d = t[3]
     sep = not (chr(d).isascii() and chr(d).isalnum()) and d not in b'"\\' and d >= 32
-    if t[:3] in (b"UNA", b"UNB", b"UNH"):
-        return sep
+    if t[:3] in (b"UNA", b"UNB", b"UNH") and sep:
+        return True
     if t[:3] == b"ISA" and sep and d != 32:
         return True
     if t[:3] in (b"GS*", b"ST*"):
@@ -277,6 +277,7 @@ _PIECES = [b"A", b"z", b"9", b"+", b"/", b"=", b" ", b"\n", b"\\/", b"\\n", b"\\
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.sampled_from(_PIECES), max_size=40), st.binary(max_size=3))
+@example([b"UNB"] + [b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"] * 3, b"")   # base64 that starts with UNB: a run
 def test_marker_matches_its_reference(pieces, tail):
     t = b"".join(pieces) + tail
     a = np.frombuffer(t, np.uint8).copy() if t else np.zeros(0, np.uint8)
