@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     if command in _ARROW_POOLS:
-        preselect_arrow_pool(_ARROW_POOLS[command])
+        preselect_arrow_pool(default=_ARROW_POOLS[command])
     args = build_parser(command).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")

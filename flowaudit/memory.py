@@ -52,15 +52,14 @@ ARROW_POOL = "jemalloc"
 _POOLS = ("jemalloc", "system", "mimalloc")
 
 
-def preselect_arrow_pool(name: str, chosen: bool = False) -> str:
-    """Set ``ARROW_DEFAULT_MEMORY_POOL`` while pyarrow is not yet imported, so that Arrow's C++
-    default is ``name`` too; returns the name in effect.  The variable, when set, wins unless the
-    name was ``chosen`` explicitly.  ``flowaudit`` calls it before building its parser, which may
-    import pyarrow."""
+def preselect_arrow_pool(name: str | None = None, default: str = ARROW_POOL) -> str:
+    """The pool :func:`arrow_pool` takes (``name``, else the variable, else ``default``), set in
+    ``ARROW_DEFAULT_MEMORY_POOL`` while pyarrow is not yet imported, so that Arrow's C++ default
+    is that pool too; returns its name.  ``flowaudit`` calls it before building its parser, which
+    may import pyarrow."""
     import sys
 
-    if not chosen:
-        name = os.environ.get("ARROW_DEFAULT_MEMORY_POOL") or name
+    name = name or os.environ.get("ARROW_DEFAULT_MEMORY_POOL") or default
     if name not in _POOLS:
         name = "system"
     if "pyarrow" not in sys.modules:
@@ -89,7 +88,7 @@ def arrow_pool(name: str | None = None, default: str = ARROW_POOL):
     (``python -m benchmarks.memory``, with the pool set through the variable).  Set before the
     import as well, mimalloc's arena (which held up to 60 MB by the end of a 1M-message run) is
     never made: the run's peak fell from 667-681 to 617 MB."""
-    name = preselect_arrow_pool(name or os.environ.get("ARROW_DEFAULT_MEMORY_POOL") or default, chosen=True)
+    name = preselect_arrow_pool(name, default)
     import pyarrow as pa
 
     if name not in pa.supported_memory_backends():
