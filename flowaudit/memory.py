@@ -97,3 +97,57 @@ def arrow_pool(name: str | None = None, default: str = ARROW_POOL):
     pool = getattr(pa, f"{name}_memory_pool")()
     pa.set_memory_pool(pool)
     return pool
+
+
+MADV_DONTNEED = 4    # <asm-generic/mman-common.h>
+MADV_PAGEOUT = 21    # Linux 5.4+
+LLVM_LIBRARY = "libllvmlite"
+
+
+def _clean_file_ranges(name: str, smaps: str = "/proc/self/smaps") -> list[tuple[int, int, int]]:
+    """``(start, end, rss bytes)`` of each read-only mapping of a file whose name contains
+    ``name`` and that holds no private (copy-on-write) page: the text and constant data of a
+    shared library, never its relocated or writable segments."""
+    out, cur, rss = [], None, 0
+    try:
+        with open(smaps) as f:
+            for line in f:
+                p = line.split()
+                if len(p) >= 5 and "-" in p[0] and ":" not in p[0]:     # a mapping's header line
+                    cur = p if len(p) > 5 and name in p[5] and "w" not in p[1] else None
+                elif cur is None:
+                    continue
+                elif p[0] == "Rss:":
+                    rss = int(p[1]) << 10
+                elif p[0] == "Anonymous:" and int(p[1]) == 0:
+                    lo, hi = (int(x, 16) for x in cur[0].split("-"))
+                    out.append((lo, hi, rss))
+    except OSError:
+        return []
+    return out
+
+
+def release_library_pages(name: str = LLVM_LIBRARY) -> int:
+    """Hand a shared library's resident text and constant pages back to the kernel; returns the
+    bytes of resident pages released.
+
+    LLVM (libllvmlite, 180 MB of code) is needed while numba compiles or loads kernels.  Loading
+    them faults in about 70 MB of it (the kernel maps 64 KiB around each fault), which then stay
+    in the process's RSS for good although nothing runs them.  ``MADV_PAGEOUT`` (Linux 5.4+)
+    reclaims the pages that no other process maps; ``MADV_DONTNEED`` then drops this process's
+    mappings of the rest (they stay in the page cache for the processes that use them).  Only
+    read-only mappings without a private page are touched, so nothing is lost: a later compile
+    or kernel load faults back what it reads."""
+    libc = _libc()
+    ranges = _clean_file_ranges(name)
+    if libc is None or not ranges:
+        return 0
+    madvise = libc.madvise
+    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    madvise.restype = ctypes.c_int
+    released = 0
+    for lo, hi, rss in ranges:
+        madvise(lo, hi - lo, MADV_PAGEOUT)              # EINVAL before Linux 5.4: DONTNEED alone
+        if madvise(lo, hi - lo, MADV_DONTNEED) == 0:
+            released += rss
+    return released

@@ -74,7 +74,7 @@ from confluent_kafka import (OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError,
 from .config import ConfigError, Settings, hmac_key
 from .decode import TELEMETRY_NAMES
 from .detect.flowpath import FlowPath
-from .memory import trim
+from .memory import release_library_pages, trim
 from .metrics import Metrics
 from .pipeline import Batch, Classifier, format_code
 from .protect import Protector
@@ -606,6 +606,8 @@ class StreamService:
             self.expected_partitions = sum(parts.values())
             # only the formats the topics declare ("auto": all): the others compile on first use
             self.summary.warmup_seconds = self.classifier.warmup(set(self.topic_fmt.tolist()))
+            # the kernels are loaded: LLVM's pages go back to the system (flowaudit/memory.py)
+            log.debug("released %.0f MB of LLVM's pages", release_library_pages() / 1e6)
         except StartupInterrupted:
             self._restore_signal_handlers()
             self.summary.seconds = time.monotonic() - t0

@@ -205,6 +205,47 @@ def test_arrow_pool_before_pyarrow_import_is_arrows_own_default_too(tmp_path):
     assert got["late"][0] > 0, got                                # after the import, Arrow's C++ side keeps mimalloc
 
 
+_LLVM_PROBE = """
+import numba
+from flowaudit.memory import LLVM_LIBRARY, _clean_file_ranges, release_library_pages
+
+@numba.njit(cache=False)
+def first(n):
+    return sum(range(n))
+
+assert first(10) == 45                      # a compile: LLVM's code runs
+before = sum(r for _lo, _hi, r in _clean_file_ranges(LLVM_LIBRARY))
+released = release_library_pages()
+after = sum(r for _lo, _hi, r in _clean_file_ranges(LLVM_LIBRARY))
+assert first(100) == 4950                   # compiled code runs without LLVM's pages
+
+@numba.njit(cache=False)
+def second(a, b):
+    return a * b + 1
+
+assert second(6, 7) == 43                   # and LLVM faults back what another compile needs
+again = sum(r for _lo, _hi, r in _clean_file_ranges(LLVM_LIBRARY))
+print(before, released, after, again)
+"""
+
+
+def test_llvm_pages_released_and_faulted_back():
+    """The stream hands libllvmlite's resident text back once its kernels are loaded
+    (``release_library_pages``): the pages leave the process, compiled code still runs, and a
+    later compile faults back what it needs.  Only read-only mappings without private pages are
+    touched (the library's relocated and writable segments keep their pages)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _LLVM_PROBE], capture_output=True, text=True, timeout=120,
+                         check=True).stdout.split()
+    before, released, after, again = map(int, out)
+    assert before > 8 << 20, out                    # a compile touched megabytes of LLVM
+    assert released == before, out
+    assert after < 1 << 20, out                     # gone from this process
+    assert again > after, out                       # the second compile read LLVM again
+
+
 def test_flags_array_round_trip():
     masks = np.array([0, 1, FLAG_BITS["duplicate_payload"] | FLAG_BITS["unt_count_mismatch"], 2 ** len(FLAGS) - 1],
                      np.uint32)
