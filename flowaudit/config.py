@@ -60,7 +60,7 @@ class SinkSettings:
     rotate_records: int = 100_000      # messages per file per partition; record time rotates by hour
     # Arrow memory the buffered rows of all partitions may hold before every partition publishes
     # what it has (a byte bound across partitions, like Kafka Connect's flush.size is per partition)
-    buffer_budget_mb: int = 32
+    buffer_budget_mb: int = 16
     compression: str = "zstd"
     row_group_size: int = 64 * 1024
     raw_values: bool = False           # store raw sensitive values (local investigations only)
