@@ -785,6 +785,7 @@ class StreamService:
             except BaseException as exc:  # surfaced in the main thread, which stops
                 self._worker_error = exc
             finally:
+                work = None   # the batch goes now, not when the next one arrives
                 self._queue.task_done()
 
     def _wait_idle(self, raise_error: bool = True) -> None:
@@ -873,7 +874,8 @@ class StreamService:
                     with self._outbox_mu:
                         self._outbox[key] = max(self._outbox.get(key, -1), last + 1)
                     self._fault_cleared()
-                trim()   # as after a publish in the worker (_enforce_budget)
+                items = w = cur = slot = None   # the published tables go now, not after the next get:
+                trim()   # then their pages go back, as after a publish in the worker (_enforce_budget)
                 self.summary.write_behind_seconds += time.perf_counter() - t0
             finally:
                 self._wq.task_done()
