@@ -640,6 +640,7 @@ class StreamService:
                 self._offer_held()
                 self._hold_pause = bool(self._held) or self._fault_since is not None
                 self._apply_pauses(c)
+                self._room_for_a_batch()
                 msgs = c.consume(num_messages=k.poll_max_messages, timeout=self._poll_timeout())
                 got = len(msgs)
                 if msgs:
@@ -914,6 +915,19 @@ class StreamService:
             except queue.Full:
                 return
             self._held.pop(0)
+
+    def _room_for_a_batch(self, timeout: float = 1.0) -> None:
+        """Before a poll, wait (at most ``timeout``) for room in the worker's queue: a batch built
+        while it is full only waits in memory (one batch more at the peak, ~15 MB at 5000
+        messages).  Not while batches are held aside (a storage fault): then this thread polls,
+        paused, to serve the group; and never longer than ``timeout``, so it polls at least that
+        often (rebalances, SIGTERM)."""
+        q = self._queue
+        if q is None or self._worker is None or self._held or self._fault_since is not None:
+            return
+        with q.not_full:    # the queue's own condition (its lock guards q.queue)
+            q.not_full.wait_for(lambda: len(q.queue) < q.maxsize or self.stopping or self._worker_error is not None,
+                                timeout)
 
     def _enqueue(self, work) -> None:
         """Hand a batch to the worker.  While the worker is slower, wait a little (back-pressure);
