@@ -643,7 +643,7 @@ class StreamService:
                 self._room_for_a_batch()
                 msgs = c.consume(num_messages=k.poll_max_messages, timeout=self._poll_timeout())
                 got = len(msgs)
-                if msgs:
+                if got:
                     if t_first is None:
                         t_first = time.monotonic()
                         self.summary.first_message_at = time.time()
