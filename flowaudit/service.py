@@ -79,7 +79,7 @@ from .metrics import Metrics
 from .pipeline import Batch, Classifier, format_code
 from .protect import Protector
 from .sinks.parquet import PartitionLock, PartitionWriter, PublishAborted, SinkError, replace_atomic
-from .sources.kafka import check_broker, consumer_config
+from .sources.kafka import EARLIEST, LATEST, check_broker, consumer_config, log_offsets
 
 log = logging.getLogger("flowaudit.stream")
 
@@ -87,6 +87,11 @@ EXIT_LOG_RESET = 3      # sink.on_log_reset = "stop" and the broker's log no lon
 EXIT_STALLED = 4        # --until-drained made no progress for kafka.drain_stall_s
 # --until-drained: the poll timeout while every partition is at its end and only the worker is busy
 DRAIN_POLL_S: float | None = 0.02
+# --until-drained, members sharing the topics: how often a member whose own partitions are at
+# their end asks whether the group's commits reach the others' ends.  Often, because the first
+# member to see the group drained leaves it, and a member that had not looked yet is then held
+# in the rebalance that follows (seconds on the embedded broker) instead of ending with it.
+GROUP_CHECK_S = 0.25
 # the buffer budget counts the rows of the hand-off in flight: the worker waits for the writer
 # rather than hold more than sink.buffer_budget_mb (False: only the buffered rows count)
 BUDGET_COUNTS_IN_FLIGHT = True
@@ -120,6 +125,17 @@ class RateLimitedLog:
         if held:
             msg += f" ({held} similar message(s) held back in the last {self.every:.0f} s)"
         self.logger.log(level, msg, *args)
+
+
+def _short_of(committed, logs: dict) -> list[str]:
+    """The partitions whose committed offset is short of the end of their non-empty log, as
+    ``topic+partition (committed C of END)``; ``logs``: (start, end) by (topic, partition)."""
+    out = []
+    for tp in committed:
+        lo_hi = logs.get((tp.topic, tp.partition))
+        if lo_hi is not None and lo_hi[1] > lo_hi[0] and tp.offset < lo_hi[1]:   # start -1: not asked
+            out.append(f"{tp.topic}+{tp.partition} (committed {max(tp.offset, lo_hi[0])} of {lo_hi[1]})")
+    return out
 
 
 @dataclass
@@ -239,6 +255,7 @@ class StreamService:
         self._topic_parts: dict[str, int] = {}
         self._assigned = False          # an assignment is in force (False between revoke and assign)
         self._group_check = (0.0, False, "")   # --until-drained, members sharing topics: (at, drained, what)
+        self._other_logs: tuple = (0.0, {})    # (at, {(topic, partition): (log start, log end)}) of others'
         self._ratelog = RateLimitedLog(log)
         # pipelining: the main thread consumes and gathers batch N+1 while a worker thread runs the
         # kernels (which release the GIL), builds tables and publishes files for batch N
@@ -323,7 +340,7 @@ class StreamService:
         return resume
 
     def _on_assign(self, consumer, partitions):
-        pending = []
+        pending, locked = [], []
         for p in partitions:
             slot = _Slot(p.topic, p.partition, PartitionLock(self.root, p.topic, p.partition))
             self.slots[slot.key] = slot
@@ -334,9 +351,13 @@ class StreamService:
                               p.topic, p.partition, exc)
                 got = False
             if got:
-                p.offset = self._activate(consumer, slot)
+                locked.append((p, slot, *self._recover(slot)))
             else:
                 pending.append(p)
+        # where each partition's log starts and ends, for all of them in two requests
+        marks = self._log_marks(consumer, [slot.key for _p, slot, _w, resume in locked if resume is not None])
+        for p, slot, w, resume in locked:
+            p.offset = self._start_at(consumer, slot, w, resume, marks)
         consumer.assign(partitions)
         if pending:
             log.warning("waiting for the storage locks of %s (held by another member, e.g. one that was "
@@ -355,9 +376,32 @@ class StreamService:
         whose answer is low (Tansu answers with the base offset of the last batch) re-reads a few
         stored messages (dropped) instead of waiting at an offset it never answers for, and a
         log that really is shorter ends (EOF) before the stored message: storage is ahead."""
+        w, resume = self._recover(slot)
+        return self._start_at(consumer, slot, w, resume)
+
+    def _recover(self, slot: _Slot) -> tuple[PartitionWriter, int | None]:
+        """The partition's writer, recovered from storage, and the offset storage resumes at."""
         w = self._new_writer(slot.topic, slot.partition)
         w.on_fault = lambda exc, attempt, slot=slot: self._on_fault(slot, exc, attempt)
-        resume = w.recover()
+        return w, w.recover()
+
+    @staticmethod
+    def _log_marks(consumer, keys: list) -> dict:
+        """(start, end) of each partition's log, asked together (``log_offsets``); {} when that
+        fails, and each partition asks on its own."""
+        if not keys:
+            return {}
+        tps = [TopicPartition(t, p) for t, p in keys]
+        try:
+            lo, hi = log_offsets(consumer, tps, EARLIEST), log_offsets(consumer, tps, LATEST)
+        except KafkaException as exc:
+            log.info("listing the offsets of %d partitions together failed (%s); one at a time", len(keys), exc)
+            return {}
+        return {k: (lo[k], hi[k]) for k in keys if k in lo and k in hi}
+
+    def _start_at(self, consumer, slot: _Slot, w: PartitionWriter, resume: int | None, marks=None) -> int:
+        """The offset to fetch ``slot`` from, ``w`` recovered with storage at ``resume``
+        (:meth:`_activate`); ``marks``: the logs' (start, end) where already asked."""
         tp = TopicPartition(slot.topic, slot.partition)
         if resume is None:
             committed = consumer.committed([tp], timeout=10)[0].offset
@@ -366,7 +410,8 @@ class StreamService:
             else:
                 start = OFFSET_BEGINNING if self.settings.kafka.auto_offset_reset == "earliest" else OFFSET_END
         else:
-            lo, hi = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+            got = (marks or {}).get(slot.key)
+            lo, hi = got if got is not None else consumer.get_watermark_offsets(tp, timeout=10, cached=False)
             v_off = resume - 1
             if lo > resume:
                 self._log_gap(slot.topic, slot.partition, resume, lo)
@@ -700,18 +745,22 @@ class StreamService:
     def _poll_timeout(self) -> float:
         """``kafka.poll_timeout_s``, except while ``--until-drained`` has read every partition to
         its end and only waits for the worker: then a short poll (the group is still served), so
-        that the run ends when the worker does, not up to a poll timeout later."""
+        that the run ends when the worker does, not up to a poll timeout later.  A member sharing
+        the topics whose own partitions are at their end polls every ``GROUP_CHECK_S``, the
+        pace at which it asks for the group's commits."""
         t = self.settings.kafka.poll_timeout_s
-        if (DRAIN_POLL_S is not None and self.until_drained and self._queue is not None
-                and self._queue.unfinished_tasks and len(self.slots) >= self.expected_partitions
-                and all(s.ready and s.eof for s in self.slots.values())):
+        if not (self.until_drained and self._assigned and all(s.ready and s.eof for s in self.slots.values())):
+            return t
+        if len(self.slots) < self.expected_partitions:    # waiting for the group's commits
+            return min(t, GROUP_CHECK_S)
+        if DRAIN_POLL_S is not None and self._queue is not None and self._queue.unfinished_tasks:
             return min(t, DRAIN_POLL_S)
         return t
 
     def _drained(self) -> bool:
         """Every partition this member holds is read to its end and its rows handed on; and the
         partitions it does not hold (members sharing the topics) are drained by the group: its
-        committed offsets reach their ends (asked at most once a second).  A member alone, or
+        committed offsets reach their ends (asked every ``GROUP_CHECK_S``).  A member alone, or
         with every partition, needs no broker round trip."""
         if not (self._assigned and all(s.ready and s.eof for s in self.slots.values()) and not self._held
                 and (self._queue is None or self._queue.unfinished_tasks == 0)):
@@ -728,7 +777,7 @@ class StreamService:
         if tps:
             self._commit(tps, asynchronous=False)
         at, drained, _what = self._group_check
-        if time.monotonic() - at >= 1.0:
+        if time.monotonic() - at >= GROUP_CHECK_S:
             drained, what = self._group_drained()
             self._group_check = (time.monotonic(), drained, what)
         return drained
@@ -760,17 +809,29 @@ class StreamService:
 
     def _group_drained(self) -> tuple[bool, str]:
         """(drained, what it waits for): the group's committed offset of each partition this
-        member does not hold is at the partition's end (or the partition is empty)."""
+        member does not hold is at the partition's end (or the partition is empty).
+
+        The commits are asked every time (a cheap OffsetFetch); the logs' ends and starts
+        (ListOffsets, 0.5 s a request on the embedded broker) once every 5 s.  Between, the
+        commits are compared with the ends of that answer: as a member alone stops at the ends
+        it saw (EOF) when it saw them, the group counts as drained once its commits reach the
+        ends known a few seconds ago."""
         others = [TopicPartition(t, p) for t, n in self._topic_parts.items() for p in range(n)
                   if (t, p) not in self.slots]
         try:
             committed = self.consumer.committed(others, timeout=5)
-            waiting = []
-            for tp in committed:
-                lo, hi = self.consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=5,
-                                                             cached=False)
-                if hi > lo and (tp.offset < 0 or tp.offset < hi):
-                    waiting.append(f"{tp.topic}+{tp.partition} (committed {max(tp.offset, lo)} of {hi})")
+            at, known = self._other_logs
+            if time.monotonic() - at < 5.0 and all((tp.topic, tp.partition) in known for tp in committed):
+                waiting = _short_of(committed, known)
+                return not waiting, ", ".join(waiting)
+            # the logs' ends in one request; their starts only where a commit is short of the
+            # end, to tell an empty log (nothing to wait for) from one not yet read
+            hi = log_offsets(self.consumer, committed, LATEST, timeout=5)
+            short = [tp for tp in committed if tp.offset < hi[(tp.topic, tp.partition)]]
+            lo = log_offsets(self.consumer, short, EARLIEST, timeout=5)
+            known = {k: (lo.get(k, -1), e) for k, e in hi.items()}   # -1: not asked, its commit was at the end
+            self._other_logs = (time.monotonic(), known)
+            waiting = _short_of(committed, known)
         except KafkaException as exc:
             return False, f"the group's offsets: {exc.args[0].str()}"
         return not waiting, ", ".join(waiting)
