@@ -69,17 +69,23 @@ def _settings(args):
         over.setdefault("egress", {})["policy_file"] = args.policy
     if getattr(args, "on_log_reset", None):
         over.setdefault("sink", {})["on_log_reset"] = args.on_log_reset
+    if getattr(args, "workers", None) is not None:
+        over.setdefault("kafka", {})["workers"] = args.workers
     return load(args.config, overrides=over)
 
 
 def cmd_stream(args) -> int:
+    from .workers import supervise, worker_tag
+
+    settings = _settings(args)
+    if settings.kafka.workers > 1:      # a supervisor: it starts the workers, imports no kernels
+        return supervise(args.argv, settings.kafka.workers, settings.metrics.port)
     from .memory import arrow_pool, fix_mmap_threshold
     from .metrics import Metrics
     from .service import StartupInterrupted, StreamService, format_summary
 
     fix_mmap_threshold()
     arrow_pool(default=_ARROW_POOLS["stream"])
-    settings = _settings(args)
     metrics = Metrics(settings.kafka.topics)
     service = StreamService(settings, metrics, until_drained=args.until_drained, max_seconds=args.max_seconds)
     service.install_signal_handlers()   # before anything slow: SIGTERM during start-up is a clean stop
@@ -96,10 +102,11 @@ def cmd_stream(args) -> int:
         metrics.close()
         return 0
     metrics.close()
+    tag = worker_tag()
     if not args.quiet:
-        print(format_summary(summary), flush=True)
+        print("\n".join(tag + line for line in format_summary(summary).splitlines()), flush=True)
     if summary.error:
-        print(f"flowaudit: {summary.error}", file=sys.stderr, flush=True)
+        print(f"flowaudit: {tag}{summary.error}", file=sys.stderr, flush=True)
     return summary.exit_code
 
 
@@ -322,6 +329,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                         "kafka.drain_stall_s without progress [env FLOWAUDIT_KAFKA_DRAIN_STALL_S]")
     p.add_argument("--max-seconds", type=float, help="stop after this many seconds")
     p.add_argument("--quiet", action="store_true", help="no summary on exit")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="N stream processes on this host, members of one consumer group, each with "
+                        "metrics on --metrics-port + its index (default 1) [env FLOWAUDIT_KAFKA_WORKERS]")
     p.set_defaults(fn=cmd_stream)
 
     p = sub.add_parser("collect", help="listen for NetFlow/IPFIX export datagrams on UDP and forward them "
@@ -409,8 +419,11 @@ def main(argv: list[str] | None = None) -> int:
     if command in _ARROW_POOLS:
         preselect_arrow_pool(default=_ARROW_POOLS[command])
     args = build_parser(command).parse_args(argv)
+    args.argv = argv
+    from .workers import worker_tag
+
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+                        format=f"%(asctime)s {worker_tag()}%(name)s %(levelname)s %(message)s")
     try:
         return args.fn(args)
     except ConfigError as exc:

@@ -47,6 +47,9 @@ class KafkaSettings:
     # threads that run one batch's nogil kernels side by side (each format's decoder, the
     # watchlist marker scan); 1 = one after another in the worker thread
     kernel_threads: int = 2
+    # stream processes on this host, members of one consumer group (flowaudit stream --workers);
+    # each a whole service with its own metrics port (metrics.port + its index)
+    workers: int = 1
     # extra librdkafka properties passed through verbatim (security.protocol, sasl.*, ...)
     extra: dict = field(default_factory=dict)
     # --until-drained: give up (exit 4, with the partitions still waiting) after this many seconds
@@ -147,6 +150,11 @@ class Settings:
             raise ConfigError("kafka.pipeline_depth must be 0..64")
         if not 1 <= k.kernel_threads <= 64:
             raise ConfigError("kafka.kernel_threads must be 1..64")
+        if not 1 <= k.workers <= 64:
+            raise ConfigError("kafka.workers must be 1..64")
+        if self.metrics.port and self.metrics.port + k.workers - 1 > 65535:
+            raise ConfigError(f"metrics.port {self.metrics.port} leaves no port for each of kafka.workers = "
+                              f"{k.workers} (port + 0 .. port + {k.workers - 1})")
         if self.sink.rotate_records <= 0:
             raise ConfigError("sink.rotate_records must be positive")
         if self.sink.buffer_budget_mb <= 0:
@@ -245,7 +253,9 @@ def _env_overrides(env: dict[str, str]) -> dict:
                 out.setdefault(section, {})[rest[len(section) + 1:]] = value
                 break
         else:
-            if rest in ("config",):  # FLOWAUDIT_CONFIG names the file, handled by load()
+            # FLOWAUDIT_CONFIG names the file, handled by load(); FLOWAUDIT_WORKER tags a worker
+            # of `flowaudit stream --workers N` (flowaudit/workers.py)
+            if rest in ("config", "worker"):
                 continue
             raise ConfigError(f"unknown environment variable {name} (sections: {', '.join(sections)})")
     return out

@@ -1,0 +1,207 @@
+"""``flowaudit stream --workers N``: N stream processes in one consumer group, on the real
+embedded broker.  Each worker is a whole stream member; the supervisor starts, signals and
+waits (flowaudit/workers.py).  Whatever happens, every offset is stored exactly once."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from flowaudit import synth
+from flowaudit.broker import free_port
+from flowaudit.workers import exit_status, strip_workers, worker_argv
+
+from .conftest import produce_labelled, stream_cmd, stream_env
+from .test_faults import ARGS, SIGTERM_EXIT_S, SLOW, drain_and_check, published
+from .test_stream_integration import _wait_for, assert_exactly_once, assert_no_partial_files, expected_hits, found_hits
+
+
+def test_worker_command_lines():
+    argv = ["-v", "stream", "--workers", "2", "--root", "r", "--workers=3", "--until-drained"]
+    assert strip_workers(argv) == ["-v", "stream", "--root", "r", "--until-drained"]
+    cmd = worker_argv(argv, 1, 9464)
+    assert cmd[1:] == ["-m", "flowaudit", "-v", "stream", "--root", "r", "--until-drained", "--workers", "1",
+                       "--metrics-port", "9465"]
+    assert "--metrics-port" not in worker_argv(argv, 1, 0)     # metrics off stay off
+    assert (exit_status(0), exit_status(4), exit_status(-9), exit_status(-15)) == (0, 4, 137, 143)
+
+
+class Supervisor:
+    """``flowaudit -v stream --workers N`` with its log, stopped by PID."""
+
+    def __init__(self, broker, topics, root: Path, log: Path, n: int, *extra: str, **env):
+        self.log = log
+        self._err = open(log, "wb")
+        cmd = stream_cmd(broker.bootstrap, topics, root, "--workers", str(n), *extra)
+        cmd.insert(cmd.index("stream"), "-v")
+        self.proc = subprocess.Popen(cmd, env=stream_env(**env), stdout=subprocess.PIPE, stderr=self._err)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def workers(self) -> list[int]:
+        return [int(p) for p in re.findall(r"worker \d+/\d+ started, pid (\d+)", self.text())]
+
+    def wait(self, timeout: float) -> tuple[int, str]:
+        out, _ = self.proc.communicate(timeout=timeout)
+        self._err.close()
+        return self.proc.returncode, out.decode(errors="replace")
+
+    def kill(self) -> None:
+        for pid in [self.proc.pid, *self.workers()]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait()
+        if self.proc.stdout is not None and not self.proc.stdout.closed:
+            self.proc.stdout.close()
+        self._err.close()
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper has exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def _two_free_ports() -> int:
+    """A port that is free, with the next one free too (two workers' /metrics)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no two consecutive free loopback ports")
+
+
+def _metrics_up(port: int) -> bool:
+    try:
+        return "flowaudit_" in urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return False
+
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_workers_share_the_group_and_drain_it(broker, topics, tmp_path):
+    """Both workers hold partitions, each prints its own tagged summary, the supervisor exits 0
+    once both have drained, and every offset is stored exactly once."""
+    placed = produce_labelled(broker.bootstrap, topics, synth.generate(seed=81, n=3000, bad_fraction=0.02))
+    root = tmp_path / "out"
+    s = Supervisor(broker, topics, root, tmp_path / "s.log", 2, "--group", "g-workers", "--until-drained",
+                   "--metrics-port", "0", FLOWAUDIT_KAFKA_DRAIN_STALL_S="90")
+    try:
+        rc, out = s.wait(timeout=240)
+    finally:
+        s.kill()
+    log = s.text()
+    assert rc == 0, log[-6000:]
+    assert len(s.workers()) == 2, log[-3000:]
+    for i in (0, 1):     # each worker logs tagged, holds partitions and ends with its own summary
+        assert re.search(rf"\[worker {i}/2\] \S+ INFO .*assigned \[\(", log), log[-6000:]
+        assert f"[worker {i}/2] " in out, out
+    assert "Traceback" not in log, log[-6000:]
+    assert_exactly_once(root, placed)
+    assert_no_partial_files(root)
+    assert found_hits(root) == expected_hits(placed)
+
+
+def test_sigterm_to_the_supervisor_stops_every_worker_cleanly(broker, topics, tmp_path):
+    placed = produce_labelled(broker.bootstrap, topics, synth.generate(seed=83, n=6000, bad_fraction=0.02))
+    root = tmp_path / "out"
+    port = _two_free_ports()
+    s = Supervisor(broker, topics, root, tmp_path / "s.log", 2, "--group", "g-workers-term", *ARGS[2:],
+                   "--metrics-port", str(port), **SLOW)
+    try:
+        assert _wait_for(lambda: published(root) >= 2, 90), s.text()[-3000:]
+        # each worker serves its own /metrics: the configured port plus its index
+        assert _wait_for(lambda: _metrics_up(port) and _metrics_up(port + 1), 30), s.text()[-3000:]
+        pids = s.workers()
+        assert len(pids) == 2 and all(map(_alive, pids)), s.text()[-3000:]
+        t0 = time.monotonic()
+        s.proc.send_signal(signal.SIGTERM)
+        rc, out = s.wait(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        s.kill()
+    assert took < SIGTERM_EXIT_S, (took, s.text()[-3000:])
+    assert rc == 0, s.text()[-6000:]
+    assert not any(map(_alive, pids)), pids
+    assert out.count("[worker ") >= 2, out     # both summaries
+    drain_and_check(broker, topics, root, placed, *ARGS)
+
+
+def test_a_killed_worker_stops_the_supervisor_with_its_status(broker, topics, tmp_path):
+    """kill -9 of one worker: the supervisor stops the other cleanly and exits 137, so the unit
+    (systemd ``Restart=on-failure``) restarts the lot; nothing is lost or written twice."""
+    placed = produce_labelled(broker.bootstrap, topics, synth.generate(seed=85, n=6000, bad_fraction=0.02))
+    root = tmp_path / "out"
+    s = Supervisor(broker, topics, root, tmp_path / "s.log", 2, "--group", "g-workers-kill", *ARGS, **SLOW)
+    try:
+        assert _wait_for(lambda: published(root) >= 2 and len(s.workers()) == 2, 90), s.text()[-3000:]
+        pids = s.workers()
+        os.kill(pids[0], signal.SIGKILL)
+        rc, _out = s.wait(timeout=60)
+    finally:
+        s.kill()
+    log = s.text()
+    assert rc == 137, log[-6000:]
+    assert f"worker 0/2 (pid {pids[0]}) exited 137; stopping the others" in log, log[-3000:]
+    assert not _alive(pids[1]), log[-3000:]
+    drain_and_check(broker, topics, root, placed, *ARGS)
+
+
+def test_a_killed_supervisor_takes_its_workers_with_it(broker, topics, tmp_path):
+    """kill -9 of the supervisor: each worker gets SIGTERM (PR_SET_PDEATHSIG) and stops within
+    10 s instead of running on unsupervised; nothing is lost or written twice."""
+    placed = produce_labelled(broker.bootstrap, topics, synth.generate(seed=87, n=6000, bad_fraction=0.02))
+    root = tmp_path / "out"
+    s = Supervisor(broker, topics, root, tmp_path / "s.log", 2, "--group", "g-workers-orphan", *ARGS, **SLOW)
+    try:
+        assert _wait_for(lambda: published(root) >= 2 and len(s.workers()) == 2, 90), s.text()[-3000:]
+        pids = s.workers()
+        os.kill(s.proc.pid, signal.SIGKILL)
+        s.proc.wait()
+        assert _wait_for(lambda: not any(map(_alive, pids)), SIGTERM_EXIT_S), s.text()[-3000:]
+    finally:
+        s.kill()
+    assert "Traceback" not in s.text(), s.text()[-6000:]
+    drain_and_check(broker, topics, root, placed, *ARGS)
+
+
+def test_log_offsets_answer_as_the_watermarks_do(broker):
+    """The group's drain check and the assignment ask every partition's log start and end in
+    one request (``log_offsets``); the answers equal ``get_watermark_offsets``, one partition at
+    a time, including an empty partition."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    from flowaudit.sources.kafka import EARLIEST, LATEST, log_offsets
+
+    broker.create_topics({"t-log-offsets": 3})
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+    for i in range(40):
+        p.produce("t-log-offsets", b"x%d" % i, partition=i % 2)    # partition 2 stays empty
+        p.flush(10)
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "g-log-offsets"})
+    try:
+        tps = [TopicPartition("t-log-offsets", i) for i in range(3)]
+        lo, hi = log_offsets(c, tps, EARLIEST), log_offsets(c, tps, LATEST)
+        marks = {("t-log-offsets", tp.partition): c.get_watermark_offsets(tp, timeout=10, cached=False) for tp in tps}
+        assert {k: (lo[k], hi[k]) for k in lo} == marks
+        assert marks[("t-log-offsets", 2)][0] == marks[("t-log-offsets", 2)][1]      # empty
+        assert marks[("t-log-offsets", 0)][1] > 0 and log_offsets(c, [], LATEST) == {}
+    finally:
+        c.close()
