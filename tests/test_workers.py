@@ -96,6 +96,18 @@ def _metrics_up(port: int) -> bool:
 pytestmark = pytest.mark.slow
 
 
+def _two_workers_running(broker, topics, tmp_path, seed: int, group: str, *args: str):
+    """Labelled traffic, and a supervisor of two workers (slow polls, small files) that have
+    published files: (placed, root, supervisor, the workers' pids)."""
+    placed = produce_labelled(broker.bootstrap, topics, synth.generate(seed=seed, n=6000, bad_fraction=0.02))
+    root = tmp_path / "out"
+    s = Supervisor(broker, topics, root, tmp_path / "s.log", 2, "--group", group, *(args or ARGS), **SLOW)
+    if not _wait_for(lambda: published(root) >= 2 and len(s.workers()) == 2, 90):
+        s.kill()
+        pytest.fail(s.text()[-3000:])
+    return placed, root, s, s.workers()
+
+
 def test_two_workers_share_the_group_and_drain_it(broker, topics, tmp_path):
     """Both workers hold partitions, each prints its own tagged summary, the supervisor exits 0
     once both have drained, and every offset is stored exactly once."""
@@ -120,17 +132,13 @@ def test_two_workers_share_the_group_and_drain_it(broker, topics, tmp_path):
 
 
 def test_sigterm_to_the_supervisor_stops_every_worker_cleanly(broker, topics, tmp_path):
-    placed = produce_labelled(broker.bootstrap, topics, synth.generate(seed=83, n=6000, bad_fraction=0.02))
-    root = tmp_path / "out"
     port = _two_free_ports()
-    s = Supervisor(broker, topics, root, tmp_path / "s.log", 2, "--group", "g-workers-term", *ARGS[2:],
-                   "--metrics-port", str(port), **SLOW)
+    placed, root, s, pids = _two_workers_running(broker, topics, tmp_path, 83, "g-workers-term", *ARGS[2:],
+                                                 "--metrics-port", str(port))
     try:
-        assert _wait_for(lambda: published(root) >= 2, 90), s.text()[-3000:]
         # each worker serves its own /metrics: the configured port plus its index
         assert _wait_for(lambda: _metrics_up(port) and _metrics_up(port + 1), 30), s.text()[-3000:]
-        pids = s.workers()
-        assert len(pids) == 2 and all(map(_alive, pids)), s.text()[-3000:]
+        assert all(map(_alive, pids)), s.text()[-3000:]
         t0 = time.monotonic()
         s.proc.send_signal(signal.SIGTERM)
         rc, out = s.wait(timeout=60)
@@ -147,12 +155,8 @@ def test_sigterm_to_the_supervisor_stops_every_worker_cleanly(broker, topics, tm
 def test_a_killed_worker_stops_the_supervisor_with_its_status(broker, topics, tmp_path):
     """kill -9 of one worker: the supervisor stops the other cleanly and exits 137, so the unit
     (systemd ``Restart=on-failure``) restarts the lot; nothing is lost or written twice."""
-    placed = produce_labelled(broker.bootstrap, topics, synth.generate(seed=85, n=6000, bad_fraction=0.02))
-    root = tmp_path / "out"
-    s = Supervisor(broker, topics, root, tmp_path / "s.log", 2, "--group", "g-workers-kill", *ARGS, **SLOW)
+    placed, root, s, pids = _two_workers_running(broker, topics, tmp_path, 85, "g-workers-kill")
     try:
-        assert _wait_for(lambda: published(root) >= 2 and len(s.workers()) == 2, 90), s.text()[-3000:]
-        pids = s.workers()
         os.kill(pids[0], signal.SIGKILL)
         rc, _out = s.wait(timeout=60)
     finally:
@@ -167,12 +171,8 @@ def test_a_killed_worker_stops_the_supervisor_with_its_status(broker, topics, tm
 def test_a_killed_supervisor_takes_its_workers_with_it(broker, topics, tmp_path):
     """kill -9 of the supervisor: each worker gets SIGTERM (PR_SET_PDEATHSIG) and stops within
     10 s instead of running on unsupervised; nothing is lost or written twice."""
-    placed = produce_labelled(broker.bootstrap, topics, synth.generate(seed=87, n=6000, bad_fraction=0.02))
-    root = tmp_path / "out"
-    s = Supervisor(broker, topics, root, tmp_path / "s.log", 2, "--group", "g-workers-orphan", *ARGS, **SLOW)
+    placed, root, s, pids = _two_workers_running(broker, topics, tmp_path, 87, "g-workers-orphan")
     try:
-        assert _wait_for(lambda: published(root) >= 2 and len(s.workers()) == 2, 90), s.text()[-3000:]
-        pids = s.workers()
         os.kill(s.proc.pid, signal.SIGKILL)
         s.proc.wait()
         assert _wait_for(lambda: not any(map(_alive, pids)), SIGTERM_EXIT_S), s.text()[-3000:]
