@@ -101,6 +101,11 @@ def markdown(res: dict) -> str:
         if s["group"] == "e2e" and ex:
             lines.append(f"| | *pipeline / bare ratio* | | | | | | **{ex['ratio_pipeline_to_bare']:.2f}** | | "
                          f"poll {ex['poll_max_messages']}, warm-up {_f(ex.get('warmup_seconds'))} s |")
+            if ex.get("workers_scaling_to_last_row") is not None:
+                lines.append(f"| | *`stream --workers 2` (one group) / bare ratio* | | | | | | "
+                             f"**{ex['ratio_workers2_to_bare']:.2f}** | | 1 -> 2 workers: "
+                             f"{ex['workers_scaling_to_last_row']:.2f}x to the last row durable, "
+                             f"{ex['workers_scaling_to_exit']:.2f}x to the last exit (the drain included) |")
         if s["group"] == "batch" and "batch_latency_ms_median" in ex:
             per = (f"{ex['batch_size']} messages per batch" if "batch_size" in ex
                    else f"{ex['batch_bytes'] >> 20} MiB per batch, {ex['batches']} batches")

@@ -590,6 +590,16 @@ def e2e_stage(count: int, repeats: int, poll: int = 5000) -> dict:
     b["ratio"] = rec["mb_per_s"] / b["mb_per_s"] if b["mb_per_s"] else None
     b["counts_check"] = _check_counts(rec["counts"], b["counts"], {"messages": "messages"})
     rec["peers"] = [b]
+    if (os.cpu_count() or 1) >= 2:    # issue #10: the second core as N stream processes in one group
+        try:
+            w = e2e.run(count=count, poll=poll, repeats=max(1, min(repeats, 3)), n_members=2)
+        except Exception as exc:  # noqa: BLE001
+            rec["extra"]["workers_error"] = f"{type(exc).__name__}: {exc}"
+        else:
+            best2 = max(w["runs"]["members2"], key=lambda x: x["data_msg_per_s"])
+            rec["extra"].update(workers_scaling_to_last_row=w["data_scaling"], workers_scaling_to_exit=w["scaling"],
+                                workers2_msg_per_s=best2["data_msg_per_s"],
+                                ratio_workers2_to_bare=best2["data_msg_per_s"] / w["best"]["bare"]["msg_per_s"])
     return rec
 
 
