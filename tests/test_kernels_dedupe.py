@@ -59,17 +59,20 @@ def test_colliding_prefixes_and_empty_values():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 8), st.integers(0, 5)), max_size=80))
+@given(st.one_of(st.lists(st.tuples(st.integers(0, 8), st.integers(0, 5)), max_size=80),
+                 st.lists(st.tuples(st.integers(0, 8), st.sampled_from([0, 1, 62, 63])), max_size=80),
+                 st.lists(st.tuples(st.integers(0, 8), st.integers(0, 130)), max_size=80)))
 def test_unique_pairs_numbers_pairs_as_np_unique(pairs):
     """(value, class) pairs: the same numbering and first hits as np.unique gives, which is what the
-    hits table's dictionaries were built from."""
+    hits table's dictionaries were built from; classes below 64 (one set per value, the edges 0
+    and 63 included) and beyond (the sorting path)."""
     from flowaudit.kernels.dedupe import unique_pairs
     vals = [b"v%d" % v for v, _ in pairs]
     buf, off = layout(vals)
     uid, first = unique_slices(buf, off, np.arange(len(vals), dtype=np.int64))
     cls = np.array([c for _, c in pairs], np.int32)
     pid, first_pair = unique_pairs(uid, cls, first)
-    _keys, ref_first, ref_pid = np.unique(uid.astype(np.int64) * 64 + cls, return_index=True, return_inverse=True)
+    _keys, ref_first, ref_pid = np.unique(uid.astype(np.int64) * 256 + cls, return_index=True, return_inverse=True)
     assert pid.tolist() == ref_pid.tolist() and first_pair.tolist() == ref_first.tolist()
 
 
