@@ -4,7 +4,7 @@ The service itself (poll -> batch -> pipeline -> sinks -> commit) is :mod:`flowa
 """
 from __future__ import annotations
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from ..config import ConfigError, Settings
@@ -66,8 +66,6 @@ def log_offsets(consumer, tps, which: int, timeout: float = 10.0) -> dict[tuple[
     tps = list(tps)
     if not tps:
         return {}
-    from confluent_kafka import TopicPartition
-
     got = consumer.offsets_for_times([TopicPartition(tp.topic, tp.partition, which) for tp in tps], timeout=timeout)
     out = {}
     for tp in got:
