@@ -65,12 +65,16 @@ class Supervisor:
 
 
 def _alive(pid: int) -> bool:
-    """Running (a zombie waiting for its reaper has exited)."""
+    """A flowaudit process runs as ``pid`` (a zombie waiting for its reaper has exited; a pid
+    reused by another program is not ours, and is never killed here)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            ours = b"flowaudit" in f.read()
     except (FileNotFoundError, ProcessLookupError):
         return False
+    return ours and state not in ("Z", "X")
 
 
 def _two_free_ports() -> int:
