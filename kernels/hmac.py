@@ -11,7 +11,12 @@ batch's value buffer, saves a Python ``bytes`` object and a C call per distinct 
 
 Multi-buffer: :data:`LANES` values are hashed side by side, word ``t`` of every lane next to each
 other, so that LLVM turns each step of the compression into one vector instruction over all lanes
-(about 4x the throughput of one value at a time on this AVX-512 VM).  The state is ``uint32`` words;
+(about 4x the throughput of one value at a time on this AVX-512 VM).  Where the CPU has the x86
+SHA extensions (:data:`HAVE_SHA_NI`: most x86 server CPUs since 2017-2019), the wrappers take
+:func:`_digest_many_ni` instead, one value at a time with ``sha256rnds2`` / ``sha256msg1`` /
+``sha256msg2``, emitted through LLVM's intrinsics: 3x the multi-lane kernel on short values
+(122 against 362 ns per HMAC here).  Numba compiles for the host CPU, and its cache is keyed by
+the CPU's name and features, so a cached SHA-NI kernel never runs on a CPU without them.  The state is ``uint32`` words;
 every sum is cast back to ``uint32``, so whatever width numba promotes an intermediate to, the
 result is the arithmetic modulo 2**32 that SHA-256 specifies.  The public wrappers check
 dtypes, shapes and every slice against the buffer before the kernel runs; the kernel checks the
@@ -24,6 +29,10 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils
+from numba.core import types as nbtypes
+from numba.extending import intrinsic
 
 from ._jit import kernel
 
@@ -221,6 +230,141 @@ def _digest_many(buf, starts, ends, state, prefix, outer, out):
         g0 += m
 
 
+# -- SHA extensions (x86 SHA-NI): one value at a time, four rounds an instruction -------------------
+
+def _shuffle(builder, a, b, lanes):
+    return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), 4), lanes))
+
+
+@intrinsic
+def _compress_ni(typingctx, state, w):
+    """One SHA-256 compression of the 16 message words ``w`` (uint32, already big-endian
+    decoded) into ``state`` (uint32[8], updated in place) with the SHA-NI instructions, in the
+    order of Intel's reference code (state as ABEF / CDGH, four rounds per two ``sha256rnds2``,
+    the schedule by ``sha256msg1`` / ``sha256msg2``).  No bounds check: the caller passes exactly
+    8 and 16 words.  Only compiled where the CPU has SHA (:data:`HAVE_SHA_NI`)."""
+    ok = all(isinstance(a, nbtypes.Array) and a.dtype == nbtypes.uint32 and a.ndim == 1 and a.layout == "C"
+             for a in (state, w))
+    if not ok:
+        return None
+
+    def codegen(context, builder, sig, args):
+        v4 = ir.VectorType(ir.IntType(32), 4)
+        mod = builder.module
+        rnds2 = cgutils.get_or_insert_function(mod, ir.FunctionType(v4, [v4, v4, v4]), "llvm.x86.sha256rnds2")
+        msg1 = cgutils.get_or_insert_function(mod, ir.FunctionType(v4, [v4, v4]), "llvm.x86.sha256msg1")
+        msg2 = cgutils.get_or_insert_function(mod, ir.FunctionType(v4, [v4, v4]), "llvm.x86.sha256msg2")
+        st = context.make_array(sig.args[0])(context, builder, args[0])
+        wa = context.make_array(sig.args[1])(context, builder, args[1])
+
+        def ptr(arr, i):
+            return builder.bitcast(builder.gep(arr.data, [ir.Constant(ir.IntType(64), i)]), v4.as_pointer())
+
+        def shuf(a, b, lanes):
+            return _shuffle(builder, a, b, lanes)
+
+        tmp = shuf(builder.load(ptr(st, 0), align=4), ir.Constant(v4, ir.Undefined), [1, 0, 3, 2])       # CDAB
+        s1 = shuf(builder.load(ptr(st, 4), align=4), ir.Constant(v4, ir.Undefined), [3, 2, 1, 0])        # EFGH
+        s0 = shuf(s1, tmp, [2, 3, 4, 5])                                                   # ABEF
+        s1 = shuf(s1, tmp, [0, 1, 6, 7])                                                   # CDGH
+        abef, cdgh = s0, s1
+        m = [builder.load(ptr(wa, 4 * g), align=4) for g in range(4)]
+        for g in range(16):
+            k = ir.Constant(v4, [int(x) for x in _K[4 * g:4 * g + 4]])
+            msg = builder.add(m[g % 4], k)
+            s1 = builder.call(rnds2, [s1, s0, msg])
+            if 3 <= g <= 14:         # the words of the group after next
+                t = shuf(m[(g + 3) % 4], m[g % 4], [1, 2, 3, 4])                     # alignr(m[g], m[g-1], 4)
+                m[(g + 1) % 4] = builder.call(msg2, [builder.add(m[(g + 1) % 4], t), m[g % 4]])
+            msg = shuf(msg, ir.Constant(v4, ir.Undefined), [2, 3, 0, 0])
+            s0 = builder.call(rnds2, [s0, s1, msg])
+            if 1 <= g <= 12:
+                m[(g + 3) % 4] = builder.call(msg1, [m[(g + 3) % 4], m[g % 4]])
+        s0 = builder.add(s0, abef)
+        s1 = builder.add(s1, cdgh)
+        tmp = shuf(s0, ir.Constant(v4, ir.Undefined), [3, 2, 1, 0])                                     # FEBA
+        s1 = shuf(s1, ir.Constant(v4, ir.Undefined), [1, 0, 3, 2])                                      # DCHG
+        builder.store(shuf(tmp, s1, [0, 1, 6, 7]), ptr(st, 0), align=4)                    # DCBA
+        builder.store(shuf(tmp, s1, [2, 3, 4, 5]), ptr(st, 4), align=4)                    # HGFE
+        return context.get_dummy_value()
+    return nbtypes.void(state, w), codegen
+
+
+@kernel(_nrt=False)
+def _load_one(buf, s, e, j, prefix, w):
+    """Block ``j`` of the padded message ``buf[s:e]`` into ``w`` (16 words); as :func:`_load`."""
+    n = e - s
+    base = BLOCK * j
+    for t in range(16):
+        pos = base + 4 * t
+        if pos + 4 <= n:
+            w[t] = np.uint32((np.uint32(buf[s + pos]) << np.uint32(24)) | (np.uint32(buf[s + pos + 1]) << np.uint32(16))
+                             | (np.uint32(buf[s + pos + 2]) << np.uint32(8)) | np.uint32(buf[s + pos + 3]))
+            continue
+        x = np.uint32(0)
+        for r in range(4):
+            b = np.uint32(0)
+            if pos + r < n:
+                b = np.uint32(buf[s + pos + r])
+            elif pos + r == n:
+                b = np.uint32(0x80)
+            x = np.uint32((x << np.uint32(8)) | b)
+        w[t] = x
+    if j == _n_blocks(n) - 1:
+        bits = np.uint64(prefix + n) * np.uint64(8)
+        w[14] = np.uint32(bits >> np.uint64(32))
+        w[15] = np.uint32(bits & np.uint64(0xFFFFFFFF))
+
+
+@kernel(_nrt=True)
+def _digest_many_ni(buf, starts, ends, state, prefix, outer, out):
+    """:func:`_digest_many` with the SHA extensions, one value at a time."""
+    _check_slices(buf.shape[0], starts, ends)
+    n = starts.shape[0]
+    if out.shape[0] != n or out.shape[1] != DIGEST:
+        raise ValueError("out must be (n, 32)")
+    if state.shape[0] != 8 or (outer.shape[0] != 8 and outer.shape[0] != 0):
+        raise ValueError("a state has 8 words")
+    st = np.empty(8, np.uint32)
+    w = np.empty(16, np.uint32)
+    for i in range(n):
+        s = starts[i]
+        e = ends[i]
+        for j in range(8):
+            st[j] = state[j]
+        for b in range(_n_blocks(e - s)):
+            _load_one(buf, s, e, b, prefix, w)
+            _compress_ni(st, w)
+        if outer.shape[0] == 8:             # H((K ^ opad) || inner digest): one block
+            for j in range(8):
+                w[j] = st[j]
+                st[j] = outer[j]
+            w[8] = np.uint32(0x80000000)
+            for j in range(9, 15):
+                w[j] = 0
+            w[15] = np.uint32((BLOCK + DIGEST) * 8)
+            _compress_ni(st, w)
+        for j in range(8):
+            x = st[j]
+            out[i, 4 * j] = np.uint8(x >> np.uint32(24))
+            out[i, 4 * j + 1] = np.uint8((x >> np.uint32(16)) & np.uint32(0xFF))
+            out[i, 4 * j + 2] = np.uint8((x >> np.uint32(8)) & np.uint32(0xFF))
+            out[i, 4 * j + 3] = np.uint8(x & np.uint32(0xFF))
+
+
+def _host_has_sha() -> bool:
+    """Whether numba compiles for a CPU with the SHA extensions (its target is the host's)."""
+    try:
+        import llvmlite.binding as llvm
+
+        return bool(llvm.get_host_cpu_features().get("sha", False))
+    except Exception:  # noqa: BLE001 - no feature list: the portable kernel
+        return False
+
+
+HAVE_SHA_NI = _host_has_sha()
+
+
 # -- public wrappers: dtypes, shapes and slices checked here ------------------------------------
 
 _NO_OUTER = np.zeros(0, np.uint32)
@@ -262,7 +406,8 @@ def hmac_sha256_many(buf, starts, ends, pads: tuple[np.ndarray, np.ndarray]) -> 
     :func:`hmac_pads` of the key."""
     buf, starts, ends = _slices(buf, starts, ends)
     out = np.empty((starts.shape[0], DIGEST), np.uint8)
-    _digest_many(buf, starts, ends, readonly(pads[0], np.uint32), BLOCK, readonly(pads[1], np.uint32), out)
+    (_digest_many_ni if HAVE_SHA_NI else _digest_many)(buf, starts, ends, readonly(pads[0], np.uint32), BLOCK,
+                                                       readonly(pads[1], np.uint32), out)
     return out
 
 
@@ -270,5 +415,5 @@ def sha256_many(buf, starts, ends) -> np.ndarray:
     """``SHA256(buf[starts[i]:ends[i]])`` for every ``i``: (n, 32) uint8."""
     buf, starts, ends = _slices(buf, starts, ends)
     out = np.empty((starts.shape[0], DIGEST), np.uint8)
-    _digest_many(buf, starts, ends, readonly(H0, np.uint32), 0, _NO_OUTER, out)
+    (_digest_many_ni if HAVE_SHA_NI else _digest_many)(buf, starts, ends, readonly(H0, np.uint32), 0, _NO_OUTER, out)
     return out

@@ -9,7 +9,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from flowaudit.kernels import hmac as H
 from flowaudit.kernels.hmac import hmac_pads, hmac_sha256_many, sha256_many
+
+# every test runs with each implementation this CPU can run: the portable multi-lane kernel, and
+# the SHA-NI one where the CPU has the SHA extensions (the wrappers take it there)
+IMPLEMENTATIONS = ["lanes"] + (["sha_ni"] if H.HAVE_SHA_NI else [])
+
+
+@pytest.fixture(autouse=True, scope="module", params=IMPLEMENTATIONS)
+def implementation(request):
+    was = H.HAVE_SHA_NI
+    H.HAVE_SHA_NI = request.param == "sha_ni"
+    try:
+        yield request.param
+    finally:
+        H.HAVE_SHA_NI = was
 
 # ----------------------------------------------------------------------------- naive reference
 _K = [int((p ** (1 / 3) % 1) * 2 ** 32) for p in (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61,
@@ -134,9 +149,10 @@ def test_slices_outside_the_buffer_raise(starts, ends):
         sha256_many(buf, np.array(starts), np.array(ends))
 
 
-def test_the_kernel_checks_slices_itself():
+def test_the_kernel_checks_slices_itself(implementation):
     """The wrappers check first; the kernel checks again, since numba does not bounds-check."""
-    from flowaudit.kernels.hmac import BLOCK, _digest_many, readonly
+    from flowaudit.kernels.hmac import BLOCK, readonly
+    _digest_many = H._digest_many_ni if implementation == "sha_ni" else H._digest_many
     buf = readonly(np.zeros(10, np.uint8), np.uint8)       # the wrappers' array types: no new compile
     pads = hmac_pads(b"k")
     for s, e in (([0], [11]), ([-1], [2]), ([3], [2])):
