@@ -160,6 +160,16 @@ def _check_slices(nbuf, starts, ends):
 
 
 @kernel
+def _check_args(buf, starts, ends, state, outer, out):
+    """The digest kernels' arguments: slices inside ``buf``, ``out`` (n, 32), states of 8 words."""
+    _check_slices(buf.shape[0], starts, ends)
+    if out.shape[0] != starts.shape[0] or out.shape[1] != DIGEST:
+        raise ValueError("out must be (n, 32)")
+    if state.shape[0] != 8 or (outer.shape[0] != 8 and outer.shape[0] != 0):
+        raise ValueError("a state has 8 words")
+
+
+@kernel
 def sha256_block_state(state, block):
     """The state after compressing one 64-byte ``block`` into ``state`` (8 words, not changed)."""
     if state.shape[0] != 8 or block.shape[0] != BLOCK:
@@ -183,12 +193,8 @@ def _digest_many(buf, starts, ends, state, prefix, outer, out):
 
     Values go through the lanes in groups of equal block count (nearly all values of a batch
     fit one block), so every lane of a group does the same work."""
-    _check_slices(buf.shape[0], starts, ends)
+    _check_args(buf, starts, ends, state, outer, out)
     n = starts.shape[0]
-    if out.shape[0] != n or out.shape[1] != DIGEST:
-        raise ValueError("out must be (n, 32)")
-    if state.shape[0] != 8 or (outer.shape[0] != 8 and outer.shape[0] != 0):
-        raise ValueError("a state has 8 words")
     nb = np.empty(n, np.int64)
     same = True
     for i in range(n):
@@ -319,12 +325,8 @@ def _load_one(buf, s, e, j, prefix, w):
 @kernel(_nrt=True)
 def _digest_many_ni(buf, starts, ends, state, prefix, outer, out):
     """:func:`_digest_many` with the SHA extensions, one value at a time."""
-    _check_slices(buf.shape[0], starts, ends)
+    _check_args(buf, starts, ends, state, outer, out)
     n = starts.shape[0]
-    if out.shape[0] != n or out.shape[1] != DIGEST:
-        raise ValueError("out must be (n, 32)")
-    if state.shape[0] != 8 or (outer.shape[0] != 8 and outer.shape[0] != 0):
-        raise ValueError("a state has 8 words")
     st = np.empty(8, np.uint32)
     w = np.empty(16, np.uint32)
     for i in range(n):
