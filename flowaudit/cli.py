@@ -13,6 +13,7 @@ import sys
 from . import __version__
 from .config import ConfigError, load
 from .memory import ARROW_POOL, preselect_arrow_pool
+from .workers import supervise, worker_tag
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -75,8 +76,6 @@ def _settings(args):
 
 
 def cmd_stream(args) -> int:
-    from .workers import supervise, worker_tag
-
     settings = _settings(args)
     if settings.kafka.workers > 1:      # a supervisor: it starts the workers, imports no kernels
         return supervise(args.argv, settings.kafka.workers, settings.metrics.port)
@@ -420,8 +419,6 @@ def main(argv: list[str] | None = None) -> int:
         preselect_arrow_pool(default=_ARROW_POOLS[command])
     args = build_parser(command).parse_args(argv)
     args.argv = argv
-    from .workers import worker_tag
-
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format=f"%(asctime)s {worker_tag()}%(name)s %(levelname)s %(message)s")
     try:

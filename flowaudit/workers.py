@@ -19,12 +19,13 @@ The supervisor only starts, signals and waits; it never consumes:
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
 import sys
 import time
+
+from .memory import _libc
 
 WORKER_ENV = "FLOWAUDIT_WORKER"     # "i/N" in a worker's environment: its log and summary tag
 _PR_SET_PDEATHSIG = 1
@@ -58,13 +59,15 @@ def worker_argv(argv: list[str], i: int, metrics_port: int) -> list[str]:
 
 
 def _die_with(parent: int):
-    """A ``preexec_fn`` (the child, between fork and exec): SIGTERM when ``parent`` dies."""
+    """A ``preexec_fn`` (the child, between fork and exec): SIGTERM when ``parent`` dies.  libc
+    is looked up here, in the parent: the child only makes the call."""
+    prctl = getattr(_libc(), "prctl", None)      # None: not Linux, the worker outlives a killed supervisor
+
     def preexec() -> None:
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        except (OSError, AttributeError):    # not Linux: the worker outlives a killed supervisor
+        if prctl is None:
             return
-        if os.getppid() != parent:           # it died before the prctl took effect
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:               # it died before the prctl took effect
             os._exit(143)
     return preexec
 
