@@ -12,7 +12,7 @@ import sys
 
 from . import __version__
 from .config import ConfigError, load
-from .memory import ARROW_POOL, preselect_arrow_pool
+from .memory import COMMANDS, preselect_arrow_pool
 from .workers import supervise, worker_tag
 
 
@@ -79,12 +79,11 @@ def cmd_stream(args) -> int:
     settings = _settings(args)
     if settings.kafka.workers > 1:      # a supervisor: it starts the workers, imports no kernels
         return supervise(args.argv, settings.kafka.workers, settings.metrics.port)
-    from .memory import arrow_pool, fix_mmap_threshold
+    from .memory import for_command
     from .metrics import Metrics
     from .service import StartupInterrupted, StreamService, format_summary
 
-    fix_mmap_threshold()
-    arrow_pool(default=_ARROW_POOLS["stream"])
+    for_command("stream")
     metrics = Metrics(settings.kafka.topics)
     service = StreamService(settings, metrics, until_drained=args.until_drained, max_seconds=args.max_seconds)
     service.install_signal_handlers()   # before anything slow: SIGTERM during start-up is a clean stop
@@ -152,11 +151,10 @@ def cmd_collect(args) -> int:
 
 def cmd_demo(args) -> int:
     from .demo import run_demo
-    from .memory import arrow_pool, fix_mmap_threshold
+    from .memory import for_command
     from .service import format_summary
 
-    fix_mmap_threshold()                 # the stream's process settings: the demo runs it in-process
-    arrow_pool(default=_ARROW_POOLS["demo"])
+    for_command("demo")                  # the stream's process settings: the demo runs it in-process
     summary = run_demo(count=args.count, seed=args.seed, out=args.out, partitions=args.partitions,
                        metrics_port=args.metrics_port)
     print(format_summary(summary), flush=True)
@@ -406,17 +404,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return ap
 
 
-# the Arrow allocator of the long-running commands (flowaudit/memory.py), chosen before the parser
-# imports pyarrow, so that Arrow's own C++ default is the same pool (scan of the 64 MiB bench
-# archive: 492-496 MB peak against 529-535 MB with mimalloc, pyarrow's default)
-_ARROW_POOLS = {"stream": "system", "demo": "system", "audit": ARROW_POOL, "scan": ARROW_POOL}
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    if command in _ARROW_POOLS:
-        preselect_arrow_pool(default=_ARROW_POOLS[command])
+    if command in COMMANDS:
+        # the Arrow allocator of the long-running commands (flowaudit/memory.py), chosen before the
+        # parser imports pyarrow, so that Arrow's own C++ default is the same pool (scan of the 64 MiB
+        # bench archive: 492-496 MB peak against 529-535 MB with mimalloc, pyarrow's default)
+        preselect_arrow_pool(default=COMMANDS[command][1])
     args = build_parser(command).parse_args(argv)
     args.argv = argv
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

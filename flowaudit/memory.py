@@ -11,6 +11,14 @@ Small blocks (Python objects, Arrow's and numba's small buffers) still come from
 and glibc returns the free pages inside them only on :func:`trim` (``malloc_trim``).  The
 stream calls it after each buffer-budget publish, when the most has just been freed: about
 50 MB less peak RSS over 300k messages, for a few milliseconds per publish.
+
+The price of a low threshold is page faults: every block above it is a fresh mapping, and every
+page of it is faulted in again.  ``flowaudit audit`` works through far more data than the
+stream holds (1M messages: 25.6 M hits), and at 128 KiB it took 4.8 M minor faults and 11.7 s of
+system time in a 24 s run.  It takes :data:`BATCH_HEAP` instead -- blocks up to 4 MiB from the
+arenas, 64 MiB of free memory kept at a heap's top -- and trims between its phases: 0.9 M faults,
+3.6 s of system time, 18.6 s in all, for about 50 MB more peak RSS (``python -m
+benchmarks.audit``).
 """
 from __future__ import annotations
 
@@ -19,7 +27,10 @@ import ctypes.util
 import functools
 import os
 
-M_MMAP_THRESHOLD = -3   # glibc <malloc.h>
+M_TRIM_THRESHOLD = -1   # glibc <malloc.h>
+M_MMAP_THRESHOLD = -3
+STREAM_HEAP = (128 << 10, None)          # (mmap threshold, trim threshold: None keeps glibc's)
+BATCH_HEAP = (4 << 20, 64 << 20)
 
 
 @functools.cache
@@ -31,10 +42,14 @@ def _libc():
         return None
 
 
-def fix_mmap_threshold(nbytes: int = 128 << 10) -> bool:
-    """Pin glibc's mmap threshold (disables its dynamic raise); False where libc is not glibc."""
+def fix_mmap_threshold(nbytes: int = STREAM_HEAP[0], keep: int | None = STREAM_HEAP[1]) -> bool:
+    """Pin glibc's mmap threshold (disables its dynamic raise) and, when ``keep`` is given, its
+    trim threshold: the free bytes a heap keeps at its top rather than handing back; False where
+    libc is not glibc."""
     try:
-        return bool(_libc().mallopt(M_MMAP_THRESHOLD, int(nbytes)))
+        libc = _libc()
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, int(nbytes))
+                    and (keep is None or libc.mallopt(M_TRIM_THRESHOLD, int(keep))))
     except AttributeError:   # no libc, or not glibc
         return False
 
@@ -97,6 +112,22 @@ def arrow_pool(name: str | None = None, default: str = ARROW_POOL):
     pool = getattr(pa, f"{name}_memory_pool")()
     pa.set_memory_pool(pool)
     return pool
+
+
+# each long-running command's process settings: (glibc heap: mmap and trim thresholds or None for
+# glibc's dynamic ones, Arrow pool); the benchmarks take the same, to measure what the command runs
+COMMANDS = {"stream": (STREAM_HEAP, "system"), "demo": (STREAM_HEAP, "system"),
+            "audit": (BATCH_HEAP, ARROW_POOL), "scan": (None, ARROW_POOL)}
+
+
+def for_command(command: str):
+    """Apply ``command``'s process settings (:data:`COMMANDS`): the heap now, the Arrow pool as
+    :func:`arrow_pool` does (Arrow's C++ side too when pyarrow is not yet imported); returns the
+    pool."""
+    heap, pool = COMMANDS[command]
+    if heap is not None:
+        fix_mmap_threshold(*heap)
+    return arrow_pool(default=pool)
 
 
 MADV_DONTNEED = 4    # <asm-generic/mman-common.h>

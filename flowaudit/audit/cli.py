@@ -23,13 +23,12 @@ def _formats(values) -> tuple:
 def cmd_audit(args) -> int:
     from ..config import ConfigError, load
     from ..decode import FORMAT_CODES
-    from ..memory import arrow_pool, fix_mmap_threshold
+    from ..memory import for_command
     from ..quarantine import QuarantineError, parse_time
     from . import engine
     from .inputs import InputError, parse_map
 
-    fix_mmap_threshold()
-    arrow_pool()
+    for_command("audit")        # page reuse over the lowest RSS (flowaudit/memory.py)
     over: dict = {}
     for flag, section, key in (("window", "findings", "window_s"), ("lookback", "findings", "lookback_s"),
                                ("severity_model", "findings", "severity_model"), ("policy", "egress", "policy_file"),

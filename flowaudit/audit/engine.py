@@ -27,6 +27,7 @@ from pathlib import Path
 
 import orjson
 
+from ..memory import trim
 from ..sinks.parquet import fsync_dir, hour_dir, makedirs, replace_atomic
 from . import inputs as _in
 from .work import Spec, marker_path, process_unit
@@ -629,6 +630,7 @@ def run(opts: Options, settings, echo=print) -> dict:
         prog.close()
     f = settings.findings
     t0 = time.monotonic()
+    trim()      # what the units' threads left free in their heaps goes back before correlation grows its own
     # two correlation threads: 1.4x on 2 cores; each holds its own window's evidence (about 150 MB
     # at 1M messages), so more would lift the audit's peak past its units' (README, Performance)
     findings = correlate_chunked(out, threads=min(opts.threads, 2), window_ns=opts.window_s * 1_000_000_000,
