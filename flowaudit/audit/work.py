@@ -240,15 +240,16 @@ def _messages(unit: Unit, spec: Spec) -> tuple[dict, dict]:
              "messages": res.messages.num_rows, "hits": res.hits.num_rows, "quarantined": res.quarantine.num_rows,
              "transfers": 0 if res.transfers is None else res.transfers.num_rows, "formats": formats,
              "quarantine_reasons": {f"{k[0]}/{k[1]}": v for k, v in res.quarantine_counts.items()},
-             "hit_classes": _class_counts(res.hits)}
+             "hit_classes": _class_counts(res.hit_counts)}
     return tables, stats
 
 
-def _class_counts(hits: pa.Table) -> dict:
-    if hits.num_rows == 0:
-        return {}
-    vc = pc.value_counts(hits.column("data_class").combine_chunks().cast(pa.string()))
-    return {str(r["values"]): int(r["counts"]) for r in vc.to_pylist()}
+def _class_counts(hit_counts: dict) -> dict:
+    """Hits per data class, from the classifier's counts per (format, class)."""
+    out: dict = {}
+    for (_fmt, cls), n in hit_counts.items():
+        out[cls] = out.get(cls, 0) + n
+    return out
 
 
 # ------------------------------------------------------------------------------ flows
