@@ -939,6 +939,15 @@ class StreamService:
                 items = w = cur = slot = None   # the published tables go now, not after the next get:
                 trim()   # then their pages go back, as after a publish in the worker (_enforce_budget)
                 self.summary.write_behind_seconds += time.perf_counter() - t0
+            except BaseException as exc:  # a fault outside a publish: the thread lives on to drain
+                # the queue (the worker waits on it: a dead writer would hang the service), the
+                # sets after it are not published, and the main thread stops with the error
+                if self._worker_error is None:
+                    self._worker_error = exc
+                for w, _cur, _slot in items or ():   # no later set of these partitions is published
+                    if w.broken is None:
+                        w.broken = exc
+                items = w = None
             finally:
                 self._wq.task_done()
 
