@@ -17,8 +17,9 @@ page of it is faulted in again.  ``flowaudit audit`` works through far more data
 stream holds (1M messages: 25.6 M hits), and at 128 KiB it took 4.8 M minor faults and 11.7 s of
 system time in a 24 s run.  It takes :data:`BATCH_HEAP` instead -- blocks up to 4 MiB from the
 arenas, 64 MiB of free memory kept at a heap's top -- and trims between its phases: 0.9 M faults,
-3.6 s of system time, 18.6 s in all, for about 50 MB more peak RSS (``python -m
-benchmarks.audit``).
+3.6 s of system time, 19.1 s in all, peak 0.76 GB against 0.68 (``python -m benchmarks.audit``).
+The stream keeps 128 KiB: at 4 MiB its 1M-message peak rose from 473-478 to 498-499 MB, against
+a 500 MB target (README, Performance, "Page faults").
 """
 from __future__ import annotations
 
