@@ -80,9 +80,20 @@ def bare_consume(settings: Settings, expected: int, poll: int) -> dict:
 
 
 def _child(fn, args, out) -> None:
-    """A stream process (spawned): ``flowaudit stream``'s process settings, then ``fn(*args)``."""
+    """A stream process (spawned): ``flowaudit stream``'s process settings, then ``fn(*args)``
+    with this process's peak RSS added (``VmHWM``: a fresh address space at exec, unlike
+    ``ru_maxrss``, which Linux carries over from the parent)."""
     for_command("stream")
-    out.put(fn(*args))
+    res = fn(*args)
+    res["peak_rss_mb"] = None
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    res["peak_rss_mb"] = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    out.put(res)
 
 
 def in_stream_processes(n: int, fn, *args) -> list:
