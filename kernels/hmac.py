@@ -117,23 +117,32 @@ def _n_blocks(n):
     return (n + 8) // BLOCK + 1
 
 
+@kernel(inline="always")
+def _word(buf, s, n, p):
+    """The big-endian word at byte ``p`` of the padded message ``buf[s:s + n]``: its bytes, then
+    0x80, then zeros (the last block's length words are set by the loaders).  Reads only
+    ``buf[s:s + n]``."""
+    if p + 4 <= n:
+        return np.uint32((np.uint32(buf[s + p]) << np.uint32(24)) | (np.uint32(buf[s + p + 1]) << np.uint32(16))
+                         | (np.uint32(buf[s + p + 2]) << np.uint32(8)) | np.uint32(buf[s + p + 3]))
+    x = np.uint32(0)
+    for r in range(4):
+        b = np.uint32(0)
+        if p + r < n:
+            b = np.uint32(buf[s + p + r])
+        elif p + r == n:
+            b = np.uint32(0x80)
+        x = np.uint32((x << np.uint32(8)) | b)
+    return x
+
+
 @kernel
 def _load(buf, s, e, j, prefix, w, q):
     """Block ``j`` of the padded message ``buf[s:e]`` into lane ``q`` of ``w`` (rows 0..15);
-    ``prefix``: bytes hashed before the message (in the length only).  Reads only ``buf[s:e]``."""
+    ``prefix``: bytes hashed before the message (in the length only)."""
     n = e - s
-    base = BLOCK * j
     for t in range(16):
-        x = np.uint32(0)
-        for r in range(4):
-            pos = base + 4 * t + r
-            b = np.uint32(0)
-            if pos < n:
-                b = np.uint32(buf[s + pos])
-            elif pos == n:
-                b = np.uint32(0x80)
-            x = np.uint32((x << np.uint32(8)) | b)
-        w[t, q] = x
+        w[t, q] = _word(buf, s, n, BLOCK * j + 4 * t)
     if j == _n_blocks(n) - 1:                # the last block ends with the length in bits
         bits = np.uint64(prefix + n) * np.uint64(8)
         w[14, q] = np.uint32(bits >> np.uint64(32))
@@ -141,13 +150,18 @@ def _load(buf, s, e, j, prefix, w, q):
 
 
 @kernel
+def _put_word(out, row, i, x):
+    """Word ``i`` of a digest, big-endian, into ``out[row]``."""
+    out[row, 4 * i] = np.uint8(x >> np.uint32(24))
+    out[row, 4 * i + 1] = np.uint8((x >> np.uint32(16)) & np.uint32(0xFF))
+    out[row, 4 * i + 2] = np.uint8((x >> np.uint32(8)) & np.uint32(0xFF))
+    out[row, 4 * i + 3] = np.uint8(x & np.uint32(0xFF))
+
+
+@kernel
 def _store(st, q, out, row):
     for i in range(8):
-        x = st[i, q]
-        out[row, 4 * i] = np.uint8(x >> np.uint32(24))
-        out[row, 4 * i + 1] = np.uint8((x >> np.uint32(16)) & np.uint32(0xFF))
-        out[row, 4 * i + 2] = np.uint8((x >> np.uint32(8)) & np.uint32(0xFF))
-        out[row, 4 * i + 3] = np.uint8(x & np.uint32(0xFF))
+        _put_word(out, row, i, st[i, q])
 
 
 @kernel
@@ -300,22 +314,8 @@ def _compress_ni(typingctx, state, w):
 def _load_one(buf, s, e, j, prefix, w):
     """Block ``j`` of the padded message ``buf[s:e]`` into ``w`` (16 words); as :func:`_load`."""
     n = e - s
-    base = BLOCK * j
     for t in range(16):
-        pos = base + 4 * t
-        if pos + 4 <= n:
-            w[t] = np.uint32((np.uint32(buf[s + pos]) << np.uint32(24)) | (np.uint32(buf[s + pos + 1]) << np.uint32(16))
-                             | (np.uint32(buf[s + pos + 2]) << np.uint32(8)) | np.uint32(buf[s + pos + 3]))
-            continue
-        x = np.uint32(0)
-        for r in range(4):
-            b = np.uint32(0)
-            if pos + r < n:
-                b = np.uint32(buf[s + pos + r])
-            elif pos + r == n:
-                b = np.uint32(0x80)
-            x = np.uint32((x << np.uint32(8)) | b)
-        w[t] = x
+        w[t] = _word(buf, s, n, BLOCK * j + 4 * t)
     if j == _n_blocks(n) - 1:
         bits = np.uint64(prefix + n) * np.uint64(8)
         w[14] = np.uint32(bits >> np.uint64(32))
@@ -347,11 +347,7 @@ def _digest_many_ni(buf, starts, ends, state, prefix, outer, out):
             w[15] = np.uint32((BLOCK + DIGEST) * 8)
             _compress_ni(st, w)
         for j in range(8):
-            x = st[j]
-            out[i, 4 * j] = np.uint8(x >> np.uint32(24))
-            out[i, 4 * j + 1] = np.uint8((x >> np.uint32(16)) & np.uint32(0xFF))
-            out[i, 4 * j + 2] = np.uint8((x >> np.uint32(8)) & np.uint32(0xFF))
-            out[i, 4 * j + 3] = np.uint8(x & np.uint32(0xFF))
+            _put_word(out, i, j, st[j])
 
 
 def _host_has_sha() -> bool:
@@ -368,6 +364,11 @@ HAVE_SHA_NI = _host_has_sha()
 
 
 # -- public wrappers: dtypes, shapes and slices checked here ------------------------------------
+
+def _digest():
+    """The digest kernel this CPU runs (read at each call: the tests switch it)."""
+    return _digest_many_ni if HAVE_SHA_NI else _digest_many
+
 
 _NO_OUTER = np.zeros(0, np.uint32)
 _NO_OUTER.flags.writeable = False
@@ -408,8 +409,7 @@ def hmac_sha256_many(buf, starts, ends, pads: tuple[np.ndarray, np.ndarray]) -> 
     :func:`hmac_pads` of the key."""
     buf, starts, ends = _slices(buf, starts, ends)
     out = np.empty((starts.shape[0], DIGEST), np.uint8)
-    (_digest_many_ni if HAVE_SHA_NI else _digest_many)(buf, starts, ends, readonly(pads[0], np.uint32), BLOCK,
-                                                       readonly(pads[1], np.uint32), out)
+    _digest()(buf, starts, ends, readonly(pads[0], np.uint32), BLOCK, readonly(pads[1], np.uint32), out)
     return out
 
 
@@ -417,5 +417,5 @@ def sha256_many(buf, starts, ends) -> np.ndarray:
     """``SHA256(buf[starts[i]:ends[i]])`` for every ``i``: (n, 32) uint8."""
     buf, starts, ends = _slices(buf, starts, ends)
     out = np.empty((starts.shape[0], DIGEST), np.uint8)
-    (_digest_many_ni if HAVE_SHA_NI else _digest_many)(buf, starts, ends, readonly(H0, np.uint32), 0, _NO_OUTER, out)
+    _digest()(buf, starts, ends, readonly(H0, np.uint32), 0, _NO_OUTER, out)
     return out
