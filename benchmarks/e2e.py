@@ -83,16 +83,12 @@ def _child(fn, args, out) -> None:
     """A stream process (spawned): ``flowaudit stream``'s process settings, then ``fn(*args)``
     with this process's peak RSS added (``VmHWM``: a fresh address space at exec, unlike
     ``ru_maxrss``, which Linux carries over from the parent)."""
+    from .stages import _status_kb
+
     for_command("stream")
     res = fn(*args)
-    res["peak_rss_mb"] = None
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    res["peak_rss_mb"] = int(line.split()[1]) / 1024
-    except OSError:
-        pass
+    kb = _status_kb("VmHWM")
+    res["peak_rss_mb"] = kb / 1024 if kb is not None else None
     out.put(res)
 
 
