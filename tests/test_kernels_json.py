@@ -587,3 +587,41 @@ def test_corpus_matches_reference(corpus):
         if st_ == 0:
             assert hits_of(res, i) == hits, names[i]
             assert int(res.n_segments[i]) == n, names[i]
+
+
+def split_hits_reference(H, nh, vbuf):
+    """split_hits, obviously: the kept rows in order, each value copied on its own."""
+    from flowaudit.kernels import jsonscan as K
+
+    rows = [H[k] for k in range(nh) if H[k, K.H_KEEP] == 1]
+    vals = [bytes(vbuf[r[K.H_VOFF]:r[K.H_VOFF] + r[K.H_VLEN]]) for r in rows]
+    off = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum([len(v) for v in vals], out=off[1:])
+    col = lambda c, t: np.array([r[c] for r in rows], dtype=t)  # noqa: E731
+    return (col(K.H_MSG, np.int64), col(K.H_CLASS, np.int16), col(K.H_LOC, np.int32), col(K.H_VALID, np.int8),
+            col(K.H_CONF, np.uint8), col(K.H_START, np.int64), col(K.H_END, np.int64), off,
+            np.frombuffer(b"".join(vals), dtype=np.uint8))
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(0, 20), st.integers(0, 40), st.booleans()), max_size=60), st.randoms())
+def test_split_hits_matches_reference(rows, rnd):
+    """Kept rows and their values, whatever the gaps between values and the dropped rows: the
+    kernel copies runs of adjacent values at once."""
+    from flowaudit.kernels import jsonscan as K
+
+    nh = len(rows)
+    H = np.full((nh + 3, K.H_N), -7, dtype=np.int64)       # rows past nh are never read
+    vbuf = np.frombuffer(rnd.randbytes(sum(g + n for g, n, _ in rows) + 8), dtype=np.uint8).copy()
+    o = 0
+    for k, (gap, ln, keep) in enumerate(rows):
+        o += gap
+        H[k, :] = [rnd.randrange(1000) for _ in range(K.H_N)]
+        H[k, K.H_CLASS], H[k, K.H_VALID], H[k, K.H_CONF] = rnd.randrange(40), rnd.choice((-1, 0, 1)), rnd.randrange(100)
+        H[k, K.H_VOFF], H[k, K.H_VLEN], H[k, K.H_KEEP] = o, ln, int(keep)
+        o += ln
+    got = K.split_hits(H, nh, vbuf)
+    want = split_hits_reference(H, nh, vbuf)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype
+        assert np.array_equal(g, w)
