@@ -6,6 +6,8 @@ and is checked in the output tables: the quarantine row with its reason and raw 
 messages row with its ``flags``."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -166,7 +168,8 @@ _HEAP_PROBE = """
 import resource, sys
 import numpy as np
 from flowaudit.memory import COMMANDS, fix_mmap_threshold
-assert fix_mmap_threshold(*COMMANDS[sys.argv[1]][0])
+if sys.argv[1] != "inherited":       # inherited: the heap from the environment the parent set
+    assert fix_mmap_threshold(*COMMANDS[sys.argv[1]][0])
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(200):                 # a batch pipeline's 2 MB buffers: allocated, filled, freed
     a = np.ones(2 << 20, np.uint8)
@@ -192,6 +195,29 @@ def test_batch_heap_reuses_pages_the_stream_heap_hands_back():
                                     timeout=120, check=True).stdout) for c in ("stream", "audit")}
     assert faults["stream"] > 200 * 512 * 0.9, faults
     assert faults["audit"] < 200 * 512 * 0.1, faults
+
+
+def test_a_command_s_heap_reaches_the_processes_it_starts():
+    """Dask's LocalCluster workers are processes the audit starts: ``for_command`` hands them its
+    heap through the environment (glibc's variables), so a worker reuses its freed pages as the
+    driver does; a process started without it maps and faults each 2 MB buffer afresh."""
+    import platform
+    import subprocess
+    import sys
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's heap variables")
+    parent = ("import subprocess, sys\n"
+              "from flowaudit.memory import for_command\n"
+              "for_command(sys.argv[1])\n"
+              "r = subprocess.run([sys.executable, '-c', sys.argv[2], 'inherited'], capture_output=True, text=True,"
+              " timeout=120, check=True)\n"
+              "print(r.stdout.strip())\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    faults = {c: int(subprocess.run([sys.executable, "-c", parent, c, _HEAP_PROBE], capture_output=True, text=True,
+                                    timeout=180, check=True, env=env).stdout) for c in ("stream", "audit")}
+    assert faults["audit"] < 200 * 512 * 0.1, faults
+    assert faults["stream"] > 200 * 512 * 0.9, faults
 
 
 _POOL_PROBE = """
