@@ -11,6 +11,26 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import kernel
+from .edifact import load_word
+
+
+_MUL = np.uint64(0x9E3779B97F4A7C15)
+
+
+@kernel(inline="always")
+def _tail(buf, p, e, s):
+    """The last ``e - p`` (1..7) bytes of the slice ``buf[s:e]`` as one little-endian word (zero
+    above them), with one unaligned load where the buffer allows it: a loop over a value's last
+    bytes, whose count changes from value to value, is a mispredicted branch per value."""
+    r = e - p
+    if p + 8 <= buf.shape[0]:
+        return load_word(buf, p) & ((np.uint64(1) << np.uint64(8 * r)) - np.uint64(1))
+    if e - s >= 8:
+        return load_word(buf, e - 8) >> np.uint64(8 * (8 - r))
+    w = np.uint64(0)
+    for b in range(r):
+        w |= np.uint64(buf[p + b]) << np.uint64(8 * b)
+    return w
 
 
 @kernel
@@ -20,18 +40,35 @@ def _slice_hash(buf, s, e):
     h = np.uint64(14695981039346656037) ^ np.uint64(e - s)
     p = s
     while p + 8 <= e:
-        w = np.uint64(0)
-        for b in range(8):
-            w |= np.uint64(buf[p + b]) << np.uint64(8 * b)
-        h = (h ^ w) * np.uint64(0x9E3779B97F4A7C15)
+        h = (h ^ load_word(buf, p)) * _MUL
         h ^= h >> np.uint64(29)
         p += 8
-    w = np.uint64(0)
-    for b in range(e - p):
-        w |= np.uint64(buf[p + b]) << np.uint64(8 * b)
-    h = (h ^ w) * np.uint64(0x9E3779B97F4A7C15)
+    if p < e:
+        h = (h ^ _tail(buf, p, e, s)) * _MUL
     h ^= h >> np.uint64(32)
     return h
+
+
+@kernel
+def _same(buf, a, b, n):
+    """``buf[a:a + n] == buf[b:b + n]`` (both inside the buffer, checked by the caller), a word at
+    a time."""
+    p = 0
+    while p + 8 <= n:
+        if load_word(buf, a + p) != load_word(buf, b + p):
+            return False
+        p += 8
+    r = n - p
+    if r == 0:
+        return True
+    if a + p + 8 <= buf.shape[0] and b + p + 8 <= buf.shape[0]:
+        m = (np.uint64(1) << np.uint64(8 * r)) - np.uint64(1)
+        return (load_word(buf, a + p) & m) == (load_word(buf, b + p) & m)
+    while p < n:
+        if buf[a + p] != buf[b + p]:
+            return False
+        p += 1
+    return True
 
 
 @kernel
@@ -40,19 +77,21 @@ def unique_slices(buf, off, idx):
 
     Returns ``(uid, first)``: ``uid[k]`` numbers the distinct value of slice ``idx[k]`` in order of
     first appearance, and ``first[u]`` is the position in ``idx`` where value ``u`` first appears.
-    Open addressing on a 64-bit hash of eight bytes per step; equal hashes are confirmed byte by byte.
+    Open addressing on a 64-bit hash of eight bytes per step; equal hashes are confirmed a word
+    at a time, and a value's last bytes are one masked word load, not a loop over a count that
+    changes from value to value (332k hits of 9,000 synthetic EDIFACT interchanges, 9 bytes each
+    on average: 38-39 -> 23-24 ns per hit, with one table row per slot).
     """
     n = idx.shape[0]
     uid = np.empty(n, np.int64)
     first = np.empty(n, np.int64)
-    # open addressing; a slot holds the value's hash, number, start and length, so a probe reads
-    # one slot and then the bytes it compares (not a chain of lookups through idx and off).  The
-    # table grows with the distinct values (hits repeat them), so a small one stays in cache.
+    # open addressing; a slot is one row of the value's number (-1: free), hash, start and length,
+    # so a probe reads one row and then the bytes it compares (not a chain of lookups through idx
+    # and off).  The table grows with the distinct values (hits repeat them), so a small one stays
+    # in cache.
     cap = 1024
-    t_u = np.full(cap, -1, np.int64)
-    t_h = np.empty(cap, np.uint64)
-    t_s = np.empty(cap, np.int64)
-    t_n = np.empty(cap, np.int64)
+    T = np.empty((cap, 4), np.int64)
+    T[:, 0] = -1
     mask = cap - 1
     n_u = 0
     nbuf = buf.shape[0]
@@ -67,46 +106,37 @@ def unique_slices(buf, off, idx):
             s = 0
             e = 0
         ln = e - s
-        h = _slice_hash(buf, s, e)
-        slot = np.int64(h & np.uint64(mask))
+        h = np.int64(_slice_hash(buf, s, e))
+        slot = h & mask
         while True:
-            u = t_u[slot]
+            u = T[slot, 0]
             if u < 0:
-                t_u[slot] = n_u
-                t_h[slot] = h
-                t_s[slot] = s
-                t_n[slot] = ln
+                T[slot, 0] = n_u
+                T[slot, 1] = h
+                T[slot, 2] = s
+                T[slot, 3] = ln
                 first[n_u] = k
                 uid[k] = n_u
                 n_u += 1
                 if 2 * n_u > cap:            # at most half full: rehash into four times the slots
                     cap4 = cap * 4
                     m4 = cap4 - 1
-                    u4 = np.full(cap4, -1, np.int64)
-                    h4 = np.empty(cap4, np.uint64)
-                    s4 = np.empty(cap4, np.int64)
-                    n4 = np.empty(cap4, np.int64)
+                    T4 = np.empty((cap4, 4), np.int64)
+                    T4[:, 0] = -1
                     for q0 in range(cap):
-                        if t_u[q0] >= 0:
-                            q = np.int64(t_h[q0] & np.uint64(m4))
-                            while u4[q] >= 0:
+                        if T[q0, 0] >= 0:
+                            q = T[q0, 1] & m4
+                            while T4[q, 0] >= 0:
                                 q = (q + 1) & m4
-                            u4[q] = t_u[q0]
-                            h4[q] = t_h[q0]
-                            s4[q] = t_s[q0]
-                            n4[q] = t_n[q0]
-                    cap, mask, t_u, t_h, t_s, t_n = cap4, m4, u4, h4, s4, n4
+                            T4[q, 0] = T[q0, 0]
+                            T4[q, 1] = T[q0, 1]
+                            T4[q, 2] = T[q0, 2]
+                            T4[q, 3] = T[q0, 3]
+                    cap, mask, T = cap4, m4, T4
                 break
-            if t_h[slot] == h and t_n[slot] == ln:
-                s2 = t_s[slot]
-                same = True
-                for p in range(ln):
-                    if buf[s + p] != buf[s2 + p]:
-                        same = False
-                        break
-                if same:
-                    uid[k] = u
-                    break
+            if T[slot, 1] == h and T[slot, 3] == ln and _same(buf, s, T[slot, 2], ln):
+                uid[k] = u
+                break
             slot = (slot + 1) & mask
     return uid, first[:n_u].copy()
 
