@@ -126,6 +126,12 @@ class BatchResult:
     kernel_seconds: dict = field(default_factory=dict)     # kernel -> seconds
 
 
+def _cat(parts: list) -> np.ndarray:
+    """The arrays of ``parts`` end to end: the only one itself when there is one (a batch of one
+    format: no copy, and no fresh pages to fault in under the stream's heap)."""
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 def _dict_array(indices: np.ndarray, names: list[str]) -> pa.DictionaryArray:
     if len(set(names)) == len(names):
         return pa.DictionaryArray.from_arrays(pa.array(indices.astype(np.int32), pa.int32()),
@@ -617,29 +623,30 @@ class Classifier:
             salv.append(np.full(keep.size, f == _SALVAGE))
             lays.append(self._layer_ids(r, layer_names)[keep] if r.hit_layer is not None else np.zeros(keep.size, np.int32))
             # a layered hit: its inner format; a salvaged one: its message's (unknown, or the topic's)
-            fmts.append(fmt[r.hit_msg[keep]].astype(np.uint8) if f == _SALVAGE else np.full(keep.size, f, np.uint8))
-            msg.append(r.hit_msg[keep])
-            cls.append(r.hit_class[keep])
-            loc.append(r.hit_loc[keep].astype(np.int32) + len(loc_names))
+            ix = keep if keep.size < r.n_hits else slice(None)     # every hit kept: views, no copies
+            fmts.append(fmt[r.hit_msg[ix]].astype(np.uint8) if f == _SALVAGE else np.full(keep.size, f, np.uint8))
+            msg.append(r.hit_msg[ix])
+            cls.append(r.hit_class[ix])
+            loc.append(r.hit_loc[ix].astype(np.int32) + len(loc_names))
             loc_names.extend(r.loc_names)
-            valid.append(r.hit_valid[keep])
-            conf.append(r.hit_conf[keep])
-            start.append(r.hit_start[keep])
-            end.append(r.hit_end[keep])
-            subs.append(r.hit_sub[keep] if r.hit_sub is not None else np.zeros(keep.size, np.int32))
+            valid.append(r.hit_valid[ix])
+            conf.append(r.hit_conf[ix])
+            start.append(r.hit_start[ix])
+            end.append(r.hit_end[ix])
+            subs.append(r.hit_sub[ix] if r.hit_sub is not None else np.zeros(keep.size, np.int32))
             keeps.append(keep + nbase)      # index into the combined value offsets
             nbase += r.val_off.shape[0] - 1
             nv = int(r.val_off[-1])
             vbufs.append(r.val_buf[:nv])
             voffs.append(r.val_off[:-1] + vbase)
             vbase += nv
-        h_idx = np.concatenate(msg).astype(np.int64)
-        cls_a = np.concatenate(cls).astype(np.int32)
-        loc_a = np.concatenate(loc)
+        h_idx = _cat(msg).astype(np.int64, copy=False)
+        cls_a = _cat(cls).astype(np.int32, copy=False)
+        loc_a = _cat(loc)
         # values of all formats in one buffer; mask and key each distinct value once
-        vbuf = np.concatenate(vbufs)
-        voff = np.append(np.concatenate(voffs), vbase).astype(np.int64)
-        keep_all = np.concatenate(keeps).astype(np.int64)
+        vbuf = _cat(vbufs)
+        voff = np.append(_cat(voffs), vbase).astype(np.int64, copy=False)
+        keep_all = _cat(keeps).astype(np.int64, copy=False)
         uid, first = unique_slices(vbuf, voff, keep_all)
         rows = keep_all[first]                  # the value row of each distinct value
         ks = np.flatnonzero(cls_a == self._recipient_code) if self.egress is not None else ()
@@ -663,7 +670,7 @@ class Classifier:
         raw_u = gather_strings(vbuf, voff[rows], voff[rows + 1]) if self.protector.raw else None
         # hit counts do not depend on the row order
         ncls = len(self._class_names)
-        fmt_h = np.concatenate(fmts)
+        fmt_h = _cat(fmts)
         counts = np.bincount(fmt_h.astype(np.int64) * ncls + cls_a)
         hit_counts = {(FORMAT_NAMES[int(p) // ncls], self._class_names[int(p) % ncls]): int(counts[p])
                       for p in np.flatnonzero(counts)}
@@ -672,9 +679,8 @@ class Classifier:
         order = np.argsort(h_idx, kind="stable")
         if np.all(order[:-1] < order[1:]):
             order = None
-        per_hit = [h_idx, cls_a, loc_a, pid, uid, np.concatenate(valid), np.concatenate(conf),
-                   np.concatenate(start), np.concatenate(end), np.concatenate(subs), fmt_h, np.concatenate(lays),
-                   np.concatenate(salv)]
+        per_hit = [h_idx, cls_a, loc_a, pid, uid, _cat(valid), _cat(conf), _cat(start), _cat(end), _cat(subs),
+                   fmt_h, _cat(lays), _cat(salv)]
         if order is not None:
             per_hit = [a[order] for a in per_hit]
         h_idx, cls_a, loc_a, pid, uid, valid_a, conf_a, start_a, end_a, sub_a, fmt_h, lay_a, salv_a = per_hit
