@@ -163,7 +163,14 @@ def _tally(src: np.ndarray, col) -> list[tuple[int, object, int]]:
         return []
     codes, names = _codes(col)
     k = max(1, len(names))
-    pairs, counts = np.unique(src.astype(np.int64) * k + codes, return_counts=True)
+    keys = src.astype(np.int64) * k + codes
+    top = int(keys.max()) + 1
+    if top <= max(1 << 16, 4 * keys.size):      # a count per possible pair: no sort of every row
+        counts = np.bincount(keys, minlength=top)
+        pairs = np.flatnonzero(counts)
+        counts = counts[pairs]
+    else:
+        pairs, counts = np.unique(keys, return_counts=True)
     return [(int(pr // k), names[int(pr % k)], int(c)) for pr, c in zip(pairs, counts)]
 
 
