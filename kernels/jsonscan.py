@@ -811,8 +811,9 @@ def b64_run(buf, i, end):                    # not inlined: only long values get
 @kernel(inline="always")
 def edi_head(buf, i, end):
     """Does the text at ``i`` start (after white space) with an interchange: ``UNA``, ``UNB`` or
-    ``UNH`` followed by a separator (not a letter or digit: ``UNBELIEVABLE`` is prose), ``ISA``
-    and a separator (not a space), ``GS*`` or ``ST*`` (X12)?"""
+    ``UNH`` followed by a separator (not a letter or digit: ``UNBELIEVABLE`` is prose; nor a
+    quote, backslash or control character), ``ISA`` and a separator (not a space either),
+    ``GS*`` or ``ST*`` (X12)?"""
     while i < end and (buf[i] == 32 or buf[i] == 10 or buf[i] == 13 or buf[i] == 9):
         i += 1
     if i + 3 >= end:
@@ -838,36 +839,21 @@ def edi_marker(buf, i, end):
     return edi_head(buf, i, end) or (end - i >= B64_MIN and b64_run(buf, i, end))
 
 
-@kernel(inline="always")
-def edi_marker_esc(buf, i, end):
-    """``edi_marker`` for the raw text of a JSON string (also skips ``\\n``/``\\r``/``\\t``)."""
-    while i + 1 < end:
+@kernel(_nrt=False)                          # not inlined: only escaped strings get here
+def b64_text(buf, i, end):
+    """Is ``buf[i:end]`` (a decoded text, its exact range) base64: only the alphabet, padding and
+    white space, with at least ``B64_MIN`` alphabet characters?"""
+    if end - i < B64_MIN:
+        return False
+    n = 0
+    while i < end:
         c = buf[i]
-        if c == 32 or c == 10 or c == 13 or c == 9:
-            i += 1
-        elif c == 92 and (buf[i + 1] == 110 or buf[i + 1] == 114 or buf[i + 1] == 116):
-            i += 2
-        else:
-            break
-    return edi_marker(buf, i, end)
-
-
-@kernel(_nrt=True)              # np.sort allocates: reference counting stays on (not inherited)
-def dup_in(ks, s, e):
-    n = e - s
-    if n < 2:
-        return False
-    if n <= 32:
-        for a in range(s, e):
-            for b in range(a + 1, e):
-                if ks[a] == ks[b]:
-                    return True
-        return False
-    srt = np.sort(ks[s:e])
-    for a in range(1, n):
-        if srt[a] == srt[a - 1]:
-            return True
-    return False
+        if (65 <= c <= 90) or (97 <= c <= 122) or (48 <= c <= 57) or c == 43 or c == 47:
+            n += 1
+        elif not (c == 61 or c == 32 or c == 10 or c == 13 or c == 9):
+            return False
+        i += 1
+    return n >= B64_MIN
 
 
 @kernel(_nrt=False)
@@ -937,17 +923,19 @@ def json_scan(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
     km_n = np.zeros(KM_SIZE, dtype=np.uint64)
     km_r = np.zeros(KM_SIZE, dtype=np.int64)
     km_g = np.zeros(KM_SIZE, dtype=np.int64)
+    kbits = np.zeros(D, dtype=np.uint64)      # per object: one bit per name hash's top 6 bits
+    kdup = np.zeros(D, dtype=np.bool_)        # per object: a name seen twice
     return json_scan_run(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P, st_out, H, vbuf, loc_hash, loc_off,
                          loc_buf, loc_table, E, ebuf, ctr, scratch, kstack,
                          kind, knorm, krule, kgen, parh, ph, kst, ken, kesc, first_hit, npend, kstart, tv_g, tv_v,
-                         ntv, path, tmp, km_h, km_n, km_r, km_g)
+                         ntv, path, tmp, km_h, km_n, km_r, km_g, kbits, kdup)
 
 
 @kernel(_nrt=False)
 def json_scan_run(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
                   st_out, H, vbuf, loc_hash, loc_off, loc_buf, loc_table, E, ebuf, ctr, scratch, kstack,
                   kind, knorm, krule, kgen, parh, ph, kst, ken, kesc, first_hit, npend, kstart, tv_g, tv_v, ntv,
-                  path, tmp, km_h, km_n, km_r, km_g):
+                  path, tmp, km_h, km_n, km_r, km_g, kbits, kdup):
     """The scanner of :func:`json_scan` (work arrays allocated by it, zeroed; ``krule`` and ``kgen``
     filled with -1)."""
     nb = buf.shape[0]
@@ -1055,7 +1043,16 @@ def json_scan_run(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
                     kgen[d] = rg
                     ph[d + 1] = mix(ph[d], hr)
                     if ktop < kcap:
-                        kstack[ktop] = hr      # duplicates: exact names, not normalised
+                        # duplicates: exact names, not normalised; the object's names are compared
+                        # only when the name's bit is already set (not all pairs at the close)
+                        bit = np.uint64(1) << (hr >> np.uint64(58))
+                        if kbits[d] & bit:
+                            for q in range(kstart[d], ktop):
+                                if kstack[q] == hr:
+                                    kdup[d] = True
+                                    break
+                        kbits[d] |= bit
+                        kstack[ktop] = hr
                         ktop += 1
                     while i < e and (buf[i] == 32 or buf[i] == 10 or buf[i] == 13 or buf[i] == 9):
                         i += 1
@@ -1073,7 +1070,7 @@ def json_scan_run(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
             if state == -1:
                 # close the container at depth d
                 if kind[d] == K_OBJ:
-                    if ktop - kstart[d] > 1 and dup_in(kstack, kstart[d], ktop):
+                    if kdup[d]:
                         fl |= FLAG_DUP_KEY
                     ktop = kstart[d]
                 if npend[d] > 0:
@@ -1112,6 +1109,8 @@ def json_scan_run(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
                     krule[d] = -1
                     kgen[d] = -1
                     kstart[d] = ktop
+                    kbits[d] = np.uint64(0)
+                    kdup[d] = False
                     ph[d + 1] = ph[d]
                     state = S_KEY_OR_END
                 else:
@@ -1138,22 +1137,17 @@ def json_scan_run(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
                 if err > 0:
                     st = ST_MALFORMED if err == 1 else ST_INVALID_UTF8
                     break
-                emb = edi_marker_esc(buf, cs, i if err == 0 else e)    # the string's end, when known
-                if r0 < 0 and not emb and d >= 0:
-                    if err == 0:
-                        continue
-                    # escapes: validate with the full scanner
-                    i, nw, hv, hr, esc, err = scan_str(buf, cs, e, scratch, 0, scap, 0)
-                    if err != 0:
-                        st = ST_MALFORMED if err == 1 else ST_INVALID_UTF8
-                        break
-                    continue
                 if err == 0:
-                    # no escapes: classify the raw bytes in place
+                    # no escapes: the raw bytes are the text, classified in place
+                    emb = edi_marker(buf, cs, i)         # b64_run stops at the closing quote
+                    if r0 < 0 and not emb and d >= 0:
+                        continue
                     src = buf
                     s0 = cs
                     e0 = i - 1
                 else:
+                    # escapes: the decoded text is what is looked at (an interchange or a layer
+                    # written with \u escapes is one all the same)
                     i, nw, hv, hr, esc, err = scan_str(buf, cs, e, scratch, 0, scap, 2)
                     if err != 0:
                         st = ST_MALFORMED if err == 1 else ST_INVALID_UTF8
@@ -1161,6 +1155,9 @@ def json_scan_run(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
                     src = scratch
                     s0 = 0
                     e0 = nw if nw <= scap else scap
+                    emb = edi_head(scratch, 0, e0) or b64_text(scratch, 0, e0)
+                    if r0 < 0 and not emb and d >= 0:
+                        continue
                 ce = i - 1
                 cpar = parh[d] if d >= 0 else ROOT_PARENT
                 loc = -1

@@ -282,3 +282,15 @@ def test_marker_matches_its_reference(pieces, tail):
     t = b"".join(pieces) + tail
     a = np.frombuffer(t, np.uint8).copy() if t else np.zeros(0, np.uint8)
     assert bool(K.edi_marker(a, 0, len(t))) == marker_ref(t), t
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"A", b"z", b"9", b"+", b"/", b"=", b" ", b"\n", b"\t", b'"', b"<", b"\\", b"-",
+                                 b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"]), max_size=12))
+def test_b64_text_matches_its_reference(pieces):
+    """``b64_text`` (a decoded JSON string's exact range): only the alphabet, padding and white
+    space, and at least B64_MIN alphabet characters; no byte ends it early."""
+    t = b"".join(pieces)
+    a = np.frombuffer(t, np.uint8).copy() if t else np.zeros(0, np.uint8)
+    want = re.fullmatch(rb"[A-Za-z0-9+/= \t\r\n]*", t) is not None and len(re.findall(rb"[A-Za-z0-9+/]", t)) >= K.B64_MIN
+    assert bool(K.b64_text(a, 0, len(t))) == want, t
