@@ -49,7 +49,7 @@ from .detect import utf8_char
 from .jsonscan import (B64_MIN, C_ECUR, C_NE, C_NH, C_VCUR, E_END, E_LEN, E_LOC, E_MSG, E_OFF, E_START, FNV_OFF,
                        FNV_PRIME, KIND_FREE, KIND_TYPEKEY, MAX_TSLOT, MEMO_SALT, MODE_CHECK, PATH_CAP, RI_CLASS,
                        RI_CONF, RI_GROUP, RI_KIND, RI_LEVEL, RI_MODE, ROOT_H, edi_marker, emit, free_scan,
-                       b64_run, edi_head, has_room, hstep, intern_add, intern_find, mix, name_hash, next_rule, rec_text, recognise,
+                       b64_run, b64_text, edi_head, has_room, hstep, intern_add, intern_find, mix, name_hash, next_rule, rec_text, recognise,
                        resolve, rules_for, set_type)
 
 MAX_DEPTH = 256
@@ -294,6 +294,54 @@ def text_head(buf, i, end):
     """``jsonscan.edi_head`` as a call: it is inlined at numba's IR level (typed and lowered again
     at every call site), and the scanner asks it only once per text run of a leaf without rules."""
     return edi_head(buf, i, end)
+
+
+@kernel(_nrt=False, readonly=("buf",))
+def leaf_text(buf, s, e, out, cap):
+    """The character data of a leaf's content ``buf[s:e]``, which the scanner has already found
+    well-formed, into ``out[:cap]`` (cut before the first character that does not fit); returns
+    its length.  References are decoded, CDATA sections give their text, comments and processing
+    instructions nothing."""
+    n = 0
+    i = s
+    while i < e and n < cap:
+        c = buf[i]
+        if c == 38:
+            i, v, err = entity(buf, i, e)
+            if err != 0:
+                return n
+            k = put_cp(out, n, cap, v)
+            if k == n:                  # the character does not fit: the text so far
+                return n
+            n = k
+            continue
+        if c == 60:
+            if i + 8 < e and buf[i + 1] == 33 and buf[i + 2] == 91:          # <![CDATA[
+                k = find2(buf, i + 9, e, 93, 93, 62)
+                if k < 0:
+                    return n
+                for p in range(i + 9, k):
+                    if n < cap:
+                        out[n] = buf[p]
+                        n += 1
+                i = k + 3
+            elif i + 3 < e and buf[i + 1] == 33 and buf[i + 2] == 45 and buf[i + 3] == 45:     # <!--
+                k = find2(buf, i + 4, e, 45, 45, 62)
+                if k < 0:
+                    return n
+                i = k + 3
+            elif i + 1 < e and buf[i + 1] == 63:                               # <?
+                k = i + 2
+                while k + 1 < e and not (buf[k] == 63 and buf[k + 1] == 62):
+                    k += 1
+                i = k + 2
+            else:
+                return n
+            continue
+        out[n] = c
+        n += 1
+        i += 1
+    return n
 
 
 @kernel(_nrt=False, readonly=("buf",))
@@ -563,9 +611,16 @@ def xml_scan_run(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
                     st = ST_MALFORMED
                     break
                 i = k + 1
+                # a leaf no rule asked for, with references, CDATA or comments in its text: its
+                # marker is judged on the decoded text, as an unescaped text's is (an interchange
+                # written as &#85;NA... or base64 with &#43; is one all the same)
+                late = False
+                if child[d] == 0 and acc[d] == 0 and not simple and cend - cstart >= 4:
+                    txt = leaf_text(buf, cstart, cend, scratch, scap)
+                    late = text_head(scratch, 0, txt) or b64_text(scratch, 0, txt)
                 # classify the leaf's text
-                if child[d] == 0 and (acc[d] != 0 or (simple and cend - cstart >= B64_MIN
-                                                      and b64_run(buf, cstart, cend))):
+                if child[d] == 0 and (acc[d] != 0 or late or (simple and cend - cstart >= B64_MIN
+                                                              and b64_run(buf, cstart, cend))):
                     if txt > scap:
                         txt = scap
                     if simple:

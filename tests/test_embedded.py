@@ -119,6 +119,26 @@ def test_xml_text_and_cdata_holding_a_coarri(coarri):
         assert res.flags[i] & 8
 
 
+def test_an_interchange_written_with_references_or_escapes_is_one(coarri):
+    """Character references in XML (``&#85;NA``, ``&#x55;NB``) and \\u escapes in JSON do not hide an
+    interchange: the marker is judged on the decoded text, and the interchange is decoded as the
+    plain one is (an evasion a sender could otherwise use on a leaf no rule names)."""
+    want = direct(coarri)
+    text = coarri.decode("utf-8")
+    refs = "".join(f"&#{ord(c)};" for c in text[:4]) + escape(text[4:])
+    hexr = "<!-- c -->" + "".join(f"&#x{ord(c):X};" for c in text[:3]) + escape(text[3:])
+    rx = classify(dx, [f"<Envelope><Body><Edi>{t}</Edi></Body></Envelope>".encode() for t in (refs, hexr)])
+    assert (rx.status == 0).all()
+    for i in range(2):
+        assert [g for g, _ in embedded_part(rx, i, "/Envelope/Body/Edi")] == want
+        assert rx.flags[i] & 8
+    uesc = "".join("\\u%04x" % ord(c) for c in text[:5]) + json.dumps(text[5:])[1:-1]
+    rj = classify(dj, [b'{"payload": {"edi": "%s"}}' % uesc.encode()])
+    assert rj.status.tolist() == [0]
+    assert [g for g, _ in embedded_part(rj, 0, "$.payload.edi")] == want
+    assert all(">" in h[4] for h in hits(rj, 0))      # no free-text double reporting
+
+
 def test_broken_embedded_interchange_is_flagged_not_fatal():
     res = classify(dj, [b'{"messageRaw": "UNB+UNOA:1+A+B+230811:1450+1\'UNH+1+CODECO:D:95B:UN\'EQD+CN+MSCU1234565"}',
                         b'{"note": "UNBELIEVABLE"}'])

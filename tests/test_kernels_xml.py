@@ -421,3 +421,28 @@ def test_corpus_matches_reference(corpus):
         st_, mtype, hits, n = ref_xml(m)
         assert st_ == 0 and res.msg_type[i] == mtype and hits_of(res, i) == hits, names[i]
         assert int(res.n_segments[i]) == n, names[i]
+
+
+_LEAF_PIECES = ["UNA", "b", " ", "\n", "é", "€", "&amp;", "&lt;", "&quot;", "&#85;", "&#x4E;", "&#x1F600;",
+                "<![CDATA[x<&]]>", "<![CDATA[]]>", "<!-- c -->", "<?pi data?>", ">"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_LEAF_PIECES), max_size=30), st.integers(0, 64))
+def test_leaf_text_matches_lxml(pieces, cap):
+    """``xmlscan.leaf_text`` (a leaf's character data, decoded, for the marker of a leaf no rule
+    asked for) against lxml's string value of the element, cut at ``cap`` bytes on a character
+    boundary as ``put_cp`` cuts."""
+    from flowaudit.kernels.xmlscan import leaf_text
+
+    content = "".join(pieces).encode()
+    doc = b"<a>" + content + b"</a>"
+    want = etree.fromstring(doc).xpath("string()").encode()
+    buf = np.frombuffer(doc, np.uint8)
+    full = np.zeros(len(doc) * 4 + 8, np.uint8)
+    n = leaf_text(buf, 3, 3 + len(content), full, full.shape[0])
+    assert full[:n].tobytes() == want
+    out = np.zeros(cap + 8, np.uint8)
+    k = leaf_text(buf, 3, 3 + len(content), out, cap)
+    assert k <= cap and want.startswith(out[:k].tobytes())
+    assert len(want) - k < 4 or k > cap - 4                     # cut only where the next character did not fit
