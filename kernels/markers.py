@@ -27,7 +27,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from numba.cpython.unsafe.numbers import trailing_zeros
+
 from ._jit import kernel
+from .edifact import load_word, sep_mask, sep_pattern
 
 DOMAIN, HOST, HOST_SUFFIX, TOKEN, TOKEN_PREFIX, PATH, PATH_PREFIX, KEY = range(8)
 KIND_NAMES = ("domain", "host", "host_suffix", "token", "token_prefix", "path", "path_prefix", "key")
@@ -210,6 +213,48 @@ def scan_filtered(buf, offsets, sel, min_len, head, tail, c_off, c_ids, pat_buf,
                 n = _record(buf, i, start, end, c_ids[j], mi, n, pat_buf, pat_off, pat_kind, pat_ci,
                             out_msg, out_pat, out_start, out_end)
     return n
+
+
+@kernel(_nrt=True)
+def escaped(buf, offsets, sel):
+    """The messages of ``sel`` whose bytes hold ``\\u`` (a JSON escape) or ``&#`` (an XML character
+    reference), in ``sel``'s order: the literals above are bytes, and a host written as
+    ``gateway\\u002elogink.cn`` or ``gateway&#46;logink.cn`` is the same host (the shell scans those
+    messages again, decoded).  Eight bytes per step: the backslashes and ampersands of a word are
+    found at once (``edifact.sep_mask``), then the byte after each is looked at."""
+    nb = buf.shape[0]
+    nm = offsets.shape[0] - 1
+    out = np.empty(sel.shape[0], np.int64)
+    k = 0
+    pb = sep_pattern(92)
+    pa = sep_pattern(38)
+    for j in range(sel.shape[0]):
+        m = sel[j]
+        if m < 0 or m >= nm:
+            continue
+        s = offsets[m]
+        e = offsets[m + 1]
+        if s < 0 or e > nb or e <= s:
+            continue
+        found = False
+        i = s
+        while i + 8 <= e and not found:
+            mk = sep_mask(load_word(buf, i), pb, pa, pb, pa)
+            while mk != np.uint64(0):
+                p = i + (np.int64(trailing_zeros(mk)) >> 3)
+                if p + 1 < e and ((buf[p] == 92 and buf[p + 1] == 117) or (buf[p] == 38 and buf[p + 1] == 35)):
+                    found = True
+                    break
+                mk &= mk - np.uint64(1)
+            i += 8
+        while not found and i + 1 < e:
+            if (buf[i] == 92 and buf[i + 1] == 117) or (buf[i] == 38 and buf[i + 1] == 35):
+                found = True
+            i += 1
+        if found:
+            out[k] = m
+            k += 1
+    return out[:k].copy()
 
 
 def _key7_py(a: int, b: int) -> int:

@@ -269,3 +269,34 @@ def test_markers_inside_layers_and_in_quarantined_messages(tmp_path):
     plain = clf.egress.detect_messages(Batch.from_values(msgs, FMT_AUTO).buf,
                                        Batch.from_values(msgs, FMT_AUTO).offsets, np.array([0, 1], np.int64))
     assert plain.num_rows == 0
+
+
+def test_hosts_written_with_escapes_or_character_references(tmp_path):
+    """A watched host spelled with JSON \\u escapes or XML character references is the same host:
+    found in the message's decoded text, by ``detect_messages`` alone and through the classifier's
+    prescan; one row per indicator per message; look-alikes stay unmatched and bad escapes are
+    left as they are."""
+    from flowaudit.pipeline import FMT_AUTO, Batch, Classifier
+    from flowaudit.protect import Protector
+
+    msgs = [
+        b'{"callback":"https:\\/\\/gateway\\u002elogink\\u002ecn\\/api"}',         # 0 JSON escapes
+        b'<cb>https://gateway&#46;logink&#x2E;cn/api</cb>',                          # 1 XML references
+        b'{"a":"gateway.logink.cn","b":"gateway\\u002elogink.cn"}',                 # 2 raw and escaped
+        b'{"a":"not\\u006cogink.cn \\uZZZZ &#99999999; \\ud800"}',                   # 3 a look-alike, bad escapes
+        b'{"a":"caf\\u00e9","b":"https://gateway.logink.cn/"}',                      # 4 an escape elsewhere
+        b'{"callback":"https://gateway.logink.cn/api"}',                             # 5 plain
+    ]
+    buf, off = batch(msgs)
+    det = detector(tmp_path)
+    for t in (det.detect_messages(buf, off, offset=np.arange(len(msgs))),
+              Classifier(Protector(b"egress-escapes-key-0123456789abc"), egress=detector(tmp_path))
+              .run(Batch.from_values(msgs, FMT_AUTO, offset=np.arange(len(msgs)))).transfers):
+        got: dict[int, list] = {}
+        for r in t.to_pylist():
+            got.setdefault(r["offset"], []).append((r["indicator"], r["seen_where"]))
+        assert got[0] == [("gateway.logink.cn", "JSON_PATH")]
+        assert got[1] == [("gateway.logink.cn", "XML_ELEMENT")]
+        assert got[2] == [("gateway.logink.cn", "JSON_PATH")]
+        assert 3 not in got
+        assert got[4] == got[5] == [("gateway.logink.cn", "JSON_PATH")]

@@ -24,6 +24,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Mapping, NamedTuple
 
+import re
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -287,7 +289,8 @@ class EgressDetector:
         wl = self.watchlist
         buf = np.ascontiguousarray(buf, np.uint8)
         offsets = np.ascontiguousarray(offsets, np.int64)
-        return Prescan(wl, wl.patterns.scan(buf, offsets, sel))
+        sel_ = np.arange(offsets.shape[0] - 1, dtype=np.int64) if sel is None else np.asarray(sel, np.int64)
+        return Prescan(wl, wl.patterns.scan(buf, offsets, sel), _mk.escaped(buf, offsets, sel_))
 
     def detect_messages(self, buf: np.ndarray, offsets: np.ndarray, sel: np.ndarray | None = None, *,
                         recipients: Iterable[tuple[int, str, str]] | None = None, source: str = "-",
@@ -302,7 +305,8 @@ class EgressDetector:
         the one used, even where the operator's files were reloaded since).
         """
         wl = self.watchlist if prescan is None else prescan.watchlist
-        hits = message_matches(wl, buf, offsets, sel, None if prescan is None else prescan.matches)
+        hits = message_matches(wl, buf, offsets, sel, None if prescan is None else prescan.matches,
+                               None if prescan is None else prescan.escaped)
         for mi, rid, where in (recipients or ()):
             i = wl.match_edi_party(rid)
             if i >= 0:
@@ -384,12 +388,36 @@ def _read_value(buf: np.ndarray, e: int, end: int) -> str:
 class Prescan(NamedTuple):
     watchlist: _wl.CompiledWatchlist
     matches: tuple   # (msg, pattern, start, end) arrays of kernels.markers
+    escaped: np.ndarray  # the messages with \u escapes or &# references (kernels.markers.escaped)
+
+
+_ESCAPE = re.compile(rb"\\u([0-9A-Fa-f]{4})|&#([0-9]{1,7});|&#[xX]([0-9A-Fa-f]{1,6});")
+
+
+def _char(m: re.Match) -> bytes:
+    h, d, x = m.groups()
+    cp = int(h, 16) if h else int(d) if d else int(x, 16)
+    if cp > 0x10FFFF or 0xD800 <= cp <= 0xDFFF:
+        return b"\xef\xbf\xbd"     # U+FFFD: a surrogate or out of range
+    return chr(cp).encode("utf-8")
+
+
+def unescape(raw: bytes) -> bytes:
+    """``raw`` with JSON ``\\uXXXX`` escapes and XML character references (``&#NN;``,
+    ``&#xHH;``) written as the characters they stand for; every other byte as it is.  What the
+    watchlist's literals are matched against, a second time, in a message that has them: a host
+    written as ``gateway\\u002elogink.cn`` or ``gateway&#46;logink.cn`` is that host."""
+    return _ESCAPE.sub(_char, raw)
 
 
 def message_matches(wl: _wl.CompiledWatchlist, buf: np.ndarray, offsets: np.ndarray,
-                    sel: np.ndarray | None = None, matches: tuple | None = None) -> list[tuple[int, int, str, str]]:
+                    sel: np.ndarray | None = None, matches: tuple | None = None,
+                    escaped: np.ndarray | None = None) -> list[tuple[int, int, str, str]]:
     """(message, indicator id, seen_where, shown value) per distinct indicator per message;
-    ``matches``: the kernel's rows over these messages and maybe others (only ``sel``'s count)."""
+    ``matches``: the kernel's rows over these messages and maybe others (only ``sel``'s count);
+    ``escaped``: the messages of ``sel`` with escapes or character references
+    (``kernels.markers.escaped``, computed when not given): those are matched on their
+    text decoded by :func:`unescape` instead of their raw bytes."""
     buf = np.ascontiguousarray(buf, np.uint8)
     offsets = np.ascontiguousarray(offsets, np.int64)
     if matches is None:
@@ -399,15 +427,33 @@ def message_matches(wl: _wl.CompiledWatchlist, buf: np.ndarray, offsets: np.ndar
         if sel is not None and mm.size:
             keep = np.isin(mm, sel)
             mm, pp, ss, ee = mm[keep], pp[keep], ss[keep], ee[keep]
-    if mm.size == 0:
-        return []
+    if escaped is None:
+        escaped = _mk.escaped(buf, offsets, np.arange(offsets.shape[0] - 1, dtype=np.int64) if sel is None
+                              else np.ascontiguousarray(sel, np.int64))
+    elif sel is not None and escaped.size:
+        escaped = escaped[np.isin(escaped, sel)]
     per_msg: dict[int, list] = {}
+    where_from: dict[int, tuple] = {}     # an escaped message: its decoded text, not the batch
+    if escaped.size:
+        texts = [unescape(bytes(buf[offsets[m]:offsets[m + 1]])) for m in escaped.tolist()]
+        uoff = np.zeros(len(texts) + 1, np.int64)
+        np.cumsum([len(t) for t in texts], out=uoff[1:])
+        ubuf = np.frombuffer(b"".join(texts), np.uint8) if uoff[-1] else np.zeros(1, np.uint8)
+        for k, mi in enumerate(escaped.tolist()):
+            where_from[mi] = (ubuf, int(uoff[k]), int(uoff[k + 1]))
+        um, up, us, ue = wl.patterns.scan(ubuf, uoff)
+        for k, p, s, e in zip(um.tolist(), up.tolist(), us.tolist(), ue.tolist()):
+            per_msg.setdefault(int(escaped[k]), []).append((p, s, e))
     for mi, p, s, e in zip(mm.tolist(), pp.tolist(), ss.tolist(), ee.tolist()):
-        per_msg.setdefault(mi, []).append((p, s, e))
+        if mi not in where_from:
+            per_msg.setdefault(mi, []).append((p, s, e))
+    if not per_msg:
+        return []
     out = []
     kinds = wl.patterns.pat_kind
+    raw_buf = buf
     for mi, found in per_msg.items():
-        start, end = int(offsets[mi]), int(offsets[mi + 1])
+        buf, start, end = where_from.get(mi) or (raw_buf, int(offsets[mi]), int(offsets[mi + 1]))
         where = _msg_kind(buf, start, end)
         cand = []  # (indicator id, s, e, shown)
         for p, s, e in found:
