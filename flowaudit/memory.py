@@ -131,12 +131,11 @@ def heap_env(nbytes: int, keep: int | None = None) -> dict:
 
 
 def for_command(command: str):
-    """Apply ``command``'s process settings (:data:`COMMANDS`): the heap now, and for the
+    """Apply ``command``'s process settings (:data:`COMMANDS`): the heap, now and for the
     processes started after this call (Dask's LocalCluster workers, whose nanny otherwise sets
-    ``MALLOC_TRIM_THRESHOLD_=65536``: a 2-worker audit of 1M messages took 25.8-30.1 s so, and
-    21.9-22.6 s with the audit's heap); the Arrow pool
-    as :func:`arrow_pool` does (Arrow's C++ side too when pyarrow is not yet imported); returns
-    the pool."""
+    ``MALLOC_TRIM_THRESHOLD_=65536``; a 2-worker audit of 1M messages took 25.8-30.1 s with that,
+    21.9-23.4 s with the audit's heap), and the Arrow pool as :func:`arrow_pool` does (Arrow's C++
+    side too when pyarrow is not yet imported); returns the pool."""
     heap, pool = COMMANDS[command]
     if heap is not None:
         fix_mmap_threshold(*heap)

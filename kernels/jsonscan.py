@@ -1293,7 +1293,7 @@ def split_hits(H, nh, vbuf):
 
     The kept values mostly lie back to back in ``vbuf`` already (gaps only after grouped and
     dropped hits), so they are copied a run of adjacent values at a time, not value by value
-    (180k values: 0.3 against 2.4 ms)."""
+    (180k hits: the whole split 5.1 -> 2.4-2.9 ms)."""
     n = 0
     nv = 0
     for k in range(nh):

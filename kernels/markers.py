@@ -26,7 +26,6 @@ Case: patterns flagged case-insensitive are stored lower-case and compared on fo
 from __future__ import annotations
 
 import numpy as np
-
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from ._jit import kernel

@@ -20,11 +20,10 @@ rows in the :data:`flowaudit.datasets.TRANSFERS` layout (shaped like Zeek's inte
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Mapping, NamedTuple
-
-import re
 
 import numpy as np
 import pyarrow as pa
