@@ -214,19 +214,35 @@ def scan_filtered(buf, offsets, sel, min_len, head, tail, c_off, c_ids, pat_buf,
     return n
 
 
+@kernel
+def _hex(c):
+    return (48 <= c <= 57) or (65 <= c <= 70) or (97 <= c <= 102)
+
+
+@kernel(inline="always")
+def _escape_at(buf, p, e):
+    """Does ``buf[p:e]`` start with ``\\u``, ``&#`` or ``%`` and two hex digits?"""
+    c = buf[p]
+    if c == 92 or c == 38:
+        return p + 1 < e and buf[p + 1] == (117 if c == 92 else 35)
+    return c == 37 and p + 2 < e and _hex(buf[p + 1]) and _hex(buf[p + 2])
+
+
 @kernel(_nrt=True)
 def escaped(buf, offsets, sel):
-    """The messages of ``sel`` whose bytes hold ``\\u`` (a JSON escape) or ``&#`` (an XML character
-    reference), in ``sel``'s order: the literals above are bytes, and a host written as
-    ``gateway\\u002elogink.cn`` or ``gateway&#46;logink.cn`` is the same host (the shell scans those
-    messages again, decoded).  Eight bytes per step: the backslashes and ampersands of a word are
-    found at once (``edifact.sep_mask``), then the byte after each is looked at."""
+    """The messages of ``sel`` whose bytes hold ``\\u`` (a JSON escape), ``&#`` (an XML character
+    reference) or ``%`` and two hex digits (URL percent-encoding), in ``sel``'s order: the
+    literals above are bytes, and a host written as ``gateway\\u002elogink.cn``,
+    ``gateway&#46;logink.cn`` or ``%67ateway.logink.cn`` is the same host (the shell scans those
+    messages again, decoded).  Eight bytes per step: the backslashes, ampersands and percent signs
+    of a word are found at once (``edifact.sep_mask``), then the bytes after each are looked at."""
     nb = buf.shape[0]
     nm = offsets.shape[0] - 1
     out = np.empty(sel.shape[0], np.int64)
     k = 0
     pb = sep_pattern(92)
     pa = sep_pattern(38)
+    pp = sep_pattern(37)
     for j in range(sel.shape[0]):
         m = sel[j]
         if m < 0 or m >= nm:
@@ -238,17 +254,15 @@ def escaped(buf, offsets, sel):
         found = False
         i = s
         while i + 8 <= e and not found:
-            mk = sep_mask(load_word(buf, i), pb, pa, pb, pa)
+            mk = sep_mask(load_word(buf, i), pb, pa, pp, pb)
             while mk != np.uint64(0):
-                p = i + (np.int64(trailing_zeros(mk)) >> 3)
-                if p + 1 < e and ((buf[p] == 92 and buf[p + 1] == 117) or (buf[p] == 38 and buf[p + 1] == 35)):
+                if _escape_at(buf, i + (np.int64(trailing_zeros(mk)) >> 3), e):
                     found = True
                     break
                 mk &= mk - np.uint64(1)
             i += 8
-        while not found and i + 1 < e:
-            if (buf[i] == 92 and buf[i + 1] == 117) or (buf[i] == 38 and buf[i + 1] == 35):
-                found = True
+        while not found and i < e:
+            found = _escape_at(buf, i, e)
             i += 1
         if found:
             out[k] = m

@@ -272,7 +272,8 @@ def test_markers_inside_layers_and_in_quarantined_messages(tmp_path):
 
 
 def test_hosts_written_with_escapes_or_character_references(tmp_path):
-    """A watched host spelled with JSON \\u escapes or XML character references is the same host:
+    """A watched host spelled with JSON \\u escapes, XML character references or URL
+    percent-encoding is the same host:
     found in the message's decoded text, by ``detect_messages`` alone and through the classifier's
     prescan; one row per indicator per message; look-alikes stay unmatched and bad escapes are
     left as they are."""
@@ -286,6 +287,7 @@ def test_hosts_written_with_escapes_or_character_references(tmp_path):
         b'{"a":"not\\u006cogink.cn \\uZZZZ &#99999999; \\ud800"}',                   # 3 a look-alike, bad escapes
         b'{"a":"caf\\u00e9","b":"https://gateway.logink.cn/"}',                      # 4 an escape elsewhere
         b'{"callback":"https://gateway.logink.cn/api"}',                             # 5 plain
+        b'GET https://%67ateway%2Elogink%2ecn/api?q=a%20b HTTP/1.1\r\n',              # 6 percent-encoded
     ]
     buf, off = batch(msgs)
     det = detector(tmp_path)
@@ -300,3 +302,4 @@ def test_hosts_written_with_escapes_or_character_references(tmp_path):
         assert got[2] == [("gateway.logink.cn", "JSON_PATH")]
         assert 3 not in got
         assert got[4] == got[5] == [("gateway.logink.cn", "JSON_PATH")]
+        assert ("gateway.logink.cn", "PAYLOAD") in got[6]

@@ -148,14 +148,17 @@ def test_filtered_kernel_refuses_a_shortest_literal_under_two_bytes():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.lists(st.sampled_from([b"\\", b"u", b"&", b"#", b"a", b"\\u", b"&#", b"12345678", b"\xc3\xa9"]),
+@given(st.lists(st.lists(st.sampled_from([b"\\", b"u", b"&", b"#", b"%", b"2", b"E", b"g", b"a", b"\\u", b"&#",
+                                          b"%2e", b"12345678", b"\xc3\xa9"]),
                          max_size=12).map(b"".join), max_size=12), st.data())
 def test_escaped_matches_reference(msgs, data):
-    """``escaped``: the selected messages holding ``\\u`` or ``&#``, in the selection's order, a
-    word at a time and in the tail (pairs across the eight-byte steps, at the ends of messages)."""
+    """``escaped``: the selected messages holding ``\\u``, ``&#`` or ``%`` and two hex digits, in the
+    selection's order, a word at a time and in the tail (sequences across the eight-byte steps,
+    at the ends of messages)."""
     buf = np.frombuffer(b"".join(msgs), np.uint8) if any(msgs) else np.zeros(0, np.uint8)
     off = np.zeros(len(msgs) + 1, np.int64)
     off[1:] = np.cumsum([len(m) for m in msgs])
     sel = data.draw(st.lists(st.integers(0, max(0, len(msgs) - 1)), max_size=12, unique=True)) if msgs else []
     got = M.escaped(buf, off, np.asarray(sel, np.int64)).tolist()
-    assert got == [m for m in sel if b"\\u" in msgs[m] or b"&#" in msgs[m]]
+    assert got == [m for m in sel if b"\\u" in msgs[m] or b"&#" in msgs[m]
+                   or re.search(rb"%[0-9A-Fa-f]{2}", msgs[m])]

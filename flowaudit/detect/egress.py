@@ -387,14 +387,16 @@ def _read_value(buf: np.ndarray, e: int, end: int) -> str:
 class Prescan(NamedTuple):
     watchlist: _wl.CompiledWatchlist
     matches: tuple   # (msg, pattern, start, end) arrays of kernels.markers
-    escaped: np.ndarray  # the messages with \u escapes or &# references (kernels.markers.escaped)
+    escaped: np.ndarray  # the messages with \u escapes, &# references or %HH (kernels.markers.escaped)
 
 
-_ESCAPE = re.compile(rb"\\u([0-9A-Fa-f]{4})|&#([0-9]{1,7});|&#[xX]([0-9A-Fa-f]{1,6});")
+_ESCAPE = re.compile(rb"\\u([0-9A-Fa-f]{4})|&#([0-9]{1,7});|&#[xX]([0-9A-Fa-f]{1,6});|%([0-9A-Fa-f]{2})")
 
 
 def _char(m: re.Match) -> bytes:
-    h, d, x = m.groups()
+    h, d, x, pct = m.groups()
+    if pct:
+        return bytes((int(pct, 16),))      # a byte (%C3%A9 is two)
     cp = int(h, 16) if h else int(d) if d else int(x, 16)
     if cp > 0x10FFFF or 0xD800 <= cp <= 0xDFFF:
         return b"\xef\xbf\xbd"     # U+FFFD: a surrogate or out of range
@@ -402,10 +404,11 @@ def _char(m: re.Match) -> bytes:
 
 
 def unescape(raw: bytes) -> bytes:
-    """``raw`` with JSON ``\\uXXXX`` escapes and XML character references (``&#NN;``,
-    ``&#xHH;``) written as the characters they stand for; every other byte as it is.  What the
-    watchlist's literals are matched against, a second time, in a message that has them: a host
-    written as ``gateway\\u002elogink.cn`` or ``gateway&#46;logink.cn`` is that host."""
+    """``raw`` with JSON ``\\uXXXX`` escapes, XML character references (``&#NN;``, ``&#xHH;``)
+    and URL percent-encoding (``%HH``) written as what they stand for; every other byte as it is.
+    What the watchlist's literals are matched against, a second time, in a message that has them:
+    a host written as ``gateway\\u002elogink.cn``, ``gateway&#46;logink.cn`` or
+    ``%67ateway.logink.cn`` (a URL's host is percent-decoded before it is resolved) is that host."""
     return _ESCAPE.sub(_char, raw)
 
 
