@@ -26,7 +26,9 @@ Case: patterns flagged case-insensitive are stored lower-case and compared on fo
 from __future__ import annotations
 
 import numpy as np
+from numba.core import cgutils, types
 from numba.cpython.unsafe.numbers import trailing_zeros
+from numba.extending import intrinsic
 
 from ._jit import kernel
 from .edifact import load_word, sep_mask, sep_pattern
@@ -268,6 +270,162 @@ def escaped(buf, offsets, sel):
             out[k] = m
             k += 1
     return out[:k].copy()
+
+
+@kernel
+def _hexval(c):
+    if 48 <= c <= 57:
+        return c - 48
+    if 65 <= c <= 70:
+        return c - 55
+    if 97 <= c <= 102:
+        return c - 87
+    return -1
+
+
+@kernel
+def _put_utf8(out, o, cp):
+    """``cp`` as UTF-8 at ``out[o:]`` (U+FFFD for a surrogate or a value past U+10FFFF); the next
+    position.  At most as many bytes as the shortest escape of ``cp`` takes: the caller's
+    output is never longer than its input."""
+    if cp > 0x10FFFF or 0xD800 <= cp <= 0xDFFF:
+        cp = 0xFFFD
+    if cp < 0x80:
+        out[o] = cp
+        return o + 1
+    if cp < 0x800:
+        out[o] = 0xC0 | (cp >> 6)
+        out[o + 1] = 0x80 | (cp & 0x3F)
+        return o + 2
+    if cp < 0x10000:
+        out[o] = 0xE0 | (cp >> 12)
+        out[o + 1] = 0x80 | ((cp >> 6) & 0x3F)
+        out[o + 2] = 0x80 | (cp & 0x3F)
+        return o + 3
+    out[o] = 0xF0 | (cp >> 18)
+    out[o + 1] = 0x80 | ((cp >> 12) & 0x3F)
+    out[o + 2] = 0x80 | ((cp >> 6) & 0x3F)
+    out[o + 3] = 0x80 | (cp & 0x3F)
+    return o + 4
+
+
+@intrinsic
+def _copy(typingctx, dst, do, src, so, n):
+    """``dst[do:do + n] = src[so:so + n]`` (C-contiguous uint8, not overlapping) as one
+    ``memcpy``: numba's slice assignment and a byte loop ran at 0.4-1.2 GB/s here.  No bounds
+    check: the caller guarantees both ranges lie inside their arrays."""
+    ok = all(isinstance(a, types.Array) and a.dtype == types.uint8 and a.ndim == 1 and a.layout == "C"
+             for a in (dst, src)) and all(isinstance(x, types.Integer) for x in (do, so, n))
+    if not ok:
+        return None
+
+    def codegen(context, builder, sig, args):
+        d = context.make_array(sig.args[0])(context, builder, args[0])
+        s = context.make_array(sig.args[2])(context, builder, args[2])
+        cgutils.raw_memcpy(builder, builder.gep(d.data, [args[1]]), builder.gep(s.data, [args[3]]), args[4], 1)
+        return context.get_dummy_value()
+    return types.void(dst, do, src, so, n), codegen
+
+
+@kernel
+def _next_special(buf, i, e, pb, pa, pp):
+    """The first backslash, ampersand or percent sign in ``buf[i:e]`` (``e`` when none), eight
+    bytes per step."""
+    while i + 8 <= e:
+        mk = sep_mask(load_word(buf, i), pb, pa, pp, pb)
+        if mk != np.uint64(0):
+            return i + (np.int64(trailing_zeros(mk)) >> 3)
+        i += 8
+    while i < e:
+        c = buf[i]
+        if c == 92 or c == 38 or c == 37:
+            return i
+        i += 1
+    return e
+
+
+@kernel(_nrt=True)
+def unescape(buf, offsets, idx):
+    """Messages ``idx`` end to end, with JSON ``\\uXXXX`` escapes, XML character references
+    (``&#`` and 1-7 digits, or ``&#x`` and 1-6 hex digits, then ``;``) and URL percent-encoding
+    (``%HH``: the byte) written as what they stand for, every other byte as it is; returns
+    ``(bytes, offsets)``, message ``k`` being ``bytes[offsets[k]:offsets[k + 1]]``.  What the
+    watchlist's literals are matched against a second time in the messages :func:`escaped` finds.
+    The plain bytes between escapes are copied a run at a time (the next backslash, ampersand or
+    percent sign found eight bytes per step; 3.6 GB/s).  Every escape is at least as long as what
+    it stands for, so the output fits in the input's length; every read is checked against the
+    message's end."""
+    nb = buf.shape[0]
+    nm = offsets.shape[0] - 1
+    total = 0
+    for j in range(idx.shape[0]):
+        m = idx[j]
+        if 0 <= m < nm and 0 <= offsets[m] <= offsets[m + 1] <= nb:
+            total += offsets[m + 1] - offsets[m]
+    out = np.empty(total, np.uint8)
+    off = np.zeros(idx.shape[0] + 1, np.int64)
+    o = 0
+    pb = sep_pattern(92)
+    pa = sep_pattern(38)
+    pp = sep_pattern(37)
+    for j in range(idx.shape[0]):
+        m = idx[j]
+        if not (0 <= m < nm and 0 <= offsets[m] <= offsets[m + 1] <= nb):
+            off[j + 1] = o
+            continue
+        i = offsets[m]
+        e = offsets[m + 1]
+        while i < e:
+            p = _next_special(buf, i, e, pb, pa, pp)       # the plain bytes before it: one copy
+            if p > i:
+                _copy(out, o, buf, i, p - i)
+                o += p - i
+                i = p
+                if i >= e:
+                    break
+            c = buf[i]
+            if c == 92 and i + 5 < e and buf[i + 1] == 117:
+                v = 0
+                ok = True
+                for q in range(i + 2, i + 6):
+                    h = _hexval(buf[q])
+                    if h < 0:
+                        ok = False
+                        break
+                    v = v * 16 + h
+                if ok:
+                    o = _put_utf8(out, o, v)
+                    i += 6
+                    continue
+            elif c == 38 and i + 3 < e and buf[i + 1] == 35:
+                hexa = buf[i + 2] == 120 or buf[i + 2] == 88
+                q = i + 3 if hexa else i + 2
+                v = 0
+                nd = 0
+                while q < e and nd <= 7:
+                    h = _hexval(buf[q]) if hexa else (buf[q] - 48 if 48 <= buf[q] <= 57 else -1)
+                    if h < 0:
+                        break
+                    v = v * (16 if hexa else 10) + h
+                    nd += 1
+                    q += 1
+                if 1 <= nd <= (6 if hexa else 7) and q < e and buf[q] == 59:
+                    o = _put_utf8(out, o, v)
+                    i = q + 1
+                    continue
+            elif c == 37 and i + 2 < e:
+                a = _hexval(buf[i + 1])
+                b = _hexval(buf[i + 2])
+                if a >= 0 and b >= 0:
+                    out[o] = a * 16 + b
+                    o += 1
+                    i += 3
+                    continue
+            out[o] = c
+            o += 1
+            i += 1
+        off[j + 1] = o
+    return out, off         # out[off[-1]:] is unused room, not copied away
 
 
 def _key7_py(a: int, b: int) -> int:

@@ -20,7 +20,6 @@ rows in the :data:`flowaudit.datasets.TRANSFERS` layout (shaped like Zeek's inte
 """
 from __future__ import annotations
 
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Mapping, NamedTuple
@@ -390,36 +389,14 @@ class Prescan(NamedTuple):
     escaped: np.ndarray  # the messages with \u escapes, &# references or %HH (kernels.markers.escaped)
 
 
-_ESCAPE = re.compile(rb"\\u([0-9A-Fa-f]{4})|&#([0-9]{1,7});|&#[xX]([0-9A-Fa-f]{1,6});|%([0-9A-Fa-f]{2})")
-
-
-def _char(m: re.Match) -> bytes:
-    h, d, x, pct = m.groups()
-    if pct:
-        return bytes((int(pct, 16),))      # a byte (%C3%A9 is two)
-    cp = int(h, 16) if h else int(d) if d else int(x, 16)
-    if cp > 0x10FFFF or 0xD800 <= cp <= 0xDFFF:
-        return b"\xef\xbf\xbd"     # U+FFFD: a surrogate or out of range
-    return chr(cp).encode("utf-8")
-
-
-def unescape(raw: bytes) -> bytes:
-    """``raw`` with JSON ``\\uXXXX`` escapes, XML character references (``&#NN;``, ``&#xHH;``)
-    and URL percent-encoding (``%HH``) written as what they stand for; every other byte as it is.
-    What the watchlist's literals are matched against, a second time, in a message that has them:
-    a host written as ``gateway\\u002elogink.cn``, ``gateway&#46;logink.cn`` or
-    ``%67ateway.logink.cn`` (a URL's host is percent-decoded before it is resolved) is that host."""
-    return _ESCAPE.sub(_char, raw)
-
-
 def message_matches(wl: _wl.CompiledWatchlist, buf: np.ndarray, offsets: np.ndarray,
                     sel: np.ndarray | None = None, matches: tuple | None = None,
                     escaped: np.ndarray | None = None) -> list[tuple[int, int, str, str]]:
     """(message, indicator id, seen_where, shown value) per distinct indicator per message;
     ``matches``: the kernel's rows over these messages and maybe others (only ``sel``'s count);
     ``escaped``: the messages of ``sel`` with escapes or character references
-    (``kernels.markers.escaped``, computed when not given): those are matched on their
-    text decoded by :func:`unescape` instead of their raw bytes."""
+    (``kernels.markers.escaped``, computed when not given): those are matched on their text
+    with the escapes decoded (``kernels.markers.unescape``) instead of their raw bytes."""
     buf = np.ascontiguousarray(buf, np.uint8)
     offsets = np.ascontiguousarray(offsets, np.int64)
     if matches is None:
@@ -437,10 +414,7 @@ def message_matches(wl: _wl.CompiledWatchlist, buf: np.ndarray, offsets: np.ndar
     per_msg: dict[int, list] = {}
     where_from: dict[int, tuple] = {}     # an escaped message: its decoded text, not the batch
     if escaped.size:
-        texts = [unescape(bytes(buf[offsets[m]:offsets[m + 1]])) for m in escaped.tolist()]
-        uoff = np.zeros(len(texts) + 1, np.int64)
-        np.cumsum([len(t) for t in texts], out=uoff[1:])
-        ubuf = np.frombuffer(b"".join(texts), np.uint8) if uoff[-1] else np.zeros(1, np.uint8)
+        ubuf, uoff = _mk.unescape(buf, offsets, np.ascontiguousarray(escaped, np.int64))
         for k, mi in enumerate(escaped.tolist()):
             where_from[mi] = (ubuf, int(uoff[k]), int(uoff[k + 1]))
         um, up, us, ue = wl.patterns.scan(ubuf, uoff)
