@@ -230,6 +230,23 @@ def _escape_at(buf, p, e):
     return c == 37 and p + 2 < e and _hex(buf[p + 1]) and _hex(buf[p + 2])
 
 
+@kernel
+def _next_special(buf, i, e, pb, pa, pp):
+    """The first backslash, ampersand or percent sign in ``buf[i:e]`` (``e`` when none), eight
+    bytes per step (``edifact.sep_mask``; ``pb``, ``pa``, ``pp``: those bytes' patterns)."""
+    while i + 8 <= e:
+        mk = sep_mask(load_word(buf, i), pb, pa, pp, pb)
+        if mk != np.uint64(0):
+            return i + (np.int64(trailing_zeros(mk)) >> 3)
+        i += 8
+    while i < e:
+        c = buf[i]
+        if c == 92 or c == 38 or c == 37:
+            return i
+        i += 1
+    return e
+
+
 @kernel(_nrt=True)
 def escaped(buf, offsets, sel):
     """The messages of ``sel`` whose bytes hold ``\\u`` (a JSON escape), ``&#`` (an XML character
@@ -237,7 +254,7 @@ def escaped(buf, offsets, sel):
     literals above are bytes, and a host written as ``gateway\\u002elogink.cn``,
     ``gateway&#46;logink.cn`` or ``%67ateway.logink.cn`` is the same host (the shell scans those
     messages again, decoded).  Eight bytes per step: the backslashes, ampersands and percent signs
-    of a word are found at once (``edifact.sep_mask``), then the bytes after each are looked at."""
+    of a word are found at once (:func:`_next_special`), then the bytes after each are looked at."""
     nb = buf.shape[0]
     nm = offsets.shape[0] - 1
     out = np.empty(sel.shape[0], np.int64)
@@ -254,18 +271,10 @@ def escaped(buf, offsets, sel):
         if s < 0 or e > nb or e <= s:
             continue
         found = False
-        i = s
-        while i + 8 <= e and not found:
-            mk = sep_mask(load_word(buf, i), pb, pa, pp, pb)
-            while mk != np.uint64(0):
-                if _escape_at(buf, i + (np.int64(trailing_zeros(mk)) >> 3), e):
-                    found = True
-                    break
-                mk &= mk - np.uint64(1)
-            i += 8
-        while not found and i < e:
+        i = _next_special(buf, s, e, pb, pa, pp)
+        while i < e and not found:
             found = _escape_at(buf, i, e)
-            i += 1
+            i = _next_special(buf, i + 1, e, pb, pa, pp)
         if found:
             out[k] = m
             k += 1
@@ -325,23 +334,6 @@ def _copy(typingctx, dst, do, src, so, n):
         cgutils.raw_memcpy(builder, builder.gep(d.data, [args[1]]), builder.gep(s.data, [args[3]]), args[4], 1)
         return context.get_dummy_value()
     return types.void(dst, do, src, so, n), codegen
-
-
-@kernel
-def _next_special(buf, i, e, pb, pa, pp):
-    """The first backslash, ampersand or percent sign in ``buf[i:e]`` (``e`` when none), eight
-    bytes per step."""
-    while i + 8 <= e:
-        mk = sep_mask(load_word(buf, i), pb, pa, pp, pb)
-        if mk != np.uint64(0):
-            return i + (np.int64(trailing_zeros(mk)) >> 3)
-        i += 8
-    while i < e:
-        c = buf[i]
-        if c == 92 or c == 38 or c == 37:
-            return i
-        i += 1
-    return e
 
 
 @kernel(_nrt=True)
