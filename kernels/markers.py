@@ -31,7 +31,7 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
 from ._jit import kernel
-from .edifact import load_word, sep_mask, sep_pattern
+from .edifact import load_word, sep_mask
 
 DOMAIN, HOST, HOST_SUFFIX, TOKEN, TOKEN_PREFIX, PATH, PATH_PREFIX, KEY = range(8)
 KIND_NAMES = ("domain", "host", "host_suffix", "token", "token_prefix", "path", "path_prefix", "key")
@@ -230,12 +230,16 @@ def _escape_at(buf, p, e):
     return c == 37 and p + 2 < e and _hex(buf[p + 1]) and _hex(buf[p + 2])
 
 
+# a backslash, an ampersand and a percent sign in every byte of a word (edifact.sep_mask's patterns)
+_PB, _PA, _PP = (np.uint64(0x0101010101010101) * np.uint64(c) for c in (92, 38, 37))
+
+
 @kernel
-def _next_special(buf, i, e, pb, pa, pp):
+def _next_special(buf, i, e):
     """The first backslash, ampersand or percent sign in ``buf[i:e]`` (``e`` when none), eight
-    bytes per step (``edifact.sep_mask``; ``pb``, ``pa``, ``pp``: those bytes' patterns)."""
+    bytes per step (``edifact.sep_mask``)."""
     while i + 8 <= e:
-        mk = sep_mask(load_word(buf, i), pb, pa, pp, pb)
+        mk = sep_mask(load_word(buf, i), _PB, _PA, _PP, _PB)
         if mk != np.uint64(0):
             return i + (np.int64(trailing_zeros(mk)) >> 3)
         i += 8
@@ -259,9 +263,6 @@ def escaped(buf, offsets, sel):
     nm = offsets.shape[0] - 1
     out = np.empty(sel.shape[0], np.int64)
     k = 0
-    pb = sep_pattern(92)
-    pa = sep_pattern(38)
-    pp = sep_pattern(37)
     for j in range(sel.shape[0]):
         m = sel[j]
         if m < 0 or m >= nm:
@@ -271,10 +272,10 @@ def escaped(buf, offsets, sel):
         if s < 0 or e > nb or e <= s:
             continue
         found = False
-        i = _next_special(buf, s, e, pb, pa, pp)
+        i = _next_special(buf, s, e)
         while i < e and not found:
             found = _escape_at(buf, i, e)
-            i = _next_special(buf, i + 1, e, pb, pa, pp)
+            i = _next_special(buf, i + 1, e)
         if found:
             out[k] = m
             k += 1
@@ -357,9 +358,6 @@ def unescape(buf, offsets, idx):
     out = np.empty(total, np.uint8)
     off = np.zeros(idx.shape[0] + 1, np.int64)
     o = 0
-    pb = sep_pattern(92)
-    pa = sep_pattern(38)
-    pp = sep_pattern(37)
     for j in range(idx.shape[0]):
         m = idx[j]
         if not (0 <= m < nm and 0 <= offsets[m] <= offsets[m + 1] <= nb):
@@ -368,7 +366,7 @@ def unescape(buf, offsets, idx):
         i = offsets[m]
         e = offsets[m + 1]
         while i < e:
-            p = _next_special(buf, i, e, pb, pa, pp)       # the plain bytes before it: one copy
+            p = _next_special(buf, i, e)       # the plain bytes before it: one copy
             if p > i:
                 _copy(out, o, buf, i, p - i)
                 o += p - i
