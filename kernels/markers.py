@@ -217,8 +217,14 @@ def scan_filtered(buf, offsets, sel, min_len, head, tail, c_off, c_ids, pat_buf,
 
 
 @kernel
-def _hex(c):
-    return (48 <= c <= 57) or (65 <= c <= 70) or (97 <= c <= 102)
+def _hexval(c):
+    if 48 <= c <= 57:
+        return c - 48
+    if 65 <= c <= 70:
+        return c - 55
+    if 97 <= c <= 102:
+        return c - 87
+    return -1
 
 
 @kernel(inline="always")
@@ -227,7 +233,7 @@ def _escape_at(buf, p, e):
     c = buf[p]
     if c == 92 or c == 38:
         return p + 1 < e and buf[p + 1] == (117 if c == 92 else 35)
-    return c == 37 and p + 2 < e and _hex(buf[p + 1]) and _hex(buf[p + 2])
+    return c == 37 and p + 2 < e and _hexval(buf[p + 1]) >= 0 and _hexval(buf[p + 2]) >= 0
 
 
 # a backslash, an ampersand and a percent sign in every byte of a word (edifact.sep_mask's patterns)
@@ -280,17 +286,6 @@ def escaped(buf, offsets, sel):
             out[k] = m
             k += 1
     return out[:k].copy()
-
-
-@kernel
-def _hexval(c):
-    if 48 <= c <= 57:
-        return c - 48
-    if 65 <= c <= 70:
-        return c - 55
-    if 97 <= c <= 102:
-        return c - 87
-    return -1
 
 
 @kernel
