@@ -32,6 +32,8 @@ from numba.extending import intrinsic
 
 from ._jit import kernel
 from .edifact import load_word, sep_mask
+from .jsonscan import hex4
+from .xmlscan import put_cp
 
 DOMAIN, HOST, HOST_SUFFIX, TOKEN, TOKEN_PREFIX, PATH, PATH_PREFIX, KEY = range(8)
 KIND_NAMES = ("domain", "host", "host_suffix", "token", "token_prefix", "path", "path_prefix", "key")
@@ -289,29 +291,9 @@ def escaped(buf, offsets, sel):
 
 
 @kernel
-def _put_utf8(out, o, cp):
-    """``cp`` as UTF-8 at ``out[o:]`` (U+FFFD for a surrogate or a value past U+10FFFF); the next
-    position.  At most as many bytes as the shortest escape of ``cp`` takes: the caller's
-    output is never longer than its input."""
-    if cp > 0x10FFFF or 0xD800 <= cp <= 0xDFFF:
-        cp = 0xFFFD
-    if cp < 0x80:
-        out[o] = cp
-        return o + 1
-    if cp < 0x800:
-        out[o] = 0xC0 | (cp >> 6)
-        out[o + 1] = 0x80 | (cp & 0x3F)
-        return o + 2
-    if cp < 0x10000:
-        out[o] = 0xE0 | (cp >> 12)
-        out[o + 1] = 0x80 | ((cp >> 6) & 0x3F)
-        out[o + 2] = 0x80 | (cp & 0x3F)
-        return o + 3
-    out[o] = 0xF0 | (cp >> 18)
-    out[o + 1] = 0x80 | ((cp >> 12) & 0x3F)
-    out[o + 2] = 0x80 | ((cp >> 6) & 0x3F)
-    out[o + 3] = 0x80 | (cp & 0x3F)
-    return o + 4
+def _scalar(cp):
+    """``cp``, or U+FFFD where it is a surrogate or past U+10FFFF (as Python's decoders replace)."""
+    return 0xFFFD if cp > 0x10FFFF or 0xD800 <= cp <= 0xDFFF else cp
 
 
 @intrinsic
@@ -341,8 +323,8 @@ def unescape(buf, offsets, idx):
     watchlist's literals are matched against a second time in the messages :func:`escaped` finds.
     The plain bytes between escapes are copied a run at a time (the next backslash, ampersand or
     percent sign found eight bytes per step; 3.6 GB/s).  Every escape is at least as long as what
-    it stands for, so the output fits in the input's length; every read is checked against the
-    message's end."""
+    it stands for, so the output fits in the input's length (``xmlscan.put_cp`` writes a code
+    point); every read is checked against the message's end."""
     nb = buf.shape[0]
     nm = offsets.shape[0] - 1
     total = 0
@@ -369,17 +351,10 @@ def unescape(buf, offsets, idx):
                 if i >= e:
                     break
             c = buf[i]
-            if c == 92 and i + 5 < e and buf[i + 1] == 117:
-                v = 0
-                ok = True
-                for q in range(i + 2, i + 6):
-                    h = _hexval(buf[q])
-                    if h < 0:
-                        ok = False
-                        break
-                    v = v * 16 + h
-                if ok:
-                    o = _put_utf8(out, o, v)
+            if c == 92 and i + 1 < e and buf[i + 1] == 117:
+                v = hex4(buf, i + 2, e)
+                if v >= 0:
+                    o = put_cp(out, o, total, _scalar(v))
                     i += 6
                     continue
             elif c == 38 and i + 3 < e and buf[i + 1] == 35:
@@ -395,7 +370,7 @@ def unescape(buf, offsets, idx):
                     nd += 1
                     q += 1
                 if 1 <= nd <= (6 if hexa else 7) and q < e and buf[q] == 59:
-                    o = _put_utf8(out, o, v)
+                    o = put_cp(out, o, total, _scalar(v))
                     i = q + 1
                     continue
             elif c == 37 and i + 2 < e:

@@ -640,7 +640,7 @@ def xml_scan_run(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
                         loc = intern_add(lhh, path, plen, loc_hash, loc_off, loc_buf, loc_table, ctr)
                         if loc < 0:
                             return 2
-                    emb = leaf_marker(src, s0, e0)
+                    emb = late or leaf_marker(src, s0, e0)      # late: judged above already
                     if emb:
                         fl |= FLAG_EMBEDDED
                         ne_ = ctr[C_NE]
