@@ -285,10 +285,8 @@ class EgressDetector:
         """The marker kernel's pass over messages ``sel`` of a batch, for :meth:`detect_messages`
         later (the kernel releases the GIL: flowaudit.pipeline runs it beside the decoders)."""
         wl = self.watchlist
-        buf = np.ascontiguousarray(buf, np.uint8)
-        offsets = np.ascontiguousarray(offsets, np.int64)
-        sel_ = np.arange(offsets.shape[0] - 1, dtype=np.int64) if sel is None else np.asarray(sel, np.int64)
-        return Prescan(wl, wl.patterns.scan(buf, offsets, sel), _mk.escaped(buf, offsets, sel_))
+        return Prescan(wl, *_literal_pass(wl, np.ascontiguousarray(buf, np.uint8),
+                                          np.ascontiguousarray(offsets, np.int64), sel))
 
     def detect_messages(self, buf: np.ndarray, offsets: np.ndarray, sel: np.ndarray | None = None, *,
                         recipients: Iterable[tuple[int, str, str]] | None = None, source: str = "-",
@@ -303,8 +301,7 @@ class EgressDetector:
         the one used, even where the operator's files were reloaded since).
         """
         wl = self.watchlist if prescan is None else prescan.watchlist
-        hits = message_matches(wl, buf, offsets, sel, None if prescan is None else prescan.matches,
-                               None if prescan is None else prescan.escaped)
+        hits = message_matches(wl, buf, offsets, sel, None if prescan is None else prescan[1:])
         for mi, rid, where in (recipients or ()):
             i = wl.match_edi_party(rid)
             if i >= 0:
@@ -385,32 +382,37 @@ def _read_value(buf: np.ndarray, e: int, end: int) -> str:
 
 class Prescan(NamedTuple):
     watchlist: _wl.CompiledWatchlist
-    matches: tuple   # (msg, pattern, start, end) arrays of kernels.markers
+    matches: tuple   # (msg, pattern, start, end) arrays of kernels.markers, messages without escapes
     escaped: np.ndarray  # the messages with \u escapes, &# references or %HH (kernels.markers.escaped)
 
 
+def _literal_pass(wl: _wl.CompiledWatchlist, buf: np.ndarray, offsets: np.ndarray,
+                  sel: np.ndarray | None) -> tuple[tuple, np.ndarray]:
+    """(the literals' matches over the messages of ``sel`` without escapes, the messages with
+    them): those are matched on their decoded text later, not on their raw bytes as well."""
+    sel = np.arange(offsets.shape[0] - 1, dtype=np.int64) if sel is None else np.ascontiguousarray(sel, np.int64)
+    escaped = _mk.escaped(buf, offsets, sel)
+    return wl.patterns.scan(buf, offsets, sel[~np.isin(sel, escaped)] if escaped.size else sel), escaped
+
+
 def message_matches(wl: _wl.CompiledWatchlist, buf: np.ndarray, offsets: np.ndarray,
-                    sel: np.ndarray | None = None, matches: tuple | None = None,
-                    escaped: np.ndarray | None = None) -> list[tuple[int, int, str, str]]:
+                    sel: np.ndarray | None = None, pre: tuple | None = None) -> list[tuple[int, int, str, str]]:
     """(message, indicator id, seen_where, shown value) per distinct indicator per message;
-    ``matches``: the kernel's rows over these messages and maybe others (only ``sel``'s count);
-    ``escaped``: the messages of ``sel`` with escapes or character references
-    (``kernels.markers.escaped``, computed when not given): those are matched on their text
-    with the escapes decoded (``kernels.markers.unescape``) instead of their raw bytes."""
+    ``pre``: :func:`_literal_pass` (a :class:`Prescan`'s matches and escaped messages) over these
+    messages and maybe others (only ``sel``'s count), made here when not given.  A message with
+    escapes or character references is matched on its text with them decoded
+    (``kernels.markers.unescape``) instead of its raw bytes."""
     buf = np.ascontiguousarray(buf, np.uint8)
     offsets = np.ascontiguousarray(offsets, np.int64)
-    if matches is None:
-        mm, pp, ss, ee = wl.patterns.scan(buf, offsets, sel)
+    if pre is None:
+        (mm, pp, ss, ee), escaped = _literal_pass(wl, buf, offsets, sel)
     else:
-        mm, pp, ss, ee = matches
+        (mm, pp, ss, ee), escaped = pre
         if sel is not None and mm.size:
             keep = np.isin(mm, sel)
             mm, pp, ss, ee = mm[keep], pp[keep], ss[keep], ee[keep]
-    if escaped is None:
-        escaped = _mk.escaped(buf, offsets, np.arange(offsets.shape[0] - 1, dtype=np.int64) if sel is None
-                              else np.ascontiguousarray(sel, np.int64))
-    elif sel is not None and escaped.size:
-        escaped = escaped[np.isin(escaped, sel)]
+        if sel is not None and escaped.size:
+            escaped = escaped[np.isin(escaped, sel)]
     per_msg: dict[int, list] = {}
     where_from: dict[int, tuple] = {}     # an escaped message: its decoded text, not the batch
     if escaped.size:
@@ -421,8 +423,7 @@ def message_matches(wl: _wl.CompiledWatchlist, buf: np.ndarray, offsets: np.ndar
         for k, p, s, e in zip(um.tolist(), up.tolist(), us.tolist(), ue.tolist()):
             per_msg.setdefault(int(escaped[k]), []).append((p, s, e))
     for mi, p, s, e in zip(mm.tolist(), pp.tolist(), ss.tolist(), ee.tolist()):
-        if mi not in where_from:
-            per_msg.setdefault(mi, []).append((p, s, e))
+        per_msg.setdefault(mi, []).append((p, s, e))
     if not per_msg:
         return []
     out = []
