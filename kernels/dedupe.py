@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import kernel
-from .edifact import load_word
+from .words import load_word
 
 
 _MUL = np.uint64(0x9E3779B97F4A7C15)
@@ -33,8 +33,8 @@ def _tail(buf, p, e, s):
     return w
 
 
-@kernel
-def _slice_hash(buf, s, e):
+@kernel(inline="always")
+def slice_hash(buf, s, e):
     """64-bit hash of ``buf[s:e]`` (``0 <= s <= e <= len(buf)``, checked by the caller), eight
     bytes per multiply: FNV-1a's one multiply per byte is a chain of dependent multiplies."""
     h = np.uint64(14695981039346656037) ^ np.uint64(e - s)
@@ -106,7 +106,7 @@ def unique_slices(buf, off, idx):
             s = 0
             e = 0
         ln = e - s
-        h = np.int64(_slice_hash(buf, s, e))
+        h = np.int64(slice_hash(buf, s, e))
         slot = h & mask
         while True:
             u = T[slot, 0]

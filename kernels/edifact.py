@@ -47,12 +47,10 @@ by at least one byte per iteration.
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
-from numba.core import types as nbtypes
 from numba.cpython.unsafe.numbers import trailing_zeros
-from numba.extending import intrinsic
 
 from ._jit import kernel
+from .words import load_word, sep_mask, sep_pattern
 from .values import (copy_text, is_alnum, is_digit, is_upper, next_email, parse_container, parse_email, parse_eori,
                      parse_imo, parse_lei, parse_mmsi, parse_phone, parse_un_number, parse_usci, trim, utf8_ok)
 from .values import iban_ok, lei_mod97, usci_token_ok
@@ -277,48 +275,6 @@ def fill_class_table(tab, comp, elem, term, rel, nlterm):
 # before the scan limit are loaded (``i + 8 <= limit``, and every limit is at most the buffer
 # length); the tail is the byte-class loop.  X12 newline mode (CR and LF end segments) uses the
 # byte loop throughout.
-_ONES = np.uint64(0x0101010101010101)
-_LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
-_HIGH = np.uint64(0x8080808080808080)
-
-
-@intrinsic
-def load_word(typingctx, arr, i):
-    """``arr[i:i + 8]`` (C-contiguous uint8) as one little-endian uint64, unaligned.  No bounds
-    check: the caller guarantees ``0 <= i`` and ``i + 8 <= len(arr)``."""
-    if not (isinstance(arr, nbtypes.Array) and arr.dtype == nbtypes.uint8 and arr.ndim == 1
-            and arr.layout == "C" and isinstance(i, nbtypes.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        a = context.make_array(sig.args[0])(context, builder, args[0])
-        idx = context.cast(builder, args[1], sig.args[1], nbtypes.intp)
-        ptr = builder.bitcast(builder.gep(a.data, [idx]), ir.IntType(64).as_pointer())
-        return builder.load(ptr, align=1)
-    return nbtypes.uint64(arr, i), codegen
-
-
-@kernel
-def sep_pattern(c):
-    """The separator byte ``c`` (0..255) in every byte of a uint64."""
-    return np.uint64(c & 0xFF) * _ONES
-
-
-@kernel
-def sep_mask(w, p0, p1, p2, p3):
-    """0x80 in each byte of ``w`` equal to a byte of the patterns ``p0 .. p3``, 0 elsewhere (exact:
-    ``(v & 0x7f..) + 0x7f..`` cannot carry into the next byte)."""
-    v = w ^ p0
-    t = ((v & _LOW7) + _LOW7) | v
-    v = w ^ p1
-    t &= ((v & _LOW7) + _LOW7) | v
-    v = w ^ p2
-    t &= ((v & _LOW7) + _LOW7) | v
-    v = w ^ p3
-    t &= ((v & _LOW7) + _LOW7) | v
-    return ~t & _HIGH
-
-
 @kernel(_nrt=False)
 def skip_data(buf, i, limit, tab, p0, p1, p2, p3, swar):
     """First index in ``buf[i:limit]`` whose byte is not a data byte (``tab`` class), or ``limit``

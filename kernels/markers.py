@@ -26,12 +26,10 @@ Case: patterns flagged case-insensitive are stored lower-case and compared on fo
 from __future__ import annotations
 
 import numpy as np
-from numba.core import cgutils, types
 from numba.cpython.unsafe.numbers import trailing_zeros
-from numba.extending import intrinsic
 
 from ._jit import kernel
-from .edifact import load_word, sep_mask
+from .words import copy_bytes, load_word, sep_mask
 from .jsonscan import hex4
 from .xmlscan import put_cp
 
@@ -296,24 +294,6 @@ def _scalar(cp):
     return 0xFFFD if cp > 0x10FFFF or 0xD800 <= cp <= 0xDFFF else cp
 
 
-@intrinsic
-def _copy(typingctx, dst, do, src, so, n):
-    """``dst[do:do + n] = src[so:so + n]`` (C-contiguous uint8, not overlapping) as one
-    ``memcpy``: numba's slice assignment and a byte loop ran at 0.4-1.2 GB/s here.  No bounds
-    check: the caller guarantees both ranges lie inside their arrays."""
-    ok = all(isinstance(a, types.Array) and a.dtype == types.uint8 and a.ndim == 1 and a.layout == "C"
-             for a in (dst, src)) and all(isinstance(x, types.Integer) for x in (do, so, n))
-    if not ok:
-        return None
-
-    def codegen(context, builder, sig, args):
-        d = context.make_array(sig.args[0])(context, builder, args[0])
-        s = context.make_array(sig.args[2])(context, builder, args[2])
-        cgutils.raw_memcpy(builder, builder.gep(d.data, [args[1]]), builder.gep(s.data, [args[3]]), args[4], 1)
-        return context.get_dummy_value()
-    return types.void(dst, do, src, so, n), codegen
-
-
 @kernel(_nrt=True)
 def unescape(buf, offsets, idx):
     """Messages ``idx`` end to end, with JSON ``\\uXXXX`` escapes, XML character references
@@ -345,7 +325,7 @@ def unescape(buf, offsets, idx):
         while i < e:
             p = _next_special(buf, i, e)       # the plain bytes before it: one copy
             if p > i:
-                _copy(out, o, buf, i, p - i)
+                copy_bytes(out, o, buf, i, p - i)
                 o += p - i
                 i = p
                 if i >= e:

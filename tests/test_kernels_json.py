@@ -463,10 +463,13 @@ def test_hostile_inputs():
 def test_flags_big_ints_underflow_duplicates():
     msgs = [b'{"imo": 123456789012345678901234567890}', b'[9007199254740993]', b'[9007199254740992]',
             b'[1e-400]', b'[0e-999]', b'{"a":1,"a":2}', b'{"a":1,"A":2}', b'{"a":{"b":1},"b":{"b":2}}',
-            b'{' + b",".join(b'"k%d":1' % i for i in range(200)) + b',"k7":2}']
+            b'{' + b",".join(b'"k%d":1' % i for i in range(200)) + b',"k7":2}',
+            # one name written plainly and with escapes (the exact hash is of the decoded name)
+            b'{"ab":1,"\\u0061b":2}', '{"\u00e9t\u00e9":1,"\\u00e9t\\u00e9":2}'.encode(),
+            b'{"abcdefghij":1,"abcdefghiJ":2}']
     res = run(msgs)
     assert res.status.tolist() == [0] * len(msgs)
-    assert res.flags.tolist() == [2, 2, 0, 4, 0, 1, 0, 0, 1]
+    assert res.flags.tolist() == [2, 2, 0, 4, 0, 1, 0, 0, 1, 1, 1, 0]
     assert res.n_hits == 0                       # 30 digits is no IMO number
 
 
@@ -652,3 +655,31 @@ def test_an_escaped_interchange_is_still_one():
     res = compare(docs)
     assert [int(f) & 8 for f in res.flags] == [8, 8, 8, 8]
     assert res.n_hits == 0                       # not free text: the EDIFACT decoder reads it
+
+
+def next_stop_reference(buf: bytes, i: int, end: int) -> int:
+    """next_stop, obviously: the first byte in [i, end) that ends plain string text."""
+    for p in range(i, end):
+        c = buf[p]
+        if c in (0x22, 0x5C) or c < 0x20 or c >= 0x80:
+            return p
+    return end
+
+
+_PLAIN = [b"a"] * 12 + [b" ", b"~", b"\x7f", b"Z"]
+_STOPS = [b'"', b"\\", b"\x1f", b"\x00", b"\x80", b"\xff", "\u00e9".encode()]
+
+
+@SETTINGS
+@given(st.lists(st.sampled_from(_PLAIN + _STOPS), max_size=40), st.data())
+def test_next_stop_matches_reference(parts, data):
+    """The word-at-a-time search for a string's next quote, backslash, control or non-ASCII byte,
+    over any range of a mostly plain buffer: stops at every position of a word, stops past ``end``
+    inside the buffer (not found), the buffer's last bytes (looked at one by one)."""
+    from flowaudit.kernels import jsonscan as K
+
+    text = b"".join(parts)
+    buf = np.frombuffer(text, dtype=np.uint8)
+    i = data.draw(st.integers(0, len(text)))
+    end = data.draw(st.integers(i, len(text)))
+    assert K.next_stop(buf, i, end) == next_stop_reference(text, i, end)

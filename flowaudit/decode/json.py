@@ -171,7 +171,7 @@ class Outputs:
     def result(self, msg_type: list) -> FormatResult:
         nh = int(self.ctr[K.C_NH])
         nloc = int(self.ctr[K.C_NLOC])
-        msg, cls, loc, valid, conf, start, end, val_off, val_buf = K.split_hits(self.H, nh, self.vbuf)
+        msg, cls, loc, valid, conf, start, end, val_off, val_buf = K.split_hits(self.H, nh, self.vbuf[:int(self.ctr[K.C_VCUR])])
         loc_names = [bytes(self.loc_buf[self.loc_off[i]:self.loc_off[i + 1]]).decode("utf-8", "replace")
                      for i in range(nloc)]
         res = FormatResult(
