@@ -956,18 +956,19 @@ def json_scan(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
     tmp = np.zeros(2 * VAL_ROOM + 16, dtype=np.uint8)
     km = np.zeros((KM_SIZE, 4), dtype=np.uint64)   # memo slot: key, normalised name, rule, generic rule
     kbits = np.zeros(D, dtype=np.uint64)      # per object: one bit per name hash's top 6 bits
+    msalt = np.zeros(D, dtype=np.uint64)      # per object: its parent's name, salted, for the memo key
     kdup = np.zeros(D, dtype=np.bool_)        # per object: a name seen twice
     return json_scan_run(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P, st_out, H, vbuf, loc_hash, loc_off,
                          loc_buf, loc_table, E, ebuf, ctr, scratch, kstack,
                          kind, knorm, krule, kgen, parh, ph, kst, ken, kesc, first_hit, npend, kstart, tv_g, tv_v,
-                         ntv, path, tmp, km, kbits, kdup)
+                         ntv, path, tmp, km, kbits, kdup, msalt)
 
 
 @kernel(_nrt=False)
 def json_scan_run(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
                   st_out, H, vbuf, loc_hash, loc_off, loc_buf, loc_table, E, ebuf, ctr, scratch, kstack,
                   kind, knorm, krule, kgen, parh, ph, kst, ken, kesc, first_hit, npend, kstart, tv_g, tv_v, ntv,
-                  path, tmp, km, kbits, kdup):
+                  path, tmp, km, kbits, kdup, msalt):
     """The scanner of :func:`json_scan` (work arrays allocated by it, zeroed; ``krule`` and ``kgen``
     filled with -1)."""
     nb = buf.shape[0]
@@ -1047,7 +1048,9 @@ def json_scan_run(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
                     ken[d] = i - 1
                     kesc[d] = esc
                     # (exact name, parent) -> normalised name and its rules, memoised per call
-                    mk = mix(mix(hr, MEMO_SALT), parh[d])
+                    # memo key: one xor (the parent's share is mixed once, when the object opens;
+                    # hr and the parent's hash are different functions, so (a, b) is not (b, a))
+                    mk = hr ^ msalt[d]
                     if mk == 0:
                         mk = np.uint64(1)
                     slot = np.int64(mk & np.uint64(kmask))
@@ -1140,6 +1143,7 @@ def json_scan_run(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
                 if c == 123:
                     kind[d] = K_OBJ
                     parh[d] = ckey
+                    msalt[d] = mix(ckey, MEMO_SALT)
                     knorm[d] = np.uint64(0)
                     krule[d] = -1
                     kgen[d] = -1
