@@ -894,7 +894,7 @@ def next_stop(buf, i, end):
     return end
 
 
-@kernel(_nrt=False)
+@kernel(inline="always")
 def skip_str(buf, i, end):
     """Validate a string whose quote is at ``i - 1``; ``(next, err, escaped)`` (fast path)."""
     while True:
