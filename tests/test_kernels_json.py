@@ -683,3 +683,21 @@ def test_next_stop_matches_reference(parts, data):
     i = data.draw(st.integers(0, len(text)))
     end = data.draw(st.integers(i, len(text)))
     assert K.next_stop(buf, i, end) == next_stop_reference(text, i, end)
+
+
+@SETTINGS
+@given(st.lists(st.sampled_from([b" ", b"\n", b"\r", b"\t", b" " * 9, b"a", b"\x0b", b"\x00", b"{"]), max_size=30),
+       st.data())
+def test_skip_ws_matches_reference(parts, data):
+    """JSON whitespace skipped eight bytes a step: runs of any length, the four whitespace bytes
+    and the control bytes that are not whitespace, any range of the buffer."""
+    from flowaudit.kernels import jsonscan as K
+
+    text = b"".join(parts)
+    buf = np.frombuffer(text, dtype=np.uint8)
+    i = data.draw(st.integers(0, len(text)))
+    end = data.draw(st.integers(i, len(text)))
+    want = i
+    while want < end and text[want] in b" \n\r\t":
+        want += 1
+    assert K.skip_ws(buf, i, end) == want
