@@ -288,7 +288,9 @@ def marker_ref(t: bytes) -> bool:
     if t[:3] in (b"GS*", b"ST*"):
         return True
     m = _B64_TAIL.match(t)
-    return bool(m) and len(re.findall(rb"[A-Za-z0-9+/]|\\/", m.group(1))) >= K.B64_MIN
+    # the escapes are tokens of their own: the n of an escaped line break is no base64 letter
+    tokens = re.findall(rb"\\[/nr]|[A-Za-z0-9+/]", m.group(1)) if m else []
+    return sum(tok not in (b"\\n", b"\\r") for tok in tokens) >= K.B64_MIN
 
 
 _PIECES = [b"A", b"z", b"9", b"+", b"/", b"=", b" ", b"\n", b"\\/", b"\\n", b"\\", b'"', b"<", b"-", b"*", b":",
@@ -298,6 +300,7 @@ _PIECES = [b"A", b"z", b"9", b"+", b"/", b"=", b" ", b"\n", b"\\/", b"\\n", b"\\
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.sampled_from(_PIECES), max_size=40), st.binary(max_size=3))
 @example([b"UNB"] + [b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"] * 3, b"")   # base64 that starts with UNB: a run
+@example([b"A"] * 4 + [b"\\n"] + [b"UNB"] * 3 + [b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"] * 2, b"/A")  # 79 letters: no run
 def test_marker_matches_its_reference(pieces, tail):
     t = b"".join(pieces) + tail
     a = np.frombuffer(t, np.uint8).copy() if t else np.zeros(0, np.uint8)
