@@ -72,7 +72,7 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 from ._jit import kernel
 from .dedupe import slice_hash
 from .detect import utf8_char
-from .words import HIGH, ONES, copy_bytes, load_word, sep_mask
+from .words import HIGH, ONES, copy_bytes, load_word, low_or_high, sep_mask
 from .values import (next_container, next_email, next_imo, next_lei, next_usci, parse_container, parse_email,
                      parse_eori, parse_imo, parse_lei, parse_mmsi, parse_phone, parse_un_number, parse_usci)
 
@@ -132,7 +132,6 @@ ARR_TOK = np.uint64(0x5B5D5B5D5B5D5B5D)
 MEMO_SALT = np.uint64(0x9E3779B97F4A7C15)   # makes the (name, parent) memo key asymmetric
 _QUOTES = np.uint64(0x2222222222222222)
 _BSLASHES = np.uint64(0x5C5C5C5C5C5C5C5C)
-_SPACES = np.uint64(0x2020202020202020)
 _WS_SP, _WS_LF, _WS_CR, _WS_TAB = (ONES * np.uint64(c) for c in (32, 10, 13, 9))
 ROOT_H = np.uint64(0x2424242424242424)
 ROOT_PARENT = np.uint64(0xCBF29CE484222325)   # name_hash("$"): the parent of top-level members
@@ -682,43 +681,6 @@ def intern_add(h, path, plen, loc_hash, loc_off, loc_buf, loc_table, ctr):
 
 
 @kernel(_nrt=False)
-def raw_hash(a, s, e):
-    h = FNV_OFF
-    for p in range(s, e):
-        h = (h ^ np.uint64(a[p])) * FNV_PRIME
-    return h
-
-
-@kernel(_nrt=False)
-def intern_loc(path, plen, loc_hash, loc_off, loc_buf, table, nloc):
-    """Index of the location ``path[:plen]`` (hashed here); ``(index, nloc)``, index -1 when full.
-    (The one-shot form, for callers that build the path string themselves.)"""
-    h = raw_hash(path, 0, plen)
-    if h == 0:
-        h = np.uint64(1)
-    mask = table.shape[0] - 1
-    slot = np.int64(h & np.uint64(mask))
-    while True:
-        t = table[slot]
-        if t == 0:
-            break
-        if loc_hash[t - 1] == h:
-            return t - 1, nloc
-        slot = (slot + 1) & mask
-    if nloc >= loc_hash.shape[0] or 2 * (nloc + 1) > table.shape[0]:
-        return -1, nloc
-    o = loc_off[nloc]
-    if o + plen > loc_buf.shape[0]:
-        return -1, nloc
-    for p in range(plen):
-        loc_buf[o + p] = path[p]
-    loc_off[nloc + 1] = o + plen
-    loc_hash[nloc] = h
-    table[slot] = nloc + 1
-    return nloc, nloc + 1
-
-
-@kernel(_nrt=False)
 def json_path(buf, e, d, kind, kst, ken, kesc, path):
     """Build ``$.a[].b`` for a value at depth ``d`` from the stack; returns its length."""
     path[0] = 36
@@ -869,7 +831,7 @@ def str_stops(w):
     borrows of the subtractions reach only bytes above a true stop)."""
     q = w ^ _QUOTES
     b = w ^ _BSLASHES
-    return (((q - ONES) & ~q) | ((b - ONES) & ~b) | ((w - _SPACES) & ~w) | w) & HIGH
+    return ((((q - ONES) & ~q) | ((b - ONES) & ~b)) & HIGH) | low_or_high(w)
 
 
 @kernel(inline="always")

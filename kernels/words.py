@@ -3,6 +3,7 @@
 * :func:`load_word`: eight bytes as one unaligned little-endian ``uint64`` load;
 * :func:`sep_pattern`, :func:`sep_mask`: a byte repeated in a word, and the bytes of a word equal
   to any of four such patterns (exact, every byte);
+* :func:`low_or_high`: the bytes of a word below 0x20 (control) or from 0x80 (non-ASCII);
 * :func:`copy_bytes`: one ``memcpy`` between two byte arrays.
 
 None of them checks bounds: the callers guarantee the ranges lie inside their arrays.
@@ -18,6 +19,7 @@ from numba.extending import intrinsic
 from ._jit import kernel
 
 ONES = np.uint64(0x0101010101010101)
+SPACES = np.uint64(0x2020202020202020)
 LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
 HIGH = np.uint64(0x8080808080808080)
 
@@ -57,6 +59,13 @@ def sep_mask(w, p0, p1, p2, p3):
     v = w ^ p3
     t &= ((v & LOW7) + LOW7) | v
     return ~t & HIGH
+
+
+@kernel(inline="always")
+def low_or_high(w):
+    """0x80 in each byte of ``w`` below 0x20 or from 0x80 (the lowest such byte exact: the
+    subtraction's borrows reach only bytes above a true one)."""
+    return (((w - SPACES) & ~w) | w) & HIGH
 
 
 @intrinsic

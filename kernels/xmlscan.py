@@ -43,14 +43,17 @@ byte span in ``mt``.  Outputs as for JSON (``st_out``, ``H``, ``vbuf``, location
 from __future__ import annotations
 
 import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from ._jit import kernel
 from .detect import utf8_char
 from .jsonscan import (B64_MIN, C_ECUR, C_NE, C_NH, C_VCUR, E_END, E_LEN, E_LOC, E_MSG, E_OFF, E_START, FNV_OFF,
-                       FNV_PRIME, KIND_FREE, KIND_TYPEKEY, MAX_TSLOT, MEMO_SALT, MODE_CHECK, PATH_CAP, RI_CLASS,
+                       KIND_FREE, KIND_TYPEKEY, MAX_TSLOT, MEMO_SALT, MODE_CHECK, PATH_CAP, RI_CLASS,
                        RI_CONF, RI_GROUP, RI_KIND, RI_LEVEL, RI_MODE, ROOT_H, edi_marker, emit, free_scan,
                        b64_run, b64_text, edi_head, has_room, hstep, intern_add, intern_find, mix, name_hash, next_rule, rec_text, recognise,
                        resolve, rules_for, set_type)
+from .dedupe import slice_hash
+from .words import load_word, low_or_high
 
 MAX_DEPTH = 256
 MAX_TEXT = 10 * 1024 * 1024
@@ -88,9 +91,16 @@ def is_ws(c):
 
 @kernel(_nrt=False)
 def prepass(buf, s, e):
-    """0 ok, ST_INVALID_UTF8, or ST_MALFORMED (a control character XML does not allow)."""
+    """0 ok, ST_INVALID_UTF8, or ST_MALFORMED (a control character XML does not allow).  Plain
+    ASCII goes eight bytes a step; a control or non-ASCII byte is looked at on its own."""
     i = s
     while i < e:
+        if i + 8 <= e:
+            m = low_or_high(load_word(buf, i))
+            if m == 0:
+                i += 8
+                continue
+            i += np.int64(trailing_zeros(m)) >> 3
         c = buf[i]
         if c < 0x80:
             if c < 32 and c != 9 and c != 10 and c != 13:
@@ -404,20 +414,19 @@ def xml_scan(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
     ntv = np.zeros(D, dtype=np.int64)
     path = np.zeros(PATH_CAP + 8, dtype=np.uint8)
     tmp = np.zeros(2 * VAL_ROOM_X + 16, dtype=np.uint8)
-    km_h = np.zeros(KM_SIZE_X, dtype=np.uint64)
-    km_r = np.zeros(KM_SIZE_X, dtype=np.int64)
-    km_g = np.zeros(KM_SIZE_X, dtype=np.int64)
+    km = np.zeros((KM_SIZE_X, 4), dtype=np.uint64)   # memo slot: key, normalised name, rule, generic rule
+    msalt = np.zeros(D + 1, dtype=np.uint64)  # msalt[d + 1]: the element at depth d as a parent, salted
     return xml_scan_run(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P, st_out, H, vbuf, loc_hash, loc_off,
                         loc_buf, loc_table, E, ebuf, ctr, scratch, wrappers, documents, mt,
                         name_s, name_e, lh, ph, rule, rgen, acc, child, first_hit, npend, tv_g, tv_v, ntv, path, tmp,
-                        km_h, km_r, km_g)
+                        km, msalt)
 
 
 @kernel(_nrt=False)
 def xml_scan_run(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
                  st_out, H, vbuf, loc_hash, loc_off, loc_buf, loc_table, E, ebuf, ctr, scratch,
                  wrappers, documents, mt, name_s, name_e, lh, ph, rule, rgen, acc, child, first_hit, npend, tv_g, tv_v,
-                 ntv, path, tmp, km_h, km_r, km_g):
+                 ntv, path, tmp, km, msalt):
     """The scanner of :func:`xml_scan` (work arrays allocated and zeroed by it)."""
     nb = buf.shape[0]
     nmsg = offsets.shape[0] - 1
@@ -425,6 +434,7 @@ def xml_scan_run(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
     km_fill = 0
     kmask = KM_SIZE_X - 1
     ph[0] = ROOT_H
+    msalt[0] = mix(ROOT_PARENT_X, MEMO_SALT)
     for j in range(sel.shape[0]):
         m = sel[j]
         mt[j, 0] = -1
@@ -725,9 +735,36 @@ def xml_scan_run(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
                 k += 1
             ne = k
             ls = colon + 1 if colon >= 0 else ns
-            h = FNV_OFF
-            for p in range(ls, ne):
-                h = hstep(h, buf[p])
+            # exact local name (a word per multiply) -> its normalised name and first rules under
+            # this parent, memoised per call: the normalised hash (a multiply per byte) is computed
+            # once per distinct (name, parent), not per element
+            hr = slice_hash(buf, ls, ne)
+            par = lh[d] if d >= 0 else ROOT_PARENT_X
+            mk = hr ^ msalt[d + 1]
+            if mk == 0:
+                mk = np.uint64(1)
+            slot = np.int64(mk & np.uint64(kmask))
+            found = False
+            while km[slot, 0] != 0:
+                if km[slot, 0] == mk:
+                    found = True
+                    break
+                slot = (slot + 1) & kmask
+            if found:
+                h = km[slot, 1]
+                r0 = np.int64(km[slot, 2])
+                rg = np.int64(km[slot, 3])
+            else:
+                h = FNV_OFF
+                for p in range(ls, ne):
+                    h = hstep(h, buf[p])
+                r0, rg = rules_for(rtab, RH, RI, h, par)
+                if km_fill < (KM_SIZE_X * 3) // 4:
+                    km[slot, 0] = mk
+                    km[slot, 1] = h
+                    km[slot, 2] = np.uint64(r0)
+                    km[slot, 3] = np.uint64(rg)
+                    km_fill += 1
             if h == _H_INCLUDE and colon >= 0:
                 pxh = FNV_OFF
                 for p in range(ns, colon):
@@ -828,32 +865,8 @@ def xml_scan_run(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
             npend[d] = 0
             ntv[d] = 0
             first_hit[d] = ctr[C_NH]
-            # exact local name -> path hash; normalised name -> first rule (memoised per call)
-            hr = FNV_OFF
-            for p in range(ls, ne):
-                hr = (hr ^ np.uint64(buf[p])) * FNV_PRIME
-            ph[d + 1] = mix(ph[d], hr)
-            par = lh[d - 1] if d >= 1 else ROOT_PARENT_X
-            mk = mix(mix(h, MEMO_SALT), par)
-            if mk == 0:
-                mk = np.uint64(1)
-            slot = np.int64(mk & np.uint64(kmask))
-            found = False
-            while km_h[slot] != 0:
-                if km_h[slot] == mk:
-                    found = True
-                    break
-                slot = (slot + 1) & kmask
-            if found:
-                r0 = km_r[slot]
-                rg = km_g[slot]
-            else:
-                r0, rg = rules_for(rtab, RH, RI, h, par)
-                if km_fill < (KM_SIZE_X * 3) // 4:
-                    km_h[slot] = mk
-                    km_r[slot] = r0
-                    km_g[slot] = rg
-                    km_fill += 1
+            ph[d + 1] = mix(ph[d], hr)             # the path hash: exact local names
+            msalt[d + 1] = mix(h, MEMO_SALT)
             rule[d] = r0
             rgen[d] = rg
             acc[d] = 1 if (r0 >= 0 or rg >= 0) else 0

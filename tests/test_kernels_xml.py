@@ -446,3 +446,37 @@ def test_leaf_text_matches_lxml(pieces, cap):
     k = leaf_text(buf, 3, 3 + len(content), out, cap)
     assert k <= cap and want.startswith(out[:k].tobytes())
     assert len(want) - k < 4 or k > cap - 4                     # cut only where the next character did not fit
+
+
+def prepass_reference(text: bytes) -> int:
+    """prepass, obviously: UTF-8 that Python accepts (no surrogates), no control character but
+    tab, line feed and carriage return."""
+    from flowaudit.kernels import xmlscan as K
+
+    try:
+        s = text.decode("utf-8")
+    except UnicodeDecodeError:
+        s = None
+    for k, c in enumerate(text):
+        if c < 0x80:
+            if c < 32 and c not in (9, 10, 13):
+                # the first offending byte decides: an invalid sequence before it is reported first
+                try:
+                    text[:k].decode("utf-8")
+                except UnicodeDecodeError:
+                    return K.ST_INVALID_UTF8
+                return K.ST_MALFORMED
+    return K.ST_OK if s is not None else K.ST_INVALID_UTF8
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"<a>", b"x" * 9, b"\n", b"\t", b"\r", b"\x01", b"\x1f", b"\x7f", "é".encode(),
+                                 "€".encode(), "😀".encode(), b"\xc3", b"\x80", b"\xed\xa0\x80", b"\xf5"]), max_size=30))
+def test_prepass_matches_reference(parts):
+    """The byte check before an XML message is parsed, eight ASCII bytes a step: control and
+    non-ASCII bytes at every position of a word, and the last bytes of the message."""
+    from flowaudit.kernels import xmlscan as K
+
+    text = b"".join(parts)
+    buf = np.frombuffer(text + b"<" * 8, dtype=np.uint8)     # bytes past the message are not read
+    assert K.prepass(buf, 0, len(text)) == prepass_reference(text)
