@@ -647,7 +647,7 @@ class Classifier:
         vbuf = _cat(vbufs)
         voff = np.append(_cat(voffs), vbase).astype(np.int64, copy=False)
         keep_all = _cat(keeps).astype(np.int64, copy=False)
-        uid, first = unique_slices(vbuf, voff, keep_all)
+        uid, first = unique_slices(read_only(vbuf), voff, keep_all)      # read-only, as every caller passes it
         rows = keep_all[first]                  # the value row of each distinct value
         ks = np.flatnonzero(cls_a == self._recipient_code) if self.egress is not None else ()
         if len(ks):  # interchange recipients, for the watchlist's EDI party ids

@@ -701,3 +701,22 @@ def test_skip_ws_matches_reference(parts, data):
     while want < end and text[want] in b" \n\r\t":
         want += 1
     assert K.skip_ws(buf, i, end) == want
+
+
+@SETTINGS
+@given(st.lists(st.text(alphabet="aZ9-_ .é€\u00ff", max_size=12), max_size=8), st.data())
+def test_name_hashes_match_name_hash(names, data):
+    """The batch form of the normalised-name hash equals the Python twin the rules are compiled
+    with, name by name; a slice outside the buffer hashes as the empty name."""
+    from flowaudit.kernels import jsonscan as K
+
+    raw = [n.encode("utf-8") for n in names]
+    buf = np.frombuffer(b"".join(raw) + b"#", dtype=np.uint8)
+    ends = np.cumsum([len(r) for r in raw], dtype=np.int64)
+    starts = ends - np.array([len(r) for r in raw], dtype=np.int64)
+    bad = data.draw(st.booleans())
+    if bad and names:
+        starts[0], ends[0] = 3, len(buf) + 5
+    got = K.name_hashes(buf, starts, ends).tolist()
+    want = [K.name_hash("" if bad and k == 0 else n) for k, n in enumerate(names)]
+    assert got == want

@@ -21,7 +21,7 @@ import numpy as np
 
 from flowaudit import schemas
 from flowaudit.decode import FormatResult
-from flowaudit.decode.detect import check_batch
+from flowaudit.decode.detect import check_batch, read_only
 from flowaudit.kernels import jsonscan as K
 from flowaudit.kernels.jsonscan import PATH_CAP, json_scan, name_hash
 
@@ -196,20 +196,9 @@ def initial_caps(buf, offsets, sel) -> tuple[int, int, int, int]:
     return 256 + total // 64, 1024, int(lens.max()), 4096 + total // 16
 
 
-def readonly(a: np.ndarray) -> np.ndarray:
-    """``a`` as a read-only view (no copy).  numba types a read-only array apart from a writable
-    one and compiles a kernel once per type: a batch built with ``np.frombuffer`` is read-only,
-    a copied one writable, so the inputs reach the kernels read-only, always (one compile)."""
-    if not a.flags.writeable:
-        return a
-    v = a.view()
-    v.flags.writeable = False
-    return v
-
-
 def run_kernel(scan, R, buf, offsets, sel, extra_out=None):
     """Run ``scan`` (json_scan / xml_scan) with growing outputs until nothing overflows."""
-    buf, offsets, sel = readonly(buf), readonly(offsets), readonly(sel)
+    buf, offsets, sel = read_only(buf), read_only(offsets), read_only(sel)
     k = sel.shape[0]
     cap_hits, cap_locs, maxlen, cap_emb = initial_caps(buf, offsets, sel)
     scratch = np.zeros(maxlen + 16, dtype=np.uint8)
@@ -250,4 +239,4 @@ def classify(buf, offsets, sel, embedded: bool = True, rules: dict | None = None
     return res
 
 
-__all__ = ["classify", "load_rules", "class_codes", "compile_rules", "run_kernel", "readonly", "Outputs"]
+__all__ = ["classify", "load_rules", "class_codes", "compile_rules", "run_kernel", "Outputs"]

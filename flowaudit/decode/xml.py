@@ -35,13 +35,14 @@ import numpy as np
 
 from flowaudit import schemas
 from flowaudit.decode import REASON_CODES, FormatResult
-from flowaudit.decode.detect import check_batch
-from flowaudit.decode.json import compile_rules, readonly, run_kernel
+from flowaudit.decode.detect import check_batch, read_only
+from flowaudit.decode.json import compile_rules, run_kernel
 from flowaudit.kernels import jsonscan as K
-from flowaudit.kernels.jsonscan import name_hash
+from flowaudit.kernels.dedupe import unique_slices
+from flowaudit.kernels.jsonscan import name_hash, name_hashes
 from flowaudit.kernels.xmlscan import declared_encoding, xml_scan
 
-_UTF8_NAMES = {name_hash(n) for n in ("utf-8", "us-ascii", "ascii")}   # what the scanner reads itself
+_UTF8_NAMES = np.array([name_hash(n) for n in ("utf-8", "us-ascii", "ascii")], np.uint64)  # what the scanner reads
 
 _lock = threading.Lock()
 _cache: dict = {}
@@ -106,14 +107,14 @@ def _transcode(buf, offsets, sel):
     (each followed by a one-byte gap message that stands for its end); ``back`` (int64,
     ``len(buf2) + 1``) maps a position in ``buf2`` to the original position in ``buf``; ``bad``
     lists the ``j`` refused as ``bad_charset``."""
-    decl = declared_encoding(readonly(buf), readonly(offsets), readonly(sel))
+    decl = declared_encoding(read_only(buf), read_only(offsets), read_only(sel))
     cand = np.flatnonzero(decl[:, 1] >= 0)
+    # most declare UTF-8: those are told apart in one kernel call, not one Python hash each
+    cand = cand[~np.isin(name_hashes(read_only(buf), decl[cand, 1], decl[cand, 2]), _UTF8_NAMES)]
     todo: dict[int, bytes] = {}
     bad = []
     for j in cand.tolist():
         raw_name = bytes(buf[decl[j, 1]:decl[j, 2]])
-        if name_hash(raw_name.decode("latin-1")) in _UTF8_NAMES:
-            continue
         codec = single_byte_codec(raw_name.decode("ascii", "replace"))
         if codec is None:
             continue                     # the scanner refuses it (bad_charset)
@@ -149,6 +150,21 @@ def _transcode(buf, offsets, sel):
     return buf2, offsets2, np.concatenate(back), bad
 
 
+def _message_types(buf: np.ndarray, mt: np.ndarray) -> list:
+    """``buf[mt[j, 0]:mt[j, 1]]`` as text per message ("" where ``mt[j, 0] < 0``), each distinct
+    type decoded once (the spans grouped by content in one kernel call, not a bytes object per
+    message)."""
+    ok = np.flatnonzero(mt[:, 0] >= 0)
+    out = [""] * mt.shape[0]
+    if ok.size:
+        uid, first = unique_slices(read_only(buf), np.ascontiguousarray(mt).reshape(-1), 2 * ok)
+        j0 = ok[first]
+        names = [bytes(buf[a:b]).decode("utf-8", "replace") for a, b in zip(mt[j0, 0].tolist(), mt[j0, 1].tolist())]
+        for j, u in zip(ok.tolist(), uid.tolist()):
+            out[j] = names[u]
+    return out
+
+
 def classify(buf, offsets, sel, embedded: bool = True, rules: dict | None = None) -> FormatResult:
     """Scan and classify the XML messages ``sel`` of the batch (see ``flowaudit.decode``)."""
     buf, offsets, sel = check_batch(buf, offsets, sel)
@@ -159,18 +175,7 @@ def classify(buf, offsets, sel, embedded: bool = True, rules: dict | None = None
         sel = 2 * np.arange(orig_sel.shape[0], dtype=np.int64)
     mt = np.full((sel.shape[0], 2), -1, dtype=np.int64)
     out = run_kernel(xml_scan, R, buf, offsets, sel, (R["wrappers"], R["documents"], mt))
-    names: dict[bytes, str] = {}
-    msg_type = []
-    for a, b in mt.tolist():
-        if a < 0:
-            msg_type.append("")
-            continue
-        raw = bytes(buf[a:b])
-        name = names.get(raw)
-        if name is None:
-            name = names[raw] = raw.decode("utf-8", "replace")
-        msg_type.append(name)
-    res = out.result(msg_type)
+    res = out.result(_message_types(buf, mt))
     E, ebuf = out.embedded()
     if tc is not None:
         res.hit_msg = orig_sel[res.hit_msg // 2]
