@@ -168,6 +168,26 @@ def hstep(h, b):
     return h
 
 
+@kernel
+def name_hashes(buf, starts, ends):
+    """:func:`name_hash` of each ``buf[starts[k]:ends[k]]`` (an empty or out-of-range slice hashes
+    as the empty name), for names a shell would otherwise hash one Python loop each."""
+    n = starts.shape[0]
+    if ends.shape[0] != n:
+        raise ValueError("starts and ends differ in length")
+    out = np.empty(n, np.uint64)
+    nb = buf.shape[0]
+    for k in range(n):
+        h = FNV_OFF
+        s = starts[k]
+        e = ends[k]
+        if 0 <= s <= e <= nb:
+            for p in range(s, e):
+                h = hstep(h, buf[p])
+        out[k] = h
+    return out
+
+
 @kernel(_nrt=False)
 def mix(h, t):
     """Path hash step: parent path hash and one component's token."""
