@@ -66,7 +66,6 @@ bigger arrays.
 from __future__ import annotations
 
 import numpy as np
-
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from ._jit import kernel
