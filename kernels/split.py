@@ -45,8 +45,10 @@ Every index is compared with ``end`` before it is read.
 from __future__ import annotations
 
 import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from ._jit import kernel
+from .words import load_word, sep_mask, sep_pattern
 
 K_WHOLE = 0
 K_EDIFACT = 1
@@ -55,6 +57,8 @@ K_EDIFACT_OPEN = 3
 K_X12_OPEN = 4
 K_OTHER = 5
 KIND_NAMES = ("whole", "edifact", "x12", "edifact_open", "x12_open", "other")
+_P_LF = np.uint64(0x0A0A0A0A0A0A0A0A)
+_P_CR = np.uint64(0x0D0D0D0D0D0D0D0D)
 
 H_NONE = 0
 H_UNA = 1
@@ -266,6 +270,9 @@ def split_interchanges(buf, start, end):
             i = hp
         else:
             term, rel, i = edifact_separators(buf, hp, end, h)
+        # the bytes a segment's scan stops at, eight bytes a step: release, terminator, LF, CR
+        p_rel = sep_pattern(rel if rel >= 0 else term)
+        p_term = sep_pattern(term)
         nseg = 0
         closed = False
         cut = end
@@ -291,6 +298,12 @@ def split_interchanges(buf, start, end):
             j = i
             broken = -1
             while j < end:
+                if j + 8 <= end:
+                    m = sep_mask(load_word(buf, j), p_rel, p_term, _P_LF, _P_CR)
+                    if m == 0:
+                        j += 8
+                        continue
+                    j += np.int64(trailing_zeros(m)) >> 3
                 c = np.int64(buf[j])
                 if c == rel:
                     j += 2
