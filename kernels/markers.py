@@ -185,14 +185,19 @@ def _key7(a, b):
 
 
 @kernel(_nrt=False)
-def scan_filtered(buf, offsets, sel, min_len, head, tail, c_off, c_ids, pat_buf, pat_off, pat_kind, pat_ci,
+def scan_filtered(buf, offsets, sel, min_len, head, tail, inpre, c_off, c_ids, pat_buf, pat_off, pat_kind, pat_ci,
                   out_msg, out_pat, out_start, out_end):
-    """:func:`scan` for a pattern set whose literals are all at least ``min_len >= 2`` bytes:
-    a position is tried only when its first two bytes start a pattern (``head``) and the two
-    bytes ending at ``min_len`` end one's first ``min_len`` (``tail``); both tables are 16 KiB,
-    so they stay in L1, and about 0.4 % of the positions of port traffic pass both.  Positions
-    count in unsigned integers (no negative-index wraparound in the hot loop).  Same results,
-    in the same order, as :func:`scan`."""
+    """:func:`scan` for a pattern set whose literals are all at least ``min_len >= 2`` bytes.
+
+    Every window of ``min_len`` bytes holds ``min_len - 1`` pairs of adjacent bytes, so a pair
+    sampled every ``min_len - 1`` bytes falls inside each window; where the sampled pair occurs
+    nowhere in any literal's first ``min_len`` bytes (``inpre``), none of the windows around it can
+    start a match, and they are skipped (most of port traffic).  The windows around the other
+    samples are tried where their first two bytes start a literal (``head``) and the two bytes
+    ending their first ``min_len`` end one's (``tail``).  The samples do not depend on each other
+    (no chain of loads from one step to the next).  All three tables are 16 KiB (L1).  Positions
+    count in unsigned integers (no negative-index wraparound in the hot loop).  Same results, in
+    the same order, as :func:`scan`."""
     n = 0
     nbuf = buf.shape[0]
     if min_len < 2:   # a caller's mistake (Patterns never makes it): the reads below would leave the message
@@ -205,14 +210,22 @@ def scan_filtered(buf, offsets, sel, min_len, head, tail, c_off, c_ids, pat_buf,
         end = offsets[mi + 1]
         if start < 0 or end > nbuf or end - start < min_len:
             continue
-        for ui in range(np.uint64(start), np.uint64(end - min_len + 1)):
-            key = _key7(buf[ui], buf[ui + one])
-            if head[key] == 0 or tail[_key7(buf[ui + m1 - one], buf[ui + m1])] == 0:
+        last = np.uint64(end - min_len)               # the last start with a whole window
+        e = np.uint64(start) + m1                     # a sampled pair: buf[e - 1], buf[e]
+        while e - m1 <= last:
+            if inpre[_key7(buf[e - one], buf[e])] == 0:   # e <= last + m1 = end - 1: inside
+                e += m1
                 continue
-            i = np.int64(ui)
-            for j in range(c_off[key], c_off[key + 1]):
-                n = _record(buf, i, start, end, c_ids[j], mi, n, pat_buf, pat_off, pat_kind, pat_ci,
-                            out_msg, out_pat, out_start, out_end)
+            hi = e - one if e - one <= last else last
+            for ui in range(e - m1, hi + one):        # the windows holding this pair, in order
+                key = _key7(buf[ui], buf[ui + one])
+                if head[key] == 0 or tail[_key7(buf[ui + m1 - one], buf[ui + m1])] == 0:
+                    continue
+                i = np.int64(ui)
+                for j in range(c_off[key], c_off[key + 1]):
+                    n = _record(buf, i, start, end, c_ids[j], mi, n, pat_buf, pat_off, pat_kind, pat_ci,
+                                out_msg, out_pat, out_start, out_end)
+            e += m1
     return n
 
 
@@ -404,6 +417,9 @@ class Patterns:
             self.head[head_keys] = 1
             self.tail = np.zeros(128 * 128, np.uint8)
             self.tail[[_key7_py(b[m - 2], b[m - 1]) for b in parts]] = 1
+            # every pair of adjacent bytes in a pattern's first min_len (the sampled pairs' filter)
+            self.inpre = np.zeros(128 * 128, np.uint8)
+            self.inpre[[_key7_py(b[q - 1], b[q]) for b in parts for q in range(1, m)]] = 1
             self.c_ids = np.argsort(head_keys, kind="stable").astype(np.int32)
             self.c_off = np.zeros(128 * 128 + 1, np.int32)
             np.cumsum(np.bincount(head_keys, minlength=128 * 128), out=self.c_off[1:])
@@ -436,7 +452,7 @@ class Patterns:
             if self.n == 0:
                 return tuple(a[:0] for a in out)
             if self.min_len >= 2:
-                n = scan_filtered(buf, offsets, sel, self.min_len, self.head, self.tail, self.c_off, self.c_ids,
+                n = scan_filtered(buf, offsets, sel, self.min_len, self.head, self.tail, self.inpre, self.c_off, self.c_ids,
                                   self.pat_buf, self.pat_off, self.pat_kind, self.pat_ci, *out)
             else:
                 n = scan(buf, offsets, sel, self.pat_buf, self.pat_off, self.pat_kind, self.pat_ci,

@@ -143,7 +143,7 @@ def test_filtered_kernel_refuses_a_shortest_literal_under_two_bytes():
     buf = np.frombuffer(b"x logink.cn", np.uint8)
     outs = [np.empty(4, t) for t in (np.int64, np.int32, np.int64, np.int64)]
     with pytest.raises(ValueError):
-        M.scan_filtered(buf, np.array([0, 11], np.int64), np.array([0], np.int64), 1, pats.head, pats.tail,
+        M.scan_filtered(buf, np.array([0, 11], np.int64), np.array([0], np.int64), 1, pats.head, pats.tail, pats.inpre,
                         pats.c_off, pats.c_ids, pats.pat_buf, pats.pat_off, pats.pat_kind, pats.pat_ci, *outs)
 
 
