@@ -302,8 +302,11 @@ class EgressDetector:
         """
         wl = self.watchlist if prescan is None else prescan.watchlist
         hits = message_matches(wl, buf, offsets, sel, None if prescan is None else prescan[1:])
+        party: dict[str, int] = {}          # a batch repeats a handful of recipient ids thousands of times
         for mi, rid, where in (recipients or ()):
-            i = wl.match_edi_party(rid)
+            i = party.get(rid)
+            if i is None:
+                i = party[rid] = wl.match_edi_party(rid)
             if i >= 0:
                 hits.append((int(mi), i, where, wl.indicators[i].value))
         if not hits:
