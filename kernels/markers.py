@@ -29,7 +29,7 @@ import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from ._jit import kernel
-from .words import copy_bytes, load_word, sep_mask
+from .words import ONES, copy_bytes, load_word, sep_mask
 from .jsonscan import hex4
 from .xmlscan import put_cp
 
@@ -249,14 +249,14 @@ def _escape_at(buf, p, e):
     return c == 37 and p + 2 < e and _hexval(buf[p + 1]) >= 0 and _hexval(buf[p + 2]) >= 0
 
 
-# a backslash, an ampersand and a percent sign in every byte of a word (edifact.sep_mask's patterns)
-_PB, _PA, _PP = (np.uint64(0x0101010101010101) * np.uint64(c) for c in (92, 38, 37))
+# a backslash, an ampersand and a percent sign in every byte of a word (words.sep_mask's patterns)
+_PB, _PA, _PP = (ONES * np.uint64(c) for c in (92, 38, 37))
 
 
 @kernel
 def _next_special(buf, i, e):
     """The first backslash, ampersand or percent sign in ``buf[i:e]`` (``e`` when none), eight
-    bytes per step (``edifact.sep_mask``)."""
+    bytes per step (``words.sep_mask``)."""
     while i + 8 <= e:
         mk = sep_mask(load_word(buf, i), _PB, _PA, _PP, _PB)
         if mk != np.uint64(0):
