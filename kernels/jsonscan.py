@@ -71,7 +71,7 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 from ._jit import kernel
 from .dedupe import slice_hash
 from .detect import utf8_char
-from .words import HIGH, ONES, copy_bytes, load_word, low_or_high, sep_mask
+from .words import HIGH, ONES, copy_bytes, hex_digit, load_word, low_or_high, sep_mask
 from .values import (next_container, next_email, next_imo, next_lei, next_usci, parse_container, parse_email,
                      parse_eori, parse_imo, parse_lei, parse_mmsi, parse_phone, parse_un_number, parse_usci)
 
@@ -200,14 +200,8 @@ def hex4(buf, i, end):
         return -1
     v = 0
     for k in range(4):
-        c = buf[i + k]
-        if 48 <= c <= 57:
-            d = c - 48
-        elif 97 <= c <= 102:
-            d = c - 87
-        elif 65 <= c <= 70:
-            d = c - 55
-        else:
+        d = hex_digit(buf[i + k])
+        if d < 0:
             return -1
         v = v * 16 + d
     return v
@@ -770,6 +764,16 @@ def next_rule(RI, r, rg, inspec):
 B64_MIN = 80   # base64-alphabet characters that make a string a candidate layer (> a hex SHA-256)
 
 
+@kernel(inline="always")
+def b64_class(c):
+    """1 for a base64 alphabet byte, 0 for padding and white space, -1 for anything else."""
+    if (65 <= c <= 90) or (97 <= c <= 122) or (48 <= c <= 57) or c == 43 or c == 47:
+        return 1
+    if c == 61 or c == 32 or c == 10 or c == 13 or c == 9:
+        return 0
+    return -1
+
+
 @kernel(_nrt=False)
 def b64_run(buf, i, end):                    # not inlined: only long values get here
     """Is the text at ``i`` base64 up to its end (``"``, ``<`` or ``end``): at least ``B64_MIN``
@@ -781,7 +785,8 @@ def b64_run(buf, i, end):                    # not inlined: only long values get
     n = 0
     while i < end:
         c = buf[i]
-        if (65 <= c <= 90) or (97 <= c <= 122) or (48 <= c <= 57) or c == 43 or c == 47:
+        k = b64_class(c)
+        if k == 1:
             n += 1
         elif c == 34 or c == 60:
             break
@@ -789,7 +794,7 @@ def b64_run(buf, i, end):                    # not inlined: only long values get
             if buf[i + 1] == 47:
                 n += 1
             i += 1
-        elif not (c == 61 or c == 32 or c == 10 or c == 13 or c == 9):
+        elif k < 0:
             return False
         i += 1
     return n >= B64_MIN
@@ -834,11 +839,10 @@ def b64_text(buf, i, end):
         return False
     n = 0
     while i < end:
-        c = buf[i]
-        if (65 <= c <= 90) or (97 <= c <= 122) or (48 <= c <= 57) or c == 43 or c == 47:
-            n += 1
-        elif not (c == 61 or c == 32 or c == 10 or c == 13 or c == 9):
+        k = b64_class(buf[i])
+        if k < 0:
             return False
+        n += k
         i += 1
     return n >= B64_MIN
 

@@ -29,7 +29,7 @@ import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from ._jit import kernel
-from .words import ONES, copy_bytes, load_word, sep_mask
+from .words import ONES, copy_bytes, hex_digit, load_word, sep_mask
 from .jsonscan import hex4
 from .xmlscan import put_cp
 
@@ -229,24 +229,13 @@ def scan_filtered(buf, offsets, sel, min_len, head, tail, inpre, c_off, c_ids, p
     return n
 
 
-@kernel
-def _hexval(c):
-    if 48 <= c <= 57:
-        return c - 48
-    if 65 <= c <= 70:
-        return c - 55
-    if 97 <= c <= 102:
-        return c - 87
-    return -1
-
-
 @kernel(inline="always")
 def _escape_at(buf, p, e):
     """Does ``buf[p:e]`` start with ``\\u``, ``&#`` or ``%`` and two hex digits?"""
     c = buf[p]
     if c == 92 or c == 38:
         return p + 1 < e and buf[p + 1] == (117 if c == 92 else 35)
-    return c == 37 and p + 2 < e and _hexval(buf[p + 1]) >= 0 and _hexval(buf[p + 2]) >= 0
+    return c == 37 and p + 2 < e and hex_digit(buf[p + 1]) >= 0 and hex_digit(buf[p + 2]) >= 0
 
 
 # a backslash, an ampersand and a percent sign in every byte of a word (words.sep_mask's patterns)
@@ -356,7 +345,7 @@ def unescape(buf, offsets, idx):
                 v = 0
                 nd = 0
                 while q < e and nd <= 7:
-                    h = _hexval(buf[q]) if hexa else (buf[q] - 48 if 48 <= buf[q] <= 57 else -1)
+                    h = hex_digit(buf[q]) if hexa else (buf[q] - 48 if 48 <= buf[q] <= 57 else -1)
                     if h < 0:
                         break
                     v = v * (16 if hexa else 10) + h
@@ -367,8 +356,8 @@ def unescape(buf, offsets, idx):
                     i = q + 1
                     continue
             elif c == 37 and i + 2 < e:
-                a = _hexval(buf[i + 1])
-                b = _hexval(buf[i + 2])
+                a = hex_digit(buf[i + 1])
+                b = hex_digit(buf[i + 2])
                 if a >= 0 and b >= 0:
                     out[o] = a * 16 + b
                     o += 1

@@ -4,6 +4,7 @@
 * :func:`sep_pattern`, :func:`sep_mask`: a byte repeated in a word, and the bytes of a word equal
   to any of four such patterns (exact, every byte);
 * :func:`low_or_high`: the bytes of a word below 0x20 (control) or from 0x80 (non-ASCII);
+* :func:`hex_digit`: the value of one hexadecimal digit byte;
 * :func:`copy_bytes`: one ``memcpy`` between two byte arrays.
 
 None of them checks bounds: the callers guarantee the ranges lie inside their arrays.
@@ -66,6 +67,18 @@ def low_or_high(w):
     """0x80 in each byte of ``w`` below 0x20 or from 0x80 (the lowest such byte exact: the
     subtraction's borrows reach only bytes above a true one)."""
     return (((w - SPACES) & ~w) | w) & HIGH
+
+
+@kernel(_nrt=False)
+def hex_digit(c):
+    """The value of the hexadecimal digit byte ``c`` (either case), or -1."""
+    if 48 <= c <= 57:
+        return c - 48
+    if 65 <= c <= 70:
+        return c - 55
+    if 97 <= c <= 102:
+        return c - 87
+    return -1
 
 
 @intrinsic
