@@ -53,7 +53,7 @@ from .jsonscan import (B64_MIN, C_ECUR, C_NE, C_NH, C_VCUR, E_END, E_LEN, E_LOC,
                        b64_run, b64_text, edi_head, has_room, hstep, intern_add, intern_find, mix, name_hash, next_rule, rec_text, recognise,
                        resolve, rules_for, set_type)
 from .dedupe import slice_hash
-from .words import load_word, low_or_high
+from .words import hex_digit, load_word, low_or_high
 
 MAX_DEPTH = 256
 MAX_TEXT = 10 * 1024 * 1024
@@ -130,13 +130,8 @@ def entity(buf, i, end):
         v = 0
         while j < end and buf[j] != 59:
             c = buf[j]
-            if 48 <= c <= 57:
-                dgt = c - 48
-            elif hexa and 97 <= c <= 102:
-                dgt = c - 87
-            elif hexa and 65 <= c <= 70:
-                dgt = c - 55
-            else:
+            dgt = hex_digit(c) if hexa else (c - 48 if 48 <= c <= 57 else -1)
+            if dgt < 0:
                 return j, 0, ST_MALFORMED
             v = v * (16 if hexa else 10) + dgt
             if v > 0x10FFFF:
