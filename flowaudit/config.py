@@ -44,8 +44,9 @@ class KafkaSettings:
     dedupe_entries: int = 1_000_000    # payloads + interchange refs remembered for the duplicate flags (32 MiB)
     # batches in flight between the consuming thread and the worker thread (0 = no worker thread)
     pipeline_depth: int = 2
-    # threads that run one batch's nogil kernels side by side (each format's decoder, the
-    # watchlist marker scan); 1 = one after another in the worker thread
+    # threads that run one batch's nogil kernels side by side (each format's decoder, pieces of a
+    # batch's EDIFACT / X12, the watchlist marker scan); 1 = one after another in the worker
+    # thread.  flowaudit scan uses it too
     kernel_threads: int = 2
     # stream processes on this host, members of one consumer group (flowaudit stream --workers);
     # each a whole service with its own metrics port (metrics.port + its index)

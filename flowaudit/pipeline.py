@@ -39,6 +39,9 @@ from .kernels.digest import payload_hash
 from .protect import Protector, gather_strings, mask_slices, rules_of
 
 FMT_AUTO = 255
+# a decoder's messages are cut into pieces for the kernel threads only where each piece gets this
+# much: a piece costs a thread hand-off and a hit part of its own, and 1 MiB classifies in ~4 ms
+PIECE_BYTES = 1 << 20
 _PENDING = -1   # status of a layered message between the layers pre-pass and its classification
 _DECODER_MODULES = {FMT_EDIFACT: "flowaudit.decode.edifact", FMT_X12: "flowaudit.decode.x12",
                     FMT_XML: "flowaudit.decode.xml", FMT_JSON: "flowaudit.decode.json",
@@ -124,6 +127,19 @@ class BatchResult:
     hit_counts: dict = field(default_factory=dict)         # (format, data_class) -> n
     quarantine_counts: dict = field(default_factory=dict)  # (format, reason) -> n
     kernel_seconds: dict = field(default_factory=dict)     # kernel -> seconds
+
+
+@dataclass
+class _Started:
+    """A batch between :meth:`Classifier.start` and :meth:`Classifier.finish`."""
+    batch: Batch
+    ks: dict
+    lens: np.ndarray
+    status: np.ndarray
+    fmt: np.ndarray
+    lay: object
+    opaque: list
+    jobs: list
 
 
 def _cat(parts: list) -> np.ndarray:
@@ -219,6 +235,15 @@ class Classifier:
         return time.perf_counter() - t0
 
     def run(self, batch: Batch) -> BatchResult:
+        return self.finish(self.start(batch))
+
+    def start(self, batch: Batch) -> "_Started":
+        """The first half of :meth:`run`: the checks, format detection and layers, then the batch's
+        kernels started (on the pool when ``threads`` > 1, where they run while this thread goes on;
+        else here and now).  ``finish(start(b))`` is ``run(b)``.  A caller may start the next batch
+        before it finishes this one, so that the kernels of one batch run beside the tables of the
+        one before (``flowaudit scan`` does); batches must be finished in the order they were
+        started, as the duplicate flags depend on it."""
         n = len(batch)
         ks: dict[str, float] = {}
         lens = np.diff(batch.offsets)
@@ -251,13 +276,6 @@ class Classifier:
             ks["utf8"] = time.perf_counter() - t0
             status[text[~ok.astype(bool)]] = REASON_CODES["invalid_utf8"]
 
-        msg_type = np.zeros(n, np.int32)
-        type_names = [""]
-        n_segments = np.zeros(n, np.int32)
-        flags = np.zeros(n, np.uint32)
-        ikey = np.zeros(n, np.uint64)
-        hit_parts = []
-        inner: list = []    # (batch index, bytes) inside a layer, for the egress scan
         jobs = []           # the kernels that do not depend on each other: side by side on the pool
         if self.egress is not None:
             # the marker scan reads every message with bytes, decoded or not (see _message_transfers)
@@ -266,24 +284,44 @@ class Classifier:
         for f, dec in self._decoders.items():
             sel = np.flatnonzero((status == 0) & (fmt == f)).astype(np.int64)
             if sel.size:
-                jobs.append((f, dec.classify, (batch.buf, batch.offsets, sel)))
-        done = self._run_jobs(jobs, ks)
+                jobs.extend(((f, k), dec.classify, (batch.buf, batch.offsets, piece))
+                            for k, piece in enumerate(self._pieces(dec, batch.offsets, sel)))
+        return _Started(batch, ks, lens, status, fmt, lay, opaque, self._start_jobs(jobs))
+
+    def finish(self, started: "_Started") -> BatchResult:
+        """The second half of :meth:`run` (see :meth:`start`): the kernels' results, integrity,
+        salvage, layers, the tables and the message-side egress scan."""
+        batch, ks, lens, status, fmt, lay, opaque = (started.batch, started.ks, started.lens, started.status,
+                                                      started.fmt, started.lay, started.opaque)
+        n = len(batch)
+        msg_type = np.zeros(n, np.int32)
+        type_names = [""]
+        n_segments = np.zeros(n, np.int32)
+        flags = np.zeros(n, np.uint32)
+        ikey = np.zeros(n, np.uint64)
+        hit_parts = []
+        inner: list = []    # (batch index, bytes) inside a layer, for the egress scan
+        done = self._collect_jobs(started.jobs, ks)
         prescan = done.pop("egress_scan", None)
-        for f, (sel, r) in done.items():
-            status[sel] = r.status
-            n_segments[sel] = r.n_segments
-            if r.flags is not None:
-                flags[sel] = r.flags
-            if r.ikey is not None:
-                ikey[sel] = r.ikey
+        pieces: dict = {}
+        for (f, _k), part in done.items():     # each format's pieces, in selection order
+            pieces.setdefault(f, []).append(part)
+        for f, parts in pieces.items():
             base = len(type_names)
-            uniq = sorted(set(r.msg_type))
+            uniq = sorted(set().union(*(r.msg_type for _sel, r in parts)))
             lookup = {t: base + i for i, t in enumerate(uniq)}
             type_names.extend(uniq)
-            msg_type[sel] = np.fromiter((lookup[t] for t in r.msg_type), np.int32, count=sel.size)
-            if r.n_hits:
-                hit_parts.append((f, r))
-            inner.extend(getattr(r, "layer_values", None) or ())
+            for sel, r in parts:
+                status[sel] = r.status
+                n_segments[sel] = r.n_segments
+                if r.flags is not None:
+                    flags[sel] = r.flags
+                if r.ikey is not None:
+                    ikey[sel] = r.ikey
+                msg_type[sel] = np.fromiter((lookup[t] for t in r.msg_type), np.int32, count=sel.size)
+                if r.n_hits:
+                    hit_parts.append((f, r))
+                inner.extend(getattr(r, "layer_values", None) or ())
         layer_names = [""]
         if lay is not None:
             self._classify_layers(batch, lay, status, fmt, msg_type, type_names, n_segments, flags, ikey, hit_parts,
@@ -328,16 +366,30 @@ class Classifier:
         return BatchResult(messages, ok_idx, hits, h_idx, quarantine, q_idx, status, fmt,
                            transfers, t_idx, hit_counts, q_counts, ks)
 
-    def _run_jobs(self, jobs: list, ks: dict) -> dict:
-        """``(name, fn, args)`` -> ``{name: result}`` (a format code's: ``(sel, result)``), each
-        timed into ``ks``: on the pool when ``threads`` > 1 (largest inputs first), else in turn."""
+    def _pieces(self, dec, offsets: np.ndarray, sel: np.ndarray) -> list:
+        """``sel`` in consecutive pieces of about equal bytes, one per kernel thread, for a decoder
+        that classifies each message on its own against a fixed location table (``PIECEWISE``:
+        EDIFACT, X12), when the batch holds at least ``PIECE_BYTES`` of it per thread; else
+        ``[sel]``.  The pieces' results are hit parts of their own, in order, which give the same
+        tables as one result of the whole ``sel``."""
+        if self.threads == 1 or not getattr(dec, "PIECEWISE", False):
+            return [sel]
+        ends = np.cumsum(offsets[sel + 1] - offsets[sel])
+        n = min(self.threads, int(ends[-1]) // PIECE_BYTES)
+        if n < 2:
+            return [sel]
+        cuts = np.searchsorted(ends, ends[-1] * np.arange(1, n) // n, side="right")
+        return [p for p in np.split(sel, cuts) if p.size]
+
+    def _start_jobs(self, jobs: list) -> list:
+        """``(name, fn, args)`` jobs started: on the pool when ``threads`` > 1 (largest inputs
+        first), else run here in turn.  :meth:`_collect_jobs` gives their results."""
         def timed(name, fn, args):
             t0 = time.perf_counter()
             r = fn(*args)
-            ks[FORMAT_NAMES.get(name, name)] = time.perf_counter() - t0
-            return (args[2], r) if name in FORMAT_NAMES else r
+            return time.perf_counter() - t0, ((args[2], r) if isinstance(name, tuple) else r)
         if self.threads == 1 or len(jobs) < 2:
-            return {name: timed(name, fn, args) for name, fn, args in jobs}
+            return [(name, timed(name, fn, args)) for name, fn, args in jobs]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="flowaudit-kernels")
         def nbytes(job):   # args: (buf, offsets, sel)
@@ -345,7 +397,18 @@ class Classifier:
             return int((off[sel + 1] - off[sel]).sum())
         futs = {name: self._pool.submit(timed, name, fn, args) for name, fn, args in sorted(jobs, key=nbytes,
                                                                                               reverse=True)}
-        return {name: futs[name].result() for name, _fn, _args in jobs}   # the formats in their usual order
+        return [(name, futs[name]) for name, _fn, _args in jobs]     # formats and pieces in their usual order
+
+    @staticmethod
+    def _collect_jobs(started: list, ks: dict) -> dict:
+        """``{name: result}`` of :meth:`_start_jobs` (a format piece's, named ``(format, k)``:
+        ``(sel, result)``), each timed into ``ks`` (a format's pieces summed)."""
+        out = {}
+        for name, job in started:
+            secs, out[name] = job if isinstance(job, tuple) else job.result()
+            key = FORMAT_NAMES[name[0]] if isinstance(name, tuple) else name
+            ks[key] = ks.get(key, 0.0) + secs
+        return out
 
     # -- layers (flowaudit/decode/layers.py) ------------------------------------------------
 
@@ -616,6 +679,7 @@ class Classifier:
         msg, cls, loc, valid, conf, start, end, keeps, subs, lays, fmts, salv = ([] for _ in range(12))
         vbufs, voffs = [], []
         loc_names: list[str] = []
+        loc_base: dict = {}     # a location table seen before (a format's pieces share one): its numbers
         vbase = nbase = 0
         for f, r in parts:
             # a decoder's hits of messages it rejected are dropped; salvage hits are of rejected ones
@@ -627,8 +691,12 @@ class Classifier:
             fmts.append(fmt[r.hit_msg[ix]].astype(np.uint8) if f == _SALVAGE else np.full(keep.size, f, np.uint8))
             msg.append(r.hit_msg[ix])
             cls.append(r.hit_class[ix])
-            loc.append(r.hit_loc[ix].astype(np.int32) + len(loc_names))
-            loc_names.extend(r.loc_names)
+            names = tuple(r.loc_names)
+            lb = loc_base.get(names)
+            if lb is None:
+                lb = loc_base[names] = len(loc_names)
+                loc_names.extend(names)
+            loc.append(r.hit_loc[ix].astype(np.int32) + lb)
             valid.append(r.hit_valid[ix])
             conf.append(r.hit_conf[ix])
             start.append(r.hit_start[ix])

@@ -327,6 +327,11 @@ def message_types(buf: np.ndarray, ts: np.ndarray, te: np.ndarray) -> list:
     return out
 
 
+# each message is classified on its own against a fixed location table: the pipeline may classify
+# pieces of a selection side by side (pipeline.Classifier._pieces)
+PIECEWISE = True
+
+
 def classify_with(buf: np.ndarray, offsets: np.ndarray, sel: np.ndarray, compiled: dict) -> FormatResult:
     """Classify with an explicitly compiled rule set (tests, operators' own catalogues)."""
     return run_classify(_k.edifact_envelopes, buf, offsets, sel, compiled)

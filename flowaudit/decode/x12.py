@@ -10,6 +10,11 @@ from . import FormatResult
 from .edifact import load_rules, run_classify
 
 
+# each message is classified on its own against a fixed location table: the pipeline may classify
+# pieces of a selection side by side (pipeline.Classifier._pieces)
+PIECEWISE = True
+
+
 def classify_with(buf: np.ndarray, offsets: np.ndarray, sel: np.ndarray, compiled: dict) -> FormatResult:
     """Classify with an explicitly compiled rule set (tests, operators' own catalogues)."""
     return run_classify(_k.x12_envelopes, buf, offsets, sel, compiled)
