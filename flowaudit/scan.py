@@ -42,6 +42,42 @@ def interchange_cuts(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _split.split_interchanges(buf, 0, buf.shape[0])
 
 
+STEP_BYTES = 8 << 20   # a big file is cut a step at a time (interchange_steps), the next beside this one's batches
+STEP_MARGIN = 4096     # > the splitter's look-ahead past a byte it decides on (an ISA's first 512 bytes)
+_EDI_KINDS = np.array([_split.K_EDIFACT, _split.K_X12, _split.K_EDIFACT_OPEN, _split.K_X12_OPEN])
+
+
+def interchange_steps(buf: np.ndarray, step: int = STEP_BYTES, margin: int = STEP_MARGIN):
+    """:func:`interchange_cuts` a step at a time: yields ``(cuts, kinds)`` of consecutive runs of
+    pieces that, end to end, are exactly the one-pass result, so that the split of the next step
+    can run beside the classification of this one.
+
+    Each step splits ``buf[start:start + step]`` and keeps its pieces up to the last interchange
+    (not garbage) that starts at least ``margin`` bytes before the step's end; the next step
+    starts there.  That is exact because the splitter decides where a piece ends from the bytes
+    before that point and a bounded look-ahead (a header's service characters, an ISA's first
+    512 bytes: less than ``margin``), or from a look-ahead through white space that, cut short by
+    the step's end, carries the piece on to that end (so it is not kept); and because it reads an
+    interchange from its header on with nothing carried over but the terminator of the one
+    before, which only garbage after it uses.  A step that keeps nothing (an interchange longer
+    than it) is tried again twice as long."""
+    n = buf.shape[0]
+    start = 0
+    while True:
+        end = min(n, start + step)
+        cuts, kinds = interchange_cuts(buf) if start == 0 and end == n else _split.split_interchanges(buf, start, end)
+        if end == n or (start == 0 and kinds[0] == _split.K_WHOLE):
+            yield (cuts, kinds) if end == n else interchange_cuts(buf)      # not EDI: one piece
+            return
+        resume = np.flatnonzero((cuts[1:-1] <= end - margin) & np.isin(kinds[1:], _EDI_KINDS))
+        if resume.size == 0:
+            step *= 2
+            continue
+        j = int(resume[-1]) + 1
+        yield cuts[:j + 1], kinds[:j]
+        start = int(cuts[j])
+
+
 def warmup() -> None:
     """Compile (or load cached) the splitter for the buffers scan() passes it (read-only maps)."""
     sample = b"UNA:+.? '\nUNB+UNOA:2+S+R+260301:1200+1'UNZ+0+1'\nISA*00*"
@@ -96,10 +132,14 @@ def scan(paths: list[str], classifier: Classifier, batch_bytes: int = DEFAULT_BA
     Each file is memory-mapped and cut into interchanges in one pass (kernels/split.py); runs of
     whole interchanges are copied into batches of about ``batch_bytes`` (an interchange is never
     split across batches; one larger than ``batch_bytes`` is a batch of its own), so memory stays
-    about two batches whatever the file size.  Small files share batches."""
+    about three batches whatever the file size: one being filled, one whose kernels run
+    (:meth:`Classifier.start`) while the one before is finished and yielded.  Big files are split a
+    step at a time, the next step on a thread (:func:`interchange_steps`).  Small files share
+    batches."""
     sources: list[str] = []
     parts: list[tuple[np.ndarray, np.ndarray, int, int]] = []   # bytes, local offsets, source, first index
     size = 0
+    started = None      # the batch before, its kernels started (Classifier.start)
 
     def flush():
         nonlocal parts, size
@@ -122,31 +162,40 @@ def scan(paths: list[str], classifier: Classifier, batch_bytes: int = DEFAULT_BA
                       offset=np.concatenate(idx), ts_ms=np.full(n, -1, np.int64), keys=[None] * n,
                       null=np.zeros(n, bool))
         parts, size = [], 0
-        return batch, classifier.run(batch)
+        return batch, classifier.start(batch)
 
     for f in iter_files(paths):
         fb = _FileBytes(f)
+        ahead = WriteBehind("flowaudit-scan-split") if fb.buf.shape[0] > STEP_BYTES else None
         try:
-            cuts, _kinds = interchange_cuts(fb.buf)
             sources.append(str(f))
             si = len(sources) - 1
-            npieces = cuts.shape[0] - 1
-            k = 0
-            while k < npieces:
-                # whole pieces k .. m-1, enough to fill the batch (at least one)
-                m = int(np.searchsorted(cuts, cuts[k] + max(1, batch_bytes - size), side="left"))
-                m = min(max(m, k + 1), npieces)
-                chunk = np.array(fb.buf[cuts[k]:cuts[m]])      # a copy: the map is closed below
-                parts.append((chunk, cuts[k:m + 1] - cuts[k], si, k))
-                size += chunk.shape[0]
-                k = m
-                if size >= batch_bytes:
-                    yield flush()
+            first = 0      # the file's pieces before this step
+            steps = interchange_steps(fb.buf, STEP_BYTES)
+            for cuts, _kinds in (steps if ahead is None else _one_ahead(steps, ahead)):
+                npieces = cuts.shape[0] - 1
+                k = 0
+                while k < npieces:
+                    # whole pieces k .. m-1, enough to fill the batch (at least one)
+                    m = int(np.searchsorted(cuts, cuts[k] + max(1, batch_bytes - size), side="left"))
+                    m = min(max(m, k + 1), npieces)
+                    chunk = np.array(fb.buf[cuts[k]:cuts[m]])      # a copy: the map is closed below
+                    parts.append((chunk, cuts[k:m + 1] - cuts[k], si, first + k))
+                    size += chunk.shape[0]
+                    k = m
+                    if size >= batch_bytes:
+                        # this batch's kernels run while the one before is finished and used
+                        started, done = flush(), started
+                        if done:
+                            yield done[0], classifier.finish(done[1])
+                first += npieces
         finally:
+            if ahead is not None:
+                ahead.close()      # the split in flight reads the map: it ends first
             fb.close()
-    out = flush()
-    if out:
-        yield out
+    for done in (started, flush()):
+        if done:
+            yield done[0], classifier.finish(done[1])
 
 
 def _codes(col) -> tuple[np.ndarray, list]:
@@ -174,13 +223,21 @@ def _tally(src: np.ndarray, col) -> list[tuple[int, object, int]]:
     return [(int(pr // k), names[int(pr % k)], int(c)) for pr, c in zip(pairs, counts)]
 
 
+def _one_ahead(items, behind: "WriteBehind"):
+    """``items``, each next one made on ``behind``'s thread while the caller uses this one."""
+    behind.submit(next, items, None)
+    while (item := behind.submit(next, items, None)) is not None:
+        yield item
+
+
 class WriteBehind:
     """One write in flight on a thread, beside the caller's next batch: :meth:`submit` first waits
     for the write before it (and raises its error), so writes keep their order and memory holds
-    at most one batch's output besides the one being built."""
+    at most one batch's output besides the one being built.  (Any call works so:
+    :func:`_one_ahead` makes the next step's split this way.)"""
 
-    def __init__(self):
-        self._ex = ThreadPoolExecutor(1, thread_name_prefix="flowaudit-scan-writer")
+    def __init__(self, name: str = "flowaudit-scan-writer"):
+        self._ex = ThreadPoolExecutor(1, thread_name_prefix=name)
         self._fut = None
 
     def submit(self, fn, *args):

@@ -134,6 +134,33 @@ def test_many_interchange_archive_one_row_per_interchange(tmp_path):
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["hits.parquet"]
 
 
+
+def test_steps_pieces_and_overlap_give_the_same_batches(tmp_path, monkeypatch):
+    """The file split a step at a time on a thread, each batch's EDIFACT and X12 in pieces on two
+    kernel threads, the kernels of each batch started before the batch before is finished: batch
+    for batch, the same pieces and tables as one pass on one thread."""
+    from flowaudit import pipeline
+    from flowaudit import scan as S
+    from flowaudit.pipeline import Classifier
+    from flowaudit.protect import Protector
+    data, _pieces = _synth_archive(400, seed=11)
+    f = tmp_path / "day.edi"
+    f.write_bytes(data)
+    one = _scan_all([f], batch_bytes=64 << 10)          # the file is one step: one pass
+    monkeypatch.setattr(S, "STEP_BYTES", 16 << 10)
+    monkeypatch.setattr(pipeline, "PIECE_BYTES", 4 << 10)
+    steps = []
+    stepper = S.interchange_steps
+    monkeypatch.setattr(S, "interchange_steps", lambda *a: (steps.append(c) or (c, k) for c, k in stepper(*a)))
+    two = list(S.scan([str(f)], Classifier(Protector(b"scan-test-key-0123456789abcdef"), threads=2),
+                      batch_bytes=64 << 10))
+    assert len(steps) > 20 and len(one) == len(two) > 3
+    for (b1, r1), (b2, r2) in zip(one, two):
+        assert b1.offset.tolist() == b2.offset.tolist() and bytes(b1.buf) == bytes(b2.buf)
+        assert r1.messages.equals(r2.messages) and r1.hits.equals(r2.hits)
+        assert r1.quarantine.drop(["raw"]).equals(r2.quarantine.drop(["raw"]))
+
+
 def test_corpus_files_as_one_archive_give_the_same_hits(corpus, tmp_path):
     """The real EDIFACT and X12 sample files end to end in one archive (a line break after each,
     as an archiving tool writes them) give the same hits and the same quarantine reasons as each

@@ -358,3 +358,49 @@ def test_large_archive_equals_reference():
     assert len(got) == 3001
     assert got == ref_split(data)
     assert [k for _a, _b, k in got[:3]] == [S.K_X12, S.K_EDIFACT, S.K_EDIFACT] and got[-1][2] == S.K_EDIFACT_OPEN
+
+
+# ----------------------------------------------------------------- a big file, a step at a time
+
+def stepped_split(d: bytes, step: int, margin: int) -> list[tuple[int, int, int]]:
+    """flowaudit.scan.interchange_steps end to end, as (start, end, kind) pieces."""
+    from flowaudit.scan import interchange_steps
+    out, last = [], 0
+    for cuts, kinds in interchange_steps(np.frombuffer(d, np.uint8), step, margin):
+        c = cuts.tolist()
+        assert c[0] == last and len(c) == len(kinds) + 1, "steps follow one another"
+        out.extend((c[k], c[k + 1], int(kinds[k])) for k in range(len(kinds)))
+        last = c[-1]
+    assert last == len(d)
+    return out
+
+
+# the least margin the module doc's argument allows: an ISA's look-ahead and a header's bytes
+TIGHT = S.ISA_SCAN_LIMIT + 16
+
+
+@SETTINGS
+@given(st.lists(archive().map(lambda c: c[0]) | NOISE, min_size=1, max_size=12).map(b"".join),
+       st.integers(1, 4000))
+def test_steps_equal_one_pass(data, extra):
+    """A file split a step at a time gives exactly the one-pass pieces, whatever the step (steps
+    just over the margin included, so that nearly every step ends inside an interchange)."""
+    assert stepped_split(data, TIGHT + extra, TIGHT) == kernel_split(data) if data else True
+
+
+def test_steps_on_a_long_archive():
+    """Thousands of interchanges with UNA + line breaks, X12, garbage and a BOM between them, in
+    steps of a few kB: the same pieces as one pass; an interchange longer than the step grows it."""
+    one = b"UNA:+.? '\nUNB+UNOA:2+S+R+260301:1200+%d'\nUNH+1+CODECO'\nFTX+AAA+++A?'UNB+B'\nUNT+3+1'\nUNZ+1+%d'\r\n"
+    x = isa(b"*", b">", b"~") + b"\r\nGS*QO*S*R~ST*315*0001~SE*2*0001~GE*1*1~IEA*1*000000007~\n"
+    big = b"UNB+UNOA:2+S+R+1:1+5'" + b"FTX+AAA+++" + b"x" * 20_000 + b"'UNZ+1+5'"
+    parts = [(one % (k, k)) if k % 3 else x for k in range(2000)]
+    parts[700:700] = [b"junk between\n", BOM + b"  \n", big]
+    data = b"".join(parts) + b"UNB+UNOA:2+S+R+1:1+9'UNH+1"
+    want = kernel_split(data)
+    assert len(want) >= 2003
+    for step in (TIGHT + 1, 3000, 65536):
+        assert stepped_split(data, step, TIGHT) == want
+    assert stepped_split(data, 8192, 4096) == want
+    doc = b'{"a": "UNB+UNOA\\nUNB+"}\n' * 400       # not EDI: one piece, as in one pass
+    assert stepped_split(doc, 2000, 1000) == kernel_split(doc) == [(0, len(doc), S.K_WHOLE)]
