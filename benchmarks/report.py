@@ -113,7 +113,11 @@ def markdown(res: dict) -> str:
                          f"{ex['batch_latency_ms_p95']:.1f} p95 | | | {per} |")
         if ex.get("ratio_scan_to_kernels") is not None:
             lines.append(f"| | *scan / kernels ratio* | | | | | | **{ex['ratio_scan_to_kernels']:.2f}** | | "
-                         "target >= 0.70 |")
+                         f"target >= 0.70; {ex.get('kernel_threads', 1)} kernel threads |")
+        if ex.get("ratio_classify_only_to_kernels") is not None:
+            lines.append(f"| | *scan without Parquet / kernels* | | | | | | "
+                         f"**{ex['ratio_classify_only_to_kernels']:.2f}** | | "
+                         f"{ex['classify_only_mb_per_s']:.1f} MB/s: the classification alone |")
         if s["group"] in ("netflow", "ipset") and ex.get("result"):
             lines.append(f"| | *{ex.get('called', '')}* | | | | | | | | see bench.json `extra.result` |")
     cs = res.get("cold_start")

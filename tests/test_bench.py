@@ -231,6 +231,7 @@ def test_scan_stage_scans_the_cached_archive_whole(result, tmp_path_factory):
     kern, split = s["peers"]
     assert kern["counts_check"]["status"] == "agree" and split["counts_check"]["status"] == "agree"
     assert s["extra"]["ratio_scan_to_kernels"] == kern["ratio"] > 0
+    assert s["extra"]["ratio_classify_only_to_kernels"] > 0 and s["extra"]["kernel_threads"] >= 1
     cache = result["config"]["cache_dir"]
     path = stages.scan_archive(result["config"]["seed"], 0.25, cache)
     assert str(path).startswith(cache) and path.stat().st_size == s["bytes"]
