@@ -401,12 +401,21 @@ def _flow_transfers(egress, spec: Spec, flows: pa.Table, first: np.ndarray, ts_m
 
 
 # ------------------------------------------------------------------------------ writing
-def write_file(table: pa.Table, final: Path, compression: str = "zstd", row_group_size: int = 65536) -> None:
-    """The sink's recipe for one file: hidden temporary, fsync, rename, fsync of the folder."""
+# the datasets whose tables come from pipeline.Classifier, which builds every dictionary with each
+# value once (pipeline._dict_array, datasets.dictionary_array, one HMAC per distinct value; checked
+# on the corpus and synthetic traffic in test_hits_table): written as they are, without hashing
+# every dictionary again in unique_dictionaries (7.5 ms per hits file of 260k rows)
+_UNIQUE_DICTIONARIES = frozenset({"messages", "hits"})
+
+
+def write_file(table: pa.Table, final: Path, compression: str = "zstd", row_group_size: int = 65536,
+               unique: bool = False) -> None:
+    """The sink's recipe for one file: hidden temporary, fsync, rename, fsync of the folder.
+    ``unique``: the table's dictionaries hold each value once already (else made so first)."""
     makedirs(final.parent)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{threading.get_ident()}"
     try:
-        _write_durable(unique_dictionaries(table), tmp, compression, row_group_size)
+        _write_durable(table if unique else unique_dictionaries(table), tmp, compression, row_group_size)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
@@ -424,7 +433,7 @@ def write_tables(out: Path, uid: str, tables: dict, spec: Spec) -> list[str]:
             sel = np.flatnonzero(keys == hk)
             part = table if sel.size == table.num_rows else table.take(pa.array(sel))
             final = out / f"dataset={name}" / hour_dir(int(hk)) / f"{uid}.parquet"
-            write_file(part, final, spec.compression, spec.row_group_size)
+            write_file(part, final, spec.compression, spec.row_group_size, unique=name in _UNIQUE_DICTIONARIES)
             written.append(str(final.relative_to(out)))
     return written
 
