@@ -15,6 +15,7 @@ the file.  A batch's hits are encoded and written on a thread while the next bat
 from __future__ import annotations
 
 import collections
+import io
 import mmap
 import os
 import sys
@@ -22,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -260,6 +260,22 @@ class WriteBehind:
             self._ex.shutdown(wait=True)
 
 
+def json_lines(table: pa.Table) -> bytes:
+    """One JSON object per row, keys in column order, binary columns (the HMAC) as hex: encoded
+    by polars (the bytes orjson gives row by row, ~25x faster: a Python dict per row cost 23 us)."""
+    import polars as pl
+    df = pl.from_arrow(table)
+    binary = [f.name for f in table.schema
+              if pa.types.is_binary(f.type) or pa.types.is_fixed_size_binary(f.type)
+              or (pa.types.is_dictionary(f.type) and (pa.types.is_binary(f.type.value_type)
+                                                      or pa.types.is_fixed_size_binary(f.type.value_type)))]
+    if binary:
+        df = df.with_columns(pl.col(c).cast(pl.Binary).bin.encode("hex") for c in binary)
+    out = io.BytesIO()
+    df.write_ndjson(out)
+    return out.getvalue()
+
+
 class HitWriter:
     """Hits written batch by batch (Parquet row groups, or JSON lines) to a hidden temp file,
     published under ``out`` by :meth:`close`: memory holds a batch's hits or two, not the run's.
@@ -279,9 +295,8 @@ class HitWriter:
 
     def _write(self, hits: pa.Table) -> None:
         if self.jsonl:
-            for row in hits.to_pylist():
-                row["value_hmac"] = row["value_hmac"].hex()
-                self._f.write(orjson.dumps(row) + b"\n")
+            if hits.num_rows:
+                self._f.write(json_lines(hits))
         elif hits.num_rows:
             if self._pw is None:
                 opts = parquet_options(hits.schema)

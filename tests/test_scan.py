@@ -257,3 +257,36 @@ def test_hits_written_behind_keep_order_and_a_failed_write_leaves_no_file(tmp_pa
     w.abort()
     assert sorted(tmp_path.iterdir()) == sorted([out, src])
     assert HITS.names == t.schema.names
+
+
+def test_json_lines_are_the_rows_orjson_writes(corpus):
+    """``--out x.jsonl`` rows, encoded by polars: the same bytes as ``orjson.dumps`` of each row
+    (the HMAC as hex), on the real corpus with raw values (Latin-1 and UTF-8 names, control
+    characters, quotes and backslashes in values) and on a value of every awkward character."""
+    import pyarrow as pa
+
+    from flowaudit.datasets import HITS, dictionary_array
+    from flowaudit.pipeline import FMT_AUTO, Batch, Classifier
+    from flowaudit.protect import Protector
+    from flowaudit.scan import json_lines
+
+    def rows(table):
+        out = []
+        for row in table.to_pylist():
+            row["value_hmac"] = row["value_hmac"].hex()
+            out.append(orjson.dumps(row) + b"\n")
+        return b"".join(out)
+
+    files = sorted(p for d in ("edifact", "x12", "xml", "json") for p in (corpus / "messages" / d).iterdir()
+                   if p.is_file() and not p.name.lower().startswith("readme"))
+    clf = Classifier(Protector(b"scan-test-key-0123456789abcdef", raw=True))
+    hits = clf.run(Batch.from_values([p.read_bytes() for p in files], FMT_AUTO)).hits
+    assert hits.num_rows > 1000 and hits.column("value_raw").null_count == 0
+    assert json_lines(hits) == rows(hits)
+    odd = "".join(map(chr, range(0, 0x80))) + '"\\/\u00e9\u2028\u2029\U0001f6a2\ufffd'
+    t = hits.slice(0, 2)
+    i = t.schema.get_field_index("value_raw")
+    t = t.set_column(i, HITS.field("value_raw"), dictionary_array(pa.array([0, 1], pa.int32()),
+                                                                  pa.array([odd, "plain"], pa.string())))
+    assert json_lines(t) == rows(t)
+    assert orjson.loads(json_lines(t).splitlines()[0])["value_raw"] == odd
