@@ -2,9 +2,10 @@
 
 Files (or every file under a folder) are memory-mapped and cut into interchanges in one linear
 pass (kernels/split.py: EDIFACT ``UNA``/``UNB`` .. ``UNZ`` and X12 ``ISA`` .. ``IEA``, mixed, with
-each interchange's own separators); runs of whole interchanges are copied into batches of about
-``batch_bytes`` and classified by the same :class:`~flowaudit.pipeline.Classifier` the stream
-service uses.  Every byte of a file lands in exactly one piece: bytes between interchanges that
+each interchange's own separators; a big file a step at a time, the next step on a thread);
+runs of whole interchanges are copied into batches of about ``batch_bytes`` and classified by
+the same :class:`~flowaudit.pipeline.Classifier` the stream service uses, one batch's kernels
+beside the tables of the batch before.  Every byte of a file lands in exactly one piece: bytes between interchanges that
 are not one (garbage) and an interchange without its trailer become their own pieces, which the
 classifier quarantines with a reason.  A file that does not start like EDI (JSON, XML) is one
 piece.  Hits go to Parquet or JSON lines (``--out``); a readable summary goes to stdout.
