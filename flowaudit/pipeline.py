@@ -142,6 +142,16 @@ class _Started:
     jobs: list
 
 
+def _per_message(r: FormatResult, sel: np.ndarray, status, n_segments, flags, ikey) -> None:
+    """A decoder's per-message results into a batch's arrays, at its messages ``sel``."""
+    status[sel] = r.status
+    n_segments[sel] = r.n_segments
+    if r.flags is not None:
+        flags[sel] = r.flags
+    if r.ikey is not None:
+        ikey[sel] = r.ikey
+
+
 def _cat(parts: list) -> np.ndarray:
     """The arrays of ``parts`` end to end: the only one itself when there is one (a batch of one
     format: no copy, and no fresh pages to fault in under the stream's heap)."""
@@ -312,12 +322,7 @@ class Classifier:
             lookup = {t: base + i for i, t in enumerate(uniq)}
             type_names.extend(uniq)
             for sel, r in parts:
-                status[sel] = r.status
-                n_segments[sel] = r.n_segments
-                if r.flags is not None:
-                    flags[sel] = r.flags
-                if r.ikey is not None:
-                    ikey[sel] = r.ikey
+                _per_message(r, sel, status, n_segments, flags, ikey)
                 msg_type[sel] = np.fromiter((lookup[t] for t in r.msg_type), np.int32, count=sel.size)
                 if r.n_hits:
                     hit_parts.append((f, r))
@@ -478,12 +483,7 @@ class Classifier:
             if sel.size == 0:
                 continue
             r = dec.classify(sbuf, soff, sel)
-            sst[sel] = r.status
-            s_nseg[sel] = r.n_segments
-            if r.flags is not None:
-                s_flags[sel] = r.flags
-            if r.ikey is not None:
-                s_ikey[sel] = r.ikey
+            _per_message(r, sel, sst, s_nseg, s_flags, s_ikey)
             for j, t in zip(sel.tolist(), r.msg_type):
                 s_type[j] = t
             if r.n_hits:
