@@ -334,10 +334,10 @@ def mixed_values(datasets: dict[str, Dataset], seed: int = 1) -> tuple[list[byte
     return [vals[i] for i in order], np.asarray(decl, np.uint8)[order]
 
 
-def _classifier():
+def _classifier(threads: int = 1):
     from flowaudit.pipeline import Classifier
     from flowaudit.protect import Protector
-    return Classifier(Protector(b"benchmark-key-not-secret"))
+    return Classifier(Protector(b"benchmark-key-not-secret"), threads=threads)
 
 
 def _write_parquet(tables, compression: str, row_group_size: int) -> int:
@@ -492,8 +492,6 @@ def scan_stage(seed: int, mib: float, cache_dir, repeats: int, batch_bytes: int 
     from flowaudit.decode import FMT_EDIFACT, FMT_X12
     from flowaudit.kernels import detect as D
     from flowaudit.kernels import split as K
-    from flowaudit.pipeline import Classifier
-    from flowaudit.protect import Protector
     from flowaudit.scan import DEFAULT_BATCH_BYTES
     batch_bytes = batch_bytes or DEFAULT_BATCH_BYTES
     threads = KafkaSettings().kernel_threads         # what flowaudit scan runs with by default
@@ -509,7 +507,7 @@ def scan_stage(seed: int, mib: float, cache_dir, repeats: int, batch_bytes: int 
                        dataset=f"synthetic EDIFACT + X12 archive file, {nbytes / (1 << 20):.0f} MiB "
                                f"(UNA + line breaks, CRLF), cached as {path}")
     try:
-        clf = Classifier(Protector(b"benchmark-key-not-secret"), threads=threads)
+        clf = _classifier(threads)
         t, c, mem = measure(lambda: scan_pass(clf, path, batch_bytes), repeats)
         lat = np.asarray(c.pop("latencies"))
         rec.update(timing=t, memory=mem, items=c["interchanges"],
