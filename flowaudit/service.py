@@ -82,6 +82,7 @@ from .sinks.parquet import PartitionLock, PartitionWriter, PublishAborted, SinkE
 from .sources.kafka import EARLIEST, LATEST, check_broker, consumer_config, log_offsets
 
 log = logging.getLogger("flowaudit.stream")
+_NOTHING = object()   # the worker found the queue empty; handle() was given no started batch
 
 EXIT_LOG_RESET = 3      # sink.on_log_reset = "stop" and the broker's log no longer matches the files
 EXIT_STALLED = 4        # --until-drained made no progress for kafka.drain_stall_s
@@ -837,18 +838,47 @@ class StreamService:
         return not waiting, ", ".join(waiting)
 
     def _work_loop(self) -> None:
+        """Handle the queue's batches in order.  While a batch's kernels run on the kernel pool,
+        this thread builds the tables of the batch before: a batch already queued is started
+        (:meth:`start_batch`) before the one before it is finished.  A started batch is never
+        held while the queue is empty, so the queue's ``join`` (revocation, stop) still means that
+        every batch taken is handled."""
+        q = self._queue
+        started = None          # (work, its started classification) of the batch taken before
         while True:
-            work = self._queue.get()
-            try:
-                if work is None:
-                    return
-                if self._worker_error is None:
-                    self.handle(*work)
-            except BaseException as exc:  # surfaced in the main thread, which stops
-                self._worker_error = exc
-            finally:
-                work = None   # the batch goes now, not when the next one arrives
-                self._queue.task_done()
+            if started is None:
+                work = q.get()
+            else:
+                try:
+                    work = q.get_nowait()
+                except queue.Empty:
+                    work = _NOTHING
+            nxt, error = None, None
+            if work is not None and work is not _NOTHING and self._worker_error is None:
+                try:
+                    nxt = (work, self.start_batch(work[0]))
+                except BaseException as exc:  # after the batch before is handled, as in order
+                    error = exc
+            if started is not None:
+                try:
+                    if self._worker_error is None:
+                        self.handle(*started[0], started=started[1])
+                except BaseException as exc:  # surfaced in the main thread, which stops
+                    self._worker_error = exc
+                finally:
+                    started = None   # the batch goes now, not when the next one arrives
+                    q.task_done()
+            if error is not None and self._worker_error is None:
+                self._worker_error = error
+            if work is _NOTHING:
+                continue
+            if nxt is not None and self._worker_error is None:
+                started = nxt
+                continue
+            nxt = None
+            q.task_done()       # the stop (None), or a batch dropped after an error
+            if work is None:
+                return
 
     def _wait_idle(self, raise_error: bool = True) -> None:
         if self._queue is not None and self._worker is not None:
@@ -1144,16 +1174,28 @@ class StreamService:
         else:
             self._enqueue(work)
 
+    def start_batch(self, batch: Batch):
+        """The first half of classifying ``batch``'s messages (:meth:`Classifier.start`: its kernels
+        start on the kernel pool); None when it has none (telemetry only).  :meth:`handle` takes it
+        as ``started``; batches are handled in the order they were started."""
+        text = np.flatnonzero(self.telemetry_kind[batch.source_idx] == 0)
+        if not text.size:
+            return None
+        tb = batch if text.size == len(batch) else batch.take(text)
+        return text, tb, self.classifier.start(tb)
+
     def handle(self, batch: Batch, group: np.ndarray, group_keys: list, t_batch: float,
-               group_slots: list | None = None, resets: dict | None = None) -> None:
+               group_slots: list | None = None, resets: dict | None = None, started=_NOTHING) -> None:
         """Classify a batch and hand its rows to the partition writers; the offsets they made
-        durable go to the outbox, which the consuming thread commits."""
+        durable go to the outbox, which the consuming thread commits.  ``started``: what
+        :meth:`start_batch` returned for it, when the caller started it before."""
         parts: dict[str, list] = {}
         kinds = self.telemetry_kind[batch.source_idx]
-        text = np.flatnonzero(kinds == 0)
-        if text.size:
-            tb = batch if text.size == len(batch) else batch.take(text)
-            result = self.classifier.run(tb)
+        if started is _NOTHING:
+            started = self.start_batch(batch)
+        if started is not None:
+            text, tb, st = started
+            result = self.classifier.finish(st)
             self._account(tb, result)
             for d, (t, rows) in (("messages", (result.messages, result.m_idx)), ("hits", (result.hits, result.h_idx)),
                                  ("quarantine", (result.quarantine, result.q_idx)),
