@@ -9,10 +9,12 @@ Threads
 partitions, and commits offsets.  A worker thread (``kafka.pipeline_depth`` > 0) classifies
 batches and publishes file sets; it never calls the consumer, so nothing the main thread waits
 for (a revocation waiting for batches in flight, a full hand-off queue) can wait on the consumer.
+When the next batch is already queued, the worker starts its kernels (on the kernel pool,
+``kafka.kernel_threads``) before it finishes the batch before, so they run beside its tables.
 The worker hands the offsets it made durable back through an outbox that the main thread
 commits after each poll.
 
-Write-behind (``sink.write_behind``, off by default): with a worker, a third thread (the writer) publishes the file sets the worker
+Write-behind (``sink.write_behind``, on by default): with a worker, a third thread (the writer) publishes the file sets the worker
 closes (a full file set, an hour change, the buffer budget): Parquet encoding, compression,
 ``fsync`` and the links of batch N overlap the kernels of batch N+1 (both release the GIL).
 One hand-off is in flight at a time (the worker waits for the previous one before handing the
