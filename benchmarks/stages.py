@@ -356,37 +356,31 @@ def _write_parquet(tables, compression: str, row_group_size: int) -> int:
 def batch_pass(clf, vals, decl, batch_size: int, compression: str = "zstd", row_group_size: int = 65536,
                keep_tables: bool = False) -> dict:
     """Batch.from_values -> Classifier -> Arrow tables -> Parquet bytes, batch by batch, as the
-    stream's worker runs them: the next batch's kernels are started (``Classifier.start``) before
-    this one is finished, and each batch's Parquet is written on a thread while the next is
+    stream's worker runs them: the next batch's kernels are started before this one is finished
+    (``Classifier.pipelined``), and each batch's Parquet is written on a thread while the next is
     classified, as the stream's writer thread does (``sink.write_behind``, on by default).  A
     batch's latency runs from its ``Batch.from_values`` to its tables handed to the writer."""
+    from collections import deque
+
     from flowaudit.pipeline import Batch
     from flowaudit.scan import WriteBehind
     lat, out_bytes, hits, quarantined, kept = [], 0, 0, 0, []
     behind = WriteBehind()
+    t0s: deque = deque()
 
-    def finish(t0, started) -> int:
-        nonlocal hits, quarantined
-        r = clf.finish(started)
+    def batches():
+        for i in range(0, len(vals), batch_size):
+            t0s.append(time.perf_counter())
+            yield Batch.from_values(vals[i:i + batch_size], decl[i:i + batch_size])
+
+    for _b, r in clf.pipelined(batches()):
         tables = (r.messages, r.hits, r.quarantine)
-        n = behind.submit(_write_parquet, tables, compression, row_group_size) or 0
-        lat.append(time.perf_counter() - t0)
+        out_bytes += behind.submit(_write_parquet, tables, compression, row_group_size) or 0
+        lat.append(time.perf_counter() - t0s.popleft())
         hits += r.hits.num_rows
         quarantined += r.quarantine.num_rows
         if keep_tables:
             kept.append(tables)
-        return n
-
-    pending = None
-    for i in range(0, len(vals), batch_size):
-        t0 = time.perf_counter()
-        b = Batch.from_values(vals[i:i + batch_size], decl[i:i + batch_size])
-        started = (t0, clf.start(b))
-        if pending is not None:
-            out_bytes += finish(*pending)
-        pending = started
-    if pending is not None:
-        out_bytes += finish(*pending)
     out_bytes += behind.close() or 0
     return {"latencies": lat, "parquet_bytes": out_bytes, "hits": hits, "quarantined": quarantined,
             "tables": kept}

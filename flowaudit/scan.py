@@ -134,13 +134,17 @@ def scan(paths: list[str], classifier: Classifier, batch_bytes: int = DEFAULT_BA
     whole interchanges are copied into batches of about ``batch_bytes`` (an interchange is never
     split across batches; one larger than ``batch_bytes`` is a batch of its own), so memory stays
     about three batches whatever the file size: one being filled, one whose kernels run
-    (:meth:`Classifier.start`) while the one before is finished and yielded.  Big files are split a
-    step at a time, the next step on a thread (:func:`interchange_steps`).  Small files share
-    batches."""
+    (:meth:`Classifier.pipelined`) while the one before is finished and yielded.  Big files are
+    split a step at a time, the next step on a thread (:func:`interchange_steps`).  Small files
+    share batches."""
+    return classifier.pipelined(_batches(paths, batch_bytes))
+
+
+def _batches(paths: list[str], batch_bytes: int):
+    """The batches of :func:`scan`, unclassified."""
     sources: list[str] = []
     parts: list[tuple[np.ndarray, np.ndarray, int, int]] = []   # bytes, local offsets, source, first index
     size = 0
-    started = None      # the batch before, its kernels started (Classifier.start)
 
     def flush():
         nonlocal parts, size
@@ -163,7 +167,7 @@ def scan(paths: list[str], classifier: Classifier, batch_bytes: int = DEFAULT_BA
                       offset=np.concatenate(idx), ts_ms=np.full(n, -1, np.int64), keys=[None] * n,
                       null=np.zeros(n, bool))
         parts, size = [], 0
-        return batch, classifier.start(batch)
+        return batch
 
     for f in iter_files(paths):
         fb = _FileBytes(f)
@@ -185,18 +189,15 @@ def scan(paths: list[str], classifier: Classifier, batch_bytes: int = DEFAULT_BA
                     size += chunk.shape[0]
                     k = m
                     if size >= batch_bytes:
-                        # this batch's kernels run while the one before is finished and used
-                        started, done = flush(), started
-                        if done:
-                            yield done[0], classifier.finish(done[1])
+                        yield flush()
                 first += npieces
         finally:
             if ahead is not None:
                 ahead.close()      # the split in flight reads the map: it ends first
             fb.close()
-    for done in (started, flush()):
-        if done:
-            yield done[0], classifier.finish(done[1])
+    last = flush()
+    if last is not None:
+        yield last
 
 
 def _codes(col) -> tuple[np.ndarray, list]:

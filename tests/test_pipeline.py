@@ -173,7 +173,7 @@ def _same_results(one, two, a, b):
 
 
 def test_started_batches_in_pieces_finish_as_run_does(monkeypatch):
-    """Classifier.start of the next batch before finish of this one (flowaudit scan's overlap),
+    """Classifier.pipelined: start of the next batch before finish of this one (flowaudit scan's overlap),
     each batch's EDIFACT and X12 cut into pieces for two kernel threads: the same tables, counts
     and duplicate flags as run() batch after batch on one thread."""
     from flowaudit import pipeline
@@ -191,12 +191,17 @@ def test_started_batches_in_pieces_finish_as_run_does(monkeypatch):
     one = Classifier(Protector(KEY), egress=EgressDetector())
     two = Classifier(Protector(KEY), egress=EgressDetector(), threads=2)
     want = [one.run(b) for b in batches]
-    got, started = [], two.start(batches[0])
-    for nxt in batches[1:]:
-        following = two.start(nxt)
-        got.append(two.finish(started))
-        started = following
-    got.append(two.finish(started))
+    order = []
+    start = two.start
+    monkeypatch.setattr(two, "start", lambda b: order.append(("start", id(b))) or start(b))
+    got = []
+    for b, r in two.pipelined(iter(batches)):
+        order.append(("done", id(b)))
+        got.append(r)
+    # the next batch is started before the one before it is finished
+    ids = [id(b) for b in batches]
+    assert order == [("start", ids[0])] + [x for i in range(1, len(ids)) for x in
+                                             (("start", ids[i]), ("done", ids[i - 1]))] + [("done", ids[-1])]
     assert max(cut) == 2
     dup = 0
     for a, b in zip(want, got):
