@@ -207,6 +207,7 @@ class _Slot:
     handed: bool = False                 # a message was handed to the pipeline since assignment
     aborted: bool = False                # revoked or stopping: a failing publish gives up
     eof: bool = False
+    eof_at: int = -1                     # the offset the last end-of-partition event was at
     end_committed: int = -1              # consumer position committed at the partition's end (past markers)
     waiting_since: float = field(default_factory=time.monotonic)
 
@@ -258,7 +259,7 @@ class StreamService:
         self._topic_parts: dict[str, int] = {}
         self._assigned = False          # an assignment is in force (False between revoke and assign)
         self._group_check = (0.0, False, "")   # --until-drained, members sharing topics: (at, drained, what)
-        self._other_logs: tuple = (0.0, {})    # (at, {(topic, partition): (log start, log end)}) of others'
+        self._other_logs: tuple = (0.0, {})    # (at, {(topic, partition): (log start, log end)}), every partition
         self._ratelog = RateLimitedLog(log)
         # pipelining: the main thread consumes and gathers batch N+1 while a worker thread runs the
         # kernels (which release the GIL), builds tables and publishes files for batch N
@@ -812,31 +813,48 @@ class StreamService:
 
     def _group_drained(self) -> tuple[bool, str]:
         """(drained, what it waits for): the group's committed offset of each partition this
-        member does not hold is at the partition's end (or the partition is empty).
+        member does not hold is at the partition's end (or the partition is empty), and each
+        partition it holds had its end-of-partition event at or past the log's end.
 
         The commits are asked every time (a cheap OffsetFetch); the logs' ends and starts
         (ListOffsets, 0.5 s a request on the embedded broker) once every 5 s.  Between, the
         commits are compared with the ends of that answer: as a member alone stops at the ends
         it saw (EOF) when it saw them, the group counts as drained once its commits reach the
-        ends known a few seconds ago."""
+        ends known a few seconds ago.
+
+        This member's own partitions ride in the same ListOffsets request: an end-of-partition
+        event below the log's end (seen once under load: a member left the group without reading
+        its partition, exit 0, and the member waiting for that partition's commit stalled) is not
+        trusted.  The partition reads on, and the ``--until-drained`` stall limit ends the run
+        if nothing more comes."""
         others = [TopicPartition(t, p) for t, n in self._topic_parts.items() for p in range(n)
                   if (t, p) not in self.slots]
+        own = [TopicPartition(t, p, s.eof_at) for (t, p), s in self.slots.items()]
         try:
             committed = self.consumer.committed(others, timeout=5)
             at, known = self._other_logs
-            if time.monotonic() - at < 5.0 and all((tp.topic, tp.partition) in known for tp in committed):
-                waiting = _short_of(committed, known)
-                return not waiting, ", ".join(waiting)
-            # the logs' ends in one request; their starts only where a commit is short of the
-            # end, to tell an empty log (nothing to wait for) from one not yet read
-            hi = log_offsets(self.consumer, committed, LATEST, timeout=5)
-            short = [tp for tp in committed if tp.offset < hi[(tp.topic, tp.partition)]]
-            lo = log_offsets(self.consumer, short, EARLIEST, timeout=5)
-            known = {k: (lo.get(k, -1), e) for k, e in hi.items()}   # -1: not asked, its commit was at the end
-            self._other_logs = (time.monotonic(), known)
-            waiting = _short_of(committed, known)
+            if not (time.monotonic() - at < 5.0
+                    and all((tp.topic, tp.partition) in known for tp in committed + own)):
+                # the logs' ends in one request; their starts only where an offset is short of
+                # the end, to tell an empty log (nothing to wait for) from one not yet read
+                hi = log_offsets(self.consumer, committed + own, LATEST, timeout=5)
+                short = [tp for tp in committed + own if tp.offset < hi[(tp.topic, tp.partition)]]
+                lo = log_offsets(self.consumer, short, EARLIEST, timeout=5)
+                known = {k: (lo.get(k, -1), e) for k, e in hi.items()}   # -1: not asked, it was at the end
+                self._other_logs = (time.monotonic(), known)
         except KafkaException as exc:
             return False, f"the group's offsets: {exc.args[0].str()}"
+        early = []
+        for tp in own:
+            if _short_of([tp], known):
+                end = known[(tp.topic, tp.partition)][1]
+                log.warning("%s+%d: end of partition reported at offset %d, but the log ends at %d: reading on",
+                            tp.topic, tp.partition, tp.offset, end)
+                self.slots[(tp.topic, tp.partition)].eof = False
+                early.append(f"{tp.topic}+{tp.partition} (end of partition at {tp.offset} of {end})")
+        if early:
+            return False, ", ".join(early)
+        waiting = _short_of(committed, known)
         return not waiting, ", ".join(waiting)
 
     def _work_loop(self) -> None:
@@ -1117,7 +1135,7 @@ class StreamService:
                 if err.code() == eof_code:
                     s = slots.get((m.topic(), m.partition()))
                     if s is not None and s.ready:
-                        s.eof = True
+                        s.eof, s.eof_at = True, m.offset()
                         if s.verify is not None and m.offset() <= s.verify[0]:
                             self._reset_from_start(s, "storage_ahead",
                                                    f"storage resumes at offset {s.resume} but the broker's log "

@@ -320,6 +320,55 @@ def test_members_sharing_topics_all_end_with_until_drained(broker, topics, tmp_p
     assert found_hits(root) == expected_hits(placed)
 
 
+def test_an_end_of_partition_below_the_logs_end_is_not_trusted(broker, topics, tmp_path):
+    """A member sharing the topics ends (``--until-drained``) only when each partition it holds
+    had its end-of-partition event at the log's end, asked in the same ListOffsets request as the
+    others' ends.  An event below the end (what the three-member drain once saw under load: a
+    member exited 0 without reading its partition) keeps the partition reading.  Real broker,
+    real commits; the event's offset is set as the consume loop records it."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    from flowaudit.config import Settings
+    from flowaudit.service import StreamService
+    from flowaudit.sources.kafka import consumer_config
+
+    topic = topics["json"]
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    for part in (0, 1):
+        for i in range(40):     # a batch each: the embedded broker's log end is its last batch's start + 1
+            p.produce(topic, b'{"n": %d}' % i, partition=part)
+            assert p.flush(30) == 0
+    st = Settings()
+    st.kafka.bootstrap_servers = broker.bootstrap
+    st.kafka.group_id = "g-own-eof"
+    st.kafka.topics = {topic: "json"}
+    st.sink.root = str(tmp_path / "out")
+    st.security.hmac_key = "own-eof-test-key"
+    svc = StreamService(st.validate(), metrics=None, install_signals=False)
+    svc.consumer = Consumer(consumer_config(svc.settings))
+    try:
+        svc._topic_parts = {topic: 2}
+        svc.open_partition(topic, 0)                  # this member holds partition 0
+        slot = svc.slots[(topic, 0)]
+        other = TopicPartition(topic, 1, 40)
+        svc.consumer.commit(offsets=[other], asynchronous=False)   # the other member is done
+        slot.eof, slot.eof_at = True, 0               # end of partition before any message
+        drained, what = svc._group_drained()
+        assert not drained and f"{topic}+0 (end of partition at 0 of" in what, what
+        assert slot.eof is False                      # it reads on
+        slot.eof, slot.eof_at = True, 40              # the event at the log's end
+        assert svc._group_drained() == (True, "")
+        # and the others' commits still count: partition 1 short of its end
+        svc.consumer.commit(offsets=[TopicPartition(topic, 1, 10)], asynchronous=False)
+        svc._other_logs = (0.0, {})
+        drained, what = svc._group_drained()
+        assert not drained and f"{topic}+1 (committed 10 of" in what, what
+    finally:
+        svc.consumer.close()
+        for s in svc.slots.values():
+            s.lock.release()
+
+
 def test_members_end_with_until_drained_after_a_transactional_producer(broker, topics, tmp_path):
     """A transactional producer's commit markers take offsets that no consumer receives, so the
     last offset a member stores is below the partition's end.  At the end of a partition, with
