@@ -757,12 +757,12 @@ class _Markers:
         n = len(batch)
         b = Batch.from_values(_values(batch), 255, keys=[k for _, k in batch])
         wl = self.eg.watchlist
-        mm, pp, ss, ee = wl.patterns.scan(b.buf, b.offsets, None)
+        mm, pp, ss, ee = wl.scan_payloads(b.buf, b.offsets, None)
         o = b.offsets
         _require(bool(((mm >= 0) & (mm < n)).all()), "marker_message_in_batch")
         if mm.size:
             _require(bool(((o[mm] <= ss) & (ss < ee) & (ee <= o[mm + 1])).all()), "marker_range_inside_message")
-            _require(bool(((pp >= 0) & (pp < wl.patterns.n)).all()), "marker_pattern_id")
+            _require(bool(((pp >= 0) & (pp < wl.pattern_indicator.size)).all()), "marker_pattern_id")
         t = self.eg.detect_messages(b.buf, b.offsets, None, recipients=envelope_recipients(b.buf, b.offsets))
         off = t.column("offset").to_numpy()
         _require(bool(((off >= 0) & (off < n)).all()), "transfer_offset_in_batch")

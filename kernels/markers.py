@@ -20,6 +20,8 @@ Pattern kinds and their boundaries (``hostchar`` = ``[A-Za-z0-9_-]``, ``wordchar
 * ``TOKEN_PREFIX``: a marker prefix (``LOGINK_CN_``): left as TOKEN, and at least one word char follows.
 * ``PATH`` / ``PATH_PREFIX``: a URL path; PATH's right boundary as TOKEN, PATH_PREFIX none.
 * ``KEY``: a field name whose value the caller reads (party codes); boundaries as TOKEN.
+* ``BASE64``: one alignment of a literal's base64 encoding (a name hidden in a base64 field too
+  short to be decoded as a layer); no boundaries, case-sensitive.
 
 Case: patterns flagged case-insensitive are stored lower-case and compared on folded bytes.
 """
@@ -33,8 +35,8 @@ from .words import ONES, copy_bytes, hex_digit, load_word, sep_mask
 from .jsonscan import hex4
 from .xmlscan import put_cp
 
-DOMAIN, HOST, HOST_SUFFIX, TOKEN, TOKEN_PREFIX, PATH, PATH_PREFIX, KEY = range(8)
-KIND_NAMES = ("domain", "host", "host_suffix", "token", "token_prefix", "path", "path_prefix", "key")
+DOMAIN, HOST, HOST_SUFFIX, TOKEN, TOKEN_PREFIX, PATH, PATH_PREFIX, KEY, BASE64 = range(9)
+KIND_NAMES = ("domain", "host", "host_suffix", "token", "token_prefix", "path", "path_prefix", "key", "base64")
 
 
 @kernel
@@ -103,7 +105,7 @@ def _boundary_ok(kind, buf, s, e, start, end, pat_first, pat_last):
         return left and e < end and _word(buf[e])
     if kind == 5:  # PATH
         return (not _word(pat_last)) or _token_right_ok(buf, e, end)
-    return True  # PATH_PREFIX
+    return True  # PATH_PREFIX, BASE64
 
 
 @kernel

@@ -303,3 +303,52 @@ def test_hosts_written_with_escapes_or_character_references(tmp_path):
         assert 3 not in got
         assert got[4] == got[5] == [("gateway.logink.cn", "JSON_PATH")]
         assert ("gateway.logink.cn", "PAYLOAD") in got[6]
+
+
+def test_names_hidden_in_short_base64_fields(tmp_path):
+    """A watched host or marker inside a base64 field too short to be decoded as a layer (under
+    ``kernels/jsonscan.B64_MIN`` characters) is found through its base64 aliases, in any
+    alignment and either alphabet; the run is decoded and matched as text, so look-alikes and
+    unlisted hosts stay unmatched; a name seen in clear too is shown as in clear.  The same rows
+    come from ``detect_messages`` alone and through the classifier's prescan."""
+    import base64
+
+    from flowaudit.kernels.jsonscan import B64_MIN
+    from flowaudit.pipeline import FMT_AUTO, Batch, Classifier
+    from flowaudit.protect import Protector
+
+    b64, safe = base64.b64encode, base64.urlsafe_b64encode
+    fields = [
+        b64(b"https://gateway.logink.cn/ais/x"),                       # 0 host and path
+        b64(b"xhttps://gateway.logink.cn/"),                           # 1 another alignment
+        safe(b"ab?>LOGINK_CN_FREIGHTCHARGES?>"),                       # 2 a marker, URL-safe alphabet
+        b64(b"https://notlogink.cn/"),                                 # 3 a look-alike
+        b64(b"https://gateway.logink.cn/"),                            # 4 in clear as well (below)
+        b64(b"http://x.teamviewer.com/"),                              # 5 not a listed host
+        b64(b"http://master12.teamviewer.com/"),                       # 6 a host pattern's host
+        b64(b"\x8f\x01random bytes of a token\xfe"),                   # 7 nothing
+    ]
+    assert all(len(f) < B64_MIN and b"logink" not in f.lower() for f in fields)
+    msgs = [b'{"cb":"%s"}' % f for f in fields]
+    msgs[4] = b'{"cb":"%s","u":"https://gateway.logink.cn/"}' % fields[4]
+    buf, off = batch(msgs)
+    det = detector(tmp_path)
+    for t in (det.detect_messages(buf, off, offset=np.arange(len(msgs))),
+              Classifier(Protector(b"egress-base64-key-0123456789abcd"), egress=detector(tmp_path))
+              .run(Batch.from_values(msgs, FMT_AUTO, offset=np.arange(len(msgs)))).transfers):
+        got: dict[int, set] = {}
+        for r in t.to_pylist():
+            got.setdefault(r["offset"], set()).add((r["platform"], r["indicator"], r["indicator_type"],
+                                                    r["seen_where"]))
+        assert got[0] == {("LOGINK", "gateway.logink.cn (base64)", "host", "JSON_PATH"),
+                          ("LOGINK", "/ais/ (base64)", "url_path", "JSON_PATH")}
+        assert got[1] == {("LOGINK", "gateway.logink.cn (base64)", "host", "JSON_PATH")}
+        assert got[2] == {("LOGINK", "LOGINK_CN_FREIGHTCHARGES (base64)", "payload_marker", "JSON_PATH")}
+        assert got[4] == {("LOGINK", "gateway.logink.cn", "host", "JSON_PATH")}
+        assert {(p, i) for p, i, _t, _w in got[6]} == {("TeamViewer", "master12.teamviewer.com (base64)")}
+        assert not {3, 5, 7} & set(got)
+    # one long run holding the alias thousands of times: decoded once, one row
+    many = b"FTX+AAI+++%s'" % b64(b"see ssl.logink.cn " * 5000)
+    buf, off = batch([many])
+    rows = det.detect_messages(buf, off, offset=np.arange(1)).to_pylist()
+    assert [(r["indicator"], r["seen_where"]) for r in rows] == [("ssl.logink.cn (base64)", "PAYLOAD")]

@@ -22,6 +22,7 @@ PATTERNS = [
     (b"/cuteinfo/services/ExchangeTransportService", M.PATH, False),
     (b"/ais/", M.PATH_PREFIX, False),
     (b"partyFunctionCode", M.KEY, True),
+    (b"bG9naW5rLmNu", M.BASE64, False),          # logink.cn in base64, one alignment
 ]
 # a one-byte literal: Patterns takes the every-position kernel (scan) instead of scan_filtered
 SHORT = PATTERNS + [(b"X", M.TOKEN, True), (b"/a", M.PATH_PREFIX, False)]
@@ -45,6 +46,7 @@ def ref_regex(lit: bytes, kind: int, ci: bool) -> re.Pattern:
         M.TOKEN_PREFIX: rf"{tok_l}{e}(?={W})",
         M.PATH: rf"{e}{tok_r}",
         M.PATH_PREFIX: e,
+        M.BASE64: e,
     }[kind]
     return re.compile("(?=(" + body + "))", re.IGNORECASE if ci else 0)
 
@@ -73,7 +75,7 @@ def run(msgs: list[bytes], patterns=PATTERNS):
 PIECES = ["logink.cn", "LOGINK.CN", "gateway.logink.cn", "x.", "not", "b", ".", "-", "_", " ", "/", ":", "\"",
           "master1", ".teamviewer.com", "LOGINK_CN_", "FREIGHTCHARGES", "X", "logink.track.customs", "ticket:",
           "/cuteinfo/services/ExchangeTransportService", "/ais/", "partyFunctionCode", "PartyFunctionCode",
-          "a", "1", "<", ">", "LoginKit", "blogink.org", ".evil"]
+          "a", "1", "<", ">", "LoginKit", "blogink.org", ".evil", "bG9naW5rLmNu", "BG9NAW5RLMNU", "aHR0cHM6Ly9"]
 
 
 @SETTINGS

@@ -6,6 +6,7 @@ import re
 import tomllib
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from flowaudit import schemas
 from flowaudit.detect import watchlist as W
@@ -126,3 +127,36 @@ def test_reload_swaps_atomically_and_keeps_old_on_error(tmp_path):
     # the file removed: back to the defaults only
     (tmp_path / "ops.toml").unlink()
     assert holder.poll() is True and holder.current.ipset.n_entries == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=1, max_size=40), st.binary(max_size=8), st.binary(max_size=8))
+def test_base64_aliases_are_in_every_encoding_of_the_literal(lit, before, after):
+    """Reference: encode the literal with bytes around it.  The alias of its alignment (bytes
+    before it, mod 3) is in the standard and in the URL-safe encoding, wherever it sits."""
+    import base64
+
+    aliases = W.base64_aliases(lit)
+    k = len(before) % 3
+    skip = (0, 2, 3)[k]
+    std = base64.b64encode(b"\0" * k + lit).rstrip(b"=")[skip:]
+    std = std[:-1] if (k + len(lit)) % 3 else std
+    assert (std, skip) in aliases
+    whole = before + lit + after
+    at = 4 * (len(before) // 3) + skip          # where the literal's characters start
+    assert base64.b64encode(whole)[at:at + len(std)] == std
+    safe = std.replace(b"+", b"-").replace(b"/", b"_")
+    assert (safe, skip) in aliases and base64.urlsafe_b64encode(whole)[at:at + len(std)] == safe
+
+
+def test_long_literals_get_base64_aliases_short_ones_do_not():
+    wl = W.compile_files([W.default_path()])
+    lits = {bytes(wl.patterns.pat_buf[wl.patterns.pat_off[i]:wl.patterns.pat_off[i + 1]]): i
+            for i in range(wl.patterns.n)}
+    aliases = {bytes(wl.b64_patterns.pat_buf[wl.b64_patterns.pat_off[i]:wl.b64_patterns.pat_off[i + 1]]):
+               wl.patterns.n + i for i in range(wl.b64_patterns.n)}
+    for a, skip in W.base64_aliases(b"ssl.logink.cn"):
+        assert wl.pattern_indicator[aliases[a]] == wl.pattern_indicator[lits[b"ssl.logink.cn"]]
+        assert wl.pattern_kind[aliases[a]] == W._mk.BASE64 and wl.pattern_skip[aliases[a]] == skip
+    assert not {a for a, _ in W.base64_aliases(b"ticket:")} & set(aliases)     # 7 bytes: too short
+    assert all(len(a) >= 9 for a in aliases)

@@ -13,13 +13,15 @@ rows in the :data:`flowaudit.datasets.TRANSFERS` layout (shaped like Zeek's inte
   ``DNS_ANSWER`` row per answer for a watchlisted name (who resolved it, to what).
 * :meth:`EgressDetector.detect_messages`: hosts, URL paths, payload markers and party codes
   inside message payloads (``PAYLOAD`` / ``XML_ELEMENT`` / ``JSON_PATH``) and EDI envelope
-  recipients (``EDI_UNB`` / ``X12_ISA`` / ``X12_GS``).
+  recipients (``EDI_UNB`` / ``X12_ISA`` / ``X12_GS``).  A name or marker seen only in base64 (its
+  aliases, :func:`flowaudit.detect.watchlist.base64_aliases`) shows as ``<value> (base64)``.
 * :func:`window_aggregates`: bytes per source host and platform per time window.
 * :meth:`EgressDetector.metrics`: counts by (platform, zone, rule), labels bounded by
   configuration (never an address, port or indicator value).
 """
 from __future__ import annotations
 
+import binascii
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Mapping, NamedTuple
@@ -42,6 +44,7 @@ SEVERITY_RANK = {s: i for i, s in enumerate(_wl.SEVERITIES)}
 SEEN_WHERE = ("NETFLOW_DST", "NETFLOW_SRC", "DNS_ANSWER", "PAYLOAD", "XML_ELEMENT", "JSON_PATH",
               "EDI_UNB", "X12_ISA", "X12_GS")
 _PROTO_NAME = {6: "tcp", 17: "udp"}
+BASE64_SHOWN = " (base64)"   # after the indicator value of a match of its base64 alias
 
 
 def _max_sev(a: str, b: str) -> str:
@@ -395,7 +398,7 @@ def _literal_pass(wl: _wl.CompiledWatchlist, buf: np.ndarray, offsets: np.ndarra
     them): those are matched on their decoded text later, not on their raw bytes as well."""
     sel = np.arange(offsets.shape[0] - 1, dtype=np.int64) if sel is None else np.ascontiguousarray(sel, np.int64)
     escaped = _mk.escaped(buf, offsets, sel)
-    return wl.patterns.scan(buf, offsets, sel[~np.isin(sel, escaped)] if escaped.size else sel), escaped
+    return wl.scan_payloads(buf, offsets, sel[~np.isin(sel, escaped)] if escaped.size else sel), escaped
 
 
 def message_matches(wl: _wl.CompiledWatchlist, buf: np.ndarray, offsets: np.ndarray,
@@ -422,7 +425,7 @@ def message_matches(wl: _wl.CompiledWatchlist, buf: np.ndarray, offsets: np.ndar
         ubuf, uoff = _mk.unescape(buf, offsets, np.ascontiguousarray(escaped, np.int64))
         for k, mi in enumerate(escaped.tolist()):
             where_from[mi] = (ubuf, int(uoff[k]), int(uoff[k + 1]))
-        um, up, us, ue = wl.patterns.scan(ubuf, uoff)
+        um, up, us, ue = wl.scan_payloads(ubuf, uoff)
         for k, p, s, e in zip(um.tolist(), up.tolist(), us.tolist(), ue.tolist()):
             per_msg.setdefault(int(escaped[k]), []).append((p, s, e))
     for mi, p, s, e in zip(mm.tolist(), pp.tolist(), ss.tolist(), ee.tolist()):
@@ -430,42 +433,19 @@ def message_matches(wl: _wl.CompiledWatchlist, buf: np.ndarray, offsets: np.ndar
     if not per_msg:
         return []
     out = []
-    kinds = wl.patterns.pat_kind
     raw_buf = buf
     for mi, found in per_msg.items():
         buf, start, end = where_from.get(mi) or (raw_buf, int(offsets[mi]), int(offsets[mi + 1]))
         where = _msg_kind(buf, start, end)
-        cand = []  # (indicator id, s, e, shown)
-        for p, s, e in found:
-            ind_id = int(wl.pattern_indicator[p])
-            ind = wl.indicators[ind_id]
-            k = int(kinds[p])
-            if k == _mk.HOST_SUFFIX:
-                j = s
-                while j > start and (_hostchar(buf[j - 1]) or buf[j - 1] == 0x2E):
-                    j -= 1
-                host = bytes(buf[j:e]).decode("ascii", errors="replace").lower()
-                hit = wl.match_host(host)
-                if hit < 0 or wl.indicators[hit].type != "host_pattern":
-                    continue
-                cand.append((hit, s, e, host))
-            elif k == _mk.KEY:
-                val = _read_value(buf, e, end).upper()
-                for code, cid in wl.party_codes.get(ind.key.lower(), []):
-                    ci = wl.indicators[cid]
-                    if code == val and (ci.context == "any" or where == "JSON_PATH"):
-                        cand.append((cid, s, e, f"{ci.key}={ci.value}"))
-            else:
-                cand.append((ind_id, s, e, ind.value))
-        # a registered-domain hit inside an exact-host hit is the same name: keep the host
-        spans = [(s, e) for i, s, e, _ in cand if wl.indicators[i].type == "host"]
-        cand = [c for c in cand if not (wl.indicators[c[0]].type == "domain"
-                                        and any(hs <= c[1] and c[2] == he for hs, he in spans))]
-        # a marker prefix (LOGINK_CN_*) where a listed marker matched at the same place: keep the marker
-        exact_starts = {s for i, s, e, _ in cand if wl.indicators[i].type == "payload_marker"
-                        and not wl.indicators[i].value.endswith("*")}
-        cand = [c for c in cand if not (wl.indicators[c[0]].type == "payload_marker"
-                                        and wl.indicators[c[0]].value.endswith("*") and c[1] in exact_starts)]
+        cand = _candidates(wl, buf, start, end, [f for f in found if wl.pattern_kind[f[0]] != _mk.BASE64], where)
+        # a base64 alias only points at a run: decoded, the run is matched as text, boundaries and all
+        for run in _base64_runs(buf, start, end, [(s, int(wl.pattern_skip[p])) for p, s, _e in found
+                                                  if wl.pattern_kind[p] == _mk.BASE64]):
+            rb = np.frombuffer(run, np.uint8)
+            _m, rp, rs, re_ = wl.patterns.scan(rb, np.array([0, rb.size], np.int64))
+            cand += [(i, -1, -1, shown + BASE64_SHOWN)
+                     for i, _s, _e, shown in _candidates(wl, rb, 0, rb.size, list(zip(rp.tolist(), rs.tolist(),
+                                                                                      re_.tolist())), where)]
         strong_hosts = {wl.indicators[i].platform for i, *_ in cand
                         if wl.indicators[i].type in ("host", "domain", "host_pattern")}
         strong = {wl.indicators[i].platform for i, *_ in cand
@@ -481,6 +461,76 @@ def message_matches(wl: _wl.CompiledWatchlist, buf: np.ndarray, offsets: np.ndar
                 continue
             seen.add(i)
             out.append((mi, i, where, shown))
+    return out
+
+
+def _candidates(wl: _wl.CompiledWatchlist, buf: np.ndarray, start: int, end: int, found, where: str) -> list:
+    """(indicator id, start, end, shown) of the literal matches ``found`` ((pattern, start, end) in
+    ``buf``) of one message's text ``buf[start:end]``: host patterns checked on the whole host,
+    party codes on the value after their key; a registered domain inside a listed host's match
+    and a marker prefix where a listed marker matched are left out."""
+    cand = []
+    kinds = wl.pattern_kind
+    for p, s, e in found:
+        ind_id = int(wl.pattern_indicator[p])
+        ind = wl.indicators[ind_id]
+        k = int(kinds[p])
+        if k == _mk.HOST_SUFFIX:
+            j = s
+            while j > start and (_hostchar(buf[j - 1]) or buf[j - 1] == 0x2E):
+                j -= 1
+            host = bytes(buf[j:e]).decode("ascii", errors="replace").lower()
+            hit = wl.match_host(host)
+            if hit < 0 or wl.indicators[hit].type != "host_pattern":
+                continue
+            cand.append((hit, s, e, host))
+        elif k == _mk.KEY:
+            val = _read_value(buf, e, end).upper()
+            for code, cid in wl.party_codes.get(ind.key.lower(), []):
+                ci = wl.indicators[cid]
+                if code == val and (ci.context == "any" or where == "JSON_PATH"):
+                    cand.append((cid, s, e, f"{ci.key}={ci.value}"))
+        else:
+            cand.append((ind_id, s, e, ind.value))
+    # a registered-domain hit inside an exact-host hit is the same name: keep the host
+    spans = [(s, e) for i, s, e, _ in cand if wl.indicators[i].type == "host"]
+    cand = [c for c in cand if not (wl.indicators[c[0]].type == "domain"
+                                    and any(hs <= c[1] and c[2] == he for hs, he in spans))]
+    # a marker prefix (LOGINK_CN_*) where a listed marker matched at the same place: keep the marker
+    exact_starts = {s for i, s, e, _ in cand if wl.indicators[i].type == "payload_marker"
+                    and not wl.indicators[i].value.endswith("*")}
+    return [c for c in cand if not (wl.indicators[c[0]].type == "payload_marker"
+                                    and wl.indicators[c[0]].value.endswith("*") and c[1] in exact_starts)]
+
+
+_B64_CHAR = np.zeros(256, np.bool_)
+_B64_CHAR[np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_", np.uint8)] = True
+
+
+def _base64_runs(buf: np.ndarray, start: int, end: int, found) -> list[bytes]:
+    """The decoded bytes of each base64 run of ``buf[start:end]`` that holds a base64 alias match
+    (``found``: (start, skip) of each: the alias starts ``skip`` characters into a group of four).
+    The run spreads over the alphabet (standard or URL-safe) around the match and is decoded from
+    the first group boundary the match implies (a run may begin with alphabet characters that are
+    not its own: ``FTX+AAI+++<base64>``); one run once (found by bisection over the message's
+    other bytes, however many matches one run holds), a dangling last character dropped."""
+    if not found:
+        return []
+    other = np.flatnonzero(~_B64_CHAR[buf[start:end]])    # positions that end runs
+    runs = set()
+    for s, skip in found:
+        s -= start
+        k = int(np.searchsorted(other, s))
+        i = int(other[k - 1]) + 1 if k else 0
+        runs.add((i + (s - skip - i) % 4, int(other[k]) if k < other.size else end - start))
+    out = []
+    for i, j in sorted(runs):
+        run = bytes(buf[start + i:start + j])
+        run = run[:len(run) - 1] if len(run) % 4 == 1 else run
+        try:
+            out.append(binascii.a2b_base64(run.replace(b"-", b"+").replace(b"_", b"/") + b"=" * (-len(run) % 4)))
+        except binascii.Error:
+            continue
     return out
 
 

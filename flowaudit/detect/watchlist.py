@@ -8,9 +8,16 @@ one in place (``last_error`` says why, in one line).  Reload is explicit (:meth:
 or by polling (:meth:`Watchlist.poll`, which compares each file's mtime and size); no threads.
 
 Matching is exact and case-insensitive for names, never substring (see schemas/watchlist.toml).
+A name, path or marker of at least ``B64_MIN_LITERAL`` bytes is also looked for in base64, as
+YARA's ``base64`` modifier does it: its three alignments (standard and URL-safe alphabets) are
+literals of their own (:func:`base64_aliases`), so a LOGINK URL in a base64 field too short to be
+decoded as a layer (``kernels/jsonscan.B64_MIN``) is still seen.  Aliases are case-sensitive
+(the name as listed, lower-case for hosts) and have no boundaries: an alias match only points
+at a run, which :mod:`flowaudit.detect.egress` decodes and matches as text.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import tomllib
@@ -29,6 +36,10 @@ SEVERITIES = ("info", "low", "medium", "high", "critical")
 _LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
 _PLATFORM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,47}$")
 _TOKEN = re.compile(r"^[\x21-\x7e]{2,128}$")
+# aliases only for literals this long (11 base64 characters or more): the shorter ones (/ais/,
+# ticket:, x-ca-key) are paths and weak markers, which count only beside a name of their platform,
+# and the decoded run around that name's alias is matched whole
+B64_MIN_LITERAL = 9
 
 
 class WatchlistError(ValueError):
@@ -103,8 +114,26 @@ class CompiledWatchlist:
     host_patterns: list[tuple[re.Pattern, int]]
     edi_parties: dict[str, int]                # upper-case id -> indicator id
     patterns: _mk.Patterns                     # payload literals
-    pattern_indicator: np.ndarray              # pattern id -> indicator id
+    pattern_indicator: np.ndarray              # pattern id -> indicator id (then the aliases')
     party_codes: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # key (lower) -> [(VALUE, id)]
+    b64_patterns: _mk.Patterns | None = None   # base64 aliases: pattern ids from patterns.n on
+    pattern_kind: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))  # pattern id -> kind
+    pattern_skip: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))   # an alias: its group's chars before it
+
+    def scan_payloads(self, buf: np.ndarray, offsets: np.ndarray, sel: np.ndarray | None = None) -> tuple:
+        """(msg, pattern, start, end) arrays of the literals' and their base64 aliases' matches,
+        by message, then start.  The aliases are a second pass with their own filters: mixed
+        in, their random-looking pairs would let most positions through the literals' filter."""
+        got = self.patterns.scan(buf, offsets, sel)
+        if self.b64_patterns is None:
+            return got
+        more = self.b64_patterns.scan(buf, offsets, sel)
+        if not more[0].size:
+            return got
+        m, p, s, e = (np.concatenate([a, b]) for a, b in zip(got, more))
+        p[got[0].size:] += self.patterns.n
+        order = np.lexsort((s, m))
+        return m[order], p[order], s[order], e[order]
 
     @property
     def platform_names(self) -> list[str]:
@@ -340,12 +369,39 @@ def _compile(version, files, platforms, indicators) -> CompiledWatchlist:
             lit(ind.key.encode(), _mk.KEY, True, ind.id)
         elif t == "edi_party":
             edi.setdefault(v, ind.id)
+    aliases: dict[bytes, tuple[int, int]] = {}   # alias -> (indicator id (the first literal's), skip)
+    for (b, kind, _ci), ind in zip(literals, lit_ind):
+        if kind != _mk.KEY and len(b) >= B64_MIN_LITERAL:
+            for a, skip in base64_aliases(b.lower() if kind in (_mk.HOST, _mk.DOMAIN, _mk.HOST_SUFFIX) else b):
+                aliases.setdefault(a, (ind, skip))
+    b64 = _mk.Patterns([(a, _mk.BASE64, False) for a in aliases]) if aliases else None
+    pats = _mk.Patterns(literals)
     # exact hosts are more specific than their registered domain: report the host when both match
     return CompiledWatchlist(
         version=version, files=files, platforms=dict(platforms), indicators=list(indicators), ipset=ips,
         ip_indicator=np.asarray([ind.id for ind in ip_inds], np.int32), hosts=hosts, domains=domains,
-        host_patterns=hpats, edi_parties=edi, patterns=_mk.Patterns(literals),
-        pattern_indicator=np.asarray(lit_ind, np.int32), party_codes=party)
+        host_patterns=hpats, edi_parties=edi, patterns=pats,
+        pattern_indicator=np.asarray(lit_ind + [ind for ind, _ in aliases.values()], np.int32), party_codes=party,
+        b64_patterns=b64, pattern_kind=np.concatenate([pats.pat_kind, np.full(len(aliases), _mk.BASE64, np.uint8)]),
+        pattern_skip=np.asarray([0] * len(literals) + [skip for _, skip in aliases.values()], np.int8))
+
+
+def base64_aliases(lit: bytes) -> list[tuple[bytes, int]]:
+    """The base64 text that ``lit`` becomes wherever it sits in an encoded value, as (alias,
+    skip): one per alignment (0, 1 or 2 bytes before it in its group of three), without the
+    characters that depend on the bytes around it, in the standard alphabet and, where it
+    differs, the URL-safe one (``-_`` for ``+/``); ``skip``: the characters of its group of four
+    before the alias (0, 2 or 3), so that a match tells where the encoding's groups start."""
+    out: list[tuple[bytes, int]] = []
+    for k in range(3):
+        skip = (0, 2, 3)[k]
+        enc = base64.b64encode(b"\0" * k + lit).rstrip(b"=")[skip:]
+        if (k + len(lit)) % 3:
+            enc = enc[:-1]     # its last character holds bits of the next byte too
+        for a in (enc, enc.replace(b"+", b"-").replace(b"/", b"_")):
+            if (a, skip) not in out:
+                out.append((a, skip))
+    return out
 
 
 def load(extra_dir: str | Path | None = None, *, include_default: bool = True) -> CompiledWatchlist:
