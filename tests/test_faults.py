@@ -320,38 +320,54 @@ def test_members_sharing_topics_all_end_with_until_drained(broker, topics, tmp_p
     assert found_hits(root) == expected_hits(placed)
 
 
+def _sharing_member(broker, topic: str, tmp_path: Path, group: str):
+    """A stream member of ``group`` over ``topic`` (two partitions of 40 messages, a batch each:
+    the embedded broker's log end is its last batch's start + 1), built in process with a real
+    consumer and not yet joined: the tests below drive its ``--until-drained`` checks."""
+    from confluent_kafka import Consumer, Producer
+
+    from flowaudit.config import Settings
+    from flowaudit.service import StreamService
+    from flowaudit.sources.kafka import consumer_config
+
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    for part in (0, 1):
+        for i in range(40):
+            p.produce(topic, b'{"n": %d}' % i, partition=part)
+            assert p.flush(30) == 0
+    st = Settings()
+    st.kafka.bootstrap_servers = broker.bootstrap
+    st.kafka.group_id = group
+    st.kafka.topics = {topic: "json"}
+    st.sink.root = str(tmp_path / "out")
+    st.security.hmac_key = "sharing-member-test-key"
+    svc = StreamService(st.validate(), metrics=None, install_signals=False)
+    svc.until_drained = True
+    svc.consumer = Consumer(consumer_config(svc.settings))
+    svc._topic_parts, svc.expected_partitions = {topic: 2}, 2
+    return svc
+
+
+def _close(svc) -> None:
+    svc.consumer.close()
+    for s in svc.slots.values():
+        s.lock.release()
+
+
 def test_an_end_of_partition_below_the_logs_end_is_not_trusted(broker, topics, tmp_path):
     """A member sharing the topics ends (``--until-drained``) only when each partition it holds
     had its end-of-partition event at the log's end, asked in the same ListOffsets request as the
     others' ends.  An event below the end (what the three-member drain once saw under load: a
     member exited 0 without reading its partition) keeps the partition reading.  Real broker,
     real commits; the event's offset is set as the consume loop records it."""
-    from confluent_kafka import Consumer, Producer, TopicPartition
-
-    from flowaudit.config import Settings
-    from flowaudit.service import StreamService
-    from flowaudit.sources.kafka import consumer_config
+    from confluent_kafka import TopicPartition
 
     topic = topics["json"]
-    p = Producer({"bootstrap.servers": broker.bootstrap})
-    for part in (0, 1):
-        for i in range(40):     # a batch each: the embedded broker's log end is its last batch's start + 1
-            p.produce(topic, b'{"n": %d}' % i, partition=part)
-            assert p.flush(30) == 0
-    st = Settings()
-    st.kafka.bootstrap_servers = broker.bootstrap
-    st.kafka.group_id = "g-own-eof"
-    st.kafka.topics = {topic: "json"}
-    st.sink.root = str(tmp_path / "out")
-    st.security.hmac_key = "own-eof-test-key"
-    svc = StreamService(st.validate(), metrics=None, install_signals=False)
-    svc.consumer = Consumer(consumer_config(svc.settings))
+    svc = _sharing_member(broker, topic, tmp_path, "g-own-eof")
     try:
-        svc._topic_parts = {topic: 2}
         svc.open_partition(topic, 0)                  # this member holds partition 0
         slot = svc.slots[(topic, 0)]
-        other = TopicPartition(topic, 1, 40)
-        svc.consumer.commit(offsets=[other], asynchronous=False)   # the other member is done
+        svc.consumer.commit(offsets=[TopicPartition(topic, 1, 40)], asynchronous=False)   # the other is done
         slot.eof, slot.eof_at = True, 0               # end of partition before any message
         drained, what = svc._group_drained()
         assert not drained and f"{topic}+0 (end of partition at 0 of" in what, what
@@ -364,9 +380,32 @@ def test_an_end_of_partition_below_the_logs_end_is_not_trusted(broker, topics, t
         drained, what = svc._group_drained()
         assert not drained and f"{topic}+1 (committed 10 of" in what, what
     finally:
-        svc.consumer.close()
-        for s in svc.slots.values():
-            s.lock.release()
+        _close(svc)
+
+
+def test_a_member_in_a_rebalance_ends_when_the_groups_commits_reach_every_end(broker, topics, tmp_path):
+    """The transactional drain test once failed so (exit 4): two members ended together, the
+    rebalance their leaving started kept the third without partitions past the stall limit, though
+    the group's commits had reached every end.  A member that has been in the group and holds
+    nothing now (revoked, rows published) asks the commits of every partition; one that has
+    never been assigned does not end before it joins."""
+    from confluent_kafka import TopicPartition
+
+    topic = topics["json"]
+    svc = _sharing_member(broker, topic, tmp_path, "g-rebalance-end")
+    try:
+        assert svc.slots == {} and not svc._assigned
+        svc.consumer.commit(offsets=[TopicPartition(topic, 0, 40)], asynchronous=False)
+        assert svc._drained() is False                 # never joined: waits for its assignment
+        svc._joined = True                             # joined once, revoked since (no slots)
+        assert svc._drained() is False                 # partition 1 not committed yet
+        assert f"{topic}+1 (committed" in svc._group_check[2], svc._group_check
+        svc.consumer.commit(offsets=[TopicPartition(topic, 1, 40)], asynchronous=False)
+        svc._group_check = (0.0, False, "")            # ask again now (GROUP_CHECK_S)
+        assert svc._drained() is True
+        assert svc._drain_evidence().startswith(f"no partition held; the others: {topic}+0 committed 40")
+    finally:
+        _close(svc)
 
 
 def test_members_end_with_until_drained_after_a_transactional_producer(broker, topics, tmp_path):
