@@ -271,15 +271,24 @@ def test_markers_inside_layers_and_in_quarantined_messages(tmp_path):
     assert plain.num_rows == 0
 
 
+def both_paths(tmp_path, msgs):
+    """The transfers of ``msgs`` (offset = batch index) from ``detect_messages`` alone, then
+    through the classifier with its prescan."""
+    from flowaudit.pipeline import FMT_AUTO, Batch, Classifier
+    from flowaudit.protect import Protector
+
+    buf, off = batch(msgs)
+    yield detector(tmp_path).detect_messages(buf, off, offset=np.arange(len(msgs)))
+    clf = Classifier(Protector(b"egress-both-paths-key-0123456789"), egress=detector(tmp_path))
+    yield clf.run(Batch.from_values(msgs, FMT_AUTO, offset=np.arange(len(msgs)))).transfers
+
+
 def test_hosts_written_with_escapes_or_character_references(tmp_path):
     """A watched host spelled with JSON \\u escapes, XML character references or URL
     percent-encoding is the same host:
     found in the message's decoded text, by ``detect_messages`` alone and through the classifier's
     prescan; one row per indicator per message; look-alikes stay unmatched and bad escapes are
     left as they are."""
-    from flowaudit.pipeline import FMT_AUTO, Batch, Classifier
-    from flowaudit.protect import Protector
-
     msgs = [
         b'{"callback":"https:\\/\\/gateway\\u002elogink\\u002ecn\\/api"}',         # 0 JSON escapes
         b'<cb>https://gateway&#46;logink&#x2E;cn/api</cb>',                          # 1 XML references
@@ -289,11 +298,7 @@ def test_hosts_written_with_escapes_or_character_references(tmp_path):
         b'{"callback":"https://gateway.logink.cn/api"}',                             # 5 plain
         b'GET https://%67ateway%2Elogink%2ecn/api?q=a%20b HTTP/1.1\r\n',              # 6 percent-encoded
     ]
-    buf, off = batch(msgs)
-    det = detector(tmp_path)
-    for t in (det.detect_messages(buf, off, offset=np.arange(len(msgs))),
-              Classifier(Protector(b"egress-escapes-key-0123456789abc"), egress=detector(tmp_path))
-              .run(Batch.from_values(msgs, FMT_AUTO, offset=np.arange(len(msgs)))).transfers):
+    for t in both_paths(tmp_path, msgs):
         got: dict[int, list] = {}
         for r in t.to_pylist():
             got.setdefault(r["offset"], []).append((r["indicator"], r["seen_where"]))
@@ -314,8 +319,6 @@ def test_names_hidden_in_short_base64_fields(tmp_path):
     import base64
 
     from flowaudit.kernels.jsonscan import B64_MIN
-    from flowaudit.pipeline import FMT_AUTO, Batch, Classifier
-    from flowaudit.protect import Protector
 
     b64, safe = base64.b64encode, base64.urlsafe_b64encode
     fields = [
@@ -331,11 +334,7 @@ def test_names_hidden_in_short_base64_fields(tmp_path):
     assert all(len(f) < B64_MIN and b"logink" not in f.lower() for f in fields)
     msgs = [b'{"cb":"%s"}' % f for f in fields]
     msgs[4] = b'{"cb":"%s","u":"https://gateway.logink.cn/"}' % fields[4]
-    buf, off = batch(msgs)
-    det = detector(tmp_path)
-    for t in (det.detect_messages(buf, off, offset=np.arange(len(msgs))),
-              Classifier(Protector(b"egress-base64-key-0123456789abcd"), egress=detector(tmp_path))
-              .run(Batch.from_values(msgs, FMT_AUTO, offset=np.arange(len(msgs)))).transfers):
+    for t in both_paths(tmp_path, msgs):
         got: dict[int, set] = {}
         for r in t.to_pylist():
             got.setdefault(r["offset"], set()).add((r["platform"], r["indicator"], r["indicator_type"],
@@ -350,5 +349,5 @@ def test_names_hidden_in_short_base64_fields(tmp_path):
     # one long run holding the alias thousands of times: decoded once, one row
     many = b"FTX+AAI+++%s'" % b64(b"see ssl.logink.cn " * 5000)
     buf, off = batch([many])
-    rows = det.detect_messages(buf, off, offset=np.arange(1)).to_pylist()
+    rows = detector(tmp_path).detect_messages(buf, off, offset=np.arange(1)).to_pylist()
     assert [(r["indicator"], r["seen_where"]) for r in rows] == [("ssl.logink.cn (base64)", "PAYLOAD")]
