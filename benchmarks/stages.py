@@ -319,6 +319,29 @@ def values_stage(ds: Dataset, repeats: int, slow_seconds: float, with_peers: boo
     return rec
 
 
+def watchlist_stage(datasets: dict[str, Dataset], repeats: int, slow_seconds: float) -> dict:
+    """The message-side watchlist scan (``EgressDetector.prescan``) over every format's synthetic
+    messages, one in 50 with a watched name planted (benchmarks/watchlist.py), against
+    python-hyperscan and a ``bytes.find`` loop with the same boundary checks."""
+    from flowaudit.detect.egress import EgressDetector
+
+    from . import watchlist as W
+
+    ds = W.planted(datasets)
+    rec = stage_record("watchlist", "values", "message-side watchlist scan: literals with host and token "
+                       "boundaries, then their base64 aliases (EgressDetector.prescan)", dataset=_ds_label(ds),
+                       bytes=ds.nbytes, items=len(ds), item_unit="messages")
+    try:
+        det = EgressDetector()
+        t, c, mem = measure(lambda: W.flowaudit_counts(det, ds), repeats)
+        rec.update(timing=t, memory=mem, counts=c)
+        _rates(rec)
+    except Exception as exc:  # noqa: BLE001
+        return failed("watchlist", "values", rec["what"], exc)
+    run_peers(W.peers(det.watchlist), ds, rec, lambda d: W.flowaudit_counts(det, d), repeats, slow_seconds)
+    return rec
+
+
 # --------------------------------------------------------------------------------- batch path
 
 def mixed_values(datasets: dict[str, Dataset], seed: int = 1) -> tuple[list[bytes], np.ndarray]:

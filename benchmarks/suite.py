@@ -26,8 +26,8 @@ from . import corpus as C
 from . import peers as P
 from . import stages as S
 
-STAGES = ("edifact", "x12", "json", "xml", "real", "values", "salvage", "layers", "hostile", "netflow", "ipset", "batch",
-          "scan", "e2e", "audit", "cold-start")
+STAGES = ("edifact", "x12", "json", "xml", "real", "values", "salvage", "watchlist", "layers", "hostile", "netflow",
+          "ipset", "batch", "scan", "e2e", "audit", "cold-start")
 # stage (benchmarks/<stage>.py), group, what it measures
 EXTERNAL_STAGES = (
     ("netflow", "netflow", "NetFlow v5/v9/IPFIX decode + watchlist match vs nfdump and a plain-Python decoder"),
@@ -143,7 +143,7 @@ def run(cfg: Config, progress=log) -> dict:
     progress(f"flowaudit bench ({res['mode']}): {res['machine']['cpu_model']}, "
              f"{res['machine']['cores_usable']} cores; corpus seed {cfg.seed}, {cfg.size_mb:g} MB per format")
 
-    need_synth = want & {"edifact", "x12", "json", "xml", "values", "batch"} or cfg.sweeps
+    need_synth = want & {"edifact", "x12", "json", "xml", "values", "watchlist", "batch"} or cfg.sweeps
     datasets: dict[str, C.Dataset] = {}
     if need_synth:
         t0 = time.perf_counter()
@@ -179,6 +179,9 @@ def run(cfg: Config, progress=log) -> dict:
     if "values" in want:
         progress("  measuring value recognisers ...")
         add(S.values_stage(text, cfg.repeats, cfg.slow_seconds))
+    if "watchlist" in want:
+        progress("  measuring the watchlist scan ...")
+        add(S.watchlist_stage(datasets, cfg.repeats, cfg.slow_seconds))
     for name, group, what in EXTERNAL_STAGES:   # modules that measure themselves and their peers
         if name in want:
             add(S.external_stage(name, group, what, cfg.quick, cfg.repeats))

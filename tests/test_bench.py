@@ -14,7 +14,8 @@ from benchmarks import peers as P
 from benchmarks import report, stages, suite
 
 
-STAGES = ["edifact", "x12", "json", "xml", "values", "salvage", "layers", "hostile", "batch", "scan", "netflow", "ipset", "audit"]
+STAGES = ["edifact", "x12", "json", "xml", "values", "salvage", "watchlist", "layers", "hostile", "batch", "scan", "netflow",
+          "ipset", "audit"]
 # every peer the suite runs for a stage, installed or not (a missing one must be reported as skipped)
 EXPECTED_PEERS = {
     "edifact": {"python re", "google-re2", "python-hyperscan", "pydifact"},
@@ -139,6 +140,19 @@ def test_hostile_stage_classifies_each_case_as_the_kernel_tests_expect(result):
         "x12_many_components": "too_many_components", "json_deep": "too_deep", "json_long_string": "ok",
         "xml_deep": "too_deep", "xml_quadratic_entity": "forbidden_xml_construct", "xml_long_text": "ok"}
     assert all(1.9 < v["large_bytes"] / v["small_bytes"] < 2.1 for v in cases.values())   # --quick: scale 2
+
+
+def test_watchlist_stage_agrees_with_its_peers(result):
+    """The watchlist stage's peers found the same matches as the kernel (counts of matches,
+    messages and patterns), the planted names among them: clear, base64 and look-alike names in
+    one message in 50; hyperscan ran or says why not."""
+    s = _stage(result, "watchlist")
+    assert s["status"] == "ok", s["reason"]
+    assert s["counts"]["matches"] > 0 and s["counts"]["messages"] > 0
+    peers = {p["name"]: p for p in s["peers"]}
+    assert set(peers) == {"python bytes.find per literal", "python-hyperscan (block mode, one database)"}
+    for p in peers.values():
+        assert p["status"] in ("ok", "skipped") and (p["status"] == "skipped" or p["counts_check"]["status"] == "agree"), p
 
 
 def test_unavailable_stages_say_why(result):
