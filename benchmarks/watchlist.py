@@ -83,18 +83,16 @@ def literals(wl) -> list[tuple[bytes, int, bool]]:
     return out
 
 
-def plant(values: list[bytes], every: int) -> tuple[list[bytes], int]:
+def plant(values: list[bytes], every: int) -> list[bytes]:
     """One message in ``every`` gets a watched name appended (clear, base64, or a look-alike)."""
     extras = [b' "https://gateway.logink.cn/ais/getVesselBaseInfo"', b" LOGINK_CN_FREIGHTCHARGES",
               b" master7.teamviewer.com", b' "cb":"%s"' % base64.b64encode(b"https://ssl.logink.cn/api"),
               b' "t":"%s"' % base64.urlsafe_b64encode(b"x logink.track.customs"),
               b" notlogink.cn LoginKit blogink.org"]
-    n = 0
     out = list(values)
     for k, i in enumerate(range(0, len(out), every)):
         out[i] = out[i] + extras[k % len(extras)]
-        n += 1
-    return out, n
+    return out
 
 
 def _owner(offsets: np.ndarray, s: int, e: int) -> int:
@@ -139,8 +137,7 @@ def planted(datasets: dict, every: int = 50) -> "C.Dataset":
     for fmt in C.FORMATS:
         if fmt in datasets:
             values += datasets[fmt].values()
-    values, _n = plant(values, every)
-    return C.from_values("watchlist", "synth", values)
+    return C.from_values("watchlist", "synth", plant(values, every))
 
 
 def _counts(matches: list[tuple[int, int, int]]) -> dict:
