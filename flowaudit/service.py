@@ -85,6 +85,9 @@ from .sources.kafka import EARLIEST, LATEST, check_broker, consumer_config, log_
 
 log = logging.getLogger("flowaudit.stream")
 _NOTHING = object()   # the worker found the queue empty; handle() was given no started batch
+# a poll that only brought ends of partitions: the worker looks at the findings windows again (an
+# idle partition may let one close; no batch follows to do it, and the rows would wait in memory)
+_WINDOWS = object()
 
 EXIT_LOG_RESET = 3      # sink.on_log_reset = "stop" and the broker's log no longer matches the files
 EXIT_STALLED = 4        # --until-drained made no progress for kafka.drain_stall_s
@@ -897,14 +900,18 @@ class StreamService:
                 except queue.Empty:
                     work = _NOTHING
             nxt, error = None, None
-            if work is not None and work is not _NOTHING and self._worker_error is None:
+            if work is _WINDOWS:
+                nxt = (work, None)
+            elif work is not None and work is not _NOTHING and self._worker_error is None:
                 try:
                     nxt = (work, self.start_batch(work[0]))
                 except BaseException as exc:  # after the batch before is handled, as in order
                     error = exc
             if started is not None:
                 try:
-                    if self._worker_error is None:
+                    if self._worker_error is None and started[0] is _WINDOWS:
+                        self.windows_tick()
+                    elif self._worker_error is None:
                         self.handle(*started[0], started=started[1])
                 except BaseException as exc:  # surfaced in the main thread, which stops
                     self._worker_error = exc
@@ -1150,6 +1157,7 @@ class StreamService:
         group_slots: list[_Slot] = []
         resets: dict[tuple[str, int], int] = {}
         eof_code = KafkaError._PARTITION_EOF
+        newly_eof = False
         topic_idx = self.topic_idx
         slots = self.slots
         for m in msgs:
@@ -1158,6 +1166,7 @@ class StreamService:
                 if err.code() == eof_code:
                     s = slots.get((m.topic(), m.partition()))
                     if s is not None and s.ready:
+                        newly_eof = newly_eof or not s.eof
                         s.eof, s.eof_at = True, m.offset()
                         if s.verify is not None and m.offset() <= s.verify[0]:
                             self._reset_from_start(s, "storage_ahead",
@@ -1204,6 +1213,12 @@ class StreamService:
             tss.append(m.timestamp()[1])
             keys.append(m.key())
         if not values:
+            if newly_eof and self.findings is not None:
+                if self._worker is None:
+                    self.windows_tick()
+                    self._commit_outbox()
+                else:
+                    self._enqueue(_WINDOWS)
             return
         src_a = np.asarray(src, np.int32)
         if not self._fp_restored and self.telemetry_kind[src_a].any():
@@ -1306,6 +1321,16 @@ class StreamService:
                 done[key] = max(published) + 1
                 self._fault_cleared()
         self._enforce_budget(done)
+        self._after_publish(done)
+        self.summary.batches += 1
+        if self.metrics:
+            self.metrics.batch_seconds.observe(time.perf_counter() - t_batch)
+            self.metrics.batch_messages.observe(len(batch))
+
+    def _after_publish(self, done: dict) -> None:
+        """After a batch's rows went to the writers (``done``: the offsets they made durable): close
+        the findings windows now due, checkpoint the flow path, hand sealed sets to the writer
+        thread, and put the offsets in the outbox for the consuming thread to commit."""
         if self.findings is not None:
             self._close_windows(done)
         if any(self._is_telemetry(k) for k in done) or any(self._is_telemetry((w.topic, w.partition))
@@ -1317,10 +1342,16 @@ class StreamService:
             with self._outbox_mu:
                 for k, off in done.items():
                     self._outbox[k] = max(self._outbox.get(k, -1), off)
-        self.summary.batches += 1
-        if self.metrics:
-            self.metrics.batch_seconds.observe(time.perf_counter() - t_batch)
-            self.metrics.batch_messages.observe(len(batch))
+
+    def windows_tick(self) -> None:
+        """A poll brought only ends of partitions (no batch): look at the findings windows again,
+        in the worker's order.  A partition that reached its end after its last batch was handled
+        holds no window open any more; without this, the window (and every partition's rows
+        buffered since its last file) waited for the next message or for the stop."""
+        done: dict[tuple[str, int], int] = {}
+        if self._pending_close is not None:
+            self._barrier()
+        self._after_publish(done)
 
     def _enforce_budget(self, done: dict) -> None:
         """Bound the buffered rows in bytes across all partitions: when the writers together hold

@@ -99,3 +99,41 @@ def test_the_worker_starts_the_next_batch_before_it_finishes_one_and_writes_the_
     assert kinds == ["start"] + ["start", "handled"] * (len(batches) - 1) + ["handled"]
     assert [e[1:] for e in events if e[0] == "handled"] == [e[1:] for e in events if e[0] == "start"]
     assert published(svc) == expected
+
+
+def test_ends_of_partitions_alone_let_the_findings_windows_close(tmp_path):
+    """A poll that brings only ends of partitions (no batch) has the worker look at the findings
+    windows again: partition 0's records end early and hold the windows open until it is at its
+    end; once both are, the windows close and every partition's buffered rows are published.
+    Before, nothing did that until the next message or the stop (a two-member stream test waited
+    60 s for rows still in memory, about one run in ten on loaded cores)."""
+    from flowaudit.sinks.parquet import read_dataset
+
+    st = Settings()
+    topic = synth.TOPICS["json"]
+    st.kafka.topics = {topic: "json"}
+    st.sink.root = str(tmp_path / "out")
+    st.sink.write_behind = False
+    st.findings.window_s, st.findings.lateness_s = 5, 0
+    st.security.hmac_key = "stream-worker-test-key"
+    svc = StreamService(st.validate(), metrics=None, install_signals=False)
+    assert svc.findings is not None
+    for p in (0, 1):
+        svc.open_partition(topic, p)
+    vals = [m.value for m in synth.generate(seed=9, n=60, formats=("json",))]
+    # partition 0: 10 records in the first 2 s; partition 1: 50 over 18 s
+    rows = [((topic, 0), i, T0_MS + i * 200, v) for i, v in enumerate(vals[:10])]
+    rows += [((topic, 1), i, T0_MS + i * 360, v) for i, v in enumerate(vals[10:])]
+    svc.handle(*work(svc, rows))
+
+    def stored():
+        return sum(read_dataset(svc.root, d).num_rows for d in ("messages", "quarantine"))
+
+    svc.windows_tick()
+    assert stored() == 0                  # partition 0 not at its end: its 2 s hold every window
+    for s in svc.slots.values():
+        s.eof = True                      # what the consuming thread records from the poll
+    svc.windows_tick()
+    assert stored() == len(rows)          # windows up to 15 s closed; both partitions published
+    for s in svc.slots.values():
+        s.lock.release()
