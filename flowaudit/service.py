@@ -900,19 +900,15 @@ class StreamService:
                 except queue.Empty:
                     work = _NOTHING
             nxt, error = None, None
-            if work is _WINDOWS:
-                nxt = (work, None)
-            elif work is not None and work is not _NOTHING and self._worker_error is None:
+            if work is not None and work is not _NOTHING and self._worker_error is None:
                 try:
-                    nxt = (work, self.start_batch(work[0]))
+                    nxt = (work, None if work is _WINDOWS else self.start_batch(work[0]))
                 except BaseException as exc:  # after the batch before is handled, as in order
                     error = exc
             if started is not None:
                 try:
-                    if self._worker_error is None and started[0] is _WINDOWS:
-                        self.windows_tick()
-                    elif self._worker_error is None:
-                        self.handle(*started[0], started=started[1])
+                    if self._worker_error is None:
+                        self._run(*started)
                 except BaseException as exc:  # surfaced in the main thread, which stops
                     self._worker_error = exc
                 finally:
@@ -1214,23 +1210,31 @@ class StreamService:
             keys.append(m.key())
         if not values:
             if newly_eof and self.findings is not None:
-                if self._worker is None:
-                    self.windows_tick()
-                    self._commit_outbox()
-                else:
-                    self._enqueue(_WINDOWS)
+                self._hand_on(_WINDOWS)
             return
         src_a = np.asarray(src, np.int32)
         if not self._fp_restored and self.telemetry_kind[src_a].any():
             self._restore_flowpath()
         batch = Batch.from_values(values, self.topic_fmt[src_a], sources=self.topic_names, source_idx=src_a,
                                   partition=parts, offset=offs, ts_ms=tss, keys=keys)
-        work = (batch, np.asarray(groups, np.int64), [s.key for s in group_slots], t_batch, group_slots, resets)
+        self._hand_on((batch, np.asarray(groups, np.int64), [s.key for s in group_slots], t_batch, group_slots,
+                       resets))
+
+    def _hand_on(self, work) -> None:
+        """A poll's work (a batch, or ``_WINDOWS``) to the worker; without one (``pipeline_depth``
+        0), done here and its offsets committed."""
         if self._worker is None:
-            self.handle(*work)
+            self._run(work)
             self._commit_outbox()
         else:
             self._enqueue(work)
+
+    def _run(self, work, started=_NOTHING) -> None:
+        """Do one piece of queued work: :meth:`windows_tick` for ``_WINDOWS``, else :meth:`handle`."""
+        if work is _WINDOWS:
+            self.windows_tick()
+        else:
+            self.handle(*work, started=started)
 
     def start_batch(self, batch: Batch):
         """The first half of classifying ``batch``'s messages (:meth:`Classifier.start`: its kernels
