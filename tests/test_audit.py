@@ -381,6 +381,58 @@ def test_chunked_correlation_equals_one_call(dump, tmp_path):
             assert len(a) == len(b) and not diff, (window_s, chunk_s, threads, diff[:3])
 
 
+def test_without_flows_the_chunks_read_only_the_exposing_messages_hits(dump, tmp_path):
+    """With no transfer that can make a flow-borne finding, a chunk's evidence is the exposing
+    messages' own hits: the reader decodes the rest of a row group only where one of them is,
+    hands on just their rows, and the findings equal one call over every hit.  Where the other
+    hits show a catalog version those rows do not, the chunk reads them all, so the findings
+    still name every version (as one call and the stream do)."""
+    import pyarrow.compute as pc
+
+    from flowaudit.audit import engine as E
+    from flowaudit.detect import findings as F
+    from flowaudit.detect.inventory import load as load_inventory
+    from flowaudit.detect.windows import exposing, only_mask
+
+    out = tmp_path / "o"
+    audit(dump["dir"] / "flat", "--out", out, *std_args(dump))
+    kw = dict(window_ns=300 * 10**9, inventory=load_inventory(dump["policy"]))
+    sizes = []
+    assessed = F.assessed
+
+    def spy(transfers, hits, *a, **k):
+        sizes.append(0 if hits is None else hits.num_rows)
+        return assessed(transfers, hits, *a, **k)
+
+    def chunked():
+        sizes.clear()
+        F.assessed = spy
+        try:
+            return E.correlate_chunked(out, **kw).to_pylist()
+        finally:
+            F.assessed = assessed
+
+    got = chunked()
+    one = F.correlate_root(out, **kw).to_pylist()
+    assert got == one and any(r["correlation"] == "message_borne" and r["occurrences"] for r in got)
+    hits = table(out, "hits")
+    assert 0 < sum(sizes) <= sum(r["occurrences"] for r in got) < hits.num_rows // 4
+
+    # one hits file whose other rows came from an older catalogue
+    exp = exposing(table(out, "transfers"))
+    path = max((out / "dataset=hits").rglob("*.parquet"), key=lambda p: pq.read_metadata(p).num_rows)
+    t = pq.read_table(path)
+    mine = only_mask(t, exp)
+    assert mine.any() and not mine.all()
+    cv = pc.cast(t.column("catalog_version"), pa.string()).to_pylist()
+    cv = [v if m else "c-older" for v, m in zip(cv, mine)]
+    i = t.schema.get_field_index("catalog_version")
+    pq.write_table(t.set_column(i, t.schema.field(i), pa.array(cv).dictionary_encode()), path)
+    got, one = chunked(), F.correlate_root(out, **kw).to_pylist()
+    assert got == one and any("c-older" in (r["catalog_version"] or "") for r in got)
+    assert max(sizes) > 0 and sum(sizes) > sum(r["occurrences"] for r in got)   # that chunk read every hit
+
+
 # ------------------------------------------------------------------------------ synth --dump, ~50k messages
 @pytest.fixture(scope="module")
 def synth_dump(tmp_path_factory):

@@ -365,15 +365,81 @@ def _rg_ranges(md, col: int) -> list:
     return out
 
 
+class _Group:
+    """One row group as the reader keeps it: its rows of the wanted topics (``rows``, positions in
+    the group), their key columns (``keys``: source, partition, offset, ts_ms and the catalog
+    version where the reader returns one) and, once a window needed them, every column of those rows
+    (``whole``)."""
+    __slots__ = ("path", "g", "max_ts", "rows", "keys", "rising", "whole")
+
+    def __init__(self, path, g, max_ts, rows, keys, whole):
+        import numpy as np
+
+        self.path, self.g, self.max_ts, self.rows, self.keys, self.whole = path, g, max_ts, rows, keys, whole
+        ts = keys.column("ts_ms")
+        # record times that never fall (a partition's rows, most archives): a window is a slice,
+        # found by bisection, not a filter that copies the rows
+        self.rising = ts.null_count == 0 and bool(np.all(np.diff(ts.to_numpy()) >= 0))
+
+    def window(self, lo_ms: int, hi_ms: int):
+        """The rows of [lo_ms, hi_ms): a (start, length) slice of the kept rows, or a mask."""
+        import numpy as np
+        import pyarrow.compute as pc
+
+        ts = self.keys.column("ts_ms")
+        if self.rising:
+            a = ts.to_numpy()
+            i, j = np.searchsorted(a, lo_ms, "left"), np.searchsorted(a, hi_ms, "left")
+            return int(i), int(j - i)
+        return pc.and_(pc.greater_equal(ts, lo_ms), pc.less(ts, hi_ms)).fill_null(False)
+
+
+def _latest_ms(files, topics) -> int | None:
+    """The latest ``ts_ms`` of the rows of ``topics`` in ``files``: from the footers' row-group
+    statistics where a group holds one topic (an output file holds one), read where not."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    want = pa.array(sorted(topics), pa.string())
+    best = None
+    for path in files:
+        pf = pq.ParquetFile(path, pre_buffer=False)
+        names = pf.schema_arrow.names
+        if "ts_ms" not in names or "source" not in names:
+            continue
+        md = pf.metadata
+        for g, (r, s) in enumerate(zip(_rg_ranges(md, names.index("ts_ms")), _rg_ranges(md, names.index("source")))):
+            if r is False or s is False:
+                continue
+            if r is None or s is None or s[0] != s[1]:
+                t = pf.read_row_group(g, columns=["ts_ms", "source"])
+                m = pc.max(t.column("ts_ms").filter(_in_set(t.column("source"), want))).as_py()
+            else:
+                m = r[1] if s[0] in topics else None
+            if m is not None and (best is None or m > best):
+                best = m
+    return best
+
+
+_KEYS = ("source", "partition", "offset", "ts_ms")
+
+
+def _pick(t, sel):
+    return t.slice(*sel) if isinstance(sel, tuple) else t.filter(sel)
+
+
 class WindowReader:
     """The rows of one dataset, a window of record time at a time, for windows that move forward:
     rows whose ``source`` is in ``topics`` and ``ts_ms`` in [lo_ms, hi_ms), columns ``cols`` (those
     the first file has), in file and row order (None when there is none) -- what a dataset scan
-    with that filter returns.
+    with that filter returns.  ``read(..., only=...)``: just the rows of those messages.
 
     Only the hour folders of the window are listed, and only the row groups whose ``ts_ms``
     statistics meet the window are read (a row group spans several windows: it is read once and
-    kept, topic-filtered, until a window starts after its last time).  Reads go through
+    kept, topic-filtered, until a window starts after its last time).  With ``only``, a row group's
+    key columns are read first, and its other columns only when one of those messages is in it.
+    Reads go through
     :class:`pyarrow.parquet.ParquetFile`, whose buffers come from Python's default pool (the one
     :func:`flowaudit.memory.arrow_pool` chose): a dataset scan takes Arrow's own default, fixed when pyarrow was
     imported -- mimalloc, unless the pool was chosen before (``flowaudit audit`` does), which kept
@@ -387,17 +453,48 @@ class WindowReader:
         self.topics = pa.array(sorted(topics), pa.string())
         self.names = None                # the columns returned (the first file's)
         self.ranges: dict = {}           # path -> ts_ms (min, max) per row group (footers only)
-        self.kept: dict = {}             # (path, row group) -> (max ts, the group's rows in topics, times rise)
-        self.rows_read = 0
+        self.kept: dict = {}             # (path, row group) -> _Group
 
-    def read(self, lo_ms: int, hi_ms: int):
-        import numpy as np
+    def read(self, lo_ms: int, hi_ms: int, only: dict | None = None):
+        """The window's rows; ``only`` (``topic+partition`` -> sorted offsets,
+        :func:`~flowaudit.detect.windows.exposing`): just the rows of those messages.  Where the
+        dataset has a ``catalog_version`` and those rows do not show every version the window's
+        rows of the topics have, every row is returned, as without ``only`` (the findings name
+        the versions of the hits they were read with)."""
         import pyarrow as pa
-        import pyarrow.compute as pc
+
+        from ..detect.windows import _present, only_mask
+
+        self.kept = {k: v for k, v in self.kept.items() if v.max_ts >= lo_ms}   # windows only move forward
+        parts, shown, got = [], set(), set()
+        for grp in self._groups(lo_ms, hi_ms, whole=only is None):
+            sel = grp.window(lo_ms, hi_ms)
+            if only is None:
+                t = _pick(grp.whole, sel)
+            else:
+                k = _pick(grp.keys, sel)
+                versions = "catalog_version" in self.names and "catalog_version" in k.column_names
+                if versions:
+                    shown.update(_present(k.column("catalog_version")))
+                m = only_mask(k, only)
+                if not m.any():
+                    continue
+                t = _pick(self._whole(grp), sel).filter(pa.array(m))
+                if versions:
+                    got.update(_present(t.column("catalog_version")))
+            if t.num_rows:
+                parts.append(t.select([c for c in self.names if c in t.column_names]))
+        if not shown <= got:
+            return self.read(lo_ms, hi_ms)
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="default")
+
+    def _groups(self, lo_ms: int, hi_ms: int, whole: bool):
+        """The kept or newly read row groups that can hold rows of [lo_ms, hi_ms), in file order."""
+        import numpy as np
         import pyarrow.parquet as pq
 
-        self.kept = {k: v for k, v in self.kept.items() if v[0] >= lo_ms}   # windows only move forward
-        parts = []
         for h in range(lo_ms // 3_600_000, -(-hi_ms // 3_600_000)):
             # the sink files a row under its record hour (sinks.parquet.hour_dir)
             for path in sorted((self.base / hour_dir(h)).glob("*.parquet")):
@@ -412,33 +509,37 @@ class WindowReader:
                 for g, r in enumerate(self.ranges[path]):
                     if r is False or (r is not None and (r[1] < lo_ms or r[0] >= hi_ms)):
                         continue
-                    got = self.kept.get((path, g))
-                    if got is None:
+                    grp = self.kept.get((path, g))
+                    if grp is None:
                         if pf is None:
                             pf = pq.ParquetFile(path, pre_buffer=False)
                         have = pf.schema_arrow.names
-                        cols = list(dict.fromkeys([c for c in self.names if c in have] + ["ts_ms", "source"]))
-                        t = pf.read_row_group(g, columns=cols)
-                        self.rows_read += t.num_rows
-                        t = t.filter(_in_set(t.column("source"), self.topics))
-                        ts = t.column("ts_ms")
-                        # record times that never fall (a partition's rows, most archives): the
-                        # window is a slice, found by bisection, not a filter that copies the rows
-                        rising = ts.null_count == 0 and bool(np.all(np.diff(ts.to_numpy()) >= 0))
-                        got = self.kept[(path, g)] = (r[1] if r else 2**63 - 1, t, rising)
-                    t, rising = got[1], got[2]
-                    ts = t.column("ts_ms")
-                    if rising:
-                        a = ts.to_numpy()
-                        i, j = np.searchsorted(a, lo_ms, "left"), np.searchsorted(a, hi_ms, "left")
-                        t = t.slice(i, j - i)
-                    else:
-                        t = t.filter(pc.and_(pc.greater_equal(ts, lo_ms), pc.less(ts, hi_ms)))
-                    if t.num_rows:
-                        parts.append(t.select([c for c in self.names if c in t.column_names]))
-        if not parts:
-            return None
-        return parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="default")
+                        t = pf.read_row_group(g, columns=self._columns(have) if whole else self._keys(have))
+                        rows = np.flatnonzero(_in_set(t.column("source"), self.topics).to_numpy())
+                        if rows.size < t.num_rows:
+                            t = t.take(rows)
+                        grp = self.kept[(path, g)] = _Group(path, g, r[1] if r else 2**63 - 1, rows, t,
+                                                            t if whole else None)
+                    elif whole:
+                        self._whole(grp)
+                    yield grp
+
+    def _keys(self, have) -> list[str]:
+        """The key columns, and the catalog version where the reader returns it."""
+        return [c for c in _KEYS if c in have] + [c for c in ("catalog_version",) if c in have and c in self.names]
+
+    def _columns(self, have) -> list[str]:
+        return list(dict.fromkeys([c for c in self.names if c in have] + ["ts_ms", "source"]))
+
+    def _whole(self, grp: _Group):
+        """Every wanted column of the group's kept rows (read once)."""
+        import pyarrow.parquet as pq
+
+        if grp.whole is None:
+            pf = pq.ParquetFile(grp.path, pre_buffer=False)
+            t = pf.read_row_group(grp.g, columns=self._columns(pf.schema_arrow.names))
+            grp.whole = t.take(grp.rows) if grp.rows.size < t.num_rows else t
+        return grp.whole
 
 
 def _in_set(col, values):
@@ -481,6 +582,7 @@ def correlate_chunked(root: Path, *, window_ns: int, lookback_ns: int = 0, inven
 
     from ..datasets import FINDINGS
     from ..detect import findings as F
+    from ..detect.windows import exposing, may_be_flow_borne
 
     transfers = F._read(root, "transfers", list(F._T_COLS))
     if transfers is None or transfers.num_rows == 0:
@@ -499,15 +601,13 @@ def correlate_chunked(root: Path, *, window_ns: int, lookback_ns: int = 0, inven
     def present(name) -> bool:
         return topic_f is not None and (root / f"dataset={name}").is_dir()
 
-    # the single call's watermark: the latest transfer or evidence time (streamed, one column)
+    # the single call's watermark: the latest transfer or evidence time
     wm = int(t.max())
     base = root / "dataset=hits"
     if topic_f is not None and base.is_dir():
-        d = ds.dataset(base, format="parquet", partitioning="hive")
-        for b in d.to_batches(columns=["ts_ms"], filter=topic_f):
-            m = pc.max(b.column(0)).as_py()
-            if m is not None:
-                wm = max(wm, m * 1_000_000)
+        m = _latest_ms(ds.dataset(base, format="parquet", partitioning="hive").files, topics)
+        if m is not None:
+            wm = max(wm, m * 1_000_000)
     chunk = max(window_ns, (chunk_ns // window_ns) * window_ns)   # 0: one window
     known = t >= 0
     if not known.any():
@@ -525,7 +625,12 @@ def correlate_chunked(root: Path, *, window_ns: int, lookback_ns: int = 0, inven
         got = {}
         for k, a, T in run:
             lo_ms, hi_ms = (a - lookback_ns) // 1_000_000, -(-(a + chunk) // 1_000_000)
-            ev = {name: r.read(lo_ms, hi_ms) if r is not None else None for name, r in readers.items()}
+            # the messages count only where they are themselves transfers; the hits too, unless a
+            # flow can make a flow-borne finding (that takes every hit of its host's topics)
+            mine = exposing(T)
+            only = {"hits": None if may_be_flow_borne(T) else mine, "messages": mine}
+            ev = {name: None if r is None or only[name] == {} else r.read(lo_ms, hi_ms, only[name])
+                  for name, r in readers.items()}
             got[k] = F.assessed(T, ev["hits"], ev["messages"], window_ns=window_ns, lookback_ns=lookback_ns,
                                 inventory=inventory, model=model)
         return got

@@ -562,7 +562,7 @@ class FindingsWindows:
         topics = self._evidence_topics(transfers)
         if topics:
             # without a flow that can be flow-borne, the hits that count are the exposing messages' own
-            only = self._exposing(transfers) if use_memory and not self._flows(transfers) else None
+            only = exposing(transfers) if use_memory and not may_be_flow_borne(transfers) else None
             stored: set = set()
             hits = self._gather("hits", lo, end, cut, topics, use_memory, only, stored)
             if only is not None and hits.num_rows and not self._versions_shown(hits, cut, lo, stored):
@@ -616,28 +616,6 @@ class FindingsWindows:
             kept = {v for k, p in self._parts.items() if k in cut and p.floor is not None
                     for hi, vs in p.versions if hi >= lo_ns // MS for v in vs}
         return kept | set(more) <= shown
-
-    @staticmethod
-    def _flows(transfers: pa.Table) -> bool:
-        """Whether any transfer can make a flow-borne finding (neither message-borne, nor zone
-        policy, nor a DNS answer alone): the one correlation that takes hits other than the
-        exposing messages'."""
-        if transfers is None or not transfers.num_rows:
-            return False
-        msg = _isin(transfers.column("seen_where"), pa.array(_f.MESSAGE_WHERE, pa.string()))
-        pol = _isin(transfers.column("platform"), pa.array(["policy"], pa.string()))
-        dns = _isin(transfers.column("rule"), pa.array(_f.NOT_FINDINGS, pa.string()))
-        return bool((~(msg | pol | dns)).any())
-
-    @staticmethod
-    def _exposing(transfers: pa.Table) -> dict[str, np.ndarray]:
-        """``topic+partition`` -> the offsets of the messages that are themselves transfers."""
-        t = transfers.filter(pa.array(_isin(transfers.column("seen_where"), pa.array(_f.MESSAGE_WHERE, pa.string()))))
-        out: dict[str, list] = {}
-        for s_, p_, o in zip(pc.cast(t.column("source"), pa.string()).to_pylist(), t.column("partition").to_pylist(),
-                             t.column("offset").to_pylist()):
-            out.setdefault(f"{s_}+{p_}", []).append(o)
-        return {k: np.unique(np.asarray(v, np.int64)) for k, v in out.items()}
 
     def _cuts(self, threshold_ns: int, flushed: dict[str, int]) -> dict[str, int]:
         """Per partition: the first offset (below the flushed end) whose record time is at or
@@ -805,7 +783,6 @@ class FindingsWindows:
         import polars as pl
 
         keys = pl.DataFrame({"k": list(cut), "limit": list(cut.values())}, schema={"k": pl.Utf8, "limit": pl.Int64})
-        msgs = None if only is None else _only_keys(only)
         kept = []
         for b in scanner.to_batches():
             if not b.num_rows:
@@ -819,7 +796,7 @@ class FindingsWindows:
             if versions is not None and t.num_rows and "catalog_version" in t.column_names:
                 versions.update(_present(t.column("catalog_version")))
             if only is not None and t.num_rows:
-                t = _only(t, msgs)
+                t = _only(t, only)
             if t.num_rows:
                 kept.append(t)
         if not kept:
@@ -951,25 +928,60 @@ def _first_per_id(t: pa.Table) -> pa.Table:
     return t.take(pa.array(sorted(best.values()), pa.int64()))
 
 
-def _only_keys(only: dict[str, np.ndarray]):
-    """The messages of ``only`` (``topic+partition`` -> offsets) as a polars frame for :func:`_only`."""
-    import polars as pl
+def may_be_flow_borne(transfers: pa.Table | None) -> bool:
+    """Whether any transfer can make a flow-borne finding (neither message-borne, nor zone
+    policy, nor a DNS answer alone): the one correlation that takes hits other than the
+    exposing messages'."""
+    if transfers is None or not transfers.num_rows:
+        return False
+    msg = _isin(transfers.column("seen_where"), pa.array(_f.MESSAGE_WHERE, pa.string()))
+    pol = _isin(transfers.column("platform"), pa.array(["policy"], pa.string()))
+    dns = _isin(transfers.column("rule"), pa.array(_f.NOT_FINDINGS, pa.string()))
+    return bool((~(msg | pol | dns)).any())
 
-    return pl.DataFrame({"k": [k for k, v in only.items() for _ in v],
-                         "offset": np.concatenate(list(only.values())) if only else _NONE,
-                         "hit": True}, schema={"k": pl.Utf8, "offset": pl.Int64, "hit": pl.Boolean})
+
+def exposing(transfers: pa.Table) -> dict[str, np.ndarray]:
+    """``topic+partition`` -> the offsets of the messages that are themselves transfers."""
+    t = transfers.filter(pa.array(_isin(transfers.column("seen_where"), pa.array(_f.MESSAGE_WHERE, pa.string()))))
+    out: dict[str, list] = {}
+    for s_, p_, o in zip(pc.cast(t.column("source"), pa.string()).to_pylist(), t.column("partition").to_pylist(),
+                         t.column("offset").to_pylist()):
+        out.setdefault(f"{s_}+{p_}", []).append(o)
+    return {k: np.unique(np.asarray(v, np.int64)) for k, v in out.items()}
 
 
-def _only(t: pa.Table, msgs) -> pa.Table:
-    """The rows of ``t`` whose (topic+partition, offset) is in ``msgs`` (:func:`_only_keys`)."""
-    import polars as pl
+def only_mask(t: pa.Table, only: dict[str, np.ndarray]) -> np.ndarray:
+    """Per row of ``t``: whether its message is in ``only`` (``topic+partition`` -> sorted offsets,
+    :func:`exposing`).  One lookup per topic and partition the rows hold (a few), by bisection."""
+    out = np.zeros(t.num_rows, bool)
+    if not t.num_rows or not only:
+        return out
+    src = t.column("source")
+    src = (src.combine_chunks() if isinstance(src, pa.ChunkedArray) else src)
+    if not pa.types.is_dictionary(src.type):
+        src = src.dictionary_encode()
+    names = src.dictionary.cast(pa.string()).to_pylist()
+    code = src.indices.fill_null(len(names)).to_numpy(zero_copy_only=False).astype(np.int64)
+    names.append(None)
+    part = _np(t.column("partition")).astype(np.int64)
+    off = _np(t.column("offset")).astype(np.int64)
+    pair = (code << 32) | (part + 2**31)
+    pairs = pair[:1] if pair[0] == pair.min() == pair.max() else np.unique(pair)   # mostly one partition
+    for p_ in pairs.tolist():
+        name = names[p_ >> 32]
+        want = None if name is None else only.get(f"{name}+{(p_ & 0xFFFFFFFF) - 2**31}")
+        if want is None or not want.size:
+            continue
+        rows = np.flatnonzero(pair == p_) if pairs.size > 1 else slice(None)
+        o = off[rows]
+        i = np.minimum(np.searchsorted(want, o), want.size - 1)
+        out[rows] = want[i] == o
+    return out
 
-    rows = pl.from_arrow(t.select(["source", "partition", "offset"])).with_columns(
-        k=pl.col("source").cast(pl.Utf8) + "+" + pl.col("partition").cast(pl.Utf8), offset=pl.col("offset")
-        .cast(pl.Int64))
-    keep = rows.join(msgs, on=["k", "offset"], how="left", maintain_order="left") \
-        .select(pl.col("hit").fill_null(False)).to_series()
-    return t.filter(keep.to_arrow())
+
+def _only(t: pa.Table, only: dict[str, np.ndarray]) -> pa.Table:
+    """The rows of ``t`` whose message is in ``only`` (:func:`only_mask`)."""
+    return t.filter(pa.array(only_mask(t, only)))
 
 
 def _np(col) -> np.ndarray:
