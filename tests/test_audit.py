@@ -363,7 +363,7 @@ def test_chunked_correlation_equals_one_call(dump, tmp_path):
     """The audit reads evidence a chunk of event time at a time (bounded memory); its findings
     equal one correlate call over the whole root, statuses across chunk boundaries included, on
     one thread or several."""
-    from flowaudit.audit.engine import correlate_chunked
+    from flowaudit.detect.chunked import correlate_chunked
     from flowaudit.detect import findings as F
     from flowaudit.detect.inventory import load as load_inventory
 
@@ -389,7 +389,7 @@ def test_without_flows_the_chunks_read_only_the_exposing_messages_hits(dump, tmp
     still name every version (as one call and the stream do)."""
     import pyarrow.compute as pc
 
-    from flowaudit.audit import engine as E
+    from flowaudit.detect import chunked as C
     from flowaudit.detect import findings as F
     from flowaudit.detect.inventory import load as load_inventory
     from flowaudit.detect.windows import exposing, only_mask
@@ -408,7 +408,7 @@ def test_without_flows_the_chunks_read_only_the_exposing_messages_hits(dump, tmp
         sizes.clear()
         F.assessed = spy
         try:
-            return E.correlate_chunked(out, **kw).to_pylist()
+            return C.correlate_chunked(out, **kw).to_pylist()
         finally:
             F.assessed = assessed
 

@@ -580,7 +580,10 @@ def _read(root: Path, name: str, columns: list[str], filt=None) -> pa.Table | No
 
 def correlate_root(root: str | Path, *, window_ns: int = HOUR_NS, lookback_ns: int = 0,
                    inventory: Inventory | None = None, model: _sev.SeverityModel | None = None) -> pa.Table:
-    """Every finding of the datasets already written under ``root`` (a batch audit's input)."""
+    """Every finding of the datasets already written under ``root``, in one :func:`correlate` call
+    over every evidence row in memory: the reference.  The commands run
+    :func:`flowaudit.detect.chunked.correlate_chunked`, equal to it (tested), which reads a window
+    at a time."""
     import pyarrow.dataset as ds
 
     root = Path(root)
@@ -621,7 +624,9 @@ def worst_first(t: pa.Table) -> pa.Table:
 def top_findings(root: str | Path, n: int = 10, *, policy: str | Path | None = None,
                  window_ns: int = 300 * 1_000_000_000) -> list[dict]:
     """The ``n`` worst findings under ``root`` as dicts (for the demo's summary)."""
-    t = worst_first(correlate_root(root, window_ns=window_ns, inventory=load_inventory(policy)))
+    from .chunked import correlate_chunked
+
+    t = worst_first(correlate_chunked(root, window_ns=window_ns, inventory=load_inventory(policy)))
     return t.slice(0, n).to_pylist()
 
 

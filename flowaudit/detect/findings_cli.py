@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -47,7 +48,8 @@ def _csv(rows: list[dict]) -> str:
 
 
 def cmd_findings(args) -> int:
-    from .findings import SEV_RANK, correlate_root, format_table, select, worst_first, worst_rank, write_findings
+    from .chunked import correlate_chunked
+    from .findings import SEV_RANK, format_table, select, worst_first, worst_rank, write_findings
     from .inventory import InventoryError
     from .inventory import load as load_inventory
 
@@ -71,8 +73,9 @@ def cmd_findings(args) -> int:
         print(f"flowaudit: {e}", file=sys.stderr)
         return 2
     f = st.findings
-    all_findings = correlate_root(root, window_ns=f.window_s * 1_000_000_000, lookback_ns=f.lookback_s * 1_000_000_000,
-                                  inventory=inv, model=model)
+    # a window at a time, on two threads: memory follows a window, not the root
+    all_findings = correlate_chunked(root, window_ns=f.window_s * 1_000_000_000, lookback_ns=f.lookback_s * 1_000_000_000,
+                                     inventory=inv, model=model, threads=min(2, os.cpu_count() or 1))
     if args.write:
         c = write_findings(root, all_findings)
         print(f"findings dataset: {c['written']} file(s) written, {c['kept']} unchanged, {c['removed']} removed "

@@ -34,7 +34,7 @@ from .. import __version__
 from ..datasets import FINDINGS, SCHEMA_VERSION
 from ..detect import severity as _sev
 from ..detect import watchlist as _wl
-from ..detect.findings import SEV_RANK, correlate_root, worst_first
+from ..detect.findings import SEV_RANK, worst_first
 
 REPORT_FORMAT = 1
 MAX_FINDINGS = 500        # findings listed (table and report.json); the rest are counted
@@ -127,7 +127,9 @@ def _read_findings(root: Path) -> tuple[pa.Table, dict]:
         t, merged = read_findings(root)
         origin = {"source": "dataset", "files": merged["files"]}
     elif (root / "dataset=transfers").is_dir():
-        t = correlate_root(root, window_ns=300 * 1_000_000_000)
+        from ..detect.chunked import correlate_chunked
+
+        t = correlate_chunked(root, window_ns=300 * 1_000_000_000)
         origin = {"source": "computed", "files": 0,
                   "note": "ROOT has no findings dataset: the report correlated its transfers, hits and messages "
                           "(300 s windows, no application inventory, so flow-borne findings list no classes)"}
