@@ -334,6 +334,12 @@ def test_retro_hunt_with_a_newer_watchlist_finds_the_new_host(dump, tmp_path):
     assert table(new, "hits").num_rows == table(old, "hits").num_rows
     assert table(new, "messages").num_rows == table(old, "messages").num_rows
     assert "audited" in r.stdout
+    # and the manifest and the summary say how much was carried over
+    m = orjson.loads((new / "_audit" / "manifest.json").read_bytes())
+    assert m["carried_over"]["hits"] == table(old, "hits").num_rows > 0
+    assert m["carried_over"]["messages"] == table(old, "messages").num_rows
+    assert 0 < m["carried_over"]["transfers"] < table(old, "transfers").num_rows   # the flows' are matched again
+    assert f"{table(old, 'hits').num_rows:,} hits" in r.stdout.splitlines()[1]
 
 
 def test_delta_table_is_read_at_its_current_version(dump, tmp_path):

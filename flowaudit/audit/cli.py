@@ -64,6 +64,9 @@ def cmd_audit(args) -> int:
           f"({manifest['units_resumed']} of {manifest['units']} units already done): {t.get('messages', 0):,} messages, "
           f"{t.get('hits', 0):,} hits, {t.get('quarantined', 0):,} quarantined, {t.get('flows', 0):,} flows, "
           f"{t.get('transfers', 0):,} transfers -> {manifest['findings']} finding(s) under {args.out}")
+    if manifest.get("carried_over"):    # a retro-hunt: classified rows carried over, not classified again
+        print("  carried over from the root(s), not classified again: "
+              + ", ".join(f"{n:,} {ds}" for ds, n in manifest["carried_over"].items()))
     for i in bad:
         print(f"  {i['status']}: {i['error']}")
     if args.report:

@@ -216,8 +216,9 @@ def _plan_root(p: Plan, opts: Options, root: Path) -> None:
                      "error": None})
 
 
-def _copy(src: Path, dst: Path, ds: str) -> None:
-    """Hard-link (or copy) a carried-over file; transfers lose their flow-matched rows."""
+def _copy(src: Path, dst: Path, ds: str) -> int:
+    """Hard-link (or copy) a carried-over file; transfers lose their flow-matched rows.  Returns
+    the rows written."""
     makedirs(dst.parent)
     if dst.exists():
         dst.unlink()
@@ -233,12 +234,15 @@ def _copy(src: Path, dst: Path, ds: str) -> None:
         t = t.filter(pc.invert(pc.is_in(t.column("seen_where").cast("string"), value_set=pa.array(list(FLOW_WHERE)))))
         if t.num_rows:
             write_file(t, dst)
-        return
+        return t.num_rows
     try:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
     fsync_dir(dst.parent)
+    import pyarrow.parquet as pq
+
+    return pq.read_metadata(dst).num_rows
 
 
 # ------------------------------------------------------------------------------ engines
@@ -368,8 +372,10 @@ def run(opts: Options, settings, echo=print) -> dict:
                 dns_files=tuple(str(Path(f).resolve()) for f in opts.dns_files), since_ms=opts.since_ms,
                 until_ms=opts.until_ms, max_message_bytes=settings.kafka.max_message_bytes,
                 compression=settings.sink.compression, row_group_size=settings.sink.row_group_size)
+    carried: dict = {}     # retro-hunt: rows carried over per dataset, as written under ROOT
     for src, rel, ds in p.copies:
-        _copy(src, out / rel, ds)
+        n = _copy(src, out / rel, ds)
+        carried[ds] = carried.get(ds, 0) + n
     if spec.dns_files and spec.egress:
         _dns_answers(out, spec)
     done, pending = [], []
@@ -432,7 +438,7 @@ def run(opts: Options, settings, echo=print) -> dict:
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "since": _iso(opts.since_ms), "until": _iso(opts.until_ms),
         "inputs": p.inputs, "units": len(p.units), "units_resumed": len(done), "rows_pruned": p.pruned_rows,
-        "totals": totals, "findings": int(findings.num_rows), "findings_files": counts,
+        "totals": totals, "carried_over": carried, "findings": int(findings.num_rows), "findings_files": counts,
         "findings_seconds": round(findings_s, 3),
         "time_span": {"min": _iso(min(s[0] for s in spans)) if spans else None,
                       "max": _iso(max(s[1] for s in spans)) if spans else None},
