@@ -33,7 +33,7 @@ from .datasets import HITS, MESSAGES, SCHEMA_VERSION, dictionary_array
 from .decode import (FLAG_BITS, FMT_EDIFACT, FMT_FLAT, FMT_JSON, FMT_UNKNOWN, FMT_X12, FMT_XML, FORMAT_CODES,
                      FORMAT_NAMES, REASON_CODES, REASONS, TELEMETRY_NAMES, FormatResult)
 from .decode import layers as _layers
-from .decode.detect import read_only
+from .kernels._jit import read_only
 from .integrity import DEFAULT_ENTRIES, Seen, flags_array, origins
 from .kernels.dedupe import unique_pairs, unique_slices
 from .kernels.digest import payload_hash

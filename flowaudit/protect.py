@@ -52,6 +52,7 @@ from .datasets import dictionary_array
 from .kernels import dedupe as _dd
 from .kernels import hmac as _hk
 from .kernels import mask as _mk
+from .kernels._jit import read_only
 
 SEAL_ENCODING = "aes-256-gcm/v1"       # the ``raw_encoding`` of a sealed quarantine payload
 PLAIN_ENCODING = "plain"               # ``raw_encoding`` when the operator opted into raw values
@@ -260,7 +261,6 @@ def rules_of(names) -> tuple[np.ndarray, np.ndarray]:
             np.fromiter((p for _, p in pairs), np.int64, count=len(pairs)))
 
 
-_readonly = _hk.readonly      # read-only views: each kernel compiles once, for read-only inputs
 
 
 def _string_array(off: np.ndarray, data: np.ndarray) -> pa.StringArray:
@@ -275,11 +275,11 @@ def mask_slices(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, rule: np.
     None: the identifier rule) as one string array, equal to :func:`mask` value by value.
     Masked in the kernel (kernels/mask.py); a value with a character above U+00FF (other than
     U+FFFD) by the Python rule."""
-    buf = _readonly(buf, np.uint8)
-    starts, ends = _readonly(starts, np.int64), _readonly(ends, np.int64)
+    buf = read_only(buf, np.uint8)
+    starts, ends = read_only(starts, np.int64), read_only(ends, np.int64)
     n = starts.shape[0]
-    rule = _readonly(np.full(n, DEFAULT_RULE[0], np.uint8) if rule is None else rule, np.uint8)
-    param = _readonly(np.full(n, DEFAULT_RULE[1], np.int64) if param is None else param, np.int64)
+    rule = read_only(np.full(n, DEFAULT_RULE[0], np.uint8) if rule is None else rule, np.uint8)
+    param = read_only(np.full(n, DEFAULT_RULE[1], np.int64) if param is None else param, np.int64)
     out, off, todo = _mk.mask_values(buf, starts, ends, rule, param)   # raises on a slice outside buf
     other = np.flatnonzero(todo)
     if other.size:                                       # few: names in other scripts
@@ -316,11 +316,11 @@ def binary_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 def gather_strings(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.StringArray:
     """``buf[starts[i]:ends[i]]`` as strings, as ``bytes.decode("utf-8", errors="replace")`` gives
     them (copied once into one buffer; invalid UTF-8 takes the per-value Python decode)."""
-    buf = _readonly(buf, np.uint8)
-    starts, ends = _readonly(starts, np.int64), _readonly(ends, np.int64)
+    buf = read_only(buf, np.uint8)
+    starts, ends = read_only(starts, np.int64), read_only(ends, np.int64)
     off = np.zeros(starts.shape[0] + 1, np.int64)
     np.cumsum(ends - starts, out=off[1:])
-    data = _dd.gather_slices(buf, starts, ends, _readonly(off, np.int64))
+    data = _dd.gather_slices(buf, starts, ends, read_only(off, np.int64))
     arr = _string_array(off, data)
     try:
         arr.validate(full=True)                          # UTF-8 checked here

@@ -36,11 +36,26 @@ import inspect
 from pathlib import Path
 
 import numba
+import numpy as np
 from numba.core import config, types
 from numba.core.caching import FunctionCache
 from numba.core.registry import CPUDispatcher
 
 OPTIONS = dict(cache=True, nogil=True, error_model="numpy")
+
+
+def read_only(a, dtype=None) -> np.ndarray:
+    """``a`` as a contiguous read-only array (a view where it is writable; ``dtype`` converts it
+    first).  Kernels never write the arrays they read, and numba compiles (and caches, and
+    ``flowaudit warmup`` warms) one specialisation per argument type, read-only or not: a poll's
+    bytes are read-only, an Arrow column's buffer (the audit) or a decoded layer is not, and each
+    was a second compile of every kernel it reached (59 kernels, 30 s, in the first audit after a
+    warmup).  The shell hands kernels their inputs through this."""
+    a = np.ascontiguousarray(a, dtype=dtype)
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
 
 
 def sources_digest(folder: Path | str | None = None) -> str:

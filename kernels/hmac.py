@@ -34,7 +34,7 @@ from numba.core import cgutils
 from numba.core import types as nbtypes
 from numba.extending import intrinsic
 
-from ._jit import kernel
+from ._jit import kernel, read_only
 
 BLOCK = 64
 DIGEST = 32
@@ -373,17 +373,10 @@ def _digest():
 _NO_OUTER = np.zeros(0, np.uint32)
 _NO_OUTER.flags.writeable = False
 
-def readonly(a, dtype) -> np.ndarray:
-    """A read-only contiguous view: the kernels see one array type, so they compile once."""
-    v = np.ascontiguousarray(a, dtype=dtype).view()
-    v.flags.writeable = False
-    return v
-
-
 def _slices(buf, starts, ends):
-    buf = readonly(buf, np.uint8)
-    starts = readonly(starts, np.int64)
-    ends = readonly(ends, np.int64)
+    buf = read_only(buf, np.uint8)
+    starts = read_only(starts, np.int64)
+    ends = read_only(ends, np.int64)
     if buf.ndim != 1 or starts.ndim != 1 or starts.shape != ends.shape:
         raise ValueError("buf must be 1-d and starts / ends 1-d of one length")
     if starts.size and (starts.min() < 0 or (ends < starts).any() or ends.max() > buf.shape[0]):
@@ -399,9 +392,9 @@ def hmac_pads(key: bytes) -> tuple[np.ndarray, np.ndarray]:
         key = hashlib.sha256(key).digest()
     k = np.zeros(BLOCK, np.uint8)
     k[:len(key)] = np.frombuffer(key, np.uint8)
-    h0 = readonly(H0, np.uint32)
-    return (readonly(sha256_block_state(h0, readonly(k ^ np.uint8(0x36), np.uint8)), np.uint32),
-            readonly(sha256_block_state(h0, readonly(k ^ np.uint8(0x5C), np.uint8)), np.uint32))
+    h0 = read_only(H0, np.uint32)
+    return (read_only(sha256_block_state(h0, read_only(k ^ np.uint8(0x36), np.uint8)), np.uint32),
+            read_only(sha256_block_state(h0, read_only(k ^ np.uint8(0x5C), np.uint8)), np.uint32))
 
 
 def hmac_sha256_many(buf, starts, ends, pads: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -409,7 +402,7 @@ def hmac_sha256_many(buf, starts, ends, pads: tuple[np.ndarray, np.ndarray]) -> 
     :func:`hmac_pads` of the key."""
     buf, starts, ends = _slices(buf, starts, ends)
     out = np.empty((starts.shape[0], DIGEST), np.uint8)
-    _digest()(buf, starts, ends, readonly(pads[0], np.uint32), BLOCK, readonly(pads[1], np.uint32), out)
+    _digest()(buf, starts, ends, read_only(pads[0], np.uint32), BLOCK, read_only(pads[1], np.uint32), out)
     return out
 
 
@@ -417,5 +410,5 @@ def sha256_many(buf, starts, ends) -> np.ndarray:
     """``SHA256(buf[starts[i]:ends[i]])`` for every ``i``: (n, 32) uint8."""
     buf, starts, ends = _slices(buf, starts, ends)
     out = np.empty((starts.shape[0], DIGEST), np.uint8)
-    _digest()(buf, starts, ends, readonly(H0, np.uint32), 0, _NO_OUTER, out)
+    _digest()(buf, starts, ends, read_only(H0, np.uint32), 0, _NO_OUTER, out)
     return out

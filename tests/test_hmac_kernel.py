@@ -151,16 +151,17 @@ def test_slices_outside_the_buffer_raise(starts, ends):
 
 def test_the_kernel_checks_slices_itself(implementation):
     """The wrappers check first; the kernel checks again, since numba does not bounds-check."""
-    from flowaudit.kernels.hmac import BLOCK, readonly
+    from flowaudit.kernels._jit import read_only
+    from flowaudit.kernels.hmac import BLOCK
     _digest_many = H._digest_many_ni if implementation == "sha_ni" else H._digest_many
-    buf = readonly(np.zeros(10, np.uint8), np.uint8)       # the wrappers' array types: no new compile
+    buf = read_only(np.zeros(10, np.uint8), np.uint8)       # the wrappers' array types: no new compile
     pads = hmac_pads(b"k")
     for s, e in (([0], [11]), ([-1], [2]), ([3], [2])):
         with pytest.raises(ValueError):
-            _digest_many(buf, readonly(s, np.int64), readonly(e, np.int64), pads[0], BLOCK, pads[1],
+            _digest_many(buf, read_only(s, np.int64), read_only(e, np.int64), pads[0], BLOCK, pads[1],
                          np.empty((1, 32), np.uint8))
     with pytest.raises(ValueError):      # output of the wrong shape
-        _digest_many(buf, readonly([0], np.int64), readonly([1], np.int64), pads[0], BLOCK, pads[1],
+        _digest_many(buf, read_only([0], np.int64), read_only([1], np.int64), pads[0], BLOCK, pads[1],
                      np.empty((2, 32), np.uint8))
 
 

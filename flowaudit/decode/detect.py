@@ -3,19 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from flowaudit.kernels._jit import read_only
 from flowaudit.kernels.detect import detect_formats, validate_utf8
-
-
-def read_only(buf: np.ndarray) -> np.ndarray:
-    """``buf`` as a read-only array (a view when it is writable).  The kernels never write the
-    bytes they classify, and numba compiles (and caches, and ``flowaudit warmup`` warms) one
-    specialisation per argument type, read-only or not: a poll's bytes are read-only, an Arrow
-    column's buffer (the audit) or a decoded layer is not, and each was a second compile of
-    every kernel it reached (59 kernels, 30 s, in the first audit after a warmup)."""
-    if buf.flags.writeable:
-        buf = buf.view()
-        buf.flags.writeable = False
-    return buf
 
 
 def check_batch(buf, offsets, sel=None):

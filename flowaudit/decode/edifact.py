@@ -14,7 +14,7 @@ from flowaudit import schemas
 from flowaudit.kernels import edifact as _k
 
 from . import FLAG_BITS, FormatResult
-from .detect import read_only
+from ..kernels._jit import read_only
 
 KINDS = {"container": _k.KIND_CONTAINER, "imo": _k.KIND_IMO, "text": _k.KIND_TEXT, "lei": _k.KIND_LEI,
          "usci": _k.KIND_USCI, "eori": _k.KIND_EORI, "email": _k.KIND_EMAIL, "phone": _k.KIND_PHONE,

@@ -21,7 +21,8 @@ import numpy as np
 
 from flowaudit import schemas
 from flowaudit.decode import FormatResult
-from flowaudit.decode.detect import check_batch, read_only
+from flowaudit.decode.detect import check_batch
+from flowaudit.kernels._jit import read_only
 from flowaudit.kernels import jsonscan as K
 from flowaudit.kernels.jsonscan import PATH_CAP, json_scan, name_hash
 

@@ -35,7 +35,8 @@ import numpy as np
 
 from flowaudit import schemas
 from flowaudit.decode import REASON_CODES, FormatResult
-from flowaudit.decode.detect import check_batch, read_only
+from flowaudit.decode.detect import check_batch
+from flowaudit.kernels._jit import read_only
 from flowaudit.decode.json import compile_rules, run_kernel
 from flowaudit.kernels import jsonscan as K
 from flowaudit.kernels.dedupe import unique_slices
