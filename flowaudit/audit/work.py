@@ -429,9 +429,9 @@ def write_tables(out: Path, uid: str, tables: dict, spec: Spec) -> list[str]:
         if table.num_rows == 0:
             continue
         keys = hour_keys(np.asarray(ts, np.int64), 0)
-        for hk in np.unique(keys):
-            sel = np.flatnonzero(keys == hk)
-            part = table if sel.size == table.num_rows else table.take(pa.array(sel))
+        one = keys[0] == keys.min() == keys.max()          # mostly: a unit's rows in one hour
+        for hk in keys[:1] if one else np.unique(keys):
+            part = table if one else table.take(pa.array(np.flatnonzero(keys == hk)))
             final = out / f"dataset={name}" / hour_dir(int(hk)) / f"{uid}.parquet"
             write_file(part, final, spec.compression, spec.row_group_size, unique=name in _UNIQUE_DICTIONARIES)
             written.append(str(final.relative_to(out)))
