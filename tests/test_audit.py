@@ -258,6 +258,29 @@ def test_rerun_and_kill_9_resume_give_identical_files(dump, tmp_path):
     assert _bytes_of(out) == ref
 
 
+def test_quarantined_rows_are_sealed_to_the_same_bytes_on_every_run(tmp_path):
+    """Quarantined payloads are sealed (AES-256-GCM) with a nonce derived from the row and the
+    payload, so two audits of the same archive write identical quarantine files, and they open."""
+    d = tmp_path / "in" / "topic=port.json"
+    d.mkdir(parents=True)
+    values = [b'{"bl": "MAEU123456789"', b"\xff\xfe not utf-8", b'{"ok": true}', b"<a><b></a>"]
+    n = len(values)
+    pq.write_table(pa.table({"partition": pa.array([0] * n, pa.int32()), "offset": pa.array(range(n), pa.int64()),
+                             "timestamp": pa.array([T0 + i for i in range(n)], pa.timestamp("ms", tz="UTC")),
+                             "key": pa.array([b"k"] * n), "value": pa.array(values, pa.binary())}),
+                   d / "part-0.parquet")
+    for out in ("a", "b"):
+        audit(tmp_path / "in", "--out", tmp_path / out)
+    qa = {k: v for k, v in _bytes_of(tmp_path / "a").items() if "dataset=quarantine" in k}
+    assert qa and qa == {k: v for k, v in _bytes_of(tmp_path / "b").items() if "dataset=quarantine" in k}
+    q = table(tmp_path / "a", "quarantine")
+    assert q.num_rows >= 2 and set(q.column("raw_encoding").to_pylist()) == {"aes-256-gcm/v1"}
+    r = subprocess.run([sys.executable, "-m", "flowaudit", "quarantine", "show", str(tmp_path / "a"), "port.json", "0",
+                        "1", "--raw-out", str(tmp_path / "raw")], env=ENV, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "raw").read_bytes() == values[1]
+
+
 # ------------------------------------------------------------------------------ bad inputs
 def test_bad_file_in_the_middle_fails_or_is_skipped_by_flag(dump, tmp_path):
     d = tmp_path / "in"
