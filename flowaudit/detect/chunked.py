@@ -25,10 +25,11 @@ from .inventory import Inventory
 from .windows import _present, exposing, may_be_flow_borne, only_mask
 
 
-
-def _rg_ranges(md, col: int) -> list:
-    """(min, max) of column ``col`` per row group; None where there are no statistics, False where
+def _rg_ranges(md, name: str) -> list:
+    """(min, max) of the top-level column ``name`` per row group (by its Parquet column path, which
+    a nested column before it does not shift); None where there are no statistics, False where
     every value is null."""
+    col = [md.schema.column(i).path for i in range(md.num_columns)].index(name)
     out = []
     for i in range(md.num_row_groups):
         st = md.row_group(i).column(col).statistics
@@ -76,7 +77,7 @@ def _latest_ms(files, topics) -> int | None:
         if "ts_ms" not in names or "source" not in names:
             continue
         md = pf.metadata
-        for g, (r, s) in enumerate(zip(_rg_ranges(md, names.index("ts_ms")), _rg_ranges(md, names.index("source")))):
+        for g, (r, s) in enumerate(zip(_rg_ranges(md, "ts_ms"), _rg_ranges(md, "source"))):
             if r is False or s is False:
                 continue
             if r is None or s is None or s[0] != s[1]:
@@ -165,7 +166,7 @@ class WindowReader:
                     if self.names is None:
                         self.names = [c for c in self.cols if c in names]
                     ok = "ts_ms" in names and "source" in names
-                    self.ranges[path] = _rg_ranges(pf.metadata, names.index("ts_ms")) if ok else []
+                    self.ranges[path] = _rg_ranges(pf.metadata, "ts_ms") if ok else []
                 for g, r in enumerate(self.ranges[path]):
                     if r is False or (r is not None and (r[1] < lo_ms or r[0] >= hi_ms)):
                         continue
@@ -175,7 +176,7 @@ class WindowReader:
                             pf = pq.ParquetFile(path, pre_buffer=False)
                         have = pf.schema_arrow.names
                         t = pf.read_row_group(g, columns=self._columns(have) if whole else self._keys(have))
-                        rows = np.flatnonzero(_in_set(t.column("source"), self.topics).to_numpy())
+                        rows = np.flatnonzero(_in_set(t.column("source"), self.topics).fill_null(False).to_numpy())
                         if rows.size < t.num_rows:
                             t = t.take(rows)
                         grp = self.kept[(path, g)] = _Group(path, g, r[1] if r else 2**63 - 1, rows, t,
