@@ -271,8 +271,14 @@ def test_cuts_and_rows_from_memory_equal_those_read_from_storage(tmp_path, scena
 
 def test_without_flows_a_window_takes_only_the_exposing_messages_hits(tmp_path, no_flows):
     """The inventory's topics carry most hits, but with no flow from an inventory host they are
-    evidence of nothing: the windows correlate only the exposing messages' hits, to the same rows."""
-    want = _run(tmp_path, no_flows, "storage", memory=False)[0]
+    evidence of nothing: the windows correlate only the exposing messages' hits, from memory or
+    from storage, to the same rows as with every hit of those topics."""
+    every = W.may_be_flow_borne
+    W.may_be_flow_borne = lambda transfers: True      # the reference: every hit of the evidence topics
+    try:
+        want = _run(tmp_path, no_flows, "storage", memory=False)[0]
+    finally:
+        W.may_be_flow_borne = every
     sizes = []
     correlate = W._f.correlate
 
@@ -287,6 +293,14 @@ def test_without_flows_a_window_takes_only_the_exposing_messages_hits(tmp_path, 
     assert got == want and reads == []
     assert any(f["correlation"] == "message_borne" and f["occurrences"] for f in got)
     assert max(sizes) < 200                            # a few messages' hits, not the topics'
+    # from storage (memory off, or a window whose evidence outgrew it) the same rows, read the same way
+    sizes.clear()
+    W._f.correlate = spy
+    try:
+        got, fw, reads = _run(tmp_path, no_flows, "storage-only", memory=False)
+    finally:
+        W._f.correlate = correlate
+    assert got == want and "hits" in reads and 0 < max(sizes) < 200
 
 
 def test_a_catalog_version_the_gathered_hits_do_not_show_sends_the_window_to_storage(tmp_path):

@@ -33,8 +33,9 @@ partitions whose memory was dropped because it outgrew ``memory_bytes`` (taken u
 the next window close, at a file boundary).  A window whose rows could be filed under a record
 time the sink does not trust (before 2000 or after 2100), or whose hits carry a catalog version
 the gathered rows do not show, is read from storage alone, as before.  A window without a flow
-that can be flow-borne takes only the exposing messages' hits (the only ones it correlates).  So a restart, at any step, still recomputes a window from the same
-rows, and the ``findings`` dataset ends up with the same rows as an uninterrupted run.
+that can be flow-borne takes only the exposing messages' hits (the only ones it correlates),
+from memory or from storage.  So a restart, at any step, still recomputes a window from the
+same rows, and the ``findings`` dataset ends up with the same rows as an uninterrupted run.
 
 The event-time watermark is the least newest-record-time over the owned partitions (one at its
 end holds nothing back), so a slow partition keeps a window open.  Late data within the
@@ -562,10 +563,11 @@ class FindingsWindows:
         topics = self._evidence_topics(transfers)
         if topics:
             # without a flow that can be flow-borne, the hits that count are the exposing messages' own
-            only = exposing(transfers) if use_memory and not may_be_flow_borne(transfers) else None
+            only = exposing(transfers) if not may_be_flow_borne(transfers) else None
             stored: set = set()
             hits = self._gather("hits", lo, end, cut, topics, use_memory, only, stored)
-            if only is not None and hits.num_rows and not self._versions_shown(hits, cut, lo, stored):
+            if only is not None and hits is not None and hits.num_rows and \
+                    not self._versions_shown(hits, cut, lo, stored):
                 hits = self._gather("hits", lo, end, cut, topics, use_memory)   # every version shows
             messages = self._gather("messages", start, end, cut, topics, use_memory)
             if use_memory and hits is not None and hits.num_rows and not self._versions_shown(hits, cut, lo):
@@ -695,12 +697,12 @@ class FindingsWindows:
                 ) -> pa.Table | None:
         """Rows of ``name`` with record time in [lo, hi + lateness), filed in the hour folders that
         can hold them, below their partition's cut (of ``sources`` only, if given): from memory
-        where it holds them, from storage for the rest.  ``only`` (memory only): just the rows of
-        these messages (``topic+partition`` -> offsets); ``stored_versions`` gets the catalog
-        versions of every row read from storage, those left out included."""
+        where it holds them, from storage for the rest.  ``only``: just the rows of these messages
+        (``topic+partition`` -> offsets); ``stored_versions`` gets the catalog versions of every
+        row read from storage, those left out included."""
         columns = None if name == "transfers" else list(_SCHEMAS[name].names)
         if not use_memory or lo_ns // MS < self._kept_from[name]:
-            return self._read(name, lo_ns, hi_ns, cut, columns, sources)
+            return self._read(name, lo_ns, hi_ns, cut, columns, sources, only=only, versions=stored_versions)
         lo_ms, hi_ms = lo_ns // MS, -(-(hi_ns + self.lateness_ns) // MS)
         lo_h, hi_h = max(0, lo_ns // HOUR_NS), (hi_ns + self.lateness_ns) // HOUR_NS
         want = None if sources is None else frozenset(sources)
