@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow.parquet as pq
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from flowaudit.config import Settings
 from flowaudit.metrics import Metrics
@@ -168,3 +170,30 @@ def test_a_dataset_folder_with_no_file_yet_does_not_stop_the_first_window(tmp_pa
         (svc.root / f"dataset={name}" / "hour=2026-03-01T00").mkdir(parents=True)
     feed(svc, [(0, T0_MS + 10 * S, QUERY), (1, T0_MS + 400 * S, PLAIN)])
     assert [(r["platform"], r["window_start_ns"]) for r in findings(svc)] == [("LOGINK", T0_MS * 1_000_000)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["port.json", "port.xml", None]), st.integers(-2, 1), st.integers(0, 6)),
+                max_size=60),
+       st.dictionaries(st.sampled_from(["port.json+0", "port.json+-2", "port.xml+1", "port.xml+0", "None+0"]),
+                       st.lists(st.integers(0, 6), max_size=5)),
+       st.booleans(), st.integers(1, 3))
+@example([(None, 0, 5), ("port.json", 0, 5)], {"None+0": [5]}, False, 1)
+def test_only_mask_is_set_membership(rows, only, dictionary, chunks):
+    """``windows.only_mask`` (the findings' evidence filter, shared by the stream and the audit)
+    against plain set membership, over plain or dictionary topics in several chunks, negative
+    partitions and null topics (never wanted)."""
+    import pyarrow as pa
+
+    from flowaudit.detect.windows import only_mask
+
+    want = {k: np.unique(np.asarray(v, np.int64)) for k, v in only.items()}
+    src = pa.array([r[0] for r in rows], pa.string())
+    if dictionary:
+        src = src.dictionary_encode()
+    cuts = sorted({0, len(rows)} | {len(rows) * i // chunks for i in range(chunks)})
+    t = pa.table({"source": pa.chunked_array([src[a:b] for a, b in zip(cuts, cuts[1:])], src.type),
+                  "partition": pa.array([r[1] for r in rows], pa.int32()),
+                  "offset": pa.array([r[2] for r in rows], pa.int64())})
+    ref = [r[0] is not None and r[2] in set(only.get(f"{r[0]}+{r[1]}", [])) for r in rows]
+    assert only_mask(t, want).tolist() == ref
