@@ -261,8 +261,6 @@ def rules_of(names) -> tuple[np.ndarray, np.ndarray]:
             np.fromiter((p for _, p in pairs), np.int64, count=len(pairs)))
 
 
-
-
 def _string_array(off: np.ndarray, data: np.ndarray) -> pa.StringArray:
     if off[-1] > np.iinfo(np.int32).max:
         raise ValueError("more than 2 GiB of strings in one array")

@@ -219,13 +219,14 @@ def _plan_root(p: Plan, opts: Options, root: Path) -> None:
 def _copy(src: Path, dst: Path, ds: str) -> int:
     """Hard-link (or copy) a carried-over file; transfers lose their flow-matched rows.  Returns
     the rows written."""
+    import pyarrow.parquet as pq
+
     makedirs(dst.parent)
     if dst.exists():
         dst.unlink()
     if ds == "transfers":
         import pyarrow as pa
         import pyarrow.compute as pc
-        import pyarrow.parquet as pq
 
         from ..datasets import TRANSFERS
         from .work import write_file
@@ -240,8 +241,6 @@ def _copy(src: Path, dst: Path, ds: str) -> int:
     except OSError:
         shutil.copy2(src, dst)
     fsync_dir(dst.parent)
-    import pyarrow.parquet as pq
-
     return pq.read_metadata(dst).num_rows
 
 
