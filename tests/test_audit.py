@@ -446,6 +446,11 @@ def test_without_flows_the_chunks_read_only_the_exposing_messages_hits(dump, tmp
     assert got == one and any(r["correlation"] == "message_borne" and r["occurrences"] for r in got)
     hits = table(out, "hits")
     assert 0 < sum(sizes) <= sum(r["occurrences"] for r in got) < hits.num_rows // 4
+    # a window whose exposing messages hold no hits reads key columns only, and nothing else
+    ts = hits.column("ts_ms").to_numpy()
+    reader = C.WindowReader(out / "dataset=hits", F._H_COLS, {"port.json", "port.xml", "port.edifact", "port.x12"})
+    assert reader.read(int(ts.min()), int(ts.max()) + 1, {"port.json+0": np.array([10**9])}) is None
+    assert reader.kept and all(g.whole is None for g in reader.kept.values())
 
     # one hits file whose other rows came from an older catalogue
     exp = exposing(table(out, "transfers"))

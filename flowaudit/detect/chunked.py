@@ -124,9 +124,9 @@ class WindowReader:
     def read(self, lo_ms: int, hi_ms: int, only: dict | None = None):
         """The window's rows; ``only`` (``topic+partition`` -> sorted offsets,
         :func:`~flowaudit.detect.windows.exposing`): just the rows of those messages.  Where the
-        dataset has a ``catalog_version`` and those rows do not show every version the window's
-        rows of the topics have, every row is returned, as without ``only`` (the findings name
-        the versions of the hits they were read with)."""
+        dataset has a ``catalog_version`` and those rows (if any) do not show every version the
+        window's rows of the topics have, every row is returned, as without ``only`` (the
+        findings name the versions of the hits they were read with)."""
 
 
         self.kept = {k: v for k, v in self.kept.items() if v.max_ts >= lo_ms}   # windows only move forward
@@ -148,7 +148,7 @@ class WindowReader:
                     got.update(_present(t.column("catalog_version")))
             if t.num_rows:
                 parts.append(t.select([c for c in self.names if c in t.column_names]))
-        if not shown <= got:
+        if parts and not shown <= got:   # no rows: no finding of the window names a version
             return self.read(lo_ms, hi_ms)
         if not parts:
             return None
