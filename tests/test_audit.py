@@ -450,7 +450,7 @@ def test_without_flows_the_chunks_read_only_the_exposing_messages_hits(dump, tmp
     ts = hits.column("ts_ms").to_numpy()
     reader = C.WindowReader(out / "dataset=hits", F._H_COLS, {"port.json", "port.xml", "port.edifact", "port.x12"})
     assert reader.read(int(ts.min()), int(ts.max()) + 1, {"port.json+0": np.array([10**9])}) is None
-    assert reader.kept and all(g.whole is None for g in reader.kept.values())
+    assert all(g.whole is None for g in reader.kept.values())
 
     # one hits file whose other rows came from an older catalogue
     exp = exposing(table(out, "transfers"))
@@ -465,6 +465,61 @@ def test_without_flows_the_chunks_read_only_the_exposing_messages_hits(dump, tmp
     got, one = chunked(), F.correlate_root(out, **kw).to_pylist()
     assert got == one and any("c-older" in (r["catalog_version"] or "") for r in got)
     assert max(sizes) > 0 and sum(sizes) > sum(r["occurrences"] for r in got)   # that chunk read every hit
+
+
+def test_the_findings_reader_leaves_row_groups_its_footers_rule_out_unread(dump, tmp_path, monkeypatch):
+    """Reading only some messages' hits, a row group whose footer statistics (topic, partition,
+    offset ranges and its one catalog version) rule them all out is not read at all; a group
+    whose footer names no catalog version (a file from before the version had statistics) has its
+    key columns read, as before, and nothing more.  The rows equal a full read, filtered."""
+    import pyarrow.compute as pc
+
+    from flowaudit.detect import chunked as C
+    from flowaudit.detect import findings as F
+    from flowaudit.detect.windows import exposing, only_mask
+
+    out = tmp_path / "o"
+    audit(dump["dir"] / "flat", "--out", out, *std_args(dump))
+    base = out / "dataset=hits"
+    hits = table(out, "hits")
+    topics = set(pc.unique(hits.column("source").cast(pa.string())).to_pylist())
+    assert len(topics) == 4 and len(list(base.rglob("*.parquet"))) == 4      # one topic a file
+    only = {k: v for k, v in exposing(table(out, "transfers")).items() if k.startswith("port.json+")}
+    assert only
+    ts = hits.column("ts_ms").to_numpy()
+    lo, hi = int(ts.min()), int(ts.max()) + 1
+    reads = []
+    orig = pq.ParquetFile.read_row_group
+
+    def spy(self, i, columns=None, **kw):
+        t = orig(self, i, columns=columns, **kw)
+        reads.append((",".join(sorted(pc.unique(t.column("source").cast(pa.string())).to_pylist())),
+                      "value_hmac" in (columns or [])))       # (its topics, every column or the keys)
+        return t
+
+    def rows(t):
+        return sorted(zip(*(t.column(c).cast(pa.string()).to_pylist() if c == "source" else t.column(c).to_pylist()
+                            for c in ("source", "partition", "offset", "byte_start", "data_class"))))
+
+    def read(want):
+        reads.clear()
+        return C.WindowReader(base, F._H_COLS, topics).read(lo, hi, want)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", spy)
+    got = read(only)
+    assert rows(got) == rows(hits.filter(pa.array(only_mask(hits, only))))
+    assert sorted(reads) == [("port.json", False), ("port.json", True)]
+    assert read({"port.json+0": np.array([10**9])}) is None and reads == []   # beyond every offset range
+
+    # the XML file as an earlier flowaudit wrote it: no statistics on the catalog version
+    path = next(p for p in base.rglob("*.parquet")
+                if pq.read_table(p, columns=["source"]).column("source")[0].as_py() == "port.xml")
+    t = pq.read_table(path)
+    pq.write_table(t, path, write_statistics=["source", "partition", "offset", "ts_ms"])
+    assert pq.read_metadata(path).row_group(0).column(t.schema.get_field_index("catalog_version")).statistics is None
+    got = read(only)
+    assert rows(got) == rows(hits.filter(pa.array(only_mask(hits, only))))
+    assert sorted(reads) == [("port.json", False), ("port.json", True), ("port.xml", False)]
 
 
 # ------------------------------------------------------------------------------ synth --dump, ~50k messages

@@ -25,11 +25,15 @@ from .inventory import Inventory
 from .windows import _present, exposing, may_be_flow_borne, only_mask
 
 
-def _rg_ranges(md, name: str) -> list:
+def _rg_ranges(md, name: str, paths: list | None = None) -> list:
     """(min, max) of the top-level column ``name`` per row group (by its Parquet column path, which
-    a nested column before it does not shift); None where there are no statistics, False where
-    every value is null."""
-    col = [md.schema.column(i).path for i in range(md.num_columns)].index(name)
+    a nested column before it does not shift); None where there are no statistics (or no such
+    column), False where every value is null.  ``paths``: the file's column paths, where the
+    caller has them."""
+    paths = paths or [md.schema.column(i).path for i in range(md.num_columns)]
+    if name not in paths:
+        return [None] * md.num_row_groups
+    col = paths.index(name)
     out = []
     for i in range(md.num_row_groups):
         st = md.row_group(i).column(col).statistics
@@ -93,6 +97,46 @@ def _latest_ms(files, topics) -> int | None:
 _KEYS = ("source", "partition", "offset", "ts_ms")
 
 
+def _boxes(md) -> list:
+    """Per row group, from the footer: ((source min, max), (partition min, max), (offset min, max),
+    its catalog version or None where it holds several or does not say), or None where a
+    provenance statistic is missing -- what :func:`_may_hold` needs to leave the group unread."""
+    paths = [md.schema.column(i).path for i in range(md.num_columns)]
+    cols = [_rg_ranges(md, n, paths) for n in ("source", "partition", "offset", "catalog_version")]
+    out = []
+    for s_, p_, o_, v_ in zip(*cols):
+        ok = all(isinstance(x, tuple) for x in (s_, p_, o_))
+        out.append((s_, p_, o_, v_[0] if isinstance(v_, tuple) and v_[0] == v_[1] else None) if ok else None)
+    return out
+
+
+def _wanted(only: dict) -> list:
+    """``only`` (``topic+partition`` -> sorted offsets) as (topic, partition or None, offsets)."""
+    out = []
+    for key, offs in only.items():
+        topic, _, part = key.rpartition("+")
+        try:
+            out.append((topic, int(part), offs))
+        except ValueError:          # no partition: any group of the topic may hold it
+            out.append((key, None, offs))
+    return out
+
+
+def _may_hold(box, wanted: list) -> bool:
+    """Whether a row group with statistics ``box`` (:func:`_boxes`) can hold a message of
+    ``wanted`` (:func:`_wanted`): its topic, partition and an offset inside the group's ranges."""
+    (smin, smax), (pmin, pmax), (omin, omax), _v = box
+    for topic, part, offs in wanted:
+        if not smin <= topic <= smax or (part is not None and not pmin <= part <= pmax):
+            continue
+        if part is None:
+            return True
+        i = int(np.searchsorted(offs, omin))
+        if i < offs.size and offs[i] <= omax:
+            return True
+    return False
+
+
 def _pick(t, sel):
     return t.slice(*sel) if isinstance(sel, tuple) else t.filter(sel)
 
@@ -119,6 +163,7 @@ class WindowReader:
         self.topics = pa.array(sorted(topics), pa.string())
         self.names = None                # the columns returned (the first file's)
         self.ranges: dict = {}           # path -> ts_ms (min, max) per row group (footers only)
+        self.boxes: dict = {}            # path -> provenance ranges and version per row group (_boxes)
         self.kept: dict = {}             # (path, row group) -> _Group
 
     def read(self, lo_ms: int, hi_ms: int, only: dict | None = None):
@@ -126,12 +171,12 @@ class WindowReader:
         :func:`~flowaudit.detect.windows.exposing`): just the rows of those messages.  Where the
         dataset has a ``catalog_version`` and those rows (if any) do not show every version the
         window's rows of the topics have, every row is returned, as without ``only`` (the
-        findings name the versions of the hits they were read with)."""
-
-
+        findings name the versions of the hits they were read with).  A row group left unread
+        (:func:`_may_hold`) shows the one version its footer names; where the footer names none
+        or several, the group is read (a rule that can only read more than needed, never less)."""
         self.kept = {k: v for k, v in self.kept.items() if v.max_ts >= lo_ms}   # windows only move forward
         parts, shown, got = [], set(), set()
-        for grp in self._groups(lo_ms, hi_ms, whole=only is None):
+        for grp in self._groups(lo_ms, hi_ms, whole=only is None, only=only, shown=shown):
             sel = grp.window(lo_ms, hi_ms)
             if only is None:
                 t = _pick(grp.whole, sel)
@@ -154,8 +199,12 @@ class WindowReader:
             return None
         return parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="default")
 
-    def _groups(self, lo_ms: int, hi_ms: int, whole: bool):
-        """The kept or newly read row groups that can hold rows of [lo_ms, hi_ms), in file order."""
+    def _groups(self, lo_ms: int, hi_ms: int, whole: bool, only: dict | None = None, shown: set | None = None):
+        """The kept or newly read row groups that can hold rows of [lo_ms, hi_ms), in file order;
+        with ``only``, not those whose footer rules out all of its messages (their catalog
+        version goes to ``shown``)."""
+        wanted = _wanted(only) if only is not None else None
+        topics = None
         for h in range(lo_ms // 3_600_000, -(-hi_ms // 3_600_000)):
             # the sink files a row under its record hour (sinks.parquet.hour_dir)
             for path in sorted((self.base / hour_dir(h)).glob("*.parquet")):
@@ -166,11 +215,21 @@ class WindowReader:
                     if self.names is None:
                         self.names = [c for c in self.cols if c in names]
                     ok = "ts_ms" in names and "source" in names
-                    self.ranges[path] = _rg_ranges(pf.metadata, "ts_ms") if ok else []
+                    md = pf.metadata
+                    self.ranges[path] = _rg_ranges(md, "ts_ms") if ok else []
+                    self.boxes[path] = _boxes(md) if ok else []
                 for g, r in enumerate(self.ranges[path]):
                     if r is False or (r is not None and (r[1] < lo_ms or r[0] >= hi_ms)):
                         continue
                     grp = self.kept.get((path, g))
+                    box = self.boxes[path][g] if grp is None and wanted is not None else None
+                    versions = "catalog_version" in self.names
+                    if box is not None and (box[3] is not None or not versions) and not _may_hold(box, wanted):
+                        if versions:
+                            topics = topics if topics is not None else self.topics.to_pylist()
+                            if any(box[0][0] <= x <= box[0][1] for x in topics):
+                                shown.add(box[3])
+                        continue
                     if grp is None:
                         if pf is None:
                             pf = pq.ParquetFile(path, pre_buffer=False)
