@@ -522,6 +522,18 @@ def test_the_findings_reader_leaves_row_groups_its_footers_rule_out_unread(dump,
     assert sorted(reads) == [("port.json", False), ("port.json", True), ("port.xml", False)]
 
 
+def test_a_units_rows_of_one_hour_are_a_slice_where_they_run_and_equal_a_gather():
+    """write_tables files a unit's rows per record hour: one run of rows is taken as a slice
+    (no copy), scattered rows by a gather; both give the same rows and dictionaries."""
+    from flowaudit.audit.work import _rows
+
+    t = pa.table({"n": pa.array(np.arange(10)), "d": pa.array(["x", "y", "z", "x", "y"] * 2).dictionary_encode()})
+    for idx in (np.arange(3, 7), np.array([0, 2, 5]), np.array([9]), np.arange(10)):
+        got, want = _rows(t, idx), t.take(pa.array(idx))
+        assert got.equals(want)
+        assert got.column("d").chunk(0).dictionary.equals(want.column("d").chunk(0).dictionary)
+
+
 # ------------------------------------------------------------------------------ synth --dump, ~50k messages
 @pytest.fixture(scope="module")
 def synth_dump(tmp_path_factory):

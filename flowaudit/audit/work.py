@@ -431,11 +431,17 @@ def write_tables(out: Path, uid: str, tables: dict, spec: Spec) -> list[str]:
         keys = hour_keys(np.asarray(ts, np.int64), 0)
         one = keys[0] == keys.min() == keys.max()          # mostly: a unit's rows in one hour
         for hk in keys[:1] if one else np.unique(keys):
-            part = table if one else table.take(pa.array(np.flatnonzero(keys == hk)))
+            part = table if one else _rows(table, np.flatnonzero(keys == hk))
             final = out / f"dataset={name}" / hour_dir(int(hk)) / f"{uid}.parquet"
             write_file(part, final, spec.compression, spec.row_group_size, unique=name in _UNIQUE_DICTIONARIES)
             written.append(str(final.relative_to(out)))
     return written
+
+
+def _rows(table: pa.Table, idx: np.ndarray) -> pa.Table:
+    """Rows ``idx`` (ascending) of ``table``: a slice where they are one run (an hour of a unit whose
+    record times rise, the usual case), else a gather; the same columns and dictionaries either way."""
+    return table.slice(int(idx[0]), idx.size) if int(idx[-1]) - int(idx[0]) + 1 == idx.size else table.take(pa.array(idx))
 
 
 def marker_path(out: Path, uid: str) -> Path:
