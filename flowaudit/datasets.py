@@ -215,12 +215,12 @@ def dictionary_array(indices, values: pa.Array) -> pa.DictionaryArray:
 
 def statistics_columns(schema: pa.Schema) -> list[str]:
     """The columns that get row-group min/max statistics: the provenance columns (a file holds one
-    topic or input, and offsets and record times rise through it), the other plain numbers, and
-    the catalog version (one per batch: with the provenance ranges it lets a findings reader leave
-    a row group unread, flowaudit.detect.chunked).  Other labels, masked and keyed values and raw
-    bytes get none: a row group holds most labels and a random spread of hashes, so their
-    statistics never skip anything, and computing them was a quarter of a hits file's write time."""
-    prov = {f.name for f in _PROVENANCE} | {"catalog_version"}
+    topic or input, and offsets and record times rise through it: a findings reader leaves a row
+    group unread by them, flowaudit.detect.chunked) and the other plain numbers.  Labels, masked
+    and keyed values and raw bytes get none: a row group holds most labels and a random spread of
+    hashes, so their statistics never skip anything, and computing them was a quarter of a hits
+    file's write time."""
+    prov = {f.name for f in _PROVENANCE}
     return [f.name for f in schema
             if f.name in prov or pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
             or pa.types.is_timestamp(f.type)]

@@ -413,9 +413,10 @@ def test_chunked_correlation_equals_one_call(dump, tmp_path):
 def test_without_flows_the_chunks_read_only_the_exposing_messages_hits(dump, tmp_path):
     """With no transfer that can make a flow-borne finding, a chunk's evidence is the exposing
     messages' own hits: the reader decodes the rest of a row group only where one of them is,
-    hands on just their rows, and the findings equal one call over every hit.  Where the other
-    hits show a catalog version those rows do not, the chunk reads them all, so the findings
-    still name every version (as one call and the stream do)."""
+    hands on just their rows, and the findings equal one call over every hit.  A finding names the
+    catalogue versions of its own evidence: other hits of an older catalogue change nothing and
+    are never read; its own hits re-classified under another version show in it, read the same
+    way."""
     import pyarrow.compute as pc
 
     from flowaudit.detect import chunked as C
@@ -452,26 +453,29 @@ def test_without_flows_the_chunks_read_only_the_exposing_messages_hits(dump, tmp
     assert reader.read(int(ts.min()), int(ts.max()) + 1, {"port.json+0": np.array([10**9])}) is None
     assert all(g.whole is None for g in reader.kept.values())
 
-    # one hits file whose other rows came from an older catalogue
+    # one hits file whose other rows came from an older catalogue, then its exposing rows too
     exp = exposing(table(out, "transfers"))
     path = max((out / "dataset=hits").rglob("*.parquet"), key=lambda p: pq.read_metadata(p).num_rows)
     t = pq.read_table(path)
     mine = only_mask(t, exp)
     assert mine.any() and not mine.all()
-    cv = pc.cast(t.column("catalog_version"), pa.string()).to_pylist()
-    cv = [v if m else "c-older" for v, m in zip(cv, mine)]
+    versions = {r["finding_id"]: r["catalog_version"] for r in got}
     i = t.schema.get_field_index("catalog_version")
-    pq.write_table(t.set_column(i, t.schema.field(i), pa.array(cv).dictionary_encode()), path)
-    got, one = chunked(), F.correlate_root(out, **kw).to_pylist()
-    assert got == one and any("c-older" in (r["catalog_version"] or "") for r in got)
-    assert max(sizes) > 0 and sum(sizes) > sum(r["occurrences"] for r in got)   # that chunk read every hit
+    for older in (~mine, np.ones(len(mine), bool)):
+        cv = [v if not o else "c-older" for v, o in zip(pc.cast(t.column("catalog_version"), pa.string()).to_pylist(),
+                                                      older)]
+        pq.write_table(t.set_column(i, t.schema.field(i), pa.array(cv).dictionary_encode()), path)
+        got, one = chunked(), F.correlate_root(out, **kw).to_pylist()
+        assert got == one and sum(sizes) <= sum(r["occurrences"] for r in got)   # only the exposing hits read
+        named = [r for r in got if "c-older" in (r["catalog_version"] or "")]
+        assert bool(named) == older.all()
+        assert all(r["catalog_version"] == versions[r["finding_id"]] for r in got if r not in named)
 
 
 def test_the_findings_reader_leaves_row_groups_its_footers_rule_out_unread(dump, tmp_path, monkeypatch):
-    """Reading only some messages' hits, a row group whose footer statistics (topic, partition,
-    offset ranges and its one catalog version) rule them all out is not read at all; a group
-    whose footer names no catalog version (a file from before the version had statistics) has its
-    key columns read, as before, and nothing more.  The rows equal a full read, filtered."""
+    """Reading only some messages' hits, a row group whose footer statistics (topic, partition and
+    offset ranges) rule them all out is not read at all; a group without those statistics has
+    its key columns read, and nothing more.  The rows equal a full read, filtered."""
     import pyarrow.compute as pc
 
     from flowaudit.detect import chunked as C
@@ -511,12 +515,12 @@ def test_the_findings_reader_leaves_row_groups_its_footers_rule_out_unread(dump,
     assert sorted(reads) == [("port.json", False), ("port.json", True)]
     assert read({"port.json+0": np.array([10**9])}) is None and reads == []   # beyond every offset range
 
-    # the XML file as an earlier flowaudit wrote it: no statistics on the catalog version
+    # the XML file written without statistics (another writer): its key columns are read to rule it out
     path = next(p for p in base.rglob("*.parquet")
                 if pq.read_table(p, columns=["source"]).column("source")[0].as_py() == "port.xml")
     t = pq.read_table(path)
-    pq.write_table(t, path, write_statistics=["source", "partition", "offset", "ts_ms"])
-    assert pq.read_metadata(path).row_group(0).column(t.schema.get_field_index("catalog_version")).statistics is None
+    pq.write_table(t, path, write_statistics=False)
+    assert pq.read_metadata(path).row_group(0).column(t.schema.get_field_index("offset")).statistics is None
     got = read(only)
     assert rows(got) == rows(hits.filter(pa.array(only_mask(hits, only))))
     assert sorted(reads) == [("port.json", False), ("port.json", True), ("port.xml", False)]

@@ -144,6 +144,31 @@ def test_message_borne_takes_the_whole_interchange_and_only_it():
     assert f2["entity"] == "topic:port.edifact" and f2["application"] is None
 
 
+def test_a_finding_names_the_catalogue_versions_of_its_own_evidence():
+    """Two exposures in one window, their hits classified under two catalogue versions (a
+    catalogue upgrade mid-window): each finding names the versions of the hits it was made from,
+    not every version the window holds, so it reads the same however the root is split or read;
+    a finding without evidence hits names none."""
+    t = transfers([dict(source="port.edifact", offset=7, seen_where="EDI_UNB", indicator="LOGINKHUB",
+                        indicator_type="edi_party", src_addr=None, dst_addr=None),
+                   dict(source="port.json", offset=3, seen_where="JSON_PATH", indicator="gateway.logink.cn",
+                        indicator_type="host", src_addr=None, dst_addr=None),
+                   dict(source="port.xml", offset=1, seen_where="XML_ELEMENT", indicator="gateway.logink.cn",
+                        indicator_type="host", src_addr=None, dst_addr=None),
+                   dict(src_addr="192.0.2.130", dst_addr="203.0.113.5")])
+    h = hits([dict(source="port.edifact", offset=7, value="MSCU1234565", catalog_version="c1"),
+              dict(source="port.edifact", offset=7, value="31202612345678", data_class="customs_reference",
+                   catalog_version="c2"),
+              dict(source="port.json", offset=3, value="MSCU1234565", catalog_version="c2"),
+              dict(source="port.json", offset=4, value="x@y.z", data_class="email", catalog_version="c3"),
+              dict(source="port.x12", offset=2, value="123456", data_class="seal_number", catalog_version="c4")])
+    got = {f["entity"]: f["catalog_version"] for f in F.correlate(t, h, inventory=INV).to_pylist()}
+    assert got["app:edi-gateway"] == "c1,c2"           # its message's hits: two versions
+    assert got["app:tracking-gw"] == "c2"              # port.json's: not the c3 of another message there
+    assert got["topic:port.xml"] is None               # no hits of its message
+    assert got["192.0.2.130"] == "c1,c2,c4"            # flow-borne: its inventory topics' hits in the window
+
+
 def test_flow_borne_window_lookback_and_inventory():
     t = transfers([dict(src_addr="192.0.2.130", dst_addr="203.0.113.5", bytes=100, bytes_scaled=1000,
                         time_ns=T0 * 1_000_000 + 2 * HOUR + 60 * 10**9)])

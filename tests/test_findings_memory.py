@@ -303,18 +303,6 @@ def test_without_flows_a_window_takes_only_the_exposing_messages_hits(tmp_path, 
     assert got == want and "hits" in reads and 0 < max(sizes) < 200
 
 
-def test_a_catalog_version_the_gathered_hits_do_not_show_sends_the_window_to_storage(tmp_path):
-    fw = W.FindingsWindows(tmp_path, 300, 60, 0)
-    fw.activate(("port.json", 0), 0, 0)
-    fw._parts["port.json+0"].versions.append((T0_MS, frozenset({"c1", "c2"})))
-    hits = pa.table({"catalog_version": pa.array(["c1", "c1"]).dictionary_encode()})
-    assert not fw._versions_shown(hits, {"port.json+0": 10}, T0_MS * 1_000_000)
-    assert fw._versions_shown(hits, {"port.json+1": 10}, T0_MS * 1_000_000)       # not a partition of the cut
-    fw._parts["port.json+0"].versions[0] = (T0_MS, frozenset({"c1"}))
-    assert fw._versions_shown(hits, {"port.json+0": 10}, T0_MS * 1_000_000)
-    assert not fw._versions_shown(hits, {"port.json+0": 10}, T0_MS * 1_000_000, {"c0"})   # storage showed c0
-
-
 def test_a_window_close_keeps_the_earlier_windows_other_findings(tmp_path):
     """The stream writes what a window close changed: the earlier window's findings it closes
     replace their own rows, and that window's findings that go on stay in its file."""

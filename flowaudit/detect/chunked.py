@@ -22,7 +22,7 @@ from ..datasets import FINDINGS
 from ..sinks.parquet import hour_dir
 from . import findings as F
 from .inventory import Inventory
-from .windows import _present, exposing, may_be_flow_borne, only_mask
+from .windows import exposing, may_be_flow_borne, only_mask
 
 
 def _rg_ranges(md, name: str, paths: list | None = None) -> list:
@@ -48,9 +48,8 @@ def _rg_ranges(md, name: str, paths: list | None = None) -> list:
 
 class _Group:
     """One row group as the reader keeps it: its rows of the wanted topics (``rows``, positions in
-    the group), their key columns (``keys``: source, partition, offset, ts_ms and the catalog
-    version where the reader returns one) and, once a window needed them, every column of those rows
-    (``whole``)."""
+    the group), their key columns (``keys``: source, partition, offset, ts_ms) and, once a window
+    needed them, every column of those rows (``whole``)."""
     __slots__ = ("path", "g", "max_ts", "rows", "keys", "rising", "whole")
 
     def __init__(self, path, g, max_ts, rows, keys, whole):
@@ -98,16 +97,12 @@ _KEYS = ("source", "partition", "offset", "ts_ms")
 
 
 def _boxes(md) -> list:
-    """Per row group, from the footer: ((source min, max), (partition min, max), (offset min, max),
-    its catalog version or None where it holds several or does not say), or None where a
-    provenance statistic is missing -- what :func:`_may_hold` needs to leave the group unread."""
+    """Per row group, from the footer: ((source min, max), (partition min, max), (offset min, max)),
+    or None where one of those statistics is missing -- what :func:`_may_hold` needs to leave the
+    group unread."""
     paths = [md.schema.column(i).path for i in range(md.num_columns)]
-    cols = [_rg_ranges(md, n, paths) for n in ("source", "partition", "offset", "catalog_version")]
-    out = []
-    for s_, p_, o_, v_ in zip(*cols):
-        ok = all(isinstance(x, tuple) for x in (s_, p_, o_))
-        out.append((s_, p_, o_, v_[0] if isinstance(v_, tuple) and v_[0] == v_[1] else None) if ok else None)
-    return out
+    cols = [_rg_ranges(md, n, paths) for n in ("source", "partition", "offset")]
+    return [box if all(isinstance(x, tuple) for x in box) else None for box in zip(*cols)]
 
 
 def _wanted(only: dict) -> list:
@@ -125,7 +120,7 @@ def _wanted(only: dict) -> list:
 def _may_hold(box, wanted: list) -> bool:
     """Whether a row group with statistics ``box`` (:func:`_boxes`) can hold a message of
     ``wanted`` (:func:`_wanted`): its topic, partition and an offset inside the group's ranges."""
-    (smin, smax), (pmin, pmax), (omin, omax), _v = box
+    (smin, smax), (pmin, pmax), (omin, omax) = box
     for topic, part, offs in wanted:
         if not smin <= topic <= smax or (part is not None and not pmin <= part <= pmax):
             continue
@@ -163,48 +158,34 @@ class WindowReader:
         self.topics = pa.array(sorted(topics), pa.string())
         self.names = None                # the columns returned (the first file's)
         self.ranges: dict = {}           # path -> ts_ms (min, max) per row group (footers only)
-        self.boxes: dict = {}            # path -> provenance ranges and version per row group (_boxes)
+        self.boxes: dict = {}            # path -> provenance ranges per row group (_boxes)
         self.kept: dict = {}             # (path, row group) -> _Group
 
     def read(self, lo_ms: int, hi_ms: int, only: dict | None = None):
         """The window's rows; ``only`` (``topic+partition`` -> sorted offsets,
-        :func:`~flowaudit.detect.windows.exposing`): just the rows of those messages.  Where the
-        dataset has a ``catalog_version`` and those rows (if any) do not show every version the
-        window's rows of the topics have, every row is returned, as without ``only`` (the
-        findings name the versions of the hits they were read with).  A row group left unread
-        (:func:`_may_hold`) shows the one version its footer names; where the footer names none
-        or several, the group is read (a rule that can only read more than needed, never less)."""
+        :func:`~flowaudit.detect.windows.exposing`): just the rows of those messages (a finding
+        counts, and names the catalogue versions of, its own evidence hits only)."""
         self.kept = {k: v for k, v in self.kept.items() if v.max_ts >= lo_ms}   # windows only move forward
-        parts, shown, got = [], set(), set()
-        for grp in self._groups(lo_ms, hi_ms, whole=only is None, only=only, shown=shown):
+        parts = []
+        for grp in self._groups(lo_ms, hi_ms, whole=only is None, only=only):
             sel = grp.window(lo_ms, hi_ms)
             if only is None:
                 t = _pick(grp.whole, sel)
             else:
-                k = _pick(grp.keys, sel)
-                versions = "catalog_version" in self.names and "catalog_version" in k.column_names
-                if versions:
-                    shown.update(_present(k.column("catalog_version")))
-                m = only_mask(k, only)
+                m = only_mask(_pick(grp.keys, sel), only)
                 if not m.any():
                     continue
                 t = _pick(self._whole(grp), sel).filter(pa.array(m))
-                if versions:
-                    got.update(_present(t.column("catalog_version")))
             if t.num_rows:
                 parts.append(t.select([c for c in self.names if c in t.column_names]))
-        if parts and not shown <= got:   # no rows: no finding of the window names a version
-            return self.read(lo_ms, hi_ms)
         if not parts:
             return None
         return parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="default")
 
-    def _groups(self, lo_ms: int, hi_ms: int, whole: bool, only: dict | None = None, shown: set | None = None):
+    def _groups(self, lo_ms: int, hi_ms: int, whole: bool, only: dict | None = None):
         """The kept or newly read row groups that can hold rows of [lo_ms, hi_ms), in file order;
-        with ``only``, not those whose footer rules out all of its messages (their catalog
-        version goes to ``shown``)."""
+        with ``only``, not those whose footer rules out all of its messages."""
         wanted = _wanted(only) if only is not None else None
-        topics = None
         for h in range(lo_ms // 3_600_000, -(-hi_ms // 3_600_000)):
             # the sink files a row under its record hour (sinks.parquet.hour_dir)
             for path in sorted((self.base / hour_dir(h)).glob("*.parquet")):
@@ -223,12 +204,7 @@ class WindowReader:
                         continue
                     grp = self.kept.get((path, g))
                     box = self.boxes[path][g] if grp is None and wanted is not None else None
-                    versions = "catalog_version" in self.names
-                    if box is not None and (box[3] is not None or not versions) and not _may_hold(box, wanted):
-                        if versions:
-                            topics = topics if topics is not None else self.topics.to_pylist()
-                            if any(box[0][0] <= x <= box[0][1] for x in topics):
-                                shown.add(box[3])
+                    if box is not None and not _may_hold(box, wanted):
                         continue
                     if grp is None:
                         if pf is None:
@@ -245,8 +221,7 @@ class WindowReader:
                     yield grp
 
     def _keys(self, have) -> list[str]:
-        """The key columns, and the catalog version where the reader returns it."""
-        return [c for c in _KEYS if c in have] + [c for c in ("catalog_version",) if c in have and c in self.names]
+        return [c for c in _KEYS if c in have]
 
     def _columns(self, have) -> list[str]:
         return list(dict.fromkeys([c for c in self.names if c in have] + ["ts_ms", "source"]))

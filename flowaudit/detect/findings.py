@@ -284,10 +284,7 @@ class _Hits:
         src, self.source_names = sorted_codes("source")
         cls, self.class_names = sorted_codes("data_class")
         self.sens_names = names("sensitivity")
-        cv_names = names("catalog_version")
-        # the versions the hits hold (a dictionary can carry entries no row uses)
-        used = np.flatnonzero(np.bincount(codes("catalog_version"), minlength=len(cv_names)))
-        self.catalog_versions = sorted({v for v in (cv_names[i] for i in used) if v})
+        self.cv_names = names("catalog_version")     # a finding names those of its own evidence
         srank = np.asarray([SENS_RANK.get(x, 0) for x in self.sens_names] + [0], np.int32)
         sens_c = codes("sensitivity")
         ts = t.column("ts_ms")
@@ -301,6 +298,7 @@ class _Hits:
             "srank": pl.Series(srank[sens_c], dtype=pl.Int32),
             "hmac": pl.Series(_hmac_ids(t.column("value_hmac")), dtype=pl.Int64),
             "byte_start": pl.Series(t.column("byte_start").to_numpy(), dtype=pl.Int64),
+            "cv": pl.Series(codes("catalog_version"), dtype=pl.Int32),
             "row": pl.Series(np.arange(n, dtype=np.int64)),
         }).with_columns(pl.col("t").cast(pl.Int64))
 
@@ -411,6 +409,7 @@ def _aggregate(T: pl.DataFrame, H: _Hits, messages: pa.Table | None, window_ns: 
     observed = MxC.join(cand.drop("t"), on=["src", "partition", "offset"], how="inner")
     stats = [_class_stats(observed, KEY)]
     samples = [_top_samples(observed.select(KEY + _HCOLS), KEY)]
+    versions = [observed.group_by(KEY).agg(cvs=pl.col("cv").unique())]   # of each finding's own evidence
     # flow-borne: what the host's inventory topics carried in the window plus the look-back,
     # computed once per (window, set of topics) and shared by every host with that set
     inf_msgs = []
@@ -435,6 +434,7 @@ def _aggregate(T: pl.DataFrame, H: _Hits, messages: pa.Table | None, window_ns: 
             keys = Fw.filter(pl.col("tkey") == tkey).select(KEY).lazy()
             stats.append(keys.join(_class_stats(W, []).lazy(), how="cross"))
             samples.append(keys.join(_top_samples(W.select(_HCOLS), []).lazy(), how="cross"))
+            versions.append(keys.join(W.lazy().select(cvs=pl.col("cv").unique().implode()), how="cross"))
             n_msgs = W.select(pl.col("src").cast(pl.Int64) * 2**56 + pl.col("partition").cast(pl.Int64) * 2**40
                               + pl.col("offset")).to_series().n_unique()
             inf_msgs.append(keys.with_columns(i_messages=pl.lit(n_msgs)))
@@ -453,13 +453,16 @@ def _aggregate(T: pl.DataFrame, H: _Hits, messages: pa.Table | None, window_ns: 
     picked = pl.from_arrow(H.take_plain(S["row"].to_numpy(), _SAMPLE_FIELDS)).to_struct("sample")
     S = (pl.DataFrame([S[c] for c in KEY] + [picked]).lazy()
          .group_by(KEY, maintain_order=True).agg(samples=pl.col("sample")))
-    out = agg.join(C, on=KEY, how="left").join(S, on=KEY, how="left").join(msg_stats, on=KEY, how="left")
+    V = (pl.concat([v.select(KEY + ["cvs"]) for v in versions]).explode("cvs")
+         .group_by(KEY).agg(cvs=pl.col("cvs").drop_nulls().unique()))
+    out = (agg.join(C, on=KEY, how="left").join(S, on=KEY, how="left").join(msg_stats, on=KEY, how="left")
+           .join(V, on=KEY, how="left"))
     if inf_msgs:
         out = out.join(pl.concat(inf_msgs), on=KEY, how="left")
     rows = _collect(out.sort(KEY)).to_dicts()
-    cat = ",".join(H.catalog_versions) or None
-    for r in rows:
-        r["catalog_version"] = cat if r.get("occurrences") else None
+    for r in rows:   # the catalogue versions that classified the finding's evidence hits
+        names = sorted({H.cv_names[c] for c in r.pop("cvs", None) or () if H.cv_names[c]})
+        r["catalog_version"] = (",".join(names) or None) if r.get("occurrences") else None
     return rows
 
 

@@ -31,10 +31,9 @@ offset), every file of a partition whose log was reset (a new epoch: offsets sta
 whose publish was abandoned part-way, of a partition this process does not own, and of
 partitions whose memory was dropped because it outgrew ``memory_bytes`` (taken up again from
 the next window close, at a file boundary).  A window whose rows could be filed under a record
-time the sink does not trust (before 2000 or after 2100), or whose hits carry a catalog version
-the gathered rows do not show, is read from storage alone, as before.  A window without a flow
-that can be flow-borne takes only the exposing messages' hits (the only ones it correlates),
-from memory or from storage.  So a restart, at any step, still recomputes a window from the
+time the sink does not trust (before 2000 or after 2100) is read from storage alone, as before.
+A window without a flow that can be flow-borne takes only the exposing messages' hits (the only
+ones it correlates, and whose catalogue versions its findings name), from memory or from storage.  So a restart, at any step, still recomputes a window from the
 same rows, and the ``findings`` dataset ends up with the same rows as an uninterrupted run.
 
 The event-time watermark is the least newest-record-time over the owned partitions (one at its
@@ -151,13 +150,12 @@ class _Part:
     """One owned partition's evidence: rows filed at offsets >= ``floor`` are in memory (None:
     none are; everything is read from storage)."""
 
-    __slots__ = ("floor", "epoch", "sticky", "chunks", "oldest", "versions", "nbytes")
+    __slots__ = ("floor", "epoch", "sticky", "chunks", "oldest", "nbytes")
 
     def __init__(self, floor: int | None, epoch: int, sticky: bool = False):
         self.floor, self.epoch, self.sticky = floor, epoch, sticky
         self.chunks: dict[str, list[_Chunk]] = {"transfers": [], "hits": [], "messages": [], "cuts": []}
         self.oldest = dict.fromkeys(self.chunks, _NEVER)   # least record time of each dataset's chunks
-        self.versions: list[tuple[int, frozenset]] = []   # (newest record time, catalog versions) per hits table
         self.nbytes = 0
 
     def drop(self, sticky: bool = False) -> None:
@@ -166,7 +164,6 @@ class _Part:
         for v in self.chunks.values():
             v.clear()
         self.oldest = dict.fromkeys(self.chunks, _NEVER)
-        self.versions.clear()
         self.nbytes = 0
 
 
@@ -446,8 +443,6 @@ class FindingsWindows:
                         self._add(part, "messages", _conform(t.filter(pa.array(m)), _SCHEMAS["messages"]), hk[m], k)
             t, o = placed("hits")
             if t is not None:
-                versions = frozenset(_present(t.column("catalog_version")))
-                part.versions.append((int(_np(t.column("ts_ms")).max()), versions))
                 # the evidence: the inventory topics' hits, and the hits of the messages that are transfers
                 m = _isin(t.column("source"), self._inv_topics) if len(self._inv_topics) else \
                     np.zeros(t.num_rows, bool)
@@ -504,7 +499,6 @@ class FindingsWindows:
                     p.chunks[name] = [c for c in (c.keep_from(lo) for c in p.chunks[name]) if c is not None]
                     p.nbytes += sum(c.nbytes for c in p.chunks[name]) - before
                     p.oldest[name] = min((c.lo for c in p.chunks[name]), default=_NEVER)
-                p.versions = [v for v in p.versions if v[0] >= bounds["hits"]]
 
     def _rearm(self, flushed: dict[str, int]) -> None:
         """Partitions whose memory was dropped (too big) take it up again from their files' end:
@@ -563,16 +557,10 @@ class FindingsWindows:
         topics = self._evidence_topics(transfers)
         if topics:
             # without a flow that can be flow-borne, the hits that count are the exposing messages' own
+            # (a finding names the catalogue versions of its own evidence hits: no other hit counts)
             only = exposing(transfers) if not may_be_flow_borne(transfers) else None
-            stored: set = set()
-            hits = self._gather("hits", lo, end, cut, topics, use_memory, only, stored)
-            if only is not None and hits is not None and hits.num_rows and \
-                    not self._versions_shown(hits, cut, lo, stored):
-                hits = self._gather("hits", lo, end, cut, topics, use_memory)   # every version shows
+            hits = self._gather("hits", lo, end, cut, topics, use_memory, only)
             messages = self._gather("messages", start, end, cut, topics, use_memory)
-            if use_memory and hits is not None and hits.num_rows and not self._versions_shown(hits, cut, lo):
-                self.from_storage += 1   # a catalog version only storage shows: the window's hits from there
-                hits = self._gather("hits", lo, end, cut, topics, False)
         return _f.correlate(transfers if transfers is not None else TRANSFERS.empty_table(), hits, messages,
                             window_ns=self.window_ns, lookback_ns=self.lookback_ns, window_start_ns=start,
                             inventory=self.inventory, model=self.model, previous=previous, watermark_ns=end)
@@ -608,16 +596,6 @@ class FindingsWindows:
             if old is not None and old.equals(part) and old_meta == meta:
                 continue
             _f.publish_findings_file(part.replace_schema_metadata({**FINDINGS.metadata, MEMBER_META: meta}), final)
-
-    def _versions_shown(self, hits: pa.Table, cut: dict, lo_ns: int, more: set = frozenset()) -> bool:
-        """Whether every catalog version of the hits kept in memory (evidence or not), and those
-        in ``more``, is among the gathered hits' -- what a read of every hit of the evidence
-        topics would show (the findings name the versions of the hits they were made from)."""
-        shown = set(_present(hits.column("catalog_version")))
-        with self._mu:
-            kept = {v for k, p in self._parts.items() if k in cut and p.floor is not None
-                    for hi, vs in p.versions if hi >= lo_ns // MS for v in vs}
-        return kept | set(more) <= shown
 
     def _cuts(self, threshold_ns: int, flushed: dict[str, int]) -> dict[str, int]:
         """Per partition: the first offset (below the flushed end) whose record time is at or
@@ -693,16 +671,14 @@ class FindingsWindows:
         return sorted(topics)
 
     def _gather(self, name: str, lo_ns: int, hi_ns: int, cut: dict[str, int], sources: list[str] | None,
-                use_memory: bool, only: dict[str, np.ndarray] | None = None, stored_versions: set | None = None
-                ) -> pa.Table | None:
+                use_memory: bool, only: dict[str, np.ndarray] | None = None) -> pa.Table | None:
         """Rows of ``name`` with record time in [lo, hi + lateness), filed in the hour folders that
         can hold them, below their partition's cut (of ``sources`` only, if given): from memory
         where it holds them, from storage for the rest.  ``only``: just the rows of these messages
-        (``topic+partition`` -> offsets); ``stored_versions`` gets the catalog versions of every
-        row read from storage, those left out included."""
+        (``topic+partition`` -> offsets)."""
         columns = None if name == "transfers" else list(_SCHEMAS[name].names)
         if not use_memory or lo_ns // MS < self._kept_from[name]:
-            return self._read(name, lo_ns, hi_ns, cut, columns, sources, only=only, versions=stored_versions)
+            return self._read(name, lo_ns, hi_ns, cut, columns, sources, only=only)
         lo_ms, hi_ms = lo_ns // MS, -(-(hi_ns + self.lateness_ns) // MS)
         lo_h, hi_h = max(0, lo_ns // HOUR_NS), (hi_ns + self.lateness_ns) // HOUR_NS
         want = None if sources is None else frozenset(sources)
@@ -748,7 +724,7 @@ class FindingsWindows:
             # partition outside the cut counts for nothing
             return name != "transfers" and k not in cut
 
-        stored = self._read(name, lo_ns, hi_ns, cut, columns, sources, skip, only, stored_versions)
+        stored = self._read(name, lo_ns, hi_ns, cut, columns, sources, skip, only)
         if stored is not None and stored.num_rows:
             if not got:
                 return stored
@@ -758,13 +734,12 @@ class FindingsWindows:
         return got[0] if len(got) == 1 else pa.concat_tables(got)
 
     def _read(self, name: str, lo_ns: int, hi_ns: int, cut: dict[str, int], columns: list[str] | None = None,
-              sources: list[str] | None = None, skip=None, only: dict[str, np.ndarray] | None = None,
-              versions: set | None = None) -> pa.Table | None:
+              sources: list[str] | None = None, skip=None, only: dict[str, np.ndarray] | None = None
+              ) -> pa.Table | None:
         """Rows of ``name`` with record time in [lo, hi + lateness), from the hour folders that can
         hold them (row-group statistics skip the rest), below each partition's cut; ``skip``:
         leave out the files whose parsed name it accepts (held in memory); ``only``: just the rows
-        of these messages; ``versions`` gets the catalog versions of every row below the cuts,
-        those ``only`` leaves out included.  Filtered batch by batch, so a window of many rows of which few count (a
+        of these messages.  Filtered batch by batch, so a window of many rows of which few count (a
         busy window whose evidence outgrew memory) holds only what it keeps."""
         base = self.root / f"dataset={name}"
         if not base.is_dir():
@@ -795,8 +770,6 @@ class FindingsWindows:
             keep = rows.join(keys, on="k", how="left", maintain_order="left").select(
                 (pl.col("offset") < pl.col("limit")).fill_null(False)).to_series()
             t = t.filter(keep.to_arrow())
-            if versions is not None and t.num_rows and "catalog_version" in t.column_names:
-                versions.update(_present(t.column("catalog_version")))
             if only is not None and t.num_rows:
                 t = _only(t, only)
             if t.num_rows:
