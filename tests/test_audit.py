@@ -413,7 +413,8 @@ def test_chunked_correlation_equals_one_call(dump, tmp_path):
 def test_without_flows_the_chunks_read_only_the_exposing_messages_hits(dump, tmp_path):
     """With no transfer that can make a flow-borne finding, a chunk's evidence is the exposing
     messages' own hits: the reader decodes the rest of a row group only where one of them is,
-    hands on just their rows, and the findings equal one call over every hit.  A finding names the
+    hands on just their rows, the chunks are assessed together, and the findings equal one call
+    over every hit.  A finding names the
     catalogue versions of its own evidence: other hits of an older catalogue change nothing and
     are never read; its own hits re-classified under another version show in it, read the same
     way."""
@@ -445,6 +446,8 @@ def test_without_flows_the_chunks_read_only_the_exposing_messages_hits(dump, tmp
     got = chunked()
     one = F.correlate_root(out, **kw).to_pylist()
     assert got == one and any(r["correlation"] == "message_borne" and r["occurrences"] for r in got)
+    # the windows' small evidence is assessed in one call, not one call per window
+    assert len(sizes) == 1 and len({r["window_start_ns"] for r in got}) > 1
     hits = table(out, "hits")
     assert 0 < sum(sizes) <= sum(r["occurrences"] for r in got) < hits.num_rows // 4
     # a window whose exposing messages hold no hits reads key columns only, and nothing else

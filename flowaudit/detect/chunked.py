@@ -248,6 +248,16 @@ def _in_set(col, values):
     return pa.chunked_array(out, pa.bool_())
 
 
+_MERGE_ROWS = 1_000_000   # evidence rows of chunks assessed in one call, at most (and one chunk's more)
+
+
+def _concat(tables: list):
+    tables = [t for t in tables if t is not None]
+    if not tables:
+        return None
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
+
+
 def correlate_chunked(root: str | Path, *, window_ns: int, lookback_ns: int = 0, inventory=None, model=None,
                       chunk_ns: int = 0, threads: int = 1):
     """The findings of everything under ``root``, equal to ``findings.correlate_root`` but with
@@ -265,6 +275,10 @@ def correlate_chunked(root: str | Path, *, window_ns: int, lookback_ns: int = 0,
     assessing: :func:`~flowaudit.detect.findings.assessed`) runs on ``threads`` threads, each over
     a run of consecutive chunks with a reader of its own; the statuses, which chain each chunk to
     the one before, follow in order on this thread (:func:`~flowaudit.detect.findings.finish`).
+    Consecutive chunks with no transfer that can be flow-borne (their evidence: the exposing
+    messages' own rows, which no other chunk shares) are assessed in one call, up to
+    ``_MERGE_ROWS`` rows of evidence: a finding's rows, catalogue versions included, follow from
+    its own evidence, so the call gives each chunk what its own call would.
     """
     root = Path(root)
     inventory = inventory or Inventory()
@@ -307,6 +321,23 @@ def correlate_chunked(root: str | Path, *, window_ns: int, lookback_ns: int = 0,
         readers = {name: WindowReader(root / f"dataset={name}", cols, topics) if present(name) else None
                    for name, cols in (("hits", F._H_COLS), ("messages", F._M_COLS))}
         got = {}
+        pending: list = []       # (k, a, T, evidence) of chunks that take their exposing messages' rows only
+
+        def flush():
+            """One ``assessed`` call for the pending chunks (their evidence is each exposing
+            message's own rows, so chunks do not share any), its rows handed back per chunk."""
+            if not pending:
+                return
+            rows = F.assessed(_concat([p[2] for p in pending]), *(_concat([p[3][n] for p in pending])
+                                                                   for n in ("hits", "messages")),
+                              window_ns=window_ns, lookback_ns=lookback_ns, inventory=inventory, model=model)
+            at = {a: k for k, a, _T, _ev in pending}
+            for k in at.values():
+                got[k] = []
+            for r in rows:
+                got[at[r["window_start"] // chunk * chunk]].append(r)
+            pending.clear()
+
         for k, a, T in run:
             lo_ms, hi_ms = (a - lookback_ns) // 1_000_000, -(-(a + chunk) // 1_000_000)
             # the messages count only where they are themselves transfers; the hits too, unless a
@@ -315,8 +346,17 @@ def correlate_chunked(root: str | Path, *, window_ns: int, lookback_ns: int = 0,
             only = {"hits": None if may_be_flow_borne(T) else mine, "messages": mine}
             ev = {name: None if r is None or only[name] == {} else r.read(lo_ms, hi_ms, only[name])
                   for name, r in readers.items()}
-            got[k] = F.assessed(T, ev["hits"], ev["messages"], window_ns=window_ns, lookback_ns=lookback_ns,
-                                inventory=inventory, model=model)
+            if only["hits"] is None:
+                flush()
+                got[k] = F.assessed(T, ev["hits"], ev["messages"], window_ns=window_ns, lookback_ns=lookback_ns,
+                                    inventory=inventory, model=model)
+                continue
+            # small evidence: assessed together with the chunks next to it (a polars query has a
+            # fixed cost, which 72 windows of a 1M-message audit paid once each)
+            pending.append((k, a, T, ev))
+            if sum(x.num_rows for p in pending for x in p[3].values() if x is not None) > _MERGE_ROWS:
+                flush()
+        flush()
         return got
 
     runs = max(1, min(len(busy), 2 * threads if threads > 1 else 1))
