@@ -33,8 +33,9 @@ partitions whose memory was dropped because it outgrew ``memory_bytes`` (taken u
 the next window close, at a file boundary).  A window whose rows could be filed under a record
 time the sink does not trust (before 2000 or after 2100) is read from storage alone, as before.
 A window without a flow that can be flow-borne takes only the exposing messages' hits (the only
-ones it correlates, and whose catalogue versions its findings name), from memory or from storage.  So a restart, at any step, still recomputes a window from the
-same rows, and the ``findings`` dataset ends up with the same rows as an uninterrupted run.
+ones it correlates, and whose catalogue versions its findings name), from memory or from
+storage.  So a restart, at any step, still recomputes a window from the same rows, and the
+``findings`` dataset ends up with the same rows as an uninterrupted run.
 
 The event-time watermark is the least newest-record-time over the owned partitions (one at its
 end holds nothing back), so a slow partition keeps a window open.  Late data within the
