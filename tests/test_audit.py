@@ -414,10 +414,9 @@ def test_without_flows_the_chunks_read_only_the_exposing_messages_hits(dump, tmp
     """With no transfer that can make a flow-borne finding, a chunk's evidence is the exposing
     messages' own hits: the reader decodes the rest of a row group only where one of them is,
     hands on just their rows, the chunks are assessed together, and the findings equal one call
-    over every hit.  A finding names the
-    catalogue versions of its own evidence: other hits of an older catalogue change nothing and
-    are never read; its own hits re-classified under another version show in it, read the same
-    way."""
+    over every hit.  A finding names the catalogue versions of its own evidence: other hits of an
+    older catalogue change nothing and are never read; its own hits under another version show in
+    it, read the same way."""
     import pyarrow.compute as pc
 
     from flowaudit.detect import chunked as C
@@ -450,7 +449,8 @@ def test_without_flows_the_chunks_read_only_the_exposing_messages_hits(dump, tmp
     assert len(sizes) == 1 and len({r["window_start_ns"] for r in got}) > 1
     hits = table(out, "hits")
     assert 0 < sum(sizes) <= sum(r["occurrences"] for r in got) < hits.num_rows // 4
-    # a window whose exposing messages hold no hits reads key columns only, and nothing else
+    # a window whose exposing messages hold no hits decodes no group's other columns (here the
+    # footers rule every group out)
     ts = hits.column("ts_ms").to_numpy()
     reader = C.WindowReader(out / "dataset=hits", F._H_COLS, {"port.json", "port.xml", "port.edifact", "port.x12"})
     assert reader.read(int(ts.min()), int(ts.max()) + 1, {"port.json+0": np.array([10**9])}) is None
