@@ -178,9 +178,7 @@ class WindowReader:
                 t = _pick(self._whole(grp), sel).filter(pa.array(m))
             if t.num_rows:
                 parts.append(t.select([c for c in self.names if c in t.column_names]))
-        if not parts:
-            return None
-        return parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="default")
+        return _concat(parts)
 
     def _groups(self, lo_ms: int, hi_ms: int, whole: bool, only: dict | None = None):
         """The kept or newly read row groups that can hold rows of [lo_ms, hi_ms), in file order;
@@ -252,6 +250,7 @@ _MERGE_ROWS = 1_000_000   # evidence rows of chunks assessed in one call, at mos
 
 
 def _concat(tables: list):
+    """The tables end to end (None left out; None when there is none)."""
     tables = [t for t in tables if t is not None]
     if not tables:
         return None
@@ -322,10 +321,12 @@ def correlate_chunked(root: str | Path, *, window_ns: int, lookback_ns: int = 0,
                    for name, cols in (("hits", F._H_COLS), ("messages", F._M_COLS))}
         got = {}
         pending: list = []       # (k, a, T, evidence) of chunks that take their exposing messages' rows only
+        held = 0                 # their evidence rows
 
         def flush():
             """One ``assessed`` call for the pending chunks (their evidence is each exposing
             message's own rows, so chunks do not share any), its rows handed back per chunk."""
+            nonlocal held
             if not pending:
                 return
             rows = F.assessed(_concat([p[2] for p in pending]), *(_concat([p[3][n] for p in pending])
@@ -337,6 +338,7 @@ def correlate_chunked(root: str | Path, *, window_ns: int, lookback_ns: int = 0,
             for r in rows:
                 got[at[r["window_start"] // chunk * chunk]].append(r)
             pending.clear()
+            held = 0
 
         for k, a, T in run:
             lo_ms, hi_ms = (a - lookback_ns) // 1_000_000, -(-(a + chunk) // 1_000_000)
@@ -354,7 +356,8 @@ def correlate_chunked(root: str | Path, *, window_ns: int, lookback_ns: int = 0,
             # small evidence: assessed together with the chunks next to it (a polars query has a
             # fixed cost, which 72 windows of a 1M-message audit paid once each)
             pending.append((k, a, T, ev))
-            if sum(x.num_rows for p in pending for x in p[3].values() if x is not None) > _MERGE_ROWS:
+            held += sum(x.num_rows for x in ev.values() if x is not None)
+            if held > _MERGE_ROWS:
                 flush()
         flush()
         return got
