@@ -56,6 +56,10 @@ class KafkaSettings:
     # --until-drained: give up (exit 4, with the partitions still waiting) after this many seconds
     # without a message or a change of assignment; 0 = wait for ever
     drain_stall_s: float = 120.0
+    # flow topics (netflow / goflow) wait for the member's dns topics to catch up by record time,
+    # at most this many seconds per wait, so that a backlog never reads flows before the answers
+    # that name their addresses (flowaudit/sources/dnssync.py); 0 = off
+    dns_wait_s: float = 10.0
 
 
 @dataclass
@@ -164,6 +168,8 @@ class Settings:
             raise ConfigError("sink.on_log_reset must be 'stop' or 'new_epoch'")
         if k.drain_stall_s < 0:
             raise ConfigError("kafka.drain_stall_s must be >= 0")
+        if k.dns_wait_s < 0:
+            raise ConfigError("kafka.dns_wait_s must be >= 0")
         if self.sink.compression not in ("zstd", "snappy", "gzip", "lz4", "none"):
             raise ConfigError("sink.compression must be one of zstd, snappy, gzip, lz4, none")
         if not 0 <= self.metrics.port <= 65535:

@@ -61,6 +61,10 @@ class Metrics:
         self.netflow_events = Counter("flowaudit_netflow_events_total",
                                       "NetFlow decoder events: records, templates, and each rejected-input reason",
                                       ["reason"], registry=r)
+        self.dns_sync_timeouts = Counter("flowaudit_dns_sync_timeouts_total",
+                                         "Flow-topic messages sent on after kafka.dns_wait_s before the DNS "
+                                         "partitions caught up by record time (their flows may lack DNS "
+                                         "attribution)", registry=r)
         self.netflow_templates = Gauge("flowaudit_netflow_templates", "Templates in the NetFlow registry",
                                        registry=r)
         self.storage_paused = Gauge("flowaudit_storage_paused",

@@ -81,6 +81,7 @@ from .metrics import Metrics
 from .pipeline import Batch, Classifier, format_code
 from .protect import Protector
 from .sinks.parquet import PartitionLock, PartitionWriter, PublishAborted, SinkError, replace_atomic
+from .sources.dnssync import DnsSync
 from .sources.kafka import EARLIEST, LATEST, check_broker, consumer_config, log_offsets
 
 log = logging.getLogger("flowaudit.stream")
@@ -165,6 +166,7 @@ class Summary:
     log_gap_messages: int = 0
     storage_faults: int = 0
     budget_flushes: int = 0       # times the buffer budget made every partition publish
+    dns_sync_timeouts: int = 0    # flow messages sent on by kafka.dns_wait_s before DNS caught up
     findings: int = 0             # findings rows written by closed windows
     findings_seconds: float = 0.0  # time spent keeping evidence and closing windows (correlate, write)
     top_findings: list = field(default_factory=list)   # worst findings first (demo)
@@ -251,6 +253,10 @@ class StreamService:
                                  silent_window_s=settings.egress.silent_window_s,
                                  protector=self.classifier.protector)
         self._nf_seen: dict[str, int] = {}
+        # flow topics wait for the dns topics by record time (flowaudit/sources/dnssync.py)
+        kinds = {t: TELEMETRY_NAMES.get(int(self.telemetry_kind[i])) for i, t in enumerate(self.topic_names)}
+        self.dnssync = DnsSync([t for t, k in kinds.items() if k == "dns"],
+                               [t for t, k in kinds.items() if k in ("netflow", "goflow")], settings.kafka.dns_wait_s)
         self.findings = self._make_findings(settings)
         self._fp_restored = not self.telemetry_kind.any()   # nothing to restore without telemetry topics
         self.state_path = self.root / ".state" / "flowpath.state"
@@ -368,6 +374,7 @@ class StreamService:
         for p, slot, w, resume in locked:
             p.offset = self._start_at(consumer, slot, w, resume, marks)
         consumer.assign(partitions)
+        self.dnssync.assign([(p.topic, p.partition) for p in partitions])
         if pending:
             log.warning("waiting for the storage locks of %s (held by another member, e.g. one that was "
                         "paused past its session)", [f"{p.topic}+{p.partition}" for p in pending])
@@ -536,6 +543,7 @@ class StreamService:
             if k in self.slots:
                 self.slots[k].aborted = True   # a publish stuck on a storage fault gives up now
         self._held = []                        # consumed under the old assignment: re-read by the owner
+        self.dnssync.revoke(keys)              # the same for flow messages waiting for DNS
         self._wait_idle(raise_error=False)     # the worker never needs the consumer: this always returns
         self._barrier(raise_error=False)       # every sealed set durable (or given up), pending closes done
         commits = []
@@ -569,9 +577,10 @@ class StreamService:
         consumer.unassign()
 
     def _apply_pauses(self, consumer) -> None:
-        """Pause partitions waiting for a lock, and all of them while a storage fault or a full
-        hand-off queue holds consumption; resume the rest."""
-        want = {k for k, s in self.slots.items() if not s.ready or self._hold_pause}
+        """Pause partitions waiting for a lock, flow partitions whose messages wait for the DNS
+        partitions (:mod:`flowaudit.sources.dnssync`), and all of them while a storage fault or a
+        full hand-off queue holds consumption; resume the rest."""
+        want = {k for k, s in self.slots.items() if not s.ready or self._hold_pause or k in self.dnssync.waiting}
         pause = [TopicPartition(*k) for k in want - self._paused]
         resume = [TopicPartition(*k) for k in self._paused - want if k in self.slots]
         try:
@@ -697,10 +706,12 @@ class StreamService:
                 self._room_for_a_batch()
                 msgs = c.consume(num_messages=k.poll_max_messages, timeout=self._poll_timeout())
                 got = len(msgs)
-                if got:
-                    if t_first is None:
-                        t_first = time.monotonic()
-                        self.summary.first_message_at = time.time()
+                if got and t_first is None:
+                    t_first = time.monotonic()
+                    self.summary.first_message_at = time.time()
+                if self.dnssync.enabled:
+                    msgs = self._synchronise(msgs)
+                if msgs:
                     self.process(msgs)
                 # the batch holds the payloads now: the poll's messages go before the next poll
                 # fills another list (about 20 MB less peak RSS over 1M messages)
@@ -738,6 +749,24 @@ class StreamService:
         if isinstance(self._worker_error, LogResetError):
             self.summary.exit_code, self.summary.error = EXIT_LOG_RESET, str(self._worker_error)
         return self.summary
+
+    def _synchronise(self, msgs: list) -> list:
+        """The poll's messages that go on now: flow messages wait for the DNS partitions this
+        member holds to catch up by record time (:mod:`flowaudit.sources.dnssync`)."""
+        def ready(key):
+            s = self.slots.get(key)
+            return s is not None and s.ready
+
+        msgs, forced = self.dnssync.admit(msgs, ready)
+        if forced:
+            self.summary.dns_sync_timeouts += forced
+            if self.metrics:
+                self.metrics.dns_sync_timeouts.inc(forced)
+            self._ratelog(logging.WARNING, "dns_sync",
+                          "%d flow message(s) sent on after kafka.dns_wait_s = %g s with the DNS partitions "
+                          "behind them in record time: their flows may lack DNS attribution", forced,
+                          self.dnssync.wait_s)
+        return msgs
 
     def _abandon(self) -> None:
         """Stop without publishing (a fatal error): buffered rows are re-read on the next start."""
@@ -779,6 +808,7 @@ class StreamService:
         40 s stall limit of a test), and the commits already say the group is done."""
         if not ((self._assigned or (self._joined and not self.slots))
                 and all(s.ready and s.eof for s in self.slots.values()) and not self._held
+                and not self.dnssync.waiting
                 and (self._queue is None or self._queue.unfinished_tasks == 0)):
             return False
         if len(self.slots) >= self.expected_partitions:
@@ -809,8 +839,8 @@ class StreamService:
             return out
         for k, s in self.slots.items():
             w = self.writers.get(k)
-            if w is None or not s.eof or not s.ready or s.aborted or w.buffered:
-                continue
+            if w is None or not s.eof or not s.ready or s.aborted or w.buffered or k in self.dnssync.waiting:
+                continue   # (messages waiting for DNS were delivered: the position is past them)
             durable = w.next_offset if w.next_offset is not None else (0 if s.last_seen < 0 else None)
             if durable is None or (s.last_seen >= 0 and durable != s.last_seen + 1):
                 continue   # rows seen but not yet durable
@@ -1642,6 +1672,9 @@ def format_summary(s: Summary) -> str:
     if s.write_behind_seconds:
         lines.append(f"  write-behind    {s.write_behind_seconds:.1f} s publishing beside the worker, which waited "
                      f"{s.write_wait_seconds:.1f} s for it")
+    if s.dns_sync_timeouts:
+        lines.append(f"  DNS sync        {s.dns_sync_timeouts:,} flow message(s) sent on after kafka.dns_wait_s "
+                     "before the DNS partitions caught up (their flows may lack attribution)")
     if s.budget_flushes:
         lines.append(f"  buffer budget   reached {s.budget_flushes} time(s): every partition published what it had")
     if s.log_resets or s.log_gap_messages:
