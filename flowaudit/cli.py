@@ -78,7 +78,7 @@ def _settings(args):
 def cmd_stream(args) -> int:
     settings = _settings(args)
     if settings.kafka.workers > 1:      # a supervisor: it starts the workers, imports no kernels
-        return supervise(args.argv, settings.kafka.workers, settings.metrics.port)
+        return supervise(args.argv, settings.kafka.workers, settings.metrics.port, topics=settings.kafka.topics)
     from .memory import for_command
     from .metrics import Metrics
     from .service import StartupInterrupted, StreamService, format_summary
@@ -328,7 +328,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no summary on exit")
     p.add_argument("--workers", type=int, metavar="N",
                    help="N stream processes on this host, members of one consumer group, each with "
-                        "metrics on --metrics-port + its index (default 1) [env FLOWAUDIT_KAFKA_WORKERS]")
+                        "metrics on --metrics-port + its index (default 1); worker 0 alone reads the "
+                        "dns/netflow/goflow topics, so DNS answers meet the flows they name "
+                        "[env FLOWAUDIT_KAFKA_WORKERS]")
     p.set_defaults(fn=cmd_stream)
 
     p = sub.add_parser("collect", help="listen for NetFlow/IPFIX export datagrams on UDP and forward them "

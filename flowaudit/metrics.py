@@ -65,6 +65,9 @@ class Metrics:
                                          "Flow-topic messages sent on after kafka.dns_wait_s before the DNS "
                                          "partitions caught up by record time (their flows may lack DNS "
                                          "attribution)", registry=r)
+        self.dns_partitions_missing = Gauge("flowaudit_dns_partitions_missing",
+                                            "DNS partitions another member holds while this one holds flow "
+                                            "partitions (their flows miss those answers' attribution)", registry=r)
         self.netflow_templates = Gauge("flowaudit_netflow_templates", "Templates in the NetFlow registry",
                                        registry=r)
         self.storage_paused = Gauge("flowaudit_storage_paused",

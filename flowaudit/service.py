@@ -375,12 +375,31 @@ class StreamService:
             p.offset = self._start_at(consumer, slot, w, resume, marks)
         consumer.assign(partitions)
         self.dnssync.assign([(p.topic, p.partition) for p in partitions])
+        self._check_dns_coverage()
         if pending:
             log.warning("waiting for the storage locks of %s (held by another member, e.g. one that was "
                         "paused past its session)", [f"{p.topic}+{p.partition}" for p in pending])
         self._apply_pauses(consumer)
         self._assigned = self._joined = True
         log.info("assigned %s", [(p.topic, p.partition, p.offset) for p in partitions])
+
+    def _check_dns_coverage(self) -> None:
+        """A member holding flow partitions without every DNS partition attributes their flows only
+        through the answers it reads itself: said in the log and in ``flowaudit_dns_partitions_missing``
+        (``--workers N`` gives the telemetry topics to worker 0; members on several hosts need the
+        same, README *Flows wait for their answers*)."""
+        sync = self.dnssync
+        if not sync.dns_topics or not sync.flow_topics:
+            return
+        flows = sorted(f"{t}+{p}" for t, p in self.slots if t in sync.flow_topics)
+        missing = [f"{t}+{p}" for t in sorted(sync.dns_topics) for p in range(self._topic_parts.get(t, 0))
+                   if (t, p) not in self.slots] if flows else []
+        if self.metrics:
+            self.metrics.dns_partitions_missing.set(len(missing))
+        if missing:
+            log.warning("this member holds the flow partitions %s without the DNS partitions %s: their flows "
+                        "are attributed only through the DNS answers it reads (give every telemetry topic to "
+                        "one member)", flows, missing)
 
     def _activate(self, consumer, slot: _Slot) -> int:
         """Lock held: recover the partition's storage and return the offset to fetch from.

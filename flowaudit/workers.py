@@ -16,6 +16,12 @@ The supervisor only starts, signals and waits; it never consumes:
   exits 0 when every worker has;
 * a supervisor that dies (kill -9) takes its workers with it: each was started with
   ``PR_SET_PDEATHSIG`` = SIGTERM, so it stops cleanly instead of running on unsupervised.
+
+DNS attribution needs the answers and the flows they name in one member's map.  Where the topics
+hold both ``dns`` and flow topics (``netflow``, ``goflow``), worker 0 reads every topic and the
+other workers the message topics only: members of one group may subscribe to different topics,
+and the group assigns a topic's partitions to the members subscribed to it
+(:func:`worker_topics`).
 """
 from __future__ import annotations
 
@@ -37,22 +43,46 @@ def worker_tag() -> str:
     return f"[worker {w}] " if w else ""
 
 
-def strip_workers(argv: list[str]) -> list[str]:
-    """``argv`` without its ``--workers N`` / ``--workers=N`` options."""
+TELEMETRY_FORMATS = ("dns", "netflow", "goflow")
+
+
+def strip_option(argv: list[str], opt: str) -> list[str]:
+    """``argv`` without its ``opt VALUE`` / ``opt=VALUE`` options."""
     out, skip = [], False
     for a in argv:
         if skip:
             skip = False
-        elif a == "--workers":
+        elif a == opt:
             skip = True
-        elif not a.startswith("--workers="):
+        elif not a.startswith(opt + "="):
             out.append(a)
     return out
 
 
-def worker_argv(argv: list[str], i: int, metrics_port: int) -> list[str]:
-    """Worker ``i``'s command line: the stream's own arguments, one worker, its metrics port."""
-    cmd = [sys.executable, "-m", "flowaudit", *strip_workers(argv), "--workers", "1"]
+def strip_workers(argv: list[str]) -> list[str]:
+    """``argv`` without its ``--workers N`` / ``--workers=N`` options."""
+    return strip_option(argv, "--workers")
+
+
+def worker_topics(topics: dict[str, str], n: int) -> list[dict | None]:
+    """The topics (name -> format) of each of ``n`` workers; None: the configured ones.  With
+    ``dns`` and flow topics among them, worker 0 keeps every topic and the others get the message
+    topics only, so that one member holds every DNS answer and every flow; a worker left with no
+    topic is not started (the list is shorter)."""
+    fmts = set(topics.values())
+    if n <= 1 or "dns" not in fmts or not fmts & {"netflow", "goflow"}:
+        return [None] * n
+    rest = {t: f for t, f in topics.items() if f not in TELEMETRY_FORMATS}
+    return [None] + ([rest] * (n - 1) if rest else [])
+
+
+def worker_argv(argv: list[str], i: int, metrics_port: int, topics: dict[str, str] | None = None) -> list[str]:
+    """Worker ``i``'s command line: the stream's own arguments, one worker, its metrics port, and
+    its own ``--topics`` where :func:`worker_topics` gave it some."""
+    args = strip_workers(argv)
+    if topics is not None:
+        args = strip_option(args, "--topics") + ["--topics", ",".join(f"{t}={f}" for t, f in topics.items())]
+    cmd = [sys.executable, "-m", "flowaudit", *args, "--workers", "1"]
     if metrics_port:
         cmd += ["--metrics-port", str(metrics_port + i)]
     return cmd
@@ -77,9 +107,19 @@ def exit_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def supervise(argv: list[str], n: int, metrics_port: int, poll_s: float = 0.2) -> int:
-    """Run ``n`` workers of ``flowaudit stream`` (``argv``: the stream's command line) until all
-    have exited; returns the supervisor's exit status (module docstring)."""
+def supervise(argv: list[str], n: int, metrics_port: int, poll_s: float = 0.2,
+              topics: dict[str, str] | None = None) -> int:
+    """Run ``n`` workers of ``flowaudit stream`` (``argv``: the stream's command line; ``topics``:
+    the configured topics, name -> format) until all have exited; returns the supervisor's exit
+    status (module docstring)."""
+    own = worker_topics(topics or {}, n)
+    if len(own) < n:
+        print(f"flowaudit: every topic is a telemetry topic, read by worker 0 alone (DNS attribution needs "
+              f"the answers and the flows in one member): 1 worker, not {n}", file=sys.stderr, flush=True)
+        n = len(own)
+    elif own[1:] and own[1] is not None:
+        print("flowaudit: worker 0 reads the telemetry topics (DNS attribution needs the answers and the flows "
+              "in one member); the message topics are shared by every worker", file=sys.stderr, flush=True)
     stop_requested = False
     procs: list[subprocess.Popen] = []
 
@@ -95,7 +135,7 @@ def supervise(argv: list[str], n: int, metrics_port: int, poll_s: float = 0.2) -
     try:
         for i in range(n):
             env = dict(os.environ, **{WORKER_ENV: f"{i}/{n}"})
-            procs.append(subprocess.Popen(worker_argv(argv, i, metrics_port), env=env,
+            procs.append(subprocess.Popen(worker_argv(argv, i, metrics_port, own[i]), env=env,
                                           preexec_fn=_die_with(os.getpid())))
             print(f"flowaudit: worker {i}/{n} started, pid {procs[-1].pid}"
                   + (f", metrics on port {metrics_port + i}" if metrics_port else ""),

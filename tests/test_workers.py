@@ -3,6 +3,7 @@ embedded broker.  Each worker is a whole stream member; the supervisor starts, s
 waits (flowaudit/workers.py).  Whatever happens, every offset is stored exactly once."""
 from __future__ import annotations
 
+import collections
 import os
 import re
 import signal
@@ -16,7 +17,7 @@ import pytest
 
 from flowaudit import synth
 from flowaudit.broker import free_port
-from flowaudit.workers import exit_status, strip_workers, worker_argv
+from flowaudit.workers import exit_status, strip_workers, worker_argv, worker_topics
 
 from .conftest import produce_labelled, stream_cmd, stream_env
 from .test_faults import ARGS, SIGTERM_EXIT_S, SLOW, drain_and_check, published
@@ -31,6 +32,22 @@ def test_worker_command_lines():
                        "--metrics-port", "9465"]
     assert "--metrics-port" not in worker_argv(argv, 1, 0)     # metrics off stay off
     assert (exit_status(0), exit_status(4), exit_status(-9), exit_status(-15)) == (0, 4, 137, 143)
+
+
+def test_the_telemetry_topics_go_to_worker_0():
+    """DNS answers and the flows they name in one member: worker 0 keeps every topic, the others
+    get the message topics (their own --topics, which outranks the file and the environment)."""
+    topics = {"a.edi": "edifact", "z.dns": "dns", "nf": "netflow", "b.json": "json"}
+    assert worker_topics(topics, 3) == [None, {"a.edi": "edifact", "b.json": "json"},
+                                        {"a.edi": "edifact", "b.json": "json"}]
+    assert worker_topics({"z.dns": "dns", "nf": "goflow"}, 2) == [None]       # nothing left to share
+    assert worker_topics({"a": "json", "nf": "netflow"}, 2) == [None, None]    # no DNS: nothing to keep together
+    assert worker_topics(topics, 1) == [None]
+    argv = ["stream", "--topics", "a.edi=edifact,z.dns=dns", "--workers", "2", "--topics=x=json"]
+    cmd = worker_argv(argv, 1, 0, {"a.edi": "edifact"})
+    assert cmd[3:] == ["stream", "--topics", "a.edi=edifact", "--workers", "1"]
+    assert worker_argv(argv, 0, 0, None)[3:] == ["stream", "--topics", "a.edi=edifact,z.dns=dns",
+                                                  "--topics=x=json", "--workers", "1"]
 
 
 class Supervisor:
@@ -209,3 +226,53 @@ def test_log_offsets_answer_as_the_watermarks_do(broker):
         assert marks[("t-log-offsets", 0)][1] > 0 and log_offsets(c, [], LATEST) == {}
     finally:
         c.close()
+
+
+def test_two_workers_keep_dns_answers_and_flows_together(broker, corpus, tmp_path):
+    """With DNS, NetFlow and message topics, worker 0 holds every telemetry partition and worker 1
+    shares the message topic only: the flow that only a DNS answer of another partition names
+    (LOGINK) is attributed, and every offset is stored exactly once.  (Shared round-robin, the
+    answer's partition went to worker 1 and the flow's to worker 0: the attribution was lost.)"""
+    from confluent_kafka import Producer
+
+    from flowaudit.sinks.parquet import read_dataset
+
+    from .test_flowpath import _restart_inputs
+
+    rows, _cut = _restart_inputs(corpus)
+    stem = f"t-wtel{os.getpid()}"
+    names = {"zeek.dns": f"{stem}.dns", "netflow.raw": f"{stem}.netflow", "json": f"{stem}.json"}
+    broker.create_topics({t: 2 for t in names.values()})
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    part = {"zeek.dns": 1, "netflow.raw": 0}    # the answer and the flow it names in different partitions
+    for topic, _kind, _off, key, value in rows:
+        p.produce(names[topic], value, key=key, partition=part[topic])
+    for i in range(40):
+        p.produce(names["json"], b'{"container": "MSCU%07d", "vessel": "EVER GIVEN"}' % i, partition=i % 2)
+    assert p.flush(30) == 0
+    spec = {"dns": names["zeek.dns"], "netflow": names["netflow.raw"], "json": names["json"]}
+    root = tmp_path / "out"
+    s = Supervisor(broker, spec, root, tmp_path / "s.log", 2, "--group", "g-workers-tel", "--until-drained",
+                   "--metrics-port", "0", FLOWAUDIT_KAFKA_DRAIN_STALL_S="90")
+    try:
+        rc, out = s.wait(timeout=240)
+    finally:
+        s.kill()
+    log = s.text()
+    assert rc == 0, log[-6000:]
+    assert "worker 0 reads the telemetry topics" in log
+    held = {i: " ".join(re.findall(rf"\[worker {i}/2\] \S+ INFO .*assigned (\[.*\])", log)) for i in (0, 1)}
+    assert names["zeek.dns"] in held[0] and names["netflow.raw"] in held[0], held
+    assert names["zeek.dns"] not in held[1] and names["netflow.raw"] not in held[1], held
+    assert "without the DNS partitions" not in log
+    stored = collections.Counter()
+    for d in ("messages", "quarantine"):
+        t = read_dataset(root, d)
+        stored.update(zip(t.column("source").to_pylist(), t.column("partition").to_pylist(),
+                          t.column("offset").to_pylist()))
+    produced = {(names[t], part[t], o) for t, _k, o, _key, _v in rows} | {(names["json"], i % 2, i // 2)
+                                                                    for i in range(40)}
+    assert set(stored) == produced and set(stored.values()) == {1}
+    logink = [(t["offset"], t["platform"], t["seen_where"], t["indicator"])
+              for t in read_dataset(root, "transfers").to_pylist() if t["dst_addr"] == "198.51.100.7"]
+    assert (3, "LOGINK", "DNS_ANSWER", "gateway.logink.cn") in logink, logink
