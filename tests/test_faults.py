@@ -270,22 +270,42 @@ def test_sigterm_during_start_up_is_a_clean_stop(broker, topics, tmp_path):
     assert m.proc.returncode == 0 and took < SIGTERM_EXIT_S, (m.proc.returncode, took, m.text()[-2000:])
 
 
-def test_until_drained_gives_up_with_a_reason_instead_of_waiting_for_ever(broker, topics, tmp_path):
+def test_until_drained_gives_up_with_a_reason_instead_of_waiting_for_ever(broker, topics, corpus, tmp_path):
     """A partition whose lock another process holds never drains: after kafka.drain_stall_s the
-    run exits 4 and names it."""
+    run exits 4 and names it.  A DNS partition is locked too: the NetFlow messages wait for it
+    kafka.dns_wait_s at most, then go on, counted, and their flows are stored."""
+    from confluent_kafka import Producer
+
     from flowaudit.sinks.parquet import PartitionLock
 
+    from .test_flowpath import _restart_inputs
+
     produce_labelled(broker.bootstrap, topics, synth.generate(seed=61, n=200))
+    tel = {"dns": topics["xml"].replace(".xml", ".dns"), "netflow": topics["xml"].replace(".xml", ".netflow")}
+    broker.create_topics({t: 1 for t in tel.values()})
+    rows, _cut = _restart_inputs(corpus)
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    for topic, kind, _off, key, value in rows:
+        p.produce(tel[kind], value, key=key, partition=0)
+    assert p.flush(30) == 0
     root = tmp_path / "out"
-    held = PartitionLock(root, topics["xml"], 1)
-    assert held.try_acquire()
+    held = [PartitionLock(root, topics["xml"], 1), PartitionLock(root, tel["dns"], 0)]
+    assert all(h.try_acquire() for h in held)
     try:
-        r = run_stream(broker.bootstrap, topics, root, "--until-drained", "--group", "g-stall", "--metrics-port", "0",
-                       timeout=120, FLOWAUDIT_KAFKA_DRAIN_STALL_S="8")
+        r = run_stream(broker.bootstrap, {**topics, **tel}, root, "--until-drained", "--group", "g-stall",
+                       "--metrics-port", "0", timeout=120, FLOWAUDIT_KAFKA_DRAIN_STALL_S="8",
+                       FLOWAUDIT_KAFKA_DNS_WAIT_S="2")
     finally:
-        held.release()
+        for h in held:
+            h.release()
     assert r.returncode == 4, (r.returncode, r.stderr[-3000:])
     assert f"{topics['xml']}+1 (locked)" in r.stderr and "kafka.drain_stall_s" in r.stderr
+    n_nf = sum(1 for _t, kind, *_ in rows if kind == "netflow")
+    assert f"DNS sync        {n_nf} flow message(s) sent on after kafka.dns_wait_s" in r.stdout, r.stdout
+    assert "kafka.dns_wait_s = 2 s" in r.stderr
+    flows = read_dataset(root, "flows")
+    assert flows.num_rows == 161 + 3        # every flow, as test_flowpath's uninterrupted run has them
+    assert not [t for t in read_dataset(root, "transfers").to_pylist() if t["seen_where"] == "DNS_ANSWER"]
 
 
 def _drain_with_members(broker, only, root: Path, tmp_path: Path, group: str, stall_s: int, n: int = 3) -> list:
