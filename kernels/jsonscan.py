@@ -47,7 +47,8 @@ addressing table name hash -> first rule.
 
 Embedded interchanges and field layers: every string value whose text starts (after white
 space) with ``UNA``, ``UNB`` or ``UNH`` and a separator, ``ISA`` and a separator, ``GS*`` or ``ST*``,
-or is a base64 run of at least ``B64_MIN`` characters (``edi_marker``) is decoded into ``ebuf``
+or is a base64 run of at least ``B64_MIN`` characters (``B64_PACKED_MIN`` when it opens with a
+gzip, zstd or zlib header; ``edi_marker``) is decoded into ``ebuf``
 and listed in ``E`` (message, location, raw range, decoded offset and length) for
 flowaudit/decode/embedded.py, which decides what it holds.
 
@@ -762,6 +763,9 @@ def next_rule(RI, r, rg, inspec):
 
 
 B64_MIN = 80   # base64-alphabet characters that make a string a candidate layer (> a hex SHA-256)
+# ... or this many when the run opens with the base64 of a gzip, zstd or zlib header: a compressed
+# layer however short (the gzip of a host name is ~40 bytes, 52 characters)
+B64_PACKED_MIN = 24
 
 
 @kernel(inline="always")
@@ -774,13 +778,56 @@ def b64_class(c):
     return -1
 
 
+@kernel(inline="always")
+def b64_digit(c):
+    """The value (0..63) of a base64 alphabet byte (``b64_class`` 1), -1 for any other byte."""
+    if 65 <= c <= 90:
+        return c - 65
+    if 97 <= c <= 122:
+        return c - 71
+    if 48 <= c <= 57:
+        return c + 4
+    if c == 43:
+        return 62
+    if c == 47:
+        return 63
+    return -1
+
+
+@kernel(inline="always")
+def b64_packed(buf, i, end):
+    """Do the text's first four characters decode to a compressed stream's header: gzip
+    (1f 8b 08, ``H4sI``), zstd (28 b5 2f, ``KLUv``) or zlib (78 and a check byte of 01, 5e, 9c
+    or da)?  Four bytes of the text, about one random token in 16,000 (the zlib case)."""
+    if end - i < 4:
+        return False
+    v0 = b64_digit(buf[i])
+    v1 = b64_digit(buf[i + 1])
+    v2 = b64_digit(buf[i + 2])
+    v3 = b64_digit(buf[i + 3])
+    if v0 < 0 or v1 < 0 or v2 < 0 or v3 < 0:
+        return False
+    b0 = (v0 << 2) | (v1 >> 4)
+    b1 = ((v1 & 15) << 4) | (v2 >> 2)
+    b2 = ((v2 & 3) << 6) | v3
+    if b0 == 0x1F:
+        return b1 == 0x8B and b2 == 8
+    if b0 == 0x28:
+        return b1 == 0xB5 and b2 == 0x2F
+    return b0 == 0x78 and (b1 == 0x01 or b1 == 0x5E or b1 == 0x9C or b1 == 0xDA)
+
+
 @kernel(_nrt=False)
 def b64_run(buf, i, end):                    # not inlined: only long values get here
     """Is the text at ``i`` base64 up to its end (``"``, ``<`` or ``end``): at least ``B64_MIN``
-    alphabet characters, then only padding, white space and the JSON escapes ``\\/ \\n \\r``?
-    Stops at the first other byte, and at once when ``end - i < B64_MIN``: give it the string's
-    end where it is known, so that a short value costs one comparison."""
-    if end - i < B64_MIN:
+    alphabet characters (``B64_PACKED_MIN`` after a compressed header, ``b64_packed``), then only
+    padding, white space and the JSON escapes ``\\/ \\n \\r``?  Stops at the first other byte,
+    and at once when the text is shorter than that: give it the string's end where it is known,
+    so that a short value costs one comparison."""
+    if end - i < B64_PACKED_MIN:
+        return False
+    need = B64_PACKED_MIN if b64_packed(buf, i, end) else B64_MIN
+    if end - i < need:
         return False
     n = 0
     while i < end:
@@ -797,7 +844,7 @@ def b64_run(buf, i, end):                    # not inlined: only long values get
         elif k < 0:
             return False
         i += 1
-    return n >= B64_MIN
+    return n >= need
 
 
 @kernel(inline="always")
@@ -828,14 +875,18 @@ def edi_head(buf, i, end):
 def edi_marker(buf, i, end):
     """``edi_head``, or a long base64 run (``b64_run``: base64, maybe of gzip / zlib / zstd;
     flowaudit/decode/embedded.py decides what it holds)."""
-    return edi_head(buf, i, end) or (end - i >= B64_MIN and b64_run(buf, i, end))
+    return edi_head(buf, i, end) or (end - i >= B64_PACKED_MIN and b64_run(buf, i, end))
 
 
 @kernel(_nrt=False)                          # not inlined: only escaped strings get here
 def b64_text(buf, i, end):
     """Is ``buf[i:end]`` (a decoded text, its exact range) base64: only the alphabet, padding and
-    white space, with at least ``B64_MIN`` alphabet characters?"""
-    if end - i < B64_MIN:
+    white space, with at least ``B64_MIN`` alphabet characters (``B64_PACKED_MIN`` after a
+    compressed header)?"""
+    if end - i < B64_PACKED_MIN:
+        return False
+    need = B64_PACKED_MIN if b64_packed(buf, i, end) else B64_MIN
+    if end - i < need:
         return False
     n = 0
     while i < end:
@@ -844,7 +895,7 @@ def b64_text(buf, i, end):
             return False
         n += k
         i += 1
-    return n >= B64_MIN
+    return n >= need
 
 
 @kernel(inline="always")

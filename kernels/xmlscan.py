@@ -47,7 +47,7 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 
 from ._jit import kernel
 from .detect import utf8_char
-from .jsonscan import (B64_MIN, C_ECUR, C_NE, C_NH, C_VCUR, E_END, E_LEN, E_LOC, E_MSG, E_OFF, E_START, FNV_OFF,
+from .jsonscan import (B64_PACKED_MIN, C_ECUR, C_NE, C_NH, C_VCUR, E_END, E_LEN, E_LOC, E_MSG, E_OFF, E_START, FNV_OFF,
                        KIND_FREE, KIND_TYPEKEY, MAX_TSLOT, MEMO_SALT, MODE_CHECK, PATH_CAP, RI_CLASS,
                        RI_CONF, RI_GROUP, RI_KIND, RI_LEVEL, RI_MODE, ROOT_H, edi_marker, emit, free_scan,
                        b64_run, b64_text, edi_head, has_room, hstep, intern_add, intern_find, mix, name_hash, next_rule, rec_text, recognise,
@@ -624,7 +624,7 @@ def xml_scan_run(buf, offsets, sel, RH, RI, rtab, TH, TI, veto, P,
                     txt = leaf_text(buf, cstart, cend, scratch, scap)
                     late = text_head(scratch, 0, txt) or b64_text(scratch, 0, txt)
                 # classify the leaf's text
-                if child[d] == 0 and (acc[d] != 0 or late or (simple and cend - cstart >= B64_MIN
+                if child[d] == 0 and (acc[d] != 0 or late or (simple and cend - cstart >= B64_PACKED_MIN
                                                               and b64_run(buf, cstart, cend))):
                     if txt > scap:
                         txt = scap

@@ -271,6 +271,37 @@ def test_markers_inside_layers_and_in_quarantined_messages(tmp_path):
     assert plain.num_rows == 0
 
 
+def test_a_short_compressed_field_is_opened(tmp_path):
+    """A gzip, zlib or zstd payload in a JSON member or an XML leaf is opened however short its
+    base64 (under ``B64_MIN`` characters: ``B64_PACKED_MIN`` after a compressed header), so the
+    host it carries is found; compression hides it from the base64 aliases.  A short token that
+    only starts like one (``eJA...``: 78 90, no zlib header) gives nothing, not even a flag."""
+    import base64
+    import gzip
+    import zlib
+
+    from flowaudit.decode import layers as L
+    from flowaudit.kernels.jsonscan import B64_MIN, B64_PACKED_MIN
+    from flowaudit.pipeline import FMT_AUTO, Batch, Classifier
+    from flowaudit.protect import Protector
+
+    host = b"https://gateway.logink.cn/"
+    packed = [base64.b64encode(gzip.compress(host, mtime=0)), base64.b64encode(zlib.compress(host, 9)),
+              base64.b64encode(L._zstd.ZstdCompressor().compress(host))]
+    assert all(B64_PACKED_MIN <= len(f) < B64_MIN and not f.startswith(b"aHR0") for f in packed)
+    msgs = [b'{"cb":"%s"}' % f for f in packed] + [b"<a><cb>%s</cb></a>" % packed[0],
+                                                   b'{"t":"eJABCDEFGHIJKLMNOPQRSTUVWXYZ"}']
+    clf = Classifier(Protector(b"egress-packed-key-0123456789abcd"), egress=detector(tmp_path))
+    r = clf.run(Batch.from_values(msgs, FMT_AUTO, offset=np.arange(len(msgs))))
+    got: dict[int, set] = {}
+    for i, row in zip(r.t_idx.tolist(), r.transfers.to_pylist()):
+        got.setdefault(i, set()).add((row["platform"], row["indicator"]))
+    assert sorted(got) == [0, 1, 2, 3], got
+    assert all(("LOGINK", "gateway.logink.cn") in got[i] for i in range(4)), got
+    flags = dict(zip(r.m_idx.tolist(), r.messages.column("flags").to_pylist()))
+    assert flags == {i: [] for i in range(len(msgs))}
+
+
 def both_paths(tmp_path, msgs):
     """The transfers of ``msgs`` (offset = batch index) from ``detect_messages`` alone, then
     through the classifier with its prescan."""

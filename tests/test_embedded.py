@@ -275,7 +275,21 @@ def test_lookalikes_are_not_layers():
 _B64_TAIL = re.compile(rb'((?:[A-Za-z0-9+/= \t\r\n]|\\[/nr])*)(?:["<]|$)')
 
 
+def packed_ref(t: bytes) -> bool:
+    """The value's first four characters are the base64 of a gzip, zstd or zlib header."""
+    head = t[:4]
+    if len(head) < 4 or not re.fullmatch(rb"[A-Za-z0-9+/]{4}", head):
+        return False
+    h = base64.b64decode(head)
+    return h == b"\x1f\x8b\x08" or h == b"\x28\xb5\x2f" or (h[0] == 0x78 and h[1] in (0x01, 0x5E, 0x9C, 0xDA))
+
+
+def b64_need(t: bytes) -> int:
+    return K.B64_PACKED_MIN if packed_ref(t) else K.B64_MIN
+
+
 def marker_ref(t: bytes) -> bool:
+    need = b64_need(t)                      # judged on the value as it starts
     t = t.lstrip(b" \t\r\n")
     if len(t) < 4:
         return False
@@ -290,17 +304,21 @@ def marker_ref(t: bytes) -> bool:
     m = _B64_TAIL.match(t)
     # the escapes are tokens of their own: the n of an escaped line break is no base64 letter
     tokens = re.findall(rb"\\[/nr]|[A-Za-z0-9+/]", m.group(1)) if m else []
-    return sum(tok not in (b"\\n", b"\\r") for tok in tokens) >= K.B64_MIN
+    return sum(tok not in (b"\\n", b"\\r") for tok in tokens) >= need
 
 
 _PIECES = [b"A", b"z", b"9", b"+", b"/", b"=", b" ", b"\n", b"\\/", b"\\n", b"\\", b'"', b"<", b"-", b"*", b":",
-           b"UNB", b"UNA", b"UNH", b"ISA", b"GS*", b"ST*", b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldY", b"\xc3\xa9"]
+           b"UNB", b"UNA", b"UNH", b"ISA", b"GS*", b"ST*", b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldY", b"\xc3\xa9",
+           b"H4sI", b"KLUv", b"eJw", b"eNo", b"eJA", b"H4s", b"KLUv_"]
 
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.sampled_from(_PIECES), max_size=40), st.binary(max_size=3))
 @example([b"UNB"] + [b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"] * 3, b"")   # base64 that starts with UNB: a run
 @example([b"A"] * 4 + [b"\\n"] + [b"UNB"] * 3 + [b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"] * 2, b"/A")  # 79 letters: no run
+@example([b"H4sI"] + [b"A"] * 20, b"")                                   # gzip, 24 letters: a run
+@example([b"H4sI"] + [b"A"] * 19, b"")                                   # 23: none
+@example([b" ", b"H4sI"] + [b"A"] * 30, b"")                             # the header after a space: 80 needed
 def test_marker_matches_its_reference(pieces, tail):
     t = b"".join(pieces) + tail
     a = np.frombuffer(t, np.uint8).copy() if t else np.zeros(0, np.uint8)
@@ -309,11 +327,13 @@ def test_marker_matches_its_reference(pieces, tail):
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.sampled_from([b"A", b"z", b"9", b"+", b"/", b"=", b" ", b"\n", b"\t", b'"', b"<", b"\\", b"-",
-                                 b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"]), max_size=12))
+                                 b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldY", b"H4sI", b"eNo", b"eJA", b"KLUv"]), max_size=12))
 def test_b64_text_matches_its_reference(pieces):
     """``b64_text`` (a decoded JSON string's exact range): only the alphabet, padding and white
-    space, and at least B64_MIN alphabet characters; no byte ends it early."""
+    space, and at least B64_MIN alphabet characters (B64_PACKED_MIN after a compressed header);
+    no byte ends it early."""
     t = b"".join(pieces)
     a = np.frombuffer(t, np.uint8).copy() if t else np.zeros(0, np.uint8)
-    want = re.fullmatch(rb"[A-Za-z0-9+/= \t\r\n]*", t) is not None and len(re.findall(rb"[A-Za-z0-9+/]", t)) >= K.B64_MIN
+    want = (re.fullmatch(rb"[A-Za-z0-9+/= \t\r\n]*", t) is not None
+            and len(re.findall(rb"[A-Za-z0-9+/]", t)) >= b64_need(t))
     assert bool(K.b64_text(a, 0, len(t))) == want, t

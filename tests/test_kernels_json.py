@@ -63,15 +63,28 @@ _EDI_HEAD = re.compile(r"[ \t\r\n]*((UNA|UNB|UNH)[^A-Za-z0-9\"\\\x00-\x1f]|ISA[^
 _B64_TEXT = re.compile(r"[A-Za-z0-9+/= \t\r\n]*\Z")
 
 
+def _packed(text: str) -> bool:
+    """The text's first four characters are the base64 of a gzip, zstd or zlib header."""
+    import base64
+
+    head = text[:4]
+    if not re.fullmatch(r"[A-Za-z0-9+/]{4}", head):
+        return False
+    h = base64.b64decode(head)
+    return h in (b"\x1f\x8b\x08", b"\x28\xb5\x2f") or (h[0] == 0x78 and h[1] in (0x01, 0x5E, 0x9C, 0xDA))
+
+
 class _EdiStart:
     """What kernels/jsonscan.edi_marker marks, judged on the decoded text: an EDIFACT or X12
-    header, or (field layers) only base64 characters, at least B64_MIN (80) of the alphabet."""
+    header, or (field layers) only base64 characters, at least B64_MIN (80) of the alphabet, or
+    B64_PACKED_MIN (24) when the text opens with a gzip, zstd or zlib header's base64."""
 
     @staticmethod
     def match(text: str) -> bool:
         if _EDI_HEAD.match(text):
             return True
-        return bool(_B64_TEXT.match(text)) and len(re.findall(r"[A-Za-z0-9+/]", text)) >= 80
+        packed = _packed(text)
+        return bool(_B64_TEXT.match(text)) and len(re.findall(r"[A-Za-z0-9+/]", text)) >= (24 if packed else 80)
 
 
 EDI_START = _EdiStart()

@@ -10,7 +10,8 @@ Design
 The JSON and XML kernels mark every string value / leaf text that is a candidate
 (``kernels/jsonscan.edi_marker``): it starts (after white space) with ``UNA``, ``UNB``, ``UNH``
 and a separator (EDIFACT), ``ISA`` and a separator, ``GS*`` or ``ST*`` (X12), or it is a run of
-at least ``B64_MIN`` (80) base64 characters.  They decode it (JSON escapes, XML entities and
+at least ``B64_MIN`` (80) base64 characters (``B64_PACKED_MIN``, 24, when the first four decode
+to a gzip, zstd or zlib header).  They decode it (JSON escapes, XML entities and
 CDATA) into one side buffer ``ebuf`` and list it in a table ``E`` (outer message, outer location,
 raw byte range of the outer string, offset and length in ``ebuf``).  :func:`open_fields` decides
 what each holds: a bare interchange is taken as it is; anything else goes through
