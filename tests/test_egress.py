@@ -361,6 +361,7 @@ def test_names_hidden_in_short_base64_fields(tmp_path):
         b64(b"http://x.teamviewer.com/"),                              # 5 not a listed host
         b64(b"http://master12.teamviewer.com/"),                       # 6 a host pattern's host
         b64(b"\x8f\x01random bytes of a token\xfe"),                   # 7 nothing
+        b64(b"HTTPS://GATEWAY.LOGINK.CN/"),                            # 8 a host in upper case
     ]
     assert all(len(f) < B64_MIN and b"logink" not in f.lower() for f in fields)
     msgs = [b'{"cb":"%s"}' % f for f in fields]
@@ -376,6 +377,7 @@ def test_names_hidden_in_short_base64_fields(tmp_path):
         assert got[2] == {("LOGINK", "LOGINK_CN_FREIGHTCHARGES (base64)", "payload_marker", "JSON_PATH")}
         assert got[4] == {("LOGINK", "gateway.logink.cn", "host", "JSON_PATH")}
         assert {(p, i) for p, i, _t, _w in got[6]} == {("TeamViewer", "master12.teamviewer.com (base64)")}
+        assert got[8] == {("LOGINK", "gateway.logink.cn (base64)", "host", "JSON_PATH")}
         assert not {3, 5, 7} & set(got)
     # one long run holding the alias thousands of times: decoded once, one row
     many = b"FTX+AAI+++%s'" % b64(b"see ssl.logink.cn " * 5000)

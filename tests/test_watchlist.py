@@ -155,7 +155,7 @@ def test_long_literals_get_base64_aliases_short_ones_do_not():
             for i in range(wl.patterns.n)}
     aliases = {bytes(wl.b64_patterns.pat_buf[wl.b64_patterns.pat_off[i]:wl.b64_patterns.pat_off[i + 1]]):
                wl.patterns.n + i for i in range(wl.b64_patterns.n)}
-    for a, skip in W.base64_aliases(b"ssl.logink.cn"):
+    for a, skip in W.base64_aliases(b"ssl.logink.cn") + W.base64_aliases(b"SSL.LOGINK.CN"):   # both cases
         assert wl.pattern_indicator[aliases[a]] == wl.pattern_indicator[lits[b"ssl.logink.cn"]]
         assert wl.pattern_kind[aliases[a]] == W._mk.BASE64 and wl.pattern_skip[aliases[a]] == skip
     assert not {a for a, _ in W.base64_aliases(b"ticket:")} & set(aliases)     # 7 bytes: too short

@@ -11,9 +11,11 @@ Matching is exact and case-insensitive for names, never substring (see schemas/w
 A name, path or marker of at least ``B64_MIN_LITERAL`` bytes is also looked for in base64, as
 YARA's ``base64`` modifier does it: its three alignments (standard and URL-safe alphabets) are
 literals of their own (:func:`base64_aliases`), so a LOGINK URL in a base64 field too short to be
-decoded as a layer (``kernels/jsonscan.B64_MIN``) is still seen.  Aliases are case-sensitive
-(the name as listed, lower-case for hosts) and have no boundaries: an alias match only points
-at a run, which :mod:`flowaudit.detect.egress` decodes and matches as text.
+decoded as a layer (``kernels/jsonscan.B64_MIN``) is still seen.  Base64 keeps case, so an
+alias is one spelling: names get aliases in lower and in upper case (``GATEWAY.LOGINK.CN`` as
+well), case-insensitive markers those and the spelling listed, other literals the spelling
+listed; another mixed-case spelling is not seen.  Aliases have no boundaries: an alias match only points at a run, which
+:mod:`flowaudit.detect.egress` decodes and matches as text.
 """
 from __future__ import annotations
 
@@ -370,10 +372,17 @@ def _compile(version, files, platforms, indicators) -> CompiledWatchlist:
         elif t == "edi_party":
             edi.setdefault(v, ind.id)
     aliases: dict[bytes, tuple[int, int]] = {}   # alias -> (indicator id (the first literal's), skip)
-    for (b, kind, _ci), ind in zip(literals, lit_ind):
+    for (b, kind, ci), ind in zip(literals, lit_ind):
         if kind != _mk.KEY and len(b) >= B64_MIN_LITERAL:
-            for a, skip in base64_aliases(b.lower() if kind in (_mk.HOST, _mk.DOMAIN, _mk.HOST_SUFFIX) else b):
-                aliases.setdefault(a, (ind, skip))
+            # names in lower and upper case, case-insensitive literals as listed too: base64 keeps
+            # case (102 -> 156 aliases: the alias pass 1.56 -> 0.98 GB/s, about 1 % of the stream)
+            if kind in (_mk.HOST, _mk.DOMAIN, _mk.HOST_SUFFIX):
+                forms = (b.lower(), b.upper())
+            else:
+                forms = (b, b.lower(), b.upper()) if ci else (b,)
+            for form in dict.fromkeys(forms):
+                for a, skip in base64_aliases(form):
+                    aliases.setdefault(a, (ind, skip))
     b64 = _mk.Patterns([(a, _mk.BASE64, False) for a in aliases]) if aliases else None
     pats = _mk.Patterns(literals)
     # exact hosts are more specific than their registered domain: report the host when both match
