@@ -129,12 +129,10 @@ def _two_workers_running(broker, topics, tmp_path, seed: int, group: str, *args:
     return placed, root, s, s.workers()
 
 
-def test_two_workers_share_the_group_and_drain_it(broker, topics, tmp_path):
-    """Both workers hold partitions, each prints its own tagged summary, the supervisor exits 0
-    once both have drained, and every offset is stored exactly once."""
-    placed = produce_labelled(broker.bootstrap, topics, synth.generate(seed=81, n=3000, bad_fraction=0.02))
-    root = tmp_path / "out"
-    s = Supervisor(broker, topics, root, tmp_path / "s.log", 2, "--group", "g-workers", "--until-drained",
+def _drained_by_two(broker, topics, root: Path, tmp_path: Path, group: str) -> tuple:
+    """``--workers 2 --until-drained`` over ``topics``, waited for and exited 0: (supervisor,
+    its stdout, its log)."""
+    s = Supervisor(broker, topics, root, tmp_path / "s.log", 2, "--group", group, "--until-drained",
                    "--metrics-port", "0", FLOWAUDIT_KAFKA_DRAIN_STALL_S="90")
     try:
         rc, out = s.wait(timeout=240)
@@ -142,6 +140,15 @@ def test_two_workers_share_the_group_and_drain_it(broker, topics, tmp_path):
         s.kill()
     log = s.text()
     assert rc == 0, log[-6000:]
+    return s, out, log
+
+
+def test_two_workers_share_the_group_and_drain_it(broker, topics, tmp_path):
+    """Both workers hold partitions, each prints its own tagged summary, the supervisor exits 0
+    once both have drained, and every offset is stored exactly once."""
+    placed = produce_labelled(broker.bootstrap, topics, synth.generate(seed=81, n=3000, bad_fraction=0.02))
+    root = tmp_path / "out"
+    s, out, log = _drained_by_two(broker, topics, root, tmp_path, "g-workers")
     assert len(s.workers()) == 2, log[-3000:]
     for i in (0, 1):     # each worker logs tagged, holds partitions and ends with its own summary
         assert re.search(rf"\[worker {i}/2\] \S+ INFO .*assigned \[\(", log), log[-6000:]
@@ -252,14 +259,7 @@ def test_two_workers_keep_dns_answers_and_flows_together(broker, corpus, tmp_pat
     assert p.flush(30) == 0
     spec = {"dns": names["zeek.dns"], "netflow": names["netflow.raw"], "json": names["json"]}
     root = tmp_path / "out"
-    s = Supervisor(broker, spec, root, tmp_path / "s.log", 2, "--group", "g-workers-tel", "--until-drained",
-                   "--metrics-port", "0", FLOWAUDIT_KAFKA_DRAIN_STALL_S="90")
-    try:
-        rc, out = s.wait(timeout=240)
-    finally:
-        s.kill()
-    log = s.text()
-    assert rc == 0, log[-6000:]
+    _s, _out, log = _drained_by_two(broker, spec, root, tmp_path, "g-workers-tel")
     assert "worker 0 reads the telemetry topics" in log
     held = {i: " ".join(re.findall(rf"\[worker {i}/2\] \S+ INFO .*assigned (\[.*\])", log)) for i in (0, 1)}
     assert names["zeek.dns"] in held[0] and names["netflow.raw"] in held[0], held
