@@ -817,6 +817,16 @@ def b64_packed(buf, i, end):
     return b0 == 0x78 and (b1 == 0x01 or b1 == 0x5E or b1 == 0x9C or b1 == 0xDA)
 
 
+@kernel(inline="always")
+def b64_need(buf, i, end):
+    """The alphabet characters the text at ``i`` needs to be a layer: ``B64_PACKED_MIN`` after a
+    compressed header (``b64_packed``), else ``B64_MIN``; 0 when the text is shorter than that."""
+    if end - i < B64_PACKED_MIN:
+        return 0
+    need = B64_PACKED_MIN if b64_packed(buf, i, end) else B64_MIN
+    return need if end - i >= need else 0
+
+
 @kernel(_nrt=False)
 def b64_run(buf, i, end):                    # not inlined: only long values get here
     """Is the text at ``i`` base64 up to its end (``"``, ``<`` or ``end``): at least ``B64_MIN``
@@ -824,10 +834,8 @@ def b64_run(buf, i, end):                    # not inlined: only long values get
     padding, white space and the JSON escapes ``\\/ \\n \\r``?  Stops at the first other byte,
     and at once when the text is shorter than that: give it the string's end where it is known,
     so that a short value costs one comparison."""
-    if end - i < B64_PACKED_MIN:
-        return False
-    need = B64_PACKED_MIN if b64_packed(buf, i, end) else B64_MIN
-    if end - i < need:
+    need = b64_need(buf, i, end)
+    if need == 0:
         return False
     n = 0
     while i < end:
@@ -883,10 +891,8 @@ def b64_text(buf, i, end):
     """Is ``buf[i:end]`` (a decoded text, its exact range) base64: only the alphabet, padding and
     white space, with at least ``B64_MIN`` alphabet characters (``B64_PACKED_MIN`` after a
     compressed header)?"""
-    if end - i < B64_PACKED_MIN:
-        return False
-    need = B64_PACKED_MIN if b64_packed(buf, i, end) else B64_MIN
-    if end - i < need:
+    need = b64_need(buf, i, end)
+    if need == 0:
         return False
     n = 0
     while i < end:

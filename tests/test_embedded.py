@@ -28,6 +28,8 @@ from flowaudit.decode import xml as dx
 from flowaudit.decode.embedded import FLAG_EMBEDDED_BAD
 from flowaudit.kernels import jsonscan as K
 
+from .test_kernels_json import packed_ref
+
 CODECO = (Path(__file__).resolve().parents[2] / "shared" / "corpus" / "messages" / "json"
           / "smart-data-models_dataModel.MarineTransport__EdiCodeco_example.json")
 
@@ -275,17 +277,9 @@ def test_lookalikes_are_not_layers():
 _B64_TAIL = re.compile(rb'((?:[A-Za-z0-9+/= \t\r\n]|\\[/nr])*)(?:["<]|$)')
 
 
-def packed_ref(t: bytes) -> bool:
-    """The value's first four characters are the base64 of a gzip, zstd or zlib header."""
-    head = t[:4]
-    if len(head) < 4 or not re.fullmatch(rb"[A-Za-z0-9+/]{4}", head):
-        return False
-    h = base64.b64decode(head)
-    return h == b"\x1f\x8b\x08" or h == b"\x28\xb5\x2f" or (h[0] == 0x78 and h[1] in (0x01, 0x5E, 0x9C, 0xDA))
-
-
 def b64_need(t: bytes) -> int:
-    return K.B64_PACKED_MIN if packed_ref(t) else K.B64_MIN
+    """The alphabet characters a value needs (test_kernels_json's reference of the header)."""
+    return K.B64_PACKED_MIN if packed_ref(t.decode("latin-1")) else K.B64_MIN
 
 
 def marker_ref(t: bytes) -> bool:

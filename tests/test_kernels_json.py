@@ -63,7 +63,7 @@ _EDI_HEAD = re.compile(r"[ \t\r\n]*((UNA|UNB|UNH)[^A-Za-z0-9\"\\\x00-\x1f]|ISA[^
 _B64_TEXT = re.compile(r"[A-Za-z0-9+/= \t\r\n]*\Z")
 
 
-def _packed(text: str) -> bool:
+def packed_ref(text: str) -> bool:
     """The text's first four characters are the base64 of a gzip, zstd or zlib header."""
     import base64
 
@@ -83,7 +83,7 @@ class _EdiStart:
     def match(text: str) -> bool:
         if _EDI_HEAD.match(text):
             return True
-        packed = _packed(text)
+        packed = packed_ref(text)
         return bool(_B64_TEXT.match(text)) and len(re.findall(r"[A-Za-z0-9+/]", text)) >= (24 if packed else 80)
 
 
