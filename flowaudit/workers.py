@@ -31,7 +31,6 @@ import subprocess
 import sys
 import time
 
-from .decode import TELEMETRY_NAMES  # format names only: numpy, no kernels
 from .memory import _libc
 
 WORKER_ENV = "FLOWAUDIT_WORKER"     # "i/N" in a worker's environment: its log and summary tag
@@ -42,6 +41,11 @@ def worker_tag() -> str:
     """``[worker i/N] `` inside a worker, else ``""``."""
     w = os.environ.get(WORKER_ENV)
     return f"[worker {w}] " if w else ""
+
+
+# flowaudit.decode.TELEMETRY_NAMES spelled out: cli imports this module, and the light commands
+# (collect) start without numpy (tests/test_collect.py)
+TELEMETRY_FORMATS = ("dns", "netflow", "goflow")
 
 
 def strip_option(argv: list[str], opt: str) -> list[str]:
@@ -70,7 +74,7 @@ def worker_topics(topics: dict[str, str], n: int) -> list[dict | None]:
     fmts = set(topics.values())
     if n <= 1 or "dns" not in fmts or not fmts & {"netflow", "goflow"}:
         return [None] * n
-    rest = {t: f for t, f in topics.items() if f not in TELEMETRY_NAMES.values()}
+    rest = {t: f for t, f in topics.items() if f not in TELEMETRY_FORMATS}
     return [None] + ([rest] * (n - 1) if rest else [])
 
 
