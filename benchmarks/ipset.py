@@ -148,14 +148,18 @@ def run_family(family: int, n_prefixes: int, m: int, m_py: int, repeat: int, see
             "flowaudit": ours_rate, "numpy": np_rate, "ipaddress": py_rate}
 
 
-def run(quick: bool = False, repeats: int = 5, prefixes: int = 100_000, seed: int = 7) -> dict:
+def run(quick: bool = False, repeats: int = 5, prefixes: int = 100_000, seed: int = 7, scale: float = 1.0) -> dict:
     """The suite's contract (benchmarks/stages.external_stage): a JSON-able dict; the top-level
-    ``lookups_per_s`` is IPv4 with half the addresses inside a prefix (the harder mix)."""
-    m = 500_000 if quick else 4_000_000
+    ``lookups_per_s`` is IPv4 with half the addresses inside a prefix (the harder mix).  ``scale``
+    (0-1) shrinks the prefixes and lookups, as the suite's ``--size-mb`` does for the format stages."""
+    scale = min(1.0, max(scale, 0.01))
+    prefixes = max(2_000, int(prefixes * scale))
+    m = max(20_000, int((500_000 if quick else 4_000_000) * scale))
     out = {"prefixes": prefixes, "lookups": m, "results": []}
     for inside in (0.0, 0.5):
         for fam in (4, 6):
-            r = run_family(fam, prefixes, m, 5_000 if quick else 20_000, max(1, repeats), seed, inside)
+            r = run_family(fam, prefixes, m, max(1_000, int((5_000 if quick else 20_000) * scale)), max(1, repeats), seed,
+                           inside)
             r["inside"] = inside
             r["x_numpy"] = r["flowaudit"] / r["numpy"]
             r["x_ipaddress"] = r["flowaudit"] / r["ipaddress"]

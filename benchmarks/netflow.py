@@ -363,14 +363,16 @@ def decode_match(buf, offsets, ipset, reps=2, batch=2000):
 
 def run(quick: bool = False, repeats: int = 3, records: int | None = None, python_records: int | None = None,
         nfdump: bool = True, collect: bool = True, collect_rates=None, collect_datagrams: int | None = None,
-        collect_rcvbuf: int = 8 << 20, progress=None) -> dict:
+        collect_rcvbuf: int = 8 << 20, progress=None, scale: float = 1.0) -> dict:
     """The whole NetFlow benchmark; returns a JSON-able dict (the contract of benchmarks.suite):
-    top-level ``records_per_s`` is v9 decode + watchlist match (or + ``dst net`` filter)."""
+    top-level ``records_per_s`` is v9 decode + watchlist match (or + ``dst net`` filter).  ``scale``
+    (0-1) shrinks the default sizes, as the suite's ``--size-mb`` does for the format stages."""
     say = progress or (lambda *_: None)
-    records = records or (300_000 if quick else 2_000_000)
-    python_records = python_records or (50_000 if quick else 200_000)
+    scale = min(1.0, max(scale, 0.01))
+    records = records or max(10_000, int((300_000 if quick else 2_000_000) * scale))
+    python_records = python_records or max(2_000, int((50_000 if quick else 200_000) * scale))
     collect_rates = collect_rates or ([80_000, 120_000] if quick else [50_000, 80_000, 100_000, 120_000, 150_000, 0])
-    collect_datagrams = collect_datagrams or (60_000 if quick else 300_000)
+    collect_datagrams = collect_datagrams or max(2_000, int((60_000 if quick else 300_000) * scale))
     summary = {"versions": versions(), "decode": {}, "batch_datagrams": 2000}
     NetflowDecoder().decode(np.zeros(0, np.uint8), np.zeros(1, np.int64), [], [])   # compile / load cache
     ipset = _watchlist()

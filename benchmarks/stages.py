@@ -691,18 +691,18 @@ def audit_stage(messages: int, cache_dir, dask: bool = True) -> dict:
     return rec
 
 
-def external_stage(module: str, group: str, what: str, quick: bool, repeats: int) -> dict:
+def external_stage(module: str, group: str, what: str, quick: bool, repeats: int, scale: float = 1.0) -> dict:
     """NetFlow decode (benchmarks/netflow.py) and CIDR lookups (benchmarks/ipset.py): their own
     ``run()`` (or ``measure()``) does the measuring and runs its peers (nfdump, a plain-Python
-    decoder, numpy, ipaddress).  Contract: keyword arguments ``quick``, ``repeats`` (each passed
-    only if the signature names it); returns a dict, kept whole under ``extra.result``; top-level
+    decoder, numpy, ipaddress).  Contract: keyword arguments ``quick``, ``repeats`` and ``scale``
+    (a fraction of the default sizes; each passed only if the signature names it); returns a dict, kept whole under ``extra.result``; top-level
     ``mb_per_s`` and ``items_per_s`` / ``records_per_s`` / ``lookups_per_s`` are shown in the table."""
     fn, why = P.external(module)
     if fn is None:
         return skipped(module, group, what, why)
     kw = {}
     params = inspect.signature(fn).parameters
-    for k, v in (("quick", quick), ("repeats", repeats), ("repeat", repeats)):
+    for k, v in (("quick", quick), ("repeats", repeats), ("repeat", repeats), ("scale", scale)):
         if k in params:
             kw[k] = v
     try:

@@ -184,7 +184,9 @@ def run(cfg: Config, progress=log) -> dict:
         add(S.watchlist_stage(datasets, cfg.repeats, cfg.slow_seconds))
     for name, group, what in EXTERNAL_STAGES:   # modules that measure themselves and their peers
         if name in want:
-            add(S.external_stage(name, group, what, cfg.quick, cfg.repeats))
+            # their sizes follow --size-mb below the defaults (the tests' tiny corpus)
+            scale = min(1.0, cfg.size_mb / (2.0 if cfg.quick else 16.0))
+            add(S.external_stage(name, group, what, cfg.quick, cfg.repeats, scale))
     if "batch" in want:
         progress("  measuring the batch path ...")
         add(S.batch_stage(datasets, cfg.repeats))

@@ -17,6 +17,21 @@ CORPUS = REPO.parent / "shared" / "corpus"
 HMAC_KEY = "test-key-0123456789abcdef"
 _counter = itertools.count()
 
+# The slowest test files first (seconds on a 2-core runner, a cold cache: the fuzz pass compiles the
+# bounds-checked kernels, the warmup test every kernel), the rest after them in their own order.
+# `./dev test` runs pytest-xdist with `--dist loadfile --no-loadscope-reorder`, which hands files to
+# the two workers in this order: the long files start at once and the short ones fill the end, so
+# both workers finish together.  Only the order changes, never which tests run.
+SLOW_FILES = ("test_faults.py", "test_fuzz.py", "test_warmup.py", "test_workers.py", "test_stream_integration.py",
+              "test_audit.py", "test_findings_stream.py", "test_quarantine.py", "test_stream_write_behind.py",
+              "test_split.py", "test_findings_memory.py", "test_kernels_edifact.py", "test_bench.py",
+              "test_findings_cli.py", "test_hits_table.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))   # stable: a file's tests keep their order
+
 
 @pytest.fixture(scope="session")
 def corpus() -> Path:

@@ -12,7 +12,6 @@ import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -567,8 +566,9 @@ def test_mutated_corpus_with_numba_boundscheck(tmp_path):
             decode([mutate(r, d) for _, d in gen_stream(r)], dec)
         print("ok", dec.counters["datagrams"])
     """)
-    # a cache of its own (boundscheck changes the machine code), kept between runs
-    cache = Path(tempfile.gettempdir()) / "flowaudit-numba-boundscheck"
+    # bounds-checked machine code needs a cache of its own: the fuzz harness's (`flowaudit fuzz`,
+    # tests/test_fuzz.py), so the NetFlow kernels are compiled bounds-checked once for both
+    from flowaudit.fuzz import CACHE_DIR as cache
     env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(cache))
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0 and r.stdout.startswith("ok"), r.stderr[-3000:]
