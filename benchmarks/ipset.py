@@ -158,8 +158,8 @@ def run(quick: bool = False, repeats: int = 5, prefixes: int = 100_000, seed: in
     out = {"prefixes": prefixes, "lookups": m, "results": []}
     for inside in (0.0, 0.5):
         for fam in (4, 6):
-            r = run_family(fam, prefixes, m, max(1_000, int((5_000 if quick else 20_000) * scale)), max(1, repeats), seed,
-                           inside)
+            m_py = max(1_000, int((5_000 if quick else 20_000) * scale))
+            r = run_family(fam, prefixes, m, m_py, max(1, repeats), seed, inside)
             r["inside"] = inside
             r["x_numpy"] = r["flowaudit"] / r["numpy"]
             r["x_ipaddress"] = r["flowaudit"] / r["ipaddress"]

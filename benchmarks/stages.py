@@ -695,8 +695,9 @@ def external_stage(module: str, group: str, what: str, quick: bool, repeats: int
     """NetFlow decode (benchmarks/netflow.py) and CIDR lookups (benchmarks/ipset.py): their own
     ``run()`` (or ``measure()``) does the measuring and runs its peers (nfdump, a plain-Python
     decoder, numpy, ipaddress).  Contract: keyword arguments ``quick``, ``repeats`` and ``scale``
-    (a fraction of the default sizes; each passed only if the signature names it); returns a dict, kept whole under ``extra.result``; top-level
-    ``mb_per_s`` and ``items_per_s`` / ``records_per_s`` / ``lookups_per_s`` are shown in the table."""
+    (a fraction of the default sizes; each passed only if the signature names it); returns a dict,
+    kept whole under ``extra.result``; top-level ``mb_per_s`` and ``items_per_s`` /
+    ``records_per_s`` / ``lookups_per_s`` are shown in the table."""
     fn, why = P.external(module)
     if fn is None:
         return skipped(module, group, what, why)

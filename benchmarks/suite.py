@@ -263,7 +263,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--stages", nargs="+", metavar="STAGE", choices=STAGES,
                     help=f"stages to run (default all): {' '.join(STAGES)}")
     ap.add_argument("--repeats", type=int, metavar="N", help="timed repeats per measurement (default 5, quick 2)")
-    ap.add_argument("--size-mb", type=float, metavar="N", help="synthetic MB per format (default 16, quick 2)")
+    ap.add_argument("--size-mb", type=float, metavar="N",
+                    help="synthetic MB per format (default 16, quick 2); below the default, the netflow and ipset "
+                         "stages shrink their records and lookups in proportion")
     ap.add_argument("--sweep", action="append", default=[], choices=SWEEPS, metavar="KNOB",
                     help=f"tuning sweep, repeatable: {', '.join(SWEEPS)}")
     ap.add_argument("--seed", type=int, default=6346, help="corpus seed (default 6346)")

@@ -327,3 +327,19 @@ def test_a_window_close_keeps_the_earlier_windows_other_findings(tmp_path):
     # the batch way (prune) writes complete windows: the file is exactly what was given
     F.write_findings(tmp_path, closed, prune=True)
     assert read_dataset(tmp_path, "findings")["finding_id"].to_pylist() == [rows[0]["finding_id"]]
+
+
+def test_rows_of_other_partitions_take_their_own_cut_and_message_list():
+    """Held NetFlow rows in a chunk belong to other partitions: their cut and the exposing-message
+    list are looked up per partition (``_own_cut``, ``_own_isin``), as a per-row loop would."""
+    from flowaudit.detect.windows import _own_cut, _own_isin
+
+    rng = random.Random(5)
+    for n in (0, 1, 7, 300):
+        keys = [f"t{k}+{p}" for k in range(2) for p in range(3)]
+        own = np.asarray([rng.choice(keys) for _ in range(n)], object)
+        off = np.asarray([rng.randrange(50) for _ in range(n)], np.int64)
+        cut = {k: rng.randrange(60) for k in keys[:4]}
+        only = {k: np.asarray(sorted(rng.sample(range(50), rng.randrange(0, 20))), np.int64) for k in keys[1:5]}
+        assert _own_cut(own, cut).tolist() == [cut.get(x, -1) for x in own]
+        assert _own_isin(own, off, only).tolist() == [int(o) in only.get(x, []) for x, o in zip(own, off)]

@@ -695,14 +695,14 @@ class FindingsWindows:
                     if c.own is None:
                         m &= c.off < cut[k]
                     else:
-                        m &= c.off < np.asarray([cut.get(x, -1) for x in c.own], np.int64)
+                        m &= c.off < _own_cut(c.own, cut)
                     if want is not None and not c.sources <= want:
                         m &= _isin(c.table.column("source"), pa.array(sorted(want), pa.string()))
                     if only is not None:
                         if c.own is None:
                             m &= np.isin(c.off, only.get(k, _NONE))
                         else:
-                            m &= np.asarray([o in only.get(x, _NONE) for x, o in zip(c.own, c.off)], bool)
+                            m &= _own_isin(c.own, c.off, only)
                     if not m.any():
                         continue
                     if (c.hk[m] < 0).any():   # filed under a record time the sink does not trust
@@ -958,6 +958,27 @@ def only_mask(t: pa.Table, only: dict[str, np.ndarray]) -> np.ndarray:
 def _only(t: pa.Table, only: dict[str, np.ndarray]) -> pa.Table:
     """The rows of ``t`` whose message is in ``only`` (:func:`only_mask`)."""
     return t.filter(pa.array(only_mask(t, only)))
+
+
+def _own_cut(own: np.ndarray, cut: dict[str, int]) -> np.ndarray:
+    """Each row's partition cut (-1 where none), for rows filed under another partition's files
+    (``own``: each row's ``topic+partition``): one lookup per distinct partition, not per row."""
+    keys, inv = np.unique(own, return_inverse=True)
+    return np.asarray([cut.get(k, -1) for k in keys.tolist()], np.int64)[inv.ravel()]
+
+
+def _own_isin(own: np.ndarray, off: np.ndarray, only: dict[str, np.ndarray]) -> np.ndarray:
+    """Which rows' messages (``own`` partition, ``off`` offset) are in ``only``: one ``np.isin``
+    per distinct partition (a per-row ``in`` walked the whole offset list for every row)."""
+    keys, inv = np.unique(own, return_inverse=True)
+    inv = inv.ravel()
+    m = np.zeros(off.size, bool)
+    for i, k in enumerate(keys.tolist()):
+        offs = only.get(k)
+        if offs is not None and len(offs):
+            sel = inv == i
+            m[sel] = np.isin(off[sel], offs)
+    return m
 
 
 def _np(col) -> np.ndarray:
