@@ -17,8 +17,9 @@ CORPUS = REPO.parent / "shared" / "corpus"
 HMAC_KEY = "test-key-0123456789abcdef"
 _counter = itertools.count()
 
-# The slowest test files first (seconds on a 2-core runner, a cold cache: the fuzz pass compiles the
-# bounds-checked kernels, the warmup test every kernel), the rest after them in their own order.
+# The slowest test files first, longest first (their time on a 2-core runner with a cold cache: 60-340 s
+# each; the fuzz pass compiles the bounds-checked kernels, the warmup test every kernel), the rest after
+# them in their own order.
 # `./dev test` runs pytest-xdist with `--dist loadfile --no-loadscope-reorder`, which hands files to
 # the two workers in this order: the long files start at once and the short ones fill the end, so
 # both workers finish together.  Only the order changes, never which tests run.
