@@ -268,6 +268,7 @@ class StreamService:
         self._topic_parts: dict[str, int] = {}
         self._assigned = False          # an assignment is in force (False between revoke and assign)
         self._joined = False            # an assignment came once (the member has been in the group)
+        self._closing = False           # in Consumer.close(): an assignment it serves is not taken up
         self._group_check = (0.0, False, "")   # --until-drained, members sharing topics: (at, drained, what)
         self._others_seen = ""                 # the others' commits and logs the last group check saw
         self._other_logs: tuple = (0.0, {})    # (at, {(topic, partition): (log start, log end)}), every partition
@@ -355,6 +356,12 @@ class StreamService:
         return resume
 
     def _on_assign(self, consumer, partitions):
+        if self._closing:
+            # an assignment that came just before the stop, served by close() itself: the member is
+            # leaving, so it takes nothing up (its committed offsets can no longer be asked: the
+            # handle is being destroyed); the client assigns, then revokes, and the next owner reads
+            log.info("assigned while closing, not taken up: %s", [(p.topic, p.partition) for p in partitions])
+            return
         pending, locked = [], []
         for p in partitions:
             slot = _Slot(p.topic, p.partition, PartitionLock(self.root, p.topic, p.partition))
@@ -759,6 +766,7 @@ class StreamService:
             raise
         finally:
             self.summary.seconds = time.monotonic() - t0
+            self._closing = True
             try:
                 c.close()
             finally:

@@ -403,6 +403,37 @@ def test_an_end_of_partition_below_the_logs_end_is_not_trusted(broker, topics, t
         _close(svc)
 
 
+def test_an_assignment_served_by_close_is_not_taken_up(broker, topics, tmp_path):
+    """A stop right after the group's join (CI, once: a worker of `--workers 2` stopped by its
+    supervisor's death): the assignment the join produced waits, and Consumer.close() serves it.
+    There the committed offsets can no longer be asked (the handle is being destroyed), and
+    confluent-kafka re-raised that failure out of close(): the member exited with a traceback.  A
+    member that is closing takes nothing up: close() returns, and no partition stays locked."""
+    from flowaudit.sinks.parquet import PartitionLock
+
+    topic, group = topics["json"], "g-close-assign"
+    svc = _sharing_member(broker, topic, tmp_path, group)
+    served = []
+
+    def on_assign(consumer, partitions):
+        served.append((svc._closing, len(partitions)))
+        svc._on_assign(consumer, partitions)
+
+    svc.consumer.subscribe([topic], on_assign=on_assign, on_revoke=svc._on_revoke)
+    svc.consumer.poll(0.05)                 # joins; the rest of the join runs in the background
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    assert _wait_for(lambda: "STABLE" in str(admin.describe_consumer_groups([group])[group].result(10).state), 60)
+    time.sleep(1.0)                         # the member's assignment has arrived and waits to be served
+    svc._closing = True                     # as run() sets it before closing
+    _close(svc)                             # serves the assignment (without the guard: a KafkaError here)
+    assert served == [(True, 2)]
+    assert svc.slots == {} and not svc._assigned
+    for part in (0, 1):
+        lock = PartitionLock(svc.root, topic, part)
+        assert lock.try_acquire(), part
+        lock.release()
+
+
 def test_a_member_in_a_rebalance_ends_when_the_groups_commits_reach_every_end(broker, topics, tmp_path):
     """The transactional drain test once failed so (exit 4): two members ended together, the
     rebalance their leaving started kept the third without partitions past the stall limit, though
