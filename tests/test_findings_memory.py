@@ -341,5 +341,6 @@ def test_rows_of_other_partitions_take_their_own_cut_and_message_list():
         off = np.asarray([rng.randrange(50) for _ in range(n)], np.int64)
         cut = {k: rng.randrange(60) for k in keys[:4]}
         only = {k: np.asarray(sorted(rng.sample(range(50), rng.randrange(0, 20))), np.int64) for k in keys[1:5]}
-        assert _own_cut(own, cut).tolist() == [cut.get(x, -1) for x in own]
-        assert _own_isin(own, off, only).tolist() == [int(o) in only.get(x, []) for x, o in zip(own, off)]
+        codes = np.unique(own, return_inverse=True)
+        assert _own_cut(codes, cut).tolist() == [cut.get(x, -1) for x in own]
+        assert _own_isin(codes, off, only).tolist() == [int(o) in only.get(x, []) for x, o in zip(own, off)]

@@ -695,14 +695,15 @@ class FindingsWindows:
                     if c.own is None:
                         m &= c.off < cut[k]
                     else:
-                        m &= c.off < _own_cut(c.own, cut)
+                        own = np.unique(c.own, return_inverse=True)    # the rows' partitions, numbered once
+                        m &= c.off < _own_cut(own, cut)
                     if want is not None and not c.sources <= want:
                         m &= _isin(c.table.column("source"), pa.array(sorted(want), pa.string()))
                     if only is not None:
                         if c.own is None:
                             m &= np.isin(c.off, only.get(k, _NONE))
                         else:
-                            m &= _own_isin(c.own, c.off, only)
+                            m &= _own_isin(own, c.off, only)
                     if not m.any():
                         continue
                     if (c.hk[m] < 0).any():   # filed under a record time the sink does not trust
@@ -960,17 +961,19 @@ def _only(t: pa.Table, only: dict[str, np.ndarray]) -> pa.Table:
     return t.filter(pa.array(only_mask(t, only)))
 
 
-def _own_cut(own: np.ndarray, cut: dict[str, int]) -> np.ndarray:
+def _own_cut(own: tuple, cut: dict[str, int]) -> np.ndarray:
     """Each row's partition cut (-1 where none), for rows filed under another partition's files
-    (``own``: each row's ``topic+partition``): one lookup per distinct partition, not per row."""
-    keys, inv = np.unique(own, return_inverse=True)
+    (``own``: ``np.unique`` of each row's ``topic+partition`` with its inverse): one lookup per
+    distinct partition, not per row."""
+    keys, inv = own
     return np.asarray([cut.get(k, -1) for k in keys.tolist()], np.int64)[inv.ravel()]
 
 
-def _own_isin(own: np.ndarray, off: np.ndarray, only: dict[str, np.ndarray]) -> np.ndarray:
-    """Which rows' messages (``own`` partition, ``off`` offset) are in ``only``: one ``np.isin``
-    per distinct partition (a per-row ``in`` walked the whole offset list for every row)."""
-    keys, inv = np.unique(own, return_inverse=True)
+def _own_isin(own: tuple, off: np.ndarray, only: dict[str, np.ndarray]) -> np.ndarray:
+    """Which rows' messages (``own`` partition as in :func:`_own_cut`, ``off`` offset) are in
+    ``only``: one ``np.isin`` per distinct partition (a per-row ``in`` walked the whole offset
+    list for every row)."""
+    keys, inv = own
     inv = inv.ravel()
     m = np.zeros(off.size, bool)
     for i, k in enumerate(keys.tolist()):
