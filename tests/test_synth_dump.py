@@ -10,9 +10,11 @@ import hashlib
 import ipaddress
 import json
 import re
+import shlex
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -360,6 +362,17 @@ def test_cli_writes_the_same_archive_as_the_api(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "labels.json" in p.stdout
     lab = json.loads((out / "labels.json").read_text())
+    # the audit command it prints (the README's example) finds every labelled exposure, the ones
+    # only the operator watchlist and the DNS log beside the archive name included
+    cmd = shlex.split(p.stdout.splitlines()[-1].removeprefix("audit it: "))
+    assert cmd[:2] == ["flowaudit", "audit"] and cmd[cmd.index("--out") + 1] == f"{out}-audit"
+    a = subprocess.run([sys.executable, "-m", "flowaudit", *cmd[1:]], capture_output=True, text=True, timeout=300)
+    assert a.returncode == 0, a.stderr
+    found = {(r["platform"], r["rule"], r["entity"])
+             for r in ds.dataset(f"{out}-audit/dataset=findings", partitioning="hive").to_table().to_pylist()}
+    assert found == {(e["platform"], e["rule"], e["entity"]) for e in lab["exposures"]}
+    assert any(e["entity"] == "app:edi-gateway" for e in lab["exposures"])    # named by the operator watchlist
+    assert Path(f"{out}-audit.html").stat().st_size > 0
     assert lab["span"]["start"] == "2026-03-01T23:30:00.000Z" and lab["span"]["scenario_hour_start"] == "2026-03-02T00:00:00.000Z"
     assert lab["parameters"]["layouts"] == ["flat"] and not (out / "redpanda").exists()
     synth.write_dump(tmp_path / "api", 300, seed=5, files=2, row_group_rows=50, layouts=("flat",),
