@@ -299,7 +299,23 @@ def check_key(key: bytes, where: str) -> bytes:
     return key
 
 
-def hmac_key(settings: Settings, root: Path, create: bool = True) -> tuple[bytes, str]:
+def key_configured(settings: Settings) -> bool:
+    """Whether the operator configured a key (``security.hmac_key`` or ``security.hmac_key_file``)."""
+    return bool(settings.security.hmac_key or settings.security.hmac_key_file)
+
+
+def root_key(root: Path) -> bytes | None:
+    """The key a root created for itself (``<root>/.hmac-key``), or None."""
+    kf = Path(root) / ".hmac-key"
+    try:
+        return kf.read_bytes().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the HMAC key file {kf}: {exc.strerror}") from None
+
+
+def hmac_key(settings: Settings, root: Path, create: bool = True, inherit: tuple = ()) -> tuple[bytes, str]:
     """The operator's HMAC key and where it came from.
 
     Order: ``security.hmac_key``, ``security.hmac_key_file``, else a random key created once in
@@ -307,6 +323,11 @@ def hmac_key(settings: Settings, root: Path, create: bool = True) -> tuple[bytes
     quarantine payloads stay readable); operators should configure their own key for
     production.  Every key is at least 16 bytes.  ``create=False`` (readers such as
     ``flowaudit quarantine show``) never creates a key: no key is a :class:`ConfigError`.
+
+    ``inherit``: roots whose rows this one carries over (a retro-hunt).  Without a configured key,
+    ``root`` takes their ``.hmac-key`` instead of a new one, so that their hashes stay joinable
+    with its own and their sealed quarantine opens there; roots with different keys of their own,
+    or a ``root`` that already holds another key, are a :class:`ConfigError`.
     """
     sec = settings.security
     if sec.hmac_key:
@@ -318,29 +339,40 @@ def hmac_key(settings: Settings, root: Path, create: bool = True) -> tuple[bytes
             raise ConfigError(f"security.hmac_key_file: {exc.strerror}: {sec.hmac_key_file}") from None
         return check_key(key, "security.hmac_key_file"), sec.hmac_key_file
     kf = root / ".hmac-key"
+    theirs = {str(r): k for r in inherit if (k := root_key(r)) is not None}
+    if len(set(theirs.values())) > 1:
+        raise ConfigError(f"the roots {', '.join(sorted(theirs))} each created a key of their own (.hmac-key): "
+                          f"carry them over in separate audits, or set the key they were written with "
+                          f"(security.hmac_key or security.hmac_key_file)")
+    if theirs:
+        src, key = next(iter(theirs.items()))
+        if create and not kf.exists():
+            _create_key_file(root, kf, key)
     if not kf.exists():
         if not create:
             raise ConfigError(f"no operator key: set security.hmac_key or security.hmac_key_file "
                               f"(FLOWAUDIT_SECURITY_HMAC_KEY[_FILE]); {kf} does not exist")
         _create_key_file(root, kf)
-    try:
-        key = kf.read_bytes().strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the HMAC key file {kf}: {exc.strerror}") from None
-    return check_key(key, str(kf)), str(kf)
+    mine = root_key(root)
+    if mine is None:
+        raise ConfigError(f"cannot read the HMAC key file {kf}: it is gone")
+    if theirs and mine != key:
+        raise ConfigError(f"{kf} holds another key than {src}/.hmac-key, whose rows this audit carries over: "
+                          f"their hashes would not join and their quarantine would not open; audit into a new --out")
+    return check_key(mine, str(kf)), str(kf)
 
 
-def _create_key_file(root: Path, kf: Path) -> None:
-    """Write a random key to a private temp file, fsync, and link it to ``kf`` (no overwrite: a
-    concurrent first start keeps one key).  Any failure (ENOSPC, EFBIG, EACCES) leaves no temp
-    file behind and is one :class:`ConfigError`."""
+def _create_key_file(root: Path, kf: Path, key: bytes | None = None) -> None:
+    """Write ``key`` (default: a random one) to a private temp file, fsync, and link it to ``kf``
+    (no overwrite: a concurrent first start keeps one key).  Any failure (ENOSPC, EFBIG, EACCES)
+    leaves no temp file behind and is one :class:`ConfigError`."""
     tmp = root / f".hmac-key.{os.getpid()}.tmp"
     try:
         root.mkdir(mode=0o750, parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(os.urandom(32).hex().encode())
+                f.write(key if key is not None else os.urandom(32).hex().encode())
                 f.flush()
                 os.fsync(f.fileno())
             try:

@@ -99,9 +99,9 @@ def dump(tmp_path_factory):
     return {"dir": d, "sc": sc, **files}
 
 
-def audit(*args, check: int | None = 0, **kw) -> subprocess.CompletedProcess:
+def audit(*args, check: int | None = 0, env: dict = ENV, **kw) -> subprocess.CompletedProcess:
     r = subprocess.run([sys.executable, "-m", "flowaudit", "audit", *map(str, args)], capture_output=True, text=True,
-                       env=ENV, timeout=300, **kw)
+                       env=env, timeout=300, **kw)
     if check is not None:
         assert r.returncode == check, r.stdout + r.stderr
     return r
@@ -363,6 +363,57 @@ def test_retro_hunt_with_a_newer_watchlist_finds_the_new_host(dump, tmp_path):
     assert m["carried_over"]["messages"] == table(old, "messages").num_rows
     assert 0 < m["carried_over"]["transfers"] < table(old, "transfers").num_rows   # the flows' are matched again
     assert f"{table(old, 'hits').num_rows:,} hits" in r.stdout.splitlines()[1]
+
+
+def test_retro_hunt_keeps_the_key_of_the_root_it_carries_over(tmp_path):
+    """Without a configured key a root creates its own (.hmac-key).  A retro-hunt takes the key of
+    the root it carries over, so the carried quarantine opens under the new root (with a new key
+    it did not) and the hashes stay joinable.  Two roots with keys of their own, or an --out that
+    holds another key, are refused before anything is written; a configured key that differs
+    from a root's own is said on stderr."""
+    import shutil
+
+    from flowaudit.protect import Protector
+
+    env = {k: v for k, v in ENV.items() if not k.startswith("FLOWAUDIT_SECURITY_HMAC_KEY")}
+    d = tmp_path / "dump"
+    synth.write_dump(d, 600, seed=3, files=1, layouts=("flat",))
+    old = tmp_path / "old"
+    audit(d / "flat", "--out", old, env=env)
+    new = tmp_path / "new"
+    audit(old, "--out", new, "--policy", d / "policy.toml", env=env)
+    key = (old / ".hmac-key").read_bytes()
+    assert (new / ".hmac-key").read_bytes() == key and len(key) >= 32
+    q = table(new, "quarantine").to_pylist()
+    assert q, "the dump's broken messages are carried over"
+    raw = tmp_path / "raw.bin"
+    r = subprocess.run([sys.executable, "-m", "flowaudit", "quarantine", "show", str(new), q[0]["source"],
+                        str(q[0]["partition"]), str(q[0]["offset"]), "--raw-out", str(raw)],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    src = pads.dataset(d / "flat", format="parquet", partitioning="hive").to_table().to_pylist()
+    want = [x["value"] for x in src if (x["topic"], x["partition"], x["offset"]) ==
+            (q[0]["source"], q[0]["partition"], q[0]["offset"])]
+    assert raw.read_bytes() == want[0]
+    # a value's hash under the new root's key is the one the carried hits hold
+    hits = table(new, "hits").select(["data_class", "value_hmac"]).to_pylist()
+    labelled = pq.read_table(d / "labels" / "values.parquet").to_pylist()
+    imo = {x["value"] for x in labelled if x["data_class"] == "imo_number" and x["valid"]}
+    keyed = {h["value_hmac"] for h in hits if h["data_class"] == "imo_number"}
+    assert imo and {Protector(key).hmac(v.encode()) for v in imo} & keyed
+    # refusals: two roots with keys of their own; an --out holding another key
+    other = tmp_path / "other"
+    shutil.copytree(old, other)
+    (other / ".hmac-key").write_bytes(os.urandom(32).hex().encode())
+    r = audit(old, other, "--out", tmp_path / "both", check=2, env=env)
+    assert "each created a key of their own" in r.stderr and not any((tmp_path / "both").iterdir())
+    (tmp_path / "o3").mkdir()
+    (tmp_path / "o3" / ".hmac-key").write_bytes(os.urandom(32).hex().encode())
+    r = audit(old, "--out", tmp_path / "o3", check=2, env=env)
+    assert "holds another key" in r.stderr and sorted(p.name for p in (tmp_path / "o3").iterdir()) == [".hmac-key"]
+    # the operator's configured key wins, and the root's own key is named
+    r = audit(old, "--out", tmp_path / "cfg", "--policy", d / "policy.toml")
+    assert f"{old} has a key of its own" in r.stderr
 
 
 def test_delta_table_is_read_at_its_current_version(dump, tmp_path):

@@ -137,6 +137,7 @@ class Plan:
     inputs: list = field(default_factory=list)       # manifest rows
     units: list = field(default_factory=list)
     copies: list = field(default_factory=list)       # (src path, dst relative path, dataset)
+    roots: list = field(default_factory=list)        # flowaudit roots carried over (retro-hunt)
     pruned_rows: int = 0
     errors: list = field(default_factory=list)
 
@@ -200,6 +201,7 @@ def _plan_file(p: Plan, opts: Options, f: Path, mapping: dict | None = None) -> 
 def _plan_root(p: Plan, opts: Options, root: Path) -> None:
     """Retro-hunt: re-match the stored flows with today's watchlist and policy; carry the
     classified datasets over unchanged, and the transfers the flows cannot reproduce."""
+    p.roots.append(root)
     for ds in COPIED + ("transfers",):
         base = root / f"dataset={ds}"
         for f in sorted(base.rglob("*.parquet")) if base.is_dir() else []:
@@ -353,7 +355,7 @@ def _dns_answers(out: Path, spec: Spec) -> None:
 # ------------------------------------------------------------------------------ the audit
 def run(opts: Options, settings, echo=print) -> dict:
     """Run the audit; returns the manifest (also written to ROOT/_audit/manifest.json)."""
-    from ..config import hmac_key
+    from ..config import hmac_key, key_configured, root_key
     from ..detect import severity as _sev
     from ..detect.chunked import correlate_chunked
     from ..detect.findings import write_findings
@@ -362,8 +364,15 @@ def run(opts: Options, settings, echo=print) -> dict:
     started = datetime.now(timezone.utc)
     out = Path(opts.out)
     makedirs(out)
-    key, _src = hmac_key(settings, out)
     p = plan(opts)
+    # a retro-hunt keeps the key of the roots it carries over (config.hmac_key), so their hashes
+    # join with its own and their sealed quarantine opens under ROOT
+    key, _src = hmac_key(settings, out, inherit=tuple(p.roots))
+    for r in p.roots if key_configured(settings) else ():
+        if root_key(r) not in (None, key):
+            print(f"flowaudit audit: {r} has a key of its own (.hmac-key) other than the configured one: if its rows "
+                  f"were written with it, their hashes do not join with this audit's and its quarantine opens "
+                  f"only with that key", file=sys.stderr)
     e = settings.egress
     spec = Spec(out=str(out.resolve()), key=key, raw=settings.sink.raw_values, egress=e.enabled,
                 watchlist_dir=e.watchlist_dir or "", policy_file=e.policy_file or "",
