@@ -365,6 +365,41 @@ def test_retro_hunt_with_a_newer_watchlist_finds_the_new_host(dump, tmp_path):
     assert f"{table(old, 'hits').num_rows:,} hits" in r.stdout.splitlines()[1]
 
 
+def test_retro_hunt_matches_the_carried_rows_again(dump, tmp_path):
+    """A retro-hunt with today's watchlist, policy and DNS logs finds what an audit of the archive
+    with them finds: an EDI party listed since is matched in the carried recipient hits (by keyed
+    hash), flows named through DNS are not counted twice when the logs are given again, and an
+    indicator the operator withdrew is no longer reported."""
+    full = tmp_path / "full"           # today's audit of the archive itself
+    audit(dump["dir"] / "flat", dump["dir"] / "flows", "--out", full, *std_args(dump))
+    old = tmp_path / "old"             # last quarter's, without the operator's watchlist
+    audit(dump["dir"] / "flat", dump["dir"] / "flows", "--out", old, "--policy", dump["policy"], "--dns", dump["dns"],
+          "--window", "3600")
+    new = tmp_path / "new"
+    r = audit(old, "--out", new, *std_args(dump), "--report", tmp_path / "html" / "retro.html")
+    want, got, before = findings(full), findings(new), findings(old)
+    rep = orjson.loads((tmp_path / "html" / "report.json").read_bytes())
+    assert any(c.startswith("a retro-hunt") for c in rep["coverage"]["caveats"])
+    assert set(got) == set(want)
+    party = ("LOGINK", "watchlist", "app:edi-gateway")
+    assert party in got and party not in before
+    for k, f in want.items():
+        g = got[k]
+        assert (g["severity"], g["exposure"], g["bytes"], g["messages"], g["flows"]) == \
+            (f["severity"], f["exposure"], f["bytes"], f["messages"], f["flows"]), k
+        assert g["data_classes"] == f["data_classes"], k
+    edi = [t for t in table(new, "transfers").to_pylist() if t["indicator_type"] == "edi_party"]
+    assert edi and {t["seen_where"] for t in edi} <= {"EDI_UNB", "X12_ISA", "X12_GS"}
+    m = orjson.loads((new / "_audit" / "manifest.json").read_bytes())
+    assert m["retro_hunt"]["edi_party_matches"] == len(edi)
+    assert f"{len(edi)} interchange recipient(s)" in r.stdout
+    # the operator withdraws its watchlist: what only it named is gone, the rest stays
+    back = tmp_path / "back"
+    audit(full, "--out", back, "--policy", dump["policy"], "--dns", dump["dns"], "--window", "3600")
+    assert set(findings(back)) == set(before)
+    assert not [t for t in table(back, "transfers").to_pylist() if t["indicator_type"] == "edi_party"]
+
+
 def test_retro_hunt_keeps_the_key_of_the_root_it_carries_over(tmp_path):
     """Without a configured key a root creates its own (.hmac-key).  A retro-hunt takes the key of
     the root it carries over, so the carried quarantine opens under the new root (with a new key

@@ -67,6 +67,10 @@ def cmd_audit(args) -> int:
     if manifest.get("carried_over"):    # a retro-hunt: classified rows carried over, not classified again
         print("  carried over from the root(s), not classified again: "
               + ", ".join(f"{n:,} {ds}" for ds, n in manifest["carried_over"].items()))
+        r = manifest.get("retro_hunt") or {}
+        print(f"  matched again with today's watchlist: {r.get('edi_party_matches', 0):,} interchange recipient(s) "
+              f"of its EDI parties in the carried hits; {r.get('transfers_dropped', 0):,} carried transfer(s) "
+              f"recomputed or no longer listed")
     for i in bad:
         print(f"  {i['status']}: {i['error']}")
     if args.report:
@@ -89,8 +93,9 @@ def add_parser(sub) -> None:
         "audit", help="batch audit of historical Parquet archives (messages, flows, or a flowaudit root)",
         description="Runs today's catalogue, watchlist and zone policy over archived Parquet: Kafka message "
         "archives (flat Kafka Connect layout, Redpanda's Iceberg key-value layout, or --map), flow archives "
-        "(flowaudit's flows dataset, goflow2 columns) and flowaudit output roots (a retro-hunt: the stored flows "
-        "are matched again, the classified data is carried over). Writes the usual datasets and the findings under "
+        "(flowaudit's flows dataset, goflow2 columns) and flowaudit output roots (a retro-hunt: the classified data is carried "
+        "over; the stored flows, the interchange recipients (by keyed hash) and, with --dns, the DNS lookups are "
+        "matched again with today's watchlist, and carried matches of indicators it no longer lists are dropped). Writes the usual datasets and the findings under "
         "ROOT with deterministic names: a re-run or a run after Ctrl-C / kill -9 resumes and duplicates nothing. "
         "Exit 0, 1 with --fail-on when a finding reaches that severity, 2 on a usage error or a bad input "
         "(--on-bad-input fail), 130 when interrupted.",

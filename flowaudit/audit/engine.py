@@ -32,7 +32,6 @@ from ..sinks.parquet import fsync_dir, makedirs, replace_atomic
 from . import inputs as _in
 from .work import Spec, marker_path, process_unit
 
-FLOW_WHERE = ("NETFLOW_DST", "NETFLOW_SRC")     # transfers a retro-hunt recomputes from the flows
 COPIED = ("messages", "hits", "quarantine")
 
 
@@ -218,23 +217,21 @@ def _plan_root(p: Plan, opts: Options, root: Path) -> None:
                      "error": None})
 
 
-def _copy(src: Path, dst: Path, ds: str) -> int:
-    """Hard-link (or copy) a carried-over file; transfers lose their flow-matched rows.  Returns
-    the rows written."""
+def _copy(src: Path, dst: Path, ds: str, retro) -> int:
+    """Hard-link (or copy) a carried-over file; transfers keep only the rows that stand under
+    today's watchlist (:meth:`Retro.keep`).  Returns the rows written."""
     import pyarrow.parquet as pq
 
     makedirs(dst.parent)
     if dst.exists():
         dst.unlink()
+    if ds == "hits":
+        retro.add_hits(dst)
     if ds == "transfers":
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         from ..datasets import TRANSFERS
         from .work import write_file
 
-        t = pq.read_table(src, schema=TRANSFERS)
-        t = t.filter(pc.invert(pc.is_in(t.column("seen_where").cast("string"), value_set=pa.array(list(FLOW_WHERE)))))
+        t = retro.keep(pq.read_table(src, schema=TRANSFERS))
         if t.num_rows:
             write_file(t, dst)
         return t.num_rows
@@ -381,9 +378,19 @@ def run(opts: Options, settings, echo=print) -> dict:
                 until_ms=opts.until_ms, max_message_bytes=settings.kafka.max_message_bytes,
                 compression=settings.sink.compression, row_group_size=settings.sink.row_group_size)
     carried: dict = {}     # retro-hunt: rows carried over per dataset, as written under ROOT
-    for src, rel, ds in p.copies:
-        n = _copy(src, out / rel, ds)
-        carried[ds] = carried.get(ds, 0) + n
+    retro_info: dict = {}
+    if p.copies:
+        from ..detect import watchlist
+        from ..detect.egress import EgressDetector
+        from .retro import Retro
+
+        retro = Retro(EgressDetector(watchlist.Watchlist(spec.watchlist_dir or None), spec.policy_file or None),
+                      key, dns_given=bool(spec.dns_files and spec.egress))
+        for src, rel, ds in p.copies:
+            n = _copy(src, out / rel, ds, retro)
+            carried[ds] = carried.get(ds, 0) + n
+        retro_info = {"transfers_dropped": retro.dropped,
+                      "edi_party_matches": retro.write_parties(out, spec) if spec.egress else 0}
     if spec.dns_files and spec.egress:
         _dns_answers(out, spec)
     done, pending = [], []
@@ -446,7 +453,8 @@ def run(opts: Options, settings, echo=print) -> dict:
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "since": _iso(opts.since_ms), "until": _iso(opts.until_ms),
         "inputs": p.inputs, "units": len(p.units), "units_resumed": len(done), "rows_pruned": p.pruned_rows,
-        "totals": totals, "carried_over": carried, "findings": int(findings.num_rows), "findings_files": counts,
+        "totals": totals, "carried_over": carried, "retro_hunt": retro_info, "findings": int(findings.num_rows),
+        "findings_files": counts,
         "findings_seconds": round(findings_s, 3),
         "time_span": {"min": _iso(min(s[0] for s in spans)) if spans else None,
                       "max": _iso(max(s[1] for s in spans)) if spans else None},

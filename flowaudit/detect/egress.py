@@ -312,9 +312,17 @@ class EgressDetector:
                 i = party[rid] = wl.match_edi_party(rid)
             if i >= 0:
                 hits.append((int(mi), i, where, wl.indicators[i].value))
+        return self.message_transfers(wl, hits, source=source, sources=sources, source_idx=source_idx,
+                                      partition=partition, offset=offset, ts_ms=ts_ms)
+
+    def message_transfers(self, wl: _wl.CompiledWatchlist, hits: list, *, source: str = "-",
+                          sources: list[str] | None = None, source_idx=None, partition=-1, offset=None,
+                          ts_ms=None) -> pa.Table:
+        """The transfers of message-side matches ``hits``: (message index, indicator id, seen_where,
+        shown value) each, with the provenance of :meth:`detect_messages` indexed by message."""
         if not hits:
             return TRANSFERS.empty_table()
-        hits.sort(key=lambda h: h[0])
+        hits = sorted(hits, key=lambda h: h[0])
         msg = np.asarray([h[0] for h in hits], np.int64)
         m = len(hits)
         plat = [wl.indicators[h[1]].platform for h in hits]

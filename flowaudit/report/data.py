@@ -534,6 +534,10 @@ def _coverage(root: Path, manifest: dict) -> tuple[dict, dict, dict]:
         caveats.append(f"{quar.rows:,} row(s) quarantined (undecodable): their content was not inspected")
     if gap_hours:
         caveats.append(f"{gap_hours:,} hour(s) inside the span have no data")
+    if manifest.get("carried_over"):
+        caveats.append("a retro-hunt over earlier output: the messages were not read again, so names and markers "
+                       "inside them are those the earlier audit's watchlist found (flows, DNS answers given again "
+                       "and interchange recipients were matched with today's)")
     if rows["total"] and not flows.rows and not trans.rows:
         caveats.append("no flow records and no transfers: traffic that carried data without a message "
                        "(network flows) could not be observed")
