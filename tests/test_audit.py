@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
@@ -393,6 +394,19 @@ def test_retro_hunt_matches_the_carried_rows_again(dump, tmp_path):
     m = orjson.loads((new / "_audit" / "manifest.json").read_bytes())
     assert m["retro_hunt"]["edi_party_matches"] == len(edi)
     assert f"{len(edi)} interchange recipient(s)" in r.stdout
+    # a carried message match takes today's severity of its platform, and only what is listed stays
+    from flowaudit.audit.retro import Retro
+    from flowaudit.detect.egress import EgressDetector
+    from flowaudit.detect.watchlist import compile_files
+
+    wl = tmp_path / "wl.toml"
+    wl.write_text('version = "t"\n[platforms.LOGINK]\nseverity = "low"\nsource = "test"\n'
+                  '[[indicators]]\nplatform = "LOGINK"\ntype = "host"\nvalue = "test.logink.org"\nsource = "test"\n')
+    carried = table(old, "transfers")
+    kept = Retro(EgressDetector(compile_files([wl])), HMAC_KEY.encode(), dns_given=False).keep(carried)
+    assert 0 < kept.num_rows < carried.num_rows
+    assert set(kept.column("indicator").to_pylist()) == {"test.logink.org"}
+    assert set(pc.cast(kept.column("severity"), pa.string()).to_pylist()) == {"low"}
     # the operator withdraws its watchlist: what only it named is gone, the rest stays
     back = tmp_path / "back"
     audit(full, "--out", back, "--policy", dump["policy"], "--dns", dump["dns"], "--window", "3600")

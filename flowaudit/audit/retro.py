@@ -9,7 +9,8 @@ rows it carries over:
 * with ``--dns``, the flows named through DNS and the lookups themselves are recomputed from the
   logs given, so the carried ones are dropped too (kept, they were counted twice);
 * every other carried transfer (a payload match, an interchange recipient, a DNS lookup or a flow
-  it named, without ``--dns``) is kept only where today's watchlist still lists its indicator;
+  it named, without ``--dns``) is kept only where today's watchlist still lists its indicator, a
+  message's match with today's severity of its platform;
 * today's EDI parties are matched against the carried hits of the interchange recipient class by
   their keyed hash (``value_hmac``, the same key: :func:`flowaudit.config.hmac_key`), the id as
   listed and in lower case: a party listed since the root was written is found in its messages.
@@ -68,6 +69,14 @@ class Retro:
         drop = pc.or_(pc.fill_null(drop, False), pa.array(unlisted, pa.bool_()))
         kept = t.filter(pc.invert(drop))
         self.dropped += t.num_rows - kept.num_rows
+        if kept.num_rows:           # a message's match takes its platform's severity of today
+            plat = pc.cast(kept.column("platform"), pa.string()).to_pylist()
+            msg_side = pc.is_null(kept.column("src_addr")).to_pylist()
+            old = pc.cast(kept.column("severity"), pa.string()).to_pylist()
+            sev = [self.wl.severity_for(p, None) if m and p is not None else o for p, m, o in zip(plat, msg_side, old)]
+            i = kept.schema.get_field_index("severity")
+            kept = kept.set_column(i, kept.schema.field(i), pa.array(sev, pa.string()).dictionary_encode()
+                                   .cast(kept.schema.field(i).type))
         if kept.num_rows:
             k = kept.select(["source", "partition", "offset", "indicator", "seen_where"]).to_pydict()
             self.kept.update(zip(*(map(str, k["source"]), k["partition"], k["offset"], k["indicator"],
