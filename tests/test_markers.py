@@ -139,14 +139,40 @@ def test_selection_only():
 
 
 def test_filtered_kernel_refuses_a_shortest_literal_under_two_bytes():
-    """scan_filtered reads the two bytes where the shortest literal ends: a caller passing
-    min_len < 2 gets an error, never reads outside the message (numba does not bounds-check)."""
+    """scan_filtered reads the two bytes where the shortest literal ends and a gram of q bytes
+    inside its first min_len: a caller passing min_len < 2, or q outside 1..min(min_len, 8), gets
+    an error, never reads outside the message (numba does not bounds-check)."""
     pats = M.Patterns(PATTERNS)
     buf = np.frombuffer(b"x logink.cn", np.uint8)
     outs = [np.empty(4, t) for t in (np.int64, np.int32, np.int64, np.int64)]
-    with pytest.raises(ValueError):
-        M.scan_filtered(buf, np.array([0, 11], np.int64), np.array([0], np.int64), 1, pats.head, pats.tail, pats.inpre,
-                        pats.c_off, pats.c_ids, pats.pat_buf, pats.pat_off, pats.pat_kind, pats.pat_ci, *outs)
+    for min_len, q in ((1, 1), (5, 0), (5, 6), (12, 9)):
+        with pytest.raises(ValueError):
+            M.scan_filtered(buf, np.array([0, 11], np.int64), np.array([0], np.int64), min_len, q, pats.grams,
+                            pats.head, pats.tail, pats.c_off, pats.c_ids, pats.pat_buf, pats.pat_off, pats.pat_kind,
+                            pats.pat_ci, *outs)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.text("abAB.-_:/x1", min_size=2, max_size=9), st.sampled_from([M.DOMAIN, M.TOKEN,
+                                                                                      M.PATH_PREFIX, M.BASE64]),
+                          st.booleans()), min_size=1, max_size=6),
+       st.data())
+def test_filtered_kernel_equals_every_position_kernel_for_any_literals(lits, data):
+    """Random literal sets (shortest 2 to 9 bytes: every gram size and sampling step) over texts
+    made of their pieces and other bytes: scan_filtered gives the rows scan gives, in order, the
+    last message's grams read byte by byte where fewer than eight bytes remain in the buffer."""
+    pats = [(t.encode(), k, ci) for t, k, ci in lits]
+    pieces = [p for p, _, _ in pats] + [p[:1] for p, _, _ in pats] + [p[1:] for p, _, _ in pats] + \
+        [b" ", b"A", b"b", b".", b"\xe9", b"X1"]
+    msgs = data.draw(st.lists(st.lists(st.sampled_from(pieces), max_size=10).map(b"".join), min_size=1, max_size=4))
+    buf = np.frombuffer(b"".join(msgs), np.uint8) if any(msgs) else np.zeros(0, np.uint8)
+    off = np.zeros(len(msgs) + 1, np.int64)
+    off[1:] = np.cumsum([len(m) for m in msgs])
+    fast = M.Patterns(pats)
+    every = M.Patterns(pats + [(b"\x01", M.TOKEN, False)])
+    assert fast.min_len >= 2 and fast.q == min(M.GRAM_MAX, fast.min_len)
+    a, b = fast.scan(buf, off), every.scan(buf, off)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
 @settings(max_examples=300, deadline=None)
