@@ -324,6 +324,35 @@ def test_next_email_finds_valid_addresses(text):
         pos = b
 
 
+def ref_copy_text(raw: bytes, cap: int) -> bytes:
+    """copy_text without release characters: UTF-8 as is, else Latin-1 transcoded, cut at ``cap``
+    bytes before a character that would not fit."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    out = b""
+    for ch in text:
+        b = ch.encode("utf-8")
+        if len(out) + len(b) > cap:
+            break
+        out += b
+    return out
+
+
+@SETTINGS
+@given(st.binary(max_size=6), st.one_of(st.binary(max_size=60), st.text(max_size=40).map(str.encode),
+                                       st.text("ABC xyz-/.,0", max_size=60).map(str.encode)),
+       st.binary(max_size=9), st.integers(0, 70))
+def test_copy_text_without_release_characters_equals_reference(pre, raw, post, cap):
+    """The value inside a buffer (bytes before and after it), ASCII ones (one memcpy after an
+    eight-byte look) and others, every cap: the reference's bytes."""
+    out = np.full(cap + 16, 0xAA, np.uint8)
+    n = v.copy_text(arr(pre + raw + post), len(pre), len(pre) + len(raw), -1, out, 3, cap)
+    assert bytes(out[3:3 + n]) == ref_copy_text(raw, cap)
+    assert (out[:3] == 0xAA).all() and (out[3 + n:] == 0xAA).all()     # nothing written outside
+
+
 @SETTINGS
 @given(st.binary(max_size=40))
 def test_copy_text_always_utf8(raw):
