@@ -209,7 +209,10 @@ def audit_command(dump: str, labels: dict) -> str:
 
     d = dump.rstrip("/") or "/"
     inp = labels["inputs"]
-    path = lambda rel: os.path.join(d, rel.rstrip("/"))  # noqa: E731
+
+    def path(rel: str) -> str:
+        return os.path.join(d, rel.rstrip("/"))
+
     return shlex.join(["flowaudit", "audit", path(inp["messages"][0]), path(inp["flows"]), "--out", f"{d}-audit",
                        "--policy", path(inp["policy"]), "--dns", path(inp["dns"]),
                        "--watchlist-dir", path(inp["watchlist_dir"]), "--report", f"{d}-audit.html"])

@@ -93,10 +93,10 @@ def add_parser(sub) -> None:
         "audit", help="batch audit of historical Parquet archives (messages, flows, or a flowaudit root)",
         description="Runs today's catalogue, watchlist and zone policy over archived Parquet: Kafka message "
         "archives (flat Kafka Connect layout, Redpanda's Iceberg key-value layout, or --map), flow archives "
-        "(flowaudit's flows dataset, goflow2 columns) and flowaudit output roots (a retro-hunt: the classified data is carried "
-        "over; the stored flows, the interchange recipients (by keyed hash) and, with --dns, the DNS lookups are "
-        "matched again with today's watchlist, and carried matches of indicators it no longer lists are dropped). Writes the usual datasets and the findings under "
-        "ROOT with deterministic names: a re-run or a run after Ctrl-C / kill -9 resumes and duplicates nothing. "
+        "(flowaudit's flows dataset, goflow2 columns) and flowaudit output roots (a retro-hunt: the classified "
+        "data is carried over; the stored flows, the interchange recipients (by keyed hash) and, with --dns, the "
+        "DNS lookups are matched again with today's watchlist, and carried matches of indicators it no longer "
+        "lists are dropped). Writes the usual datasets and the findings under ROOT with deterministic names: a re-run or a run after Ctrl-C / kill -9 resumes and duplicates nothing. "
         "Exit 0, 1 with --fail-on when a finding reaches that severity, 2 on a usage error or a bad input "
         "(--on-bad-input fail), 130 when interrupted.",
         epilog="example: flowaudit synth --dump /tmp/dump && flowaudit audit /tmp/dump/flat /tmp/dump/flows "
