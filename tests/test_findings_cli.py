@@ -105,3 +105,15 @@ def test_top_findings_and_errors(root, tmp_path):
     assert p.returncode == 2 and "severity model" in p.stderr
     assert findings(tmp_path / "nope").returncode == 2
     assert findings(r, "--window", "0").returncode == 2
+
+
+def test_a_root_without_findings_passes(tmp_path):
+    """A clean port: a root with nothing that reached a platform has no findings, which is exit 0
+    with --fail-on (a cron check), in every format; it exited 2 ("Invalid null value") when the
+    filters were applied to no findings."""
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    for args in ((), ("--fail-on", "high"), ("--format", "json"), ("--format", "csv", "--platform", "LOGINK")):
+        p = findings(clean, *args)
+        assert p.returncode == 0, (args, p.stderr)
+    assert "0 finding(s)" in findings(clean).stdout

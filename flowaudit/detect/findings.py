@@ -740,7 +740,7 @@ def select(t: pa.Table, *, since: str | None = None, until: str | None = None, p
     """Findings whose window overlaps [since, until), of these platforms, at least this severity."""
     from ..quarantine import parse_time
 
-    mask = pa.array([True] * t.num_rows)
+    mask = pa.array([True] * t.num_rows, pa.bool_())    # typed: no findings is an empty bool array
     if since:
         mask = pc.and_kleene(mask, pc.greater_equal(t["last_seen_ns"], parse_time(since) * 1_000_000))
     if until:
