@@ -107,6 +107,22 @@ def test_top_findings_and_errors(root, tmp_path):
     assert findings(r, "--window", "0").returncode == 2
 
 
+def test_a_root_the_audit_wrote_names_the_flags_that_match_its_findings(root, tmp_path):
+    """An audit root's manifest records its zone policy and findings window: correlating it
+    without them says which flags give the findings the audit wrote; with them, nothing."""
+    _r, policy, _sc = root
+    a = tmp_path / "audited"
+    (a / "_audit").mkdir(parents=True)
+    (a / "_audit" / "manifest.json").write_text(json.dumps({
+        "command": ["flowaudit", "audit", "x", "--out", str(a), "--policy", str(policy), "--window=3600"],
+        "versions": {"policy": {"file": str(policy)}}}))
+    p = findings(a, "--window", "300")
+    assert p.returncode == 0 and f"audited with --policy {policy} --window 3600" in p.stderr
+    assert "no policy and --window 300" in p.stderr
+    p = findings(a, "--policy", policy)
+    assert p.returncode == 0 and "audited with" not in p.stderr
+
+
 def test_a_root_without_findings_passes(tmp_path):
     """A clean port: a root with nothing that reached a platform has no findings, which is exit 0
     with --fail-on (a cron check), in every format; it exited 2 ("Invalid null value") when the

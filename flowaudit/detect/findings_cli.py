@@ -20,6 +20,33 @@ from . import severity as _sev
 from ..datasets import FINDINGS
 
 
+def _audit_hint(root: Path, policy: str | None, window_s: int) -> str | None:
+    """Where ROOT was written by ``flowaudit audit`` with another zone policy or findings window
+    than this correlation's (its manifest records both), the flags that give the findings the
+    audit wrote: without the policy's inventory, hosts are not named as applications or zones."""
+    try:
+        m = json.loads((root / "_audit" / "manifest.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    cmd = [str(x) for x in m.get("command") or []]
+    audit_policy = ((m.get("versions") or {}).get("policy") or {}).get("file")
+    audit_window = 300                  # flowaudit audit's default
+    for i, x in enumerate(cmd):
+        v = x.split("=", 1)[1] if x.startswith("--window=") else cmd[i + 1] if x == "--window" and i + 1 < len(cmd) else None
+        if v is not None and v.isdigit():
+            audit_window = int(v)
+    want = []
+    if audit_policy and (not policy or Path(policy).resolve() != Path(audit_policy).resolve()):
+        want += ["--policy", audit_policy]
+    if audit_window != window_s:
+        want += ["--window", str(audit_window)]
+    if not want:
+        return None
+    return (f"{root} was audited with {' '.join(want)}; this correlation uses "
+            f"{'--policy ' + policy if policy else 'no policy'} and --window {window_s}, so its hosts, applications "
+            f"and windows may differ from the findings the audit wrote (pass the audit's flags to match them)")
+
+
 def _jsonable(r: dict) -> dict:
     out = dict(r)
     out["samples"] = [dict(s, value_hmac=s["value_hmac"].hex()) for s in r["samples"] or []]
@@ -73,6 +100,9 @@ def cmd_findings(args) -> int:
         print(f"flowaudit: {e}", file=sys.stderr)
         return 2
     f = st.findings
+    hint = _audit_hint(root, st.egress.policy_file or None, f.window_s)
+    if hint:
+        print(f"flowaudit: {hint}", file=sys.stderr)
     # a window at a time, on two threads: memory follows a window, not the root
     all_findings = correlate_chunked(root, window_ns=f.window_s * 1_000_000_000, lookback_ns=f.lookback_s * 1_000_000_000,
                                      inventory=inv, model=model, threads=min(2, os.cpu_count() or 1))
