@@ -159,6 +159,26 @@ def test_aggregates_command_over_the_transfers_dataset(tmp_path):
     assert all(x["window_start_ns"] % 60_000_000_000 == 0 for x in rows)
 
 
+def test_aggregates_of_a_root_without_transfers(tmp_path):
+    """A root where nothing was transferred (no dataset=transfers) has no rows, exit 0, and an
+    empty --out file; a folder that is no flowaudit root is a usage error."""
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "clean"
+    (root / "dataset=messages").mkdir(parents=True)
+    out = tmp_path / "agg.parquet"
+    r = subprocess.run([sys.executable, "-m", "flowaudit", "aggregates", str(root), "--out", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "0 (window, host, platform) rows" in r.stdout and pq.read_table(out).num_rows == 0
+    r = subprocess.run([sys.executable, "-m", "flowaudit", "aggregates", str(tmp_path)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "not a flowaudit root" in r.stderr
+
+
 def test_transfers_source_is_each_rows_own_topic(tmp_path):
     """Two goflow2 topics (and two NetFlow topics) in one batch: every transfers row names the topic
     of its own message, like the flows rows do."""

@@ -667,10 +667,15 @@ def cmd_aggregates(args) -> int:
 
     from ..sinks.parquet import read_dataset
 
-    if not (Path(args.root) / "dataset=transfers").is_dir():
-        print(f"flowaudit: no transfers dataset under {args.root}", file=sys.stderr)
-        return 2
-    agg = window_aggregates(read_dataset(Path(args.root), "transfers"), int(args.window * 1e9))
+    root = Path(args.root)
+    if not (root / "dataset=transfers").is_dir():
+        if not (root.is_dir() and any(p.is_dir() and p.name.startswith("dataset=") for p in root.iterdir())):
+            print(f"flowaudit: {args.root} is not a flowaudit root (no dataset=... folders)", file=sys.stderr)
+            return 2
+        transfers = TRANSFERS.empty_table()      # a root where nothing was transferred: no rows, not an error
+    else:
+        transfers = read_dataset(root, "transfers")
+    agg = window_aggregates(transfers, int(args.window * 1e9))
     if args.out:
         pq.write_table(agg, args.out, compression="zstd")
     rows = agg.sort_by([("bytes_scaled", "descending")]).slice(0, args.top).to_pylist()
