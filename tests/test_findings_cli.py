@@ -104,6 +104,9 @@ def test_top_findings_and_errors(root, tmp_path):
     p = findings(r, "--severity-model", bad)
     assert p.returncode == 2 and "severity model" in p.stderr
     assert findings(tmp_path / "nope").returncode == 2
+    for flag in ("--since", "--until"):     # a bad time is a usage error, not a traceback
+        p = findings(r, flag, "yesterday-ish")
+        assert p.returncode == 2 and f"{flag}: not an ISO 8601" in p.stderr and "Traceback" not in p.stderr
     assert findings(r, "--window", "0").returncode == 2
 
 

@@ -86,6 +86,15 @@ def cmd_findings(args) -> int:
     if not root.is_dir():
         print(f"flowaudit: {root} is not a folder", file=sys.stderr)
         return 2
+    from ..quarantine import QuarantineError, parse_time
+
+    for flag in ("since", "until"):           # checked before the correlation, not after it
+        try:
+            if getattr(args, flag):
+                parse_time(getattr(args, flag))
+        except QuarantineError as e:
+            print(f"flowaudit: --{flag}: {e}", file=sys.stderr)
+            return 2
     # the stream's settings model: file, FLOWAUDIT_* environment, then these flags
     over: dict = {}
     for flag, section, key in (("window", "findings", "window_s"), ("lookback", "findings", "lookback_s"),
