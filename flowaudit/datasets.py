@@ -6,6 +6,7 @@ Kafka offset or message index in the file) and the versions that produced it.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -197,6 +198,12 @@ FINDINGS = pa.schema([
 
 SCHEMAS = {"messages": MESSAGES, "hits": HITS, "quarantine": QUARANTINE, "flows": FLOWS, "transfers": TRANSFERS,
            "findings": FINDINGS}
+
+
+def is_root(path) -> bool:
+    """Whether ``path`` is a flowaudit output root: a folder holding ``dataset=...`` folders."""
+    path = Path(path)
+    return path.is_dir() and any(p.is_dir() and p.name.startswith("dataset=") for p in path.iterdir())
 
 
 def dictionary_array(indices, values: pa.Array) -> pa.DictionaryArray:

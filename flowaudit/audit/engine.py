@@ -323,21 +323,27 @@ def _takes_n(client) -> bool:
     return "n_workers" in inspect.signature(client.scheduler_info).parameters
 
 
-def _dns_answers(out: Path, spec: Spec) -> None:
+def _detector(spec: Spec):
+    """The run's egress detector on the driver: today's watchlist and policy (the retro-hunt's
+    matches, the --dns logs' answers)."""
+    from ..detect import watchlist
+    from ..detect.egress import EgressDetector
+
+    return EgressDetector(watchlist.Watchlist(spec.watchlist_dir or None), spec.policy_file or None,
+                          dns_max_entries=spec.dns_max_entries)
+
+
+def _dns_answers(out: Path, spec: Spec, det) -> None:
     """The DNS_ANSWER transfers of the --dns logs in [since, until) (the workers read the same
     answers to name the flows' addresses), once per run, under a name derived from the logs."""
     import numpy as np
     import pyarrow as pa
 
-    from ..detect import watchlist
-    from ..detect.egress import EgressDetector
     from .work import _in_range, write_tables
 
     h = hashlib.sha256()
     for f in spec.dns_files:
         h.update(Path(f).read_bytes())
-    det = EgressDetector(watchlist.Watchlist(spec.watchlist_dir or None), spec.policy_file or None,
-                         dns_max_entries=spec.dns_max_entries)
     for f in spec.dns_files:
         with open(f, "rb") as fh:
             t = det.observe_dns(fh, source=f)
@@ -379,20 +385,18 @@ def run(opts: Options, settings, echo=print) -> dict:
                 compression=settings.sink.compression, row_group_size=settings.sink.row_group_size)
     carried: dict = {}     # retro-hunt: rows carried over per dataset, as written under ROOT
     retro_info: dict = {}
+    det = _detector(spec) if p.copies or (spec.dns_files and spec.egress) else None
     if p.copies:
-        from ..detect import watchlist
-        from ..detect.egress import EgressDetector
         from .retro import Retro
 
-        retro = Retro(EgressDetector(watchlist.Watchlist(spec.watchlist_dir or None), spec.policy_file or None),
-                      key, dns_given=bool(spec.dns_files and spec.egress))
+        retro = Retro(det, key, dns_given=bool(spec.dns_files and spec.egress))
         for src, rel, ds in p.copies:
             n = _copy(src, out / rel, ds, retro)
             carried[ds] = carried.get(ds, 0) + n
         retro_info = {"transfers_dropped": retro.dropped,
                       "edi_party_matches": retro.write_parties(out, spec) if spec.egress else 0}
     if spec.dns_files and spec.egress:
-        _dns_answers(out, spec)
+        _dns_answers(out, spec, det)
     done, pending = [], []
     for u in p.units:
         m = marker_path(out, u.uid)

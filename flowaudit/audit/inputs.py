@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..datasets import FLOWS
+from ..datasets import is_root as is_output_root  # noqa: F401  (the engine asks it of each input)
 
 MESSAGE_KEYS = ("value", "topic", "partition", "offset", "time", "key", "format")
 FLOW_REQUIRED = ("src_addr", "dst_addr", "src_port", "dst_port", "protocol", "bytes", "packets", "first_ns")
@@ -317,10 +318,6 @@ def _is_parquet(p: Path) -> bool:
             return f.read(4) == b"PAR1"
     except OSError:
         return False
-
-
-def is_output_root(arg: Path) -> bool:
-    return arg.is_dir() and any(p.is_dir() and p.name.startswith("dataset=") for p in arg.iterdir())
 
 
 def hive_in_range(hive: dict, since_ms: int | None, until_ms: int | None) -> bool:

@@ -69,7 +69,8 @@ class Retro:
         drop = pc.or_(pc.fill_null(drop, False), pa.array(unlisted, pa.bool_()))
         kept = t.filter(pc.invert(drop))
         self.dropped += t.num_rows - kept.num_rows
-        if kept.num_rows:           # a message's match takes its platform's severity of today
+        if kept.num_rows:
+            # a message's match takes its platform's severity of today
             plat = pc.cast(kept.column("platform"), pa.string()).to_pylist()
             msg_side = pc.is_null(kept.column("src_addr")).to_pylist()
             old = pc.cast(kept.column("severity"), pa.string()).to_pylist()
@@ -77,7 +78,6 @@ class Retro:
             i = kept.schema.get_field_index("severity")
             kept = kept.set_column(i, kept.schema.field(i), pa.array(sev, pa.string()).dictionary_encode()
                                    .cast(kept.schema.field(i).type))
-        if kept.num_rows:
             k = kept.select(["source", "partition", "offset", "indicator", "seen_where"]).to_pydict()
             self.kept.update(zip(*(map(str, k["source"]), k["partition"], k["offset"], k["indicator"],
                                    map(str, k["seen_where"]))))

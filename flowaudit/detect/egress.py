@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 
 from flowaudit.detect import watchlist as _wl
 from flowaudit.detect import zones as _zones
-from flowaudit.datasets import SCHEMA_VERSION, TRANSFERS
+from flowaudit.datasets import SCHEMA_VERSION, TRANSFERS, is_root
 from flowaudit.detect.dnsmap import DnsMap
 from flowaudit.kernels import ipset as _ipset
 from flowaudit.kernels import markers as _mk
@@ -669,7 +669,7 @@ def cmd_aggregates(args) -> int:
 
     root = Path(args.root)
     if not (root / "dataset=transfers").is_dir():
-        if not (root.is_dir() and any(p.is_dir() and p.name.startswith("dataset=") for p in root.iterdir())):
+        if not is_root(root):
             print(f"flowaudit: {args.root} is not a flowaudit root (no dataset=... folders)", file=sys.stderr)
             return 2
         transfers = TRANSFERS.empty_table()      # a root where nothing was transferred: no rows, not an error

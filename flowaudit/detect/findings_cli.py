@@ -31,9 +31,9 @@ def _audit_hint(root: Path, policy: str | None, window_s: int) -> str | None:
     cmd = [str(x) for x in m.get("command") or []]
     audit_policy = ((m.get("versions") or {}).get("policy") or {}).get("file")
     audit_window = 300                  # flowaudit audit's default
-    for i, x in enumerate(cmd):
-        v = x.split("=", 1)[1] if x.startswith("--window=") else cmd[i + 1] if x == "--window" and i + 1 < len(cmd) else None
-        if v is not None and v.isdigit():
+    for x, nxt in zip(cmd, cmd[1:] + [""]):
+        v = x.removeprefix("--window=") if x.startswith("--window=") else nxt if x == "--window" else ""
+        if v.isdigit():
             audit_window = int(v)
     want = []
     if audit_policy and (not policy or Path(policy).resolve() != Path(audit_policy).resolve()):
