@@ -221,6 +221,28 @@ def test_self_contained(audit):
     assert "<link" not in h.replace('<link rel="icon" href="data:,">', "")
 
 
+def test_bar_labels_never_overlap():
+    """A bar's value is written over it only where every label fits its slot: 23 bins of "1.2 kB"
+    overlapped their neighbours (the synth dump's LOGINK panel); then only the tallest is labelled."""
+    from flowaudit.report import svg
+    from flowaudit.report.html import human_bytes
+
+    def labels(values):
+        s = svg.time_bars("t", "t", "d", [T0 + k * 900_000_000_000 for k in range(len(values))], 900,
+                          [("LOGINK", values)], human_bytes, "bytes")
+        xs = [float(x) for x, t in re.findall(r'<text x="([\d.]+)" y="[\d.]+" font-size="10"[^>]*>([^<]+)<', s)]
+        return xs, s
+
+    crowded = [1200 + 7 * k for k in range(23)]
+    crowded[5] = 2_400_000
+    xs, s = labels(crowded)
+    assert len(xs) == 1 and "2.4 MB" in s                     # the tallest bar only
+    few = [300, 0, 1200, 2_400_000, 900, 80]
+    xs, _ = labels(few)
+    assert len(xs) == 5                                       # room for each: every bar labelled
+    assert all(b - a >= 6 * 5.8 for a, b in zip(xs, xs[1:]))
+
+
 def test_versions_other_than_recorded_are_flagged(audit):
     d = report.build(audit["root"], dict(audit["manifest"], versions={"catalog": {"version": "1999.1"}}))
     assert d["method"]["versions"]["catalog"]["matches"] is False

@@ -74,7 +74,6 @@ def time_bars(uid: str, title: str, desc: str, bins_ns: list[int], bin_s: int, s
     out = [_open(uid, WIDTH, h, title, desc, "bars")]
     slot = plot_w / n
     bw = max(1.0, min(slot * 0.78, 56.0))
-    label_all = n <= 24
     for i, (label, values) in enumerate(series):
         y0 = top + i * (panel_h + gap) + 14          # top of the panel
         base = y0 + panel_h
@@ -84,6 +83,9 @@ def time_bars(uid: str, title: str, desc: str, bins_ns: list[int], bin_s: int, s
         out.append(f'<line x1="{left}" y1="{base}" x2="{left + plot_w}" y2="{base}" stroke="#8a939e" '
                    f'stroke-width="1"/>')
         imax = values.index(vmax) if values and vmax else -1
+        # every bar's value over it only where each fits its slot (10 px digits are about 5.8 px
+        # wide): otherwise neighbours' labels overlap, and only the tallest bar is labelled
+        label_all = n <= 24 and max([len(fmt(v)) for v in values if v] + [0]) * 5.8 + 2 <= slot
         if mark_empty:   # one shaded band per run of empty bins
             j = 0
             while j < len(values):
