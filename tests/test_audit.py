@@ -407,6 +407,22 @@ def test_retro_hunt_matches_the_carried_rows_again(dump, tmp_path):
     assert 0 < kept.num_rows < carried.num_rows
     assert set(kept.column("indicator").to_pylist()) == {"test.logink.org"}
     assert set(pc.cast(kept.column("severity"), pa.string()).to_pylist()) == {"low"}
+    # without --dns, a flow named through DNS and its lookup are carried, graded by today's
+    # watchlist and policy: NEAL-NET raised to high; then the host's zone allowed to reach it
+    wl.write_text('version = "t"\n[platforms.NEAL-NET]\nseverity = "high"\nsource = "test"\n'
+                  '[[indicators]]\nplatform = "NEAL-NET"\ntype = "host"\nvalue = "english.neal-net.net"\nsource = "test"\n')
+    was = [t for t in carried.to_pylist() if t["indicator"] == "english.neal-net.net"]
+    assert {(t["rule"], t["severity"]) for t in was} == {("dns_lookup", "info"), ("watchlist", "info")}
+    pol = Path(dump["policy"]).read_text()
+    allowing = tmp_path / "allowing.toml"
+    allowing.write_text(pol.replace('may_reach = ["internet", "dmz", "tos", "internal"]',
+                                    'may_reach = ["internet", "dmz", "tos", "internal", "platform:NEAL-NET"]'))
+    assert allowing.read_text() != pol
+    for policy, sev in ((dump["policy"], "high"), (allowing, "info")):
+        kept = Retro(EgressDetector(compile_files([wl]), policy), HMAC_KEY.encode(), dns_given=False).keep(carried)
+        rows = kept.to_pylist()
+        assert {(t["rule"], t["severity"], t["src_addr"], t["src_zone"], t["dst_zone"]) for t in rows} == \
+            {(t["rule"], sev, t["src_addr"], "it", "internet") for t in was}
     # the operator withdraws its watchlist: what only it named is gone, the rest stays
     back = tmp_path / "back"
     audit(full, "--out", back, "--policy", dump["policy"], "--dns", dump["dns"], "--window", "3600")

@@ -10,7 +10,8 @@ rows it carries over:
   logs given, so the carried ones are dropped too (kept, they were counted twice);
 * every other carried transfer (a payload match, an interchange recipient, a DNS lookup or a flow
   it named, without ``--dns``) is kept only where today's watchlist still lists its indicator, a
-  message's match with today's severity of its platform;
+  message's match with today's severity of its platform, a flow or lookup with today's zones of
+  its addresses and the severity they give;
 * today's EDI parties are matched against the carried hits of the interchange recipient class by
   their keyed hash (``value_hmac``, the same key: :func:`flowaudit.config.hmac_key`), the id as
   listed and in lower case: a party listed since the root was written is found in its messages.
@@ -25,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..detect.egress import BASE64_SHOWN
+from ..detect.egress import BASE64_SHOWN, _zone_of
 
 FLOW_WHERE = ("NETFLOW_DST", "NETFLOW_SRC")     # transfers recomputed from the stored flows
 RECIPIENT_CLASS = "edi_recipient_id"
@@ -70,17 +71,50 @@ class Retro:
         kept = t.filter(pc.invert(drop))
         self.dropped += t.num_rows - kept.num_rows
         if kept.num_rows:
-            # a message's match takes its platform's severity of today
-            plat = pc.cast(kept.column("platform"), pa.string()).to_pylist()
-            msg_side = pc.is_null(kept.column("src_addr")).to_pylist()
-            old = pc.cast(kept.column("severity"), pa.string()).to_pylist()
-            sev = [self.wl.severity_for(p, None) if m and p is not None else o for p, m, o in zip(plat, msg_side, old)]
-            i = kept.schema.get_field_index("severity")
-            kept = kept.set_column(i, kept.schema.field(i), pa.array(sev, pa.string()).dictionary_encode()
-                                   .cast(kept.schema.field(i).type))
+            kept = self._today(kept)
             k = kept.select(["source", "partition", "offset", "indicator", "seen_where"]).to_pydict()
             self.kept.update(zip(*(map(str, k["source"]), k["partition"], k["offset"], k["indicator"],
                                    map(str, k["seen_where"]))))
+        return kept
+
+    def _today(self, kept: pa.Table) -> pa.Table:
+        """Kept watchlist rows as today's watchlist and policy grade them: a message's match takes
+        its platform's severity; a flow named through DNS and a DNS lookup kept without ``--dns``
+        take today's zones of their addresses and the severity the egress detector gives (the zone
+        kind of the port's side; ``info`` where that zone may reach the platform).  The port's
+        side of a lookup is its client; of a flow, its source unless the source is on the internet
+        (a reply from the named host).  Policy rows and the rest stay as they were."""
+        pol = self.det.policy
+        cols = {c: pc.cast(kept.column(c), pa.string()).to_pylist()
+                for c in ("platform", "rule", "severity", "src_addr", "dst_addr", "src_zone", "dst_zone")}
+        internet = pol.n_zones + 1
+        zone_of = {}
+
+        def zone(addr):
+            if addr not in zone_of:
+                zone_of[addr] = _zone_of(pol, addr)
+            return zone_of[addr]
+
+        for k, (p, ru, src, dst) in enumerate(zip(cols["platform"], cols["rule"], cols["src_addr"], cols["dst_addr"])):
+            if p is None or ru not in ("watchlist", "dns_lookup"):
+                continue
+            if src is None:                               # a message's match
+                cols["severity"][k] = self.wl.severity_for(p, None)
+                continue
+            sz, dz = zone(src), zone(dst)
+            own = dz if (ru == "watchlist" and sz == internet and dz is not None) else sz
+            s = self.wl.severity_for(p, pol.zone_kind_name(own) if own is not None else None)
+            if own is not None and p in pol.allowed_platforms.get(own, ()):
+                s = "info"
+            cols["severity"][k] = s
+            if sz is not None:
+                cols["src_zone"][k] = pol.zone_names[sz]
+            if dz is not None:
+                cols["dst_zone"][k] = pol.zone_names[dz]
+        for c in ("severity", "src_zone", "dst_zone"):
+            i = kept.schema.get_field_index(c)
+            f = kept.schema.field(i)
+            kept = kept.set_column(i, f, pa.array(cols[c], pa.string()).dictionary_encode().cast(f.type))
         return kept
 
     def still_listed(self, itype: str | None, shown: str | None) -> bool:
