@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -373,6 +374,10 @@ def test_cli_writes_the_same_archive_as_the_api(tmp_path):
     assert found == {(e["platform"], e["rule"], e["entity"]) for e in lab["exposures"]}
     assert any(e["entity"] == "app:edi-gateway" for e in lab["exposures"])    # named by the operator watchlist
     assert Path(f"{out}-audit.html").stat().st_size > 0
+    # `flowaudit audit --help` shows the same command for /tmp/dump
+    h = subprocess.run([sys.executable, "-m", "flowaudit", "audit", "--help"], capture_output=True, text=True,
+                       timeout=60, env=dict(os.environ, COLUMNS="400"))
+    assert p.stdout.splitlines()[-1].removeprefix("audit it: ").replace(str(out), "/tmp/dump") in " ".join(h.stdout.split())
     assert lab["span"]["start"] == "2026-03-01T23:30:00.000Z" and lab["span"]["scenario_hour_start"] == "2026-03-02T00:00:00.000Z"
     assert lab["parameters"]["layouts"] == ["flat"] and not (out / "redpanda").exists()
     synth.write_dump(tmp_path / "api", 300, seed=5, files=2, row_group_rows=50, layouts=("flat",),

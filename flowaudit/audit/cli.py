@@ -95,12 +95,14 @@ def add_parser(sub) -> None:
         "archives (flat Kafka Connect layout, Redpanda's Iceberg key-value layout, or --map), flow archives "
         "(flowaudit's flows dataset, goflow2 columns) and flowaudit output roots (a retro-hunt: the classified "
         "data is carried over; the stored flows, the interchange recipients (by keyed hash) and, with --dns, the "
-        "DNS lookups are matched again with today's watchlist, and carried matches of indicators it no longer "
-        "lists are dropped). Writes the usual datasets and the findings under ROOT with deterministic names: a re-run or a run after Ctrl-C / kill -9 resumes and duplicates nothing. "
+        "DNS lookups are matched again with today's watchlist, carried matches of indicators it no longer "
+        "lists are dropped, and the rest graded by today's watchlist and policy). Writes the usual datasets and the findings under ROOT with deterministic names: a re-run or a run after Ctrl-C / kill -9 resumes and duplicates nothing. "
         "Exit 0, 1 with --fail-on when a finding reaches that severity, 2 on a usage error or a bad input "
         "(--on-bad-input fail), 130 when interrupted.",
         epilog="example: flowaudit synth --dump /tmp/dump && flowaudit audit /tmp/dump/flat /tmp/dump/flows "
-               "--out /tmp/audit --report /tmp/audit.html")
+               "--out /tmp/dump-audit --policy /tmp/dump/policy.toml --dns /tmp/dump/dns/dns.log "
+               "--watchlist-dir /tmp/dump/watchlist --report /tmp/dump-audit.html (synth --dump prints this "
+               "command for the archive it wrote)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="Parquet files, folders of them, or flowaudit roots")
     p.add_argument("--out", required=True, metavar="ROOT", help="output root (datasets, findings, _audit/)")
     p.add_argument("--engine", choices=("polars", "dask"), default="polars",
