@@ -146,9 +146,17 @@ def parse_time(text: str) -> int:
 
 
 def select(t: pa.Table, reasons=None, since: str | None = None, until: str | None = None) -> list[dict]:
-    """Rows (dicts) of the given reasons whose record time is in [since, until), in provenance order."""
+    """Rows (dicts) of the given reasons whose record time is in [since, until), in provenance order.
+    A reason no row has (a typo, or none of that kind here) is named on stderr with the reasons
+    there are: an empty answer then says why."""
     import pyarrow.compute as pc
 
+    if reasons:
+        have = sorted(set(pc.unique(t.column("reason").cast(pa.string())).to_pylist()) - {None})
+        absent = [r for r in dict.fromkeys(reasons) if r not in have]
+        if absent:
+            print(f"flowaudit quarantine: no record has reason {', '.join(absent)} "
+                  f"(reasons here: {', '.join(have) or 'none'})", file=sys.stderr)
     mask = pa.array(np.ones(t.num_rows, bool))
     if reasons:
         mask = pc.and_(mask, pc.is_in(t.column("reason").cast(pa.string()), pa.array(list(reasons))))

@@ -64,6 +64,11 @@ def test_list_filters_and_needs_no_key(tmp_path):
     assert lines[0].split() == ["source", "partition", "offset", "time", "(UTC)", "format", "reason", "bytes", "key"]
     assert len(lines) == 5 and "2026-03-01T01:00:00.000Z" in lines[2] and "unknown_format" in lines[2]
     assert lines[-1] == "1 quarantined, 1 unknown_format"
+    assert r.stderr == ""
+    r = cli("list", f, "--reason", "malformed_jsn", "--reason", "malformed_json")     # a typo is named
+    assert r.returncode == 0 and r.stdout.splitlines()[-1] == "1 quarantined, 1 malformed_json"
+    assert r.stderr.strip() == ("flowaudit quarantine: no record has reason malformed_jsn "
+                                "(reasons here: malformed_json, null_value, unknown_format)")
     r = cli("list", f, "--until", "2026-03-01")
     assert r.stdout.splitlines()[-1] == "0 quarantined"
     r = cli("list", f, "--since", "yesterday")
