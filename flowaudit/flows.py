@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 ENV_TTL = "FLOWAUDIT_NETFLOW_TEMPLATE_TTL_S"
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")     # what a folder given to flowaudit flows contributes
 BATCH_DATAGRAMS = 65536
 
 
@@ -99,12 +100,22 @@ def cmd_flows(args) -> int:
     import pyarrow.parquet as pq
 
     ports = set(args.port) if args.port else None
-    jsonl = [p for p in args.inputs if p.endswith((".json", ".jsonl", ".ndjson"))]
-    pcaps = [p for p in args.inputs if p not in jsonl]
+    inputs = []
     for p in args.inputs:
-        if not Path(p).is_file():
+        if Path(p).is_dir():           # a folder: its captures, sorted (its JSON may be anything)
+            found = sorted(str(f) for f in Path(p).rglob("*") if f.suffix in CAPTURE_SUFFIXES and f.is_file())
+            if not found:
+                print(f"flowaudit flows: {p}: a folder without capture files ({', '.join(CAPTURE_SUFFIXES)})",
+                      file=sys.stderr)
+                return 2
+            inputs += found
+        elif not Path(p).is_file():
             print(f"flowaudit flows: {p}: no such file", file=sys.stderr)
             return 2
+        else:
+            inputs.append(p)
+    jsonl = [p for p in inputs if p.endswith((".json", ".jsonl", ".ndjson"))]
+    pcaps = [p for p in inputs if p not in jsonl]
     tables = []
     summary: dict = {}
     if pcaps:
@@ -150,9 +161,11 @@ def add_parsers(sub) -> None:
                        "lines into a FLOWS Parquet file",
                        description="Decode the UDP export datagrams of pcap/pcapng files (Ethernet, VLAN, "
                        "raw IP, Linux cooked SLL/SLL2; IPv4/IPv6) into one row per flow record. Files ending "
-                       ".json/.jsonl/.ndjson are read as goflow2 JSON flow messages, one per line. Counts are "
+                       ".json/.jsonl/.ndjson are read as goflow2 JSON flow messages, one per line. A folder "
+                       "contributes its .pcap, .pcapng and .cap files (recursively, sorted). Counts are "
                        "raw, with the sampling interval beside them.")
-    p.add_argument("inputs", nargs="+", metavar="PCAP", help="capture files (or goflow2 JSON lines)")
+    p.add_argument("inputs", nargs="+", metavar="PCAP",
+                   help="capture files or folders of them (or goflow2 JSON lines)")
     p.add_argument("--out", required=True, metavar="FILE", help="output Parquet file (FLOWS schema)")
     p.add_argument("--port", type=int, action="append", metavar="N",
                    help="only UDP datagrams to this collector port (repeatable; default: every UDP datagram)")

@@ -306,6 +306,25 @@ def test_flows_cli_pcap_and_jsonl_and_help(tmp_path, capsys):
     assert t.num_rows == 1001
     assert "1,001 flows" in capsys.readouterr().out
     assert flows.main(["flows", str(tmp_path / "missing.pcap"), "--out", str(out)]) == 2
+    # a folder contributes its captures (recursively, sorted), not its other files: the public
+    # captures decoded from their folder give the rows of each decoded on its own
+    pub = CORPUS_NF / "public"
+    caps = sorted(str(f) for f in pub.rglob("*") if f.suffix in (".pcap", ".pcapng", ".cap"))
+    assert len(caps) >= 40 and any(f.suffix == ".json" for f in pub.rglob("*"))
+    capsys.readouterr()
+    assert flows.main(["flows", str(pub), "--out", str(out)]) == 0
+    whole = pq.read_table(out)
+    one = []
+    for c in caps:
+        assert flows.main(["flows", c, "--out", str(tmp_path / "one.parquet")]) == 0
+        one.append(pq.read_table(tmp_path / "one.parquet"))
+    assert whole.num_rows == sum(t.num_rows for t in one) > 600
+    key = ["source", "offset", "src_addr", "dst_addr", "bytes", "packets"]
+    assert sorted(tuple(r.values()) for r in whole.select(key).to_pylist()) == sorted(
+        tuple(r.values()) for t in one for r in t.select(key).to_pylist())
+    capsys.readouterr()
+    assert flows.main(["flows", str(tmp_path), "--out", str(tmp_path / "none.parquet")]) == 2
+    assert "a folder without capture files" in capsys.readouterr().err
     for cmd, envs in (("flows", ["FLOWAUDIT_NETFLOW_TEMPLATE_TTL_S"]),
                       ("collect", ["FLOWAUDIT_COLLECT_LISTEN", "FLOWAUDIT_KAFKA_BOOTSTRAP_SERVERS",
                                    "FLOWAUDIT_COLLECT_TOPIC", "FLOWAUDIT_COLLECT_SOCKETS",
