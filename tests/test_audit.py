@@ -176,6 +176,18 @@ def test_every_labelled_exposure_in_every_layout(dump, tmp_path, layout):
         assert rep["coverage"]["inputs"]["rows"] == m["totals"]["rows"] + sum(
             i.get("rows_pruned", 0) for i in m["inputs"])
         assert rep["method"]["engine"] == "polars" and "flowaudit audit" in rep["method"]["command"]
+        # `flowaudit findings OUT`, no flags, correlates as the audit did (its manifest's policy and
+        # window): the findings the audit wrote, hosts named as applications
+        assert m["correlation"] == {"policy_file": str(Path(dump["policy"]).resolve()), "window_s": 3600,
+                                    "lookback_s": 0, "severity_model": None}
+        f = subprocess.run([sys.executable, "-m", "flowaudit", "findings", str(out), "--format", "json"],
+                           capture_output=True, text=True, env=ENV, timeout=120)
+        assert f.returncode == 0, f.stderr
+        assert f"audited with --policy {Path(dump['policy']).resolve()} --window 3600: correlating with the same" \
+            in f.stderr and "this correlation uses" not in f.stderr
+        rows = [orjson.loads(x) for x in f.stdout.splitlines()]
+        assert sorted((r["platform"], r["rule"], r["entity"], r["severity"], r["bytes"]) for r in rows) == sorted(
+            (r["platform"], r["rule"], r["entity"], r["severity"], r["bytes"]) for r in got.values())
 
 
 def test_progress_bar_on_a_terminal_only():

@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -110,9 +111,11 @@ def test_top_findings_and_errors(root, tmp_path):
     assert findings(r, "--window", "0").returncode == 2
 
 
-def test_a_root_the_audit_wrote_names_the_flags_that_match_its_findings(root, tmp_path):
-    """An audit root's manifest records its zone policy and findings window: correlating it
-    without them says which flags give the findings the audit wrote; with them, nothing."""
+def test_a_root_the_audit_wrote_is_correlated_as_the_audit_did(root, tmp_path):
+    """An audit root's manifest records its zone policy and findings window: without flags they
+    are taken (said on stderr); a flag given overrides and is named beside the audit's, and so is
+    a policy file that is gone.  A manifest from before ``correlation`` was recorded gives them
+    from its versions and command line (tests/test_audit.py checks the findings themselves)."""
     _r, policy, _sc = root
     a = tmp_path / "audited"
     (a / "_audit").mkdir(parents=True)
@@ -120,10 +123,23 @@ def test_a_root_the_audit_wrote_names_the_flags_that_match_its_findings(root, tm
         "command": ["flowaudit", "audit", "x", "--out", str(a), "--policy", str(policy), "--window=3600"],
         "versions": {"policy": {"file": str(policy)}}}))
     p = findings(a, "--window", "300")
-    assert p.returncode == 0 and f"audited with --policy {policy} --window 3600" in p.stderr
-    assert "no policy and --window 300" in p.stderr
+    assert p.returncode == 0 and f"audited with --policy {policy}: correlating with the same" in p.stderr
+    assert "audited with --window 3600; this correlation uses --window 300" in p.stderr
     p = findings(a, "--policy", policy)
     assert p.returncode == 0 and "audited with" not in p.stderr
+    p = subprocess.run([sys.executable, "-m", "flowaudit", "findings", str(a)], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0 and f"audited with --policy {policy} --window 3600: correlating" in p.stderr
+    assert "this correlation uses" not in p.stderr
+    other = tmp_path / "other.toml"
+    other.write_text(Path(policy).read_text())
+    (a / "_audit" / "manifest.json").write_text(json.dumps({
+        "correlation": {"policy_file": str(tmp_path / "gone.toml"), "window_s": 3600, "lookback_s": 60,
+                        "severity_model": None}}))
+    p = findings(a, "--policy", other)
+    assert p.returncode == 0 and "--lookback 60: correlating with the same" in p.stderr
+    assert (f"audited with --policy {tmp_path / 'gone.toml'}; this correlation uses --policy {other}"
+            in p.stderr)
 
 
 def test_a_root_without_findings_passes(tmp_path):

@@ -460,6 +460,10 @@ def run(opts: Options, settings, echo=print) -> dict:
         "totals": totals, "carried_over": carried, "retro_hunt": retro_info, "findings": int(findings.num_rows),
         "findings_files": counts,
         "findings_seconds": round(findings_s, 3),
+        # what the findings were correlated with: `flowaudit findings ROOT` takes these by default
+        "correlation": {"policy_file": str(Path(e.policy_file).resolve()) if e.policy_file else None,
+                        "window_s": opts.window_s, "lookback_s": opts.lookback_s,
+                        "severity_model": str(Path(f.severity_model).resolve()) if f.severity_model else None},
         "time_span": {"min": _iso(min(s[0] for s in spans)) if spans else None,
                       "max": _iso(max(s[1] for s in spans)) if spans else None},
         "versions": versions(settings),

@@ -20,31 +20,73 @@ from . import severity as _sev
 from ..datasets import FINDINGS
 
 
-def _audit_hint(root: Path, policy: str | None, window_s: int) -> str | None:
-    """Where ROOT was written by ``flowaudit audit`` with another zone policy or findings window
-    than this correlation's (its manifest records both), the flags that give the findings the
-    audit wrote: without the policy's inventory, hosts are not named as applications or zones."""
+def _audit_correlation(root: Path) -> dict | None:
+    """What ``flowaudit audit`` correlated ROOT's findings with (``_audit/manifest.json``): the zone
+    policy file, the findings window and look-back, the severity model.  A manifest from before
+    they were recorded gives the policy from its versions and the window and look-back from its
+    command line.  None: not an audit root."""
     try:
         m = json.loads((root / "_audit" / "manifest.json").read_bytes())
     except (OSError, ValueError):
         return None
+    c = m.get("correlation")
+    if isinstance(c, dict):
+        return {"policy_file": c.get("policy_file"), "window_s": int(c.get("window_s") or 300),
+                "lookback_s": int(c.get("lookback_s") or 0), "severity_model": c.get("severity_model")}
     cmd = [str(x) for x in m.get("command") or []]
-    audit_policy = ((m.get("versions") or {}).get("policy") or {}).get("file")
-    audit_window = 300                  # flowaudit audit's default
+    out = {"policy_file": ((m.get("versions") or {}).get("policy") or {}).get("file"), "window_s": 300,
+           "lookback_s": 0, "severity_model": None}        # flowaudit audit's defaults
     for x, nxt in zip(cmd, cmd[1:] + [""]):
-        v = x.removeprefix("--window=") if x.startswith("--window=") else nxt if x == "--window" else ""
-        if v.isdigit():
-            audit_window = int(v)
-    want = []
-    if audit_policy and (not policy or Path(policy).resolve() != Path(audit_policy).resolve()):
-        want += ["--policy", audit_policy]
-    if audit_window != window_s:
-        want += ["--window", str(audit_window)]
+        for flag, key in (("--window", "window_s"), ("--lookback", "lookback_s")):
+            v = x.removeprefix(flag + "=") if x.startswith(flag + "=") else nxt if x == flag else ""
+            if v.isdigit():
+                out[key] = int(v)
+    return out
+
+
+_FLAGS = (("policy", "egress", "policy_file", "policy_file"), ("window", "findings", "window_s", "window_s"),
+          ("lookback", "findings", "lookback_s", "lookback_s"),
+          ("severity_model", "findings", "severity_model", "severity_model"))
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, str) or isinstance(b, str):
+        return bool(a) == bool(b) and (not a or Path(a).resolve() == Path(b).resolve())
+    return a == b
+
+
+def _audit_defaults(audit: dict, args, settings, defaults) -> dict:
+    """The audit's correlation settings this one takes: each the flags, the settings file and the
+    environment leave at its default (a policy or model file the audit named must still exist)."""
+    take: dict = {}
+    for flag, section, key, akey in _FLAGS:
+        v = audit.get(akey)
+        if getattr(args, flag) is not None or v in (None, "") or _same(v, getattr(getattr(defaults, section), key)):
+            continue
+        if getattr(getattr(settings, section), key) != getattr(getattr(defaults, section), key):
+            continue
+        if isinstance(v, str) and not Path(v).is_file():
+            continue
+        take.setdefault(section, {})[key] = v
+    return take
+
+
+def _audit_hint(root: Path, audit: dict, settings) -> str | None:
+    """Where this correlation differs from the audit's in a setting that changes the findings (a
+    flag given, or the audit's policy file gone), the flags that give the findings the audit
+    wrote: without the policy's inventory, hosts are not named as applications or zones."""
+    want, have = [], []
+    for flag, section, key, akey in _FLAGS:
+        mine, theirs = getattr(getattr(settings, section), key), audit.get(akey)
+        if not _same(mine, theirs if theirs is not None else ""):
+            name = "--" + flag.replace("_", "-")
+            want += [name, str(theirs) if theirs not in (None, "") else "(none)"]
+            have += [name, str(mine) if mine not in (None, "") else "(none)"]
     if not want:
         return None
-    return (f"{root} was audited with {' '.join(want)}; this correlation uses "
-            f"{'--policy ' + policy if policy else 'no policy'} and --window {window_s}, so its hosts, applications "
-            f"and windows may differ from the findings the audit wrote (pass the audit's flags to match them)")
+    return (f"{root} was audited with {' '.join(want)}; this correlation uses {' '.join(have)}, so its hosts, "
+            f"applications and windows may differ from the findings the audit wrote (pass the audit's flags to "
+            f"match them)")
 
 
 def _jsonable(r: dict) -> dict:
@@ -80,7 +122,7 @@ def cmd_findings(args) -> int:
     from .inventory import InventoryError
     from .inventory import load as load_inventory
 
-    from ..config import ConfigError, load
+    from ..config import ConfigError, Settings, load
 
     root = Path(args.root)
     if not root.is_dir():
@@ -103,13 +145,24 @@ def cmd_findings(args) -> int:
             over.setdefault(section, {})[key] = getattr(args, flag)
     try:
         st = load(args.config, overrides=over)
+        # an audit root is correlated as the audit correlated it, unless flags or settings say otherwise
+        audit = _audit_correlation(root)
+        take = _audit_defaults(audit, args, st, Settings()) if audit else {}
+        if take:
+            for section, kv in take.items():
+                over.setdefault(section, {}).update(kv)
+            st = load(args.config, overrides=over)
+            flags = {key: "--" + flag.replace("_", "-") for flag, _s, key, _a in _FLAGS}
+            given = " ".join(f"{flags[k]} {v}" for kv in take.values() for k, v in kv.items())
+            print(f"flowaudit: {root} was audited with {given}: correlating with the same (its "
+                  f"_audit/manifest.json; flags override)", file=sys.stderr)
         inv = load_inventory(st.egress.policy_file or None)
         model = _sev.load(st.findings.severity_model or None)
     except (ConfigError, InventoryError, _sev.SeverityModelError) as e:
         print(f"flowaudit: {e}", file=sys.stderr)
         return 2
     f = st.findings
-    hint = _audit_hint(root, st.egress.policy_file or None, f.window_s)
+    hint = _audit_hint(root, audit, st) if audit else None
     if hint:
         print(f"flowaudit: {hint}", file=sys.stderr)
     # a window at a time, on two threads: memory follows a window, not the root
@@ -144,10 +197,13 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "findings", help="which sensitive data reached which platform, from which host: worst first",
         description="Correlates the hits, messages and transfers under ROOT into findings (one per platform or "
-        "policy rule x source host or application x event-time window) and prints them worst first. Exit 1 with "
+        "policy rule x source host or application x event-time window) and prints them worst first. A root that "
+        "flowaudit audit wrote is correlated with the audit's policy, window, look-back and severity model (its "
+        "manifest) where no flag or setting gives them. Exit 1 with "
         "--fail-on when a finding that passes the filters reaches that severity; 2 on a usage or configuration "
         "error.")
-    p.add_argument("root", metavar="ROOT", help="the stream's Parquet root (dataset=transfers, hits, messages)")
+    p.add_argument("root", metavar="ROOT", help="the stream's or an audit's Parquet root (dataset=transfers, hits, "
+                   "messages)")
     p.add_argument("--since", metavar="TIME", help="findings seen at or after TIME (ISO 8601, UTC unless given)")
     p.add_argument("--until", metavar="TIME", help="findings seen before TIME")
     p.add_argument("--platform", action="append", metavar="P", help="only this platform (repeatable; policy = "
