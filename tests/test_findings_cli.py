@@ -111,24 +111,30 @@ def test_top_findings_and_errors(root, tmp_path):
     assert findings(r, "--window", "0").returncode == 2
 
 
-def test_a_root_the_audit_wrote_is_correlated_as_the_audit_did(root, tmp_path):
+def test_a_root_the_audit_wrote_is_correlated_as_the_audit_did(root, tmp_path, capsys):
     """An audit root's manifest records its zone policy and findings window: without flags they
     are taken (said on stderr); a flag given overrides and is named beside the audit's, and so is
     a policy file that is gone.  A manifest from before ``correlation`` was recorded gives them
     from its versions and command line (tests/test_audit.py checks the findings themselves)."""
     _r, policy, _sc = root
+    from flowaudit.cli import main
+
+    def run(*args):                     # in this process: the same command, without a start-up each
+        rc = main(["findings", *map(str, args)])
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(args, rc, out.out, out.err)
+
     a = tmp_path / "audited"
     (a / "_audit").mkdir(parents=True)
     (a / "_audit" / "manifest.json").write_text(json.dumps({
         "command": ["flowaudit", "audit", "x", "--out", str(a), "--policy", str(policy), "--window=3600"],
         "versions": {"policy": {"file": str(policy)}}}))
-    p = findings(a, "--window", "300")
+    p = run(a, "--window", "300")
     assert p.returncode == 0 and f"audited with --policy {policy}: correlating with the same" in p.stderr
     assert "audited with --window 3600; this correlation uses --window 300" in p.stderr
-    p = findings(a, "--policy", policy)
+    p = run(a, "--window", "3600", "--policy", policy)
     assert p.returncode == 0 and "audited with" not in p.stderr
-    p = subprocess.run([sys.executable, "-m", "flowaudit", "findings", str(a)], capture_output=True, text=True,
-                       timeout=120)
+    p = run(a)
     assert p.returncode == 0 and f"audited with --policy {policy} --window 3600: correlating" in p.stderr
     assert "this correlation uses" not in p.stderr
     other = tmp_path / "other.toml"
@@ -136,7 +142,7 @@ def test_a_root_the_audit_wrote_is_correlated_as_the_audit_did(root, tmp_path):
     (a / "_audit" / "manifest.json").write_text(json.dumps({
         "correlation": {"policy_file": str(tmp_path / "gone.toml"), "window_s": 3600, "lookback_s": 60,
                         "severity_model": None}}))
-    p = findings(a, "--policy", other)
+    p = run(a, "--window", "3600", "--policy", other)
     assert p.returncode == 0 and "--lookback 60: correlating with the same" in p.stderr
     assert (f"audited with --policy {tmp_path / 'gone.toml'}; this correlation uses --policy {other}"
             in p.stderr)
