@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flowaudit import synth
+from flowaudit.broker import free_port
 from flowaudit.datasets import FLOWS, SCHEMA_VERSION
 
 from .conftest import HMAC_KEY
@@ -216,6 +217,25 @@ def test_no_layout_fits_names_the_columns(tmp_path):
     pq.write_table(pa.table({"payload": pa.array([b"x"]), "when": pa.array([1])}), bad / "a.parquet")
     r = audit(bad, "--out", tmp_path / "out", check=2)
     assert "a.parquet" in r.stderr and "payload, when" in r.stderr and "--map" in r.stderr
+    # a --map no input has the columns of was ignored (the flat layout read without it); counts
+    # below 1 and an unreachable scheduler were tracebacks or silently the default.  Each is one
+    # line, exit 2; those found in the plan leave no output root behind
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    pq.write_table(pa.table({"topic": ["t"], "value": pa.array([b"UNB+x'"])}), flat / "f.parquet")
+    for args, msg in (
+            (["--map", "value=body"], "--map value=body: no input has the column(s) it names; they were read as flat"),
+            (["--threads", "0"], "--threads must be at least 1"),
+            (["--unit-rows", "0"], "--unit-rows must be at least 1"),
+            (["--workers", "-1"], "--workers must be at least 1"),
+            (["--engine", "dask", "--scheduler", f"tcp://127.0.0.1:{free_port()}"], "cannot reach the Dask scheduler")):
+        r = audit(flat, "--out", tmp_path / "none", *args, check=2,
+                  env=dict(ENV, DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT="2s"))
+        assert r.stderr.startswith("flowaudit audit: ") and msg in r.stderr and len(r.stderr.splitlines()) == 1, \
+            r.stderr
+        assert not (tmp_path / "none").exists() or args[0] == "--engine"    # found before ROOT is made
+    r = audit(flat, "--out", tmp_path / "one", "--map", "value=value,topic=topic")    # a map that fits: used
+    assert orjson.loads((tmp_path / "one" / "_audit" / "manifest.json").read_bytes())["inputs"][0]["layout"] == "mapped"
 
 
 # ------------------------------------------------------------------------------ engines

@@ -43,6 +43,9 @@ def cmd_audit(args) -> int:
         for _t, f in formats:
             if f != "auto" and f not in FORMAT_CODES:
                 raise ConfigError(f"--format: unknown format {f!r} (edifact, x12, xml, json, flat, auto)")
+        for flag in ("threads", "workers", "unit_rows"):
+            if getattr(args, flag) is not None and getattr(args, flag) < 1:
+                raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1")
         opts = engine.Options(
             inputs=args.inputs, out=args.out, engine=args.engine, workers=args.workers, scheduler=args.scheduler,
             threads=args.threads or min(4, os.cpu_count() or 1),

@@ -177,6 +177,14 @@ def plan(opts: Options) -> Plan:
             raise AuditError(f"{arg}: no Parquet files")
         for f in files:
             _plan_file(p, opts, f)
+    if opts.mapping and not any(i["layout"] == "mapped" or i["status"] == "pruned" for i in p.inputs):
+        # --map is for the inputs that have its columns (flow archives beside it keep their layout):
+        # one that fits no input read is a mistake, not a map to ignore (a file pruned by its
+        # partition's time was not opened: it may have them)
+        read = sorted({i["layout"] for i in p.inputs if i["layout"]})
+        given = ",".join(f"{k}={v}" for k, v in opts.mapping.items())
+        raise AuditError(f"--map {given}: no input has the column(s) it names"
+                         + (f"; they were read as {', '.join(read)} without it" if read else ""))
     return p
 
 
@@ -285,7 +293,10 @@ def _run_dask(units, spec, workers: int, scheduler: str | None, on_result, on_er
         logging.getLogger(name).setLevel(logging.ERROR)   # the summary and errors say what matters
     cluster = None
     if scheduler:
-        client = Client(scheduler, timeout="30s")
+        try:       # waits Dask's connect timeout (distributed.comm.timeouts.connect, 30 s by default)
+            client = Client(scheduler)
+        except (OSError, TimeoutError) as exc:
+            raise AuditError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc})") from None
     else:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                dashboard_address=None, silence_logs=logging.ERROR)
@@ -366,8 +377,8 @@ def run(opts: Options, settings, echo=print) -> dict:
 
     started = datetime.now(timezone.utc)
     out = Path(opts.out)
+    p = plan(opts)          # before ROOT is made: a usage error leaves nothing behind
     makedirs(out)
-    p = plan(opts)
     # a retro-hunt keeps the key of the roots it carries over (config.hmac_key), so their hashes
     # join with its own and their sealed quarantine opens under ROOT
     key, _src = hmac_key(settings, out, inherit=tuple(p.roots))
