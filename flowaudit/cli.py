@@ -11,7 +11,7 @@ import os
 import sys
 
 from . import __version__
-from .config import ConfigError, load
+from .config import ConfigError, bounded, load
 from .memory import COMMANDS, preselect_arrow_pool
 from .workers import supervise, worker_tag
 
@@ -329,7 +329,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("demo", help="embedded broker + synthetic port traffic + stream service, then a summary")
-    p.add_argument("--count", type=int, default=100_000, help="synthetic messages to produce (default 100000)")
+    p.add_argument("--count", type=bounded(int, 1), default=100_000, help="synthetic messages to produce (default 100000)")
     p.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
     p.add_argument("--out", default="demo-out", help="Parquet output root (default ./demo-out)")
     p.add_argument("--partitions", type=int, default=3, help="partitions per topic (default 3)")
@@ -380,7 +380,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                        "goflow2's), a Zeek DNS log, the zone policy and watchlist, and labels.json with the "
                        "exposures a batch audit must find (README: Synthetic archives).")
     p.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
-    p.add_argument("--count", "--messages", dest="count", type=int, default=1000, metavar="N",
+    p.add_argument("--count", "--messages", dest="count", type=bounded(int, 0), default=1000, metavar="N",
                    help="messages to generate (default 1000; --dump adds the exposure scenario's 12)")
     p.add_argument("--bad-fraction", type=float, default=None,
                    help="share of undecodable messages (default 0; 0.01 with --dump)")

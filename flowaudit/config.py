@@ -13,12 +13,29 @@ Environment examples::
 """
 from __future__ import annotations
 
+import argparse
 import difflib
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
+
+def bounded(typ=int, lo=0, inclusive: bool = True):
+    """An argparse ``type`` for a count or a size: a ``typ`` at least ``lo`` (above it when not
+    ``inclusive``).  Out of range, argparse names the flag and exits 2; a negative window, top,
+    batch size or thread count was a traceback or silently nothing."""
+    def parse(text: str):
+        try:
+            v = typ(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {typ.__name__} value: {text!r}") from None
+        if v < lo or (v == lo and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be {'at least' if inclusive else 'above'} {lo}: {text!r}")
+        return v
+    parse.__name__ = typ.__name__
+    return parse
+
 
 FORMATS = ("edifact", "x12", "xml", "json", "flat", "auto", "netflow", "goflow", "dns")
 DEFAULT_TOPICS = {"port.edifact": "edifact", "port.x12": "x12", "port.xml": "xml", "port.json": "json"}

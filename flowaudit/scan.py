@@ -403,13 +403,15 @@ def cmd_scan(args) -> int:
 
 
 def add_parser(sub) -> None:
+    from .config import bounded
+
     p = sub.add_parser("scan", help="classify message files or folders offline (same code path as stream)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (format detected per interchange)")
     p.add_argument("--out", metavar="FILE", help="write hits to FILE (.parquet, or .jsonl for JSON lines)")
     p.add_argument("--raw", action="store_true",
                    help="also store raw values (local investigations only) [env FLOWAUDIT_SINK_RAW_VALUES]")
     p.add_argument("--config", metavar="FILE", help="TOML settings (HMAC key) [env FLOWAUDIT_CONFIG]")
-    p.add_argument("--batch-mib", type=float, default=DEFAULT_BATCH_BYTES / (1 << 20), metavar="N",
+    p.add_argument("--batch-mib", type=bounded(float, 0, inclusive=False), default=DEFAULT_BATCH_BYTES / (1 << 20), metavar="N",
                    help="classify whole interchanges in batches of about N MiB (default %(default)g; memory "
                         "grows with it, files of any size are streamed)")
     p.set_defaults(fn=cmd_scan)

@@ -114,6 +114,25 @@ def test_cli_reports_config_errors_without_traceback(tmp_path):
     assert r.stderr.strip() == "flowaudit: unknown key sink.rotate_record (did you mean sink.rotate_records?)"
 
 
+@pytest.mark.parametrize("argv, flag, bad, good", [
+    (["aggregates", "R"], "--window", "0", 60.0), (["aggregates", "R"], "--top", "-1", 0),
+    (["findings", "R"], "--top", "-1", 0), (["scan", "P"], "--batch-mib", "0", 0.5),
+    (["synth", "--out", "O"], "--count", "-5", 0), (["demo"], "--count", "0", 1),
+    (["audit", "I", "--out", "O"], "--threads", "0", 1), (["audit", "I", "--out", "O"], "--workers", "-1", 1),
+    (["audit", "I", "--out", "O"], "--unit-rows", "0", 1)])
+def test_counts_and_sizes_out_of_range_are_usage_errors(argv, flag, bad, good, capsys):
+    """A negative or zero count, window or batch size is named by argparse (exit 2); they were
+    tracebacks (aggregates --window 0), silently nothing (synth --count -5, findings --top -1) or
+    silently the default (audit --threads 0).  The bound itself is accepted."""
+    from flowaudit.cli import build_parser
+
+    with pytest.raises(SystemExit) as e:
+        build_parser(argv[0]).parse_args([*argv, flag, bad])
+    assert e.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
+    a = build_parser(argv[0]).parse_args([*argv, flag, str(good)])
+    assert getattr(a, flag.lstrip("-").replace("-", "_")) == good
+
+
 def test_cli_reports_unreachable_broker_in_one_line(tmp_path):
     from flowaudit.broker import free_port
     port = free_port()

@@ -43,9 +43,6 @@ def cmd_audit(args) -> int:
         for _t, f in formats:
             if f != "auto" and f not in FORMAT_CODES:
                 raise ConfigError(f"--format: unknown format {f!r} (edifact, x12, xml, json, flat, auto)")
-        for flag in ("threads", "workers", "unit_rows"):
-            if getattr(args, flag) is not None and getattr(args, flag) < 1:
-                raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1")
         opts = engine.Options(
             inputs=args.inputs, out=args.out, engine=args.engine, workers=args.workers, scheduler=args.scheduler,
             threads=args.threads or min(4, os.cpu_count() or 1),
@@ -90,6 +87,7 @@ def cmd_audit(args) -> int:
 
 
 def add_parser(sub) -> None:
+    from ..config import bounded
     from ..detect.severity import LEVELS
 
     p = sub.add_parser(
@@ -110,9 +108,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, metavar="ROOT", help="output root (datasets, findings, _audit/)")
     p.add_argument("--engine", choices=("polars", "dask"), default="polars",
                    help="polars: this process, bounded memory (default); dask: Dask distributed tasks")
-    p.add_argument("--workers", type=int, default=2, metavar="N",
+    p.add_argument("--workers", type=bounded(int, 1), default=2, metavar="N",
                    help="--engine dask without --scheduler: a LocalCluster of N worker processes (default 2)")
-    p.add_argument("--threads", type=int, metavar="N", help="--engine polars: units in parallel in this process "
+    p.add_argument("--threads", type=bounded(int, 1), metavar="N", help="--engine polars: units in parallel in this process "
                    "(default: the CPUs, at most 4); memory grows by about 140 MB a unit (1M messages: 0.9 GB "
                    "at 2, 2.5 GB at 16); the findings correlation takes min(N, 2) threads on either engine")
     p.add_argument("--scheduler", metavar="ADDR", help="--engine dask: an existing cluster, e.g. tcp://HOST:8786")
@@ -132,7 +130,7 @@ def add_parser(sub) -> None:
     p.add_argument("--report", metavar="PATH.html", help="also write the self-contained HTML report "
                    "(and report.json beside it)")
     p.add_argument("--fail-on", choices=LEVELS, metavar="SEVERITY", help="exit 1 when a finding reaches SEVERITY")
-    p.add_argument("--unit-rows", type=int, default=65536, metavar="N",
+    p.add_argument("--unit-rows", type=bounded(int, 1), default=65536, metavar="N",
                    help="rows per unit of work, whole row groups (default 65536); bounds memory per worker")
     p.add_argument("--config", metavar="FILE", help="TOML settings (HMAC key, egress, findings) [env FLOWAUDIT_CONFIG]")
     p.add_argument("--policy", metavar="FILE", help="zone policy with the application inventory "

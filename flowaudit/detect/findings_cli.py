@@ -194,6 +194,8 @@ def cmd_findings(args) -> int:
 
 
 def add_parser(sub) -> None:
+    from ..config import bounded
+
     p = sub.add_parser(
         "findings", help="which sensitive data reached which platform, from which host: worst first",
         description="Correlates the hits, messages and transfers under ROOT into findings (one per platform or "
@@ -211,7 +213,7 @@ def add_parser(sub) -> None:
     p.add_argument("--severity", choices=_sev.LEVELS, help="only findings at or above this severity")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table",
                    help="table (default), json (one object per line) or csv")
-    p.add_argument("--top", type=int, default=0, metavar="N", help="print at most N findings (default all)")
+    p.add_argument("--top", type=bounded(int, 0), default=0, metavar="N", help="print at most N findings (default all)")
     p.add_argument("--fail-on", choices=_sev.LEVELS, metavar="SEVERITY",
                    help="exit 1 when a finding that passes the filters reaches SEVERITY (info, low, medium, high, "
                    "critical)")
