@@ -56,7 +56,7 @@ def _settings(args):
         over.setdefault("kafka", {})["topics"] = topics
     if args.root:
         over.setdefault("sink", {})["root"] = args.root
-    if args.rotate_records:
+    if args.rotate_records is not None:     # 0 too: the settings refuse it, not ignore it
         over.setdefault("sink", {})["rotate_records"] = args.rotate_records
     if args.raw:
         over.setdefault("sink", {})["raw_values"] = True
@@ -342,7 +342,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="stop once every partition is at its end (members of one group: their own "
                         "partitions, and the group's commits at the end of the others); exit 4 after "
                         "kafka.drain_stall_s without progress [env FLOWAUDIT_KAFKA_DRAIN_STALL_S]")
-    p.add_argument("--max-seconds", type=float, help="stop after this many seconds")
+    p.add_argument("--max-seconds", type=bounded(float, 0, inclusive=False), help="stop after this many seconds")
     p.add_argument("--quiet", action="store_true", help="no summary on exit")
     p.add_argument("--workers", type=int, metavar="N",
                    help="N stream processes on this host, members of one consumer group, each with "
@@ -369,8 +369,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--rcvbuf", type=int, metavar="BYTES",
                    help="socket receive buffer (default 64 MiB; capped by net.core.rmem_max unless CAP_NET_ADMIN) "
                         "[env FLOWAUDIT_COLLECT_RCVBUF_BYTES]")
-    p.add_argument("--max-seconds", type=float, metavar="S", help="stop after S seconds")
-    p.add_argument("--stats-every", type=float, metavar="S", help="print counters as JSON every S seconds")
+    p.add_argument("--max-seconds", type=bounded(float, 0, inclusive=False), metavar="S", help="stop after S seconds")
+    p.add_argument("--stats-every", type=bounded(float, 0, inclusive=False), metavar="S", help="print counters as JSON every S seconds")
     p.set_defaults(fn=cmd_collect)
 
     p = sub.add_parser("synth", help="deterministic synthetic port traffic with ground-truth labels",
@@ -418,7 +418,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         _add_quarantine_parser(sub)
 
     p = sub.add_parser("warmup", help="compile and cache the numba kernels")
-    p.add_argument("--jobs", type=int, metavar="N", help="1: compile in this process only; 2 or more: two "
+    p.add_argument("--jobs", type=bounded(int, 1), metavar="N", help="1: compile in this process only; 2 or more: two "
                    "processes side by side (default: 2 on two or more CPUs)")
     p.set_defaults(fn=cmd_warmup)
     return ap

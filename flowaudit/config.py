@@ -205,6 +205,12 @@ class Settings:
             raise ConfigError(f"findings.severity_model: no such file: {f.severity_model}")
         if e.dns_max_entries <= 0:
             raise ConfigError("egress.dns_max_entries must be positive")
+        if not 1 <= self.collect.sockets <= 64:
+            raise ConfigError("collect.sockets must be 1..64")
+        if self.collect.rcvbuf_bytes <= 0:
+            raise ConfigError("collect.rcvbuf_bytes must be positive")
+        if self.netflow.template_ttl_s < 0:
+            raise ConfigError("netflow.template_ttl_s must be >= 0 (0: templates never expire)")
         return self
 
 

@@ -157,6 +157,8 @@ def cmd_flows(args) -> int:
 
 def add_parsers(sub) -> None:
     """Register ``flows`` on an argparse subparsers object."""
+    from .config import bounded
+
     p = sub.add_parser("flows", help="decode NetFlow v5/v9/IPFIX captures (pcap/pcapng) or goflow2 JSON "
                        "lines into a FLOWS Parquet file",
                        description="Decode the UDP export datagrams of pcap/pcapng files (Ethernet, VLAN, "
@@ -173,7 +175,7 @@ def add_parsers(sub) -> None:
                    help="also write undecodable datagrams (reason, payload sealed under the operator key "
                         "[env FLOWAUDIT_SECURITY_HMAC_KEY[_FILE], else FILE's folder/.hmac-key]) here; "
                         "read them with flowaudit quarantine")
-    p.add_argument("--template-ttl", type=int, metavar="S", default=None,
+    p.add_argument("--template-ttl", type=bounded(int, 0), metavar="S", default=None,
                    help=f"drop templates not refreshed for S seconds of exporter time, 0 = never "
                         f"(default 3600) [env {ENV_TTL}]")
     p.add_argument("--templates", action="store_true", help="include the template registry in the --json summary")

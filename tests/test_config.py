@@ -32,6 +32,10 @@ def test_defaults_toml_env_and_overrides_in_order(tmp_path):
     ("", {"FLOWAUDIT_KAFKA_TOPICS": "justatopic"}, "expected key=value"),
     ("", {"FLOWAUDIT_FINDINGS_MEMORY_MB": "-1"}, "findings.memory_mb must be >= 0"),
     ("[kafka]\nkernel_threads = 0\n", {}, "kafka.kernel_threads must be 1..64"),
+    ("[collect]\nsockets = 0\n", {}, "collect.sockets must be 1..64"),
+    ("", {"FLOWAUDIT_COLLECT_RCVBUF_BYTES": "0"}, "collect.rcvbuf_bytes must be positive"),
+    ("[netflow]\ntemplate_ttl_s = -1\n", {}, "netflow.template_ttl_s must be >= 0"),
+    ("", {"FLOWAUDIT_SINK_ROTATE_RECORDS": "0"}, "sink.rotate_records must be positive"),
 ])
 def test_errors_are_one_line(tmp_path, toml, env, needle):
     f = tmp_path / "fa.toml"
@@ -112,6 +116,10 @@ def test_cli_reports_config_errors_without_traceback(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert r.stderr.strip() == "flowaudit: unknown key sink.rotate_record (did you mean sink.rotate_records?)"
+    # a flag of 0 is refused like the setting, not taken for "not given" (it was the default)
+    r = subprocess.run([sys.executable, "-m", "flowaudit", "stream", "--rotate-records", "0"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip() == "flowaudit: sink.rotate_records must be positive"
 
 
 @pytest.mark.parametrize("argv, flag, bad, good", [
@@ -119,7 +127,9 @@ def test_cli_reports_config_errors_without_traceback(tmp_path):
     (["findings", "R"], "--top", "-1", 0), (["scan", "P"], "--batch-mib", "0", 0.5),
     (["synth", "--out", "O"], "--count", "-5", 0), (["demo"], "--count", "0", 1),
     (["audit", "I", "--out", "O"], "--threads", "0", 1), (["audit", "I", "--out", "O"], "--workers", "-1", 1),
-    (["audit", "I", "--out", "O"], "--unit-rows", "0", 1)])
+    (["audit", "I", "--out", "O"], "--unit-rows", "0", 1), (["stream"], "--max-seconds", "-1", 0.5),
+    (["collect"], "--max-seconds", "0", 0.5), (["collect"], "--stats-every", "0", 0.5), (["warmup"], "--jobs", "0", 1),
+    (["flows", "P", "--out", "O"], "--template-ttl", "-5", 0)])
 def test_counts_and_sizes_out_of_range_are_usage_errors(argv, flag, bad, good, capsys):
     """A negative or zero count, window or batch size is named by argparse (exit 2); they were
     tracebacks (aggregates --window 0), silently nothing (synth --count -5, findings --top -1) or
