@@ -674,6 +674,45 @@ def test_the_findings_reader_leaves_row_groups_its_footers_rule_out_unread(dump,
     assert sorted(reads) == [("port.json", False), ("port.json", True), ("port.xml", False)]
 
 
+def test_a_flow_without_an_address_is_quarantined_not_a_crash(tmp_path):
+    """goflow2 rows with malformed address bytes (not 4 or 16) crashed the whole audit (a
+    traceback, exit 1).  A row with one usable side is kept ('' on the other, as the decoders
+    write it); a row with neither is quarantined as the stream quarantines such a goflow2 message
+    (no_usable_address), its archive row sealed as JSON with its file and row."""
+    t0 = 1_772_341_200_000_000_000
+    a, b = bytes([10, 40, 1, 5]), bytes([198, 18, 0, 9])
+    rows = [(a, b), (b"\x01\x02\x03", b), (b"", b""), (a, None)]
+    d = tmp_path / "goflow2"
+    d.mkdir()
+    n = len(rows)
+    pq.write_table(pa.table({
+        "type": ["IPFIX"] * n, "time_received_ns": pa.array([t0 + 10**9] * n, pa.uint64()),
+        "sampling_rate": pa.array([1] * n, pa.uint64()), "sampler_address": pa.array([bytes([10, 255, 0, 1])] * n),
+        "time_flow_start_ns": pa.array([t0 + i for i in range(n)], pa.uint64()),
+        "time_flow_end_ns": pa.array([t0 + 10**9] * n, pa.uint64()), "bytes": pa.array([100 + i for i in range(n)],
+                                                                                      pa.uint64()),
+        "packets": pa.array([1] * n, pa.uint64()), "src_addr": pa.array([s for s, _ in rows], pa.binary()),
+        "dst_addr": pa.array([x for _, x in rows], pa.binary()), "proto": pa.array([6] * n, pa.uint32()),
+        "src_port": pa.array([40000] * n, pa.uint32()), "dst_port": pa.array([443] * n, pa.uint32())}),
+        d / "g.parquet")
+    out = tmp_path / "out"
+    r = audit(d, "--out", out)
+    assert "3 flows" in r.stdout and "1 quarantined" in r.stdout
+    flows = sorted((f["offset"], f["src_addr"], f["dst_addr"]) for f in table(out, "flows").to_pylist())
+    assert flows == [(0, "10.40.1.5", "198.18.0.9"), (1, "", "198.18.0.9"), (3, "10.40.1.5", "")]
+    q = table(out, "quarantine").to_pylist()
+    assert [(x["source"], x["offset"], x["reason"], x["format"]) for x in q] == [
+        (str(d / "g.parquet"), 2, "no_usable_address", "goflow")]
+    s = subprocess.run([sys.executable, "-m", "flowaudit", "quarantine", "show", str(out), str(d / "g.parquet"),
+                        "-1", "2", "--raw-out", str(tmp_path / "row.json")], capture_output=True, text=True, env=ENV,
+                       timeout=60)
+    assert s.returncode == 0, s.stderr
+    row = orjson.loads((tmp_path / "row.json").read_bytes())
+    assert (row["src_addr"], row["dst_addr"], row["bytes"]) == ("", "", 102)
+    m = orjson.loads((out / "_audit" / "manifest.json").read_bytes())
+    assert m["totals"]["rows"] == n and m["totals"]["quarantined"] == 1 and m["totals"]["flows"] == 3
+
+
 def test_a_units_rows_of_one_hour_are_a_slice_where_they_run_and_equal_a_gather():
     """write_tables files a unit's rows per record hour: one run of rows is taken as a slice
     (no copy), scattered rows by a gather; both give the same rows and dictionaries."""

@@ -60,6 +60,7 @@ def test_dns_goflow_netflow_in_one_batch(tmp_path):
             ("netflow.raw", 0, b"192.0.2.9", v5("10.0.0.6", "203.0.113.9", 3389, 500)),
             ("netflow.raw", 1, b"192.0.2.9", b"\x00\x05\x00\x09"),          # truncated v5 header
             ("zeek.dns", 1, None, b"{not json"),
+            ("goflow.flows", 1, b"192.0.2.1", b'{"type": "SFLOW_5", "src_addr": "x", "dst_addr": "y"}'),
             ("port.json", 0, b"k", b'{"method": "logink.track.customs", "equipmentReference": "SUDU1234569"}')]
     b = batch_of(svc, rows)
     group = np.zeros(len(rows), np.int64)
@@ -73,15 +74,18 @@ def test_dns_goflow_netflow_in_one_batch(tmp_path):
     assert sorted((m["source"], m["offset"]) for m in msgs) == [("goflow.flows", 0), ("netflow.raw", 0),
                                                                  ("port.json", 0), ("zeek.dns", 0)]
     assert [h["value_masked"] for h in read_dataset(root, "hits").to_pylist()] == ["SUDU******9"]
-    assert sorted((q["source"], q["offset"], q["reason"]) for q in quar)[1][2] == "malformed_json"
-    assert {(q["source"], q["offset"]) for q in quar} == {("netflow.raw", 1), ("zeek.dns", 1)}
+    reasons = {(q["source"], q["offset"]): q["reason"] for q in quar}
+    assert set(reasons) == {("netflow.raw", 1), ("zeek.dns", 1), ("goflow.flows", 1)}
+    assert reasons[("zeek.dns", 1)] == "malformed_json"
+    assert reasons[("goflow.flows", 1)] == "no_usable_address"     # JSON, but no address (was malformed_json)
     # keys (here the exporter address) are masked and keyed; payloads are sealed with their key
     key_of = {(m["source"], m["offset"]): m for m in msgs}
     assert key_of[("netflow.raw", 0)]["key_masked"] == "***.*.*.*" and key_of[("zeek.dns", 0)]["key_masked"] is None
     assert key_of[("netflow.raw", 0)]["key_hmac"] == svc.classifier.protector.hmac(b"192.0.2.9")
     assert all(m["key_raw"] is None for m in msgs)
     opened = {(q["source"], q["offset"]): open_row(svc.classifier.protector, q) for q in quar}
-    assert opened == {("netflow.raw", 1): (b"192.0.2.9", b"\x00\x05\x00\x09"), ("zeek.dns", 1): (None, b"{not json")}
+    assert opened == {("netflow.raw", 1): (b"192.0.2.9", b"\x00\x05\x00\x09"), ("zeek.dns", 1): (None, b"{not json"),
+                      ("goflow.flows", 1): (b"192.0.2.1", b'{"type": "SFLOW_5", "src_addr": "x", "dst_addr": "y"}')}
     assert {q["raw_encoding"] for q in quar} == {"aes-256-gcm/v1"}
     flows = read_dataset(root, "flows").to_pylist()
     assert sorted((f["source"], f["dst_addr"], f["dst_port"], f["sampling_interval"]) for f in flows) == [

@@ -254,22 +254,21 @@ def _class_counts(hit_counts: dict) -> dict:
 
 # ------------------------------------------------------------------------------ flows
 def _addr_text(col: pa.Array) -> pa.Array:
-    """goflow2's raw address bytes (4 or 16, IPv4-mapped allowed) -> text."""
+    """goflow2's raw address bytes (4 or 16, IPv4-mapped allowed) -> text; '' for anything else (no
+    address, as the stream's decoders write it: such a row is quarantined if neither side has one)."""
     import ipaddress
 
     enc = col.cast(pa.binary()).dictionary_encode()
     out = []
     for b in enc.dictionary.to_pylist():
-        if b is None:
-            out.append(None)
-        elif len(b) == 4:
+        if b is not None and len(b) == 4:
             out.append(str(ipaddress.IPv4Address(b)))
-        elif len(b) == 16:
+        elif b is not None and len(b) == 16:
             a = ipaddress.IPv6Address(b)
             out.append(str(a.ipv4_mapped) if a.ipv4_mapped else str(a))
         else:
-            out.append(None)
-    return pa.array(out, pa.string()).take(enc.indices)
+            out.append("")
+    return pa.array(out, pa.string()).take(enc.indices).fill_null("")
 
 
 def flows_table(unit: Unit, t: pa.Table) -> pa.Table:
@@ -328,12 +327,14 @@ def flows_table(unit: Unit, t: pa.Table) -> pa.Table:
             v = v.cast(pa.string()).dictionary_encode() if v.type.value_type != pa.string() else v
         if not v.type.equals(f.type):
             v = v.cast(f.type, safe=False)
+        if f.name in ("src_addr", "dst_addr"):
+            v = v.fill_null("")         # no address (a mapped archive's null): '' as the decoders write it
         arrays.append(v)
     return pa.Table.from_arrays(arrays, schema=FLOWS)
 
 
 def _flows(unit: Unit, spec: Spec) -> tuple[dict, dict]:
-    _clf, egress = tools(spec)
+    clf, egress = tools(spec)
     t = pq.ParquetFile(unit.input.path).read_row_groups(list(unit.row_groups))
     flows = flows_table(unit, t)
     first = np.asarray(flows.column("first_ns").to_numpy(zero_copy_only=False), np.int64)
@@ -341,11 +342,16 @@ def _flows(unit: Unit, spec: Spec) -> tuple[dict, dict]:
     outside = 0
     if keep is not None and not keep.all():
         outside = int((~keep).sum())
-        flows = flows.filter(pa.array(keep))
+        flows, t = flows.filter(pa.array(keep)), t.filter(pa.array(keep))
         first = first[keep]
     ts_ms = np.asarray(flows.column("ts_ms").fill_null(-1).to_numpy(zero_copy_only=False), np.int64)
     row_ts = np.where(ts_ms >= 0, ts_ms, first // 1_000_000)
-    tables = {"flows": (flows, row_ts)}
+    tables = {}
+    bad = ~(_addressed(flows.column("src_addr")) | _addressed(flows.column("dst_addr")))
+    if bad.any():   # neither side an address: quarantined as the stream quarantines such a goflow2 message
+        tables["quarantine"] = (_flow_quarantine(clf.protector, flows, t, bad, _flow_format(unit)), row_ts[bad])
+        flows, first, ts_ms, row_ts = flows.filter(pa.array(~bad)), first[~bad], ts_ms[~bad], row_ts[~bad]
+    tables["flows"] = (flows, row_ts)
     n_tr = 0
     if egress is not None and flows.num_rows:
         tr = _flow_transfers(egress, spec, flows, first, ts_ms)
@@ -359,9 +365,47 @@ def _flows(unit: Unit, spec: Spec) -> tuple[dict, dict]:
                 tr = tr.set_column(k, tr.schema.field(k), col)
             tables["transfers"] = (tr, row_ts[rows])
             n_tr = tr.num_rows
-    stats = {"rows": int(t.num_rows), "outside_range": outside, "bytes": 0, "flows": flows.num_rows,
-             "transfers": n_tr}
+    stats = {"rows": int(t.num_rows) + outside, "outside_range": outside, "bytes": 0, "flows": flows.num_rows,
+             "transfers": n_tr, "quarantined": int(bad.sum())}
+    if bad.any():
+        from ..decode.netflow import GOFLOW_REASONS
+
+        stats["quarantine_reasons"] = {f"{_flow_format(unit)}/{GOFLOW_REASONS[2]}": int(bad.sum())}
     return tables, stats
+
+
+def _flow_format(unit: Unit) -> str:
+    """A flow archive's format in the quarantine: the stream's name for goflow2 messages, else flows."""
+    return "goflow" if unit.input.layout == "goflow2" else "flows"
+
+
+def _addressed(col) -> np.ndarray:
+    """Whether each text address of a flows column is an IP address (each distinct one parsed once)."""
+    from ..decode.netflow import parse_address
+
+    enc = col.combine_chunks().cast(pa.string()).fill_null("").dictionary_encode()
+    ok = np.array([parse_address(a)[2] != 0 for a in enc.dictionary.to_pylist()] + [False], bool)
+    return ok[enc.indices.to_numpy(zero_copy_only=False)]
+
+
+def _flow_quarantine(protector, flows: pa.Table, rows: pa.Table, bad: np.ndarray, fmt: str) -> pa.Table:
+    """QUARANTINE rows for archived flows without a usable address: the archive's row as JSON (its
+    raw bytes: a Parquet row has no others), sealed like any record, with the flow's provenance."""
+    import orjson
+
+    from ..decode.netflow import GOFLOW_REASONS
+    from ..quarantine import table as quarantine_table
+
+    sel = pa.array(np.flatnonzero(bad))
+    q = flows.take(sel)
+    values = [orjson.dumps(r, default=lambda v: v.hex() if isinstance(v, bytes) else str(v))
+              for r in rows.take(sel).to_pylist()]
+    n = len(values)
+    prov = [q.column("source").combine_chunks().cast(pa.string()).dictionary_encode(), q.column("partition"),
+            q.column("offset"), q.column("ts_ms")]
+    one = lambda s: pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([s]))  # noqa: E731
+    return quarantine_table(protector, [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in prov],
+                            [None] * n, values, one(fmt), one(GOFLOW_REASONS[2]))
 
 
 HOUR_NS = 3_600_000_000_000

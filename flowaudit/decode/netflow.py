@@ -519,6 +519,10 @@ def _time_ns(v) -> int:
     return t if -(1 << 63) <= t < 1 << 63 else 0
 
 
+# quarantine reasons of decode_goflow_json's statuses (a flow archive's row without an address too)
+GOFLOW_REASONS = {1: "malformed_json", 2: "no_usable_address"}
+
+
 def decode_goflow_json(values: list, sources: list[str] | None = None, source_idx=None, partition=None,
                        offset=None, ts_ms=None) -> tuple[pa.Table, np.ndarray]:
     """goflow2 JSON flow messages (one JSON object per message) -> (FLOWS table, status per message).
@@ -602,7 +606,7 @@ def numeric_view(flows: pa.Table) -> dict:
     each distinct address is parsed once."""
     out = {}
     for side in ("src", "dst"):
-        col = flows.column(f"{side}_addr").combine_chunks().dictionary_encode()
+        col = flows.column(f"{side}_addr").combine_chunks().cast(pa.string()).fill_null("").dictionary_encode()
         parsed = [parse_address(str(a)) for a in col.dictionary.to_pylist()]
         idx = col.indices.to_numpy(zero_copy_only=False)
         hi = np.array([p[0] for p in parsed] + [0], np.uint64)

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from .. import quarantine as _quarantine
 from ..datasets import MESSAGES, SCHEMA_VERSION
-from ..decode.netflow import STATUS_NAMES, NetflowDecoder, decode_goflow_json, numeric_view
+from ..decode.netflow import GOFLOW_REASONS, STATUS_NAMES, NetflowDecoder, decode_goflow_json, numeric_view
 from .egress import _const, _table as _egress_table
 from ..kernels.ipset import addr_key
 from ..pipeline import Batch, _const_dict, _dict_array
@@ -193,7 +193,7 @@ class FlowPath:
             flows, st = decode_goflow_json(values, sources=sub.sources, source_idx=sub.source_idx,
                                            partition=sub.partition, offset=sub.offset, ts_ms=sub.ts_ms)
             st = np.asarray(st, np.int64)
-            reasons = ["ok" if s == 0 else "malformed_json" for s in st]
+            reasons = [GOFLOW_REASONS.get(int(s), "ok") for s in st]
             status = st
             numeric = numeric_view(flows)
             exporters = None
