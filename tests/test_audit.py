@@ -222,7 +222,7 @@ def test_no_layout_fits_names_the_columns(tmp_path):
     # no output root behind (counts below 1: tests/test_config.py)
     flat = tmp_path / "flat"
     flat.mkdir()
-    pq.write_table(pa.table({"topic": ["t"], "value": pa.array([b"UNB+x'"])}), flat / "f.parquet")
+    pq.write_table(pa.table({"topic": ["t"], "key": pa.array([7]), "value": pa.array([b"UNB+x'"])}), flat / "f.parquet")
     for args, msg in (
             (["--map", "value=body"], "--map value=body: no input has the column(s) it names; they were read as flat"),
             (["--engine", "dask", "--scheduler", f"tcp://127.0.0.1:{free_port()}"], "cannot reach the Dask scheduler")):
@@ -233,6 +233,13 @@ def test_no_layout_fits_names_the_columns(tmp_path):
         assert not (tmp_path / "none").exists() or args[0] == "--engine"    # found before ROOT is made
     r = audit(flat, "--out", tmp_path / "one", "--map", "value=value,topic=topic")    # a map that fits: used
     assert orjson.loads((tmp_path / "one" / "_audit" / "manifest.json").read_bytes())["inputs"][0]["layout"] == "mapped"
+    # an integer key column (some archivers store keys so) is keyed as its decimal text; it was an
+    # "Unsupported cast from int64 to binary" that failed the file
+    audit(flat, "--out", tmp_path / "two")
+    from flowaudit.protect import Protector
+
+    rows = table(tmp_path / "two", "messages").to_pylist() + table(tmp_path / "two", "quarantine").to_pylist()
+    assert [x["key_hmac"] for x in rows] == [Protector(HMAC_KEY.encode()).hmac(b"7")]
 
 
 # ------------------------------------------------------------------------------ engines

@@ -210,7 +210,7 @@ def message_batch(unit: Unit, spec: Spec):
         source_idx = np.zeros(n, np.int32)
         offset = row_no.astype(np.int64)
         partition = np.full(n, -1, np.int32)
-    keys = _column(t, cols["key"]).cast(pa.binary()).to_pylist() if "key" in cols else [None] * n
+    keys = _key_bytes(_column(t, cols["key"])).to_pylist() if "key" in cols else [None] * n
     fmap = dict(spec.formats)
     if "format" in cols:
         names = _column(t, cols["format"]).cast(pa.string()).fill_null("auto").to_pylist()
@@ -221,6 +221,15 @@ def message_batch(unit: Unit, spec: Spec):
     batch = Batch(buf=buf, offsets=offsets, declared=declared, sources=sources, source_idx=source_idx,
                   partition=partition, offset=offset, ts_ms=ts, keys=keys, null=null)
     return batch, outside
+
+
+def _key_bytes(col) -> pa.Array:
+    """An archive's key column as bytes: binary and text as they are, a number (an archiver that
+    stored integer keys) as its decimal text."""
+    if not (pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type) or pa.types.is_string(col.type)
+            or pa.types.is_large_string(col.type) or pa.types.is_fixed_size_binary(col.type)):
+        col = col.cast(pa.string())
+    return col.cast(pa.binary())
 
 
 def _messages(unit: Unit, spec: Spec) -> tuple[dict, dict]:
