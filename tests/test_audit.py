@@ -222,7 +222,8 @@ def test_no_layout_fits_names_the_columns(tmp_path):
     # no output root behind (counts below 1: tests/test_config.py)
     flat = tmp_path / "flat"
     flat.mkdir()
-    pq.write_table(pa.table({"topic": ["t"], "key": pa.array([7]), "value": pa.array([b"UNB+x'"])}), flat / "f.parquet")
+    pq.write_table(pa.table({"topic": ["t"], "key": pa.array([7]), "timestamp": ["2026-03-01T06:00:00+01:00"],
+                             "value": pa.array([b"UNB+x'"])}), flat / "f.parquet")
     for args, msg in (
             (["--map", "value=body"], "--map value=body: no input has the column(s) it names; they were read as flat"),
             (["--engine", "dask", "--scheduler", f"tcp://127.0.0.1:{free_port()}"], "cannot reach the Dask scheduler")):
@@ -233,13 +234,17 @@ def test_no_layout_fits_names_the_columns(tmp_path):
         assert not (tmp_path / "none").exists() or args[0] == "--engine"    # found before ROOT is made
     r = audit(flat, "--out", tmp_path / "one", "--map", "value=value,topic=topic")    # a map that fits: used
     assert orjson.loads((tmp_path / "one" / "_audit" / "manifest.json").read_bytes())["inputs"][0]["layout"] == "mapped"
-    # an integer key column (some archivers store keys so) is keyed as its decimal text; it was an
-    # "Unsupported cast from int64 to binary" that failed the file
+    # an integer key column (some archivers store keys so) is keyed as its decimal text, and ISO 8601
+    # text times are read; both failed the file ("Unsupported cast from int64 to binary", "a
+    # timestamp or integer is needed")
     audit(flat, "--out", tmp_path / "two")
+    from flowaudit.audit.work import ts_ms_of
     from flowaudit.protect import Protector
 
     rows = table(tmp_path / "two", "messages").to_pylist() + table(tmp_path / "two", "quarantine").to_pylist()
-    assert [x["key_hmac"] for x in rows] == [Protector(HMAC_KEY.encode()).hmac(b"7")]
+    assert [(x["key_hmac"], x["ts_ms"]) for x in rows] == [(Protector(HMAC_KEY.encode()).hmac(b"7"), 1_772_341_200_000)]
+    texts = pa.array(["2026-03-01T05:00:00Z", "2026-03-01 05:00:00.250", "bad", None, "2026-03-01T05:00:00Z"])
+    assert ts_ms_of(texts, "timestamp").tolist() == [1_772_341_200_000, 1_772_341_200_250, -1, -1, 1_772_341_200_000]
 
 
 # ------------------------------------------------------------------------------ engines

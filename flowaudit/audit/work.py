@@ -132,10 +132,31 @@ def ts_ms_of(col: pa.Array, name: str) -> np.ndarray:
     elif pa.types.is_date(col.type):
         ms = np.asarray(col.cast(pa.timestamp("ms")).cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False),
                         np.int64)
+    elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        return _iso_ms(col)
     else:
-        raise ValueError(f"time column {name!r} has type {col.type}; a timestamp or integer is needed")
+        raise ValueError(f"time column {name!r} has type {col.type}; a timestamp, an integer or ISO 8601 text "
+                         f"is needed")
     valid = np.asarray(col.is_valid().to_numpy(zero_copy_only=False), bool)
     return np.where(valid, ms, -1)
+
+
+def _iso_ms(col: pa.Array) -> np.ndarray:
+    """ms since the epoch of ISO 8601 text times (UTC unless they say otherwise; each distinct text
+    parsed once); -1 for a null or a text that is not a time: the record keeps no time, as a null."""
+    from datetime import datetime, timezone
+
+    enc = col.dictionary_encode()
+    out = []
+    for v in enc.dictionary.to_pylist():
+        try:
+            t = datetime.fromisoformat(v.strip())
+            out.append(int((t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp() * 1000))
+        except (ValueError, AttributeError):
+            out.append(-1)
+    ms = np.asarray(out + [-1], np.int64)
+    idx = enc.indices.fill_null(len(out)).to_numpy(zero_copy_only=False)
+    return ms[idx]
 
 
 def binary_buffers(col: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
