@@ -332,7 +332,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--count", type=bounded(int, 1), default=100_000, help="synthetic messages to produce (default 100000)")
     p.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
     p.add_argument("--out", default="demo-out", help="Parquet output root (default ./demo-out)")
-    p.add_argument("--partitions", type=int, default=3, help="partitions per topic (default 3)")
+    p.add_argument("--partitions", type=bounded(int, 1), default=3, help="partitions per topic (default 3)")
     p.add_argument("--metrics-port", type=int, default=9464, help="Prometheus port while running, 0 = off")
     p.set_defaults(fn=cmd_demo)
 
@@ -386,12 +386,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="share of undecodable messages (default 0; 0.01 with --dump)")
     p.add_argument("--out", default="synth-out", help="folder for files and labels.jsonl")
     p.add_argument("--bootstrap", metavar="HOST:PORT", help="produce to Kafka instead of writing files")
-    p.add_argument("--partitions", type=int, default=3, help="partitions per topic when producing or dumping (default 3)")
+    p.add_argument("--partitions", type=bounded(int, 1), default=3, help="partitions per topic when producing or dumping (default 3)")
     p.add_argument("--dump", metavar="DIR", help="write a labelled Parquet archive to DIR (which must not exist or be "
                    "empty; written beside it and renamed into place when complete)")
-    p.add_argument("--files", type=int, default=4, metavar="K",
+    p.add_argument("--files", type=bounded(int, 1), default=4, metavar="K",
                    help="with --dump: files per topic partition and of the flow archive, by record time (default 4)")
-    p.add_argument("--row-group", type=int, default=4096, metavar="R", help="with --dump: rows per row group (default 4096)")
+    p.add_argument("--row-group", type=bounded(int, 1), default=4096, metavar="R", help="with --dump: rows per row group (default 4096)")
     p.add_argument("--layouts", default="flat,redpanda", metavar="L,...",
                    help="with --dump: message archive layouts, flat and/or redpanda (default flat,redpanda)")
     p.add_argument("--start", metavar="ISO", help="with --dump: the first record time, ISO 8601, UTC unless given "

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
+
 def bounded(typ=int, lo=0, inclusive: bool = True):
     """An argparse ``type`` for a count or a size: a ``typ`` at least ``lo`` (above it when not
     ``inclusive``).  Out of range, argparse names the flag and exits 2; a negative window, top,

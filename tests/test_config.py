@@ -129,7 +129,8 @@ def test_cli_reports_config_errors_without_traceback(tmp_path):
     (["audit", "I", "--out", "O"], "--threads", "0", 1), (["audit", "I", "--out", "O"], "--workers", "-1", 1),
     (["audit", "I", "--out", "O"], "--unit-rows", "0", 1), (["stream"], "--max-seconds", "-1", 0.5),
     (["collect"], "--max-seconds", "0", 0.5), (["collect"], "--stats-every", "0", 0.5), (["warmup"], "--jobs", "0", 1),
-    (["flows", "P", "--out", "O"], "--template-ttl", "-5", 0)])
+    (["flows", "P", "--out", "O"], "--template-ttl", "-5", 0), (["synth", "--out", "O"], "--partitions", "0", 1),
+    (["demo"], "--partitions", "0", 1)])
 def test_counts_and_sizes_out_of_range_are_usage_errors(argv, flag, bad, good, capsys):
     """A negative or zero count, window or batch size is named by argparse (exit 2); they were
     tracebacks (aggregates --window 0), silently nothing (synth --count -5, findings --top -1) or
