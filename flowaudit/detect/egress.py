@@ -692,7 +692,7 @@ def add_parser(sub) -> None:
     from ..config import bounded
 
     p = sub.add_parser("aggregates", help="per-window bytes per source host and platform, from the transfers dataset")
-    p.add_argument("root", metavar="ROOT", help="the stream's Parquet root (holds dataset=transfers)")
+    p.add_argument("root", metavar="ROOT", help="the stream's or an audit's Parquet root (holds dataset=transfers)")
     p.add_argument("--window", type=bounded(float, 0, inclusive=False), default=300.0, metavar="S", help="window length in seconds (default 300)")
     p.add_argument("--top", type=bounded(int, 0), default=20, metavar="N", help="rows to print, largest first (default 20)")
     p.add_argument("--out", metavar="FILE", help="write every row to this Parquet file")
