@@ -364,6 +364,8 @@ def flows_table(unit: Unit, t: pa.Table) -> pa.Table:
 
 
 def _flows(unit: Unit, spec: Spec) -> tuple[dict, dict]:
+    from ..decode.netflow import numeric_view
+
     clf, egress = tools(spec)
     t = pq.ParquetFile(unit.input.path).read_row_groups(list(unit.row_groups))
     flows = flows_table(unit, t)
@@ -377,14 +379,16 @@ def _flows(unit: Unit, spec: Spec) -> tuple[dict, dict]:
     ts_ms = np.asarray(flows.column("ts_ms").fill_null(-1).to_numpy(zero_copy_only=False), np.int64)
     row_ts = np.where(ts_ms >= 0, ts_ms, first // 1_000_000)
     tables = {}
-    bad = ~(_addressed(flows.column("src_addr")) | _addressed(flows.column("dst_addr")))
+    numeric = numeric_view(flows)      # each distinct address parsed once, for the check and the egress
+    bad = ~(numeric["src_ok"] | numeric["dst_ok"])
     if bad.any():   # neither side an address: quarantined as the stream quarantines such a goflow2 message
         tables["quarantine"] = (_flow_quarantine(clf.protector, flows, t, bad, _flow_format(unit)), row_ts[bad])
         flows, first, ts_ms, row_ts = flows.filter(pa.array(~bad)), first[~bad], ts_ms[~bad], row_ts[~bad]
+        numeric = {k: v[~bad] for k, v in numeric.items()}
     tables["flows"] = (flows, row_ts)
     n_tr = 0
     if egress is not None and flows.num_rows:
-        tr = _flow_transfers(egress, spec, flows, first, ts_ms)
+        tr = _flow_transfers(egress, spec, flows, numeric, first, ts_ms)
         if tr is not None:
             rows = tr.column("offset").to_numpy().astype(np.int64)
             for name in ("offset", "source"):
@@ -407,15 +411,6 @@ def _flows(unit: Unit, spec: Spec) -> tuple[dict, dict]:
 def _flow_format(unit: Unit) -> str:
     """A flow archive's format in the quarantine: the stream's name for goflow2 messages, else flows."""
     return "goflow" if unit.input.layout == "goflow2" else "flows"
-
-
-def _addressed(col) -> np.ndarray:
-    """Whether each text address of a flows column is an IP address (each distinct one parsed once)."""
-    from ..decode.netflow import parse_address
-
-    enc = col.combine_chunks().cast(pa.string()).fill_null("").dictionary_encode()
-    ok = np.array([parse_address(a)[2] != 0 for a in enc.dictionary.to_pylist()] + [False], bool)
-    return ok[enc.indices.to_numpy(zero_copy_only=False)]
 
 
 def _flow_quarantine(protector, flows: pa.Table, rows: pa.Table, bad: np.ndarray, fmt: str) -> pa.Table:
@@ -442,16 +437,14 @@ HOUR_NS = 3_600_000_000_000
 DNS_LOOKBACK_NS = 25 * HOUR_NS    # the DNS map's longest TTL (1 day) plus its horizon (1 h)
 
 
-def _flow_transfers(egress, spec: Spec, flows: pa.Table, first: np.ndarray, ts_ms: np.ndarray):
+def _flow_transfers(egress, spec: Spec, flows: pa.Table, numeric: dict, first: np.ndarray, ts_ms: np.ndarray):
     """Transfers of the unit's flows (``offset``: the flow's row in ``flows``), an hour of flow
     start time at a time: the DNS map gets the answers up to each hour's end in answer order, as
     the stream's map would have had them, starting afresh a day and an hour before the unit's
     first flow (the map forgets an answer an hour after the newest one, so a whole log read
     first would forget what the early flows need)."""
-    from ..decode.netflow import numeric_view
     from ..detect.dnsmap import DnsMap
 
-    numeric = numeric_view(flows)
     part = flows.column("partition").to_numpy()
     ats, lines = dns_log(spec) if spec.dns_files else (np.zeros(0, np.int64), [])
     egress.dns = DnsMap(spec.dns_max_entries, keep=egress._watched_name)

@@ -603,7 +603,8 @@ def decode_goflow_json(values: list, sources: list[str] | None = None, source_id
 
 def numeric_view(flows: pa.Table) -> dict:
     """The egress engine's arrays (addresses as hi/lo uint64) from a FLOWS table, e.g. goflow2's;
-    each distinct address is parsed once."""
+    each distinct address is parsed once.  ``src_ok`` / ``dst_ok``: whether that side is an address
+    (text that is not one reads as hi = lo = 0)."""
     out = {}
     for side in ("src", "dst"):
         col = flows.column(f"{side}_addr").combine_chunks().cast(pa.string()).fill_null("").dictionary_encode()
@@ -611,7 +612,8 @@ def numeric_view(flows: pa.Table) -> dict:
         idx = col.indices.to_numpy(zero_copy_only=False)
         hi = np.array([p[0] for p in parsed] + [0], np.uint64)
         lo = np.array([p[1] for p in parsed] + [0], np.uint64)
-        out[f"{side}_hi"], out[f"{side}_lo"] = hi[idx], lo[idx]
+        ok = np.array([p[2] != 0 for p in parsed] + [False], bool)
+        out[f"{side}_hi"], out[f"{side}_lo"], out[f"{side}_ok"] = hi[idx], lo[idx], ok[idx]
     for name in ("src_port", "dst_port", "protocol", "tcp_flags", "bytes", "packets", "first_ns", "last_ns",
                  "sampling_interval", "ip_version"):
         out[name] = flows.column(name).to_numpy()

@@ -44,9 +44,13 @@ def _audit_correlation(root: Path) -> dict | None:
     return out
 
 
-_FLAGS = (("policy", "egress", "policy_file", "policy_file"), ("window", "findings", "window_s", "window_s"),
-          ("lookback", "findings", "lookback_s", "lookback_s"),
-          ("severity_model", "findings", "severity_model", "severity_model"))
+# (flag, settings section, key: the manifest's too) of what the audit correlated with
+_FLAGS = (("policy", "egress", "policy_file"), ("window", "findings", "window_s"), ("lookback", "findings", "lookback_s"),
+          ("severity_model", "findings", "severity_model"))
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def _same(a, b) -> bool:
@@ -59,8 +63,8 @@ def _audit_defaults(audit: dict, args, settings, defaults) -> dict:
     """The audit's correlation settings this one takes: each the flags, the settings file and the
     environment leave at its default (a policy or model file the audit named must still exist)."""
     take: dict = {}
-    for flag, section, key, akey in _FLAGS:
-        v = audit.get(akey)
+    for flag, section, key in _FLAGS:
+        v = audit.get(key)
         if getattr(args, flag) is not None or v in (None, "") or _same(v, getattr(getattr(defaults, section), key)):
             continue
         if getattr(getattr(settings, section), key) != getattr(getattr(defaults, section), key):
@@ -76,10 +80,10 @@ def _audit_hint(root: Path, audit: dict, settings) -> str | None:
     flag given, or the audit's policy file gone), the flags that give the findings the audit
     wrote: without the policy's inventory, hosts are not named as applications or zones."""
     want, have = [], []
-    for flag, section, key, akey in _FLAGS:
-        mine, theirs = getattr(getattr(settings, section), key), audit.get(akey)
+    for flag, section, key in _FLAGS:
+        mine, theirs = getattr(getattr(settings, section), key), audit.get(key)
         if not _same(mine, theirs if theirs is not None else ""):
-            name = "--" + flag.replace("_", "-")
+            name = _flag(flag)
             want += [name, str(theirs) if theirs not in (None, "") else "(none)"]
             have += [name, str(mine) if mine not in (None, "") else "(none)"]
     if not want:
@@ -152,7 +156,7 @@ def cmd_findings(args) -> int:
             for section, kv in take.items():
                 over.setdefault(section, {}).update(kv)
             st = load(args.config, overrides=over)
-            flags = {key: "--" + flag.replace("_", "-") for flag, _s, key, _a in _FLAGS}
+            flags = {key: _flag(flag) for flag, _s, key in _FLAGS}
             given = " ".join(f"{flags[k]} {v}" for kv in take.values() for k, v in kv.items())
             print(f"flowaudit: {root} was audited with {given}: correlating with the same (its "
                   f"_audit/manifest.json; flags override)", file=sys.stderr)
