@@ -245,6 +245,26 @@ def test_no_layout_fits_names_the_columns(tmp_path):
     assert [(x["key_hmac"], x["ts_ms"]) for x in rows] == [(Protector(HMAC_KEY.encode()).hmac(b"7"), 1_772_341_200_000)]
     texts = pa.array(["2026-03-01T05:00:00Z", "2026-03-01 05:00:00.250", "bad", None, "2026-03-01T05:00:00Z"])
     assert ts_ms_of(texts, "timestamp").tolist() == [1_772_341_200_000, 1_772_341_200_250, -1, -1, 1_772_341_200_000]
+    # float times (epoch seconds with a fraction) were refused as an unknown type; a name's suffix
+    # says a numeric column's unit, integers are otherwise ms and floats seconds
+    assert ts_ms_of(pa.array([1_772_341_200.25, None, float("nan"), 1e300]), "timestamp").tolist() == \
+        [1_772_341_200_250, -1, -1, -1]
+    for value, name, ms in ((1_772_341_200_250.0, "ts_ms", 1_772_341_200_250),
+                            (1_772_341_200, "event.time_s", 1_772_341_200_000),
+                            (1_772_341_200_250_000, "time_us", 1_772_341_200_250),
+                            (1_772_341_200_250_000_000, "time_ns", 1_772_341_200_250),
+                            (1_772_341_200_250, "timestamp", 1_772_341_200_250)):
+        assert ts_ms_of(pa.array([value]), name).tolist() == [ms], name
+    # the row groups of a float time column are pruned by their statistics
+    fl = tmp_path / "floats"
+    fl.mkdir()
+    pq.write_table(pa.table({"topic": ["t", "t"], "timestamp": [1_772_341_200.5, 1_772_348_400.5],
+                             "value": [b"UNB+x'", b"UNB+y'"]}), fl / "f.parquet", row_group_size=1)
+    audit(fl, "--out", tmp_path / "three", "--since", "2026-03-01T06:30:00Z")
+    m = orjson.loads((tmp_path / "three" / "_audit" / "manifest.json").read_bytes())
+    assert m["rows_pruned"] == 1
+    rows = table(tmp_path / "three", "messages").to_pylist() + table(tmp_path / "three", "quarantine").to_pylist()
+    assert [x["ts_ms"] for x in rows] == [1_772_348_400_500]
 
 
 # ------------------------------------------------------------------------------ engines

@@ -118,7 +118,8 @@ def add_parser(sub) -> None:
                    "pushed down to partitions and row-group statistics")
     p.add_argument("--until", metavar="TIME", help="only records before TIME")
     p.add_argument("--map", metavar="NAME=COL,...", help="column mapping for other layouts: value, time, topic, "
-                   "partition, offset, key, format (messages) or the flows dataset's names (flows); a.b = struct field")
+                   "partition, offset, key, format (messages) or the flows dataset's names (flows); a.b = struct field. "
+                   "A numeric time's unit is its name's suffix (_ns, _us, _ms, _s), else ms (integers) or s (floats)")
     p.add_argument("--format", action="append", metavar="[TOPIC=]FMT",
                    help="message format (edifact, x12, xml, json, flat, auto) for every topic or one topic (repeatable; "
                    "default: detected per message)")

@@ -21,6 +21,7 @@ the same files under the same names, and a finished unit is never redone.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -198,10 +199,20 @@ def content_id(path: Path, size: int) -> str:
     return h.hexdigest()[:16]
 
 
-def time_unit_ms(column: str) -> int:
-    """Divisor that turns an integer time column into ms: ``*_ns`` columns are nanoseconds, other
-    integers milliseconds (Kafka's unit)."""
-    return 1_000_000 if column.endswith("_ns") else 1
+_TIME_SUFFIX_MS = (("_ns", 1e-6), ("_us", 1e-3), ("_ms", 1.0), ("_s", 1000.0), ("_sec", 1000.0),
+                   ("_seconds", 1000.0))
+
+
+def time_scale_ms(column: str, floating: bool = False) -> float:
+    """What one unit of a numeric time column is in ms.  The column's name says its unit where it
+    ends so (``_ns``, ``_us``, ``_ms``, ``_s``/``_sec``/``_seconds``, after the last ``.`` of a
+    struct path); otherwise integers are milliseconds (Kafka's unit) and floats seconds (epoch
+    seconds with a fraction, as ``time.time()``, Spark and pandas write them)."""
+    leaf = column.rsplit(".", 1)[-1].lower()
+    for suffix, ms in _TIME_SUFFIX_MS:
+        if leaf.endswith(suffix):
+            return ms
+    return 1000.0 if floating else 1.0
 
 
 def open_input(path: Path, mapping: dict) -> Input:
@@ -238,16 +249,17 @@ def open_input(path: Path, mapping: dict) -> Input:
         if tidx is not None:
             st = rg.column(tidx).statistics
             if st is not None and st.has_min_max:
-                div = time_unit_ms(tcol) if pa.types.is_integer(ttype) else 1
-                g.tmin_ms = _stat_ms(st.min, div)
-                g.tmax_ms = _stat_ms(st.max, div)
+                scale = (time_scale_ms(tcol, pa.types.is_floating(ttype))
+                         if pa.types.is_integer(ttype) or pa.types.is_floating(ttype) else 1.0)
+                g.tmin_ms = _stat_ms(st.min, scale)
+                g.tmax_ms = _stat_ms(st.max, scale)
         inp.row_groups.append(g)
         first += rg.num_rows
     inp.rows = first
     return inp
 
 
-def _stat_ms(v, div: int) -> int | None:
+def _stat_ms(v, scale: float) -> int | None:
     if v is None:
         return None
     if isinstance(v, datetime):
@@ -255,7 +267,9 @@ def _stat_ms(v, div: int) -> int | None:
             v = v.replace(tzinfo=timezone.utc)
         return int(v.timestamp() * 1000)
     if isinstance(v, int):
-        return v // div
+        return v * int(scale) if scale >= 1 else v // round(1 / scale)
+    if isinstance(v, float) and math.isfinite(v):
+        return math.floor(v * scale)
     return None
 
 

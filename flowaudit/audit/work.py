@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from ..datasets import FLOWS, SCHEMA_VERSION, dictionary_array
 from ..memory import release_library_pages
 from ..sinks.parquet import _write_durable, fsync_dir, hour_dir, hour_keys, makedirs, replace_atomic
-from .inputs import InputError, Unit, time_unit_ms
+from .inputs import InputError, Unit, time_scale_ms
 
 MARKERS = "_audit/units"
 
@@ -121,21 +121,30 @@ def _column(t: pa.Table, path: str) -> pa.Array:
 
 
 def ts_ms_of(col: pa.Array, name: str) -> np.ndarray:
-    """int64 ms since the epoch (-1: null) from a timestamp or integer column."""
+    """int64 ms since the epoch (-1: null) from a timestamp, date, integer, float or ISO 8601 text
+    column (a numeric column's unit: :func:`~flowaudit.audit.inputs.time_scale_ms`)."""
     if pa.types.is_timestamp(col.type):
         ints = np.asarray(col.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False), np.int64)
         u = col.type.unit
         ms = ints * 1000 if u == "s" else ints if u == "ms" else ints // 1000 if u == "us" else ints // 1_000_000
     elif pa.types.is_integer(col.type):
         ints = np.asarray(col.fill_null(0).to_numpy(zero_copy_only=False), np.int64)
-        ms = ints // time_unit_ms(name)
+        scale = time_scale_ms(name)
+        ms = ints * int(scale) if scale >= 1 else ints // round(1 / scale)
+    elif pa.types.is_floating(col.type):
+        # a NaN or infinite time, or one past int64 ms, is no time (as a null)
+        v = np.asarray(col.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False), np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            v = np.floor(v * time_scale_ms(name, floating=True))
+        ok = np.isfinite(v) & (np.abs(v) < 2.0 ** 62)
+        return np.where(ok, v, -1).astype(np.int64)
     elif pa.types.is_date(col.type):
         ms = np.asarray(col.cast(pa.timestamp("ms")).cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False),
                         np.int64)
     elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         return _iso_ms(col)
     else:
-        raise ValueError(f"time column {name!r} has type {col.type}; a timestamp, an integer or ISO 8601 text "
+        raise ValueError(f"time column {name!r} has type {col.type}; a timestamp, a number or ISO 8601 text "
                          f"is needed")
     valid = np.asarray(col.is_valid().to_numpy(zero_copy_only=False), bool)
     return np.where(valid, ms, -1)
