@@ -457,3 +457,68 @@ def test_report_command(audit, tmp_path):
     man.write_text("[1]")
     assert subprocess.run([sys.executable, "-m", "flowaudit", "report", str(audit["root"]), "--out", str(out),
                            "--manifest", str(man)], capture_output=True, timeout=60).returncode == 2
+
+
+def _episodes_by_hand(f: pl.DataFrame) -> list[list[str]]:
+    """The findings' episodes, slowly: per platform/rule, exposure and source, windows in time order,
+    a new episode where the quiet since the last window is over an hour and over its length."""
+    eps = []
+    for _, g in f.group_by(["platform", "rule", "exposure", "entity"]):
+        cur, last = None, None
+        for r in g.sort("window_start_ns").iter_rows(named=True):
+            if last is None or r["window_start_ns"] - last["window_end_ns"] > max(
+                    3_600_000_000_000, last["window_end_ns"] - last["window_start_ns"]):
+                cur = []
+                eps.append(cur)
+            cur.append(r["finding_id"])
+            last = r
+    return sorted(sorted(e) for e in eps)
+
+
+def test_episodes_merge_a_sources_windows_and_add_up(audit):
+    """A source's findings in windows an hour or less apart are one episode; its windows, volume
+    and classes are those of its findings in the Parquet output, and the HTML lists it."""
+    data, root = audit["data"], audit["root"]
+    f = _read(root, "findings")
+    fd = data["findings"]
+    ids = [r["finding_id"] for r in fd["rows"]]            # the finding numbers: 1 = ids[0]
+    got = sorted(sorted(ids[n - 1] for n in e["findings"]) for e in fd["episodes"])
+    assert got == _episodes_by_hand(f) and fd["episodes_total"] == len(got) < f.height
+    assert sum(e["windows"] for e in fd["episodes"]) == f.height and not any(e["findings_not_listed"]
+                                                                              for e in fd["episodes"])
+    for e in fd["episodes"]:
+        sub = f.filter(pl.col("finding_id").is_in([ids[n - 1] for n in e["findings"]]))
+        assert e["windows"] == sub.height
+        assert {k: e[k] for k in ("bytes_scaled", "messages", "flows")} == \
+            {k: sub[k].sum() for k in ("bytes_scaled", "messages", "flows")}
+        assert (e["first_seen_ns"], e["last_seen_ns"]) == (sub["first_seen_ns"].min(), sub["last_seen_ns"].max())
+        assert F.SEV_RANK[e["severity"]] == max(F.SEV_RANK[s] for s in sub["severity"])
+        classes = sub.select("data_classes").explode("data_classes").drop_nulls().unnest("data_classes")
+        want = dict(classes.group_by("data_class").agg(pl.col("occurrences").sum()).iter_rows()) \
+            if classes.height else {}
+        assert {c["data_class"]: c["occurrences"] for c in e["data_classes"]} == want
+    ranks = [F.SEV_RANK[e["severity"]] for e in fd["episodes"]]
+    assert ranks == sorted(ranks, reverse=True) and fd["episodes"][0]["platform"] == "LOGINK"
+    longest = max(fd["episodes"], key=lambda e: e["windows"])
+    assert longest["windows"] > 1
+    html_text = audit["html"]
+    section = html_text[html_text.index("<h3>Episodes</h3>"):html_text.index("<h3>Every finding</h3>")]
+    assert section.count("<tr>") == len(fd["episodes"]) + 1        # the head and one row each
+    a, b = min(longest["findings"]), max(longest["findings"])
+    assert (f"{a}</a>&ndash;{b}" if b - a + 1 == longest["windows"] else f">{a}</a>") in section
+    # the gap rule: the tracking gateway's findings again 1 h after their last window (same
+    # episode) and then 1 h 0.001 s after those (a new one)
+    from flowaudit.report.data import _episodes, _findings_frame
+
+    base = _findings_frame(pq.ParquetDataset(root / "dataset=findings", partitioning="hive").read())
+    gw = base.filter(pl.col("entity") == "app:tracking-gw")
+    span = gw["window_end_ns"].max() - gw["window_start_ns"].min()
+    hour = 3_600_000_000_000
+    t = pl.concat([base] + [gw.with_columns(pl.col(c) + shift for c in ("window_start_ns", "window_end_ns",
+                                                                        "first_seen_ns", "last_seen_ns", "t_ns"))
+                            .with_columns(finding_id=pl.col("finding_id") + tag)
+                            for shift, tag in ((span + hour, "-b"), (2 * (span + hour) + 1_000_000, "-c"))])
+    got = _episodes(t, {fid: i for i, fid in enumerate(t["finding_id"], 1)})
+    fids = t["finding_id"].to_list()
+    assert sorted(sorted(fids[n - 1] for n in e["findings"]) for e in got) == _episodes_by_hand(t)
+    assert sorted(e["windows"] for e in got if e["entity"] == "app:tracking-gw") == [gw.height, 2 * gw.height]

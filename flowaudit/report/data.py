@@ -42,6 +42,7 @@ MAX_EVIDENCE = 50         # findings shown with their evidence (samples)
 MAX_BINS = 48             # time bins of a chart
 MAX_HOSTS = 25            # rows of the host x platform chart
 HOUR_NS = 3_600_000_000_000
+EPISODE_GAP_NS = HOUR_NS  # the most quiet between two windows of one episode (or one window, if longer)
 NOT_RECORDED = "not recorded"
 PROHIBITED = "LOGINK"     # the platform the headline is about (46 U.S.C. 50309)
 _BIN_CHOICES_S = (300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400, 14 * 86400,
@@ -268,6 +269,46 @@ def _classes(sub: pl.DataFrame) -> list[dict]:
          .sort(["srank", "occurrences", "data_class"], descending=[True, True, False]))
     return [{"data_class": r["data_class"], "sensitivity": r["sensitivity"], "occurrences": int(r["occurrences"]),
              "findings": int(r["findings"])} for r in g.iter_rows(named=True)]
+
+
+_EPISODE_KEY = ["platform", "rule", "exposure", "entity"]
+
+
+def _episodes(F: pl.DataFrame, number_of: dict[str, int]) -> list[dict]:
+    """Findings merged into episodes: the windows of one platform or rule, exposure and source
+    that follow each other with at most an hour (or one window, if longer) of quiet between them: a
+    gateway polling LOGINK all morning is one episode, not 37 rows.  Volume and class occurrences are
+    summed over the episode's findings; the worst severity and highest score are the episode's.
+    ``number_of``: finding_id -> its number in the report's findings list (listed ones only)."""
+    if F.height == 0:
+        return []
+    start = pl.coalesce(pl.when(pl.col("window_start_ns") > 0).then(pl.col("window_start_ns")), "t_ns")
+    end = pl.coalesce(pl.when(pl.col("window_end_ns") > 0).then(pl.col("window_end_ns")), "last_seen_ns", start)
+    x = (F.with_columns(_s=start, _e=end)
+         .sort([*_EPISODE_KEY, "_s"], nulls_last=True)
+         .with_columns(_gap=(pl.col("_s") - pl.col("_e").shift(1).over(_EPISODE_KEY))
+                       > pl.max_horizontal(pl.lit(EPISODE_GAP_NS), (pl.col("_e") - pl.col("_s")).shift(1)
+                                           .over(_EPISODE_KEY)))
+         .with_columns(episode=pl.col("_gap").fill_null(True).cum_sum().over(_EPISODE_KEY)))
+    out = []
+    for _, sub in x.group_by([*_EPISODE_KEY, "episode"], maintain_order=True):
+        s = _summarize(sub)
+        best = sub.sort(["rank", "score"], descending=True).row(0, named=True)
+        listed = sorted(n for n in (number_of.get(f) for f in sub["finding_id"].to_list()) if n)
+        out.append({**{k: best[k] for k in _EPISODE_KEY}, "severity": s["worst_severity"],
+                    "score": float(sub["score"].max()), "rank": best["rank"], "windows": sub.height,
+                    "zones": sorted(z for z in sub["src_zone"].unique().to_list() if z),
+                    "applications": sorted(a for a in sub["application"].unique().to_list() if a),
+                    "first_seen_ns": s["first_seen_ns"], "last_seen_ns": s["last_seen_ns"],
+                    "first_seen": s["first_seen"], "last_seen": s["last_seen"],
+                    "bytes": s["bytes"], "bytes_scaled": s["bytes_scaled"], "messages": s["messages"],
+                    "flows": s["flows"], "data_classes": s["data_classes"], "findings": listed,
+                    "findings_not_listed": sub.height - len(listed)})
+    out.sort(key=lambda e: (-e["rank"], -e["score"], -(e["bytes_scaled"] or 0), e["first_seen_ns"] or 0,
+                            e["platform"], e["entity"]))
+    for e in out:
+        del e["rank"]
+    return out
 
 
 def _verdicts(F: pl.DataFrame, wl, model, dns_lookups: dict) -> list[dict]:
@@ -648,7 +689,9 @@ def build(root, manifest: dict | None = None, *, watchlist_dir=None) -> dict:
     if F.height:
         for p, s, n in F.group_by("platform", "severity").len().iter_rows():
             by_plat.setdefault(p, {})[s] = int(n)
-    findings = {"total": findings_t.num_rows,
+    episodes = _episodes(F, {r["finding_id"]: i for i, r in enumerate(rows, 1)})
+    findings = {"total": findings_t.num_rows, "episodes_total": len(episodes),
+                "episodes": episodes[:MAX_FINDINGS],
                 "by_severity": {s: by_sev.get(s, 0) for s in _SEV_ORDER},
                 "by_platform": {p: {s: v[s] for s in _SEV_ORDER if s in v} for p, v in sorted(by_plat.items())},
                 "listed": len(rows), "with_evidence": min(len(rows), MAX_EVIDENCE),

@@ -143,8 +143,9 @@ def _span(first: str | None, last: str | None) -> str:
     if not first or not last:
         return '<span class="muted">unknown</span>'
     if first[:10] == last[:10]:
-        return (f'<span class="nowrap">{_e(first[:10])}</span><br>'
-                f'<span class="nowrap">{_e(first[11:16])}&ndash;{_e(last[11:16])}</span>')
+        times = _e(first[11:16]) + (f"&ndash;{_e(last[11:16])}" if last[11:16] != first[11:16] else "")
+        return f'<span class="nowrap">{_e(first[:10])}</span><br><span class="nowrap">{times}</span>'
+
     return (f'<span class="nowrap">{_e(first[:10])} {_e(first[11:16])}</span><br>'
             f'<span class="nowrap">to {_e(last[:10])} {_e(last[11:16])}</span>')
 
@@ -348,6 +349,8 @@ def _findings(d: dict) -> str:
     if not f["rows"]:
         out.append('<p class="empty">No finding.</p></section>')
         return "".join(out)
+    out.append(_episodes(f))
+    out.append("<h3>Every finding</h3>")
     out.append(f"<p>{_int(f['total'])} finding(s): one per platform or policy rule &times; source &times; event-time "
                f"window. Ordered by severity, score, then latest first."
                + (f" The first {f['listed']:,} are listed; <code>flowaudit findings ROOT</code> lists all."
@@ -374,6 +377,42 @@ def _findings(d: dict) -> str:
     for i, r in enumerate(f["rows"][:f["with_evidence"]], 1):
         out.append(_card(i, r))
     out.append("</section>")
+    return "".join(out)
+
+
+def _numbers(ns: list[int], with_evidence: int) -> str:
+    """Finding numbers as runs (1–37, 40), each run's first number linked to its card if it has one."""
+    runs: list[list[int]] = []
+    for n in ns:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ", ".join((f'<a href="#f{a}">{a}</a>' if a <= with_evidence else str(a)) + (f"&ndash;{b}" if b > a else "")
+                     for a, b in runs)
+
+
+def _episodes(f: dict) -> str:
+    eps = f["episodes"]
+    out = [f"<h3>Episodes</h3><p>{_int(f['total'])} finding(s) form {_int(f['episodes_total'])} episode(s): the windows "
+           "of one platform or policy rule, exposure and source that follow each other with at most an hour of quiet "
+           "between them. Volume is summed over the episode; its severity is its worst finding's."
+           + (f" The first {len(eps):,} are listed." if len(eps) < f["episodes_total"] else "") + "</p>"]
+    head = [("Severity", False), ("Seen (UTC)", False), ("Platform / rule, exposure", False), ("Source (zone)", False),
+            ("Windows", True), ("Bytes", True), ("Msgs", True), ("Flows", True), ("Data classes", False),
+            ("Findings", False)]
+    rows = []
+    for e in eps:
+        zones = ", ".join(e["zones"])
+        listed = _numbers(e["findings"], f["with_evidence"])
+        if e["findings_not_listed"]:
+            listed += (", " if listed else "") + f"{e['findings_not_listed']:,} not listed"
+        rows.append([_sev(e["severity"]), _span(e["first_seen"], e["last_seen"]),
+                     f'{_e(e["platform"])}<br><span class="small muted">{_e(e["rule"])}, {_e(e["exposure"])}</span>',
+                     _entity(e["entity"]) + (f'<br><span class="small muted">{_e(zones)}</span>' if zones else ""),
+                     _int(e["windows"]), _int(e["bytes_scaled"]), _int(e["messages"]), _int(e["flows"]),
+                     _classes(e["data_classes"], 3), f'<span class="small">{listed}</span>'])
+    out.append(_table(head, rows, "long episodes"))
     return "".join(out)
 
 
