@@ -497,6 +497,10 @@ def test_episodes_merge_a_sources_windows_and_add_up(audit):
         want = dict(classes.group_by("data_class").agg(pl.col("occurrences").sum()).iter_rows()) \
             if classes.height else {}
         assert {c["data_class"]: c["occurrences"] for c in e["data_classes"]} == want
+    v = {x["name"]: x for x in data["verdicts"]}
+    assert v["LOGINK"]["episodes"] == sum(e["platform"] == "LOGINK" for e in fd["episodes"])
+    assert f"in {v['LOGINK']['episodes']:,} episode(s) from" in data["headline"]["lines"][0]
+    assert v["remote_access:*"]["episodes"] == 1 and v["silent_zone"]["episodes"] == 0
     ranks = [F.SEV_RANK[e["severity"]] for e in fd["episodes"]]
     assert ranks == sorted(ranks, reverse=True) and fd["episodes"][0]["platform"] == "LOGINK"
     longest = max(fd["episodes"], key=lambda e: e["windows"])

@@ -349,7 +349,8 @@ def _headline(verdicts: list[dict], coverage: dict) -> dict:
         title = f"{PROHIBITED}: exposed ({lg['worst_severity']})"
         what = ", ".join(c["data_class"] for c in lg["data_classes"][:6]) or "unknown (no inventory entry)"
         more = f" and {len(lg['data_classes']) - 6} more" if len(lg["data_classes"]) > 6 else ""
-        lines.append(f"{lg['findings']:,} finding(s) from {len(lg['entities']):,} source(s), first seen "
+        lines.append(f"{lg['findings']:,} finding(s) in {lg['episodes']:,} episode(s) from {len(lg['entities']):,} "
+                     f"source(s), first seen "
                      f"{_human(lg['first_seen'])}, last seen {_human(lg['last_seen'])}: {_n(lg['bytes_scaled'])} bytes, "
                      f"{lg['messages']:,} messages, {lg['flows']:,} flows.")
         lines.append(f"Data classes exposed: {what}{more}.")
@@ -690,6 +691,9 @@ def build(root, manifest: dict | None = None, *, watchlist_dir=None) -> dict:
         for p, s, n in F.group_by("platform", "severity").len().iter_rows():
             by_plat.setdefault(p, {})[s] = int(n)
     episodes = _episodes(F, {r["finding_id"]: i for i, r in enumerate(rows, 1)})
+    for v in verdicts:
+        v["episodes"] = sum(1 for e in episodes if (e["platform"] == v["name"] if v["kind"] == "platform" else
+                                                    e["platform"] == "policy" and e["rule"] in v["rules"]))
     findings = {"total": findings_t.num_rows, "episodes_total": len(episodes),
                 "episodes": episodes[:MAX_FINDINGS],
                 "by_severity": {s: by_sev.get(s, 0) for s in _SEV_ORDER},

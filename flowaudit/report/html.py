@@ -226,7 +226,8 @@ def _summary(d: dict) -> str:
                 + "</td>",
                 f"<td>{_verdict(v['verdict'])}" + (f"<br>{_sev(v['worst_severity'])}" if n else "") + "</td>",
                 f'<td class="num">{_int(n)}'
-                + (f'<br><span class="small muted">{len(v["entities"]):,} source(s)</span>' if n else "") + "</td>",
+                + (f'<br><span class="small muted">{len(v["entities"]):,} source(s), {v["episodes"]:,} '
+                   f'episode(s)</span>' if n else "") + "</td>",
                 f"<td>{_span(v['first_seen'], v['last_seen']) if n else ''}</td>",
                 f'<td class="num">{_int(v["bytes_scaled"]) if n else ""}</td>',
                 f'<td class="num">{_int(v["messages"]) if n else ""}</td>',
