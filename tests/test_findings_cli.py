@@ -158,3 +158,35 @@ def test_a_root_without_findings_passes(tmp_path):
         p = findings(clean, *args)
         assert p.returncode == 0, (args, p.stderr)
     assert "0 finding(s)" in findings(clean).stdout
+
+
+def test_episodes_group_the_findings_they_print(root, capsys):
+    """--episodes: each finding is in exactly one episode of its own platform, rule, exposure and
+    source; in 5-minute windows the tracking gateway's findings are one episode, worst first."""
+    r, policy, sc = root
+    from flowaudit.cli import main
+
+    def run(*args):
+        rc = main(["findings", str(r), "--policy", str(policy), "--window", "300", *args])
+        return rc, capsys.readouterr().out
+
+    rc, out = run("--format", "json")
+    rows = {x["finding_id"]: x for x in map(json.loads, out.splitlines())}
+    rc, out = run("--episodes", "--format", "json")
+    eps = [json.loads(x) for x in out.splitlines()]
+    assert rc == 0 and sorted(i for e in eps for i in e["finding_ids"]) == sorted(rows)
+    key = ("platform", "rule", "exposure", "entity")
+    for e in eps:
+        assert {tuple(rows[i][k] for k in key) for i in e["finding_ids"]} == {tuple(e[k] for k in key)}
+        assert e["windows"] == len(e["finding_ids"])
+        assert e["messages"] == sum(rows[i]["messages"] for i in e["finding_ids"])
+    assert {tuple(e[k] for k in key) for e in eps} == {tuple(x[k] for k in key) for x in rows.values()}
+    gw = [e for e in eps if e["entity"] == "app:tracking-gw"]
+    assert len(gw) == 1 and gw[0]["windows"] > 1 and eps[0] == gw[0] and gw[0]["severity"] == "critical"
+    rc, out = run("--episodes")
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["severity", "score", "first"] and "app:tracking-gw" in lines[1]
+    assert lines[-1] == f"{len(eps)} episode(s) of {len(rows)} finding(s); {len(rows)} findings in all"
+    rc, out = run("--episodes", "--format", "csv", "--top", "1", "--fail-on", "critical")
+    got = list(csv.DictReader(io.StringIO(out)))
+    assert rc == 1 and len(got) == 1 and got[0]["finding_ids"].split(";") == gw[0]["finding_ids"]

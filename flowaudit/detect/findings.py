@@ -735,6 +735,21 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_episodes(episodes: list[dict]) -> str:
+    """Episodes (flowaudit.report.data.episodes_of) as a fixed-width table, worst first as given."""
+    head = (f"{'severity':<9} {'score':>5} {'first seen (UTC)':<19} {'last seen (UTC)':<19} {'platform':<10} "
+            f"{'rule':<24} {'source (host / app)':<28} {'zone':<9} {'exposure':<9} {'windows':>7} {'bytes':>12} "
+            f"{'msgs':>5}  data classes")
+    lines = [head]
+    for e in episodes:
+        b = e["bytes_scaled"]
+        lines.append(f"{e['severity']:<9} {e['score']:>5.0f} {_ts(e['first_seen_ns']):<19} {_ts(e['last_seen_ns']):<19} "
+                     f"{e['platform'][:10]:<10} {e['rule'][:24]:<24} {e['entity'][:28]:<28} "
+                     f"{(','.join(e['zones']) or '-')[:9]:<9} {e['exposure']:<9} {e['windows']:>7,} "
+                     f"{('-' if b is None else f'{b:,}'):>12} {e['messages']:>5}  {_classes_text(e)}")
+    return "\n".join(lines)
+
+
 def select(t: pa.Table, *, since: str | None = None, until: str | None = None, platforms=None,
            severity: str | None = None) -> pa.Table:
     """Findings whose window overlaps [since, until), of these platforms, at least this severity."""

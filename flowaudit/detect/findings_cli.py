@@ -120,9 +120,24 @@ def _csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+_EPISODE_COLS = ("severity", "score", "first_seen", "last_seen", "platform", "rule", "exposure", "entity", "zones",
+                 "applications", "windows", "bytes", "bytes_scaled", "messages", "flows", "data_classes", "finding_ids")
+
+
+def _episodes_csv(episodes: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(_EPISODE_COLS)
+    for e in episodes:
+        w.writerow(["" if e[c] is None else ";".join(f"{x['data_class']}:{x['sensitivity']}:{x['occurrences']}"
+                                                      for x in e[c]) if c == "data_classes"
+                    else ";".join(e[c]) if isinstance(e[c], list) else e[c] for c in _EPISODE_COLS])
+    return buf.getvalue()
+
+
 def cmd_findings(args) -> int:
     from .chunked import correlate_chunked
-    from .findings import SEV_RANK, format_table, select, worst_first, worst_rank, write_findings
+    from .findings import SEV_RANK, format_episodes, format_table, select, worst_first, worst_rank, write_findings
     from .inventory import InventoryError
     from .inventory import load as load_inventory
 
@@ -182,16 +197,31 @@ def cmd_findings(args) -> int:
     except ValueError as e:
         print(f"flowaudit: {e}", file=sys.stderr)
         return 2
-    rows = t.slice(0, args.top).to_pylist() if args.top else t.to_pylist()
-    if args.format == "json":
-        for r in rows:
-            print(json.dumps(_jsonable(r), ensure_ascii=False))
-    elif args.format == "csv":
-        sys.stdout.write(_csv(rows))
+    if args.episodes:
+        from ..report.data import episodes_of
+
+        eps = episodes_of(t)
+        shown = eps[:args.top] if args.top else eps
+        if args.format == "json":
+            for e in shown:
+                print(json.dumps(e, ensure_ascii=False))
+        elif args.format == "csv":
+            sys.stdout.write(_episodes_csv(shown))
+        else:
+            print(format_episodes(shown))
+            more = f" (showing {len(shown)})" if len(shown) < len(eps) else ""
+            print(f"{len(eps)} episode(s){more} of {t.num_rows} finding(s); {all_findings.num_rows} findings in all")
     else:
-        print(format_table(rows))
-        more = f" (showing {len(rows)})" if len(rows) < t.num_rows else ""
-        print(f"{t.num_rows} finding(s){more}; {all_findings.num_rows} in all")
+        rows = t.slice(0, args.top).to_pylist() if args.top else t.to_pylist()
+        if args.format == "json":
+            for r in rows:
+                print(json.dumps(_jsonable(r), ensure_ascii=False))
+        elif args.format == "csv":
+            sys.stdout.write(_csv(rows))
+        else:
+            print(format_table(rows))
+            more = f" (showing {len(rows)})" if len(rows) < t.num_rows else ""
+            print(f"{t.num_rows} finding(s){more}; {all_findings.num_rows} in all")
     if args.fail_on and worst_rank(t) >= SEV_RANK[args.fail_on]:
         return 1
     return 0
@@ -218,6 +248,9 @@ def add_parser(sub) -> None:
     p.add_argument("--format", choices=("table", "json", "csv"), default="table",
                    help="table (default), json (one object per line) or csv")
     p.add_argument("--top", type=bounded(int, 0), default=0, metavar="N", help="print at most N findings (default all)")
+    p.add_argument("--episodes", action="store_true",
+                   help="print episodes instead: the windows of one platform or rule, exposure and source with at most "
+                   "an hour of quiet between them, one row each (as the report's); --top counts episodes")
     p.add_argument("--fail-on", choices=_sev.LEVELS, metavar="SEVERITY",
                    help="exit 1 when a finding that passes the filters reaches SEVERITY (info, low, medium, high, "
                    "critical)")

@@ -294,7 +294,8 @@ def _episodes(F: pl.DataFrame, number_of: dict[str, int]) -> list[dict]:
     for _, sub in x.group_by([*_EPISODE_KEY, "episode"], maintain_order=True):
         s = _summarize(sub)
         best = sub.sort(["rank", "score"], descending=True).row(0, named=True)
-        listed = sorted(n for n in (number_of.get(f) for f in sub["finding_id"].to_list()) if n)
+        ids = sub["finding_id"].to_list()                       # in time order
+        listed = sorted(n for n in (number_of.get(f) for f in ids) if n)
         out.append({**{k: best[k] for k in _EPISODE_KEY}, "severity": s["worst_severity"],
                     "score": float(sub["score"].max()), "rank": best["rank"], "windows": sub.height,
                     "zones": sorted(z for z in sub["src_zone"].unique().to_list() if z),
@@ -302,13 +303,22 @@ def _episodes(F: pl.DataFrame, number_of: dict[str, int]) -> list[dict]:
                     "first_seen_ns": s["first_seen_ns"], "last_seen_ns": s["last_seen_ns"],
                     "first_seen": s["first_seen"], "last_seen": s["last_seen"],
                     "bytes": s["bytes"], "bytes_scaled": s["bytes_scaled"], "messages": s["messages"],
-                    "flows": s["flows"], "data_classes": s["data_classes"], "findings": listed,
+                    "flows": s["flows"], "data_classes": s["data_classes"], "finding_ids": ids, "findings": listed,
                     "findings_not_listed": sub.height - len(listed)})
     out.sort(key=lambda e: (-e["rank"], -e["score"], -(e["bytes_scaled"] or 0), e["first_seen_ns"] or 0,
                             e["platform"], e["entity"]))
     for e in out:
         del e["rank"]
     return out
+
+
+def episodes_of(findings: pa.Table) -> list[dict]:
+    """The episodes of a findings table (:func:`_episodes`), worst first; ``finding_ids`` name
+    each one's findings in time order."""
+    eps = _episodes(_findings_frame(findings), {})
+    for e in eps:
+        del e["findings"], e["findings_not_listed"]     # the report's numbering
+    return eps
 
 
 def _verdicts(F: pl.DataFrame, wl, model, dns_lookups: dict) -> list[dict]:
