@@ -269,6 +269,15 @@ def test_without_findings_dataset_or_data(audit, tmp_path):
     assert (tmp_path / "r" / "x.json").is_file() and not (tmp_path / "r" / "report.json").exists()
     assert d["method"]["workers"] == 4 and d["method"]["engine"] == "not recorded"
     assert "not exposed" in report.render_html(d)
+    assert d["coverage"]["time"]["rows_without_time"] == 0 and not any("no time" in c for c in d["coverage"]["caveats"])
+    # rows without a time (an archive's null or unreadable time) are counted and named as a limit
+    _write(clean, "messages", m.slice(100, 7).set_column(m.schema.get_field_index("ts_ms"), "ts_ms",
+                                                         pa.nulls(7, m.schema.field("ts_ms").type)), "00", "t.parquet")
+    d = report.build(clean)
+    assert d["coverage"]["time"]["rows_without_time"] == 7 and d["coverage"]["rows"]["messages"] == 107
+    assert any(c.startswith("7 row(s) have no time") for c in d["coverage"]["caveats"])
+    for p in (clean / "dataset=messages").rglob("t.parquet"):
+        p.unlink()
     (clean / "_audit").mkdir()
     (clean / "_audit" / "manifest.json").write_text('{"engine": ')
     d = report.build(clean)

@@ -555,6 +555,7 @@ def _coverage(root: Path, manifest: dict) -> tuple[dict, dict, dict]:
                 per[(hh - span_lo) // bh] += n
         chart = {"bin_s": bin_s, "bins_ns": [lo_ns + i * bin_s * 1_000_000_000 for i in range(nb)], "rows": per}
         chart["bins"] = [iso(b) for b in chart["bins_ns"]]
+    no_time = msgs.no_time + quar.no_time + flows.no_time
     time = {"first": iso(lo * HOUR_NS) if lo is not None else None,
             "last": iso((hi + 1) * HOUR_NS) if hi is not None else None,
             "since": manifest.get("since") or NOT_RECORDED, "until": manifest.get("until") or NOT_RECORDED,
@@ -562,7 +563,7 @@ def _coverage(root: Path, manifest: dict) -> tuple[dict, dict, dict]:
                                                               and span_lo <= h <= span_hi),
             "gap_hours": gap_hours,
             "gaps": [{"from": iso(a * HOUR_NS), "to": iso(b * HOUR_NS), "hours": b - a} for a, b in gaps],
-            "rows_without_time": msgs.no_time + quar.no_time + flows.no_time,
+            "rows_without_time": no_time,
             "chart": chart}
     inputs = list(manifest.get("inputs") or [])
     by_status = Counter(str(i.get("status") or "ok") for i in inputs)
@@ -586,6 +587,10 @@ def _coverage(root: Path, manifest: dict) -> tuple[dict, dict, dict]:
         caveats.append(f"{quar.rows:,} row(s) quarantined (undecodable): their content was not inspected")
     if gap_hours:
         caveats.append(f"{gap_hours:,} hour(s) inside the span have no data")
+    if no_time:
+        caveats.append(f"{no_time:,} row(s) have no time (a null, or a text the audit could not read as a time): "
+                       "their content was inspected, but the time charts and the span cannot place them (an "
+                       "audit with --since or --until leaves such rows out, counted outside its range)")
     if manifest.get("carried_over"):
         caveats.append("a retro-hunt over earlier output: the messages were not read again, so names and markers "
                        "inside them are those the earlier audit's watchlist found (flows, DNS answers given again "
