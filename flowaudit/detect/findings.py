@@ -721,33 +721,43 @@ def _classes_text(r: dict, k: int = 3) -> str:
     return txt + (f" +{len(cl) - k}" if len(cl) > k else "") if txt else "-"
 
 
+def _bytes_text(r: dict) -> str:
+    return "-" if r["bytes_scaled"] is None else f"{r['bytes_scaled']:,}"
+
+
+# fixed-width columns: (title, width; negative = right-aligned, text of a row)
+_SEVERITY_COLS = (("severity", 9, lambda r: r["severity"]), ("score", -5, lambda r: f"{r['score']:.0f}"))
+_WHERE_COLS = (("platform", 10, lambda r: r["platform"]), ("rule", 24, lambda r: r["rule"]),
+               ("source (host / app)", 28, lambda r: r["entity"]))
+_TABLE_COLS = (*_SEVERITY_COLS, ("status", 8, lambda r: r["status"]),
+               ("window (UTC)", 19, lambda r: _ts(r["window_start_ns"])), *_WHERE_COLS,
+               ("zone", 9, lambda r: r["src_zone"] or "-"), ("exposure", 9, lambda r: r["exposure"]),
+               ("bytes", -12, _bytes_text), ("msgs", -5, lambda r: str(r["messages"])))
+_EPISODE_COLS = (*_SEVERITY_COLS, ("first seen (UTC)", 19, lambda r: _ts(r["first_seen_ns"])),
+                 ("last seen (UTC)", 19, lambda r: _ts(r["last_seen_ns"])), *_WHERE_COLS,
+                 ("zone", 9, lambda r: ",".join(r["zones"]) or "-"), ("exposure", 9, lambda r: r["exposure"]),
+                 ("windows", -7, lambda r: f"{r['windows']:,}"), ("bytes", -12, _bytes_text),
+                 ("msgs", -5, lambda r: str(r["messages"])))
+
+
+def _fixed_width(cols, rows: list[dict]) -> str:
+    """A fixed-width table (text cut to its column, numbers never), the data classes last."""
+    def line(cells):
+        return " ".join(c.rjust(-w) if w < 0 else c[:w].ljust(w) for c, (_t, w, _f) in zip(cells, cols))
+
+    out = [line([t for t, _w, _f in cols]) + "  data classes"]
+    out += [line([f(r) for _t, _w, f in cols]) + "  " + _classes_text(r) for r in rows]
+    return "\n".join(out)
+
+
 def format_table(rows: list[dict]) -> str:
     """Findings as a fixed-width table (worst first as given)."""
-    head = (f"{'severity':<9} {'score':>5} {'status':<8} {'window (UTC)':<19} {'platform':<10} {'rule':<24} "
-            f"{'source (host / app)':<28} {'zone':<9} {'exposure':<9} {'bytes':>12} {'msgs':>5}  data classes")
-    lines = [head]
-    for r in rows:
-        b = r["bytes_scaled"]
-        lines.append(f"{r['severity']:<9} {r['score']:>5.0f} {r['status']:<8} {_ts(r['window_start_ns']):<19} "
-                     f"{r['platform'][:10]:<10} {r['rule'][:24]:<24} {r['entity'][:28]:<28} "
-                     f"{(r['src_zone'] or '-')[:9]:<9} {r['exposure']:<9} {('-' if b is None else f'{b:,}'):>12} "
-                     f"{r['messages']:>5}  {_classes_text(r)}")
-    return "\n".join(lines)
+    return _fixed_width(_TABLE_COLS, rows)
 
 
 def format_episodes(episodes: list[dict]) -> str:
     """Episodes (flowaudit.report.data.episodes_of) as a fixed-width table, worst first as given."""
-    head = (f"{'severity':<9} {'score':>5} {'first seen (UTC)':<19} {'last seen (UTC)':<19} {'platform':<10} "
-            f"{'rule':<24} {'source (host / app)':<28} {'zone':<9} {'exposure':<9} {'windows':>7} {'bytes':>12} "
-            f"{'msgs':>5}  data classes")
-    lines = [head]
-    for e in episodes:
-        b = e["bytes_scaled"]
-        lines.append(f"{e['severity']:<9} {e['score']:>5.0f} {_ts(e['first_seen_ns']):<19} {_ts(e['last_seen_ns']):<19} "
-                     f"{e['platform'][:10]:<10} {e['rule'][:24]:<24} {e['entity'][:28]:<28} "
-                     f"{(','.join(e['zones']) or '-')[:9]:<9} {e['exposure']:<9} {e['windows']:>7,} "
-                     f"{('-' if b is None else f'{b:,}'):>12} {e['messages']:>5}  {_classes_text(e)}")
-    return "\n".join(lines)
+    return _fixed_width(_EPISODE_COLS, episodes)
 
 
 def select(t: pa.Table, *, since: str | None = None, until: str | None = None, platforms=None,

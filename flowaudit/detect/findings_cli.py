@@ -120,18 +120,18 @@ def _csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-_EPISODE_COLS = ("severity", "score", "first_seen", "last_seen", "platform", "rule", "exposure", "entity", "zones",
+_EPISODE_CSV_COLS = ("severity", "score", "first_seen", "last_seen", "platform", "rule", "exposure", "entity", "zones",
                  "applications", "windows", "bytes", "bytes_scaled", "messages", "flows", "data_classes", "finding_ids")
 
 
 def _episodes_csv(episodes: list[dict]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(_EPISODE_COLS)
+    w.writerow(_EPISODE_CSV_COLS)
     for e in episodes:
         w.writerow(["" if e[c] is None else ";".join(f"{x['data_class']}:{x['sensitivity']}:{x['occurrences']}"
                                                       for x in e[c]) if c == "data_classes"
-                    else ";".join(e[c]) if isinstance(e[c], list) else e[c] for c in _EPISODE_COLS])
+                    else ";".join(e[c]) if isinstance(e[c], list) else e[c] for c in _EPISODE_CSV_COLS])
     return buf.getvalue()
 
 
