@@ -542,6 +542,45 @@ def test_retro_hunt_keeps_the_key_of_the_root_it_carries_over(tmp_path):
     assert f"{old} has a key of its own" in r.stderr
 
 
+def test_iceberg_table_is_read_at_its_current_snapshot(dump, tmp_path, monkeypatch):
+    """A real Iceberg table (pyiceberg, a SQLite catalog): after two appends and an overwrite, the
+    audit reads the current snapshot's one data file, not the two the overwrite removed; a
+    warehouse folder above the table too; an older metadata file gives its own snapshot.  Without
+    pyiceberg every data file is read, and the audit says so."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    from flowaudit.audit.inputs import parquet_files
+
+    topic = next(p.name for p in sorted((dump["dir"] / "redpanda").iterdir()))
+    rows = pq.read_table(dump["dir"] / "redpanda" / topic / "data" / "0.parquet")
+    rows = rows.cast(pa.schema([f.remove_metadata() for f in rows.schema]))
+    wh = tmp_path / "warehouse"
+    wh.mkdir()
+    cat = SqlCatalog("port", uri=f"sqlite:///{wh}/catalog.db", warehouse=wh.as_uri())
+    cat.create_namespace("redpanda")
+    t = cat.create_table(f"redpanda.{topic.replace('.', '_')}", schema=rows.schema)
+    t.append(rows.slice(0, 40))
+    t.append(rows.slice(40, 30))
+    before = t.metadata_location
+    t.overwrite(rows.slice(70, 25))
+    folder = wh / "redpanda" / topic.replace(".", "_")
+    assert len(list((folder / "data").glob("*.parquet"))) == 3
+
+    def offsets(out):
+        return sorted(o for d in ("messages", "quarantine") for o in table(out, d).to_pydict().get("offset", []))
+
+    want = rows.column("redpanda").combine_chunks().field("offset").to_pylist()
+    for arg, n, out in ((folder, 25, "o1"), (wh, 25, "o2"), (Path(before.removeprefix("file://")), 70, "o3")):
+        r = audit(arg, "--out", tmp_path / out)
+        assert "an Iceberg table at snapshot" in r.stderr and f": {1 if n == 25 else 2} data file(s)" in r.stderr
+        assert offsets(tmp_path / out) == sorted(want[70:95] if n == 25 else want[:70]), arg
+        m = orjson.loads((tmp_path / out / "_audit" / "manifest.json").read_bytes())
+        assert len(m["tables"]) == 1 and all(i["layout"] == "redpanda" for i in m["inputs"])
+    monkeypatch.setitem(sys.modules, "pyiceberg.table", None)        # as if pyiceberg were not installed
+    notes: list[str] = []
+    assert len(parquet_files(folder, notes)) == 3 and "read without its metadata" in notes[0]
+
+
 def test_delta_table_is_read_at_its_current_version(dump, tmp_path):
     """A Delta log (protocol: _delta_log/NNN.json add/remove actions, a parquet checkpoint) decides
     which files are read: the file a later commit removed is not."""

@@ -279,6 +279,11 @@ def test_without_findings_dataset_or_data(audit, tmp_path):
     for p in (clean / "dataset=messages").rglob("t.parquet"):
         p.unlink()
     (clean / "_audit").mkdir()
+    note = "/arch/t: an Iceberg table, read without its metadata (pyiceberg is not installed: ...): every Parquet file"
+    (clean / "_audit" / "manifest.json").write_text(json.dumps({"tables": [note, "/arch/u: an Iceberg table at "
+                                                                           "snapshot 7 (v2.metadata.json): 1 data file(s)"]}))
+    assert report.build(clean)["coverage"]["caveats"].count(note) == 1     # a limit; a table read whole is not
+    assert not any("snapshot 7" in c for c in report.build(clean)["coverage"]["caveats"])
     (clean / "_audit" / "manifest.json").write_text('{"engine": ')
     d = report.build(clean)
     assert "could not be read" in d["headline"]["caveats"][0] and d["method"]["engine"] == "not recorded"

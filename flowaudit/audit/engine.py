@@ -139,6 +139,7 @@ class Plan:
     roots: list = field(default_factory=list)        # flowaudit roots carried over (retro-hunt)
     pruned_rows: int = 0
     errors: list = field(default_factory=list)
+    tables: list = field(default_factory=list)       # how each Iceberg table was read (a line each)
 
 
 def _bad(plan: Plan, opts: Options, path, exc: Exception) -> None:
@@ -169,10 +170,15 @@ def plan(opts: Options) -> Plan:
         if _in.is_output_root(arg):
             _plan_root(p, opts, arg)
             continue
-        if (arg / "metadata").is_dir() and any((arg / "metadata").glob("*.metadata.json")):
-            print(f"flowaudit audit: {arg}: an Iceberg table: reading its Parquet data files directly "
-                  f"(files a later snapshot removed are read too)", file=sys.stderr)
-        files = _in.parquet_files(arg)
+        notes: list[str] = []
+        try:
+            files = _in.parquet_files(arg, notes)
+        except _in.InputError as exc:
+            _bad(p, opts, arg, exc)
+            continue
+        for n in notes:
+            print(f"flowaudit audit: {n}", file=sys.stderr)
+        p.tables += notes
         if not files:
             raise AuditError(f"{arg}: no Parquet files")
         for f in files:
@@ -468,6 +474,7 @@ def run(opts: Options, settings, echo=print) -> dict:
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "since": _iso(opts.since_ms), "until": _iso(opts.until_ms),
         "inputs": p.inputs, "units": len(p.units), "units_resumed": len(done), "rows_pruned": p.pruned_rows,
+        "tables": p.tables,
         "totals": totals, "carried_over": carried, "retro_hunt": retro_info, "findings": int(findings.num_rows),
         "findings_files": counts,
         "findings_seconds": round(findings_s, 3),

@@ -273,23 +273,102 @@ def _stat_ms(v, scale: float) -> int | None:
     return None
 
 
-def parquet_files(arg: Path) -> list[Path]:
+def parquet_files(arg: Path, notes: list[str] | None = None) -> list[Path]:
     """Every Parquet file under ``arg`` (or ``arg`` itself), sorted, skipping hidden and ``_``
-    files (Spark/Hive markers, Iceberg metadata); a Delta table's current files (its log)."""
+    files (Spark/Hive markers, Iceberg metadata); a Delta table's current files (its log); an
+    Iceberg table's (at ``arg`` or under it, or its ``*.metadata.json`` itself) current snapshot's
+    files when pyiceberg is installed, else its data files as they lie.  ``notes`` gets a line per
+    table read (what was read, and what was not applied)."""
+    notes = [] if notes is None else notes
+    meta = iceberg_metadata(arg)
+    if meta is not None:
+        return iceberg_files(meta, notes)
     if arg.is_file():
         return [arg]
     if not arg.is_dir():
         raise FileNotFoundError(arg)
     if (arg / "_delta_log").is_dir():
         return delta_files(arg)
+    tables = sorted({m.parent.parent for m in arg.rglob("*.metadata.json") if m.parent.name == "metadata"
+                     and not any(x.startswith((".", "_")) for x in m.relative_to(arg).parts)})
     out = []
+    for t in tables:
+        out += iceberg_files(iceberg_metadata(t), notes)
     for p in sorted(arg.rglob("*")):
         rel = p.relative_to(arg).parts
         if any(x.startswith((".", "_")) for x in rel) or "metadata" in rel[:-1]:
             continue
+        if any(t == p or t in p.parents for t in tables):
+            continue
         if p.is_file() and (p.suffix == ".parquet" or p.suffix == "" and _is_parquet(p)):
             out.append(p)
     return out
+
+
+def iceberg_metadata(arg: Path) -> Path | None:
+    """The metadata file to read an Iceberg table by: ``arg`` itself when it is one, else the one
+    ``metadata/version-hint.text`` names, else the highest-numbered ``metadata/*.metadata.json``
+    (``00003-<uuid>`` or ``v3``).  None: ``arg`` is no Iceberg table."""
+    if arg.is_file():
+        return arg if arg.name.endswith(".metadata.json") else None
+    md = arg / "metadata"
+    found = sorted(md.glob("*.metadata.json")) if md.is_dir() else []
+    if not found:
+        return None
+    hint = md / "version-hint.text"
+    if hint.is_file():
+        v = hint.read_text().strip()
+        for name in (f"v{v}.metadata.json", f"{v}.metadata.json"):
+            if (md / name).is_file():
+                return md / name
+
+    def version(p: Path):
+        m = re.match(r"v?(\d+)", p.name)
+        return (int(m.group(1)) if m else -1, p.name)
+    return max(found, key=version)
+
+
+def iceberg_files(meta: Path, notes: list[str]) -> list[Path]:
+    """The data files of an Iceberg table's current snapshot (pyiceberg reads its Avro manifests),
+    so that files a later snapshot removed (a compaction, an overwrite) are not read.  A data file
+    recorded under the table's ``location`` is looked for under the folder the metadata lies in
+    (a table copied or mounted elsewhere).  Without pyiceberg: the table's Parquet files as they
+    lie, said in ``notes``."""
+    table = meta.parent.parent
+    try:
+        from pyiceberg.table import StaticTable
+    except ImportError:
+        notes.append(f"{table}: an Iceberg table, read without its metadata (pyiceberg is not installed: pip "
+                     f"install 'flowaudit[iceberg]'): every Parquet file in it, files a later snapshot removed too")
+        return [p for p in sorted(table.rglob("*.parquet"))
+                if "metadata" not in p.relative_to(table).parts[:-1]
+                and not any(x.startswith((".", "_")) for x in p.relative_to(table).parts)]
+    from urllib.parse import unquote, urlparse
+
+    try:
+        t = StaticTable.from_metadata(str(meta.resolve()))
+        snap = t.current_snapshot()
+        tasks = list(t.scan().plan_files()) if snap is not None else []
+    except Exception as exc:  # noqa: BLE001 - pyiceberg raises many types for a table it cannot read
+        why = " ".join(str(exc).split())[:300]             # one line (pydantic's errors span several)
+        raise InputError(f"{meta}: an Iceberg table pyiceberg cannot read ({type(exc).__name__}: {why}); point "
+                         f"the audit at its data/ folder to read every data file in it") from None
+    loc = t.metadata.location.rstrip("/") + "/"
+    files, deletes = [], set()
+    for task in tasks:
+        fp = task.file.file_path
+        if fp.startswith(loc) and (table / unquote(fp[len(loc):])).exists():
+            files.append(table / unquote(fp[len(loc):]))
+        else:
+            u = urlparse(fp)
+            if u.scheme not in ("", "file"):
+                raise InputError(f"{meta}: data file {fp} is not a local path, and not found under {table}")
+            files.append(Path(unquote(u.path)))
+        deletes |= {d.file_path for d in task.delete_files}
+    notes.append(f"{table}: an Iceberg table at snapshot {snap.snapshot_id if snap else 'none (empty)'} "
+                 f"({meta.name}): {len(files)} data file(s)"
+                 + (f"; {len(deletes)} delete file(s) not applied: rows they delete are audited" if deletes else ""))
+    return sorted(files)
 
 
 def delta_files(table: Path) -> list[Path]:

@@ -583,6 +583,7 @@ def _coverage(root: Path, manifest: dict) -> tuple[dict, dict, dict]:
     if bad:
         caveats.append(f"{by_status.get('failed', 0)} input(s) failed and {by_status.get('skipped', 0)} were skipped: "
                        "their data was not audited")
+    caveats += [t for t in manifest.get("tables") or [] if "not applied" in t or "without its metadata" in t]
     if quar.rows:
         caveats.append(f"{quar.rows:,} row(s) quarantined (undecodable): their content was not inspected")
     if gap_hours:
