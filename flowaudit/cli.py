@@ -150,15 +150,19 @@ def cmd_collect(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from .demo import DemoError, run_demo
     from .memory import for_command
     from .service import format_summary
 
     for_command("demo")                  # the stream's process settings: the demo runs it in-process
-    summary = run_demo(count=args.count, seed=args.seed, out=args.out, partitions=args.partitions,
-                       metrics_port=args.metrics_port)
+    try:
+        summary = run_demo(count=args.count, seed=args.seed, out=args.out, partitions=args.partitions,
+                           metrics_port=args.metrics_port)
+    except DemoError as e:
+        print(f"flowaudit demo: {e}", file=sys.stderr)
+        return 2
     print(format_summary(summary), flush=True)
-    return 0
+    return summary.exit_code                # not 0 when the stream stopped (as `flowaudit stream`)
 
 
 def cmd_synth(args) -> int:
@@ -331,7 +335,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="embedded broker + synthetic port traffic + stream service, then a summary")
     p.add_argument("--count", type=bounded(int, 1), default=100_000, help="synthetic messages to produce (default 100000)")
     p.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
-    p.add_argument("--out", default="demo-out", help="Parquet output root (default ./demo-out)")
+    p.add_argument("--out", default="demo-out", help="Parquet output root (default ./demo-out); a root an earlier "
+                   "demo wrote is cleared first, any other non-empty folder refused")
     p.add_argument("--partitions", type=bounded(int, 1), default=3, help="partitions per topic (default 3)")
     p.add_argument("--metrics-port", type=int, default=9464, help="Prometheus port while running, 0 = off")
     p.set_defaults(fn=cmd_demo)

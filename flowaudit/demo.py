@@ -6,6 +6,7 @@ prints a summary and stops the broker by PID.
 """
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -66,10 +67,33 @@ def hash_partition(key: bytes, partitions: int) -> int:
     return h % partitions
 
 
+MARKER = ".flowaudit-demo"      # in a root the demo wrote: the next run may clear it
+
+
+class DemoError(Exception):
+    """The demo cannot run as asked (its output folder holds other files)."""
+
+
+def _fresh_root(root: Path, echo) -> None:
+    """An empty output root for this run.  Each run starts a new embedded broker with memory
+    storage, whose log the files of an earlier run do not match (the stream would stop on the
+    rewritten log, as it must for a real broker): a folder an earlier demo wrote is cleared, one
+    with anything else in it is refused."""
+    if root.exists() and any(root.iterdir()):
+        if not (root / MARKER).is_file():
+            raise DemoError(f"{root} is not empty and not marked as the demo's own ({MARKER}): give --out a new "
+                            f"or empty folder, or remove it")
+        shutil.rmtree(root)
+        echo("  output      the previous demo's files cleared (a new broker log starts at offset 0)")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text("written by `flowaudit demo`: its next run clears this folder\n")
+
+
 def run_demo(count: int = 100_000, seed: int = 7, out: str = "demo-out", partitions: int = 3,
              metrics_port: int = 9464, bad_fraction: float = 0.01, echo=print) -> Summary:
     root = Path(out)
     echo(f"flowaudit demo: {count:,} synthetic messages, seed {seed}, output {root.resolve()}")
+    _fresh_root(root, echo)
     with EmbeddedBroker() as broker:
         echo(f"  broker      tansu (embedded, memory storage) on {broker.bootstrap}, pid {broker.proc.pid}")
         broker.create_topics({t: partitions for t in synth.TOPICS.values()})
