@@ -357,6 +357,9 @@ def iceberg_files(meta: Path, notes: list[str]) -> list[Path]:
     files, deletes = [], set()
     for task in tasks:
         fp = task.file.file_path
+        fmt = getattr(task.file.file_format, "value", task.file.file_format)
+        if str(fmt).upper() != "PARQUET":
+            raise InputError(f"{meta}: data file {fp} is {fmt}; the audit reads Parquet data files only")
         if fp.startswith(loc) and (table / unquote(fp[len(loc):])).exists():
             files.append(table / unquote(fp[len(loc):]))
         else:
