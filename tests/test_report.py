@@ -402,7 +402,7 @@ def test_renders_in_headless_chromium(audit, tmp_path):
         for sec in SECTIONS:
             assert f'id="{sec}"' in dom and js(f"!!document.getElementById('{sec}').querySelector('h2')"), sec
         assert js("document.querySelectorAll('svg[role=img] title').length") >= 6
-        assert js("document.querySelectorAll('article.card').length") == audit["data"]["findings"]["with_evidence"]
+        assert js("document.querySelectorAll('article.card').length") == audit["data"]["findings"]["episodes_with_evidence"]
         assert "LOGINK: exposed" in js("document.getElementById('verdict-headline').textContent")
         # every chart fits the page and has drawn marks
         assert js("[...document.querySelectorAll('svg.chart')].every(e => e.getBoundingClientRect().width <= 1280 "
@@ -511,6 +511,18 @@ def test_episodes_merge_a_sources_windows_and_add_up(audit):
         want = dict(classes.group_by("data_class").agg(pl.col("occurrences").sum()).iter_rows()) \
             if classes.height else {}
         assert {c["data_class"]: c["occurrences"] for c in e["data_classes"]} == want
+    # the evidence, per episode: its findings' samples, a class at a time, and their indicators
+    by_id = {r["finding_id"]: r for r in fd["rows"]}
+    assert fd["episodes_with_evidence"] == len(fd["episodes"])
+    for e in fd["episodes"]:
+        rows = [by_id[i] for i in e["finding_ids"]]
+        pool = [smp for r in rows for smp in r["samples"]]
+        assert e["samples"] and all(smp in pool for smp in e["samples"]) or not pool
+        assert len(e["samples"]) == min(len(pool), 40)
+        first = [smp["data_class"] for smp in e["samples"][:len({smp["data_class"] for smp in pool})]]
+        assert sorted(first) == sorted({smp["data_class"] for smp in pool})       # every class before a repeat
+        assert set(e["indicators"]) == {i for r in rows for i in r["indicators"]}
+        assert e["occurrences"] == sum(r["occurrences"] for r in rows)
     v = {x["name"]: x for x in data["verdicts"]}
     assert v["LOGINK"]["episodes"] == sum(e["platform"] == "LOGINK" for e in fd["episodes"])
     assert f"in {v['LOGINK']['episodes']:,} episode(s) from" in data["headline"]["lines"][0]
@@ -522,6 +534,11 @@ def test_episodes_merge_a_sources_windows_and_add_up(audit):
     html_text = audit["html"]
     section = html_text[html_text.index("<h3>Episodes</h3>"):html_text.index("<h3>Every finding</h3>")]
     assert section.count("<tr>") == len(fd["episodes"]) + 1        # the head and one row each
+    assert html_text.count('<article class="card') == len(fd["episodes"])   # a card per episode, not per finding
+    k = fd["episodes"].index(longest) + 1
+    card = html_text[html_text.index(f'id="e{k}"'):]
+    card = card[:card.index("</article>")]
+    assert f"{longest['windows']:,} finding(s)" in card and longest["samples"][0]["value_masked"] in card
     a, b = min(longest["findings"]), max(longest["findings"])
     assert (f"{a}</a>&ndash;{b}" if b - a + 1 == longest["windows"] else f">{a}</a>") in section
     # the gap rule: the tracking gateway's findings again 1 h after their last window (same

@@ -36,9 +36,10 @@ from ..detect import severity as _sev
 from ..detect import watchlist as _wl
 from ..detect.findings import SEV_RANK, worst_first
 
-REPORT_FORMAT = 1
+REPORT_FORMAT = 2          # 2: findings.episodes, the evidence given per episode
 MAX_FINDINGS = 500        # findings listed (table and report.json); the rest are counted
-MAX_EVIDENCE = 50         # findings shown with their evidence (samples)
+MAX_EVIDENCE = 50         # episodes shown with their evidence (samples)
+EPISODE_SAMPLES = 40      # samples an episode keeps in report.json (its findings' pooled, a class at a time)
 MAX_BINS = 48             # time bins of a chart
 MAX_HOSTS = 25            # rows of the host x platform chart
 HOUR_NS = 3_600_000_000_000
@@ -310,6 +311,29 @@ def _episodes(F: pl.DataFrame, number_of: dict[str, int]) -> list[dict]:
     for e in out:
         del e["rank"]
     return out
+
+
+def _add_evidence(episodes: list[dict], findings: pa.Table) -> None:
+    """Give each episode its findings' evidence, pooled: indicators, where seen, topics,
+    destinations and basis (each once, in order), the worst finding's severity reasons, and the
+    samples of every finding, a class at a time (_classes' order: most sensitive first)."""
+    where = {fid: i for i, fid in enumerate(findings.column("finding_id").to_pylist())}
+    for e in episodes:
+        rows = [_finding_row(r) for r in findings.take(pa.array([where[f] for f in e["finding_ids"]])).to_pylist()]
+        for k in ("indicators", "seen_where", "topics", "destinations", "basis", "correlation"):
+            e[k] = list(dict.fromkeys(x for r in rows for x in (r[k] if isinstance(r[k], list) else [r[k]]) if x))
+        worst = max(rows, key=lambda r: (SEV_RANK.get(r["severity"], 0), r["score"] or 0))
+        e["severity_reasons"] = worst["severity_reasons"]
+        # a sample of each class in turn (the classes most sensitive first, each in time order), so
+        # the first rows shown cover every class the episode exposed
+        by_class: dict[str, list] = {c["data_class"]: [] for c in e["data_classes"]}
+        for r in rows:
+            for smp in r["samples"]:
+                by_class.setdefault(smp["data_class"], []).append(smp)
+        turns = [lst for lst in by_class.values() if lst]
+        e["samples"] = [lst[i] for i in range(max(map(len, turns), default=0)) for lst in turns
+                        if i < len(lst)][:EPISODE_SAMPLES]
+        e["occurrences"] = sum(r["occurrences"] or 0 for r in rows)
 
 
 def episodes_of(findings: pa.Table) -> list[dict]:
@@ -707,6 +731,7 @@ def build(root, manifest: dict | None = None, *, watchlist_dir=None) -> dict:
         for p, s, n in F.group_by("platform", "severity").len().iter_rows():
             by_plat.setdefault(p, {})[s] = int(n)
     episodes = _episodes(F, {r["finding_id"]: i for i, r in enumerate(rows, 1)})
+    _add_evidence(episodes[:MAX_EVIDENCE], findings_t)
     for v in verdicts:
         v["episodes"] = sum(1 for e in episodes if (e["platform"] == v["name"] if v["kind"] == "platform" else
                                                     e["platform"] == "policy" and e["rule"] in v["rules"]))
@@ -714,7 +739,7 @@ def build(root, manifest: dict | None = None, *, watchlist_dir=None) -> dict:
                 "episodes": episodes[:MAX_FINDINGS],
                 "by_severity": {s: by_sev.get(s, 0) for s in _SEV_ORDER},
                 "by_platform": {p: {s: v[s] for s in _SEV_ORDER if s in v} for p, v in sorted(by_plat.items())},
-                "listed": len(rows), "with_evidence": min(len(rows), MAX_EVIDENCE),
+                "listed": len(rows), "episodes_with_evidence": min(len(episodes), MAX_EVIDENCE),
                 "rows": [_finding_row(r) for r in rows]}
     data = {
         "report_format": REPORT_FORMAT,

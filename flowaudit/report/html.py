@@ -13,7 +13,7 @@ from . import svg
 
 _SEV = ("critical", "high", "medium", "low", "info")
 _NUM = ' class="num"'
-CARD_SAMPLES = 10       # samples shown per finding (report.json keeps the finding's all)
+CARD_SAMPLES = 10       # samples shown per episode (report.json keeps more, and every finding's own)
 
 CSS = """
 :root { --ink:#1b1f24; --muted:#4a525c; --rule:#d7dce2; --accent:#1f4e99; --bad:#a4001d; --ok:#22683f; }
@@ -350,6 +350,8 @@ def _findings(d: dict) -> str:
     if not f["rows"]:
         out.append('<p class="empty">No finding.</p></section>')
         return "".join(out)
+    eps, shown = f["episodes"], f["episodes_with_evidence"]
+    episode_of = {n: k for k, e in enumerate(eps, 1) for n in e["findings"]}
     out.append(_episodes(f))
     out.append("<h3>Every finding</h3>")
     out.append(f"<p>{_int(f['total'])} finding(s): one per platform or policy rule &times; source &times; event-time "
@@ -357,40 +359,47 @@ def _findings(d: dict) -> str:
                + (f" The first {f['listed']:,} are listed; <code>flowaudit findings ROOT</code> lists all."
                   if f["listed"] < f["total"] else "") + "</p>")
     head = [("#", True), ("Severity", False), ("Window (UTC)", False), ("Platform / rule, exposure", False),
-            ("Source (zone)", False), ("Bytes", True), ("Msgs", True), ("Flows", True), ("Data classes", False)]
+            ("Source (zone)", False), ("Bytes", True), ("Msgs", True), ("Flows", True), ("Data classes", False),
+            ("Episode", True)]
     rows = []
     for i, r in enumerate(f["rows"], 1):
-        ref = f'<a href="#f{i}">{i}</a>' if i <= f["with_evidence"] else str(i)
-        rows.append([ref, f'{_sev(r["severity"])}<br><span class="small muted">score {r["score"]:.0f}, {_e(r["status"])}'
+        k = episode_of.get(i)
+        rows.append([f'<span id="r{i}">{i}</span>',
+                     f'{_sev(r["severity"])}<br><span class="small muted">score {r["score"]:.0f}, {_e(r["status"])}'
                      "</span>",
                      _when(r["window_start"]),
                      f'{_e(r["platform"])}<br><span class="small muted">{_e(r["rule"])}, {_e(r["exposure"])}</span>',
                      _entity(r["entity"]) + (f'<br><span class="small muted">{_e(r["src_zone"])}</span>'
                                              if r["src_zone"] else ""),
                      _int(r["bytes_scaled"]), _int(r["messages"]), _int(r["flows"]),
-                     _classes(r["data_classes"], 3)])
+                     _classes(r["data_classes"], 3),
+                     (f'<a href="#e{k}">{k}</a>' if k <= shown else str(k)) if k else ""])
     out.append(_table(head, rows, "long findings"))
-    out.append(f"<h3>Evidence of the first {f['with_evidence']:,}</h3>"
-               "<p class=\"small muted\">Samples are the stored occurrences, most sensitive first: the topic or input "
-               "file, the partition (&minus;1 for files), the offset (Kafka offset or row in the file), the message "
-               "inside the interchange, where in the message, and the value masked (never raw) with the start of its "
-               "HMAC.</p>")
-    for i, r in enumerate(f["rows"][:f["with_evidence"]], 1):
-        out.append(_card(i, r))
+    out.append(f"<h3>Evidence, episode by episode (the first {shown:,})</h3>"
+               "<p class=\"small muted\">Each episode pools its findings' evidence. Samples are the stored occurrences, "
+               "most sensitive first: the topic or input file, the partition (&minus;1 for files), the offset (Kafka "
+               "offset or row in the file), the message inside the interchange, where in the message, and the value "
+               "masked (never raw) with the start of its HMAC. <code>report.json</code> has every finding's own.</p>")
+    for k, e in enumerate(eps[:shown], 1):
+        out.append(_card(k, e))
     out.append("</section>")
     return "".join(out)
 
 
-def _numbers(ns: list[int], with_evidence: int) -> str:
-    """Finding numbers as runs (1–37, 40), each run's first number linked to its card if it has one."""
+def _runs(ns: list[int]) -> list[tuple[int, int]]:
+    """Sorted numbers as runs: [1..37, 40] -> [(1, 37), (40, 40)]."""
     runs: list[list[int]] = []
     for n in ns:
         if runs and n == runs[-1][1] + 1:
             runs[-1][1] = n
         else:
             runs.append([n, n])
-    return ", ".join((f'<a href="#f{a}">{a}</a>' if a <= with_evidence else str(a)) + (f"&ndash;{b}" if b > a else "")
-                     for a, b in runs)
+    return [(a, b) for a, b in runs]
+
+
+def _numbers(ns: list[int]) -> str:
+    """Finding numbers as runs (1–37, 40), each run's first number linked to its row."""
+    return ", ".join(f'<a href="#r{a}">{a}</a>' + (f"&ndash;{b}" if b > a else "") for a, b in _runs(ns))
 
 
 def _episodes(f: dict) -> str:
@@ -399,16 +408,17 @@ def _episodes(f: dict) -> str:
            "of one platform or policy rule, exposure and source that follow each other with at most an hour of quiet "
            "between them. Volume is summed over the episode; its severity is its worst finding's."
            + (f" The first {len(eps):,} are listed." if len(eps) < f["episodes_total"] else "") + "</p>"]
-    head = [("Severity", False), ("Seen (UTC)", False), ("Platform / rule, exposure", False), ("Source (zone)", False),
-            ("Windows", True), ("Bytes", True), ("Msgs", True), ("Flows", True), ("Data classes", False),
-            ("Findings", False)]
+    head = [("#", True), ("Severity", False), ("Seen (UTC)", False), ("Platform / rule, exposure", False),
+            ("Source (zone)", False), ("Windows", True), ("Bytes", True), ("Msgs", True), ("Flows", True),
+            ("Data classes", False), ("Findings", False)]
     rows = []
-    for e in eps:
+    for k, e in enumerate(eps, 1):
         zones = ", ".join(e["zones"])
-        listed = _numbers(e["findings"], f["with_evidence"])
+        listed = _numbers(e["findings"])
         if e["findings_not_listed"]:
             listed += (", " if listed else "") + f"{e['findings_not_listed']:,} not listed"
-        rows.append([_sev(e["severity"]), _span(e["first_seen"], e["last_seen"]),
+        rows.append([f'<a href="#e{k}">{k}</a>' if k <= f["episodes_with_evidence"] else str(k),
+                     _sev(e["severity"]), _span(e["first_seen"], e["last_seen"]),
                      f'{_e(e["platform"])}<br><span class="small muted">{_e(e["rule"])}, {_e(e["exposure"])}</span>',
                      _entity(e["entity"]) + (f'<br><span class="small muted">{_e(zones)}</span>' if zones else ""),
                      _int(e["windows"]), _int(e["bytes_scaled"]), _int(e["messages"]), _int(e["flows"]),
@@ -417,29 +427,31 @@ def _episodes(f: dict) -> str:
     return "".join(out)
 
 
-def _card(i: int, r: dict) -> str:
-    dl = [("Source", r["entity"] + (f" (host {r['src_host']})" if r["src_host"] and r["src_host"] != r["entity"] else "")),
-          ("Zone", r["src_zone"] or "–"), ("Application", r["application"] or "–"),
-          ("Window", f"{_t(r['window_start'])} to {_t(r['window_end'])}, {r['status']}"),
-          ("Seen", f"{_t(r['first_seen'])} to {_t(r['last_seen'])}"),
-          ("Correlation", f"{r['correlation']}, exposure {r['exposure']}"),
-          ("Indicators", ", ".join(r["indicators"]) or "–"), ("Seen where", ", ".join(r["seen_where"]) or "–"),
-          ("Topics", ", ".join(r["topics"]) or "–"), ("Destinations", ", ".join(r["destinations"]) or "–"),
-          ("Volume", f"{_int(r['bytes_scaled'])} bytes scaled ({_int(r['bytes'])} raw), {_int(r['messages'])} "
-                     f"messages, {_int(r['flows'])} flows"),
-          ("Severity", f"{r['severity']} ({r['score']:.0f}): " + "; ".join(r["severity_reasons"])),
-          ("Basis", ", ".join(r["basis"]) or "–"), ("Finding id", r["finding_id"])]
-    out = [f'<article class="card card-{_e(r["severity"])}" id="f{i}">',
-           f"<h3>{i}. {_sev(r['severity'])} {_e(r['platform'])} &middot; {_e(r['rule'])} &middot; "
-           f'<span class="wrap">{_e(r["entity"])}</span></h3><dl>']
-    out += [f"<dt>{_e(k)}</dt><dd class=\"wrap\">{_e(v)}</dd>" for k, v in dl]
+def _card(k: int, e: dict) -> str:
+    n = e["windows"]
+    dl = [("Source", e["entity"]), ("Zone", ", ".join(e["zones"]) or "–"),
+          ("Application", ", ".join(e["applications"]) or "–"),
+          ("Seen", f"{_t(e['first_seen'])} to {_t(e['last_seen'])}"),
+          ("Windows", f"{n:,} finding(s)" + (", numbers " + ", ".join(f"{a}–{b}" if b > a else str(a)
+                                                                       for a, b in _runs(e["findings"]))
+                                              if e["findings"] else "")),
+          ("Correlation", f"{', '.join(e['correlation']) or '–'}, exposure {e['exposure']}"),
+          ("Indicators", ", ".join(e["indicators"]) or "–"), ("Seen where", ", ".join(e["seen_where"]) or "–"),
+          ("Topics", ", ".join(e["topics"]) or "–"), ("Destinations", ", ".join(e["destinations"]) or "–"),
+          ("Volume", f"{_int(e['bytes_scaled'])} bytes scaled ({_int(e['bytes'])} raw), {_int(e['messages'])} "
+                     f"messages, {_int(e['flows'])} flows"),
+          ("Severity", f"{e['severity']} ({e['score']:.0f}): " + "; ".join(e["severity_reasons"])),
+          ("Basis", ", ".join(e["basis"]) or "–")]
+    out = [f'<article class="card card-{_e(e["severity"])}" id="e{k}">',
+           f"<h3>{k}. {_sev(e['severity'])} {_e(e['platform'])} &middot; {_e(e['rule'])} &middot; "
+           f'<span class="wrap">{_e(e["entity"])}</span></h3><dl>']
+    out += [f"<dt>{_e(a)}</dt><dd class=\"wrap\">{_e(b)}</dd>" for a, b in dl]
     out.append("</dl>")
-    if r["data_classes"]:
-        out.append(_table([("Data class", False), ("Sensitivity", False), ("Occurrences", True),
-                           ("Distinct values", True)],
-                          [[_e(c["data_class"]), _e(c["sensitivity"]), _int(c["occurrences"]),
-                            _int(c["distinct_values"])] for c in r["data_classes"]], "compact"))
-    samples = r["samples"][:CARD_SAMPLES]
+    if e["data_classes"]:
+        out.append(_table([("Data class", False), ("Sensitivity", False), ("Occurrences", True), ("Findings", True)],
+                          [[_e(c["data_class"]), _e(c["sensitivity"]), _int(c["occurrences"]), _int(c["findings"])]
+                           for c in e["data_classes"]], "compact"))
+    samples = e["samples"][:CARD_SAMPLES]
     if samples:
         out.append(_table([("Topic or file", False), ("Part.", True), ("Offset / row", True), ("Msg", True),
                            ("Class", False), ("Location", False), ("Value (masked)", False), ("HMAC", False)],
@@ -448,13 +460,13 @@ def _card(i: int, r: dict) -> str:
                             f'<span class="mono wrap">{_e(s["location"])}</span>',
                             f'<span class="mono">{_e(s["value_masked"])}</span>',
                             f'<span class="mono">{_e(s["value_hmac"][:10])}</span>'] for s in samples], "samples"))
-        rest = r["occurrences"] - len(samples)
+        rest = e["occurrences"] - len(samples)
         if rest > 0:
-            kept = len(r["samples"]) - len(samples)
+            kept = len(e["samples"]) - len(samples)
             out.append(f'<p class="small muted">{_int(rest)} more occurrence(s) not shown'
                        + (f" ({kept} more sample(s) in report.json)" if kept else "") + ".</p>")
     else:
-        out.append('<p class="small muted">No sample: no data class could be attributed to this finding.</p>')
+        out.append('<p class="small muted">No sample: no data class could be attributed to this episode.</p>')
     out.append("</article>")
     return "".join(out)
 
