@@ -104,7 +104,9 @@ def add_parser(sub) -> None:
                "--out /tmp/dump-audit --policy /tmp/dump/policy.toml --dns /tmp/dump/dns/dns.log "
                "--watchlist-dir /tmp/dump/watchlist --report /tmp/dump-audit.html (synth --dump prints this "
                "command for the archive it wrote)")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="Parquet files, folders of them, or flowaudit roots")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="Parquet files, folders of them, Delta tables "
+                   "(their current version), Iceberg tables or warehouses (the current snapshot, with pyiceberg: "
+                   "pip install 'flowaudit[iceberg]'), or flowaudit roots")
     p.add_argument("--out", required=True, metavar="ROOT", help="output root (datasets, findings, _audit/)")
     p.add_argument("--engine", choices=("polars", "dask"), default="polars",
                    help="polars: this process, bounded memory (default); dask: Dask distributed tasks")
