@@ -118,6 +118,38 @@ def test_empty_set_and_duplicates():
     assert s.lookup_text(["10.2.0.1", "10.1.2.3", "11.0.0.0"]).tolist() == [0, 2, -1]
 
 
+def _ref_prefix(text: str):
+    """parse_prefix by ipaddress alone: (family, network, length), or the error's type."""
+    try:
+        net = ipaddress.ip_network(text.strip(), strict=True)
+    except ValueError as e:
+        return type(e)
+    if net.version == 6 and net.prefixlen >= 96 and net.network_address.ipv4_mapped is not None:
+        return 4, int(net.network_address.ipv4_mapped), net.prefixlen - 96
+    return net.version, int(net.network_address), net.prefixlen
+
+
+def _prefix_text():
+    num = st.one_of(st.integers(0, 300).map(str), st.sampled_from(["00", "01", "010", "", "-1", "1a", "٣"]))
+    v4 = st.builds(lambda a, b, c, d, n, sp: f"{sp}{a}.{b}.{c}.{d}{n}{sp}", num, num, num, num,
+                   st.one_of(st.just(""), num.map(lambda x: "/" + x)), st.sampled_from(["", " ", "\t"]))
+    return st.one_of(v4, st.builds(lambda n, k: str(ipaddress.IPv4Network((n, k), strict=False)),
+                                   st.integers(0, 2**32 - 1), st.integers(0, 32)),
+                     st.text(alphabet="0123456789./:af ", max_size=24))
+
+
+@given(st.lists(_prefix_text(), min_size=1, max_size=40))
+@SETTINGS
+def test_parse_prefix_equals_ipaddress(texts):
+    """The dotted-IPv4 fast path gives what ipaddress gives, and refuses what it refuses."""
+    for t in texts:
+        try:
+            got = K.parse_prefix(t)
+        except ValueError as e:
+            got = type(e)
+        assert got == _ref_prefix(t), t
+
+
 def test_strict_prefixes_rejected():
     import pytest
     with pytest.raises(ValueError):
