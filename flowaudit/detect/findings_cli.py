@@ -120,18 +120,24 @@ def _csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-_EPISODE_CSV_COLS = ("severity", "score", "first_seen", "last_seen", "platform", "rule", "exposure", "entity", "zones",
-                 "applications", "windows", "bytes", "bytes_scaled", "messages", "flows", "data_classes", "finding_ids")
+_EPISODE_CSV_COLS = ("severity", "score", "first_seen", "last_seen", "platform", "rule", "exposure", "entity",
+                     "zones", "applications", "windows", "bytes", "bytes_scaled", "messages", "flows", "data_classes",
+                     "finding_ids")
 
 
 def _episodes_csv(episodes: list[dict]) -> str:
+    def cell(name, v):
+        if v is None:
+            return ""
+        if name == "data_classes":
+            return ";".join(f"{x['data_class']}:{x['sensitivity']}:{x['occurrences']}" for x in v)
+        return ";".join(v) if isinstance(v, list) else v
+
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(_EPISODE_CSV_COLS)
     for e in episodes:
-        w.writerow(["" if e[c] is None else ";".join(f"{x['data_class']}:{x['sensitivity']}:{x['occurrences']}"
-                                                      for x in e[c]) if c == "data_classes"
-                    else ";".join(e[c]) if isinstance(e[c], list) else e[c] for c in _EPISODE_CSV_COLS])
+        w.writerow([cell(c, e[c]) for c in _EPISODE_CSV_COLS])
     return buf.getvalue()
 
 

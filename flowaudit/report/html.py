@@ -145,7 +145,6 @@ def _span(first: str | None, last: str | None) -> str:
     if first[:10] == last[:10]:
         times = _e(first[11:16]) + (f"&ndash;{_e(last[11:16])}" if last[11:16] != first[11:16] else "")
         return f'<span class="nowrap">{_e(first[:10])}</span><br><span class="nowrap">{times}</span>'
-
     return (f'<span class="nowrap">{_e(first[:10])} {_e(first[11:16])}</span><br>'
             f'<span class="nowrap">to {_e(last[:10])} {_e(last[11:16])}</span>')
 
