@@ -190,3 +190,9 @@ def test_episodes_group_the_findings_they_print(root, capsys):
     rc, out = run("--episodes", "--format", "csv", "--top", "1", "--fail-on", "critical")
     got = list(csv.DictReader(io.StringIO(out)))
     assert rc == 1 and len(got) == 1 and got[0]["finding_ids"].split(";") == gw[0]["finding_ids"]
+    # --platform as typed: any case; a name no finding has is said on stderr (it was an empty table)
+    rc, out = run("--episodes", "--format", "json", "--platform", "logink")
+    assert [json.loads(x) for x in out.splitlines()] == [e for e in eps if e["platform"] == "LOGINK"]
+    rc = main(["findings", str(r), "--policy", str(policy), "--window", "300", "--platform", "LOGINC"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "no finding of platform LOGINC" in err and "platforms with findings: LOGINK, NEAL-NET" in err

@@ -762,7 +762,8 @@ def format_episodes(episodes: list[dict]) -> str:
 
 def select(t: pa.Table, *, since: str | None = None, until: str | None = None, platforms=None,
            severity: str | None = None) -> pa.Table:
-    """Findings whose window overlaps [since, until), of these platforms, at least this severity."""
+    """Findings whose window overlaps [since, until), of these platforms (any case), at least this
+    severity."""
     from ..quarantine import parse_time
 
     mask = pa.array([True] * t.num_rows, pa.bool_())    # typed: no findings is an empty bool array
@@ -770,8 +771,9 @@ def select(t: pa.Table, *, since: str | None = None, until: str | None = None, p
         mask = pc.and_kleene(mask, pc.greater_equal(t["last_seen_ns"], parse_time(since) * 1_000_000))
     if until:
         mask = pc.and_kleene(mask, pc.less(t["first_seen_ns"], parse_time(until) * 1_000_000))
-    if platforms:
-        mask = pc.and_kleene(mask, pc.is_in(pc.cast(t["platform"], pa.string()), pa.array(list(platforms))))
+    if platforms:      # as the user types them: --platform logink is LOGINK
+        mask = pc.and_kleene(mask, pc.is_in(pc.utf8_lower(pc.cast(t["platform"], pa.string())),
+                                            pa.array([p.lower() for p in platforms], pa.string())))
     if severity:
         ranks = pa.array([SEV_RANK.get(s, 0) for s in pc.cast(t["severity"], pa.string()).to_pylist()], pa.int32())
         mask = pc.and_kleene(mask, pc.greater_equal(ranks, SEV_RANK[severity]))

@@ -203,6 +203,12 @@ def cmd_findings(args) -> int:
     except ValueError as e:
         print(f"flowaudit: {e}", file=sys.stderr)
         return 2
+    if args.platform and all_findings.num_rows:   # an empty answer says why when a name matches no finding
+        have = sorted({str(x) for x in all_findings.column("platform").to_pylist()})
+        absent = [p for p in dict.fromkeys(args.platform) if p.lower() not in {h.lower() for h in have}]
+        if absent:
+            print(f"flowaudit: no finding of platform {', '.join(absent)} under {root} (platforms with findings: "
+                  f"{', '.join(have) or 'none'}; policy = zone-policy violations)", file=sys.stderr)
     if args.episodes:
         from ..report.data import episodes_of
 
@@ -248,8 +254,8 @@ def add_parser(sub) -> None:
                    "messages)")
     p.add_argument("--since", metavar="TIME", help="findings seen at or after TIME (ISO 8601, UTC unless given)")
     p.add_argument("--until", metavar="TIME", help="findings seen before TIME")
-    p.add_argument("--platform", action="append", metavar="P", help="only this platform (repeatable; policy = "
-                   "zone-policy rules)")
+    p.add_argument("--platform", action="append", metavar="P", help="only this platform, in any case (repeatable; "
+                   "policy = zone-policy rules); a name no finding has is said on stderr")
     p.add_argument("--severity", choices=_sev.LEVELS, help="only findings at or above this severity")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table",
                    help="table (default), json (one object per line) or csv")
