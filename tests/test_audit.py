@@ -828,6 +828,15 @@ def test_synth_dump_every_labelled_exposure_window_and_nothing_else(synth_dump, 
         f = got[k]
         assert (f["severity"], f["correlation"], f["exposure"]) == (e["severity"], e["correlation"], e["exposure"]), k
         assert classes <= {c["data_class"] for c in f["data_classes"]}, k
+    # the report's and `findings --episodes`' grouping: one episode per labelled exposure (the
+    # tracking gateway's polling, a finding in each of dozens of windows, is one)
+    from flowaudit.report.data import episodes_of
+
+    key = ("platform", "rule", "entity", "exposure", "severity")
+    eps = episodes_of(table(out, "findings"))
+    assert sorted(tuple(e[k] for k in key) for e in eps) == sorted(tuple(e[k] for k in key)
+                                                                    for e in labels["exposures"])
+    assert max(e["windows"] for e in eps) > 10
     m = orjson.loads((out / "_audit" / "manifest.json").read_bytes())
     q = table(out, "quarantine").num_rows
     assert q == sum(labels["counts"]["quarantine"].values())
