@@ -439,6 +439,8 @@ def test_report_command(audit, tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert "LOGINK: exposed" in p.stderr and str(out) in p.stderr
+    fd = audit["data"]["findings"]
+    assert f"; {fd['total']:,} finding(s) in {fd['episodes_total']:,} episode(s), " in p.stderr
     data = json.loads((out.parent / "report.json").read_text())
     want = json.loads(json.dumps(audit["data"], default=str))
     for k in ("verdicts", "findings", "coverage"):

@@ -81,8 +81,9 @@ def cmd_report(args) -> int:
         print(f"flowaudit: {e}", file=sys.stderr)
         return 2
     jp = args.json or str(Path(args.out).parent / "report.json")
-    print(f"report: {args.out} and {jp}: {data['headline']['title']}; {data['findings']['total']:,} finding(s), "
-          f"{data['coverage']['rows']['total']:,} rows read", file=sys.stderr)
+    f = data["findings"]
+    print(f"report: {args.out} and {jp}: {data['headline']['title']}; {f['total']:,} finding(s) in "
+          f"{f['episodes_total']:,} episode(s), {data['coverage']['rows']['total']:,} rows read", file=sys.stderr)
     return 0
 
 
