@@ -215,6 +215,12 @@ def time_scale_ms(column: str, floating: bool = False) -> float:
     return 1000.0 if floating else 1.0
 
 
+def scaled_ms(ints, scale: float):
+    """Integer times (a Python int or a numpy array) in ms, exactly: multiplied by a whole
+    ``scale``, or floor-divided by its inverse (ns -> ms is ``// 1_000_000``, never a float)."""
+    return ints * int(scale) if scale >= 1 else ints // round(1 / scale)
+
+
 def open_input(path: Path, mapping: dict) -> Input:
     """Read a file's schema and row-group statistics (the footer only)."""
     size = path.stat().st_size
@@ -267,7 +273,7 @@ def _stat_ms(v, scale: float) -> int | None:
             v = v.replace(tzinfo=timezone.utc)
         return int(v.timestamp() * 1000)
     if isinstance(v, int):
-        return v * int(scale) if scale >= 1 else v // round(1 / scale)
+        return scaled_ms(v, scale)
     if isinstance(v, float) and math.isfinite(v):
         return math.floor(v * scale)
     return None
@@ -294,11 +300,18 @@ def parquet_files(arg: Path, notes: list[str] | None = None) -> list[Path]:
     out = []
     for t in tables:
         out += iceberg_files(iceberg_metadata(t), notes)
+    return out + _plain_files(arg, tables)
+
+
+def _plain_files(arg: Path, skip=()) -> list[Path]:
+    """The Parquet files under a folder, sorted (``.parquet``, or no suffix and Parquet's magic),
+    but hidden and ``_`` files, a ``metadata`` folder's, and those under the folders ``skip``."""
+    out = []
     for p in sorted(arg.rglob("*")):
         rel = p.relative_to(arg).parts
         if any(x.startswith((".", "_")) for x in rel) or "metadata" in rel[:-1]:
             continue
-        if any(t == p or t in p.parents for t in tables):
+        if any(t == p or t in p.parents for t in skip):
             continue
         if p.is_file() and (p.suffix == ".parquet" or p.suffix == "" and _is_parquet(p)):
             out.append(p)
@@ -340,9 +353,7 @@ def iceberg_files(meta: Path, notes: list[str]) -> list[Path]:
     except ImportError:
         notes.append(f"{table}: an Iceberg table, read without its metadata (pyiceberg is not installed: pip "
                      f"install 'flowaudit[iceberg]'): every Parquet file in it, files a later snapshot removed too")
-        return [p for p in sorted(table.rglob("*.parquet"))
-                if "metadata" not in p.relative_to(table).parts[:-1]
-                and not any(x.startswith((".", "_")) for x in p.relative_to(table).parts)]
+        return _plain_files(table)
     from urllib.parse import unquote, urlparse
 
     try:

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from ..datasets import FLOWS, SCHEMA_VERSION, dictionary_array
 from ..memory import release_library_pages
 from ..sinks.parquet import _write_durable, fsync_dir, hour_dir, hour_keys, makedirs, replace_atomic
-from .inputs import InputError, Unit, time_scale_ms
+from .inputs import InputError, Unit, scaled_ms, time_scale_ms
 
 MARKERS = "_audit/units"
 
@@ -129,8 +129,7 @@ def ts_ms_of(col: pa.Array, name: str) -> np.ndarray:
         ms = ints * 1000 if u == "s" else ints if u == "ms" else ints // 1000 if u == "us" else ints // 1_000_000
     elif pa.types.is_integer(col.type):
         ints = np.asarray(col.fill_null(0).to_numpy(zero_copy_only=False), np.int64)
-        scale = time_scale_ms(name)
-        ms = ints * int(scale) if scale >= 1 else ints // round(1 / scale)
+        ms = scaled_ms(ints, time_scale_ms(name))
     elif pa.types.is_floating(col.type):
         # a NaN or infinite time, or one past int64 ms, is no time (as a null)
         v = np.asarray(col.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False), np.float64)
@@ -428,6 +427,7 @@ def _flow_quarantine(protector, flows: pa.Table, rows: pa.Table, bad: np.ndarray
     import orjson
 
     from ..decode.netflow import GOFLOW_REASONS
+    from ..pipeline import _const_dict
     from ..quarantine import table as quarantine_table
 
     sel = pa.array(np.flatnonzero(bad))
@@ -437,9 +437,8 @@ def _flow_quarantine(protector, flows: pa.Table, rows: pa.Table, bad: np.ndarray
     n = len(values)
     prov = [q.column("source").combine_chunks().cast(pa.string()).dictionary_encode(), q.column("partition"),
             q.column("offset"), q.column("ts_ms")]
-    one = lambda s: pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([s]))  # noqa: E731
     return quarantine_table(protector, [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in prov],
-                            [None] * n, values, one(fmt), one(GOFLOW_REASONS[2]))
+                            [None] * n, values, _const_dict(fmt, n), _const_dict(GOFLOW_REASONS[2], n))
 
 
 HOUR_NS = 3_600_000_000_000

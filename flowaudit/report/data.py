@@ -313,13 +313,18 @@ def _episodes(F: pl.DataFrame, number_of: dict[str, int]) -> list[dict]:
     return out
 
 
-def _add_evidence(episodes: list[dict], findings: pa.Table) -> None:
+def _add_evidence(episodes: list[dict], findings: pa.Table, built: dict[str, dict]) -> None:
     """Give each episode its findings' evidence, pooled: indicators, where seen, topics,
     destinations and basis (each once, in order), the worst finding's severity reasons, and the
-    samples of every finding, a class at a time (_classes' order: most sensitive first)."""
+    samples of every finding, a class at a time (_classes' order: most sensitive first).  ``built``:
+    the report rows already made (finding_id -> row); the others are made here."""
     where = {fid: i for i, fid in enumerate(findings.column("finding_id").to_pylist())}
     for e in episodes:
-        rows = [_finding_row(r) for r in findings.take(pa.array([where[f] for f in e["finding_ids"]])).to_pylist()]
+        rest = [f for f in e["finding_ids"] if f not in built]
+        if rest:
+            built = {**built, **{r["finding_id"]: r for r in map(_finding_row, findings.take(
+                pa.array([where[f] for f in rest])).to_pylist())}}
+        rows = [built[f] for f in e["finding_ids"]]
         for k in ("indicators", "seen_where", "topics", "destinations", "basis", "correlation"):
             e[k] = list(dict.fromkeys(x for r in rows for x in (r[k] if isinstance(r[k], list) else [r[k]]) if x))
         worst = max(rows, key=lambda r: (SEV_RANK.get(r["severity"], 0), r["score"] or 0))
@@ -731,7 +736,8 @@ def build(root, manifest: dict | None = None, *, watchlist_dir=None) -> dict:
         for p, s, n in F.group_by("platform", "severity").len().iter_rows():
             by_plat.setdefault(p, {})[s] = int(n)
     episodes = _episodes(F, {r["finding_id"]: i for i, r in enumerate(rows, 1)})
-    _add_evidence(episodes[:MAX_EVIDENCE], findings_t)
+    report_rows = [_finding_row(r) for r in rows]
+    _add_evidence(episodes[:MAX_EVIDENCE], findings_t, {r["finding_id"]: r for r in report_rows})
     for v in verdicts:
         v["episodes"] = sum(1 for e in episodes if (e["platform"] == v["name"] if v["kind"] == "platform" else
                                                     e["platform"] == "policy" and e["rule"] in v["rules"]))
@@ -740,7 +746,7 @@ def build(root, manifest: dict | None = None, *, watchlist_dir=None) -> dict:
                 "by_severity": {s: by_sev.get(s, 0) for s in _SEV_ORDER},
                 "by_platform": {p: {s: v[s] for s in _SEV_ORDER if s in v} for p, v in sorted(by_plat.items())},
                 "listed": len(rows), "episodes_with_evidence": min(len(episodes), MAX_EVIDENCE),
-                "rows": [_finding_row(r) for r in rows]}
+                "rows": report_rows}
     data = {
         "report_format": REPORT_FORMAT,
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
