@@ -22,6 +22,15 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 
+def given_episode_gap(args, settings) -> int | None:
+    """The episode gap a command's ``--episode-gap`` flag, settings file or environment gives
+    (``findings.episode_gap_s`` off its default), else None: the report then takes the audit's."""
+    if getattr(args, "episode_gap", None) is not None:
+        return int(args.episode_gap)
+    gap = settings.findings.episode_gap_s
+    return gap if gap != FindingsSettings.episode_gap_s else None
+
+
 def bounded(typ=int, lo=0, inclusive: bool = True):
     """An argparse ``type`` for a count or a size: a ``typ`` at least ``lo`` (above it when not
     ``inclusive``).  Out of range, argparse names the flag and exits 2; a negative window, top,
@@ -127,6 +136,7 @@ class FindingsSettings:              # exposure findings from event-time windows
     window_s: int = 300                # window length (record time)
     lateness_s: int = 60               # how long a window waits for its slowest partition's late data
     lookback_s: int = 0                # flow-borne exposure also counts hits this far before the window
+    episode_gap_s: int = 3600          # reports and `findings --episodes`: the most quiet inside one episode
     severity_model: str = ""            # operator weights over schemas/severity.toml
     # evidence rows kept in memory for the windows still open (all partitions); beyond it the
     # windows read their rows back from storage until the next close (slower closes, same findings)
@@ -200,6 +210,8 @@ class Settings:
         f = self.findings
         if f.window_s <= 0 or f.lateness_s < 0 or f.lookback_s < 0:
             raise ConfigError("findings.window_s must be positive, findings.lateness_s and lookback_s >= 0")
+        if f.episode_gap_s < 0:
+            raise ConfigError("findings.episode_gap_s must be >= 0")
         if f.memory_mb < 0:
             raise ConfigError("findings.memory_mb must be >= 0 (0: every window reads its rows from storage)")
         if f.severity_model and not Path(f.severity_model).is_file():

@@ -154,7 +154,7 @@ def assert_labelled(root: Path, sc) -> dict:
 def test_every_labelled_exposure_in_every_layout(dump, tmp_path, layout):
     extra = ["--map", "value=body,topic=meta.stream,offset=meta.seq,time=meta.at_ms"] if layout == "mapped" else []
     if layout == "flat":   # and --fail-on: a critical finding (LOGINK queries) exits 1
-        extra += ["--report", tmp_path / "audit.html", "--fail-on", "critical"]
+        extra += ["--report", tmp_path / "audit.html", "--fail-on", "critical", "--episode-gap", "7200"]
     out = tmp_path / "out"
     r = audit(dump["dir"] / layout, dump["dir"] / "flows", "--out", out, *std_args(dump), *extra,
               check=1 if layout == "flat" else 0)
@@ -180,7 +180,8 @@ def test_every_labelled_exposure_in_every_layout(dump, tmp_path, layout):
         # `flowaudit findings OUT`, no flags, correlates as the audit did (its manifest's policy and
         # window): the findings the audit wrote, hosts named as applications
         assert m["correlation"] == {"policy_file": str(Path(dump["policy"]).resolve()), "window_s": 3600,
-                                    "lookback_s": 0, "severity_model": None}
+                                    "lookback_s": 0, "severity_model": None, "episode_gap_s": 7200}
+        assert rep["findings"]["episode_gap_s"] == 7200     # the report's episodes, as the flag asked
         f = subprocess.run([sys.executable, "-m", "flowaudit", "findings", str(out), "--format", "json"],
                            capture_output=True, text=True, env=ENV, timeout=120)
         assert f.returncode == 0, f.stderr
@@ -189,6 +190,12 @@ def test_every_labelled_exposure_in_every_layout(dump, tmp_path, layout):
         rows = [orjson.loads(x) for x in f.stdout.splitlines()]
         assert sorted((r["platform"], r["rule"], r["entity"], r["severity"], r["bytes"]) for r in rows) == sorted(
             (r["platform"], r["rule"], r["entity"], r["severity"], r["bytes"]) for r in got.values())
+        # its episodes, too, as the report grouped them (the gap the audit recorded)
+        f = subprocess.run([sys.executable, "-m", "flowaudit", "findings", str(out), "--episodes", "--format", "json"],
+                           capture_output=True, text=True, env=ENV, timeout=120)
+        assert f.returncode == 0 and "--episode-gap 7200: correlating" in f.stderr, f.stderr
+        assert [orjson.loads(x)["finding_ids"] for x in f.stdout.splitlines()] == \
+            [e["finding_ids"] for e in rep["findings"]["episodes"]]
 
 
 def test_progress_bar_on_a_terminal_only():

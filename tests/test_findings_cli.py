@@ -190,6 +190,26 @@ def test_episodes_group_the_findings_they_print(root, capsys):
     rc, out = run("--episodes", "--format", "csv", "--top", "1", "--fail-on", "critical")
     got = list(csv.DictReader(io.StringIO(out)))
     assert rc == 1 and len(got) == 1 and got[0]["finding_ids"].split(";") == gw[0]["finding_ids"]
+    # another episode gap: no quiet at all still joins windows that touch; a day joins each source's
+    def by_hand(gap_ns):      # slowly: a new episode after more quiet than the gap and the last window
+        out, last = [], {}
+        for x in sorted(rows.values(), key=lambda x: x["window_start_ns"]):
+            k, prev = tuple(x[c] for c in key), last.get(tuple(x[c] for c in key))
+            if prev is None or x["window_start_ns"] - prev["window_end_ns"] > max(
+                    gap_ns, prev["window_end_ns"] - prev["window_start_ns"]):
+                out.append([])
+                prev = last[k] = {"ids": out[-1]}
+            prev["ids"].append(x["finding_id"])
+            prev.update(window_start_ns=x["window_start_ns"], window_end_ns=x["window_end_ns"])
+        return sorted(sorted(ids) for ids in out)
+
+    assert sorted(sorted(e["finding_ids"]) for e in eps) == by_hand(3600 * 10**9)
+    for gap in (0, 86400):
+        rc, out = run("--episodes", "--format", "json", "--episode-gap", str(gap))
+        other = [json.loads(x) for x in out.splitlines()]
+        assert rc == 0 and sorted(sorted(e["finding_ids"]) for e in other) == by_hand(gap * 10**9), gap
+    rc = main(["findings", str(r), "--episode-gap", "60"])
+    assert rc == 2 and "with --episodes" in capsys.readouterr().err
     # --platform as typed: any case; a name no finding has is said on stderr (it was an empty table)
     rc, out = run("--episodes", "--format", "json", "--platform", "logink")
     assert [json.loads(x) for x in out.splitlines()] == [e for e in eps if e["platform"] == "LOGINK"]

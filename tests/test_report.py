@@ -470,20 +470,35 @@ def test_report_command(audit, tmp_path):
     p = subprocess.run([sys.executable, "-m", "flowaudit", "report", str(audit["root"]), "--out", str(out),
                         "--watchlist-dir", str(tmp_path / "none")], capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "watchlist_dir" in p.stderr, p.stderr
+    # the episode gap: the audit's (its manifest's correlation), unless a flag or setting gives one
+    f = _read(audit["root"], "findings")
+    man.write_text(json.dumps({"correlation": {"episode_gap_s": 0}}))
+    for env, gap in (({}, 0), ({"FLOWAUDIT_FINDINGS_EPISODE_GAP_S": "86400"}, 86400)):
+        p = subprocess.run([sys.executable, "-m", "flowaudit", "report", str(audit["root"]), "--out", str(out),
+                            "--manifest", str(man)], capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, **env))
+        assert p.returncode == 0, p.stderr
+        fd = json.loads((out.parent / "report.json").read_text())["findings"]
+        assert fd["episode_gap_s"] == gap and fd["episodes_total"] == len(_episodes_by_hand(f, gap * 10**9))
+    assert f"at most {'1 day'} of quiet" in out.read_text(encoding="utf-8")
+    p = subprocess.run([sys.executable, "-m", "flowaudit", "report", str(audit["root"]), "--out", str(out),
+                        "--episode-gap", "-1"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "--episode-gap" in p.stderr
     man.write_text("[1]")
     assert subprocess.run([sys.executable, "-m", "flowaudit", "report", str(audit["root"]), "--out", str(out),
                            "--manifest", str(man)], capture_output=True, timeout=60).returncode == 2
 
 
-def _episodes_by_hand(f: pl.DataFrame) -> list[list[str]]:
+def _episodes_by_hand(f: pl.DataFrame, gap_ns: int = 3_600_000_000_000) -> list[list[str]]:
     """The findings' episodes, slowly: per platform/rule, exposure and source, windows in time order,
-    a new episode where the quiet since the last window is over an hour and over its length."""
+    a new episode where the quiet since the last window is over ``gap_ns`` (an hour) and over its
+    length."""
     eps = []
     for _, g in f.group_by(["platform", "rule", "exposure", "entity"]):
         cur, last = None, None
         for r in g.sort("window_start_ns").iter_rows(named=True):
             if last is None or r["window_start_ns"] - last["window_end_ns"] > max(
-                    3_600_000_000_000, last["window_end_ns"] - last["window_start_ns"]):
+                    gap_ns, last["window_end_ns"] - last["window_start_ns"]):
                 cur = []
                 eps.append(cur)
             cur.append(r["finding_id"])
@@ -559,3 +574,10 @@ def test_episodes_merge_a_sources_windows_and_add_up(audit):
     fids = t["finding_id"].to_list()
     assert sorted(sorted(fids[n - 1] for n in e["findings"]) for e in got) == _episodes_by_hand(t)
     assert sorted(e["windows"] for e in got if e["entity"] == "app:tracking-gw") == [gw.height, 2 * gw.height]
+    # another gap (an operator's setting): none, or long enough to join the gateway's three runs
+    for gap_s in (0, 120, 2 * (span + hour) // 1_000_000_000):
+        got = _episodes(t, {fid: i for i, fid in enumerate(t["finding_id"], 1)}, gap_s)
+        assert sorted(sorted(fids[n - 1] for n in e["findings"]) for e in got) == \
+            _episodes_by_hand(t, gap_s * 1_000_000_000), gap_s
+    assert [e["windows"] for e in got if e["entity"] == "app:tracking-gw"] == [3 * gw.height]
+    assert fd["episode_gap_s"] == 3600 and "at most 1 hour of quiet" in html_text

@@ -31,6 +31,7 @@ def cmd_audit(args) -> int:
     for_command("audit")        # page reuse over the lowest RSS (flowaudit/memory.py)
     over: dict = {}
     for flag, section, key in (("window", "findings", "window_s"), ("lookback", "findings", "lookback_s"),
+                               ("episode_gap", "findings", "episode_gap_s"),
                                ("severity_model", "findings", "severity_model"), ("policy", "egress", "policy_file"),
                                ("watchlist_dir", "egress", "watchlist_dir")):
         if getattr(args, flag) is not None:
@@ -50,6 +51,7 @@ def cmd_audit(args) -> int:
             until_ms=parse_time(args.until) if args.until else None,
             mapping=parse_map(args.map), formats=formats, dns_files=tuple(args.dns or ()), on_bad_input=args.on_bad_input,
             unit_rows=args.unit_rows, window_s=settings.findings.window_s, lookback_s=settings.findings.lookback_s,
+            episode_gap_s=settings.findings.episode_gap_s,
             command=["flowaudit"] + sys.argv[1:])
         manifest = engine.run(opts, settings)
     except (ConfigError, InputError, QuarantineError, engine.AuditError, FileNotFoundError) as e:
@@ -143,6 +145,8 @@ def add_parser(sub) -> None:
     p.add_argument("--window", type=int, metavar="S", help="findings window (default 300 s)")
     p.add_argument("--lookback", type=int, metavar="S", help="findings look-back for flow-borne windows (default 0)")
     p.add_argument("--severity-model", metavar="FILE", help="operator overrides of schemas/severity.toml")
+    p.add_argument("--episode-gap", type=bounded(int, 0), metavar="S", help="the report's episodes: the most quiet "
+                   "between two windows of one episode (default 3600 s; recorded in the manifest)")
     p.add_argument("--raw", action="store_true", help="also store raw values (local investigations only)")
     p.set_defaults(fn=cmd_audit)
 

@@ -52,6 +52,7 @@ class Options:
     unit_rows: int = _in.DEFAULT_UNIT_ROWS
     window_s: int = 300
     lookback_s: int = 0
+    episode_gap_s: int = 3600           # the report's episodes (recorded: `flowaudit report ROOT` takes it)
     command: list = field(default_factory=list)
 
 
@@ -481,6 +482,7 @@ def run(opts: Options, settings, echo=print) -> dict:
         # what the findings were correlated with: `flowaudit findings ROOT` takes these by default
         "correlation": {"policy_file": str(Path(e.policy_file).resolve()) if e.policy_file else None,
                         "window_s": opts.window_s, "lookback_s": opts.lookback_s,
+                        "episode_gap_s": opts.episode_gap_s,
                         "severity_model": str(Path(f.severity_model).resolve()) if f.severity_model else None},
         "time_span": {"min": _iso(min(s[0] for s in spans)) if spans else None,
                       "max": _iso(max(s[1] for s in spans)) if spans else None},

@@ -32,7 +32,8 @@ def _audit_correlation(root: Path) -> dict | None:
     c = m.get("correlation")
     if isinstance(c, dict):
         return {"policy_file": c.get("policy_file"), "window_s": int(c.get("window_s") or 300),
-                "lookback_s": int(c.get("lookback_s") or 0), "severity_model": c.get("severity_model")}
+                "lookback_s": int(c.get("lookback_s") or 0), "severity_model": c.get("severity_model"),
+                "episode_gap_s": c.get("episode_gap_s")}
     cmd = [str(x) for x in m.get("command") or []]
     out = {"policy_file": ((m.get("versions") or {}).get("policy") or {}).get("file"), "window_s": 300,
            "lookback_s": 0, "severity_model": None}        # flowaudit audit's defaults
@@ -47,6 +48,9 @@ def _audit_correlation(root: Path) -> dict | None:
 # (flag, settings section, key: the manifest's too) of what the audit correlated with
 _FLAGS = (("policy", "egress", "policy_file"), ("window", "findings", "window_s"), ("lookback", "findings", "lookback_s"),
           ("severity_model", "findings", "severity_model"))
+# what the audit recorded for its report's episodes: taken as _FLAGS are (with --episodes), but it
+# changes no finding, so the hint below never names it
+_EPISODE_FLAGS = (("episode_gap", "findings", "episode_gap_s"),)
 
 
 def _flag(name: str) -> str:
@@ -63,7 +67,7 @@ def _audit_defaults(audit: dict, args, settings, defaults) -> dict:
     """The audit's correlation settings this one takes: each the flags, the settings file and the
     environment leave at its default (a policy or model file the audit named must still exist)."""
     take: dict = {}
-    for flag, section, key in _FLAGS:
+    for flag, section, key in _FLAGS + (_EPISODE_FLAGS if getattr(args, "episodes", False) else ()):
         v = audit.get(key)
         if getattr(args, flag) is not None or v in (None, "") or _same(v, getattr(getattr(defaults, section), key)):
             continue
@@ -155,6 +159,9 @@ def cmd_findings(args) -> int:
         return 2
     from ..quarantine import QuarantineError, parse_time
 
+    if args.episode_gap is not None and not args.episodes:
+        print("flowaudit: --episode-gap groups episodes: give it with --episodes", file=sys.stderr)
+        return 2
     for flag in ("since", "until"):           # checked before the correlation, not after it
         try:
             if getattr(args, flag):
@@ -164,8 +171,7 @@ def cmd_findings(args) -> int:
             return 2
     # the stream's settings model: file, FLOWAUDIT_* environment, then these flags
     over: dict = {}
-    for flag, section, key in (("window", "findings", "window_s"), ("lookback", "findings", "lookback_s"),
-                               ("severity_model", "findings", "severity_model"), ("policy", "egress", "policy_file")):
+    for flag, section, key in _FLAGS + _EPISODE_FLAGS:
         if getattr(args, flag) is not None:
             over.setdefault(section, {})[key] = getattr(args, flag)
     try:
@@ -177,7 +183,7 @@ def cmd_findings(args) -> int:
             for section, kv in take.items():
                 over.setdefault(section, {}).update(kv)
             st = load(args.config, overrides=over)
-            flags = {key: _flag(flag) for flag, _s, key in _FLAGS}
+            flags = {key: _flag(flag) for flag, _s, key in _FLAGS + _EPISODE_FLAGS}
             given = " ".join(f"{flags[k]} {v}" for kv in take.values() for k, v in kv.items())
             print(f"flowaudit: {root} was audited with {given}: correlating with the same (its "
                   f"_audit/manifest.json; flags override)", file=sys.stderr)
@@ -212,7 +218,7 @@ def cmd_findings(args) -> int:
     if args.episodes:
         from ..report.data import episodes_of
 
-        eps = episodes_of(t)
+        eps = episodes_of(t, st.findings.episode_gap_s)
         shown = eps[:args.top] if args.top else eps
         if args.format == "json":
             for e in shown:
@@ -262,7 +268,9 @@ def add_parser(sub) -> None:
     p.add_argument("--top", type=bounded(int, 0), default=0, metavar="N", help="print at most N findings (default all)")
     p.add_argument("--episodes", action="store_true",
                    help="print episodes instead: the windows of one platform or rule, exposure and source with at most "
-                   "an hour of quiet between them, one row each (as the report's); --top counts episodes")
+                   "--episode-gap of quiet between them, one row each (as the report's); --top counts episodes")
+    p.add_argument("--episode-gap", type=bounded(int, 0), metavar="S", help="with --episodes: the most quiet between "
+                   "two windows of one episode (default: the audit's, else 3600 s) [env FLOWAUDIT_FINDINGS_EPISODE_GAP_S]")
     p.add_argument("--fail-on", choices=_sev.LEVELS, metavar="SEVERITY",
                    help="exit 1 when a finding that passes the filters reaches SEVERITY (info, low, medium, high, "
                    "critical)")

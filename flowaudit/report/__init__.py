@@ -21,11 +21,11 @@ import sys
 from pathlib import Path
 
 
-def build(root, manifest: dict | None = None, *, watchlist_dir=None) -> dict:
+def build(root, manifest: dict | None = None, *, watchlist_dir=None, episode_gap_s: int | None = None) -> dict:
     """The report data of ROOT's datasets; no file written (see :mod:`flowaudit.report.data`)."""
     from .data import build as _build
 
-    return _build(root, manifest, watchlist_dir=watchlist_dir)
+    return _build(root, manifest, watchlist_dir=watchlist_dir, episode_gap_s=episode_gap_s)
 
 
 def render_html(data: dict) -> str:
@@ -35,16 +35,18 @@ def render_html(data: dict) -> str:
     return _render(data)
 
 
-def write(root, html_path, manifest: dict | None = None, *, json_path=None, watchlist_dir=None) -> dict:
+def write(root, html_path, manifest: dict | None = None, *, json_path=None, watchlist_dir=None,
+          episode_gap_s: int | None = None) -> dict:
     """Render ROOT's datasets to one self-contained HTML file and ``report.json`` beside it.
 
     ``json_path`` defaults to ``report.json`` in the HTML file's folder.  ``manifest``: the audit's
-    manifest (None: ``ROOT/_audit/manifest.json`` when present).  Returns the report data (what
-    report.json holds).
+    manifest (None: ``ROOT/_audit/manifest.json`` when present).  ``episode_gap_s``: the most quiet
+    inside one episode (None: the one the audit recorded, else an hour).  Returns the report data
+    (what report.json holds).
     """
     html_path = Path(html_path)
     json_path = Path(json_path) if json_path is not None else html_path.parent / "report.json"
-    data = build(root, manifest, watchlist_dir=watchlist_dir)
+    data = build(root, manifest, watchlist_dir=watchlist_dir, episode_gap_s=episode_gap_s)
     page = render_html(data)
     from ..sinks.parquet import replace_atomic   # hidden temp file, fsync, rename: never half a report
 
@@ -69,14 +71,15 @@ def cmd_report(args) -> int:
         if not isinstance(manifest, dict):
             print(f"flowaudit: manifest {args.manifest}: a JSON object is required", file=sys.stderr)
             return 2
-    from ..config import ConfigError, load
+    from ..config import ConfigError, given_episode_gap, load
     from ..detect.watchlist import WatchlistError
 
     try:
         # the stream's settings model (file, FLOWAUDIT_* environment, this flag): its operator watchlist
         over = {"egress": {"watchlist_dir": args.watchlist_dir}} if args.watchlist_dir else None
-        watchlist_dir = load(args.config, overrides=over).egress.watchlist_dir or None
-        data = write(root, args.out, manifest, json_path=args.json, watchlist_dir=watchlist_dir)
+        st = load(args.config, overrides=over)
+        data = write(root, args.out, manifest, json_path=args.json, watchlist_dir=st.egress.watchlist_dir or None,
+                     episode_gap_s=given_episode_gap(args, st))
     except (ConfigError, WatchlistError) as e:
         print(f"flowaudit: {e}", file=sys.stderr)
         return 2
@@ -88,6 +91,8 @@ def cmd_report(args) -> int:
 
 
 def add_parser(sub) -> None:
+    from ..config import bounded
+
     p = sub.add_parser(
         "report", help="one self-contained HTML audit report (and report.json) from a ROOT's datasets",
         description="Renders the datasets under ROOT (written by `flowaudit audit` or `flowaudit stream`) to one "
@@ -101,6 +106,8 @@ def add_parser(sub) -> None:
     p.add_argument("--json", metavar="FILE", help="where report.json goes (default: beside the HTML file)")
     p.add_argument("--watchlist-dir", metavar="DIR", help="operator watchlist files, so that their platforms are "
                    "listed too [env FLOWAUDIT_EGRESS_WATCHLIST_DIR]")
-    p.add_argument("--config", metavar="FILE", help="TOML settings file, the stream's (egress.watchlist_dir) "
-                   "[env FLOWAUDIT_CONFIG]")
+    p.add_argument("--episode-gap", type=bounded(int, 0), metavar="S", help="the most quiet between two windows "
+                   "of one episode, in seconds (default: the audit's, else 3600) [env FLOWAUDIT_FINDINGS_EPISODE_GAP_S]")
+    p.add_argument("--config", metavar="FILE", help="TOML settings file, the stream's (egress.watchlist_dir, "
+                   "findings.episode_gap_s) [env FLOWAUDIT_CONFIG]")
     p.set_defaults(fn=cmd_report)

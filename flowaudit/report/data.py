@@ -43,7 +43,7 @@ EPISODE_SAMPLES = 40      # samples an episode keeps in report.json (its finding
 MAX_BINS = 48             # time bins of a chart
 MAX_HOSTS = 25            # rows of the host x platform chart
 HOUR_NS = 3_600_000_000_000
-EPISODE_GAP_NS = HOUR_NS  # the most quiet between two windows of one episode (or one window, if longer)
+EPISODE_GAP_S = 3600      # default most quiet between two windows of one episode (or one window, if longer)
 NOT_RECORDED = "not recorded"
 PROHIBITED = "LOGINK"     # the platform the headline is about (46 U.S.C. 50309)
 _BIN_CHOICES_S = (300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400, 14 * 86400,
@@ -275,10 +275,10 @@ def _classes(sub: pl.DataFrame) -> list[dict]:
 _EPISODE_KEY = ["platform", "rule", "exposure", "entity"]
 
 
-def _episodes(F: pl.DataFrame, number_of: dict[str, int]) -> list[dict]:
+def _episodes(F: pl.DataFrame, number_of: dict[str, int], gap_s: int = EPISODE_GAP_S) -> list[dict]:
     """Findings merged into episodes: the windows of one platform or rule, exposure and source
-    that follow each other with at most an hour (or one window, if longer) of quiet between them: a
-    gateway polling LOGINK all morning is one episode, not 37 rows.  Volume and class occurrences are
+    that follow each other with at most ``gap_s`` (an hour by default; one window, if longer) of
+    quiet between them: a gateway polling LOGINK all morning is one episode, not 37 rows.  Volume and class occurrences are
     summed over the episode's findings; the worst severity and highest score are the episode's.
     ``number_of``: finding_id -> its number in the report's findings list (listed ones only)."""
     if F.height == 0:
@@ -288,7 +288,7 @@ def _episodes(F: pl.DataFrame, number_of: dict[str, int]) -> list[dict]:
     x = (F.with_columns(_s=start, _e=end)
          .sort([*_EPISODE_KEY, "_s"], nulls_last=True)
          .with_columns(_gap=(pl.col("_s") - pl.col("_e").shift(1).over(_EPISODE_KEY))
-                       > pl.max_horizontal(pl.lit(EPISODE_GAP_NS), (pl.col("_e") - pl.col("_s")).shift(1)
+                       > pl.max_horizontal(pl.lit(int(gap_s) * 1_000_000_000), (pl.col("_e") - pl.col("_s")).shift(1)
                                            .over(_EPISODE_KEY)))
          .with_columns(episode=pl.col("_gap").fill_null(True).cum_sum().over(_EPISODE_KEY)))
     out = []
@@ -341,10 +341,10 @@ def _add_evidence(episodes: list[dict], findings: pa.Table, built: dict[str, dic
         e["occurrences"] = sum(r["occurrences"] or 0 for r in rows)
 
 
-def episodes_of(findings: pa.Table) -> list[dict]:
+def episodes_of(findings: pa.Table, gap_s: int = EPISODE_GAP_S) -> list[dict]:
     """The episodes of a findings table (:func:`_episodes`), worst first; ``finding_ids`` name
     each one's findings in time order."""
-    eps = _episodes(_findings_frame(findings), {})
+    eps = _episodes(_findings_frame(findings), {}, gap_s)
     for e in eps:
         del e["findings"], e["findings_not_listed"]     # the report's numbering
     return eps
@@ -713,11 +713,21 @@ def _method(manifest: dict, manifest_src: str, seen: dict, findings_t: pa.Table,
 
 
 # ------------------------------------------------------------------------------ the whole
-def build(root, manifest: dict | None = None, *, watchlist_dir=None) -> dict:
+def episode_gap(manifest: dict, given: int | None) -> int:
+    """The episode gap (s): ``given`` (a flag or setting), else the one the audit recorded, else
+    an hour."""
+    if given is not None:
+        return int(given)
+    rec = (manifest.get("correlation") or {}).get("episode_gap_s") if isinstance(manifest, dict) else None
+    return int(rec) if isinstance(rec, int) and rec >= 0 else EPISODE_GAP_S
+
+
+def build(root, manifest: dict | None = None, *, watchlist_dir=None, episode_gap_s: int | None = None) -> dict:
     """The report's data from the datasets under ``root`` (no files written).
 
     ``manifest``: the audit's manifest (None: ``ROOT/_audit/manifest.json`` when present).
     ``watchlist_dir``: operator watchlist files besides the shipped default (the platforms listed).
+    ``episode_gap_s``: the most quiet inside one episode (None: the audit's, else an hour).
     """
     root = Path(root)
     if not root.is_dir():
@@ -735,13 +745,14 @@ def build(root, manifest: dict | None = None, *, watchlist_dir=None) -> dict:
     if F.height:
         for p, s, n in F.group_by("platform", "severity").len().iter_rows():
             by_plat.setdefault(p, {})[s] = int(n)
-    episodes = _episodes(F, {r["finding_id"]: i for i, r in enumerate(rows, 1)})
+    gap_s = episode_gap(manifest, episode_gap_s)
+    episodes = _episodes(F, {r["finding_id"]: i for i, r in enumerate(rows, 1)}, gap_s)
     report_rows = [_finding_row(r) for r in rows]
     _add_evidence(episodes[:MAX_EVIDENCE], findings_t, {r["finding_id"]: r for r in report_rows})
     for v in verdicts:
         v["episodes"] = sum(1 for e in episodes if (e["platform"] == v["name"] if v["kind"] == "platform" else
                                                     e["platform"] == "policy" and e["rule"] in v["rules"]))
-    findings = {"total": findings_t.num_rows, "episodes_total": len(episodes),
+    findings = {"total": findings_t.num_rows, "episodes_total": len(episodes), "episode_gap_s": gap_s,
                 "episodes": episodes[:MAX_FINDINGS],
                 "by_severity": {s: by_sev.get(s, 0) for s in _SEV_ORDER},
                 "by_platform": {p: {s: v[s] for s in _SEV_ORDER if s in v} for p, v in sorted(by_plat.items())},

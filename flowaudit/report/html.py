@@ -404,8 +404,9 @@ def _numbers(ns: list[int]) -> str:
 def _episodes(f: dict) -> str:
     eps = f["episodes"]
     out = [f"<h3>Episodes</h3><p>{_int(f['total'])} finding(s) form {_int(f['episodes_total'])} episode(s): the windows "
-           "of one platform or policy rule, exposure and source that follow each other with at most an hour of quiet "
-           "between them. Volume is summed over the episode; its severity is its worst finding's."
+           "of one platform or policy rule, exposure and source that follow each other with at most "
+           f"{_e(svg.bin_name(f['episode_gap_s']))} of quiet between them (or one window, if longer). Volume is "
+           "summed over the episode; its severity is its worst finding's."
            + (f" The first {len(eps):,} are listed." if len(eps) < f["episodes_total"] else "") + "</p>"]
     head = [("#", True), ("Severity", False), ("Seen (UTC)", False), ("Platform / rule, exposure", False),
             ("Source (zone)", False), ("Windows", True), ("Bytes", True), ("Msgs", True), ("Flows", True),

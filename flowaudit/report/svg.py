@@ -54,13 +54,11 @@ def bin_label(ns: int, bin_s: int, full: bool = False) -> str:
 
 
 def bin_name(bin_s: int) -> str:
-    if bin_s % 86400 == 0:
-        d = bin_s // 86400
-        return "1 day" if d == 1 else f"{d} days"
-    if bin_s % 3600 == 0:
-        h = bin_s // 3600
-        return "1 hour" if h == 1 else f"{h} hours"
-    return f"{bin_s // 60} minutes"
+    """A whole number of seconds in the largest unit that divides it: "1 hour", "90 seconds"."""
+    for unit, name in ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second")):
+        if bin_s and bin_s % unit == 0 or unit == 1:
+            n = bin_s // unit
+            return f"{n} {name}" + ("" if n == 1 else "s")
 
 
 def time_bars(uid: str, title: str, desc: str, bins_ns: list[int], bin_s: int, series: list[tuple[str, list]],
