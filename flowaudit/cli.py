@@ -312,7 +312,8 @@ def _add_quarantine_parser(sub) -> None:
     rp.add_argument("--topic", metavar="T", help="produce to T (default: each record's original topic)")
     q.add_filters(rp)
     rp.add_argument("--dry-run", action="store_true", help="open the records and count them; send nothing")
-    rp.add_argument("--timeout", type=float, default=30.0, metavar="S", help="delivery wait (default 30 s)")
+    rp.add_argument("--timeout", type=bounded(float, 0, inclusive=False), default=30.0, metavar="S",
+                    help="delivery wait (default 30 s)")
     q.add_key_flags(rp)
     rp.set_defaults(fn=q._run(q.cmd_reinject))
 
@@ -333,12 +334,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("demo", help="embedded broker + synthetic port traffic + stream service, then a summary")
-    p.add_argument("--count", type=bounded(int, 1), default=100_000, help="synthetic messages to produce (default 100000)")
+    p.add_argument("--count", type=bounded(int, 1), default=100_000, metavar="N",
+                   help="synthetic messages to produce (default 100000)")
     p.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
     p.add_argument("--out", default="demo-out", help="Parquet output root (default ./demo-out); a root an earlier "
                    "demo wrote is cleared first, any other non-empty folder refused")
-    p.add_argument("--partitions", type=bounded(int, 1), default=3, help="partitions per topic (default 3)")
-    p.add_argument("--metrics-port", type=int, default=9464, help="Prometheus port while running, 0 = off")
+    p.add_argument("--partitions", type=bounded(int, 1), default=3, metavar="N", help="partitions per topic (default 3)")
+    p.add_argument("--metrics-port", type=bounded(int, 0, hi=65535), default=9464, metavar="PORT",
+                   help="Prometheus port while running, 0 = off")
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("stream", help="consume the configured topics, classify, write Parquet, serve metrics")
@@ -347,7 +350,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="stop once every partition is at its end (members of one group: their own "
                         "partitions, and the group's commits at the end of the others); exit 4 after "
                         "kafka.drain_stall_s without progress [env FLOWAUDIT_KAFKA_DRAIN_STALL_S]")
-    p.add_argument("--max-seconds", type=bounded(float, 0, inclusive=False), help="stop after this many seconds")
+    p.add_argument("--max-seconds", type=bounded(float, 0, inclusive=False), metavar="S", help="stop after S seconds")
     p.add_argument("--quiet", action="store_true", help="no summary on exit")
     p.add_argument("--workers", type=int, metavar="N",
                    help="N stream processes on this host, members of one consumer group, each with "
@@ -387,11 +390,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
     p.add_argument("--count", "--messages", dest="count", type=bounded(int, 0), default=1000, metavar="N",
                    help="messages to generate (default 1000; --dump adds the exposure scenario's 12)")
-    p.add_argument("--bad-fraction", type=float, default=None,
+    p.add_argument("--bad-fraction", type=bounded(float, 0, hi=1), default=None, metavar="F",
                    help="share of undecodable messages (default 0; 0.01 with --dump)")
     p.add_argument("--out", default="synth-out", help="folder for files and labels.jsonl")
     p.add_argument("--bootstrap", metavar="HOST:PORT", help="produce to Kafka instead of writing files")
-    p.add_argument("--partitions", type=bounded(int, 1), default=3, help="partitions per topic when producing or dumping (default 3)")
+    p.add_argument("--partitions", type=bounded(int, 1), default=3, metavar="N",
+                   help="partitions per topic when producing or dumping (default 3)")
     p.add_argument("--dump", metavar="DIR", help="write a labelled Parquet archive to DIR (which must not exist or be "
                    "empty; written beside it and renamed into place when complete)")
     p.add_argument("--files", type=bounded(int, 1), default=4, metavar="K",

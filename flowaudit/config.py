@@ -31,17 +31,20 @@ def given_episode_gap(args, settings) -> int | None:
     return gap if gap != FindingsSettings.episode_gap_s else None
 
 
-def bounded(typ=int, lo=0, inclusive: bool = True):
+def bounded(typ=int, lo=0, inclusive: bool = True, hi=None):
     """An argparse ``type`` for a count or a size: a ``typ`` at least ``lo`` (above it when not
-    ``inclusive``).  Out of range, argparse names the flag and exits 2; a negative window, top,
-    batch size or thread count was a traceback or silently nothing."""
+    ``inclusive``) and at most ``hi`` (when given).  Out of range, argparse names the flag and
+    exits 2; a negative window, top, batch size or thread count was a traceback or silently
+    nothing."""
     def parse(text: str):
         try:
             v = typ(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"invalid {typ.__name__} value: {text!r}") from None
-        if v < lo or (v == lo and not inclusive):
+        if v != v or v < lo or (v == lo and not inclusive):      # (v != v: NaN)
             raise argparse.ArgumentTypeError(f"must be {'at least' if inclusive else 'above'} {lo}: {text!r}")
+        if hi is not None and v > hi:
+            raise argparse.ArgumentTypeError(f"must be at most {hi}: {text!r}")
         return v
     parse.__name__ = typ.__name__
     return parse

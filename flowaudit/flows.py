@@ -169,7 +169,7 @@ def add_parsers(sub) -> None:
     p.add_argument("inputs", nargs="+", metavar="PCAP",
                    help="capture files or folders of them (or goflow2 JSON lines)")
     p.add_argument("--out", required=True, metavar="FILE", help="output Parquet file (FLOWS schema)")
-    p.add_argument("--port", type=int, action="append", metavar="N",
+    p.add_argument("--port", type=bounded(int, 0, hi=65535), action="append", metavar="N",
                    help="only UDP datagrams to this collector port (repeatable; default: every UDP datagram)")
     p.add_argument("--quarantine", metavar="FILE",
                    help="also write undecodable datagrams (reason, payload sealed under the operator key "

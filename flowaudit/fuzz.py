@@ -1350,6 +1350,8 @@ def cmd_fuzz(args) -> int:
 
 
 def add_parser(sub) -> None:
+    from .config import bounded
+
     p = sub.add_parser("fuzz", help="mutation-fuzz every decoder with numba bounds checking on",
                        description="Seeded, structure-aware mutation fuzzing of every decoder entry point "
                        f"({', '.join(PUBLIC)}) over the shared corpus and synthetic traffic, in a worker "
@@ -1359,9 +1361,9 @@ def add_parser(sub) -> None:
     p.add_argument("--long", action="store_true", help=f"{LONG_INPUTS:,} inputs per decoder (hours)")
     p.add_argument("--decoder", action="append", metavar="NAME", help=f"only this decoder (repeatable): "
                    f"{', '.join(PUBLIC)}")
-    p.add_argument("--seconds", type=float, metavar="S", help="fuzzing time in total, split over the decoders "
+    p.add_argument("--seconds", type=bounded(float, 0, inclusive=False), metavar="S", help="fuzzing time in total, split over the decoders "
                    "(default 60 unless --inputs or --long; kernel compilation not counted)")
-    p.add_argument("--inputs", type=int, metavar="N", help="inputs per decoder (whichever of --seconds and "
+    p.add_argument("--inputs", type=bounded(int, 1), metavar="N", help="inputs per decoder (whichever of --seconds and "
                    "--inputs comes first ends a decoder's run)")
     p.add_argument("--seed", type=int, default=1, help="generator seed (default 1); a run with --inputs is "
                    "reproducible")
@@ -1373,9 +1375,9 @@ def add_parser(sub) -> None:
                    help="where crashers are saved (default tests/fuzz_crashers)")
     p.add_argument("--cache-dir", default=str(CACHE_DIR), metavar="DIR",
                    help="numba cache of the bounds-checked kernels and the worker log (default .fuzz-cache)")
-    p.add_argument("--hang-seconds", type=float, default=120.0, metavar="S",
+    p.add_argument("--hang-seconds", type=bounded(float, 0, inclusive=False), default=120.0, metavar="S",
                    help="a batch without an answer for S seconds is a hang (default 120)")
-    p.add_argument("--minimise-seconds", type=float, default=120.0, metavar="S",
+    p.add_argument("--minimise-seconds", type=bounded(float, 0), default=120.0, metavar="S",
                    help="time to minimise a crasher (default 120)")
     p.add_argument("--json", action="store_true", help="print a JSON report instead of text")
     p.set_defaults(fn=cmd_fuzz)

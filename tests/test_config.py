@@ -130,11 +130,18 @@ def test_cli_reports_config_errors_without_traceback(tmp_path):
     (["audit", "I", "--out", "O"], "--unit-rows", "0", 1), (["stream"], "--max-seconds", "-1", 0.5),
     (["collect"], "--max-seconds", "0", 0.5), (["collect"], "--stats-every", "0", 0.5), (["warmup"], "--jobs", "0", 1),
     (["flows", "P", "--out", "O"], "--template-ttl", "-5", 0), (["synth", "--out", "O"], "--partitions", "0", 1),
-    (["demo"], "--partitions", "0", 1)])
+    (["demo"], "--partitions", "0", 1), (["synth", "--out", "O"], "--bad-fraction", "1.5", 1.0),
+    (["synth", "--out", "O"], "--bad-fraction", "nan", 0.0), (["demo"], "--metrics-port", "65536", 65535),
+    (["fuzz"], "--seconds", "-1", 0.5), (["fuzz"], "--inputs", "-5", 1), (["fuzz"], "--hang-seconds", "0", 0.5),
+    (["fuzz"], "--minimise-seconds", "-1", 0), (["quarantine", "reinject", "R"], "--timeout", "0", 0.5),
+    (["findings", "R"], "--episode-gap", "-1", 0), (["report", "R", "--out", "O"], "--episode-gap", "-1", 0),
+    (["audit", "I", "--out", "O"], "--episode-gap", "-60", 0)])
 def test_counts_and_sizes_out_of_range_are_usage_errors(argv, flag, bad, good, capsys):
     """A negative or zero count, window or batch size is named by argparse (exit 2); they were
-    tracebacks (aggregates --window 0), silently nothing (synth --count -5, findings --top -1) or
-    silently the default (audit --threads 0).  The bound itself is accepted."""
+    tracebacks (aggregates --window 0, synth --bad-fraction 1.5), silently nothing (synth --count
+    -5, findings --top -1), silently the default (audit --threads 0), minutes of work to no end
+    (fuzz --seconds -1 compiled and ran every decoder) or an error only after the broker had started
+    (demo --metrics-port 65536).  The bound itself is accepted."""
     from flowaudit.cli import build_parser
 
     with pytest.raises(SystemExit) as e:
@@ -142,6 +149,16 @@ def test_counts_and_sizes_out_of_range_are_usage_errors(argv, flag, bad, good, c
     assert e.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
     a = build_parser(argv[0]).parse_args([*argv, flag, str(good)])
     assert getattr(a, flag.lstrip("-").replace("-", "_")) == good
+
+
+def test_a_collector_port_is_a_port(capsys):
+    from flowaudit.cli import build_parser
+
+    with pytest.raises(SystemExit) as e:
+        build_parser("flows").parse_args(["flows", "P", "--out", "O", "--port", "2055", "--port", "70000"])
+    assert e.value.code == 2 and "argument --port: must be at most 65535" in capsys.readouterr().err
+    assert build_parser("flows").parse_args(["flows", "P", "--out", "O", "--port", "0", "--port", "65535"]).port \
+        == [0, 65535]
 
 
 def test_cli_reports_unreachable_broker_in_one_line(tmp_path):
