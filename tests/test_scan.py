@@ -1,6 +1,7 @@
 """``flowaudit scan``: offline classification with the stream's code path."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -48,6 +49,30 @@ def test_scan_reports_missing_path(tmp_path):
     r = subprocess.run([sys.executable, "-m", "flowaudit", "scan", str(tmp_path / "nope")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "no such file or folder" in r.stderr
+    # with --out: refused before a key file is made beside output that is never written
+    r = subprocess.run([sys.executable, "-m", "flowaudit", "scan", str(tmp_path / "nope"), "--out",
+                        str(tmp_path / "o" / "h.parquet")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "no such file or folder" in r.stderr and not (tmp_path / "o").exists()
+
+
+def test_scan_says_when_it_makes_a_key(tmp_path):
+    """Without a configured key, the first --out into a folder makes a random key there and says
+    so (its hashes join nothing keyed otherwise); later runs reuse it in silence."""
+    (tmp_path / "a.edi").write_bytes(EDI)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWAUDIT_SECURITY_")}
+    errs = []
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-m", "flowaudit", "scan", str(tmp_path / "a.edi"), "--out",
+                            str(tmp_path / "o" / "h.parquet")], capture_output=True, text=True, timeout=120, env=env)
+        assert r.returncode == 0, r.stderr
+        errs.append(r.stderr)
+    assert f"kept in {tmp_path / 'o' / '.hmac-key'}" in errs[0] and "hmac_key_file" in errs[0] and not errs[1]
+    key = tmp_path / "k"
+    key.write_bytes(os.urandom(32))
+    r = subprocess.run([sys.executable, "-m", "flowaudit", "scan", str(tmp_path / "a.edi"), "--out",
+                        str(tmp_path / "p" / "h.parquet")], capture_output=True, text=True, timeout=120,
+                       env=dict(env, FLOWAUDIT_SECURITY_HMAC_KEY_FILE=str(key)))
+    assert r.returncode == 0 and not r.stderr and not (tmp_path / "p" / ".hmac-key").exists()
 
 
 # ------------------------------------------------------------------ archives of many interchanges
