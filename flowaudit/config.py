@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import sys
 import tomllib
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -399,6 +400,20 @@ def hmac_key(settings: Settings, root: Path, create: bool = True, inherit: tuple
         raise ConfigError(f"{kf} holds another key than {src}/.hmac-key, whose rows this audit carries over: "
                           f"their hashes would not join and their quarantine would not open; audit into a new --out")
     return check_key(mine, str(kf)), str(kf)
+
+
+def output_key(settings: Settings, folder: Path) -> bytes:
+    """:func:`hmac_key` for a command's output file in ``folder`` (``scan --out``, ``flows
+    --quarantine``); a key it makes there is said once on stderr: hashes under it join nothing
+    keyed otherwise (the stream's, an audit's), and sealed records open only with it."""
+    sec = settings.security
+    fresh = not (sec.hmac_key or sec.hmac_key_file or (folder / ".hmac-key").exists())
+    key, src = hmac_key(settings, folder)
+    if fresh:
+        print(f"flowaudit: no operator key configured: a new random key, kept in {src}, keys these hashes; set "
+              f"security.hmac_key_file (FLOWAUDIT_SECURITY_HMAC_KEY_FILE) to the stream's key for hashes that join "
+              f"its output", file=sys.stderr)
+    return key
 
 
 def _create_key_file(root: Path, kf: Path, key: bytes | None = None) -> None:

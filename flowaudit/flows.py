@@ -88,12 +88,11 @@ def decode_json_lines(paths):
 def _protector(quarantine_file: str):
     """The operator key (FLOWAUDIT_CONFIG / FLOWAUDIT_SECURITY_HMAC_KEY[_FILE], else a
     ``.hmac-key`` beside the quarantine file) that seals the quarantined datagrams."""
-    from .config import hmac_key, load
+    from .config import load, output_key
     from .protect import Protector
 
     settings = load(None)
-    key, _src = hmac_key(settings, Path(quarantine_file).resolve().parent)
-    return Protector(key, raw=settings.sink.raw_values)
+    return Protector(output_key(settings, Path(quarantine_file).resolve().parent), raw=settings.sink.raw_values)
 
 
 def cmd_flows(args) -> int:

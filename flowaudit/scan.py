@@ -384,7 +384,7 @@ def format_table(per_file: dict) -> str:
 
 
 def cmd_scan(args) -> int:
-    from .config import load, hmac_key
+    from .config import load, output_key
     from .protect import Protector
 
     missing = [p for p in args.paths if not Path(p).exists()]
@@ -392,15 +392,8 @@ def cmd_scan(args) -> int:
         print(f"flowaudit: no such file or folder: {missing[0]}", file=sys.stderr)
         return 2
     settings = load(args.config, overrides={"sink": {"raw_values": True}} if args.raw else None)
-    sec = settings.security
-    if args.out or sec.hmac_key or sec.hmac_key_file:
-        folder = Path(args.out).resolve().parent if args.out else Path(".")
-        fresh = not (sec.hmac_key or sec.hmac_key_file or (folder / ".hmac-key").exists())
-        key, src = hmac_key(settings, folder)
-        if fresh:     # said once: these hashes join nothing written under another key
-            print(f"flowaudit: no operator key configured: the hashes are keyed with a new random key, kept in "
-                  f"{src}; set security.hmac_key_file (FLOWAUDIT_SECURITY_HMAC_KEY_FILE) to the stream's key "
-                  f"for hashes that join its output", file=sys.stderr)
+    if args.out or settings.security.hmac_key or settings.security.hmac_key_file:
+        key = output_key(settings, Path(args.out).resolve().parent if args.out else Path("."))
     else:  # nothing is stored: an ephemeral key keeps hashes joinable within this run only
         key = os.urandom(32)
     clf = Classifier(Protector(key, raw=settings.sink.raw_values), dedupe_entries=settings.kafka.dedupe_entries,

@@ -135,6 +135,7 @@ def test_flows_quarantine_file_is_sealed_and_opens_with_the_key_beside_it(tmp_pa
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert (q.parent / ".hmac-key").stat().st_mode & 0o077 == 0 and q.stat().st_mode & 0o137 == 0
+    assert f"a new random key, kept in {q.parent / '.hmac-key'}" in r.stderr     # said: it seals these rows
     rows = pq.read_table(q).to_pylist()
     dg = read_datagrams([str(pcap)])
     assert len(rows) == 1 and rows[0]["raw_encoding"] == "aes-256-gcm/v1" and rows[0]["key_raw"] is None
