@@ -19,7 +19,7 @@ import gzip
 import statistics
 import time
 
-from benchmarks.corpus import FORMATS, real_dataset
+from .corpus import FORMATS, real_dataset
 from flowaudit.pipeline import FMT_AUTO, Batch, Classifier
 from flowaudit.protect import Protector
 

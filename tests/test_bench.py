@@ -235,6 +235,22 @@ def test_bench_cli_registers_the_subcommand():
     assert args.fn is bench_cli.cmd_bench
 
 
+def test_every_stage_module_imports_as_installed(tmp_path):
+    """`flowaudit bench` run outside the checkout imports the suite as ``flowaudit.benchmarks``:
+    no stage may import the top-level ``benchmarks`` (the layers stage did, and was skipped)."""
+    import subprocess
+    from pathlib import Path
+
+    mods = sorted(p.stem for p in Path(suite.__file__).parent.glob("*.py") if p.stem not in ("__init__", "__main__"))
+    code = ("import importlib, sys\n"
+            f"for m in {mods!r}:\n"
+            "    importlib.import_module('flowaudit.benchmarks.' + m)\n"
+            "assert 'benchmarks' not in sys.modules, 'a stage imported the top-level benchmarks package'\n"
+            "print('ok')\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
 def test_scan_stage_scans_the_cached_archive_whole(result, tmp_path_factory):
     """The scan row: every interchange of the archive decoded once, the same hits as the format
     kernels on the same interchanges, and the archive built once under the cache folder."""
