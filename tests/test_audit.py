@@ -588,6 +588,23 @@ def test_iceberg_table_is_read_at_its_current_snapshot(dump, tmp_path, monkeypat
     assert len(parquet_files(folder, notes)) == 3 and "read without its metadata" in notes[0]
 
 
+def test_iceberg_metadata_file_by_hint_or_highest_version(tmp_path):
+    """The metadata file an Iceberg folder is read by: the one version-hint.text names, else the
+    highest-numbered; a hint that names no file, or is not text, falls back (it was a traceback)."""
+    from flowaudit.audit.inputs import iceberg_metadata
+
+    md = tmp_path / "t" / "metadata"
+    md.mkdir(parents=True)
+    for v in (1, 2, 10):
+        (md / f"v{v}.metadata.json").write_text("{}")
+    assert iceberg_metadata(tmp_path / "t") == md / "v10.metadata.json"
+    for hint, want in ((b"2\n", "v2"), (b"9", "v10"), (b"\xff\xfe\x00", "v10"), (b"../../v1", "v10"), (b"", "v10")):
+        (md / "version-hint.text").write_bytes(hint)
+        assert iceberg_metadata(tmp_path / "t") == md / f"{want}.metadata.json", hint
+    assert iceberg_metadata(md / "v1.metadata.json") == md / "v1.metadata.json"
+    assert iceberg_metadata(tmp_path) is None
+
+
 def test_delta_table_is_read_at_its_current_version(dump, tmp_path):
     """A Delta log (protocol: _delta_log/NNN.json add/remove actions, a parquet checkpoint) decides
     which files are read: the file a later commit removed is not."""
@@ -609,6 +626,24 @@ def test_delta_table_is_read_at_its_current_version(dump, tmp_path):
     m = orjson.loads((tmp_path / "o" / "_audit" / "manifest.json").read_bytes())
     assert [Path(i["path"]).name for i in m["inputs"]] == ["part-new.parquet"]
     assert table(tmp_path / "o", "messages").num_rows + table(tmp_path / "o", "quarantine").num_rows == old.num_rows
+    # an absolute file: URI is the file it names
+    from flowaudit.audit.inputs import InputError, delta_files
+
+    (t / "_delta_log" / f"{2:020d}.json").write_text(json.dumps({"add": {"path": (t / "part-old.parquet").as_uri()}}))
+    assert sorted(delta_files(t)) == [t / "part-new.parquet", t / "part-old.parquet"]
+    # a log that cannot be read names its file and line, in one line (they were tracebacks)
+    for bad, why in ((b"\xff\xfe{", "line 1"), (b'{"add": 5}', "line 1"), (b'\n{"remove": {}}', "line 2"),
+                     (b'{"add": {"path": 7}}', "add without a path"),
+                     (b'{"add": {"path": "s3://port-archive/t/part-1.parquet"}}', "not on this machine")):
+        (t / "_delta_log" / f"{3:020d}.json").write_bytes(bad)
+        with pytest.raises(InputError, match=why):
+            delta_files(t)
+    r = audit(t, "--out", tmp_path / "bad", check=2)            # the command: one line, exit 2
+    assert r.stderr.count("\n") == 1 and "not on this machine" in r.stderr, r.stderr
+    (t / "_delta_log" / f"{3:020d}.json").unlink()
+    (t / "_delta_log" / "_last_checkpoint").write_bytes(b"\x00\x01")
+    with pytest.raises(InputError, match="not a Delta checkpoint pointer"):
+        delta_files(t)
 
 
 def test_chunked_correlation_equals_one_call(dump, tmp_path):

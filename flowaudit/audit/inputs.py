@@ -329,8 +329,8 @@ def iceberg_metadata(arg: Path) -> Path | None:
     if not found:
         return None
     hint = md / "version-hint.text"
-    if hint.is_file():
-        v = hint.read_text().strip()
+    v = hint.read_bytes()[:256].decode("utf-8", "replace").strip() if hint.is_file() else ""
+    if v and "/" not in v:          # a hint naming no file (or garbage): the highest-numbered file
         for name in (f"v{v}.metadata.json", f"{v}.metadata.json"):
             if (md / name).is_file():
                 return md / name
@@ -388,35 +388,60 @@ def iceberg_files(meta: Path, notes: list[str]) -> list[Path]:
 def delta_files(table: Path) -> list[Path]:
     """The data files of a Delta table's current version, from its ``_delta_log`` (the last
     checkpoint's ``add`` entries, then every later JSON commit's ``add``/``remove`` actions), so
-    that files a later commit removed are not read."""
+    that files a later commit removed are not read.  A path is relative to the table, or a
+    ``file:`` URI; a log that cannot be read is an :class:`InputError` naming the file and line."""
     import json
-    from urllib.parse import unquote
 
     log = table / "_delta_log"
     active: set[str] = set()
     start = 0
     last = log / "_last_checkpoint"
     if last.exists():
-        v = int(json.loads(last.read_text())["version"])
+        try:
+            v = int(json.loads(last.read_bytes())["version"])
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            raise InputError(f"{last}: not a Delta checkpoint pointer ({type(e).__name__}: {e})") from None
         parts = sorted(log.glob(f"{v:020d}.checkpoint*.parquet"))
         if not parts:
             raise InputError(f"{table}: _delta_log/_last_checkpoint names version {v}, whose checkpoint is missing")
         for cp in parts:
-            t = pq.read_table(cp, columns=["add"])
-            active |= {a["path"] for a in t.column("add").to_pylist() if a and a.get("path")}
+            try:
+                adds = pq.read_table(cp, columns=["add"]).column("add").to_pylist()
+            except (OSError, pa.ArrowException, KeyError) as e:
+                raise InputError(f"{cp}: a Delta checkpoint that cannot be read ({type(e).__name__}: {e})") from None
+            active |= {a["path"] for a in adds if isinstance(a, dict) and isinstance(a.get("path"), str)}
         start = v + 1
     for commit in sorted(log.glob("*.json")):
         if not commit.stem.isdigit() or int(commit.stem) < start:
             continue
-        for line in commit.read_text().splitlines():
+        for n, line in enumerate(commit.read_bytes().splitlines(), 1):
             if not line.strip():
                 continue
-            action = json.loads(line)
-            if "add" in action:
-                active.add(action["add"]["path"])
-            elif "remove" in action:
-                active.discard(action["remove"]["path"])
-    return [table / unquote(p) for p in sorted(active)]
+            try:
+                action = json.loads(line)
+                for kind in ("add", "remove"):
+                    if isinstance(action, dict) and kind in action:
+                        path = action[kind]["path"]
+                        if not isinstance(path, str) or not path:
+                            raise ValueError(f"{kind} without a path")
+                        (active.add if kind == "add" else active.discard)(path)
+                        break
+            except (ValueError, TypeError, KeyError) as e:    # JSONDecodeError and bad UTF-8 are ValueErrors
+                raise InputError(f"{commit}: line {n}: not a Delta log action ({type(e).__name__}: {e})") from None
+    return [_delta_path(table, p) for p in sorted(active)]
+
+
+def _delta_path(table: Path, p: str) -> Path:
+    """A Delta log path: relative to the table (URL-encoded), or an absolute ``file:`` URI."""
+    from urllib.parse import unquote, urlparse
+
+    u = urlparse(p)
+    if u.scheme == "file":
+        return Path(unquote(u.path))
+    if len(u.scheme) > 1:               # s3://, abfss://, ... (a one-letter scheme is a Windows drive)
+        raise InputError(f"{table}: data file {p} is not on this machine; copy or mount the table's files and "
+                         f"point the audit at their folder")
+    return table / unquote(p)
 
 
 def _is_parquet(p: Path) -> bool:
