@@ -588,6 +588,34 @@ def test_iceberg_table_is_read_at_its_current_snapshot(dump, tmp_path, monkeypat
     assert len(parquet_files(folder, notes)) == 3 and "read without its metadata" in notes[0]
 
 
+def test_dns_log_lines_that_are_no_record_are_quarantined(dump, tmp_path):
+    """A --dns log's lines that are no DNS record (not JSON, not an object, no readable time or
+    query) are quarantined with the log file and line as provenance, as the stream quarantines
+    such a DNS message; they were skipped in silence.  The log's good lines still name the flows."""
+    log = tmp_path / "dns.log"
+    bad = [b"\xff\xfe not json", b"[1, 2]", b'{"ts": "yesterday", "query": "gateway.logink.cn"}', b'{"ts": 1}']
+    good = dump["dns"].read_bytes().splitlines()
+    log.write_bytes(b"\n".join([b"#fields ts query", *bad[:2], *good, *bad[2:]]) + b"\n")
+    out = tmp_path / "o"
+    r = audit(dump["dir"] / "flows", "--out", out, "--policy", dump["policy"], "--dns", log)
+    q = table(out, "quarantine").to_pylist()
+    assert [(x["source"], x["partition"], x["offset"], x["format"], x["reason"]) for x in q] == \
+        [(str(log), -1, i, "dns", "malformed_json") for i in (1, 2, len(good) + 3, len(good) + 4)]
+    assert f"{len(bad)} quarantined" in r.stdout
+    assert orjson.loads((out / "_audit" / "manifest.json").read_bytes())["totals"]["quarantined"] == len(bad)
+    shown = subprocess.run([sys.executable, "-m", "flowaudit", "quarantine", "show", str(out), str(log), "-1",
+                            str(len(good) + 3)], capture_output=True, text=True, env=ENV, timeout=120)
+    assert shown.returncode == 0 and "yesterday" in shown.stdout, shown.stderr
+    def seen(root):
+        return sorted((t["seen_where"], t["platform"], t["indicator"], t["src_addr"] or "", t["dst_addr"] or "")
+                      for t in table(root, "transfers").to_pylist())
+
+    clean = tmp_path / "c"
+    audit(dump["dir"] / "flows", "--out", clean, "--policy", dump["policy"], "--dns", dump["dns"])
+    assert seen(out) == seen(clean) and ("DNS_ANSWER", "LOGINK") in {x[:2] for x in seen(out)}
+    assert table(clean, "quarantine").num_rows == 0
+
+
 def test_iceberg_metadata_file_by_hint_or_highest_version(tmp_path):
     """The metadata file an Iceberg folder is read by: the one version-hint.text names, else the
     highest-numbered; a hint that names no file, or is not text, falls back (it was a traceback)."""

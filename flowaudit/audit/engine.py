@@ -351,26 +351,51 @@ def _detector(spec: Spec):
                           dns_max_entries=spec.dns_max_entries)
 
 
-def _dns_answers(out: Path, spec: Spec, det) -> None:
+def _dns_answers(out: Path, spec: Spec, det) -> int:
     """The DNS_ANSWER transfers of the --dns logs in [since, until) (the workers read the same
-    answers to name the flows' addresses), once per run, under a name derived from the logs."""
+    answers to name the flows' addresses), once per run, under a name derived from the logs.  A
+    line that is no DNS record is quarantined (``malformed_json``, as the stream's DNS topics): the
+    log file is its source and the line's index (0 = the first) its offset.  Returns how many."""
     import numpy as np
     import pyarrow as pa
 
+    from ..detect.dnsmap import record
+    from ..pipeline import _const_dict
+    from ..protect import Protector
+    from ..quarantine import table as quarantine_table
     from .work import _in_range, write_tables
 
     h = hashlib.sha256()
     for f in spec.dns_files:
         h.update(Path(f).read_bytes())
+    bad = 0
     for f in spec.dns_files:
+        name = f"audit-dns-{Path(f).stem[:40]}-{h.hexdigest()[:16]}"
         with open(f, "rb") as fh:
             t = det.observe_dns(fh, source=f)
         ts = np.asarray(t.column("ts_ms").fill_null(-1).to_numpy(zero_copy_only=False), np.int64)
         keep = _in_range(ts, spec)
         if keep is not None:
             t, ts = t.filter(pa.array(keep)), ts[keep]
-        if t.num_rows:
-            write_tables(out, f"audit-dns-{Path(f).stem[:40]}-{h.hexdigest()[:16]}", {"transfers": (t, ts)}, spec)
+        tables = {"transfers": (t, ts)}
+        values, lines = [], []
+        with open(f, "rb") as fh:
+            for i, line in enumerate(fh):
+                try:
+                    record(line)
+                except ValueError:
+                    values.append(line.rstrip(b"\r\n"))
+                    lines.append(i)
+        if values:
+            n = len(values)
+            prov = [_const_dict(f, n), pa.array(np.full(n, -1, np.int32)), pa.array(lines, pa.int64()),
+                    pa.nulls(n, pa.int64())]
+            q = quarantine_table(Protector(spec.key, raw=spec.raw), prov, [None] * n, values, _const_dict("dns", n),
+                                 _const_dict("malformed_json", n))
+            tables["quarantine"] = (q, np.full(n, -1, np.int64))
+            bad += n
+        write_tables(out, name, tables, spec)
+    return bad
 
 
 # ------------------------------------------------------------------------------ the audit
@@ -413,8 +438,7 @@ def run(opts: Options, settings, echo=print) -> dict:
             carried[ds] = carried.get(ds, 0) + n
         retro_info = {"transfers_dropped": retro.dropped,
                       "edi_party_matches": retro.write_parties(out, spec) if spec.egress else 0}
-    if spec.dns_files and spec.egress:
-        _dns_answers(out, spec, det)
+    dns_bad = _dns_answers(out, spec, det) if spec.dns_files and spec.egress else 0
     done, pending = [], []
     for u in p.units:
         m = marker_path(out, u.uid)
@@ -466,6 +490,8 @@ def run(opts: Options, settings, echo=print) -> dict:
     for r in results:
         for k in ("rows", "outside_range", "bytes", "messages", "hits", "quarantined", "flows", "transfers"):
             totals[k] = totals.get(k, 0) + int(r.get(k, 0) or 0)
+    if dns_bad:        # the --dns logs' lines that are no DNS record (quarantined beside the units' rows)
+        totals["quarantined"] = totals.get("quarantined", 0) + dns_bad
     spans = [(r["tmin_ms"], r["tmax_ms"]) for r in results if r.get("tmin_ms") is not None]
     manifest = {
         "command": opts.command, "engine": opts.engine,

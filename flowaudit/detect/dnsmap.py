@@ -73,6 +73,26 @@ def _ts_ns(v) -> int | None:
     return int(round(s * NS)) if 0.0 <= s < _MAX_TS_S else None
 
 
+def record(line: bytes | str) -> dict | None:
+    """The Zeek dns.log record of one line; None for a blank or ``#`` comment line.  A line that is
+    no JSON object with a readable ``ts`` and a text ``query`` raises ValueError with the reason
+    (the map counts it in ``bad_lines``; the stream and the audit quarantine it)."""
+    if isinstance(line, str):
+        line = line.encode()
+    line = line.strip()
+    if not line or line.startswith(b"#"):
+        return None
+    try:
+        rec = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise ValueError("not JSON") from None
+    if not isinstance(rec, dict):
+        raise ValueError("not a JSON object")
+    if _ts_ns(rec.get("ts")) is None or not isinstance(rec.get("query"), str):
+        raise ValueError("no readable ts or no query")
+    return rec
+
+
 class DnsMap:
     def __init__(self, max_entries: int = 100_000, *, keep: Callable[[str], bool] | None = None,
                  min_ttl_s: float = 0.0, max_ttl_s: float = 86_400.0, skew_s: float = 5.0,
@@ -108,21 +128,15 @@ class DnsMap:
         for line in lines:
             if line is None:
                 continue
-            if isinstance(line, str):
-                line = line.encode()
-            line = line.strip()
-            if not line or line.startswith(b"#"):
-                continue
-            self.stats["lines"] += 1
             try:
-                rec = orjson.loads(line)
-            except orjson.JSONDecodeError:
+                rec = record(line)
+            except ValueError:
+                self.stats["lines"] += 1
                 self.stats["bad_lines"] += 1
                 continue
-            if not isinstance(rec, dict):
-                self.stats["bad_lines"] += 1
-                continue
-            self._observe(rec, stored)
+            if rec is not None:
+                self.stats["lines"] += 1
+                self._observe(rec, stored)
         self._expire()
         return stored
 
@@ -134,9 +148,7 @@ class DnsMap:
         ts = _ts_ns(rec.get("ts"))
         query = rec.get("query")
         answers = rec.get("answers")
-        if ts is None or not isinstance(query, str) or not isinstance(answers, list):
-            if ts is None or not isinstance(query, str):
-                self.stats["bad_lines"] += 1
+        if ts is None or not isinstance(query, str) or not isinstance(answers, list):   # (record() checked the first two)
             return
         ttls = rec.get("TTLs")
         if not isinstance(ttls, list):
