@@ -239,6 +239,18 @@ def test_no_layout_fits_names_the_columns(tmp_path):
         assert r.stderr.startswith("flowaudit audit: ") and msg in r.stderr and len(r.stderr.splitlines()) == 1, \
             r.stderr
         assert not (tmp_path / "none").exists() or args[0] == "--engine"    # found before ROOT is made
+    # a broken watchlist, zone policy or severity model: one line before ROOT is made (the first two
+    # failed every unit, each blamed on its input file; the model was a traceback after the last unit)
+    (tmp_path / "wl").mkdir()
+    (tmp_path / "wl" / "a.toml").write_text("[platforms.X]\nseverity = 5\n")
+    (tmp_path / "policy.toml").write_bytes(b"\xff\xfe")
+    (tmp_path / "model.toml").write_text("x = [\n")
+    for args, msg in ((["--watchlist-dir", tmp_path / "wl"], f"watchlist: {tmp_path / 'wl' / 'a.toml'}: version"),
+                      (["--policy", tmp_path / "policy.toml"], f"policy: {tmp_path / 'policy.toml'}: file: cannot read"),
+                      (["--severity-model", tmp_path / "model.toml"], f"severity model: {tmp_path / 'model.toml'}: ")):
+        r = audit(flat, "--out", tmp_path / "nothing", *args, check=2)
+        assert r.stderr.startswith(f"flowaudit audit: {msg}") and len(r.stderr.splitlines()) == 1, r.stderr
+        assert not (tmp_path / "nothing").exists()
     r = audit(flat, "--out", tmp_path / "one", "--map", "value=value,topic=topic")    # a map that fits: used
     assert orjson.loads((tmp_path / "one" / "_audit" / "manifest.json").read_bytes())["inputs"][0]["layout"] == "mapped"
     # an integer key column (some archivers store keys so) is keyed as its decimal text, and ISO 8601

@@ -341,14 +341,14 @@ def _takes_n(client) -> bool:
     return "n_workers" in inspect.signature(client.scheduler_info).parameters
 
 
-def _detector(spec: Spec):
-    """The run's egress detector on the driver: today's watchlist and policy (the retro-hunt's
-    matches, the --dns logs' answers)."""
+def _detector(egress):
+    """The run's egress detector on the driver (the ``egress`` settings): today's watchlist and
+    policy (the retro-hunt's matches, the --dns logs' answers)."""
     from ..detect import watchlist
     from ..detect.egress import EgressDetector
 
-    return EgressDetector(watchlist.Watchlist(spec.watchlist_dir or None), spec.policy_file or None,
-                          dns_max_entries=spec.dns_max_entries)
+    return EgressDetector(watchlist.Watchlist(egress.watchlist_dir or None), egress.policy_file or None,
+                          dns_max_entries=egress.dns_max_entries)
 
 
 def _dns_answers(out: Path, spec: Spec, det) -> int:
@@ -405,11 +405,25 @@ def run(opts: Options, settings, echo=print) -> dict:
     from ..detect import severity as _sev
     from ..detect.chunked import correlate_chunked
     from ..detect.findings import write_findings
+    from ..detect.inventory import InventoryError
     from ..detect.inventory import load as load_inventory
+    from ..detect.watchlist import WatchlistError
+    from ..detect.zones import PolicyError
 
     started = datetime.now(timezone.utc)
     out = Path(opts.out)
     p = plan(opts)          # before ROOT is made: a usage error leaves nothing behind
+    e = settings.egress
+    f = settings.findings
+    # today's watchlist, zone policy, application inventory and severity model, read now: a broken
+    # file is a usage error before ROOT is made, not the failure of every unit or, for the model,
+    # a traceback after the last one
+    try:
+        det = _detector(e) if e.enabled or p.copies else None
+        inventory = load_inventory(e.policy_file or None)
+        model = _sev.load(f.severity_model or None)
+    except (WatchlistError, PolicyError, InventoryError, _sev.SeverityModelError) as exc:
+        raise AuditError(str(exc)) from None
     makedirs(out)
     # a retro-hunt keeps the key of the roots it carries over (config.hmac_key), so their hashes
     # join with its own and their sealed quarantine opens under ROOT
@@ -419,7 +433,6 @@ def run(opts: Options, settings, echo=print) -> dict:
             print(f"flowaudit audit: {r} has a key of its own (.hmac-key) other than the configured one: if its rows "
                   f"were written with it, their hashes do not join with this audit's and its quarantine opens "
                   f"only with that key", file=sys.stderr)
-    e = settings.egress
     spec = Spec(out=str(out.resolve()), key=key, raw=settings.sink.raw_values, egress=e.enabled,
                 watchlist_dir=e.watchlist_dir or "", policy_file=e.policy_file or "",
                 dns_max_entries=e.dns_max_entries, formats=tuple(opts.formats),
@@ -428,7 +441,6 @@ def run(opts: Options, settings, echo=print) -> dict:
                 compression=settings.sink.compression, row_group_size=settings.sink.row_group_size)
     carried: dict = {}     # retro-hunt: rows carried over per dataset, as written under ROOT
     retro_info: dict = {}
-    det = _detector(spec) if p.copies or (spec.dns_files and spec.egress) else None
     if p.copies:
         from .retro import Retro
 
@@ -475,15 +487,13 @@ def run(opts: Options, settings, echo=print) -> dict:
             _run_polars(pending, spec, on_result, on_error, opts.threads)
     finally:
         prog.close()
-    f = settings.findings
     t0 = time.monotonic()
     trim()      # what the units' threads left free in their heaps goes back before correlation grows its own
     # two correlation threads: 1.4x on 2 cores; each holds its own window's evidence (about 150 MB
     # at 1M messages), so more would lift the audit's peak past its units' (README, Performance)
     findings = correlate_chunked(out, threads=min(opts.threads, 2), window_ns=opts.window_s * 1_000_000_000,
                                  lookback_ns=opts.lookback_s * 1_000_000_000,
-                                 inventory=load_inventory(e.policy_file or None),
-                                 model=_sev.load(f.severity_model or None))
+                                 inventory=inventory, model=model)
     counts = write_findings(out, findings, prune=True)
     findings_s = time.monotonic() - t0
     totals: dict = {}
