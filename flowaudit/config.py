@@ -322,6 +322,10 @@ def load(path: str | os.PathLike | None = None, env: dict[str, str] | None = Non
             raise ConfigError(f"config file {p} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {p}: {exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {p}: not UTF-8 text (TOML is UTF-8)") from None
+        except OSError as exc:           # a folder, no permission, an I/O error
+            raise ConfigError(f"config file {p}: cannot read ({exc.strerror or type(exc).__name__})") from None
         _apply(settings, data, "")
     _apply(settings, _env_overrides(env), "", from_env=True)
     if overrides:

@@ -109,6 +109,19 @@ def test_a_failed_key_write_leaves_no_temp_file(tmp_path):
     assert len(key) == 64 and [p.name for p in root.iterdir()] == [".hmac-key"]
 
 
+def test_a_settings_file_that_is_not_text_or_not_a_file_is_one_line(tmp_path):
+    """A config file in another encoding, or a folder given as one, was a traceback."""
+    f = tmp_path / "latin1.toml"
+    f.write_bytes(b"# Cr\xe9dit\n")
+    for path, needle in ((f, "not UTF-8 text"), (tmp_path, "cannot read")):
+        with pytest.raises(ConfigError) as exc:
+            load(path, env={})
+        assert str(exc.value).startswith(f"config file {path}: {needle}") and "\n" not in str(exc.value)
+    r = subprocess.run([sys.executable, "-m", "flowaudit", "findings", str(tmp_path), "--config", str(f)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip() == f"flowaudit: config file {f}: not UTF-8 text (TOML is UTF-8)"
+
+
 def test_cli_reports_config_errors_without_traceback(tmp_path):
     f = tmp_path / "fa.toml"
     f.write_text('[sink]\nrotate_record = 5\n')
