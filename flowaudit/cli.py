@@ -452,6 +452,40 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        bad = _damaged_parquet(args, exc)
+        if not bad:
+            raise
+        for path, why in bad[:10]:
+            print(f"flowaudit {args.cmd}: {path}: a damaged Parquet file ({why}); move it aside or restore it, "
+                  f"then run again", file=sys.stderr)
+        if len(bad) > 10:
+            print(f"flowaudit {args.cmd}: {len(bad) - 10} more damaged Parquet file(s)", file=sys.stderr)
+        return 2
+
+
+def _damaged_parquet(args, exc: Exception) -> list[tuple[str, str]]:
+    """After an Arrow error in a command that reads a root (or an audit's input folders): the
+    Parquet files under them whose footer does not open, with why (Arrow's own message often
+    names no file).  Empty: not that, the error is raised as it is."""
+    arrow = sys.modules.get("pyarrow")
+    if arrow is None or not isinstance(exc, arrow.ArrowException):
+        return []
+    import pyarrow.parquet as pq
+    from pathlib import Path
+
+    folders = [Path(p) for p in [getattr(args, "root", None), *(getattr(args, "inputs", None) or [])] if p]
+    bad = []
+    for folder in folders:
+        files = [folder] if folder.is_file() else sorted(folder.rglob("*.parquet")) if folder.is_dir() else []
+        for f in files:
+            if any(part.startswith(".") for part in f.relative_to(folder).parts):
+                continue                                # temp files of a writer, never read
+            try:
+                pq.read_metadata(f)
+            except (OSError, arrow.ArrowException) as e:
+                bad.append((str(f), " ".join(str(e).split())[:200]))
+    return bad
 
 
 if __name__ == "__main__":

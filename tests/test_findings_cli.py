@@ -216,3 +216,21 @@ def test_episodes_group_the_findings_they_print(root, capsys):
     rc = main(["findings", str(r), "--policy", str(policy), "--window", "300", "--platform", "LOGINC"])
     err = capsys.readouterr().err
     assert rc == 0 and "no finding of platform LOGINC" in err and "platforms with findings: LOGINK, NEAL-NET" in err
+
+
+def test_a_damaged_file_under_the_root_is_named(root, tmp_path):
+    """A Parquet file cut short under ROOT (a copy stopped half way, a bad disk) was an Arrow
+    traceback that often named no file: findings and report now name each damaged file, exit 2."""
+    import shutil
+
+    r, policy, _sc = root
+    copy = tmp_path / "root"
+    shutil.copytree(r, copy)
+    victim = sorted((copy / "dataset=hits").rglob("*.parquet"))[0]
+    victim.write_bytes(victim.read_bytes()[:100])
+    for argv in (["findings", copy, "--policy", policy], ["report", copy, "--out", tmp_path / "r.html"]):
+        p = subprocess.run([sys.executable, "-m", "flowaudit", *map(str, argv)], capture_output=True, text=True,
+                           timeout=120)
+        assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+        assert f"flowaudit {argv[0]}: {victim}: a damaged Parquet file (" in p.stderr
+        assert p.stderr.count("damaged Parquet file") == 1
