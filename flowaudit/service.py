@@ -80,7 +80,7 @@ from .memory import release_library_pages, trim
 from .metrics import Metrics
 from .pipeline import Batch, Classifier, format_code
 from .protect import Protector
-from .sinks.parquet import PartitionLock, PartitionWriter, PublishAborted, SinkError, replace_atomic
+from .sinks.parquet import PartitionLock, PartitionWriter, PublishAborted, SinkError, StorageUnreadable, replace_atomic
 from .sources.dnssync import DnsSync
 from .sources.kafka import EARLIEST, LATEST, check_broker, consumer_config, log_offsets
 
@@ -92,6 +92,7 @@ _WINDOWS = object()
 
 EXIT_LOG_RESET = 3      # sink.on_log_reset = "stop" and the broker's log no longer matches the files
 EXIT_STALLED = 4        # --until-drained made no progress for kafka.drain_stall_s
+EXIT_STORAGE = 5        # a partition's newest committed file cannot be read back (sinks.parquet.StorageUnreadable)
 # --until-drained: the poll timeout while every partition is at its end and only the worker is busy
 DRAIN_POLL_S: float | None = 0.02
 # --until-drained, members sharing the topics: how often a member whose own partitions are at
@@ -760,6 +761,9 @@ class StreamService:
                 self.summary.active_seconds = time.monotonic() - t_first
         except LogResetError as exc:
             self.summary.exit_code, self.summary.error = EXIT_LOG_RESET, str(exc)
+            self._abandon()
+        except StorageUnreadable as exc:       # raised while recovering an assigned partition
+            self.summary.exit_code, self.summary.error = EXIT_STORAGE, str(exc)
             self._abandon()
         except BaseException:
             self._abandon()

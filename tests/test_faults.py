@@ -257,6 +257,36 @@ def test_storage_ahead_of_the_broker_is_never_skipped_silently(broker, topics, t
     assert "log_rewritten" in r.stderr or "storage_ahead" in r.stderr
 
 
+def test_an_unreadable_resume_file_stops_with_a_reason_and_moving_it_aside_reads_the_range_again(broker, topics,
+                                                                                                   tmp_path):
+    """A partition's newest committed file cut short (a bad disk, a restore gone wrong) leaves
+    storage unable to say where the partition resumes: the service stops with exit 5 and one line
+    naming the file and what to do (it was a traceback, exit 1).  With the file moved aside, the
+    other datasets' files of its range are dropped as orphans and the range is read again: every
+    offset once."""
+    import shutil
+
+    only = {"json": topics["json"]}
+    root = tmp_path / "out"
+    group = ("--group", "g-unreadable", "--metrics-port", "0", "--rotate-records", "100")
+    first = produce_labelled(broker.bootstrap, only, synth.generate(seed=71, n=400, formats=("json",)))
+    r = run_stream(broker.bootstrap, only, root, "--until-drained", *group)
+    assert r.returncode == 0, r.stderr[-3000:]
+    newest = max((p for p in (root / "dataset=messages").rglob("*.parquet") if "+0+" in p.name),
+                 key=lambda p: p.name)
+    good = newest.read_bytes()
+    newest.write_bytes(good[:200])
+    r = run_stream(broker.bootstrap, only, root, "--until-drained", *group, timeout=120)
+    assert r.returncode == 5, (r.returncode, r.stderr[-3000:])
+    assert "Traceback" not in r.stderr and f"committed file {newest} is unreadable (" in r.stderr
+    assert "move it aside" in r.stderr
+    shutil.move(newest, tmp_path / newest.name)
+    r = run_stream(broker.bootstrap, only, root, "--until-drained", *group, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_exactly_once(root, first)
+    assert_no_partial_files(root)
+
+
 def test_sigterm_during_start_up_is_a_clean_stop(broker, topics, tmp_path):
     """The handlers are installed before /metrics is served: a SIGTERM as soon as the endpoint
     answers (kernel warm-up, broker check) ends the run with 0, not -15."""

@@ -79,6 +79,11 @@ class SinkError(RuntimeError):
     """A publish that must not be retried: an existing file with other content, a broken footer."""
 
 
+class StorageUnreadable(SinkError):
+    """A partition's newest committed file cannot be read back, so storage cannot say where the
+    partition resumes: the service stops (exit 5) rather than guess."""
+
+
 class StorageFault(OSError):
     """A publish failed for a reason that may pass (disk full, read-only remount, EIO); buffered
     rows are kept and the publish can be retried."""
@@ -339,12 +344,16 @@ class PartitionWriter:
             self.fingerprint = None
             return None
         first, last, newest = committed[-1]
+        aside = (f"restore it, or move it aside (the other datasets' files of offsets {first}..{last} are then "
+                 f"dropped as orphans and the range is read again from the broker)")
         try:
             meta = pq.read_metadata(newest)
         except Exception as exc:
-            raise SinkError(f"committed file {newest} is unreadable: {exc}") from exc
+            why = " ".join(str(exc).split())[:200]
+            raise StorageUnreadable(f"committed file {newest} is unreadable ({why}): {aside}") from exc
         if meta.num_rows > last - first + 1:
-            raise SinkError(f"{newest} holds {meta.num_rows} rows, more than its offset range")
+            raise StorageUnreadable(f"committed file {newest} holds {meta.num_rows} rows, more than its offset "
+                                    f"range: {aside}")
         kv = meta.metadata or {}
         try:
             self.fingerprint = (int(kv[b"flowaudit.last_ts_ms"]), int(kv[b"flowaudit.last_bytes"]))
