@@ -72,6 +72,9 @@ class Metrics:
                                        registry=r)
         self.storage_paused = Gauge("flowaudit_storage_paused",
                                     "1 while consumption is paused waiting out a storage fault", registry=r)
+        self.storage_unreadable = Gauge("flowaudit_storage_unreadable_files",
+                                        "Stored files the findings windows found not to read back (damaged): "
+                                        "left out of the findings", registry=r)
         self.storage_errors = Counter("flowaudit_storage_errors_total",
                                       "Failed publishes by errno (ENOSPC, EROFS, EIO, ...), each retried",
                                       ["errno"], registry=r)

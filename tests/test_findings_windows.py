@@ -197,3 +197,32 @@ def test_only_mask_is_set_membership(rows, only, dictionary, chunks):
                   "offset": pa.array([r[2] for r in rows], pa.int64())})
     ref = [r[0] is not None and r[2] in set(only.get(f"{r[0]}+{r[1]}", [])) for r in rows]
     assert only_mask(t, want).tolist() == ref
+
+
+def test_a_damaged_stored_file_is_left_out_of_the_windows_not_the_end_of_the_service(tmp_path, caplog):
+    """A stored hits file that does not read back (a bad disk) stopped the service at the next
+    window that read it.  The windows now go on without its rows: the file is named once in the
+    log and counted in flowaudit_storage_unreadable_files, and the finding still comes from the
+    messages and transfers that do read back."""
+    from flowaudit.detect import windows as W
+
+    m = Metrics({"port.json": "json"})
+    svc = service(tmp_path, m)
+    fw = svc.findings
+    svc.findings = W.FindingsWindows(svc.root, 300, 60, 0, inventory=fw.inventory, model=fw.model, metrics=m,
+                                     memory=False)
+    feed(svc, [(0, T0_MS + 10 * S, QUERY), (1, T0_MS + 20 * S, PLAIN), (2, T0_MS + 100 * S, QUERY)])
+    svc._publish_all(list(svc.writers), {}, "test")
+    (hits,) = (svc.root / "dataset=hits").rglob("*.parquet")
+    hits.write_bytes(hits.read_bytes()[:120])
+    with caplog.at_level("ERROR", logger="flowaudit.findings"):
+        feed(svc, [(3, T0_MS + 400 * S, PLAIN)])                 # the first window closes, reading storage
+    rows = findings(svc)
+    assert [(r["platform"], r["window_start_ns"], r["messages"]) for r in rows] == [("LOGINK", T0_MS * 1_000_000, 2)]
+    assert rows[0]["data_classes"] == [] or rows[0]["data_classes"] is None     # the hits were in that file
+    assert svc.findings.damaged == {str(hits)}
+    assert m.registry.get_sample_value("flowaudit_storage_unreadable_files") == 1
+    assert sum(str(hits) in r.getMessage() for r in caplog.records) == 1
+    feed(svc, [(4, T0_MS + 410 * S, QUERY), (5, T0_MS + 800 * S, PLAIN)])   # and the next window, once more
+    assert sum(str(hits) in r.getMessage() for r in caplog.records) == 1
+    assert [r["window_start_ns"] for r in findings(svc)] == [T0_MS * 1_000_000, (T0_MS + 300 * S) * 1_000_000]

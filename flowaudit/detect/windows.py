@@ -197,6 +197,7 @@ class FindingsWindows:
         self.memory = memory
         self.memory_bytes = memory_bytes
         self._parts: dict[str, _Part] = {}
+        self.damaged: set[str] = set()   # stored files that do not read back: left out of the windows, said once
         self._kept_from = {"transfers": 0, "messages": 0, "hits": 0, "cuts": 0}   # record time (ms) memory holds from
         self._mu = threading.Lock()          # activate (consuming thread) vs absorb / close (worker)
         self._inv_topics = pa.array(sorted({t for a in self.inventory.applications for t in a.topics}), pa.string())
@@ -334,15 +335,16 @@ class FindingsWindows:
         """The first run on this root: the window of the oldest record time, over what storage holds
         and what this process read since (the same whatever crashed in between)."""
         los = list(self._oldest.values())
+        def oldest(files):
+            # none published yet (another member's, or the writer thread's, first file set on its way)
+            return ds.dataset(files, format="parquet").to_table(columns=["ts_ms"], filter=ds.field("ts_ms") > 0) \
+                if files else None
+
         for name in ("messages", "quarantine"):
-            base = self.root / f"dataset={name}"
-            d = ds.dataset(base, format="parquet", partitioning="hive") if base.is_dir() else None
-            # a folder with no file published yet (another member's, or the writer thread's, first
-            # file set on its way) has no columns
-            if d is not None and "ts_ms" in d.schema.names:
-                t = d.to_table(columns=["ts_ms"], filter=ds.field("ts_ms") > 0)
-                if t.num_rows:
-                    los.append(int(pc.min(t.column("ts_ms")).as_py()) * MS)
+            t = self._tolerant([str(p) for p in (self.root / f"dataset={name}").glob("date=*/hour=*/*.parquet")],
+                               oldest)
+            if t is not None and t.num_rows:
+                los.append(int(pc.min(t.column("ts_ms")).as_py()) * MS)
         if not los:
             return None
         first = min(los) // self.window_ns * self.window_ns
@@ -637,11 +639,9 @@ class FindingsWindows:
                 continue
             files = [str(p) for d in base.glob("date=*/hour=*") if _hour_of(d) >= hour0 for p in d.glob("*.parquet")
                      if wanted(parse_name(p.name))]
-            if not files:
-                continue
-            t = ds.dataset(files, format="parquet").to_table(columns=["source", "partition", "offset"],
-                                                              filter=ds.field("ts_ms") >= thr_ms)
-            if not t.num_rows:
+            t = self._tolerant(files, lambda fs: ds.dataset(fs, format="parquet").to_table(
+                columns=["source", "partition", "offset"], filter=ds.field("ts_ms") >= thr_ms) if fs else None)
+            if t is None or not t.num_rows:
                 continue
             import polars as pl
 
@@ -750,6 +750,38 @@ class FindingsWindows:
         hi_h = (hi_ns + self.lateness_ns) // HOUR_NS
         files = [str(p) for h in range(lo_h, hi_h + 1) for p in (base / hour_dir(h)).glob("*.parquet")
                  if skip is None or not skip(parse_name(p.name))]
+        return self._tolerant(files, lambda fs: self._scan(fs, lo_ns, hi_ns, cut, columns, sources, only))
+
+    def _tolerant(self, files: list[str], read):
+        """``read(files)`` without the stored files that do not read back (a damaged file: the
+        windows go on without its rows rather than stop the service).  An Arrow or I/O error is
+        traced to its files, which join :attr:`damaged`, each logged once and counted
+        (``flowaudit_storage_unreadable_files``), and the read is tried again without them; an
+        error no file explains is raised."""
+        import pyarrow.parquet as pq
+
+        files = [f for f in files if f not in self.damaged]
+        try:
+            return read(files)
+        except (pa.ArrowException, OSError) as exc:
+            error = exc
+        found = []
+        for f in files:
+            try:
+                pq.read_table(f)
+            except (pa.ArrowException, OSError) as e:
+                found.append(f)
+                self.damaged.add(f)
+                log.error("findings: the stored file %s does not read back (%s): the windows go on without its "
+                          "rows; restore it or move it aside", f, " ".join(str(e).split())[:200])
+        if not found:
+            raise error
+        if self.metrics:
+            self.metrics.storage_unreadable.set(len(self.damaged))
+        return read([f for f in files if f not in self.damaged])
+
+    def _scan(self, files: list[str], lo_ns: int, hi_ns: int, cut: dict[str, int], columns, sources, only):
+        """:meth:`_read`'s scan of ``files``."""
         if not files:
             return None
         d = ds.dataset(files, format="parquet")
@@ -792,7 +824,12 @@ class FindingsWindows:
         if not p.is_file():
             return None
         import pyarrow.parquet as pq
-        return pq.read_table(p, schema=_f.FINDINGS)
+        try:
+            return pq.read_table(p, schema=_f.FINDINGS)
+        except (pa.ArrowException, OSError) as exc:    # damaged: as if not written, so it is written again
+            log.error("findings: %s does not read back (%s): the window's findings are written again", p,
+                      " ".join(str(exc).split())[:200])
+            return None
 
 
 def read_findings(root: str | Path, *, inventory=None, model=None) -> tuple[pa.Table, dict]:
