@@ -339,7 +339,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
     p.add_argument("--out", default="demo-out", help="Parquet output root (default ./demo-out); a root an earlier "
                    "demo wrote is cleared first, any other non-empty folder refused")
-    p.add_argument("--partitions", type=bounded(int, 1), default=3, metavar="N", help="partitions per topic (default 3)")
+    p.add_argument("--partitions", type=bounded(int, 1), default=3, metavar="N",
+                   help="partitions per topic (default 3)")
     p.add_argument("--metrics-port", type=bounded(int, 0, hi=65535), default=9464, metavar="PORT",
                    help="Prometheus port while running, 0 = off")
     p.set_defaults(fn=cmd_demo)

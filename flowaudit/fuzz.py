@@ -1361,7 +1361,8 @@ def add_parser(sub) -> None:
     p.add_argument("--long", action="store_true", help=f"{LONG_INPUTS:,} inputs per decoder (hours)")
     p.add_argument("--decoder", action="append", metavar="NAME", help=f"only this decoder (repeatable): "
                    f"{', '.join(PUBLIC)}")
-    p.add_argument("--seconds", type=bounded(float, 0, inclusive=False), metavar="S", help="fuzzing time in total, split over the decoders "
+    p.add_argument("--seconds", type=bounded(float, 0, inclusive=False), metavar="S",
+                   help="fuzzing time in total, split over the decoders "
                    "(default 60 unless --inputs or --long; kernel compilation not counted)")
     p.add_argument("--inputs", type=bounded(int, 1), metavar="N", help="inputs per decoder (whichever of --seconds and "
                    "--inputs comes first ends a decoder's run)")

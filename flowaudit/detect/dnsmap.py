@@ -148,7 +148,7 @@ class DnsMap:
         ts = _ts_ns(rec.get("ts"))
         query = rec.get("query")
         answers = rec.get("answers")
-        if ts is None or not isinstance(query, str) or not isinstance(answers, list):   # (record() checked the first two)
+        if ts is None or not isinstance(query, str) or not isinstance(answers, list):   # (record() checked ts, query)
             return
         ttls = rec.get("TTLs")
         if not isinstance(ttls, list):

@@ -269,8 +269,9 @@ def add_parser(sub) -> None:
     p.add_argument("--episodes", action="store_true",
                    help="print episodes instead: the windows of one platform or rule, exposure and source with at most "
                    "--episode-gap of quiet between them, one row each (as the report's); --top counts episodes")
-    p.add_argument("--episode-gap", type=bounded(int, 0), metavar="S", help="with --episodes: the most quiet between "
-                   "two windows of one episode (default: the audit's, else 3600 s) [env FLOWAUDIT_FINDINGS_EPISODE_GAP_S]")
+    p.add_argument("--episode-gap", type=bounded(int, 0), metavar="S",
+                   help="with --episodes: the most quiet between two windows of one episode (default: the audit's, "
+                   "else 3600 s) [env FLOWAUDIT_FINDINGS_EPISODE_GAP_S]")
     p.add_argument("--fail-on", choices=_sev.LEVELS, metavar="SEVERITY",
                    help="exit 1 when a finding that passes the filters reaches SEVERITY (info, low, medium, high, "
                    "critical)")

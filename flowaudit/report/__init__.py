@@ -106,8 +106,9 @@ def add_parser(sub) -> None:
     p.add_argument("--json", metavar="FILE", help="where report.json goes (default: beside the HTML file)")
     p.add_argument("--watchlist-dir", metavar="DIR", help="operator watchlist files, so that their platforms are "
                    "listed too [env FLOWAUDIT_EGRESS_WATCHLIST_DIR]")
-    p.add_argument("--episode-gap", type=bounded(int, 0), metavar="S", help="the most quiet between two windows "
-                   "of one episode, in seconds (default: the audit's, else 3600) [env FLOWAUDIT_FINDINGS_EPISODE_GAP_S]")
+    p.add_argument("--episode-gap", type=bounded(int, 0), metavar="S",
+                   help="the most quiet between two windows of one episode, in seconds (default: the audit's, else "
+                   "3600) [env FLOWAUDIT_FINDINGS_EPISODE_GAP_S]")
     p.add_argument("--config", metavar="FILE", help="TOML settings file, the stream's (egress.watchlist_dir, "
                    "findings.episode_gap_s) [env FLOWAUDIT_CONFIG]")
     p.set_defaults(fn=cmd_report)

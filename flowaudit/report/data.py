@@ -278,8 +278,9 @@ _EPISODE_KEY = ["platform", "rule", "exposure", "entity"]
 def _episodes(F: pl.DataFrame, number_of: dict[str, int], gap_s: int = EPISODE_GAP_S) -> list[dict]:
     """Findings merged into episodes: the windows of one platform or rule, exposure and source
     that follow each other with at most ``gap_s`` (an hour by default; one window, if longer) of
-    quiet between them: a gateway polling LOGINK all morning is one episode, not 37 rows.  Volume and class occurrences are
-    summed over the episode's findings; the worst severity and highest score are the episode's.
+    quiet between them: a gateway polling LOGINK all morning is one episode, not 37 rows.  Volume
+    and class occurrences are summed over the episode's findings; the worst severity and highest
+    score are the episode's.
     ``number_of``: finding_id -> its number in the report's findings list (listed ones only)."""
     if F.height == 0:
         return []
