@@ -234,3 +234,22 @@ def test_a_damaged_file_under_the_root_is_named(root, tmp_path):
         assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
         assert f"flowaudit {argv[0]}: {victim}: a damaged Parquet file (" in p.stderr
         assert p.stderr.count("damaged Parquet file") == 1
+
+
+def test_a_manifest_of_odd_kinds_is_read_as_defaults(tmp_path):
+    """`findings` on a root whose manifest's correlation has values of other kinds (a hand-edited
+    manifest) took them as they were: a ValueError traceback.  Such values are the defaults."""
+    from flowaudit.detect.findings_cli import _audit_correlation
+
+    (tmp_path / "_audit").mkdir()
+    m = tmp_path / "_audit" / "manifest.json"
+    for doc, want in (
+            ({"correlation": {"window_s": "abc", "lookback_s": [1], "episode_gap_s": True, "policy_file": 5}},
+             {"policy_file": None, "window_s": 300, "lookback_s": 0, "severity_model": None, "episode_gap_s": None}),
+            ({"correlation": {"window_s": 0, "lookback_s": 60, "episode_gap_s": 0, "severity_model": "m.toml"}},
+             {"policy_file": None, "window_s": 300, "lookback_s": 60, "severity_model": "m.toml", "episode_gap_s": 0}),
+            ({"correlation": "oops", "versions": "v1", "command": "flowaudit audit --window 60"},
+             {"policy_file": None, "window_s": 300, "lookback_s": 0, "severity_model": None}),
+            ([1, 2], None)):
+        m.write_text(json.dumps(doc))
+        assert _audit_correlation(tmp_path) == want, doc

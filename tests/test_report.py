@@ -250,6 +250,21 @@ def test_versions_other_than_recorded_are_flagged(audit):
     assert "differs" in report.render_html(d)
 
 
+def test_a_manifest_field_of_another_kind_is_not_recorded_not_a_crash(audit):
+    """A hand-edited or foreign manifest whose fields have other kinds than an audit writes was an
+    AttributeError or TypeError: those fields are now not recorded, and the limits say which."""
+    odd = dict(audit["manifest"], command=5, engine=["polars"], inputs="all", tables=3, versions="v1",
+               correlation="oops", carried_over=[1], workers=True, since=7)
+    d = report.build(audit["root"], odd)
+    m = d["method"]
+    assert (m["command"], m["engine"], m["workers"], m["since"]) == ("not recorded",) * 4
+    assert d["findings"]["episode_gap_s"] == 3600
+    want = "carried_over, command, correlation, engine, inputs, since, tables, versions, workers"
+    assert any(f"has {want} of another kind" in c for c in d["coverage"]["caveats"])
+    assert d["findings"]["total"] == report.build(audit["root"], audit["manifest"])["findings"]["total"]
+    assert "of another kind" in report.render_html(d)
+
+
 def test_without_findings_dataset_or_data(audit, tmp_path):
     """No findings dataset: the report correlates the transfers itself and says so; an empty ROOT
     concludes nothing; a ROOT of clean messages is "not exposed" everywhere."""

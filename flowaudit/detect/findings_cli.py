@@ -29,13 +29,22 @@ def _audit_correlation(root: Path) -> dict | None:
         m = json.loads((root / "_audit" / "manifest.json").read_bytes())
     except (OSError, ValueError):
         return None
+    if not isinstance(m, dict):
+        return None
+    def count(v, default, lo=0):     # a value of another type (a hand-edited manifest): the default
+        return v if isinstance(v, int) and not isinstance(v, bool) and v >= lo else default
+
+    def path(v):
+        return v if isinstance(v, str) and v else None
+
     c = m.get("correlation")
     if isinstance(c, dict):
-        return {"policy_file": c.get("policy_file"), "window_s": int(c.get("window_s") or 300),
-                "lookback_s": int(c.get("lookback_s") or 0), "severity_model": c.get("severity_model"),
-                "episode_gap_s": c.get("episode_gap_s")}
-    cmd = [str(x) for x in m.get("command") or []]
-    out = {"policy_file": ((m.get("versions") or {}).get("policy") or {}).get("file"), "window_s": 300,
+        return {"policy_file": path(c.get("policy_file")), "window_s": count(c.get("window_s"), 300, 1),
+                "lookback_s": count(c.get("lookback_s"), 0), "severity_model": path(c.get("severity_model")),
+                "episode_gap_s": count(c.get("episode_gap_s"), None)}
+    cmd = [str(x) for x in m.get("command")] if isinstance(m.get("command"), list) else []
+    pol = m.get("versions", {}).get("policy") if isinstance(m.get("versions"), dict) else None
+    out = {"policy_file": path(pol.get("file")) if isinstance(pol, dict) else None, "window_s": 300,
            "lookback_s": 0, "severity_model": None}        # flowaudit audit's defaults
     for x, nxt in zip(cmd, cmd[1:] + [""]):
         for flag, key in (("--window", "window_s"), ("--lookback", "lookback_s")):

@@ -92,20 +92,40 @@ def _frame(t: pa.Table, columns: list[str]) -> pl.DataFrame:
     return pl.from_arrow(pa.table(out))
 
 
+# the manifest's fields the report reads, and the kind of each: a field of another kind (a
+# hand-edited or foreign manifest) is shown as not recorded, and the report says so
+_MANIFEST_KINDS = {"command": (list, str), "engine": str, "workers": int, "started": str, "finished": str,
+                   "since": str, "until": str, "inputs": list, "tables": list, "carried_over": dict,
+                   "versions": dict, "correlation": dict}
+
+
 def _load_manifest(root: Path, manifest: dict | None) -> tuple[dict, str, str | None]:
-    """(manifest, where it came from, why it could not be read)."""
+    """(manifest, where it came from, why it could not be read, or which fields were not of their
+    kind)."""
     if manifest is not None:
-        return dict(manifest), "given", None
-    p = root / "_audit" / "manifest.json"
-    if not p.is_file():
-        return {}, NOT_RECORDED, None
-    try:
-        m = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        return {}, str(p), f"{p} could not be read ({type(e).__name__}): the run is not recorded"
-    if not isinstance(m, dict):
-        return {}, str(p), f"{p} is not a JSON object: the run is not recorded"
-    return m, str(p), None
+        m, src = dict(manifest), "given"
+    else:
+        p = root / "_audit" / "manifest.json"
+        if not p.is_file():
+            return {}, NOT_RECORDED, None
+        try:
+            m = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            return {}, str(p), f"{p} could not be read ({type(e).__name__}): the run is not recorded"
+        if not isinstance(m, dict):
+            return {}, str(p), f"{p} is not a JSON object: the run is not recorded"
+        src = str(p)
+    odd = sorted(k for k, kind in _MANIFEST_KINDS.items() if m.get(k) is not None and
+                 (not isinstance(m[k], kind) or isinstance(m[k], bool)))
+    for k in odd:
+        del m[k]
+    if isinstance(m.get("inputs"), list):
+        m["inputs"] = [i for i in m["inputs"] if isinstance(i, dict)]
+    if isinstance(m.get("tables"), list):
+        m["tables"] = [t for t in m["tables"] if isinstance(t, str)]
+    why = (f"the manifest ({src}) has {', '.join(odd)} of another kind than an audit writes: shown as not recorded"
+           if odd else None)
+    return m, src, why
 
 
 def _pick_bin(lo_ns: int, hi_ns: int, min_s: int = 0) -> int:
@@ -719,8 +739,9 @@ def episode_gap(manifest: dict, given: int | None) -> int:
     an hour."""
     if given is not None:
         return int(given)
-    rec = (manifest.get("correlation") or {}).get("episode_gap_s") if isinstance(manifest, dict) else None
-    return int(rec) if isinstance(rec, int) and rec >= 0 else EPISODE_GAP_S
+    c = manifest.get("correlation") if isinstance(manifest, dict) else None
+    rec = c.get("episode_gap_s") if isinstance(c, dict) else None
+    return rec if isinstance(rec, int) and not isinstance(rec, bool) and rec >= 0 else EPISODE_GAP_S
 
 
 def build(root, manifest: dict | None = None, *, watchlist_dir=None, episode_gap_s: int | None = None) -> dict:
