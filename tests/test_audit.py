@@ -7,6 +7,7 @@ Kafka Connect flat layout, Redpanda's Iceberg key-value layout, an odd layout re
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -626,6 +627,18 @@ def test_dns_log_lines_that_are_no_record_are_quarantined(dump, tmp_path):
     audit(dump["dir"] / "flows", "--out", clean, "--policy", dump["policy"], "--dns", dump["dns"])
     assert seen(out) == seen(clean) and ("DNS_ANSWER", "LOGINK") in {x[:2] for x in seen(out)}
     assert table(clean, "quarantine").num_rows == 0
+
+
+def test_map_syntax_errors_are_named():
+    """--map: a name without a column, a name mapped twice, a part without '=' and an unknown name
+    are usage errors (the first two were read as a map no input fits, or the last one silently won)."""
+    from flowaudit.audit.inputs import InputError, parse_map
+
+    assert parse_map(" value=body , time=meta.at_ms,, value=body") == {"value": "body", "time": "meta.at_ms"}
+    for text, why in (("value=", "no column"), ("value=a,value=b", "value is mapped twice (a, b)"),
+                      ("nonsense", "expected NAME=COLUMN"), ("=x", "unknown name ''"), ("colour=x", "unknown name")):
+        with pytest.raises(InputError, match=re.escape(why)):
+            parse_map(text)
 
 
 def test_iceberg_metadata_file_by_hint_or_highest_version(tmp_path):

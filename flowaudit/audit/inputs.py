@@ -104,6 +104,10 @@ def parse_map(text: str | None) -> dict:
         if "=" not in part:
             raise InputError(f"--map: expected NAME=COLUMN, got {part!r}")
         k, v = (x.strip() for x in part.split("=", 1))
+        if not v:
+            raise InputError(f"--map: expected NAME=COLUMN, got {part!r} (no column)")
+        if k in out and out[k] != v:
+            raise InputError(f"--map: {k} is mapped twice ({out[k]}, {v})")
         allowed = set(MESSAGE_KEYS) | {f.name for f in FLOWS}
         if k not in allowed:
             raise InputError(f"--map: unknown name {k!r}; message names: {', '.join(MESSAGE_KEYS)}; flow names: "
