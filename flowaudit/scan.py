@@ -7,10 +7,11 @@ runs of whole interchanges are copied into batches of about ``batch_bytes`` and 
 the same :class:`~flowaudit.pipeline.Classifier` the stream service uses, one batch's kernels
 beside the tables of the batch before.  Every byte of a file lands in exactly one piece: bytes between interchanges that
 are not one (garbage) and an interchange without its trailer become their own pieces, which the
-classifier quarantines with a reason.  A file that does not start like EDI (JSON, XML) is one
+classifier quarantines with a reason.  A JSON Lines file (``.jsonl``, ``.ndjson``, ``.jsonlines``: a
+topic dump) is a message a line; any other file that does not start like EDI (JSON, XML) is one
 piece.  Hits go to Parquet or JSON lines (``--out``); a readable summary goes to stdout.
 Provenance: ``source`` is the file path, ``partition`` -1, ``offset`` the piece's index within
-the file.  A batch's hits are encoded and written on a thread while the next batch is classified
+the file (in a JSON Lines file: the line's number among the lines with content, 0 = the first).  A batch's hits are encoded and written on a thread while the next batch is classified
 (one write in flight: Parquet's writer leaves the GIL).
 """
 from __future__ import annotations
@@ -77,6 +78,40 @@ def interchange_steps(buf: np.ndarray, step: int = STEP_BYTES, margin: int = STE
         j = int(resume[-1]) + 1
         yield cuts[:j + 1], kinds[:j]
         start = int(cuts[j])
+
+
+JSON_LINES = (".jsonl", ".ndjson", ".jsonlines")   # a message a line (topic dumps: kcat, kafka-console-consumer)
+_WS = np.zeros(256, bool)
+_WS[[9, 10, 13, 32]] = True
+
+
+def line_steps(buf: np.ndarray, step: int = STEP_BYTES):
+    """A JSON Lines file's pieces, a step at a time as :func:`interchange_steps` yields them: a
+    piece starts at each line that starts with a byte other than white space, and runs to the
+    next such line (blank lines join the piece before them), so every byte is in one piece.  Each
+    step's temporaries are the size of the step, whatever the file's.  White space before the
+    first line belongs to it."""
+    n = buf.shape[0]
+    if n == 0:
+        yield interchange_cuts(buf)
+        return
+    lead = 0                       # the first byte that is not white space (n: none)
+    while lead < n and not (nz := np.flatnonzero(~_WS[buf[lead:lead + step]])).size:
+        lead += step
+    lead = min(n, lead + int(nz[0])) if lead < n else n
+    first = 0
+    for pos in range(0, n, step):
+        end = min(n, pos + step)
+        lo = max(pos, lead + 1)
+        starts = np.flatnonzero((buf[lo - 1:end - 1] == 10) & ~_WS[buf[lo:end]]) + lo if lo < end else \
+            np.zeros(0, np.int64)
+        if end == n:
+            cuts = np.concatenate(([first], starts, [n])).astype(np.int64)
+            yield cuts, np.zeros(cuts.shape[0] - 1, np.uint8)
+        elif starts.size:
+            cuts = np.concatenate(([first], starts)).astype(np.int64)
+            yield cuts, np.zeros(cuts.shape[0] - 1, np.uint8)
+            first = int(starts[-1])
 
 
 def warmup() -> None:
@@ -176,7 +211,7 @@ def _batches(paths: list[str], batch_bytes: int):
             sources.append(str(f))
             si = len(sources) - 1
             first = 0      # the file's pieces before this step
-            steps = interchange_steps(fb.buf, STEP_BYTES)
+            steps = line_steps(fb.buf) if f.suffix.lower() in JSON_LINES else interchange_steps(fb.buf, STEP_BYTES)
             for cuts, _kinds in (steps if ahead is None else _one_ahead(steps, ahead)):
                 npieces = cuts.shape[0] - 1
                 k = 0
@@ -409,7 +444,10 @@ def cmd_scan(args) -> int:
 def add_parser(sub) -> None:
     from .config import bounded
 
-    p = sub.add_parser("scan", help="classify message files or folders offline (same code path as stream)")
+    p = sub.add_parser("scan", help="classify message files or folders offline (same code path as stream)",
+                       description="EDI archive files are cut into their interchanges; a JSON Lines file (.jsonl, "
+                       ".ndjson, .jsonlines: a topic dump) is a message a line; any other file is one message. "
+                       "Provenance: source = the file, partition = -1, offset = the piece's index in the file.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (format detected per interchange)")
     p.add_argument("--out", metavar="FILE", help="write hits to FILE (.parquet, or .jsonl for JSON lines)")
     p.add_argument("--raw", action="store_true",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import orjson
 
@@ -211,6 +212,60 @@ def test_corpus_files_as_one_archive_give_the_same_hits(corpus, tmp_path):
     assert sorted(arch_q) == sorted(alone_q)
     assert sorted(arch_hits, key=repr) == sorted((row for _src, row in alone_hits), key=repr)
     assert len(arch_hits) > 100
+
+
+def test_json_lines_files_are_a_message_a_line(corpus, tmp_path):
+    """A topic dump (.jsonl / .ndjson: a JSON message a line, as kcat or kafka-console-consumer
+    write them) is one message per line, not one malformed document: the corpus's JSON messages
+    give the same hits in a JSON Lines file as each alone, a line's offset is its number among the
+    lines with content, and a bad line is quarantined on its own."""
+    def compact(p):
+        try:
+            return orjson.dumps(orjson.loads(p.read_bytes()))
+        except orjson.JSONDecodeError:        # the corpus keeps some broken documents too
+            return None
+
+    docs = [d for p in sorted((corpus / "messages" / "json").iterdir()) if p.is_file() and p.suffix.lower() == ".json"
+            and (d := compact(p)) is not None]
+    assert len(docs) >= 5
+    (tmp_path / "alone").mkdir()
+    for i, d in enumerate(docs):
+        (tmp_path / "alone" / f"{i:03d}.json").write_bytes(d)
+    alone = [(int(Path(src).stem), *row) for b, r in _scan_all([tmp_path / "alone"], batch_bytes=1 << 20)
+             for src, row in zip(r.hits.column("source").to_pylist(), _rows_in_order(r.hits, HIT_COLS[1:]))]
+    dump = tmp_path / "port.json.ndjson"
+    dump.write_bytes(b"\n  \n" + b"\n".join(docs[:2]) + b"\n\n{not json\n" + b"\n".join(docs[2:]) + b"\n")
+    got, reasons = [], []
+    for b, r in _scan_all([dump], batch_bytes=64 << 10):
+        assert b.sources == [str(dump)]
+        for o, row in zip(r.hits.column("offset").to_pylist(), _rows_in_order(r.hits, HIT_COLS[1:])):
+            lead = 4 if o == 0 else 0                   # the first line's piece starts at the blank lines before it
+            got.append((o if o < 2 else o - 1, *row[:-2], row[-2] - lead, row[-1] - lead))
+        reasons += list(zip(r.quarantine.column("offset").to_pylist(), r.quarantine.column("reason").to_pylist()))
+    assert reasons == [(2, "malformed_json")]
+    assert sorted(got, key=repr) == sorted(alone, key=repr) and len(got) > 50
+
+
+def test_line_steps_equal_a_slow_reference():
+    """Pieces of a JSON Lines file, however the steps fall: a piece starts at each line whose first
+    byte is not white space (but the first, which takes the white space before it)."""
+    import random
+
+    import numpy as np
+
+    from flowaudit.scan import line_steps
+
+    for trial in range(3000):
+        rng = random.Random(trial)
+        data = bytes(rng.choice(b"\n \t\r{}a") for _ in range(rng.randint(0, 50)))
+        cuts: list = []
+        for c, _k in line_steps(np.frombuffer(data, np.uint8), rng.randint(1, 16)):
+            assert not cuts or cuts[-1] == c[0]
+            cuts += list(c) if not cuts else list(c[1:])
+        lead = next((i for i, x in enumerate(data) if x not in b" \t\r\n"), len(data))
+        want = [0] + [p for p in range(lead + 1, len(data)) if data[p - 1] == 10 and data[p] not in b" \t\r\n"] \
+            + [len(data)]
+        assert cuts == want, (data, cuts)
 
 
 def _rows_in_order(table, cols):
