@@ -79,6 +79,8 @@ def _fresh_root(root: Path, echo) -> None:
     storage, whose log the files of an earlier run do not match (the stream would stop on the
     rewritten log, as it must for a real broker): a folder an earlier demo wrote is cleared, one
     with anything else in it is refused."""
+    if root.exists() and not root.is_dir():
+        raise DemoError(f"{root} is a file: give --out a new or empty folder")
     if root.exists() and any(root.iterdir()):
         if not (root / MARKER).is_file():
             raise DemoError(f"{root} is not empty and not marked as the demo's own ({MARKER}): give --out a new "

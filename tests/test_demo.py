@@ -41,3 +41,5 @@ def test_a_second_demo_run_into_the_same_folder_starts_afresh(tmp_path):
     (other / "notes.txt").write_text("not the demo's")
     r = demo(other)
     assert r.returncode == 2 and "not marked as the demo's own" in r.stderr and (other / "notes.txt").exists()
+    r = demo(other / "notes.txt")                   # a file: refused as well (it was a traceback)
+    assert r.returncode == 2 and "is a file" in r.stderr and "Traceback" not in r.stderr
