@@ -11,7 +11,7 @@ import os
 import sys
 
 from . import __version__
-from .config import ConfigError, bounded, load
+from .config import ConfigError, bounded, load, out_path
 from .memory import COMMANDS, preselect_arrow_pool
 from .workers import supervise, worker_tag
 
@@ -23,7 +23,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--group", metavar="ID", help="consumer group id [env FLOWAUDIT_KAFKA_GROUP_ID]")
     p.add_argument("--topics", metavar="T=FMT,...",
                    help="topics and their formats (edifact, x12, xml, json, flat, auto) [env FLOWAUDIT_KAFKA_TOPICS]")
-    p.add_argument("--root", metavar="DIR", help="Parquet output root [env FLOWAUDIT_SINK_ROOT]")
+    p.add_argument("--root", type=out_path("folder"), metavar="DIR",
+                   help="Parquet output root [env FLOWAUDIT_SINK_ROOT]")
     p.add_argument("--rotate-records", type=int, metavar="N",
                    help="messages per file per partition [env FLOWAUDIT_SINK_ROTATE_RECORDS]")
     p.add_argument("--raw", action="store_true",
@@ -393,7 +394,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="messages to generate (default 1000; --dump adds the exposure scenario's 12)")
     p.add_argument("--bad-fraction", type=bounded(float, 0, hi=1), default=None, metavar="F",
                    help="share of undecodable messages (default 0; 0.01 with --dump)")
-    p.add_argument("--out", default="synth-out", help="folder for files and labels.jsonl")
+    p.add_argument("--out", type=out_path("folder"), default="synth-out", help="folder for files and labels.jsonl")
     p.add_argument("--bootstrap", metavar="HOST:PORT", help="produce to Kafka instead of writing files")
     p.add_argument("--partitions", type=bounded(int, 1), default=3, metavar="N",
                    help="partitions per topic when producing or dumping (default 3)")

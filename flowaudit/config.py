@@ -32,6 +32,20 @@ def given_episode_gap(args, settings) -> int | None:
     return gap if gap != FindingsSettings.episode_gap_s else None
 
 
+def out_path(kind: str):
+    """An argparse ``type`` for an output path: ``"file"`` refuses an existing folder, ``"folder"``
+    an existing file (each was a traceback, or a puzzling key-file error, after the work was done)."""
+    def parse(text: str):
+        p = Path(text)
+        if kind == "file" and p.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a folder: give a file name")
+        if kind == "folder" and p.exists() and not p.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a file: give a folder")
+        return text
+    parse.__name__ = f"{kind} path"
+    return parse
+
+
 def bounded(typ=int, lo=0, inclusive: bool = True, hi=None):
     """An argparse ``type`` for a count or a size: a ``typ`` at least ``lo`` (above it when not
     ``inclusive``) and at most ``hi`` (when given).  Out of range, argparse names the flag and

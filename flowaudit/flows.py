@@ -156,7 +156,7 @@ def cmd_flows(args) -> int:
 
 def add_parsers(sub) -> None:
     """Register ``flows`` on an argparse subparsers object."""
-    from .config import bounded
+    from .config import bounded, out_path
 
     p = sub.add_parser("flows", help="decode NetFlow v5/v9/IPFIX captures (pcap/pcapng) or goflow2 JSON "
                        "lines into a FLOWS Parquet file",
@@ -167,10 +167,11 @@ def add_parsers(sub) -> None:
                        "raw, with the sampling interval beside them.")
     p.add_argument("inputs", nargs="+", metavar="PCAP",
                    help="capture files or folders of them (or goflow2 JSON lines)")
-    p.add_argument("--out", required=True, metavar="FILE", help="output Parquet file (FLOWS schema)")
+    p.add_argument("--out", required=True, type=out_path("file"), metavar="FILE",
+                   help="output Parquet file (FLOWS schema)")
     p.add_argument("--port", type=bounded(int, 0, hi=65535), action="append", metavar="N",
                    help="only UDP datagrams to this collector port (repeatable; default: every UDP datagram)")
-    p.add_argument("--quarantine", metavar="FILE",
+    p.add_argument("--quarantine", type=out_path("file"), metavar="FILE",
                    help="also write undecodable datagrams (reason, payload sealed under the operator key "
                         "[env FLOWAUDIT_SECURITY_HMAC_KEY[_FILE], else FILE's folder/.hmac-key]) here; "
                         "read them with flowaudit quarantine")

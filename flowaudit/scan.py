@@ -442,14 +442,15 @@ def cmd_scan(args) -> int:
 
 
 def add_parser(sub) -> None:
-    from .config import bounded
+    from .config import bounded, out_path
 
     p = sub.add_parser("scan", help="classify message files or folders offline (same code path as stream)",
                        description="EDI archive files are cut into their interchanges; a JSON Lines file (.jsonl, "
                        ".ndjson, .jsonlines: a topic dump) is a message a line; any other file is one message. "
                        "Provenance: source = the file, partition = -1, offset = the piece's index in the file.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (format detected per interchange)")
-    p.add_argument("--out", metavar="FILE", help="write hits to FILE (.parquet, or .jsonl for JSON lines)")
+    p.add_argument("--out", type=out_path("file"), metavar="FILE",
+                   help="write hits to FILE (.parquet, or .jsonl for JSON lines)")
     p.add_argument("--raw", action="store_true",
                    help="also store raw values (local investigations only) [env FLOWAUDIT_SINK_RAW_VALUES]")
     p.add_argument("--config", metavar="FILE", help="TOML settings (HMAC key) [env FLOWAUDIT_CONFIG]")

@@ -164,6 +164,28 @@ def test_counts_and_sizes_out_of_range_are_usage_errors(argv, flag, bad, good, c
     assert getattr(a, flag.lstrip("-").replace("-", "_")) == good
 
 
+def test_an_output_path_of_the_wrong_kind_is_a_usage_error(tmp_path, capsys):
+    """An output file named where a folder is (scan, report, flows, aggregates) was a traceback
+    after the work was done; an output folder named where a file is (audit, stream, synth) was a
+    puzzling key-file error or a traceback.  Both are now argparse errors, exit 2, before any work."""
+    from flowaudit.cli import build_parser
+
+    folder, file = tmp_path / "d", tmp_path / "f"
+    folder.mkdir()
+    file.write_text("x")
+    for argv, flag, bad in ((["scan", "P"], "--out", folder), (["report", "R", "--out", "o.html"], "--json", folder),
+                            (["report", "R"], "--out", folder), (["flows", "P", "--out", "o"], "--quarantine", folder),
+                            (["flows", "P"], "--out", folder), (["aggregates", "R"], "--out", folder),
+                            (["audit", "I"], "--out", file), (["stream"], "--root", file), (["synth"], "--out", file)):
+        with pytest.raises(SystemExit) as e:
+            build_parser(argv[0]).parse_args([*argv, flag, str(bad)])
+        kind = "a folder: give a file name" if bad == folder else "a file: give a folder"
+        assert e.value.code == 2 and f"argument {flag}: {bad} is {kind}" in capsys.readouterr().err, argv
+        ok = tmp_path / "new" if bad == file else tmp_path / "new.parquet"
+        a = build_parser(argv[0]).parse_args([*argv, flag, str(ok)])          # a new path is taken as given
+        assert getattr(a, flag.lstrip("-")) == str(ok)
+
+
 def test_a_collector_port_is_a_port(capsys):
     from flowaudit.cli import build_parser
 

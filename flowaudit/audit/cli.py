@@ -89,7 +89,7 @@ def cmd_audit(args) -> int:
 
 
 def add_parser(sub) -> None:
-    from ..config import bounded
+    from ..config import bounded, out_path
     from ..detect.severity import LEVELS
 
     p = sub.add_parser(
@@ -109,7 +109,8 @@ def add_parser(sub) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="Parquet files, folders of them, Delta tables "
                    "(their current version), Iceberg tables or warehouses (the current snapshot, with pyiceberg: "
                    "pip install 'flowaudit[iceberg]'), or flowaudit roots")
-    p.add_argument("--out", required=True, metavar="ROOT", help="output root (datasets, findings, _audit/)")
+    p.add_argument("--out", required=True, type=out_path("folder"), metavar="ROOT",
+                   help="output root (datasets, findings, _audit/)")
     p.add_argument("--engine", choices=("polars", "dask"), default="polars",
                    help="polars: this process, bounded memory (default); dask: Dask distributed tasks")
     p.add_argument("--workers", type=bounded(int, 1), default=2, metavar="N",

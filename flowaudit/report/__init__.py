@@ -91,7 +91,7 @@ def cmd_report(args) -> int:
 
 
 def add_parser(sub) -> None:
-    from ..config import bounded
+    from ..config import bounded, out_path
 
     p = sub.add_parser(
         "report", help="one self-contained HTML audit report (and report.json) from a ROOT's datasets",
@@ -100,10 +100,11 @@ def add_parser(sub) -> None:
         "worst first with masked evidence, charts, coverage and method; report.json beside it holds the same "
         "numbers. Exit 2 on a usage error.")
     p.add_argument("root", metavar="ROOT", help="the Parquet root (dataset=messages, findings, ...)")
-    p.add_argument("--out", required=True, metavar="PATH.html", help="the HTML file to write")
+    p.add_argument("--out", required=True, type=out_path("file"), metavar="PATH.html", help="the HTML file to write")
     p.add_argument("--manifest", metavar="FILE", help="the audit's manifest (default ROOT/_audit/manifest.json "
                    "when present)")
-    p.add_argument("--json", metavar="FILE", help="where report.json goes (default: beside the HTML file)")
+    p.add_argument("--json", type=out_path("file"), metavar="FILE",
+                   help="where report.json goes (default: beside the HTML file)")
     p.add_argument("--watchlist-dir", metavar="DIR", help="operator watchlist files, so that their platforms are "
                    "listed too [env FLOWAUDIT_EGRESS_WATCHLIST_DIR]")
     p.add_argument("--episode-gap", type=bounded(int, 0), metavar="S",
