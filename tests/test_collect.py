@@ -271,6 +271,23 @@ def test_collect_bad_kafka_property_is_one_line(tmp_path, extra, message):
     assert len(lines) == 1 and lines[0].startswith(f"flowaudit: {message}"), r.stderr
 
 
+def test_listen_addresses_are_parsed_and_a_bad_port_is_one_line():
+    """--listen HOST:PORT, [V6]:PORT, :PORT or HOST; a port beyond 65535 (or not a number) was an
+    OverflowError traceback from bind(): now collect.listen's one-line error."""
+    from flowaudit.sources.udp import parse_listen
+
+    assert parse_listen("127.0.0.1:9995") == ("127.0.0.1", 9995)
+    assert parse_listen("[::1]:2055") == ("::1", 2055) and parse_listen("[::1]") == ("::1", 2055)
+    assert parse_listen(":0") == ("0.0.0.0", 0) and parse_listen("host") == ("host", 2055)
+    assert parse_listen("fe80::1") == ("fe80::1", 2055)
+    for bad in ("127.0.0.1:99999", "127.0.0.1:abc", "[::1]:-1", "127.0.0.1:"):
+        with pytest.raises(ValueError):
+            parse_listen(bad)
+        r = subprocess.run([sys.executable, "-m", "flowaudit", "collect", "--listen", bad, "--max-seconds", "1"],
+                           capture_output=True, text=True, timeout=60, env=_env())
+        assert r.returncode == 2 and r.stderr.strip() == f"flowaudit: collect.listen: expected HOST:PORT, got {bad!r}"
+
+
 def test_a_datagram_the_producer_refuses_is_counted(tmp_path):
     """kafka.extra's message.max.bytes makes librdkafka refuse a larger datagram at produce time:
     collect counts it as a delivery error and keeps running (exit 1 at the end), no traceback."""

@@ -55,18 +55,26 @@ class CollectStats:
 
 
 def parse_listen(text: str, default_port: int = 2055) -> tuple[str, int]:
-    """``HOST:PORT``, ``[V6]:PORT``, ``:PORT`` or ``HOST`` -> (host, port)."""
+    """``HOST:PORT``, ``[V6]:PORT``, ``:PORT`` or ``HOST`` -> (host, port); ValueError for a port
+    that is not 0..65535."""
     text = text.strip()
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         port = rest.lstrip(":")
-        return host, int(port) if port else default_port
+        return host, _port(port) if port else default_port
     if text.count(":") == 1:
         host, port = text.split(":")
-        return host or "0.0.0.0", int(port)
+        return host or "0.0.0.0", _port(port)
     if text.count(":") > 1:  # bare IPv6 address
         return text, default_port
     return text or "0.0.0.0", default_port
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is not 0..65535")
+    return port
 
 
 def _socket_drops(inodes: set[int]) -> int:
