@@ -145,6 +145,16 @@ def parse_time(text: str) -> int:
     return int(t.timestamp() * 1000)
 
 
+def parse_range(since: str | None, until: str | None) -> tuple[int | None, int | None]:
+    """``--since`` / ``--until`` -> ms (None where not given); a range that holds no time (since at
+    or after until: a typo) is an error, not an empty answer that reads like "nothing happened"."""
+    lo = parse_time(since) if since else None
+    hi = parse_time(until) if until else None
+    if lo is not None and hi is not None and lo >= hi:
+        raise QuarantineError(f"--since {since} is not before --until {until}: that range holds no time")
+    return lo, hi
+
+
 def select(t: pa.Table, reasons=None, since: str | None = None, until: str | None = None) -> list[dict]:
     """Rows (dicts) of the given reasons whose record time is in [since, until), in provenance order.
     A reason no row has (a typo, or none of that kind here) is named on stderr with the reasons
@@ -157,13 +167,14 @@ def select(t: pa.Table, reasons=None, since: str | None = None, until: str | Non
         if absent:
             print(f"flowaudit quarantine: no record has reason {', '.join(absent)} "
                   f"(reasons here: {', '.join(have) or 'none'})", file=sys.stderr)
+    lo, hi = parse_range(since, until)
     mask = pa.array(np.ones(t.num_rows, bool))
     if reasons:
         mask = pc.and_(mask, pc.is_in(t.column("reason").cast(pa.string()), pa.array(list(reasons))))
-    if since:
-        mask = pc.and_kleene(mask, pc.greater_equal(t.column("ts_ms"), parse_time(since)))
-    if until:
-        mask = pc.and_kleene(mask, pc.less(t.column("ts_ms"), parse_time(until)))
+    if lo is not None:
+        mask = pc.and_kleene(mask, pc.greater_equal(t.column("ts_ms"), lo))
+    if hi is not None:
+        mask = pc.and_kleene(mask, pc.less(t.column("ts_ms"), hi))
     rows = t.filter(pc.fill_null(mask, False)).to_pylist()
     rows.sort(key=lambda r: (r["source"], r["partition"], r["offset"]))
     return rows

@@ -253,3 +253,24 @@ def test_a_manifest_of_odd_kinds_is_read_as_defaults(tmp_path):
             ([1, 2], None)):
         m.write_text(json.dumps(doc))
         assert _audit_correlation(tmp_path) == want, doc
+
+
+def test_a_time_range_that_holds_no_time_is_a_usage_error(root, tmp_path):
+    """--since at or after --until (a typo) gave an empty answer that reads like "nothing reached
+    LOGINK": an audit of 0 rows with 0 findings, 0 findings, 0 quarantine rows.  It is now exit 2."""
+    from flowaudit.quarantine import QuarantineError, parse_range
+
+    assert parse_range(None, None) == (None, None)
+    assert parse_range("2026-03-01", "2026-03-01T00:00:01") == (1772323200000, 1772323201000)
+    for since, until in (("2026-03-02", "2026-03-01"), ("2026-03-01T06:00", "2026-03-01T06:00")):
+        with pytest.raises(QuarantineError, match="is not before --until"):
+            parse_range(since, until)
+    r, policy, _sc = root
+    bad = ["--since", "2026-03-02", "--until", "2026-03-01"]
+    for argv in (["findings", r, "--policy", policy], ["quarantine", "list", r],
+                 ["audit", r, "--out", tmp_path / "none"]):
+        p = subprocess.run([sys.executable, "-m", "flowaudit", *map(str, argv), *bad], capture_output=True,
+                           text=True, timeout=120)
+        assert p.returncode == 2 and "--since 2026-03-02 is not before --until 2026-03-01" in p.stderr, (argv, p.stderr)
+        assert len(p.stderr.splitlines()) == 1
+    assert not (tmp_path / "none").exists()

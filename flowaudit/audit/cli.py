@@ -24,7 +24,7 @@ def cmd_audit(args) -> int:
     from ..config import ConfigError, load
     from ..decode import FORMAT_CODES
     from ..memory import for_command
-    from ..quarantine import QuarantineError, parse_time
+    from ..quarantine import QuarantineError, parse_range
     from . import engine
     from .inputs import InputError, parse_map
 
@@ -40,6 +40,7 @@ def cmd_audit(args) -> int:
         over.setdefault("sink", {})["raw_values"] = True
     try:
         settings = load(args.config, overrides=over)
+        since_ms, until_ms = parse_range(args.since, args.until)
         formats = _formats(args.format)
         for _t, f in formats:
             if f != "auto" and f not in FORMAT_CODES:
@@ -47,8 +48,7 @@ def cmd_audit(args) -> int:
         opts = engine.Options(
             inputs=args.inputs, out=args.out, engine=args.engine, workers=args.workers, scheduler=args.scheduler,
             threads=args.threads or min(4, os.cpu_count() or 1),
-            since_ms=parse_time(args.since) if args.since else None,
-            until_ms=parse_time(args.until) if args.until else None,
+            since_ms=since_ms, until_ms=until_ms,
             mapping=parse_map(args.map), formats=formats, dns_files=tuple(args.dns or ()), on_bad_input=args.on_bad_input,
             unit_rows=args.unit_rows, window_s=settings.findings.window_s, lookback_s=settings.findings.lookback_s,
             episode_gap_s=settings.findings.episode_gap_s,

@@ -166,7 +166,7 @@ def cmd_findings(args) -> int:
     if not root.is_dir():
         print(f"flowaudit: {root} is not a folder", file=sys.stderr)
         return 2
-    from ..quarantine import QuarantineError, parse_time
+    from ..quarantine import QuarantineError, parse_range, parse_time
 
     if args.episode_gap is not None and not args.episodes:
         print("flowaudit: --episode-gap groups episodes: give it with --episodes", file=sys.stderr)
@@ -178,6 +178,11 @@ def cmd_findings(args) -> int:
         except QuarantineError as e:
             print(f"flowaudit: --{flag}: {e}", file=sys.stderr)
             return 2
+    try:
+        parse_range(args.since, args.until)
+    except QuarantineError as e:
+        print(f"flowaudit: {e}", file=sys.stderr)
+        return 2
     # the stream's settings model: file, FLOWAUDIT_* environment, then these flags
     over: dict = {}
     for flag, section, key in _FLAGS + _EPISODE_FLAGS:
