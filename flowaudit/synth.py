@@ -1613,6 +1613,17 @@ def dump_schemas() -> dict:
 
 def _start_ms(start) -> int:
     """``start`` (None, ms since the epoch, a datetime, or ISO 8601 text; UTC unless it says) -> ms."""
+    ms = _start_ms_of(start)
+    if not 0 <= ms < _LAST_START_MS:      # record times are int64 ns and hour folders dates after 1970
+        raise ValueError(f"start: {_iso_ms(ms) if 0 <= ms < 253402300799000 else ms} is outside "
+                         f"1970-01-01 .. {_iso_ms(_LAST_START_MS)[:10]}")
+    return ms
+
+
+_LAST_START_MS = 7_258_118_400_000       # 2200-01-01: ns times to spare for any --hours
+
+
+def _start_ms_of(start) -> int:
     if start is None:
         return DUMP_START_MS
     if isinstance(start, bool):
@@ -2075,6 +2086,9 @@ class _Dump:
         return out, controls
 
 
+MAX_DUMP_HOURS = 366 * 24
+
+
 def write_dump(out_dir, n_messages: int, seed: int = 7, files: int = 4, row_group_rows: int = 4096,
                layouts=DUMP_LAYOUTS, start=None, *, partitions: int = 3, hours: float = 6.0,
                bad_fraction: float = 0.01, flows_per_message: float = 0.2) -> dict:
@@ -2102,6 +2116,8 @@ def write_dump(out_dir, n_messages: int, seed: int = 7, files: int = 4, row_grou
             raise ValueError(f"{name}: an integer >= {lo} is required")
     if not hours >= 2:
         raise ValueError("hours: at least 2 (the scenario takes the first whole hour after the start)")
+    if hours > MAX_DUMP_HOURS:          # the background flows are drawn hour by hour: 1e9 hours never ends
+        raise ValueError(f"hours: at most {MAX_DUMP_HOURS} (a leap year)")
     if not 0.0 <= bad_fraction <= 1.0:
         raise ValueError("bad_fraction must be within [0, 1]")
     if not 0.0 <= flows_per_message <= 100.0:

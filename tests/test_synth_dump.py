@@ -390,7 +390,10 @@ def test_cli_writes_the_same_archive_as_the_api(tmp_path):
 
 def test_bad_arguments_are_refused_before_anything_is_written(tmp_path):
     for kw in ({"layouts": ("flat", "csv")}, {"layouts": ()}, {"hours": 1.5}, {"files": 0}, {"row_group_rows": 0},
-               {"start": "yesterday"}, {"bad_fraction": 2.0}):
+               {"start": "yesterday"}, {"bad_fraction": 2.0},
+               # an hours count that never ended, and starts whose times overflowed (tracebacks)
+               {"hours": 1e9}, {"hours": float("nan")}, {"start": "9999-12-31T23:00:00"}, {"start": "1960-01-01"},
+               {"start": -1}):
         with pytest.raises(ValueError):
             synth.write_dump(tmp_path / "x", 10, **kw)
     (tmp_path / "full").mkdir()
