@@ -406,8 +406,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--layouts", default="flat,redpanda", metavar="L,...",
                    help="with --dump: message archive layouts, flat and/or redpanda (default flat,redpanda)")
     p.add_argument("--start", metavar="ISO", help="with --dump: the first record time, ISO 8601, UTC unless given "
-                   "(default 2026-03-01T05:00:00Z, 1970-01-01 .. 2200-01-01; the exposure scenario takes the first whole hour "
-                   "after it)")
+                   "(default 2026-03-01T05:00:00Z, 1970-01-01 .. 2200-01-01; the exposure scenario takes the first "
+                   "whole hour after it)")
     p.add_argument("--hours", type=float, default=6.0, help="with --dump: hours of record time (default 6, at least 2, "
                    "at most 8784)")
     p.set_defaults(fn=cmd_synth)

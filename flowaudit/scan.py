@@ -1,18 +1,19 @@
 """``flowaudit scan PATH...``: classify message files offline, with the stream's code path.
 
 Files (or every file under a folder) are memory-mapped and cut into interchanges in one linear
-pass (kernels/split.py: EDIFACT ``UNA``/``UNB`` .. ``UNZ`` and X12 ``ISA`` .. ``IEA``, mixed, with
-each interchange's own separators; a big file a step at a time, the next step on a thread);
+pass (kernels/split.py: EDIFACT ``UNA``/``UNB`` .. ``UNZ`` and X12 ``ISA`` .. ``IEA``, mixed,
+with each interchange's own separators; a big file a step at a time, the next step on a thread);
 runs of whole interchanges are copied into batches of about ``batch_bytes`` and classified by
 the same :class:`~flowaudit.pipeline.Classifier` the stream service uses, one batch's kernels
-beside the tables of the batch before.  Every byte of a file lands in exactly one piece: bytes between interchanges that
-are not one (garbage) and an interchange without its trailer become their own pieces, which the
-classifier quarantines with a reason.  A JSON Lines file (``.jsonl``, ``.ndjson``, ``.jsonlines``: a
-topic dump) is a message a line; any other file that does not start like EDI (JSON, XML) is one
-piece.  Hits go to Parquet or JSON lines (``--out``); a readable summary goes to stdout.
-Provenance: ``source`` is the file path, ``partition`` -1, ``offset`` the piece's index within
-the file (in a JSON Lines file: the line's number among the lines with content, 0 = the first).  A batch's hits are encoded and written on a thread while the next batch is classified
-(one write in flight: Parquet's writer leaves the GIL).
+beside the tables of the batch before. Every byte of a file lands in exactly one piece: bytes
+between interchanges that are not one (garbage) and an interchange without its trailer become
+their own pieces, which the classifier quarantines with a reason. A JSON Lines file (``.jsonl``,
+``.ndjson``, ``.jsonlines``: a topic dump) is a message a line; any other file that does not
+start like EDI (JSON, XML) is one piece. Hits go to Parquet or JSON lines (``--out``); a
+readable summary goes to stdout. Provenance: ``source`` is the file path, ``partition`` -1,
+``offset`` the piece's index within the file (in a JSON Lines file: the line's number among the
+lines with content, 0 = the first). A batch's hits are encoded and written on a thread while the
+next batch is classified (one write in flight: Parquet's writer leaves the GIL).
 """
 from __future__ import annotations
 
