@@ -475,21 +475,16 @@ def _damaged_parquet(args, exc: Exception) -> list[tuple[str, str]]:
     arrow = sys.modules.get("pyarrow")
     if arrow is None or not isinstance(exc, arrow.ArrowException):
         return []
-    import pyarrow.parquet as pq
     from pathlib import Path
 
-    folders = [Path(p) for p in [getattr(args, "root", None), *(getattr(args, "inputs", None) or [])] if p]
-    bad = []
-    for folder in folders:
-        files = [folder] if folder.is_file() else sorted(folder.rglob("*.parquet")) if folder.is_dir() else []
-        for f in files:
-            if any(part.startswith(".") for part in f.relative_to(folder).parts):
-                continue                                # temp files of a writer, never read
-            try:
-                pq.read_metadata(f)
-            except (OSError, arrow.ArrowException) as e:
-                bad.append((str(f), " ".join(str(e).split())[:200]))
-    return bad
+    from .sinks.parquet import unreadable
+
+    files = []
+    for folder in (Path(p) for p in [getattr(args, "root", None), *(getattr(args, "inputs", None) or [])] if p):
+        found = [folder] if folder.is_file() else sorted(folder.rglob("*.parquet")) if folder.is_dir() else []
+        # (hidden files: a writer's temp files, never read)
+        files += [f for f in found if not any(x.startswith(".") for x in f.relative_to(folder).parts)]
+    return unreadable(files)
 
 
 if __name__ == "__main__":

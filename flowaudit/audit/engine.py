@@ -359,7 +359,6 @@ def _dns_answers(out: Path, spec: Spec, det) -> int:
     import numpy as np
     import pyarrow as pa
 
-    from ..detect.dnsmap import record
     from ..pipeline import _const_dict
     from ..protect import Protector
     from ..quarantine import table as quarantine_table
@@ -371,25 +370,19 @@ def _dns_answers(out: Path, spec: Spec, det) -> int:
     bad = 0
     for f in spec.dns_files:
         name = f"audit-dns-{Path(f).stem[:40]}-{h.hexdigest()[:16]}"
+        misfits: list = []              # (line index, line) of the lines that are no DNS record
         with open(f, "rb") as fh:
-            t = det.observe_dns(fh, source=f)
+            t = det.observe_dns(fh, source=f, bad=misfits)
         ts = np.asarray(t.column("ts_ms").fill_null(-1).to_numpy(zero_copy_only=False), np.int64)
         keep = _in_range(ts, spec)
         if keep is not None:
             t, ts = t.filter(pa.array(keep)), ts[keep]
         tables = {"transfers": (t, ts)}
-        values, lines = [], []
-        with open(f, "rb") as fh:
-            for i, line in enumerate(fh):
-                try:
-                    record(line)
-                except ValueError:
-                    values.append(line.rstrip(b"\r\n"))
-                    lines.append(i)
-        if values:
-            n = len(values)
-            prov = [_const_dict(f, n), pa.array(np.full(n, -1, np.int32)), pa.array(lines, pa.int64()),
-                    pa.nulls(n, pa.int64())]
+        if misfits:
+            n = len(misfits)
+            values = [line.rstrip(b"\r\n") for _i, line in misfits]
+            prov = [_const_dict(f, n), pa.array(np.full(n, -1, np.int32)),
+                    pa.array([i for i, _line in misfits], pa.int64()), pa.nulls(n, pa.int64())]
             q = quarantine_table(Protector(spec.key, raw=spec.raw), prov, [None] * n, values, _const_dict("dns", n),
                                  _const_dict("malformed_json", n))
             tables["quarantine"] = (q, np.full(n, -1, np.int64))

@@ -118,14 +118,15 @@ class DnsMap:
         return len(self._map)
 
     # ---------------------------------------------------------------------------- input
-    def observe_lines(self, lines: Iterable[bytes | str]) -> list[DnsAnswer]:
+    def observe_lines(self, lines: Iterable[bytes | str], bad: list | None = None) -> list[DnsAnswer]:
         """Consume Zeek dns.log JSON lines (file lines or Kafka message values).
 
         Returns the stored answers (for the DNS_ANSWER rows); malformed lines are counted in
-        ``stats['bad_lines']`` and skipped.
+        ``stats['bad_lines']`` and skipped, and with ``bad`` given, each is appended to it as
+        ``(index in lines, line)`` (for the callers that quarantine them).
         """
         stored: list[DnsAnswer] = []
-        for line in lines:
+        for i, line in enumerate(lines):
             if line is None:
                 continue
             try:
@@ -133,6 +134,8 @@ class DnsMap:
             except ValueError:
                 self.stats["lines"] += 1
                 self.stats["bad_lines"] += 1
+                if bad is not None:
+                    bad.append((i, line))
                 continue
             if rec is not None:
                 self.stats["lines"] += 1

@@ -237,10 +237,11 @@ class EgressDetector:
 
     # ---------------------------------------------------------------------------- DNS
     def observe_dns(self, lines: Iterable[bytes | str], *, source: str = "-", partition=-1,
-                    offset=None) -> pa.Table:
+                    offset=None, bad: list | None = None) -> pa.Table:
         """Feed Zeek dns.log JSON lines (a file's lines or Kafka values) into the map; returns a
-        ``DNS_ANSWER`` row per answer for a watchlisted name."""
-        answers = self.dns.observe_lines(lines)
+        ``DNS_ANSWER`` row per answer for a watchlisted name.  ``bad``: the lines that are no DNS
+        record are appended to it (:meth:`DnsMap.observe_lines`)."""
+        answers = self.dns.observe_lines(lines, bad)
         wl = self.watchlist
         pol = self.policy
         if not answers:

@@ -328,11 +328,11 @@ class FlowPath:
                 continue
             if self.egress is None:
                 continue
-            bad0 = self.egress.dns.stats.get("bad_lines", 0)
+            bad: list = []
             value = sub.buf[sub.offsets[i]:sub.offsets[i + 1]].tobytes()
             t = self.egress.observe_dns(value.splitlines(), source=sub.sources[int(sub.source_idx[i])],
-                                        partition=int(sub.partition[i]), offset=int(sub.offset[i]))
-            if self.egress.dns.stats.get("bad_lines", 0) > bad0:
+                                        partition=int(sub.partition[i]), offset=int(sub.offset[i]), bad=bad)
+            if bad:
                 status[i] = 1
                 reasons[i] = "malformed_json"
                 continue

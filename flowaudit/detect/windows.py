@@ -758,24 +758,20 @@ class FindingsWindows:
         traced to its files, which join :attr:`damaged`, each logged once and counted
         (``flowaudit_storage_unreadable_files``), and the read is tried again without them; an
         error no file explains is raised."""
-        import pyarrow.parquet as pq
+        from ..sinks.parquet import unreadable
 
         files = [f for f in files if f not in self.damaged]
         try:
             return read(files)
         except (pa.ArrowException, OSError) as exc:
             error = exc
-        found = []
-        for f in files:
-            try:
-                pq.read_table(f)
-            except (pa.ArrowException, OSError) as e:
-                found.append(f)
-                self.damaged.add(f)
-                log.error("findings: the stored file %s does not read back (%s): the windows go on without its "
-                          "rows; restore it or move it aside", f, " ".join(str(e).split())[:200])
+        found = unreadable(files, whole=True)
         if not found:
             raise error
+        for f, why in found:
+            self.damaged.add(f)
+            log.error("findings: the stored file %s does not read back (%s): the windows go on without its rows; "
+                      "restore it or move it aside", f, why)
         if self.metrics:
             self.metrics.storage_unreadable.set(len(self.damaged))
         return read([f for f in files if f not in self.damaged])

@@ -546,6 +546,19 @@ class PartitionWriter:
                     pass  # a read-only remount: recover() removes it on the next assignment
 
 
+def unreadable(paths, whole: bool = False) -> list[tuple[str, str]]:
+    """``(path, why)`` of the Parquet files among ``paths`` that do not read back: their footer
+    (``whole``: every page too) does not open.  The error path of readers that met an Arrow error
+    and must name the damaged files (Arrow's own message often names none)."""
+    bad = []
+    for p in paths:
+        try:
+            pq.read_table(p) if whole else pq.read_metadata(p)
+        except (OSError, pa.ArrowException) as exc:
+            bad.append((str(p), " ".join(str(exc).split())[:200]))
+    return bad
+
+
 def read_dataset(root: Path, dataset: str) -> pa.Table:
     """Read every published file of a dataset (hidden temp files are skipped)."""
     import pyarrow.dataset as ds
