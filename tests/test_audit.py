@@ -629,6 +629,43 @@ def test_dns_log_lines_that_are_no_record_are_quarantined(dump, tmp_path):
     assert table(clean, "quarantine").num_rows == 0
 
 
+def test_dns_logs_as_zeek_writes_them_by_default(dump, tmp_path):
+    """--dns reads Zeek's default log format (tab-separated, after its header), gzip-rotated, from
+    its dated archive folders (each day's files named alike): the same DNS answers, flows named and
+    findings as the JSON log.  Another Zeek log, or a folder without DNS logs, is a usage error."""
+    import gzip
+
+    from .test_dnsmap import zeek_ascii
+
+    recs = [orjson.loads(x) for x in dump["dns"].read_bytes().splitlines()]
+    half = len(recs) // 2
+    logs = tmp_path / "zeek"
+    for day, part in (("2026-03-01", recs[:half]), ("2026-03-02", recs[half:])):
+        (logs / day).mkdir(parents=True)
+        (logs / day / "dns.06:00:00-07:00:00.log.gz").write_bytes(gzip.compress(zeek_ascii(part)))
+        (logs / day / "conn.06:00:00-07:00:00.log.gz").write_bytes(gzip.compress(zeek_ascii([], path="conn")))
+
+    def seen(root):
+        return sorted((t["seen_where"], t["platform"], t["rule"], t["indicator"], t["src_addr"] or "",
+                       t["dst_addr"] or "") for t in table(root, "transfers").to_pylist())
+
+    zeek, clean = tmp_path / "z", tmp_path / "c"
+    audit(dump["dir"] / "flows", "--out", zeek, "--policy", dump["policy"], "--dns", logs)
+    audit(dump["dir"] / "flows", "--out", clean, "--policy", dump["policy"], "--dns", dump["dns"])
+    assert seen(zeek) == seen(clean)
+    # the lookup, and the flow named through it
+    assert {("DNS_ANSWER", "LOGINK", "dns_lookup"), ("DNS_ANSWER", "LOGINK", "watchlist")} <= {x[:3] for x in seen(zeek)}
+    assert table(zeek, "quarantine").num_rows == 0
+    assert len(list((zeek / "dataset=transfers").rglob("audit-dns-*"))) == 2     # a file a log, none overwritten
+    strip = lambda rows: sorted((r["platform"], r["rule"], r["entity"], r["severity"], r["bytes"], r["flows"])  # noqa: E731
+                                for r in rows)
+    assert strip(table(zeek, "findings").to_pylist()) == strip(table(clean, "findings").to_pylist())
+    for arg, why in ((logs / "2026-03-01" / "conn.06:00:00-07:00:00.log.gz", "conn log, not its dns log"),
+                     (dump["wl"], "a folder without DNS logs")):
+        r = audit(dump["dir"] / "flows", "--out", tmp_path / "x", "--policy", dump["policy"], "--dns", arg, check=2)
+        assert why in r.stderr and "Traceback" not in r.stderr and not (tmp_path / "x").exists()
+
+
 def test_map_syntax_errors_are_named():
     """--map: a name without a column, a name mapped twice, a part without '=' and an unknown name
     are usage errors (the first two were read as a map no input fits, or the last one silently won)."""

@@ -1,12 +1,15 @@
-"""flowaudit/detect/dnsmap.py: TTL expiry on record time, bounded size, CNAME chains, array join."""
+"""flowaudit/detect/dnsmap.py: TTL expiry on record time, bounded size, CNAME chains, array join,
+Zeek's ASCII (tab-separated) logs and gzip-rotated files."""
 from __future__ import annotations
 
+import gzip
 import json
 
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
-from flowaudit.detect.dnsmap import DnsMap
+from flowaudit.detect.dnsmap import DnsMap, ZeekLog, log_files, open_log
 from flowaudit.kernels import ipset as K
 
 T0 = 1_700_000_000.0
@@ -18,6 +21,39 @@ def line(ts, query, answers, ttls, **kw):
            "query": query, "qtype_name": "A", "rcode_name": "NOERROR", "answers": answers, "TTLs": ttls}
     rec.update(kw)
     return json.dumps(rec).encode()
+
+
+# Zeek's dns.log as its ASCII writer writes it by default (Zeek 3 .. 8.0: base/protocols/dns/main.zeek)
+ZEEK_FIELDS = ("ts uid id.orig_h id.orig_p id.resp_h id.resp_p proto trans_id rtt query qclass qclass_name qtype "
+               "qtype_name rcode rcode_name AA TC RD RA Z answers TTLs rejected").split()
+ZEEK_TYPES = ("time string addr port addr port enum count interval string count string count string count string "
+              "bool bool bool bool count vector[string] vector[interval] bool").split()
+
+
+def zeek_ascii(records, path: str = "dns") -> bytes:
+    """JSON records (Zeek's JSON writer: unset fields left out) as Zeek's ASCII writer writes them:
+    the header, a tab between values, ``-`` unset, ``(empty)`` for an empty vector, vectors joined
+    by commas, a tab or comma inside a value escaped ``\\xHH``, times with six decimals."""
+    def esc(v: str) -> str:
+        return v.replace("\\", "\\x5c").replace("\t", "\\x09").replace(",", "\\x2c")
+
+    def value(t, v):
+        if v is None:
+            return "-"
+        if t.startswith("vector["):
+            return ",".join(value(t[7:-1], e) for e in v) if v else "(empty)"
+        if t in ("time", "interval"):
+            return f"{float(v):.6f}"
+        if t == "bool":
+            return "T" if v else "F"
+        return esc(str(v))
+
+    out = ["#separator \\x09", "#set_separator\t,", "#empty_field\t(empty)", "#unset_field\t-", f"#path\t{path}",
+           "#open\t2026-03-01-06-00-00", "#fields\t" + "\t".join(ZEEK_FIELDS), "#types\t" + "\t".join(ZEEK_TYPES)]
+    for r in records:
+        out.append("\t".join(value(t, r.get(f)) for f, t in zip(ZEEK_FIELDS, ZEEK_TYPES)))
+    out.append("#close\t2026-03-01-07-00-00")
+    return ("\n".join(out) + "\n").encode()
 
 
 def test_ttl_on_record_time():
@@ -85,6 +121,59 @@ def test_iso_timestamps_and_bad_lines_counted():
     stored = d.observe_lines([b"not json", b"[1]", b"", b"#fields ts", line("2023-11-14T22:13:20Z", "a.example", ["192.0.2.1"], [10.0]),
                               json.dumps({"query": "x"}).encode()])
     assert len(stored) == 1 and d.stats["bad_lines"] == 3
+
+
+def test_zeek_ascii_rows_read_as_the_json_writer_writes_them():
+    """Zeek's default log format (tab-separated, after its header) gives the records its JSON
+    writer gives: unset fields left out, numbers and booleans typed, vectors as lists, the empty
+    vector ``[]``, ``\\xHH`` escapes undone."""
+    recs = [json.loads(line(T0, "gateway.logink.cn", ["cname.logink.cn", "203.0.113.9"], [60.0, 30.5])),
+            json.loads(line(T0 + 1.25, "odd\tname,x.example", [], [], rcode_name="NXDOMAIN")),
+            {"ts": T0 + 2, "query": "ssl.logink.cn", "answers": ["2001:db8::5"], "TTLs": [5.0], "AA": False}]
+    log = ZeekLog()
+    got = [r for r in map(log.record, zeek_ascii(recs).splitlines()) if r is not None]
+    assert got == recs
+    # the same map from either writer's lines, and from a gzip-rotated file
+    a, b = DnsMap(), DnsMap()
+    a.observe_lines([json.dumps(r).encode() for r in recs])
+    b.observe_lines(zeek_ascii(recs).splitlines())
+    assert a.stats == b.stats and a.to_state() == b.to_state() and len(a) == 2
+
+
+def test_zeek_ascii_rows_that_fit_no_header_are_bad_lines(tmp_path):
+    """A row with more or fewer values than ``#fields`` names, or a row of another Zeek log (``#path
+    conn``) is a bad line with the reason ``format_mismatch``; a JSON line among them stays JSON."""
+    good = json.loads(line(T0, "gateway.logink.cn", ["203.0.113.9"], [60.0]))
+    text = zeek_ascii([good]).splitlines()
+    rows = text[:-1] + [b"1.0\tC1", text[-2] + b"\textra", line(T0, "ssl.logink.cn", ["203.0.113.10"], [60.0]),
+                        b"{broken"]
+    bad: list = []
+    d = DnsMap()
+    stored = d.observe_lines(rows, bad)
+    assert [(s.addr, s.name) for s in stored] == [("203.0.113.9", "gateway.logink.cn"),
+                                                  ("203.0.113.10", "ssl.logink.cn")]
+    n = len(text) - 1
+    assert [(i, r) for i, _l, r in bad] == [(n, "format_mismatch"), (n + 1, "format_mismatch"),
+                                            (n + 3, "malformed_json")]
+    conn = zeek_ascii([good], path="conn").splitlines()
+    bad = []
+    assert DnsMap().observe_lines(conn, bad) == [] and [r for _i, _l, r in bad] == ["format_mismatch"]
+    # files: gzip as Zeek's rotation leaves them; folders give their dns* files; another log is refused
+    day = tmp_path / "2026-03-01"
+    day.mkdir()
+    (day / "dns.06:00:00-07:00:00.log.gz").write_bytes(gzip.compress(zeek_ascii([good])))
+    (day / "conn.06:00:00-07:00:00.log.gz").write_bytes(gzip.compress(b"\n".join(conn)))
+    (tmp_path / "dns.log").write_bytes(line(T0, "a.example", ["192.0.2.1"], [1.0]) + b"\n")
+    assert log_files([tmp_path]) == [str(day / "dns.06:00:00-07:00:00.log.gz"), str(tmp_path / "dns.log")]
+    with open_log(day / "dns.06:00:00-07:00:00.log.gz") as f:
+        assert [s.name for s in DnsMap().observe_lines(f)] == ["gateway.logink.cn"]
+    with pytest.raises(ValueError, match="conn log, not its dns log"):
+        log_files([day / "conn.06:00:00-07:00:00.log.gz"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="without DNS logs"):
+        log_files([tmp_path / "empty"])
+    with pytest.raises(FileNotFoundError):
+        log_files([tmp_path / "missing.log"])
 
 
 def test_bounded_lru():

@@ -347,3 +347,25 @@ def test_restore_ignores_corrupt_or_foreign_state(corpus, caplog):
         caplog.clear()
         assert b.decoder.held == 0 and b.decoder.template_count == 0 and len(b.egress.dns) == 0
         assert len(_run_rows(b, rows[:1])["transfers"]) == 1          # and it still works
+
+
+def test_dns_messages_in_zeek_ascii(tmp_path):
+    """A DNS topic's message in Zeek's default log format (its header, then tab-separated rows, as a
+    log shipper that forwards whole files sends it) names its answers as a JSON line does; a row
+    that does not fit the header quarantines the message with the reason ``format_mismatch``."""
+    from .test_dnsmap import zeek_ascii
+
+    svc = service(tmp_path, {"zeek.dns": "dns"})
+    rec = {"ts": T0_MS / 1000 - 5, "id.orig_h": "10.0.0.5", "query": "gateway.logink.cn", "qtype_name": "A",
+           "rcode_name": "NOERROR", "answers": ["198.51.100.7"], "TTLs": [300.0]}
+    good = zeek_ascii([rec])
+    bad = good.replace(b"\t198.51.100.7\t", b"\t198.51.100.7\tone-too-many\t")
+    rows = [("zeek.dns", 0, None, good), ("zeek.dns", 1, None, bad)]
+    svc.handle(batch_of(svc, rows), np.zeros(2, np.int64), [("zeek.dns", 0)], 0.0)
+    svc.flush_all()
+    tr = read_dataset(svc.root, "transfers").to_pylist()
+    assert [(t["seen_where"], t["indicator"], t["dst_addr"], t["offset"]) for t in tr] == [
+        ("DNS_ANSWER", "gateway.logink.cn", "198.51.100.7", 0)]
+    assert [(q["offset"], q["reason"]) for q in read_dataset(svc.root, "quarantine").to_pylist()] == [
+        (1, "format_mismatch")]
+    assert [m["offset"] for m in read_dataset(svc.root, "messages").to_pylist()] == [0]

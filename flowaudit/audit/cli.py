@@ -128,8 +128,9 @@ def add_parser(sub) -> None:
     p.add_argument("--format", action="append", metavar="[TOPIC=]FMT",
                    help="message format (edifact, x12, xml, json, flat, auto) for every topic or one topic (repeatable; "
                    "default: detected per message)")
-    p.add_argument("--dns", action="append", metavar="FILE", help="Zeek dns.log JSON lines: names the flows' "
-                   "addresses (watchlisted domains) and adds DNS_ANSWER transfers (repeatable)")
+    p.add_argument("--dns", action="append", metavar="FILE", help="Zeek dns.log (JSON lines or Zeek's tab-separated "
+                   "log, plain or gzip; a folder gives its files named dns*, e.g. Zeek's dated archive): names the "
+                   "flows' addresses (watchlisted domains) and adds DNS_ANSWER transfers (repeatable)")
     p.add_argument("--on-bad-input", choices=("fail", "skip"), default="fail",
                    help="a file that cannot be read or fits no layout: fail (exit 2, default) or skip it, named in "
                    "the summary, the manifest and the report")

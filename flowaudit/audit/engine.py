@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -47,7 +48,7 @@ class Options:
     until_ms: int | None = None
     mapping: dict = field(default_factory=dict)
     formats: tuple = ()
-    dns_files: tuple = ()               # Zeek dns.log JSON lines
+    dns_files: tuple = ()               # Zeek dns.log files or folders of them
     on_bad_input: str = "fail"          # fail or skip
     unit_rows: int = _in.DEFAULT_UNIT_ROWS
     window_s: int = 300
@@ -364,15 +365,24 @@ def _dns_answers(out: Path, spec: Spec, det) -> int:
     from ..quarantine import table as quarantine_table
     from .work import _in_range, write_tables
 
+    from ..detect.dnsmap import open_log
+
     h = hashlib.sha256()
     for f in spec.dns_files:
         h.update(Path(f).read_bytes())
     bad = 0
+    names = [Path(f).name for f in spec.dns_files]
     for f in spec.dns_files:
-        name = f"audit-dns-{Path(f).stem[:40]}-{h.hexdigest()[:16]}"
-        misfits: list = []              # (line index, line) of the lines that are no DNS record
-        with open(f, "rb") as fh:
-            t = det.observe_dns(fh, source=f, bad=misfits)
+        stem = re.sub(r"[^A-Za-z0-9._-]", "-", Path(f).stem)[:40]
+        if names.count(Path(f).name) > 1:       # Zeek's dated folders repeat a day's file names
+            stem += "-" + hashlib.sha256(f.encode()).hexdigest()[:8]
+        name = f"audit-dns-{stem}-{h.hexdigest()[:16]}"
+        misfits: list = []              # (line index, line, reason) of the lines that are no DNS record
+        try:
+            with open_log(f) as fh:
+                t = det.observe_dns(fh, source=f, bad=misfits)
+        except (OSError, EOFError) as e:    # a damaged gzip stream
+            raise AuditError(f"--dns {f}: not readable ({e})") from None
         ts = np.asarray(t.column("ts_ms").fill_null(-1).to_numpy(zero_copy_only=False), np.int64)
         keep = _in_range(ts, spec)
         if keep is not None:
@@ -380,11 +390,11 @@ def _dns_answers(out: Path, spec: Spec, det) -> int:
         tables = {"transfers": (t, ts)}
         if misfits:
             n = len(misfits)
-            values = [line.rstrip(b"\r\n") for _i, line in misfits]
+            values = [line.rstrip(b"\r\n") for _i, line, _r in misfits]
             prov = [_const_dict(f, n), pa.array(np.full(n, -1, np.int32)),
-                    pa.array([i for i, _line in misfits], pa.int64()), pa.nulls(n, pa.int64())]
+                    pa.array([i for i, _line, _r in misfits], pa.int64()), pa.nulls(n, pa.int64())]
             q = quarantine_table(Protector(spec.key, raw=spec.raw), prov, [None] * n, values, _const_dict("dns", n),
-                                 _const_dict("malformed_json", n))
+                                 pa.array([r for _i, _line, r in misfits]).dictionary_encode())
             tables["quarantine"] = (q, np.full(n, -1, np.int64))
             bad += n
         write_tables(out, name, tables, spec)
@@ -397,6 +407,7 @@ def run(opts: Options, settings, echo=print) -> dict:
     from ..config import hmac_key, key_configured, root_key
     from ..detect import severity as _sev
     from ..detect.chunked import correlate_chunked
+    from ..detect.dnsmap import log_files
     from ..detect.findings import write_findings
     from ..detect.inventory import InventoryError
     from ..detect.inventory import load as load_inventory
@@ -406,6 +417,10 @@ def run(opts: Options, settings, echo=print) -> dict:
     started = datetime.now(timezone.utc)
     out = Path(opts.out)
     p = plan(opts)          # before ROOT is made: a usage error leaves nothing behind
+    try:                    # --dns: files, or folders of Zeek logs (their dns* files)
+        dns_files = log_files(opts.dns_files)
+    except ValueError as exc:
+        raise AuditError(f"--dns {exc}") from None
     e = settings.egress
     f = settings.findings
     # today's watchlist, zone policy, application inventory and severity model, read now: a broken
@@ -429,7 +444,7 @@ def run(opts: Options, settings, echo=print) -> dict:
     spec = Spec(out=str(out.resolve()), key=key, raw=settings.sink.raw_values, egress=e.enabled,
                 watchlist_dir=e.watchlist_dir or "", policy_file=e.policy_file or "",
                 dns_max_entries=e.dns_max_entries, formats=tuple(opts.formats),
-                dns_files=tuple(str(Path(f).resolve()) for f in opts.dns_files), since_ms=opts.since_ms,
+                dns_files=tuple(str(Path(f).resolve()) for f in dns_files), since_ms=opts.since_ms,
                 until_ms=opts.until_ms, max_message_bytes=settings.kafka.max_message_bytes,
                 compression=settings.sink.compression, row_group_size=settings.sink.row_group_size)
     carried: dict = {}     # retro-hunt: rows carried over per dataset, as written under ROOT

@@ -89,23 +89,27 @@ _DNS: dict = {}
 
 
 def dns_log(spec: Spec) -> tuple[np.ndarray, list]:
-    """The --dns logs' lines in answer-time order (ns; -1: unreadable, first), once per process."""
+    """The --dns logs' records in answer-time order (ns; -1: not a DNS record, first), once per
+    process, as JSON lines: a Zeek ASCII row is written as the JSON line Zeek would have written,
+    so that the hours' slices need no header (``ZeekLog``)."""
     with _TOOLS_LOCK:
         got = _DNS.get(spec.dns_files)
         if got is None:
-            from ..detect.dnsmap import _ts_ns
+            from ..detect.dnsmap import ZeekLog, _ts_ns, open_log
 
             rows = []
             for f in spec.dns_files:
-                with open(f, "rb") as fh:
+                log = ZeekLog()
+                with open_log(f) as fh:
                     for line in fh:
-                        if not line.strip():
-                            continue
                         try:
-                            ts = _ts_ns(orjson.loads(line).get("ts"))
-                        except (orjson.JSONDecodeError, AttributeError):
-                            ts = None
-                        rows.append((-1 if ts is None else ts, line))
+                            rec = log.record(line)
+                        except ValueError:
+                            rows.append((-1, line))
+                            continue
+                        if rec is not None:
+                            rows.append((_ts_ns(rec["ts"]), line if line.lstrip().startswith(b"{")
+                                         else orjson.dumps(rec)))
             rows.sort(key=lambda r: r[0])
             got = _DNS[spec.dns_files] = (np.array([r[0] for r in rows], np.int64), [r[1] for r in rows])
         return got

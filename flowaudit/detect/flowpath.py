@@ -334,7 +334,7 @@ class FlowPath:
                                         partition=int(sub.partition[i]), offset=int(sub.offset[i]), bad=bad)
             if bad:
                 status[i] = 1
-                reasons[i] = "malformed_json"
+                reasons[i] = bad[0][2]      # malformed_json, or format_mismatch (a Zeek ASCII row)
                 continue
             if t.num_rows:
                 parts.append(t)
