@@ -660,6 +660,22 @@ def test_dns_logs_as_zeek_writes_them_by_default(dump, tmp_path):
     strip = lambda rows: sorted((r["platform"], r["rule"], r["entity"], r["severity"], r["bytes"], r["flows"])  # noqa: E731
                                 for r in rows)
     assert strip(table(zeek, "findings").to_pylist()) == strip(table(clean, "findings").to_pylist())
+    # the manifest and the report's coverage name each log read, with its records and time span
+    from flowaudit import report
+
+    m = orjson.loads((zeek / "_audit" / "manifest.json").read_bytes())
+    assert [(Path(x["path"]).parent.name, x["records"], x["bad"]) for x in m["dns_logs"]] == [
+        ("2026-03-01", half, 0), ("2026-03-02", len(recs) - half, 0)]
+    first = min(r["ts"] for r in recs)
+    assert m["dns_logs"][0]["first"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(first)))
+    assert sum(x["watched_answers"] for x in m["dns_logs"]) == sum(1 for x in seen(zeek) if x[2] == "dns_lookup")
+    data = report.build(zeek)
+    assert data["coverage"]["dns_logs"] == m["dns_logs"]
+    assert "DNS logs" in report.render_html(data)
+    assert not any("no DNS log was read" in c for c in data["coverage"]["caveats"])
+    without = tmp_path / "w"
+    audit(dump["dir"] / "flows", "--out", without, "--policy", dump["policy"])
+    assert any("no DNS log was read" in c for c in report.build(without)["coverage"]["caveats"])
     for arg, why in ((logs / "2026-03-01" / "conn.06:00:00-07:00:00.log.gz", "conn log, not its dns log"),
                      (dump["wl"], "a folder without DNS logs")):
         r = audit(dump["dir"] / "flows", "--out", tmp_path / "x", "--policy", dump["policy"], "--dns", arg, check=2)

@@ -352,11 +352,12 @@ def _detector(egress):
                           dns_max_entries=egress.dns_max_entries)
 
 
-def _dns_answers(out: Path, spec: Spec, det) -> int:
+def _dns_answers(out: Path, spec: Spec, det) -> tuple[int, list]:
     """The DNS_ANSWER transfers of the --dns logs in [since, until) (the workers read the same
     answers to name the flows' addresses), once per run, under a name derived from the logs.  A
-    line that is no DNS record is quarantined (``malformed_json``, as the stream's DNS topics): the
-    log file is its source and the line's index (0 = the first) its offset.  Returns how many."""
+    line that is no DNS record is quarantined (``malformed_json`` or ``format_mismatch``, as the
+    stream's DNS topics): the log file is its source and the line's index (0 = the first) its
+    offset.  Returns how many, and what was read of each log (the manifest's ``dns_logs``)."""
     import numpy as np
     import pyarrow as pa
 
@@ -370,7 +371,7 @@ def _dns_answers(out: Path, spec: Spec, det) -> int:
     h = hashlib.sha256()
     for f in spec.dns_files:
         h.update(Path(f).read_bytes())
-    bad = 0
+    bad, logs = 0, []
     names = [Path(f).name for f in spec.dns_files]
     for f in spec.dns_files:
         stem = re.sub(r"[^A-Za-z0-9._-]", "-", Path(f).stem)[:40]
@@ -378,11 +379,16 @@ def _dns_answers(out: Path, spec: Spec, det) -> int:
             stem += "-" + hashlib.sha256(f.encode()).hexdigest()[:8]
         name = f"audit-dns-{stem}-{h.hexdigest()[:16]}"
         misfits: list = []              # (line index, line, reason) of the lines that are no DNS record
+        lines, det.dns.span = det.dns.stats["lines"], None
         try:
             with open_log(f) as fh:
                 t = det.observe_dns(fh, source=f, bad=misfits)
         except (OSError, EOFError) as e:    # a damaged gzip stream
             raise AuditError(f"--dns {f}: not readable ({e})") from None
+        span = det.dns.span or [None, None]
+        logs.append({"path": f, "records": det.dns.stats["lines"] - lines - len(misfits), "bad": len(misfits),
+                     "watched_answers": t.num_rows, "first": _iso(span[0] // 1_000_000 if span[0] is not None else None),
+                     "last": _iso(span[1] // 1_000_000 if span[1] is not None else None)})
         ts = np.asarray(t.column("ts_ms").fill_null(-1).to_numpy(zero_copy_only=False), np.int64)
         keep = _in_range(ts, spec)
         if keep is not None:
@@ -398,7 +404,7 @@ def _dns_answers(out: Path, spec: Spec, det) -> int:
             tables["quarantine"] = (q, np.full(n, -1, np.int64))
             bad += n
         write_tables(out, name, tables, spec)
-    return bad
+    return bad, logs
 
 
 # ------------------------------------------------------------------------------ the audit
@@ -458,7 +464,7 @@ def run(opts: Options, settings, echo=print) -> dict:
             carried[ds] = carried.get(ds, 0) + n
         retro_info = {"transfers_dropped": retro.dropped,
                       "edi_party_matches": retro.write_parties(out, spec) if spec.egress else 0}
-    dns_bad = _dns_answers(out, spec, det) if spec.dns_files and spec.egress else 0
+    dns_bad, dns_logs = _dns_answers(out, spec, det) if spec.dns_files and spec.egress else (0, [])
     done, pending = [], []
     for u in p.units:
         m = marker_path(out, u.uid)
@@ -518,7 +524,7 @@ def run(opts: Options, settings, echo=print) -> dict:
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "since": _iso(opts.since_ms), "until": _iso(opts.until_ms),
-        "inputs": p.inputs, "units": len(p.units), "units_resumed": len(done), "rows_pruned": p.pruned_rows,
+        "inputs": p.inputs, "dns_logs": dns_logs, "units": len(p.units), "units_resumed": len(done), "rows_pruned": p.pruned_rows,
         "tables": p.tables,
         "totals": totals, "carried_over": carried, "retro_hunt": retro_info, "findings": int(findings.num_rows),
         "findings_files": counts,

@@ -267,6 +267,7 @@ class DnsMap:
         # dict order = least recently answered address first
         self._map: OrderedDict[tuple[int, int], list[list]] = OrderedDict()
         self.now_ns = 0
+        self.span: list[int] | None = None   # [first, last] record time of the records observed (a caller may reset it)
         self.stats = {"lines": 0, "bad_lines": 0, "answers": 0, "stored": 0, "evicted": 0, "expired": 0}
         self._arrays = None
 
@@ -309,7 +310,10 @@ class DnsMap:
         ts = _ts_ns(rec.get("ts"))
         query = rec.get("query")
         answers = rec.get("answers")
-        if ts is None or not isinstance(query, str) or not isinstance(answers, list):   # (record() checked ts, query)
+        if ts is None or not isinstance(query, str):   # (record() checked them)
+            return
+        self.span = [ts, ts] if self.span is None else [min(self.span[0], ts), max(self.span[1], ts)]
+        if not isinstance(answers, list):
             return
         ttls = rec.get("TTLs")
         if not isinstance(ttls, list):

@@ -36,7 +36,7 @@ from ..detect import severity as _sev
 from ..detect import watchlist as _wl
 from ..detect.findings import SEV_RANK, worst_first
 
-REPORT_FORMAT = 2          # 2: findings.episodes, the evidence given per episode
+REPORT_FORMAT = 3          # 2: findings.episodes, the evidence given per episode; 3: coverage.dns_logs
 MAX_FINDINGS = 500        # findings listed (table and report.json); the rest are counted
 MAX_EVIDENCE = 50         # episodes shown with their evidence (samples)
 EPISODE_SAMPLES = 40      # samples an episode keeps in report.json (its findings' pooled, a class at a time)
@@ -96,7 +96,7 @@ def _frame(t: pa.Table, columns: list[str]) -> pl.DataFrame:
 # hand-edited or foreign manifest) is shown as not recorded, and the report says so
 _MANIFEST_KINDS = {"command": (list, str), "engine": str, "workers": int, "started": str, "finished": str,
                    "since": str, "until": str, "inputs": list, "tables": list, "carried_over": dict,
-                   "versions": dict, "correlation": dict}
+                   "versions": dict, "correlation": dict, "dns_logs": list}
 
 
 def _load_manifest(root: Path, manifest: dict | None) -> tuple[dict, str, str | None]:
@@ -123,6 +123,8 @@ def _load_manifest(root: Path, manifest: dict | None) -> tuple[dict, str, str | 
         m["inputs"] = [i for i in m["inputs"] if isinstance(i, dict)]
     if isinstance(m.get("tables"), list):
         m["tables"] = [t for t in m["tables"] if isinstance(t, str)]
+    if isinstance(m.get("dns_logs"), list):
+        m["dns_logs"] = [x for x in m["dns_logs"] if isinstance(x, dict)]
     why = (f"the manifest ({src}) has {', '.join(odd)} of another kind than an audit writes: shown as not recorded"
            if odd else None)
     return m, src, why
@@ -652,6 +654,10 @@ def _coverage(root: Path, manifest: dict) -> tuple[dict, dict, dict]:
     elif rows["total"] and not flows.rows:
         caveats.append("no flow records: exposures carried by network flows are seen only where transfers were "
                        "written from other sources")
+    dns_logs = manifest.get("dns_logs")
+    if flows.rows and dns_logs == []:      # an audit that recorded reading no DNS log
+        caveats.append("no DNS log was read (audit --dns): a flow reached a platform only where the watchlist lists "
+                       "its address; flows to the addresses its names resolved to were not attributed")
     coverage = {
         "datasets_present": present,
         "inputs": {"recorded": bool(inputs), "count": len(inputs), "by_status": dict(sorted(by_status.items())),
@@ -660,6 +666,9 @@ def _coverage(root: Path, manifest: dict) -> tuple[dict, dict, dict]:
                    "list": [{"path": i.get("path"), "layout": i.get("layout"), "rows": i.get("rows"),
                              "bytes": i.get("bytes"), "status": i.get("status") or "ok", "error": i.get("error")}
                             for i in inputs]},
+        "dns_logs": [{k: x.get(k) if isinstance(x.get(k), kind) and not isinstance(x.get(k), bool) else None
+                      for k, kind in (("path", str), ("records", int), ("bad", int), ("watched_answers", int),
+                                      ("first", str), ("last", str))} for x in dns_logs or []],
         "rows": rows,
         "other_rows": counts,
         "sources": {"messages": len(msgs.sources), "quarantine": len(quar.sources), "flows": len(flows.sources)},

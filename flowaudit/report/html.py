@@ -504,6 +504,14 @@ def _coverage(d: dict) -> str:
                             _e(i["error"] or "")] for i in inp["list"]], "long"))
     else:
         out.append('<p class="empty">Not recorded: no manifest.</p>')
+    if c.get("dns_logs"):
+        out.append("<h3>DNS logs</h3><p>Zeek DNS logs read to name the flows' addresses (audit --dns).</p>")
+        num = lambda v: _int(v) if isinstance(v, int) else "–"  # noqa: E731
+        out.append(_table([("Path", False), ("Records", True), ("Not DNS records (quarantined)", True),
+                           ("Answers for watchlisted names", True), ("First", False), ("Last", False)],
+                          [[f'<span class="mono wrap">{_e(x["path"])}</span>', num(x["records"]), num(x["bad"]),
+                            num(x["watched_answers"]), _e(_t(x["first"])), _e(_t(x["last"]))]
+                           for x in c["dns_logs"]], "long"))
     t = c["time"]
     out.append("<h3>Time span</h3>")
     out.append(_kv([
