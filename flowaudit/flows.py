@@ -15,7 +15,9 @@ import numpy as np
 import pyarrow as pa
 
 ENV_TTL = "FLOWAUDIT_NETFLOW_TEMPLATE_TTL_S"
-CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")     # what a folder given to flowaudit flows contributes
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")     # what a folder given to flowaudit flows contributes,
+CAPTURE_NAMES = CAPTURE_SUFFIXES + tuple(s + ".gz" for s in CAPTURE_SUFFIXES)   # gzip or not
+JSON_NAMES = tuple(s + z for s in (".json", ".jsonl", ".ndjson") for z in ("", ".gz"))   # goflow2 JSON lines
 BATCH_DATAGRAMS = 65536
 
 
@@ -72,15 +74,20 @@ def decode_pcaps(paths, ports=None, template_ttl_s: int | None = None, decoder=N
 
 def decode_json_lines(paths):
     from .decode.netflow import decode_goflow_json
+    from .sources.files import GZIP_ERRORS, open_input
+    from .sources.pcap import PcapError
 
     values, sidx, offs = [], [], []
     for fi, p in enumerate(paths):
-        with open(p, "rb") as f:
-            for i, line in enumerate(f):
-                if line.strip():
-                    values.append(line)
-                    sidx.append(fi)
-                    offs.append(i)
+        try:
+            with open_input(p) as f:        # plain, or gzip
+                for i, line in enumerate(f):
+                    if line.strip():
+                        values.append(line)
+                        sidx.append(fi)
+                        offs.append(i)
+        except GZIP_ERRORS as exc:          # a gzip file cut short or damaged
+            raise PcapError(f"{p}: not readable ({exc})") from None
     table, status = decode_goflow_json(values, [Path(p).name for p in paths], sidx, None, offs)
     return table, status
 
@@ -102,10 +109,10 @@ def cmd_flows(args) -> int:
     inputs = []
     for p in args.inputs:
         if Path(p).is_dir():           # a folder: its captures, sorted (its JSON may be anything)
-            found = sorted(str(f) for f in Path(p).rglob("*") if f.suffix in CAPTURE_SUFFIXES and f.is_file())
+            found = sorted(str(f) for f in Path(p).rglob("*") if f.name.endswith(CAPTURE_NAMES) and f.is_file())
             if not found:
-                print(f"flowaudit flows: {p}: a folder without capture files ({', '.join(CAPTURE_SUFFIXES)})",
-                      file=sys.stderr)
+                print(f"flowaudit flows: {p}: a folder without capture files ({', '.join(CAPTURE_SUFFIXES)}, "
+                      f"gzip or not)", file=sys.stderr)
                 return 2
             inputs += found
         elif not Path(p).is_file():
@@ -113,7 +120,7 @@ def cmd_flows(args) -> int:
             return 2
         else:
             inputs.append(p)
-    jsonl = [p for p in inputs if p.endswith((".json", ".jsonl", ".ndjson"))]
+    jsonl = [p for p in inputs if p.endswith(JSON_NAMES)]
     pcaps = [p for p in inputs if p not in jsonl]
     tables = []
     summary: dict = {}
@@ -137,7 +144,12 @@ def cmd_flows(args) -> int:
         if args.templates:
             summary["templates"] = dec.templates()
     if jsonl:
-        t, st = decode_json_lines(jsonl)
+        from .sources.pcap import PcapError
+        try:
+            t, st = decode_json_lines(jsonl)
+        except PcapError as exc:
+            print(f"flowaudit flows: {exc}", file=sys.stderr)
+            return 2
         tables.append(t)
         summary["json_messages"] = int(len(st))
         summary["json_rejected"] = int((st != 0).sum())
@@ -162,9 +174,10 @@ def add_parsers(sub) -> None:
                        "lines into a FLOWS Parquet file",
                        description="Decode the UDP export datagrams of pcap/pcapng files (Ethernet, VLAN, "
                        "raw IP, Linux cooked SLL/SLL2; IPv4/IPv6) into one row per flow record. Files ending "
-                       ".json/.jsonl/.ndjson are read as goflow2 JSON flow messages, one per line. A folder "
-                       "contributes its .pcap, .pcapng and .cap files (recursively, sorted). Counts are "
-                       "raw, with the sampling interval beside them.")
+                       ".json/.jsonl/.ndjson are read as goflow2 JSON flow messages, one per line. Any file may "
+                       "be gzip-compressed (rotated captures, tcpdump -z gzip). A folder contributes its .pcap, "
+                       ".pcapng and .cap files, .gz or not (recursively, sorted). Counts are raw, with the "
+                       "sampling interval beside them.")
     p.add_argument("inputs", nargs="+", metavar="PCAP",
                    help="capture files or folders of them (or goflow2 JSON lines)")
     p.add_argument("--out", required=True, type=out_path("file"), metavar="FILE",

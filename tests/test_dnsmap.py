@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from flowaudit.detect.dnsmap import DnsMap, ZeekLog, log_files, open_log
+from flowaudit.detect.dnsmap import DnsMap, ZeekLog, log_files
 from flowaudit.kernels import ipset as K
+from flowaudit.sources.files import open_input
 
 T0 = 1_700_000_000.0
 NS = 1_000_000_000
@@ -165,7 +166,7 @@ def test_zeek_ascii_rows_that_fit_no_header_are_bad_lines(tmp_path):
     (day / "conn.06:00:00-07:00:00.log.gz").write_bytes(gzip.compress(b"\n".join(conn)))
     (tmp_path / "dns.log").write_bytes(line(T0, "a.example", ["192.0.2.1"], [1.0]) + b"\n")
     assert log_files([tmp_path]) == [str(day / "dns.06:00:00-07:00:00.log.gz"), str(tmp_path / "dns.log")]
-    with open_log(day / "dns.06:00:00-07:00:00.log.gz") as f:
+    with open_input(day / "dns.06:00:00-07:00:00.log.gz") as f:
         assert [s.name for s in DnsMap().observe_lines(f)] == ["gateway.logink.cn"]
     with pytest.raises(ValueError, match="conn log, not its dns log"):
         log_files([day / "conn.06:00:00-07:00:00.log.gz"])

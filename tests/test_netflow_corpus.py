@@ -336,6 +336,62 @@ def test_flows_cli_pcap_and_jsonl_and_help(tmp_path, capsys):
             assert e in text, (cmd, e)
 
 
+def test_gzip_captures_and_json_lines_read_as_the_plain_files(tmp_path, capsys):
+    """Rotated captures are often gzip (tcpdump -z gzip): a .pcap.gz, .pcapng.gz or .jsonl.gz gives
+    the rows of the plain file; a folder contributes its gzip captures; a gzip capture cut short
+    ends at its last whole record (counted as ``corrupt_record``), and gzip JSON lines cut short
+    are a one-line error naming the file."""
+    import gzip
+
+    import dpkt
+
+    key = ["offset", "exporter", "src_addr", "dst_addr", "bytes", "packets", "first_ns"]
+    v5 = CORPUS_NF / "generated" / "synthetic" / "synth_v5_1k.pcap"
+    ng = tmp_path / "synth_v5_1k.pcapng"            # the same frames as pcapng
+    with open(v5, "rb") as f, open(ng, "wb") as o:
+        rd = dpkt.pcap.Reader(f)
+        w = dpkt.pcapng.Writer(o, linktype=rd.datalink())
+        for ts, frame in rd:
+            w.writepkt(frame, ts=ts)
+    pcaps = [CORPUS_NF / "generated" / "synthetic" / "synth_v9_1k.pcap", ng]
+    src = tmp_path / "g.jsonl"
+    src.write_bytes(b'{"type":"NETFLOW_V5","sampler_address":"10.0.0.1","bytes":1,"packets":1,'
+                    b'"src_addr":"10.1.1.1","dst_addr":"203.0.113.5","proto":"TCP","src_port":1,"dst_port":443}\n')
+    (tmp_path / "rot" / "day").mkdir(parents=True)
+    for f in [*pcaps, src]:
+        plain, packed = tmp_path / "plain.parquet", tmp_path / "packed.parquet"
+        gz = tmp_path / "rot" / "day" / (f.name + ".gz")
+        gz.write_bytes(gzip.compress(f.read_bytes()))
+        assert flows.main(["flows", str(f), "--out", str(plain)]) == 0
+        assert flows.main(["flows", str(gz), "--out", str(packed)]) == 0
+        a, b = pq.read_table(plain), pq.read_table(packed)
+        assert a.num_rows > 0 and a.select(key).to_pylist() == b.select(key).to_pylist()
+        assert set(b.column("source").to_pylist()) == {gz.name}
+    capsys.readouterr()
+    assert flows.main(["flows", str(tmp_path / "rot"), "--out", str(tmp_path / "all.parquet")]) == 0
+    assert pq.read_table(tmp_path / "all.parquet").num_rows == _rows(pcaps, tmp_path)   # the captures, not the JSON
+    cut = tmp_path / "cut.pcap.gz"
+    cut.write_bytes(gzip.compress(pcaps[0].read_bytes())[:5000])
+    capsys.readouterr()
+    assert flows.main(["flows", str(cut), "--out", str(tmp_path / "cut.parquet"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["skipped_frames"] == {"corrupt_record": 1} and 0 < summary["rows"] < _rows(pcaps[:1], tmp_path)
+    bad = tmp_path / "cut.jsonl.gz"
+    bad.write_bytes(gzip.compress(src.read_bytes() * 50)[:40])
+    capsys.readouterr()
+    assert flows.main(["flows", str(bad), "--out", str(tmp_path / "bad.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "not readable" in err and "Traceback" not in err
+
+
+def _rows(paths, tmp_path) -> int:
+    n = 0
+    for p in paths:
+        assert flows.main(["flows", str(p), "--out", str(tmp_path / "n.parquet")]) == 0
+        n += pq.read_table(tmp_path / "n.parquet").num_rows
+    return n
+
+
 def test_synthetic_truth_totals():
     """The generator's exact truth for the synthetic 1k captures: flows, bytes, packets, the
     logistics-platform stand-in (203.0.113.0/24) and the top-10 destinations by bytes."""

@@ -366,7 +366,7 @@ def _dns_answers(out: Path, spec: Spec, det) -> tuple[int, list]:
     from ..quarantine import table as quarantine_table
     from .work import _in_range, write_tables
 
-    from ..detect.dnsmap import open_log
+    from ..sources.files import GZIP_ERRORS, open_input
 
     h = hashlib.sha256()
     for f in spec.dns_files:
@@ -381,9 +381,9 @@ def _dns_answers(out: Path, spec: Spec, det) -> tuple[int, list]:
         misfits: list = []              # (line index, line, reason) of the lines that are no DNS record
         lines, det.dns.span = det.dns.stats["lines"], None
         try:
-            with open_log(f) as fh:
+            with open_input(f) as fh:
                 t = det.observe_dns(fh, source=f, bad=misfits)
-        except (OSError, EOFError) as e:    # a damaged gzip stream
+        except GZIP_ERRORS as e:    # a damaged gzip stream
             raise AuditError(f"--dns {f}: not readable ({e})") from None
         span = det.dns.span or [None, None]
         logs.append({"path": f, "records": det.dns.stats["lines"] - lines - len(misfits), "bad": len(misfits),

@@ -95,12 +95,13 @@ def dns_log(spec: Spec) -> tuple[np.ndarray, list]:
     with _TOOLS_LOCK:
         got = _DNS.get(spec.dns_files)
         if got is None:
-            from ..detect.dnsmap import ZeekLog, _ts_ns, open_log
+            from ..detect.dnsmap import ZeekLog, _ts_ns
+            from ..sources.files import open_input
 
             rows = []
             for f in spec.dns_files:
                 log = ZeekLog()
-                with open_log(f) as fh:
+                with open_input(f) as fh:
                     for line in fh:
                         try:
                             rec = log.record(line)

@@ -1,6 +1,6 @@
 """DNS attribution: a bounded, TTL-respecting IP -> name map fed by Zeek ``dns.log`` records
 (JSON lines, or Zeek's default tab-separated ASCII log: :class:`ZeekLog`; gzip-rotated files:
-:func:`open_log`).
+:func:`flowaudit.sources.files.open_input`).
 
 A flow to an address that recently resolved from ``gateway.logink.cn`` is attributed to LOGINK
 even though no IP is configured.  Time is **record time** (the ``ts`` of the DNS answers, the
@@ -42,6 +42,7 @@ import numpy as np
 import orjson
 
 from flowaudit.kernels import ipset as _ipset
+from flowaudit.sources.files import GZIP_ERRORS, open_input   # plain, or gzip as Zeek's rotation leaves it
 
 NS = 1_000_000_000
 
@@ -198,18 +199,6 @@ class ZeekLog:
             self.types = [t.decode("utf-8", "replace") for t in val.split(self.sep)]
 
 
-def open_log(path: str | Path):
-    """A Zeek log file opened for its lines (bytes): plain, or gzip as Zeek's rotation leaves it
-    (a damaged gzip stream raises OSError or EOFError while it is read)."""
-    with open(path, "rb") as f:
-        magic = f.read(2)
-    if magic == b"\x1f\x8b":
-        import gzip
-
-        return gzip.open(path, "rb")
-    return open(path, "rb")
-
-
 def log_files(paths: Iterable[str | Path]) -> list[str]:
     """The DNS log files named by ``paths``: a file as given; a folder (Zeek's log folder, its
     dated archive folders) gives every file under it whose name starts with ``dns`` (``dns.log``,
@@ -237,14 +226,14 @@ def log_files(paths: Iterable[str | Path]) -> list[str]:
 def _ascii_path(path: str) -> str | None:
     """The ``#path`` of a Zeek ASCII log from its first header lines (None: none, or not readable)."""
     try:
-        with open_log(path) as f:
+        with open_input(path) as f:
             for _ in range(16):
                 line = f.readline()
                 if not line.startswith(b"#"):
                     return None
                 if line.startswith(b"#path"):
                     return line[len(b"#path"):].strip().decode("utf-8", "replace")
-    except (OSError, EOFError):
+    except GZIP_ERRORS:
         return None
     return None
 
@@ -303,7 +292,7 @@ class DnsMap:
         return stored
 
     def observe_file(self, path: str | Path) -> list[DnsAnswer]:
-        with open_log(path) as f:
+        with open_input(path) as f:
             return self.observe_lines(f)
 
     def _observe(self, rec: dict, stored: list) -> None:

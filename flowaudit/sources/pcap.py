@@ -10,12 +10,16 @@ is no capture at all raises :class:`PcapError`.
 """
 from __future__ import annotations
 
+import gzip
 import ipaddress
 import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .files import GZIP_ERRORS, open_input
 
 DLT_NULL, DLT_EN10MB, DLT_RAW, DLT_RAW_ALT, DLT_LOOP, DLT_LINUX_SLL, DLT_IPV4, DLT_IPV6, DLT_LINUX_SLL2 = (
     0, 1, 101, 12, 108, 113, 228, 229, 276)
@@ -136,13 +140,13 @@ class PcapError(ValueError):
 def _reader(f, path):
     import dpkt
 
-    magic = f.read(4)
-    f.seek(0)
     try:
+        magic = f.read(4)
+        f.seek(0)
         if magic == b"\x0a\x0d\x0d\x0a":
             return dpkt.pcapng.Reader(f)
         return dpkt.pcap.Reader(f)
-    except (ValueError, struct.error, EOFError, dpkt.dpkt.Error) as exc:
+    except (ValueError, struct.error, dpkt.dpkt.Error, *GZIP_ERRORS) as exc:
         raise PcapError(f"{path}: not a pcap or pcapng capture ({exc})") from None
 
 
@@ -156,8 +160,8 @@ def _frames(rd, skipped: dict):
             ts, frame = next(it)
         except StopIteration:
             return
-        except (ValueError, struct.error, EOFError, dpkt.dpkt.Error):
-            skipped["corrupt_record"] = skipped.get("corrupt_record", 0) + 1
+        except (ValueError, struct.error, EOFError, dpkt.dpkt.Error, zlib.error, gzip.BadGzipFile):
+            skipped["corrupt_record"] = skipped.get("corrupt_record", 0) + 1   # (a gzip capture cut short too)
             return
         yield ts, frame
 
@@ -172,7 +176,7 @@ def iter_udp(path: str | Path, ports: set[int] | None = None):
     """Yield ``(frame_index, ts_ns, exporter, sport, dport, payload)`` for each UDP datagram;
     skipped frames are counted in the dict yielded last as ``(None, skipped)``."""
     skipped: dict[str, int] = {}
-    with open(path, "rb") as f:
+    with open_input(path) as f:        # plain, or gzip (tcpdump -z gzip, rotated captures)
         rd = _reader(f, path)
         lt = rd.datalink()
         for i, (ts, frame) in enumerate(_frames(rd, skipped)):
