@@ -264,30 +264,39 @@ class DnsMap:
         return len(self._map)
 
     # ---------------------------------------------------------------------------- input
-    def observe_lines(self, lines: Iterable[bytes | str], bad: list | None = None) -> list[DnsAnswer]:
+    def observe_lines(self, lines: Iterable[bytes | str], bad: list | None = None, *,
+                      whole: bool = False) -> list[DnsAnswer]:
         """Consume a Zeek dns.log's lines (a file's lines or a Kafka message value's): JSON
         lines, or Zeek's ASCII format after its header lines (:class:`ZeekLog`).
 
         Returns the stored answers (for the DNS_ANSWER rows); malformed lines are counted in
         ``stats['bad_lines']`` and skipped, and with ``bad`` given, each is appended to it as
         ``(index in lines, line, quarantine reason)`` (for the callers that quarantine them).
+        ``whole``: the lines are one unit (a Kafka message) that is quarantined whole when a line
+        is bad, so then none of its records is taken into the map either.
         """
         stored: list[DnsAnswer] = []
         log = ZeekLog()
+        recs = []
+        n_bad = 0
         for i, line in enumerate(lines):
             if line is None:
                 continue
             try:
                 rec = log.record(line)
             except ValueError:
-                self.stats["lines"] += 1
-                self.stats["bad_lines"] += 1
+                n_bad += 1
                 if bad is not None:
                     bad.append((i, line, log.reason))
                 continue
             if rec is not None:
-                self.stats["lines"] += 1
-                self._observe(rec, stored)
+                recs.append(rec)
+        self.stats["lines"] += len(recs) + n_bad
+        self.stats["bad_lines"] += n_bad
+        if whole and n_bad:
+            return stored
+        for rec in recs:
+            self._observe(rec, stored)
         self._expire()
         return stored
 

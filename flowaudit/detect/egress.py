@@ -237,11 +237,12 @@ class EgressDetector:
 
     # ---------------------------------------------------------------------------- DNS
     def observe_dns(self, lines: Iterable[bytes | str], *, source: str = "-", partition=-1,
-                    offset=None, bad: list | None = None) -> pa.Table:
-        """Feed Zeek dns.log JSON lines (a file's lines or Kafka values) into the map; returns a
+                    offset=None, bad: list | None = None, whole: bool = False) -> pa.Table:
+        """Feed a Zeek dns.log's lines (a file's lines or a Kafka value's) into the map; returns a
         ``DNS_ANSWER`` row per answer for a watchlisted name.  ``bad``: the lines that are no DNS
-        record are appended to it (:meth:`DnsMap.observe_lines`)."""
-        answers = self.dns.observe_lines(lines, bad)
+        record are appended to it; ``whole``: one bad line keeps every line out of the map
+        (:meth:`DnsMap.observe_lines`)."""
+        answers = self.dns.observe_lines(lines, bad, whole=whole)
         wl = self.watchlist
         pol = self.policy
         if not answers:

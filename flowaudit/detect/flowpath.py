@@ -330,8 +330,11 @@ class FlowPath:
                 continue
             bad: list = []
             value = sub.buf[sub.offsets[i]:sub.offsets[i + 1]].tobytes()
+            # a message with a bad line is quarantined whole, and none of its answers names a flow:
+            # nothing attributed through a record the datasets do not hold (reinject replays it whole)
             t = self.egress.observe_dns(value.splitlines(), source=sub.sources[int(sub.source_idx[i])],
-                                        partition=int(sub.partition[i]), offset=int(sub.offset[i]), bad=bad)
+                                        partition=int(sub.partition[i]), offset=int(sub.offset[i]), bad=bad,
+                                        whole=True)
             if bad:
                 status[i] = 1
                 reasons[i] = bad[0][2]      # malformed_json, or format_mismatch (a Zeek ASCII row)
