@@ -293,8 +293,8 @@ def _add_quarantine_parser(sub) -> None:
     sp = qs.add_parser("show", help="open one record with the operator key and print it safely")
     sp.add_argument("root", metavar="ROOT")
     sp.add_argument("source", metavar="SOURCE", help="topic (or input file) of the record")
-    sp.add_argument("partition", metavar="PARTITION", type=int)
-    sp.add_argument("offset", metavar="OFFSET", type=int)
+    sp.add_argument("partition", metavar="PARTITION", type=bounded(int, -2**31, hi=2**31 - 1))
+    sp.add_argument("offset", metavar="OFFSET", type=bounded(int, -2**63, hi=2**63 - 1))
     sp.add_argument("--hex", action="store_true", help="print the value as a hexdump (default: escaped text "
                     "for UTF-8 without NUL bytes, else a hexdump)")
     sp.add_argument("--raw-out", metavar="FILE", help="write the value's exact bytes to FILE (mode 0640, "
@@ -456,6 +456,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader of stdout went away (`flowaudit findings ROOT | head`): stop as a command
+        # killed by SIGPIPE does (128 + 13), without a traceback, and without Python's second
+        # error when it flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:
         bad = _damaged_parquet(args, exc)
         if not bad:

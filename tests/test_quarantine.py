@@ -75,6 +75,24 @@ def test_list_filters_and_needs_no_key(tmp_path):
     assert r.returncode == 2 and r.stderr.strip() == "flowaudit quarantine: not an ISO 8601 date or time: 'yesterday'"
 
 
+def test_a_reader_that_goes_away_and_offsets_out_of_range(tmp_path):
+    """``flowaudit quarantine list ... | head -1``: the reader closes the pipe while the list is
+    written; the command stops as one killed by SIGPIPE does (exit 141), without a traceback (it
+    was a BrokenPipeError).  ``show`` with a partition or offset beyond its column's range is a
+    usage error (it was a TypeError from Arrow)."""
+    f = _file(tmp_path, [("port.json", 0, i, T0_MS + i, b"k", b"{", "malformed_json") for i in range(5000)])
+    with subprocess.Popen([sys.executable, "-m", "flowaudit", "quarantine", "list", str(f), "--format", "json"],
+                          env=stream_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE) as p:
+        first = p.stdout.readline()
+        p.stdout.close()
+        err = p.stderr.read().decode()
+        assert p.wait(timeout=120) == 141 and json.loads(first)["offset"] == 0
+    assert "Traceback" not in err and "Exception ignored" not in err and "BrokenPipe" not in err, err
+    for part, off in (("0", str(2**63)), (str(2**31), "0"), ("0", "-" + str(2**63 + 1))):
+        r = cli("show", f, "port.json", part, off)
+        assert r.returncode == 2 and "must be at" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_show_escapes_text_dumps_binary_and_writes_exact_bytes(tmp_path):
     f = _file(tmp_path, ROWS)
     r = cli("show", f, "port.json", 0, 7)
