@@ -65,6 +65,8 @@ def bounded(typ=int, lo=0, inclusive: bool = True, hi=None):
     return parse
 
 
+MAX_SPAN_S = 366 * 86_400          # the longest window, look-back, lateness, episode gap or silent-zone window
+
 FORMATS = ("edifact", "x12", "xml", "json", "flat", "auto", "netflow", "goflow", "dns")
 DEFAULT_TOPICS = {"port.edifact": "edifact", "port.x12": "x12", "port.xml": "xml", "port.json": "json"}
 
@@ -230,6 +232,13 @@ class Settings:
             raise ConfigError("findings.window_s must be positive, findings.lateness_s and lookback_s >= 0")
         if f.episode_gap_s < 0:
             raise ConfigError("findings.episode_gap_s must be >= 0")
+        if e.silent_window_s < 0:
+            raise ConfigError("egress.silent_window_s must be >= 0 (0: off)")
+        for name, v in (("findings.window_s", f.window_s), ("findings.lateness_s", f.lateness_s),
+                        ("findings.lookback_s", f.lookback_s), ("findings.episode_gap_s", f.episode_gap_s),
+                        ("egress.silent_window_s", e.silent_window_s)):
+            if v > MAX_SPAN_S:     # (a window of 1e20 s ran for ever: its nanoseconds overflow int64)
+                raise ConfigError(f"{name} must be at most {MAX_SPAN_S} (366 days): {v}")
         if f.memory_mb < 0:
             raise ConfigError("findings.memory_mb must be >= 0 (0: every window reads its rows from storage)")
         if f.severity_model and not Path(f.severity_model).is_file():

@@ -36,6 +36,11 @@ def test_defaults_toml_env_and_overrides_in_order(tmp_path):
     ("", {"FLOWAUDIT_COLLECT_RCVBUF_BYTES": "0"}, "collect.rcvbuf_bytes must be positive"),
     ("[netflow]\ntemplate_ttl_s = -1\n", {}, "netflow.template_ttl_s must be >= 0"),
     ("", {"FLOWAUDIT_SINK_ROTATE_RECORDS": "0"}, "sink.rotate_records must be positive"),
+    # a window of 1e20 s ran `findings` for ever (its nanoseconds overflow int64)
+    ("", {"FLOWAUDIT_FINDINGS_WINDOW_S": "99999999999999999999"}, "findings.window_s must be at most 31622400"),
+    ("[findings]\nlookback_s = 31622401\n", {}, "findings.lookback_s must be at most 31622400 (366 days)"),
+    ("", {"FLOWAUDIT_FINDINGS_EPISODE_GAP_S": "40000000"}, "findings.episode_gap_s must be at most"),
+    ("", {"FLOWAUDIT_EGRESS_SILENT_WINDOW_S": "-1"}, "egress.silent_window_s must be >= 0"),
 ])
 def test_errors_are_one_line(tmp_path, toml, env, needle):
     f = tmp_path / "fa.toml"
