@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from flowaudit.detect.dnsmap import DnsMap, ZeekLog, log_files
+from flowaudit.detect.dnsmap import DnsMap, dns_log, log_files
 from flowaudit.kernels import ipset as K
 from flowaudit.sources.files import open_input
 
@@ -131,7 +131,7 @@ def test_zeek_ascii_rows_read_as_the_json_writer_writes_them():
     recs = [json.loads(line(T0, "gateway.logink.cn", ["cname.logink.cn", "203.0.113.9"], [60.0, 30.5])),
             json.loads(line(T0 + 1.25, "odd\tname,x.example", [], [], rcode_name="NXDOMAIN")),
             {"ts": T0 + 2, "query": "ssl.logink.cn", "answers": ["2001:db8::5"], "TTLs": [5.0], "AA": False}]
-    log = ZeekLog()
+    log = dns_log()
     got = [r for r in map(log.record, zeek_ascii(recs).splitlines()) if r is not None]
     assert got == recs
     # the same map from either writer's lines, and from a gzip-rotated file

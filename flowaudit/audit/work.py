@@ -91,16 +91,17 @@ _DNS: dict = {}
 def dns_log(spec: Spec) -> tuple[np.ndarray, list]:
     """The --dns logs' records in answer-time order (ns; -1: not a DNS record, first), once per
     process, as JSON lines: a Zeek ASCII row is written as the JSON line Zeek would have written,
-    so that the hours' slices need no header (``ZeekLog``)."""
+    so that the hours' slices need no header (``flowaudit.sources.zeek``)."""
     with _TOOLS_LOCK:
         got = _DNS.get(spec.dns_files)
         if got is None:
-            from ..detect.dnsmap import ZeekLog, _ts_ns
+            from ..detect.dnsmap import _ts_ns
+            from ..detect.dnsmap import dns_log as reader
             from ..sources.files import open_input
 
             rows = []
             for f in spec.dns_files:
-                log = ZeekLog()
+                log = reader()
                 with open_input(f) as fh:
                     for line in fh:
                         try:

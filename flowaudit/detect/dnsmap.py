@@ -1,5 +1,5 @@
 """DNS attribution: a bounded, TTL-respecting IP -> name map fed by Zeek ``dns.log`` records
-(JSON lines, or Zeek's default tab-separated ASCII log: :class:`ZeekLog`; gzip-rotated files:
+(JSON lines, or Zeek's default tab-separated ASCII log: :mod:`flowaudit.sources.zeek`; gzip-rotated files:
 :func:`flowaudit.sources.files.open_input`).
 
 A flow to an address that recently resolved from ``gateway.logink.cn`` is attributed to LOGINK
@@ -31,7 +31,6 @@ flow's start time), never the wall clock, so a replayed capture attributes as th
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,10 +38,11 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
-import orjson
 
 from flowaudit.kernels import ipset as _ipset
-from flowaudit.sources.files import GZIP_ERRORS, open_input   # plain, or gzip as Zeek's rotation leaves it
+from flowaudit.sources.files import open_input   # plain, or gzip as Zeek's rotation leaves it
+from flowaudit.sources.zeek import ZeekLog
+from flowaudit.sources.zeek import log_files as zeek_log_files
 
 NS = 1_000_000_000
 
@@ -85,157 +85,21 @@ def _check(rec) -> dict:
     return rec
 
 
-def record(line: bytes | str) -> dict | None:
-    """The Zeek dns.log record of one JSON line; None for a blank or ``#`` comment line.  A line
-    that is no JSON object with a readable ``ts`` and a text ``query`` raises ValueError with the
-    reason (the map counts it in ``bad_lines``; the stream and the audit quarantine it)."""
-    if isinstance(line, str):
-        line = line.encode()
-    line = line.strip()
-    if not line or line.startswith(b"#"):
-        return None
-    try:
-        rec = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        raise ValueError("not JSON") from None
-    return _check(rec)
-
-
-_ESCAPE = re.compile(rb"\\x([0-9a-fA-F]{2})")
 # a field's type when a log has #fields but no #types line (Zeek always writes both)
 _TYPES = {"ts": "time", "rtt": "interval", "answers": "vector[string]", "TTLs": "vector[interval]"}
 
 
-def _unescape(v: bytes) -> bytes:
-    return _ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), v) if b"\\x" in v else v
-
-
-def _tsv_value(t: str, v: bytes):
-    """One Zeek ASCII value of type ``t`` as Zeek's JSON writer would write it (a value that does
-    not read as its type stays text: only ``ts`` and ``query`` are checked)."""
-    v = _unescape(v)
-    try:
-        if t in ("time", "interval", "double"):
-            return float(v)
-        if t in ("count", "int", "port"):
-            return int(v)
-    except ValueError:
-        pass
-    if t == "bool" and v in (b"T", b"F"):
-        return v == b"T"
-    return v.decode("utf-8", "replace")
-
-
-class ZeekLog:
-    """The records of one Zeek ``dns.log``, a line at a time, whichever way Zeek wrote it:
-
-    * JSON lines (``LogAscii::use_json``, the Kafka writer): :func:`record`;
-    * Zeek's default ASCII log: tab-separated values after the header lines ``#separator``,
-      ``#set_separator``, ``#empty_field``, ``#unset_field``, ``#path``, ``#fields`` and
-      ``#types`` (a separator or unprintable byte inside a value is escaped ``\\xHH``).  A row
-      becomes the dict the JSON writer would have written: unset fields left out, times,
-      intervals and counts as numbers, vectors as lists (``[]`` for the empty field).
-
-    :meth:`record` returns None for a blank or header line, raises ValueError for a line that is
-    no DNS record; :attr:`reason` then names the quarantine reason (``malformed_json``, or
-    ``format_mismatch`` for a row that does not fit its header or is another Zeek log's)."""
-
-    def __init__(self):
-        self.sep, self.set_sep, self.empty, self.unset = b"\t", b",", b"(empty)", b"-"
-        self.path: str | None = None
-        self.fields: list[str] | None = None
-        self.types: list[str] | None = None
-        self.reason = "malformed_json"
-
-    def record(self, line: bytes | str) -> dict | None:
-        if isinstance(line, str):
-            line = line.encode()
-        line = line.rstrip(b"\r\n")
-        s = line.strip()
-        if not s:
-            return None
-        if s.startswith(b"#"):
-            self._header(line.lstrip())
-            return None
-        if self.fields is None or s.startswith(b"{"):
-            self.reason = "malformed_json"
-            return record(s)
-        self.reason = "format_mismatch"
-        if self.path not in (None, "dns"):
-            raise ValueError(f"a row of Zeek's {self.path} log, not dns")
-        vals = line.split(self.sep)
-        if len(vals) != len(self.fields):
-            raise ValueError(f"{len(vals)} values where #fields names {len(self.fields)}")
-        types = self.types if self.types is not None and len(self.types) == len(self.fields) else None
-        rec = {}
-        for k, (name, v) in enumerate(zip(self.fields, vals)):
-            if v == self.unset:
-                continue
-            t = types[k] if types else _TYPES.get(name, "string")
-            if t.startswith(("vector[", "set[")):
-                inner = t[t.index("[") + 1:-1]
-                rec[name] = [] if v == self.empty else [_tsv_value(inner, e) for e in v.split(self.set_sep)]
-            else:
-                rec[name] = _tsv_value(t, v)
-        return _check(rec)
-
-    def _header(self, line: bytes) -> None:
-        if line.startswith(b"#separator "):
-            self.sep = _unescape(line[len(b"#separator "):].strip()) or b"\t"
-            return
-        key, _, val = line[1:].partition(self.sep)
-        if key == b"set_separator":
-            self.set_sep = _unescape(val) or b","
-        elif key == b"empty_field":
-            self.empty = val
-        elif key == b"unset_field":
-            self.unset = val
-        elif key == b"path":
-            self.path = val.decode("utf-8", "replace")
-        elif key == b"fields":
-            self.fields = [f.decode("utf-8", "replace") for f in val.split(self.sep)]
-            self.types = None
-        elif key == b"types":
-            self.types = [t.decode("utf-8", "replace") for t in val.split(self.sep)]
+def dns_log() -> ZeekLog:
+    """A reader of one Zeek ``dns.log``'s lines (JSON or Zeek's ASCII log): a record needs a
+    readable ``ts`` and a text ``query``, else it is a bad line (the map counts it in
+    ``bad_lines``; the stream and the audit quarantine it)."""
+    return ZeekLog("dns", _check, _TYPES)
 
 
 def log_files(paths: Iterable[str | Path]) -> list[str]:
-    """The DNS log files named by ``paths``: a file as given; a folder (Zeek's log folder, its
-    dated archive folders) gives every file under it whose name starts with ``dns`` (``dns.log``,
-    ``dns.00:00:00-01:00:00.log.gz``), in name order.  A missing path raises FileNotFoundError;
-    a folder without such files, or a Zeek ASCII log of another kind (``#path conn``) raises
-    ValueError naming it."""
-    out: list[str] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            got = sorted(str(f) for f in p.rglob("dns*") if f.is_file())
-            if not got:
-                raise ValueError(f"{p}: a folder without DNS logs (files named dns*)")
-            out.extend(got)
-        elif p.exists():
-            out.append(str(p))
-        else:
-            raise FileNotFoundError(f"{p}: no such DNS log")
-    for f in out:
-        kind = _ascii_path(f)
-        if kind not in (None, "dns"):
-            raise ValueError(f"{f}: Zeek's {kind} log, not its dns log")
-    return out
-
-
-def _ascii_path(path: str) -> str | None:
-    """The ``#path`` of a Zeek ASCII log from its first header lines (None: none, or not readable)."""
-    try:
-        with open_input(path) as f:
-            for _ in range(16):
-                line = f.readline()
-                if not line.startswith(b"#"):
-                    return None
-                if line.startswith(b"#path"):
-                    return line[len(b"#path"):].strip().decode("utf-8", "replace")
-    except GZIP_ERRORS:
-        return None
-    return None
+    """The DNS log files named by ``paths`` (files, or folders of Zeek's logs: their ``dns*``
+    files); :func:`flowaudit.sources.zeek.log_files`."""
+    return zeek_log_files(paths, "dns")
 
 
 class DnsMap:
@@ -267,7 +131,7 @@ class DnsMap:
     def observe_lines(self, lines: Iterable[bytes | str], bad: list | None = None, *,
                       whole: bool = False) -> list[DnsAnswer]:
         """Consume a Zeek dns.log's lines (a file's lines or a Kafka message value's): JSON
-        lines, or Zeek's ASCII format after its header lines (:class:`ZeekLog`).
+        lines, or Zeek's ASCII format after its header lines (:func:`dns_log`).
 
         Returns the stored answers (for the DNS_ANSWER rows); malformed lines are counted in
         ``stats['bad_lines']`` and skipped, and with ``bad`` given, each is appended to it as
@@ -276,7 +140,7 @@ class DnsMap:
         is bad, so then none of its records is taken into the map either.
         """
         stored: list[DnsAnswer] = []
-        log = ZeekLog()
+        log = dns_log()
         recs = []
         n_bad = 0
         for i, line in enumerate(lines):
