@@ -92,6 +92,46 @@ def decode_json_lines(paths):
     return table, status
 
 
+def _zeek_conn_name(name: str) -> bool:
+    """Zeek's names for its conn log: ``conn.log``, rotated ``conn.06:00:00-07:00:00.log.gz``."""
+    return name.startswith("conn.") and ".log" in name
+
+
+def decode_zeek_conn(paths):
+    """Zeek ``conn.log`` files (JSON lines or Zeek's ASCII log, gzip or not) -> (FLOWS table,
+    connections read, lines that are no connection).  Each connection gives the originator's
+    flow and, when the responder sent any, the responder's (:func:`zeek_conn_flows`); ``offset``
+    is the line's index in its file, ``exporter`` ``zeek`` (or the record's ``_node_name``)."""
+    from .decode.netflow import decode_goflow_json, zeek_conn_flows, zeek_conn_log
+    from .sources.files import GZIP_ERRORS, open_input
+    from .sources.pcap import PcapError
+
+    values, sidx, offs = [], [], []
+    records = rejected = 0
+    for fi, p in enumerate(paths):
+        log = zeek_conn_log()
+        try:
+            with open_input(p) as f:
+                for i, line in enumerate(f):
+                    try:
+                        rec = log.record(line)
+                    except ValueError:
+                        rejected += 1
+                        continue
+                    if rec is None:
+                        continue
+                    records += 1
+                    node = rec.get("_node_name")
+                    for flow in zeek_conn_flows(rec, node if isinstance(node, str) and node else "zeek"):
+                        values.append(flow)
+                        sidx.append(fi)
+                        offs.append(i)
+        except GZIP_ERRORS as exc:          # a gzip file cut short or damaged
+            raise PcapError(f"{p}: not readable ({exc})") from None
+    table, _status = decode_goflow_json(values, [Path(p).name for p in paths], sidx, None, offs)
+    return table, records, rejected
+
+
 def _protector(quarantine_file: str):
     """The operator key (FLOWAUDIT_CONFIG / FLOWAUDIT_SECURITY_HMAC_KEY[_FILE], else a
     ``.hmac-key`` beside the quarantine file) that seals the quarantined datagrams."""
@@ -109,10 +149,11 @@ def cmd_flows(args) -> int:
     inputs = []
     for p in args.inputs:
         if Path(p).is_dir():           # a folder: its captures, sorted (its JSON may be anything)
-            found = sorted(str(f) for f in Path(p).rglob("*") if f.name.endswith(CAPTURE_NAMES) and f.is_file())
+            found = sorted(str(f) for f in Path(p).rglob("*")
+                           if (f.name.endswith(CAPTURE_NAMES) or _zeek_conn_name(f.name)) and f.is_file())
             if not found:
                 print(f"flowaudit flows: {p}: a folder without capture files ({', '.join(CAPTURE_SUFFIXES)}, "
-                      f"gzip or not)", file=sys.stderr)
+                      f"gzip or not) or Zeek conn logs", file=sys.stderr)
                 return 2
             inputs += found
         elif not Path(p).is_file():
@@ -120,8 +161,11 @@ def cmd_flows(args) -> int:
             return 2
         else:
             inputs.append(p)
-    jsonl = [p for p in inputs if p.endswith(JSON_NAMES)]
-    pcaps = [p for p in inputs if p not in jsonl]
+    from .sources.zeek import ascii_path
+
+    conn = [p for p in inputs if _zeek_conn_name(Path(p).name) or ascii_path(p) == "conn"]
+    jsonl = [p for p in inputs if p.endswith(JSON_NAMES) and p not in conn]
+    pcaps = [p for p in inputs if p not in jsonl and p not in conn]
     tables = []
     summary: dict = {}
     if pcaps:
@@ -153,6 +197,15 @@ def cmd_flows(args) -> int:
         tables.append(t)
         summary["json_messages"] = int(len(st))
         summary["json_rejected"] = int((st != 0).sum())
+    if conn:
+        from .sources.pcap import PcapError
+        try:
+            t, records, rejected = decode_zeek_conn(conn)
+        except PcapError as exc:
+            print(f"flowaudit flows: {exc}", file=sys.stderr)
+            return 2
+        tables.append(t)
+        summary["zeek_conn_records"], summary["zeek_conn_rejected"] = records, rejected
     out = pa.concat_tables([t.unify_dictionaries() for t in tables]).unify_dictionaries() if len(tables) > 1 else tables[0]
     pq.write_table(out, args.out, compression="zstd")
     summary["out"] = args.out
@@ -162,7 +215,12 @@ def cmd_flows(args) -> int:
     else:
         print(f"{out.num_rows:,} flows -> {args.out}"
               + (f" ({summary.get('datagrams', 0):,} datagrams, {summary.get('quarantined', 0):,} quarantined)"
-                 if pcaps else ""))
+                 if pcaps else "")
+              + (f"; {summary['json_rejected']:,} of {summary['json_messages']:,} goflow2 JSON lines not flows"
+                 if summary.get("json_rejected") else "")
+              + (f"; Zeek conn logs: {summary['zeek_conn_records']:,} connections"
+                 + (f", {summary['zeek_conn_rejected']:,} lines not connections (not JSON, or not fitting "
+                    f"their header)" if summary["zeek_conn_rejected"] else "") if conn else ""))
     return 0
 
 
@@ -170,16 +228,19 @@ def add_parsers(sub) -> None:
     """Register ``flows`` on an argparse subparsers object."""
     from .config import bounded, out_path
 
-    p = sub.add_parser("flows", help="decode NetFlow v5/v9/IPFIX captures (pcap/pcapng) or goflow2 JSON "
-                       "lines into a FLOWS Parquet file",
+    p = sub.add_parser("flows", help="decode NetFlow v5/v9/IPFIX captures (pcap/pcapng), goflow2 JSON "
+                       "lines or Zeek conn logs into a FLOWS Parquet file",
                        description="Decode the UDP export datagrams of pcap/pcapng files (Ethernet, VLAN, "
                        "raw IP, Linux cooked SLL/SLL2; IPv4/IPv6) into one row per flow record. Files ending "
-                       ".json/.jsonl/.ndjson are read as goflow2 JSON flow messages, one per line. Any file may "
-                       "be gzip-compressed (rotated captures, tcpdump -z gzip). A folder contributes its .pcap, "
-                       ".pcapng and .cap files, .gz or not (recursively, sorted). Counts are raw, with the "
+                       ".json/.jsonl/.ndjson are read as goflow2 JSON flow messages, one per line. Zeek conn logs "
+                       "(conn.log, rotated conn.*.log.gz, or any Zeek ASCII log whose #path is conn; JSON or Zeek's "
+                       "tab-separated format) give each connection's flow records as an exporter would: the "
+                       "originator's and, when it answered, the responder's. Any file may be gzip-compressed "
+                       "(rotated captures, tcpdump -z gzip). A folder contributes its .pcap, .pcapng and .cap "
+                       "files and Zeek conn logs, .gz or not (recursively, sorted). Counts are raw, with the "
                        "sampling interval beside them.")
     p.add_argument("inputs", nargs="+", metavar="PCAP",
-                   help="capture files or folders of them (or goflow2 JSON lines)")
+                   help="capture files or folders of them (or goflow2 JSON lines, or Zeek conn logs)")
     p.add_argument("--out", required=True, type=out_path("file"), metavar="FILE",
                    help="output Parquet file (FLOWS schema)")
     p.add_argument("--port", type=bounded(int, 0, hi=65535), action="append", metavar="N",

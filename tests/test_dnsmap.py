@@ -31,7 +31,15 @@ ZEEK_TYPES = ("time string addr port addr port enum count interval string count 
               "bool bool bool bool count vector[string] vector[interval] bool").split()
 
 
-def zeek_ascii(records, path: str = "dns") -> bytes:
+# conn.log (Zeek 6: base/protocols/conn/main.zeek)
+CONN_FIELDS = ("ts uid id.orig_h id.orig_p id.resp_h id.resp_p proto service duration orig_bytes resp_bytes "
+               "conn_state local_orig local_resp missed_bytes history orig_pkts orig_ip_bytes resp_pkts "
+               "resp_ip_bytes tunnel_parents").split()
+CONN_TYPES = ("time string addr port addr port enum string interval count count string bool bool count string "
+              "count count count count set[string]").split()
+
+
+def zeek_ascii(records, path: str = "dns", fields=ZEEK_FIELDS, types=ZEEK_TYPES) -> bytes:
     """JSON records (Zeek's JSON writer: unset fields left out) as Zeek's ASCII writer writes them:
     the header, a tab between values, ``-`` unset, ``(empty)`` for an empty vector, vectors joined
     by commas, a tab or comma inside a value escaped ``\\xHH``, times with six decimals."""
@@ -41,8 +49,8 @@ def zeek_ascii(records, path: str = "dns") -> bytes:
     def value(t, v):
         if v is None:
             return "-"
-        if t.startswith("vector["):
-            return ",".join(value(t[7:-1], e) for e in v) if v else "(empty)"
+        if t.startswith(("vector[", "set[")):
+            return ",".join(value(t[t.index("[") + 1:-1], e) for e in v) if v else "(empty)"
         if t in ("time", "interval"):
             return f"{float(v):.6f}"
         if t == "bool":
@@ -50,9 +58,9 @@ def zeek_ascii(records, path: str = "dns") -> bytes:
         return esc(str(v))
 
     out = ["#separator \\x09", "#set_separator\t,", "#empty_field\t(empty)", "#unset_field\t-", f"#path\t{path}",
-           "#open\t2026-03-01-06-00-00", "#fields\t" + "\t".join(ZEEK_FIELDS), "#types\t" + "\t".join(ZEEK_TYPES)]
+           "#open\t2026-03-01-06-00-00", "#fields\t" + "\t".join(fields), "#types\t" + "\t".join(types)]
     for r in records:
-        out.append("\t".join(value(t, r.get(f)) for f, t in zip(ZEEK_FIELDS, ZEEK_TYPES)))
+        out.append("\t".join(value(t, r.get(f)) for f, t in zip(fields, types)))
     out.append("#close\t2026-03-01-07-00-00")
     return ("\n".join(out) + "\n").encode()
 

@@ -14,12 +14,17 @@ import collections
 import csv
 import json
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
 from flowaudit import flows
+
+from .conftest import stream_env
 
 CORPUS_NF = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "netflow"
 csv.field_size_limit(1 << 30)
@@ -382,6 +387,70 @@ def test_gzip_captures_and_json_lines_read_as_the_plain_files(tmp_path, capsys):
     assert flows.main(["flows", str(bad), "--out", str(tmp_path / "bad.parquet")]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "not readable" in err and "Traceback" not in err
+
+
+def test_zeek_conn_logs_are_flows(tmp_path, capsys):
+    """A Zeek conn.log (Zeek's ASCII log or JSON lines, gzip-rotated or not, in a log folder) gives
+    the flow records a NetFlow exporter would have sent: the originator's and, when it answered,
+    the responder's, with IP bytes, packets, ``ts`` .. ``ts + duration``; a row that does not fit
+    its header or has no address is counted, not a flow.  Audited, a connection to a watchlisted
+    address is a finding for its originator."""
+    import gzip
+
+    from .test_dnsmap import CONN_FIELDS, CONN_TYPES, zeek_ascii
+
+    t = 1_772_352_000.5
+    recs = [
+        {"ts": t, "uid": "C1", "id.orig_h": "10.40.1.5", "id.orig_p": 40000, "id.resp_h": "203.0.113.9",
+         "id.resp_p": 443, "proto": "tcp", "service": "ssl", "duration": 2.25, "orig_bytes": 1000,
+         "resp_bytes": 5000, "conn_state": "SF", "missed_bytes": 0, "history": "ShADadFf", "orig_pkts": 10,
+         "orig_ip_bytes": 1520, "resp_pkts": 8, "resp_ip_bytes": 5416, "tunnel_parents": []},
+        {"ts": t + 1, "uid": "C2", "id.orig_h": "10.40.1.6", "id.orig_p": 5353, "id.resp_h": "198.51.100.7",
+         "id.resp_p": 53, "proto": "udp", "conn_state": "S0", "orig_pkts": 1, "orig_ip_bytes": 70, "resp_pkts": 0,
+         "resp_ip_bytes": 0},
+        {"ts": t + 2, "uid": "C3", "id.orig_h": "2001:db8::1", "id.orig_p": 128, "id.resp_h": "2001:db8::2",
+         "id.resp_p": 129, "proto": "icmp", "duration": 0.5, "orig_pkts": 2, "orig_ip_bytes": 208, "resp_pkts": 2,
+         "resp_ip_bytes": 208},
+    ]
+    ns = lambda x: int(round(x * 1e9))  # noqa: E731
+    want = [(1, "10.40.1.5", "203.0.113.9", 40000, 443, 6, 1520, 10, ns(t), ns(t) + ns(2.25)),
+            (1, "203.0.113.9", "10.40.1.5", 443, 40000, 6, 5416, 8, ns(t), ns(t) + ns(2.25)),
+            (2, "10.40.1.6", "198.51.100.7", 5353, 53, 17, 70, 1, ns(t + 1), ns(t + 1)),
+            (3, "2001:db8::1", "2001:db8::2", 128, 129, 58, 208, 2, ns(t + 2), ns(t + 2) + ns(0.5)),
+            (3, "2001:db8::2", "2001:db8::1", 129, 128, 58, 208, 2, ns(t + 2), ns(t + 2) + ns(0.5))]
+    text = zeek_ascii(recs, "conn", CONN_FIELDS, CONN_TYPES).splitlines()
+    # a row with a value too many, and one without an address: counted, not flows
+    text[-1:-1] = [text[-2] + b"\tx", text[-2].replace(b"2001:db8::1", b"not-an-address")]
+    (tmp_path / "zeek" / "2026-03-01").mkdir(parents=True)
+    ascii_log = tmp_path / "zeek" / "2026-03-01" / "conn.06:00:00-07:00:00.log.gz"
+    ascii_log.write_bytes(gzip.compress(b"\n".join(text) + b"\n"))
+    json_log = tmp_path / "conn.log"
+    json_log.write_bytes(b"".join(json.dumps({k: v for k, v in r.items() if v is not None}).encode() + b"\n"
+                                  for r in recs))
+    cols = ["offset", "src_addr", "dst_addr", "src_port", "dst_port", "protocol", "bytes", "packets", "first_ns",
+            "last_ns"]
+    for src, offsets in ((tmp_path / "zeek", (8, 8, 9, 10, 10)), (json_log, (0, 0, 1, 2, 2))):
+        out = tmp_path / "f.parquet"
+        capsys.readouterr()
+        assert flows.main(["flows", str(src), "--out", str(out)]) == 0
+        said = capsys.readouterr().out
+        got = pq.read_table(out)
+        rows = [tuple(r.values()) for r in got.select(cols).to_pylist()]
+        assert rows == [(o, *w[1:]) for o, w in zip(offsets, want)]
+        assert set(got.column("exporter").to_pylist()) == {"zeek"} and set(got.column("sampling_interval").to_pylist()) == {1}
+        assert "Zeek conn logs: 3 connections" in said
+        assert ("2 lines not connections" in said) == (src != json_log)
+    # audited with a watchlist that lists 203.0.113.0/28: the connection is a finding for 10.40.1.5
+    wl = tmp_path / "wl"
+    wl.mkdir()
+    (wl / "ops.toml").write_text('version = "t"\n[[indicators]]\nplatform = "LOGINK"\ntype = "cidr"\n'
+                                 'value = "203.0.113.0/28"\nsource = "operator: RFC 5737 documentation range"\n')
+    r = subprocess.run([sys.executable, "-m", "flowaudit", "audit", str(tmp_path / "f.parquet"), "--out",
+                        str(tmp_path / "root"), "--watchlist-dir", str(wl)], capture_output=True, text=True,
+                       env=stream_env(), timeout=300)
+    assert r.returncode == 0, r.stderr
+    found = pads.dataset(tmp_path / "root" / "dataset=findings", format="parquet", partitioning="hive").to_table()
+    assert {(f["platform"], f["src_host"]) for f in found.to_pylist()} >= {("LOGINK", "10.40.1.5")}
 
 
 def _rows(paths, tmp_path) -> int:

@@ -519,6 +519,54 @@ def _time_ns(v) -> int:
     return t if -(1 << 63) <= t < 1 << 63 else 0
 
 
+def _conn_check(rec: dict) -> dict:
+    ts = rec.get("ts")
+    if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not 0 <= ts < 9.2e9:
+        raise ValueError("no readable ts")
+    for side in ("id.orig_h", "id.resp_h"):
+        if not isinstance(rec.get(side), str) or parse_address(rec[side])[2] == 0:
+            raise ValueError(f"no address in {side}")
+    return rec
+
+
+def zeek_conn_log():
+    """A reader of one Zeek ``conn.log``'s lines (JSON lines or Zeek's ASCII log; a record needs
+    a numeric ``ts`` and both addresses)."""
+    from ..sources.zeek import ZeekLog
+
+    return ZeekLog("conn", _conn_check, {"ts": "time", "duration": "interval", "id.orig_p": "port",
+                                         "id.resp_p": "port", "orig_pkts": "count", "orig_ip_bytes": "count",
+                                         "resp_pkts": "count", "resp_ip_bytes": "count", "orig_bytes": "count",
+                                         "resp_bytes": "count"})
+
+
+def zeek_conn_flows(rec: dict, exporter: str = "zeek") -> list[dict]:
+    """One Zeek ``conn.log`` record as the unidirectional flow records a NetFlow exporter would
+    have sent for the connection, in goflow2's JSON names (for :func:`decode_goflow_json`): the
+    originator's packets to the responder, and the responder's back when it sent any.  Bytes are
+    IP bytes (``orig_ip_bytes``, as NetFlow counts them; the payload bytes where those are
+    unset); the times are ``ts`` and ``ts + duration``; unsampled."""
+    t0 = int(round(float(rec["ts"]) * 1e9))
+    dur = rec.get("duration")
+    t1 = t0 + (int(round(float(dur) * 1e9)) if isinstance(dur, (int, float)) and 0 <= dur < 1e9 else 0)
+    proto = str(rec.get("proto", "")).upper()
+    v6 = ":" in rec["id.orig_h"]
+    proto = 58 if proto == "ICMP" and v6 else _PROTO_NAMES.get(proto, 0)
+
+    def one(src, dst, sport, dport, pkts, ip_bytes, payload):
+        nbytes = ip_bytes if ip_bytes is not None else payload
+        return {"type": "ZEEK_CONN", "sampler_address": exporter, "src_addr": rec[src], "dst_addr": rec[dst],
+                "src_port": rec.get(sport), "dst_port": rec.get(dport), "proto": proto, "bytes": nbytes or 0,
+                "packets": pkts or 0, "time_flow_start_ns": t0, "time_flow_end_ns": t1, "sampling_rate": 1}
+
+    out = [one("id.orig_h", "id.resp_h", "id.orig_p", "id.resp_p", rec.get("orig_pkts"), rec.get("orig_ip_bytes"),
+               rec.get("orig_bytes"))]
+    if rec.get("resp_pkts") or rec.get("resp_ip_bytes") or rec.get("resp_bytes"):
+        out.append(one("id.resp_h", "id.orig_h", "id.resp_p", "id.orig_p", rec.get("resp_pkts"),
+                       rec.get("resp_ip_bytes"), rec.get("resp_bytes")))
+    return out
+
+
 # quarantine reasons of decode_goflow_json's statuses (a flow archive's row without an address too)
 GOFLOW_REASONS = {1: "malformed_json", 2: "no_usable_address"}
 
@@ -527,6 +575,7 @@ def decode_goflow_json(values: list, sources: list[str] | None = None, source_id
                        offset=None, ts_ms=None) -> tuple[pa.Table, np.ndarray]:
     """goflow2 JSON flow messages (one JSON object per message) -> (FLOWS table, status per message).
 
+    A value may be the message's dict already (:func:`zeek_conn_flows`).
     status: 0 ok, 1 not a JSON object / undecodable, 2 no usable address.  Understands both the
     goflow2 v1 numeric and v2 textual renderings of ``etype``/``proto``; ``sampling_rate`` 0 means
     unknown and is reported as 1; the exporter is ``sampler_address``."""
@@ -536,7 +585,7 @@ def decode_goflow_json(values: list, sources: list[str] | None = None, source_id
     keep = []
     for i, v in enumerate(values):
         try:
-            m = orjson.loads(v) if v is not None else None
+            m = v if isinstance(v, dict) else orjson.loads(v) if v is not None else None
         except orjson.JSONDecodeError:
             m = None
         if not isinstance(m, dict):
