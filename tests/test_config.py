@@ -153,7 +153,8 @@ def test_cli_reports_config_errors_without_traceback(tmp_path):
     (["fuzz"], "--seconds", "-1", 0.5), (["fuzz"], "--inputs", "-5", 1), (["fuzz"], "--hang-seconds", "0", 0.5),
     (["fuzz"], "--minimise-seconds", "-1", 0), (["quarantine", "reinject", "R"], "--timeout", "0", 0.5),
     (["findings", "R"], "--episode-gap", "-1", 0), (["report", "R", "--out", "O"], "--episode-gap", "-1", 0),
-    (["audit", "I", "--out", "O"], "--episode-gap", "-60", 0)])
+    (["audit", "I", "--out", "O"], "--episode-gap", "-60", 0),
+    (["aggregates", "R"], "--window", "1e20", 31622400.0)])     # (an OverflowError traceback)
 def test_counts_and_sizes_out_of_range_are_usage_errors(argv, flag, bad, good, capsys):
     """A negative or zero count, window or batch size is named by argparse (exit 2); they were
     tracebacks (aggregates --window 0, synth --bad-fraction 1.5), silently nothing (synth --count

@@ -691,11 +691,12 @@ def cmd_aggregates(args) -> int:
 
 
 def add_parser(sub) -> None:
-    from ..config import bounded, out_path
+    from ..config import MAX_SPAN_S, bounded, out_path
 
     p = sub.add_parser("aggregates", help="per-window bytes per source host and platform, from the transfers dataset")
     p.add_argument("root", metavar="ROOT", help="the stream's or an audit's Parquet root (holds dataset=transfers)")
-    p.add_argument("--window", type=bounded(float, 0, inclusive=False), default=300.0, metavar="S", help="window length in seconds (default 300)")
+    p.add_argument("--window", type=bounded(float, 0, inclusive=False, hi=MAX_SPAN_S), default=300.0, metavar="S",
+                   help="window length in seconds (default 300, at most 366 days)")
     p.add_argument("--top", type=bounded(int, 0), default=20, metavar="N", help="rows to print, largest first (default 20)")
     p.add_argument("--out", type=out_path("file"), metavar="FILE", help="write every row to this Parquet file")
     p.set_defaults(fn=cmd_aggregates)
