@@ -249,8 +249,8 @@ class Settings:
             raise ConfigError("collect.sockets must be 1..64")
         if self.collect.rcvbuf_bytes <= 0:
             raise ConfigError("collect.rcvbuf_bytes must be positive")
-        if self.netflow.template_ttl_s < 0:
-            raise ConfigError("netflow.template_ttl_s must be >= 0 (0: templates never expire)")
+        if not 0 <= self.netflow.template_ttl_s <= MAX_SPAN_S:
+            raise ConfigError(f"netflow.template_ttl_s must be 0..{MAX_SPAN_S} (0: templates never expire)")
         return self
 
 

@@ -21,11 +21,23 @@ JSON_NAMES = tuple(s + z for s in (".json", ".jsonl", ".ndjson") for z in ("", "
 BATCH_DATAGRAMS = 65536
 
 
-def _env(name: str, default):
+def _env(name: str, default, hi=None):
+    """An environment variable's value of ``default``'s type (at least 0, at most ``hi``); a value
+    that is not one is a ConfigError naming the variable."""
+    from .config import ConfigError
+
     v = os.environ.get(name)
     if v is None or v == "":
         return default
-    return type(default)(v) if default is not None else v
+    if default is None:
+        return v
+    try:
+        got = type(default)(v)
+    except ValueError:
+        raise ConfigError(f"{name}: expected {type(default).__name__}, got {v!r}") from None
+    if got < 0 or (hi is not None and got > hi):
+        raise ConfigError(f"{name} must be 0..{hi}: {v!r}")
+    return got
 
 
 # ---------------------------------------------------------------------------------- flows
@@ -52,7 +64,10 @@ def decode_pcaps(paths, ports=None, template_ttl_s: int | None = None, decoder=N
     from .sources.pcap import read_datagrams
 
     dg = read_datagrams(paths, ports)
-    dec = decoder or NetflowDecoder(template_ttl_s=_env(ENV_TTL, 3600) if template_ttl_s is None else template_ttl_s)
+    from .config import MAX_SPAN_S
+
+    dec = decoder or NetflowDecoder(template_ttl_s=_env(ENV_TTL, 3600, MAX_SPAN_S) if template_ttl_s is None
+                                    else template_ttl_s)
     files = [Path(f).name for f in dg.files]
     tables = []
     status = np.zeros(len(dg), np.int16)
@@ -226,7 +241,7 @@ def cmd_flows(args) -> int:
 
 def add_parsers(sub) -> None:
     """Register ``flows`` on an argparse subparsers object."""
-    from .config import bounded, out_path
+    from .config import MAX_SPAN_S, bounded, out_path
 
     p = sub.add_parser("flows", help="decode NetFlow v5/v9/IPFIX captures (pcap/pcapng), goflow2 JSON "
                        "lines or Zeek conn logs into a FLOWS Parquet file",
@@ -249,7 +264,7 @@ def add_parsers(sub) -> None:
                    help="also write undecodable datagrams (reason, payload sealed under the operator key "
                         "[env FLOWAUDIT_SECURITY_HMAC_KEY[_FILE], else FILE's folder/.hmac-key]) here; "
                         "read them with flowaudit quarantine")
-    p.add_argument("--template-ttl", type=bounded(int, 0), metavar="S", default=None,
+    p.add_argument("--template-ttl", type=bounded(int, 0, hi=MAX_SPAN_S), metavar="S", default=None,
                    help=f"drop templates not refreshed for S seconds of exporter time, 0 = never "
                         f"(default 3600) [env {ENV_TTL}]")
     p.add_argument("--templates", action="store_true", help="include the template registry in the --json summary")

@@ -154,7 +154,8 @@ def test_cli_reports_config_errors_without_traceback(tmp_path):
     (["fuzz"], "--minimise-seconds", "-1", 0), (["quarantine", "reinject", "R"], "--timeout", "0", 0.5),
     (["findings", "R"], "--episode-gap", "-1", 0), (["report", "R", "--out", "O"], "--episode-gap", "-1", 0),
     (["audit", "I", "--out", "O"], "--episode-gap", "-60", 0),
-    (["aggregates", "R"], "--window", "1e20", 31622400.0)])     # (an OverflowError traceback)
+    (["aggregates", "R"], "--window", "1e20", 31622400.0),     # (an OverflowError traceback)
+    (["flows", "P", "--out", "O"], "--template-ttl", str(10**20), 31622400)])   # (a numba TypingError)
 def test_counts_and_sizes_out_of_range_are_usage_errors(argv, flag, bad, good, capsys):
     """A negative or zero count, window or batch size is named by argparse (exit 2); they were
     tracebacks (aggregates --window 0, synth --bad-fraction 1.5), silently nothing (synth --count

@@ -453,6 +453,18 @@ def test_zeek_conn_logs_are_flows(tmp_path, capsys):
     assert {(f["platform"], f["src_host"]) for f in found.to_pylist()} >= {("LOGINK", "10.40.1.5")}
 
 
+def test_a_template_ttl_from_the_environment_is_checked(tmp_path, monkeypatch, capsys):
+    """FLOWAUDIT_NETFLOW_TEMPLATE_TTL_S that is not a count of seconds up to 366 days is one line,
+    exit 2 (text was a ValueError traceback, 1e20 a numba TypingError)."""
+    pcap = CORPUS_NF / "generated" / "synthetic" / "synth_v9_1k.pcap"
+    for bad, why in (("abc", "expected int, got 'abc'"), (str(10**20), "must be 0..31622400")):
+        monkeypatch.setenv("FLOWAUDIT_NETFLOW_TEMPLATE_TTL_S", bad)
+        capsys.readouterr()
+        assert flows.main(["flows", str(pcap), "--out", str(tmp_path / "f.parquet")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("flowaudit: FLOWAUDIT_NETFLOW_TEMPLATE_TTL_S") and why in err and len(err.splitlines()) == 1
+
+
 def _rows(paths, tmp_path) -> int:
     n = 0
     for p in paths:
