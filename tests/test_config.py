@@ -34,7 +34,7 @@ def test_defaults_toml_env_and_overrides_in_order(tmp_path):
     ("[kafka]\nkernel_threads = 0\n", {}, "kafka.kernel_threads must be 1..64"),
     ("[collect]\nsockets = 0\n", {}, "collect.sockets must be 1..64"),
     ("", {"FLOWAUDIT_COLLECT_RCVBUF_BYTES": "0"}, "collect.rcvbuf_bytes must be positive"),
-    ("[netflow]\ntemplate_ttl_s = -1\n", {}, "netflow.template_ttl_s must be >= 0"),
+    ("[netflow]\ntemplate_ttl_s = -1\n", {}, "netflow.template_ttl_s must be 0..31622400"),
     ("", {"FLOWAUDIT_SINK_ROTATE_RECORDS": "0"}, "sink.rotate_records must be positive"),
     # a window of 1e20 s ran `findings` for ever (its nanoseconds overflow int64)
     ("", {"FLOWAUDIT_FINDINGS_WINDOW_S": "99999999999999999999"}, "findings.window_s must be at most 31622400"),
