@@ -67,7 +67,7 @@ def bounded(typ=int, lo=0, inclusive: bool = True, hi=None):
 
 MAX_SPAN_S = 366 * 86_400          # the longest window, look-back, lateness, episode gap or silent-zone window
 
-FORMATS = ("edifact", "x12", "xml", "json", "flat", "auto", "netflow", "goflow", "dns")
+FORMATS = ("edifact", "x12", "xml", "json", "flat", "auto", "netflow", "goflow", "dns", "zeek_conn")
 DEFAULT_TOPICS = {"port.edifact": "edifact", "port.x12": "x12", "port.xml": "xml", "port.json": "json"}
 
 
@@ -81,7 +81,8 @@ class KafkaSettings:
     group_id: str = "flowaudit"
     # topic -> format: "edifact", "x12", "xml", "json", "auto" (detect from the first bytes);
     # "netflow" (export datagrams keyed by exporter, as `flowaudit collect` produces them),
-    # "goflow" (goflow2 JSON flows), "dns" (Zeek dns.log JSON lines, for DNS attribution)
+    # "goflow" (goflow2 JSON flows), "dns" (Zeek dns.log records, for DNS attribution), "zeek_conn"
+    # (Zeek conn.log records, as flows)
     topics: dict = field(default_factory=lambda: dict(DEFAULT_TOPICS))
     auto_offset_reset: str = "earliest"
     session_timeout_ms: int = 6000
@@ -103,7 +104,7 @@ class KafkaSettings:
     # --until-drained: give up (exit 4, with the partitions still waiting) after this many seconds
     # without a message or a change of assignment; 0 = wait for ever
     drain_stall_s: float = 120.0
-    # flow topics (netflow / goflow) wait for the member's dns topics to catch up by record time,
+    # flow topics (netflow / goflow / zeek_conn) wait for the member's dns topics to catch up by record time,
     # at most this many seconds per wait, so that a backlog never reads flows before the answers
     # that name their addresses (flowaudit/sources/dnssync.py); 0 = off
     dns_wait_s: float = 10.0

@@ -21,6 +21,7 @@ Targets (``--decoder``), each the code a real input goes through, shell included
                ``NetflowDecoder`` (v5/v9/IPFIX) with its template registry and held data sets
                carried from batch to batch (reset every 16 batches), then the egress join
 ``goflow``     ``FlowPath`` over goflow2 JSON flows (``decode_goflow_json``)
+``zeek_conn``  ``FlowPath`` over Zeek conn.log records (JSON lines, or the ASCII log with its header)
 ``dns``        ``FlowPath`` over Zeek dns.log lines (``DnsMap.observe_lines``), state carried
 ``pcap``       ``flows.decode_pcaps``: pcap/pcapng files (``sources/pcap.py``) and their datagrams,
                one decoder for 16 batches of files
@@ -72,6 +73,8 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from .sources.zeek import CONN_FIELDS, DNS_FIELDS, write_ascii
+
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"
 CACHE_DIR = REPO / ".fuzz-cache"
@@ -86,7 +89,7 @@ HMAC_KEY = b"fuzz-key-not-secret-0123456789ab"
 @dataclass(frozen=True)
 class Target:
     name: str
-    kind: str          # messages | markers | netflow | goflow | dns | pcap | selftest
+    kind: str          # messages | markers | netflow | goflow | zeek_conn | dns | pcap | selftest
     fmt: str = ""      # declared format (messages) or seed family
     batch: int = 128   # inputs per batch
     episode: int = 1   # batches between state resets (1: stateless)
@@ -106,6 +109,7 @@ TARGETS = {t.name: t for t in [
     Target("netflow", "netflow", "netflow", batch=64, episode=16),
     Target("goflow", "goflow", "goflow"),
     Target("dns", "dns", "dns", episode=16),
+    Target("zeek_conn", "zeek_conn", "zeek_conn", episode=16),
     Target("pcap", "pcap", "pcap", batch=16, episode=16),
     # the harness's own tests (tests/test_fuzz.py): a decoder that fails on a trigger word
     Target("selftest-raise", "selftest", "CRASH", batch=32, hidden=True),
@@ -318,10 +322,42 @@ def _dns(rng: random.Random, n: int = 300) -> list[bytes]:
         rec = {"ts": ts, "uid": f"C{i}", "id.orig_h": f"10.0.0.{rng.randrange(256)}", "id.orig_p": 53000,
                "id.resp_h": "10.0.0.53", "id.resp_p": 53, "proto": "udp", "query": q, "qtype_name": "A",
                "rcode_name": rng.choice(["NOERROR", "NOERROR", "NXDOMAIN"]), "answers": answers, "TTLs": ttls}
+        if isinstance(ts, float) and rng.random() < 0.2:     # Zeek's ASCII log, its header in the message
+            out.append(write_ascii([rec], "dns", DNS_FIELDS))
+            continue
         lines = [json.dumps(rec)]
         if rng.random() < 0.2:
             lines.append("#fields\tts\tuid")
         out.append("\n".join(lines).encode())
+    return out
+
+
+def _zeek_conn(rng: random.Random, n: int = 300) -> list[bytes]:
+    """Zeek conn.log records: JSON lines (float and ISO times, unanswered and answered
+    connections, IPv4 and IPv6) and Zeek's ASCII log of one to three connections with its header."""
+    out = []
+    t0 = 1_772_000_000.0
+    for i in range(n):
+        recs = []
+        for _ in range(rng.randrange(1, 4)):
+            v6 = rng.random() < 0.3
+            addr = (lambda: f"2001:db8::{rng.randrange(65536):x}") if v6 else \
+                (lambda: f"10.0.{rng.randrange(256)}.{rng.randrange(256)}")
+            answered = rng.random() < 0.7
+            recs.append({"ts": t0 + i, "uid": f"C{i}", "id.orig_h": addr(), "id.orig_p": rng.randrange(65536),
+                         "id.resp_h": addr() if rng.random() < 0.5 else f"203.0.113.{rng.randrange(256)}",
+                         "id.resp_p": rng.choice([443, 80, 3389, 53]), "proto": rng.choice(["tcp", "udp", "icmp"]),
+                         "duration": rng.choice([None, 0.0, 1.5, 3600.0]), "orig_pkts": rng.randrange(100),
+                         "orig_ip_bytes": rng.randrange(1 << 20), "resp_pkts": rng.randrange(100) if answered else 0,
+                         "resp_ip_bytes": rng.randrange(1 << 20) if answered else 0, "conn_state": "SF",
+                         "tunnel_parents": []})
+        if rng.random() < 0.5:
+            out.append(write_ascii(recs, "conn", CONN_FIELDS))
+        else:
+            r = {k: v for k, v in recs[0].items() if v is not None}
+            if rng.random() < 0.2:
+                r["ts"] = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(t0 + i))
+            out.append(json.dumps(r).encode())
     return out
 
 
@@ -343,6 +379,8 @@ def load_seeds(target: Target, corpus: Path, seed: int):
         return _goflow(rng)
     if k == "dns":
         return _dns(rng)
+    if k == "zeek_conn":
+        return _zeek_conn(rng)
     if target.fmt == "embedded":
         return _embedded(corpus)
     if target.fmt == "flat":
@@ -383,14 +421,16 @@ _TOKENS["flat"] = [b"\x1d", b"\x1c", b",", b"\t", b";", b"|", b"\r\n", b"\n", b"
                    b"TREC", b"container,imo,consignee", b"\xef\xbb\xbf", b"\x00", b"\xff"]
 _TOKENS["scan"] = _TOKENS["edifact"] + _TOKENS["x12"]
 _TOKENS["goflow"] = _TOKENS["json"] + [b'"src_addr":"', b'"proto":"TCP"', b'"bytes":', b"-1", b"1.5"]
-_TOKENS["dns"] = _TOKENS["json"] + [b"\n", b'"answers":[', b'"TTLs":[', b'"ts":', b"1e308", b'"2026-13-45T99:99:99Z"']
+_TOKENS["dns"] = _TOKENS["json"] + [b"\n", b'"answers":[', b'"TTLs":[', b'"ts":', b"1e308", b'"2026-13-45T99:99:99Z"',
+                                    b"\t", b"#fields\t", b"#separator \\x09", b"(empty)", b"\t-\t", b"\\x2c"]
+_TOKENS["zeek_conn"] = _TOKENS["dns"] + [b'"id.orig_h":"', b'"orig_ip_bytes":', b'"duration":', b"#path\tdns"]
 _TOKENS["pcap"] = [b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x0a\x0d\x0d\x0a", b"\x4d\x3c\x2b\x1a", b"\x08\x00",
                    b"\x86\xdd", b"\x81\x00", b"\x45\x00", b"\x60\x00\x00\x00", b"\x00\x09", b"\x00\x0a"]
 _TOKENS["netflow"] = [b"\x00\x05", b"\x00\x09", b"\x00\x0a", b"\x00\x00", b"\x00\x01", b"\x00\x02", b"\x00\x03",
                       b"\xff\xff", b"\x01\x00"]
 _SEGMENT_SEPS = {"edifact": b"'", "x12": b"~", "xml": b">", "json": b",", "auto": b"'", "embedded": b"'", "scan": b"'",
                  "flat": b"\n",
-                 "goflow": b",", "dns": b"\n"}
+                 "goflow": b",", "dns": b"\n", "zeek_conn": b"\n"}
 _NEST = [b"[", b"{\"a\":", b"<a>", b"<a><b>", b"[{\"k\":["]
 _INTERESTING = [0, 1, 0x7F, 0x80, 0xFF, 0x20, 0x0A, 0x0D, 0x27, 0x2B, 0x3A, 0x3F, 0x7E, 0x2A, 0x3C, 0x3E, 0x22,
                 0x5C, 0x7B, 0x7D, 0x5B, 0x5D, 0x26, 0x1D, 0x1C, 0x1F]
@@ -770,7 +810,7 @@ class _Markers:
 
 
 class _Flows:
-    """netflow, goflow, dns through the stream's telemetry path (state carried until reset)."""
+    """netflow, goflow, zeek_conn, dns through the stream's telemetry path (state carried until reset)."""
 
     def __init__(self, t: Target):
         from . import schemas
@@ -811,6 +851,11 @@ class _Flows:
             _require(bool(np.isin(fo, list(self.lens)).all()), "flow_rows_of_seen_datagrams")
             if self.kind == "goflow":
                 _require(np.array_equal(np.sort(fo), np.sort(offs[m_idx])), "one_flow_per_decoded_message")
+            elif self.kind == "zeek_conn":     # one or two flows a connection, a connection a line
+                _require(bool(np.isin(fo, offs[m_idx]).all()), "flows_of_decoded_messages")
+                uo, cnt = np.unique(fo, return_counts=True)
+                lines = np.array([len((values[int(x - offs[0])] or b"").splitlines()) for x in uo])
+                _require(bool((cnt <= 2 * lines).all()), "two_flows_a_connection_at_most")
             else:
                 ver = flows.column("version").to_numpy()
                 _require(bool(np.isin(ver, (5, 9, 10)).all()), "flow_version")
@@ -898,6 +943,7 @@ class _Selftest:
 
 
 RUNNERS = {"messages": _Messages, "markers": _Markers, "netflow": _Flows, "goflow": _Flows, "dns": _Flows,
+           "zeek_conn": _Flows,
            "pcap": _Pcap, "selftest": _Selftest}
 
 

@@ -53,7 +53,7 @@ class Metrics:
                                       "Bytes of those flows, scaled by the sampling interval",
                                       ["platform", "zone", "rule"], registry=r)
         self._egress_seen: dict = {}
-        self.flows = Counter("flowaudit_flows_total", "Flow records decoded (NetFlow v5/v9/IPFIX, goflow2)",
+        self.flows = Counter("flowaudit_flows_total", "Flow records decoded (NetFlow v5/v9/IPFIX, goflow2, Zeek conn)",
                              registry=r)
         self.flows_late_dropped = Counter("flowaudit_flows_late_dropped_total",
                                           "Held flow records whose partition was no longer in the batch",

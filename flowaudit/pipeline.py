@@ -47,7 +47,8 @@ _PENDING = -1   # status of a layered message between the layers pre-pass and it
 _DECODER_MODULES = {FMT_EDIFACT: "flowaudit.decode.edifact", FMT_X12: "flowaudit.decode.x12",
                     FMT_XML: "flowaudit.decode.xml", FMT_JSON: "flowaudit.decode.json",
                     FMT_FLAT: "flowaudit.decode.flat"}
-_FORMAT_LIST = [FORMAT_NAMES.get(i) or TELEMETRY_NAMES.get(i, "?") for i in range(max(FORMAT_NAMES) + 1)]
+_FORMAT_LIST = [FORMAT_NAMES.get(i) or TELEMETRY_NAMES.get(i, "?")
+                for i in range(max(*FORMAT_NAMES, *TELEMETRY_NAMES) + 1)]
 _SALVAGE = -1  # the "format" of the salvage scan's hit part
 _REASON_LIST = [REASONS[i] for i in range(max(REASONS) + 1)]
 

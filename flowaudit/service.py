@@ -257,7 +257,8 @@ class StreamService:
         # flow topics wait for the dns topics by record time (flowaudit/sources/dnssync.py)
         kinds = {t: TELEMETRY_NAMES.get(int(self.telemetry_kind[i])) for i, t in enumerate(self.topic_names)}
         self.dnssync = DnsSync([t for t, k in kinds.items() if k == "dns"],
-                               [t for t, k in kinds.items() if k in ("netflow", "goflow")], settings.kafka.dns_wait_s)
+                               [t for t, k in kinds.items() if k in ("netflow", "goflow", "zeek_conn")],
+                               settings.kafka.dns_wait_s)
         self.findings = self._make_findings(settings)
         self._fp_restored = not self.telemetry_kind.any()   # nothing to restore without telemetry topics
         self.state_path = self.root / ".state" / "flowpath.state"

@@ -12,6 +12,7 @@ from hypothesis import given, settings, strategies as st
 from flowaudit.detect.dnsmap import DnsMap, dns_log, log_files
 from flowaudit.kernels import ipset as K
 from flowaudit.sources.files import open_input
+from flowaudit.sources.zeek import CONN_FIELDS, DNS_FIELDS, write_ascii
 
 T0 = 1_700_000_000.0
 NS = 1_000_000_000
@@ -24,45 +25,9 @@ def line(ts, query, answers, ttls, **kw):
     return json.dumps(rec).encode()
 
 
-# Zeek's dns.log as its ASCII writer writes it by default (Zeek 3 .. 8.0: base/protocols/dns/main.zeek)
-ZEEK_FIELDS = ("ts uid id.orig_h id.orig_p id.resp_h id.resp_p proto trans_id rtt query qclass qclass_name qtype "
-               "qtype_name rcode rcode_name AA TC RD RA Z answers TTLs rejected").split()
-ZEEK_TYPES = ("time string addr port addr port enum count interval string count string count string count string "
-              "bool bool bool bool count vector[string] vector[interval] bool").split()
-
-
-# conn.log (Zeek 6: base/protocols/conn/main.zeek)
-CONN_FIELDS = ("ts uid id.orig_h id.orig_p id.resp_h id.resp_p proto service duration orig_bytes resp_bytes "
-               "conn_state local_orig local_resp missed_bytes history orig_pkts orig_ip_bytes resp_pkts "
-               "resp_ip_bytes tunnel_parents").split()
-CONN_TYPES = ("time string addr port addr port enum string interval count count string bool bool count string "
-              "count count count count set[string]").split()
-
-
-def zeek_ascii(records, path: str = "dns", fields=ZEEK_FIELDS, types=ZEEK_TYPES) -> bytes:
-    """JSON records (Zeek's JSON writer: unset fields left out) as Zeek's ASCII writer writes them:
-    the header, a tab between values, ``-`` unset, ``(empty)`` for an empty vector, vectors joined
-    by commas, a tab or comma inside a value escaped ``\\xHH``, times with six decimals."""
-    def esc(v: str) -> str:
-        return v.replace("\\", "\\x5c").replace("\t", "\\x09").replace(",", "\\x2c")
-
-    def value(t, v):
-        if v is None:
-            return "-"
-        if t.startswith(("vector[", "set[")):
-            return ",".join(value(t[t.index("[") + 1:-1], e) for e in v) if v else "(empty)"
-        if t in ("time", "interval"):
-            return f"{float(v):.6f}"
-        if t == "bool":
-            return "T" if v else "F"
-        return esc(str(v))
-
-    out = ["#separator \\x09", "#set_separator\t,", "#empty_field\t(empty)", "#unset_field\t-", f"#path\t{path}",
-           "#open\t2026-03-01-06-00-00", "#fields\t" + "\t".join(fields), "#types\t" + "\t".join(types)]
-    for r in records:
-        out.append("\t".join(value(t, r.get(f)) for f, t in zip(fields, types)))
-    out.append("#close\t2026-03-01-07-00-00")
-    return ("\n".join(out) + "\n").encode()
+def zeek_ascii(records, path: str = "dns", fields=None) -> bytes:
+    """Records as Zeek's ASCII writer writes them (flowaudit.sources.zeek.write_ascii)."""
+    return write_ascii(records, path, fields or (CONN_FIELDS if path == "conn" else DNS_FIELDS))
 
 
 def test_ttl_on_record_time():

@@ -375,3 +375,44 @@ def test_dns_messages_in_zeek_ascii(tmp_path):
     t_ns = int(rec["ts"] * 1e9)
     assert svc.flowpath.egress.dns.get("198.51.100.7", t_ns) == "gateway.logink.cn"
     assert svc.flowpath.egress.dns.get("198.51.100.8", t_ns) is None
+
+
+def test_zeek_conn_topic_gives_flows_named_by_dns(tmp_path):
+    """A Zeek conn topic (Zeek's Kafka writer: a JSON connection a message; or its ASCII log with
+    the header): each connection gives the originator's and the responder's flow records; a flow
+    to an address that a DNS answer named is LOGINK's; a message with a line that is no
+    connection is quarantined whole, none of its connections a flow."""
+    from .test_dnsmap import zeek_ascii
+
+    svc = service(tmp_path, {"zeek.dns": "dns", "zeek.conn": "zeek_conn"})
+    t = T0_MS / 1000
+    dns = orjson.dumps({"ts": t - 5, "id.orig_h": "10.0.0.5", "query": "gateway.logink.cn", "qtype_name": "A",
+                        "answers": ["198.51.100.7"], "TTLs": [300.0]})
+    conn = {"ts": t, "uid": "C1", "id.orig_h": "10.0.0.5", "id.orig_p": 40000, "id.resp_h": "198.51.100.7",
+            "id.resp_p": 443, "proto": "tcp", "duration": 1.5, "orig_pkts": 12, "orig_ip_bytes": 9000,
+            "resp_pkts": 9, "resp_ip_bytes": 800}
+    other = dict(conn, uid="C2", **{"id.orig_h": "10.0.0.6", "id.resp_h": "192.0.2.80", "id.resp_p": 80},
+                 resp_pkts=0, resp_ip_bytes=0)
+    bad = zeek_ascii([other, conn], "conn").splitlines()
+    bad[-2] += b"\tone-too-many"
+    rows = [("zeek.dns", 0, None, dns), ("zeek.conn", 0, None, orjson.dumps(conn)),
+            ("zeek.conn", 1, None, zeek_ascii([other], "conn")),
+            ("zeek.conn", 2, None, b"\n".join(bad)), ("zeek.conn", 3, None, b'{"ts": "yesterday"}')]
+    svc.handle(batch_of(svc, rows), np.array([0, 1, 1, 1, 1]), [("zeek.dns", 0), ("zeek.conn", 0)], 0.0)
+    svc.flush_all()
+    flows = read_dataset(svc.root, "flows").to_pylist()
+    assert sorted((f["offset"], f["src_addr"], f["dst_addr"], f["bytes"], f["packets"]) for f in flows) == [
+        (0, "10.0.0.5", "198.51.100.7", 9000, 12), (0, "198.51.100.7", "10.0.0.5", 800, 9),
+        (1, "10.0.0.6", "192.0.2.80", 9000, 12)]
+    assert {f["source"] for f in flows} == {"zeek.conn"} and {f["exporter"] for f in flows} == {"zeek"}
+    tr = [t for t in read_dataset(svc.root, "transfers").to_pylist() if t["source"] == "zeek.conn"]
+    # (a flow named through DNS is seen as DNS_ANSWER; the answer back from the platform is its flow
+    # record too, as NetFlow's would be)
+    assert sorted((t["platform"], t["seen_where"], t["src_addr"], t["dst_addr"], t["indicator"], t["bytes"])
+                  for t in tr) == [("LOGINK", "DNS_ANSWER", "10.0.0.5", "198.51.100.7", "gateway.logink.cn", 9000),
+                                   ("LOGINK", "DNS_ANSWER", "198.51.100.7", "10.0.0.5", "gateway.logink.cn", 800)]
+    quar = read_dataset(svc.root, "quarantine").to_pylist()
+    assert sorted((q["offset"], q["reason"]) for q in quar) == [(2, "format_mismatch"), (3, "malformed_json")]
+    msgs = read_dataset(svc.root, "messages").to_pylist()
+    assert sorted((m["source"], m["offset"], m["msg_type"]) for m in msgs) == [
+        ("zeek.conn", 0, "zeek-conn"), ("zeek.conn", 1, "zeek-conn"), ("zeek.dns", 0, "zeek-dns")]

@@ -397,7 +397,7 @@ def test_zeek_conn_logs_are_flows(tmp_path, capsys):
     address is a finding for its originator."""
     import gzip
 
-    from .test_dnsmap import CONN_FIELDS, CONN_TYPES, zeek_ascii
+    from .test_dnsmap import zeek_ascii
 
     t = 1_772_352_000.5
     recs = [
@@ -418,7 +418,7 @@ def test_zeek_conn_logs_are_flows(tmp_path, capsys):
             (2, "10.40.1.6", "198.51.100.7", 5353, 53, 17, 70, 1, ns(t + 1), ns(t + 1)),
             (3, "2001:db8::1", "2001:db8::2", 128, 129, 58, 208, 2, ns(t + 2), ns(t + 2) + ns(0.5)),
             (3, "2001:db8::2", "2001:db8::1", 129, 128, 58, 208, 2, ns(t + 2), ns(t + 2) + ns(0.5))]
-    text = zeek_ascii(recs, "conn", CONN_FIELDS, CONN_TYPES).splitlines()
+    text = zeek_ascii(recs, "conn").splitlines()
     # a row with a value too many, and one without an address: counted, not flows
     text[-1:-1] = [text[-2] + b"\tx", text[-2].replace(b"2001:db8::1", b"not-an-address")]
     (tmp_path / "zeek" / "2026-03-01").mkdir(parents=True)

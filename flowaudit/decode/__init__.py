@@ -26,6 +26,9 @@ TELEMETRY_NAMES = {FMT_NETFLOW: "netflow", FMT_GOFLOW: "goflow", FMT_DNS: "dns"}
 # appended after the telemetry codes, so every earlier code stays what it was
 FMT_FLAT = 8
 FORMAT_NAMES[FMT_FLAT] = "flat"
+# Zeek conn.log records (JSON lines, or Zeek's ASCII log with its header in the message) as flows
+FMT_ZEEK_CONN = 9
+TELEMETRY_NAMES[FMT_ZEEK_CONN] = "zeek_conn"
 FORMAT_CODES = {v: k for k, v in {**FORMAT_NAMES, **TELEMETRY_NAMES}.items()}
 
 # Quarantine reasons (status codes; 0 = decoded).  Stable: stored in Parquet as strings.

@@ -521,6 +521,13 @@ def _time_ns(v) -> int:
 
 def _conn_check(rec: dict) -> dict:
     ts = rec.get("ts")
+    if isinstance(ts, str):          # LogAscii::json_timestamps = JSON::TS_ISO8601
+        from datetime import datetime
+
+        try:
+            ts = rec["ts"] = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+        except (ValueError, OverflowError):
+            raise ValueError("no readable ts") from None
     if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not 0 <= ts < 9.2e9:
         raise ValueError("no readable ts")
     for side in ("id.orig_h", "id.resp_h"):

@@ -1,5 +1,5 @@
-"""The stream's path for network telemetry topics: NetFlow/IPFIX datagrams, goflow2 JSON flows
-and Zeek DNS answers.
+"""The stream's path for network telemetry topics: NetFlow/IPFIX datagrams, goflow2 JSON flows,
+Zeek conn.log connections (as the flow records an exporter would send) and Zeek DNS answers.
 
 Each Kafka message still lands in exactly one of ``messages`` (decoded) and ``quarantine``;
 decoded flows go to ``flows`` (when enabled) and the watchlist / DNS / zone-policy matches to
@@ -22,7 +22,8 @@ import pyarrow as pa
 
 from .. import quarantine as _quarantine
 from ..datasets import MESSAGES, SCHEMA_VERSION
-from ..decode.netflow import GOFLOW_REASONS, STATUS_NAMES, NetflowDecoder, decode_goflow_json, numeric_view
+from ..decode.netflow import (GOFLOW_REASONS, STATUS_NAMES, NetflowDecoder, decode_goflow_json, numeric_view,
+                              zeek_conn_flows, zeek_conn_log)
 from .egress import _const, _table as _egress_table
 from ..kernels.ipset import addr_key
 from ..pipeline import Batch, _const_dict, _dict_array
@@ -30,8 +31,8 @@ from .zones import SilentMonitor
 
 log = logging.getLogger(__name__)
 
-KIND_NETFLOW, KIND_GOFLOW, KIND_DNS = "netflow", "goflow", "dns"
-KINDS = (KIND_NETFLOW, KIND_GOFLOW, KIND_DNS)
+KIND_NETFLOW, KIND_GOFLOW, KIND_DNS, KIND_ZEEK_CONN = "netflow", "goflow", "dns", "zeek_conn"
+KINDS = (KIND_NETFLOW, KIND_GOFLOW, KIND_DNS, KIND_ZEEK_CONN)
 _VERSION_NAMES = {5: "v5", 9: "v9", 10: "ipfix"}
 # restart snapshot (FlowPath.state / restore): magic, format version, crc32 and length of the
 # zlib-compressed payload; the payload is a JSON header then raw little-endian array bytes
@@ -188,6 +189,11 @@ class FlowPath:
                 s = sub.offsets[i]
                 head[i] = (int(sub.buf[s]) << 8 | int(sub.buf[s + 1])) if lens[i] >= 2 else 0
             mtypes = [_VERSION_NAMES.get(int(v), "netflow") for v in head]
+        elif kind == KIND_ZEEK_CONN:
+            flows, dgram, status, reasons = self._zeek_conn(sub)
+            numeric = numeric_view(flows)
+            exporters = None
+            mtypes = ["zeek-conn"] * n
         else:
             values = [None if sub.null[i] else sub.buf[sub.offsets[i]:sub.offsets[i + 1]].tobytes() for i in range(n)]
             flows, st = decode_goflow_json(values, sources=sub.sources, source_idx=sub.source_idx,
@@ -312,6 +318,40 @@ class FlowPath:
         for z_name in zones:
             self.egress._count("policy", z_name or "none", "silent_zone")
         return _egress_table(cols, m, self.egress.watchlist.version, pol.version)
+
+    @staticmethod
+    def _zeek_conn(sub: Batch):
+        """A Zeek conn topic's messages (each a JSON line, or Zeek's ASCII log with its header, one
+        or more connections) -> (FLOWS table, message of each row, status, reason per message).
+        A message with a line that is no connection is quarantined whole (as a DNS message is)."""
+        n = len(sub)
+        status = np.zeros(n, np.int64)
+        reasons = ["ok"] * n
+        values, msg = [], []
+        for i in range(n):
+            if sub.null[i] or sub.offsets[i + 1] == sub.offsets[i]:
+                status[i] = 1
+                continue
+            log_, flows, bad = zeek_conn_log(), [], None
+            for line in sub.buf[sub.offsets[i]:sub.offsets[i + 1]].tobytes().splitlines():
+                try:
+                    rec = log_.record(line)
+                except ValueError:
+                    bad = log_.reason
+                    break
+                if rec is not None:
+                    node = rec.get("_node_name")
+                    flows += zeek_conn_flows(rec, node if isinstance(node, str) and node else "zeek")
+            if bad or not flows:
+                status[i], reasons[i] = 1, bad or "malformed_json"
+                continue
+            values += flows
+            msg += [i] * len(flows)
+        m = np.asarray(msg, np.int64)
+        at = lambda a: np.asarray(a)[m]  # noqa: E731
+        table, _st = decode_goflow_json(values, sources=sub.sources, source_idx=at(sub.source_idx),
+                                        partition=at(sub.partition), offset=at(sub.offset), ts_ms=at(sub.ts_ms))
+        return table, m, status, reasons
 
     # -- DNS answers ---------------------------------------------------------------------------
 

@@ -155,3 +155,42 @@ def log_files(paths: Iterable[str | Path], kind: str) -> list[str]:
         if got not in (None, kind):
             raise ValueError(f"{f}: Zeek's {got} log, not its {kind} log")
     return out
+
+
+# The default fields of two of Zeek's logs, as its ASCII writer heads them (Zeek 3 .. 8.0:
+# base/protocols/dns/main.zeek, base/protocols/conn/main.zeek)
+DNS_FIELDS = tuple(zip(
+    ("ts uid id.orig_h id.orig_p id.resp_h id.resp_p proto trans_id rtt query qclass qclass_name qtype qtype_name "
+     "rcode rcode_name AA TC RD RA Z answers TTLs rejected").split(),
+    ("time string addr port addr port enum count interval string count string count string count string bool bool "
+     "bool bool count vector[string] vector[interval] bool").split()))
+CONN_FIELDS = tuple(zip(
+    ("ts uid id.orig_h id.orig_p id.resp_h id.resp_p proto service duration orig_bytes resp_bytes conn_state "
+     "local_orig local_resp missed_bytes history orig_pkts orig_ip_bytes resp_pkts resp_ip_bytes "
+     "tunnel_parents").split(),
+    ("time string addr port addr port enum string interval count count string bool bool count string count count "
+     "count count set[string]").split()))
+
+
+def write_ascii(records: Iterable[dict], path: str, fields=DNS_FIELDS) -> bytes:
+    """Records (as Zeek's JSON writer writes them: unset fields left out) as its ASCII writer
+    writes them, for tests, the fuzzer and synthetic logs: the header, a tab between values,
+    ``-`` unset, ``(empty)`` for an empty vector or set, elements joined by commas, a backslash,
+    tab or comma inside a value escaped ``\\xHH``, times and intervals with six decimals."""
+    def value(t, v):
+        if v is None:
+            return "-"
+        if t.startswith(("vector[", "set[")):
+            return ",".join(value(t[t.index("[") + 1:-1], e) for e in v) if v else "(empty)"
+        if t in ("time", "interval"):
+            return f"{float(v):.6f}"
+        if t == "bool":
+            return "T" if v else "F"
+        return str(v).replace("\\", "\\x5c").replace("\t", "\\x09").replace(",", "\\x2c")
+
+    out = ["#separator \\x09", "#set_separator\t,", "#empty_field\t(empty)", "#unset_field\t-", f"#path\t{path}",
+           "#open\t2026-03-01-06-00-00", "#fields\t" + "\t".join(f for f, _ in fields),
+           "#types\t" + "\t".join(t for _, t in fields)]
+    out += ["\t".join(value(t, r.get(f)) for f, t in fields) for r in records]
+    out.append("#close\t2026-03-01-07-00-00")
+    return ("\n".join(out) + "\n").encode()
