@@ -41,6 +41,7 @@ def test_the_telemetry_topics_go_to_worker_0():
     assert worker_topics(topics, 3) == [None, {"a.edi": "edifact", "b.json": "json"},
                                         {"a.edi": "edifact", "b.json": "json"}]
     assert worker_topics({"z.dns": "dns", "nf": "goflow"}, 2) == [None]       # nothing left to share
+    assert worker_topics({"z.dns": "dns", "zc": "zeek_conn", "j": "json"}, 2) == [None, {"j": "json"}]
     assert worker_topics({"a": "json", "nf": "netflow"}, 2) == [None, None]    # no DNS: nothing to keep together
     assert worker_topics(topics, 1) == [None]
     argv = ["stream", "--topics", "a.edi=edifact,z.dns=dns", "--workers", "2", "--topics=x=json"]
