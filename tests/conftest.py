@@ -21,8 +21,8 @@ _counter = itertools.count()
 # each; the fuzz pass compiles the bounds-checked kernels, the warmup test every kernel), the rest after
 # them in their own order.
 # `./dev test` runs pytest-xdist with `--dist loadfile --no-loadscope-reorder`, which hands files to
-# the two workers in this order: the long files start at once and the short ones fill the end, so
-# both workers finish together.  Only the order changes, never which tests run.
+# the workers (three on 2 cores) in this order: the long files start at once and the short ones fill
+# the end, so the workers finish together.  Only the order changes, never which tests run.
 SLOW_FILES = ("test_faults.py", "test_fuzz.py", "test_warmup.py", "test_workers.py", "test_stream_integration.py",
               "test_audit.py", "test_findings_stream.py", "test_quarantine.py", "test_stream_write_behind.py",
               "test_split.py", "test_findings_memory.py", "test_kernels_edifact.py", "test_bench.py",
