@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 
 ENV_TTL = "FLOWAUDIT_NETFLOW_TEMPLATE_TTL_S"
-CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")     # what a folder given to flowaudit flows contributes,
-CAPTURE_NAMES = CAPTURE_SUFFIXES + tuple(s + ".gz" for s in CAPTURE_SUFFIXES)   # gzip or not
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")     # what a folder given to flowaudit flows contributes
+CAPTURE_NAMES = CAPTURE_SUFFIXES + tuple(s + ".gz" for s in CAPTURE_SUFFIXES)   # (gzip or not)
 JSON_NAMES = tuple(s + z for s in (".json", ".jsonl", ".ndjson") for z in ("", ".gz"))   # goflow2 JSON lines
 BATCH_DATAGRAMS = 65536
 
@@ -61,11 +61,10 @@ def _quarantine_table(protector, dg, sel, status, file_names):
 def decode_pcaps(paths, ports=None, template_ttl_s: int | None = None, decoder=None):
     """Decode export captures -> (FLOWS table, datagrams, per-datagram status, decoder)."""
     from .decode.netflow import NetflowDecoder
+    from .config import MAX_SPAN_S
     from .sources.pcap import read_datagrams
 
     dg = read_datagrams(paths, ports)
-    from .config import MAX_SPAN_S
-
     dec = decoder or NetflowDecoder(template_ttl_s=_env(ENV_TTL, 3600, MAX_SPAN_S) if template_ttl_s is None
                                     else template_ttl_s)
     files = [Path(f).name for f in dg.files]
@@ -176,6 +175,7 @@ def cmd_flows(args) -> int:
             return 2
         else:
             inputs.append(p)
+    from .sources.pcap import PcapError
     from .sources.zeek import ascii_path
 
     conn = [p for p in inputs if _zeek_conn_name(Path(p).name) or ascii_path(p) == "conn"]
@@ -184,7 +184,6 @@ def cmd_flows(args) -> int:
     tables = []
     summary: dict = {}
     if pcaps:
-        from .sources.pcap import PcapError
         try:
             table, dg, status, dec = decode_pcaps(pcaps, ports, args.template_ttl)
         except PcapError as exc:
@@ -202,25 +201,18 @@ def cmd_flows(args) -> int:
             write_private(args.quarantine, writer=lambda f: pq.write_table(q, f))
         if args.templates:
             summary["templates"] = dec.templates()
-    if jsonl:
-        from .sources.pcap import PcapError
-        try:
+    try:        # (a gzip file cut short or damaged: one line naming it)
+        if jsonl:
             t, st = decode_json_lines(jsonl)
-        except PcapError as exc:
-            print(f"flowaudit flows: {exc}", file=sys.stderr)
-            return 2
-        tables.append(t)
-        summary["json_messages"] = int(len(st))
-        summary["json_rejected"] = int((st != 0).sum())
-    if conn:
-        from .sources.pcap import PcapError
-        try:
-            t, records, rejected = decode_zeek_conn(conn)
-        except PcapError as exc:
-            print(f"flowaudit flows: {exc}", file=sys.stderr)
-            return 2
-        tables.append(t)
-        summary["zeek_conn_records"], summary["zeek_conn_rejected"] = records, rejected
+            tables.append(t)
+            summary["json_messages"] = int(len(st))
+            summary["json_rejected"] = int((st != 0).sum())
+        if conn:
+            t, summary["zeek_conn_records"], summary["zeek_conn_rejected"] = decode_zeek_conn(conn)
+            tables.append(t)
+    except PcapError as exc:
+        print(f"flowaudit flows: {exc}", file=sys.stderr)
+        return 2
     out = pa.concat_tables([t.unify_dictionaries() for t in tables]).unify_dictionaries() if len(tables) > 1 else tables[0]
     pq.write_table(out, args.out, compression="zstd")
     summary["out"] = args.out

@@ -364,9 +364,8 @@ def _dns_answers(out: Path, spec: Spec, det) -> tuple[int, list]:
     from ..pipeline import _const_dict
     from ..protect import Protector
     from ..quarantine import table as quarantine_table
-    from .work import _in_range, write_tables
-
     from ..sources.files import GZIP_ERRORS, open_input
+    from .work import _in_range, write_tables
 
     h = hashlib.sha256()
     for f in spec.dns_files:
@@ -386,9 +385,9 @@ def _dns_answers(out: Path, spec: Spec, det) -> tuple[int, list]:
         except GZIP_ERRORS as e:    # a damaged gzip stream
             raise AuditError(f"--dns {f}: not readable ({e})") from None
         span = det.dns.span or [None, None]
+        ms = [s // 1_000_000 if s is not None else None for s in span]
         logs.append({"path": f, "records": det.dns.stats["lines"] - lines - len(misfits), "bad": len(misfits),
-                     "watched_answers": t.num_rows, "first": _iso(span[0] // 1_000_000 if span[0] is not None else None),
-                     "last": _iso(span[1] // 1_000_000 if span[1] is not None else None)})
+                     "watched_answers": t.num_rows, "first": _iso(ms[0]), "last": _iso(ms[1])})
         ts = np.asarray(t.column("ts_ms").fill_null(-1).to_numpy(zero_copy_only=False), np.int64)
         keep = _in_range(ts, spec)
         if keep is not None:
@@ -524,7 +523,8 @@ def run(opts: Options, settings, echo=print) -> dict:
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "since": _iso(opts.since_ms), "until": _iso(opts.until_ms),
-        "inputs": p.inputs, "dns_logs": dns_logs, "units": len(p.units), "units_resumed": len(done), "rows_pruned": p.pruned_rows,
+        "inputs": p.inputs, "dns_logs": dns_logs, "units": len(p.units), "units_resumed": len(done),
+        "rows_pruned": p.pruned_rows,
         "tables": p.tables,
         "totals": totals, "carried_over": carried, "retro_hunt": retro_info, "findings": int(findings.num_rows),
         "findings_files": counts,
