@@ -86,22 +86,29 @@ def decode_pcaps(paths, ports=None, template_ttl_s: int | None = None, decoder=N
     return table, dg, status, dec
 
 
-def decode_json_lines(paths):
-    from .decode.netflow import decode_goflow_json
+def _lines(paths):
+    """(file index, line index, line) of every line of ``paths``, plain or gzip; a gzip file cut
+    short or damaged raises PcapError naming it (one line for the CLI)."""
     from .sources.files import GZIP_ERRORS, open_input
     from .sources.pcap import PcapError
 
-    values, sidx, offs = [], [], []
     for fi, p in enumerate(paths):
         try:
-            with open_input(p) as f:        # plain, or gzip
-                for i, line in enumerate(f):
-                    if line.strip():
-                        values.append(line)
-                        sidx.append(fi)
-                        offs.append(i)
-        except GZIP_ERRORS as exc:          # a gzip file cut short or damaged
+            with open_input(p) as f:
+                yield from ((fi, i, line) for i, line in enumerate(f))
+        except GZIP_ERRORS as exc:
             raise PcapError(f"{p}: not readable ({exc})") from None
+
+
+def decode_json_lines(paths):
+    from .decode.netflow import decode_goflow_json
+
+    values, sidx, offs = [], [], []
+    for fi, i, line in _lines(paths):
+        if line.strip():
+            values.append(line)
+            sidx.append(fi)
+            offs.append(i)
     table, status = decode_goflow_json(values, [Path(p).name for p in paths], sidx, None, offs)
     return table, status
 
@@ -117,31 +124,23 @@ def decode_zeek_conn(paths):
     flow and, when the responder sent any, the responder's (:func:`zeek_conn_flows`); ``offset``
     is the line's index in its file, ``exporter`` ``zeek`` (or the record's ``_node_name``)."""
     from .decode.netflow import decode_goflow_json, zeek_conn_flows, zeek_conn_log
-    from .sources.files import GZIP_ERRORS, open_input
-    from .sources.pcap import PcapError
 
     values, sidx, offs = [], [], []
     records = rejected = 0
-    for fi, p in enumerate(paths):
-        log = zeek_conn_log()
+    logs: dict = {}
+    for fi, i, line in _lines(paths):
         try:
-            with open_input(p) as f:
-                for i, line in enumerate(f):
-                    try:
-                        rec = log.record(line)
-                    except ValueError:
-                        rejected += 1
-                        continue
-                    if rec is None:
-                        continue
-                    records += 1
-                    node = rec.get("_node_name")
-                    for flow in zeek_conn_flows(rec, node if isinstance(node, str) and node else "zeek"):
-                        values.append(flow)
-                        sidx.append(fi)
-                        offs.append(i)
-        except GZIP_ERRORS as exc:          # a gzip file cut short or damaged
-            raise PcapError(f"{p}: not readable ({exc})") from None
+            rec = logs.setdefault(fi, zeek_conn_log()).record(line)     # a reader a file: its own header
+        except ValueError:
+            rejected += 1
+            continue
+        if rec is None:
+            continue
+        records += 1
+        for flow in zeek_conn_flows(rec):
+            values.append(flow)
+            sidx.append(fi)
+            offs.append(i)
     table, _status = decode_goflow_json(values, [Path(p).name for p in paths], sidx, None, offs)
     return table, records, rejected
 

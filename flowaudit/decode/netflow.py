@@ -547,12 +547,15 @@ def zeek_conn_log():
                                          "resp_bytes": "count"})
 
 
-def zeek_conn_flows(rec: dict, exporter: str = "zeek") -> list[dict]:
+def zeek_conn_flows(rec: dict) -> list[dict]:
     """One Zeek ``conn.log`` record as the unidirectional flow records a NetFlow exporter would
     have sent for the connection, in goflow2's JSON names (for :func:`decode_goflow_json`): the
     originator's packets to the responder, and the responder's back when it sent any.  Bytes are
     IP bytes (``orig_ip_bytes``, as NetFlow counts them; the payload bytes where those are
-    unset); the times are ``ts`` and ``ts + duration``; unsampled."""
+    unset); the times are ``ts`` and ``ts + duration``; unsampled; the exporter is the sensor
+    (``_node_name`` in a Zeek cluster's logs), else ``zeek``."""
+    node = rec.get("_node_name")
+    exporter = node if isinstance(node, str) and node else "zeek"
     t0 = int(round(float(rec["ts"]) * 1e9))
     dur = rec.get("duration")
     t1 = t0 + (int(round(float(dur) * 1e9)) if isinstance(dur, (int, float)) and 0 <= dur < 1e9 else 0)

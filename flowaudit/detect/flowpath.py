@@ -340,8 +340,7 @@ class FlowPath:
                     bad = log_.reason
                     break
                 if rec is not None:
-                    node = rec.get("_node_name")
-                    flows += zeek_conn_flows(rec, node if isinstance(node, str) and node else "zeek")
+                    flows += zeek_conn_flows(rec)
             if bad or not flows:
                 status[i], reasons[i] = 1, bad or "malformed_json"
                 continue
