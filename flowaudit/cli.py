@@ -479,7 +479,8 @@ def _damaged_parquet(args, exc: Exception) -> list[tuple[str, str]]:
     Parquet files under them whose footer does not open, with why (Arrow's own message often
     names no file).  Empty: not that, the error is raised as it is."""
     arrow = sys.modules.get("pyarrow")
-    if arrow is None or not isinstance(exc, arrow.ArrowException):
+    # (a damaged page, its footer whole, is an OSError: "ZSTD decompression failed")
+    if arrow is None or not isinstance(exc, (arrow.ArrowException, OSError)):
         return []
     from pathlib import Path
 
@@ -490,7 +491,12 @@ def _damaged_parquet(args, exc: Exception) -> list[tuple[str, str]]:
         found = [folder] if folder.is_file() else sorted(folder.rglob("*.parquet")) if folder.is_dir() else []
         # (hidden files: a writer's temp files, never read)
         files += [f for f in found if not any(x.startswith(".") for x in f.relative_to(folder).parts)]
-    return unreadable(files)
+    bad = unreadable(files)
+    if not bad and files:      # every footer opens: a damaged page inside a file, then
+        print(f"flowaudit {args.cmd}: {' '.join(str(exc).split())[:200]}; reading every page of "
+              f"{len(files):,} Parquet file(s) to name the damaged one", file=sys.stderr)
+        bad = unreadable(files, whole=True)
+    return bad
 
 
 if __name__ == "__main__":

@@ -234,6 +234,26 @@ def test_a_damaged_file_under_the_root_is_named(root, tmp_path):
         assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
         assert f"flowaudit {argv[0]}: {victim}: a damaged Parquet file (" in p.stderr
         assert p.stderr.count("damaged Parquet file") == 1
+    # a damaged page inside a file whose footer opens (an OSError, "ZSTD decompression failed", was a
+    # traceback): every page is read to name the file
+    shutil.rmtree(copy)
+    shutil.copytree(r, copy)
+    victim = sorted((copy / "dataset=transfers").rglob("*.parquet"))[0]
+    md = pq.ParquetFile(victim).metadata
+    raw = bytearray(victim.read_bytes())
+    for c in range(md.num_columns):
+        col = md.row_group(0).column(c)
+        start = col.dictionary_page_offset or col.data_page_offset
+        raw[start + 20:start + min(120, col.total_compressed_size - 2)] = bytes(
+            (b * 7 + 13) & 0xFF for b in raw[start + 20:start + min(120, col.total_compressed_size - 2)])
+    victim.write_bytes(bytes(raw))
+    assert pq.read_metadata(victim).num_rows == md.num_rows          # the footer still opens
+    for argv in (["aggregates", copy], ["report", copy, "--out", tmp_path / "r.html"]):
+        p = subprocess.run([sys.executable, "-m", "flowaudit", *map(str, argv)], capture_output=True, text=True,
+                           timeout=120)
+        assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+        assert f"flowaudit {argv[0]}: {victim}: a damaged Parquet file (" in p.stderr
+        assert p.stderr.count("damaged Parquet file") == 1
 
 
 def test_a_manifest_of_odd_kinds_is_read_as_defaults(tmp_path):
