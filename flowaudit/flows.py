@@ -101,7 +101,9 @@ def _lines(paths):
 
 
 def decode_json_lines(paths):
-    from .decode.netflow import decode_goflow_json
+    """goflow2 JSON lines -> (FLOWS table, status per line, the rejected lines as (file index,
+    line index, line, quarantine reason))."""
+    from .decode.netflow import GOFLOW_REASONS, decode_goflow_json
 
     values, sidx, offs = [], [], []
     for fi, i, line in _lines(paths):
@@ -110,7 +112,8 @@ def decode_json_lines(paths):
             sidx.append(fi)
             offs.append(i)
     table, status = decode_goflow_json(values, [Path(p).name for p in paths], sidx, None, offs)
-    return table, status
+    rejects = [(sidx[k], offs[k], values[k], GOFLOW_REASONS[int(status[k])]) for k in np.flatnonzero(status)]
+    return table, status, rejects
 
 
 def _zeek_conn_name(name: str) -> bool:
@@ -120,19 +123,21 @@ def _zeek_conn_name(name: str) -> bool:
 
 def decode_zeek_conn(paths):
     """Zeek ``conn.log`` files (JSON lines or Zeek's ASCII log, gzip or not) -> (FLOWS table,
-    connections read, lines that are no connection).  Each connection gives the originator's
+    connections read, the lines that are no connection as (file index, line index, line,
+    quarantine reason)).  Each connection gives the originator's
     flow and, when the responder sent any, the responder's (:func:`zeek_conn_flows`); ``offset``
     is the line's index in its file, ``exporter`` ``zeek`` (or the record's ``_node_name``)."""
     from .decode.netflow import decode_goflow_json, zeek_conn_flows, zeek_conn_log
 
-    values, sidx, offs = [], [], []
-    records = rejected = 0
+    values, sidx, offs, rejects = [], [], [], []
+    records = 0
     logs: dict = {}
     for fi, i, line in _lines(paths):
+        log = logs.setdefault(fi, zeek_conn_log())     # a reader a file: its own header
         try:
-            rec = logs.setdefault(fi, zeek_conn_log()).record(line)     # a reader a file: its own header
+            rec = log.record(line)
         except ValueError:
-            rejected += 1
+            rejects.append((fi, i, line, log.reason))
             continue
         if rec is None:
             continue
@@ -142,7 +147,19 @@ def decode_zeek_conn(paths):
             sidx.append(fi)
             offs.append(i)
     table, _status = decode_goflow_json(values, [Path(p).name for p in paths], sidx, None, offs)
-    return table, records, rejected
+    return table, records, rejects
+
+
+def _lines_quarantine(protector, rejects, file_names, fmt: str) -> pa.Table:
+    """QUARANTINE rows of rejected text lines: the file as source, the line's index as offset."""
+    from .quarantine import table
+
+    n = len(rejects)
+    d = lambda names: pa.array(names, pa.string()).dictionary_encode()  # noqa: E731
+    prov = [d([file_names[fi] for fi, _i, _l, _r in rejects]), pa.array(np.full(n, -1, np.int32), pa.int32()),
+            pa.array([i for _fi, i, _l, _r in rejects], pa.int64()), pa.nulls(n, pa.int64())]
+    return table(protector, prov, [None] * n, [line.rstrip(b"\r\n") for _fi, _i, line, _r in rejects],
+                 d([fmt] * n), d([r for _fi, _i, _l, r in rejects]))
 
 
 def _protector(quarantine_file: str):
@@ -180,7 +197,7 @@ def cmd_flows(args) -> int:
     conn = [p for p in inputs if _zeek_conn_name(Path(p).name) or ascii_path(p) == "conn"]
     jsonl = [p for p in inputs if p.endswith(JSON_NAMES) and p not in conn]
     pcaps = [p for p in inputs if p not in jsonl and p not in conn]
-    tables = []
+    tables, quarantined = [], []
     summary: dict = {}
     if pcaps:
         try:
@@ -193,25 +210,37 @@ def cmd_flows(args) -> int:
         summary.update(datagrams=len(dg), flows=table.num_rows, quarantined=int(len(bad)),
                        skipped_frames=dg.skipped, counters={k: v for k, v in dec.counters.items() if v})
         if args.quarantine:
-            from .quarantine import write_private
-
-            q = _quarantine_table(_protector(args.quarantine), dg, bad, status, [Path(f).name for f in dg.files])
-            Path(args.quarantine).unlink(missing_ok=True)
-            write_private(args.quarantine, writer=lambda f: pq.write_table(q, f))
+            quarantined.append(_quarantine_table(_protector(args.quarantine), dg, bad, status,
+                                                 [Path(f).name for f in dg.files]))
         if args.templates:
             summary["templates"] = dec.templates()
     try:        # (a gzip file cut short or damaged: one line naming it)
         if jsonl:
-            t, st = decode_json_lines(jsonl)
+            t, st, rejects = decode_json_lines(jsonl)
             tables.append(t)
             summary["json_messages"] = int(len(st))
-            summary["json_rejected"] = int((st != 0).sum())
+            summary["json_rejected"] = len(rejects)
+            if args.quarantine and rejects:
+                quarantined.append(_lines_quarantine(_protector(args.quarantine), rejects,
+                                                     [Path(p).name for p in jsonl], "goflow"))
         if conn:
-            t, summary["zeek_conn_records"], summary["zeek_conn_rejected"] = decode_zeek_conn(conn)
+            t, summary["zeek_conn_records"], rejects = decode_zeek_conn(conn)
             tables.append(t)
+            summary["zeek_conn_rejected"] = len(rejects)
+            if args.quarantine and rejects:
+                quarantined.append(_lines_quarantine(_protector(args.quarantine), rejects,
+                                                     [Path(p).name for p in conn], "zeek_conn"))
     except PcapError as exc:
         print(f"flowaudit flows: {exc}", file=sys.stderr)
         return 2
+    if args.quarantine:        # the undecodable datagrams and lines, sealed under the operator key
+        from .quarantine import write_private
+
+        q = pa.concat_tables([t.unify_dictionaries() for t in quarantined]).unify_dictionaries() if quarantined \
+            else None
+        Path(args.quarantine).unlink(missing_ok=True)
+        if q is not None:
+            write_private(args.quarantine, writer=lambda f: pq.write_table(q, f))
     out = pa.concat_tables([t.unify_dictionaries() for t in tables]).unify_dictionaries() if len(tables) > 1 else tables[0]
     pq.write_table(out, args.out, compression="zstd")
     summary["out"] = args.out
@@ -226,7 +255,9 @@ def cmd_flows(args) -> int:
                  if summary.get("json_rejected") else "")
               + (f"; Zeek conn logs: {summary['zeek_conn_records']:,} connections"
                  + (f", {summary['zeek_conn_rejected']:,} lines not connections (not JSON, or not fitting "
-                    f"their header)" if summary["zeek_conn_rejected"] else "") if conn else ""))
+                    f"their header)" if summary["zeek_conn_rejected"] else "") if conn else "")
+              + ("" if args.quarantine or not (summary.get("json_rejected") or summary.get("zeek_conn_rejected"))
+                 else "; --quarantine FILE keeps the lines that are not flows"))
     return 0
 
 
@@ -252,9 +283,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--port", type=bounded(int, 0, hi=65535), action="append", metavar="N",
                    help="only UDP datagrams to this collector port (repeatable; default: every UDP datagram)")
     p.add_argument("--quarantine", type=out_path("file"), metavar="FILE",
-                   help="also write undecodable datagrams (reason, payload sealed under the operator key "
-                        "[env FLOWAUDIT_SECURITY_HMAC_KEY[_FILE], else FILE's folder/.hmac-key]) here; "
-                        "read them with flowaudit quarantine")
+                   help="also write undecodable datagrams and the goflow2 / Zeek lines that are not flows "
+                        "(reason, payload sealed under the operator key [env FLOWAUDIT_SECURITY_HMAC_KEY[_FILE], "
+                        "else FILE's folder/.hmac-key]) here; read them with flowaudit quarantine")
     p.add_argument("--template-ttl", type=bounded(int, 0, hi=MAX_SPAN_S), metavar="S", default=None,
                    help=f"drop templates not refreshed for S seconds of exporter time, 0 = never "
                         f"(default 3600) [env {ENV_TTL}]")

@@ -440,6 +440,18 @@ def test_zeek_conn_logs_are_flows(tmp_path, capsys):
         assert set(got.column("exporter").to_pylist()) == {"zeek"} and set(got.column("sampling_interval").to_pylist()) == {1}
         assert "Zeek conn logs: 3 connections" in said
         assert ("2 lines not connections" in said) == (src != json_log)
+    # the two lines that are no connection, kept with --quarantine (they were counted only)
+    q = tmp_path / "q.parquet"
+    capsys.readouterr()
+    assert flows.main(["flows", str(tmp_path / "zeek"), "--out", str(tmp_path / "f.parquet"), "--quarantine",
+                       str(q)]) == 0
+    rows = pq.read_table(q).to_pylist()
+    assert [(r["source"], r["offset"], r["format"], r["reason"]) for r in rows] == [
+        (ascii_log.name, 11, "zeek_conn", "format_mismatch"), (ascii_log.name, 12, "zeek_conn", "format_mismatch")]
+    assert rows[0]["raw_encoding"] == "aes-256-gcm/v1"
+    r = subprocess.run([sys.executable, "-m", "flowaudit", "quarantine", "show", str(q), ascii_log.name, "-1", "12"],
+                       capture_output=True, text=True, env=stream_env(FLOWAUDIT_SECURITY_HMAC_KEY=""), timeout=120)
+    assert r.returncode == 0 and "not-an-address" in r.stdout, r.stderr
     # audited with a watchlist that lists 203.0.113.0/28: the connection is a finding for 10.40.1.5
     wl = tmp_path / "wl"
     wl.mkdir()
