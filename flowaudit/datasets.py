@@ -266,9 +266,12 @@ def parquet_options(schema: pa.Schema, compression: str = "zstd", row_group_size
     writer (the stream's sink, the batch audit, the benchmarks).  ``write_batch_size`` 8192 (Arrow's
     default is 1024): the writer encodes a column 8,192 values per step, not 1,024; the same bytes,
     and a hits file written 3 % faster (445k rows: 166 -> 161 ms).  Pages may pass their 1 MB by at
-    most one step's values."""
+    most one step's values.  Every page carries its CRC32 (``write_page_checksum``; no measurable
+    cost: 121.3 against 120.8 ms of CPU for 319k hit rows), so a page damaged on disk is found by a
+    reader that verifies them (``sinks.parquet.unreadable``) instead of read as other values: an
+    uncompressed page (``sink.compression = "none"``) reads back wrong values in silence without it."""
     opts = dict(compression=None if compression == "none" else compression, row_group_size=row_group_size,
-                write_statistics=statistics_columns(schema), write_batch_size=8192)
+                write_statistics=statistics_columns(schema), write_batch_size=8192, write_page_checksum=True)
     delta = delta_columns(schema)
     if delta:
         opts.update(use_dictionary=[c for c in _leaf_paths(schema) if c not in delta],

@@ -242,7 +242,8 @@ def cmd_flows(args) -> int:
         if q is not None:
             write_private(args.quarantine, writer=lambda f: pq.write_table(q, f))
     out = pa.concat_tables([t.unify_dictionaries() for t in tables]).unify_dictionaries() if len(tables) > 1 else tables[0]
-    pq.write_table(out, args.out, compression="zstd")
+    from .datasets import parquet_options
+    pq.write_table(out, args.out, **parquet_options(out.schema))
     summary["out"] = args.out
     summary["rows"] = out.num_rows
     if args.json:

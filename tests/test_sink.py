@@ -249,3 +249,23 @@ def test_a_writer_that_dropped_rows_takes_no_more_until_it_recovers(tmp_path):
     _add(w, range(6), [T0] * 6)
     w.flush()
     assert sorted(read_dataset(tmp_path, "messages").column("offset").to_pylist()) == list(range(6))
+
+
+def test_a_page_damaged_on_disk_is_found_by_its_checksum(tmp_path):
+    """Every page carries its CRC32: a flipped byte in an uncompressed page (sink.compression =
+    "none") reads back as another value without an error, and `unreadable(whole=True)` (the
+    readers' error path) names the file by its checksum."""
+    from flowaudit.sinks.parquet import _write_durable, unreadable
+
+    t = pa.table({"v": pa.array(np.random.default_rng(1).random(50_000))})
+    f = tmp_path / "x.parquet"
+    _write_durable(t, f, "none", 65536)
+    col = pq.read_metadata(f).row_group(0).column(0)
+    raw = bytearray(f.read_bytes())
+    raw[col.dictionary_page_offset + 1000] ^= 0x40        # a byte of one of the (plain) dictionary's values
+    f.write_bytes(bytes(raw))
+    got = pq.read_table(f)                  # no error: a wrong value, in silence
+    assert got.num_rows == t.num_rows and not got.equals(t)
+    (why,) = [w for p, w in unreadable([f], whole=True) if p == str(f)]
+    assert "CRC" in why or "checksum" in why.lower(), why
+    assert unreadable([f]) == []            # (its footer opens)

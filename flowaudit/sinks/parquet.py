@@ -548,12 +548,13 @@ class PartitionWriter:
 
 def unreadable(paths, whole: bool = False) -> list[tuple[str, str]]:
     """``(path, why)`` of the Parquet files among ``paths`` that do not read back: their footer
-    (``whole``: every page too) does not open.  The error path of readers that met an Arrow error
-    and must name the damaged files (Arrow's own message often names none)."""
+    (``whole``: every page too, with its CRC32 where the writer stored one) does not open.  The
+    error path of readers that met an Arrow error and must name the damaged files (Arrow's own
+    message often names none)."""
     bad = []
     for p in paths:
         try:
-            pq.read_table(p) if whole else pq.read_metadata(p)
+            pq.read_table(p, page_checksum_verification=True) if whole else pq.read_metadata(p)
         except (OSError, pa.ArrowException) as exc:
             bad.append((str(p), " ".join(str(exc).split())[:200]))
     return bad
