@@ -22,7 +22,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
                    help="Kafka bootstrap servers [env FLOWAUDIT_KAFKA_BOOTSTRAP_SERVERS]")
     p.add_argument("--group", metavar="ID", help="consumer group id [env FLOWAUDIT_KAFKA_GROUP_ID]")
     p.add_argument("--topics", metavar="T=FMT,...",
-                   help="topics and their formats (edifact, x12, xml, json, flat, auto) [env FLOWAUDIT_KAFKA_TOPICS]")
+                   help="topics and their formats (edifact, x12, xml, json, flat, auto; telemetry: netflow, goflow, "
+                   "zeek_conn, dns) [env FLOWAUDIT_KAFKA_TOPICS]")
     p.add_argument("--root", type=out_path("folder"), metavar="DIR",
                    help="Parquet output root [env FLOWAUDIT_SINK_ROOT]")
     p.add_argument("--rotate-records", type=int, metavar="N",
@@ -357,7 +358,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, metavar="N",
                    help="N stream processes on this host, members of one consumer group, each with "
                         "metrics on --metrics-port + its index (default 1); worker 0 alone reads the "
-                        "dns/netflow/goflow topics, so DNS answers meet the flows they name "
+                        "dns/netflow/goflow/zeek_conn topics, so DNS answers meet the flows they name "
                         "[env FLOWAUDIT_KAFKA_WORKERS]")
     p.set_defaults(fn=cmd_stream)
 
