@@ -430,6 +430,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     if full:
         _add_quarantine_parser(sub)
+        from . import verify
+        verify.add_parser(sub)
 
     p = sub.add_parser("warmup", help="compile and cache the numba kernels")
     p.add_argument("--jobs", type=bounded(int, 1), metavar="N", help="1: compile in this process only; 2 or more: two "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -269,3 +270,46 @@ def test_a_page_damaged_on_disk_is_found_by_its_checksum(tmp_path):
     (why,) = [w for p, w in unreadable([f], whole=True) if p == str(f)]
     assert "CRC" in why or "checksum" in why.lower(), why
     assert unreadable([f]) == []            # (its footer opens)
+
+
+def test_verify_names_damaged_duplicated_and_uncommitted_files(tmp_path, capsys):
+    """`flowaudit verify ROOT`: a root the writer made is intact (exit 0); a page damaged on disk,
+    a set copied under an overlapping range (offsets stored twice), a set with more rows than
+    offsets and a file without its committing messages file are each named, and the first three
+    make it not intact (exit 1); a crash's temporary file is counted."""
+    import json
+    import shutil
+
+    from flowaudit.cli import main
+
+    w = PartitionWriter(tmp_path, "t", 0, rotate_records=4)
+    assert _add(w, range(12), [T0] * 12, bad={2, 9}) == [3, 7, 11]
+    assert main(["verify", str(tmp_path)]) == 0
+    assert "-> intact" in capsys.readouterr().out
+    files = {d: [p for *_, p in committed_files(tmp_path, d, "t", 0)] for d in ("messages", "quarantine")}
+    # offsets 4..7 stored again under 6..9, overlapping the set 8..11; 0..3 given a range too short
+    shutil.copy(files["messages"][1], files["messages"][1].with_name(file_name("t", 0, 6, 9)))
+    files["messages"][0].rename(files["messages"][0].with_name(file_name("t", 0, 0, 1)))
+    files["quarantine"][0].rename(files["quarantine"][0].with_name(file_name("t", 0, 0, 1)))
+    orphan = files["quarantine"][1].with_name(file_name("t", 0, 12, 15))
+    shutil.copy(files["quarantine"][1], orphan)
+    (files["messages"][2].parent / ".x.parquet.tmp-1").write_bytes(b"partial")
+    victim = files["messages"][2]
+    md = pq.read_metadata(victim)
+    raw = bytearray(victim.read_bytes())
+    for c in range(md.num_columns):          # every column's pages garbled, the footer whole
+        col = md.row_group(0).column(c)
+        start = col.dictionary_page_offset or col.data_page_offset
+        for k in range(start + 8, start + col.total_compressed_size - 2):
+            raw[k] = (raw[k] * 7 + 13) & 0xFF
+    victim.write_bytes(bytes(raw))
+    assert pq.read_metadata(victim).num_rows == md.num_rows
+    capsys.readouterr()
+    assert main(["verify", str(tmp_path), "--json"]) == 1
+    r = json.loads(capsys.readouterr().out)
+    assert [d["path"] for d in r["damaged"]] == [str(victim)]
+    assert [(Path(o["first"]).name, Path(o["second"]).name) for o in r["overlaps"]] == [
+        (file_name("t", 0, 4, 7), file_name("t", 0, 6, 9)), (file_name("t", 0, 6, 9), file_name("t", 0, 8, 11))]
+    assert [(t["rows"], t["offsets"]) for t in r["too_many_rows"]] == [(4, 2)]
+    assert r["uncommitted"] == [str(orphan)] and len(r["temp_files"]) == 1 and r["intact"] is False
+    assert main(["verify", str(tmp_path / "nothing")]) == 2
