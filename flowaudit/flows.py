@@ -150,18 +150,6 @@ def decode_zeek_conn(paths):
     return table, records, rejects
 
 
-def _lines_quarantine(protector, rejects, file_names, fmt: str) -> pa.Table:
-    """QUARANTINE rows of rejected text lines: the file as source, the line's index as offset."""
-    from .quarantine import table
-
-    n = len(rejects)
-    d = lambda names: pa.array(names, pa.string()).dictionary_encode()  # noqa: E731
-    prov = [d([file_names[fi] for fi, _i, _l, _r in rejects]), pa.array(np.full(n, -1, np.int32), pa.int32()),
-            pa.array([i for _fi, i, _l, _r in rejects], pa.int64()), pa.nulls(n, pa.int64())]
-    return table(protector, prov, [None] * n, [line.rstrip(b"\r\n") for _fi, _i, line, _r in rejects],
-                 d([fmt] * n), d([r for _fi, _i, _l, r in rejects]))
-
-
 def _protector(quarantine_file: str):
     """The operator key (FLOWAUDIT_CONFIG / FLOWAUDIT_SECURITY_HMAC_KEY[_FILE], else a
     ``.hmac-key`` beside the quarantine file) that seals the quarantined datagrams."""
@@ -197,8 +185,11 @@ def cmd_flows(args) -> int:
     conn = [p for p in inputs if _zeek_conn_name(Path(p).name) or ascii_path(p) == "conn"]
     jsonl = [p for p in inputs if p.endswith(JSON_NAMES) and p not in conn]
     pcaps = [p for p in inputs if p not in jsonl and p not in conn]
+    from .quarantine import lines_table
+
     tables, quarantined = [], []
     summary: dict = {}
+    protector = _protector(args.quarantine) if args.quarantine else None
     if pcaps:
         try:
             table, dg, status, dec = decode_pcaps(pcaps, ports, args.template_ttl)
@@ -210,8 +201,7 @@ def cmd_flows(args) -> int:
         summary.update(datagrams=len(dg), flows=table.num_rows, quarantined=int(len(bad)),
                        skipped_frames=dg.skipped, counters={k: v for k, v in dec.counters.items() if v})
         if args.quarantine:
-            quarantined.append(_quarantine_table(_protector(args.quarantine), dg, bad, status,
-                                                 [Path(f).name for f in dg.files]))
+            quarantined.append(_quarantine_table(protector, dg, bad, status, [Path(f).name for f in dg.files]))
         if args.templates:
             summary["templates"] = dec.templates()
     try:        # (a gzip file cut short or damaged: one line naming it)
@@ -221,15 +211,13 @@ def cmd_flows(args) -> int:
             summary["json_messages"] = int(len(st))
             summary["json_rejected"] = len(rejects)
             if args.quarantine and rejects:
-                quarantined.append(_lines_quarantine(_protector(args.quarantine), rejects,
-                                                     [Path(p).name for p in jsonl], "goflow"))
+                quarantined.append(lines_table(protector, rejects, [Path(p).name for p in jsonl], "goflow"))
         if conn:
             t, summary["zeek_conn_records"], rejects = decode_zeek_conn(conn)
             tables.append(t)
             summary["zeek_conn_rejected"] = len(rejects)
             if args.quarantine and rejects:
-                quarantined.append(_lines_quarantine(_protector(args.quarantine), rejects,
-                                                     [Path(p).name for p in conn], "zeek_conn"))
+                quarantined.append(lines_table(protector, rejects, [Path(p).name for p in conn], "zeek_conn"))
     except PcapError as exc:
         print(f"flowaudit flows: {exc}", file=sys.stderr)
         return 2

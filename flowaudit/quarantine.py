@@ -85,6 +85,18 @@ def table(protector: Protector, provenance: list, keys: list, values: list, fmt:
     return pa.Table.from_arrays(cols, schema=QUARANTINE)
 
 
+def lines_table(protector: Protector, rejects: list, file_names: list[str], fmt: str) -> pa.Table:
+    """QUARANTINE rows of a text file's lines that are no record (a DNS log's, a goflow2 or Zeek
+    conn log's): ``rejects`` holds ``(file index into file_names, line index, line, reason)``; the
+    file is the row's source, -1 its partition, the line's index (0 = the first) its offset."""
+    n = len(rejects)
+    d = lambda names: pa.array(names, pa.string()).dictionary_encode()  # noqa: E731
+    prov = [d([file_names[fi] for fi, _i, _l, _r in rejects]), pa.array(np.full(n, -1, np.int32), pa.int32()),
+            pa.array([i for _fi, i, _l, _r in rejects], pa.int64()), pa.nulls(n, pa.int64())]
+    return table(protector, prov, [None] * n, [line.rstrip(b"\r\n") for _fi, _i, line, _r in rejects],
+                 d([fmt] * n), d([r for _fi, _i, _l, r in rejects]))
+
+
 def open_row(protector: Protector, row: dict) -> tuple[bytes | None, bytes | None]:
     """(key, value) of a quarantine row as a dict (``Table.to_pylist``)."""
     enc = row["raw_encoding"]

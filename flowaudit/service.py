@@ -83,6 +83,7 @@ from .protect import Protector
 from .sinks.parquet import PartitionLock, PartitionWriter, PublishAborted, SinkError, StorageUnreadable, replace_atomic
 from .sources.dnssync import DnsSync
 from .sources.kafka import EARLIEST, LATEST, check_broker, consumer_config, log_offsets
+from .workers import FLOW_FORMATS
 
 log = logging.getLogger("flowaudit.stream")
 _NOTHING = object()   # the worker found the queue empty; handle() was given no started batch
@@ -257,7 +258,7 @@ class StreamService:
         # flow topics wait for the dns topics by record time (flowaudit/sources/dnssync.py)
         kinds = {t: TELEMETRY_NAMES.get(int(self.telemetry_kind[i])) for i, t in enumerate(self.topic_names)}
         self.dnssync = DnsSync([t for t, k in kinds.items() if k == "dns"],
-                               [t for t, k in kinds.items() if k in ("netflow", "goflow", "zeek_conn")],
+                               [t for t, k in kinds.items() if k in FLOW_FORMATS],
                                settings.kafka.dns_wait_s)
         self.findings = self._make_findings(settings)
         self._fp_restored = not self.telemetry_kind.any()   # nothing to restore without telemetry topics

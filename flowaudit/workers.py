@@ -45,7 +45,8 @@ def worker_tag() -> str:
 
 # flowaudit.decode.TELEMETRY_NAMES spelled out: cli imports this module, and the light commands
 # (collect) start without numpy (tests/test_collect.py)
-TELEMETRY_FORMATS = ("dns", "netflow", "goflow", "zeek_conn")
+FLOW_FORMATS = ("netflow", "goflow", "zeek_conn")     # the telemetry topics whose flows DNS answers name
+TELEMETRY_FORMATS = ("dns", *FLOW_FORMATS)
 
 
 def strip_option(argv: list[str], opt: str) -> list[str]:
@@ -72,7 +73,7 @@ def worker_topics(topics: dict[str, str], n: int) -> list[dict | None]:
     topics only, so that one member holds every DNS answer and every flow; a worker left with no
     topic is not started (the list is shorter)."""
     fmts = set(topics.values())
-    if n <= 1 or "dns" not in fmts or not fmts & {"netflow", "goflow", "zeek_conn"}:
+    if n <= 1 or "dns" not in fmts or not fmts & set(FLOW_FORMATS):
         return [None] * n
     rest = {t: f for t, f in topics.items() if f not in TELEMETRY_FORMATS}
     return [None] + ([rest] * (n - 1) if rest else [])

@@ -361,9 +361,8 @@ def _dns_answers(out: Path, spec: Spec, det) -> tuple[int, list]:
     import numpy as np
     import pyarrow as pa
 
-    from ..pipeline import _const_dict
     from ..protect import Protector
-    from ..quarantine import table as quarantine_table
+    from ..quarantine import lines_table
     from ..sources.files import GZIP_ERRORS, open_input
     from .work import _in_range, write_tables
 
@@ -394,14 +393,9 @@ def _dns_answers(out: Path, spec: Spec, det) -> tuple[int, list]:
             t, ts = t.filter(pa.array(keep)), ts[keep]
         tables = {"transfers": (t, ts)}
         if misfits:
-            n = len(misfits)
-            values = [line.rstrip(b"\r\n") for _i, line, _r in misfits]
-            prov = [_const_dict(f, n), pa.array(np.full(n, -1, np.int32)),
-                    pa.array([i for i, _line, _r in misfits], pa.int64()), pa.nulls(n, pa.int64())]
-            q = quarantine_table(Protector(spec.key, raw=spec.raw), prov, [None] * n, values, _const_dict("dns", n),
-                                 pa.array([r for _i, _line, r in misfits]).dictionary_encode())
-            tables["quarantine"] = (q, np.full(n, -1, np.int64))
-            bad += n
+            q = lines_table(Protector(spec.key, raw=spec.raw), [(0, *m) for m in misfits], [f], "dns")
+            tables["quarantine"] = (q, np.full(len(misfits), -1, np.int64))
+            bad += len(misfits)
         write_tables(out, name, tables, spec)
     return bad, logs
 
