@@ -126,10 +126,10 @@ TRANSFERS = pa.schema(_PROVENANCE + [
     pa.field("platform", _dict, nullable=False),           # LOGINK, NEAL-NET, Nuctech, TeamViewer, ... or policy
     pa.field("indicator", pa.string(), nullable=False),    # the matched indicator (host, CIDR, marker, port rule)
     pa.field("indicator_type", _dict, nullable=False),     # ip, cidr, domain, url_path, payload_marker, edi_party, port
-    pa.field("seen_where", _dict, nullable=False),         # NETFLOW_DST, NETFLOW_SRC, DNS_ANSWER, EDI_UNB, X12_ISA, XML_ELEMENT, JSON_PATH, PAYLOAD
+    pa.field("seen_where", _dict, nullable=False),         # NETFLOW_DST, NETFLOW_SRC, DNS_ANSWER, TLS_SNI, HTTP_HOST, EDI_UNB, X12_ISA, X12_GS, XML_ELEMENT, JSON_PATH, PAYLOAD
     pa.field("src_zone", _dict, nullable=True),
     pa.field("dst_zone", _dict, nullable=True),
-    pa.field("rule", _dict, nullable=False),               # watchlist or policy rule that fired
+    pa.field("rule", _dict, nullable=False),               # watchlist, a NAME_RULES value, or the policy rule that fired
     pa.field("service", _dict, nullable=True),             # rdp, ssh, telnet, vnc, teamviewer, modbus, s7comm, ...
                                                            # from dst port + protocol (zone policy services); null: none
     pa.field("severity", _dict, nullable=False),
@@ -138,6 +138,10 @@ TRANSFERS = pa.schema(_PROVENANCE + [
     pa.field("policy_version", _dict, nullable=False),
     pa.field("schema_version", _dict, nullable=False),
 ], metadata={"flowaudit.dataset": "transfers", "flowaudit.schema_version": SCHEMA_VERSION})
+
+# the transfers' rules of a name seen for an address (a DNS answer; a TLS server name or HTTP Host
+# on a connection): evidence that names the flows' addresses, no finding by itself
+NAME_RULES = ("dns_lookup", "name_seen")
 
 # One row per exposure: platform or policy rule x source entity x event-time window
 # (flowaudit/detect/findings.py; shaped like cloud sensitive-data discovery findings).

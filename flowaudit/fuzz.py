@@ -73,7 +73,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sources.zeek import CONN_FIELDS, DNS_FIELDS, write_ascii
+from .sources.zeek import CONN_FIELDS, DNS_FIELDS, HTTP_FIELDS, SSL_FIELDS, write_ascii
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"
@@ -306,11 +306,27 @@ _DNS_NAMES = ("gateway.logink.cn", "www.logink.cn", "api.logink.org", "test.logi
 
 
 def _dns(rng: random.Random, n: int = 300) -> list[bytes]:
-    """Zeek dns.log JSON lines: A/AAAA answers, CNAME chains, float and ISO timestamps."""
+    """Zeek dns.log JSON lines: A/AAAA answers, CNAME chains, float and ISO timestamps; and ssl.log
+    and http.log records (a TLS server name, an HTTP Host with or without its port, none)."""
     out = []
     t0 = 1_772_000_000.0
     for i in range(n):
         q = rng.choice(_DNS_NAMES)
+        if rng.random() < 0.25:             # a connection that named (or did not name) its server
+            via = rng.choice(["ssl", "http"])
+            rec = {"ts": t0 + i, "uid": f"C{i}", "id.orig_h": f"10.0.0.{rng.randrange(256)}", "id.orig_p": 51000,
+                   "id.resp_h": f"203.0.113.{rng.randrange(256)}" if rng.random() < 0.7 else f"2001:db8::{rng.randrange(99)}",
+                   "id.resp_p": 443 if via == "ssl" else 80}
+            name = rng.choice([q, q + ".", q.upper(), f"{q}:8080", None])
+            if via == "ssl":
+                rec.update(version="TLSv13", cipher="TLS_AES_128_GCM_SHA256", established=rng.random() < 0.9)
+                rec.update({"server_name": name} if name is not None else {})
+            else:
+                rec.update(trans_depth=1, method="POST", uri="/authapi/rest/auth/apply")
+                rec.update({"host": name} if name is not None else {})
+            fields = SSL_FIELDS if via == "ssl" else HTTP_FIELDS
+            out.append(write_ascii([rec], via, fields) if rng.random() < 0.3 else json.dumps(rec).encode())
+            continue
         answers, ttls = [], []
         if rng.random() < 0.3:
             answers.append(rng.choice(_DNS_NAMES))
@@ -422,6 +438,7 @@ _TOKENS["flat"] = [b"\x1d", b"\x1c", b",", b"\t", b";", b"|", b"\r\n", b"\n", b"
 _TOKENS["scan"] = _TOKENS["edifact"] + _TOKENS["x12"]
 _TOKENS["goflow"] = _TOKENS["json"] + [b'"src_addr":"', b'"proto":"TCP"', b'"bytes":', b"-1", b"1.5"]
 _TOKENS["dns"] = _TOKENS["json"] + [b"\n", b'"answers":[', b'"TTLs":[', b'"ts":', b"1e308", b'"2026-13-45T99:99:99Z"',
+                                    b'"server_name":"', b'"host":"', b'"id.resp_h":"', b"#path\tssl", b"[::1]:80",
                                     b"\t", b"#fields\t", b"#separator \\x09", b"(empty)", b"\t-\t", b"\\x2c"]
 _TOKENS["zeek_conn"] = _TOKENS["dns"] + [b'"id.orig_h":"', b'"orig_ip_bytes":', b'"duration":', b"#path\tdns"]
 _TOKENS["pcap"] = [b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x0a\x0d\x0d\x0a", b"\x4d\x3c\x2b\x1a", b"\x08\x00",

@@ -676,10 +676,62 @@ def test_dns_logs_as_zeek_writes_them_by_default(dump, tmp_path):
     without = tmp_path / "w"
     audit(dump["dir"] / "flows", "--out", without, "--policy", dump["policy"])
     assert any("no DNS log was read" in c for c in report.build(without)["coverage"]["caveats"])
-    for arg, why in ((logs / "2026-03-01" / "conn.06:00:00-07:00:00.log.gz", "conn log, not its dns log"),
-                     (dump["wl"], "a folder without DNS logs")):
+    for arg, why in ((logs / "2026-03-01" / "conn.06:00:00-07:00:00.log.gz", "conn log, not its dns, ssl or http log"),
+                     (dump["wl"], "a folder without DNS, SSL or HTTP logs")):
         r = audit(dump["dir"] / "flows", "--out", tmp_path / "x", "--policy", dump["policy"], "--dns", arg, check=2)
         assert why in r.stderr and "Traceback" not in r.stderr and not (tmp_path / "x").exists()
+
+
+def test_flows_named_by_tls_server_names_and_http_hosts(dump, tmp_path):
+    """Without a DNS log, Zeek's ssl.log (tab-separated) and http.log (JSON lines) name the flows'
+    addresses as the DNS log did: a record per connection to a watchlisted host, with the SNI or the
+    Host.  The same flows are attributed (seen TLS_SNI / HTTP_HOST, not DNS_ANSWER), the same
+    findings follow, and the connections are name_seen rows, no findings by themselves."""
+    from .test_dnsmap import seen_line, zeek_ascii
+
+    names = {}
+    for x in dump["dns"].read_bytes().splitlines():
+        r = orjson.loads(x)
+        names.update((a, r["query"]) for a in r["answers"])
+    ssl, http = [], []
+    used = sorted({f[1] for f in dump["sc"].flows} & set(names))
+    for src, dst, _sp, dport, _p, _b, first_ns, _s in dump["sc"].flows:
+        if dst in names:        # a connection record for each flow to a named address, at its start
+            h = used.index(dst) % 2      # one address's connections over HTTP, the other's over TLS
+            rec = orjson.loads(seen_line(first_ns / 1e9, names[dst], dst, "http_host" if h else "tls_sni",
+                                         **{"id.orig_h": src, "id.resp_p": dport}))
+            (http if h else ssl).append(rec)
+    assert ssl and http
+    logs = tmp_path / "zeek"
+    logs.mkdir()
+    (logs / "ssl.log").write_bytes(zeek_ascii(ssl, "ssl"))
+    (logs / "http.log").write_bytes(b"\n".join(map(orjson.dumps, http)) + b"\n")
+
+    def seen(root, rule):
+        return sorted((t["platform"], t["indicator"], t["src_addr"], t["dst_addr"], t["bytes"], t["seen_where"])
+                      for t in table(root, "transfers").to_pylist() if t["rule"] == rule)
+
+    zeek, clean = tmp_path / "z", tmp_path / "c"
+    audit(dump["dir"] / "flows", "--out", zeek, "--policy", dump["policy"], "--dns", logs)
+    audit(dump["dir"] / "flows", "--out", clean, "--policy", dump["policy"], "--dns", dump["dns"])
+    flows = seen(zeek, "watchlist")
+    assert {x[-1] for x in flows} == {"TLS_SNI", "HTTP_HOST"}
+    assert [x[:-1] for x in flows] == [x[:-1] for x in seen(clean, "watchlist")] and flows
+    # a row per connection that named a watched host (notlogink.cn and the like are not)
+    watched = [r for r in ssl + http if r.get("server_name", r.get("host")) in ("gateway.logink.cn", "english.neal-net.net")]
+    assert len(seen(zeek, "name_seen")) == len(watched) < len(ssl) + len(http) and not seen(zeek, "dns_lookup")
+    strip = lambda rows: sorted((r["platform"], r["rule"], r["entity"], r["severity"], r["bytes"], r["flows"])  # noqa: E731
+                                for r in rows)
+    assert strip(table(zeek, "findings").to_pylist()) == strip(table(clean, "findings").to_pylist())
+    m = orjson.loads((zeek / "_audit" / "manifest.json").read_bytes())
+    assert sorted((Path(x["path"]).name, x["records"], x["bad"]) for x in m["dns_logs"]) == [
+        ("http.log", len(http), 0), ("ssl.log", len(ssl), 0)]
+    from flowaudit import report
+
+    data = report.build(zeek)
+    v = {x["name"]: x for x in data["verdicts"] if x["kind"] == "platform"}
+    assert v["LOGINK"]["names_seen"] > 0 and v["LOGINK"]["dns_lookups"] == 0
+    assert "named it by TLS server name or HTTP Host" in report.render_html(data)
 
 
 def test_map_syntax_errors_are_named():

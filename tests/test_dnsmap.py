@@ -1,5 +1,6 @@
 """flowaudit/detect/dnsmap.py: TTL expiry on record time, bounded size, CNAME chains, array join,
-Zeek's ASCII (tab-separated) logs and gzip-rotated files."""
+names seen on connections (TLS server names, HTTP Hosts), Zeek's ASCII (tab-separated) logs and
+gzip-rotated files."""
 from __future__ import annotations
 
 import gzip
@@ -12,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 from flowaudit.detect.dnsmap import DnsMap, dns_log, log_files
 from flowaudit.kernels import ipset as K
 from flowaudit.sources.files import open_input
-from flowaudit.sources.zeek import CONN_FIELDS, DNS_FIELDS, write_ascii
+from flowaudit.sources.zeek import CONN_FIELDS, DNS_FIELDS, HTTP_FIELDS, SSL_FIELDS, write_ascii
 
 T0 = 1_700_000_000.0
 NS = 1_000_000_000
@@ -25,9 +26,28 @@ def line(ts, query, answers, ttls, **kw):
     return json.dumps(rec).encode()
 
 
+def seen_line(ts, name, addr, via="tls_sni", **kw):
+    """A Zeek ssl.log (``via`` tls_sni) or http.log (http_host) record of a connection to ``addr``
+    that named ``name`` (None: left out, as Zeek leaves an unset field out)."""
+    rec = {"ts": ts, "uid": "C2", "id.orig_h": "10.40.1.5", "id.orig_p": 51000, "id.resp_h": addr, "id.resp_p": 443}
+    if via == "tls_sni":
+        rec.update({"version": "TLSv13", "cipher": "TLS_AES_128_GCM_SHA256", "resumed": False, "established": True})
+        if name is not None:
+            rec["server_name"] = name
+    else:
+        rec.update({"id.resp_p": 80, "trans_depth": 1, "method": "POST", "uri": "/authapi/rest/auth/apply"})
+        if name is not None:
+            rec["host"] = name
+    rec.update(kw)
+    return json.dumps(rec).encode()
+
+
+_FIELDS = {"conn": CONN_FIELDS, "ssl": SSL_FIELDS, "http": HTTP_FIELDS}
+
+
 def zeek_ascii(records, path: str = "dns", fields=None) -> bytes:
     """Records as Zeek's ASCII writer writes them (flowaudit.sources.zeek.write_ascii)."""
-    return write_ascii(records, path, fields or (CONN_FIELDS if path == "conn" else DNS_FIELDS))
+    return write_ascii(records, path, fields or _FIELDS.get(path, DNS_FIELDS))
 
 
 def test_ttl_on_record_time():
@@ -57,7 +77,7 @@ def test_flow_start_time_against_answer_validity():
         d.observe_lines([line(T0, "gateway.logink.cn", ["203.0.113.9"], [300.0])])
         d.observe_lines([line(T0 + b_dt, "cdn.example", [b_addr], [300.0])])
         hi, lo = K.keys_of(["203.0.113.9", "203.0.113.9"])
-        idx, names = d.attribute(hi, lo, np.array([int((T0 + 100) * NS), int((T0 + 400) * NS)], np.int64))
+        idx, names, _vias = d.attribute(hi, lo, np.array([int((T0 + 100) * NS), int((T0 + 400) * NS)], np.int64))
         assert names[idx[0]] == "gateway.logink.cn", (b_addr, b_dt)
         assert idx[1] == -1 or (b_addr == "203.0.113.9" and b_dt == 200 and names[idx[1]] == "cdn.example")
         assert d.get("203.0.113.9", int((T0 + 100) * NS)) == "gateway.logink.cn"
@@ -88,6 +108,64 @@ def test_state_round_trip_and_corrupt_state():
         except ValueError:
             pass
         assert len(f) == 0
+
+
+def test_tls_server_names_and_http_hosts_name_addresses(tmp_path):
+    """A connection that named a host in its TLS ClientHello (ssl.log ``server_name``) or its
+    HTTP request (http.log ``host``, its port dropped) makes its responder mean that name for the
+    default TTL from the connection's time, as a DNS answer without a TTL would; the map says how
+    it learned the name.  Address literals and connections without a name name nothing and are no
+    bad lines; a name that is no text is one.  Zeek's ASCII logs read as its JSON lines."""
+    keep = lambda n: n.endswith(("logink.cn", "logink.org"))  # noqa: E731
+    recs = [seen_line(T0, "Gateway.LOGINK.cn.", "203.0.113.9"),
+            seen_line(T0 + 1, None, "203.0.113.20"),                              # no SNI
+            seen_line(T0 + 2, "www.example.com", "192.0.2.7"),                    # not watched
+            seen_line(T0 + 3, "exa.logink.org:81", "203.0.113.10", "http_host"),
+            seen_line(T0 + 4, "203.0.113.11", "203.0.113.11", "http_host"),       # an address literal
+            seen_line(T0 + 5, "[2001:db8::1]:8080", "2001:db8::1", "http_host"),
+            seen_line(T0 + 6, None, "203.0.113.12", "http_host")]
+    bad: list = []
+    d = DnsMap(skew_s=0, keep=keep, default_ttl_s=300)
+    stored = d.observe_lines(recs + [seen_line(T0, 7, "203.0.113.13")], bad)
+    assert [(s.addr, s.name, s.via, s.client, s.ttl_s) for s in stored] == [
+        ("203.0.113.9", "gateway.logink.cn", "tls_sni", "10.40.1.5", 300.0),
+        ("203.0.113.10", "exa.logink.org", "http_host", "10.40.1.5", 300.0)]
+    assert [(i, r) for i, _l, r in bad] == [(7, "malformed_json")] and d.stats["bad_lines"] == 1
+    for dt, want in ((-1, None), (0, "gateway.logink.cn"), (300, "gateway.logink.cn"), (301, None)):
+        assert d.get("203.0.113.9", int((T0 + dt) * NS)) == want
+    hi, lo = K.keys_of(["203.0.113.9", "203.0.113.10", "192.0.2.7"])
+    idx, names, vias = d.attribute(hi, lo, np.full(3, int((T0 + 10) * NS), np.int64))
+    assert [(names[i], vias[i]) if i >= 0 else None for i in idx] == [
+        ("gateway.logink.cn", "tls_sni"), ("exa.logink.org", "http_host"), None]
+    # a DNS answer for the same address and name is kept beside the SNI, and the later one wins
+    d.observe_lines([line(T0 + 20, "gateway.logink.cn", ["203.0.113.9"], [60.0])])
+    idx, names, vias = d.attribute(hi[:1], lo[:1], np.array([int((T0 + 30) * NS)], np.int64))
+    assert vias[idx[0]] == "dns"
+    idx, names, vias = d.attribute(hi[:1], lo[:1], np.array([int((T0 + 200) * NS)], np.int64))
+    assert vias[idx[0]] == "tls_sni"
+    # the state keeps how each name was learned; a snapshot from before (four values) is DNS
+    e = DnsMap(skew_s=0)
+    e.load_state(json.loads(json.dumps(d.to_state())))
+    assert e.arrays()[7:] == d.arrays()[7:]
+    old = {"now_ns": int(T0 * NS), "entries": [["192.0.2.1", [["a.example", int(T0 * NS), int(T0 * NS) + 1, int(T0 * NS)]]]]}
+    f = DnsMap()
+    assert f.load_state(old) == 1 and f.arrays()[7:] == (["a.example"], ["dns"])
+    with pytest.raises(ValueError):
+        DnsMap().load_state({"now_ns": 1, "entries": [["192.0.2.1", [["a.example", 0, 1, 0, "smtp"]]]]})
+    # Zeek's ASCII logs: the same names as the JSON lines; a folder gives its dns, ssl and http logs
+    ssl = [json.loads(r) for r in recs[:3]]
+    http = [json.loads(r) for r in recs[3:]]
+    (tmp_path / "ssl.log").write_bytes(zeek_ascii(ssl, "ssl"))
+    (tmp_path / "http.log.gz").write_bytes(gzip.compress(zeek_ascii(http, "http")))
+    (tmp_path / "conn.log").write_bytes(zeek_ascii([], "conn"))
+    assert log_files([tmp_path]) == [str(tmp_path / "http.log.gz"), str(tmp_path / "ssl.log")]
+    g = DnsMap(skew_s=0, keep=keep, default_ttl_s=300)
+    for f in log_files([tmp_path]):
+        with open_input(f) as fh:
+            g.observe_lines(fh)
+    assert sorted((a, iv[0], iv[4]) for a, ivs in g.to_state()["entries"] for iv in ivs) == [
+        ("203.0.113.10", "exa.logink.org", "http_host"), ("203.0.113.9", "gateway.logink.cn", "tls_sni")]
+    assert g.stats["bad_lines"] == 0
 
 
 def test_iso_timestamps_and_bad_lines_counted():
@@ -141,10 +219,10 @@ def test_zeek_ascii_rows_that_fit_no_header_are_bad_lines(tmp_path):
     assert log_files([tmp_path]) == [str(day / "dns.06:00:00-07:00:00.log.gz"), str(tmp_path / "dns.log")]
     with open_input(day / "dns.06:00:00-07:00:00.log.gz") as f:
         assert [s.name for s in DnsMap().observe_lines(f)] == ["gateway.logink.cn"]
-    with pytest.raises(ValueError, match="conn log, not its dns log"):
+    with pytest.raises(ValueError, match="conn log, not its dns, ssl or http log"):
         log_files([day / "conn.06:00:00-07:00:00.log.gz"])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="without DNS logs"):
+    with pytest.raises(ValueError, match="without DNS, SSL or HTTP logs"):
         log_files([tmp_path / "empty"])
     with pytest.raises(FileNotFoundError):
         log_files([tmp_path / "missing.log"])
@@ -178,29 +256,37 @@ def test_attribute_arrays_join():
                      line(T0, "ssl.logink.cn", ["2001:db8::5"], [60.0])])
     hi, lo = K.keys_of(["203.0.113.9", "203.0.113.10", "2001:db8::5", "192.0.2.1"])
     t = np.full(4, int((T0 + 30) * NS), np.int64)
-    idx, names = d.attribute(hi, lo, t)
+    idx, names, vias = d.attribute(hi, lo, t)
     assert [names[i] if i >= 0 else None for i in idx] == ["gateway.logink.cn", None, "ssl.logink.cn", None]
+    assert {vias[i] for i in idx if i >= 0} == {"dns"}
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 200), st.integers(0, 7), st.integers(1, 50)), max_size=40),
+@given(st.lists(st.tuples(st.integers(0, 200), st.integers(0, 7), st.integers(1, 50),
+                          st.sampled_from(["dns", "tls_sni", "http_host"])), max_size=40),
        st.integers(1, 6), st.integers(1, 3), st.integers(0, 300))
 def test_model(events, cap, per_addr, probe):
-    """Against a plain model: per address up to ``per_addr`` validity intervals (latest answers),
-    LRU by answer over addresses, intervals expire ``horizon`` after their end (newest answer
-    time), and a time is attributed to the latest answer whose interval holds it."""
-    horizon = 20
-    d = DnsMap(max_entries=cap, skew_s=0, horizon_s=horizon, max_per_addr=per_addr)
-    model: dict[str, list[tuple[str, int, int]]] = {}
+    """Against a plain model: per address up to ``per_addr`` validity intervals (latest answers,
+    or names seen on connections: valid for the default TTL), LRU by answer over addresses,
+    intervals expire ``horizon`` after their end (newest answer time), and a time is attributed
+    to the latest answer whose interval holds it, with how that name was learned."""
+    horizon, default_ttl = 20, 25
+    d = DnsMap(max_entries=cap, skew_s=0, horizon_s=horizon, max_per_addr=per_addr, default_ttl_s=default_ttl)
+    model: dict[str, list[tuple[str, int, int, str]]] = {}
     order: list[str] = []
     now = 0
-    for k, (dt, host, ttl) in enumerate(sorted(events)):
+    for k, (dt, host, ttl, via) in enumerate(sorted(events)):
         addr = f"192.0.2.{host}"
         ts = T0 + dt
-        d.observe_lines([line(ts, f"n{k}.example", [addr], [float(ttl)])])
+        name = f"n{k}.example"
+        if via == "dns":
+            d.observe_lines([line(ts, name, [addr], [float(ttl)])])
+        else:
+            d.observe_lines([seen_line(ts, name, addr, via)])
+            ttl = default_ttl
         tsn = int(round(ts * NS))
         now = max(now, tsn)
-        model[addr] = (model.get(addr, []) + [(f"n{k}.example", tsn, tsn + ttl * NS)])[-per_addr:]
+        model[addr] = (model.get(addr, []) + [(name, tsn, tsn + ttl * NS, via)])[-per_addr:]
         if addr in order:
             order.remove(addr)
         order.append(addr)
@@ -215,9 +301,9 @@ def test_model(events, cap, per_addr, probe):
     t = int(round((T0 + probe) * NS))
     addrs = [f"192.0.2.{host}" for host in range(8)]
     hi, lo = K.keys_of(addrs)
-    idx, names = d.attribute(hi, lo, np.full(8, t, np.int64))
+    idx, names, vias = d.attribute(hi, lo, np.full(8, t, np.int64))
     for a, i in zip(addrs, idx.tolist()):
-        inside = [iv[0] for iv in model.get(a, []) if iv[1] <= t <= iv[2]]
+        inside = [(iv[0], iv[3]) for iv in model.get(a, []) if iv[1] <= t <= iv[2]]
         want = inside[-1] if inside else None
-        assert d.get(a, t) == want
-        assert (names[i] if i >= 0 else None) == want
+        assert d.get(a, t) == (want[0] if want else None)
+        assert ((names[i], vias[i]) if i >= 0 else None) == want

@@ -127,6 +127,41 @@ def test_dns_ttl_expiry_ends_attribution(tmp_path):
     assert det.detect_flows(f)["indicator"].to_pylist() == ["ssl.logink.cn"]
 
 
+def test_flows_named_by_tls_server_name_or_http_host(tmp_path):
+    """Without a DNS log, a connection's TLS server name (ssl.log) or HTTP Host (http.log) names
+    its responder: the connection is a ``name_seen`` row (TLS_SNI / HTTP_HOST, no finding by
+    itself) and the flows to that address are watchlist rows that say how the name was learned.
+    A DNS answer for another address keeps its own evidence."""
+    from .test_dnsmap import seen_line
+
+    det = detector(tmp_path)
+    seen = det.observe_dns([seen_line(float(T0), "gateway.logink.cn", "198.18.0.30"),
+                            seen_line(float(T0), "exa.logink.org:81", "198.18.0.31", "http_host", **{"id.orig_h": "10.20.1.10"}),
+                            seen_line(float(T0), "www.example.com", "198.18.0.32"),
+                            dns_line("ssl.logink.cn", ["198.18.0.33"])], source="zeek-names")
+    assert seen.schema.equals(TRANSFERS)
+    assert [(r["seen_where"], r["rule"], r["indicator"], r["src_addr"], r["dst_addr"], r["src_zone"])
+            for r in seen.to_pylist()] == [
+        ("TLS_SNI", "name_seen", "gateway.logink.cn", "10.40.1.5", "198.18.0.30", "it"),
+        ("HTTP_HOST", "name_seen", "exa.logink.org", "10.20.1.10", "198.18.0.31", "crane_ot"),
+        ("DNS_ANSWER", "dns_lookup", "ssl.logink.cn", "10.40.1.5", "198.18.0.33", "it")]
+    assert seen["indicator_source"][0].as_py().startswith("TLS server name (SNI); watchlist ")
+    assert seen["indicator_source"][1].as_py().startswith("HTTP Host; watchlist ")
+    t = det.detect_flows(flows([("10.40.1.5", "198.18.0.30", 50000, 443, 6, 4000),
+                                ("10.40.1.5", "198.18.0.31", 50001, 81, 6, 300),
+                                ("10.40.1.5", "198.18.0.32", 50002, 443, 6, 100),
+                                ("10.40.1.5", "198.18.0.33", 50003, 443, 6, 200)]))
+    assert [(r["seen_where"], r["rule"], r["indicator"], r["platform"], r["bytes"]) for r in t.to_pylist()] == [
+        ("TLS_SNI", "watchlist", "gateway.logink.cn", "LOGINK", 4000),
+        ("HTTP_HOST", "watchlist", "exa.logink.org", "LOGINK", 300),
+        ("DNS_ANSWER", "watchlist", "ssl.logink.cn", "LOGINK", 200)]
+    assert [r["indicator_source"].split(";")[0] for r in t.to_pylist()] == [
+        "TLS server name (SNI)", "HTTP Host", "DNS answer"]
+    m = det.metrics()["transfers_total"]
+    assert m[("LOGINK", "it", "name_seen")] == 1 and m[("LOGINK", "crane_ot", "name_seen")] == 1
+    assert "name_seen" in det.metric_label_values()["rule"]
+
+
 def test_teamviewer_severity_depends_on_zone(tmp_path):
     det = detector(tmp_path)
     det.observe_dns([dns_line("master3.teamviewer.com", ["198.18.1.1"]),
@@ -384,3 +419,28 @@ def test_names_hidden_in_short_base64_fields(tmp_path):
     buf, off = batch([many])
     rows = detector(tmp_path).detect_messages(buf, off, offset=np.arange(1)).to_pylist()
     assert [(r["indicator"], r["seen_where"]) for r in rows] == [("ssl.logink.cn (base64)", "PAYLOAD")]
+
+
+def test_retro_hunt_treats_names_seen_as_dns(tmp_path):
+    """A retro-hunt given name logs (--dns) recomputes the flows named through a TLS server name or
+    HTTP Host and the names seen, so the carried ones are dropped; without them they are carried
+    while today's watchlist still lists the host."""
+    from flowaudit.audit.retro import Retro
+
+    from .test_dnsmap import seen_line
+
+    det = detector(tmp_path)
+    carried = pa.concat_tables([
+        det.observe_dns([seen_line(float(T0), "gateway.logink.cn", "198.18.0.30"),
+                         seen_line(float(T0), "exa.logink.org", "198.18.0.31", "http_host")]),
+        det.detect_flows(flows([("10.40.1.5", "198.18.0.30", 50000, 443, 6, 4000),
+                                ("10.40.1.5", "198.18.0.31", 50001, 81, 6, 300)]))])
+    assert sorted(carried["seen_where"].to_pylist()) == ["HTTP_HOST", "HTTP_HOST", "TLS_SNI", "TLS_SNI"]
+    assert Retro(det, b"k" * 32, dns_given=True).keep(carried).num_rows == 0
+    kept = Retro(det, b"k" * 32, dns_given=False).keep(carried)
+    assert kept.num_rows == 4
+    only = tmp_path / "only.toml"        # today's watchlist lists one of the two hosts
+    only.write_text('version = "t"\n[platforms.LOGINK]\nseverity = "low"\nsource = "test"\n[[indicators]]\n'
+                    'platform = "LOGINK"\ntype = "host"\nvalue = "exa.logink.org"\nsource = "test"\n')
+    kept = Retro(E.EgressDetector(W.compile_files([only])), b"k" * 32, dns_given=False).keep(carried)
+    assert sorted(kept["indicator"].to_pylist()) == ["exa.logink.org", "exa.logink.org"]

@@ -377,6 +377,36 @@ def test_dns_messages_in_zeek_ascii(tmp_path):
     assert svc.flowpath.egress.dns.get("198.51.100.8", t_ns) is None
 
 
+def test_dns_topic_takes_tls_server_names_and_http_hosts(tmp_path):
+    """A dns topic also takes Zeek's ssl.log and http.log records: a connection that named a
+    watchlisted host names its responder (a TLS_SNI / HTTP_HOST row, rule name_seen), and a flow
+    from a Zeek conn topic to it is that platform's, seen as TLS_SNI; the messages are zeek-ssl
+    and zeek-http.  A server name that is no text quarantines its message."""
+    from .test_dnsmap import seen_line, zeek_ascii
+
+    svc = service(tmp_path, {"zeek.ssl": "dns", "zeek.http": "dns", "zeek.conn": "zeek_conn"})
+    t = T0_MS / 1000
+    ssl = zeek_ascii([orjson.loads(seen_line(t - 1, "gateway.logink.cn", "198.51.100.7"))], "ssl")
+    http = seen_line(t - 1, "exa.logink.org:81", "198.51.100.9", "http_host")
+    conn = {"ts": t, "uid": "C1", "id.orig_h": "10.0.0.5", "id.orig_p": 40000, "id.resp_h": "198.51.100.7",
+            "id.resp_p": 443, "proto": "tcp", "duration": 1.5, "orig_pkts": 12, "orig_ip_bytes": 9000,
+            "resp_pkts": 0, "resp_ip_bytes": 0}
+    rows = [("zeek.ssl", 0, None, ssl), ("zeek.ssl", 1, None, seen_line(t, ["x"], "198.51.100.8")),
+            ("zeek.http", 0, None, http), ("zeek.conn", 0, None, orjson.dumps(conn))]
+    svc.handle(batch_of(svc, rows), np.array([0, 1, 0, 0]), [("zeek.ssl", 0), ("zeek.http", 0), ("zeek.conn", 0)], 0.0)
+    svc.flush_all()
+    tr = read_dataset(svc.root, "transfers").to_pylist()
+    assert sorted((t["source"], t["seen_where"], t["rule"], t["indicator"], t["dst_addr"], t["bytes"]) for t in tr) == [
+        ("zeek.conn", "TLS_SNI", "watchlist", "gateway.logink.cn", "198.51.100.7", 9000),
+        ("zeek.http", "HTTP_HOST", "name_seen", "exa.logink.org", "198.51.100.9", None),
+        ("zeek.ssl", "TLS_SNI", "name_seen", "gateway.logink.cn", "198.51.100.7", None)]
+    msgs = read_dataset(svc.root, "messages").to_pylist()
+    assert sorted((m["source"], m["offset"], m["msg_type"]) for m in msgs) == [
+        ("zeek.conn", 0, "zeek-conn"), ("zeek.http", 0, "zeek-http"), ("zeek.ssl", 0, "zeek-ssl")]
+    assert [(q["source"], q["offset"], q["reason"]) for q in read_dataset(svc.root, "quarantine").to_pylist()] == [
+        ("zeek.ssl", 1, "malformed_json")]
+
+
 def test_zeek_conn_topic_gives_flows_named_by_dns(tmp_path):
     """A Zeek conn topic (Zeek's Kafka writer: a JSON connection a message; or its ASCII log with
     the header): each connection gives the originator's and the responder's flow records; a flow

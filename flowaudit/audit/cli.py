@@ -98,7 +98,7 @@ def add_parser(sub) -> None:
         "archives (flat Kafka Connect layout, Redpanda's Iceberg key-value layout, or --map), flow archives "
         "(flowaudit's flows dataset, goflow2 columns) and flowaudit output roots (a retro-hunt: the classified "
         "data is carried over; the stored flows, the interchange recipients (by keyed hash) and, with --dns, the "
-        "DNS lookups are matched again with today's watchlist, carried matches of indicators it no longer "
+        "DNS lookups and the names seen on connections are matched again with today's watchlist, carried matches of indicators it no longer "
         "lists are dropped, and the rest graded by today's watchlist and policy). Writes the usual datasets and the findings under ROOT with deterministic names: a re-run or a run after Ctrl-C / kill -9 resumes and duplicates nothing. "
         "Exit 0, 1 with --fail-on when a finding reaches that severity, 2 on a usage error or a bad input "
         "(--on-bad-input fail), 130 when interrupted.",
@@ -128,9 +128,10 @@ def add_parser(sub) -> None:
     p.add_argument("--format", action="append", metavar="[TOPIC=]FMT",
                    help="message format (edifact, x12, xml, json, flat, auto) for every topic or one topic (repeatable; "
                    "default: detected per message)")
-    p.add_argument("--dns", action="append", metavar="FILE", help="Zeek dns.log (JSON lines or Zeek's tab-separated "
-                   "log, plain or gzip; a folder gives its files named dns*, e.g. Zeek's dated archive): names the "
-                   "flows' addresses (watchlisted domains) and adds DNS_ANSWER transfers (repeatable)")
+    p.add_argument("--dns", action="append", metavar="FILE", help="Zeek dns.log, ssl.log or http.log (JSON lines or "
+                   "Zeek's tab-separated log, plain or gzip; a folder gives its files named dns*, ssl* and http*, e.g. "
+                   "Zeek's dated archive): DNS answers, TLS server names (SNI) and HTTP Hosts name the flows' "
+                   "addresses (watchlisted domains) and add DNS_ANSWER, TLS_SNI and HTTP_HOST transfers (repeatable)")
     p.add_argument("--on-bad-input", choices=("fail", "skip"), default="fail",
                    help="a file that cannot be read or fits no layout: fail (exit 2, default) or skip it, named in "
                    "the summary, the manifest and the report")

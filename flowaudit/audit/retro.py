@@ -6,8 +6,9 @@ rows it carries over:
 
 * the flows' transfers are recomputed from the stored flows (the engine reads them as units), so
   the carried ones (``NETFLOW_DST`` / ``NETFLOW_SRC``) are dropped;
-* with ``--dns``, the flows named through DNS and the lookups themselves are recomputed from the
-  logs given, so the carried ones are dropped too (kept, they were counted twice);
+* with ``--dns``, the flows named through DNS (or a TLS server name, an HTTP Host) and the names
+  seen themselves are recomputed from the logs given, so the carried ones are dropped too (kept,
+  they were counted twice);
 * every other carried transfer (a payload match, an interchange recipient, a DNS lookup or a flow
   it named, without ``--dns``) is kept only where today's watchlist still lists its indicator, a
   message's match with today's severity of its platform, a flow or lookup with today's zones of
@@ -26,7 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..detect.egress import BASE64_SHOWN, _zone_of
+from ..datasets import NAME_RULES
+from ..detect.egress import BASE64_SHOWN, NAME_WHERE, _zone_of
 
 FLOW_WHERE = ("NETFLOW_DST", "NETFLOW_SRC")     # transfers recomputed from the stored flows
 RECIPIENT_CLASS = "edi_recipient_id"
@@ -60,13 +62,15 @@ class Retro:
         where = pc.cast(t.column("seen_where"), pa.string())
         drop = pc.is_in(where, value_set=pa.array(list(FLOW_WHERE)))
         if self.dns_given:
-            from_dns = pc.or_(pc.equal(pc.cast(t.column("rule"), pa.string()), "dns_lookup"),
-                              pc.and_(pc.equal(where, "DNS_ANSWER"), pc.is_valid(t.column("bytes"))))
+            from_dns = pc.or_(pc.is_in(pc.cast(t.column("rule"), pa.string()), value_set=pa.array(list(NAME_RULES))),
+                              pc.and_(pc.is_in(where, value_set=pa.array(list(NAME_WHERE))),
+                                      pc.is_valid(t.column("bytes"))))
             drop = pc.or_(drop, from_dns)
         itype = pc.cast(t.column("indicator_type"), pa.string()).to_pylist()
         ind = t.column("indicator").to_pylist()
         rule = pc.cast(t.column("rule"), pa.string()).to_pylist()
-        unlisted = [r in ("watchlist", "dns_lookup") and not self.still_listed(ty, v) for r, ty, v in zip(rule, itype, ind)]
+        unlisted = [(r == "watchlist" or r in NAME_RULES) and not self.still_listed(ty, v)
+                    for r, ty, v in zip(rule, itype, ind)]
         drop = pc.or_(pc.fill_null(drop, False), pa.array(unlisted, pa.bool_()))
         kept = t.filter(pc.invert(drop))
         self.dropped += t.num_rows - kept.num_rows
@@ -96,7 +100,7 @@ class Retro:
             return zone_of[addr]
 
         for k, (p, ru, src, dst) in enumerate(zip(cols["platform"], cols["rule"], cols["src_addr"], cols["dst_addr"])):
-            if p is None or ru not in ("watchlist", "dns_lookup"):
+            if p is None or (ru != "watchlist" and ru not in NAME_RULES):
                 continue
             if src is None:                               # a message's match
                 cols["severity"][k] = self.wl.severity_for(p, None)

@@ -1,6 +1,7 @@
-"""DNS attribution: a bounded, TTL-respecting IP -> name map fed by Zeek ``dns.log`` records
-(JSON lines, or Zeek's default tab-separated ASCII log: :mod:`flowaudit.sources.zeek`; gzip-rotated files:
-:func:`flowaudit.sources.files.open_input`).
+"""DNS attribution: a bounded, TTL-respecting IP -> name map fed by Zeek ``dns.log`` records, and
+by the names Zeek saw on connections: the TLS server name (SNI) of ``ssl.log`` and the HTTP
+``Host`` of ``http.log`` (JSON lines, or Zeek's default tab-separated ASCII log:
+:mod:`flowaudit.sources.zeek`; gzip-rotated files: :func:`flowaudit.sources.files.open_input`).
 
 A flow to an address that recently resolved from ``gateway.logink.cn`` is attributed to LOGINK
 even though no IP is configured.  Time is **record time** (the ``ts`` of the DNS answers, the
@@ -12,6 +13,13 @@ flow's start time), never the wall clock, so a replayed capture attributes as th
   ``skew_s``, 5 s by default, absorbs clock skew between the resolver and the exporter and the
   1-second resolution of v9 export times).  A CNAME chain (names in ``answers``) is kept: when a
   CNAME in the chain, rather than the query, is the watched name, that name is stored.
+* A connection whose TLS ClientHello named ``server_name`` (``ssl.log``), or whose HTTP request
+  named ``host`` (``http.log``; its port and a trailing dot dropped, an address literal no name),
+  makes its responder address mean that name from ``ts - grace`` for ``default_ttl`` (300 s) plus
+  ``grace``, as an answer without a TTL would.  These see what DNS logs miss: a lookup over DNS
+  over HTTPS, a resolver outside the sensor's view, an answer cached before the log began.  The
+  map keeps how it learned a name (``via``: ``dns``, ``tls_sni``, ``http_host``), so a flow's
+  evidence says which.
 * A flow is attributed by **its own start time** against these intervals, never against the
   newest answer seen: NetFlow exports a long flow only after the active timeout, so a flow that
   started inside an answer's TTL is often exported after later answers.  An address keeps up to
@@ -52,9 +60,13 @@ class DnsAnswer:
     ts_ns: int
     client: str | None
     query: str
-    name: str            # the name stored (query, or the watched CNAME)
+    name: str            # the name stored (query, or the watched CNAME; the SNI or Host)
     addr: str
     ttl_s: float
+    via: str = "dns"     # how the name was learned: a DNS answer, a TLS server name, an HTTP Host
+
+
+VIAS = ("dns", "tls_sni", "http_host")
 
 
 _MAX_TS_S = float(1 << 62) / NS    # record times beyond this (year 2116) are garbage, not times
@@ -77,29 +89,67 @@ def _ts_ns(v) -> int | None:
     return int(round(s * NS)) if 0.0 <= s < _MAX_TS_S else None
 
 
+def record_via(rec: dict) -> str | None:
+    """Which of Zeek's logs a record is from, by its fields (a JSON line carries no ``#path``):
+    ``dns`` (a ``query``), ``tls_sni`` (ssl.log: ``server_name``, ``cipher`` or ``established``),
+    ``http_host`` (http.log: ``method``, ``host`` or ``trans_depth``), or None."""
+    if "query" in rec:
+        return "dns"
+    if "server_name" in rec or "cipher" in rec or "established" in rec:
+        return "tls_sni"
+    if "method" in rec or "host" in rec or "trans_depth" in rec:
+        return "http_host"
+    return None
+
+
+_NAME_FIELD = {"dns": "query", "tls_sni": "server_name", "http_host": "host"}
+
+
 def _check(rec) -> dict:
     if not isinstance(rec, dict):
         raise ValueError("not a JSON object")
-    if _ts_ns(rec.get("ts")) is None or not isinstance(rec.get("query"), str):
-        raise ValueError("no readable ts or no query")
+    via = record_via(rec) if _ts_ns(rec.get("ts")) is not None else None
+    if via is None:
+        raise ValueError("no readable ts, or no DNS, TLS or HTTP record")
+    name = rec.get(_NAME_FIELD[via])
+    # a DNS record needs its query; a TLS or HTTP record without a name (no SNI, an HTTP/1.0
+    # request) is a record that names nothing
+    if not isinstance(name, str) and (via == "dns" or name is not None):
+        raise ValueError(f"{_NAME_FIELD[via]} is no text")
     return rec
 
 
 # a field's type when a log has #fields but no #types line (Zeek always writes both)
-_TYPES = {"ts": "time", "rtt": "interval", "answers": "vector[string]", "TTLs": "vector[interval]"}
+_TYPES = {"ts": "time", "rtt": "interval", "answers": "vector[string]", "TTLs": "vector[interval]",
+          "resumed": "bool", "established": "bool", "trans_depth": "count"}
+KINDS = ("dns", "ssl", "http")     # the Zeek logs (their #path) that name addresses
 
 
 def dns_log() -> ZeekLog:
-    """A reader of one Zeek ``dns.log``'s lines (JSON or Zeek's ASCII log): a record needs a
-    readable ``ts`` and a text ``query``, else it is a bad line (the map counts it in
-    ``bad_lines``; the stream and the audit quarantine it)."""
-    return ZeekLog("dns", _check, _TYPES)
+    """A reader of one Zeek ``dns.log``, ``ssl.log`` or ``http.log``'s lines (JSON or Zeek's ASCII
+    log): a record needs a readable ``ts`` and to be one of those (:func:`record_via`; a DNS record
+    with a text ``query``), else it is a bad line (the map counts it in ``bad_lines``; the stream
+    and the audit quarantine it)."""
+    return ZeekLog(KINDS, _check, _TYPES)
 
 
 def log_files(paths: Iterable[str | Path]) -> list[str]:
-    """The DNS log files named by ``paths`` (files, or folders of Zeek's logs: their ``dns*``
-    files); :func:`flowaudit.sources.zeek.log_files`."""
-    return zeek_log_files(paths, "dns")
+    """The name logs named by ``paths`` (files, or folders of Zeek's logs: their ``dns*``,
+    ``ssl*`` and ``http*`` files); :func:`flowaudit.sources.zeek.log_files`."""
+    return zeek_log_files(paths, KINDS)
+
+
+def _host(name: str, via: str) -> str | None:
+    """The name a TLS server name or HTTP Host gives (lower case, no port or trailing dot); None
+    for an address literal or nothing."""
+    name = name.strip()
+    if via == "http_host":
+        if name.startswith("["):                      # [v6]:port
+            return None
+        if name.count(":") == 1:
+            name = name.split(":", 1)[0]
+    name = name.rstrip(".").lower()
+    return None if not name or _is_addr(name) else name
 
 
 class DnsMap:
@@ -116,11 +166,12 @@ class DnsMap:
         self.skew_ns = int(skew_s * NS)
         self.default_ttl_ns = int(default_ttl_s * NS)
         self.horizon_ns = int(horizon_s * NS)
-        # (hi, lo) -> [[name, valid_from_ns, valid_until_ns, answered_ns], ...] (oldest answer first);
+        # (hi, lo) -> [[name, valid_from_ns, valid_until_ns, answered_ns, via], ...] (oldest answer first);
         # dict order = least recently answered address first
         self._map: OrderedDict[tuple[int, int], list[list]] = OrderedDict()
         self.now_ns = 0
         self.span: list[int] | None = None   # [first, last] record time of the records observed (a caller may reset it)
+        self.last_via: str | None = None     # the kind of the last record of the last observe_lines call
         self.stats = {"lines": 0, "bad_lines": 0, "answers": 0, "stored": 0, "evicted": 0, "expired": 0}
         self._arrays = None
 
@@ -157,6 +208,7 @@ class DnsMap:
                 recs.append(rec)
         self.stats["lines"] += len(recs) + n_bad
         self.stats["bad_lines"] += n_bad
+        self.last_via = record_via(recs[-1]) if recs else None
         if whole and n_bad:
             return stored
         for rec in recs:
@@ -170,12 +222,16 @@ class DnsMap:
 
     def _observe(self, rec: dict, stored: list) -> None:
         ts = _ts_ns(rec.get("ts"))
-        query = rec.get("query")
-        answers = rec.get("answers")
-        if ts is None or not isinstance(query, str):   # (record() checked them)
+        via = record_via(rec)
+        if ts is None or via is None:   # (record() checked them)
             return
         self.span = [ts, ts] if self.span is None else [min(self.span[0], ts), max(self.span[1], ts)]
-        if not isinstance(answers, list):
+        if via != "dns":
+            self._observe_name(rec, ts, via, stored)
+            return
+        query = rec.get("query")
+        answers = rec.get("answers")
+        if not isinstance(query, str) or not isinstance(answers, list):
             return
         ttls = rec.get("TTLs")
         if not isinstance(ttls, list):
@@ -209,15 +265,33 @@ class DnsMap:
             stored.append(DnsAnswer(ts, client if isinstance(client, str) else None, query, name, a, ttl_ns / NS))
         self._arrays = None
 
-    def _add(self, key: tuple[int, int], name: str, t0: int, t1: int, answered: int) -> None:
+    def _observe_name(self, rec: dict, ts: int, via: str, stored: list) -> None:
+        """A TLS server name or HTTP Host: the connection's responder is that name for a while."""
+        raw, addr, client = rec.get(_NAME_FIELD[via]), rec.get("id.resp_h"), rec.get("id.orig_h")
+        name = _host(raw, via) if isinstance(raw, str) else None
+        if name is None or not isinstance(addr, str) or (self.keep is not None and not self.keep(name)):
+            return
+        try:
+            key = _ipset.addr_key(addr)
+        except ValueError:
+            return
+        self.now_ns = max(self.now_ns, ts)
+        self.stats["answers"] += 1
+        ttl_ns = min(max(self.default_ttl_ns, self.min_ttl_ns), self.max_ttl_ns)
+        self._add(key, name, ts - self.skew_ns, ts + ttl_ns + self.skew_ns, ts, via)
+        self.stats["stored"] += 1
+        stored.append(DnsAnswer(ts, client if isinstance(client, str) else None, raw, name, addr, ttl_ns / NS, via))
+        self._arrays = None
+
+    def _add(self, key: tuple[int, int], name: str, t0: int, t1: int, answered: int, via: str = "dns") -> None:
         ivs = self._map.pop(key, None) or []
         for iv in ivs:
-            # the same name again, overlapping or touching: one longer interval
-            if iv[0] == name and t0 <= iv[2] and iv[1] <= t1:
+            # the same name the same way again, overlapping or touching: one longer interval
+            if iv[0] == name and iv[4] == via and t0 <= iv[2] and iv[1] <= t1:
                 iv[1], iv[2], iv[3] = min(iv[1], t0), max(iv[2], t1), max(iv[3], answered)
                 break
         else:
-            ivs.append([name, t0, t1, answered])
+            ivs.append([name, t0, t1, answered, via])
         ivs.sort(key=lambda iv: iv[3])
         del ivs[:-self.max_per_addr]
         self._map[key] = ivs
@@ -244,15 +318,15 @@ class DnsMap:
     def get(self, addr: str, t_ns: int) -> str | None:
         """The name ``addr`` resolved from at record time ``t_ns`` (None if none or expired)."""
         best = None
-        for name, t0, t1, answered in self._map.get(_ipset.addr_key(addr), ()):
+        for name, t0, t1, answered, _via in self._map.get(_ipset.addr_key(addr), ()):
             if t0 <= t_ns <= t1 and (best is None or answered >= best[1]):
                 best = (name, answered)
         return best[0] if best else None
 
     def arrays(self):
         """(keys_hi, keys_lo, first, count (int64 per distinct address, sorted by key), and per
-        interval name_idx int32, valid_from, valid_until int64, names); an address's intervals are
-        ``first .. first + count`` and oldest answer first."""
+        interval name_idx int32, valid_from, valid_until int64, names, vias: how each name was
+        learned); an address's intervals are ``first .. first + count`` and oldest answer first."""
         if self._arrays is None:
             items = sorted(self._map.items())
             n = len(items)
@@ -265,20 +339,21 @@ class DnsMap:
                 np.cumsum(count[:-1], out=first[1:])
             ivs = [iv for _, v in items for iv in v]
             m = len(ivs)
-            idx = np.fromiter((index.setdefault(iv[0], len(index)) for iv in ivs), np.int32, count=m)
+            idx = np.fromiter((index.setdefault((iv[0], iv[4]), len(index)) for iv in ivs), np.int32, count=m)
             t0 = np.fromiter((iv[1] for iv in ivs), np.int64, count=m)
             t1 = np.fromiter((iv[2] for iv in ivs), np.int64, count=m)
-            self._arrays = (hi, lo, first, count, idx, t0, t1, list(index))
+            self._arrays = (hi, lo, first, count, idx, t0, t1, [k[0] for k in index], [k[1] for k in index])
         return self._arrays
 
-    def attribute(self, hi: np.ndarray, lo: np.ndarray, t_ns: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        """Per address: index into the returned names of the name it resolved from at ``t_ns``
-        (the latest answer whose validity interval holds ``t_ns``), or -1."""
-        khi, klo, first, count, idx, t0, t1, names = self.arrays()
+    def attribute(self, hi: np.ndarray, lo: np.ndarray, t_ns: np.ndarray) -> tuple[np.ndarray, list[str], list[str]]:
+        """Per address: index into the returned names (and vias: how each was learned) of the
+        name it resolved from at ``t_ns`` (the latest answer whose validity interval holds
+        ``t_ns``), or -1."""
+        khi, klo, first, count, idx, t0, t1, names, vias = self.arrays()
         n = np.asarray(hi).shape[0]
         out = np.full(n, -1, np.int32)
         if khi.size == 0 or n == 0:
-            return out, names
+            return out, names, vias
         pos = _ipset.exact_lookup(khi, klo, np.ascontiguousarray(hi, np.uint64),
                                   np.ascontiguousarray(lo, np.uint64), np.empty(n, np.int64))
         hit = pos >= 0
@@ -290,7 +365,7 @@ class DnsMap:
             k = np.where(has, first[p] + j, 0)
             ok = has & (t0[k] <= t) & (t <= t1[k])
             out[ok] = idx[k[ok]]
-        return out, names
+        return out, names, vias
 
     # ---------------------------------------------------------------------------- restart
     def to_state(self) -> dict:
@@ -300,7 +375,8 @@ class DnsMap:
 
     def load_state(self, state: dict) -> int:
         """Merge a :meth:`to_state` snapshot into this map (bounds and expiry apply); returns the
-        intervals taken.  Raises ValueError on a malformed snapshot, leaving the map unchanged."""
+        intervals taken.  Raises ValueError on a malformed snapshot, leaving the map unchanged.
+        An interval of four values (a snapshot written before the map kept ``via``) is a DNS answer."""
         entries = state.get("entries") if isinstance(state, dict) else None
         now = state.get("now_ns") if isinstance(state, dict) else None
         if not isinstance(entries, list) or not isinstance(now, int):
@@ -310,14 +386,16 @@ class DnsMap:
             try:
                 addr, ivs = e
                 key = _ipset.addr_key(addr)
-                for name, t0, t1, answered in ivs:
-                    if not (isinstance(name, str) and all(isinstance(x, int) for x in (t0, t1, answered))):
+                for iv in ivs:
+                    name, t0, t1, answered, via = iv if len(iv) == 5 else (*iv, "dns")
+                    if not (isinstance(name, str) and via in VIAS
+                            and all(isinstance(x, int) and not isinstance(x, bool) for x in (t0, t1, answered))):
                         raise TypeError
-                    parsed.append((key, name, t0, t1, answered))
+                    parsed.append((key, name, t0, t1, answered, via))
             except (TypeError, ValueError):
                 raise ValueError("dns map state: bad entry") from None
-        for key, name, t0, t1, answered in parsed:
-            self._add(key, name, t0, t1, answered)
+        for key, name, t0, t1, answered, via in parsed:
+            self._add(key, name, t0, t1, answered, via)
         self.now_ns = max(self.now_ns, now)
         self._arrays = None
         self._expire()

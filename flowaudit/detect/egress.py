@@ -6,11 +6,14 @@ rows in the :data:`flowaudit.datasets.TRANSFERS` layout (shaped like Zeek's inte
 
 * :meth:`EgressDetector.detect_flows`: decoded flow arrays (the NetFlow decoder's contract) ->
   one row per flow that touches a watchlisted address (``NETFLOW_DST`` / ``NETFLOW_SRC``), an
-  address that recently resolved from a watchlisted name (``DNS_ANSWER``), or fires a policy
+  address that recently resolved from a watchlisted name (``DNS_ANSWER``) or was named so by a
+  connection's TLS server name or HTTP Host (``TLS_SNI`` / ``HTTP_HOST``), or fires a policy
   rule (platform ``policy``).  A flow is one row: when both fire, the platform comes from the
   watchlist and the rule from the policy.  ``bytes`` is raw, ``bytes_scaled`` = bytes x sampling.
-* :meth:`EgressDetector.observe_dns`: Zeek dns.log JSON lines -> the map, plus one
-  ``DNS_ANSWER`` row per answer for a watchlisted name (who resolved it, to what).
+* :meth:`EgressDetector.observe_dns`: Zeek dns.log, ssl.log or http.log lines -> the map, plus one
+  row per answer for a watchlisted name (who resolved it, to what: ``DNS_ANSWER``, rule
+  ``dns_lookup``) and per connection that named one (``TLS_SNI`` / ``HTTP_HOST``, rule
+  ``name_seen``).  Neither is a finding by itself; the flows named through them are.
 * :meth:`EgressDetector.detect_messages`: hosts, URL paths, payload markers and party codes
   inside message payloads (``PAYLOAD`` / ``XML_ELEMENT`` / ``JSON_PATH``) and EDI envelope
   recipients (``EDI_UNB`` / ``X12_ISA`` / ``X12_GS``).  A name or marker seen only in base64 (its
@@ -32,7 +35,7 @@ import pyarrow.compute as pc
 
 from flowaudit.detect import watchlist as _wl
 from flowaudit.detect import zones as _zones
-from flowaudit.datasets import SCHEMA_VERSION, TRANSFERS, is_root
+from flowaudit.datasets import NAME_RULES, SCHEMA_VERSION, TRANSFERS, is_root
 from flowaudit.detect.dnsmap import DnsMap
 from flowaudit.kernels import ipset as _ipset
 from flowaudit.kernels import markers as _mk
@@ -42,7 +45,12 @@ FLOW_FIELDS = ("src_hi", "src_lo", "dst_hi", "dst_lo", "src_port", "dst_port", "
                "packets", "first_ns", "sampling_interval")
 SEVERITY_RANK = {s: i for i, s in enumerate(_wl.SEVERITIES)}
 SEEN_WHERE = ("NETFLOW_DST", "NETFLOW_SRC", "DNS_ANSWER", "PAYLOAD", "XML_ELEMENT", "JSON_PATH",
-              "EDI_UNB", "X12_ISA", "X12_GS")
+              "EDI_UNB", "X12_ISA", "X12_GS", "TLS_SNI", "HTTP_HOST")
+# how the name map learned a name (dnsmap.VIAS): the rows' seen_where, rule and evidence text
+VIA_WHERE = {"dns": "DNS_ANSWER", "tls_sni": "TLS_SNI", "http_host": "HTTP_HOST"}
+VIA_RULE = {"dns": "dns_lookup", "tls_sni": "name_seen", "http_host": "name_seen"}
+VIA_TEXT = {"dns": "DNS answer", "tls_sni": "TLS server name (SNI)", "http_host": "HTTP Host"}
+NAME_WHERE = tuple(VIA_WHERE.values())
 _PROTO_NAME = {6: "tcp", 17: "udp"}
 BASE64_SHOWN = " (base64)"   # after the indicator value of a match of its base64 alias
 
@@ -91,7 +99,7 @@ class EgressDetector:
         wl = self.watchlist
         return {"platform": wl.platform_names + ["policy"],
                 "zone": self.policy.zone_names + ["none"],
-                "rule": ["watchlist", "dns_lookup"] + self.policy.rule_names}
+                "rule": ["watchlist", *NAME_RULES] + self.policy.rule_names}
 
     def metrics(self) -> dict[str, dict[tuple[str, str, str], int]]:
         """Cumulative counts keyed by (platform, zone, rule): rows and scaled bytes."""
@@ -132,15 +140,15 @@ class EgressDetector:
             return np.where(e >= 0, wl.ip_indicator[np.maximum(e, 0)] if wl.ip_indicator.size else -1, -1)
 
         def dns_ind(hi, lo):
-            idx, names = self.dns.attribute(hi, lo, t)
+            idx, names, vias = self.dns.attribute(hi, lo, t)
             if not names:
-                return np.full(n, -1, np.int64), idx, names
+                return np.full(n, -1, np.int64), idx, names, vias
             name_ind = np.asarray([wl.match_host(x) for x in names] + [-1], np.int64)
-            return np.where(idx >= 0, name_ind[idx], -1), idx, names
+            return np.where(idx >= 0, name_ind[idx], -1), idx, names, vias
 
         d_ip, s_ip = ip_ind(dst_hi, dst_lo), ip_ind(src_hi, src_lo)
-        d_dns, d_idx, d_names = dns_ind(dst_hi, dst_lo)
-        s_dns, s_idx, s_names = dns_ind(src_hi, src_lo)
+        d_dns, d_idx, d_names, d_vias = dns_ind(dst_hi, dst_lo)
+        s_dns, s_idx, s_names, s_vias = dns_ind(src_hi, src_lo)
         ind = np.where(d_ip >= 0, d_ip, np.where(d_dns >= 0, d_dns, np.where(s_ip >= 0, s_ip, s_dns)))
         where = np.where(d_ip >= 0, 0, np.where(d_dns >= 0, 2, np.where(s_ip >= 0, 1, 2)))
         inside_is_src = (d_ip >= 0) | ((d_ip < 0) & (d_dns >= 0))  # platform on the dst side
@@ -160,7 +168,7 @@ class EgressDetector:
         svc_rule = rule[rows] >= _kp_service_base
         svc[svc_rule] = pol.svc_index[rule[rows][svc_rule] - _kp_service_base]
         svc_names = [s.name for s in pol.services] + [None]
-        plat, indic, itype, isrc, rname, sev, szn, dzn = [], [], [], [], [], [], [], []
+        plat, indic, itype, isrc, rname, sev, szn, dzn, seen = [], [], [], [], [], [], [], [], []
         nbytes = a["bytes"].astype(np.uint64)
         samp = np.maximum(a["sampling_interval"].astype(np.uint64), np.uint64(1))
         scaled = nbytes * samp
@@ -177,11 +185,14 @@ class EgressDetector:
                 if p in pol.allowed_platforms.get(own_zone, ()):
                     s = "info"
                 value, typ, src = it.value, it.type, it.source
-                if where[r] == 2:  # DNS attribution: show the name the address resolved from
-                    value = d_names[d_idx[r]] if inside_is_src[r] else s_names[s_idx[r]]
-                    src = f"DNS answer; watchlist {it.type} {it.value}: {it.source}"
+                w = SEEN_WHERE[int(where[r])]
+                if where[r] == 2:  # named through the map: show the name and how it was learned
+                    k = d_idx[r] if inside_is_src[r] else s_idx[r]
+                    value, via = (d_names[k], d_vias[k]) if inside_is_src[r] else (s_names[k], s_vias[k])
+                    w = VIA_WHERE[via]
+                    src = f"{VIA_TEXT[via]}; watchlist {it.type} {it.value}: {it.source}"
             else:
-                p, s, value, typ, src = "policy", "info", "", "", ""
+                p, s, value, typ, src, w = "policy", "info", "", "", "", "NETFLOW_DST"
             if ru >= 0:
                 rn = rule_names[ru]
                 s = _max_sev(s, pol.rule_severity(ru, s_z, d_z))
@@ -199,6 +210,7 @@ class EgressDetector:
             indic.append(value)
             itype.append(typ)
             isrc.append(src)
+            seen.append(w)
             rname.append(rn)
             sev.append(s)
             szn.append(zone_names[s_z])
@@ -227,8 +239,7 @@ class EgressDetector:
             "sampling_interval": pa.array(a["sampling_interval"][rows].astype(np.uint32), pa.uint32()),
             "bytes_scaled": pa.array(scaled[rows], pa.uint64()),
             "platform": _dict(plat), "indicator": pa.array(indic, pa.string()), "indicator_type": _dict(itype),
-            "seen_where": _dict([SEEN_WHERE[int(w)] if ind[r] >= 0 else "NETFLOW_DST"
-                                 for r, w in zip(rows.tolist(), where[rows].tolist())]),
+            "seen_where": _dict(seen),
             "src_zone": _dict(szn), "dst_zone": _dict(dzn), "rule": _dict(rname), "severity": _dict(sev),
             "service": _dict([svc_names[k] for k in svc.tolist()]),
             "indicator_source": pa.array(isrc, pa.string()),
@@ -238,9 +249,11 @@ class EgressDetector:
     # ---------------------------------------------------------------------------- DNS
     def observe_dns(self, lines: Iterable[bytes | str], *, source: str = "-", partition=-1,
                     offset=None, bad: list | None = None, whole: bool = False) -> pa.Table:
-        """Feed a Zeek dns.log's lines (a file's lines or a Kafka value's) into the map; returns a
-        ``DNS_ANSWER`` row per answer for a watchlisted name.  ``bad``: the lines that are no DNS
-        record are appended to it; ``whole``: one bad line keeps every line out of the map
+        """Feed a Zeek dns.log's, ssl.log's or http.log's lines (a file's lines or a Kafka value's)
+        into the map; returns a row per answer for a watchlisted name (``DNS_ANSWER``, rule
+        ``dns_lookup``) and per connection that named one (``TLS_SNI`` / ``HTTP_HOST``, rule
+        ``name_seen``).  ``bad``: the lines that are no such record
+        are appended to it; ``whole``: one bad line keeps every line out of the map
         (:meth:`DnsMap.observe_lines`)."""
         answers = self.dns.observe_lines(lines, bad, whole=whole)
         wl = self.watchlist
@@ -259,13 +272,13 @@ class EgressDetector:
             plat.append(it.platform)
             indic.append(ans.name)
             itype.append(it.type)
-            isrc.append(f"DNS answer; watchlist {it.type} {it.value}: {it.source}")
+            isrc.append(f"{VIA_TEXT[ans.via]}; watchlist {it.type} {it.value}: {it.source}")
             sev.append(s)
             szn.append(names[zc] if zc is not None else None)
             dzn.append(names[zd] if zd is not None else None)
             cli.append(ans.client)
             dst.append(ans.addr)
-            self._count(it.platform, names[zc] if zc is not None else "none", "dns_lookup")
+            self._count(it.platform, names[zc] if zc is not None else "none", VIA_RULE[ans.via])
         rows = np.arange(m)
         cols = {
             "source": _const(source, m),
@@ -280,8 +293,9 @@ class EgressDetector:
             "packets": pa.nulls(m, pa.uint64()), "sampling_interval": pa.nulls(m, pa.uint32()),
             "bytes_scaled": pa.nulls(m, pa.uint64()),
             "platform": _dict(plat), "indicator": pa.array(indic, pa.string()), "indicator_type": _dict(itype),
-            "seen_where": _dict(["DNS_ANSWER"] * m), "src_zone": _dict(szn), "dst_zone": _dict(dzn),
-            "rule": _dict(["dns_lookup"] * m), "severity": _dict(sev), "indicator_source": pa.array(isrc, pa.string()),
+            "seen_where": _dict([VIA_WHERE[a.via] for a in answers]), "src_zone": _dict(szn), "dst_zone": _dict(dzn),
+            "rule": _dict([VIA_RULE[a.via] for a in answers]), "severity": _dict(sev),
+            "indicator_source": pa.array(isrc, pa.string()),
         }
         return _table(cols, m, wl.version, pol.version)
 

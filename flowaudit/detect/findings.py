@@ -25,7 +25,8 @@ Correlation rules (README, "Findings"):
   to or from the internet, silent zones: the finding names the asset (the side in an OT or
   scanner zone; the source otherwise) and the rule.
 
-DNS answers alone (rule ``dns_lookup``) are not findings; the flows attributed through them are.
+DNS answers alone (rule ``dns_lookup``), and the TLS server names and HTTP Hosts that name an
+address (rule ``name_seen``), are not findings; the flows attributed through them are.
 Rows without any event time fall into the window [0, 0) ("unknown time").
 """
 from __future__ import annotations
@@ -40,13 +41,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..datasets import FINDINGS, HITS, SCHEMA_VERSION
+from ..datasets import FINDINGS, HITS, NAME_RULES, SCHEMA_VERSION
 from . import severity as _sev
 from .inventory import Inventory
 from .inventory import load as load_inventory
 
 MESSAGE_WHERE = ("PAYLOAD", "XML_ELEMENT", "JSON_PATH", "EDI_UNB", "X12_ISA", "X12_GS")
-NOT_FINDINGS = ("dns_lookup",)
+NOT_FINDINGS = NAME_RULES
 STATUSES = ("new", "ongoing", "closed")
 MAX_SAMPLES = 15
 MAX_LIST = 20

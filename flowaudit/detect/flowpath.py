@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 KIND_NETFLOW, KIND_GOFLOW, KIND_DNS, KIND_ZEEK_CONN = "netflow", "goflow", "dns", "zeek_conn"
 KINDS = (KIND_NETFLOW, KIND_GOFLOW, KIND_DNS, KIND_ZEEK_CONN)
 _VERSION_NAMES = {5: "v5", 9: "v9", 10: "ipfix"}
+_NAME_MTYPE = {"dns": "zeek-dns", "tls_sni": "zeek-ssl", "http_host": "zeek-http"}   # a dns topic's message by its records
 # restart snapshot (FlowPath.state / restore): magic, format version, crc32 and length of the
 # zlib-compressed payload; the payload is a JSON header then raw little-endian array bytes
 STATE_MAGIC = b"FAFPSTAT"
@@ -360,6 +361,7 @@ class FlowPath:
         status = np.zeros(n, np.int64)
         reasons = ["ok"] * n
         parts, rows_idx = [], []
+        mtypes = ["zeek-dns"] * n
         for i in range(n):
             if sub.null[i] or lens[i] == 0:
                 status[i] = 1
@@ -374,6 +376,7 @@ class FlowPath:
             t = self.egress.observe_dns(value.splitlines(), source=sub.sources[int(sub.source_idx[i])],
                                         partition=int(sub.partition[i]), offset=int(sub.offset[i]), bad=bad,
                                         whole=True)
+            mtypes[i] = _NAME_MTYPE.get(self.egress.dns.last_via, "zeek-dns")
             if bad:
                 status[i] = 1
                 reasons[i] = bad[0][2]      # malformed_json, or format_mismatch (a Zeek ASCII row)
@@ -383,7 +386,7 @@ class FlowPath:
                 rows_idx.append(np.full(t.num_rows, idx[i], np.int64))
         if parts:
             res.tables["transfers"] = (pa.concat_tables(parts), np.concatenate(rows_idx))
-        self._messages(sub, idx, status, reasons, KIND_DNS, ["zeek-dns"] * n, np.zeros(n, int), res)
+        self._messages(sub, idx, status, reasons, KIND_DNS, mtypes, np.zeros(n, int), res)
 
     # -- the messages / quarantine rows -----------------------------------------------------------
 

@@ -31,12 +31,12 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from .. import __version__
-from ..datasets import FINDINGS, SCHEMA_VERSION
+from ..datasets import FINDINGS, NAME_RULES, SCHEMA_VERSION
 from ..detect import severity as _sev
 from ..detect import watchlist as _wl
 from ..detect.findings import SEV_RANK, worst_first
 
-REPORT_FORMAT = 3          # 2: findings.episodes, the evidence given per episode; 3: coverage.dns_logs
+REPORT_FORMAT = 4          # 2: findings.episodes, the evidence given per episode; 3: coverage.dns_logs; 4: verdicts[].names_seen
 MAX_FINDINGS = 500        # findings listed (table and report.json); the rest are counted
 MAX_EVIDENCE = 50         # episodes shown with their evidence (samples)
 EPISODE_SAMPLES = 40      # samples an episode keeps in report.json (its findings' pooled, a class at a time)
@@ -373,7 +373,8 @@ def episodes_of(findings: pa.Table, gap_s: int = EPISODE_GAP_S) -> list[dict]:
     return eps
 
 
-def _verdicts(F: pl.DataFrame, wl, model, dns_lookups: dict) -> list[dict]:
+def _verdicts(F: pl.DataFrame, wl, model, names: dict) -> list[dict]:
+    """``names``: rule (``dns_lookup``, ``name_seen``) -> platform -> the transfers of names seen."""
     out = []
     plat_f = F.filter(pl.col("platform") != "policy")
     for p in _platform_order(wl, model, sorted(plat_f["platform"].unique().to_list())):
@@ -385,7 +386,9 @@ def _verdicts(F: pl.DataFrame, wl, model, dns_lookups: dict) -> list[dict]:
         else:
             verdict = "exposed"
         out.append({"kind": "platform", **p, "verdict": verdict, "exposed": s["findings"] > 0,
-                    "data_known": bool(s["data_classes"]), "dns_lookups": int(dns_lookups.get(p["name"], 0)), **s})
+                    "data_known": bool(s["data_classes"]),
+                    "dns_lookups": int(names.get("dns_lookup", {}).get(p["name"], 0)),
+                    "names_seen": int(names.get("name_seen", {}).get(p["name"], 0)), **s})
     pol = F.filter(pl.col("platform") == "policy")
     fam_of = {r: _rule_family(model, r) for r in pol["rule"].unique().to_list() if r is not None}
     pol = pol.with_columns(family=pl.col("rule").replace_strict(fam_of, default=None, return_dtype=pl.Utf8))
@@ -567,11 +570,11 @@ def _coverage(root: Path, manifest: dict) -> tuple[dict, dict, dict]:
     for name in ("hits", "transfers", "findings"):
         d = _dataset(root, name)
         counts[name] = d.count_rows() if d is not None else None
-    dns = Counter()
+    dns = {r: Counter() for r in NAME_RULES}
     for k, v in trans.by.get("pr", {}).items():
         p, r = k.split("\x1f", 1)
-        if r == "dns_lookup":
-            dns[p] += v
+        if r in dns:
+            dns[r][p] += v
     present = {n: (root / f"dataset={n}").is_dir() for n in ("messages", "quarantine", "flows", "hits", "transfers",
                                                              "findings")}
     rows = {"messages": msgs.rows, "quarantine": quar.rows, "flows": flows.rows}
@@ -657,8 +660,9 @@ def _coverage(root: Path, manifest: dict) -> tuple[dict, dict, dict]:
                        "written from other sources")
     dns_logs = manifest.get("dns_logs")
     if flows.rows and dns_logs == []:      # an audit that recorded reading no DNS log
-        caveats.append("no DNS log was read (audit --dns): a flow reached a platform only where the watchlist lists "
-                       "its address; flows to the addresses its names resolved to were not attributed")
+        caveats.append("no DNS log was read (audit --dns; Zeek's dns, ssl or http logs): a flow reached a platform "
+                       "only where the watchlist lists its address; flows to the addresses its names resolved to "
+                       "were not attributed")
     coverage = {
         "datasets_present": present,
         "inputs": {"recorded": bool(inputs), "count": len(inputs), "by_status": dict(sorted(by_status.items())),
@@ -685,7 +689,7 @@ def _coverage(root: Path, manifest: dict) -> tuple[dict, dict, dict]:
             "schema": sorted(msgs.versions.get("schema_version", set()) | quar.versions.get("schema_version", set())
                              | flows.versions.get("schema_version", set())
                              | trans.versions.get("schema_version", set()))}
-    return coverage, seen, dict(dns)
+    return coverage, seen, {r: dict(c) for r, c in dns.items()}
 
 
 def _parse_iso(v) -> int | None:

@@ -236,6 +236,9 @@ def _summary(d: dict) -> str:
             if kind == "platform":
                 if v.get("dns_lookups"):
                     extra.append(f"{v['dns_lookups']:,} DNS lookup(s) of its names (not findings by themselves)")
+                if v.get("names_seen"):
+                    extra.append(f"{v['names_seen']:,} connection(s) that named it by TLS server name or HTTP Host "
+                                 "(not findings by themselves)")
                 if v["exposed"] and not v["data_known"]:
                     extra.append("traffic reached it; the data carried is unknown (no inventory entry for the host)")
                 if v.get("source"):

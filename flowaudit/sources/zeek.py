@@ -1,5 +1,5 @@
-"""Zeek's logs, a line at a time, whichever way Zeek wrote them (``dns.log`` names the flows'
-addresses, ``conn.log`` is a flow source):
+"""Zeek's logs, a line at a time, whichever way Zeek wrote them (``dns.log``, ``ssl.log`` and
+``http.log`` name the flows' addresses, ``conn.log`` is a flow source):
 
 * JSON lines (``LogAscii::use_json``, the Kafka writer);
 * Zeek's default ASCII log: tab-separated values after the header lines ``#separator``,
@@ -44,8 +44,8 @@ def _value(t: str, v: bytes):
 
 
 class ZeekLog:
-    """The records of one Zeek log of kind ``kind`` (its ``#path``: ``dns``, ``conn``), a line at
-    a time.  ``check(record)`` returns the record or raises ValueError (what the caller needs of
+    """The records of one Zeek log of kind ``kind`` (its ``#path``: ``dns``, ``conn``; a tuple:
+    a log of any of those kinds), a line at a time.  ``check(record)`` returns the record or raises ValueError (what the caller needs of
     it); ``types`` gives a field's type where a log has ``#fields`` but no ``#types`` line.
 
     :meth:`record` returns None for a blank or header line, raises ValueError for a line that is
@@ -53,7 +53,8 @@ class ZeekLog:
     ``format_mismatch`` for a row that does not fit its header or is another Zeek log's)."""
 
     def __init__(self, kind: str, check: Callable[[dict], dict], types: dict | None = None):
-        self.kind, self.check, self.default_types = kind, check, types or {}
+        self.kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+        self.check, self.default_types = check, types or {}
         self.sep, self.set_sep, self.empty, self.unset = b"\t", b",", b"(empty)", b"-"
         self.path: str | None = None
         self.fields: list[str] | None = None
@@ -80,8 +81,8 @@ class ZeekLog:
                 raise ValueError("not a JSON object")
             return self.check(rec)
         self.reason = "format_mismatch"
-        if self.path not in (None, self.kind):
-            raise ValueError(f"a row of Zeek's {self.path} log, not {self.kind}")
+        if self.path is not None and self.path not in self.kinds:
+            raise ValueError(f"a row of Zeek's {self.path} log, not {_or(self.kinds)}")
         vals = line.split(self.sep)
         if len(vals) != len(self.fields):
             raise ValueError(f"{len(vals)} values where #fields names {len(self.fields)}")
@@ -133,32 +134,39 @@ def ascii_path(path: str | Path) -> str | None:
     return None
 
 
-def log_files(paths: Iterable[str | Path], kind: str) -> list[str]:
-    """The Zeek ``kind`` log files named by ``paths``: a file as given; a folder (Zeek's log
-    folder, its dated archive folders) gives every file under it whose name starts with ``kind``
-    (``dns.log``, ``dns.00:00:00-01:00:00.log.gz``), in name order.  A missing path raises
-    FileNotFoundError; a folder without such files, or a Zeek ASCII log of another kind
-    (``#path conn`` where ``dns`` is wanted) raises ValueError naming it."""
+def _or(kinds) -> str:
+    return " or ".join(kinds) if len(kinds) < 3 else ", ".join(kinds[:-1]) + " or " + kinds[-1]
+
+
+def log_files(paths: Iterable[str | Path], kind: str | tuple) -> list[str]:
+    """The Zeek ``kind`` log files named by ``paths`` (a tuple: of any of those kinds): a file as
+    given; a folder (Zeek's log folder, its dated archive folders) gives every file under it whose
+    name starts with a kind (``dns.log``, ``dns.00:00:00-01:00:00.log.gz``), in name order.  A
+    missing path raises FileNotFoundError; a folder without such files, or a Zeek ASCII log of
+    another kind (``#path conn`` where ``dns`` is wanted) raises ValueError naming it."""
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
     out: list[str] = []
     for p in map(Path, paths):
         if p.is_dir():
-            got = sorted(str(f) for f in p.rglob(f"{kind}*") if f.is_file())
+            got = sorted({str(f) for k in kinds for f in p.rglob(f"{k}*") if f.is_file()})
             if not got:
-                raise ValueError(f"{p}: a folder without {kind.upper()} logs (files named {kind}*)")
+                raise ValueError(f"{p}: a folder without {_or([k.upper() for k in kinds])} logs "
+                                 f"(files named {_or([k + '*' for k in kinds])})")
             out.extend(got)
         elif p.exists():
             out.append(str(p))
         else:
-            raise FileNotFoundError(f"{p}: no such {kind.upper()} log")
+            raise FileNotFoundError(f"{p}: no such {_or([k.upper() for k in kinds])} log")
     for f in out:
         got = ascii_path(f)
-        if got not in (None, kind):
-            raise ValueError(f"{f}: Zeek's {got} log, not its {kind} log")
+        if got is not None and got not in kinds:
+            raise ValueError(f"{f}: Zeek's {got} log, not its {_or(kinds)} log")
     return out
 
 
-# The default fields of two of Zeek's logs, as its ASCII writer heads them (Zeek 3 .. 8.0:
-# base/protocols/dns/main.zeek, base/protocols/conn/main.zeek)
+# The default fields of four of Zeek's logs, as its ASCII writer heads them (DNS and conn: Zeek 3 ..
+# 8.0, base/protocols/dns/main.zeek, base/protocols/conn/main.zeek; ssl: Zeek 6 .. 8.0 with its base
+# scripts, base/protocols/ssl/main.zeek; http: Zeek 4 .. 8.0, base/protocols/http/main.zeek)
 DNS_FIELDS = tuple(zip(
     ("ts uid id.orig_h id.orig_p id.resp_h id.resp_p proto trans_id rtt query qclass qclass_name qtype qtype_name "
      "rcode rcode_name AA TC RD RA Z answers TTLs rejected").split(),
@@ -170,6 +178,19 @@ CONN_FIELDS = tuple(zip(
      "tunnel_parents").split(),
     ("time string addr port addr port enum string interval count count string bool bool count string count count "
      "count count set[string]").split()))
+SSL_FIELDS = tuple(zip(
+    ("ts uid id.orig_h id.orig_p id.resp_h id.resp_p version cipher curve server_name resumed last_alert "
+     "next_protocol established ssl_history cert_chain_fps client_cert_chain_fps sni_matches_cert").split(),
+    ("time string addr port addr port string string string string bool string string bool string vector[string] "
+     "vector[string] bool").split()))
+HTTP_FIELDS = tuple(zip(
+    ("ts uid id.orig_h id.orig_p id.resp_h id.resp_p trans_depth method host uri referrer version user_agent "
+     "origin request_body_len response_body_len status_code status_msg info_code info_msg tags username "
+     "password proxied orig_fuids orig_filenames orig_mime_types resp_fuids resp_filenames "
+     "resp_mime_types").split(),
+    ("time string addr port addr port count string string string string string string string count count count "
+     "string count string set[enum] string string set[string] vector[string] vector[string] vector[string] "
+     "vector[string] vector[string] vector[string]").split()))
 
 
 def write_ascii(records: Iterable[dict], path: str, fields=DNS_FIELDS) -> bytes:
