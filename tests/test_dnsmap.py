@@ -307,3 +307,34 @@ def test_model(events, cap, per_addr, probe):
         want = inside[-1] if inside else None
         assert d.get(a, t) == (want[0] if want else None)
         assert ((names[i], vias[i]) if i >= 0 else None) == want
+
+
+def test_a_log_is_read_a_record_at_a_time(tmp_path):
+    """A log's records go into the map as they are read (a day's DNS or HTTP log is gigabytes:
+    it was held whole, as dicts, before any went in), unless the lines are one message that a bad
+    line quarantines whole.  The audit's units keep only the records that name a watched host."""
+    from flowaudit.audit.work import Spec, dns_log as unit_log
+
+    d = DnsMap(keep=lambda n: n.endswith("logink.cn"))
+
+    def lines():
+        yield line(T0, "gateway.logink.cn", ["203.0.113.9"], [60.0])
+        assert len(d) == 1            # in the map before the next line is read
+        yield seen_line(T0 + 1, "ssl.logink.cn", "203.0.113.10")
+        assert len(d) == 2
+        yield b"{broken"
+
+    bad: list = []
+    assert len(d.observe_lines(lines(), bad)) == 2 and len(bad) == 1
+    e = DnsMap()
+    assert e.observe_lines([line(T0, "a.example", ["192.0.2.1"], [60.0]), b"{broken"], [], whole=True) == []
+    assert len(e) == 0
+    keep = lambda n: n.rstrip(".").lower().endswith("logink.cn")  # noqa: E731
+    recs = [line(T0 + 3, "www.example.com", ["192.0.2.1"], [60.0]),
+            line(T0 + 2, "portal.example.com", ["gateway.logink.cn.", "203.0.113.7"], [60.0, 60.0]),  # a CNAME
+            line(T0 + 1, "gateway.logink.cn", [], [], rcode_name="NXDOMAIN"),
+            seen_line(T0, "SSL.LOGINK.CN", "203.0.113.10"), seen_line(T0, None, "203.0.113.11"),
+            seen_line(T0, "exa.logink.org", "203.0.113.12", "http_host"), b"{broken"]
+    (tmp_path / "dns.log").write_bytes(b"\n".join(recs) + b"\n")
+    ats, kept = unit_log(Spec(out=str(tmp_path / "out"), key=b"k" * 32, dns_files=(str(tmp_path / "dns.log"),)), keep)
+    assert [k.rstrip() for k in kept] == [recs[3], recs[1]] and ats.tolist() == [int(T0 * NS), int((T0 + 2) * NS)]

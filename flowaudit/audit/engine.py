@@ -367,8 +367,10 @@ def _dns_answers(out: Path, spec: Spec, det) -> tuple[int, list]:
     from .work import _in_range, write_tables
 
     h = hashlib.sha256()
-    for f in spec.dns_files:
-        h.update(Path(f).read_bytes())
+    for f in spec.dns_files:           # (in pieces: a day's DNS or HTTP log is gigabytes)
+        with open(f, "rb") as fh:
+            for piece in iter(lambda: fh.read(1 << 20), b""):
+                h.update(piece)
     bad, logs = 0, []
     names = [Path(f).name for f in spec.dns_files]
     for f in spec.dns_files:

@@ -46,7 +46,7 @@ class Spec:
     policy_file: str = ""
     dns_max_entries: int = 100_000
     formats: tuple = ()               # ((topic or "*", format name), ...); default auto-detect
-    dns_files: tuple = ()             # Zeek dns.log JSON lines: names for the flows' addresses
+    dns_files: tuple = ()             # Zeek dns, ssl and http logs: names for the flows' addresses
     since_ms: int | None = None
     until_ms: int | None = None
     max_message_bytes: int = 8 * 1024 * 1024
@@ -88,14 +88,16 @@ def tools(spec: Spec):
 _DNS: dict = {}
 
 
-def dns_log(spec: Spec) -> tuple[np.ndarray, list]:
-    """The --dns logs' records in answer-time order (ns; -1: not a DNS record, first), once per
+def dns_log(spec: Spec, keep) -> tuple[np.ndarray, list]:
+    """The --dns logs' records that name something ``keep`` keeps (the watchlisted names: the rest
+    can name no flow, and a day's DNS or HTTP log is gigabytes), in answer-time order (ns), once per
     process, as JSON lines: a Zeek ASCII row is written as the JSON line Zeek would have written,
-    so that the hours' slices need no header (``flowaudit.sources.zeek``)."""
+    so that the hours' slices need no header (``flowaudit.sources.zeek``).  The lines that are no
+    record are the driver's to quarantine (``engine._dns_answers``)."""
     with _TOOLS_LOCK:
-        got = _DNS.get(spec.dns_files)
+        got = _DNS.get(spec.digest)        # (the digest covers the logs and the watchlist)
         if got is None:
-            from ..detect.dnsmap import _ts_ns
+            from ..detect.dnsmap import _ts_ns, names_watched
             from ..detect.dnsmap import dns_log as reader
             from ..sources.files import open_input
 
@@ -107,13 +109,12 @@ def dns_log(spec: Spec) -> tuple[np.ndarray, list]:
                         try:
                             rec = log.record(line)
                         except ValueError:
-                            rows.append((-1, line))
                             continue
-                        if rec is not None:
+                        if rec is not None and names_watched(rec, keep):
                             rows.append((_ts_ns(rec["ts"]), line if line.lstrip().startswith(b"{")
                                          else orjson.dumps(rec)))
             rows.sort(key=lambda r: r[0])
-            got = _DNS[spec.dns_files] = (np.array([r[0] for r in rows], np.int64), [r[1] for r in rows])
+            got = _DNS[spec.digest] = (np.array([r[0] for r in rows], np.int64), [r[1] for r in rows])
         return got
 
 
@@ -460,13 +461,11 @@ def _flow_transfers(egress, spec: Spec, flows: pa.Table, numeric: dict, first: n
     from ..detect.dnsmap import DnsMap
 
     part = flows.column("partition").to_numpy()
-    ats, lines = dns_log(spec) if spec.dns_files else (np.zeros(0, np.int64), [])
+    ats, lines = dns_log(spec, egress._watched_name) if spec.dns_files else (np.zeros(0, np.int64), [])
     egress.dns = DnsMap(spec.dns_max_entries, keep=egress._watched_name)
     order = np.argsort(first, kind="stable")
     hours = first[order] // HOUR_NS
     p = int(np.searchsorted(ats, int(first.min()) - DNS_LOOKBACK_NS)) if ats.size else 0
-    if ats.size and p:   # unreadable times (-1) sort first: the map counts them as bad lines
-        egress.dns.observe_lines(lines[:int(np.searchsorted(ats, 0))])
     parts = []
     for h in np.unique(hours):
         q = int(np.searchsorted(ats, (int(h) + 1) * HOUR_NS))

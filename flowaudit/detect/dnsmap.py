@@ -139,6 +139,32 @@ def log_files(paths: Iterable[str | Path]) -> list[str]:
     return zeek_log_files(paths, KINDS)
 
 
+def _dns_names(query: str, answers: list) -> list[str]:
+    """A DNS record's names: its query, then the CNAMEs of its answers."""
+    return [query] + [a for a in answers if isinstance(a, str) and not _is_addr(a)]
+
+
+def _first_kept(names: list[str], keep) -> str | None:
+    """The first of ``names`` that ``keep`` keeps (any, without one), lower case, no trailing dot."""
+    for n in names:
+        if keep is None or keep(n):
+            return n.rstrip(".").lower()
+    return None
+
+
+def names_watched(rec: dict, keep) -> bool:
+    """Whether a record (as :func:`dns_log` reads it) names something ``keep`` keeps: what a map with
+    that ``keep`` could store from it (a reader holding only those records in memory)."""
+    via = record_via(rec)
+    if via == "dns":
+        q, answers = rec.get("query"), rec.get("answers")
+        return (isinstance(q, str) and isinstance(answers, list) and rec.get("rcode_name") in (None, "NOERROR")
+                and _first_kept(_dns_names(q, answers), keep) is not None)
+    raw = rec.get(_NAME_FIELD[via]) if via is not None else None
+    name = _host(raw, via) if isinstance(raw, str) else None
+    return name is not None and _first_kept([name], keep) is not None
+
+
 def _host(name: str, via: str) -> str | None:
     """The name a TLS server name or HTTP Host gives (lower case, no port or trailing dot); None
     for an address literal or nothing."""
@@ -188,12 +214,14 @@ class DnsMap:
         ``stats['bad_lines']`` and skipped, and with ``bad`` given, each is appended to it as
         ``(index in lines, line, quarantine reason)`` (for the callers that quarantine them).
         ``whole``: the lines are one unit (a Kafka message) that is quarantined whole when a line
-        is bad, so then none of its records is taken into the map either.
+        is bad, so then none of its records is taken into the map either.  Otherwise each record
+        goes into the map as it is read: a log of any size is read in bounded memory.
         """
         stored: list[DnsAnswer] = []
         log = dns_log()
         recs = []
-        n_bad = 0
+        n_good = n_bad = 0
+        last = None
         for i, line in enumerate(lines):
             if line is None:
                 continue
@@ -204,15 +232,20 @@ class DnsMap:
                 if bad is not None:
                     bad.append((i, line, log.reason))
                 continue
-            if rec is not None:
+            if rec is None:
+                continue
+            n_good += 1
+            last = rec
+            if whole:
                 recs.append(rec)
-        self.stats["lines"] += len(recs) + n_bad
+            else:
+                self._observe(rec, stored)
+        self.stats["lines"] += n_good + n_bad
         self.stats["bad_lines"] += n_bad
-        self.last_via = record_via(recs[-1]) if recs else None
-        if whole and n_bad:
-            return stored
-        for rec in recs:
-            self._observe(rec, stored)
+        self.last_via = record_via(last) if last is not None else None
+        if whole and not n_bad:
+            for rec in recs:
+                self._observe(rec, stored)
         self._expire()
         return stored
 
@@ -239,12 +272,7 @@ class DnsMap:
         if rec.get("rcode_name") not in (None, "NOERROR"):
             return
         self.now_ns = max(self.now_ns, ts)
-        names = [query] + [a for a in answers if isinstance(a, str) and not _is_addr(a)]
-        name = None
-        for n in names:
-            if self.keep is None or self.keep(n):
-                name = n.rstrip(".").lower()
-                break
+        name = _first_kept(_dns_names(query, answers), self.keep)
         if name is None:
             return
         client = rec.get("id.orig_h")
@@ -269,7 +297,7 @@ class DnsMap:
         """A TLS server name or HTTP Host: the connection's responder is that name for a while."""
         raw, addr, client = rec.get(_NAME_FIELD[via]), rec.get("id.resp_h"), rec.get("id.orig_h")
         name = _host(raw, via) if isinstance(raw, str) else None
-        if name is None or not isinstance(addr, str) or (self.keep is not None and not self.keep(name)):
+        if name is None or not isinstance(addr, str) or _first_kept([name], self.keep) is None:
             return
         try:
             key = _ipset.addr_key(addr)
@@ -403,6 +431,10 @@ class DnsMap:
 
 
 def _is_addr(s: str) -> bool:
+    """An address literal, not a name (digits and dots alone are no host name: they are taken as an
+    IPv4 address without parsing, which was a quarter of a DNS log's reading time)."""
+    if ":" not in s:
+        return bool(s) and not s.strip("0123456789.")
     try:
         ipaddress.ip_address(s)
         return True
