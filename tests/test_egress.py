@@ -131,7 +131,8 @@ def test_flows_named_by_tls_server_name_or_http_host(tmp_path):
     """Without a DNS log, a connection's TLS server name (ssl.log) or HTTP Host (http.log) names
     its responder: the connection is a ``name_seen`` row (TLS_SNI / HTTP_HOST, no finding by
     itself) and the flows to that address are watchlist rows that say how the name was learned.
-    A DNS answer for another address keeps its own evidence."""
+    A DNS answer for another address keeps its own evidence.  A responder inside the zone policy
+    (a proxy) is named by no connection."""
     from .test_dnsmap import seen_line
 
     det = detector(tmp_path)
@@ -159,6 +160,13 @@ def test_flows_named_by_tls_server_name_or_http_host(tmp_path):
         "TLS server name (SNI)", "HTTP Host", "DNS answer"]
     m = det.metrics()["transfers_total"]
     assert m[("LOGINK", "it", "name_seen")] == 1 and m[("LOGINK", "crane_ot", "name_seen")] == 1
+    # through a proxy inside the port (an HTTP CONNECT, TLS inside it): the connection is a row,
+    # but the proxy's address is not LOGINK's, so the other flows to the proxy stay unnamed
+    via_proxy = det.observe_dns([seen_line(float(T0), "gateway.logink.cn", "10.40.9.9", **{"id.resp_p": 3128})])
+    assert [(r["seen_where"], r["dst_addr"], r["dst_zone"]) for r in via_proxy.to_pylist()] == [
+        ("TLS_SNI", "10.40.9.9", "it")]
+    assert det.detect_flows(flows([("10.40.1.6", "10.40.9.9", 50004, 3128, 6, 5000)])).num_rows == 0
+    assert det.dns.get("10.40.9.9", (T0 + 10) * NS) is None
     assert "name_seen" in det.metric_label_values()["rule"]
 
 

@@ -458,11 +458,10 @@ def _flow_transfers(egress, spec: Spec, flows: pa.Table, numeric: dict, first: n
     the stream's map would have had them, starting afresh a day and an hour before the unit's
     first flow (the map forgets an answer an hour after the newest one, so a whole log read
     first would forget what the early flows need)."""
-    from ..detect.dnsmap import DnsMap
 
     part = flows.column("partition").to_numpy()
     ats, lines = dns_log(spec, egress._watched_name) if spec.dns_files else (np.zeros(0, np.int64), [])
-    egress.dns = DnsMap(spec.dns_max_entries, keep=egress._watched_name)
+    egress.dns = egress.name_map(spec.dns_max_entries)
     order = np.argsort(first, kind="stable")
     hours = first[order] // HOUR_NS
     p = int(np.searchsorted(ats, int(first.min()) - DNS_LOOKBACK_NS)) if ats.size else 0

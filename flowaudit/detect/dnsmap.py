@@ -19,7 +19,11 @@ flow's start time), never the wall clock, so a replayed capture attributes as th
   ``grace``, as an answer without a TTL would.  These see what DNS logs miss: a lookup over DNS
   over HTTPS, a resolver outside the sensor's view, an answer cached before the log began.  The
   map keeps how it learned a name (``via``: ``dns``, ``tls_sni``, ``http_host``), so a flow's
-  evidence says which.
+  evidence says which.  ``responder``: an optional predicate over the responder's address; a
+  connection to one it refuses is returned (a row: who named what) but names no address.  The
+  egress detector refuses the addresses inside the zone policy: a connection through a proxy (an
+  HTTP ``CONNECT``, TLS inside it) names the platform on the proxy's address, which every other
+  flow to the proxy would then have been attributed to.
 * A flow is attributed by **its own start time** against these intervals, never against the
   newest answer seen: NetFlow exports a long flow only after the active timeout, so a flow that
   started inside an answer's TTL is often exported after later answers.  An address keeps up to
@@ -181,12 +185,14 @@ def _host(name: str, via: str) -> str | None:
 class DnsMap:
     def __init__(self, max_entries: int = 100_000, *, keep: Callable[[str], bool] | None = None,
                  min_ttl_s: float = 0.0, max_ttl_s: float = 86_400.0, skew_s: float = 5.0,
-                 default_ttl_s: float = 300.0, horizon_s: float = 3600.0, max_per_addr: int = 4):
+                 default_ttl_s: float = 300.0, horizon_s: float = 3600.0, max_per_addr: int = 4,
+                 responder: Callable[[str], bool] | None = None):
         if max_entries < 1 or max_per_addr < 1:
             raise ValueError("dnsmap: max_entries and max_per_addr must be >= 1")
         self.max_entries = int(max_entries)
         self.max_per_addr = int(max_per_addr)
         self.keep = keep
+        self.responder = responder
         self.min_ttl_ns = int(min_ttl_s * NS)
         self.max_ttl_ns = int(max_ttl_s * NS)
         self.skew_ns = int(skew_s * NS)
@@ -306,10 +312,11 @@ class DnsMap:
         self.now_ns = max(self.now_ns, ts)
         self.stats["answers"] += 1
         ttl_ns = min(max(self.default_ttl_ns, self.min_ttl_ns), self.max_ttl_ns)
-        self._add(key, name, ts - self.skew_ns, ts + ttl_ns + self.skew_ns, ts, via)
-        self.stats["stored"] += 1
+        if self.responder is None or self.responder(addr):
+            self._add(key, name, ts - self.skew_ns, ts + ttl_ns + self.skew_ns, ts, via)
+            self.stats["stored"] += 1
+            self._arrays = None
         stored.append(DnsAnswer(ts, client if isinstance(client, str) else None, raw, name, addr, ttl_ns / NS, via))
-        self._arrays = None
 
     def _add(self, key: tuple[int, int], name: str, t0: int, t1: int, answered: int, via: str = "dns") -> None:
         ivs = self._map.pop(key, None) or []

@@ -73,9 +73,11 @@ class EgressDetector:
         elif not isinstance(policy, _zones.Policy):
             policy = _zones.load(policy)
         self.policy = policy
-        self.dns = dns if dns is not None else DnsMap(dns_max_entries, keep=self._watched_name)
+        self.dns = dns if dns is not None else self.name_map(dns_max_entries)
         if self.dns.keep is None:
             self.dns.keep = self._watched_name
+        if self.dns.responder is None:
+            self.dns.responder = self._on_internet
         self._counts: Counter = Counter()
         self._bytes: Counter = Counter()
 
@@ -93,6 +95,16 @@ class EgressDetector:
 
     def _watched_name(self, name: str) -> bool:
         return self.watchlist.match_host(name) >= 0
+
+    def _on_internet(self, addr: str) -> bool:
+        """An address outside every zone and the internal ranges of the policy: one a TLS server
+        name or HTTP Host may name (not a proxy the connection went through)."""
+        return _zone_of(self.policy, addr) == self.policy.n_zones + 1
+
+    def name_map(self, max_entries: int = 100_000) -> DnsMap:
+        """A fresh name map for this detector: watched names only, TLS and HTTP names only for
+        responders on the internet."""
+        return DnsMap(max_entries, keep=self._watched_name, responder=self._on_internet)
 
     def metric_label_values(self) -> dict[str, list[str]]:
         """Every value each metric label can take (to initialise the series at 0)."""
