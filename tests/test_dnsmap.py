@@ -123,14 +123,15 @@ def test_tls_server_names_and_http_hosts_name_addresses(tmp_path):
             seen_line(T0 + 3, "exa.logink.org:81", "203.0.113.10", "http_host"),
             seen_line(T0 + 4, "203.0.113.11", "203.0.113.11", "http_host"),       # an address literal
             seen_line(T0 + 5, "[2001:db8::1]:8080", "2001:db8::1", "http_host"),
-            seen_line(T0 + 6, None, "203.0.113.12", "http_host")]
+            seen_line(T0 + 6, None, "203.0.113.12", "http_host"),
+            seen_line(T0 + 7, "a" * 300 + ".logink.cn", "203.0.113.14", "http_host")]    # no host name
     bad: list = []
     d = DnsMap(skew_s=0, keep=keep, default_ttl_s=300)
     stored = d.observe_lines(recs + [seen_line(T0, 7, "203.0.113.13")], bad)
     assert [(s.addr, s.name, s.via, s.client, s.ttl_s) for s in stored] == [
         ("203.0.113.9", "gateway.logink.cn", "tls_sni", "10.40.1.5", 300.0),
         ("203.0.113.10", "exa.logink.org", "http_host", "10.40.1.5", 300.0)]
-    assert [(i, r) for i, _l, r in bad] == [(7, "malformed_json")] and d.stats["bad_lines"] == 1
+    assert [(i, r) for i, _l, r in bad] == [(8, "malformed_json")] and d.stats["bad_lines"] == 1
     for dt, want in ((-1, None), (0, "gateway.logink.cn"), (300, "gateway.logink.cn"), (301, None)):
         assert d.get("203.0.113.9", int((T0 + dt) * NS)) == want
     hi, lo = K.keys_of(["203.0.113.9", "203.0.113.10", "192.0.2.7"])

@@ -148,11 +148,16 @@ def _dns_names(query: str, answers: list) -> list[str]:
     return [query] + [a for a in answers if isinstance(a, str) and not _is_addr(a)]
 
 
+MAX_NAME = 253     # a host name's longest text (RFC 1035 2.3.4, without the trailing dot)
+
+
 def _first_kept(names: list[str], keep) -> str | None:
-    """The first of ``names`` that ``keep`` keeps (any, without one), lower case, no trailing dot."""
+    """The first of ``names`` that ``keep`` keeps (any, without one), lower case, no trailing dot;
+    a text longer than a host name can be (an HTTP Host of megabytes) is no name."""
     for n in names:
-        if keep is None or keep(n):
-            return n.rstrip(".").lower()
+        n = n.rstrip(".")
+        if len(n) <= MAX_NAME and (keep is None or keep(n)):
+            return n.lower()
     return None
 
 
