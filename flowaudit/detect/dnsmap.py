@@ -52,7 +52,6 @@ from typing import Callable, Iterable
 import numpy as np
 
 from flowaudit.kernels import ipset as _ipset
-from flowaudit.sources.files import open_input   # plain, or gzip as Zeek's rotation leaves it
 from flowaudit.sources.zeek import ZeekLog
 from flowaudit.sources.zeek import log_files as zeek_log_files
 
@@ -259,10 +258,6 @@ class DnsMap:
                 self._observe(rec, stored)
         self._expire()
         return stored
-
-    def observe_file(self, path: str | Path) -> list[DnsAnswer]:
-        with open_input(path) as f:
-            return self.observe_lines(f)
 
     def _observe(self, rec: dict, stored: list) -> None:
         ts = _ts_ns(rec.get("ts"))
