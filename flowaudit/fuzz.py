@@ -327,6 +327,17 @@ def _dns(rng: random.Random, n: int = 300) -> list[bytes]:
             fields = SSL_FIELDS if via == "ssl" else HTTP_FIELDS
             out.append(write_ascii([rec], via, fields) if rng.random() < 0.3 else json.dumps(rec).encode())
             continue
+        if rng.random() < 0.1:              # a Suricata eve.json event (DNS formats 2 and 3, TLS, an alert)
+            et = rng.choice(["dns", "dns", "tls", "alert"])
+            body = {"tls": {"sni": q}, "alert": {"signature": "x"},
+                    "dns": {"version": rng.choice([2, 3]), "type": rng.choice(["answer", "response", "query"]),
+                            "rrname": q, "queries": [{"rrname": q}], "rcode": "NOERROR",
+                            "answers": [{"rrname": q, "rrtype": "A", "ttl": 60, "rdata": f"203.0.113.{rng.randrange(256)}"}],
+                            "grouped": {"A": ["203.0.113.1"], "CNAME": [q]}}}[et]
+            out.append(json.dumps({"timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000000+0000", time.gmtime(t0 + i)),
+                                   "event_type": et, "src_ip": "10.0.0.53", "src_port": 53, "dest_ip": "10.0.0.9",
+                                   "dest_port": 53000, et: body}).encode())
+            continue
         answers, ttls = [], []
         if rng.random() < 0.3:
             answers.append(rng.choice(_DNS_NAMES))
@@ -439,6 +450,7 @@ _TOKENS["scan"] = _TOKENS["edifact"] + _TOKENS["x12"]
 _TOKENS["goflow"] = _TOKENS["json"] + [b'"src_addr":"', b'"proto":"TCP"', b'"bytes":', b"-1", b"1.5"]
 _TOKENS["dns"] = _TOKENS["json"] + [b"\n", b'"answers":[', b'"TTLs":[', b'"ts":', b"1e308", b'"2026-13-45T99:99:99Z"',
                                     b'"server_name":"', b'"host":"', b'"id.resp_h":"', b"#path\tssl", b"[::1]:80",
+                                    b'"event_type":"dns"', b'"rdata":"', b'"grouped":{', b'"sni":"', b'"queries":[',
                                     b"\t", b"#fields\t", b"#separator \\x09", b"(empty)", b"\t-\t", b"\\x2c"]
 _TOKENS["zeek_conn"] = _TOKENS["dns"] + [b'"id.orig_h":"', b'"orig_ip_bytes":', b'"duration":', b"#path\tdns"]
 _TOKENS["pcap"] = [b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x0a\x0d\x0d\x0a", b"\x4d\x3c\x2b\x1a", b"\x08\x00",

@@ -677,7 +677,7 @@ def test_dns_logs_as_zeek_writes_them_by_default(dump, tmp_path):
     audit(dump["dir"] / "flows", "--out", without, "--policy", dump["policy"])
     assert any("no DNS log was read" in c for c in report.build(without)["coverage"]["caveats"])
     for arg, why in ((logs / "2026-03-01" / "conn.06:00:00-07:00:00.log.gz", "conn log, not its dns, ssl or http log"),
-                     (dump["wl"], "a folder without DNS, SSL or HTTP logs")):
+                     (dump["wl"], "a folder without DNS, SSL, HTTP or EVE logs")):
         r = audit(dump["dir"] / "flows", "--out", tmp_path / "x", "--policy", dump["policy"], "--dns", arg, check=2)
         assert why in r.stderr and "Traceback" not in r.stderr and not (tmp_path / "x").exists()
 

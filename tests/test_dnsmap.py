@@ -223,7 +223,7 @@ def test_zeek_ascii_rows_that_fit_no_header_are_bad_lines(tmp_path):
     with pytest.raises(ValueError, match="conn log, not its dns, ssl or http log"):
         log_files([day / "conn.06:00:00-07:00:00.log.gz"])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="without DNS, SSL or HTTP logs"):
+    with pytest.raises(ValueError, match="without DNS, SSL, HTTP or EVE logs"):
         log_files([tmp_path / "empty"])
     with pytest.raises(FileNotFoundError):
         log_files([tmp_path / "missing.log"])
@@ -335,7 +335,65 @@ def test_a_log_is_read_a_record_at_a_time(tmp_path):
             line(T0 + 2, "portal.example.com", ["gateway.logink.cn.", "203.0.113.7"], [60.0, 60.0]),  # a CNAME
             line(T0 + 1, "gateway.logink.cn", [], [], rcode_name="NXDOMAIN"),
             seen_line(T0, "SSL.LOGINK.CN", "203.0.113.10"), seen_line(T0, None, "203.0.113.11"),
-            seen_line(T0, "exa.logink.org", "203.0.113.12", "http_host"), b"{broken"]
+            seen_line(T0, "exa.logink.org", "203.0.113.12", "http_host"), b"{broken",
+            eve("tls", {"sni": "gateway.logink.cn"}, ts="2023-11-14T22:13:21+0000"),     # Suricata: T0 + 1
+            eve("alert", {"signature": "x"})]
     (tmp_path / "dns.log").write_bytes(b"\n".join(recs) + b"\n")
     ats, kept = unit_log(Spec(out=str(tmp_path / "out"), key=b"k" * 32, dns_files=(str(tmp_path / "dns.log"),)), keep)
-    assert [k.rstrip() for k in kept] == [recs[3], recs[1]] and ats.tolist() == [int(T0 * NS), int((T0 + 2) * NS)]
+    assert [k.rstrip() for k in kept] == [recs[3], recs[7], recs[1]]
+    assert ats.tolist() == [int(T0 * NS), int((T0 + 1) * NS), int((T0 + 2) * NS)]
+
+
+def eve(et, body, ts="2023-11-14T22:13:20.000000+0000", src="10.40.1.5", dst="203.0.113.9", sport=51000, dport=443):
+    """A Suricata eve.json event (its header, and the event type's object)."""
+    return json.dumps({"timestamp": ts, "flow_id": 1, "event_type": et, "src_ip": src, "src_port": sport,
+                       "dest_ip": dst, "dest_port": dport, "proto": "TCP", et: body}).encode()
+
+
+def test_suricata_eve_names_addresses_as_zeek_logs_do(tmp_path):
+    """Suricata's eve.json: DNS answers in each of its formats (1: an event an answer; 2: detailed
+    ``answers`` or ``grouped``; 3: ``queries`` and ``answers``), TLS ``sni`` and HTTP ``hostname``
+    name addresses as Zeek's dns, ssl and http logs do; query events and other event types (an
+    alert, a flow) name nothing and are no bad lines; an event without a readable timestamp is."""
+    keep = lambda n: n.rstrip(".").lower().endswith(("logink.cn", "logink.org"))  # noqa: E731
+    lines = [
+        eve("dns", {"type": "query", "rrname": "gateway.logink.cn", "rrtype": "A"}, src="10.40.1.5", dst="10.40.0.53",
+            sport=53000, dport=53),
+        eve("dns", {"type": "answer", "rrname": "gateway.logink.cn", "rrtype": "A", "ttl": 60, "rdata": "203.0.113.1",
+                    "rcode": "NOERROR"}, src="10.40.0.53", dst="10.40.1.5", sport=53, dport=53000),      # format 1
+        eve("dns", {"version": 2, "type": "answer", "rrname": "api.logink.org", "rrtype": "A", "rcode": "NOERROR",
+                    "answers": [{"rrname": "api.logink.org", "rrtype": "A", "ttl": 30, "rdata": "203.0.113.2"}]},
+            src="10.40.0.53", dst="10.40.1.6", sport=53, dport=53001),
+        eve("dns", {"version": 2, "type": "answer", "rrname": "portal.example.com", "rrtype": "A", "rcode": "NOERROR",
+                    "grouped": {"CNAME": ["test.logink.org"], "A": ["203.0.113.3"]}}, src="10.40.0.53", dst="10.40.1.7",
+            sport=53, dport=53002),
+        eve("dns", {"version": 3, "type": "response", "rcode": "NOERROR", "queries": [{"rrname": "jc.logink.org",
+                    "rrtype": "AAAA"}], "answers": [{"rrname": "jc.logink.org", "rrtype": "AAAA", "ttl": 90,
+                                                      "rdata": "2001:db8::4"}]}, src="10.40.0.53", dst="10.40.1.8",
+            sport=53, dport=53003),
+        eve("dns", {"version": 3, "type": "response", "rcode": "NXDOMAIN", "queries": [{"rrname": "x.logink.cn"}]},
+            src="10.40.0.53", dst="10.40.1.8", sport=53, dport=53004),
+        eve("tls", {"subject": "CN=gateway.logink.cn", "sni": "Gateway.Logink.CN", "version": "TLS 1.2"}, dst="203.0.113.5"),
+        eve("http", {"hostname": "exa.logink.org", "url": "/authapi/rest/auth/apply", "http_method": "POST"},
+            dst="203.0.113.6", dport=81),
+        eve("alert", {"signature": "ET POLICY something", "severity": 2}),
+        eve("flow", {"pkts_toserver": 3, "bytes_toserver": 400}),
+        eve("tls", {"subject": "CN=x"}),                                                        # no SNI logged
+        json.dumps({"event_type": "tls", "tls": {"sni": "gateway.logink.cn"}}).encode(),        # no timestamp
+    ]
+    bad: list = []
+    d = DnsMap(skew_s=0, keep=keep, default_ttl_s=300)
+    stored = d.observe_lines(lines, bad)
+    assert [(s.name, s.addr, s.via, s.client, s.ttl_s) for s in stored] == [
+        ("gateway.logink.cn", "203.0.113.1", "dns", "10.40.1.5", 60.0),
+        ("api.logink.org", "203.0.113.2", "dns", "10.40.1.6", 30.0),
+        ("test.logink.org", "203.0.113.3", "dns", "10.40.1.7", 300.0),      # grouped: no TTL, the default
+        ("jc.logink.org", "2001:db8::4", "dns", "10.40.1.8", 90.0),
+        ("gateway.logink.cn", "203.0.113.5", "tls_sni", "10.40.1.5", 300.0),
+        ("exa.logink.org", "203.0.113.6", "http_host", "10.40.1.5", 300.0)]
+    assert [(i, r) for i, _l, r in bad] == [(11, "malformed_json")]
+    assert d.stats["lines"] == 12 and d.last_log == "suricata"
+    # a folder gives its eve files beside Zeek's logs
+    (tmp_path / "eve.json").write_bytes(b"\n".join(lines[:-1]) + b"\n")
+    (tmp_path / "stats.log").write_bytes(b"")
+    assert log_files([tmp_path]) == [str(tmp_path / "eve.json")]

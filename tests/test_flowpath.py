@@ -3,6 +3,7 @@ one batch through StreamService.handle, into the partition writers."""
 from __future__ import annotations
 
 import struct
+import time
 
 import numpy as np
 import orjson
@@ -378,13 +379,14 @@ def test_dns_messages_in_zeek_ascii(tmp_path):
 
 
 def test_dns_topic_takes_tls_server_names_and_http_hosts(tmp_path):
-    """A dns topic also takes Zeek's ssl.log and http.log records: a connection that named a
-    watchlisted host names its responder (a TLS_SNI / HTTP_HOST row, rule name_seen), and a flow
-    from a Zeek conn topic to it is that platform's, seen as TLS_SNI; the messages are zeek-ssl
-    and zeek-http.  A server name that is no text quarantines its message."""
-    from .test_dnsmap import seen_line, zeek_ascii
+    """A dns topic also takes Zeek's ssl.log and http.log records and Suricata's eve.json events: a
+    connection that named a watchlisted host names its responder (a TLS_SNI / HTTP_HOST row, rule
+    name_seen), and a flow from a Zeek conn topic to it is that platform's, seen as TLS_SNI; the
+    messages are zeek-ssl, zeek-http, suricata-tls (suricata-eve: an event that names nothing).  A
+    server name that is no text quarantines its message."""
+    from .test_dnsmap import eve, seen_line, zeek_ascii
 
-    svc = service(tmp_path, {"zeek.ssl": "dns", "zeek.http": "dns", "zeek.conn": "zeek_conn"})
+    svc = service(tmp_path, {"zeek.ssl": "dns", "zeek.http": "dns", "zeek.conn": "zeek_conn", "suricata.eve": "dns"})
     t = T0_MS / 1000
     ssl = zeek_ascii([orjson.loads(seen_line(t - 1, "gateway.logink.cn", "198.51.100.7"))], "ssl")
     http = seen_line(t - 1, "exa.logink.org:81", "198.51.100.9", "http_host")
@@ -392,17 +394,23 @@ def test_dns_topic_takes_tls_server_names_and_http_hosts(tmp_path):
             "id.resp_p": 443, "proto": "tcp", "duration": 1.5, "orig_pkts": 12, "orig_ip_bytes": 9000,
             "resp_pkts": 0, "resp_ip_bytes": 0}
     rows = [("zeek.ssl", 0, None, ssl), ("zeek.ssl", 1, None, seen_line(t, ["x"], "198.51.100.8")),
-            ("zeek.http", 0, None, http), ("zeek.conn", 0, None, orjson.dumps(conn))]
-    svc.handle(batch_of(svc, rows), np.array([0, 1, 0, 0]), [("zeek.ssl", 0), ("zeek.http", 0), ("zeek.conn", 0)], 0.0)
+            ("zeek.http", 0, None, http), ("zeek.conn", 0, None, orjson.dumps(conn)),
+            ("suricata.eve", 0, None, eve("tls", {"sni": "api.logink.org"}, ts=time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime(t)),
+                                          dst="198.51.100.10")),
+            ("suricata.eve", 1, None, eve("alert", {"signature": "x"}))]
+    svc.handle(batch_of(svc, rows), np.array([0, 1, 0, 0, 0, 1]),
+               [("zeek.ssl", 0), ("zeek.http", 0), ("zeek.conn", 0), ("suricata.eve", 0)], 0.0)
     svc.flush_all()
     tr = read_dataset(svc.root, "transfers").to_pylist()
     assert sorted((t["source"], t["seen_where"], t["rule"], t["indicator"], t["dst_addr"], t["bytes"]) for t in tr) == [
+        ("suricata.eve", "TLS_SNI", "name_seen", "api.logink.org", "198.51.100.10", None),
         ("zeek.conn", "TLS_SNI", "watchlist", "gateway.logink.cn", "198.51.100.7", 9000),
         ("zeek.http", "HTTP_HOST", "name_seen", "exa.logink.org", "198.51.100.9", None),
         ("zeek.ssl", "TLS_SNI", "name_seen", "gateway.logink.cn", "198.51.100.7", None)]
     msgs = read_dataset(svc.root, "messages").to_pylist()
     assert sorted((m["source"], m["offset"], m["msg_type"]) for m in msgs) == [
-        ("zeek.conn", 0, "zeek-conn"), ("zeek.http", 0, "zeek-http"), ("zeek.ssl", 0, "zeek-ssl")]
+        ("suricata.eve", 0, "suricata-tls"), ("suricata.eve", 1, "suricata-eve"), ("zeek.conn", 0, "zeek-conn"),
+        ("zeek.http", 0, "zeek-http"), ("zeek.ssl", 0, "zeek-ssl")]
     assert [(q["source"], q["offset"], q["reason"]) for q in read_dataset(svc.root, "quarantine").to_pylist()] == [
         ("zeek.ssl", 1, "malformed_json")]
 

@@ -129,8 +129,9 @@ def add_parser(sub) -> None:
                    help="message format (edifact, x12, xml, json, flat, auto) for every topic or one topic (repeatable; "
                    "default: detected per message)")
     p.add_argument("--dns", action="append", metavar="FILE", help="Zeek dns.log, ssl.log or http.log (JSON lines or "
-                   "Zeek's tab-separated log, plain or gzip; a folder gives its files named dns*, ssl* and http*, e.g. "
-                   "Zeek's dated archive): DNS answers, TLS server names (SNI) and HTTP Hosts name the flows' "
+                   "Zeek's tab-separated log, plain or gzip), or Suricata's eve.json; a folder gives its files named "
+                   "dns*, ssl*, http* and eve*, e.g. Zeek's dated archive: DNS answers, TLS server names (SNI) and "
+                   "HTTP Hosts name the flows' "
                    "addresses (watchlisted domains) and add DNS_ANSWER, TLS_SNI and HTTP_HOST transfers (repeatable)")
     p.add_argument("--on-bad-input", choices=("fail", "skip"), default="fail",
                    help="a file that cannot be read or fits no layout: fail (exit 2, default) or skip it, named in "

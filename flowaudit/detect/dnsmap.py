@@ -2,6 +2,9 @@
 by the names Zeek saw on connections: the TLS server name (SNI) of ``ssl.log`` and the HTTP
 ``Host`` of ``http.log`` (JSON lines, or Zeek's default tab-separated ASCII log:
 :mod:`flowaudit.sources.zeek`; gzip-rotated files: :func:`flowaudit.sources.files.open_input`).
+Suricata's ``eve.json`` gives the same three: its ``dns`` answers (formats 1, 2 detailed or
+grouped, and 3), ``tls`` events' ``sni`` and ``http`` events' ``hostname``; its other events (alerts,
+flows, stats ...) are records that name nothing (:func:`eve_record`).
 
 A flow to an address that recently resolved from ``gateway.logink.cn`` is attributed to LOGINK
 even though no IP is configured.  Time is **record time** (the ``ts`` of the DNS answers, the
@@ -95,7 +98,11 @@ def _ts_ns(v) -> int | None:
 def record_via(rec: dict) -> str | None:
     """Which of Zeek's logs a record is from, by its fields (a JSON line carries no ``#path``):
     ``dns`` (a ``query``), ``tls_sni`` (ssl.log: ``server_name``, ``cipher`` or ``established``),
-    ``http_host`` (http.log: ``method``, ``host`` or ``trans_depth``), or None."""
+    ``http_host`` (http.log: ``method``, ``host`` or ``trans_depth``), or None; a Suricata event
+    says it itself (:func:`eve_record`; ``other``: an event that names nothing)."""
+    via = rec.get("_via")
+    if via is not None:
+        return via if via in _EVE_VIAS else None
     if "query" in rec:
         return "dns"
     if "server_name" in rec or "cipher" in rec or "established" in rec:
@@ -106,14 +113,58 @@ def record_via(rec: dict) -> str | None:
 
 
 _NAME_FIELD = {"dns": "query", "tls_sni": "server_name", "http_host": "host"}
+_EVE_VIAS = ("dns", "tls_sni", "http_host", "other")
+
+
+def eve_record(rec: dict) -> dict | None:
+    """A Suricata ``eve.json`` event as the Zeek record it stands for (``_via`` says which), or None
+    when ``rec`` is no eve event.  ``dns``: the answer events of format 1 (one per answer:
+    ``rrname``, ``rdata``, ``ttl``), 2 (``answers`` with ``rdata`` and ``ttl``, or ``grouped`` by
+    type, no TTLs) and 3 (``queries`` and ``answers``, ``type`` ``response``); its client is the
+    side not on port 53.  ``tls``: ``sni`` (logged with ``extended: yes``, Suricata's default
+    eve configuration); ``http``: ``hostname``; the client is ``src_ip``, the server ``dest_ip``.
+    A query event, and every other event type, names nothing (``_via`` ``other``)."""
+    et = rec.get("event_type")
+    if not isinstance(et, str):
+        return None
+    out = {"_via": "other", "ts": rec.get("timestamp")}
+    body = rec.get(et)
+    if not isinstance(body, dict):
+        return out
+    src, dst = rec.get("src_ip"), rec.get("dest_ip")
+    if et == "tls" and body.get("sni") is not None:
+        out.update({"_via": "tls_sni", "server_name": body["sni"], "id.orig_h": src, "id.resp_h": dst})
+    elif et == "http" and body.get("hostname") is not None:
+        out.update({"_via": "http_host", "host": body["hostname"], "id.orig_h": src, "id.resp_h": dst})
+    elif et == "dns" and body.get("type") in ("answer", "response"):
+        qs = body.get("queries")
+        query = body.get("rrname") if not isinstance(qs, list) else (qs[0].get("rrname") if qs and isinstance(qs[0], dict) else None)
+        answers, ttls = [], []
+        if isinstance(body.get("answers"), list):                       # formats 2 (detailed) and 3
+            for a in body["answers"]:
+                if isinstance(a, dict) and isinstance(a.get("rdata"), str):
+                    answers.append(a["rdata"])
+                    ttls.append(a.get("ttl"))
+        elif isinstance(body.get("grouped"), dict):                     # format 2, grouped: no TTLs
+            g = body["grouped"]
+            answers = [x for t in ("CNAME", "A", "AAAA") if isinstance(g.get(t), list) for x in g[t]]
+        elif isinstance(body.get("rdata"), str):                        # format 1: an event an answer
+            answers, ttls = [body["rdata"]], [body.get("ttl")]
+        client = dst if rec.get("src_port") == 53 else src
+        out.update({"_via": "dns", "query": query, "answers": answers, "TTLs": ttls,
+                    "rcode_name": body.get("rcode"), "id.orig_h": client})
+    return out
 
 
 def _check(rec) -> dict:
     if not isinstance(rec, dict):
         raise ValueError("not a JSON object")
+    rec = eve_record(rec) or rec
     via = record_via(rec) if _ts_ns(rec.get("ts")) is not None else None
     if via is None:
         raise ValueError("no readable ts, or no DNS, TLS or HTTP record")
+    if via == "other":
+        return rec
     name = rec.get(_NAME_FIELD[via])
     # a DNS record needs its query; a TLS or HTTP record without a name (no SNI, an HTTP/1.0
     # request) is a record that names nothing
@@ -126,6 +177,7 @@ def _check(rec) -> dict:
 _TYPES = {"ts": "time", "rtt": "interval", "answers": "vector[string]", "TTLs": "vector[interval]",
           "resumed": "bool", "established": "bool", "trans_depth": "count"}
 KINDS = ("dns", "ssl", "http")     # the Zeek logs (their #path) that name addresses
+PREFIXES = KINDS + ("eve",)        # the files of a folder read for names: Zeek's, and Suricata's eve.json
 
 
 def dns_log() -> ZeekLog:
@@ -137,9 +189,9 @@ def dns_log() -> ZeekLog:
 
 
 def log_files(paths: Iterable[str | Path]) -> list[str]:
-    """The name logs named by ``paths`` (files, or folders of Zeek's logs: their ``dns*``,
-    ``ssl*`` and ``http*`` files); :func:`flowaudit.sources.zeek.log_files`."""
-    return zeek_log_files(paths, KINDS)
+    """The name logs named by ``paths`` (files, or folders of Zeek's or Suricata's logs: their
+    ``dns*``, ``ssl*``, ``http*`` and ``eve*`` files); :func:`flowaudit.sources.zeek.log_files`."""
+    return zeek_log_files(paths, KINDS, PREFIXES)
 
 
 def _dns_names(query: str, answers: list) -> list[str]:
@@ -164,6 +216,8 @@ def names_watched(rec: dict, keep) -> bool:
     """Whether a record (as :func:`dns_log` reads it) names something ``keep`` keeps: what a map with
     that ``keep`` could store from it (a reader holding only those records in memory)."""
     via = record_via(rec)
+    if via == "other":
+        return False
     if via == "dns":
         q, answers = rec.get("query"), rec.get("answers")
         return (isinstance(q, str) and isinstance(answers, list) and rec.get("rcode_name") in (None, "NOERROR")
@@ -208,6 +262,7 @@ class DnsMap:
         self.now_ns = 0
         self.span: list[int] | None = None   # [first, last] record time of the records observed (a caller may reset it)
         self.last_via: str | None = None     # the kind of the last record of the last observe_lines call
+        self.last_log = "zeek"               # and whose log it was (zeek, suricata)
         self.stats = {"lines": 0, "bad_lines": 0, "answers": 0, "stored": 0, "evicted": 0, "expired": 0}
         self._arrays = None
 
@@ -253,6 +308,7 @@ class DnsMap:
         self.stats["lines"] += n_good + n_bad
         self.stats["bad_lines"] += n_bad
         self.last_via = record_via(last) if last is not None else None
+        self.last_log = "suricata" if last is not None and "_via" in last else "zeek"
         if whole and not n_bad:
             for rec in recs:
                 self._observe(rec, stored)
@@ -265,6 +321,8 @@ class DnsMap:
         if ts is None or via is None:   # (record() checked them)
             return
         self.span = [ts, ts] if self.span is None else [min(self.span[0], ts), max(self.span[1], ts)]
+        if via == "other":
+            return
         if via != "dns":
             self._observe_name(rec, ts, via, stored)
             return

@@ -138,20 +138,21 @@ def _or(kinds) -> str:
     return " or ".join(kinds) if len(kinds) < 3 else ", ".join(kinds[:-1]) + " or " + kinds[-1]
 
 
-def log_files(paths: Iterable[str | Path], kind: str | tuple) -> list[str]:
+def log_files(paths: Iterable[str | Path], kind: str | tuple, prefixes: tuple = ()) -> list[str]:
     """The Zeek ``kind`` log files named by ``paths`` (a tuple: of any of those kinds): a file as
     given; a folder (Zeek's log folder, its dated archive folders) gives every file under it whose
-    name starts with a kind (``dns.log``, ``dns.00:00:00-01:00:00.log.gz``), in name order.  A
-    missing path raises FileNotFoundError; a folder without such files, or a Zeek ASCII log of
-    another kind (``#path conn`` where ``dns`` is wanted) raises ValueError naming it."""
+    name starts with a kind, or one of ``prefixes`` (``dns.log``, ``dns.00:00:00-01:00:00.log.gz``),
+    in name order.  A missing path raises FileNotFoundError; a folder without such files, or a Zeek
+    ASCII log of another kind (``#path conn`` where ``dns`` is wanted) raises ValueError naming it."""
     kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+    names = prefixes or kinds
     out: list[str] = []
     for p in map(Path, paths):
         if p.is_dir():
-            got = sorted({str(f) for k in kinds for f in p.rglob(f"{k}*") if f.is_file()})
+            got = sorted({str(f) for k in names for f in p.rglob(f"{k}*") if f.is_file()})
             if not got:
-                raise ValueError(f"{p}: a folder without {_or([k.upper() for k in kinds])} logs "
-                                 f"(files named {_or([k + '*' for k in kinds])})")
+                raise ValueError(f"{p}: a folder without {_or([k.upper() for k in names])} logs "
+                                 f"(files named {_or([k + '*' for k in names])})")
             out.extend(got)
         elif p.exists():
             out.append(str(p))
