@@ -342,6 +342,11 @@ def test_a_log_is_read_a_record_at_a_time(tmp_path):
     ats, kept = unit_log(Spec(out=str(tmp_path / "out"), key=b"k" * 32, dns_files=(str(tmp_path / "dns.log"),)), keep)
     assert [k.rstrip() for k in kept] == [recs[3], recs[7], recs[1]]
     assert ats.tolist() == [int(T0 * NS), int((T0 + 1) * NS), int((T0 + 2) * NS)]
+    # the audit's driver gathers the same records as it reads the log for its rows (its units then
+    # take them from memory: seed_dns_log)
+    watched: list = []
+    DnsMap(keep=keep).observe_lines((tmp_path / "dns.log").read_bytes().splitlines(keepends=True), watched=watched)
+    assert sorted(watched) == list(zip(ats.tolist(), kept))
 
 
 def eve(et, body, ts="2023-11-14T22:13:20.000000+0000", src="10.40.1.5", dst="203.0.113.9", sport=51000, dport=443):

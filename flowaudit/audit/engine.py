@@ -364,14 +364,14 @@ def _dns_answers(out: Path, spec: Spec, det) -> tuple[int, list]:
     from ..protect import Protector
     from ..quarantine import lines_table
     from ..sources.files import GZIP_ERRORS, open_input
-    from .work import _in_range, write_tables
+    from .work import _in_range, seed_dns_log, write_tables
 
     h = hashlib.sha256()
     for f in spec.dns_files:           # (in pieces: a day's DNS or HTTP log is gigabytes)
         with open(f, "rb") as fh:
             for piece in iter(lambda: fh.read(1 << 20), b""):
                 h.update(piece)
-    bad, logs = 0, []
+    bad, logs, watched = 0, [], []
     names = [Path(f).name for f in spec.dns_files]
     for f in spec.dns_files:
         stem = re.sub(r"[^A-Za-z0-9._-]", "-", Path(f).stem)[:40]
@@ -382,7 +382,7 @@ def _dns_answers(out: Path, spec: Spec, det) -> tuple[int, list]:
         lines, det.dns.span = det.dns.stats["lines"], None
         try:
             with open_input(f) as fh:
-                t = det.observe_dns(fh, source=f, bad=misfits)
+                t = det.observe_dns(fh, source=f, bad=misfits, watched=watched)
         except GZIP_ERRORS as e:    # a damaged gzip stream
             raise AuditError(f"--dns {f}: not readable ({e})") from None
         span = det.dns.span or [None, None]
@@ -399,6 +399,7 @@ def _dns_answers(out: Path, spec: Spec, det) -> tuple[int, list]:
             tables["quarantine"] = (q, np.full(len(misfits), -1, np.int64))
             bad += len(misfits)
         write_tables(out, name, tables, spec)
+    seed_dns_log(spec, watched)     # the units of this process read the watched records from memory
     return bad, logs
 
 

@@ -97,25 +97,24 @@ def dns_log(spec: Spec, keep) -> tuple[np.ndarray, list]:
     with _TOOLS_LOCK:
         got = _DNS.get(spec.digest)        # (the digest covers the logs and the watchlist)
         if got is None:
-            from ..detect.dnsmap import _ts_ns, names_watched
-            from ..detect.dnsmap import dns_log as reader
+            from ..detect.dnsmap import DnsMap
             from ..sources.files import open_input
 
-            rows = []
+            rows: list = []
             for f in spec.dns_files:
-                log = reader()
                 with open_input(f) as fh:
-                    for line in fh:
-                        try:
-                            rec = log.record(line)
-                        except ValueError:
-                            continue
-                        if rec is not None and names_watched(rec, keep):
-                            rows.append((_ts_ns(rec["ts"]), line if line.lstrip().startswith(b"{")
-                                         else orjson.dumps(rec)))
-            rows.sort(key=lambda r: r[0])
-            got = _DNS[spec.digest] = (np.array([r[0] for r in rows], np.int64), [r[1] for r in rows])
+                    DnsMap(1, keep=keep).observe_lines(fh, watched=rows)
+            got = seed_dns_log(spec, rows)
         return got
+
+
+def seed_dns_log(spec: Spec, rows: list) -> tuple[np.ndarray, list]:
+    """:func:`dns_log`'s answer from ``(record time ns, JSON line)`` rows of the watched records
+    (the driver gathers them as it reads the logs, so that the units in its process do not read
+    them again)."""
+    rows = sorted(rows, key=lambda r: r[0])
+    got = _DNS[spec.digest] = (np.array([r[0] for r in rows], np.int64), [r[1] for r in rows])
+    return got
 
 
 # ------------------------------------------------------------------------------ reading

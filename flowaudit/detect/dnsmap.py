@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
+import orjson
 
 from flowaudit.kernels import ipset as _ipset
 from flowaudit.sources.zeek import ZeekLog
@@ -227,6 +228,14 @@ def names_watched(rec: dict, keep) -> bool:
     return name is not None and _first_kept([name], keep) is not None
 
 
+def json_line(line: bytes | str, rec: dict) -> bytes:
+    """A record's line as a JSON line (that of a JSON log as it is; a Zeek ASCII row as the JSON
+    line Zeek would have written), to be read again without its log's header."""
+    if isinstance(line, str):
+        line = line.encode()
+    return line if line.lstrip().startswith(b"{") else orjson.dumps(rec)
+
+
 def _host(name: str, via: str) -> str | None:
     """The name a TLS server name or HTTP Host gives (lower case, no port or trailing dot); None
     for an address literal or nothing."""
@@ -271,7 +280,7 @@ class DnsMap:
 
     # ---------------------------------------------------------------------------- input
     def observe_lines(self, lines: Iterable[bytes | str], bad: list | None = None, *,
-                      whole: bool = False) -> list[DnsAnswer]:
+                      whole: bool = False, watched: list | None = None) -> list[DnsAnswer]:
         """Consume a Zeek dns.log's lines (a file's lines or a Kafka message value's): JSON
         lines, or Zeek's ASCII format after its header lines (:func:`dns_log`).
 
@@ -281,6 +290,8 @@ class DnsMap:
         ``whole``: the lines are one unit (a Kafka message) that is quarantined whole when a line
         is bad, so then none of its records is taken into the map either.  Otherwise each record
         goes into the map as it is read: a log of any size is read in bounded memory.
+        ``watched``: each record that names a host ``keep`` keeps is appended to it as
+        ``(record time ns, its JSON line)`` (:func:`json_line`; the audit's units read those again).
         """
         stored: list[DnsAnswer] = []
         log = dns_log()
@@ -301,6 +312,8 @@ class DnsMap:
                 continue
             n_good += 1
             last = rec
+            if watched is not None and names_watched(rec, self.keep):
+                watched.append((_ts_ns(rec["ts"]), json_line(line, rec)))
             if whole:
                 recs.append(rec)
             else:

@@ -260,14 +260,15 @@ class EgressDetector:
 
     # ---------------------------------------------------------------------------- DNS
     def observe_dns(self, lines: Iterable[bytes | str], *, source: str = "-", partition=-1,
-                    offset=None, bad: list | None = None, whole: bool = False) -> pa.Table:
+                    offset=None, bad: list | None = None, whole: bool = False,
+                    watched: list | None = None) -> pa.Table:
         """Feed a Zeek dns.log's, ssl.log's or http.log's lines (a file's lines or a Kafka value's)
         into the map; returns a row per answer for a watchlisted name (``DNS_ANSWER``, rule
         ``dns_lookup``) and per connection that named one (``TLS_SNI`` / ``HTTP_HOST``, rule
         ``name_seen``).  ``bad``: the lines that are no such record
-        are appended to it; ``whole``: one bad line keeps every line out of the map
-        (:meth:`DnsMap.observe_lines`)."""
-        answers = self.dns.observe_lines(lines, bad, whole=whole)
+        are appended to it; ``whole``: one bad line keeps every line out of the map; ``watched``:
+        the records that name a watched host (:meth:`DnsMap.observe_lines`)."""
+        answers = self.dns.observe_lines(lines, bad, whole=whole, watched=watched)
         wl = self.watchlist
         pol = self.policy
         if not answers:
