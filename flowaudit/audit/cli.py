@@ -98,8 +98,8 @@ def add_parser(sub) -> None:
         "archives (flat Kafka Connect layout, Redpanda's Iceberg key-value layout, or --map), flow archives "
         "(flowaudit's flows dataset, goflow2 columns) and flowaudit output roots (a retro-hunt: the classified "
         "data is carried over; the stored flows, the interchange recipients (by keyed hash) and, with --dns, the "
-        "DNS lookups and the names seen on connections are matched again with today's watchlist, carried matches of indicators it no longer "
-        "lists are dropped, and the rest graded by today's watchlist and policy). Writes the usual datasets and the findings under ROOT with deterministic names: a re-run or a run after Ctrl-C / kill -9 resumes and duplicates nothing. "
+        "DNS lookups and the names seen on connections are matched again with today's watchlist, carried "
+        "matches of indicators it no longer lists are dropped, and the rest graded by today's watchlist and policy). Writes the usual datasets and the findings under ROOT with deterministic names: a re-run or a run after Ctrl-C / kill -9 resumes and duplicates nothing. "
         "Exit 0, 1 with --fail-on when a finding reaches that severity, 2 on a usage error or a bad input "
         "(--on-bad-input fail), 130 when interrupted.",
         epilog="example: flowaudit synth --dump /tmp/dump && flowaudit audit /tmp/dump/flat /tmp/dump/flows "
@@ -131,8 +131,8 @@ def add_parser(sub) -> None:
     p.add_argument("--dns", action="append", metavar="FILE", help="Zeek dns.log, ssl.log or http.log (JSON lines or "
                    "Zeek's tab-separated log, plain or gzip), or Suricata's eve.json; a folder gives its files named "
                    "dns*, ssl*, http* and eve*, e.g. Zeek's dated archive: DNS answers, TLS server names (SNI) and "
-                   "HTTP Hosts name the flows' "
-                   "addresses (watchlisted domains) and add DNS_ANSWER, TLS_SNI and HTTP_HOST transfers (repeatable)")
+                   "HTTP Hosts name the flows' addresses (watchlisted domains) and add DNS_ANSWER, TLS_SNI and "
+                   "HTTP_HOST transfers (repeatable)")
     p.add_argument("--on-bad-input", choices=("fail", "skip"), default="fail",
                    help="a file that cannot be read or fits no layout: fail (exit 2, default) or skip it, named in "
                    "the summary, the manifest and the report")

@@ -138,8 +138,11 @@ def eve_record(rec: dict) -> dict | None:
     elif et == "http" and body.get("hostname") is not None:
         out.update({"_via": "http_host", "host": body["hostname"], "id.orig_h": src, "id.resp_h": dst})
     elif et == "dns" and body.get("type") in ("answer", "response"):
-        qs = body.get("queries")
-        query = body.get("rrname") if not isinstance(qs, list) else (qs[0].get("rrname") if qs and isinstance(qs[0], dict) else None)
+        qs = body.get("queries")                                        # format 3
+        if isinstance(qs, list):
+            query = qs[0].get("rrname") if qs and isinstance(qs[0], dict) else None
+        else:
+            query = body.get("rrname")
         answers, ttls = [], []
         if isinstance(body.get("answers"), list):                       # formats 2 (detailed) and 3
             for a in body["answers"]:

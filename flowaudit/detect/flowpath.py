@@ -34,7 +34,10 @@ log = logging.getLogger(__name__)
 KIND_NETFLOW, KIND_GOFLOW, KIND_DNS, KIND_ZEEK_CONN = "netflow", "goflow", "dns", "zeek_conn"
 KINDS = (KIND_NETFLOW, KIND_GOFLOW, KIND_DNS, KIND_ZEEK_CONN)
 _VERSION_NAMES = {5: "v5", 9: "v9", 10: "ipfix"}
-_NAME_LOG = {"dns": "dns", "tls_sni": "ssl", "http_host": "http", "other": "eve"}   # a dns topic's message type: its records' log
+# a dns topic's message type: the log of its (last) record
+_NAME_MTYPE = {"zeek": {"dns": "zeek-dns", "tls_sni": "zeek-ssl", "http_host": "zeek-http"},
+               "suricata": {"dns": "suricata-dns", "tls_sni": "suricata-tls", "http_host": "suricata-http",
+                            "other": "suricata-eve"}}
 # restart snapshot (FlowPath.state / restore): magic, format version, crc32 and length of the
 # zlib-compressed payload; the payload is a JSON header then raw little-endian array bytes
 STATE_MAGIC = b"FAFPSTAT"
@@ -376,9 +379,7 @@ class FlowPath:
             t = self.egress.observe_dns(value.splitlines(), source=sub.sources[int(sub.source_idx[i])],
                                         partition=int(sub.partition[i]), offset=int(sub.offset[i]), bad=bad,
                                         whole=True)
-            dns = self.egress.dns
-            log = _NAME_LOG.get(dns.last_via, "dns")
-            mtypes[i] = f"{dns.last_log}-{'tls' if dns.last_log == 'suricata' and log == 'ssl' else log}"
+            mtypes[i] = _NAME_MTYPE[self.egress.dns.last_log].get(self.egress.dns.last_via, "zeek-dns")
             if bad:
                 status[i] = 1
                 reasons[i] = bad[0][2]      # malformed_json, or format_mismatch (a Zeek ASCII row)

@@ -660,9 +660,9 @@ def _coverage(root: Path, manifest: dict) -> tuple[dict, dict, dict]:
                        "written from other sources")
     dns_logs = manifest.get("dns_logs")
     if flows.rows and dns_logs == []:      # an audit that recorded reading no DNS log
-        caveats.append("no DNS log was read (audit --dns; Zeek's dns, ssl or http logs): a flow reached a platform "
-                       "only where the watchlist lists its address; flows to the addresses its names resolved to "
-                       "were not attributed")
+        caveats.append("no DNS log was read (audit --dns: Zeek's dns, ssl or http logs, Suricata's eve.json): a flow "
+                       "reached a platform only where the watchlist lists its address; flows to the addresses its "
+                       "names resolved to were not attributed")
     coverage = {
         "datasets_present": present,
         "inputs": {"recorded": bool(inputs), "count": len(inputs), "by_status": dict(sorted(by_status.items())),

@@ -45,14 +45,15 @@ def _value(t: str, v: bytes):
 
 class ZeekLog:
     """The records of one Zeek log of kind ``kind`` (its ``#path``: ``dns``, ``conn``; a tuple:
-    a log of any of those kinds), a line at a time.  ``check(record)`` returns the record or raises ValueError (what the caller needs of
-    it); ``types`` gives a field's type where a log has ``#fields`` but no ``#types`` line.
+    a log of any of those kinds), a line at a time.  ``check(record)`` returns the record (or what
+    it stands for) or raises ValueError (what the caller needs of it); ``types`` gives a field's
+    type where a log has ``#fields`` but no ``#types`` line.
 
     :meth:`record` returns None for a blank or header line, raises ValueError for a line that is
     no record; :attr:`reason` then names the quarantine reason (``malformed_json``, or
     ``format_mismatch`` for a row that does not fit its header or is another Zeek log's)."""
 
-    def __init__(self, kind: str, check: Callable[[dict], dict], types: dict | None = None):
+    def __init__(self, kind: str | tuple, check: Callable[[dict], dict], types: dict | None = None):
         self.kinds = (kind,) if isinstance(kind, str) else tuple(kind)
         self.check, self.default_types = check, types or {}
         self.sep, self.set_sep, self.empty, self.unset = b"\t", b",", b"(empty)", b"-"
