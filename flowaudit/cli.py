@@ -23,7 +23,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--group", metavar="ID", help="consumer group id [env FLOWAUDIT_KAFKA_GROUP_ID]")
     p.add_argument("--topics", metavar="T=FMT,...",
                    help="topics and their formats (edifact, x12, xml, json, flat, auto; telemetry: netflow, goflow, "
-                   "zeek_conn, dns: Zeek's dns, ssl or http log records, Suricata's eve.json) "
+                   "zeek_conn: Zeek conn or Suricata eve flows; dns: Zeek's dns, ssl or http log records, Suricata's "
+                   "eve.json) "
                    "[env FLOWAUDIT_KAFKA_TOPICS]")
     p.add_argument("--root", type=out_path("folder"), metavar="DIR",
                    help="Parquet output root [env FLOWAUDIT_SINK_ROOT]")

@@ -83,7 +83,7 @@ class KafkaSettings:
     # "netflow" (export datagrams keyed by exporter, as `flowaudit collect` produces them),
     # "goflow" (goflow2 JSON flows), "dns" (Zeek dns.log, ssl.log or http.log records, or Suricata eve.json
     # events: DNS answers, TLS server names and HTTP Hosts name the flows' addresses), "zeek_conn" (Zeek
-    # conn.log records, as flows)
+    # conn.log records, or Suricata eve.json flow events, as flows)
     topics: dict = field(default_factory=lambda: dict(DEFAULT_TOPICS))
     auto_offset_reset: str = "earliest"
     session_timeout_ms: int = 6000

@@ -88,7 +88,7 @@ QUARANTINE = pa.schema(_PROVENANCE + _KEY + [
 # IPv6 RFC 5952); counters are as exported (raw), with the sampling interval beside them.
 FLOWS = pa.schema(_PROVENANCE + [
     pa.field("exporter", _dict, nullable=False),          # exporter address (from the Kafka key / UDP source)
-    pa.field("version", pa.uint8(), nullable=False),      # 5, 9 or 10 (IPFIX); 0: goflow2 sFlow, Zeek conn
+    pa.field("version", pa.uint8(), nullable=False),      # 5, 9 or 10 (IPFIX); 0: goflow2 sFlow, Zeek conn, Suricata
     pa.field("obs_domain", pa.uint32(), nullable=False),  # v9 source id / IPFIX observation domain (v5: engine)
     pa.field("template_id", pa.uint16(), nullable=False), # 0 for v5
     pa.field("src_addr", pa.string(), nullable=False),

@@ -117,14 +117,15 @@ def decode_json_lines(paths):
 
 
 def _zeek_conn_name(name: str) -> bool:
-    """Zeek's names for its conn log: ``conn.log``, rotated ``conn.06:00:00-07:00:00.log.gz``."""
-    return name.startswith("conn.") and ".log" in name
+    """Zeek's names for its conn log: ``conn.log``, rotated ``conn.06:00:00-07:00:00.log.gz``;
+    and Suricata's ``eve.json`` (its flow events), rotated ``eve.json.1``, ``eve-2026-03-01.json.gz``."""
+    return (name.startswith("conn.") and ".log" in name) or (name.startswith("eve") and ".json" in name)
 
 
 def decode_zeek_conn(paths):
-    """Zeek ``conn.log`` files (JSON lines or Zeek's ASCII log, gzip or not) -> (FLOWS table,
-    connections read, the lines that are no connection as (file index, line index, line,
-    quarantine reason)).  Each connection gives the originator's
+    """Zeek ``conn.log`` files (JSON lines or Zeek's ASCII log, gzip or not) and Suricata
+    ``eve.json`` files (their flow and netflow events) -> (FLOWS table, connections read, the lines
+    that are no connection as (file index, line index, line, quarantine reason)).  Each connection gives the originator's
     flow and, when the responder sent any, the responder's (:func:`zeek_conn_flows`); ``offset``
     is the line's index in its file, ``exporter`` ``zeek`` (or the record's ``_node_name``)."""
     from .decode.netflow import decode_goflow_json, zeek_conn_flows, zeek_conn_log
@@ -141,13 +142,20 @@ def decode_zeek_conn(paths):
             continue
         if rec is None:
             continue
-        records += 1
-        for flow in zeek_conn_flows(rec):
+        flows = zeek_conn_flows(rec)
+        records += bool(flows)          # (a Suricata event that is no flow is none)
+        for flow in flows:
             values.append(flow)
             sidx.append(fi)
             offs.append(i)
     table, _status = decode_goflow_json(values, [Path(p).name for p in paths], sidx, None, offs)
     return table, records, rejects
+
+
+def _conn_label(paths) -> str:
+    eve = sum(Path(p).name.startswith("eve") for p in paths)
+    return ("Zeek conn logs" if not eve else "Suricata eve.json" if eve == len(paths)
+            else "Zeek conn logs and Suricata eve.json")
 
 
 def _protector(quarantine_file: str):
@@ -171,7 +179,7 @@ def cmd_flows(args) -> int:
                            if (f.name.endswith(CAPTURE_NAMES) or _zeek_conn_name(f.name)) and f.is_file())
             if not found:
                 print(f"flowaudit flows: {p}: a folder without capture files ({', '.join(CAPTURE_SUFFIXES)}, "
-                      f"gzip or not) or Zeek conn logs", file=sys.stderr)
+                      f"gzip or not), Zeek conn logs or Suricata eve.json files", file=sys.stderr)
                 return 2
             inputs += found
         elif not Path(p).is_file():
@@ -242,7 +250,7 @@ def cmd_flows(args) -> int:
                  if pcaps else "")
               + (f"; {summary['json_rejected']:,} of {summary['json_messages']:,} goflow2 JSON lines not flows"
                  if summary.get("json_rejected") else "")
-              + (f"; Zeek conn logs: {summary['zeek_conn_records']:,} connections"
+              + (f"; {_conn_label(conn)}: {summary['zeek_conn_records']:,} connections"
                  + (f", {summary['zeek_conn_rejected']:,} lines not connections (not JSON, or not fitting "
                     f"their header)" if summary["zeek_conn_rejected"] else "") if conn else "")
               + ("" if args.quarantine or not (summary.get("json_rejected") or summary.get("zeek_conn_rejected"))
@@ -261,9 +269,12 @@ def add_parsers(sub) -> None:
                        ".json/.jsonl/.ndjson are read as goflow2 JSON flow messages, one per line. Zeek conn logs "
                        "(conn.log, rotated conn.*.log.gz, or any Zeek ASCII log whose #path is conn; JSON or Zeek's "
                        "tab-separated format) give each connection's flow records as an exporter would: the "
-                       "originator's and, when it answered, the responder's. Any file may be gzip-compressed "
+                       "originator's and, when it answered, the responder's. Suricata's eve.json (eve*.json*) "
+                       "gives its flow events the same way (and its netflow events one direction each; its other "
+                       "events no flow). Any file may be gzip-compressed "
                        "(rotated captures, tcpdump -z gzip). A folder contributes its .pcap, .pcapng and .cap "
-                       "files and Zeek conn logs, .gz or not (recursively, sorted). Counts are raw, with the "
+                       "files, Zeek conn logs and eve.json files, .gz or not (recursively, sorted). Counts are raw, "
+                       "with the "
                        "sampling interval beside them.")
     p.add_argument("inputs", nargs="+", metavar="PCAP",
                    help="capture files or folders of them (or goflow2 JSON lines, or Zeek conn logs)")

@@ -361,7 +361,8 @@ def _dns(rng: random.Random, n: int = 300) -> list[bytes]:
 
 def _zeek_conn(rng: random.Random, n: int = 300) -> list[bytes]:
     """Zeek conn.log records: JSON lines (float and ISO times, unanswered and answered
-    connections, IPv4 and IPv6) and Zeek's ASCII log of one to three connections with its header."""
+    connections, IPv4 and IPv6) and Zeek's ASCII log of one to three connections with its header;
+    Suricata eve.json flow, netflow and alert events."""
     out = []
     t0 = 1_772_000_000.0
     for i in range(n):
@@ -378,7 +379,19 @@ def _zeek_conn(rng: random.Random, n: int = 300) -> list[bytes]:
                          "orig_ip_bytes": rng.randrange(1 << 20), "resp_pkts": rng.randrange(100) if answered else 0,
                          "resp_ip_bytes": rng.randrange(1 << 20) if answered else 0, "conn_state": "SF",
                          "tunnel_parents": []})
-        if rng.random() < 0.5:
+        if rng.random() < 0.15:             # Suricata's eve.json: a flow, netflow or alert event
+            c = recs[0]
+            iso = time.strftime("%Y-%m-%dT%H:%M:%S.000000+0000", time.gmtime(t0 + i))
+            et = rng.choice(["flow", "netflow", "alert"])
+            body = {"flow": {"pkts_toserver": c["orig_pkts"], "bytes_toserver": c["orig_ip_bytes"],
+                             "pkts_toclient": c["resp_pkts"], "bytes_toclient": c["resp_ip_bytes"], "start": iso,
+                             "end": iso},
+                    "netflow": {"pkts": c["orig_pkts"], "bytes": c["orig_ip_bytes"], "start": iso, "end": iso},
+                    "alert": {"signature": "x"}}[et]
+            out.append(json.dumps({"timestamp": iso, "event_type": et, "src_ip": c["id.orig_h"],
+                                   "src_port": c["id.orig_p"], "dest_ip": c["id.resp_h"], "dest_port": c["id.resp_p"],
+                                   "proto": c["proto"].upper(), et: body}).encode())
+        elif rng.random() < 0.5:
             out.append(write_ascii(recs, "conn", CONN_FIELDS))
         else:
             r = {k: v for k, v in recs[0].items() if v is not None}
@@ -452,7 +465,8 @@ _TOKENS["dns"] = _TOKENS["json"] + [b"\n", b'"answers":[', b'"TTLs":[', b'"ts":'
                                     b'"server_name":"', b'"host":"', b'"id.resp_h":"', b"#path\tssl", b"[::1]:80",
                                     b'"event_type":"dns"', b'"rdata":"', b'"grouped":{', b'"sni":"', b'"queries":[',
                                     b"\t", b"#fields\t", b"#separator \\x09", b"(empty)", b"\t-\t", b"\\x2c"]
-_TOKENS["zeek_conn"] = _TOKENS["dns"] + [b'"id.orig_h":"', b'"orig_ip_bytes":', b'"duration":', b"#path\tdns"]
+_TOKENS["zeek_conn"] = _TOKENS["dns"] + [b'"id.orig_h":"', b'"orig_ip_bytes":', b'"duration":', b"#path\tdns",
+                                          b'"event_type":"flow"', b'"bytes_toserver":', b'"start":"', b'"src_ip":"']
 _TOKENS["pcap"] = [b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x0a\x0d\x0d\x0a", b"\x4d\x3c\x2b\x1a", b"\x08\x00",
                    b"\x86\xdd", b"\x81\x00", b"\x45\x00", b"\x60\x00\x00\x00", b"\x00\x09", b"\x00\x0a"]
 _TOKENS["netflow"] = [b"\x00\x05", b"\x00\x09", b"\x00\x0a", b"\x00\x00", b"\x00\x01", b"\x00\x02", b"\x00\x03",

@@ -2,6 +2,7 @@
 one batch through StreamService.handle, into the partition writers."""
 from __future__ import annotations
 
+import json
 import struct
 import time
 
@@ -454,3 +455,30 @@ def test_zeek_conn_topic_gives_flows_named_by_dns(tmp_path):
     msgs = read_dataset(svc.root, "messages").to_pylist()
     assert sorted((m["source"], m["offset"], m["msg_type"]) for m in msgs) == [
         ("zeek.conn", 0, "zeek-conn"), ("zeek.conn", 1, "zeek-conn"), ("zeek.dns", 0, "zeek-dns")]
+
+
+def test_zeek_conn_topic_takes_suricata_flow_events(tmp_path):
+    """A zeek_conn topic also takes Suricata's eve.json: a flow event is its two directions' flow
+    records, named by an eve TLS server name on a dns topic; an alert is read and gives no flow
+    (not quarantined); an event without addresses is quarantined."""
+    from .test_dnsmap import eve
+
+    svc = service(tmp_path, {"suricata.names": "dns", "suricata.flows": "zeek_conn"})
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime(T0_MS / 1000))
+    flow = json.dumps({"timestamp": iso, "event_type": "flow", "src_ip": "10.0.0.5", "src_port": 40000,
+                       "dest_ip": "198.51.100.7", "dest_port": 443, "proto": "TCP",
+                       "flow": {"pkts_toserver": 12, "pkts_toclient": 9, "bytes_toserver": 9000, "bytes_toclient": 800,
+                                "start": iso, "end": iso}}).encode()
+    rows = [("suricata.names", 0, None, eve("tls", {"sni": "gateway.logink.cn"}, ts=iso, src="10.0.0.5",
+                                            dst="198.51.100.7")),
+            ("suricata.flows", 0, None, flow), ("suricata.flows", 1, None, eve("alert", {"signature": "x"}, ts=iso)),
+            ("suricata.flows", 2, None, eve("flow", {"pkts_toserver": 1}, ts=iso, src="nowhere"))]
+    svc.handle(batch_of(svc, rows), np.array([0, 0, 1, 1]), [("suricata.names", 0), ("suricata.flows", 0)], 0.0)
+    svc.flush_all()
+    flows = read_dataset(svc.root, "flows").to_pylist()
+    assert sorted((f["offset"], f["src_addr"], f["dst_addr"], f["bytes"], f["exporter"]) for f in flows) == [
+        (0, "10.0.0.5", "198.51.100.7", 9000, "suricata"), (0, "198.51.100.7", "10.0.0.5", 800, "suricata")]
+    tr = [t for t in read_dataset(svc.root, "transfers").to_pylist() if t["source"] == "suricata.flows"]
+    assert {(t["seen_where"], t["indicator"], t["platform"]) for t in tr} == {("TLS_SNI", "gateway.logink.cn", "LOGINK")}
+    assert [(q["offset"], q["reason"]) for q in read_dataset(svc.root, "quarantine").to_pylist()] == [
+        (2, "malformed_json")]

@@ -465,6 +465,44 @@ def test_zeek_conn_logs_are_flows(tmp_path, capsys):
     assert {(f["platform"], f["src_host"]) for f in found.to_pylist()} >= {("LOGINK", "10.40.1.5")}
 
 
+def test_suricata_eve_flow_events_are_flows(tmp_path, capsys):
+    """Suricata's eve.json: a ``flow`` event is the two directions' flow records (packets and bytes
+    to the server and back, start .. end), a ``netflow`` event one direction; an alert (whose
+    ``flow`` object is a snapshot, no flow record), a DNS event and the like give none and are no
+    rejected lines; an event without addresses is one.  The exporter is the sensor (``host``)."""
+    import gzip
+
+    def ev(et, body, **kw):
+        rec = {"timestamp": "2026-03-01T06:30:01.000000+0000", "event_type": et, "src_ip": "10.40.1.5",
+               "src_port": 50000, "dest_ip": "203.0.113.5", "dest_port": 443, "proto": "TCP", et: body}
+        rec.update(kw)
+        return json.dumps(rec).encode()
+
+    lines = [ev("flow", {"pkts_toserver": 12, "pkts_toclient": 9, "bytes_toserver": 9000, "bytes_toclient": 800,
+                         "start": "2026-03-01T06:30:00.000000+0000", "end": "2026-03-01T06:30:01.500000+0000",
+                         "state": "closed"}, host="crane-sensor-1"),
+             ev("netflow", {"pkts": 4, "bytes": 320, "start": "2026-03-01T06:31:00.000000+0000",
+                            "end": "2026-03-01T06:31:02.000000+0000"}, src_ip="10.20.1.10", proto="UDP"),
+             ev("alert", {"signature": "ET POLICY x", "severity": 2},
+                flow={"pkts_toserver": 3, "bytes_toserver": 200, "start": "2026-03-01T06:30:00.000000+0000"}),
+             ev("dns", {"type": "answer", "rrname": "gateway.logink.cn"}),
+             ev("flow", {"pkts_toserver": 1, "bytes_toserver": 60}, src_ip="not-an-address")]
+    (tmp_path / "eve").mkdir()
+    (tmp_path / "eve" / "eve-2026-03-01.json.gz").write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+    out = tmp_path / "f.parquet"
+    capsys.readouterr()
+    assert flows.main(["flows", str(tmp_path / "eve"), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    got = pq.read_table(out).to_pylist()
+    t0 = 1_772_346_600 * 10**9          # 2026-03-01T06:30:00Z
+    assert [(r["offset"], r["exporter"], r["src_addr"], r["dst_addr"], r["protocol"], r["bytes"], r["packets"],
+             r["first_ns"], r["last_ns"]) for r in got] == [
+        (0, "crane-sensor-1", "10.40.1.5", "203.0.113.5", 6, 9000, 12, t0, t0 + 1_500_000_000),
+        (0, "crane-sensor-1", "203.0.113.5", "10.40.1.5", 6, 800, 9, t0, t0 + 1_500_000_000),
+        (1, "suricata", "10.20.1.10", "203.0.113.5", 17, 320, 4, t0 + 60 * 10**9, t0 + 62 * 10**9)]
+    assert "Suricata eve.json: 2 connections, 1 lines not connections" in said
+
+
 def test_a_template_ttl_from_the_environment_is_checked(tmp_path, monkeypatch, capsys):
     """FLOWAUDIT_NETFLOW_TEMPLATE_TTL_S that is not a count of seconds up to 366 days is one line,
     exit 2 (text was a ValueError traceback, 1e20 a numba TypingError)."""

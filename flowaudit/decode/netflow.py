@@ -519,7 +519,44 @@ def _time_ns(v) -> int:
     return t if -(1 << 63) <= t < 1 << 63 else 0
 
 
+def _eve_conn(rec: dict) -> dict:
+    """A Suricata ``eve.json`` event as the Zeek connection it stands for: a ``flow`` event (both
+    directions: ``pkts_toserver``, ``bytes_toserver`` and back; ``start`` .. ``end``) or a
+    ``netflow`` event (one direction: ``pkts``, ``bytes``); the exporter is the event's ``host``
+    (Suricata's ``sensor-name``), else ``suricata``.  Any other event (an alert, DNS, TLS ...) is
+    no connection and gives no flow (``_no_flow``); the bytes are the packets' as Suricata counts
+    them (IP bytes, with the link header where it had one)."""
+    et = rec["event_type"]
+    body = rec.get(et) if et in ("flow", "netflow") else None
+    if not isinstance(body, dict):
+        return {"_no_flow": True}
+    from datetime import datetime
+
+    def secs(v):
+        try:
+            return datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp() if isinstance(v, str) else None
+        except (ValueError, OverflowError):
+            return None
+
+    t0, t1 = secs(body.get("start")), secs(body.get("end"))
+    host = rec.get("host")
+    conn = {"ts": t0 if t0 is not None else rec.get("timestamp"), "id.orig_h": rec.get("src_ip"),
+            "id.orig_p": rec.get("src_port"), "id.resp_h": rec.get("dest_ip"), "id.resp_p": rec.get("dest_port"),
+            "proto": rec.get("proto"), "_node_name": host if isinstance(host, str) and host else "suricata",
+            "duration": t1 - t0 if t0 is not None and t1 is not None and t1 >= t0 else None}
+    if et == "flow":
+        conn.update(orig_pkts=body.get("pkts_toserver"), orig_ip_bytes=body.get("bytes_toserver"),
+                    resp_pkts=body.get("pkts_toclient"), resp_ip_bytes=body.get("bytes_toclient"))
+    else:
+        conn.update(orig_pkts=body.get("pkts"), orig_ip_bytes=body.get("bytes"))
+    return conn
+
+
 def _conn_check(rec: dict) -> dict:
+    if isinstance(rec.get("event_type"), str):     # Suricata's eve.json
+        rec = _eve_conn(rec)
+        if rec.get("_no_flow"):
+            return rec
     ts = rec.get("ts")
     if isinstance(ts, str):          # LogAscii::json_timestamps = JSON::TS_ISO8601
         from datetime import datetime
@@ -538,7 +575,7 @@ def _conn_check(rec: dict) -> dict:
 
 def zeek_conn_log():
     """A reader of one Zeek ``conn.log``'s lines (JSON lines or Zeek's ASCII log; a record needs
-    a numeric ``ts`` and both addresses)."""
+    a numeric ``ts`` and both addresses), or of Suricata's ``eve.json`` (:func:`_eve_conn`)."""
     from ..sources.zeek import ZeekLog
 
     return ZeekLog("conn", _conn_check, {"ts": "time", "duration": "interval", "id.orig_p": "port",
@@ -553,7 +590,10 @@ def zeek_conn_flows(rec: dict) -> list[dict]:
     originator's packets to the responder, and the responder's back when it sent any.  Bytes are
     IP bytes (``orig_ip_bytes``, as NetFlow counts them; the payload bytes where those are
     unset); the times are ``ts`` and ``ts + duration``; unsampled; the exporter is the sensor
-    (``_node_name`` in a Zeek cluster's logs), else ``zeek``."""
+    (``_node_name`` in a Zeek cluster's logs), else ``zeek``.  A Suricata event that is no flow
+    gives none."""
+    if rec.get("_no_flow"):
+        return []
     node = rec.get("_node_name")
     exporter = node if isinstance(node, str) and node else "zeek"
     t0 = int(round(float(rec["ts"]) * 1e9))

@@ -326,8 +326,10 @@ class FlowPath:
     @staticmethod
     def _zeek_conn(sub: Batch):
         """A Zeek conn topic's messages (each a JSON line, or Zeek's ASCII log with its header, one
-        or more connections) -> (FLOWS table, message of each row, status, reason per message).
-        A message with a line that is no connection is quarantined whole (as a DNS message is)."""
+        or more connections; or Suricata eve.json events) -> (FLOWS table, message of each row,
+        status, reason per message).  A message with a line that is no connection is quarantined
+        whole (as a DNS message is); a message of Suricata events that are no flows (alerts, DNS
+        ...) is read and gives none."""
         n = len(sub)
         status = np.zeros(n, np.int64)
         reasons = ["ok"] * n
@@ -336,7 +338,7 @@ class FlowPath:
             if sub.null[i] or sub.offsets[i + 1] == sub.offsets[i]:
                 status[i] = 1
                 continue
-            log_, flows, bad = zeek_conn_log(), [], None
+            log_, flows, bad, records = zeek_conn_log(), [], None, 0
             for line in sub.buf[sub.offsets[i]:sub.offsets[i + 1]].tobytes().splitlines():
                 try:
                     rec = log_.record(line)
@@ -344,8 +346,9 @@ class FlowPath:
                     bad = log_.reason
                     break
                 if rec is not None:
+                    records += 1
                     flows += zeek_conn_flows(rec)
-            if bad or not flows:
+            if bad or not records:
                 status[i], reasons[i] = 1, bad or "malformed_json"
                 continue
             values += flows

@@ -559,7 +559,7 @@ def _coverage(root: Path, manifest: dict) -> tuple[dict, dict, dict]:
         quar.add(df, pl.col("ts_ms") * 1_000_000, ("reason", "format"), None, ("schema_version",))
     for df in _batches(_dataset(root, "flows"), ["source", "first_ns", "version", "bytes", "schema_version"]):
         df = df.with_columns(version=pl.col("version").cast(pl.Int64).replace_strict(
-            {5: "NetFlow v5", 9: "NetFlow v9", 10: "IPFIX"}, default="other (sFlow, Zeek conn)",
+            {5: "NetFlow v5", 9: "NetFlow v9", 10: "IPFIX"}, default="other (sFlow, Zeek conn, Suricata)",
             return_dtype=pl.Utf8))
         flows.add(df, pl.col("first_ns"), ("version",), None, ("schema_version",))
     for df in _batches(_dataset(root, "transfers"), ["platform", "rule", "time_ns", "watchlist_version",
