@@ -10,10 +10,15 @@ once per seed and size and cached.  Measured on the same files:
 * the audit a user would write by hand: polars ``str.extract_all`` regexes for container numbers,
   IMO numbers and e-mail addresses over the value column (DuckDB too when it is installed);
 * Dask scaling: ``--engine dask`` with a LocalCluster of 1 and of 2 workers (``--dask-workers
-  1,2,4,8,16`` on a machine with the cores; the README has a 16-core run).
+  1,2,4,8,16`` on a machine with the cores; the README has a 16-core run);
+* ``--dns-lookups N``: the audit of the dump's flows with ``--dns`` given a Zeek ``dns.log`` of
+  the dump's own answers plus N unrelated lookups (about 400 bytes each, built once and cached):
+  wall time, peak RSS and lines per second, so that a day's DNS log is seen to be read in bounded
+  memory.
 
     python -m benchmarks.audit --messages 1000000
     python -m benchmarks.audit --threads 16 --dask-workers 1,2,4,8,16     # a many-core machine
+    python -m benchmarks.audit --dns-lookups 2000000 --no-dask
 """
 from __future__ import annotations
 
@@ -100,12 +105,14 @@ def duckdb_regex(d: Path) -> dict | None:
     return {"seconds": time.perf_counter() - t0, "counts": dict(zip(REGEXES, map(int, row)))}
 
 
-def audit_run(d: Path, engine: str = "polars", workers: int = 1, threads: int | None = None) -> dict:
-    """``flowaudit audit`` in a fresh process: wall seconds, peak RSS of that process, its summary."""
+def audit_run(d: Path, engine: str = "polars", workers: int = 1, threads: int | None = None,
+              inputs: list | None = None, extra: tuple = ()) -> dict:
+    """``flowaudit audit`` in a fresh process: wall seconds, peak RSS of that process, its summary
+    (``inputs``: what it audits, the flat archive by default; ``extra``: more arguments)."""
     out = Path(tempfile.mkdtemp(prefix="fa-bench-audit-"))
     try:
-        cmd = [sys.executable, "-m", "flowaudit", "audit", str(_flat(d)), "--out", str(out / "root"),
-               "--engine", engine, "--workers", str(workers)]
+        cmd = [sys.executable, "-m", "flowaudit", "audit", *map(str, inputs or [_flat(d)]), "--out",
+               str(out / "root"), "--engine", engine, "--workers", str(workers), *map(str, extra)]
         if threads:
             cmd += ["--threads", str(threads)]
         for extra, flag in (("policy.toml", "--policy"), ("watchlist", "--watchlist-dir")):
@@ -172,6 +179,44 @@ class _HighWater:
         self._t.join()
 
 
+def dns_log(d: Path, lookups: int) -> Path:
+    """The dump's DNS answers and ``lookups`` unrelated ones (Zeek's JSON fields, spread over the
+    dump's DNS time span), written once beside the dump."""
+    import random
+
+    import orjson
+
+    path = d / f"dns-{lookups}.log"
+    if path.exists():
+        return path
+    base = [orjson.loads(x) for x in (d / "dns" / "dns.log").read_bytes().splitlines() if x.strip()]
+    t0, t1 = min(r["ts"] for r in base), max(r["ts"] for r in base)
+    rng = random.Random(1)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        for r in base:
+            f.write(orjson.dumps(r) + b"\n")
+        for i in range(lookups):
+            f.write(orjson.dumps({
+                "ts": t0 + (t1 - t0) * i / max(lookups, 1), "uid": f"C{i}",
+                "id.orig_h": f"10.40.{rng.randrange(4)}.{rng.randrange(256)}", "id.orig_p": 50000 + i % 10000, "id.resp_h": "10.40.0.53", "id.resp_p": 53, "proto": "udp",
+                "trans_id": i % 65536, "query": f"host{rng.randrange(100000)}.example{rng.randrange(50)}.com",
+                "qclass": 1, "qclass_name": "C_INTERNET", "qtype": 1, "qtype_name": "A", "rcode": 0,
+                "rcode_name": "NOERROR", "AA": False, "TC": False, "RD": True, "RA": True, "Z": 0,
+                "answers": [f"198.51.{rng.randrange(256)}.{rng.randrange(256)}"], "TTLs": [300.0],
+                "rejected": False}) + b"\n")
+    tmp.replace(path)
+    return path
+
+
+def dns_run(d: Path, lookups: int) -> dict:
+    """The audit of the dump's flows with a DNS log of ``lookups`` unrelated lookups beside its own."""
+    log = dns_log(d, lookups)
+    r = audit_run(d, inputs=[d / "flows"], extra=("--dns", log))
+    lines = lookups + sum(1 for x in (d / "dns" / "dns.log").read_bytes().splitlines() if x.strip())
+    return {**r, "dns_lines": lines, "dns_bytes": log.stat().st_size, "dns_lines_per_s": lines / r["seconds"]}
+
+
 def run(n: int = 1_000_000, seed: int = 9, cache_dir=None, repeats: int = 1, dask: bool = True,
         threads: int | None = None, dask_workers: tuple = (1, 2)) -> dict:
     from .corpus import DEFAULT_CACHE
@@ -217,7 +262,15 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, help="polars engine: units in parallel (default: the audit's own)")
     ap.add_argument("--dask-workers", default="1,2", help="LocalCluster sizes to time (default 1,2)")
     ap.add_argument("--cache-dir")
+    ap.add_argument("--dns-lookups", type=int, metavar="N",
+                    help="only the audit of the dump's flows with a DNS log of N more lookups (peak RSS, lines/s)")
     a = ap.parse_args(argv)
+    if a.dns_lookups is not None:
+        from .corpus import DEFAULT_CACHE
+
+        d = dump(a.messages, a.seed, a.cache_dir or DEFAULT_CACHE)
+        print(json.dumps(dns_run(d, a.dns_lookups), indent=1))
+        return 0
     r = run(a.messages, a.seed, a.cache_dir, a.repeats, not a.no_dask, a.threads,
             tuple(int(w) for w in a.dask_workers.split(",")))
     print(json.dumps(r, indent=1))

@@ -265,3 +265,17 @@ def test_scan_stage_scans_the_cached_archive_whole(result, tmp_path_factory):
     cache = result["config"]["cache_dir"]
     path = stages.scan_archive(result["config"]["seed"], 0.25, cache)
     assert str(path).startswith(cache) and path.stat().st_size == s["bytes"]
+
+
+def test_audit_with_a_large_dns_log_names_the_same_flows(tmp_path):
+    """benchmarks.audit --dns-lookups: the dump's flows audited beside a DNS log of its own answers
+    and N unrelated lookups give the findings the dump's own DNS log gives; the bench counts the
+    log's lines and bytes (the timings are the bench's, never asserted)."""
+    from benchmarks import audit as A
+
+    d = A.dump(2000, 9, tmp_path)
+    r = A.dns_run(d, 3000)
+    own = A.audit_run(d, inputs=[d / "flows"], extra=("--dns", d / "dns" / "dns.log"))
+    assert r["findings"] == own["findings"] and r["rows"] == own["rows"] > 0
+    assert r["dns_lines"] == 3000 + sum(1 for x in (d / "dns" / "dns.log").read_bytes().splitlines() if x.strip())
+    assert r["dns_bytes"] == (d / "dns-3000.log").stat().st_size and r["peak_rss_mb"] > 0
