@@ -101,9 +101,8 @@ def record_via(rec: dict) -> str | None:
     ``dns`` (a ``query``), ``tls_sni`` (ssl.log: ``server_name``, ``cipher`` or ``established``),
     ``http_host`` (http.log: ``method``, ``host`` or ``trans_depth``), or None; a Suricata event
     says it itself (:func:`eve_record`; ``other``: an event that names nothing)."""
-    via = rec.get("_via")
-    if via is not None:
-        return via if via in _EVE_VIAS else None
+    if isinstance(rec, _Eve):
+        return rec["_via"]
     if "query" in rec:
         return "dns"
     if "server_name" in rec or "cipher" in rec or "established" in rec:
@@ -114,7 +113,10 @@ def record_via(rec: dict) -> str | None:
 
 
 _NAME_FIELD = {"dns": "query", "tls_sni": "server_name", "http_host": "host"}
-_EVE_VIAS = ("dns", "tls_sni", "http_host", "other")
+
+
+class _Eve(dict):
+    """A Suricata event as the record it stands for (no JSON line can pass for one)."""
 
 
 def eve_record(rec: dict) -> dict | None:
@@ -128,7 +130,7 @@ def eve_record(rec: dict) -> dict | None:
     et = rec.get("event_type")
     if not isinstance(et, str):
         return None
-    out = {"_via": "other", "ts": rec.get("timestamp")}
+    out = _Eve(_via="other", ts=rec.get("timestamp"))
     body = rec.get(et)
     if not isinstance(body, dict):
         return out
@@ -216,21 +218,6 @@ def _first_kept(names: list[str], keep) -> str | None:
     return None
 
 
-def names_watched(rec: dict, keep) -> bool:
-    """Whether a record (as :func:`dns_log` reads it) names something ``keep`` keeps: what a map with
-    that ``keep`` could store from it (a reader holding only those records in memory)."""
-    via = record_via(rec)
-    if via == "other":
-        return False
-    if via == "dns":
-        q, answers = rec.get("query"), rec.get("answers")
-        return (isinstance(q, str) and isinstance(answers, list) and rec.get("rcode_name") in (None, "NOERROR")
-                and _first_kept(_dns_names(q, answers), keep) is not None)
-    raw = rec.get(_NAME_FIELD[via]) if via is not None else None
-    name = _host(raw, via) if isinstance(raw, str) else None
-    return name is not None and _first_kept([name], keep) is not None
-
-
 def json_line(line: bytes | str, rec: dict) -> bytes:
     """A record's line as a JSON line (that of a JSON log as it is; a Zeek ASCII row as the JSON
     line Zeek would have written), to be read again without its log's header."""
@@ -315,46 +302,44 @@ class DnsMap:
                 continue
             n_good += 1
             last = rec
-            if watched is not None and names_watched(rec, self.keep):
-                watched.append((_ts_ns(rec["ts"]), json_line(line, rec)))
+            ts, via = _ts_ns(rec["ts"]), record_via(rec)      # (the reader checked both)
             if whole:
-                recs.append(rec)
-            else:
-                self._observe(rec, stored)
+                recs.append((rec, ts, via, line))
+            elif self._observe(rec, ts, via, stored) and watched is not None:
+                watched.append((ts, json_line(line, rec)))
         self.stats["lines"] += n_good + n_bad
         self.stats["bad_lines"] += n_bad
         self.last_via = record_via(last) if last is not None else None
-        self.last_log = "suricata" if last is not None and "_via" in last else "zeek"
+        self.last_log = "suricata" if isinstance(last, _Eve) else "zeek"
         if whole and not n_bad:
-            for rec in recs:
-                self._observe(rec, stored)
+            for rec, ts, via, line in recs:
+                if self._observe(rec, ts, via, stored) and watched is not None:
+                    watched.append((ts, json_line(line, rec)))
         self._expire()
         return stored
 
-    def _observe(self, rec: dict, stored: list) -> None:
-        ts = _ts_ns(rec.get("ts"))
-        via = record_via(rec)
-        if ts is None or via is None:   # (record() checked them)
-            return
+    def _observe(self, rec: dict, ts: int, via: str, stored: list) -> bool:
+        """One record (as :func:`dns_log` reads it, of record time ``ts`` and kind ``via``) into the
+        map; whether it named a host ``keep`` keeps (the records a reader holds on to:
+        :meth:`observe_lines`' ``watched``)."""
         self.span = [ts, ts] if self.span is None else [min(self.span[0], ts), max(self.span[1], ts)]
         if via == "other":
-            return
+            return False
         if via != "dns":
-            self._observe_name(rec, ts, via, stored)
-            return
+            return self._observe_name(rec, ts, via, stored)
         query = rec.get("query")
         answers = rec.get("answers")
         if not isinstance(query, str) or not isinstance(answers, list):
-            return
+            return False
         ttls = rec.get("TTLs")
         if not isinstance(ttls, list):
             ttls = []
         if rec.get("rcode_name") not in (None, "NOERROR"):
-            return
+            return False
         self.now_ns = max(self.now_ns, ts)
         name = _first_kept(_dns_names(query, answers), self.keep)
         if name is None:
-            return
+            return False
         client = rec.get("id.orig_h")
         for i, a in enumerate(answers):
             if not isinstance(a, str):
@@ -372,17 +357,18 @@ class DnsMap:
             self.stats["stored"] += 1
             stored.append(DnsAnswer(ts, client if isinstance(client, str) else None, query, name, a, ttl_ns / NS))
         self._arrays = None
+        return True
 
-    def _observe_name(self, rec: dict, ts: int, via: str, stored: list) -> None:
+    def _observe_name(self, rec: dict, ts: int, via: str, stored: list) -> bool:
         """A TLS server name or HTTP Host: the connection's responder is that name for a while."""
         raw, addr, client = rec.get(_NAME_FIELD[via]), rec.get("id.resp_h"), rec.get("id.orig_h")
         name = _host(raw, via) if isinstance(raw, str) else None
         if name is None or not isinstance(addr, str) or _first_kept([name], self.keep) is None:
-            return
+            return False
         try:
             key = _ipset.addr_key(addr)
         except ValueError:
-            return
+            return False
         self.now_ns = max(self.now_ns, ts)
         self.stats["answers"] += 1
         ttl_ns = min(max(self.default_ttl_ns, self.min_ttl_ns), self.max_ttl_ns)
@@ -391,6 +377,7 @@ class DnsMap:
             self.stats["stored"] += 1
             self._arrays = None
         stored.append(DnsAnswer(ts, client if isinstance(client, str) else None, raw, name, addr, ttl_ns / NS, via))
+        return True
 
     def _add(self, key: tuple[int, int], name: str, t0: int, t1: int, answered: int, via: str = "dns") -> None:
         ivs = self._map.pop(key, None) or []
