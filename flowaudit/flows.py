@@ -116,9 +116,10 @@ def decode_json_lines(paths):
     return table, status, rejects
 
 
-def _zeek_conn_name(name: str) -> bool:
-    """Zeek's names for its conn log: ``conn.log``, rotated ``conn.06:00:00-07:00:00.log.gz``;
-    and Suricata's ``eve.json`` (its flow events), rotated ``eve.json.1``, ``eve-2026-03-01.json.gz``."""
+def _conn_log_name(name: str) -> bool:
+    """The names of the logs read as connections: Zeek's conn log (``conn.log``, rotated
+    ``conn.06:00:00-07:00:00.log.gz``) and Suricata's ``eve.json`` (its flow events; rotated
+    ``eve.json.1``, ``eve-2026-03-01.json.gz``)."""
     return (name.startswith("conn.") and ".log" in name) or (name.startswith("eve") and ".json" in name)
 
 
@@ -176,7 +177,7 @@ def cmd_flows(args) -> int:
     for p in args.inputs:
         if Path(p).is_dir():           # a folder: its captures, sorted (its JSON may be anything)
             found = sorted(str(f) for f in Path(p).rglob("*")
-                           if (f.name.endswith(CAPTURE_NAMES) or _zeek_conn_name(f.name)) and f.is_file())
+                           if (f.name.endswith(CAPTURE_NAMES) or _conn_log_name(f.name)) and f.is_file())
             if not found:
                 print(f"flowaudit flows: {p}: a folder without capture files ({', '.join(CAPTURE_SUFFIXES)}, "
                       f"gzip or not), Zeek conn logs or Suricata eve.json files", file=sys.stderr)
@@ -190,7 +191,7 @@ def cmd_flows(args) -> int:
     from .sources.pcap import PcapError
     from .sources.zeek import ascii_path
 
-    conn = [p for p in inputs if _zeek_conn_name(Path(p).name) or ascii_path(p) == "conn"]
+    conn = [p for p in inputs if _conn_log_name(Path(p).name) or ascii_path(p) == "conn"]
     jsonl = [p for p in inputs if p.endswith(JSON_NAMES) and p not in conn]
     pcaps = [p for p in inputs if p not in jsonl and p not in conn]
     from .quarantine import lines_table

@@ -519,26 +519,32 @@ def _time_ns(v) -> int:
     return t if -(1 << 63) <= t < 1 << 63 else 0
 
 
+def _iso_seconds(v) -> float | None:
+    """ISO 8601 text (``Z``, ``+00:00`` or ``+0000``) -> seconds since the epoch; None if unreadable."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp() if isinstance(v, str) else None
+    except (ValueError, OverflowError):
+        return None
+
+
+class _NoFlow(dict):
+    """A Suricata event that is no flow (no JSON line can pass for one)."""
+
+
 def _eve_conn(rec: dict) -> dict:
     """A Suricata ``eve.json`` event as the Zeek connection it stands for: a ``flow`` event (both
     directions: ``pkts_toserver``, ``bytes_toserver`` and back; ``start`` .. ``end``) or a
     ``netflow`` event (one direction: ``pkts``, ``bytes``); the exporter is the event's ``host``
     (Suricata's ``sensor-name``), else ``suricata``.  Any other event (an alert, DNS, TLS ...) is
-    no connection and gives no flow (``_no_flow``); the bytes are the packets' as Suricata counts
+    no connection and gives no flow (:class:`_NoFlow`); the bytes are the packets' as Suricata counts
     them (IP bytes, with the link header where it had one)."""
     et = rec["event_type"]
     body = rec.get(et) if et in ("flow", "netflow") else None
     if not isinstance(body, dict):
-        return {"_no_flow": True}
-    from datetime import datetime
-
-    def secs(v):
-        try:
-            return datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp() if isinstance(v, str) else None
-        except (ValueError, OverflowError):
-            return None
-
-    t0, t1 = secs(body.get("start")), secs(body.get("end"))
+        return _NoFlow()
+    t0, t1 = _iso_seconds(body.get("start")), _iso_seconds(body.get("end"))
     host = rec.get("host")
     conn = {"ts": t0 if t0 is not None else rec.get("timestamp"), "id.orig_h": rec.get("src_ip"),
             "id.orig_p": rec.get("src_port"), "id.resp_h": rec.get("dest_ip"), "id.resp_p": rec.get("dest_port"),
@@ -555,16 +561,11 @@ def _eve_conn(rec: dict) -> dict:
 def _conn_check(rec: dict) -> dict:
     if isinstance(rec.get("event_type"), str):     # Suricata's eve.json
         rec = _eve_conn(rec)
-        if rec.get("_no_flow"):
+        if isinstance(rec, _NoFlow):
             return rec
     ts = rec.get("ts")
-    if isinstance(ts, str):          # LogAscii::json_timestamps = JSON::TS_ISO8601
-        from datetime import datetime
-
-        try:
-            ts = rec["ts"] = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-        except (ValueError, OverflowError):
-            raise ValueError("no readable ts") from None
+    if isinstance(ts, str):          # LogAscii::json_timestamps = JSON::TS_ISO8601, Suricata's timestamp
+        ts = rec["ts"] = _iso_seconds(ts)
     if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not 0 <= ts < 9.2e9:
         raise ValueError("no readable ts")
     for side in ("id.orig_h", "id.resp_h"):
@@ -592,7 +593,7 @@ def zeek_conn_flows(rec: dict) -> list[dict]:
     unset); the times are ``ts`` and ``ts + duration``; unsampled; the exporter is the sensor
     (``_node_name`` in a Zeek cluster's logs), else ``zeek``.  A Suricata event that is no flow
     gives none."""
-    if rec.get("_no_flow"):
+    if isinstance(rec, _NoFlow):
         return []
     node = rec.get("_node_name")
     exporter = node if isinstance(node, str) and node else "zeek"
