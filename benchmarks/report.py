@@ -106,6 +106,12 @@ def markdown(res: dict) -> str:
                              f"**{ex['ratio_workers2_to_bare']:.2f}** | | 1 -> 2 workers: "
                              f"{ex['workers_scaling_to_last_row']:.2f}x to the last row durable, "
                              f"{ex['workers_scaling_to_exit']:.2f}x to the last exit (the drain included) |")
+        if s["group"] == "memory" and ex.get("runs"):
+            for x in ex["runs"]:
+                lines.append(f"| | *{x['messages']:,} messages ({x['mb']:.0f} MB)* | | | | | {x['seconds'] * 1e3:.0f} | | "
+                             f"{x['peak_rss_mb']:.0f} (anon {x['peak_anon_mb']:.0f}) | bare consume loop "
+                             f"{x['bare_peak_rss_mb']:.0f} MB; {x['budget_flushes']} buffer-budget flushes; "
+                             f"target <= {ex['target_mb']} MB |")
         if s["group"] == "batch" and "batch_latency_ms_median" in ex:
             per = (f"{ex['batch_size']} messages per batch" if "batch_size" in ex
                    else f"{ex['batch_bytes'] >> 20} MiB per batch, {ex['batches']} batches")

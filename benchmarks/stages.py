@@ -691,6 +691,48 @@ def audit_stage(messages: int, cache_dir, dask: bool = True) -> dict:
     return rec
 
 
+def memory_stage(sizes, partitions: int = 3) -> dict:
+    """Stream memory against input size (issue #10: <= 500 MB over 1M messages, whatever the
+    partitions): ``benchmarks.memory``, a fresh ``flowaudit stream --until-drained`` per size, its
+    own polled ``VmHWM``, beside a bare consume loop over the same topics in a fresh process."""
+    from . import memory as M
+
+    what = ("flowaudit stream --until-drained peak RSS against input size (a fresh process per size, 4 topics), "
+            "vs a bare confluent-kafka consume loop over the same topics")
+    try:
+        r = M.run(sizes, partitions, bare_peer=True)
+    except Exception as exc:  # noqa: BLE001
+        return failed("stream memory", "memory", what, exc)
+    runs = r["runs"]
+    big = runs[-1]
+    method = "child VmHWM, polled every 0.25 s; a fresh process per size"
+    rec = stage_record("stream memory", "memory", what, item_unit="messages",
+                       dataset=f"synthetic mixed, {len(runs)} sizes up to {big['messages']:,} messages "
+                               f"({big['mb']:.0f} MB), {big['partitions']} partitions",
+                       bytes=int(big["mb"] * MB), items=big["messages"],
+                       timing=timing([big["seconds"]], 0, None),
+                       memory={"peak_rss_mb": big["peak_rss_mb"], "start_rss_mb": None, "method": method},
+                       counts={"messages": big["messages"]})
+    _rates(rec)
+    b = big["bare"]
+    peer = {"name": "bare confluent-kafka consume loop (same topics)", "version": P.version("confluent-kafka"),
+            "status": "ok", "reason": None, "bytes": rec["bytes"], "prefix": False, "items": b["messages"],
+            "item_unit": "messages", "timing": timing([b["seconds"]], 0, None),
+            "memory": {"peak_rss_mb": b["peak_rss_mb"], "start_rss_mb": None, "method": method},
+            "counts": {"messages": b["messages"]},
+            "note": "the floor: a Python process that imports confluent_kafka only, with the stream's consumer "
+                    "settings (16 MiB prefetch); process lifetimes, start-up included"}
+    _rates(peer)
+    peer["ratio"] = rec["mb_per_s"] / peer["mb_per_s"] if peer["mb_per_s"] else None
+    peer["counts_check"] = _check_counts(rec["counts"], peer["counts"], {"messages": "messages"})
+    rec["peers"] = [peer]
+    rec["extra"] = {"target_mb": 500, "runs": [
+        {"messages": x["messages"], "mb": x["mb"], "partitions": x["partitions"], "seconds": x["seconds"],
+         "peak_rss_mb": x["peak_rss_mb"], "peak_anon_mb": x["peak_anon_mb"], "peak_file_mb": x["peak_file_mb"],
+         "budget_flushes": x["budget_flushes"], "bare_peak_rss_mb": x["bare"]["peak_rss_mb"]} for x in runs]}
+    return rec
+
+
 def external_stage(module: str, group: str, what: str, quick: bool, repeats: int, scale: float = 1.0) -> dict:
     """NetFlow decode (benchmarks/netflow.py) and CIDR lookups (benchmarks/ipset.py): their own
     ``run()`` (or ``measure()``) does the measuring and runs its peers (nfdump, a plain-Python

@@ -27,7 +27,7 @@ from . import peers as P
 from . import stages as S
 
 STAGES = ("edifact", "x12", "json", "xml", "real", "values", "salvage", "watchlist", "layers", "hostile", "netflow",
-          "ipset", "batch", "scan", "e2e", "audit", "cold-start")
+          "ipset", "batch", "scan", "e2e", "memory", "audit", "cold-start")
 # stage (benchmarks/<stage>.py), group, what it measures
 EXTERNAL_STAGES = (
     ("netflow", "netflow", "NetFlow v5/v9/IPFIX decode + watchlist match vs nfdump and a plain-Python decoder"),
@@ -57,6 +57,7 @@ class Config:
     e2e_count: int | None = None
     scan_mib: float | None = None    # archive file for the scan stage (default 64 MiB, quick 16)
     audit_messages: int | None = None  # the audit stage's archive (default 1,000,000, quick 20,000)
+    memory_sizes: list[int] | None = None  # the memory stage's runs (default 50k 300k 1M, quick 5k 20k)
     slow_seconds: float | None = None
     plots: bool = True
     cold_start: bool | None = None   # None: on in full mode, off in --quick
@@ -69,6 +70,7 @@ class Config:
         c.e2e_count = self.e2e_count or (20_000 if q else 100_000)
         c.scan_mib = self.scan_mib or (16.0 if q else 64.0)
         c.audit_messages = self.audit_messages or (20_000 if q else 1_000_000)
+        c.memory_sizes = list(self.memory_sizes or ((5_000, 20_000) if q else (50_000, 300_000, 1_000_000)))
         c.slow_seconds = self.slow_seconds if self.slow_seconds is not None else (0.25 if q else 2.0)
         c.cold_start = (not q) if self.cold_start is None else self.cold_start
         return c
@@ -196,6 +198,10 @@ def run(cfg: Config, progress=log) -> dict:
     if "e2e" in want:
         progress(f"  measuring end to end on the embedded broker ({cfg.e2e_count:,} messages) ...")
         add(S.e2e_stage(cfg.e2e_count, 1 if cfg.quick else 2))
+    if "memory" in want:
+        progress(f"  measuring stream memory against input size ({', '.join(f'{n:,}' for n in cfg.memory_sizes)} "
+                 "messages) ...")
+        add(S.memory_stage(cfg.memory_sizes))
     if "audit" in want:
         add(S.audit_stage(cfg.audit_messages, cfg.cache_dir, dask=not cfg.quick))
     if "cold-start" in want or explicit_cold:
@@ -275,6 +281,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--e2e-count", type=int, metavar="N", help="messages for the e2e stage (default 100000, quick 20000)")
     ap.add_argument("--audit-messages", type=int, metavar="N",
                     help="messages in the audit stage's archive (default 1000000, quick 20000; built once, cached)")
+    ap.add_argument("--memory-sizes", type=int, nargs="+", metavar="N",
+                    help="the memory stage's runs: a fresh stream process over N messages each, peak RSS "
+                         "(default 50000 300000 1000000, quick 5000 20000)")
     ap.add_argument("--scan-mib", type=float, metavar="N",
                     help="size of the archive file the scan stage builds (cached) and scans (default 64, quick 16)")
     ap.add_argument("--slow-seconds", type=float, metavar="S",
@@ -289,7 +298,7 @@ def config_from_args(args) -> Config:
     return Config(quick=args.quick, out=args.out, stages=list(args.stages or STAGES), repeats=args.repeats,
                   size_mb=args.size_mb, sweeps=list(dict.fromkeys(args.sweep)), seed=args.seed,
                   cache_dir=args.cache_dir, corpus=args.corpus, e2e_count=args.e2e_count, scan_mib=args.scan_mib,
-                  audit_messages=args.audit_messages,
+                  audit_messages=args.audit_messages, memory_sizes=args.memory_sizes,
                   slow_seconds=args.slow_seconds, plots=not args.no_plots, cold_start=args.cold_start)
 
 

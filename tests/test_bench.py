@@ -15,7 +15,7 @@ from benchmarks import report, stages, suite
 
 
 STAGES = ["edifact", "x12", "json", "xml", "values", "salvage", "watchlist", "layers", "hostile", "batch", "scan", "netflow",
-          "ipset", "audit"]
+          "ipset", "memory", "audit"]
 # every peer the suite runs for a stage, installed or not (a missing one must be reported as skipped)
 EXPECTED_PEERS = {
     "edifact": {"python re", "google-re2", "python-hyperscan", "pydifact"},
@@ -30,7 +30,8 @@ EXPECTED_PEERS = {
 def result(tmp_path_factory):
     cache = tmp_path_factory.mktemp("bench-cache")
     cfg = suite.Config(quick=True, size_mb=0.05, repeats=1, stages=STAGES, cache_dir=str(cache),
-                       slow_seconds=0.0, plots=False, cold_start=False, scan_mib=0.25, audit_messages=2000)
+                       slow_seconds=0.0, plots=False, cold_start=False, scan_mib=0.25, audit_messages=2000,
+                       memory_sizes=[400, 1500])
     return suite.run(cfg, progress=lambda _m: None)
 
 
@@ -121,6 +122,23 @@ def test_audit_stage_reports_the_ratios_and_memory(result):
     assert {p["name"].split(",")[0] for p in audit["peers"]} >= {"polars.scan_parquet"}
     x = audit["extra"]
     assert x["ratio_to_bare_scan"] > 0 and x["ratio_to_polars_regex"] > 0
+
+
+def test_memory_stage_reports_peak_rss_against_input_size(result):
+    """Issue #10's memory target in the bench: a fresh `flowaudit stream --until-drained` per size,
+    its own peak RSS, beside a bare consume loop over the same topics (the floor)."""
+    s = _stage(result, "stream memory")
+    assert s["status"] == "ok", s["reason"]
+    runs = s["extra"]["runs"]
+    assert [r["messages"] for r in runs] == [400, 1500] and s["counts"]["messages"] == 1500
+    for r in runs:
+        assert r["peak_rss_mb"] > r["peak_anon_mb"] > 0 and r["partitions"] == 12
+        assert 0 < r["bare_peak_rss_mb"] < r["peak_rss_mb"]
+    assert s["memory"]["peak_rss_mb"] == runs[-1]["peak_rss_mb"]
+    (bare,) = s["peers"]
+    assert bare["counts_check"]["status"] == "agree" and bare["memory"]["peak_rss_mb"] == runs[-1]["bare_peak_rss_mb"]
+    md = report.markdown(result)
+    assert "| | *400 messages (" in md and "| | *1,500 messages (" in md and "target <= 500 MB" in md
 
 
 def test_salvage_and_layers_stages_measure_beside_their_peers(result):
