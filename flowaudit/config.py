@@ -123,7 +123,7 @@ class SinkSettings:
     raw_values: bool = False           # store raw sensitive values (local investigations only)
     # a writer thread publishes the file sets the worker closes (encode + fsync of batch N beside
     # the kernels of batch N+1): 1.15-1.25x end to end on 2 cores, ~30 MB more peak memory
-    # (README, Performance); false: the worker publishes between batches
+    # (benchmarks/HISTORY.md); false: the worker publishes between batches
     write_behind: bool = True
     # the broker's log no longer matches the files (topic recreated, log truncated or rewritten):
     # "stop" (exit 3, write nothing) or "new_epoch" (file the new log beside the old, +e<k> names)

@@ -19,7 +19,7 @@ system time in a 24 s run.  It takes :data:`BATCH_HEAP` instead -- blocks up to 
 arenas, 64 MiB of free memory kept at a heap's top -- and trims between its phases: 0.9 M faults,
 3.6 s of system time, 19.1 s in all, peak 0.76 GB against 0.68 (``python -m benchmarks.audit``).
 The stream keeps 128 KiB: at 4 MiB its 1M-message peak rose from 473-478 to 498-499 MB, against
-a 500 MB target (README, Performance, "Page faults").
+a 500 MB target (benchmarks/HISTORY.md, "Page faults").
 """
 from __future__ import annotations
 

@@ -500,7 +500,7 @@ def run(opts: Options, settings, echo=print) -> dict:
     t0 = time.monotonic()
     trim()      # what the units' threads left free in their heaps goes back before correlation grows its own
     # two correlation threads: 1.4x on 2 cores; each holds its own window's evidence (about 150 MB
-    # at 1M messages), so more would lift the audit's peak past its units' (README, Performance)
+    # at 1M messages), so more would lift the audit's peak past its units' (benchmarks/HISTORY.md)
     findings = correlate_chunked(out, threads=min(opts.threads, 2), window_ns=opts.window_s * 1_000_000_000,
                                  lookback_ns=opts.lookback_s * 1_000_000_000,
                                  inventory=inventory, model=model)

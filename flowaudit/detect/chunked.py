@@ -5,7 +5,7 @@ once its units are written, and what ``flowaudit findings ROOT`` runs over any r
 every transfer, hit and message, the reference) but reads the evidence a window or a chunk of
 windows at a time (:class:`WindowReader`), so memory follows the chunk, not the root; and where a
 chunk has no transfer that can be flow-borne it reads only the exposing messages' hits.  On a
-1M-message audit root (25.6 M hits) the one call peaked at 5.9 GB (README, Performance).
+1M-message audit root (25.6 M hits) the one call peaked at 5.9 GB (benchmarks/HISTORY.md).
 """
 from __future__ import annotations
 
