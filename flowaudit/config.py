@@ -67,7 +67,7 @@ def bounded(typ=int, lo=0, inclusive: bool = True, hi=None):
 
 MAX_SPAN_S = 366 * 86_400          # the longest window, look-back, lateness, episode gap or silent-zone window
 
-FORMATS = ("edifact", "x12", "xml", "json", "flat", "auto", "netflow", "goflow", "dns", "zeek_conn")
+FORMATS = ("edifact", "x12", "xml", "json", "flat", "auto", "netflow", "goflow", "dns", "zeek_conn", "eve")
 DEFAULT_TOPICS = {"port.edifact": "edifact", "port.x12": "x12", "port.xml": "xml", "port.json": "json"}
 
 
@@ -83,7 +83,8 @@ class KafkaSettings:
     # "netflow" (export datagrams keyed by exporter, as `flowaudit collect` produces them),
     # "goflow" (goflow2 JSON flows), "dns" (Zeek dns.log, ssl.log or http.log records, or Suricata eve.json
     # events: DNS answers, TLS server names and HTTP Hosts name the flows' addresses), "zeek_conn" (Zeek
-    # conn.log records, or Suricata eve.json flow events, as flows)
+    # conn.log records, or Suricata eve.json flow events, as flows), "eve" (Suricata eve.json with every
+    # event type on one topic: its names and its flows both)
     topics: dict = field(default_factory=lambda: dict(DEFAULT_TOPICS))
     auto_offset_reset: str = "earliest"
     session_timeout_ms: int = 6000

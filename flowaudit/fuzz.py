@@ -23,6 +23,8 @@ Targets (``--decoder``), each the code a real input goes through, shell included
 ``goflow``     ``FlowPath`` over goflow2 JSON flows (``decode_goflow_json``)
 ``zeek_conn``  ``FlowPath`` over Zeek conn.log records (JSON lines, or the ASCII log with its header)
 ``dns``        ``FlowPath`` over Zeek dns.log lines (``DnsMap.observe_lines``), state carried
+``eve``        ``FlowPath`` over a Suricata eve topic: DNS, TLS, HTTP, flow and other events,
+               names into the map before the flows are matched, state carried
 ``pcap``       ``flows.decode_pcaps``: pcap/pcapng files (``sources/pcap.py``) and their datagrams,
                one decoder for 16 batches of files
 =============  ==============================================================================
@@ -89,7 +91,7 @@ HMAC_KEY = b"fuzz-key-not-secret-0123456789ab"
 @dataclass(frozen=True)
 class Target:
     name: str
-    kind: str          # messages | markers | netflow | goflow | zeek_conn | dns | pcap | selftest
+    kind: str          # messages | markers | netflow | goflow | zeek_conn | dns | eve | pcap | selftest
     fmt: str = ""      # declared format (messages) or seed family
     batch: int = 128   # inputs per batch
     episode: int = 1   # batches between state resets (1: stateless)
@@ -110,6 +112,7 @@ TARGETS = {t.name: t for t in [
     Target("goflow", "goflow", "goflow"),
     Target("dns", "dns", "dns", episode=16),
     Target("zeek_conn", "zeek_conn", "zeek_conn", episode=16),
+    Target("eve", "eve", "eve", episode=16),
     Target("pcap", "pcap", "pcap", batch=16, episode=16),
     # the harness's own tests (tests/test_fuzz.py): a decoder that fails on a trigger word
     Target("selftest-raise", "selftest", "CRASH", batch=32, hidden=True),
@@ -401,6 +404,14 @@ def _zeek_conn(rng: random.Random, n: int = 300) -> list[bytes]:
     return out
 
 
+def _eve(rng: random.Random, n: int = 300) -> list[bytes]:
+    """A Suricata eve topic: its events one a message (DNS answers and queries, TLS, alerts, flow
+    and netflow events, as the dns and zeek_conn seeds hold them), and a few messages of several."""
+    events = [v for v in _dns(rng, n) + _zeek_conn(rng, n) if v.startswith(b'{"timestamp"')]
+    rng.shuffle(events)
+    return events + [b"\n".join(rng.sample(events, min(len(events), rng.randrange(2, 5)))) for _ in range(n // 10)]
+
+
 def load_seeds(target: Target, corpus: Path, seed: int):
     """Seeds of a target: a list of byte strings, or (netflow) a list of datagram sequences."""
     rng = random.Random(f"seeds:{seed}:{target.name}")
@@ -421,6 +432,8 @@ def load_seeds(target: Target, corpus: Path, seed: int):
         return _dns(rng)
     if k == "zeek_conn":
         return _zeek_conn(rng)
+    if k == "eve":
+        return _eve(rng)
     if target.fmt == "embedded":
         return _embedded(corpus)
     if target.fmt == "flat":
@@ -467,13 +480,14 @@ _TOKENS["dns"] = _TOKENS["json"] + [b"\n", b'"answers":[', b'"TTLs":[', b'"ts":'
                                     b"\t", b"#fields\t", b"#separator \\x09", b"(empty)", b"\t-\t", b"\\x2c"]
 _TOKENS["zeek_conn"] = _TOKENS["dns"] + [b'"id.orig_h":"', b'"orig_ip_bytes":', b'"duration":', b"#path\tdns",
                                           b'"event_type":"flow"', b'"bytes_toserver":', b'"start":"', b'"src_ip":"']
+_TOKENS["eve"] = _TOKENS["zeek_conn"]
 _TOKENS["pcap"] = [b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x0a\x0d\x0d\x0a", b"\x4d\x3c\x2b\x1a", b"\x08\x00",
                    b"\x86\xdd", b"\x81\x00", b"\x45\x00", b"\x60\x00\x00\x00", b"\x00\x09", b"\x00\x0a"]
 _TOKENS["netflow"] = [b"\x00\x05", b"\x00\x09", b"\x00\x0a", b"\x00\x00", b"\x00\x01", b"\x00\x02", b"\x00\x03",
                       b"\xff\xff", b"\x01\x00"]
 _SEGMENT_SEPS = {"edifact": b"'", "x12": b"~", "xml": b">", "json": b",", "auto": b"'", "embedded": b"'", "scan": b"'",
                  "flat": b"\n",
-                 "goflow": b",", "dns": b"\n", "zeek_conn": b"\n"}
+                 "goflow": b",", "dns": b"\n", "zeek_conn": b"\n", "eve": b"\n"}
 _NEST = [b"[", b"{\"a\":", b"<a>", b"<a><b>", b"[{\"k\":["]
 _INTERESTING = [0, 1, 0x7F, 0x80, 0xFF, 0x20, 0x0A, 0x0D, 0x27, 0x2B, 0x3A, 0x3F, 0x7E, 0x2A, 0x3C, 0x3E, 0x22,
                 0x5C, 0x7B, 0x7D, 0x5B, 0x5D, 0x26, 0x1D, 0x1C, 0x1F]
@@ -853,7 +867,7 @@ class _Markers:
 
 
 class _Flows:
-    """netflow, goflow, zeek_conn, dns through the stream's telemetry path (state carried until reset)."""
+    """netflow, goflow, zeek_conn, dns, eve through the stream's telemetry path (state carried until reset)."""
 
     def __init__(self, t: Target):
         from . import schemas
@@ -894,7 +908,7 @@ class _Flows:
             _require(bool(np.isin(fo, list(self.lens)).all()), "flow_rows_of_seen_datagrams")
             if self.kind == "goflow":
                 _require(np.array_equal(np.sort(fo), np.sort(offs[m_idx])), "one_flow_per_decoded_message")
-            elif self.kind == "zeek_conn":     # one or two flows a connection, a connection a line
+            elif self.kind in ("zeek_conn", "eve"):     # one or two flows a connection, a connection a line
                 _require(bool(np.isin(fo, offs[m_idx]).all()), "flows_of_decoded_messages")
                 uo, cnt = np.unique(fo, return_counts=True)
                 lines = np.array([len((values[int(x - offs[0])] or b"").splitlines()) for x in uo])
@@ -914,7 +928,7 @@ class _Flows:
             tr, t_idx = res.tables["transfers"]
             _require(bool(((t_idx >= 0) & (t_idx < n)).all()), "transfers_of_batch_messages")
             out["transfers"] = tr.num_rows
-        if self.kind == "dns":
+        if self.kind in ("dns", "eve"):
             _require(len(self.path.egress.dns) <= self.path.egress.dns.max_entries, "dns_map_bounded")
         return out
 
@@ -986,7 +1000,7 @@ class _Selftest:
 
 
 RUNNERS = {"messages": _Messages, "markers": _Markers, "netflow": _Flows, "goflow": _Flows, "dns": _Flows,
-           "zeek_conn": _Flows,
+           "zeek_conn": _Flows, "eve": _Flows,
            "pcap": _Pcap, "selftest": _Selftest}
 
 

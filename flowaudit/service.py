@@ -83,7 +83,7 @@ from .protect import Protector
 from .sinks.parquet import PartitionLock, PartitionWriter, PublishAborted, SinkError, StorageUnreadable, replace_atomic
 from .sources.dnssync import DnsSync
 from .sources.kafka import EARLIEST, LATEST, check_broker, consumer_config, log_offsets
-from .workers import FLOW_FORMATS
+from .workers import FLOW_FORMATS, NAME_FORMATS
 
 log = logging.getLogger("flowaudit.stream")
 _NOTHING = object()   # the worker found the queue empty; handle() was given no started batch
@@ -247,7 +247,8 @@ class StreamService:
                                      threads=settings.kafka.kernel_threads)
         if self.metrics and self.egress is not None:
             self.metrics.init_egress(self.egress.metric_label_values())
-        # topics of network telemetry (netflow / goflow / dns) take the flow path, the rest the message path
+        # topics of network telemetry (netflow / goflow / zeek_conn / dns / eve) take the flow path, the rest
+        # the message path
         self.telemetry_kind = np.array([self.topic_fmt[i] if self.topic_fmt[i] in TELEMETRY_NAMES else 0
                                         for i in range(len(self.topic_names))], np.uint8)
         self.flowpath = FlowPath(self.egress, write_flows=settings.egress.write_flows,
@@ -255,9 +256,10 @@ class StreamService:
                                  silent_window_s=settings.egress.silent_window_s,
                                  protector=self.classifier.protector)
         self._nf_seen: dict[str, int] = {}
-        # flow topics wait for the dns topics by record time (flowaudit/sources/dnssync.py)
+        # flow topics wait for the topics of names by record time (flowaudit/sources/dnssync.py); an eve
+        # topic is both
         kinds = {t: TELEMETRY_NAMES.get(int(self.telemetry_kind[i])) for i, t in enumerate(self.topic_names)}
-        self.dnssync = DnsSync([t for t, k in kinds.items() if k == "dns"],
+        self.dnssync = DnsSync([t for t, k in kinds.items() if k in NAME_FORMATS],
                                [t for t, k in kinds.items() if k in FLOW_FORMATS],
                                settings.kafka.dns_wait_s)
         self.findings = self._make_findings(settings)
@@ -1327,8 +1329,9 @@ class StreamService:
                                  ("transfers", (result.transfers, result.t_idx))):
                 if t is not None and (t.num_rows or d == "messages"):
                     parts.setdefault(d, []).append((t, text[rows] if tb is not batch else rows))
-        # DNS answers first: a flow in the same poll as the answer that names its address is attributed
-        for code, kind in sorted(TELEMETRY_NAMES.items(), key=lambda kv: kv[1] != "dns"):
+        # names first (dns topics, then eve topics, which take their names before their flows): a flow
+        # in the same poll as the answer that names its address is attributed
+        for code, kind in sorted(TELEMETRY_NAMES.items(), key=lambda kv: (kv[1] != "dns", kv[1] not in NAME_FORMATS)):
             idx = np.flatnonzero(kinds == code)
             if idx.size:
                 fr = self.flowpath.run(batch, idx, kind)

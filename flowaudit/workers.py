@@ -18,8 +18,8 @@ The supervisor only starts, signals and waits; it never consumes:
   ``PR_SET_PDEATHSIG`` = SIGTERM, so it stops cleanly instead of running on unsupervised.
 
 DNS attribution needs the answers and the flows they name in one member's map.  Where the topics
-hold both ``dns`` and flow topics (``netflow``, ``goflow``), worker 0 reads every topic and the
-other workers the message topics only: members of one group may subscribe to different topics,
+hold both names (``dns``, ``eve``) and flows (``netflow``, ``goflow``, ``zeek_conn``, ``eve``),
+worker 0 reads every telemetry topic and the other workers the message topics only: members of one group may subscribe to different topics,
 and the group assigns a topic's partitions to the members subscribed to it
 (:func:`worker_topics`).
 """
@@ -45,7 +45,8 @@ def worker_tag() -> str:
 
 # flowaudit.decode.TELEMETRY_NAMES spelled out: cli imports this module, and the light commands
 # (collect) start without numpy (tests/test_collect.py)
-FLOW_FORMATS = ("netflow", "goflow", "zeek_conn")     # the telemetry topics whose flows DNS answers name
+FLOW_FORMATS = ("netflow", "goflow", "zeek_conn", "eve")   # the telemetry topics whose flows names name
+NAME_FORMATS = ("dns", "eve")          # the telemetry topics that name addresses (eve: both)
 TELEMETRY_FORMATS = ("dns", *FLOW_FORMATS)
 
 
@@ -69,11 +70,11 @@ def strip_workers(argv: list[str]) -> list[str]:
 
 def worker_topics(topics: dict[str, str], n: int) -> list[dict | None]:
     """The topics (name -> format) of each of ``n`` workers; None: the configured ones.  With
-    ``dns`` and flow topics among them, worker 0 keeps every topic and the others get the message
+    topics of names and of flows among them (an ``eve`` topic is both), worker 0 keeps every topic and the others get the message
     topics only, so that one member holds every DNS answer and every flow; a worker left with no
     topic is not started (the list is shorter)."""
     fmts = set(topics.values())
-    if n <= 1 or "dns" not in fmts or not fmts & set(FLOW_FORMATS):
+    if n <= 1 or not fmts & set(NAME_FORMATS) or not fmts & set(FLOW_FORMATS):
         return [None] * n
     rest = {t: f for t, f in topics.items() if f not in TELEMETRY_FORMATS}
     return [None] + ([rest] * (n - 1) if rest else [])

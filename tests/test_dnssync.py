@@ -193,3 +193,142 @@ def test_property_against_the_plain_rule():
             got += g.admit(batch, everything, now=t)[0]
         left = [m for q in g.waiting.values() for m in q]
         assert (ids(got), ids(left)) == _reference(events, wait_s), seed
+
+
+# -- a topic of names and flows (a Suricata eve topic): a DNS partition and a flow partition at once
+
+EVE0, EVE1 = ("eve", 0), ("eve", 1)
+
+
+def eve_gate(wait_s=10.0, flows=("nf", "eve")):
+    g = DnsSync(["dns", "eve"], list(flows), wait_s)
+    g.assign([DNS, NF, EVE0, EVE1])
+    return g
+
+
+def test_an_eve_partition_never_waits_for_itself():
+    """Its names come in offset order before its flows: with no other DNS partition held, its
+    messages go straight on, in order, and move its frontier for the flow topics."""
+    g = DnsSync(["eve"], ["nf", "eve"], 10)
+    g.assign([EVE0, NF])
+    out, forced = g.admit([msg(EVE0, 0, 100), msg(NF, 0, 150), msg(EVE0, 1, 200)], everything, now=0)
+    assert ids(out) == [("eve", 0, False), ("eve", 1, False), ("nf", 0, False)] and forced == 0
+    assert not g.waiting and g.frontier(everything) == 200
+
+
+def test_two_eve_partitions_go_in_record_time_order_and_neither_holds_the_other_up():
+    g = DnsSync(["eve"], ["eve"], 1000)
+    g.assign([EVE0, EVE1])
+    # both fetched at once: the partition with the older head goes first, up to the other's head
+    out, forced = g.admit([msg(EVE0, 0, 10), msg(EVE0, 1, 30), msg(EVE0, 2, 50),
+                           msg(EVE1, 0, 20), msg(EVE1, 1, 40)], everything, now=0)
+    assert forced == 0
+    assert ids(out) == [("eve", 0, False), ("eve", 0, False), ("eve", 1, False), ("eve", 1, False)]
+    # eve/0 at t=50 waits: eve/1 has passed on up to t=40 and may still deliver names before t=50
+    assert ids(g.waiting[EVE0]) == [("eve", 2, False)] and EVE1 not in g.waiting
+    out, _ = g.admit([msg(EVE1, 2, 60)], everything, now=1)
+    # now eve/0's t=50 is the older head: it goes, and eve/1's t=60 waits for eve/0 in turn
+    assert [(m.partition(), m.offset()) for m in out] == [(0, 2)] and ids(g.waiting[EVE1]) == [("eve", 2, False)]
+    # a tie in record time does not stall them either
+    out, _ = g.admit([msg(EVE0, 3, 70), msg(EVE1, 3, 70)], everything, now=2)
+    assert [(m.partition(), m.offset()) for m in out] == [(1, 2), (1, 3), (0, 3)] and not g.waiting
+    # their ends: everything goes
+    out, _ = g.admit([eof(EVE0, 4), eof(EVE1, 4)], everything, now=3)
+    assert len(out) == 2 and g.frontier(everything) == math.inf and g.timeouts == 0
+
+
+def test_flows_wait_for_an_eve_partition_as_for_a_dns_partition():
+    g = eve_gate()
+    out, _ = g.admit([eof(DNS, 0), msg(NF, 0, 100)], everything, now=0)
+    # the eve partition delivered nothing yet: the NetFlow flow waits for it
+    assert ids(out) == [("dns", 0, True)] and NF in g.waiting
+    out, _ = g.admit([msg(EVE0, 0, 90), eof(EVE1, 0)], everything, now=1)
+    assert ids(out) == [("eve", 0, False), ("eve", 0, True)] and NF in g.waiting     # 90 < 100
+    out, _ = g.admit([msg(EVE0, 1, 120)], everything, now=2)
+    # eve/0's oldest waiting message is of t=120: the flow of t=100 goes in the same poll (one
+    # batch, whose names the stream takes before its flows)
+    assert sorted(ids(out)) == [("eve", 1, False), ("nf", 0, False)] and not g.waiting
+
+
+def test_an_eve_partition_waits_for_a_dns_topic():
+    g = eve_gate()
+    out, _ = g.admit([eof(EVE1, 0), eof(NF, 0), msg(EVE0, 0, 100)], everything, now=0)
+    assert ("eve", 0, False) not in ids(out) and EVE0 in g.waiting
+    out, _ = g.admit([msg(DNS, 0, 100)], everything, now=1)
+    assert ids(out) == [("dns", 0, False), ("eve", 0, False)]
+
+
+def test_property_an_eve_partition_beside_a_dns_partition_follows_the_plain_rule():
+    """One eve partition and one dns partition: the eve partition waits for the dns one exactly
+    as a flow partition does (the plain rule above), never for itself."""
+    import random
+
+    for seed in range(200):
+        rng = random.Random(seed)
+        wait_s = rng.choice([1.0, 3.0, 100.0])
+        offs = {"dns": 0, "nf": 0}
+        events, now = [], 0.0
+        for _ in range(rng.randint(1, 12)):
+            now += rng.choice([0.0, 0.5, 2.0])
+            batch = []
+            for _ in range(rng.randint(0, 5)):
+                t = rng.choice(["dns", "nf"])
+                key = (t, 0)
+                if rng.random() < 0.2:
+                    batch.append(eof(key, offs[t]))
+                else:
+                    batch.append(msg(key, offs[t], rng.choice([None, rng.randint(0, 50)])))
+                    offs[t] += 1
+            events.append((now, batch))
+        g = DnsSync(["dns", "nf"], ["nf"], wait_s)      # "nf" here carries names and flows
+        g.assign([DNS, NF])
+        got = []
+        for t, batch in events:
+            got += g.admit(batch, everything, now=t)[0]
+        left = [m for q in g.waiting.values() for m in q]
+        assert (ids(got), ids(left)) == _reference(events, wait_s), seed
+
+
+def test_property_eve_partitions_drain_in_order_without_waiting_out_the_bound():
+    """Random polls over two eve partitions and a NetFlow partition, every partition ending:
+    with a bound never reached, everything goes on, each partition in offset order, and a
+    message goes on only once every other names partition has passed on, or holds waiting,
+    nothing older than it."""
+    import random
+
+    for seed in range(200):
+        rng = random.Random(seed)
+        g = eve_gate(wait_s=10**9)
+        g.revoke([DNS])
+        offs = {EVE0: 0, EVE1: 0, NF: 0}
+        clock = {k: 0 for k in offs}
+        sent = {k: [] for k in offs}
+        got = []
+        for step in range(rng.randint(1, 15)):
+            batch = []
+            for _ in range(rng.randint(0, 6)):
+                k = rng.choice(list(offs))
+                clock[k] += rng.randint(0, 20)
+                m = msg(k, offs[k], clock[k])
+                offs[k] += 1
+                sent[k].append(m)
+                batch.append(m)
+            out, forced = g.admit(batch, everything, now=step)
+            assert forced == 0
+            # a poll's messages are one batch, whose names are taken before its flows: a message
+            # goes on only once every other eve partition has passed on (in this poll or before),
+            # or holds waiting, something at least as new as it
+            for m in out:
+                k = (m.topic(), m.partition())
+                t = m.timestamp()[1]
+                for o in (EVE0, EVE1):
+                    if o != k:
+                        passed = [x.timestamp()[1] for x in got + out if (x.topic(), x.partition()) == o]
+                        pending = [x.timestamp()[1] for x in g.waiting.get(o, [])]
+                        assert (passed and max(passed) >= t) or (pending and pending[0] >= t), seed
+            got += out
+        out, _ = g.admit([eof(k, offs[k]) for k in offs], everything, now=100)
+        got += [m for m in out if m.error() is None]
+        assert not g.waiting, seed
+        for k in offs:
+            assert [m.offset() for m in got if (m.topic(), m.partition()) == k] == list(range(offs[k])), seed

@@ -482,3 +482,124 @@ def test_zeek_conn_topic_takes_suricata_flow_events(tmp_path):
     assert {(t["seen_where"], t["indicator"], t["platform"]) for t in tr} == {("TLS_SNI", "gateway.logink.cn", "LOGINK")}
     assert [(q["offset"], q["reason"]) for q in read_dataset(svc.root, "quarantine").to_pylist()] == [
         (2, "malformed_json")]
+
+
+def _eve_flow(iso: str, src: str, dst: str, to_server: int, to_client: int) -> bytes:
+    return json.dumps({"timestamp": iso, "event_type": "flow", "src_ip": src, "src_port": 40000, "dest_ip": dst,
+                       "dest_port": 443, "proto": "TCP",
+                       "flow": {"pkts_toserver": 12, "pkts_toclient": 9, "bytes_toserver": to_server,
+                                "bytes_toclient": to_client, "start": iso, "end": iso}}).encode()
+
+
+def test_eve_topic_takes_its_names_then_its_flows(tmp_path):
+    """A Suricata ``eve`` topic (every event type on one topic, as a shipper sends eve.json): its
+    DNS answers name addresses, its flow events are flows matched against those names, its alerts
+    are read and give nothing; each message is one messages or quarantine row.  A message with a
+    bad line is quarantined whole: its TLS name names nothing and its flow is no flow."""
+    from .test_dnsmap import eve
+
+    svc = service(tmp_path, {"suricata.eve": "eve"})
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime(T0_MS / 1000))
+    answer = eve("dns", {"type": "answer", "rrname": "gateway.logink.cn", "rrtype": "A", "rcode": "NOERROR",
+                         "answers": [{"rrname": "gateway.logink.cn", "rrtype": "A", "ttl": 300,
+                                      "rdata": "198.51.100.7"}]},
+                 ts=iso, src="10.40.0.53", dst="10.0.0.5", sport=53, dport=53000)
+    bad = b"\n".join([eve("tls", {"sni": "api.logink.org"}, ts=iso, src="10.0.0.6", dst="198.51.100.99"),
+                      _eve_flow(iso, "10.0.0.6", "198.51.100.99", 700, 70),
+                      eve("dns", {"type": "answer", "rrname": "x.example"}, ts="yesterday")])
+    rows = [("suricata.eve", 0, None, answer),
+            ("suricata.eve", 1, None, _eve_flow(iso, "10.0.0.5", "198.51.100.7", 9000, 800)),
+            ("suricata.eve", 2, None, eve("alert", {"signature": "x"}, ts=iso)),
+            ("suricata.eve", 3, None, bad),
+            ("suricata.eve", 4, None, _eve_flow(iso, "10.0.0.6", "198.51.100.99", 500, 50))]
+    svc.handle(batch_of(svc, rows), np.zeros(len(rows), np.int64), [("suricata.eve", 0)], 0.0)
+    svc.flush_all()
+    flows = read_dataset(svc.root, "flows").to_pylist()
+    assert sorted((f["offset"], f["src_addr"], f["dst_addr"], f["bytes"], f["exporter"]) for f in flows) == [
+        (1, "10.0.0.5", "198.51.100.7", 9000, "suricata"), (1, "198.51.100.7", "10.0.0.5", 800, "suricata"),
+        (4, "10.0.0.6", "198.51.100.99", 500, "suricata"), (4, "198.51.100.99", "10.0.0.6", 50, "suricata")]
+    tr = read_dataset(svc.root, "transfers").to_pylist()
+    assert sorted((t["offset"], t["rule"], t["seen_where"], t["dst_addr"], t["bytes"]) for t in tr) == [
+        (0, "dns_lookup", "DNS_ANSWER", "198.51.100.7", None),
+        (1, "watchlist", "DNS_ANSWER", "10.0.0.5", 800), (1, "watchlist", "DNS_ANSWER", "198.51.100.7", 9000)]
+    assert {(t["platform"], t["indicator"]) for t in tr} == {("LOGINK", "gateway.logink.cn")}
+    assert [(q["offset"], q["format"], q["reason"]) for q in read_dataset(svc.root, "quarantine").to_pylist()] == [
+        (3, "eve", "malformed_json")]
+    msgs = read_dataset(svc.root, "messages").to_pylist()
+    # (a telemetry message's n_segments: the flows decoded from it; n_hits: the transfers it made)
+    assert sorted((m["offset"], m["format"], m["msg_type"], m["n_segments"], m["n_hits"]) for m in msgs) == [
+        (0, "eve", "suricata-dns", 0, 1), (1, "eve", "suricata-flow", 2, 2), (2, "eve", "suricata-eve", 0, 0),
+        (4, "eve", "suricata-flow", 2, 0)]
+
+
+def test_eve_topic_through_the_stream_waits_for_its_own_other_partition(broker, tmp_path):
+    """A real broker, one eve topic of two partitions: the DNS answer on partition 0, the flow it
+    names (a second later, by event and record time) on partition 1.  Partition 0's storage lock is
+    held while partition 1 is read to its end, the consumer's worst order: the flow waits for
+    partition 0's names (flowaudit/sources/dnssync.py), neither partition waits for itself or holds
+    the other up for the bound, and the flow is LOGINK's."""
+    import subprocess
+
+    from confluent_kafka import Producer
+
+    from flowaudit.sinks.parquet import PartitionLock
+
+    from .conftest import stream_cmd, stream_env
+    from .test_dnsmap import eve
+
+    topic = "t-eve.suricata"
+    broker.create_topics({topic: 2})
+    t0 = T0_MS
+    iso = lambda ms: time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime(ms / 1000))  # noqa: E731
+    answer = eve("dns", {"type": "answer", "rrname": "gateway.logink.cn", "rrtype": "A", "rcode": "NOERROR",
+                         "answers": [{"rrname": "gateway.logink.cn", "rrtype": "A", "ttl": 300,
+                                      "rdata": "198.51.100.7"}]},
+                 ts=iso(t0), src="10.40.0.53", dst="10.0.0.5", sport=53, dport=53000)
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    p.produce(topic, answer, partition=0, timestamp=t0)
+    p.produce(topic, eve("alert", {"signature": "x"}, ts=iso(t0 + 500)), partition=0, timestamp=t0 + 500)
+    p.produce(topic, _eve_flow(iso(t0 + 1000), "10.0.0.5", "198.51.100.7", 9000, 800), partition=1,
+              timestamp=t0 + 1000)
+    p.produce(topic, _eve_flow(iso(t0 + 2000), "10.0.0.6", "192.0.2.80", 500, 50), partition=1, timestamp=t0 + 2000)
+    assert p.flush(30) == 0
+
+    root = tmp_path / "out"
+    lock = PartitionLock(root, topic, 0)
+    assert lock.try_acquire()
+    log_path = tmp_path / "stream.log"
+    cmd = stream_cmd(broker.bootstrap, {"eve": topic}, root, "--until-drained", "--group", "g-eve",
+                     "--metrics-port", "0")
+    cmd.insert(cmd.index("stream"), "-v")
+    t_start = time.monotonic()
+    with open(log_path, "wb") as err:
+        proc = subprocess.Popen(cmd, env=stream_env(FLOWAUDIT_KAFKA_DNS_WAIT_S="120"), stdout=subprocess.PIPE,
+                                stderr=err)
+    try:
+        assert _wait_until(lambda: "waiting for the storage locks" in log_path.read_text(errors="replace"), 120)
+        time.sleep(3)                                   # partition 1 is read to its end meanwhile
+    finally:
+        lock.release()
+    try:
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    text = log_path.read_text(errors="replace")
+    assert proc.returncode == 0, text[-3000:]
+    assert "DNS sync" not in out.decode() and time.monotonic() - t_start < 100    # the bound was not waited out
+    tr = read_dataset(root, "transfers").to_pylist()
+    assert sorted((t["partition"], t["offset"], t["rule"], t["seen_where"], t["src_addr"], t["dst_addr"])
+                  for t in tr) == [(0, 0, "dns_lookup", "DNS_ANSWER", "10.0.0.5", "198.51.100.7"),
+                                   (1, 0, "watchlist", "DNS_ANSWER", "10.0.0.5", "198.51.100.7"),
+                                   (1, 0, "watchlist", "DNS_ANSWER", "198.51.100.7", "10.0.0.5")]
+    msgs = read_dataset(root, "messages").to_pylist()
+    assert sorted((m["partition"], m["offset"], m["msg_type"]) for m in msgs) == [
+        (0, 0, "suricata-dns"), (0, 1, "suricata-eve"), (1, 0, "suricata-flow"), (1, 1, "suricata-flow")]
+
+
+def _wait_until(cond, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.2)
+    return False

@@ -8,7 +8,7 @@
 * Hypothesis over the real decoders in this process: any bytes, and mutated seeds, keep the
   invariants;
 * the short pass: every decoder for a few seconds each, in a worker process.  The NetFlow-side
-  decoders (netflow, goflow, zeek_conn, dns, pcap, markers) run with ``NUMBA_BOUNDSCHECK=1``; the message
+  decoders (netflow, goflow, zeek_conn, dns, eve, pcap, markers) run with ``NUMBA_BOUNDSCHECK=1``; the message
   decoders run on the normal compiled kernels, because compiling their bounds-checked variants
   takes minutes on a 2-core runner (``./dev fuzz`` runs everything bounds-checked).
 """
@@ -228,7 +228,7 @@ def test_netflow_decoder_keeps_invariants(picks):
 
 
 # ------------------------------------------------------------------------------------ the CI pass
-BOUNDSCHECKED = ["netflow", "goflow", "zeek_conn", "dns", "pcap", "markers"]
+BOUNDSCHECKED = ["netflow", "goflow", "zeek_conn", "dns", "eve", "pcap", "markers"]
 UNCHECKED = ["edifact", "x12", "xml", "json", "detect", "scan", "embedded", "flat"]
 
 

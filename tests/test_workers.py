@@ -43,6 +43,10 @@ def test_the_telemetry_topics_go_to_worker_0():
     assert worker_topics({"z.dns": "dns", "nf": "goflow"}, 2) == [None]       # nothing left to share
     assert worker_topics({"z.dns": "dns", "zc": "zeek_conn", "j": "json"}, 2) == [None, {"j": "json"}]
     assert worker_topics({"a": "json", "nf": "netflow"}, 2) == [None, None]    # no DNS: nothing to keep together
+    # a Suricata eve topic holds names and flows: its partitions stay in one member, with the others'
+    assert worker_topics({"s.eve": "eve", "j": "json"}, 2) == [None, {"j": "json"}]
+    assert worker_topics({"s.eve": "eve", "nf": "netflow", "j": "json"}, 2) == [None, {"j": "json"}]
+    assert worker_topics({"z.dns": "dns", "s.eve": "eve", "j": "json"}, 3) == [None, {"j": "json"}, {"j": "json"}]
     assert worker_topics(topics, 1) == [None]
     argv = ["stream", "--topics", "a.edi=edifact,z.dns=dns", "--workers", "2", "--topics=x=json"]
     cmd = worker_argv(argv, 1, 0, {"a.edi": "edifact"})

@@ -29,6 +29,9 @@ FORMAT_NAMES[FMT_FLAT] = "flat"
 # Zeek conn.log records (JSON lines, or Zeek's ASCII log with its header in the message) as flows
 FMT_ZEEK_CONN = 9
 TELEMETRY_NAMES[FMT_ZEEK_CONN] = "zeek_conn"
+# Suricata eve.json, every event type on one topic: its names (DNS, TLS, HTTP) and its flows
+FMT_EVE = 10
+TELEMETRY_NAMES[FMT_EVE] = "eve"
 FORMAT_CODES = {v: k for k, v in {**FORMAT_NAMES, **TELEMETRY_NAMES}.items()}
 
 # Quarantine reasons (status codes; 0 = decoded).  Stable: stored in Parquet as strings.

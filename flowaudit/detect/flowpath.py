@@ -1,5 +1,8 @@
 """The stream's path for network telemetry topics: NetFlow/IPFIX datagrams, goflow2 JSON flows,
-Zeek conn.log connections (as the flow records an exporter would send) and Zeek DNS answers.
+Zeek conn.log connections (as the flow records an exporter would send), the names DNS answers,
+TLS server names and HTTP Hosts give addresses (Zeek's logs, Suricata's events), and a Suricata
+``eve`` topic that carries both (every event type on one topic: the names of a batch are taken
+before its flows are matched).
 
 Each Kafka message still lands in exactly one of ``messages`` (decoded) and ``quarantine``;
 decoded flows go to ``flows`` (when enabled) and the watchlist / DNS / zone-policy matches to
@@ -31,8 +34,8 @@ from .zones import SilentMonitor
 
 log = logging.getLogger(__name__)
 
-KIND_NETFLOW, KIND_GOFLOW, KIND_DNS, KIND_ZEEK_CONN = "netflow", "goflow", "dns", "zeek_conn"
-KINDS = (KIND_NETFLOW, KIND_GOFLOW, KIND_DNS, KIND_ZEEK_CONN)
+KIND_NETFLOW, KIND_GOFLOW, KIND_DNS, KIND_ZEEK_CONN, KIND_EVE = "netflow", "goflow", "dns", "zeek_conn", "eve"
+KINDS = (KIND_NETFLOW, KIND_GOFLOW, KIND_DNS, KIND_ZEEK_CONN, KIND_EVE)
 _VERSION_NAMES = {5: "v5", 9: "v9", 10: "ipfix"}
 # a dns topic's message type: the log of its (last) record
 _NAME_MTYPE = {"zeek": {"dns": "zeek-dns", "tls_sni": "zeek-ssl", "http_host": "zeek-http"},
@@ -54,6 +57,12 @@ class FlowResult:
     flows: int = 0
     late_dropped: int = 0                           # held rows whose partition is not in this batch
     kernel_seconds: dict = field(default_factory=dict)
+
+    def add(self, dataset: str, table: pa.Table, rows: np.ndarray) -> None:
+        """``table``'s rows (batch index ``rows``) to ``dataset``'s, after any it holds."""
+        old = self.tables.get(dataset)
+        self.tables[dataset] = (table, rows) if old is None else (
+            pa.concat_tables([old[0], table]), np.concatenate([old[1], rows]))
 
 
 class FlowPath:
@@ -171,15 +180,20 @@ class FlowPath:
         res = FlowResult()
         t0 = time.perf_counter()
         if kind == KIND_DNS:
-            self._dns(sub, idx, res)
+            out = self._dns(sub, idx, res)
+        elif kind == KIND_EVE:
+            out = self._eve(sub, idx, res)
         else:
-            self._flows(sub, idx, kind, res)
+            out = self._flows(sub, idx, kind, res)
+        self._messages(sub, idx, *out, kind, res)
         res.kernel_seconds[kind] = time.perf_counter() - t0
         return res
 
     # -- flows ---------------------------------------------------------------------------------
 
-    def _flows(self, sub: Batch, idx: np.ndarray, kind: str, res: FlowResult) -> None:
+    def _flows(self, sub: Batch, idx: np.ndarray, kind: str, res: FlowResult) -> tuple:
+        """A flow topic's messages: their flows, matched; (status, reasons, message types, flows
+        per message) for :meth:`_messages`."""
         n = len(sub)
         lens = np.diff(sub.offsets)
         if kind == KIND_NETFLOW:
@@ -213,6 +227,14 @@ class FlowPath:
         status[sub.null] = 1
         reasons = ["null_value" if sub.null[i] else ("empty_value" if lens[i] == 0 else reasons[i])
                    for i in range(n)]
+        per_msg = self._flow_rows(sub, idx, kind, res, flows, numeric, exporters, dgram)
+        return status, reasons, mtypes, per_msg
+
+    def _flow_rows(self, sub: Batch, idx: np.ndarray, kind: str, res: FlowResult, flows: pa.Table, numeric: dict,
+                   exporters, dgram: np.ndarray) -> np.ndarray:
+        """Decoded flows (``dgram``: the message of each, -1 for a held row) to ``flows`` and their
+        watchlist, DNS and zone matches to ``transfers``; the flows of each message."""
+        n = len(sub)
         # batch index of each flow row: its datagram, or (held rows) the first message of its partition
         f_idx = np.full(flows.num_rows, -1, np.int64)
         mine = dgram >= 0
@@ -251,14 +273,12 @@ class FlowPath:
                     if name == "source":
                         col = col.combine_chunks().cast(t.schema.field(k).type)
                     t = t.set_column(k, t.schema.field(k), col)
-                res.tables["transfers"] = (t, f_idx[rows.to_numpy()])
+                res.add("transfers", t, f_idx[rows.to_numpy()])
         if self.silent is not None and flows.num_rows:
             silent = self._silent_windows(numeric, f_idx, flows)
             if silent is not None:
-                old = res.tables.get("transfers")
-                res.tables["transfers"] = silent if old is None else (
-                    pa.concat_tables([old[0], silent[0]]), np.concatenate([old[1], silent[1]]))
-        self._messages(sub, idx, status, reasons, kind, mtypes, per_msg, res)
+                res.add("transfers", *silent)
+        return per_msg
 
     def _silent_windows(self, numeric: dict, f_idx: np.ndarray, flows: pa.Table):
         """Close every window of flow time that this batch's flows complete; one transfers row per
@@ -361,7 +381,10 @@ class FlowPath:
 
     # -- DNS answers ---------------------------------------------------------------------------
 
-    def _dns(self, sub: Batch, idx: np.ndarray, res: FlowResult) -> None:
+    def _dns(self, sub: Batch, idx: np.ndarray, res: FlowResult, skip: np.ndarray | None = None) -> tuple:
+        """A names topic's messages into the DNS map, their lookups and watched names to
+        ``transfers``; (status, reasons, message types, flows per message: none) for
+        :meth:`_messages`.  ``skip``: messages already judged bad (their names are not taken)."""
         n = len(sub)
         lens = np.diff(sub.offsets)
         status = np.zeros(n, np.int64)
@@ -373,7 +396,7 @@ class FlowPath:
                 status[i] = 1
                 reasons[i] = "null_value" if sub.null[i] else "empty_value"
                 continue
-            if self.egress is None:
+            if self.egress is None or (skip is not None and skip[i]):
                 continue
             bad: list = []
             value = sub.buf[sub.offsets[i]:sub.offsets[i + 1]].tobytes()
@@ -391,12 +414,35 @@ class FlowPath:
                 parts.append(t)
                 rows_idx.append(np.full(t.num_rows, idx[i], np.int64))
         if parts:
-            res.tables["transfers"] = (pa.concat_tables(parts), np.concatenate(rows_idx))
-        self._messages(sub, idx, status, reasons, KIND_DNS, mtypes, np.zeros(n, int), res)
+            res.add("transfers", pa.concat_tables(parts), np.concatenate(rows_idx))
+        return status, reasons, mtypes, np.zeros(n, int)
+
+    # -- Suricata eve: names and flows on one topic ------------------------------------------------
+
+    def _eve(self, sub: Batch, idx: np.ndarray, res: FlowResult) -> tuple:
+        """A Suricata ``eve`` topic (every event type on one topic, as a shipper sends eve.json):
+        its DNS answers, TLS server names and HTTP Hosts go into the DNS map first, then its
+        ``flow`` / ``netflow`` events are flows, matched against the map (the names of the batch
+        included).  A message with a line that is no Suricata event (or a bad one: no readable
+        time, a flow without addresses) is quarantined whole: it names nothing and gives no flow."""
+        n = len(sub)
+        flows, dgram, status, reasons = self._zeek_conn(sub)        # reads, takes nothing in
+        n_status, n_reasons, mtypes, _ = self._dns(sub, idx, res, skip=status != 0)
+        for i in np.flatnonzero((status != 0) | (n_status != 0)).tolist():
+            status[i] = 1
+            reasons[i] = n_reasons[i] if n_status[i] else reasons[i]
+        dgram = np.asarray(dgram, np.int64)
+        if dgram.size and status[dgram].any():            # a name record was bad: its message gives no flow
+            keep = status[dgram] == 0
+            flows, dgram = flows.filter(pa.array(keep)), dgram[keep]
+        per_msg = self._flow_rows(sub, idx, KIND_EVE, res, flows, numeric_view(flows), None, dgram)
+        mtypes = ["suricata-flow" if per_msg[i] else
+                  (mtypes[i] if mtypes[i].startswith("suricata-") else "suricata-eve") for i in range(n)]
+        return status, reasons, mtypes, per_msg
 
     # -- the messages / quarantine rows -----------------------------------------------------------
 
-    def _messages(self, sub, idx, status, reasons, kind, mtypes, per_msg, res) -> None:
+    def _messages(self, sub, idx, status, reasons, mtypes, per_msg, kind, res) -> None:
         n = len(sub)
         lens = np.diff(sub.offsets).astype(np.int32)
         ok = np.flatnonzero(status == 0)

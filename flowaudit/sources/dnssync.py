@@ -1,5 +1,6 @@
 """Flows wait for the DNS answers that name their addresses: Kafka-time synchronisation of a
-member's flow partitions (``netflow`` / ``goflow`` topics) with its ``dns`` partitions.
+member's flow partitions (``netflow`` / ``goflow`` / ``zeek_conn`` / ``eve`` topics) with its
+partitions of names (``dns`` / ``eve`` topics; "DNS partitions" below).
 
 The DNS map attributes a flow only if the answer naming its address went through the flow path
 first.  Live, answers precede the flows they name by seconds to minutes (an exporter sends a flow
@@ -24,6 +25,14 @@ input partitions (timestamp synchronisation, bounded by ``max.task.idle.ms``):
   counted (``flowaudit_dns_sync_timeouts_total``) and logged: their flows may lack attribution.
   A flow partition that is not readable yet passes on (the stream drops its messages and reads
   them again once its lock is taken).
+
+A topic of both (a Suricata ``eve`` topic: DNS answers and flow events on one topic) is a DNS
+partition and a flow partition at once.  Its messages wait like flows, in offset order, and its
+frontier counts what it has passed on; while some of its messages wait, everything before its
+oldest waiting message has been passed on, so that head's record time is its frontier for the
+other partitions.  It never waits for itself (its names come in offset order before its flows),
+and of two such partitions the one whose head is older goes first, as Kafka Streams picks the
+partition with the oldest head: neither holds the other up.
 
 A member that holds no DNS partition passes flows straight on.  Waiting messages were delivered
 but never handed to a writer, so no offset past them is committed: a revoked partition's waiting
@@ -71,16 +80,32 @@ class DnsSync:
             self.waiting.pop(k, None)
             self._since.pop(k, None)
 
-    def frontier(self, ready) -> float:
-        """The record time (ms) every held DNS partition has delivered up to; ``ready(key)``: the
-        partition is read (not waiting for its storage lock)."""
+    def frontier(self, ready, but=None) -> float:
+        """The record time (ms) every held DNS partition (but ``but``) has delivered up to;
+        ``ready(key)``: the partition is read (not waiting for its storage lock).  A partition of
+        names and flows with messages waiting has delivered everything before its oldest one."""
         f = math.inf
         for k, (ms, end) in self._dns.items():
+            if k == but:
+                continue
             if not ready(k):
                 return -math.inf
-            if not end:
+            q = self.waiting.get(k)
+            if q:
+                f = min(f, max(ms, math.inf if q[0].error() is not None else record_ms(q[0])))
+            elif not end:
                 f = min(f, ms)
         return f
+
+    def _passed(self, key, m) -> None:
+        """``m`` of the DNS partition ``key`` was passed on: its frontier moves."""
+        err = m.error()
+        ms, _end = self._dns[key]
+        if err is None:
+            t = record_ms(m)
+            self._dns[key] = (max(ms, t) if t < math.inf else ms, False)
+        elif err.code() == _EOF:
+            self._dns[key] = (ms, True)
 
     def admit(self, msgs: list, ready, now: float | None = None) -> tuple[list, int]:
         """The poll's messages that go on now, in order, with the waiting flow messages that may go
@@ -99,34 +124,34 @@ class DnsSync:
                 q.append(m)
                 continue
             if key in self._dns and ready(key):
-                err = m.error()
-                ms, _end = self._dns[key]
-                if err is None:
-                    t = record_ms(m)
-                    self._dns[key] = (max(ms, t) if t < math.inf else ms, False)
-                elif err.code() == _EOF:
-                    self._dns[key] = (ms, True)
+                self._passed(key, m)
             out.append(m)
-        if not self.waiting:
-            return out, 0
-        f = self.frontier(ready)
         forced = 0
-        for key in list(self.waiting):
-            q = self.waiting[key]
-            if now - self._since[key] >= self.wait_s:
-                n = sum(1 for m in q if m.error() is None and record_ms(m) > f)
-                forced += n
-                out.extend(q)
-                cut = len(q)
-            else:
-                cut = 0
-                while cut < len(q) and (q[cut].error() is not None or record_ms(q[cut]) <= f):
-                    cut += 1
+        moved = True
+        while moved and self.waiting:      # again while a partition of names and flows moved on
+            moved = False
+            for key in list(self.waiting):
+                q = self.waiting[key]
+                f = self.frontier(ready, but=key)
+                if now - self._since[key] >= self.wait_s:
+                    n = sum(1 for m in q if m.error() is None and record_ms(m) > f)
+                    forced += n
+                    cut = len(q)
+                else:
+                    cut = 0
+                    while cut < len(q) and (q[cut].error() is not None or record_ms(q[cut]) <= f):
+                        cut += 1
+                if not cut:
+                    continue
                 out.extend(q[:cut])
-            if cut == len(q):
-                del self.waiting[key], self._since[key]
-            elif cut:
-                del q[:cut]
-                self._since[key] = now   # the new head starts its own wait
+                if key in self._dns:       # names and flows: what it passed on moves its frontier
+                    for m in q[:cut]:
+                        self._passed(key, m)
+                    moved = True
+                if cut == len(q):
+                    del self.waiting[key], self._since[key]
+                else:
+                    del q[:cut]
+                    self._since[key] = now   # the new head starts its own wait
         self.timeouts += forced
         return out, forced
