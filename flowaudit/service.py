@@ -1331,7 +1331,8 @@ class StreamService:
                     parts.setdefault(d, []).append((t, text[rows] if tb is not batch else rows))
         # names first (dns topics, then eve topics, which take their names before their flows): a flow
         # in the same poll as the answer that names its address is attributed
-        for code, kind in sorted(TELEMETRY_NAMES.items(), key=lambda kv: (kv[1] != "dns", kv[1] not in NAME_FORMATS)):
+        names_first = sorted(TELEMETRY_NAMES.items(), key=lambda kv: (kv[1] != "dns", kv[1] not in NAME_FORMATS))
+        for code, kind in names_first:
             idx = np.flatnonzero(kinds == code)
             if idx.size:
                 fr = self.flowpath.run(batch, idx, kind)

@@ -19,9 +19,9 @@ The supervisor only starts, signals and waits; it never consumes:
 
 DNS attribution needs the answers and the flows they name in one member's map.  Where the topics
 hold both names (``dns``, ``eve``) and flows (``netflow``, ``goflow``, ``zeek_conn``, ``eve``),
-worker 0 reads every telemetry topic and the other workers the message topics only: members of one group may subscribe to different topics,
-and the group assigns a topic's partitions to the members subscribed to it
-(:func:`worker_topics`).
+worker 0 reads every topic and the other workers the message topics only: members of one group
+may subscribe to different topics, and the group assigns a topic's partitions to the members
+subscribed to it (:func:`worker_topics`).
 """
 from __future__ import annotations
 

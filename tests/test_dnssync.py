@@ -332,3 +332,16 @@ def test_property_eve_partitions_drain_in_order_without_waiting_out_the_bound():
         assert not g.waiting, seed
         for k in offs:
             assert [m.offset() for m in got if (m.topic(), m.partition()) == k] == list(range(offs[k])), seed
+
+
+def test_an_eve_head_without_record_time_vouches_only_for_what_it_passed_on():
+    """A waiting eve message the broker gave no time says nothing of what its partition holds
+    after it: a flow newer than what that partition passed on still waits (until the bound, as
+    any message without a record time waits for every end)."""
+    g = DnsSync(["eve"], ["nf", "eve"], 10)
+    g.assign([EVE0, EVE1, NF])
+    out, _ = g.admit([msg(EVE0, 0, 10), msg(EVE0, 1, None), msg(EVE1, 0, 200), msg(NF, 0, 150)], everything, now=0)
+    assert ids(out) == [("eve", 0, False)] and list(g.waiting) == [EVE0, EVE1, NF]
+    assert g.frontier(everything, but=EVE1) == 10
+    out, forced = g.admit([], everything, now=10)
+    assert sorted(ids(out)) == [("eve", 0, False), ("eve", 1, False), ("nf", 0, False)] and forced == 3

@@ -91,8 +91,9 @@ class DnsSync:
             if not ready(k):
                 return -math.inf
             q = self.waiting.get(k)
-            if q:
-                f = min(f, max(ms, math.inf if q[0].error() is not None else record_ms(q[0])))
+            if q:       # (a head without record time: only what it passed on; an end: everything)
+                head = math.inf if q[0].error() is not None else record_ms(q[0])
+                f = min(f, max(ms, head) if q[0].error() is not None or head < math.inf else ms)
             elif not end:
                 f = min(f, ms)
         return f
