@@ -482,6 +482,10 @@ def test_zeek_conn_topic_takes_suricata_flow_events(tmp_path):
     assert {(t["seen_where"], t["indicator"], t["platform"]) for t in tr} == {("TLS_SNI", "gateway.logink.cn", "LOGINK")}
     assert [(q["offset"], q["reason"]) for q in read_dataset(svc.root, "quarantine").to_pylist()] == [
         (2, "malformed_json")]
+    # its messages say they were Suricata's, not Zeek's
+    assert sorted((m["source"], m["offset"], m["msg_type"]) for m in read_dataset(svc.root, "messages").to_pylist()) == [
+        ("suricata.flows", 0, "suricata-flow"), ("suricata.flows", 1, "suricata-eve"),
+        ("suricata.names", 0, "suricata-tls")]
 
 
 def _eve_flow(iso: str, src: str, dst: str, to_server: int, to_client: int) -> bytes:

@@ -529,8 +529,13 @@ def _iso_seconds(v) -> float | None:
         return None
 
 
-class _NoFlow(dict):
+class NoFlow(dict):
     """A Suricata event that is no flow (no JSON line can pass for one)."""
+
+
+class EveFlow(dict):
+    """A Suricata ``flow`` or ``netflow`` event as the Zeek connection it stands for (its type says
+    where it came from: a message's type is ``suricata-flow``, not ``zeek-conn``)."""
 
 
 def _eve_conn(rec: dict) -> dict:
@@ -538,18 +543,18 @@ def _eve_conn(rec: dict) -> dict:
     directions: ``pkts_toserver``, ``bytes_toserver`` and back; ``start`` .. ``end``) or a
     ``netflow`` event (one direction: ``pkts``, ``bytes``); the exporter is the event's ``host``
     (Suricata's ``sensor-name``), else ``suricata``.  Any other event (an alert, DNS, TLS ...) is
-    no connection and gives no flow (:class:`_NoFlow`); the bytes are the packets' as Suricata counts
+    no connection and gives no flow (:class:`NoFlow`); the bytes are the packets' as Suricata counts
     them (IP bytes, with the link header where it had one)."""
     et = rec["event_type"]
     body = rec.get(et) if et in ("flow", "netflow") else None
     if not isinstance(body, dict):
-        return _NoFlow()
+        return NoFlow()
     t0, t1 = _iso_seconds(body.get("start")), _iso_seconds(body.get("end"))
     host = rec.get("host")
-    conn = {"ts": t0 if t0 is not None else rec.get("timestamp"), "id.orig_h": rec.get("src_ip"),
+    conn = EveFlow({"ts": t0 if t0 is not None else rec.get("timestamp"), "id.orig_h": rec.get("src_ip"),
             "id.orig_p": rec.get("src_port"), "id.resp_h": rec.get("dest_ip"), "id.resp_p": rec.get("dest_port"),
             "proto": rec.get("proto"), "_node_name": host if isinstance(host, str) and host else "suricata",
-            "duration": t1 - t0 if t0 is not None and t1 is not None and t1 >= t0 else None}
+            "duration": t1 - t0 if t0 is not None and t1 is not None and t1 >= t0 else None})
     if et == "flow":
         conn.update(orig_pkts=body.get("pkts_toserver"), orig_ip_bytes=body.get("bytes_toserver"),
                     resp_pkts=body.get("pkts_toclient"), resp_ip_bytes=body.get("bytes_toclient"))
@@ -561,7 +566,7 @@ def _eve_conn(rec: dict) -> dict:
 def _conn_check(rec: dict) -> dict:
     if isinstance(rec.get("event_type"), str):     # Suricata's eve.json
         rec = _eve_conn(rec)
-        if isinstance(rec, _NoFlow):
+        if isinstance(rec, NoFlow):
             return rec
     ts = rec.get("ts")
     if isinstance(ts, str):          # LogAscii::json_timestamps = JSON::TS_ISO8601, Suricata's timestamp
@@ -593,7 +598,7 @@ def zeek_conn_flows(rec: dict) -> list[dict]:
     unset); the times are ``ts`` and ``ts + duration``; unsampled; the exporter is the sensor
     (``_node_name`` in a Zeek cluster's logs), else ``zeek``.  A Suricata event that is no flow
     gives none."""
-    if isinstance(rec, _NoFlow):
+    if isinstance(rec, NoFlow):
         return []
     node = rec.get("_node_name")
     exporter = node if isinstance(node, str) and node else "zeek"

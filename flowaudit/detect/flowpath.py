@@ -25,8 +25,8 @@ import pyarrow as pa
 
 from .. import quarantine as _quarantine
 from ..datasets import MESSAGES, SCHEMA_VERSION
-from ..decode.netflow import (GOFLOW_REASONS, STATUS_NAMES, NetflowDecoder, decode_goflow_json, numeric_view,
-                              zeek_conn_flows, zeek_conn_log)
+from ..decode.netflow import (GOFLOW_REASONS, STATUS_NAMES, EveFlow, NetflowDecoder, NoFlow, decode_goflow_json,
+                              numeric_view, zeek_conn_flows, zeek_conn_log)
 from .egress import _const, _table as _egress_table
 from ..kernels.ipset import addr_key
 from ..pipeline import Batch, _const_dict, _dict_array
@@ -208,10 +208,9 @@ class FlowPath:
                 head[i] = (int(sub.buf[s]) << 8 | int(sub.buf[s + 1])) if lens[i] >= 2 else 0
             mtypes = [_VERSION_NAMES.get(int(v), "netflow") for v in head]
         elif kind == KIND_ZEEK_CONN:
-            flows, dgram, status, reasons = self._zeek_conn(sub)
+            flows, dgram, status, reasons, mtypes = self._zeek_conn(sub)
             numeric = numeric_view(flows)
             exporters = None
-            mtypes = ["zeek-conn"] * n
         else:
             values = [None if sub.null[i] else sub.buf[sub.offsets[i]:sub.offsets[i + 1]].tobytes() for i in range(n)]
             flows, st = decode_goflow_json(values, sources=sub.sources, source_idx=sub.source_idx,
@@ -347,12 +346,14 @@ class FlowPath:
     def _zeek_conn(sub: Batch):
         """A Zeek conn topic's messages (each a JSON line, or Zeek's ASCII log with its header, one
         or more connections; or Suricata eve.json events) -> (FLOWS table, message of each row,
-        status, reason per message).  A message with a line that is no connection is quarantined
-        whole (as a DNS message is); a message of Suricata events that are no flows (alerts, DNS
-        ...) is read and gives none."""
+        status, reason and type per message).  A message with a line that is no connection is
+        quarantined whole (as a DNS message is); a message of Suricata events that are no flows
+        (alerts, DNS ...) is read and gives none.  Its type: ``zeek-conn``, ``suricata-flow`` (its
+        connections were Suricata flow events) or ``suricata-eve`` (Suricata events, no flow)."""
         n = len(sub)
         status = np.zeros(n, np.int64)
         reasons = ["ok"] * n
+        mtypes = ["zeek-conn"] * n
         values, msg = [], []
         for i in range(n):
             if sub.null[i] or sub.offsets[i + 1] == sub.offsets[i]:
@@ -368,6 +369,8 @@ class FlowPath:
                 if rec is not None:
                     records += 1
                     flows += zeek_conn_flows(rec)
+                    if isinstance(rec, (EveFlow, NoFlow)) and mtypes[i] != "suricata-flow":
+                        mtypes[i] = "suricata-flow" if isinstance(rec, EveFlow) else "suricata-eve"
             if bad or not records:
                 status[i], reasons[i] = 1, bad or "malformed_json"
                 continue
@@ -377,7 +380,7 @@ class FlowPath:
         at = lambda a: np.asarray(a)[m]  # noqa: E731
         table, _st = decode_goflow_json(values, sources=sub.sources, source_idx=at(sub.source_idx),
                                         partition=at(sub.partition), offset=at(sub.offset), ts_ms=at(sub.ts_ms))
-        return table, m, status, reasons
+        return table, m, status, reasons, mtypes
 
     # -- DNS answers ---------------------------------------------------------------------------
 
@@ -426,7 +429,7 @@ class FlowPath:
         included).  A message with a line that is no Suricata event (or a bad one: no readable
         time, a flow without addresses) is quarantined whole: it names nothing and gives no flow."""
         n = len(sub)
-        flows, dgram, status, reasons = self._zeek_conn(sub)        # reads, takes nothing in
+        flows, dgram, status, reasons, _types = self._zeek_conn(sub)        # reads, takes nothing in
         n_status, n_reasons, mtypes, _ = self._dns(sub, idx, res, skip=status != 0)
         for i in np.flatnonzero((status != 0) | (n_status != 0)).tolist():
             status[i] = 1
