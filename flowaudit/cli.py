@@ -23,9 +23,9 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--group", metavar="ID", help="consumer group id [env FLOWAUDIT_KAFKA_GROUP_ID]")
     p.add_argument("--topics", metavar="T=FMT,...",
                    help="topics and their formats (edifact, x12, xml, json, flat, auto; telemetry: netflow, goflow, "
-                   "zeek_conn: Zeek conn or Suricata eve flows; dns: Zeek's dns, ssl or http log records, Suricata's "
-                   "eve.json) "
-                   "[env FLOWAUDIT_KAFKA_TOPICS]")
+                        "zeek_conn: Zeek conn or Suricata eve flows; dns: Zeek's dns, ssl or http log records, "
+                        "Suricata's eve.json names; eve: all of Suricata's eve.json on one topic, its names and its "
+                        "flows) [env FLOWAUDIT_KAFKA_TOPICS]")
     p.add_argument("--root", type=out_path("folder"), metavar="DIR",
                    help="Parquet output root [env FLOWAUDIT_SINK_ROOT]")
     p.add_argument("--rotate-records", type=int, metavar="N",
@@ -360,7 +360,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, metavar="N",
                    help="N stream processes on this host, members of one consumer group, each with "
                         "metrics on --metrics-port + its index (default 1); worker 0 alone reads the "
-                        "dns/netflow/goflow/zeek_conn topics, so DNS answers meet the flows they name "
+                        "dns/eve/netflow/goflow/zeek_conn topics, so DNS answers meet the flows they name "
                         "[env FLOWAUDIT_KAFKA_WORKERS]")
     p.set_defaults(fn=cmd_stream)
 

@@ -106,8 +106,8 @@ class KafkaSettings:
     # --until-drained: give up (exit 4, with the partitions still waiting) after this many seconds
     # without a message or a change of assignment; 0 = wait for ever
     drain_stall_s: float = 120.0
-    # flow topics (netflow / goflow / zeek_conn) wait for the member's dns topics to catch up by record time,
-    # at most this many seconds per wait, so that a backlog never reads flows before the answers
+    # flow topics (netflow / goflow / zeek_conn / eve) wait for the member's dns and eve topics to catch up by
+    # record time, at most this many seconds per wait, so that a backlog never reads flows before the answers
     # that name their addresses (flowaudit/sources/dnssync.py); 0 = off
     dns_wait_s: float = 10.0
 
