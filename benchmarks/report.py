@@ -108,7 +108,8 @@ def markdown(res: dict) -> str:
                              f"{ex['workers_scaling_to_exit']:.2f}x to the last exit (the drain included) |")
         if s["group"] == "memory" and ex.get("runs"):
             for x in ex["runs"]:
-                lines.append(f"| | *{x['messages']:,} messages ({x['mb']:.0f} MB)* | | | | | {x['seconds'] * 1e3:.0f} | | "
+                lines.append(f"| | *{x['messages']:,} messages ({x['mb']:.0f} MB)* | | | | | "
+                             f"{x['seconds'] * 1e3:.0f} | | "
                              f"{x['peak_rss_mb']:.0f} (anon {x['peak_anon_mb']:.0f}) | bare consume loop "
                              f"{x['bare_peak_rss_mb']:.0f} MB; {x['budget_flushes']} buffer-budget flushes; "
                              f"target <= {ex['target_mb']} MB |")

@@ -70,9 +70,9 @@ def strip_workers(argv: list[str]) -> list[str]:
 
 def worker_topics(topics: dict[str, str], n: int) -> list[dict | None]:
     """The topics (name -> format) of each of ``n`` workers; None: the configured ones.  With
-    topics of names and of flows among them (an ``eve`` topic is both), worker 0 keeps every topic and the others get the message
-    topics only, so that one member holds every DNS answer and every flow; a worker left with no
-    topic is not started (the list is shorter)."""
+    topics of names and of flows among them (an ``eve`` topic is both), worker 0 keeps every topic
+    and the others get the message topics only, so that one member holds every DNS answer and
+    every flow; a worker left with no topic is not started (the list is shorter)."""
     fmts = set(topics.values())
     if n <= 1 or not fmts & set(NAME_FORMATS) or not fmts & set(FLOW_FORMATS):
         return [None] * n

@@ -483,7 +483,8 @@ def test_zeek_conn_topic_takes_suricata_flow_events(tmp_path):
     assert [(q["offset"], q["reason"]) for q in read_dataset(svc.root, "quarantine").to_pylist()] == [
         (2, "malformed_json")]
     # its messages say they were Suricata's, not Zeek's
-    assert sorted((m["source"], m["offset"], m["msg_type"]) for m in read_dataset(svc.root, "messages").to_pylist()) == [
+    msgs = read_dataset(svc.root, "messages").to_pylist()
+    assert sorted((m["source"], m["offset"], m["msg_type"]) for m in msgs) == [
         ("suricata.flows", 0, "suricata-flow"), ("suricata.flows", 1, "suricata-eve"),
         ("suricata.names", 0, "suricata-tls")]
 
