@@ -131,6 +131,37 @@ def stream_env(**extra) -> dict:
     return env
 
 
+def stream_with_a_partition_locked(bootstrap: str, spec: str, root: Path, locked: tuple[str, int], log_path: Path,
+                                   group: str, hold_s: float = 3.0, **env) -> tuple[int, str, str]:
+    """``flowaudit -v stream --until-drained`` over the topics ``spec`` (``T=FMT,...``) with the
+    storage lock of the partition ``locked`` held, as a leaving member would, until the stream
+    says it waits for it and ``hold_s`` more: the consumer's worst order, the other partitions
+    read first (flowaudit/sources/dnssync.py).  ``(returncode, stdout, the log)``."""
+    from flowaudit.sinks.parquet import PartitionLock
+
+    lock = PartitionLock(root, *locked)
+    assert lock.try_acquire()
+    cmd = stream_cmd(bootstrap, {}, root, "--until-drained", "--group", group, "--metrics-port", "0")
+    cmd[cmd.index("--topics") + 1] = spec
+    cmd.insert(cmd.index("stream"), "-v")
+    with open(log_path, "wb") as err:
+        proc = subprocess.Popen(cmd, env=stream_env(**env), stdout=subprocess.PIPE, stderr=err)
+    try:
+        # the warning comes with the assignment of the partitions
+        deadline = time.monotonic() + 120
+        while "waiting for the storage locks" not in log_path.read_text(errors="replace"):
+            assert time.monotonic() < deadline, "the stream never said it waits for the lock"
+            time.sleep(0.05)
+        time.sleep(hold_s)                              # the other partitions are read meanwhile
+    finally:
+        lock.release()
+    try:
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    return proc.returncode, out.decode(), log_path.read_text(errors="replace")
+
+
 def run_stream(bootstrap, topics, root, *extra, timeout=180, **env):
     return subprocess.run(stream_cmd(bootstrap, topics, root, *extra), env=stream_env(**env),
                           capture_output=True, text=True, timeout=timeout)

@@ -167,33 +167,40 @@ def _reference(events, wait_s):
     return ids(released), ids(queue)
 
 
-def test_property_against_the_plain_rule():
+def _random_polls(seed: int):
+    """Random polls over a dns partition and a flow partition ("nf"): (events, wait_s)."""
     import random
 
-    for seed in range(300):
-        rng = random.Random(seed)
-        wait_s = rng.choice([1.0, 3.0, 100.0])
-        offs = {"dns": 0, "nf": 0}
-        events, now = [], 0.0
-        for _ in range(rng.randint(1, 12)):
-            now += rng.choice([0.0, 0.5, 2.0])
-            batch = []
-            for _ in range(rng.randint(0, 5)):
-                t = rng.choice(["dns", "nf"])
-                key = (t, 0)
-                if rng.random() < 0.2:
-                    batch.append(eof(key, offs[t]))
-                else:
-                    batch.append(msg(key, offs[t], rng.choice([None, rng.randint(0, 50)])))
-                    offs[t] += 1
-            events.append((now, batch))
-        g = gate(wait_s)
-        got = []
-        for t, batch in events:
-            got += g.admit(batch, everything, now=t)[0]
-        left = [m for q in g.waiting.values() for m in q]
-        assert (ids(got), ids(left)) == _reference(events, wait_s), seed
+    rng = random.Random(seed)
+    wait_s = rng.choice([1.0, 3.0, 100.0])
+    offs = {"dns": 0, "nf": 0}
+    events, now = [], 0.0
+    for _ in range(rng.randint(1, 12)):
+        now += rng.choice([0.0, 0.5, 2.0])
+        batch = []
+        for _ in range(rng.randint(0, 5)):
+            t = rng.choice(["dns", "nf"])
+            key = (t, 0)
+            if rng.random() < 0.2:
+                batch.append(eof(key, offs[t]))
+            else:
+                batch.append(msg(key, offs[t], rng.choice([None, rng.randint(0, 50)])))
+                offs[t] += 1
+        events.append((now, batch))
+    return events, wait_s
 
+
+def _replayed(g, events):
+    got = []
+    for t, batch in events:
+        got += g.admit(batch, everything, now=t)[0]
+    return ids(got), ids([m for q in g.waiting.values() for m in q])
+
+
+def test_property_against_the_plain_rule():
+    for seed in range(300):
+        events, wait_s = _random_polls(seed)
+        assert _replayed(gate(wait_s), events) == _reference(events, wait_s), seed
 
 # -- a topic of names and flows (a Suricata eve topic): a DNS partition and a flow partition at once
 
@@ -261,32 +268,11 @@ def test_an_eve_partition_waits_for_a_dns_topic():
 def test_property_an_eve_partition_beside_a_dns_partition_follows_the_plain_rule():
     """One eve partition and one dns partition: the eve partition waits for the dns one exactly
     as a flow partition does (the plain rule above), never for itself."""
-    import random
-
     for seed in range(200):
-        rng = random.Random(seed)
-        wait_s = rng.choice([1.0, 3.0, 100.0])
-        offs = {"dns": 0, "nf": 0}
-        events, now = [], 0.0
-        for _ in range(rng.randint(1, 12)):
-            now += rng.choice([0.0, 0.5, 2.0])
-            batch = []
-            for _ in range(rng.randint(0, 5)):
-                t = rng.choice(["dns", "nf"])
-                key = (t, 0)
-                if rng.random() < 0.2:
-                    batch.append(eof(key, offs[t]))
-                else:
-                    batch.append(msg(key, offs[t], rng.choice([None, rng.randint(0, 50)])))
-                    offs[t] += 1
-            events.append((now, batch))
+        events, wait_s = _random_polls(seed)
         g = DnsSync(["dns", "nf"], ["nf"], wait_s)      # "nf" here carries names and flows
         g.assign([DNS, NF])
-        got = []
-        for t, batch in events:
-            got += g.admit(batch, everything, now=t)[0]
-        left = [m for q in g.waiting.values() for m in q]
-        assert (ids(got), ids(left)) == _reference(events, wait_s), seed
+        assert _replayed(g, events) == _reference(events, wait_s), seed
 
 
 def test_property_eve_partitions_drain_in_order_without_waiting_out_the_bound():

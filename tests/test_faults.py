@@ -26,7 +26,7 @@ from flowaudit import synth
 from flowaudit.broker import free_port
 from flowaudit.sinks.parquet import read_dataset
 
-from .conftest import produce_labelled, run_stream, stream_cmd, stream_env
+from .conftest import produce_labelled, run_stream, stream_cmd, stream_env, stream_with_a_partition_locked
 from .test_stream_integration import (_wait_for, assert_exactly_once, assert_no_partial_files, expected_hits,
                                       found_hits)
 
@@ -552,32 +552,12 @@ def test_held_netflow_sets_and_the_dns_map_survive_a_restart(broker, corpus, tmp
     # partition is not readable (its storage lock held, as a leaving member would) while the
     # NetFlow partition is read to its end.  Its flows wait for the DNS answers by record time
     # (flowaudit/sources/dnssync.py): read first, the LOGINK flow would lose its attribution.
-    from flowaudit.sinks.parquet import PartitionLock
-
     whole = tmp_path / "whole"
-    lock = PartitionLock(whole, names["zeek.dns"], 0)
-    assert lock.try_acquire()
-    log_path = tmp_path / "whole.log"
-    cmd = stream_cmd(broker.bootstrap, {}, whole, "--until-drained", "--group", "g-restart-whole",
-                     "--metrics-port", "0")
-    cmd[cmd.index("--topics") + 1] = spec
-    cmd.insert(cmd.index("stream"), "-v")
-    with open(log_path, "wb") as err:
-        proc = subprocess.Popen(cmd, env=stream_env(FLOWAUDIT_KAFKA_DNS_WAIT_S="120"),
-                                stdout=subprocess.PIPE, stderr=err)
-    try:
-        # the warning comes with the assignment of both partitions
-        assert _wait_for(lambda: "waiting for the storage locks" in log_path.read_text(errors="replace"), 120)
-        time.sleep(3)                                   # the NetFlow partition is read meanwhile
-    finally:
-        lock.release()
-    try:
-        out, _ = proc.communicate(timeout=180)
-    finally:
-        proc.kill()
-    text = log_path.read_text(errors="replace")
-    assert proc.returncode == 0, text[-3000:]
-    assert "lock taken" in text and "DNS sync" not in out.decode()
+    rc, out, text = stream_with_a_partition_locked(broker.bootstrap, spec, whole, (names["zeek.dns"], 0),
+                                                   tmp_path / "whole.log", "g-restart-whole",
+                                                   FLOWAUDIT_KAFKA_DNS_WAIT_S="120")
+    assert rc == 0, text[-3000:]
+    assert "lock taken" in text and "DNS sync" not in out
 
     def canon(root, d):
         keep = ("source", "offset", "exporter", "src_addr", "dst_addr", "dst_port", "bytes", "platform",

@@ -543,13 +543,9 @@ def test_eve_topic_through_the_stream_waits_for_its_own_other_partition(broker, 
     held while partition 1 is read to its end, the consumer's worst order: the flow waits for
     partition 0's names (flowaudit/sources/dnssync.py), neither partition waits for itself or holds
     the other up for the bound, and the flow is LOGINK's."""
-    import subprocess
-
     from confluent_kafka import Producer
 
-    from flowaudit.sinks.parquet import PartitionLock
-
-    from .conftest import stream_cmd, stream_env
+    from .conftest import stream_with_a_partition_locked
     from .test_dnsmap import eve
 
     topic = "t-eve.suricata"
@@ -569,28 +565,11 @@ def test_eve_topic_through_the_stream_waits_for_its_own_other_partition(broker, 
     assert p.flush(30) == 0
 
     root = tmp_path / "out"
-    lock = PartitionLock(root, topic, 0)
-    assert lock.try_acquire()
-    log_path = tmp_path / "stream.log"
-    cmd = stream_cmd(broker.bootstrap, {"eve": topic}, root, "--until-drained", "--group", "g-eve",
-                     "--metrics-port", "0")
-    cmd.insert(cmd.index("stream"), "-v")
     t_start = time.monotonic()
-    with open(log_path, "wb") as err:
-        proc = subprocess.Popen(cmd, env=stream_env(FLOWAUDIT_KAFKA_DNS_WAIT_S="120"), stdout=subprocess.PIPE,
-                                stderr=err)
-    try:
-        assert _wait_until(lambda: "waiting for the storage locks" in log_path.read_text(errors="replace"), 120)
-        time.sleep(3)                                   # partition 1 is read to its end meanwhile
-    finally:
-        lock.release()
-    try:
-        out, _ = proc.communicate(timeout=180)
-    finally:
-        proc.kill()
-    text = log_path.read_text(errors="replace")
-    assert proc.returncode == 0, text[-3000:]
-    assert "DNS sync" not in out.decode() and time.monotonic() - t_start < 100    # the bound was not waited out
+    rc, out, text = stream_with_a_partition_locked(broker.bootstrap, f"{topic}=eve", root, (topic, 0),
+                                                   tmp_path / "stream.log", "g-eve", FLOWAUDIT_KAFKA_DNS_WAIT_S="120")
+    assert rc == 0, text[-3000:]
+    assert "DNS sync" not in out and time.monotonic() - t_start < 100    # the bound was not waited out
     tr = read_dataset(root, "transfers").to_pylist()
     assert sorted((t["partition"], t["offset"], t["rule"], t["seen_where"], t["src_addr"], t["dst_addr"])
                   for t in tr) == [(0, 0, "dns_lookup", "DNS_ANSWER", "10.0.0.5", "198.51.100.7"),
@@ -600,11 +579,3 @@ def test_eve_topic_through_the_stream_waits_for_its_own_other_partition(broker, 
     assert sorted((m["partition"], m["offset"], m["msg_type"]) for m in msgs) == [
         (0, 0, "suricata-dns"), (0, 1, "suricata-eve"), (1, 0, "suricata-flow"), (1, 1, "suricata-flow")]
 
-
-def _wait_until(cond, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.2)
-    return False
