@@ -402,3 +402,74 @@ def test_suricata_eve_names_addresses_as_zeek_logs_do(tmp_path):
     (tmp_path / "eve.json").write_bytes(b"\n".join(lines[:-1]) + b"\n")
     (tmp_path / "stats.log").write_bytes(b"")
     assert log_files([tmp_path]) == [str(tmp_path / "eve.json")]
+
+
+def test_suricata_format_1_cname_chain_names_the_last_target_s_address():
+    """Suricata's eve DNS format 1 logs a chain a record an event: the CNAME of a watched name is
+    its own event, and the A record's owner is the chain's last target.  The target is the watched
+    name for the CNAME's TTL, so the address is the watched name's (two hops here); after the TTL,
+    or for a chain no watched name starts, it is nobody's.  A restart snapshot keeps the chain."""
+    import time as _t
+
+    keep = lambda n: n.rstrip(".").lower().endswith("logink.cn")  # noqa: E731
+    iso = lambda s: _t.strftime("%Y-%m-%dT%H:%M:%S.000000+0000", _t.gmtime(s))  # noqa: E731
+
+    def rr(ts, owner, rrtype, rdata, ttl):
+        return eve("dns", {"type": "answer", "rrname": owner, "rrtype": rrtype, "ttl": ttl, "rdata": rdata,
+                           "rcode": "NOERROR"}, ts=iso(ts), src="10.40.0.53", dst="10.40.1.5", sport=53, dport=53000)
+
+    d = DnsMap(skew_s=0, keep=keep)
+    stored = d.observe_lines([rr(T0, "gateway.logink.cn", "CNAME", "Gw.Edge.example.net.", 60),
+                              rr(T0, "gw.edge.example.net", "CNAME", "e1.cdn.example", 60),
+                              rr(T0, "e1.cdn.example", "A", "203.0.113.50", 30),
+                              rr(T0, "www.example.com", "CNAME", "e2.cdn.example", 60),
+                              rr(T0, "e2.cdn.example", "A", "203.0.113.51", 30)])
+    assert [(s.query, s.name, s.addr) for s in stored] == [("e1.cdn.example", "gateway.logink.cn", "203.0.113.50")]
+    assert d.get("203.0.113.50", int((T0 + 10) * NS)) == "gateway.logink.cn"
+    assert d.get("203.0.113.51", int((T0 + 10) * NS)) is None
+    # the chain outlived its TTL: a later answer for its target names nobody
+    assert d.observe_lines([rr(T0 + 61, "e1.cdn.example", "A", "203.0.113.52", 30)]) == []
+    # a restart snapshot keeps it (and one written before the map kept chains still loads)
+    e = DnsMap(skew_s=0, keep=keep)
+    state = json.loads(json.dumps(DnsMap(skew_s=0, keep=keep).to_state() | {"aliases": d.to_state()["aliases"]}))
+    e.load_state(state)
+    assert [s.name for s in e.observe_lines([rr(T0 + 5, "e1.cdn.example", "A", "203.0.113.53", 30)])] == [
+        "gateway.logink.cn"]
+    old = d.to_state()
+    del old["aliases"]
+    assert DnsMap().load_state(old) == len(d)
+    try:
+        DnsMap().load_state(dict(old, aliases=[["x", "y", "soon"]]))
+        raise AssertionError("accepted a bad alias")
+    except ValueError:
+        pass
+
+
+def test_the_audit_gathers_a_format_1_chain_among_other_lookups(tmp_path):
+    """The audit keeps only the --dns records that name a watched host (a map of one address
+    judges them, its chains bounded on their own): a format 1 chain's CNAME and A events are both
+    kept, with other lookups and chains between them, in order, so its units' maps name the
+    address too."""
+    import time as _t
+
+    keep = lambda n: n.rstrip(".").lower().endswith("logink.cn")  # noqa: E731
+    iso = _t.strftime("%Y-%m-%dT%H:%M:%S.000000+0000", _t.gmtime(T0))
+
+    def rr(owner, rrtype, rdata):
+        return eve("dns", {"type": "answer", "rrname": owner, "rrtype": rrtype, "ttl": 60, "rdata": rdata,
+                           "rcode": "NOERROR"}, ts=iso, src="10.40.0.53", dst="10.40.1.5", sport=53, dport=53000)
+
+    # other lookups between the two events, other watched names' chains among them
+    noise = [rr(f"h{i}.example.org" if i % 2 else f"s{i}.logink.cn", "CNAME", f"c{i}.cdn.example") for i in range(50)]
+    log = tmp_path / "eve.json"
+    log.write_bytes(b"\n".join([rr("gateway.logink.cn", "CNAME", "gw.edge.example.net"), *noise,
+                                rr("gw.edge.example.net", "A", "203.0.113.50")]) + b"\n")
+    rows: list = []          # as flowaudit.audit.work.dns_log gathers them
+    with open(log, "rb") as fh:
+        DnsMap(1, keep=keep).observe_lines(fh, watched=rows)
+    lines = [x for _ts, x in sorted(rows, key=lambda r: r[0])]
+    kept = [json.loads(x)["dns"]["rrname"] for x in lines]
+    assert kept == ["gateway.logink.cn", *(f"s{i}.logink.cn" for i in range(0, 50, 2)), "gw.edge.example.net"]
+    d = DnsMap(skew_s=0, keep=keep)
+    d.observe_lines(lines)
+    assert d.get("203.0.113.50", int((T0 + 1) * NS)) == "gateway.logink.cn"

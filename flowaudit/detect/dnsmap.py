@@ -258,6 +258,12 @@ class DnsMap:
         # (hi, lo) -> [[name, valid_from_ns, valid_until_ns, answered_ns, via], ...] (oldest answer first);
         # dict order = least recently answered address first
         self._map: OrderedDict[tuple[int, int], list[list]] = OrderedDict()
+        # a watched name's CNAME targets -> (that name, valid until ns), least recently answered
+        # first: Suricata's eve DNS format 1 logs a chain a record an event, so the A record's owner
+        # is the last target, and only this says whose address it is.  Bounded on its own: a map
+        # kept to one address (the audit's gathering of the watched records) still follows chains
+        self._alias: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        self.max_aliases = max(self.max_entries, 10_000)
         self.now_ns = 0
         self.span: list[int] | None = None   # [first, last] record time of the records observed (a caller may reset it)
         self.last_via: str | None = None     # the kind of the last record of the last observe_lines call
@@ -337,27 +343,44 @@ class DnsMap:
         if rec.get("rcode_name") not in (None, "NOERROR"):
             return False
         self.now_ns = max(self.now_ns, ts)
-        name = _first_kept(_dns_names(query, answers), self.keep)
+        names = _dns_names(query, answers)
+        name = _first_kept(names, self.keep)
         if name is None:
-            return False
+            name = self._aliased(names, ts)
+            if name is None:
+                return False
         client = rec.get("id.orig_h")
         for i, a in enumerate(answers):
             if not isinstance(a, str):
                 continue
-            try:
-                hi, lo = _ipset.addr_key(a)
-            except ValueError:
-                continue
-            self.stats["answers"] += 1
             ttl = ttls[i] if i < len(ttls) and isinstance(ttls[i], (int, float)) else None
             # clamped in seconds first, so that a huge TTL cannot overflow the ns arithmetic
             ttl_ns = self.default_ttl_ns if ttl is None else int(min(max(float(ttl), 0.0), 1e10) * NS)
             ttl_ns = min(max(ttl_ns, self.min_ttl_ns), self.max_ttl_ns)
+            try:
+                hi, lo = _ipset.addr_key(a)
+            except ValueError:
+                target = a.rstrip(".").lower()
+                if 0 < len(target) <= MAX_NAME:          # a CNAME: its own answers are this name's
+                    self._alias.pop(target, None)
+                    self._alias[target] = (name, ts + ttl_ns + self.skew_ns)
+                    while len(self._alias) > self.max_aliases:
+                        self._alias.popitem(last=False)
+                continue
+            self.stats["answers"] += 1
             self._add((hi, lo), name, ts - self.skew_ns, ts + ttl_ns + self.skew_ns, ts)
             self.stats["stored"] += 1
             stored.append(DnsAnswer(ts, client if isinstance(client, str) else None, query, name, a, ttl_ns / NS))
         self._arrays = None
         return True
+
+    def _aliased(self, names: list[str], ts: int) -> str | None:
+        """The watched name whose CNAME one of ``names`` is, at record time ``ts`` (None: none)."""
+        for n in names:
+            hit = self._alias.get(n.rstrip(".").lower())
+            if hit is not None and ts <= hit[1]:
+                return hit[0]
+        return None
 
     def _observe_name(self, rec: dict, ts: int, via: str, stored: list) -> bool:
         """A TLS server name or HTTP Host: the connection's responder is that name for a while."""
@@ -409,6 +432,8 @@ class DnsMap:
         if dead:
             self.stats["expired"] += dead
             self._arrays = None
+        for k in [k for k, (_n, until) in self._alias.items() if until < limit]:
+            del self._alias[k]
 
     # ---------------------------------------------------------------------------- output
     def get(self, addr: str, t_ns: int) -> str | None:
@@ -467,7 +492,8 @@ class DnsMap:
     def to_state(self) -> dict:
         """The map as JSON-able data (addresses as text), for :meth:`load_state` after a restart."""
         return {"now_ns": self.now_ns,
-                "entries": [[_ipset.key_text(h, w), ivs] for (h, w), ivs in self._map.items()]}
+                "entries": [[_ipset.key_text(h, w), ivs] for (h, w), ivs in self._map.items()],
+                "aliases": [[a, n, until] for a, (n, until) in self._alias.items()]}
 
     def load_state(self, state: dict) -> int:
         """Merge a :meth:`to_state` snapshot into this map (bounds and expiry apply); returns the
@@ -490,8 +516,18 @@ class DnsMap:
                     parsed.append((key, name, t0, t1, answered, via))
             except (TypeError, ValueError):
                 raise ValueError("dns map state: bad entry") from None
+        aliases = state.get("aliases", [])       # (a snapshot written before the map kept them: none)
+        if not isinstance(aliases, list) or not all(
+                isinstance(x, list) and len(x) == 3 and isinstance(x[0], str) and isinstance(x[1], str)
+                and isinstance(x[2], int) and not isinstance(x[2], bool) for x in aliases):
+            raise ValueError("dns map state: bad alias")
         for key, name, t0, t1, answered, via in parsed:
             self._add(key, name, t0, t1, answered, via)
+        for a, n, until in aliases:
+            self._alias.pop(a, None)
+            self._alias[a] = (n, until)
+        while len(self._alias) > self.max_aliases:
+            self._alias.popitem(last=False)
         self.now_ns = max(self.now_ns, now)
         self._arrays = None
         self._expire()
