@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .datasets import QUARANTINE, SCHEMA_VERSION
+from .datasets import CHECKED, QUARANTINE, SCHEMA_VERSION
 from .protect import PLAIN_ENCODING, SEAL_ENCODING, Protector
 
 _AAD_LABEL = b"flowaudit quarantine row v1\x00"
@@ -137,7 +137,7 @@ def read(root: str | os.PathLike) -> tuple[pa.Table, Path]:
     if not p.exists():
         raise QuarantineError(f"{p}: no such file or folder")
     try:
-        t = pq.read_table(p) if p.is_file() else read_dataset(p, "quarantine")
+        t = pq.read_table(p, **CHECKED) if p.is_file() else read_dataset(p, "quarantine")
     except (pa.ArrowException, OSError) as exc:
         raise QuarantineError(f"{p}: not a quarantine dataset ({str(exc).splitlines()[0]})") from None
     missing = {"raw", "raw_encoding", "source", "partition", "offset"} - set(t.column_names)

@@ -294,3 +294,34 @@ def test_a_time_range_that_holds_no_time_is_a_usage_error(root, tmp_path):
         assert p.returncode == 2 and "--since 2026-03-02 is not before --until 2026-03-01" in p.stderr, (argv, p.stderr)
         assert len(p.stderr.splitlines()) == 1
     assert not (tmp_path / "none").exists()
+
+
+def test_a_damaged_page_of_an_uncompressed_file_is_found_by_its_checksum(root, tmp_path):
+    """An uncompressed page (``sink.compression = "none"``) damaged on disk decodes to other values
+    without complaint: every reader of a root checks the pages' CRC32 (flowaudit's writers store
+    it), so findings, aggregates and report name the file instead of using what it now says."""
+    import shutil
+
+    from flowaudit.datasets import parquet_options
+
+    r, policy, _sc = root
+    copy = tmp_path / "root"
+    # the datasets the stream writes, without findings an earlier test may have stored beside them
+    # (the report would take those and read fewer of the transfers' columns)
+    shutil.copytree(r, copy, ignore=shutil.ignore_patterns("dataset=findings", "_*"))
+    victim = sorted((copy / "dataset=transfers").rglob("*.parquet"))[0]
+    t = pq.read_table(victim)
+    pq.write_table(t, victim, **parquet_options(t.schema, compression="none"))
+    raw = bytearray(victim.read_bytes())
+    name = t.column("indicator")[0].as_py().encode()
+    at = raw.index(name)                                  # the value, plain in its page
+    raw[at] ^= 0x01
+    victim.write_bytes(bytes(raw))
+    quiet = pq.read_table(victim).column("indicator").to_pylist()     # unchecked: other values, no error
+    assert name.decode() not in quiet and len(quiet) == t.num_rows
+    for argv in (["findings", copy, "--policy", policy, "--window", "3600"], ["aggregates", copy],
+                 ["report", copy, "--out", tmp_path / "r.html"]):
+        p = subprocess.run([sys.executable, "-m", "flowaudit", *map(str, argv)], capture_output=True, text=True,
+                           timeout=120)
+        assert p.returncode == 2 and "Traceback" not in p.stderr, (argv[0], p.stderr[-2000:])
+        assert f"flowaudit {argv[0]}: {victim}: a damaged Parquet file (" in p.stderr

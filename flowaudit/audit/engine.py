@@ -244,10 +244,10 @@ def _copy(src: Path, dst: Path, ds: str, retro) -> int:
     if ds == "hits":
         retro.add_hits(dst)
     if ds == "transfers":
-        from ..datasets import TRANSFERS
+        from ..datasets import CHECKED, TRANSFERS
         from .work import write_file
 
-        t = retro.keep(pq.read_table(src, schema=TRANSFERS))
+        t = retro.keep(pq.read_table(src, schema=TRANSFERS, **CHECKED))
         if t.num_rows:
             write_file(t, dst)
         return t.num_rows

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..datasets import NAME_RULES
+from ..datasets import CHECKED, NAME_RULES
 from ..detect.egress import BASE64_SHOWN, NAME_WHERE, _zone_of
 
 FLOW_WHERE = ("NETFLOW_DST", "NETFLOW_SRC")     # transfers recomputed from the stored flows
@@ -150,7 +150,7 @@ class Retro:
         if not self.digests:
             return rows, prov
         for f in sorted(self.hits_files):
-            t = pq.read_table(f, columns=_HITS_COLS)
+            t = pq.read_table(f, columns=_HITS_COLS, **CHECKED)
             t = t.filter(pc.equal(pc.cast(t.column("data_class"), pa.string()), RECIPIENT_CLASS))
             if not t.num_rows:
                 continue

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..datasets import FLOWS, SCHEMA_VERSION, dictionary_array
+from ..datasets import CHECKED, FLOWS, SCHEMA_VERSION, dictionary_array
 from ..memory import release_library_pages
 from ..sinks.parquet import _write_durable, fsync_dir, hour_dir, hour_keys, makedirs, replace_atomic
 from .inputs import InputError, Unit, scaled_ms, time_scale_ms
@@ -191,7 +191,7 @@ def binary_buffers(col: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _read(unit: Unit, columns: list[str]) -> pa.Table:
     top = sorted({c.split(".")[0] for c in columns})
-    return pq.ParquetFile(unit.input.path).read_row_groups(list(unit.row_groups), columns=top)
+    return pq.ParquetFile(unit.input.path, **CHECKED).read_row_groups(list(unit.row_groups), columns=top)
 
 
 def _in_range(ts: np.ndarray, spec: Spec) -> np.ndarray | None:
@@ -381,7 +381,7 @@ def _flows(unit: Unit, spec: Spec) -> tuple[dict, dict]:
     from ..decode.netflow import numeric_view
 
     clf, egress = tools(spec)
-    t = pq.ParquetFile(unit.input.path).read_row_groups(list(unit.row_groups))
+    t = pq.ParquetFile(unit.input.path, **CHECKED).read_row_groups(list(unit.row_groups))
     flows = flows_table(unit, t)
     first = np.asarray(flows.column("first_ns").to_numpy(zero_copy_only=False), np.int64)
     keep = _in_range(first // 1_000_000, spec)

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from ..datasets import FINDINGS
+from ..datasets import CHECKED, FINDINGS
 from ..sinks.parquet import hour_dir
 from . import findings as F
 from .inventory import Inventory
@@ -75,7 +75,7 @@ def _latest_ms(files, topics) -> int | None:
     want = pa.array(sorted(topics), pa.string())
     best = None
     for path in files:
-        pf = pq.ParquetFile(path, pre_buffer=False)
+        pf = pq.ParquetFile(path, pre_buffer=False, **CHECKED)
         names = pf.schema_arrow.names
         if "ts_ms" not in names or "source" not in names:
             continue
@@ -189,7 +189,7 @@ class WindowReader:
             for path in sorted((self.base / hour_dir(h)).glob("*.parquet")):
                 pf = None
                 if path not in self.ranges:
-                    pf = pq.ParquetFile(path, pre_buffer=False)
+                    pf = pq.ParquetFile(path, pre_buffer=False, **CHECKED)
                     names = pf.schema_arrow.names
                     if self.names is None:
                         self.names = [c for c in self.cols if c in names]
@@ -206,7 +206,7 @@ class WindowReader:
                         continue
                     if grp is None:
                         if pf is None:
-                            pf = pq.ParquetFile(path, pre_buffer=False)
+                            pf = pq.ParquetFile(path, pre_buffer=False, **CHECKED)
                         have = pf.schema_arrow.names
                         t = pf.read_row_group(g, columns=self._columns(have) if whole else self._keys(have))
                         rows = np.flatnonzero(_in_set(t.column("source"), self.topics).fill_null(False).to_numpy())
@@ -227,7 +227,7 @@ class WindowReader:
     def _whole(self, grp: _Group):
         """Every wanted column of the group's kept rows (read once)."""
         if grp.whole is None:
-            pf = pq.ParquetFile(grp.path, pre_buffer=False)
+            pf = pq.ParquetFile(grp.path, pre_buffer=False, **CHECKED)
             t = pf.read_row_group(grp.g, columns=self._columns(pf.schema_arrow.names))
             grp.whole = t.take(grp.rows) if grp.rows.size < t.num_rows else t
         return grp.whole

@@ -41,7 +41,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..datasets import FINDINGS, HITS, NAME_RULES, SCHEMA_VERSION
+from ..datasets import CHECKED, FINDINGS, HITS, NAME_RULES, SCHEMA_VERSION, checked_parquet
 from . import severity as _sev
 from .inventory import Inventory
 from .inventory import load as load_inventory
@@ -578,7 +578,7 @@ def _read(root: Path, name: str, columns: list[str], filt=None) -> pa.Table | No
     base = Path(root) / f"dataset={name}"
     if not base.is_dir():
         return None
-    d = ds.dataset(base, format="parquet", partitioning="hive")
+    d = ds.dataset(base, format=checked_parquet(), partitioning="hive")
     return d.to_table(columns=[c for c in columns if c in d.schema.names], filter=filt)
 
 
@@ -690,7 +690,7 @@ def write_findings(root: str | Path, findings: pa.Table, prune: bool = True) -> 
             wanted.add(final)
             if final.exists():
                 try:
-                    old = pq.read_table(final, schema=FINDINGS)
+                    old = pq.read_table(final, schema=FINDINGS, **CHECKED)
                 except Exception:  # noqa: BLE001 - unreadable: replace it
                     old = None
                 if old is not None and not prune:

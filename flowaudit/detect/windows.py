@@ -75,7 +75,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from ..datasets import HITS, MESSAGES, TRANSFERS
+from ..datasets import CHECKED, HITS, MESSAGES, TRANSFERS, checked_parquet
 from ..sinks.parquet import _MAX_TS_MS, _MIN_TS_MS, hour_dir, parse_name, replace_atomic
 from . import findings as _f
 
@@ -337,7 +337,8 @@ class FindingsWindows:
         los = list(self._oldest.values())
         def oldest(files):
             # none published yet (another member's, or the writer thread's, first file set on its way)
-            return ds.dataset(files, format="parquet").to_table(columns=["ts_ms"], filter=ds.field("ts_ms") > 0) \
+            return ds.dataset(files, format=checked_parquet()).to_table(columns=["ts_ms"],
+                                                                       filter=ds.field("ts_ms") > 0) \
                 if files else None
 
         for name in ("messages", "quarantine"):
@@ -589,7 +590,7 @@ class FindingsWindows:
             old = old_meta = None
             if final.exists():
                 try:
-                    old = pq.read_table(final, schema=FINDINGS)
+                    old = pq.read_table(final, schema=FINDINGS, **CHECKED)
                     old_meta = (pq.read_schema(final).metadata or {}).get(MEMBER_META)
                 except Exception:  # noqa: BLE001 - unreadable: replaced
                     old = None
@@ -639,7 +640,7 @@ class FindingsWindows:
                 continue
             files = [str(p) for d in base.glob("date=*/hour=*") if _hour_of(d) >= hour0 for p in d.glob("*.parquet")
                      if wanted(parse_name(p.name))]
-            t = self._tolerant(files, lambda fs: ds.dataset(fs, format="parquet").to_table(
+            t = self._tolerant(files, lambda fs: ds.dataset(fs, format=checked_parquet()).to_table(
                 columns=["source", "partition", "offset"], filter=ds.field("ts_ms") >= thr_ms) if fs else None)
             if t is None or not t.num_rows:
                 continue
@@ -780,7 +781,7 @@ class FindingsWindows:
         """:meth:`_read`'s scan of ``files``."""
         if not files:
             return None
-        d = ds.dataset(files, format="parquet")
+        d = ds.dataset(files, format=checked_parquet())
         filt = (ds.field("ts_ms") >= lo_ns // MS) & (ds.field("ts_ms") < -(-(hi_ns + self.lateness_ns) // MS))
         if sources is not None:
             filt = filt & ds.field("source").isin(sources)
@@ -821,7 +822,7 @@ class FindingsWindows:
             return None
         import pyarrow.parquet as pq
         try:
-            return pq.read_table(p, schema=_f.FINDINGS)
+            return pq.read_table(p, schema=_f.FINDINGS, **CHECKED)
         except (pa.ArrowException, OSError) as exc:    # damaged: as if not written, so it is written again
             log.error("findings: %s does not read back (%s): the window's findings are written again", p,
                       " ".join(str(exc).split())[:200])
@@ -852,7 +853,7 @@ def read_findings(root: str | Path, *, inventory=None, model=None) -> tuple[pa.T
         m = _MEMBER_FILE.match(p.name)
         if m is None:
             continue
-        t = pq.read_table(p, schema=FINDINGS)
+        t = pq.read_table(p, schema=FINDINGS, **CHECKED)
         info["files"] += 1
         cover, meta = None, None            # None: every partition
         if m.group(2):

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from .. import __version__
-from ..datasets import FINDINGS, NAME_RULES, SCHEMA_VERSION
+from ..datasets import FINDINGS, NAME_RULES, SCHEMA_VERSION, checked_parquet
 from ..detect import severity as _sev
 from ..detect import watchlist as _wl
 from ..detect.findings import SEV_RANK, worst_first
@@ -65,7 +65,7 @@ def _dataset(root: Path, name: str) -> ds.Dataset | None:
     base = root / f"dataset={name}"
     if not base.is_dir():
         return None
-    return ds.dataset(base, format="parquet", partitioning="hive")   # hidden temp files are skipped
+    return ds.dataset(base, format=checked_parquet(), partitioning="hive")   # hidden temp files are skipped
 
 
 def _batches(d: ds.Dataset | None, columns: list[str]):

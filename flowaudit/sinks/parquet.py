@@ -61,7 +61,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..datasets import SCHEMAS, parquet_options
+from ..datasets import SCHEMAS, checked_parquet, parquet_options
 
 COMMIT_DATASET = "messages"   # published last in every file set: its presence commits the set
 _MIN_TS_MS = 946_684_800_000      # 2000-01-01
@@ -567,5 +567,5 @@ def read_dataset(root: Path, dataset: str) -> pa.Table:
     base = Path(root) / f"dataset={dataset}"
     if not base.is_dir():
         return SCHEMAS[dataset].empty_table()
-    return ds.dataset(base, format="parquet", partitioning="hive", schema=None).to_table()
+    return ds.dataset(base, format=checked_parquet(), partitioning="hive", schema=None).to_table()
 
