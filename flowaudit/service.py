@@ -87,6 +87,9 @@ from .workers import FLOW_FORMATS, NAME_FORMATS
 
 log = logging.getLogger("flowaudit.stream")
 _NOTHING = object()   # the worker found the queue empty; handle() was given no started batch
+# a poll's telemetry kinds, names first (dns topics, then eve topics, which take their names before
+# their flows): a flow in the same poll as the answer that names its address is attributed
+_NAMES_FIRST = sorted(TELEMETRY_NAMES.items(), key=lambda kv: (kv[1] != "dns", kv[1] not in NAME_FORMATS))
 # a poll that only brought ends of partitions: the worker looks at the findings windows again (an
 # idle partition may let one close; no batch follows to do it, and the rows would wait in memory)
 _WINDOWS = object()
@@ -1329,10 +1332,7 @@ class StreamService:
                                  ("transfers", (result.transfers, result.t_idx))):
                 if t is not None and (t.num_rows or d == "messages"):
                     parts.setdefault(d, []).append((t, text[rows] if tb is not batch else rows))
-        # names first (dns topics, then eve topics, which take their names before their flows): a flow
-        # in the same poll as the answer that names its address is attributed
-        names_first = sorted(TELEMETRY_NAMES.items(), key=lambda kv: (kv[1] != "dns", kv[1] not in NAME_FORMATS))
-        for code, kind in names_first:
+        for code, kind in _NAMES_FIRST:
             idx = np.flatnonzero(kinds == code)
             if idx.size:
                 fr = self.flowpath.run(batch, idx, kind)

@@ -428,8 +428,7 @@ class FlowPath:
         ``flow`` / ``netflow`` events are flows, matched against the map (the names of the batch
         included).  A message with a line that is no Suricata event (or a bad one: no readable
         time, a flow without addresses) is quarantined whole: it names nothing and gives no flow."""
-        n = len(sub)
-        flows, dgram, status, reasons, _types = self._zeek_conn(sub)        # reads, takes nothing in
+        flows, dgram, status, reasons, types = self._zeek_conn(sub)        # reads, takes nothing in
         n_status, n_reasons, mtypes, _ = self._dns(sub, idx, res, skip=status != 0)
         for i in np.flatnonzero((status != 0) | (n_status != 0)).tolist():
             status[i] = 1
@@ -439,8 +438,9 @@ class FlowPath:
             keep = status[dgram] == 0
             flows, dgram = flows.filter(pa.array(keep)), dgram[keep]
         per_msg = self._flow_rows(sub, idx, KIND_EVE, res, flows, numeric_view(flows), None, dgram)
-        mtypes = ["suricata-flow" if per_msg[i] else
-                  (mtypes[i] if mtypes[i].startswith("suricata-") else "suricata-eve") for i in range(n)]
+        # a flow event's message is suricata-flow, one that named a host its name's type, the rest
+        # suricata-eve
+        mtypes = [c if c == "suricata-flow" or not m.startswith("suricata-") else m for c, m in zip(types, mtypes)]
         return status, reasons, mtypes, per_msg
 
     # -- the messages / quarantine rows -----------------------------------------------------------
